@@ -1,0 +1,259 @@
+"""Plumbing shared by the flatness estimators.
+
+A model is seen as a pure function of its trainable parameters through
+``torch.func.functional_call``: estimators never write to ``module.parameters()``, and
+buffers are passed as clones, so the model's state is the same afterwards by construction.
+The module's train/eval flags are set for the duration of an estimator and restored exactly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import math
+from collections.abc import Iterator
+from contextlib import contextmanager
+from enum import StrEnum
+
+import torch
+from torch import Tensor, nn
+from torch.func import functional_call
+
+
+class Mode(StrEnum):
+    """Which forward pass an estimator differentiates.
+
+    ``EVAL``: ``model.eval()``, deterministic. ``TRAIN``: dropout-family layers (anything gated
+    on ``self.training``) are active and Monte-Carlo averaged, while batch norm stays frozen at
+    its running statistics so that no buffer changes and samples stay independent.
+    """
+
+    EVAL = "eval"
+    TRAIN = "train"
+
+
+def parse_mode(mode: Mode | str) -> Mode:
+    """Converts the string form of a mode, naming the known ones on failure."""
+    try:
+        return Mode(mode)
+    except ValueError:
+        known = ", ".join(repr(m.value) for m in Mode)
+        raise ValueError(f"mode must be one of {known}, got {mode!r}") from None
+
+
+@dataclasses.dataclass(frozen=True)
+class Provenance:
+    """What an estimate was computed from, so that a number in a report can be traced.
+
+    Attributes:
+        num_samples: Number of data points N the estimate averages over.
+        batch_size: Batch size used to sweep the data (changes memory, not the value, except
+            through batch-coupled layers in train mode).
+        data_fingerprint: First 16 hex digits of SHA-256 over the inputs and labels.
+        mode: ``"eval"`` or ``"train"`` (see `Mode`).
+        num_mc_samples: Dropout draws averaged per batch (always 1 in eval mode).
+        seed: Initial seed of the generator the estimator drew from.
+        definition: The quantity estimated, in words.
+    """
+
+    num_samples: int
+    batch_size: int
+    data_fingerprint: str
+    mode: str
+    num_mc_samples: int
+    seed: int
+    definition: str
+
+
+@contextmanager
+def model_mode(model: nn.Module, mode: Mode) -> Iterator[None]:
+    """Puts ``model`` into ``mode`` and restores every submodule's own flag afterwards.
+
+    Restoring flags one by one (rather than calling ``train(previous)``) keeps mixed states,
+    such as a frozen batch norm inside a training model, exactly as they were.
+    """
+    flags = [(module, module.training) for module in model.modules()]
+    try:
+        model.train(mode is Mode.TRAIN)
+        if mode is Mode.TRAIN:
+            for module in model.modules():
+                if isinstance(module, nn.modules.batchnorm._NormBase):
+                    module.eval()
+        yield
+    finally:
+        for module, flag in flags:
+            module.training = flag
+
+
+class FunctionalModel:
+    """A module as a pure function ``(params, x) -> logits`` of its trainable parameters.
+
+    Args:
+        model: Any module mapping inputs ``[B, ...]`` to logits ``[B, K]``.
+
+    Attributes:
+        params: Detached trainable parameters, by name: the point θ the estimators work at.
+        constants: Frozen parameters and clones of the buffers, passed unchanged to every call.
+        names, shapes, numels: Layout used to flatten parameter dictionaries into vectors.
+        dim: Number of trainable scalars d.
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        trainable = {n: p.detach() for n, p in model.named_parameters() if p.requires_grad}
+        if not trainable:
+            raise ValueError(
+                "model must have trainable parameters, got none with requires_grad=True; "
+                "fix: call requires_grad_(True) on the parameters to be measured"
+            )
+        self.model = model
+        self.params = trainable
+        frozen = {n: p.detach() for n, p in model.named_parameters() if not p.requires_grad}
+        self.constants = frozen | {n: b.clone() for n, b in model.named_buffers()}
+        self.names = tuple(trainable)
+        self.shapes = tuple(p.shape for p in trainable.values())
+        self.numels = tuple(p.numel() for p in trainable.values())
+        self.dim = sum(self.numels)
+        first = next(iter(trainable.values()))
+        self.device = first.device
+        self.dtype = first.dtype
+
+    def __call__(self, params: dict[str, Tensor], x: Tensor) -> Tensor:
+        return functional_call(self.model, (params, self.constants), (x,))
+
+    def flatten(self, tree: dict[str, Tensor], batch_dims: int = 0) -> Tensor:
+        """``{name: [*batch, *shape]}`` -> ``[*batch, d]``."""
+        batch = next(iter(tree.values())).shape[:batch_dims]
+        return torch.cat([tree[n].reshape(*batch, -1) for n in self.names], dim=-1)
+
+    def unflatten(self, vector: Tensor) -> dict[str, Tensor]:
+        """``[*batch, d]`` -> ``{name: [*batch, *shape]}`` (views, no copy)."""
+        batch = vector.shape[:-1]
+        chunks = vector.split(self.numels, dim=-1)
+        pieces = zip(self.names, chunks, self.shapes, strict=True)
+        return {name: chunk.reshape(*batch, *shape) for name, chunk, shape in pieces}
+
+
+def check_data(x: Tensor, y: Tensor, batch_size: int) -> None:
+    """Rejects data that cannot be a labelled classification set."""
+    if x.ndim < 2 or x.shape[0] == 0:
+        raise ValueError(
+            f"x must be a batch of inputs [N, ...] with N >= 1, got shape {tuple(x.shape)}; "
+            "fix: add a leading batch dimension"
+        )
+    if y.ndim != 1 or y.shape[0] != x.shape[0] or y.dtype.is_floating_point:
+        raise ValueError(
+            f"y must be integer class labels of shape [{x.shape[0]}], got {y.dtype} of shape "
+            f"{tuple(y.shape)}; fix: pass y.long() with one label per input"
+        )
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size}")
+
+
+def batches(
+    x: Tensor, y: Tensor, batch_size: int, fmodel: FunctionalModel
+) -> Iterator[tuple[Tensor, Tensor, float]]:
+    """Yields ``(x_b, y_b, weight_b)`` with the weights ``N_b / N`` summing to one.
+
+    Inputs are moved to the parameters' device and floating dtype, so a float64 model can be
+    measured on float32 data.
+    """
+    total = x.shape[0]
+    dtype = fmodel.dtype if x.dtype.is_floating_point else x.dtype
+    for start in range(0, total, batch_size):
+        x_b = x[start : start + batch_size].to(device=fmodel.device, dtype=dtype)
+        y_b = y[start : start + batch_size].to(device=fmodel.device, dtype=torch.long)
+        yield x_b, y_b, x_b.shape[0] / total
+
+
+def fingerprint(x: Tensor, y: Tensor) -> str:
+    """Short SHA-256 of the data, recorded so that two estimates can be matched to their data."""
+    digest = hashlib.sha256()
+    for tensor in (x, y):
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def draw_seeds(generator: torch.Generator, count: int) -> list[int]:
+    """Seeds for the global RNG that dropout-family layers sample from."""
+    return torch.randint(0, 2**62, (count,), generator=generator).tolist()
+
+
+@contextmanager
+def seeded_global_rng(seed: int, device: torch.device) -> Iterator[None]:
+    """Seeds the global RNG for one stochastic forward pass and restores it afterwards.
+
+    Stochastic layers draw from the global RNG; forking it makes their draws a function of the
+    caller's generator while leaving the caller's global RNG state untouched.
+    """
+    devices = [device] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        yield
+
+
+def rademacher(shape: tuple[int, ...], generator: torch.Generator, like: Tensor) -> Tensor:
+    """Independent ±1 entries with the dtype and device of ``like``."""
+    bits = torch.randint(0, 2, shape, generator=generator, device=generator.device)
+    return (2 * bits - 1).to(device=like.device, dtype=like.dtype)
+
+
+def gaussian(shape: tuple[int, ...], generator: torch.Generator, like: Tensor) -> Tensor:
+    """Standard normal entries with the dtype and device of ``like``."""
+    noise = torch.randn(shape, generator=generator, device=generator.device, dtype=like.dtype)
+    return noise.to(like.device)
+
+
+def check_positive(name: str, value: int | float) -> None:
+    """Rejects a count, budget or size that must be positive."""
+    if not (value > 0 and math.isfinite(value)):
+        raise ValueError(f"{name} must be positive and finite, got {value}")
+
+
+def jsonable(value: object) -> object:
+    """Plain JSON types from results: dataclasses and mappings become dicts, sequences lists.
+
+    Non-finite floats (an undefined standard error from a single sample) become ``None``, so
+    the output passes ``json.dumps(..., allow_nan=False)`` while numbers stay numbers.
+    """
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [jsonable(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, StrEnum):
+        return value.value
+    return value
+
+
+def check_mc_samples(mode: Mode, num_mc_samples: int) -> None:
+    """Rejects Monte-Carlo averaging where there is nothing random to average."""
+    check_positive("num_mc_samples", num_mc_samples)
+    if mode is Mode.EVAL and num_mc_samples != 1:
+        raise ValueError(
+            f"num_mc_samples must be 1 in eval mode (the model is deterministic), got "
+            f"{num_mc_samples}; fix: pass mode='train' to average over dropout draws"
+        )
+
+
+def make_provenance(
+    x: Tensor,
+    y: Tensor,
+    batch_size: int,
+    mode: Mode,
+    num_mc_samples: int,
+    generator: torch.Generator,
+    definition: str,
+) -> Provenance:
+    """The `Provenance` of an estimate over ``(x, y)``."""
+    return Provenance(
+        num_samples=x.shape[0],
+        batch_size=batch_size,
+        data_fingerprint=fingerprint(x, y),
+        mode=mode.value,
+        num_mc_samples=num_mc_samples,
+        seed=generator.initial_seed(),
+        definition=definition,
+    )

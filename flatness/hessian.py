@@ -1,0 +1,636 @@
+"""Hessian trace, top eigenvalues and spectral density of the loss over a data set.
+
+The Hessian is that of L(θ) = (1/N) Σ_i CE(f_θ(x_i), y_i) with respect to all trainable
+parameters, accessed only through Hessian-vector products computed forward-over-reverse
+(``torch.func.jvp`` of ``torch.func.grad``), batch by batch and weighted by batch size. Several
+probe vectors share one pass over the data through ``torch.func.vmap``, so the forward and
+backward pass of the loss itself is paid once per pass rather than once per probe.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
+from enum import StrEnum
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.func import grad, jvp, vmap
+
+from flatness.core import (
+    FunctionalModel,
+    Mode,
+    Provenance,
+    batches,
+    check_data,
+    check_mc_samples,
+    check_positive,
+    draw_seeds,
+    gaussian,
+    jsonable,
+    make_provenance,
+    model_mode,
+    parse_mode,
+    rademacher,
+    seeded_global_rng,
+)
+from flatness.stats import MeanAccumulator
+
+_HESSIAN = "Hessian of the mean cross-entropy over the data w.r.t. all trainable parameters"
+_FIXED_DRAWS = "; in train mode, of the loss averaged over fixed dropout draws per batch"
+
+
+class TraceMethod(StrEnum):
+    """Trace estimator: plain Hutchinson, or Hutch++ (low-rank deflation, then Hutchinson)."""
+
+    HUTCHINSON = "hutchinson"
+    HUTCH_PLUS_PLUS = "hutch++"
+
+
+class HessianOperator:
+    """The linear map v ↦ H v of the Hessian of the mean loss over ``(x, y)``.
+
+    Must be used while the model is in the intended mode (see `flatness.core.model_mode`).
+
+    Args:
+        fmodel: The model as a function of its trainable parameters.
+        x: Inputs ``[N, ...]``.
+        y: Labels ``[N]``.
+        batch_size: Samples per forward-over-reverse pass.
+        probes_per_pass: Vectors pushed through one pass together (memory grows with it).
+        mode: In train mode each product averages ``num_mc_samples`` dropout draws per batch.
+        num_mc_samples: Dropout draws per batch (1 in eval mode).
+        generator: Source of the dropout draws.
+        fixed_draws: Reuse the same draws for every product, so that the operator is one fixed
+            symmetric matrix (needed by Lanczos); otherwise every product draws afresh, which
+            keeps Hutchinson's probes independent.
+
+    Attributes:
+        dim: Number of parameters d.
+        num_matvecs: Vectors multiplied so far.
+    """
+
+    def __init__(
+        self,
+        fmodel: FunctionalModel,
+        x: Tensor,
+        y: Tensor,
+        *,
+        batch_size: int,
+        probes_per_pass: int,
+        mode: Mode,
+        num_mc_samples: int,
+        generator: torch.Generator,
+        fixed_draws: bool,
+    ) -> None:
+        self.fmodel = fmodel
+        self.dim = fmodel.dim
+        self.num_matvecs = 0
+        self._data = list(batches(x, y, batch_size, fmodel))
+        self._probes_per_pass = probes_per_pass
+        self._mode = mode
+        self._num_mc_samples = num_mc_samples
+        self._generator = generator
+        # Seeds drawn once here make every product use the same dropout masks.
+        self._fixed_seeds = (
+            [draw_seeds(generator, num_mc_samples) for _ in self._data]
+            if fixed_draws and mode is Mode.TRAIN
+            else None
+        )
+
+    def matvec(self, vectors: Tensor) -> Tensor:
+        """Hessian-vector products ``[P, d] -> [P, d]``."""
+        products = [self._pass(chunk) for chunk in vectors.split(self._probes_per_pass)]
+        self.num_matvecs += vectors.shape[0]
+        return torch.cat(products)
+
+    def _pass(self, vectors: Tensor) -> Tensor:
+        tangents = self.fmodel.unflatten(vectors)
+        total = torch.zeros_like(vectors)
+        for index, (x_b, y_b, weight) in enumerate(self._data):
+            seeds = self._seeds(index)
+            for seed in seeds:
+                with self._randomness(seed):
+                    products = self._batch_hvp(x_b, y_b, tangents)
+                total += (weight / len(seeds)) * self.fmodel.flatten(products, batch_dims=1)
+        return total
+
+    def _batch_hvp(self, x: Tensor, y: Tensor, tangents: dict[str, Tensor]) -> dict[str, Tensor]:
+        fmodel = self.fmodel
+
+        def loss(params: dict[str, Tensor]) -> Tensor:
+            return F.cross_entropy(fmodel(params, x), y)
+
+        def hvp(tangent: dict[str, Tensor]) -> dict[str, Tensor]:
+            return jvp(grad(loss), (fmodel.params,), (tangent,))[1]
+
+        # One dropout draw per pass: the primal computation does not depend on the probe.
+        return vmap(hvp, randomness="same")(tangents)
+
+    def _seeds(self, batch_index: int) -> list[int | None]:
+        if self._mode is Mode.EVAL:
+            return [None]
+        if self._fixed_seeds is not None:
+            return list(self._fixed_seeds[batch_index])
+        return list(draw_seeds(self._generator, self._num_mc_samples))
+
+    def _randomness(self, seed: int | None) -> AbstractContextManager[None]:
+        if seed is None:
+            return nullcontext()
+        return seeded_global_rng(seed, self.fmodel.device)
+
+
+@dataclass(frozen=True)
+class TraceResult:
+    """Hessian trace estimate.
+
+    Attributes:
+        value: Estimate of tr(H).
+        stderr: Standard error over the Hutchinson probes (for Hutch++, of the residual part;
+            the deflated part is computed exactly).
+        ci_low, ci_high: Student-t confidence interval for ``value``.
+        confidence: Level of that interval.
+        num_probes: Hutchinson probes averaged.
+        num_matvecs: Hessian-vector products spent, including Hutch++'s deflation.
+        converged: Whether ``stderr <= rel_tol · |value|`` was reached within the budget.
+        rel_tol: The requested relative standard error.
+        method: ``"hutchinson"`` or ``"hutch++"``.
+        dimension: Number of parameters d.
+        provenance: Data, mode, seed and definition.
+    """
+
+    value: float
+    stderr: float
+    ci_low: float
+    ci_high: float
+    confidence: float
+    num_probes: int
+    num_matvecs: int
+    converged: bool
+    rel_tol: float
+    method: str
+    dimension: int
+    provenance: Provenance
+
+    def to_dict(self) -> dict[str, object]:
+        """JSON-ready dictionary (numbers stay numbers; undefined errors are ``None``)."""
+        return jsonable(self)  # type: ignore[return-value]
+
+
+def hutchinson_trace(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    *,
+    generator: torch.Generator,
+    max_probes: int = 200,
+    rel_tol: float = 0.02,
+    min_probes: int = 10,
+    method: TraceMethod | str = TraceMethod.HUTCHINSON,
+    deflation_rank: int = 10,
+    batch_size: int = 128,
+    probes_per_pass: int | None = None,
+    mode: Mode | str = Mode.EVAL,
+    num_mc_samples: int = 1,
+    confidence: float = 0.95,
+) -> TraceResult:
+    """Trace of the loss Hessian by Hutchinson's estimator with Rademacher probes.
+
+    Probes are drawn until the standard error falls to ``rel_tol · |mean|`` (checked once at
+    least ``min_probes`` are in, so that an early lucky streak cannot stop it) or until
+    ``max_probes`` probes are spent.
+
+    Args:
+        model: Maps inputs ``[B, ...]`` to logits ``[B, K]``.
+        x: Inputs ``[N, ...]``.
+        y: Labels ``[N]``.
+        generator: Source of the probes (and of dropout draws in train mode).
+        max_probes: Budget of Hutchinson probes (Hutch++ spends ``2 · deflation_rank`` more).
+        rel_tol: Target relative standard error.
+        min_probes: Probes drawn before the stopping rule is consulted (at least 2).
+        method: ``"hutchinson"`` or ``"hutch++"`` (Meyer et al. 2021: the trace of the top
+            ``deflation_rank``-dimensional sketch of H exactly, Hutchinson on the rest; eval
+            mode only, since it needs a fixed matrix).
+        deflation_rank: Sketch size for Hutch++.
+        batch_size: Samples per pass over the data.
+        probes_per_pass: Probes sharing one pass over the data. Default: 8 in eval mode; in
+            train mode it must be 1, so that every probe sees its own dropout draw.
+        mode: ``"eval"`` or ``"train"`` (dropout-family layers active, batch norm frozen).
+        num_mc_samples: Dropout draws averaged per probe and batch in train mode.
+        confidence: Level of the reported t-interval.
+
+    Returns:
+        The estimate, its standard error and the number of probes used.
+    """
+    mode = parse_mode(mode)
+    method = _parse_method(method)
+    check_data(x, y, batch_size)
+    check_mc_samples(mode, num_mc_samples)
+    for name, value in (("max_probes", max_probes), ("rel_tol", rel_tol)):
+        check_positive(name, value)
+    if not 2 <= min_probes <= max_probes:
+        raise ValueError(
+            f"need 2 <= min_probes <= max_probes, got min_probes={min_probes}, "
+            f"max_probes={max_probes}; fix: raise max_probes or lower min_probes"
+        )
+    probes_per_pass = _check_probes_per_pass(probes_per_pass, mode)
+    if method is TraceMethod.HUTCH_PLUS_PLUS:
+        check_positive("deflation_rank", deflation_rank)
+        if mode is Mode.TRAIN:
+            raise ValueError(
+                "method='hutch++' needs a fixed Hessian, got mode='train' whose products are "
+                "random; fix: use method='hutchinson' in train mode"
+            )
+    fmodel = FunctionalModel(model)
+    accumulator = MeanAccumulator()
+    with model_mode(model, mode):
+        operator = HessianOperator(
+            fmodel,
+            x,
+            y,
+            batch_size=batch_size,
+            probes_per_pass=probes_per_pass,
+            mode=mode,
+            num_mc_samples=num_mc_samples,
+            generator=generator,
+            fixed_draws=False,
+        )
+        like = vectors_like(fmodel)
+        basis = None
+        exact_part = 0.0
+        if method is TraceMethod.HUTCH_PLUS_PLUS:
+            rank = min(deflation_rank, fmodel.dim)
+            sketch = operator.matvec(rademacher((rank, fmodel.dim), generator, like))
+            basis = torch.linalg.qr(sketch.T).Q.T  # [rank, d], orthonormal rows
+            exact_part = (operator.matvec(basis) * basis).sum().item()
+        converged = False
+        while accumulator.count < max_probes and not converged:
+            count = min(probes_per_pass, max_probes - accumulator.count)
+            probes = rademacher((count, fmodel.dim), generator, like)
+            if basis is not None:
+                probes = probes - (probes @ basis.T) @ basis
+            accumulator.update((operator.matvec(probes) * probes).sum(dim=1))
+            converged = accumulator.count >= min_probes and accumulator.stderr <= rel_tol * abs(
+                exact_part + accumulator.mean
+            )
+    ci_low, ci_high = accumulator.interval(confidence)
+    definition = f"trace of the {_HESSIAN}"
+    if mode is Mode.TRAIN:
+        definition = f"trace of the expected {_HESSIAN} over dropout draws (fresh per probe)"
+    return TraceResult(
+        value=exact_part + accumulator.mean,
+        stderr=accumulator.stderr,
+        ci_low=exact_part + ci_low,
+        ci_high=exact_part + ci_high,
+        confidence=confidence,
+        num_probes=accumulator.count,
+        num_matvecs=operator.num_matvecs,
+        converged=converged,
+        rel_tol=rel_tol,
+        method=method.value,
+        dimension=fmodel.dim,
+        provenance=make_provenance(x, y, batch_size, mode, num_mc_samples, generator, definition),
+    )
+
+
+@dataclass(frozen=True)
+class EigenvalueResult:
+    """Largest Hessian eigenvalues by Lanczos with full reorthogonalisation.
+
+    Attributes:
+        eigenvalues: The ``k`` largest eigenvalues, descending, as a tuple of length k.
+        residual_norms: ‖H v_i - λ_i v_i‖ per Ritz pair (length k): an eigenvalue of H lies
+            within this distance of ``eigenvalues[i]``, so it is the error bar of each value.
+        num_iterations: Lanczos steps, one Hessian-vector product each.
+        converged: Whether every residual fell to ``rel_tol · |λ_i|``.
+        rel_tol: The requested relative residual.
+        dimension: Number of parameters d.
+        provenance: Data, mode, seed and definition.
+    """
+
+    eigenvalues: tuple[float, ...]
+    residual_norms: tuple[float, ...]
+    num_iterations: int
+    converged: bool
+    rel_tol: float
+    dimension: int
+    provenance: Provenance
+
+    def to_dict(self) -> dict[str, object]:
+        """JSON-ready dictionary."""
+        return jsonable(self)  # type: ignore[return-value]
+
+
+def hessian_eigenvalues(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    *,
+    generator: torch.Generator,
+    num_eigenvalues: int = 1,
+    rel_tol: float = 1e-5,
+    max_iterations: int = 100,
+    batch_size: int = 128,
+    mode: Mode | str = Mode.EVAL,
+    num_mc_samples: int = 1,
+) -> EigenvalueResult:
+    """Largest (algebraic) eigenvalues of the loss Hessian.
+
+    Lanczos from a Gaussian start, stopped once the top ``num_eigenvalues`` Ritz residuals are
+    below ``rel_tol`` times their Ritz values. It keeps one parameter-sized vector per
+    iteration (``max_iterations · d`` numbers at most).
+
+    Args:
+        model: Maps inputs ``[B, ...]`` to logits ``[B, K]``.
+        x: Inputs ``[N, ...]``.
+        y: Labels ``[N]``.
+        generator: Source of the start vector (and of dropout draws in train mode).
+        num_eigenvalues: How many of the largest eigenvalues, k.
+        rel_tol: Target relative residual of each Ritz pair.
+        max_iterations: Budget of Lanczos steps (capped at d).
+        batch_size: Samples per pass over the data.
+        mode: ``"eval"`` or ``"train"``; in train mode the Hessian is that of the loss averaged
+            over ``num_mc_samples`` dropout draws per batch, fixed for the whole run.
+        num_mc_samples: Dropout draws per batch in train mode.
+
+    Returns:
+        The eigenvalues with their residual bounds.
+    """
+    mode = parse_mode(mode)
+    check_data(x, y, batch_size)
+    check_mc_samples(mode, num_mc_samples)
+    check_positive("rel_tol", rel_tol)
+    fmodel = FunctionalModel(model)
+    if not 1 <= num_eigenvalues <= min(max_iterations, fmodel.dim):
+        raise ValueError(
+            f"need 1 <= num_eigenvalues <= min(max_iterations, dimension) = "
+            f"{min(max_iterations, fmodel.dim)}, got {num_eigenvalues}; fix: ask for fewer "
+            "eigenvalues or raise max_iterations"
+        )
+    with model_mode(model, mode):
+        operator = _fixed_operator(fmodel, x, y, batch_size, mode, num_mc_samples, generator)
+        start = gaussian((fmodel.dim,), generator, vectors_like(fmodel))
+
+        def top_converged(ritz: Tensor, residuals: Tensor) -> bool:
+            top = slice(-num_eigenvalues, None)
+            return bool((residuals[top] <= rel_tol * ritz[top].abs()).all())
+
+        alphas, betas, done = lanczos(operator, start, max_iterations, top_converged)
+    ritz, residuals = ritz_pairs(alphas, betas)
+    top = ritz.argsort(descending=True)[:num_eigenvalues]
+    definition = f"largest eigenvalues of the {_HESSIAN}" + (
+        _FIXED_DRAWS if mode is Mode.TRAIN else ""
+    )
+    return EigenvalueResult(
+        eigenvalues=tuple(ritz[top].tolist()),
+        residual_norms=tuple(residuals[top].tolist()),
+        num_iterations=len(alphas),
+        converged=done,
+        rel_tol=rel_tol,
+        dimension=fmodel.dim,
+        provenance=make_provenance(x, y, batch_size, mode, num_mc_samples, generator, definition),
+    )
+
+
+@dataclass(frozen=True)
+class DensityResult:
+    """Spectral density of the Hessian by stochastic Lanczos quadrature (Ghorbani et al. 2019).
+
+    Attributes:
+        grid: Eigenvalue axis, G ascending points.
+        density: Estimated density on ``grid`` (G values, integrating to 1): the quadrature
+            below, each node smoothed by a Gaussian of width ``bandwidth``.
+        nodes: Per run (R of them), the Ritz values of its Lanczos matrix.
+        weights: Per run, the quadrature weight of each node (each run's weights sum to 1).
+        bandwidth: Standard deviation of the Gaussian smoothing.
+        trace: d × the mean of the density, i.e. the Hutchinson estimate of tr(H) implied by the
+            same Rademacher start vectors.
+        trace_stderr: Its standard error over the R runs.
+        num_runs: Start vectors R.
+        num_steps: Lanczos steps per run (fewer when an invariant subspace is found).
+        dimension: Number of parameters d.
+        provenance: Data, mode, seed and definition.
+    """
+
+    grid: tuple[float, ...]
+    density: tuple[float, ...]
+    nodes: tuple[tuple[float, ...], ...]
+    weights: tuple[tuple[float, ...], ...]
+    bandwidth: float
+    trace: float
+    trace_stderr: float
+    num_runs: int
+    num_steps: int
+    dimension: int
+    provenance: Provenance
+
+    def to_dict(self) -> dict[str, object]:
+        """JSON-ready dictionary."""
+        return jsonable(self)  # type: ignore[return-value]
+
+
+def spectral_density(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    *,
+    generator: torch.Generator,
+    num_runs: int = 4,
+    num_steps: int = 60,
+    num_grid_points: int = 1000,
+    rel_bandwidth: float = 0.01,
+    batch_size: int = 128,
+    mode: Mode | str = Mode.EVAL,
+    num_mc_samples: int = 1,
+) -> DensityResult:
+    """Eigenvalue density of the loss Hessian by stochastic Lanczos quadrature.
+
+    Each run starts Lanczos from a normalised Rademacher vector v; the eigenvalues θ_j of its
+    tridiagonal matrix and the squared first components τ_j of their eigenvectors form a
+    Gauss quadrature of the spectral measure seen from v, whose average over runs estimates
+    the density (1/d) Σ_i δ(λ - λ_i).
+
+    Args:
+        model: Maps inputs ``[B, ...]`` to logits ``[B, K]``.
+        x: Inputs ``[N, ...]``.
+        y: Labels ``[N]``.
+        generator: Source of the start vectors (and of dropout draws in train mode).
+        num_runs: Start vectors R.
+        num_steps: Lanczos steps per run (capped at d).
+        num_grid_points: Points G of the returned grid.
+        rel_bandwidth: Smoothing width relative to the spread of the Ritz values.
+        batch_size: Samples per pass over the data.
+        mode: ``"eval"`` or ``"train"`` (then of the loss averaged over fixed dropout draws).
+        num_mc_samples: Dropout draws per batch in train mode.
+
+    Returns:
+        The density on a grid, with the underlying quadrature nodes and weights.
+    """
+    mode = parse_mode(mode)
+    check_data(x, y, batch_size)
+    check_mc_samples(mode, num_mc_samples)
+    for name, value in (
+        ("num_runs", num_runs),
+        ("num_steps", num_steps),
+        ("num_grid_points", num_grid_points),
+        ("rel_bandwidth", rel_bandwidth),
+    ):
+        check_positive(name, value)
+    fmodel = FunctionalModel(model)
+    nodes, weights = [], []
+    traces = MeanAccumulator()
+    with model_mode(model, mode):
+        operator = _fixed_operator(fmodel, x, y, batch_size, mode, num_mc_samples, generator)
+        for _ in range(num_runs):
+            start = rademacher((fmodel.dim,), generator, vectors_like(fmodel))
+            alphas, betas, _ = lanczos(operator, start, num_steps, None)
+            run_nodes, run_weights = gauss_quadrature(alphas, betas)
+            nodes.append(run_nodes)
+            weights.append(run_weights)
+            traces.update(torch.tensor([fmodel.dim * alphas[0]]))
+    grid, density, bandwidth = smoothed_density(nodes, weights, num_grid_points, rel_bandwidth)
+    definition = f"eigenvalue density of the {_HESSIAN}" + (
+        _FIXED_DRAWS if mode is Mode.TRAIN else ""
+    )
+    return DensityResult(
+        grid=tuple(grid.tolist()),
+        density=tuple(density.tolist()),
+        nodes=tuple(tuple(n.tolist()) for n in nodes),
+        weights=tuple(tuple(w.tolist()) for w in weights),
+        bandwidth=bandwidth,
+        trace=traces.mean,
+        trace_stderr=traces.stderr,
+        num_runs=num_runs,
+        num_steps=max(len(n) for n in nodes),
+        dimension=fmodel.dim,
+        provenance=make_provenance(x, y, batch_size, mode, num_mc_samples, generator, definition),
+    )
+
+
+def lanczos(
+    operator: HessianOperator,
+    start: Tensor,
+    max_steps: int,
+    converged: Callable[[Tensor, Tensor], bool] | None,
+) -> tuple[list[float], list[float], bool]:
+    """Symmetric Lanczos with full reorthogonalisation.
+
+    Args:
+        operator: The symmetric matrix, through its products.
+        start: Start vector ``[d]`` (normalised here).
+        max_steps: Step budget, capped at d.
+        converged: Called after every step with the Ritz values and residual norms (both
+            ascending, ``[m]``); returning True stops the iteration.
+
+    Returns:
+        ``(alphas, betas, stopped)``: the diagonal (length m) and off-diagonal (length m, the
+        last entry being the norm of the final residual) of the tridiagonal matrix, and
+        whether ``converged`` stopped it or an invariant subspace was found.
+    """
+    steps = min(max_steps, operator.dim)
+    basis = torch.empty(steps, operator.dim, dtype=start.dtype, device=start.device)
+    basis[0] = start / start.norm()
+    alphas: list[float] = []
+    betas: list[float] = []
+    stop = False
+    for j in range(steps):
+        w = operator.matvec(basis[j : j + 1])[0]
+        alphas.append(torch.dot(w, basis[j]).item())
+        # Twice is enough (Parlett): one more Gram-Schmidt sweep restores orthogonality lost
+        # to rounding, which would otherwise produce spurious copies of converged eigenvalues.
+        for _ in range(2):
+            w = w - basis[: j + 1].T @ (basis[: j + 1] @ w)
+        betas.append(w.norm().item())
+        invariant = betas[-1] <= 1e-10 * max(abs(a) for a in alphas)
+        stop = invariant or (converged is not None and converged(*ritz_pairs(alphas, betas)))
+        if stop or j + 1 == steps:
+            break
+        basis[j + 1] = w / betas[-1]
+    return alphas, betas, stop
+
+
+def ritz_pairs(alphas: list[float], betas: list[float]) -> tuple[Tensor, Tensor]:
+    """Ritz values (ascending, ``[m]``) and their residual norms β_m |s_{m,i}|."""
+    values, vectors = torch.linalg.eigh(_tridiagonal(alphas, betas))
+    return values, betas[-1] * vectors[-1].abs()
+
+
+def gauss_quadrature(alphas: list[float], betas: list[float]) -> tuple[Tensor, Tensor]:
+    """Nodes (Ritz values) and weights (squared first eigenvector components), ``[m]`` each."""
+    values, vectors = torch.linalg.eigh(_tridiagonal(alphas, betas))
+    return values, vectors[0] ** 2
+
+
+def smoothed_density(
+    nodes: list[Tensor], weights: list[Tensor], num_grid_points: int, rel_bandwidth: float
+) -> tuple[Tensor, Tensor, float]:
+    """Average of Gaussian-smoothed quadratures on a grid reaching 5 widths past the nodes."""
+    all_nodes = torch.cat(nodes)
+    all_weights = torch.cat(weights) / len(nodes)
+    spread = (all_nodes.max() - all_nodes.min()).item()
+    bandwidth = rel_bandwidth * (spread if spread > 0 else max(all_nodes.abs().max().item(), 1.0))
+    grid = torch.linspace(
+        all_nodes.min().item() - 5 * bandwidth,
+        all_nodes.max().item() + 5 * bandwidth,
+        num_grid_points,
+        dtype=torch.float64,
+    )
+    kernel = torch.exp(-0.5 * ((grid[:, None] - all_nodes[None, :]) / bandwidth) ** 2)
+    density = kernel @ all_weights / (bandwidth * math.sqrt(2 * math.pi))
+    return grid, density, bandwidth
+
+
+def vectors_like(fmodel: FunctionalModel) -> Tensor:
+    """A scalar carrying the dtype and device that parameter-sized vectors must have."""
+    return torch.empty((), dtype=fmodel.dtype, device=fmodel.device)
+
+
+def _tridiagonal(alphas: list[float], betas: list[float]) -> Tensor:
+    matrix = torch.diag(torch.tensor(alphas, dtype=torch.float64))
+    off = torch.tensor(betas[: len(alphas) - 1], dtype=torch.float64)
+    return matrix + torch.diag(off, 1) + torch.diag(off, -1)
+
+
+def _fixed_operator(
+    fmodel: FunctionalModel,
+    x: Tensor,
+    y: Tensor,
+    batch_size: int,
+    mode: Mode,
+    num_mc_samples: int,
+    generator: torch.Generator,
+) -> HessianOperator:
+    return HessianOperator(
+        fmodel,
+        x,
+        y,
+        batch_size=batch_size,
+        probes_per_pass=1,
+        mode=mode,
+        num_mc_samples=num_mc_samples,
+        generator=generator,
+        fixed_draws=True,
+    )
+
+
+def _check_probes_per_pass(probes_per_pass: int | None, mode: Mode) -> int:
+    if probes_per_pass is None:
+        return 1 if mode is Mode.TRAIN else 8
+    check_positive("probes_per_pass", probes_per_pass)
+    if mode is Mode.TRAIN and probes_per_pass != 1:
+        raise ValueError(
+            f"probes_per_pass must be 1 in train mode (probes in one pass share a dropout "
+            f"draw and would not be independent), got {probes_per_pass}; fix: leave it unset"
+        )
+    return probes_per_pass
+
+
+def _parse_method(method: TraceMethod | str) -> TraceMethod:
+    try:
+        return TraceMethod(method)
+    except ValueError:
+        known = ", ".join(repr(m.value) for m in TraceMethod)
+        raise ValueError(f"method must be one of {known}, got {method!r}") from None
