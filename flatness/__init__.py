@@ -1,1 +1,50 @@
+"""Flatness of a trained classifier's minimum: Fisher-Rao norm, Hessian trace and spectrum,
+loss-landscape slices and ε-sharpness, each with its standard error and provenance.
 
+A model is any ``nn.Module`` mapping inputs to logits. Every estimator sweeps a whole data
+set in batches, runs in eval mode by default (or in train mode with dropout-family layers
+active and batch norm frozen, Monte-Carlo averaged), draws randomness only from the
+``torch.Generator`` it is given, and leaves the model's parameters, buffers and mode as it
+found them.
+"""
+
+from flatness.core import Mode, Provenance
+from flatness.fisher_rao import Fisher, FisherRaoResult, fisher_rao_norm
+from flatness.hessian import (
+    DensityResult,
+    EigenvalueResult,
+    TraceMethod,
+    TraceResult,
+    hessian_eigenvalues,
+    hutchinson_trace,
+    spectral_density,
+)
+from flatness.landscape import LandscapeResult, filter_normalized_direction, loss_landscape
+from flatness.sharpness import SharpnessResult, epsilon_sharpness
+from flatness.stats import MeanAccumulator
+from flatness.suite import FlatnessConfig, FlatnessResult, Measure, measure
+
+__all__ = [
+    "DensityResult",
+    "EigenvalueResult",
+    "Fisher",
+    "FisherRaoResult",
+    "FlatnessConfig",
+    "FlatnessResult",
+    "LandscapeResult",
+    "MeanAccumulator",
+    "Measure",
+    "Mode",
+    "Provenance",
+    "SharpnessResult",
+    "TraceMethod",
+    "TraceResult",
+    "epsilon_sharpness",
+    "filter_normalized_direction",
+    "fisher_rao_norm",
+    "hessian_eigenvalues",
+    "hutchinson_trace",
+    "loss_landscape",
+    "measure",
+    "spectral_density",
+]

@@ -12,12 +12,13 @@ import dataclasses
 import hashlib
 import math
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from enum import StrEnum
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.func import functional_call
+from torch.func import functional_call, grad
 
 
 class Mode(StrEnum):
@@ -257,3 +258,89 @@ def make_provenance(
         seed=generator.initial_seed(),
         definition=definition,
     )
+
+
+@dataclasses.dataclass(frozen=True)
+class LossPass:
+    """Per-sample results of one sweep over the data at one parameter point.
+
+    Attributes:
+        losses: Cross-entropy per sample ``[N]`` (averaged over dropout draws in train mode).
+        correct: Fraction of draws in which the sample is classified correctly ``[N]``.
+    """
+
+    losses: Tensor
+    correct: Tensor
+
+
+Batches = list[tuple[Tensor, Tensor, float]]
+
+
+def loss_pass(
+    fmodel: FunctionalModel,
+    data: Batches,
+    params: dict[str, Tensor],
+    seeds: list[list[int]] | None,
+) -> LossPass:
+    """Evaluates the per-sample loss over ``data`` at ``params``.
+
+    Args:
+        fmodel: The model as a function of its parameters.
+        data: Batches from `batches`.
+        params: The parameter point, by name.
+        seeds: Per batch, the dropout seeds to average over (train mode); ``None`` in eval
+            mode. Reusing the same seeds at every point compares losses under common random
+            numbers, so differences between points are not drowned by dropout noise.
+    """
+    return _sweep(fmodel, data, params, seeds, None)
+
+
+def loss_and_gradient(
+    fmodel: FunctionalModel,
+    data: Batches,
+    params: dict[str, Tensor],
+    seeds: list[list[int]] | None,
+) -> tuple[LossPass, dict[str, Tensor]]:
+    """`loss_pass` plus the gradient of the mean loss by parameter name."""
+    gradient = {n: torch.zeros_like(p) for n, p in params.items()}
+    return _sweep(fmodel, data, params, seeds, gradient), gradient
+
+
+def _sweep(
+    fmodel: FunctionalModel,
+    data: Batches,
+    params: dict[str, Tensor],
+    seeds: list[list[int]] | None,
+    gradient: dict[str, Tensor] | None,
+) -> LossPass:
+    """One pass over the data; accumulates the mean loss's gradient into ``gradient``."""
+    losses, correct = [], []
+    for index, (x_b, y_b, weight) in enumerate(data):
+        draws: list[int | None] = list(seeds[index]) if seeds is not None else [None]
+        batch_losses = torch.zeros(x_b.shape[0], dtype=fmodel.dtype, device=fmodel.device)
+        batch_correct = torch.zeros_like(batch_losses)
+        for seed in draws:
+            with seeded_global_rng(seed, fmodel.device) if seed is not None else nullcontext():
+                if gradient is None:
+                    with torch.no_grad():
+                        logits = fmodel(params, x_b)
+                    per_sample = F.cross_entropy(logits, y_b, reduction="none")
+                else:
+                    step, (per_sample, logits) = grad(_mean_loss, has_aux=True)(
+                        params, fmodel, x_b, y_b
+                    )
+                    for name, value in step.items():
+                        gradient[name] += value * (weight / len(draws))
+            batch_losses += per_sample.detach() / len(draws)
+            batch_correct += (logits.argmax(dim=-1) == y_b).to(batch_losses.dtype) / len(draws)
+        losses.append(batch_losses)
+        correct.append(batch_correct)
+    return LossPass(torch.cat(losses), torch.cat(correct))
+
+
+def _mean_loss(
+    params: dict[str, Tensor], fmodel: FunctionalModel, x: Tensor, y: Tensor
+) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+    logits = fmodel(params, x)
+    per_sample = F.cross_entropy(logits, y, reduction="none")
+    return per_sample.mean(), (per_sample.detach(), logits.detach())

@@ -93,7 +93,8 @@ def parameter_directional_derivative(fmodel: FunctionalModel, x: Tensor) -> tupl
     Returns:
         ``(logits, u)``, both ``[B, K]``, with ``u = d/dt f_{θ + tθ}(x)`` at t = 0.
     """
-    return jvp(lambda params: fmodel(params, x), (fmodel.params,), (fmodel.params,))
+    logits, u = jvp(lambda params: fmodel(params, x), (fmodel.params,), (fmodel.params,))[:2]
+    return logits, u
 
 
 def fisher_rao_per_sample(logits: Tensor, u: Tensor, y: Tensor, fisher: Fisher) -> Tensor:

@@ -1,0 +1,163 @@
+"""Loss-landscape slices along random filter-normalised directions (Li et al. 2018)."""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from flatness.core import (
+    FunctionalModel,
+    Mode,
+    Provenance,
+    batches,
+    check_data,
+    check_mc_samples,
+    check_positive,
+    draw_seeds,
+    gaussian,
+    jsonable,
+    loss_pass,
+    make_provenance,
+    model_mode,
+    parse_mode,
+)
+from flatness.stats import MeanAccumulator
+
+Grid = tuple[float, ...] | tuple[tuple[float, ...], ...]
+
+
+@dataclass(frozen=True)
+class LandscapeResult:
+    """Loss on a grid of points θ + a·d₁ (+ b·d₂), for plotting.
+
+    Attributes:
+        coordinates: The G step sizes used along each direction, ascending, 0 included
+            when G is odd.
+        losses: Mean loss over the data, ``[G]`` for one direction or ``[G][G]`` for two
+            (row i is a = coordinates[i], column j is b = coordinates[j]).
+        loss_stderrs: Standard error of each loss over the N samples, same shape.
+        accuracies: Accuracy at each point, same shape.
+        num_directions: 1 or 2.
+        provenance: Data, mode, seed (which also fixes the directions) and definition.
+    """
+
+    coordinates: tuple[float, ...]
+    losses: Grid
+    loss_stderrs: Grid
+    accuracies: Grid
+    num_directions: int
+    provenance: Provenance
+
+    def to_dict(self) -> dict[str, object]:
+        """JSON-ready dictionary."""
+        return jsonable(self)  # type: ignore[return-value]
+
+
+def filter_normalized_direction(
+    params: dict[str, Tensor], generator: torch.Generator
+) -> dict[str, Tensor]:
+    """A Gaussian direction rescaled filter by filter to the norms of θ's filters.
+
+    A filter is one slice along the first (output) dimension of a weight with two or more
+    dimensions. Parameters with one dimension or fewer (biases, batch-norm scales) get a zero
+    direction, as in Li et al.'s reference code, so that the slice does not move them.
+
+    Args:
+        params: θ by name.
+        generator: Source of the Gaussian entries.
+
+    Returns:
+        The direction by name, each entry shaped like its parameter.
+    """
+    direction = {}
+    for name, param in params.items():
+        if param.ndim <= 1:
+            direction[name] = torch.zeros_like(param)
+            continue
+        noise = gaussian(tuple(param.shape), generator, param)
+        filter_norms = param.flatten(1).norm(dim=1) / noise.flatten(1).norm(dim=1).clamp_min(1e-12)
+        direction[name] = noise * filter_norms.view(-1, *([1] * (param.ndim - 1)))
+    return direction
+
+
+def loss_landscape(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    *,
+    generator: torch.Generator,
+    num_directions: int = 1,
+    num_points: int = 21,
+    span: float = 1.0,
+    batch_size: int = 256,
+    mode: Mode | str = Mode.EVAL,
+    num_mc_samples: int = 1,
+) -> LandscapeResult:
+    """Loss along one or two random filter-normalised directions through θ.
+
+    Args:
+        model: Maps inputs ``[B, ...]`` to logits ``[B, K]``.
+        x: Inputs ``[N, ...]``.
+        y: Labels ``[N]``.
+        generator: Source of the directions (and of dropout draws in train mode).
+        num_directions: 1 (a curve) or 2 (a surface).
+        num_points: Grid points G per direction, from ``-span`` to ``span``.
+        span: Largest step, in units of the filter-normalised direction.
+        batch_size: Samples per forward pass.
+        mode: ``"eval"`` or ``"train"`` (then every point averages the same fixed dropout draws,
+            so the surface is not roughened by fresh noise at each point).
+        num_mc_samples: Dropout draws per batch in train mode.
+
+    Returns:
+        Loss, its standard error and accuracy on the grid.
+    """
+    mode = parse_mode(mode)
+    check_data(x, y, batch_size)
+    check_mc_samples(mode, num_mc_samples)
+    check_positive("span", span)
+    if num_directions not in (1, 2):
+        raise ValueError(f"num_directions must be 1 or 2, got {num_directions}")
+    if num_points < 2:
+        raise ValueError(f"num_points must be at least 2, got {num_points}")
+    fmodel = FunctionalModel(model)
+    directions = [
+        filter_normalized_direction(fmodel.params, generator) for _ in range(num_directions)
+    ]
+    coordinates = torch.linspace(-span, span, num_points, dtype=torch.float64).tolist()
+    data = list(batches(x, y, batch_size, fmodel))
+    seeds = [draw_seeds(generator, num_mc_samples) for _ in data] if mode is Mode.TRAIN else None
+    grids = [coordinates] if num_directions == 1 else [coordinates, coordinates]
+    losses, stderrs, accuracies = [], [], []
+    with model_mode(model, mode):
+        for point in itertools.product(*grids):
+            params = {
+                name: value + sum(step * d[name] for step, d in zip(point, directions, strict=True))
+                for name, value in fmodel.params.items()
+            }
+            result = loss_pass(fmodel, data, params, seeds)
+            summary = MeanAccumulator()
+            summary.update(result.losses)
+            losses.append(summary.mean)
+            stderrs.append(summary.stderr)
+            accuracies.append(result.correct.mean().item())
+    definition = (
+        f"mean cross-entropy at θ + Σ_k c_k d_k for {num_directions} random filter-normalised "
+        "direction(s) d_k (Li et al. 2018; biases and other 1-D parameters held fixed)"
+    )
+    return LandscapeResult(
+        coordinates=tuple(coordinates),
+        losses=_shape(losses, num_directions, num_points),
+        loss_stderrs=_shape(stderrs, num_directions, num_points),
+        accuracies=_shape(accuracies, num_directions, num_points),
+        num_directions=num_directions,
+        provenance=make_provenance(x, y, batch_size, mode, num_mc_samples, generator, definition),
+    )
+
+
+def _shape(values: list[float], num_directions: int, num_points: int) -> Grid:
+    if num_directions == 1:
+        return tuple(values)
+    return tuple(tuple(values[i : i + num_points]) for i in range(0, len(values), num_points))

@@ -1,0 +1,197 @@
+"""One entry point that runs a configured set of flatness estimators."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from flatness.core import Mode, check_mc_samples, check_positive, draw_seeds, jsonable, parse_mode
+from flatness.fisher_rao import Fisher, FisherRaoResult, fisher_rao_norm
+from flatness.hessian import (
+    DensityResult,
+    EigenvalueResult,
+    TraceResult,
+    hessian_eigenvalues,
+    hutchinson_trace,
+    spectral_density,
+)
+from flatness.landscape import LandscapeResult, loss_landscape
+from flatness.sharpness import SharpnessResult, epsilon_sharpness
+
+
+class Measure(StrEnum):
+    """The estimators `measure` can run; the values name them in configs and JSON."""
+
+    FISHER_RAO_EMPIRICAL = "fisher_rao_empirical"
+    FISHER_RAO_MODEL = "fisher_rao_model"
+    HESSIAN_TRACE = "hessian_trace"
+    HESSIAN_EIGENVALUES = "hessian_eigenvalues"
+    SPECTRAL_DENSITY = "spectral_density"
+    LANDSCAPE_1D = "landscape_1d"
+    LANDSCAPE_2D = "landscape_2d"
+    EPSILON_SHARPNESS = "epsilon_sharpness"
+
+
+# Each measure is an estimator with some keyword arguments pinned.
+_ESTIMATORS: dict[Measure, tuple[Callable[..., Any], dict[str, Any]]] = {
+    Measure.FISHER_RAO_EMPIRICAL: (fisher_rao_norm, {"fisher": Fisher.EMPIRICAL}),
+    Measure.FISHER_RAO_MODEL: (fisher_rao_norm, {"fisher": Fisher.MODEL}),
+    Measure.HESSIAN_TRACE: (hutchinson_trace, {}),
+    Measure.HESSIAN_EIGENVALUES: (hessian_eigenvalues, {}),
+    Measure.SPECTRAL_DENSITY: (spectral_density, {}),
+    Measure.LANDSCAPE_1D: (loss_landscape, {"num_directions": 1}),
+    Measure.LANDSCAPE_2D: (loss_landscape, {"num_directions": 2}),
+    Measure.EPSILON_SHARPNESS: (epsilon_sharpness, {}),
+}
+_SHARED = {"generator", "mode", "num_mc_samples"}
+
+
+@dataclass(frozen=True)
+class FlatnessConfig:
+    """What `measure` runs, and how.
+
+    Attributes:
+        measures: Names (or `Measure` members) of the estimators to run, in this order.
+        batch_size: Samples per pass, for every estimator unless its options override it.
+        mode: ``"eval"`` (default) or ``"train"``, for every estimator.
+        num_mc_samples: Dropout draws averaged in train mode (1 in eval mode).
+        options: Per measure name, extra keyword arguments of its estimator, e.g.
+            ``{"hessian_trace": {"max_probes": 50, "method": "hutch++"}}``.
+
+    Example:
+        >>> FlatnessConfig(measures=("fisher_rao_model", "hessian_trace"), batch_size=64)
+        ... # doctest: +ELLIPSIS
+        FlatnessConfig(measures=('fisher_rao_model', 'hessian_trace'), batch_size=64, ...)
+    """
+
+    measures: tuple[Measure | str, ...] = tuple(Measure)
+    batch_size: int = 128
+    mode: Mode | str = Mode.EVAL
+    num_mc_samples: int = 1
+    options: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class FlatnessResult:
+    """The results of `measure`; a field is ``None`` when its measure was not requested.
+
+    Attributes:
+        seed: Initial seed of the generator passed to `measure`. Each estimate carries, in its
+            provenance, the seed of its own generator, so any one of them can be rerun alone.
+        config: The configuration, as plain data.
+        fisher_rao_empirical, fisher_rao_model, hessian_trace, hessian_eigenvalues,
+        spectral_density, landscape_1d, landscape_2d, epsilon_sharpness: The estimates.
+    """
+
+    seed: int
+    config: dict[str, Any]
+    fisher_rao_empirical: FisherRaoResult | None = None
+    fisher_rao_model: FisherRaoResult | None = None
+    hessian_trace: TraceResult | None = None
+    hessian_eigenvalues: EigenvalueResult | None = None
+    spectral_density: DensityResult | None = None
+    landscape_1d: LandscapeResult | None = None
+    landscape_2d: LandscapeResult | None = None
+    epsilon_sharpness: SharpnessResult | None = None
+
+    def to_dict(self) -> dict[str, object]:
+        """JSON-ready dictionary: ``json.dumps(result.to_dict(), allow_nan=False)`` works."""
+        return jsonable(self)  # type: ignore[return-value]
+
+
+def measure(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    config: FlatnessConfig,
+    generator: torch.Generator,
+) -> FlatnessResult:
+    """Runs the configured flatness estimators on one model and data set.
+
+    Every estimator gets its own generator, seeded from ``generator`` in the order of
+    ``config.measures``, so adding a measure at the end leaves the others' results unchanged.
+
+    Args:
+        model: Maps inputs ``[B, ...]`` to logits ``[B, K]``; left in its mode, unchanged.
+        x: Inputs ``[N, ...]`` (for images, pixels in [0, 1]).
+        y: Labels ``[N]``.
+        config: Which estimators, mode and options.
+        generator: Source of every random choice.
+
+    Returns:
+        One result per requested measure.
+
+    Example:
+        >>> model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Tanh(),
+        ...                             torch.nn.Linear(8, 3))
+        >>> x, y = torch.randn(32, 4), torch.randint(0, 3, (32,))
+        >>> config = FlatnessConfig(measures=("fisher_rao_model", "hessian_trace"))
+        >>> result = measure(model, x, y, config, torch.Generator().manual_seed(0))
+        >>> sorted(k for k, v in result.to_dict().items() if isinstance(v, dict))
+        ['config', 'fisher_rao_model', 'hessian_trace']
+    """
+    measures = [_parse_measure(m) for m in config.measures]
+    mode = parse_mode(config.mode)
+    check_mc_samples(mode, config.num_mc_samples)
+    check_positive("batch_size", config.batch_size)
+    unknown = set(config.options) - {m.value for m in measures}
+    if unknown:
+        raise ValueError(
+            f"options given for measures that are not run: {sorted(unknown)}; fix: add them "
+            f"to measures {[m.value for m in measures]} or drop their options"
+        )
+    for name in measures:
+        _check_options(name, config.options.get(name.value, {}))
+    seeds = draw_seeds(generator, len(measures))
+    results = {}
+    for name, seed in zip(measures, seeds, strict=True):
+        estimator, pinned = _ESTIMATORS[name]
+        options = {"batch_size": config.batch_size} | config.options.get(name.value, {})
+        results[name.value] = estimator(
+            model,
+            x,
+            y,
+            generator=torch.Generator(device=generator.device).manual_seed(seed),
+            mode=mode,
+            num_mc_samples=config.num_mc_samples,
+            **pinned,
+            **options,
+        )
+    plain_config = {
+        "measures": [m.value for m in measures],
+        "batch_size": config.batch_size,
+        "mode": mode.value,
+        "num_mc_samples": config.num_mc_samples,
+        "options": jsonable(config.options),
+    }
+    return FlatnessResult(seed=generator.initial_seed(), config=plain_config, **results)
+
+
+def _parse_measure(name: Measure | str) -> Measure:
+    try:
+        return Measure(name)
+    except ValueError:
+        known = ", ".join(repr(m.value) for m in Measure)
+        raise ValueError(f"measure must be one of {known}, got {name!r}") from None
+
+
+def _check_options(name: Measure, options: dict[str, Any]) -> None:
+    estimator, pinned = _ESTIMATORS[name]
+    parameters = inspect.signature(estimator).parameters
+    allowed = (
+        {p for p, spec in parameters.items() if spec.kind is inspect.Parameter.KEYWORD_ONLY}
+        - _SHARED
+        - set(pinned)
+    )
+    unknown = set(options) - allowed
+    if unknown:
+        raise ValueError(
+            f"unknown options for {name.value}: {sorted(unknown)}; expected some of "
+            f"{sorted(allowed)} (mode and num_mc_samples are set for all measures at once)"
+        )
