@@ -40,6 +40,9 @@ from flatness.core import (
 from flatness.stats import MeanAccumulator
 
 _HESSIAN = "Hessian of the mean cross-entropy over the data w.r.t. all trainable parameters"
+# Probes sharing a pass hold this many numbers at most when their count is left to us (256 MB
+# in float32): beyond it the shared forward pass saves little and memory grows with every probe.
+_AUTO_PROBE_NUMBERS = 2**26
 _FIXED_DRAWS = "; in train mode, of the loss averaged over fixed dropout draws per batch"
 
 
@@ -103,19 +106,33 @@ class HessianOperator:
 
     def matvec(self, vectors: Tensor) -> Tensor:
         """Hessian-vector products ``[P, d] -> [P, d]``."""
-        products = [self._pass(chunk) for chunk in vectors.split(self._probes_per_pass)]
+        products = [self._pass(chunk, False) for chunk in vectors.split(self._probes_per_pass)]
         self.num_matvecs += vectors.shape[0]
         return torch.cat(products)
 
-    def _pass(self, vectors: Tensor) -> Tensor:
+    def quadratic_forms(self, vectors: Tensor) -> Tensor:
+        """``vᵀ H v`` for each row of ``[P, d]``, as ``[P]``.
+
+        Sums ``vᵀ H_b v`` batch by batch, so no parameter-sized product is ever accumulated:
+        the memory is that of one batch's Hessian-vector product.
+        """
+        values = [self._pass(chunk, True) for chunk in vectors.split(self._probes_per_pass)]
+        self.num_matvecs += vectors.shape[0]
+        return torch.cat(values)
+
+    def _pass(self, vectors: Tensor, quadratic: bool) -> Tensor:
         tangents = self.fmodel.unflatten(vectors)
-        total = torch.zeros_like(vectors)
+        total = vectors.new_zeros(vectors.shape[0]) if quadratic else torch.zeros_like(vectors)
         for index, (x_b, y_b, weight) in enumerate(self._data):
             seeds = self._seeds(index)
             for seed in seeds:
                 with self._randomness(seed):
                     products = self._batch_hvp(x_b, y_b, tangents)
-                total += (weight / len(seeds)) * self.fmodel.flatten(products, batch_dims=1)
+                if quadratic:
+                    product = sum(_rowwise_dot(products[n], tangents[n]) for n in products)
+                else:
+                    product = self.fmodel.flatten(products, batch_dims=1)
+                total += (weight / len(seeds)) * product
         return total
 
     def _batch_hvp(self, x: Tensor, y: Tensor, tangents: dict[str, Tensor]) -> dict[str, Tensor]:
@@ -216,7 +233,8 @@ def hutchinson_trace(
             mode only, since it needs a fixed matrix).
         deflation_rank: Sketch size for Hutch++.
         batch_size: Samples per pass over the data.
-        probes_per_pass: Probes sharing one pass over the data. Default: 8 in eval mode; in
+        probes_per_pass: Probes sharing one pass over the data. Default: in eval mode up to 8,
+            fewer when 8 probes would exceed 2²⁶ numbers (1 for a 10⁸-parameter network); in
             train mode it must be 1, so that every probe sees its own dropout draw.
         mode: ``"eval"`` or ``"train"`` (dropout-family layers active, batch norm frozen).
         num_mc_samples: Dropout draws averaged per probe and batch in train mode.
@@ -236,7 +254,6 @@ def hutchinson_trace(
             f"need 2 <= min_probes <= max_probes, got min_probes={min_probes}, "
             f"max_probes={max_probes}; fix: raise max_probes or lower min_probes"
         )
-    probes_per_pass = _check_probes_per_pass(probes_per_pass, mode)
     if method is TraceMethod.HUTCH_PLUS_PLUS:
         check_positive("deflation_rank", deflation_rank)
         if mode is Mode.TRAIN:
@@ -245,6 +262,7 @@ def hutchinson_trace(
                 "random; fix: use method='hutchinson' in train mode"
             )
     fmodel = FunctionalModel(model)
+    probes_per_pass = _check_probes_per_pass(probes_per_pass, mode, fmodel.dim)
     accumulator = MeanAccumulator()
     with model_mode(model, mode):
         operator = HessianOperator(
@@ -265,14 +283,14 @@ def hutchinson_trace(
             rank = min(deflation_rank, fmodel.dim)
             sketch = operator.matvec(rademacher((rank, fmodel.dim), generator, like))
             basis = torch.linalg.qr(sketch.T).Q.T  # [rank, d], orthonormal rows
-            exact_part = (operator.matvec(basis) * basis).sum().item()
+            exact_part = operator.quadratic_forms(basis).sum().item()
         converged = False
         while accumulator.count < max_probes and not converged:
             count = min(probes_per_pass, max_probes - accumulator.count)
             probes = rademacher((count, fmodel.dim), generator, like)
             if basis is not None:
                 probes = probes - (probes @ basis.T) @ basis
-            accumulator.update((operator.matvec(probes) * probes).sum(dim=1))
+            accumulator.update(operator.quadratic_forms(probes))
             converged = accumulator.count >= min_probes and accumulator.stderr <= rel_tol * abs(
                 exact_part + accumulator.mean
             )
@@ -583,6 +601,11 @@ def smoothed_density(
     return grid, density, bandwidth
 
 
+def _rowwise_dot(a: Tensor, b: Tensor) -> Tensor:
+    """``[P, ...] · [P, ...] -> [P]`` without an elementwise product of the full size."""
+    return torch.bmm(a.reshape(a.shape[0], 1, -1), b.reshape(b.shape[0], -1, 1)).flatten()
+
+
 def vectors_like(fmodel: FunctionalModel) -> Tensor:
     """A scalar carrying the dtype and device that parameter-sized vectors must have."""
     return torch.empty((), dtype=fmodel.dtype, device=fmodel.device)
@@ -616,9 +639,11 @@ def _fixed_operator(
     )
 
 
-def _check_probes_per_pass(probes_per_pass: int | None, mode: Mode) -> int:
+def _check_probes_per_pass(probes_per_pass: int | None, mode: Mode, dim: int) -> int:
     if probes_per_pass is None:
-        return 1 if mode is Mode.TRAIN else 8
+        if mode is Mode.TRAIN:
+            return 1
+        return max(1, min(8, _AUTO_PROBE_NUMBERS // dim))
     check_positive("probes_per_pass", probes_per_pass)
     if mode is Mode.TRAIN and probes_per_pass != 1:
         raise ValueError(
