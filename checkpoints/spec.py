@@ -1,0 +1,254 @@
+"""What a checkpoint is: architecture, layers, data, normalisation (:class:`CheckpointSpec`).
+
+A :class:`Description` is the partial form that a sidecar TOML/JSON file or command-line flags
+give for a file that does not describe itself; :func:`resolve_spec` fills the gaps from
+dataset defaults and from the weights.
+"""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from checkpoints.layers import LayerSpec
+
+__all__ = [
+    "DATASET_DEFAULTS",
+    "NORMOUT_CIFAR10_MEAN",
+    "NORMOUT_CIFAR10_STD",
+    "CheckpointSpec",
+    "Description",
+    "read_sidecar",
+    "sidecar_path",
+]
+
+# The normalisation the NormOut code applies to CIFAR-10; default for its VGG layouts.
+NORMOUT_CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
+NORMOUT_CIFAR10_STD = (0.2023, 0.1994, 0.2010)
+NORMOUT_LAYOUT_ARCHS = ("vgg16_bn", "vgg16")
+
+# name -> (input shape, number of classes)
+DATASET_DEFAULTS: dict[str, tuple[tuple[int, int, int], int]] = {
+    "digits": ((1, 8, 8), 10),
+    "mnist": ((1, 28, 28), 10),
+    "fashion-mnist": ((1, 28, 28), 10),
+    "cifar10": ((3, 32, 32), 10),
+}
+
+
+@dataclass(frozen=True)
+class CheckpointSpec:
+    """Everything needed to rebuild a model and evaluate it.
+
+    Attributes:
+        arch: registered architecture name (``torchscript`` or ``pickled-module`` for files that
+            carry their own graph).
+        num_classes: number of output logits.
+        input_shape: (C, H, W) of one input.
+        layer: dropout-family layer kind, parameters and positions.
+        arch_kwargs: extra architecture arguments (for example ``widen_factor``).
+        dataset: name of the evaluation dataset, or None if unknown.
+        mean, std: per-channel normalisation applied inside the model, or None.
+        bounds: valid input range (pixel space).
+        training: training configuration (primitives only).
+        clean_accuracy: accuracy recorded when the file was written, or None.
+        source_format: how the file was read (``robaudit``, ``state_dict``, ``lightning``,
+            ``torchvision-vgg``, ``torchscript``, ``pickled-module``).
+    """
+
+    arch: str
+    num_classes: int
+    input_shape: tuple[int, int, int]
+    layer: LayerSpec = field(default_factory=LayerSpec)
+    arch_kwargs: Mapping[str, Any] = field(default_factory=dict)
+    dataset: str | None = None
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+    bounds: tuple[float, float] = (0.0, 1.0)
+    training: Mapping[str, Any] = field(default_factory=dict)
+    clean_accuracy: float | None = None
+    source_format: str = "robaudit"
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-able form (the layer as a dict)."""
+        return {
+            "arch": self.arch,
+            "num_classes": self.num_classes,
+            "input_shape": list(self.input_shape),
+            "layer": self.layer.to_dict(),
+            "arch_kwargs": dict(self.arch_kwargs),
+            "dataset": self.dataset,
+            "mean": None if self.mean is None else list(self.mean),
+            "std": None if self.std is None else list(self.std),
+            "bounds": list(self.bounds),
+            "training": dict(self.training),
+            "clean_accuracy": self.clean_accuracy,
+            "source_format": self.source_format,
+        }
+
+
+@dataclass(frozen=True)
+class Description:
+    """A partial description of a checkpoint (from a sidecar file or flags); None = not given.
+
+    ``normalization`` is ``"none"``, ``"default"`` or ``(mean, std)``.
+    """
+
+    arch: str | None = None
+    layer: LayerSpec | None = None
+    arch_kwargs: Mapping[str, Any] | None = None
+    dataset: str | None = None
+    num_classes: int | None = None
+    input_shape: tuple[int, int, int] | None = None
+    normalization: str | tuple[tuple[float, ...], tuple[float, ...]] | None = None
+    bounds: tuple[float, float] | None = None
+
+    def merged_over(self, base: Description) -> Description:
+        """This description, with ``base`` filling what this one leaves out."""
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        return replace(base, **{k: v for k, v in values.items() if v is not None})
+
+    def is_empty(self) -> bool:
+        return all(getattr(self, f.name) is None for f in fields(self))
+
+    @classmethod
+    def from_mapping(cls, data: Mapping[str, Any], origin: str) -> Description:
+        """Build from a sidecar's table; ``origin`` names it in error messages."""
+        known = {f.name for f in fields(cls)} | {"layers"}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"{origin}: unknown key(s) {unknown}; known keys: {sorted(known)}")
+        layer = data.get("layers", data.get("layer"))
+        if isinstance(layer, str):
+            layer = LayerSpec.parse(layer)
+        elif isinstance(layer, Mapping):
+            layer = LayerSpec.from_dict(layer)
+        elif layer is not None:
+            raise ValueError(f"{origin}: 'layers' must be a string like 'normout:spatial@0,1' or a table")
+        return cls(
+            arch=data.get("arch"),
+            layer=layer,
+            arch_kwargs=data.get("arch_kwargs"),
+            dataset=data.get("dataset"),
+            num_classes=None if data.get("num_classes") is None else int(data["num_classes"]),
+            input_shape=parse_shape(data.get("input_shape"), origin),
+            normalization=parse_normalization(data.get("normalization"), origin),
+            bounds=parse_bounds(data.get("bounds"), origin),
+        )
+
+
+def parse_shape(value: Any, origin: str) -> tuple[int, int, int] | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = [v for v in value.replace("x", ",").split(",") if v.strip()]
+    try:
+        shape = tuple(int(v) for v in value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{origin}: input_shape must be C,H,W (e.g. 3,32,32), got {value!r}") from None
+    if len(shape) != 3 or min(shape) <= 0:
+        raise ValueError(f"{origin}: input_shape must be three positive sizes C,H,W, got {value!r}")
+    return shape  # type: ignore[return-value]
+
+
+def parse_bounds(value: Any, origin: str) -> tuple[float, float] | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = value.split(",")
+    try:
+        low, high = (float(v) for v in value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{origin}: bounds must be two numbers LOW,HIGH, got {value!r}") from None
+    if not low < high:
+        raise ValueError(f"{origin}: bounds must satisfy LOW < HIGH, got {value!r}")
+    return (low, high)
+
+
+def parse_normalization(
+    value: Any, origin: str
+) -> str | tuple[tuple[float, ...], tuple[float, ...]] | None:
+    """``none``, ``default``, ``cifar10`` (the NormOut code's) or mean/std lists."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        text = value.strip().lower()
+        if text in ("none", "default"):
+            return text
+        if text in ("cifar10", "normout-cifar10"):
+            return (NORMOUT_CIFAR10_MEAN, NORMOUT_CIFAR10_STD)
+        parts = text.split(":")
+        if len(parts) == 2:
+            value = {"mean": parts[0].split(","), "std": parts[1].split(",")}
+        else:
+            raise ValueError(
+                f"{origin}: normalization must be none, default, cifar10 or MEAN,..:STD,.., "
+                f"got {value!r}"
+            )
+    if isinstance(value, Mapping) and set(value) == {"mean", "std"}:
+        try:
+            mean = tuple(float(v) for v in value["mean"])
+            std = tuple(float(v) for v in value["std"])
+        except (TypeError, ValueError):
+            raise ValueError(f"{origin}: normalization mean and std must be numbers") from None
+        if len(mean) != len(std) or not mean or min(std) <= 0:
+            raise ValueError(
+                f"{origin}: normalization needs mean and std of equal length with std > 0, "
+                f"got mean={list(mean)} std={list(std)}"
+            )
+        return (mean, std)
+    raise ValueError(f"{origin}: normalization must be a string or a table with mean and std")
+
+
+def sidecar_path(checkpoint: Path) -> Path | None:
+    """The sidecar description next to ``checkpoint`` (``X.toml``, ``X.json``, ``X.pt.toml``, ...)."""
+    for candidate in (
+        checkpoint.with_suffix(".toml"),
+        checkpoint.with_suffix(".json"),
+        checkpoint.with_name(checkpoint.name + ".toml"),
+        checkpoint.with_name(checkpoint.name + ".json"),
+    ):
+        if candidate != checkpoint and candidate.is_file():
+            return candidate
+    return None
+
+
+def read_sidecar(path: Path) -> Description:
+    """Read a TOML or JSON description file."""
+    try:
+        if path.suffix == ".toml":
+            data = tomllib.loads(path.read_text())
+        else:
+            data = json.loads(path.read_text())
+    except (tomllib.TOMLDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(f"description file {path} is not valid {path.suffix[1:].upper()}: {err}") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"description file {path} must hold a table of keys, got {type(data).__name__}")
+    return Description.from_mapping(data, str(path))
+
+
+def normalization_for(
+    arch: str, dataset: str | None, given: str | tuple[tuple[float, ...], tuple[float, ...]] | None
+) -> tuple[tuple[float, ...] | None, tuple[float, ...] | None]:
+    """Resolve a normalisation setting: the NormOut CIFAR-10 values are the default for its
+    VGG layouts on CIFAR-10; no normalisation otherwise."""
+    if isinstance(given, tuple):
+        return given
+    if given == "none":
+        return None, None
+    if arch in NORMOUT_LAYOUT_ARCHS and dataset in (None, "cifar10"):
+        return NORMOUT_CIFAR10_MEAN, NORMOUT_CIFAR10_STD
+    return None, None
+
+
+def shape_and_classes(
+    dataset: str | None, input_shape: Sequence[int] | None, num_classes: int | None
+) -> tuple[tuple[int, int, int] | None, int | None]:
+    """Input shape and class count from explicit values, else the dataset's defaults."""
+    default_shape, default_classes = DATASET_DEFAULTS.get(dataset or "", (None, None))
+    shape = tuple(input_shape) if input_shape is not None else default_shape
+    return shape, (num_classes if num_classes is not None else default_classes)  # type: ignore[return-value]
