@@ -331,3 +331,8 @@ def build_network(
         return arch.build(shape, int(num_classes), layer or LayerSpec(), **kwargs)
     except TypeError as err:
         raise ValueError(f"bad arguments {kwargs} for architecture {name!r}: {err}") from None
+    except RuntimeError as err:
+        raise ValueError(
+            f"input shape {shape} is too small for architecture {name!r} ({err}); "
+            "check --dataset / --input-shape"
+        ) from None

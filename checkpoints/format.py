@@ -204,12 +204,17 @@ def read_raw(path: Path, trust: bool = False) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
+        lines = str(err).splitlines()
+        detail = next((line.strip() for line in lines if "GLOBAL" in line), "")
+        if not detail:
+            raise CheckpointError(
+                f"{path} is not a readable PyTorch checkpoint (bad pickle data); "
+                "expected a file written by torch.save or torch.jit.save"
+            ) from None
         if trust:
             return torch.load(path, map_location="cpu", weights_only=False)
-        reason = str(err).splitlines()
-        detail = next((line.strip() for line in reason if "GLOBAL" in line or "global" in line), "")
         raise CheckpointError(
-            f"{path} holds pickled Python objects, not just tensors ({detail or 'unsafe pickle'}); "
+            f"{path} holds pickled Python objects, not just tensors ({detail}); "
             "loading it could run arbitrary code. Re-save it as a state_dict "
             "(torch.save(model.state_dict(), FILE)), or pass --trust-checkpoint if you trust "
             "its source"
