@@ -1,0 +1,231 @@
+"""The loop every attack shares: clean pass, epsilons in ascending order, batches, bookkeeping.
+
+An attack supplies one function that attacks a batch of samples at one epsilon; this module
+does the rest once: it checks the inputs, evaluates the clean samples (a clean
+misclassification is a success at every epsilon, with the clean input as its example), lets
+a sample broken at a smaller epsilon keep its example at every larger one (the balls are
+nested, so that example is inside them; ``nested=False`` attacks it again instead), splits
+the rest into batches, and assembles the ``AttackResult``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from attacks._model import Evaluator, model_mode, seeded_global_rng
+from attacks.losses import margin
+from attacks.result import AttackResult, GradientStats
+from attacks.threat import Bounds, Norm, check_epsilons, check_inputs
+
+VANISHING_THRESHOLD = 1e-10
+"""A first input gradient with an L2 norm below this counts as vanishing."""
+
+
+def make_generator(generator: torch.Generator | int | None) -> torch.Generator:
+    """An explicit generator: the one given, one seeded with the given int, or seed 0."""
+    if isinstance(generator, torch.Generator):
+        return generator
+    seed = 0 if generator is None else int(generator)
+    return torch.Generator().manual_seed(seed)
+
+
+@dataclass
+class BatchOutcome:
+    """What an attack returns for ``n`` samples at one epsilon (shapes without ``K``)."""
+
+    adversarial: Tensor
+    logits: Tensor
+    last_success: Tensor
+    loss_trace: Tensor
+    queries: Tensor
+    first_grad_norm: Tensor | None = None
+    targets: Tensor | None = None
+
+
+@dataclass(frozen=True)
+class Batch:
+    """``n`` samples to attack at the ``k``-th epsilon.
+
+    Attributes:
+        index: ``[n]`` positions of the samples in the attack's input.
+        x0: ``[n, ...]`` clean inputs.
+        y: ``[n]`` true labels.
+        eps: ``[n]`` epsilons.
+        k: the position of the epsilon in the list.
+        clean_logits: ``[n, C]`` logits of the clean inputs.
+    """
+
+    index: Tensor
+    x0: Tensor
+    y: Tensor
+    eps: Tensor
+    k: int
+    clean_logits: Tensor
+
+
+BatchAttack = Callable[[Batch], BatchOutcome]
+
+
+@dataclass(frozen=True)
+class Setup:
+    """Validated common arguments of an attack call."""
+
+    norm: Norm
+    epsilons: tuple[float, ...]
+    bounds: Bounds
+    generator: torch.Generator
+    evaluator: Evaluator
+
+
+def setup(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    epsilons: Sequence[float],
+    *,
+    norm: Norm | str,
+    bounds: Bounds | Sequence[float],
+    generator: torch.Generator | int | None,
+    eot_samples: int,
+) -> Setup:
+    parsed_bounds = Bounds.parse(bounds)
+    check_inputs(x, y, parsed_bounds)
+    return Setup(
+        norm=Norm.parse(norm),
+        epsilons=check_epsilons(epsilons),
+        bounds=parsed_bounds,
+        generator=make_generator(generator),
+        evaluator=Evaluator(model, eot_samples=eot_samples),
+    )
+
+
+def run_attack(
+    name: str,
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    config: Setup,
+    attack: BatchAttack,
+    *,
+    trace_length: int,
+    objective: str,
+    nested: bool,
+    batch_size: int | None,
+    stochastic: bool,
+    params: dict[str, Any],
+    backend: str = "native",
+    targeted: bool = False,
+    gradients: bool = True,
+) -> AttackResult:
+    """Run ``attack`` over every epsilon of ``config`` and assemble the result.
+
+    Args:
+        name: the attack's name in the result.
+        model: maps inputs ``[N, ...]`` in the bounds to logits ``[N, C]``.
+        x: inputs ``[N, ...]``, never modified.
+        y: true labels ``[N]``.
+        config: from ``setup``.
+        attack: attacks one batch at one epsilon.
+        trace_length: ``T + 1``, the length of the per-sample loss trace.
+        objective: the label of the traced objective.
+        nested: let a sample broken at a smaller epsilon keep its example at larger ones.
+        batch_size: samples per batch; None for all at once.
+        stochastic: evaluate the model in train mode (batch norm excepted).
+        params: the attack's settings, recorded in the result.
+        backend: recorded in the result.
+        targeted: the attack returns targets; record targets and targeted success.
+        gradients: the attack computes input gradients; record gradient statistics.
+    """
+    if batch_size is not None and batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer or None, got {batch_size}")
+    start = time.perf_counter()
+    evaluator = config.evaluator
+    num_samples, num_eps = x.shape[0], len(config.epsilons)
+    step = num_samples if batch_size is None else batch_size
+    y = y.to(x.device).long()
+    x = x.detach()
+
+    success = torch.zeros(num_eps, num_samples, dtype=torch.bool, device=x.device)
+    last_success = torch.zeros_like(success)
+    attacked = torch.zeros_like(success)
+    adversarial = x.unsqueeze(0).repeat(num_eps, *([1] * x.dim()))
+    margins = torch.empty(num_eps, num_samples, dtype=x.dtype, device=x.device)
+    trace = torch.full(
+        (num_eps, trace_length, num_samples), float("nan"), dtype=x.dtype, device=x.device
+    )
+    queries = torch.zeros(num_eps, num_samples, dtype=torch.long, device=x.device)
+    grad_norms = torch.full((num_eps, num_samples), float("nan"), dtype=x.dtype, device=x.device)
+    targets = torch.full((num_eps, num_samples), -1, dtype=torch.long, device=x.device)
+    target_success = torch.zeros_like(success)
+
+    with model_mode(model, stochastic=stochastic), seeded_global_rng(config.generator, x.device):
+        parts = [evaluator.logits(x[i : i + step]) for i in range(0, num_samples, step)]
+        if not parts:
+            raise ValueError("inputs must hold at least one sample, got an empty batch")
+        clean_logits = torch.cat(parts)
+        margins[:] = margin(clean_logits, y).to(x.dtype)
+        clean_wrong = clean_logits.argmax(dim=1) != y
+        success[:, clean_wrong] = True
+        last_success[:, clean_wrong] = True
+
+        for k, eps in enumerate(config.epsilons):
+            todo = ~success[k]
+            if k > 0 and nested:
+                inherit = success[k - 1] & ~clean_wrong
+                todo &= ~inherit
+                for table in (success, last_success, adversarial, margins, targets, target_success):
+                    table[k, inherit] = table[k - 1, inherit]
+            indices = todo.nonzero().squeeze(1)
+            for begin in range(0, indices.numel(), step):
+                idx = indices[begin : begin + step]
+                eps_batch = torch.full((idx.numel(),), eps, dtype=x.dtype, device=x.device)
+                outcome = attack(Batch(idx, x[idx], y[idx], eps_batch, k, clean_logits[idx]))
+                attacked[k, idx] = True
+                adversarial[k, idx] = outcome.adversarial.to(x.dtype)
+                margins[k, idx] = margin(outcome.logits, y[idx]).to(x.dtype)
+                success[k, idx] = outcome.logits.argmax(dim=1) != y[idx]
+                last_success[k, idx] = outcome.last_success
+                trace[k, :, idx] = outcome.loss_trace.to(trace.dtype)
+                queries[k, idx] = outcome.queries
+                if outcome.first_grad_norm is not None:
+                    grad_norms[k, idx] = outcome.first_grad_norm.to(grad_norms.dtype)
+                if outcome.targets is not None:
+                    targets[k, idx] = outcome.targets
+                    target_success[k, idx] = outcome.logits.argmax(dim=1) == outcome.targets
+
+    stats = None
+    if gradients:
+        stats = GradientStats.from_norms(
+            grad_norms,
+            vanishing_threshold=VANISHING_THRESHOLD,
+            nonfinite_logits=evaluator.nonfinite_logits,
+            nonfinite_gradients=evaluator.nonfinite_gradients,
+        )
+    return AttackResult(
+        attack=name,
+        norm=config.norm,
+        epsilons=config.epsilons,
+        success=success,
+        adversarial=adversarial,
+        margin=margins,
+        last_success=last_success,
+        attacked=attacked,
+        loss_trace=trace,
+        objective=objective,
+        queries=queries,
+        num_forward=evaluator.num_forward,
+        num_backward=evaluator.num_backward,
+        wall_time=time.perf_counter() - start,
+        seed=config.generator.initial_seed(),
+        backend=backend,
+        params=params,
+        gradient_stats=stats,
+        targets=targets if targeted else None,
+        target_success=target_success if targeted else None,
+    )

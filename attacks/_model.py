@@ -1,0 +1,154 @@
+"""How attacks talk to a model: mode handling, counted forward/backward passes, EOT.
+
+A model is any ``nn.Module`` mapping inputs in the bounds to logits ``[N, C]``. Attacks never
+touch it directly; they go through an ``Evaluator`` that puts it in the requested mode, counts
+every sample that passes through it, averages over EOT draws and watches for NaN/Inf.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+
+import torch
+from torch import Tensor, nn
+
+from attacks.losses import is_finite_rows
+
+
+@contextlib.contextmanager
+def model_mode(model: nn.Module, *, stochastic: bool) -> Iterator[None]:
+    """Put ``model`` in eval mode (or stochastic mode) and restore every module's flag after.
+
+    Stochastic mode is train mode for every module except batch normalisation, which stays in
+    eval mode so that an attack never updates running statistics.
+    """
+    saved = [(module, module.training) for module in model.modules()]
+    try:
+        apply_mode(model, stochastic=stochastic)
+        yield
+    finally:
+        for module, training in saved:
+            module.training = training
+
+
+def apply_mode(model: nn.Module, *, stochastic: bool) -> None:
+    """Eval mode, or train mode with batch normalisation kept in eval mode."""
+    model.train(stochastic)
+    if stochastic:
+        for module in model.modules():
+            if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                module.eval()
+
+
+@contextlib.contextmanager
+def seeded_global_rng(generator: torch.Generator, device: torch.device) -> Iterator[None]:
+    """Seed torch's global RNG from ``generator`` for the duration, then restore its state.
+
+    Code we do not control (stochastic layers, pyautoattack, torchattacks) draws from the
+    global RNG; this makes those draws a function of the explicit generator and leaves the
+    caller's global state untouched.
+    """
+    seed = int(torch.randint(0, 2**62, (1,), generator=generator, device=generator.device))
+    devices = [device] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        yield
+
+
+class Evaluator:
+    """Counted access to a model.
+
+    Attributes:
+        num_forward: sample-forward passes so far (one sample through the model once).
+        num_backward: sample-backward passes so far.
+        nonfinite_logits: sample evaluations whose logits held NaN or Inf.
+        nonfinite_gradients: sample gradients that held NaN or Inf.
+    """
+
+    def __init__(self, model: nn.Module, *, eot_samples: int = 1) -> None:
+        if eot_samples < 1:
+            raise ValueError(f"eot_samples must be at least 1, got {eot_samples}")
+        self.model = model
+        self.eot_samples = eot_samples
+        self.num_forward = 0
+        self.num_backward = 0
+        self.nonfinite_logits = 0
+        self.nonfinite_gradients = 0
+
+    def _check_logits(self, logits: Tensor) -> None:
+        if logits.dim() != 2:
+            raise ValueError(
+                f"the model must return logits of shape [N, C], got {tuple(logits.shape)}"
+            )
+        self.nonfinite_logits += int((~is_finite_rows(logits)).sum())
+
+    def logits(self, x: Tensor) -> Tensor:
+        """Logits ``[N, C]`` of ``x`` ``[N, ...]`` without a graph, averaged over EOT draws."""
+        with torch.no_grad():
+            total = self.model(x)
+            for _ in range(self.eot_samples - 1):
+                total = total + self.model(x)
+        self.num_forward += x.shape[0] * self.eot_samples
+        logits = total / self.eot_samples if self.eot_samples > 1 else total
+        self._check_logits(logits)
+        return logits
+
+    def value_and_grad(
+        self, x: Tensor, loss_fn: Callable[[Tensor], Tensor]
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """Logits, per-sample loss and input gradient, each averaged over the EOT draws.
+
+        Args:
+            x: inputs ``[N, ...]``.
+            loss_fn: maps logits ``[N, C]`` to per-sample losses ``[N]``.
+
+        Returns:
+            ``(logits [N, C], loss [N], grad [N, ...])``. Samples do not interact in eval mode,
+            so the gradient of the summed loss is each sample's own gradient.
+        """
+        logits_sum: Tensor | None = None
+        loss_sum: Tensor | None = None
+        grad_sum: Tensor | None = None
+        for _ in range(self.eot_samples):
+            with torch.enable_grad():
+                x_var = x.detach().requires_grad_(True)
+                logits = self.model(x_var)
+                loss = loss_fn(logits)
+                (grad,) = torch.autograd.grad(loss.sum(), x_var)
+            logits, loss = logits.detach(), loss.detach()
+            logits_sum = logits if logits_sum is None else logits_sum + logits
+            loss_sum = loss if loss_sum is None else loss_sum + loss
+            grad_sum = grad if grad_sum is None else grad_sum + grad
+        if logits_sum is None or loss_sum is None or grad_sum is None:
+            raise RuntimeError("eot_samples must be at least 1")
+        self.num_forward += x.shape[0] * self.eot_samples
+        self.num_backward += x.shape[0] * self.eot_samples
+        if self.eot_samples > 1:
+            logits_sum = logits_sum / self.eot_samples
+            loss_sum = loss_sum / self.eot_samples
+            grad_sum = grad_sum / self.eot_samples
+        self._check_logits(logits_sum)
+        self.nonfinite_gradients += int((~is_finite_rows(grad_sum)).sum())
+        return logits_sum, loss_sum, grad_sum
+
+
+class CountingModule(nn.Module):
+    """Wraps a model for a reference library so that its passes land in our counters.
+
+    A forward with gradients enabled on its input counts as a forward and a backward: the
+    reference attacks differentiate every forward they record a graph for.
+    """
+
+    def __init__(self, evaluator: Evaluator) -> None:
+        super().__init__()
+        self.model = evaluator.model
+        self.evaluator = evaluator
+        # Only the flag: the wrapped model's modes are already set and must not change.
+        self.training = evaluator.model.training
+
+    def forward(self, x: Tensor) -> Tensor:
+        self.evaluator.num_forward += x.shape[0]
+        if torch.is_grad_enabled() and x.requires_grad:
+            self.evaluator.num_backward += x.shape[0]
+        return self.model(x)

@@ -1,0 +1,198 @@
+"""FGSM and PGD computed by a trusted library instead of the native loop.
+
+``backend="cleverhans"`` calls ``cleverhans.torch`` (``fast_gradient_method``,
+``projected_gradient_descent``); ``backend="torchattacks"`` calls ``torchattacks`` (``FGSM``,
+``PGD``, ``PGDL2``). Their adversarial examples are judged here exactly as native ones (one
+forward pass on the returned example), so any native number can be reproduced with a library.
+The libraries return their final iterate; their random starts draw from the global RNG, which
+the engine seeds from the explicit generator. Both are imported only when used.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from attacks._engine import Batch, BatchOutcome, Setup
+from attacks._model import CountingModule, apply_mode
+from attacks.losses import objective
+from attacks.threat import Norm
+
+BACKENDS = ("native", "cleverhans", "torchattacks")
+
+
+def check(backend: str) -> None:
+    """Raise ``ValueError`` for an unknown backend name."""
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+
+
+def check_bounds(backend: str, config: Setup) -> None:
+    if backend == "torchattacks" and (config.bounds.lower, config.bounds.upper) != (0.0, 1.0):
+        raise ValueError(
+            "torchattacks clips to [0, 1], got bounds "
+            f"({config.bounds.lower}, {config.bounds.upper}); use backend='cleverhans' or "
+            "'native', or rescale the model's input to [0, 1]"
+        )
+
+
+def _torchattacks_pgd(
+    model: CountingModule,
+    norm: Norm,
+    eps: float,
+    step: float,
+    num_steps: int,
+    random_start: bool,
+    stochastic: bool,
+) -> object:
+    import torchattacks
+
+    attack_class = torchattacks.PGD if norm is Norm.LINF else torchattacks.PGDL2
+    attack = attack_class(model, eps=eps, alpha=step, steps=num_steps, random_start=random_start)
+    if stochastic:
+        attack.set_model_training_mode(model_training=True, dropout_training=True)
+    return attack
+
+
+def _library_pgd(
+    backend: str,
+    config: Setup,
+    x0: Tensor,
+    labels: Tensor,
+    eps: float,
+    step: float,
+    targets: Tensor | None,
+    num_steps: int,
+    random_start: bool,
+) -> Tensor:
+    wrapper = CountingModule(config.evaluator)
+    stochastic = config.evaluator.model.training
+    if backend == "torchattacks":
+        attack = _torchattacks_pgd(
+            wrapper, config.norm, eps, step, num_steps, random_start, stochastic
+        )
+        if targets is not None:
+            attack.set_mode_targeted_by_label(quiet=True)  # type: ignore[attr-defined]
+        adversarial = attack(x0, labels if targets is None else targets)  # type: ignore[operator]
+        # torchattacks restores the wrapper's flag with model.train(), which would also switch
+        # batch normalisation; put the requested mode back.
+        apply_mode(config.evaluator.model, stochastic=stochastic)
+        return adversarial
+    from cleverhans.torch.attacks.projected_gradient_descent import projected_gradient_descent
+
+    return projected_gradient_descent(
+        wrapper,
+        x0,
+        eps,
+        step,
+        num_steps,
+        math.inf if config.norm is Norm.LINF else 2,
+        clip_min=config.bounds.lower,
+        clip_max=config.bounds.upper,
+        y=labels if targets is None else targets,
+        targeted=targets is not None,
+        rand_init=random_start,
+        sanity_checks=False,
+    )
+
+
+def pgd_batch(
+    backend: str,
+    config: Setup,
+    batch: Batch,
+    step: Tensor,
+    targets: Tensor | None,
+    *,
+    num_steps: int,
+    random_start: bool,
+    num_restarts: int,
+) -> BatchOutcome:
+    """PGD on one batch through a library, restarts on the samples not yet fooled."""
+    check_bounds(backend, config)
+    x0, labels = batch.x0, batch.y
+    eps, alpha = float(batch.eps[0]), float(step[0])
+    if eps == 0:
+        # The clean input is the only point of a zero ball; torchattacks' L2 projection would
+        # divide zero by zero there.
+        return _outcome(batch, x0.clone(), batch.clean_logits, torch.zeros_like(labels), targets)
+    adversarial = x0.clone()
+    logits = batch.clean_logits.clone()
+    fooled = torch.zeros_like(labels, dtype=torch.bool)
+    queries = torch.zeros_like(labels)
+    for _ in range(num_restarts):
+        todo = (~fooled).nonzero().squeeze(1)
+        if todo.numel() == 0:
+            break
+        result = _library_pgd(
+            backend,
+            config,
+            x0[todo],
+            labels[todo],
+            eps,
+            alpha,
+            None if targets is None else targets[todo],
+            num_steps,
+            random_start,
+        ).to(x0.dtype)
+        result_logits = config.evaluator.logits(result)
+        queries[todo] += num_steps + 1
+        adversarial[todo] = result
+        logits[todo] = result_logits.to(logits.dtype)
+        fooled[todo] = result_logits.argmax(dim=1) != labels[todo]
+    return _outcome(batch, adversarial, logits, queries, targets)
+
+
+def fgsm_batch(backend: str, config: Setup, batch: Batch) -> BatchOutcome:
+    """FGSM (L∞) or FGM (L2) on one batch through a library."""
+    check_bounds(backend, config)
+    eps = float(batch.eps[0])
+    wrapper = CountingModule(config.evaluator)
+    if eps == 0:
+        return _outcome(
+            batch, batch.x0.clone(), batch.clean_logits, torch.zeros_like(batch.y), None
+        )
+    if backend == "torchattacks":
+        import torchattacks
+
+        stochastic = config.evaluator.model.training
+        if config.norm is Norm.LINF:
+            attack = torchattacks.FGSM(wrapper, eps=eps)
+        else:
+            # torchattacks has no FGM; one PGDL2 step of length eps from the clean input is it.
+            attack = torchattacks.PGDL2(wrapper, eps=eps, alpha=eps, steps=1, random_start=False)
+        if stochastic:
+            attack.set_model_training_mode(model_training=True, dropout_training=True)
+        adversarial = attack(batch.x0, batch.y)
+        apply_mode(config.evaluator.model, stochastic=stochastic)
+    else:
+        from cleverhans.torch.attacks.fast_gradient_method import fast_gradient_method
+
+        adversarial = fast_gradient_method(
+            wrapper,
+            batch.x0,
+            eps,
+            math.inf if config.norm is Norm.LINF else 2,
+            clip_min=config.bounds.lower,
+            clip_max=config.bounds.upper,
+            y=batch.y,
+        )
+    adversarial = adversarial.detach().to(batch.x0.dtype)
+    logits = config.evaluator.logits(adversarial)
+    queries = torch.full_like(batch.y, 2)
+    return _outcome(batch, adversarial, logits, queries, None)
+
+
+def _outcome(
+    batch: Batch, adversarial: Tensor, logits: Tensor, queries: Tensor, targets: Tensor | None
+) -> BatchOutcome:
+    objective_fn = objective("ce", targeted=targets is not None)
+    return BatchOutcome(
+        adversarial=adversarial,
+        logits=logits,
+        last_success=logits.argmax(dim=1) != batch.y,
+        loss_trace=objective_fn(logits, batch.y, targets).unsqueeze(0),
+        queries=queries,
+        targets=targets,
+    )

@@ -1,0 +1,518 @@
+"""Projected gradient descent: untargeted (PGD-CE) and targeted (PGD-T), under L∞ and L2.
+
+The loop is written once; the norm enters only through its ``Geometry``. Each iteration costs
+one forward and one backward pass on the samples still being attacked, and the forward pass
+also judges the current iterate (which is already projected and clipped), so keeping the best
+iterate needs no extra pass; only the final iterate needs one forward pass of its own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch import Tensor, nn
+
+from attacks import backends
+from attacks._engine import Batch, BatchOutcome, run_attack, setup
+from attacks._model import Evaluator
+from attacks.losses import Objective, describe, objective
+from attacks.result import AttackResult
+from attacks.threat import Bounds, Geometry, Norm, geometry, uniform
+
+TARGET_MODES = ("random", "next", "least-likely", "all")
+Keep = Literal["best", "last"]
+
+_UNTARGETED_STOP = 1
+_TARGETED_STOP = 2
+
+
+@dataclass
+class _State:
+    """Per-sample best-so-far over iterates, restarts and targets of one batch ``[n]``.
+
+    A rank orders iterates: 0 correctly classified, 1 misclassified, 2 target reached.
+    Higher rank wins; among rank-0 iterates the higher objective wins; among fooling iterates
+    the first is kept.
+    """
+
+    best_x: Tensor
+    best_logits: Tensor
+    best_rank: Tensor
+    best_loss: Tensor
+    best_target: Tensor
+    last_rank: Tensor
+    trace: Tensor
+    first_grad_norm: Tensor
+    queries: Tensor
+
+    @classmethod
+    def empty(cls, x0: Tensor, num_classes: int, num_steps: int) -> _State:
+        n = x0.shape[0]
+        return cls(
+            best_x=x0.clone(),
+            best_logits=torch.zeros(n, num_classes, dtype=x0.dtype, device=x0.device),
+            best_rank=torch.full((n,), -1, dtype=torch.long, device=x0.device),
+            best_loss=torch.full((n,), float("-inf"), dtype=x0.dtype, device=x0.device),
+            best_target=torch.full((n,), -1, dtype=torch.long, device=x0.device),
+            last_rank=torch.zeros(n, dtype=torch.long, device=x0.device),
+            trace=torch.full((num_steps + 1, n), float("nan"), dtype=x0.dtype, device=x0.device),
+            first_grad_norm=torch.full((n,), float("nan"), dtype=x0.dtype, device=x0.device),
+            queries=torch.zeros(n, dtype=torch.long, device=x0.device),
+        )
+
+
+@dataclass(frozen=True)
+class _Descent:
+    """Settings of one projected-gradient run."""
+
+    evaluator: Evaluator
+    geometry: Geometry
+    bounds: Bounds
+    objective: Objective
+    num_steps: int
+    random_start: bool
+    keep: Keep
+    early_stop: bool
+    stop_rank: int
+    generator: torch.Generator
+
+
+def _descend(
+    run: _Descent,
+    state: _State,
+    idx: Tensor,
+    x0: Tensor,
+    y: Tensor,
+    eps: Tensor,
+    step: Tensor,
+    targets: Tensor | None,
+    record_trace: bool,
+) -> None:
+    """One PGD run on the samples ``idx`` of the batch, folded into ``state``.
+
+    Args:
+        run: the settings.
+        state: best-so-far of the whole batch, updated in place.
+        idx: ``[m]`` positions in the batch to attack.
+        x0, y, eps, step, targets: ``[m, ...]`` / ``[m]`` values of those samples.
+        record_trace: write this run's objective into ``state.trace``.
+    """
+    geom, evaluator = run.geometry, run.evaluator
+    if run.random_start:
+        x = geom.random_start(x0, eps, run.generator).clamp_(run.bounds.lower, run.bounds.upper)
+    else:
+        x = x0.clone()
+    step_view = step.reshape(-1, *([1] * (x0.dim() - 1)))
+    active = idx
+    for t in range(run.num_steps + 1):
+
+        def loss_fn(logits: Tensor, y: Tensor = y, targets: Tensor | None = targets) -> Tensor:
+            return run.objective(logits, y, targets)
+
+        if t < run.num_steps:
+            logits, loss, grad = evaluator.value_and_grad(x, loss_fn)
+        else:
+            logits = evaluator.logits(x)
+            loss = loss_fn(logits)
+        state.queries[active] += evaluator.eot_samples
+        prediction = logits.argmax(dim=1)
+        rank = (prediction != y).long()
+        if targets is not None:
+            rank += (prediction == targets).long()
+        if record_trace:
+            state.trace[t, active] = loss.to(state.trace.dtype)
+
+        if run.keep == "last":
+            better = torch.ones_like(rank, dtype=torch.bool)
+        else:
+            previous = state.best_rank[active]
+            better = (rank > previous) | (
+                (rank == 0) & (previous == 0) & (loss > state.best_loss[active])
+            )
+        if better.any():
+            chosen = active[better]
+            state.best_x[chosen] = x[better]
+            state.best_logits[chosen] = logits[better].to(state.best_logits.dtype)
+            state.best_rank[chosen] = rank[better]
+            state.best_loss[chosen] = loss[better].to(state.best_loss.dtype)
+            if targets is not None:
+                state.best_target[chosen] = targets[better]
+        state.last_rank[active] = rank
+        if t == run.num_steps:
+            break
+
+        first = torch.isnan(state.first_grad_norm[active])
+        if first.any():
+            norms = grad.flatten(1).norm(dim=1).to(state.first_grad_norm.dtype)
+            state.first_grad_norm[active[first]] = norms[first]
+        x = geom.project(x + step_view * geom.normalize(grad), x0, eps, run.bounds)
+
+        if run.early_stop:
+            going = rank < run.stop_rank
+            if not going.all():
+                # Compaction: stopped samples leave the batch, so later passes cost nothing
+                # for them.
+                active, x, x0, y, eps, step_view = (
+                    active[going],
+                    x[going],
+                    x0[going],
+                    y[going],
+                    eps[going],
+                    step_view[going],
+                )
+                targets = None if targets is None else targets[going]
+                if active.numel() == 0:
+                    break
+
+
+def _targets_for(
+    mode: str, offset: int | None, y: Tensor, clean_logits: Tensor, draws: Tensor
+) -> Tensor:
+    """Target classes ``[n]``, never the true class.
+
+    Args:
+        mode: one of ``TARGET_MODES``; for ``"all"``, ``offset`` picks ``(y + offset) mod C``.
+        offset: the class offset for mode ``"all"``.
+        y: true labels ``[n]``.
+        clean_logits: ``[n, C]`` logits of the clean inputs (for ``"least-likely"``).
+        draws: ``[n]`` uniform draws in ``[0, 1)`` (for ``"random"``).
+    """
+    num_classes = clean_logits.shape[1]
+    if mode == "next":
+        return (y + 1) % num_classes
+    if mode == "all":
+        if offset is None:
+            raise ValueError("target mode 'all' needs an offset")
+        return (y + offset) % num_classes
+    if mode == "random":
+        shift = 1 + (draws * (num_classes - 1)).long().clamp_(max=num_classes - 2)
+        return (y + shift) % num_classes
+    masked = clean_logits.scatter(1, y[:, None], float("inf"))
+    return masked.argmin(dim=1)
+
+
+def _step_sizes(
+    eps: Tensor, num_steps: int, rel_step_size: float | None, abs_step_size: float | None
+) -> Tensor:
+    if abs_step_size is not None:
+        return torch.full_like(eps, abs_step_size)
+    rel = 2.5 / num_steps if rel_step_size is None else rel_step_size
+    return eps * rel
+
+
+def _check_settings(
+    num_steps: int,
+    rel_step_size: float | None,
+    abs_step_size: float | None,
+    num_restarts: int,
+    keep: str,
+    backend: str,
+) -> None:
+    if num_steps < 1:
+        raise ValueError(f"num_steps must be at least 1, got {num_steps}")
+    if num_restarts < 1:
+        raise ValueError(f"num_restarts must be at least 1, got {num_restarts}")
+    if rel_step_size is not None and abs_step_size is not None:
+        raise ValueError(
+            "give rel_step_size or abs_step_size, not both; got "
+            f"rel_step_size={rel_step_size}, abs_step_size={abs_step_size}"
+        )
+    for name, value in (("rel_step_size", rel_step_size), ("abs_step_size", abs_step_size)):
+        if value is not None and not value > 0:
+            raise ValueError(f"{name} must be positive, got {value}")
+    if keep not in ("best", "last"):
+        raise ValueError(f"keep must be 'best' or 'last', got {keep!r}")
+    backends.check(backend)
+
+
+def _pgd(
+    name: str,
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    epsilons: Sequence[float],
+    *,
+    norm: Norm | str,
+    num_steps: int,
+    rel_step_size: float | None,
+    abs_step_size: float | None,
+    random_start: bool,
+    num_restarts: int,
+    loss: str,
+    keep: Keep,
+    early_stop: bool,
+    nested: bool,
+    bounds: Bounds | Sequence[float],
+    batch_size: int | None,
+    stochastic: bool,
+    eot_samples: int,
+    backend: str,
+    generator: torch.Generator | int | None,
+    target_mode: str | None,
+) -> AttackResult:
+    _check_settings(num_steps, rel_step_size, abs_step_size, num_restarts, keep, backend)
+    targeted = target_mode is not None
+    if targeted and target_mode not in TARGET_MODES:
+        raise ValueError(
+            f"target_mode must be one of {', '.join(TARGET_MODES)}, got {target_mode!r}"
+        )
+    config = setup(
+        model,
+        x,
+        y,
+        epsilons,
+        norm=norm,
+        bounds=bounds,
+        generator=generator,
+        eot_samples=eot_samples,
+    )
+    objective(loss, targeted=targeted)
+    # Random targets are drawn once per sample, so a sample keeps its target at every epsilon.
+    draws = uniform((x.shape[0],), x, config.generator)
+    params = {
+        "num_steps": num_steps,
+        "rel_step_size": rel_step_size,
+        "abs_step_size": abs_step_size,
+        "random_start": random_start,
+        "num_restarts": num_restarts,
+        "loss": loss,
+        "keep": keep,
+        "early_stop": early_stop,
+        "nested": nested,
+        "eot_samples": eot_samples,
+        "stochastic": stochastic,
+        "target_mode": target_mode,
+    }
+
+    def targets_for(batch: Batch, offset: int | None) -> Tensor | None:
+        if target_mode is None:
+            return None
+        return _targets_for(target_mode, offset, batch.y, batch.clean_logits, draws[batch.index])
+
+    def attack(batch: Batch) -> BatchOutcome:
+        step = _step_sizes(batch.eps, num_steps, rel_step_size, abs_step_size)
+        num_classes = batch.clean_logits.shape[1]
+        offsets: list[int | None] = list(range(1, num_classes)) if target_mode == "all" else [None]
+        if backend != "native":
+            return backends.pgd_batch(
+                backend,
+                config,
+                batch,
+                step,
+                targets_for(batch, offsets[0]),
+                num_steps=num_steps,
+                random_start=random_start,
+                num_restarts=num_restarts,
+            )
+        run = _Descent(
+            evaluator=config.evaluator,
+            geometry=geometry(config.norm),
+            bounds=config.bounds,
+            objective=objective(loss, targeted=targeted, num_classes=num_classes),
+            num_steps=num_steps,
+            random_start=random_start,
+            keep=keep,
+            early_stop=early_stop,
+            stop_rank=_TARGETED_STOP if targeted else _UNTARGETED_STOP,
+            generator=config.generator,
+        )
+        state = _State.empty(batch.x0, num_classes, num_steps)
+        everyone = torch.arange(batch.x0.shape[0], device=batch.x0.device)
+        first = True
+        for offset in offsets:
+            targets = targets_for(batch, offset)
+            for _ in range(num_restarts):
+                todo = everyone[state.best_rank < run.stop_rank]
+                if todo.numel() == 0:
+                    break
+                _descend(
+                    run,
+                    state,
+                    todo,
+                    batch.x0[todo],
+                    batch.y[todo],
+                    batch.eps[todo],
+                    step[todo],
+                    None if targets is None else targets[todo],
+                    record_trace=first,
+                )
+                first = False
+        return BatchOutcome(
+            adversarial=state.best_x,
+            logits=state.best_logits,
+            last_success=state.last_rank >= 1,
+            loss_trace=state.trace,
+            queries=state.queries,
+            first_grad_norm=state.first_grad_norm,
+            targets=state.best_target if targeted else None,
+        )
+
+    return run_attack(
+        name,
+        model,
+        x,
+        y,
+        config,
+        attack,
+        trace_length=num_steps + 1 if backend == "native" else 1,
+        objective=describe(loss, targeted=targeted),
+        nested=nested,
+        batch_size=batch_size,
+        stochastic=stochastic,
+        params=params,
+        backend=backend,
+        targeted=targeted,
+        gradients=backend == "native",
+    )
+
+
+def pgd(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    epsilons: Sequence[float],
+    *,
+    norm: Norm | str = Norm.LINF,
+    num_steps: int = 100,
+    rel_step_size: float | None = None,
+    abs_step_size: float | None = None,
+    random_start: bool = True,
+    num_restarts: int = 1,
+    loss: str = "ce",
+    keep: Keep = "best",
+    early_stop: bool = True,
+    nested: bool = True,
+    bounds: Bounds | Sequence[float] = (0.0, 1.0),
+    batch_size: int | None = None,
+    stochastic: bool = False,
+    eot_samples: int = 1,
+    backend: str = "native",
+    generator: torch.Generator | int | None = None,
+) -> AttackResult:
+    """Untargeted PGD against the true labels (Madry et al.), one call for many epsilons.
+
+    Args:
+        model: maps inputs ``[N, ...]`` in ``bounds`` to logits ``[N, C]``.
+        x: clean inputs ``[N, ...]`` in ``bounds``; never modified.
+        y: true labels ``[N]``.
+        epsilons: ascending, non-negative radii in input space.
+        norm: ``"linf"`` or ``"l2"``.
+        num_steps: gradient steps per restart.
+        rel_step_size: step as a fraction of epsilon (default ``2.5 / num_steps``).
+        abs_step_size: a fixed step instead, the same at every epsilon.
+        random_start: start from a uniform point of the ball instead of the clean input.
+        num_restarts: further runs, each on the samples no run has fooled yet.
+        loss: ``"ce"``, ``"cw"`` (margin) or ``"dlr"``.
+        keep: ``"best"`` returns the first fooling iterate (else the highest objective);
+            ``"last"`` returns the final iterate, as Madry et al. and the reference libraries.
+        early_stop: stop attacking a sample once an iterate fools the model; turn it off to
+            observe the final iterate of every sample (``last_success``).
+        nested: a sample broken at a smaller epsilon keeps that example at larger ones.
+        bounds: the input box ``(lower, upper)``.
+        batch_size: samples per batch; None for all at once.
+        stochastic: evaluate the model in train mode (batch norm excepted).
+        eot_samples: forward passes averaged per gradient (EOT) for stochastic models.
+        backend: ``"native"``, ``"cleverhans"`` or ``"torchattacks"``.
+        generator: a ``torch.Generator`` or an int seed (default seed 0).
+
+    Returns:
+        ``AttackResult`` with ``K = len(epsilons)`` and ``T = num_steps``.
+
+    Example:
+        >>> result = pgd(model, x, y, [0.1, 0.3], norm="linf", num_steps=40)
+        >>> result.robust_accuracy  # one value per epsilon
+    """
+    return _pgd(
+        "pgd-" + loss,
+        model,
+        x,
+        y,
+        epsilons,
+        norm=norm,
+        num_steps=num_steps,
+        rel_step_size=rel_step_size,
+        abs_step_size=abs_step_size,
+        random_start=random_start,
+        num_restarts=num_restarts,
+        loss=loss,
+        keep=keep,
+        early_stop=early_stop,
+        nested=nested,
+        bounds=bounds,
+        batch_size=batch_size,
+        stochastic=stochastic,
+        eot_samples=eot_samples,
+        backend=backend,
+        generator=generator,
+        target_mode=None,
+    )
+
+
+def pgd_targeted(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    epsilons: Sequence[float],
+    *,
+    target_mode: str = "random",
+    norm: Norm | str = Norm.LINF,
+    num_steps: int = 100,
+    rel_step_size: float | None = None,
+    abs_step_size: float | None = None,
+    random_start: bool = True,
+    num_restarts: int = 1,
+    loss: str = "ce",
+    keep: Keep = "best",
+    early_stop: bool = True,
+    nested: bool = True,
+    bounds: Bounds | Sequence[float] = (0.0, 1.0),
+    batch_size: int | None = None,
+    stochastic: bool = False,
+    eot_samples: int = 1,
+    backend: str = "native",
+    generator: torch.Generator | int | None = None,
+) -> AttackResult:
+    """Targeted PGD (PGD-T): minimise the loss of a target class, never the true one.
+
+    ``success`` is misclassification (what robust accuracy counts); ``target_success`` says
+    whether the prediction is the target, and ``targets`` which target the example belongs to.
+    An iterate that reaches its target beats one that is only misclassified.
+
+    Args:
+        target_mode: ``"random"`` (a seeded uniform wrong class per sample, the same at every
+            epsilon), ``"next"`` (``(y + 1) mod C``), ``"least-likely"`` (lowest clean logit
+            among the wrong classes) or ``"all"`` (every wrong class in turn, each on the
+            samples no earlier target reached).
+        Other arguments: as for ``pgd``; ``early_stop`` stops a sample once it reaches its
+            target.
+
+    Returns:
+        ``AttackResult`` with ``targets`` and ``target_success`` set.
+    """
+    return _pgd(
+        "pgd-t",
+        model,
+        x,
+        y,
+        epsilons,
+        norm=norm,
+        num_steps=num_steps,
+        rel_step_size=rel_step_size,
+        abs_step_size=abs_step_size,
+        random_start=random_start,
+        num_restarts=num_restarts,
+        loss=loss,
+        keep=keep,
+        early_stop=early_stop,
+        nested=nested,
+        bounds=bounds,
+        batch_size=batch_size,
+        stochastic=stochastic,
+        eot_samples=eot_samples,
+        backend=backend,
+        generator=generator,
+        target_mode=target_mode,
+    )

@@ -1,0 +1,185 @@
+"""Results of one attack call: frozen dataclasses with shapes in their docstrings.
+
+``K`` is the number of epsilons, ``N`` the number of samples, ``T`` the number of iterations
+whose loss is recorded. ``to_dict`` turns a result into plain JSON-able data in which numbers
+stay numbers (NaN and Inf become ``None``).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from attacks.threat import Norm
+
+
+def plain(value: Any) -> Any:
+    """Turn tensors, enums, tuples and non-finite floats into JSON-able Python data."""
+    if isinstance(value, Tensor):
+        return plain(value.detach().cpu().tolist())
+    if isinstance(value, Norm):
+        return value.value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {str(k): plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [plain(v) for v in value]
+    return value
+
+
+@dataclass(frozen=True)
+class GradientStats:
+    """Input-gradient health, read by the gradient-masking checks.
+
+    Attributes:
+        first_grad_norm: ``[K, N]`` L2 norm of each sample's first input gradient at each
+            epsilon (at the start point), NaN where the sample was not attacked.
+        vanishing_threshold: a gradient whose L2 norm is below this counts as vanishing.
+        zero_fraction: fraction of measured first gradients that are exactly zero.
+        vanishing_fraction: fraction of measured first gradients below the threshold
+            (zero ones included).
+        nonfinite_logits: sample evaluations whose logits held NaN or Inf, over the whole run.
+        nonfinite_gradients: sample gradients that held NaN or Inf, over the whole run.
+    """
+
+    first_grad_norm: Tensor
+    vanishing_threshold: float
+    zero_fraction: float
+    vanishing_fraction: float
+    nonfinite_logits: int
+    nonfinite_gradients: int
+
+    @classmethod
+    def from_norms(
+        cls,
+        first_grad_norm: Tensor,
+        *,
+        vanishing_threshold: float,
+        nonfinite_logits: int,
+        nonfinite_gradients: int,
+    ) -> GradientStats:
+        measured = first_grad_norm[~torch.isnan(first_grad_norm)]
+        count = max(measured.numel(), 1)
+        return cls(
+            first_grad_norm=first_grad_norm,
+            vanishing_threshold=vanishing_threshold,
+            zero_fraction=float((measured == 0).sum()) / count,
+            vanishing_fraction=float((measured < vanishing_threshold).sum()) / count,
+            nonfinite_logits=nonfinite_logits,
+            nonfinite_gradients=nonfinite_gradients,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return plain(
+            {
+                "first_grad_norm": self.first_grad_norm,
+                "vanishing_threshold": self.vanishing_threshold,
+                "zero_fraction": self.zero_fraction,
+                "vanishing_fraction": self.vanishing_fraction,
+                "nonfinite_logits": self.nonfinite_logits,
+                "nonfinite_gradients": self.nonfinite_gradients,
+            }
+        )
+
+
+@dataclass(frozen=True)
+class AttackResult:
+    """What one attack call returns.
+
+    Attributes:
+        attack: the attack's name, e.g. ``"pgd-ce"``.
+        norm: the threat model's norm.
+        epsilons: the ``K`` epsilons, ascending.
+        success: ``[K, N]`` bool, the prediction (argmax) at ``adversarial`` is not the label;
+            judged on that projected, clipped example; a clean misclassification counts.
+        adversarial: ``[K, N, ...]`` the returned example: the first that fooled the model,
+            else the one with the highest objective (``keep="last"``: the last iterate).
+        margin: ``[K, N]`` true-label margin ``z_y - max_{j!=y} z_j`` at ``adversarial``;
+            negative when ``success``, zero at a tie.
+        last_success: ``[K, N]`` bool, success of the final iterate (PGD); where it is False
+            and ``success`` True an intermediate iterate fooled the model ("silent success").
+            With early stopping a fooled sample stops, so its final iterate is the fooling one.
+        attacked: ``[K, N]`` bool, the sample was attacked at that epsilon; False where it was
+            misclassified clean or inherited its example from a smaller epsilon.
+        loss_trace: ``[K, T + 1, N]`` the objective at the start and after each iteration (of
+            the first restart), NaN where the sample was not evaluated.
+        objective: the objective in ``loss_trace``, maximised by the attack (e.g. ``"ce"``).
+        queries: ``[K, N]`` int64 sample evaluations spent on each sample at each epsilon.
+        num_forward: sample-forward passes in total (one sample through the model once).
+        num_backward: sample-backward passes in total.
+        wall_time: seconds.
+        seed: the initial seed of the generator the attack drew from.
+        backend: ``"native"``, ``"cleverhans"``, ``"torchattacks"`` or ``"pyautoattack"``.
+        params: the attack's settings (numbers, strings, booleans).
+        gradient_stats: for gradient attacks, else None.
+        targets: ``[K, N]`` int64 target class of the returned example (targeted attacks;
+            -1 where no target was attacked), else None.
+        target_success: ``[K, N]`` bool, prediction equals the target (targeted), else None.
+    """
+
+    attack: str
+    norm: Norm
+    epsilons: tuple[float, ...]
+    success: Tensor
+    adversarial: Tensor
+    margin: Tensor
+    last_success: Tensor
+    attacked: Tensor
+    loss_trace: Tensor
+    objective: str
+    queries: Tensor
+    num_forward: int
+    num_backward: int
+    wall_time: float
+    seed: int
+    backend: str = "native"
+    params: dict[str, Any] = field(default_factory=dict)
+    gradient_stats: GradientStats | None = None
+    targets: Tensor | None = None
+    target_success: Tensor | None = None
+
+    @property
+    def robust_accuracy(self) -> list[float]:
+        """Fraction of samples not broken, one value per epsilon."""
+        return (~self.success).double().mean(dim=1).tolist()
+
+    @property
+    def mean_loss_trace(self) -> Tensor:
+        """``[K, T + 1]`` mean objective over the samples evaluated at each iteration."""
+        return self.loss_trace.nanmean(dim=2)
+
+    def to_dict(self, *, include_examples: bool = False) -> dict[str, Any]:
+        """Plain JSON-able data; the adversarial examples only when asked for."""
+        data: dict[str, Any] = {
+            "attack": self.attack,
+            "norm": self.norm,
+            "epsilons": self.epsilons,
+            "backend": self.backend,
+            "params": self.params,
+            "seed": self.seed,
+            "objective": self.objective,
+            "robust_accuracy": self.robust_accuracy,
+            "success": self.success,
+            "last_success": self.last_success,
+            "attacked": self.attacked,
+            "margin": self.margin,
+            "loss_trace": self.loss_trace,
+            "mean_loss_trace": self.mean_loss_trace,
+            "queries": self.queries,
+            "num_forward": self.num_forward,
+            "num_backward": self.num_backward,
+            "wall_time": self.wall_time,
+            "gradient_stats": None
+            if self.gradient_stats is None
+            else self.gradient_stats.to_dict(),
+            "targets": self.targets,
+            "target_success": self.target_success,
+        }
+        if include_examples:
+            data["adversarial"] = self.adversarial
+        return plain(data)

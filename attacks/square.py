@@ -1,0 +1,146 @@
+"""Square attack (Andriushchenko et al.) through the authors' implementation in pyautoattack.
+
+A score-based black-box attack: no gradients, so gradient masking cannot hide from it. Each
+epsilon runs ``SquareAttack.attack_single_run`` on the samples still correctly classified,
+with a seed drawn from the explicit generator; the global RNG it uses is restored afterwards.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+
+from attacks._engine import Batch, BatchOutcome, run_attack, setup
+from attacks.losses import margin
+from attacks.result import AttackResult
+from attacks.threat import Bounds, Norm
+
+
+def check_unit_box(name: str, bounds: Bounds) -> None:
+    """pyautoattack clips to ``[0, 1]``; refuse other bounds instead of clipping wrongly."""
+    if (bounds.lower, bounds.upper) != (0.0, 1.0):
+        raise ValueError(
+            f"{name} runs through pyautoattack, which clips to [0, 1]; got bounds "
+            f"({bounds.lower}, {bounds.upper}); rescale the model's input to [0, 1]"
+        )
+
+
+def square(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    epsilons: Sequence[float],
+    *,
+    norm: Norm | str = Norm.LINF,
+    num_queries: int = 5000,
+    p_init: float = 0.8,
+    num_restarts: int = 1,
+    rescale_schedule: bool = False,
+    nested: bool = True,
+    bounds: Bounds | Sequence[float] = (0.0, 1.0),
+    batch_size: int | None = None,
+    stochastic: bool = False,
+    generator: torch.Generator | int | None = None,
+) -> AttackResult:
+    """Square attack under L∞ or L2 for many epsilons in one call.
+
+    Args:
+        model: maps inputs ``[N, C, H, W]`` in ``[0, 1]`` to logits ``[N, classes]``.
+        x: clean images ``[N, C, H, W]``; never modified.
+        y: true labels ``[N]``.
+        epsilons: ascending, non-negative radii.
+        norm: ``"linf"`` or ``"l2"``.
+        num_queries: iterations per restart (AutoAttack: 5000).
+        p_init: initial fraction of pixels in a square (AutoAttack: 0.8).
+        num_restarts: runs, each on the samples earlier runs did not fool.
+        rescale_schedule: stretch the schedule of square sizes to ``num_queries`` (useful
+            for small budgets); AutoAttack keeps the schedule of 10000 queries (False).
+        nested: a sample broken at a smaller epsilon keeps that example at larger ones.
+        bounds: must be ``(0, 1)``.
+        batch_size: samples per batch; None for all at once.
+        stochastic: evaluate the model in train mode (batch norm excepted).
+        generator: a ``torch.Generator`` or an int seed (default 0).
+
+    Returns:
+        ``AttackResult`` with ``T = 1`` (the margin loss at the clean input and at the
+        returned example; pyautoattack does not expose its iterations) and ``queries`` as
+        counted by pyautoattack.
+    """
+    from pyautoattack.square import SquareAttack
+
+    if x.dim() != 4:
+        raise ValueError(f"Square needs images [N, C, H, W], got shape {tuple(x.shape)}")
+    if num_queries < 1 or num_restarts < 1 or not 0 < p_init <= 1:
+        raise ValueError(
+            "Square needs num_queries >= 1, num_restarts >= 1 and 0 < p_init <= 1, got "
+            f"{num_queries}, {num_restarts}, {p_init}"
+        )
+    config = setup(
+        model, x, y, epsilons, norm=norm, bounds=bounds, generator=generator, eot_samples=1
+    )
+    check_unit_box("Square", config.bounds)
+    evaluator = config.evaluator
+
+    def attack(batch: Batch) -> BatchOutcome:
+        square_attack = SquareAttack(
+            evaluator.logits,
+            norm="Linf" if config.norm is Norm.LINF else "L2",
+            n_queries=num_queries,
+            eps=float(batch.eps[0]),
+            p_init=p_init,
+            n_restarts=1,
+            loss="margin",
+            resc_schedule=rescale_schedule,
+            device=x.device,
+        )
+        square_attack.init_hyperparam(batch.x0)
+        adversarial = batch.x0.clone()
+        queries = torch.zeros_like(batch.y)
+        todo = torch.arange(batch.y.numel(), device=x.device)
+        for restart in range(num_restarts):
+            if restart > 0:
+                logits = evaluator.logits(adversarial[todo])
+                todo = todo[logits.argmax(dim=1) == batch.y[todo]]
+                if todo.numel() == 0:
+                    break
+            seed = int(torch.randint(0, 2**62, (1,), generator=config.generator))
+            with torch.random.fork_rng(devices=[x.device] if x.device.type == "cuda" else []):
+                torch.manual_seed(seed)
+                used, found = square_attack.attack_single_run(batch.x0[todo], batch.y[todo])
+            adversarial[todo] = found
+            queries[todo] += used.long()
+        logits = evaluator.logits(adversarial)
+        trace = torch.stack([-margin(batch.clean_logits, batch.y), -margin(logits, batch.y)])
+        return BatchOutcome(
+            adversarial=adversarial,
+            logits=logits,
+            last_success=logits.argmax(dim=1) != batch.y,
+            loss_trace=trace,
+            queries=queries,
+        )
+
+    return run_attack(
+        "square",
+        model,
+        x,
+        y,
+        config,
+        attack,
+        trace_length=2,
+        objective="cw",
+        nested=nested,
+        batch_size=batch_size,
+        stochastic=stochastic,
+        params={
+            "num_queries": num_queries,
+            "p_init": p_init,
+            "num_restarts": num_restarts,
+            "rescale_schedule": rescale_schedule,
+            "nested": nested,
+            "stochastic": stochastic,
+        },
+        backend="pyautoattack",
+        gradients=False,
+    )

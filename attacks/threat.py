@@ -1,0 +1,269 @@
+"""Threat models: the norm, the epsilons and the input bounds, and the geometry of each norm.
+
+The geometry of a norm is written once here and shared by every attack: a random start inside
+the ball, the normalisation of a gradient into a unit step, and the projection of a point onto
+the epsilon ball intersected with the input box. Epsilons are per sample (a tensor of shape
+``[N]``) so that one batch can mix epsilons, restarts and targets.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from enum import Enum
+
+import torch
+from torch import Tensor
+
+
+class Norm(Enum):
+    """The norm that measures a perturbation. Strings ``"linf"``/``"l2"`` at the edge."""
+
+    LINF = "linf"
+    L2 = "l2"
+
+    @classmethod
+    def parse(cls, value: Norm | str) -> Norm:
+        """Turn ``"linf"``/``"l2"`` (any case) or a ``Norm`` into a ``Norm``.
+
+        Raises:
+            ValueError: for an unknown name; the message lists the known ones.
+        """
+        if isinstance(value, Norm):
+            return value
+        try:
+            return cls(str(value).lower())
+        except ValueError:
+            known = ", ".join(repr(n.value) for n in cls)
+            raise ValueError(f"norm must be one of {known}, got {value!r}") from None
+
+
+@dataclass(frozen=True)
+class Bounds:
+    """The box every input lives in, normally ``[0, 1]`` pixels."""
+
+    lower: float = 0.0
+    upper: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.lower) and math.isfinite(self.upper)):
+            raise ValueError(f"bounds must be finite, got ({self.lower}, {self.upper})")
+        if self.lower >= self.upper:
+            raise ValueError(
+                f"bounds must satisfy lower < upper, got ({self.lower}, {self.upper}); "
+                "pass Bounds(0.0, 1.0) for pixels in [0, 1]"
+            )
+
+    @classmethod
+    def parse(cls, value: Bounds | Sequence[float]) -> Bounds:
+        """Accept a ``Bounds`` or a pair ``(lower, upper)``."""
+        if isinstance(value, Bounds):
+            return value
+        if len(value) != 2:
+            raise ValueError(f"bounds must be a pair (lower, upper), got {value!r}")
+        return cls(float(value[0]), float(value[1]))
+
+
+def check_epsilons(epsilons: Iterable[float]) -> tuple[float, ...]:
+    """Validate a list of epsilons: non-empty, finite, non-negative and strictly ascending.
+
+    Returns:
+        The epsilons as a tuple of floats.
+
+    Raises:
+        ValueError: naming what was expected, what arrived and the fix.
+    """
+    values = tuple(float(e) for e in epsilons)
+    if not values:
+        raise ValueError("epsilons must hold at least one value, got []; pass e.g. [0.3]")
+    if any(not math.isfinite(e) or e < 0 for e in values):
+        raise ValueError(f"epsilons must be finite and non-negative, got {list(values)}")
+    if any(b <= a for a, b in zip(values, values[1:], strict=False)):
+        raise ValueError(
+            f"epsilons must be non-negative and ascending, got {list(values)}; "
+            f"pass {sorted(set(values))}"
+        )
+    return values
+
+
+def check_inputs(x: Tensor, y: Tensor, bounds: Bounds) -> None:
+    """Check a batch before an attack: shapes agree, labels are integers, pixels in the bounds.
+
+    Args:
+        x: inputs ``[N, ...]``, floating point, inside ``bounds``.
+        y: labels ``[N]``, integer.
+        bounds: the input box.
+    """
+    if not x.is_floating_point():
+        raise TypeError(f"inputs must be a floating-point tensor, got dtype {x.dtype}")
+    if x.dim() < 2:
+        raise ValueError(f"inputs must have shape [N, ...] with N samples, got {tuple(x.shape)}")
+    if y.dim() != 1 or y.shape[0] != x.shape[0]:
+        raise ValueError(f"labels must have shape [N] = [{x.shape[0]}], got {tuple(y.shape)}")
+    if y.is_floating_point() or y.dtype == torch.bool:
+        raise TypeError(f"labels must be an integer tensor, got dtype {y.dtype}")
+    if x.numel() and (x.min().item() < bounds.lower or x.max().item() > bounds.upper):
+        raise ValueError(
+            f"inputs must lie in the bounds [{bounds.lower}, {bounds.upper}], got values in "
+            f"[{x.min().item():.4g}, {x.max().item():.4g}]; pass unnormalised pixels and "
+            "normalise inside the model"
+        )
+
+
+def _per_sample(values: Tensor, like: Tensor) -> Tensor:
+    """Reshape ``[N]`` values so that they broadcast against ``like`` of shape ``[N, ...]``."""
+    return values.reshape(-1, *([1] * (like.dim() - 1)))
+
+
+def _flat_norm(x: Tensor) -> Tensor:
+    return x.flatten(1).norm(p=2, dim=1)
+
+
+def uniform(shape: Sequence[int], like: Tensor, generator: torch.Generator) -> Tensor:
+    """Uniform draws in ``[0, 1)`` from ``generator``, with ``like``'s dtype and device."""
+    out = torch.rand(tuple(shape), generator=generator, dtype=like.dtype, device=generator.device)
+    return out.to(like.device)
+
+
+def normal(shape: Sequence[int], like: Tensor, generator: torch.Generator) -> Tensor:
+    """Standard normal draws from ``generator``, with ``like``'s dtype and device."""
+    out = torch.randn(tuple(shape), generator=generator, dtype=like.dtype, device=generator.device)
+    return out.to(like.device)
+
+
+class Geometry:
+    """What an attack needs to know about a norm. Subclasses: ``LinfGeometry``, ``L2Geometry``."""
+
+    norm: Norm
+
+    def random_start(self, x0: Tensor, eps: Tensor, generator: torch.Generator) -> Tensor:
+        """A point drawn uniformly from the ball around ``x0`` (not yet clipped to the box).
+
+        Args:
+            x0: centres ``[N, ...]``.
+            eps: radii ``[N]``.
+            generator: the source of randomness.
+        """
+        raise NotImplementedError
+
+    def normalize(self, grad: Tensor) -> Tensor:
+        """Turn a gradient ``[N, ...]`` into the steepest-ascent step of unit norm."""
+        raise NotImplementedError
+
+    def project_ball(self, x: Tensor, x0: Tensor, eps: Tensor) -> Tensor:
+        """Project ``x`` onto the ball of radius ``eps`` ``[N]`` around ``x0``."""
+        raise NotImplementedError
+
+    def surface_draw(
+        self, x0: Tensor, eps: Tensor, generator: torch.Generator, draw: int
+    ) -> Tensor:
+        """One random-noise candidate: a corner or interior point (L∞) or a sphere point (L2).
+
+        Args:
+            x0: centres ``[N, ...]``.
+            eps: radii ``[N]``.
+            generator: the source of randomness.
+            draw: the index of the draw; L∞ alternates corners (even) and interior (odd).
+        """
+        raise NotImplementedError
+
+    def distance(self, x: Tensor, x0: Tensor) -> Tensor:
+        """Per-sample distance ``[N]`` between ``x`` and ``x0``."""
+        raise NotImplementedError
+
+    def unbounded_epsilon(self, sample_shape: Sequence[int], bounds: Bounds) -> float:
+        """An epsilon whose ball around any point of the box contains the whole box."""
+        raise NotImplementedError
+
+    def project(self, x: Tensor, x0: Tensor, eps: Tensor, bounds: Bounds) -> Tensor:
+        """Project onto the ball around ``x0`` and then clip to the box.
+
+        Clipping after the ball projection keeps the point inside the ball because ``x0`` is
+        inside the box: clipping only moves coordinates towards ``x0``.
+        """
+        return self.project_ball(x, x0, eps).clamp_(bounds.lower, bounds.upper)
+
+
+class LinfGeometry(Geometry):
+    norm = Norm.LINF
+
+    def random_start(self, x0: Tensor, eps: Tensor, generator: torch.Generator) -> Tensor:
+        noise = uniform(x0.shape, x0, generator).mul_(2).sub_(1)
+        return x0 + noise * _per_sample(eps, x0)
+
+    def normalize(self, grad: Tensor) -> Tensor:
+        return grad.sign()
+
+    def project_ball(self, x: Tensor, x0: Tensor, eps: Tensor) -> Tensor:
+        radius = _per_sample(eps, x0)
+        return x0 + torch.clamp(x - x0, -radius, radius)
+
+    def project(self, x: Tensor, x0: Tensor, eps: Tensor, bounds: Bounds) -> Tensor:
+        # Under L∞ ball and box are both coordinate-wise, so clamping the offset and then the
+        # point is the exact projection onto their intersection. The order of operations is
+        # that of torchattacks and cleverhans, so results agree with theirs to the last bit.
+        radius = _per_sample(eps, x0)
+        delta = torch.clamp(x - x0, -radius, radius)
+        return (x0 + delta).clamp_(bounds.lower, bounds.upper)
+
+    def surface_draw(
+        self, x0: Tensor, eps: Tensor, generator: torch.Generator, draw: int
+    ) -> Tensor:
+        noise = uniform(x0.shape, x0, generator).mul_(2).sub_(1)
+        if draw % 2 == 0:
+            noise = noise.sign()
+        return x0 + noise * _per_sample(eps, x0)
+
+    def distance(self, x: Tensor, x0: Tensor) -> Tensor:
+        return (x - x0).flatten(1).abs().amax(dim=1)
+
+    def unbounded_epsilon(self, sample_shape: Sequence[int], bounds: Bounds) -> float:
+        return bounds.upper - bounds.lower
+
+
+class L2Geometry(Geometry):
+    norm = Norm.L2
+
+    def random_start(self, x0: Tensor, eps: Tensor, generator: torch.Generator) -> Tensor:
+        direction = normal(x0.shape, x0, generator)
+        direction = direction / _per_sample(_flat_norm(direction), x0)
+        dim = x0[0].numel()
+        # Radius eps * U^(1/d) makes the point uniform in the ball's volume.
+        radius = eps * uniform((x0.shape[0],), x0, generator).pow(1.0 / dim)
+        return x0 + direction * _per_sample(radius, x0)
+
+    def normalize(self, grad: Tensor) -> Tensor:
+        # Dividing by the norm however small it is (only an exactly zero gradient gives a zero
+        # step) lets an L2 step move where the gradient has nearly vanished, as a sign step does.
+        norms = _flat_norm(grad).clamp_min(torch.finfo(grad.dtype).tiny)
+        return grad / _per_sample(norms, grad)
+
+    def project_ball(self, x: Tensor, x0: Tensor, eps: Tensor) -> Tensor:
+        delta = x - x0
+        norms = _flat_norm(delta)
+        factor = torch.where(norms > eps, eps / norms.clamp_min(torch.finfo(x.dtype).tiny), 1.0)
+        return x0 + delta * _per_sample(factor, x0)
+
+    def surface_draw(
+        self, x0: Tensor, eps: Tensor, generator: torch.Generator, draw: int
+    ) -> Tensor:
+        direction = normal(x0.shape, x0, generator)
+        direction = direction / _per_sample(_flat_norm(direction), x0)
+        return x0 + direction * _per_sample(eps, x0)
+
+    def distance(self, x: Tensor, x0: Tensor) -> Tensor:
+        return _flat_norm(x - x0)
+
+    def unbounded_epsilon(self, sample_shape: Sequence[int], bounds: Bounds) -> float:
+        # A radius beyond the box diameter: from any point of the box the whole box is inside.
+        diameter = (bounds.upper - bounds.lower) * math.sqrt(math.prod(sample_shape))
+        return 1.01 * diameter
+
+
+_GEOMETRIES: dict[Norm, Geometry] = {Norm.LINF: LinfGeometry(), Norm.L2: L2Geometry()}
+
+
+def geometry(norm: Norm | str) -> Geometry:
+    """The geometry of ``norm`` (``Norm.LINF``/``"linf"`` or ``Norm.L2``/``"l2"``)."""
+    return _GEOMETRIES[Norm.parse(norm)]
