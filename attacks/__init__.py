@@ -1,1 +1,54 @@
+"""Adversarial attacks for auditing robustness: one call, many epsilons, per-sample outcomes.
 
+A model is any ``torch.nn.Module`` mapping inputs in the bounds (normally ``[0, 1]`` pixels,
+normalisation inside the model) to logits. Every attack takes ``(model, x, y, epsilons)`` and
+returns a frozen ``AttackResult``; ``run_suite`` runs a whole ``SuiteConfig`` (see ``preset``)
+and returns a ``SuiteResult`` whose ``to_dict()`` is plain JSON-able data.
+"""
+
+from attacks.apgd import apgd, autoattack
+from attacks.backends import BACKENDS
+from attacks.fgsm import fgsm
+from attacks.losses import margin
+from attacks.noise import random_noise
+from attacks.pgd import TARGET_MODES, pgd, pgd_targeted
+from attacks.presets import (
+    STANDARD_EPSILONS,
+    AttackSpec,
+    SuiteConfig,
+    SweepConfig,
+    preset,
+)
+from attacks.result import AttackResult, GradientStats
+from attacks.square import square
+from attacks.suite import ATTACKS, AttackRecord, NormOutcome, SuiteResult, run_suite
+from attacks.threat import Bounds, Norm, check_epsilons, geometry
+
+__all__ = [
+    "ATTACKS",
+    "BACKENDS",
+    "STANDARD_EPSILONS",
+    "TARGET_MODES",
+    "AttackRecord",
+    "AttackResult",
+    "AttackSpec",
+    "Bounds",
+    "GradientStats",
+    "Norm",
+    "NormOutcome",
+    "SuiteConfig",
+    "SuiteResult",
+    "SweepConfig",
+    "apgd",
+    "autoattack",
+    "check_epsilons",
+    "fgsm",
+    "geometry",
+    "margin",
+    "pgd",
+    "pgd_targeted",
+    "preset",
+    "random_noise",
+    "run_suite",
+    "square",
+]

@@ -1,0 +1,274 @@
+"""Suites of attacks: what to run, at which epsilons, in which order, with which sweep.
+
+Presets:
+
+- ``quick``: small budgets for tests and CI (PGD 10 steps, Square 200 queries).
+- ``standard``: dataset-aware epsilons, PGD-CE and PGD-T with 100 steps, FGSM, random noise
+  and Square with 5000 queries (p_init 0.8), and a sweep.
+- ``thesis``: the NormOut thesis' setting: L∞ 8/255 with PGD step 3/255 for 10 iterations;
+  L2 0.5 with the same relative step (3/8 of epsilon).
+- ``thorough``: ``standard`` plus PGD on the margin loss with restarts, APGD-CE, APGD-T and
+  standard AutoAttack.
+
+Standard epsilons (pixels in [0, 1]): MNIST L∞ 0.3 / L2 2.0 and CIFAR-10 L∞ 8/255 / L2 0.5, as
+in the literature. For the 8×8 digits, with 17 grey levels, L∞ 0.1 (1.6 grey levels) and
+L2 0.5 (a root-mean-square change of 1/16 per pixel, close to MNIST's 2.0 over 784 pixels,
+0.071 per pixel).
+
+Attacks run in order, each only on the samples every earlier attack left robust (AutoAttack's
+worst case): the white-box iterative attacks first, then FGSM, random noise and Square, so a
+weaker or gradient-free attack that breaks what PGD could not shows up as such.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from attacks.result import plain
+from attacks.threat import Bounds, Norm, check_epsilons
+
+STANDARD_EPSILONS: dict[str, dict[Norm, float]] = {
+    "mnist": {Norm.LINF: 0.3, Norm.L2: 2.0},
+    "cifar10": {Norm.LINF: 8 / 255, Norm.L2: 0.5},
+    "digits": {Norm.LINF: 0.1, Norm.L2: 0.5},
+}
+THESIS_EPSILONS: dict[Norm, float] = {Norm.LINF: 8 / 255, Norm.L2: 0.5}
+
+
+@dataclass(frozen=True)
+class AttackSpec:
+    """One attack of a suite.
+
+    Attributes:
+        kind: the attack's name in ``attacks.suite.ATTACKS`` (``"fgsm"``, ``"pgd"``,
+            ``"pgd-t"``, ``"square"``, ``"noise"``, ``"apgd"``, ``"autoattack"``).
+        label: unique name in the suite's results, e.g. ``"pgd-ce"``.
+        params: keyword arguments of the attack function (numbers, strings, booleans).
+    """
+
+    kind: str
+    label: str
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SweepConfig:
+    """An epsilon sweep of one attack.
+
+    The sweep is run twice: on every sample with nested epsilons (a sample broken at a
+    smaller epsilon is not attacked again at larger ones), and as independent per-epsilon
+    runs without early stopping on a random subsample of ``independent_samples``, so that
+    non-monotonic accuracy and silent successes stay visible.
+
+    Attributes:
+        attack: the swept attack.
+        num_points: epsilons ``max_factor * eps * i / num_points`` for ``i = 1..num_points``.
+        max_factor: the largest epsilon as a multiple of the suite's epsilon.
+        unbounded: add the unbounded epsilon (the whole box under L∞, a radius beyond the box
+            diameter under L2) when it exceeds the largest one.
+        independent_samples: size of the subsample for independent runs (0: none).
+    """
+
+    attack: AttackSpec
+    num_points: int = 8
+    max_factor: float = 4.0
+    unbounded: bool = True
+    independent_samples: int = 100
+
+    def __post_init__(self) -> None:
+        if self.num_points < 1 or not self.max_factor > 0 or self.independent_samples < 0:
+            raise ValueError(
+                "a sweep needs num_points >= 1, max_factor > 0 and independent_samples >= 0, "
+                f"got {self.num_points}, {self.max_factor}, {self.independent_samples}"
+            )
+
+    def epsilons(self, epsilon: float, unbounded_epsilon: float) -> tuple[float, ...]:
+        """The ascending sweep epsilons around the suite's ``epsilon``."""
+        values = [
+            self.max_factor * epsilon * i / self.num_points for i in range(1, self.num_points + 1)
+        ]
+        if self.unbounded and unbounded_epsilon > values[-1]:
+            values.append(unbounded_epsilon)
+        return check_epsilons(values)
+
+
+@dataclass(frozen=True)
+class SuiteConfig:
+    """A whole evaluation.
+
+    Attributes:
+        name: the preset's name (or the caller's).
+        epsilons: per norm, the ascending epsilons every attack runs at.
+        attacks: run in this order.
+        sweep: the epsilon sweep, or None.
+        bounds: the input box.
+        batch_size: samples per batch; None for all at once.
+        skip_broken: attack only samples every earlier attack left robust (worst case over
+            attacks); False runs every attack on every clean-correct sample.
+        stochastic: evaluate the model in train mode (batch norm excepted).
+        eot_samples: forward passes averaged per gradient (EOT) for gradient attacks.
+    """
+
+    name: str
+    epsilons: Mapping[Norm, tuple[float, ...]]
+    attacks: tuple[AttackSpec, ...]
+    sweep: SweepConfig | None = None
+    bounds: Bounds = Bounds()
+    batch_size: int | None = 1000
+    skip_broken: bool = True
+    stochastic: bool = False
+    eot_samples: int = 1
+
+    def __post_init__(self) -> None:
+        labels = [spec.label for spec in self.attacks]
+        if len(set(labels)) != len(labels):
+            raise ValueError(f"attack labels must be unique, got {labels}")
+        for norm, values in self.epsilons.items():
+            Norm.parse(norm)
+            check_epsilons(values)
+
+    @property
+    def norms(self) -> tuple[Norm, ...]:
+        return tuple(self.epsilons)
+
+    def with_options(self, **changes: Any) -> SuiteConfig:
+        """A copy with some fields changed, e.g. ``config.with_options(stochastic=True)``."""
+        return replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return plain(
+            {
+                "name": self.name,
+                "epsilons": {norm.value: list(values) for norm, values in self.epsilons.items()},
+                "attacks": [
+                    {"kind": s.kind, "label": s.label, "params": s.params} for s in self.attacks
+                ],
+                "sweep": None
+                if self.sweep is None
+                else {
+                    "attack": {
+                        "kind": self.sweep.attack.kind,
+                        "label": self.sweep.attack.label,
+                        "params": self.sweep.attack.params,
+                    },
+                    "num_points": self.sweep.num_points,
+                    "max_factor": self.sweep.max_factor,
+                    "unbounded": self.sweep.unbounded,
+                    "independent_samples": self.sweep.independent_samples,
+                },
+                "bounds": [self.bounds.lower, self.bounds.upper],
+                "batch_size": self.batch_size,
+                "skip_broken": self.skip_broken,
+                "stochastic": self.stochastic,
+                "eot_samples": self.eot_samples,
+            }
+        )
+
+
+def _suite(
+    name: str,
+    epsilons: Mapping[Norm, float],
+    *,
+    num_steps: int,
+    rel_step_size: float,
+    num_queries: int,
+    num_draws: int,
+    sweep_points: int,
+    independent_samples: int,
+    rescale_schedule: bool,
+) -> SuiteConfig:
+    pgd_params = {"num_steps": num_steps, "rel_step_size": rel_step_size, "random_start": True}
+    pgd_ce = AttackSpec("pgd", "pgd-ce", dict(pgd_params))
+    attacks = (
+        pgd_ce,
+        AttackSpec("pgd-t", "pgd-t", {**pgd_params, "target_mode": "random"}),
+        AttackSpec("fgsm", "fgsm"),
+        AttackSpec("noise", "noise", {"num_draws": num_draws}),
+        AttackSpec(
+            "square",
+            "square",
+            {"num_queries": num_queries, "p_init": 0.8, "rescale_schedule": rescale_schedule},
+        ),
+    )
+    return SuiteConfig(
+        name=name,
+        epsilons={norm: (value,) for norm, value in epsilons.items()},
+        attacks=attacks,
+        sweep=SweepConfig(pgd_ce, num_points=sweep_points, independent_samples=independent_samples),
+    )
+
+
+def _standard_epsilons(dataset: str | None) -> dict[Norm, float]:
+    if dataset is None or dataset.lower() not in STANDARD_EPSILONS:
+        known = ", ".join(sorted(STANDARD_EPSILONS))
+        raise ValueError(
+            f"the preset needs a dataset with standard epsilons ({known}), got {dataset!r}; "
+            "pass dataset=... or build a SuiteConfig with explicit epsilons"
+        )
+    return STANDARD_EPSILONS[dataset.lower()]
+
+
+def preset(name: str, dataset: str | None = None) -> SuiteConfig:
+    """The suite called ``name``: ``"quick"``, ``"standard"``, ``"thesis"`` or ``"thorough"``.
+
+    Args:
+        name: the preset.
+        dataset: ``"mnist"``, ``"cifar10"`` or ``"digits"``; needed by ``standard``,
+            ``thorough`` and ``quick`` (epsilons), ignored by ``thesis``.
+
+    Raises:
+        ValueError: for an unknown preset or a dataset without standard epsilons.
+    """
+    if name == "thesis":
+        return _suite(
+            "thesis",
+            THESIS_EPSILONS,
+            num_steps=10,
+            rel_step_size=3 / 8,
+            num_queries=5000,
+            num_draws=100,
+            sweep_points=8,
+            independent_samples=100,
+            rescale_schedule=False,
+        )
+    if name == "quick":
+        return _suite(
+            "quick",
+            _standard_epsilons(dataset),
+            num_steps=10,
+            rel_step_size=0.25,
+            num_queries=200,
+            num_draws=20,
+            sweep_points=4,
+            independent_samples=16,
+            rescale_schedule=True,
+        )
+    if name in ("standard", "thorough"):
+        config = _suite(
+            name,
+            _standard_epsilons(dataset),
+            num_steps=100,
+            rel_step_size=0.025,
+            num_queries=5000,
+            num_draws=100,
+            sweep_points=8,
+            independent_samples=100,
+            rescale_schedule=False,
+        )
+        if name == "standard":
+            return config
+        extra = (
+            AttackSpec(
+                "pgd",
+                "pgd-cw",
+                {"num_steps": 100, "rel_step_size": 0.025, "num_restarts": 5, "loss": "cw"},
+            ),
+            AttackSpec("apgd", "apgd-ce", {"loss": "ce", "num_steps": 100}),
+            AttackSpec("apgd", "apgd-t", {"targeted": True, "num_steps": 100}),
+            AttackSpec("autoattack", "autoattack", {"version": "standard"}),
+        )
+        return config.with_options(attacks=config.attacks + extra)
+    known = "quick, standard, thesis, thorough"
+    raise ValueError(f"preset must be one of {known}, got {name!r}")
