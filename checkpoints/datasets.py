@@ -176,7 +176,10 @@ class _ArrayUnpickler(pickle.Unpickler):
 
 def _cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
     with open(path, "rb") as handle:
-        batch = _ArrayUnpickler(handle, encoding="bytes").load()
+        try:
+            batch = _ArrayUnpickler(handle, encoding="bytes").load()
+        except (pickle.UnpicklingError, EOFError) as err:
+            raise DatasetError(f"{path} is not a CIFAR-10 batch file: {err}") from None
     data = batch.get(b"data", batch.get("data"))
     labels = batch.get(b"labels", batch.get("labels"))
     if data is None or labels is None:

@@ -1,0 +1,44 @@
+"""The inspect and train command lines."""
+
+from __future__ import annotations
+
+import torch
+
+from checkpoints import load_checkpoint
+from checkpoints.architectures import build_network
+from checkpoints.inspect import main as inspect_main
+from checkpoints.train import ZOO_DIR
+from checkpoints.train import main as train_main
+
+
+def test_inspect_our_file(capsys):
+    assert inspect_main([str(ZOO_DIR / "digits-mlp-qsd.pt")]) == 0
+    out = capsys.readouterr().out
+    assert "robaudit-checkpoint version 1" in out and "qsd:drop_rate=0.2,alpha=0.2@1,2" in out
+
+
+def test_inspect_foreign_file_infers_layout(tmp_path, capsys):
+    network = build_network("lenet5", (1, 28, 28), 10)
+    torch.save({"state_dict": {f"model.{k}": v for k, v in network.state_dict().items()}}, tmp_path / "x.ckpt")
+    assert inspect_main([str(tmp_path / "x.ckpt")]) == 1
+    out = capsys.readouterr().out
+    assert "lightning" in out and "model." in out and "lenet5 on mnist-shaped input" in out
+    assert "loads" in out and "--arch lenet5" in out
+    assert inspect_main([str(tmp_path / "x.ckpt"), "--arch", "lenet5", "--dataset", "mnist"]) == 0
+
+
+def test_inspect_bad_input_exits_2(tmp_path, capsys):
+    assert inspect_main([str(tmp_path / "absent.pt")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "does not exist" in err
+    assert inspect_main([str(ZOO_DIR / "digits-mlp-qsd.pt"), "--layers", "bogus"]) == 2
+
+
+def test_train_writes_a_loadable_deterministic_checkpoint(tmp_path, capsys):
+    args = ["--arch", "mlp", "--dataset", "digits", "--layers", "normout:spatial@2", "--epochs", "2"]
+    assert train_main([*args, "--out", str(tmp_path / "a.pt")]) == 0
+    assert train_main([*args, "--out", str(tmp_path / "b.pt")]) == 0
+    a, b = load_checkpoint(tmp_path / "a.pt"), load_checkpoint(tmp_path / "b.pt")
+    assert a.weights_sha256 == b.weights_sha256
+    assert a.spec.training["epochs"] == 2 and a.spec.clean_accuracy is not None
+    assert train_main(["--arch", "mlp", "--dataset", "digits"]) == 2
