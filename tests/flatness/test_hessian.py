@@ -1,0 +1,234 @@
+"""Hessian trace, eigenvalues and spectral density against the exact Hessian of tiny models."""
+
+from __future__ import annotations
+
+from functools import partial
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from flatness_fixtures import ARCHITECTURES, build, generator, make_data, mlp_with_dropout
+from torch import Tensor, nn
+from torch.func import functional_call
+
+from flatness import hessian_eigenvalues, hutchinson_trace, spectral_density
+
+
+def exact_hessian(model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
+    """Full ``[d, d]`` Hessian of the mean cross-entropy by torch.autograd.functional."""
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    flat = torch.cat([p.detach().flatten() for _, p in named])
+
+    def loss(vector: Tensor) -> Tensor:
+        pieces = vector.split([p.numel() for _, p in named])
+        params = {n: v.view_as(p) for (n, p), v in zip(named, pieces, strict=True)}
+        return F.cross_entropy(functional_call(model, params, (x,)), y)
+
+    return torch.autograd.functional.hessian(loss, flat)
+
+
+@pytest.mark.parametrize("name", sorted(ARCHITECTURES))
+def test_hutchinson_within_three_standard_errors_of_exact_trace(name: str) -> None:
+    model = build(ARCHITECTURES[name])
+    x, y = make_data()
+    exact = exact_hessian(model, x, y).trace().item()
+    result = hutchinson_trace(
+        model,
+        x,
+        y,
+        generator=generator(),
+        batch_size=25,
+        max_probes=300,
+        rel_tol=1e-9,
+        probes_per_pass=100,
+    )
+    assert result.num_probes == 300 and not result.converged
+    assert abs(result.value - exact) <= 3 * result.stderr
+    assert result.stderr < 0.2 * abs(exact)  # the bound above is not vacuous
+    assert result.ci_low < result.value < result.ci_high
+
+
+def test_hutchinson_probe_variance_matches_its_closed_form() -> None:
+    # For Rademacher probes Var(vᵀHv) = 2 Σ_{i≠j} H_ij²: the reported standard error must
+    # estimate sqrt(that / n), not merely be small.
+    model = build(ARCHITECTURES["mlp_with_biases"])
+    x, y = make_data()
+    hessian = exact_hessian(model, x, y)
+    variance = 2 * ((hessian**2).sum() - (hessian.diagonal() ** 2).sum()).item()
+    result = hutchinson_trace(
+        model, x, y, generator=generator(1), max_probes=400, rel_tol=1e-9, probes_per_pass=100
+    )
+    assert result.stderr == pytest.approx((variance / 400) ** 0.5, rel=0.15)
+
+
+def test_hutchinson_stops_at_the_relative_tolerance() -> None:
+    model = build(ARCHITECTURES["mlp_with_biases"])
+    x, y = make_data()
+    result = hutchinson_trace(
+        model, x, y, generator=generator(), max_probes=2000, rel_tol=0.1, probes_per_pass=4
+    )
+    assert result.converged
+    assert result.stderr <= 0.1 * abs(result.value)
+    assert result.num_probes < 2000
+    assert result.num_matvecs == result.num_probes
+
+
+def test_hutch_plus_plus_is_exact_when_the_sketch_spans_the_space() -> None:
+    model = build(ARCHITECTURES["mlp_with_biases"])
+    x, y = make_data()
+    exact = exact_hessian(model, x, y).trace().item()
+    dim = sum(p.numel() for p in model.parameters())
+    result = hutchinson_trace(
+        model,
+        x,
+        y,
+        generator=generator(),
+        method="hutch++",
+        deflation_rank=dim,
+        probes_per_pass=dim,
+        min_probes=2,
+        max_probes=4,
+    )
+    assert result.value == pytest.approx(exact, rel=1e-8)
+    assert result.num_matvecs == 2 * dim + 4
+
+
+def test_hutch_plus_plus_within_three_standard_errors() -> None:
+    model = build(ARCHITECTURES["cnn_with_batch_norm"])
+    x, y = make_data()
+    exact = exact_hessian(model, x, y).trace().item()
+    result = hutchinson_trace(
+        model,
+        x,
+        y,
+        generator=generator(2),
+        method="hutch++",
+        deflation_rank=8,
+        rel_tol=1e-9,
+        probes_per_pass=50,
+    )
+    assert abs(result.value - exact) <= 3 * result.stderr
+    assert result.method == "hutch++"
+
+
+def test_hutch_plus_plus_refuses_train_mode() -> None:
+    model = build(mlp_with_dropout)
+    x, y = make_data()
+    with pytest.raises(ValueError, match="use method='hutchinson' in train mode"):
+        hutchinson_trace(model, x, y, generator=generator(), method="hutch++", mode="train")
+
+
+def test_train_mode_trace_is_unbiased_for_the_expected_hessian() -> None:
+    # A 4-unit dropout layer has 16 masks per sample, so the expected Hessian trace over the
+    # dropout draws is an exact finite sum, computed here without the module's own dropout.
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 4), nn.ReLU(), nn.Dropout(0.5), nn.Linear(4, 3))
+    model = model.double().eval()
+    x, y = make_data()
+    x, y = x[:8], y[:8]
+    flat = torch.cat([p.detach().flatten() for p in model.parameters()])
+    masks = torch.cartesian_prod(*[torch.tensor([0.0, 2.0], dtype=torch.float64)] * 4)
+
+    def sample_loss(vector: Tensor, i: int, mask: Tensor) -> Tensor:
+        pieces = vector.split([p.numel() for p in model.parameters()])
+        w1, b1, w2, b2 = (v.view_as(p) for v, p in zip(pieces, model.parameters(), strict=True))
+        hidden = torch.relu(x[i] @ w1.T + b1) * mask
+        return F.cross_entropy((hidden @ w2.T + b2)[None], y[i : i + 1])
+
+    expected = sum(
+        torch.autograd.functional.hessian(partial(sample_loss, i=i, mask=m), flat).trace().item()
+        for i in range(8)
+        for m in masks
+    ) / (8 * len(masks))
+    result = hutchinson_trace(
+        model, x, y, generator=generator(), mode="train", max_probes=400, rel_tol=1e-9
+    )
+    assert abs(result.value - expected) <= 3 * result.stderr
+    assert result.stderr < 0.2 * abs(expected)
+    assert result.provenance.mode == "train"
+
+
+@pytest.mark.parametrize("name", sorted(ARCHITECTURES))
+def test_top_eigenvalues_equal_exact_ones(name: str) -> None:
+    model = build(ARCHITECTURES[name])
+    x, y = make_data()
+    exact = torch.linalg.eigvalsh(exact_hessian(model, x, y)).flip(0)[:3]
+    result = hessian_eigenvalues(model, x, y, generator=generator(), num_eigenvalues=3)
+    assert result.converged
+    np.testing.assert_allclose(result.eigenvalues, exact.tolist(), rtol=1e-4)
+    pairs = zip(result.residual_norms, result.eigenvalues, strict=True)
+    assert all(residual <= 1e-5 * abs(value) for residual, value in pairs)
+
+
+def test_eigenvalues_stop_at_an_invariant_subspace() -> None:
+    # With more steps than parameters Lanczos exhausts the space and all Ritz values are exact.
+    model = build(ARCHITECTURES["mlp_with_biases"])
+    x, y = make_data()
+    exact = torch.linalg.eigvalsh(exact_hessian(model, x, y)).flip(0)
+    result = hessian_eigenvalues(
+        model, x, y, generator=generator(), num_eigenvalues=5, rel_tol=1e-14, max_iterations=500
+    )
+    assert result.num_iterations <= exact.numel()
+    np.testing.assert_allclose(result.eigenvalues, exact[:5].tolist(), rtol=1e-8)
+
+
+def test_spectral_density_integrates_to_one_and_its_mean_is_trace_over_dimension() -> None:
+    model = build(ARCHITECTURES["residual_block"])
+    x, y = make_data()
+    hessian = exact_hessian(model, x, y)
+    dim = hessian.shape[0]
+    result = spectral_density(
+        model, x, y, generator=generator(), num_runs=12, num_steps=20, batch_size=25
+    )
+    grid, density = np.array(result.grid), np.array(result.density)
+    assert np.trapezoid(density, grid) == pytest.approx(1.0, abs=1e-6)
+    mean = np.trapezoid(grid * density, grid)
+    # The smoothed density keeps the quadrature's mean, which is the Hutchinson trace / d ...
+    assert mean == pytest.approx(result.trace / dim, rel=1e-6)
+    # ... an unbiased estimate of the exact trace / d.
+    assert abs(mean * dim - hessian.trace().item()) <= 3 * result.trace_stderr
+    for weights in result.weights:
+        assert sum(weights) == pytest.approx(1.0, abs=1e-10)
+
+
+def test_spectral_density_nodes_cover_the_exact_spectrum_ends() -> None:
+    model = build(ARCHITECTURES["mlp_with_biases"])
+    x, y = make_data()
+    eigenvalues = torch.linalg.eigvalsh(exact_hessian(model, x, y))
+    result = spectral_density(
+        model, x, y, generator=generator(), num_runs=1, num_steps=40, batch_size=50
+    )
+    nodes = np.concatenate(result.nodes)
+    assert nodes.max() == pytest.approx(eigenvalues.max().item(), rel=1e-6)
+    assert nodes.min() == pytest.approx(eigenvalues.min().item(), rel=1e-4, abs=1e-8)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"min_probes": 1}, "need 2 <= min_probes <= max_probes"),
+        ({"max_probes": 5}, "need 2 <= min_probes <= max_probes"),
+        ({"method": "hutch+"}, "method must be one of"),
+        ({"rel_tol": 0.0}, "rel_tol must be positive"),
+    ],
+)
+def test_trace_arguments_are_checked(kwargs: dict[str, object], message: str) -> None:
+    model = build(ARCHITECTURES["mlp_with_biases"])
+    x, y = make_data()
+    with pytest.raises(ValueError, match=message):
+        hutchinson_trace(model, x, y, generator=generator(), **kwargs)  # type: ignore[arg-type]
+
+
+def test_train_mode_refuses_shared_probes() -> None:
+    model = build(mlp_with_dropout)
+    x, y = make_data()
+    with pytest.raises(ValueError, match="probes_per_pass must be 1 in train mode"):
+        hutchinson_trace(model, x, y, generator=generator(), mode="train", probes_per_pass=4)
+
+
+def test_too_many_eigenvalues_are_refused() -> None:
+    model = build(ARCHITECTURES["mlp_with_biases"])
+    x, y = make_data()
+    with pytest.raises(ValueError, match="num_eigenvalues"):
+        hessian_eigenvalues(model, x, y, generator=generator(), num_eigenvalues=0)
