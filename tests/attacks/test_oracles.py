@@ -1,0 +1,275 @@
+"""Oracles: closed forms, analytic worst cases and the reference libraries."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from attack_fixtures import mnist_test, tiny_data, tiny_model, zoo_checkpoint
+from torch import nn
+
+from attacks import fgsm, pgd, pgd_targeted, preset, square
+
+
+def _linear(num_classes: int, dtype: torch.dtype = torch.float64) -> nn.Module:
+    torch.manual_seed(3)
+    return nn.Sequential(nn.Flatten(), nn.Linear(64, num_classes)).to(dtype).eval()
+
+
+def _interior(n: int = 40, dtype: torch.dtype = torch.float64) -> torch.Tensor:
+    """Points in [0.3, 0.7], so that the small balls below never reach the box."""
+    generator = torch.Generator().manual_seed(5)
+    return (0.3 + 0.4 * torch.rand(n, 1, 8, 8, generator=generator)).to(dtype)
+
+
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+def test_fgsm_on_a_linear_model_equals_its_closed_form(norm: str) -> None:
+    model = _linear(5)
+    x = torch.rand(30, 1, 8, 8, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    y = torch.arange(30) % 5
+    epsilons = [0.01, 0.1, 0.5]
+    result = fgsm(model, x, y, epsilons, norm=norm, nested=False)
+
+    weight, bias = model[1].weight, model[1].bias
+    with torch.no_grad():
+        probabilities = torch.softmax(x.flatten(1) @ weight.T + bias, dim=1)
+        # d CE / d x = W^T (softmax(z) - onehot(y)) for z = W x + b.
+        grad = (probabilities - nn.functional.one_hot(y, 5).double()) @ weight
+        direction = grad.sign() if norm == "linf" else grad / grad.norm(dim=1, keepdim=True)
+    attacked = result.attacked[0]
+    for k, eps in enumerate(epsilons):
+        expected = (x.flatten(1) + eps * direction).clamp(0, 1).reshape(x.shape)
+        torch.testing.assert_close(
+            result.adversarial[k][attacked], expected[attacked], rtol=0, atol=1e-12
+        )
+
+
+# From a random start, L2 PGD only approaches the boundary point, so it starts at the input.
+@pytest.mark.parametrize(("norm", "random_start"), [("linf", False), ("linf", True), ("l2", False)])
+def test_pgd_on_a_linear_binary_classifier_reaches_the_worst_case(
+    norm: str, random_start: bool
+) -> None:
+    torch.manual_seed(4)
+    weight = torch.randn(64, dtype=torch.float64)
+    x = _interior()
+    bias = -(x.flatten(1) @ weight).median()
+
+    class Binary(nn.Module):
+        def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+            score = inputs.flatten(1) @ weight + bias
+            return torch.stack([torch.zeros_like(score), score], dim=1)
+
+    model = Binary()
+    score = x.flatten(1) @ weight + bias
+    y = (score > 0).long()
+    sign = 2.0 * y - 1.0
+    dual = weight.abs().sum() if norm == "linf" else weight.norm()
+    # The median margin's radius: about half the samples robust, and far from the box.
+    eps = float(score.abs().median() / dual)
+    worst_margin = sign * score - eps * dual  # min over the ball of the true-class margin
+    result = pgd(model, x, y, [eps], norm=norm, num_steps=20, random_start=random_start)
+    decided = worst_margin.abs() > 1e-9
+    assert torch.equal(result.success[0][decided], (worst_margin < 0)[decided])
+    robust = ~result.success[0]
+    torch.testing.assert_close(result.margin[0][robust], worst_margin[robust], rtol=0, atol=1e-9)
+    assert robust.any() and result.success[0].any()
+
+
+def _reference_fgsm(library: str, model: nn.Module, x, y, eps: float, norm: str):
+    if library == "torchattacks":
+        import torchattacks
+
+        return torchattacks.FGSM(model, eps=eps)(x, y)
+    from cleverhans.torch.attacks.fast_gradient_method import fast_gradient_method
+
+    order = math.inf if norm == "linf" else 2
+    return fast_gradient_method(model, x, eps, order, clip_min=0.0, clip_max=1.0, y=y)
+
+
+def _reference_pgd(
+    library: str, model: nn.Module, x, y, eps: float, step: float, steps: int, norm: str
+):
+    if library == "torchattacks":
+        import torchattacks
+
+        attack_class = torchattacks.PGD if norm == "linf" else torchattacks.PGDL2
+        return attack_class(model, eps=eps, alpha=step, steps=steps, random_start=False)(x, y)
+    from cleverhans.torch.attacks.projected_gradient_descent import projected_gradient_descent
+
+    order = math.inf if norm == "linf" else 2
+    return projected_gradient_descent(
+        model,
+        x,
+        eps,
+        step,
+        steps,
+        order,
+        clip_min=0.0,
+        clip_max=1.0,
+        y=y,
+        rand_init=False,
+        sanity_checks=False,
+    )
+
+
+# cleverhans computes in float32 whatever it is given; torchattacks keeps float64. Under L2
+# cleverhans clips to the box before projecting onto the ball and torchattacks after, so the
+# L2 comparisons use interior points where the box is never reached.
+REFERENCE_CASES = [
+    ("torchattacks", "linf", torch.float64),
+    ("torchattacks", "l2", torch.float64),
+    ("cleverhans", "linf", torch.float32),
+    ("cleverhans", "l2", torch.float32),
+]
+
+
+@pytest.mark.reference
+@pytest.mark.parametrize(("library", "norm", "dtype"), REFERENCE_CASES)
+def test_native_fgsm_and_pgd_equal_the_reference_libraries(library, norm, dtype) -> None:
+    model = tiny_model(dtype)
+    if norm == "l2":
+        x = _interior(48, dtype)
+        epsilons = [0.05, 0.2]
+    else:
+        x, _ = tiny_data(model, dtype=dtype)
+        epsilons = [0.03, 0.1]
+    with torch.no_grad():
+        y = model(x).argmax(dim=1)  # every sample correct, so every sample is attacked
+    if not (library == "torchattacks" and norm == "l2"):
+        native = fgsm(model, x, y, epsilons, norm=norm, nested=False)
+        for k, eps in enumerate(epsilons):
+            reference = _reference_fgsm(library, model, x, y, eps, norm)
+            torch.testing.assert_close(
+                native.adversarial[k], reference.to(dtype), rtol=0, atol=1e-6
+            )
+    steps, rel = 7, 0.3
+    native = pgd(
+        model,
+        x,
+        y,
+        epsilons,
+        norm=norm,
+        num_steps=steps,
+        rel_step_size=rel,
+        random_start=False,
+        keep="last",
+        early_stop=False,
+        nested=False,
+    )
+    for k, eps in enumerate(epsilons):
+        reference = _reference_pgd(library, model, x, y, eps, rel * eps, steps, norm)
+        torch.testing.assert_close(native.adversarial[k], reference.to(dtype), rtol=0, atol=1e-6)
+    # The selectable backend reproduces the library's numbers.
+    through = pgd(
+        model,
+        x,
+        y,
+        epsilons,
+        norm=norm,
+        num_steps=steps,
+        rel_step_size=rel,
+        random_start=False,
+        nested=False,
+        backend=library,
+    )
+    assert torch.equal(through.success, native.success)
+
+
+def _binomial_interval(accuracy: float, n: int) -> tuple[float, float]:
+    half = 1.96 * math.sqrt(max(accuracy * (1 - accuracy), 1.0 / n) / n)
+    return accuracy - half, accuracy + half
+
+
+def _torchattacks_robust_accuracy(model, x, y, eps, step, steps, norm, seed) -> float:
+    import torchattacks
+
+    attack_class = torchattacks.PGD if norm == "linf" else torchattacks.PGDL2
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        adversarial = attack_class(model, eps=eps, alpha=step, steps=steps, random_start=True)(x, y)
+    with torch.no_grad():
+        return float((model(adversarial).argmax(dim=1) == y).double().mean())
+
+
+@pytest.mark.reference
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+def test_pgd_matches_torchattacks_robust_accuracy_on_a_zoo_model(norm: str) -> None:
+    from checkpoints.datasets import load_dataset
+
+    checkpoint = zoo_checkpoint("digits-mlp-none.pt")
+    data = load_dataset("digits")
+    x, y = data.x[:300], data.y[:300]
+    eps = preset("standard", "digits").epsilons[_norm(norm)][0]
+    steps = 20
+    native = pgd(checkpoint.model, x, y, [eps], norm=norm, num_steps=steps, generator=11)
+    reference = _torchattacks_robust_accuracy(
+        checkpoint.model, x, y, eps, 2.5 / steps * eps, steps, norm, seed=11
+    )
+    low, high = _binomial_interval(reference, x.shape[0])
+    assert low <= native.robust_accuracy[0] <= high, (native.robust_accuracy, reference)
+
+
+@pytest.mark.data
+@pytest.mark.reference
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+def test_pgd_matches_torchattacks_on_the_mnist_lenet(norm: str) -> None:
+    checkpoint = zoo_checkpoint("mnist-lenet5-dropout.pt")
+    data = mnist_test()
+    x, y = data.x[:500], data.y[:500]
+    eps = {"linf": 0.1, "l2": 1.0}[norm]  # mid-range accuracy, where a difference would show
+    native = pgd(checkpoint.model, x, y, [eps], norm=norm, num_steps=40, generator=3)
+    reference = _torchattacks_robust_accuracy(
+        checkpoint.model, x, y, eps, 2.5 / 40 * eps, 40, norm, seed=3
+    )
+    low, high = _binomial_interval(reference, x.shape[0])
+    assert low <= native.robust_accuracy[0] <= high, (native.robust_accuracy, reference)
+
+
+def _norm(name: str):  # noqa: ANN202
+    from attacks import Norm
+
+    return Norm.parse(name)
+
+
+@pytest.mark.parametrize("mode", ["random", "next", "least-likely", "all"])
+@pytest.mark.parametrize("num_classes", [2, 3, 10])
+def test_pgd_t_never_targets_the_true_class(mode: str, num_classes: int) -> None:
+    model = tiny_model(num_classes=num_classes)
+    x, _ = tiny_data(model)
+    with torch.no_grad():
+        clean = model(x)
+    y = clean.argmax(dim=1)
+    result = pgd_targeted(model, x, y, [0.05, 0.3], target_mode=mode, num_steps=4)
+    assert result.targets is not None and result.target_success is not None
+    assigned = result.targets >= 0
+    assert assigned[result.attacked].all()
+    assert (result.targets[assigned] != y.expand_as(result.targets)[assigned]).all()
+    if mode == "next":
+        expected = (y + 1) % num_classes
+        assert torch.equal(
+            result.targets[result.attacked], expected.expand_as(result.targets)[result.attacked]
+        )
+    if mode == "least-likely":
+        masked = clean.scatter(1, y[:, None], float("inf"))
+        expected = masked.argmin(dim=1).expand_as(result.targets)
+        assert torch.equal(result.targets[result.attacked], expected[result.attacked])
+    if num_classes == 2:
+        assert torch.equal(result.targets[assigned], (1 - y).expand_as(result.targets)[assigned])
+    # Targeted success means the prediction is the target, which is never the label.
+    assert (result.success | ~result.target_success).all()
+    if mode == "random":
+        # A sample keeps its random target at every epsilon.
+        both = result.attacked.all(dim=0)
+        assert torch.equal(result.targets[0][both], result.targets[1][both])
+
+
+@pytest.mark.data
+def test_square_breaks_a_standard_model_at_the_preset_epsilon() -> None:
+    checkpoint = zoo_checkpoint("mnist-lenet5-dropout.pt")
+    data = mnist_test()
+    x, y = data.x[:100], data.y[:100]
+    eps = preset("standard", "mnist").epsilons[_norm("linf")][0]
+    result = square(checkpoint.model, x, y, [eps], norm="linf", generator=0)
+    assert result.robust_accuracy[0] <= 0.05
+    assert result.queries[0][result.attacked[0]].float().median() < 1000
