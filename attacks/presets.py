@@ -86,9 +86,10 @@ class SweepConfig:
 
     def epsilons(self, epsilon: float, unbounded_epsilon: float) -> tuple[float, ...]:
         """The ascending sweep epsilons around the suite's ``epsilon``."""
-        values = [
-            self.max_factor * epsilon * i / self.num_points for i in range(1, self.num_points + 1)
-        ]
+        # The factor first, so that a factor of exactly 1 gives the suite's epsilon bit for
+        # bit and the sweep can share that run with the main list.
+        factors = [self.max_factor * i / self.num_points for i in range(1, self.num_points + 1)]
+        values = [epsilon * factor for factor in factors]
         if self.unbounded and unbounded_epsilon > values[-1]:
             values.append(unbounded_epsilon)
         return check_epsilons(values)

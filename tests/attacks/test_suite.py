@@ -1,0 +1,145 @@
+"""Suites, presets, the threat model and JSON output."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+from attacks import Bounds, Norm, SuiteConfig, check_epsilons, geometry, preset, run_suite
+
+
+def _quick(**changes) -> SuiteConfig:
+    config = preset("quick", "digits")
+    sweep = config.sweep
+    assert sweep is not None
+    small = {
+        "sweep": type(sweep)(sweep.attack, num_points=4, independent_samples=8),
+        "attacks": tuple(
+            spec
+            if spec.kind != "square"
+            else type(spec)(spec.kind, spec.label, {**spec.params, "num_queries": 20})
+            for spec in config.attacks
+        ),
+    }
+    return config.with_options(**{**small, **changes})
+
+
+def test_suite_is_a_worst_case_over_attacks(model, data) -> None:
+    x, y = data
+    calls: list[tuple[int, int, str]] = []
+    result = run_suite(model, x, y, _quick(), generator=3, progress=lambda *a: calls.append(a))
+    assert calls and calls[-1][0] == calls[-1][1] == len(calls)
+    for outcome in result.norms:
+        broken = torch.zeros_like(outcome.robust)
+        previous = result.clean_accuracy
+        for record in outcome.attacks:
+            broken |= record.success
+            assert all(a <= previous + 1e-12 for a in record.robust_accuracy_after)
+            previous = record.robust_accuracy_after[0]
+            # Only samples every earlier attack left robust were attacked.
+            assert not (record.attacked & broken & ~record.success).any()
+        assert torch.equal(outcome.robust, result.clean_correct & ~broken)
+        assert outcome.robust_accuracy[0] == pytest.approx(
+            outcome.attacks[-1].robust_accuracy_after[0]
+        )
+        # The main PGD-CE run is the sweep's run at the suite epsilon: no work repeated.
+        pgd_ce = outcome.record("pgd-ce")
+        assert pgd_ce.source == "sweep"
+        assert outcome.sweep is not None
+        k = outcome.sweep_epsilons.index(outcome.epsilons[0])
+        assert torch.equal(pgd_ce.success[0], outcome.sweep.success[k])
+        assert outcome.sweep_epsilons[-1] == pytest.approx(outcome.unbounded_epsilon)
+        independent = outcome.independent_sweep
+        assert independent is not None and independent.sample_index.numel() == 8
+        assert independent.result is not None and not independent.result.params["nested"]
+
+
+def test_suite_is_reproducible_and_json_ready(model, data) -> None:
+    x, y = data
+    first = run_suite(model, x, y, _quick(), generator=3)
+    second = run_suite(model, x, y, _quick(), generator=3)
+    for a, b in zip(first.norms, second.norms, strict=True):
+        assert torch.equal(a.robust, b.robust)
+        for ra, rb in zip(a.attacks, b.attacks, strict=True):
+            assert torch.equal(ra.success, rb.success)
+    document = first.to_dict()
+    text = json.dumps(document, allow_nan=False)
+    loaded = json.loads(text)
+    linf = loaded["norms"][0]
+    assert linf["norm"] == "linf" and isinstance(linf["robust_accuracy"][0], float)
+    assert isinstance(linf["attacks"][0]["success"][0][0], bool)
+    assert loaded["config"]["name"] == "quick" and loaded["seed"] == 3
+
+
+def test_skip_broken_off_attacks_every_clean_correct_sample(model, data) -> None:
+    x, y = data
+    result = run_suite(model, x, y, _quick(skip_broken=False, sweep=None), generator=1)
+    for outcome in result.norms:
+        for record in outcome.attacks:
+            assert torch.equal(record.attacked[0], result.clean_correct)
+
+
+def test_presets_hold_the_documented_settings() -> None:
+    standard = preset("standard", "mnist")
+    assert standard.epsilons == {Norm.LINF: (0.3,), Norm.L2: (2.0,)}
+    assert preset("standard", "cifar10").epsilons[Norm.LINF] == (8 / 255,)
+    labels = [spec.label for spec in standard.attacks]
+    assert labels == ["pgd-ce", "pgd-t", "fgsm", "noise", "square"]
+    pgd_ce = standard.attacks[0]
+    assert pgd_ce.params["num_steps"] == 100
+    square_spec = standard.attacks[-1]
+    assert square_spec.params["num_queries"] == 5000 and square_spec.params["p_init"] == 0.8
+    assert standard.sweep is not None
+    sweep = standard.sweep.epsilons(0.3, 1.0)
+    assert len(sweep) == 8 and sweep[-1] == pytest.approx(1.2)
+    assert standard.sweep.epsilons(2.0, 28.3)[-1] == 28.3  # the unbounded L2 radius appended
+    thesis = preset("thesis")
+    assert thesis.epsilons[Norm.LINF] == (8 / 255,)
+    assert thesis.attacks[0].params["num_steps"] == 10
+    assert thesis.attacks[0].params["rel_step_size"] * 8 / 255 == pytest.approx(3 / 255)
+    thorough = [spec.label for spec in preset("thorough", "mnist").attacks]
+    assert {"apgd-ce", "apgd-t", "autoattack"} <= set(thorough)
+    with pytest.raises(ValueError, match="preset must be one of"):
+        preset("fast", "mnist")
+    with pytest.raises(ValueError, match="standard epsilons"):
+        preset("standard", "imagenet")
+
+
+def test_epsilons_are_validated_with_the_fix_named() -> None:
+    assert check_epsilons([0, 0.1]) == (0.0, 0.1)
+    with pytest.raises(ValueError, match=r"got \[0.3, 0.1\]; pass \[0.1, 0.3\]"):
+        check_epsilons([0.3, 0.1])
+    with pytest.raises(ValueError, match="finite"):
+        check_epsilons([math.nan])
+    with pytest.raises(ValueError, match="norm must be one of 'linf', 'l2'"):
+        Norm.parse("l0")
+    assert Norm.parse("LINF") is Norm.LINF
+
+
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+def test_geometry_stays_in_the_ball_and_the_box(norm: str) -> None:
+    geom = geometry(norm)
+    generator = torch.Generator().manual_seed(0)
+    x0 = torch.rand(200, 3, 4, 4, generator=generator, dtype=torch.float64)
+    eps = torch.rand(200, generator=generator, dtype=torch.float64)
+    far = x0 + 3 * torch.randn(x0.shape, generator=generator, dtype=torch.float64)
+    projected = geom.project(far, x0, eps, Bounds())
+    assert (geom.distance(projected, x0) <= eps + 1e-12).all()
+    assert projected.min() >= 0 and projected.max() <= 1
+    start = geom.random_start(x0, eps, generator)
+    assert (geom.distance(start, x0) <= eps + 1e-12).all()
+    step = geom.normalize(torch.randn(x0.shape, generator=generator, dtype=torch.float64))
+    if norm == "linf":
+        assert torch.equal(step.abs(), torch.ones_like(step))
+    else:
+        torch.testing.assert_close(
+            step.flatten(1).norm(dim=1), torch.ones(200, dtype=torch.float64)
+        )
+    surface = geom.surface_draw(x0, eps, generator, draw=0)
+    torch.testing.assert_close(geom.distance(surface, x0), eps)
+    # The unbounded epsilon's ball around any point of the box holds the whole box.
+    corner_distance = geom.distance(torch.ones(1, 3, 4, 4), torch.zeros(1, 3, 4, 4))
+    assert geom.unbounded_epsilon((3, 4, 4), Bounds()) >= float(corner_distance[0])
