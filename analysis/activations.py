@@ -1,0 +1,103 @@
+"""Statistics of what flows into each dropout-family layer, on clean data in eval mode."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from checkpoints.layers import QSD, Dropout, NormOut
+
+__all__ = ["LayerActivations", "activation_statistics"]
+
+_KINDS: dict[type[nn.Module], str] = {NormOut: "normout", QSD: "qsd", Dropout: "dropout", nn.Dropout: "dropout"}
+
+
+@dataclass(frozen=True)
+class LayerActivations:
+    """Summary of one layer's input over the evaluation set.
+
+    Attributes:
+        name: the module's qualified name in the model.
+        kind: ``normout``, ``qsd`` or ``dropout``.
+        description: the module's ``extra_repr``.
+        mean, std, max: over every element of every sample.
+        zero_fraction: fraction of elements exactly zero (sparsity).
+        num_elements: elements summarised.
+    """
+
+    name: str
+    kind: str
+    description: str
+    mean: float
+    std: float
+    max: float
+    zero_fraction: float
+    num_elements: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+class _Accumulator:
+    def __init__(self) -> None:
+        self.count = 0
+        self.total = 0.0
+        self.total_sq = 0.0
+        self.peak = float("-inf")
+        self.zeros = 0
+
+    def update(self, x: Tensor) -> None:
+        values = x.detach().double()
+        self.count += values.numel()
+        self.total += float(values.sum())
+        self.total_sq += float((values * values).sum())
+        self.peak = max(self.peak, float(values.max())) if values.numel() else self.peak
+        self.zeros += int((values == 0).sum())
+
+
+def activation_statistics(model: nn.Module, x: Tensor, batch_size: int = 500) -> list[LayerActivations]:
+    """Mean, max, std and fraction of zeros of each dropout-family layer's input.
+
+    Args:
+        model: any module; its dropout-family layers (ours, and ``nn.Dropout``) are found by type.
+        x: clean inputs [N, ...] in the model's bounds.
+        batch_size: evaluation batch size.
+
+    Returns:
+        One entry per layer, in module order; empty when the model has none. The model's mode
+        is restored.
+    """
+    layers = [(name, module) for name, module in model.named_modules() if type(module) in _KINDS]
+    if not layers:
+        return []
+    accumulators = {name: _Accumulator() for name, _ in layers}
+    handles = [
+        module.register_forward_pre_hook(lambda _m, inputs, name=name: accumulators[name].update(inputs[0]))
+        for name, module in layers
+    ]
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            for start in range(0, x.shape[0], batch_size):
+                model(x[start : start + batch_size])
+    finally:
+        for handle in handles:
+            handle.remove()
+        model.train(was_training)
+    out = []
+    for name, module in layers:
+        acc = accumulators[name]
+        mean = acc.total / max(acc.count, 1)
+        variance = max(acc.total_sq / max(acc.count, 1) - mean * mean, 0.0)
+        out.append(
+            LayerActivations(
+                name=name, kind=_KINDS[type(module)], description=module.extra_repr(),
+                mean=mean, std=variance**0.5, max=acc.peak, zero_fraction=acc.zeros / max(acc.count, 1),
+                num_elements=acc.count,
+            )
+        )
+    return out
