@@ -1,0 +1,264 @@
+"""Speed and memory of the flatness estimators against their obvious or reference rivals.
+
+Three measurements, each against its target:
+
+1. Fisher-Rao norm by one forward-mode JVP against a per-sample backward loop, batch 128, on
+   the MNIST LeNet-5 zoo model (target: at least 20x faster).
+2. Hessian trace per probe against PyHessian's ``trace()`` per probe, equal probes, same model
+   and data, swept in batches of 128 (target: at least 1.5x faster).
+3. Peak resident memory of the trace on VGG-16-BN with CIFAR-10 input shape (3x32x32), random
+   weights, batch 32, measured in a fresh subprocess (target: at most 5 GB).
+
+Contenders run interleaved in the same process on the same data and the medians of the
+repeats are reported, because the machine may be shared. Run from the repository root:
+
+    python benchmarks/bench_flatness.py            # full run
+    python benchmarks/bench_flatness.py --quick    # smoke run: few repeats, 1 probe on VGG
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from flatness import fisher_rao_norm, hutchinson_trace
+
+ROOT = Path(__file__).resolve().parents[1]
+ZOO_LENET = ROOT / "checkpoints" / "zoo" / "mnist-lenet5-dropout.pt"
+GIB = 1024**3
+
+
+def lenet_and_data(num_samples: int) -> tuple[nn.Module, Tensor, Tensor, str]:
+    """The MNIST LeNet-5 zoo model and MNIST test images, or stand-ins when absent."""
+    from checkpoints.architectures import Normalized, build_network
+
+    if ZOO_LENET.exists():
+        from checkpoints import load_checkpoint
+
+        model, source = load_checkpoint(ZOO_LENET).model, f"zoo checkpoint {ZOO_LENET.name}"
+    else:
+        torch.manual_seed(0)
+        model = Normalized(build_network("lenet5", (1, 28, 28), 10), None, None).eval()
+        source = "randomly initialised LeNet-5 (zoo checkpoint absent)"
+    try:
+        from checkpoints.datasets import load_dataset
+
+        data = load_dataset("mnist")
+        x, y, data_source = data.x[:num_samples], data.y[:num_samples], "MNIST test set"
+    except ValueError as error:
+        generator = torch.Generator().manual_seed(0)
+        x = torch.rand(num_samples, 1, 28, 28, generator=generator)
+        y = torch.randint(0, 10, (num_samples,), generator=generator)
+        data_source = f"uniform random images ({error.__class__.__name__}: set ROBAUDIT_DATA)"
+    return model, x, y, f"{source}; {data_source}, first {num_samples} images"
+
+
+def loop_fisher_rao(model: nn.Module, x: Tensor, y: Tensor) -> float:
+    """Empirical Fisher-Rao norm by one forward and backward pass per sample."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    total = 0.0
+    for i in range(x.shape[0]):
+        loss = F.cross_entropy(model(x[i : i + 1]), y[i : i + 1])
+        gradients = torch.autograd.grad(loss, params)
+        total += sum((g * p).sum() for g, p in zip(gradients, params, strict=True)).item() ** 2
+    return total / x.shape[0]
+
+
+def interleaved_medians(
+    contenders: dict[str, Callable[[], object]], repeats: int
+) -> dict[str, float]:
+    """Median wall time of each contender, alternating them so that load hits both alike."""
+    times: dict[str, list[float]] = {name: [] for name in contenders}
+    for _ in range(repeats):
+        for name, run in contenders.items():
+            start = time.perf_counter()
+            run()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(values) for name, values in times.items()}
+
+
+def bench_fisher_rao(repeats: int) -> None:
+    model, x, y, source = lenet_and_data(128)
+    print(f"\n[1] Fisher-Rao norm, batch 128 -- {source}")
+    generator = torch.Generator().manual_seed(0)
+    ours = fisher_rao_norm(model, x, y, generator=generator, batch_size=128).value
+    reference = loop_fisher_rao(model, x, y)
+    print(
+        f"    values: JVP {ours:.6g}, loop {reference:.6g}, "
+        f"rel. diff {abs(ours / reference - 1):.1e}"
+    )
+    medians = interleaved_medians(
+        {
+            "jvp": lambda: fisher_rao_norm(model, x, y, generator=generator, batch_size=128),
+            "loop": lambda: loop_fisher_rao(model, x, y),
+        },
+        repeats,
+    )
+    speedup = medians["loop"] / medians["jvp"]
+    print(
+        f"    JVP {1e3 * medians['jvp']:.1f} ms, per-sample loop {1e3 * medians['loop']:.1f} ms "
+        f"(medians of {repeats}): {speedup:.1f}x  [target >= 20x: {_verdict(speedup >= 20)}]"
+    )
+    model_fisher = interleaved_medians(
+        {"jvp": lambda: fisher_rao_norm(model, x, y, generator=generator, fisher="model")},
+        repeats,
+    )["jvp"]
+    # The loop needs one backward pass per class for the model Fisher, ten times the above.
+    print(
+        f"    model Fisher (exact over 10 classes) by JVP: {1e3 * model_fisher:.1f} ms; a loop "
+        f"would take ~{10 * 1e3 * medians['loop']:.0f} ms"
+    )
+
+
+def bench_trace(num_samples: int, num_probes: int, repeats: int) -> None:
+    from pyhessian import hessian
+
+    model, x, y, source = lenet_and_data(num_samples)
+    batch_size = 128
+    print(
+        f"\n[2] Hessian trace per probe, {num_probes} probes, {num_samples} samples in batches "
+        f"of {batch_size} -- {source}"
+    )
+    batches = [
+        (x[i : i + batch_size], y[i : i + batch_size]) for i in range(0, num_samples, batch_size)
+    ]
+
+    def ours() -> float:
+        result = hutchinson_trace(
+            model,
+            x,
+            y,
+            generator=torch.Generator().manual_seed(0),
+            batch_size=batch_size,
+            max_probes=num_probes,
+            min_probes=num_probes,
+            rel_tol=1e-9,
+        )
+        return result.value
+
+    def pyhessian_trace() -> float:
+        # tol=-inf switches off PyHessian's stopping rule so both run exactly num_probes probes.
+        probes = hessian(model, nn.CrossEntropyLoss(), dataloader=batches, cuda=False).trace(
+            maxIter=num_probes, tol=float("-inf")
+        )
+        return float(np.mean(probes))
+
+    print(
+        f"    trace: ours {ours():.4g}, PyHessian {pyhessian_trace():.4g} "
+        f"(both {num_probes} probes, different random probes)"
+    )
+    medians = interleaved_medians({"ours": ours, "pyhessian": pyhessian_trace}, repeats)
+    model.eval()  # PyHessian leaves the model in eval mode; it already was
+    speedup = medians["pyhessian"] / medians["ours"]
+    print(
+        f"    per probe: ours {1e3 * medians['ours'] / num_probes:.1f} ms, PyHessian "
+        f"{1e3 * medians['pyhessian'] / num_probes:.1f} ms (medians of {repeats}): "
+        f"{speedup:.2f}x  [target >= 1.5x: {_verdict(speedup >= 1.5)}]"
+    )
+
+
+def vgg_child(num_probes: int) -> None:
+    """Runs in the subprocess: builds the network, measures RSS before and after the trace."""
+    from checkpoints.architectures import build_network
+
+    torch.manual_seed(0)
+    model = build_network("vgg16_bn", (3, 32, 32), 10).eval()
+    x, y = torch.rand(32, 3, 32, 32), torch.randint(0, 10, (32,))
+    before = _peak_rss()
+    start = time.perf_counter()
+    result = hutchinson_trace(
+        model,
+        x,
+        y,
+        generator=torch.Generator().manual_seed(0),
+        batch_size=32,
+        max_probes=max(num_probes, 2),
+        min_probes=2,
+        rel_tol=1e-9,
+    )
+    report = {
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "peak_before_trace": before,
+        "peak": _peak_rss(),
+        "probes": result.num_probes,
+        "seconds_per_probe": (time.perf_counter() - start) / result.num_probes,
+    }
+    print(json.dumps(report))
+
+
+def bench_vgg_memory(num_probes: int) -> None:
+    print(
+        "\n[3] Peak memory of the trace, VGG-16-BN (flat layout), 3x32x32 input, "
+        "random weights, batch 32"
+    )
+    completed = subprocess.run(
+        [sys.executable, __file__, "--vgg-child", "--vgg-probes", str(num_probes)],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=ROOT,
+        env=os.environ | {"PYTHONPATH": str(ROOT)},
+    )
+    if completed.returncode != 0:
+        print(f"    subprocess failed ({completed.returncode}):\n{completed.stderr[-2000:]}")
+        return
+    report = json.loads(completed.stdout.strip().splitlines()[-1])
+    peak = report["peak"] / GIB
+    print(
+        f"    {report['parameters'] / 1e6:.1f} M parameters; peak RSS {peak:.2f} GiB "
+        f"({report['peak_before_trace'] / GIB:.2f} GiB before the trace: interpreter, torch, "
+        f"model); {report['probes']} probes at {report['seconds_per_probe']:.1f} s each  "
+        f"[target <= 5 GB: {_verdict(report['peak'] <= 5e9)}]"
+    )
+
+
+def _peak_rss() -> int:
+    """Peak resident set size of this process in bytes (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def _verdict(met: bool) -> str:
+    return "met" if met else "NOT met"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="smoke run: few repeats and probes")
+    parser.add_argument(
+        "--repeats", type=int, default=None, help="timing repeats (default 15, quick 3)"
+    )
+    parser.add_argument("--skip-vgg", action="store_true", help="skip the VGG-16-BN memory run")
+    parser.add_argument("--vgg-child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--vgg-probes", type=int, default=2, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.vgg_child:
+        vgg_child(args.vgg_probes)
+        return 0
+    repeats = args.repeats or (3 if args.quick else 15)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs")
+    bench_fisher_rao(repeats)
+    bench_trace(
+        num_samples=256 if args.quick else 512,
+        num_probes=4 if args.quick else 16,
+        repeats=max(1, repeats // 3),
+    )
+    if not args.skip_vgg:
+        bench_vgg_memory(num_probes=2)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
