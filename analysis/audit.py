@@ -1,36 +1,59 @@
-"""The audit command line: ``python -m analysis.audit CHECKPOINT [CHECKPOINT ...]``.
+"""The audit: ``python -m analysis.audit CHECKPOINT [CHECKPOINT ...]``.
 
-Loads each checkpoint and its evaluation data, measures clean accuracy on a fixed, seeded
-selection of test samples, prints a summary and writes ``OUT/<checkpoint-stem>/audit.json``.
+For each checkpoint: load it, take a fixed seeded selection of test samples, measure clean
+accuracy, probe the model, run the attack suite (AutoAttack-style worst case over attacks),
+estimate flatness, summarise the dropout-family layers' inputs, apply the gradient-masking
+checks and write ``OUT/<checkpoint-stem>/audit.json``. A summary table goes to stdout,
+progress to stderr.
 
-Exit status: 0 success, 2 bad input (one line on stderr; ``--verbose`` adds the traceback).
+With ``--baseline FILE`` the result is gated against a baseline (see ``analysis.gate``).
+
+Exit status: 0 success, 1 the gate failed, 2 bad input (one line on stderr; ``--verbose``
+adds the traceback). No partial files: each document is written atomically once complete.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import platform
 import sys
-import tempfile
 import time
 import traceback
 from collections.abc import Sequence
 from dataclasses import dataclass
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from analysis.activations import activation_statistics
+from analysis.config import (
+    EOT_SAMPLES,
+    PRESETS,
+    AuditConfig,
+    build_suite,
+    flatness_config,
+    parse_epsilons,
+)
+from analysis.document import (
+    SCHEMA_VERSION,
+    DocumentError,
+    bits,
+    encode_image,
+    proportion,
+    write_json,
+)
+from analysis.probes import probe_model
+from analysis.redflags import Evidence, run_checks, verdict
+from attacks import Bounds, NormOutcome, SuiteResult, run_suite
+from attacks.result import plain
 from checkpoints import CheckpointError, LoadedCheckpoint, load_checkpoint
 from checkpoints.cli import add_description_arguments, description_from_arguments
 from checkpoints.datasets import Dataset, DatasetError, load_dataset
-from checkpoints.train import evaluate_accuracy
+from flatness import measure
 
-__all__ = ["SCHEMA_VERSION", "EvaluationSet", "evaluation_set", "main", "select_samples"]
-
-SCHEMA_VERSION = "0.1"
+__all__ = ["EvaluationSet", "evaluation_set", "main", "run_audit", "select_samples"]
 
 
 @dataclass(frozen=True)
@@ -67,9 +90,7 @@ def evaluation_set(
     spec = loaded.spec
     name = spec.dataset
     if name is None and data is None:
-        raise DatasetError(
-            f"{loaded.path} does not name its dataset; give --dataset NAME or --data PATH"
-        )
+        raise DatasetError(f"{loaded.path} does not name its dataset; give --dataset NAME or --data PATH")
     dataset = load_dataset(name or "file", "test", data)
     if tuple(dataset.x.shape[1:]) != tuple(spec.input_shape):
         raise DatasetError(
@@ -81,8 +102,225 @@ def evaluation_set(
             f"dataset {dataset.source} has labels in [{int(dataset.y.min())}, {int(dataset.y.max())}], "
             f"but the model has {spec.num_classes} classes"
         )
+    low, high = spec.bounds
+    if float(dataset.x.min()) < low or float(dataset.x.max()) > high:
+        raise DatasetError(f"dataset {dataset.source} has values outside the model's bounds {spec.bounds}")
     indices = select_samples(len(dataset), num_samples, seed)
     return EvaluationSet(dataset.x[indices], dataset.y[indices], indices, dataset)
+
+
+def _versions() -> dict[str, str | None]:
+    out: dict[str, str | None] = {"python": platform.python_version(), "torch": torch.__version__}
+    for package in ("robaudit", "numpy", "pyautoattack", "torchattacks", "cleverhans", "pyhessian"):
+        try:
+            out[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            out[package] = None
+    return out
+
+
+def _examples(outcome: NormOutcome, suite: SuiteResult, x: torch.Tensor, limit: int) -> list[dict[str, Any]]:
+    """Up to ``limit`` adversarial examples per attack at the norm's first epsilon."""
+    out = []
+    for record in outcome.attacks:
+        result = record.result
+        if result is None:
+            continue
+        broken = (record.success[0] & record.attacked[0] & suite.clean_correct).nonzero().flatten()
+        index = record.sample_index
+        for sample in broken[:limit].tolist():
+            position = int((index == sample).nonzero()[0]) if index.numel() != suite.num_samples else sample
+            if position >= result.adversarial.shape[1]:
+                continue
+            adversarial = result.adversarial[0, position]
+            out.append({
+                "attack": record.label, "epsilon": outcome.epsilons[0], "sample": sample,
+                "label": int(suite.labels[sample]), "shape": list(adversarial.shape),
+                "original": encode_image(x[sample]), "adversarial": encode_image(adversarial),
+                "margin": float(record.margin[0, sample]),
+            })
+    return out
+
+
+def _norm_section(outcome: NormOutcome, suite: SuiteResult, x: torch.Tensor, limit: int) -> dict[str, Any]:
+    n = suite.num_samples
+    attacks = []
+    for record in outcome.attacks:
+        stats = None if record.result is None else record.result.gradient_stats
+        attacks.append({
+            "label": record.label, "kind": record.kind, "source": record.source,
+            "params": {} if record.result is None else record.result.params,
+            "backend": None if record.result is None else record.result.backend,
+            "robust_accuracy_after": [
+                proportion(round(v * n), n) for v in record.robust_accuracy_after
+            ],
+            "broken": [int(v) for v in (record.success & record.attacked).sum(1)],
+            "attempted": [int(v) for v in record.attacked.sum(1)],
+            "success": bits(record.success), "attacked": bits(record.attacked),
+            "last_success": bits(record.last_success),
+            "mean_loss_trace": plain(record.mean_loss_trace),
+            "queries": int(record.queries.sum()),
+            "num_forward": 0 if record.result is None else record.result.num_forward,
+            "num_backward": 0 if record.result is None else record.result.num_backward,
+            "wall_time": 0.0 if record.result is None else record.result.wall_time,
+            "gradient_stats": None if stats is None else {
+                "zero_fraction": stats.zero_fraction, "vanishing_fraction": stats.vanishing_fraction,
+                "vanishing_threshold": stats.vanishing_threshold,
+                "nonfinite_logits": stats.nonfinite_logits, "nonfinite_gradients": stats.nonfinite_gradients,
+            },
+        })
+    robust_counts = outcome.robust.sum(1).tolist()
+    return {
+        "norm": outcome.norm.value,
+        "epsilons": list(outcome.epsilons),
+        "reliable_robust_accuracy": [proportion(int(c), n) for c in robust_counts],
+        "robust": bits(outcome.robust),
+        "attacks": attacks,
+        "unbounded_epsilon": outcome.unbounded_epsilon,
+        "sweep": _sweep(outcome.sweep, n),
+        "independent_sweep": _sweep(outcome.independent_sweep, None),
+        "examples": _examples(outcome, suite, x, limit),
+    }
+
+
+def _sweep(record: Any, total: int | None) -> dict[str, Any] | None:
+    if record is None:
+        return None
+    n = int(record.success.shape[1]) if total is None else total
+    columns = record.sample_index if total is None else None
+    broken = record.success.sum(1).tolist()
+    return {
+        "attack": record.label,
+        "epsilons": list(record.epsilons),
+        "success_rate": [proportion(int(b), n) for b in broken],
+        "success": bits(record.success),
+        "samples": None if columns is None else columns.tolist(),
+        "mean_loss_trace": plain(record.mean_loss_trace),
+    }
+
+
+def run_audit(
+    loaded: LoadedCheckpoint,
+    evaluation: EvaluationSet,
+    config: AuditConfig,
+    *,
+    device: torch.device,
+    progress: bool = False,
+    command_line: Sequence[str] = (),
+) -> dict[str, Any]:
+    """Run every stage of the audit and return the result document (a plain dict)."""
+    started = time.time()
+    model = loaded.model
+    x, y = evaluation.x.to(device), evaluation.y.to(device)
+    probes = probe_model(model, x, y, torch.Generator().manual_seed(config.seed), bounds=loaded.spec.bounds)
+    suite_config = config.suite.with_options(bounds=Bounds(*loaded.spec.bounds), batch_size=config.batch_size)
+    if probes.stochastic and suite_config.eot_samples == 1:
+        suite_config = suite_config.with_options(eot_samples=EOT_SAMPLES)
+    suite = run_suite(model, x, y, suite_config, config.seed, progress=progress)
+    flatness = None
+    if config.flatness is not None:
+        count = min(config.flatness_samples, len(y))
+        flatness = measure(model, x[:count], y[:count], config.flatness, torch.Generator().manual_seed(config.seed))
+    activations = activation_statistics(model, x, config.batch_size)
+    findings = run_checks(Evidence(suite, probes, suite_config.eot_samples))
+    correct = int(suite.clean_correct.sum())
+    norms = [_norm_section(outcome, suite, x.cpu(), config.examples_per_attack) for outcome in suite.norms]
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "provenance": {
+            "checkpoint": str(loaded.path),
+            "checkpoint_sha256": loaded.sha256,
+            "weights_sha256": loaded.weights_sha256,
+            "versions": _versions(),
+            "seed": config.seed,
+            "config": {**config.to_dict(), "suite": suite_config.to_dict()},
+            "command_line": list(command_line),
+            "started": started,
+            "finished": time.time(),
+            "host": platform.node(),
+            "device": str(device),
+        },
+        "checkpoint": {**loaded.spec.to_dict(), "loading_notes": list(loaded.notes)},
+        "evaluation": {
+            "dataset": evaluation.dataset.name,
+            "source": evaluation.dataset.source,
+            "num_samples": len(y),
+            "indices": evaluation.indices.tolist(),
+            "labels": evaluation.y.tolist(),
+            "classes": list(evaluation.dataset.classes),
+        },
+        "clean_accuracy": proportion(correct, len(y)),
+        "clean_correct": bits(suite.clean_correct),
+        "robustness": {"eot_samples": suite_config.eot_samples, "norms": norms,
+                       "num_forward": suite.num_forward, "num_backward": suite.num_backward,
+                       "wall_time": suite.wall_time},
+        "flatness": None if flatness is None else flatness.to_dict(),
+        "activations": [a.to_dict() for a in activations],
+        "probes": probes.to_dict(),
+        "findings": [f.to_dict() for f in findings],
+        "verdict": verdict(findings),
+    }
+
+
+def summary_lines(path: Path, document: dict[str, Any]) -> list[str]:
+    """The compact table printed after an audit."""
+    spec = document["checkpoint"]
+    clean = document["clean_accuracy"]
+    lines = [
+        f"{path}: {spec['arch']} with {spec['layer']['kind']} layers on {document['evaluation']['dataset']}"
+        f" ({document['evaluation']['num_samples']} samples)",
+        f"  clean accuracy              {clean['value']:.4f} ({clean['count']}/{clean['total']})",
+    ]
+    for norm in document["robustness"]["norms"]:
+        for k, epsilon in enumerate(norm["epsilons"]):
+            row = "  ".join(
+                f"{a['label']} {a['robust_accuracy_after'][k]['value']:.3f}" for a in norm["attacks"]
+            )
+            reliable = norm["reliable_robust_accuracy"][k]["value"]
+            lines.append(f"  {norm['norm']:4s} eps {epsilon:<8.4g} reliable {reliable:.4f}   after: {row}")
+    flat = document.get("flatness") or {}
+    parts = []
+    for key, label in (("fisher_rao_empirical", "Fisher-Rao (emp)"), ("fisher_rao_model", "Fisher-Rao (model)"),
+                       ("hessian_trace", "Hessian trace")):
+        estimate = flat.get(key)
+        if estimate:
+            parts.append(f"{label} {estimate['value']:.4g} ± {estimate['stderr']:.2g}")
+    if parts:
+        lines.append("  flatness: " + "; ".join(parts))
+    flags = [f for f in document["findings"] if f["status"] in ("warn", "fail")]
+    lines.append(f"  verdict: {document['verdict']}")
+    for finding in flags:
+        lines.append(f"    [{finding['status']}] {finding['code']}: {finding['explanation']}")
+    return lines
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m analysis.audit", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("checkpoints", nargs="+", type=Path, metavar="CHECKPOINT")
+    parser.add_argument("--data", help="dataset folder or file (else the checkpoint's dataset through $ROBAUDIT_DATA)")
+    parser.add_argument("--num-samples", type=int, default=1000,
+                        help="evaluation samples, a fixed seeded selection (default 1000 or the whole test split)")
+    parser.add_argument("--batch-size", type=int, default=500)
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    parser.add_argument("--preset", default="standard", help=f"attack suite preset: {', '.join(PRESETS)} (default standard)")
+    parser.add_argument("--suite", type=Path, metavar="FILE.toml", help="attack suite file (see README)")
+    parser.add_argument("--norms", help="comma-separated norms to run: linf, l2")
+    parser.add_argument("--epsilons", help="0.1,0.2 for every norm, or linf=0.1;l2=0.5")
+    parser.add_argument("--attacks", help="comma-separated attack labels of the suite to run")
+    parser.add_argument("--backend", help="FGSM/PGD backend: native, cleverhans, torchattacks")
+    parser.add_argument("--no-flatness", action="store_true", help="skip the flatness estimators")
+    parser.add_argument("--flatness-samples", type=int, default=500, help="samples for flatness (default 500)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, default=Path("out"), help="output folder (default out/)")
+    parser.add_argument("--baseline", type=Path, help="gate the result against this baseline")
+    parser.add_argument("--max-drop", type=float, help="gate: fixed tolerated drop instead of the paired interval")
+    parser.add_argument("--junit", type=Path, help="gate: write JUnit XML here")
+    parser.add_argument("--update-baseline", action="store_true", help="write the result as the new --baseline")
+    parser.add_argument("--quiet", action="store_true", help="no progress and no summary")
+    parser.add_argument("--verbose", action="store_true", help="tracebacks for errors")
+    add_description_arguments(parser)
+    return parser
 
 
 def _device(name: str) -> torch.device:
@@ -93,98 +331,79 @@ def _device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def _write_json(path: Path, document: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w") as out:
-            json.dump(document, out, indent=1)
-            out.write("\n")
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
-
-
-def audit_one(path: Path, args: argparse.Namespace, argv: Sequence[str]) -> dict[str, Any]:
-    """Load, evaluate and write the document for one checkpoint; returns the document."""
-    started = time.time()
-    device = _device(args.device)
-    loaded = load_checkpoint(path, description_from_arguments(args), args.trust_checkpoint, device)
-    evaluation = evaluation_set(loaded, args.data, args.num_samples, args.seed)
-    correct, total = evaluate_accuracy(
-        loaded.model, evaluation.x.to(device), evaluation.y.to(device), args.batch_size
+def _config(args: argparse.Namespace, dataset: str | None) -> AuditConfig:
+    suite = build_suite(
+        args.preset, dataset,
+        suite_file=args.suite,
+        norms=None if args.norms is None else [n.strip() for n in args.norms.split(",") if n.strip()],
+        epsilons=None if args.epsilons is None else parse_epsilons(args.epsilons),
+        attacks=None if args.attacks is None else [a.strip() for a in args.attacks.split(",") if a.strip()],
+        backend=args.backend,
     )
-    return {
-        "schema_version": SCHEMA_VERSION,
-        "provenance": {
-            "checkpoint": str(path),
-            "checkpoint_sha256": loaded.sha256,
-            "weights_sha256": loaded.weights_sha256,
-            "torch": torch.__version__,
-            "seed": args.seed,
-            "command_line": ["python", "-m", "analysis.audit", *argv],
-            "started": started,
-            "finished": time.time(),
-            "host": platform.node(),
-            "device": str(device),
-        },
-        "checkpoint": loaded.spec.to_dict(),
-        "loading_notes": list(loaded.notes),
-        "evaluation": {
-            "dataset": evaluation.dataset.name,
-            "source": evaluation.dataset.source,
-            "num_samples": total,
-            "indices": evaluation.indices.tolist(),
-        },
-        "clean_accuracy": correct / total,
-        "num_correct": correct,
-    }
+    return AuditConfig(
+        suite=suite,
+        flatness=None if args.no_flatness else flatness_config(args.preset, args.batch_size),
+        num_samples=args.num_samples, flatness_samples=args.flatness_samples,
+        batch_size=args.batch_size, seed=args.seed,
+    )
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m analysis.audit", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("checkpoints", nargs="+", type=Path, metavar="CHECKPOINT")
-    parser.add_argument("--data", help="dataset folder or file (else the checkpoint's dataset, "
-                        "found through $ROBAUDIT_DATA)")
-    parser.add_argument("--num-samples", type=int, default=1000,
-                        help="evaluation samples, a fixed seeded selection (default 1000 or the whole test split)")
-    parser.add_argument("--batch-size", type=int, default=500)
-    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", type=Path, default=Path("out"), help="output folder (default out/)")
-    parser.add_argument("--quiet", action="store_true", help="print nothing but errors")
-    parser.add_argument("--verbose", action="store_true", help="tracebacks for errors")
-    add_description_arguments(parser)
-    return parser
+def _check_arguments(args: argparse.Namespace) -> None:
+    for flag in ("batch_size", "flatness_samples"):
+        if getattr(args, flag) <= 0:
+            raise ValueError(f"--{flag.replace('_', '-')} must be positive, got {getattr(args, flag)}")
+    if args.max_drop is not None and not 0 <= args.max_drop <= 1:
+        raise ValueError(f"--max-drop is a fraction in [0, 1], got {args.max_drop}")
+    if (args.junit or args.update_baseline or args.max_drop is not None) and args.baseline is None:
+        raise ValueError("--junit, --max-drop and --update-baseline need --baseline FILE")
+    if args.baseline is not None and len(args.checkpoints) != 1:
+        raise ValueError("--baseline gates one checkpoint at a time; give a single CHECKPOINT")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = _parser().parse_args(argv)
+    from analysis import gate
+
     try:
-        if args.batch_size <= 0:
-            raise ValueError(f"--batch-size must be positive, got {args.batch_size}")
-        documents = [(path, audit_one(path, args, argv)) for path in args.checkpoints]
-    except (CheckpointError, DatasetError, ValueError) as err:
+        _check_arguments(args)
+        device = _device(args.device)
+        description = description_from_arguments(args)
+        prepared = []
+        for path in args.checkpoints:
+            loaded = load_checkpoint(path, description, args.trust_checkpoint, device)
+            evaluation = evaluation_set(loaded, args.data, args.num_samples, args.seed)
+            prepared.append((path, loaded, evaluation, _config(args, loaded.spec.dataset)))
+        baseline = None
+        if args.baseline is not None and not args.update_baseline:
+            baseline = gate.read_baseline(args.baseline)
+    except (CheckpointError, DatasetError, DocumentError, ValueError) as err:
         if args.verbose:
             traceback.print_exc()
         print(f"error: {err}", file=sys.stderr)
         return 2
-    for path, document in documents:
+    status = 0
+    for path, loaded, evaluation, config in prepared:
+        document = run_audit(loaded, evaluation, config, device=device, progress=not args.quiet,
+                             command_line=["python", "-m", "analysis.audit", *argv])
         target = args.out / path.stem / "audit.json"
-        _write_json(target, document)
+        write_json(target, document)
         if not args.quiet:
-            spec = document["checkpoint"]
-            layer = spec["layer"]
-            print(f"{path}: {spec['arch']} with {layer['kind']} layers on {document['evaluation']['dataset']}")
-            print(
-                f"  clean accuracy {document['clean_accuracy']:.4f} "
-                f"({document['num_correct']}/{document['evaluation']['num_samples']})"
-            )
+            print("\n".join(summary_lines(path, document)))
             print(f"  result written to {target}")
-    return 0
+        if args.update_baseline:
+            write_json(args.baseline, gate.baseline_from(document))
+            if not args.quiet:
+                print(f"  baseline written to {args.baseline}")
+        elif baseline is not None:
+            outcome = gate.compare(document, baseline, max_drop=args.max_drop)
+            if args.junit:
+                gate.write_junit(args.junit, outcome)
+            if not args.quiet:
+                print("\n".join(gate.report_lines(outcome)))
+            if not outcome.passed:
+                status = 1
+    return status
 
 
 if __name__ == "__main__":

@@ -1,0 +1,234 @@
+"""What an audit runs: the attack suite (preset, TOML file, flags) and the flatness budget.
+
+A suite file is TOML::
+
+    preset = "standard"            # optional starting point (default: standard)
+    [epsilons]                     # per norm; replaces the preset's
+    linf = [0.1]
+    l2 = [0.5]
+    [[attacks]]                    # replaces the preset's list when given
+    kind = "pgd"                   # fgsm, pgd, pgd-t, square, noise, apgd, autoattack
+    label = "pgd-ce"
+    num_steps = 50
+    rel_step_size = 0.05
+    [sweep]                        # the sweep's keys; attack names a label above
+    attack = "pgd-ce"
+    num_points = 8
+    max_factor = 4.0
+    independent_samples = 100
+    [options]
+    skip_broken = true
+    eot_samples = 1
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from attacks import BACKENDS, AttackSpec, Norm, SuiteConfig, SweepConfig, preset
+from attacks.suite import ATTACKS
+from flatness import FlatnessConfig
+
+__all__ = ["PRESETS", "AuditConfig", "build_suite", "flatness_config", "parse_epsilons"]
+
+PRESETS = ("quick", "standard", "thesis", "thorough")
+EOT_SAMPLES = 8  # forward passes per gradient when the model turns out to be stochastic
+
+
+@dataclass(frozen=True)
+class AuditConfig:
+    """Everything an audit needs besides the model and data.
+
+    Attributes:
+        suite: the attack suite.
+        flatness: the flatness estimators, or None to skip them.
+        num_samples: evaluation samples (None: the whole test split).
+        flatness_samples: samples the flatness estimators use (the first of the evaluation set).
+        batch_size: evaluation batch size.
+        seed: the seed of every random choice.
+        examples_per_attack: adversarial examples kept per attack and norm.
+    """
+
+    suite: SuiteConfig
+    flatness: FlatnessConfig | None
+    num_samples: int | None = 1000
+    flatness_samples: int = 500
+    batch_size: int = 500
+    seed: int = 0
+    examples_per_attack: int = 3
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "suite": self.suite.to_dict(),
+            "flatness": None if self.flatness is None else {
+                "measures": [str(m) for m in self.flatness.measures],
+                "batch_size": self.flatness.batch_size,
+                "mode": str(self.flatness.mode),
+                "options": self.flatness.options,
+            },
+            "num_samples": self.num_samples,
+            "flatness_samples": self.flatness_samples,
+            "batch_size": self.batch_size,
+            "seed": self.seed,
+            "examples_per_attack": self.examples_per_attack,
+        }
+
+
+def parse_epsilons(text: str) -> dict[Norm, tuple[float, ...]] | tuple[float, ...]:
+    """``0.1,0.2`` (for every norm) or ``linf=0.1,0.2;l2=0.5`` (per norm)."""
+    if "=" not in text:
+        return _numbers(text, "--epsilons")
+    out: dict[Norm, tuple[float, ...]] = {}
+    for part in text.split(";"):
+        if not part.strip():
+            continue
+        name, _, values = part.partition("=")
+        out[Norm.parse(name.strip())] = _numbers(values, f"--epsilons {name.strip()}")
+    return out
+
+
+def _numbers(text: str, origin: str) -> tuple[float, ...]:
+    try:
+        values = tuple(float(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise ValueError(f"{origin} must be comma-separated numbers, got {text!r}") from None
+    if not values:
+        raise ValueError(f"{origin} is empty; give at least one epsilon")
+    if any(v < 0 for v in values) or list(values) != sorted(values):
+        raise ValueError(f"{origin}: epsilons must be non-negative and ascending, got {list(values)}")
+    return values
+
+
+def _suite_from_file(path: Path, dataset: str | None) -> SuiteConfig:
+    try:
+        data = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ValueError(f"suite file {path} does not exist") from None
+    except tomllib.TOMLDecodeError as err:
+        raise ValueError(f"suite file {path} is not valid TOML: {err}") from None
+    known = {"name", "preset", "epsilons", "attacks", "sweep", "options"}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ValueError(f"suite file {path}: unknown key(s) {unknown}; known: {sorted(known)}")
+    base = data.get("preset", "standard")
+    if base not in PRESETS:
+        raise ValueError(f"suite file {path}: preset must be one of {PRESETS}, got {base!r}")
+    suite = _preset_any(base, dataset) if "epsilons" in data else preset(base, dataset)
+    changes: dict[str, Any] = {"name": data.get("name", path.stem)}
+    if "epsilons" in data:
+        changes["epsilons"] = {
+            Norm.parse(k): _numbers(",".join(map(str, v if isinstance(v, list) else [v])), f"{path} epsilons.{k}")
+            for k, v in data["epsilons"].items()
+        }
+    if "attacks" in data:
+        specs = []
+        for item in data["attacks"]:
+            params = dict(item)
+            kind = params.pop("kind", None)
+            if kind not in ATTACKS:
+                raise ValueError(f"suite file {path}: attack kind must be one of {sorted(ATTACKS)}, got {kind!r}")
+            specs.append(AttackSpec(kind, params.pop("label", kind), params))
+        changes["attacks"] = tuple(specs)
+    attacks = changes.get("attacks", suite.attacks)
+    if "sweep" in data:
+        sweep = dict(data["sweep"])
+        label = sweep.pop("attack", None)
+        match = [s for s in attacks if s.label == label]
+        if not match:
+            raise ValueError(
+                f"suite file {path}: sweep.attack must name an attack label "
+                f"({', '.join(s.label for s in attacks)}), got {label!r}"
+            )
+        try:
+            changes["sweep"] = SweepConfig(match[0], **sweep)
+        except TypeError as err:
+            raise ValueError(f"suite file {path}: bad [sweep] key: {err}") from None
+    options = dict(data.get("options", {}))
+    allowed = {"skip_broken", "eot_samples", "stochastic", "batch_size"}
+    if set(options) - allowed:
+        raise ValueError(f"suite file {path}: [options] takes {sorted(allowed)}, got {sorted(options)}")
+    return suite.with_options(**changes, **options)
+
+
+def _preset_any(name: str, dataset: str | None) -> SuiteConfig:
+    """A preset even for a dataset without standard epsilons (the file supplies them)."""
+    try:
+        return preset(name, dataset)
+    except ValueError:
+        return preset(name, "cifar10")
+
+
+def build_suite(
+    preset_name: str,
+    dataset: str | None,
+    *,
+    suite_file: Path | None = None,
+    norms: Sequence[str] | None = None,
+    epsilons: Mapping[Norm, tuple[float, ...]] | tuple[float, ...] | None = None,
+    attacks: Sequence[str] | None = None,
+    backend: str | None = None,
+) -> SuiteConfig:
+    """The suite from a preset or a TOML file, narrowed and adjusted by flags."""
+    if preset_name not in PRESETS:
+        raise ValueError(f"--preset must be one of {', '.join(PRESETS)}, got {preset_name!r}")
+    if suite_file is not None:
+        suite = _suite_from_file(suite_file, dataset)
+    elif epsilons is not None:
+        suite = _preset_any(preset_name, dataset)
+    else:
+        suite = preset(preset_name, dataset)
+    if epsilons is not None:
+        if isinstance(epsilons, tuple):
+            epsilons = {norm: epsilons for norm in suite.norms}
+        suite = suite.with_options(epsilons=dict(epsilons))
+    if norms is not None:
+        wanted = [Norm.parse(n) for n in norms]
+        missing = [n.value for n in wanted if n not in suite.epsilons]
+        if missing:
+            raise ValueError(f"--norms {','.join(missing)}: the suite has no epsilons for it; give --epsilons")
+        suite = suite.with_options(epsilons={n: suite.epsilons[n] for n in wanted})
+    if attacks is not None:
+        labels = [s.label for s in suite.attacks]
+        unknown = [a for a in attacks if a not in labels]
+        if unknown:
+            raise ValueError(f"--attacks {','.join(unknown)}: not in the suite; known: {', '.join(labels)}")
+        kept = tuple(s for s in suite.attacks if s.label in attacks)
+        sweep = suite.sweep if suite.sweep and suite.sweep.attack.label in attacks else None
+        suite = suite.with_options(attacks=kept, sweep=sweep)
+    if backend is not None:
+        if backend not in BACKENDS:
+            raise ValueError(f"--backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+        specs = tuple(
+            replace(s, params={**s.params, "backend": backend}) if s.kind in ("fgsm", "pgd") else s
+            for s in suite.attacks
+        )
+        sweep = suite.sweep
+        if sweep is not None and sweep.attack.kind in ("fgsm", "pgd"):
+            sweep = replace(sweep, attack=next(s for s in specs if s.label == sweep.attack.label))
+        suite = suite.with_options(attacks=specs, sweep=sweep)
+    return suite
+
+
+def flatness_config(preset_name: str, batch_size: int) -> FlatnessConfig:
+    """Flatness estimators and budgets matched to the attack preset."""
+    quick = preset_name == "quick"
+    return FlatnessConfig(
+        measures=(
+            "fisher_rao_empirical", "fisher_rao_model", "hessian_trace", "hessian_eigenvalues",
+            "spectral_density", "landscape_1d", "landscape_2d", "epsilon_sharpness",
+        ),
+        batch_size=min(batch_size, 256),
+        options={
+            "hessian_trace": {"max_probes": 20 if quick else 100, "rel_tol": 0.05 if quick else 0.02},
+            "hessian_eigenvalues": {"num_eigenvalues": 3, "max_iterations": 20 if quick else 60},
+            "spectral_density": {"num_runs": 1 if quick else 3, "num_steps": 20 if quick else 40,
+                                 "num_grid_points": 200},
+            "landscape_1d": {"num_points": 11 if quick else 21},
+            "landscape_2d": {"num_points": 7 if quick else 15},
+            "epsilon_sharpness": {"num_steps": 5 if quick else 10},
+        },
+    )

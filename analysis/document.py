@@ -1,0 +1,115 @@
+"""The result document ``audit.json``: building it, writing it atomically, reading it back.
+
+The document holds everything a report or a gate needs, so neither has to touch torch:
+provenance, the checkpoint's description, clean accuracy, per norm the reliable (worst case
+over attacks) robust accuracy and every attack's outcomes with compact per-sample bit strings,
+robustness curves, mean loss per iteration, a few adversarial examples beside their originals,
+flatness estimates with their grids and spectral density, activation statistics, the probes,
+the findings and the verdict.
+
+Per-sample outcomes are strings of ``0``/``1``, one character per evaluated sample in the order
+of ``evaluation.indices``. Images are base64 of uint8 pixels (value × 255, rounded), C×H×W.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from analysis.stats import wilson_interval
+
+__all__ = [
+    "SCHEMA_PATH",
+    "SCHEMA_VERSION",
+    "DocumentError",
+    "bits",
+    "decode_image",
+    "encode_image",
+    "read_document",
+    "unbits",
+    "write_json",
+]
+
+SCHEMA_VERSION = "1.0"
+SCHEMA_PATH = Path(__file__).resolve().parent / "audit.schema.json"
+_READABLE = ("1.0",)
+
+
+class DocumentError(ValueError):
+    """A result document that cannot be read (missing, malformed, unknown version)."""
+
+
+def bits(mask: Tensor) -> str | list[str]:
+    """``[N]`` bool -> ``"0101..."``; ``[K, N]`` -> a list of K such strings."""
+    if mask.dim() == 2:
+        return [bits(row) for row in mask]  # type: ignore[misc]
+    return "".join("1" if v else "0" for v in mask.tolist())
+
+
+def unbits(text: str) -> list[bool]:
+    """Inverse of :func:`bits` for one row."""
+    return [c == "1" for c in text]
+
+
+def encode_image(image: Tensor) -> str:
+    """A [C, H, W] image in [0, 1] as base64 of uint8 pixels."""
+    pixels = (image.detach().float().clamp(0, 1) * 255).round().to(torch.uint8).cpu()
+    return base64.b64encode(pixels.numpy().tobytes()).decode("ascii")
+
+
+def decode_image(text: str, shape: Sequence[int]) -> list[int]:
+    """Pixels (0..255) of an encoded image, flat, C×H×W order."""
+    data = base64.b64decode(text)
+    if len(data) != math.prod(shape):
+        raise DocumentError(f"image holds {len(data)} pixels, expected shape {list(shape)}")
+    return list(data)
+
+
+def proportion(count: int, total: int) -> dict[str, Any]:
+    """A proportion with its 95 % Wilson interval."""
+    low, high = wilson_interval(count, total)
+    return {"value": count / total if total else None, "count": count, "total": total, "wilson_95": [low, high]}
+
+
+def write_json(path: Path, document: dict[str, Any]) -> None:
+    """Write ``document`` atomically (temporary file and rename); numbers stay numbers."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(document, indent=1, allow_nan=False)
+    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "w") as out:
+            out.write(text + "\n")
+        os.chmod(temp, 0o644)
+        os.replace(temp, path)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
+
+
+def read_document(path: str | Path) -> dict[str, Any]:
+    """Read an audit document, refusing unknown schema versions."""
+    path = Path(path)
+    try:
+        document = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise DocumentError(f"result file {path} does not exist") from None
+    except json.JSONDecodeError as err:
+        raise DocumentError(f"{path} is not valid JSON: {err}") from None
+    if not isinstance(document, dict):
+        raise DocumentError(f"{path} is not an audit document (expected a JSON object)")
+    version = document.get("schema_version")
+    if version not in _READABLE:
+        raise DocumentError(
+            f"{path} has schema_version {version!r}; this toolkit reads {', '.join(_READABLE)}. "
+            "Re-run the audit with this version, or use the toolkit version that wrote it"
+        )
+    return document

@@ -1,0 +1,209 @@
+"""The CI gate: compare an audit result with a baseline and fail on regressions.
+
+``python -m analysis.gate RESULT.json BASELINE.json [--max-drop D] [--junit FILE]``
+``python -m analysis.gate RESULT.json BASELINE.json --update-baseline``
+
+A check fails when clean accuracy, the reliable robust accuracy (worst case over attacks) or
+the robust accuracy after any attack drops beyond tolerance, or when a red flag appears that
+the baseline did not have. The default tolerance is statistical: on the same samples (same
+indices) the drop is tested with the paired (McNemar) 95 % interval, so a drop fails only if
+its interval lies wholly above zero; on different samples an unpaired two-proportion interval
+is used. ``--max-drop D`` replaces this by a fixed tolerated drop (a fraction, e.g. 0.02).
+
+Exit status: 0 passed, 1 a check failed, 2 bad input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import xml.etree.ElementTree as ET
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from analysis.document import DocumentError, read_document, unbits, write_json
+from analysis.stats import paired_drop_interval
+
+__all__ = ["Case", "GateOutcome", "baseline_from", "compare", "main", "read_baseline", "report_lines", "write_junit"]
+
+Z95 = 1.959963984540054
+
+
+@dataclass(frozen=True)
+class Case:
+    """One gate check: its name, whether it passed, and why."""
+
+    name: str
+    passed: bool
+    message: str
+
+
+@dataclass(frozen=True)
+class GateOutcome:
+    cases: tuple[Case, ...]
+
+    @property
+    def passed(self) -> bool:
+        return all(case.passed for case in self.cases)
+
+
+def baseline_from(document: dict[str, Any]) -> dict[str, Any]:
+    """A baseline: the audit document without what the gate does not read (images, grids)."""
+    norms = []
+    for norm in document["robustness"]["norms"]:
+        norms.append({
+            "norm": norm["norm"],
+            "epsilons": norm["epsilons"],
+            "reliable_robust_accuracy": norm["reliable_robust_accuracy"],
+            "robust": norm["robust"],
+            "attacks": [
+                {key: attack[key] for key in ("label", "kind", "robust_accuracy_after", "success", "attacked")}
+                for attack in norm["attacks"]
+            ],
+        })
+    return {
+        "schema_version": document["schema_version"],
+        "baseline": True,
+        "provenance": {key: document["provenance"].get(key) for key in ("checkpoint", "checkpoint_sha256", "seed", "versions")},
+        "evaluation": {key: document["evaluation"][key] for key in ("dataset", "num_samples", "indices")},
+        "clean_accuracy": document["clean_accuracy"],
+        "clean_correct": document["clean_correct"],
+        "robustness": {"norms": norms},
+        "findings": [{key: f[key] for key in ("code", "status", "explanation")} for f in document["findings"]],
+        "verdict": document["verdict"],
+    }
+
+
+def read_baseline(path: Path) -> dict[str, Any]:
+    """Read a baseline (or a full audit document used as one)."""
+    document = read_document(path)
+    for key in ("evaluation", "clean_correct", "robustness", "findings"):
+        if key not in document:
+            raise DocumentError(f"{path} is not an audit result or baseline: it has no {key!r}")
+    return document
+
+
+def _robust_after(norm: dict[str, Any], clean: list[bool]) -> dict[str, list[list[bool]]]:
+    """Per attack label, the per-epsilon robust masks after that attack (cumulative)."""
+    out: dict[str, list[list[bool]]] = {}
+    robust = [list(clean) for _ in norm["epsilons"]]
+    for attack in norm["attacks"]:
+        for k, row in enumerate(attack["success"]):
+            broken = unbits(row)
+            robust[k] = [r and not b for r, b in zip(robust[k], broken, strict=True)]
+        out[attack["label"]] = [list(r) for r in robust]
+    return out
+
+
+def _drop_case(
+    name: str, before: list[bool], after: list[bool], paired: bool, max_drop: float | None
+) -> Case:
+    n0, n1 = len(before), len(after)
+    p0 = sum(before) / n0 if n0 else 0.0
+    p1 = sum(after) / n1 if n1 else 0.0
+    drop = p0 - p1
+    if max_drop is not None:
+        passed = drop <= max_drop + 1e-12
+        rule = f"tolerated drop {max_drop:.4f}"
+    elif paired:
+        only_before = sum(b and not a for b, a in zip(before, after, strict=True))
+        only_after = sum(a and not b for b, a in zip(before, after, strict=True))
+        low, high = paired_drop_interval(only_before, only_after, n0)
+        passed = low <= 0
+        rule = f"paired 95 % interval of the drop [{low:.4f}, {high:.4f}]"
+    else:
+        half = Z95 * math.sqrt(p0 * (1 - p0) / max(n0, 1) + p1 * (1 - p1) / max(n1, 1)) + 1 / max(min(n0, n1), 1)
+        passed = drop - half <= 0
+        rule = f"unpaired 95 % interval of the drop [{drop - half:.4f}, {drop + half:.4f}]"
+    verb = "within" if passed else "beyond"
+    return Case(name, passed, f"{p0:.4f} -> {p1:.4f} (drop {drop:+.4f}), {verb} {rule}")
+
+
+def compare(document: dict[str, Any], baseline: dict[str, Any], max_drop: float | None = None) -> GateOutcome:
+    """Every gate check of ``document`` against ``baseline``."""
+    paired = document["evaluation"]["indices"] == baseline["evaluation"]["indices"]
+    cases = [
+        _drop_case("clean accuracy", unbits(baseline["clean_correct"]), unbits(document["clean_correct"]),
+                   paired, max_drop)
+    ]
+    current_norms = {n["norm"]: n for n in document["robustness"]["norms"]}
+    clean_now, clean_then = unbits(document["clean_correct"]), unbits(baseline["clean_correct"])
+    for old in baseline["robustness"]["norms"]:
+        new = current_norms.get(old["norm"])
+        for k, epsilon in enumerate(old["epsilons"]):
+            label = f"{old['norm']} eps {epsilon:.6g}"
+            if new is None or epsilon not in new["epsilons"]:
+                cases.append(Case(f"reliable robust accuracy {label}", False, "missing from the result"))
+                continue
+            j = new["epsilons"].index(epsilon)
+            cases.append(_drop_case(f"reliable robust accuracy {label}", unbits(old["robust"][k]),
+                                    unbits(new["robust"][j]), paired, max_drop))
+            then, now = _robust_after(old, clean_then), _robust_after(new, clean_now)
+            for attack, masks in then.items():
+                if attack not in now:
+                    cases.append(Case(f"{attack} {label}", False, "attack missing from the result"))
+                    continue
+                cases.append(_drop_case(f"{attack} {label}", masks[k], now[attack][j], paired, max_drop))
+    before = {f["code"]: f["status"] for f in baseline["findings"]}
+    for finding in document["findings"]:
+        new_flag = finding["status"] == "fail" and before.get(finding["code"]) != "fail"
+        cases.append(Case(
+            f"red flag {finding['code']}", not new_flag,
+            f"new red flag: {finding['explanation']}" if new_flag else f"{finding['status']} (baseline: {before.get(finding['code'], 'absent')})",
+        ))
+    return GateOutcome(tuple(cases))
+
+
+def report_lines(outcome: GateOutcome) -> list[str]:
+    failed = [c for c in outcome.cases if not c.passed]
+    lines = [f"  gate: {'passed' if not failed else 'FAILED'} ({len(outcome.cases) - len(failed)}/{len(outcome.cases)} checks)"]
+    lines += [f"    FAIL {c.name}: {c.message}" for c in failed]
+    return lines
+
+
+def write_junit(path: Path, outcome: GateOutcome) -> None:
+    """JUnit XML with one test case per check."""
+    failures = sum(not c.passed for c in outcome.cases)
+    suite = ET.Element("testsuite", name="robaudit-gate", tests=str(len(outcome.cases)), failures=str(failures))
+    for case in outcome.cases:
+        element = ET.SubElement(suite, "testcase", classname="robaudit.gate", name=case.name)
+        if case.passed:
+            ET.SubElement(element, "system-out").text = case.message
+        else:
+            ET.SubElement(element, "failure", message=case.message).text = case.message
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ET.ElementTree(suite).write(path, encoding="utf-8", xml_declaration=True)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m analysis.gate", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("result", type=Path, help="audit.json of the run to gate")
+    parser.add_argument("baseline", type=Path, help="baseline file")
+    parser.add_argument("--max-drop", type=float, help="fixed tolerated drop (fraction) instead of the paired interval")
+    parser.add_argument("--junit", type=Path, help="write JUnit XML here")
+    parser.add_argument("--update-baseline", action="store_true", help="write RESULT as the new baseline and exit")
+    args = parser.parse_args(argv)
+    try:
+        if args.max_drop is not None and not 0 <= args.max_drop <= 1:
+            raise ValueError(f"--max-drop is a fraction in [0, 1], got {args.max_drop}")
+        document = read_document(args.result)
+        if args.update_baseline:
+            write_json(args.baseline, baseline_from(document))
+            print(f"baseline written to {args.baseline}")
+            return 0
+        outcome = compare(document, read_baseline(args.baseline), args.max_drop)
+    except (DocumentError, ValueError, KeyError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    if args.junit:
+        write_junit(args.junit, outcome)
+    print("\n".join(report_lines(outcome)))
+    return 0 if outcome.passed else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,495 @@
+"""Gradient-masking red flags: each check is one function from the evidence to one finding.
+
+The checks follow Athalye et al. (2018, section 3.1), Carlini et al. (2019) and the
+indicators of attack failure of Pintor et al. (2022), and AutoAttack's warnings. Comparisons
+between attacks are paired: in the suite every attack runs only on the samples that the
+attacks before it left robust, so "attack B broke samples that A missed" is a count of
+discordant samples, tested with an exact one-sided binomial test against a small tolerated
+rate. Noise on 1000 samples therefore raises nothing.
+
+Adding a check: write a function ``(Evidence) -> Finding``, decorate it with ``@check``, and
+document it in the table of the README.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+import torch
+
+from analysis.probes import ModelProbes
+from analysis.stats import binomial_tail, mcnemar_exact
+from attacks import AttackRecord, NormOutcome, SuiteResult
+
+__all__ = ["CHECKS", "Evidence", "Finding", "Status", "run_checks", "verdict"]
+
+ALPHA = 0.01  # significance level of every paired test
+
+
+class Status(str, Enum):
+    PASS = "pass"
+    WARN = "warn"
+    FAIL = "fail"
+    NOT_APPLICABLE = "n/a"
+
+
+_ORDER = {Status.NOT_APPLICABLE: 0, Status.PASS: 1, Status.WARN: 2, Status.FAIL: 3}
+
+
+@dataclass(frozen=True)
+class Finding:
+    """The outcome of one check.
+
+    Attributes:
+        code: stable identifier, e.g. ``black-box-beats-white-box``.
+        title: short human name.
+        status: pass, warn, fail or n/a.
+        evidence: the numbers behind the status (JSON-able).
+        explanation: one sentence on what was seen.
+        remedy: what to do about it.
+        masking: True for checks whose failure suggests gradient masking, False for checks
+            whose failure makes the evaluation itself unreliable.
+    """
+
+    code: str
+    title: str
+    status: Status
+    evidence: dict[str, Any] = field(default_factory=dict)
+    explanation: str = ""
+    remedy: str = ""
+    masking: bool = True
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "code": self.code,
+            "title": self.title,
+            "status": self.status.value,
+            "evidence": self.evidence,
+            "explanation": self.explanation,
+            "remedy": self.remedy,
+            "kind": "masking" if self.masking else "reliability",
+        }
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """Everything the checks read.
+
+    Attributes:
+        suite: the attack suite's outcome (None when no attacks ran).
+        probes: direct measurements of the model.
+        eot_samples: forward passes per gradient the suite used (1 = no EOT).
+    """
+
+    suite: SuiteResult | None
+    probes: ModelProbes
+    eot_samples: int = 1
+
+
+Check = Callable[[Evidence], Finding]
+CHECKS: dict[str, Check] = {}
+
+
+def check(code: str) -> Callable[[Check], Check]:
+    """Register a check under ``code``."""
+
+    def register(function: Check) -> Check:
+        CHECKS[code] = function
+        return function
+
+    return register
+
+
+def _worst(statuses: list[Status]) -> Status:
+    return max(statuses, key=_ORDER.__getitem__, default=Status.NOT_APPLICABLE)
+
+
+def _find(outcome: NormOutcome, kind: str, label: str | None = None) -> AttackRecord | None:
+    for record in outcome.attacks:
+        if record.kind == kind and (label is None or record.label == label):
+            return record
+    return None
+
+
+def _excess_breaks(
+    later: AttackRecord, earlier_robust_count: int, k: int, tolerated: float, minimum: int
+) -> tuple[Status, dict[str, Any]]:
+    """Did ``later`` break more of the samples left to it than a tolerated rate allows?"""
+    broken = int((later.success[k] & later.attacked[k]).sum())
+    attempted = int(later.attacked[k].sum())
+    p_value = binomial_tail(broken, attempted, tolerated) if attempted else 1.0
+    status = Status.PASS
+    if attempted == 0:
+        status = Status.NOT_APPLICABLE
+    elif broken >= minimum and p_value < ALPHA:
+        status = Status.FAIL
+    elif broken >= minimum:
+        status = Status.WARN
+    return status, {
+        "broken": broken,
+        "attempted": attempted,
+        "rate": broken / attempted if attempted else None,
+        "tolerated_rate": tolerated,
+        "p_value": p_value,
+        "robust_before": earlier_robust_count,
+    }
+
+
+def _pairwise(
+    evidence: Evidence,
+    later_kinds: tuple[str, ...],
+    earlier_kinds: tuple[str, ...],
+    tolerated: float,
+    minimum: int,
+) -> tuple[Status, dict[str, Any]]:
+    """For each norm and epsilon: did an attack of ``later_kinds`` break samples that every
+    attack of ``earlier_kinds`` (run before it) left robust, beyond ``tolerated``?"""
+    suite = evidence.suite
+    if suite is None:
+        return Status.NOT_APPLICABLE, {}
+    statuses: list[Status] = []
+    rows: dict[str, Any] = {}
+    for outcome in suite.norms:
+        records = list(outcome.attacks)
+        for k, epsilon in enumerate(outcome.epsilons):
+            for i, later in enumerate(records):
+                if later.kind not in later_kinds:
+                    continue
+                before = [r for r in records[:i] if r.kind in earlier_kinds]
+                if not before:
+                    continue
+                robust = suite.clean_correct.clone()
+                for record in before:
+                    robust &= ~record.success[k]
+                status, row = _excess_breaks(later, int(robust.sum()), k, tolerated, minimum)
+                row["after"] = [r.label for r in before]
+                rows[f"{later.label}/{outcome.norm.value}/{epsilon:.6g}"] = row
+                statuses.append(status)
+    return _worst(statuses), rows
+
+
+@check("one-step-beats-iterative")
+def one_step_beats_iterative(evidence: Evidence) -> Finding:
+    status, rows = _pairwise(evidence, ("fgsm",), ("pgd", "apgd"), tolerated=0.01, minimum=3)
+    return Finding(
+        "one-step-beats-iterative", "One-step attack beats iterative", status, rows,
+        "FGSM broke samples that the iterative attacks left robust"
+        if status in (Status.WARN, Status.FAIL) else
+        "FGSM found nothing that the iterative attacks missed",
+        "An iterative attack should dominate its single step: check the step size and the "
+        "number of steps, and look for gradient masking (Athalye et al. 2018, 3.1)",
+    )
+
+
+@check("black-box-beats-white-box")
+def black_box_beats_white_box(evidence: Evidence) -> Finding:
+    status, rows = _pairwise(
+        evidence, ("square",), ("pgd", "pgd-t", "fgsm", "apgd"), tolerated=0.05, minimum=5
+    )
+    return Finding(
+        "black-box-beats-white-box", "Black-box beats white-box", status, rows,
+        "Square broke samples that every gradient attack left robust"
+        if status in (Status.WARN, Status.FAIL) else
+        "Square found little that the gradient attacks missed",
+        "Gradients are uninformative: report the worst case over all attacks (reliable robust "
+        "accuracy) and suspect gradient masking; try BPDA/EOT or a margin loss",
+    )
+
+
+@check("random-search-beats-gradient")
+def random_search_beats_gradient(evidence: Evidence) -> Finding:
+    status, rows = _pairwise(
+        evidence, ("noise",), ("pgd", "pgd-t", "fgsm", "apgd"), tolerated=0.01, minimum=3
+    )
+    return Finding(
+        "random-search-beats-gradient", "Random search beats gradients", status, rows,
+        "random noise in the epsilon ball broke samples that the gradient attacks left robust"
+        if status in (Status.WARN, Status.FAIL) else
+        "random noise found nothing that the gradient attacks missed",
+        "Random sampling should never beat a gradient attack: gradients are masked or broken",
+    )
+
+
+@check("targeted-beats-untargeted")
+def targeted_beats_untargeted(evidence: Evidence) -> Finding:
+    status, rows = _pairwise(evidence, ("pgd-t",), ("pgd",), tolerated=0.10, minimum=5)
+    return Finding(
+        "targeted-beats-untargeted", "Targeted beats untargeted", status, rows,
+        "the targeted attack broke many samples the untargeted one left robust"
+        if status in (Status.WARN, Status.FAIL) else
+        "the targeted attack found little beyond the untargeted one",
+        "The untargeted cross-entropy attack is failing (its gradient vanishes or points the "
+        "wrong way); use a margin loss or multi-target attacks and report the worst case",
+    )
+
+
+@check("unbounded-attack-below-100")
+def unbounded_attack(evidence: Evidence) -> Finding:
+    suite = evidence.suite
+    rows: dict[str, Any] = {}
+    statuses: list[Status] = []
+    for outcome in suite.norms if suite else ():
+        sweep = outcome.sweep
+        if sweep is None or outcome.unbounded_epsilon not in sweep.epsilons:
+            continue
+        k = sweep.epsilons.index(outcome.unbounded_epsilon)
+        total = int(suite.num_samples)  # type: ignore[union-attr]
+        survived = int((~sweep.success[k]).sum())
+        rows[outcome.norm.value] = {
+            "epsilon": outcome.unbounded_epsilon, "survived": survived, "samples": total,
+            "success_rate": 1 - survived / total if total else None,
+        }
+        statuses.append(
+            Status.FAIL if survived > max(1, 0.01 * total) else Status.WARN if survived else Status.PASS
+        )
+    status = _worst(statuses)
+    return Finding(
+        "unbounded-attack-below-100", "Unbounded attack below 100 %", status, rows,
+        "an attack allowed to change the whole image did not reach 100 % success"
+        if status in (Status.WARN, Status.FAIL) else
+        "the unbounded attack reached (nearly) 100 % success",
+        "With an unbounded budget every sample must fall; if not, the attack is failing "
+        "(masked gradients, too few steps) and bounded results are not trustworthy",
+    )
+
+
+@check("success-not-increasing-with-epsilon")
+def not_monotonic(evidence: Evidence) -> Finding:
+    suite = evidence.suite
+    rows: dict[str, Any] = {}
+    statuses: list[Status] = []
+    for outcome in suite.norms if suite else ():
+        sweep = outcome.independent_sweep
+        if sweep is None:
+            continue
+        success = sweep.success
+        drops = []
+        for k in range(len(sweep.epsilons) - 1):
+            lost = int((success[k] & ~success[k + 1]).sum())
+            gained = int((~success[k] & success[k + 1]).sum())
+            p_value = mcnemar_exact(lost, gained)
+            drops.append({"from": sweep.epsilons[k], "to": sweep.epsilons[k + 1],
+                          "lost": lost, "gained": gained, "p_value": p_value})
+            if lost >= 3 and p_value < ALPHA:
+                statuses.append(Status.FAIL)
+            elif lost > gained and lost >= 2:
+                statuses.append(Status.WARN)
+        rate = success.double().mean(1)
+        bounded = [k for k, e in enumerate(sweep.epsilons) if e != outcome.unbounded_epsilon]
+        plateau = False
+        if len(bounded) >= 2:
+            last, previous = bounded[-1], bounded[-2]
+            plateau = bool(rate[last] < 0.9 and rate[last] <= rate[previous] + 1e-12)
+            if plateau:
+                statuses.append(Status.WARN)
+        rows[outcome.norm.value] = {
+            "epsilons": list(sweep.epsilons), "success_rate": rate.tolist(),
+            "samples": int(sweep.success.shape[1]), "steps": drops, "plateau_below_90": plateau,
+        }
+        statuses.append(Status.PASS)
+    status = _worst(statuses)
+    return Finding(
+        "success-not-increasing-with-epsilon", "Success not increasing with epsilon", status, rows,
+        "attack success fell, or stalled well below 100 %, as epsilon grew"
+        if status in (Status.WARN, Status.FAIL) else
+        "attack success grows with epsilon",
+        "A larger budget can only help a working attack: non-monotonic success or an early "
+        "plateau means the optimisation is failing",
+    )
+
+
+def _gradient_records(suite: SuiteResult) -> list[AttackRecord]:
+    return [
+        r for outcome in suite.norms for r in (*outcome.attacks, outcome.sweep) if r is not None
+        and r.result is not None and r.result.gradient_stats is not None
+    ]
+
+
+@check("vanishing-gradients")
+def vanishing_gradients(evidence: Evidence) -> Finding:
+    suite = evidence.suite
+    norms = [
+        r.result.gradient_stats.first_grad_norm.flatten()  # type: ignore[union-attr]
+        for r in (_gradient_records(suite) if suite else [])
+    ]
+    values = torch.cat(norms) if norms else torch.empty(0)
+    values = values[~torch.isnan(values)]
+    if values.numel() == 0:
+        return Finding("vanishing-gradients", "Zero or vanishing gradients", Status.NOT_APPLICABLE)
+    threshold = _gradient_records(suite)[0].result.gradient_stats.vanishing_threshold  # type: ignore[arg-type, union-attr]
+    zero = float((values == 0).double().mean())
+    vanishing = float((values < threshold).double().mean())
+    status = Status.FAIL if vanishing > 0.05 else Status.WARN if vanishing > 0.01 else Status.PASS
+    return Finding(
+        "vanishing-gradients", "Zero or vanishing gradients", status,
+        {"zero_fraction": zero, "vanishing_fraction": vanishing, "threshold": threshold,
+         "measured": int(values.numel())},
+        f"{vanishing:.1%} of input gradients are below {threshold:g} ({zero:.1%} exactly zero)",
+        "Vanishing gradients starve gradient attacks (saturated softmax, quantisation): use a "
+        "margin loss on logits, BPDA, or gradient-free attacks",
+    )
+
+
+@check("non-finite-values")
+def nonfinite(evidence: Evidence) -> Finding:
+    probes = evidence.probes
+    attack_logits = attack_grads = 0
+    if evidence.suite is not None:
+        for record in _gradient_records(evidence.suite):
+            stats = record.result.gradient_stats  # type: ignore[union-attr]
+            attack_logits += stats.nonfinite_logits  # type: ignore[union-attr]
+            attack_grads += stats.nonfinite_gradients  # type: ignore[union-attr]
+    rows = {"clean_logits": probes.nonfinite_logits, "clean_gradients": probes.nonfinite_gradients,
+            "attack_logits": attack_logits, "attack_gradients": attack_grads}
+    bad = sum(rows.values())
+    return Finding(
+        "non-finite-values", "NaN or Inf in logits or gradients",
+        Status.FAIL if bad else Status.PASS, rows,
+        "NaN or Inf appeared in logits or gradients" if bad else "all logits and gradients are finite",
+        "Non-finite values break attacks silently: find the operation that overflows "
+        "(log of zero, division by zero) and fix it before evaluating",
+        masking=False,
+    )
+
+
+@check("gradient-disagrees-with-finite-differences")
+def finite_differences(evidence: Evidence) -> Finding:
+    probes = evidence.probes
+    if probes.fd_informative == 0:
+        return Finding("gradient-disagrees-with-finite-differences",
+                       "Gradients disagree with finite differences", Status.NOT_APPLICABLE)
+    fraction = probes.fd_disagreement_fraction
+    status = Status.FAIL if fraction > 0.10 else Status.WARN if fraction > 0.02 else Status.PASS
+    return Finding(
+        "gradient-disagrees-with-finite-differences", "Gradients disagree with finite differences",
+        status,
+        {"disagreement_fraction": fraction, "pairs": probes.fd_informative, "step": probes.fd_step,
+         "tolerance": probes.fd_tolerance},
+        f"the gradient's directional derivative disagrees with finite differences in {fraction:.1%} "
+        "of sample-direction pairs",
+        "The backward pass does not describe the function (shattered gradients, a "
+        "non-differentiable or custom-gradient layer): use BPDA or gradient-free attacks",
+    )
+
+
+@check("stochastic-model")
+def stochastic_model(evidence: Evidence) -> Finding:
+    probes = evidence.probes
+    rows = {"max_repeat_difference": probes.max_repeat_difference,
+            "prediction_flip_fraction": probes.prediction_flip_fraction,
+            "eot_samples": evidence.eot_samples}
+    if not probes.stochastic:
+        return Finding("stochastic-model", "Stochastic model", Status.PASS, rows,
+                       "repeated forward passes give identical logits", "")
+    return Finding(
+        "stochastic-model", "Stochastic model", Status.WARN, rows,
+        f"repeated forward passes differ (predictions flip on {probes.prediction_flip_fraction:.1%}"
+        f" of samples); gradients were averaged over {evidence.eot_samples} passes (EOT)",
+        "Randomised models mask gradients: evaluate with EOT and read robust accuracy as an "
+        "expectation over the randomness",
+    )
+
+
+@check("model-in-train-mode")
+def train_mode(evidence: Evidence) -> Finding:
+    modules = evidence.probes.train_mode_modules
+    return Finding(
+        "model-in-train-mode", "Model left in train mode",
+        Status.FAIL if modules else Status.PASS, {"modules": list(modules)},
+        f"{len(modules)} module(s) stay in training mode after eval(): {', '.join(modules[:5])}"
+        if modules else "every module is in eval mode",
+        "Dropout or batch norm in training mode at test time makes predictions random; call "
+        "eval() on every submodule (or evaluate stochastically on purpose, with EOT)",
+        masking=False,
+    )
+
+
+@check("probability-outputs")
+def probability_outputs(evidence: Evidence) -> Finding:
+    probability = evidence.probes.probability_outputs
+    return Finding(
+        "probability-outputs", "Probabilities instead of logits",
+        Status.FAIL if probability else Status.PASS, {"probability_outputs": probability},
+        "the model outputs probabilities (rows in [0, 1] summing to 1)" if probability
+        else "the model outputs logits",
+        "Cross-entropy on probabilities applies softmax twice and flattens gradients: remove "
+        "the final softmax so the model returns logits",
+        masking=False,
+    )
+
+
+@check("attack-not-converged")
+def not_converged(evidence: Evidence) -> Finding:
+    suite = evidence.suite
+    rows: dict[str, Any] = {}
+    statuses: list[Status] = []
+    for outcome in suite.norms if suite else ():
+        for record in outcome.attacks:
+            if record.kind not in ("pgd", "pgd-t") or record.loss_trace.shape[1] < 11:
+                continue
+            for k, epsilon in enumerate(record.epsilons):
+                alive = record.attacked[k] & ~record.success[k]
+                if int(alive.sum()) == 0:
+                    continue
+                trace = record.loss_trace[k][:, alive].double().nanmean(1)
+                steps = trace.shape[0] - 1
+                tail = max(1, steps // 10)
+                total_rise = float(trace[-1] - trace[0])
+                tail_rise = float(trace[-1] - trace[-1 - tail])
+                rising = tail_rise > 0.01 * max(abs(total_rise), 1e-12) and tail_rise > 1e-3
+                rows[f"{record.label}/{outcome.norm.value}/{epsilon:.6g}"] = {
+                    "robust_samples": int(alive.sum()), "total_rise": total_rise,
+                    "last_10pct_rise": tail_rise,
+                }
+                statuses.append(Status.WARN if rising else Status.PASS)
+    status = _worst(statuses)
+    return Finding(
+        "attack-not-converged", "Attack not converged", status, rows,
+        "the loss of the still-robust samples was still rising over the last 10 % of steps"
+        if status == Status.WARN else "the iterative attacks' loss had levelled off",
+        "Run more steps (or APGD, which adapts its step size) until the loss stops rising",
+        masking=False,
+    )
+
+
+@check("silent-success")
+def silent_success(evidence: Evidence) -> Finding:
+    suite = evidence.suite
+    rows: dict[str, Any] = {}
+    total = 0
+    for outcome in suite.norms if suite else ():
+        for record in outcome.attacks:
+            if record.kind not in ("pgd", "pgd-t", "apgd"):
+                continue
+            silent = record.success & record.attacked & ~record.last_success
+            count = int(silent.sum())
+            total += count
+            rows[f"{record.label}/{outcome.norm.value}"] = count
+    status = Status.NOT_APPLICABLE if not rows else Status.WARN if total else Status.PASS
+    return Finding(
+        "silent-success", "Silent success", status, {"samples": rows, "total": total},
+        f"{total} sample(s) were fooled by an intermediate iterate but not by the last one; "
+        "they are counted as broken here, but a last-iterate evaluation would miss them"
+        if total else "no iterate fooled the model without the final one doing so",
+        "Keep the best iterate, not the last (as this audit does) when reporting robust accuracy",
+        masking=False,
+    )
+
+
+def run_checks(evidence: Evidence) -> list[Finding]:
+    """Every registered check, in registration order."""
+    return [function(evidence) for function in CHECKS.values()]
+
+
+def verdict(findings: list[Finding]) -> str:
+    """``no sign of gradient masking``, ``suspected gradient masking (N red flags)`` or
+    ``evaluation unreliable``."""
+    if any(f.status is Status.FAIL and not f.masking for f in findings):
+        return "evaluation unreliable"
+    flags = sum(1 for f in findings if f.status is Status.FAIL and f.masking)
+    if flags:
+        return f"suspected gradient masking ({flags} red flag{'s' if flags > 1 else ''})"
+    return "no sign of gradient masking"
