@@ -12,7 +12,12 @@ from checkpoints.layers import QSD, Dropout, NormOut
 
 __all__ = ["LayerActivations", "activation_statistics"]
 
-_KINDS: dict[type[nn.Module], str] = {NormOut: "normout", QSD: "qsd", Dropout: "dropout", nn.Dropout: "dropout"}
+_KINDS: dict[type[nn.Module], str] = {
+    NormOut: "normout",
+    QSD: "qsd",
+    Dropout: "dropout",
+    nn.Dropout: "dropout",
+}
 
 
 @dataclass(frozen=True)
@@ -58,7 +63,9 @@ class _Accumulator:
         self.zeros += int((values == 0).sum())
 
 
-def activation_statistics(model: nn.Module, x: Tensor, batch_size: int = 500) -> list[LayerActivations]:
+def activation_statistics(
+    model: nn.Module, x: Tensor, batch_size: int = 500
+) -> list[LayerActivations]:
     """Mean, max, std and fraction of zeros of each dropout-family layer's input.
 
     Args:
@@ -75,7 +82,9 @@ def activation_statistics(model: nn.Module, x: Tensor, batch_size: int = 500) ->
         return []
     accumulators = {name: _Accumulator() for name, _ in layers}
     handles = [
-        module.register_forward_pre_hook(lambda _m, inputs, name=name: accumulators[name].update(inputs[0]))
+        module.register_forward_pre_hook(
+            lambda _m, inputs, name=name: accumulators[name].update(inputs[0])
+        )
         for name, module in layers
     ]
     was_training = model.training
@@ -95,8 +104,13 @@ def activation_statistics(model: nn.Module, x: Tensor, batch_size: int = 500) ->
         variance = max(acc.total_sq / max(acc.count, 1) - mean * mean, 0.0)
         out.append(
             LayerActivations(
-                name=name, kind=_KINDS[type(module)], description=module.extra_repr(),
-                mean=mean, std=variance**0.5, max=acc.peak, zero_fraction=acc.zeros / max(acc.count, 1),
+                name=name,
+                kind=_KINDS[type(module)],
+                description=module.extra_repr(),
+                mean=mean,
+                std=variance**0.5,
+                max=acc.peak,
+                zero_fraction=acc.zeros / max(acc.count, 1),
                 num_elements=acc.count,
             )
         )

@@ -90,21 +90,27 @@ def evaluation_set(
     spec = loaded.spec
     name = spec.dataset
     if name is None and data is None:
-        raise DatasetError(f"{loaded.path} does not name its dataset; give --dataset NAME or --data PATH")
+        raise DatasetError(
+            f"{loaded.path} does not name its dataset; give --dataset NAME or --data PATH"
+        )
     dataset = load_dataset(name or "file", "test", data)
     if tuple(dataset.x.shape[1:]) != tuple(spec.input_shape):
         raise DatasetError(
             f"dataset {dataset.source} has images of shape {tuple(dataset.x.shape[1:])}, but "
-            f"{loaded.path.name} expects {tuple(spec.input_shape)}; pass the right --data or --dataset"
+            f"{loaded.path.name} expects {tuple(spec.input_shape)}; "
+            "pass the right --data or --dataset"
         )
     if int(dataset.y.max()) >= spec.num_classes or int(dataset.y.min()) < 0:
         raise DatasetError(
-            f"dataset {dataset.source} has labels in [{int(dataset.y.min())}, {int(dataset.y.max())}], "
+            f"dataset {dataset.source} has labels in "
+            f"[{int(dataset.y.min())}, {int(dataset.y.max())}], "
             f"but the model has {spec.num_classes} classes"
         )
     low, high = spec.bounds
     if float(dataset.x.min()) < low or float(dataset.x.max()) > high:
-        raise DatasetError(f"dataset {dataset.source} has values outside the model's bounds {spec.bounds}")
+        raise DatasetError(
+            f"dataset {dataset.source} has values outside the model's bounds {spec.bounds}"
+        )
     indices = select_samples(len(dataset), num_samples, seed)
     return EvaluationSet(dataset.x[indices], dataset.y[indices], indices, dataset)
 
@@ -119,7 +125,9 @@ def _versions() -> dict[str, str | None]:
     return out
 
 
-def _examples(outcome: NormOutcome, suite: SuiteResult, x: torch.Tensor, limit: int) -> list[dict[str, Any]]:
+def _examples(
+    outcome: NormOutcome, suite: SuiteResult, x: torch.Tensor, limit: int
+) -> list[dict[str, Any]]:
     """Up to ``limit`` adversarial examples per attack at the norm's first epsilon."""
     out = []
     for record in outcome.attacks:
@@ -129,46 +137,67 @@ def _examples(outcome: NormOutcome, suite: SuiteResult, x: torch.Tensor, limit: 
         broken = (record.success[0] & record.attacked[0] & suite.clean_correct).nonzero().flatten()
         index = record.sample_index
         for sample in broken[:limit].tolist():
-            position = int((index == sample).nonzero()[0]) if index.numel() != suite.num_samples else sample
+            position = (
+                int((index == sample).nonzero()[0])
+                if index.numel() != suite.num_samples
+                else sample
+            )
             if position >= result.adversarial.shape[1]:
                 continue
             adversarial = result.adversarial[0, position]
-            out.append({
-                "attack": record.label, "epsilon": outcome.epsilons[0], "sample": sample,
-                "label": int(suite.labels[sample]), "shape": list(adversarial.shape),
-                "original": encode_image(x[sample]), "adversarial": encode_image(adversarial),
-                "margin": float(record.margin[0, sample]),
-            })
+            out.append(
+                {
+                    "attack": record.label,
+                    "epsilon": outcome.epsilons[0],
+                    "sample": sample,
+                    "label": int(suite.labels[sample]),
+                    "shape": list(adversarial.shape),
+                    "original": encode_image(x[sample]),
+                    "adversarial": encode_image(adversarial),
+                    "margin": float(record.margin[0, sample]),
+                }
+            )
     return out
 
 
-def _norm_section(outcome: NormOutcome, suite: SuiteResult, x: torch.Tensor, limit: int) -> dict[str, Any]:
+def _norm_section(
+    outcome: NormOutcome, suite: SuiteResult, x: torch.Tensor, limit: int
+) -> dict[str, Any]:
     n = suite.num_samples
     attacks = []
     for record in outcome.attacks:
         stats = None if record.result is None else record.result.gradient_stats
-        attacks.append({
-            "label": record.label, "kind": record.kind, "source": record.source,
-            "params": {} if record.result is None else record.result.params,
-            "backend": None if record.result is None else record.result.backend,
-            "robust_accuracy_after": [
-                proportion(round(v * n), n) for v in record.robust_accuracy_after
-            ],
-            "broken": [int(v) for v in (record.success & record.attacked).sum(1)],
-            "attempted": [int(v) for v in record.attacked.sum(1)],
-            "success": bits(record.success), "attacked": bits(record.attacked),
-            "last_success": bits(record.last_success),
-            "mean_loss_trace": plain(record.mean_loss_trace),
-            "queries": int(record.queries.sum()),
-            "num_forward": 0 if record.result is None else record.result.num_forward,
-            "num_backward": 0 if record.result is None else record.result.num_backward,
-            "wall_time": 0.0 if record.result is None else record.result.wall_time,
-            "gradient_stats": None if stats is None else {
-                "zero_fraction": stats.zero_fraction, "vanishing_fraction": stats.vanishing_fraction,
-                "vanishing_threshold": stats.vanishing_threshold,
-                "nonfinite_logits": stats.nonfinite_logits, "nonfinite_gradients": stats.nonfinite_gradients,
-            },
-        })
+        attacks.append(
+            {
+                "label": record.label,
+                "kind": record.kind,
+                "source": record.source,
+                "params": {} if record.result is None else record.result.params,
+                "backend": None if record.result is None else record.result.backend,
+                "robust_accuracy_after": [
+                    proportion(round(v * n), n) for v in record.robust_accuracy_after
+                ],
+                "broken": [int(v) for v in (record.success & record.attacked).sum(1)],
+                "attempted": [int(v) for v in record.attacked.sum(1)],
+                "success": bits(record.success),
+                "attacked": bits(record.attacked),
+                "last_success": bits(record.last_success),
+                "mean_loss_trace": plain(record.mean_loss_trace),
+                "queries": int(record.queries.sum()),
+                "num_forward": 0 if record.result is None else record.result.num_forward,
+                "num_backward": 0 if record.result is None else record.result.num_backward,
+                "wall_time": 0.0 if record.result is None else record.result.wall_time,
+                "gradient_stats": None
+                if stats is None
+                else {
+                    "zero_fraction": stats.zero_fraction,
+                    "vanishing_fraction": stats.vanishing_fraction,
+                    "vanishing_threshold": stats.vanishing_threshold,
+                    "nonfinite_logits": stats.nonfinite_logits,
+                    "nonfinite_gradients": stats.nonfinite_gradients,
+                },
+            }
+        )
     robust_counts = outcome.robust.sum(1).tolist()
     return {
         "norm": outcome.norm.value,
@@ -212,19 +241,28 @@ def run_audit(
     started = time.time()
     model = loaded.model
     x, y = evaluation.x.to(device), evaluation.y.to(device)
-    probes = probe_model(model, x, y, torch.Generator().manual_seed(config.seed), bounds=loaded.spec.bounds)
-    suite_config = config.suite.with_options(bounds=Bounds(*loaded.spec.bounds), batch_size=config.batch_size)
+    probes = probe_model(
+        model, x, y, torch.Generator().manual_seed(config.seed), bounds=loaded.spec.bounds
+    )
+    suite_config = config.suite.with_options(
+        bounds=Bounds(*loaded.spec.bounds), batch_size=config.batch_size
+    )
     if probes.stochastic and suite_config.eot_samples == 1:
         suite_config = suite_config.with_options(eot_samples=EOT_SAMPLES)
     suite = run_suite(model, x, y, suite_config, config.seed, progress=progress)
     flatness = None
     if config.flatness is not None:
         count = min(config.flatness_samples, len(y))
-        flatness = measure(model, x[:count], y[:count], config.flatness, torch.Generator().manual_seed(config.seed))
+        flatness = measure(
+            model, x[:count], y[:count], config.flatness, torch.Generator().manual_seed(config.seed)
+        )
     activations = activation_statistics(model, x, config.batch_size)
     findings = run_checks(Evidence(suite, probes, suite_config.eot_samples))
     correct = int(suite.clean_correct.sum())
-    norms = [_norm_section(outcome, suite, x.cpu(), config.examples_per_attack) for outcome in suite.norms]
+    norms = [
+        _norm_section(outcome, suite, x.cpu(), config.examples_per_attack)
+        for outcome in suite.norms
+    ]
     return {
         "schema_version": SCHEMA_VERSION,
         "provenance": {
@@ -251,9 +289,13 @@ def run_audit(
         },
         "clean_accuracy": proportion(correct, len(y)),
         "clean_correct": bits(suite.clean_correct),
-        "robustness": {"eot_samples": suite_config.eot_samples, "norms": norms,
-                       "num_forward": suite.num_forward, "num_backward": suite.num_backward,
-                       "wall_time": suite.wall_time},
+        "robustness": {
+            "eot_samples": suite_config.eot_samples,
+            "norms": norms,
+            "num_forward": suite.num_forward,
+            "num_backward": suite.num_backward,
+            "wall_time": suite.wall_time,
+        },
         "flatness": None if flatness is None else flatness.to_dict(),
         "activations": [a.to_dict() for a in activations],
         "probes": probes.to_dict(),
@@ -267,21 +309,27 @@ def summary_lines(path: Path, document: dict[str, Any]) -> list[str]:
     spec = document["checkpoint"]
     clean = document["clean_accuracy"]
     lines = [
-        f"{path}: {spec['arch']} with {spec['layer']['kind']} layers on {document['evaluation']['dataset']}"
-        f" ({document['evaluation']['num_samples']} samples)",
+        f"{path}: {spec['arch']} with {spec['layer']['kind']} layers on "
+        f"{document['evaluation']['dataset']} ({document['evaluation']['num_samples']} samples)",
         f"  clean accuracy              {clean['value']:.4f} ({clean['count']}/{clean['total']})",
     ]
     for norm in document["robustness"]["norms"]:
         for k, epsilon in enumerate(norm["epsilons"]):
             row = "  ".join(
-                f"{a['label']} {a['robust_accuracy_after'][k]['value']:.3f}" for a in norm["attacks"]
+                f"{a['label']} {a['robust_accuracy_after'][k]['value']:.3f}"
+                for a in norm["attacks"]
             )
             reliable = norm["reliable_robust_accuracy"][k]["value"]
-            lines.append(f"  {norm['norm']:4s} eps {epsilon:<8.4g} reliable {reliable:.4f}   after: {row}")
+            lines.append(
+                f"  {norm['norm']:4s} eps {epsilon:<8.4g} reliable {reliable:.4f}   after: {row}"
+            )
     flat = document.get("flatness") or {}
     parts = []
-    for key, label in (("fisher_rao_empirical", "Fisher-Rao (emp)"), ("fisher_rao_model", "Fisher-Rao (model)"),
-                       ("hessian_trace", "Hessian trace")):
+    for key, label in (
+        ("fisher_rao_empirical", "Fisher-Rao (emp)"),
+        ("fisher_rao_model", "Fisher-Rao (model)"),
+        ("hessian_trace", "Hessian trace"),
+    ):
         estimate = flat.get(key)
         if estimate:
             parts.append(f"{label} {estimate['value']:.4g} ± {estimate['stderr']:.2g}")
@@ -295,28 +343,52 @@ def summary_lines(path: Path, document: dict[str, Any]) -> list[str]:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m analysis.audit", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m analysis.audit",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("checkpoints", nargs="+", type=Path, metavar="CHECKPOINT")
-    parser.add_argument("--data", help="dataset folder or file (else the checkpoint's dataset through $ROBAUDIT_DATA)")
-    parser.add_argument("--num-samples", type=int, default=1000,
-                        help="evaluation samples, a fixed seeded selection (default 1000 or the whole test split)")
+    parser.add_argument(
+        "--data",
+        help="dataset folder or file (else the checkpoint's dataset through $ROBAUDIT_DATA)",
+    )
+    parser.add_argument(
+        "--num-samples",
+        type=int,
+        default=1000,
+        help="evaluation samples, a fixed seeded selection (default 1000 or the whole test split)",
+    )
     parser.add_argument("--batch-size", type=int, default=500)
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
-    parser.add_argument("--preset", default="standard", help=f"attack suite preset: {', '.join(PRESETS)} (default standard)")
-    parser.add_argument("--suite", type=Path, metavar="FILE.toml", help="attack suite file (see README)")
+    parser.add_argument(
+        "--preset",
+        default="standard",
+        help=f"attack suite preset: {', '.join(PRESETS)} (default standard)",
+    )
+    parser.add_argument(
+        "--suite", type=Path, metavar="FILE.toml", help="attack suite file (see README)"
+    )
     parser.add_argument("--norms", help="comma-separated norms to run: linf, l2")
     parser.add_argument("--epsilons", help="0.1,0.2 for every norm, or linf=0.1;l2=0.5")
     parser.add_argument("--attacks", help="comma-separated attack labels of the suite to run")
     parser.add_argument("--backend", help="FGSM/PGD backend: native, cleverhans, torchattacks")
     parser.add_argument("--no-flatness", action="store_true", help="skip the flatness estimators")
-    parser.add_argument("--flatness-samples", type=int, default=500, help="samples for flatness (default 500)")
+    parser.add_argument(
+        "--flatness-samples", type=int, default=500, help="samples for flatness (default 500)"
+    )
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", type=Path, default=Path("out"), help="output folder (default out/)")
+    parser.add_argument(
+        "--out", type=Path, default=Path("out"), help="output folder (default out/)"
+    )
     parser.add_argument("--baseline", type=Path, help="gate the result against this baseline")
-    parser.add_argument("--max-drop", type=float, help="gate: fixed tolerated drop instead of the paired interval")
+    parser.add_argument(
+        "--max-drop", type=float, help="gate: fixed tolerated drop instead of the paired interval"
+    )
     parser.add_argument("--junit", type=Path, help="gate: write JUnit XML here")
-    parser.add_argument("--update-baseline", action="store_true", help="write the result as the new --baseline")
+    parser.add_argument(
+        "--update-baseline", action="store_true", help="write the result as the new --baseline"
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress and no summary")
     parser.add_argument("--verbose", action="store_true", help="tracebacks for errors")
     add_description_arguments(parser)
@@ -327,31 +399,42 @@ def _device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda was asked for, but no CUDA device is available; use --device cpu")
+        raise ValueError(
+            "--device cuda was asked for, but no CUDA device is available; use --device cpu"
+        )
     return torch.device(name)
 
 
 def _config(args: argparse.Namespace, dataset: str | None) -> AuditConfig:
     suite = build_suite(
-        args.preset, dataset,
+        args.preset,
+        dataset,
         suite_file=args.suite,
-        norms=None if args.norms is None else [n.strip() for n in args.norms.split(",") if n.strip()],
+        norms=None
+        if args.norms is None
+        else [n.strip() for n in args.norms.split(",") if n.strip()],
         epsilons=None if args.epsilons is None else parse_epsilons(args.epsilons),
-        attacks=None if args.attacks is None else [a.strip() for a in args.attacks.split(",") if a.strip()],
+        attacks=None
+        if args.attacks is None
+        else [a.strip() for a in args.attacks.split(",") if a.strip()],
         backend=args.backend,
     )
     return AuditConfig(
         suite=suite,
         flatness=None if args.no_flatness else flatness_config(args.preset, args.batch_size),
-        num_samples=args.num_samples, flatness_samples=args.flatness_samples,
-        batch_size=args.batch_size, seed=args.seed,
+        num_samples=args.num_samples,
+        flatness_samples=args.flatness_samples,
+        batch_size=args.batch_size,
+        seed=args.seed,
     )
 
 
 def _check_arguments(args: argparse.Namespace) -> None:
     for flag in ("batch_size", "flatness_samples"):
         if getattr(args, flag) <= 0:
-            raise ValueError(f"--{flag.replace('_', '-')} must be positive, got {getattr(args, flag)}")
+            raise ValueError(
+                f"--{flag.replace('_', '-')} must be positive, got {getattr(args, flag)}"
+            )
     if args.max_drop is not None and not 0 <= args.max_drop <= 1:
         raise ValueError(f"--max-drop is a fraction in [0, 1], got {args.max_drop}")
     if (args.junit or args.update_baseline or args.max_drop is not None) and args.baseline is None:
@@ -384,8 +467,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     status = 0
     for path, loaded, evaluation, config in prepared:
-        document = run_audit(loaded, evaluation, config, device=device, progress=not args.quiet,
-                             command_line=["python", "-m", "analysis.audit", *argv])
+        document = run_audit(
+            loaded,
+            evaluation,
+            config,
+            device=device,
+            progress=not args.quiet,
+            command_line=["python", "-m", "analysis.audit", *argv],
+        )
         target = args.out / path.stem / "audit.json"
         write_json(target, document)
         if not args.quiet:

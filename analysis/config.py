@@ -64,7 +64,9 @@ class AuditConfig:
     def to_dict(self) -> dict[str, Any]:
         return {
             "suite": self.suite.to_dict(),
-            "flatness": None if self.flatness is None else {
+            "flatness": None
+            if self.flatness is None
+            else {
                 "measures": [str(m) for m in self.flatness.measures],
                 "batch_size": self.flatness.batch_size,
                 "mode": str(self.flatness.mode),
@@ -99,7 +101,9 @@ def _numbers(text: str, origin: str) -> tuple[float, ...]:
     if not values:
         raise ValueError(f"{origin} is empty; give at least one epsilon")
     if any(v < 0 for v in values) or list(values) != sorted(values):
-        raise ValueError(f"{origin}: epsilons must be non-negative and ascending, got {list(values)}")
+        raise ValueError(
+            f"{origin}: epsilons must be non-negative and ascending, got {list(values)}"
+        )
     return values
 
 
@@ -121,7 +125,9 @@ def _suite_from_file(path: Path, dataset: str | None) -> SuiteConfig:
     changes: dict[str, Any] = {"name": data.get("name", path.stem)}
     if "epsilons" in data:
         changes["epsilons"] = {
-            Norm.parse(k): _numbers(",".join(map(str, v if isinstance(v, list) else [v])), f"{path} epsilons.{k}")
+            Norm.parse(k): _numbers(
+                ",".join(map(str, v if isinstance(v, list) else [v])), f"{path} epsilons.{k}"
+            )
             for k, v in data["epsilons"].items()
         }
     if "attacks" in data:
@@ -130,7 +136,9 @@ def _suite_from_file(path: Path, dataset: str | None) -> SuiteConfig:
             params = dict(item)
             kind = params.pop("kind", None)
             if kind not in ATTACKS:
-                raise ValueError(f"suite file {path}: attack kind must be one of {sorted(ATTACKS)}, got {kind!r}")
+                raise ValueError(
+                    f"suite file {path}: attack kind must be one of {sorted(ATTACKS)}, got {kind!r}"
+                )
             specs.append(AttackSpec(kind, params.pop("label", kind), params))
         changes["attacks"] = tuple(specs)
     attacks = changes.get("attacks", suite.attacks)
@@ -150,7 +158,9 @@ def _suite_from_file(path: Path, dataset: str | None) -> SuiteConfig:
     options = dict(data.get("options", {}))
     allowed = {"skip_broken", "eot_samples", "stochastic", "batch_size"}
     if set(options) - allowed:
-        raise ValueError(f"suite file {path}: [options] takes {sorted(allowed)}, got {sorted(options)}")
+        raise ValueError(
+            f"suite file {path}: [options] takes {sorted(allowed)}, got {sorted(options)}"
+        )
     return suite.with_options(**changes, **options)
 
 
@@ -189,13 +199,17 @@ def build_suite(
         wanted = [Norm.parse(n) for n in norms]
         missing = [n.value for n in wanted if n not in suite.epsilons]
         if missing:
-            raise ValueError(f"--norms {','.join(missing)}: the suite has no epsilons for it; give --epsilons")
+            raise ValueError(
+                f"--norms {','.join(missing)}: the suite has no epsilons for it; give --epsilons"
+            )
         suite = suite.with_options(epsilons={n: suite.epsilons[n] for n in wanted})
     if attacks is not None:
         labels = [s.label for s in suite.attacks]
         unknown = [a for a in attacks if a not in labels]
         if unknown:
-            raise ValueError(f"--attacks {','.join(unknown)}: not in the suite; known: {', '.join(labels)}")
+            raise ValueError(
+                f"--attacks {','.join(unknown)}: not in the suite; known: {', '.join(labels)}"
+            )
         kept = tuple(s for s in suite.attacks if s.label in attacks)
         sweep = suite.sweep if suite.sweep and suite.sweep.attack.label in attacks else None
         suite = suite.with_options(attacks=kept, sweep=sweep)
@@ -218,15 +232,27 @@ def flatness_config(preset_name: str, batch_size: int) -> FlatnessConfig:
     quick = preset_name == "quick"
     return FlatnessConfig(
         measures=(
-            "fisher_rao_empirical", "fisher_rao_model", "hessian_trace", "hessian_eigenvalues",
-            "spectral_density", "landscape_1d", "landscape_2d", "epsilon_sharpness",
+            "fisher_rao_empirical",
+            "fisher_rao_model",
+            "hessian_trace",
+            "hessian_eigenvalues",
+            "spectral_density",
+            "landscape_1d",
+            "landscape_2d",
+            "epsilon_sharpness",
         ),
         batch_size=min(batch_size, 256),
         options={
-            "hessian_trace": {"max_probes": 20 if quick else 100, "rel_tol": 0.05 if quick else 0.02},
+            "hessian_trace": {
+                "max_probes": 20 if quick else 100,
+                "rel_tol": 0.05 if quick else 0.02,
+            },
             "hessian_eigenvalues": {"num_eigenvalues": 3, "max_iterations": 20 if quick else 60},
-            "spectral_density": {"num_runs": 1 if quick else 3, "num_steps": 20 if quick else 40,
-                                 "num_grid_points": 200},
+            "spectral_density": {
+                "num_runs": 1 if quick else 3,
+                "num_steps": 20 if quick else 40,
+                "num_grid_points": 200,
+            },
             "landscape_1d": {"num_points": 11 if quick else 21},
             "landscape_2d": {"num_points": 7 if quick else 15},
             "epsilon_sharpness": {"num_steps": 5 if quick else 10},

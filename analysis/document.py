@@ -77,7 +77,12 @@ def decode_image(text: str, shape: Sequence[int]) -> list[int]:
 def proportion(count: int, total: int) -> dict[str, Any]:
     """A proportion with its 95 % Wilson interval."""
     low, high = wilson_interval(count, total)
-    return {"value": count / total if total else None, "count": count, "total": total, "wilson_95": [low, high]}
+    return {
+        "value": count / total if total else None,
+        "count": count,
+        "total": total,
+        "wilson_95": [low, high],
+    }
 
 
 def write_json(path: Path, document: dict[str, Any]) -> None:

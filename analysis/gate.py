@@ -27,7 +27,16 @@ from typing import Any
 from analysis.document import DocumentError, read_document, unbits, write_json
 from analysis.stats import paired_drop_interval
 
-__all__ = ["Case", "GateOutcome", "baseline_from", "compare", "main", "read_baseline", "report_lines", "write_junit"]
+__all__ = [
+    "Case",
+    "GateOutcome",
+    "baseline_from",
+    "compare",
+    "main",
+    "read_baseline",
+    "report_lines",
+    "write_junit",
+]
 
 Z95 = 1.959963984540054
 
@@ -54,25 +63,37 @@ def baseline_from(document: dict[str, Any]) -> dict[str, Any]:
     """A baseline: the audit document without what the gate does not read (images, grids)."""
     norms = []
     for norm in document["robustness"]["norms"]:
-        norms.append({
-            "norm": norm["norm"],
-            "epsilons": norm["epsilons"],
-            "reliable_robust_accuracy": norm["reliable_robust_accuracy"],
-            "robust": norm["robust"],
-            "attacks": [
-                {key: attack[key] for key in ("label", "kind", "robust_accuracy_after", "success", "attacked")}
-                for attack in norm["attacks"]
-            ],
-        })
+        norms.append(
+            {
+                "norm": norm["norm"],
+                "epsilons": norm["epsilons"],
+                "reliable_robust_accuracy": norm["reliable_robust_accuracy"],
+                "robust": norm["robust"],
+                "attacks": [
+                    {
+                        key: attack[key]
+                        for key in ("label", "kind", "robust_accuracy_after", "success", "attacked")
+                    }
+                    for attack in norm["attacks"]
+                ],
+            }
+        )
     return {
         "schema_version": document["schema_version"],
         "baseline": True,
-        "provenance": {key: document["provenance"].get(key) for key in ("checkpoint", "checkpoint_sha256", "seed", "versions")},
-        "evaluation": {key: document["evaluation"][key] for key in ("dataset", "num_samples", "indices")},
+        "provenance": {
+            key: document["provenance"].get(key)
+            for key in ("checkpoint", "checkpoint_sha256", "seed", "versions")
+        },
+        "evaluation": {
+            key: document["evaluation"][key] for key in ("dataset", "num_samples", "indices")
+        },
         "clean_accuracy": document["clean_accuracy"],
         "clean_correct": document["clean_correct"],
         "robustness": {"norms": norms},
-        "findings": [{key: f[key] for key in ("code", "status", "explanation")} for f in document["findings"]],
+        "findings": [
+            {key: f[key] for key in ("code", "status", "explanation")} for f in document["findings"]
+        ],
         "verdict": document["verdict"],
     }
 
@@ -115,19 +136,28 @@ def _drop_case(
         passed = low <= 0
         rule = f"paired 95 % interval of the drop [{low:.4f}, {high:.4f}]"
     else:
-        half = Z95 * math.sqrt(p0 * (1 - p0) / max(n0, 1) + p1 * (1 - p1) / max(n1, 1)) + 1 / max(min(n0, n1), 1)
+        half = Z95 * math.sqrt(p0 * (1 - p0) / max(n0, 1) + p1 * (1 - p1) / max(n1, 1)) + 1 / max(
+            min(n0, n1), 1
+        )
         passed = drop - half <= 0
         rule = f"unpaired 95 % interval of the drop [{drop - half:.4f}, {drop + half:.4f}]"
     verb = "within" if passed else "beyond"
     return Case(name, passed, f"{p0:.4f} -> {p1:.4f} (drop {drop:+.4f}), {verb} {rule}")
 
 
-def compare(document: dict[str, Any], baseline: dict[str, Any], max_drop: float | None = None) -> GateOutcome:
+def compare(
+    document: dict[str, Any], baseline: dict[str, Any], max_drop: float | None = None
+) -> GateOutcome:
     """Every gate check of ``document`` against ``baseline``."""
     paired = document["evaluation"]["indices"] == baseline["evaluation"]["indices"]
     cases = [
-        _drop_case("clean accuracy", unbits(baseline["clean_correct"]), unbits(document["clean_correct"]),
-                   paired, max_drop)
+        _drop_case(
+            "clean accuracy",
+            unbits(baseline["clean_correct"]),
+            unbits(document["clean_correct"]),
+            paired,
+            max_drop,
+        )
     ]
     current_norms = {n["norm"]: n for n in document["robustness"]["norms"]}
     clean_now, clean_then = unbits(document["clean_correct"]), unbits(baseline["clean_correct"])
@@ -136,30 +166,48 @@ def compare(document: dict[str, Any], baseline: dict[str, Any], max_drop: float 
         for k, epsilon in enumerate(old["epsilons"]):
             label = f"{old['norm']} eps {epsilon:.6g}"
             if new is None or epsilon not in new["epsilons"]:
-                cases.append(Case(f"reliable robust accuracy {label}", False, "missing from the result"))
+                cases.append(
+                    Case(f"reliable robust accuracy {label}", False, "missing from the result")
+                )
                 continue
             j = new["epsilons"].index(epsilon)
-            cases.append(_drop_case(f"reliable robust accuracy {label}", unbits(old["robust"][k]),
-                                    unbits(new["robust"][j]), paired, max_drop))
+            cases.append(
+                _drop_case(
+                    f"reliable robust accuracy {label}",
+                    unbits(old["robust"][k]),
+                    unbits(new["robust"][j]),
+                    paired,
+                    max_drop,
+                )
+            )
             then, now = _robust_after(old, clean_then), _robust_after(new, clean_now)
             for attack, masks in then.items():
                 if attack not in now:
                     cases.append(Case(f"{attack} {label}", False, "attack missing from the result"))
                     continue
-                cases.append(_drop_case(f"{attack} {label}", masks[k], now[attack][j], paired, max_drop))
+                cases.append(
+                    _drop_case(f"{attack} {label}", masks[k], now[attack][j], paired, max_drop)
+                )
     before = {f["code"]: f["status"] for f in baseline["findings"]}
     for finding in document["findings"]:
         new_flag = finding["status"] == "fail" and before.get(finding["code"]) != "fail"
-        cases.append(Case(
-            f"red flag {finding['code']}", not new_flag,
-            f"new red flag: {finding['explanation']}" if new_flag else f"{finding['status']} (baseline: {before.get(finding['code'], 'absent')})",
-        ))
+        cases.append(
+            Case(
+                f"red flag {finding['code']}",
+                not new_flag,
+                f"new red flag: {finding['explanation']}"
+                if new_flag
+                else f"{finding['status']} (baseline: {before.get(finding['code'], 'absent')})",
+            )
+        )
     return GateOutcome(tuple(cases))
 
 
 def report_lines(outcome: GateOutcome) -> list[str]:
     failed = [c for c in outcome.cases if not c.passed]
-    lines = [f"  gate: {'passed' if not failed else 'FAILED'} ({len(outcome.cases) - len(failed)}/{len(outcome.cases)} checks)"]
+    total = len(outcome.cases)
+    state = "passed" if not failed else "FAILED"
+    lines = [f"  gate: {state} ({total - len(failed)}/{total} checks)"]
     lines += [f"    FAIL {c.name}: {c.message}" for c in failed]
     return lines
 
@@ -167,7 +215,9 @@ def report_lines(outcome: GateOutcome) -> list[str]:
 def write_junit(path: Path, outcome: GateOutcome) -> None:
     """JUnit XML with one test case per check."""
     failures = sum(not c.passed for c in outcome.cases)
-    suite = ET.Element("testsuite", name="robaudit-gate", tests=str(len(outcome.cases)), failures=str(failures))
+    suite = ET.Element(
+        "testsuite", name="robaudit-gate", tests=str(len(outcome.cases)), failures=str(failures)
+    )
     for case in outcome.cases:
         element = ET.SubElement(suite, "testcase", classname="robaudit.gate", name=case.name)
         if case.passed:
@@ -179,13 +229,22 @@ def write_junit(path: Path, outcome: GateOutcome) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m analysis.gate", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m analysis.gate",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("result", type=Path, help="audit.json of the run to gate")
     parser.add_argument("baseline", type=Path, help="baseline file")
-    parser.add_argument("--max-drop", type=float, help="fixed tolerated drop (fraction) instead of the paired interval")
+    parser.add_argument(
+        "--max-drop",
+        type=float,
+        help="fixed tolerated drop (fraction) instead of the paired interval",
+    )
     parser.add_argument("--junit", type=Path, help="write JUnit XML here")
-    parser.add_argument("--update-baseline", action="store_true", help="write RESULT as the new baseline and exit")
+    parser.add_argument(
+        "--update-baseline", action="store_true", help="write RESULT as the new baseline and exit"
+    )
     args = parser.parse_args(argv)
     try:
         if args.max_drop is not None and not 0 <= args.max_drop <= 1:

@@ -107,7 +107,8 @@ def probe_model(
         train_modules = tuple(name or "<model>" for name, m in model.named_modules() if m.training)
         rows = first.double()
         probability = bool(
-            ((rows >= 0) & (rows <= 1)).all() and torch.allclose(rows.sum(1), torch.ones(len(rows), dtype=rows.dtype), atol=1e-4)
+            ((rows >= 0) & (rows <= 1)).all()
+            and torch.allclose(rows.sum(1), torch.ones(len(rows), dtype=rows.dtype), atol=1e-4)
         )
         nonfinite_logits = int((~torch.isfinite(first)).any(1).sum())
 

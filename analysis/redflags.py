@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 
 import torch
@@ -29,7 +29,7 @@ __all__ = ["CHECKS", "Evidence", "Finding", "Status", "run_checks", "verdict"]
 ALPHA = 0.01  # significance level of every paired test
 
 
-class Status(str, Enum):
+class Status(StrEnum):
     PASS = "pass"
     WARN = "warn"
     FAIL = "fail"
@@ -175,10 +175,13 @@ def _pairwise(
 def one_step_beats_iterative(evidence: Evidence) -> Finding:
     status, rows = _pairwise(evidence, ("fgsm",), ("pgd", "apgd"), tolerated=0.01, minimum=3)
     return Finding(
-        "one-step-beats-iterative", "One-step attack beats iterative", status, rows,
+        "one-step-beats-iterative",
+        "One-step attack beats iterative",
+        status,
+        rows,
         "FGSM broke samples that the iterative attacks left robust"
-        if status in (Status.WARN, Status.FAIL) else
-        "FGSM found nothing that the iterative attacks missed",
+        if status in (Status.WARN, Status.FAIL)
+        else "FGSM found nothing that the iterative attacks missed",
         "An iterative attack should dominate its single step: check the step size and the "
         "number of steps, and look for gradient masking (Athalye et al. 2018, 3.1)",
     )
@@ -190,10 +193,13 @@ def black_box_beats_white_box(evidence: Evidence) -> Finding:
         evidence, ("square",), ("pgd", "pgd-t", "fgsm", "apgd"), tolerated=0.05, minimum=5
     )
     return Finding(
-        "black-box-beats-white-box", "Black-box beats white-box", status, rows,
+        "black-box-beats-white-box",
+        "Black-box beats white-box",
+        status,
+        rows,
         "Square broke samples that every gradient attack left robust"
-        if status in (Status.WARN, Status.FAIL) else
-        "Square found little that the gradient attacks missed",
+        if status in (Status.WARN, Status.FAIL)
+        else "Square found little that the gradient attacks missed",
         "Gradients are uninformative: report the worst case over all attacks (reliable robust "
         "accuracy) and suspect gradient masking; try BPDA/EOT or a margin loss",
     )
@@ -205,10 +211,13 @@ def random_search_beats_gradient(evidence: Evidence) -> Finding:
         evidence, ("noise",), ("pgd", "pgd-t", "fgsm", "apgd"), tolerated=0.01, minimum=3
     )
     return Finding(
-        "random-search-beats-gradient", "Random search beats gradients", status, rows,
+        "random-search-beats-gradient",
+        "Random search beats gradients",
+        status,
+        rows,
         "random noise in the epsilon ball broke samples that the gradient attacks left robust"
-        if status in (Status.WARN, Status.FAIL) else
-        "random noise found nothing that the gradient attacks missed",
+        if status in (Status.WARN, Status.FAIL)
+        else "random noise found nothing that the gradient attacks missed",
         "Random sampling should never beat a gradient attack: gradients are masked or broken",
     )
 
@@ -217,10 +226,13 @@ def random_search_beats_gradient(evidence: Evidence) -> Finding:
 def targeted_beats_untargeted(evidence: Evidence) -> Finding:
     status, rows = _pairwise(evidence, ("pgd-t",), ("pgd",), tolerated=0.10, minimum=5)
     return Finding(
-        "targeted-beats-untargeted", "Targeted beats untargeted", status, rows,
+        "targeted-beats-untargeted",
+        "Targeted beats untargeted",
+        status,
+        rows,
         "the targeted attack broke many samples the untargeted one left robust"
-        if status in (Status.WARN, Status.FAIL) else
-        "the targeted attack found little beyond the untargeted one",
+        if status in (Status.WARN, Status.FAIL)
+        else "the targeted attack found little beyond the untargeted one",
         "The untargeted cross-entropy attack is failing (its gradient vanishes or points the "
         "wrong way); use a margin loss or multi-target attacks and report the worst case",
     )
@@ -239,18 +251,27 @@ def unbounded_attack(evidence: Evidence) -> Finding:
         total = int(suite.num_samples)  # type: ignore[union-attr]
         survived = int((~sweep.success[k]).sum())
         rows[outcome.norm.value] = {
-            "epsilon": outcome.unbounded_epsilon, "survived": survived, "samples": total,
+            "epsilon": outcome.unbounded_epsilon,
+            "survived": survived,
+            "samples": total,
             "success_rate": 1 - survived / total if total else None,
         }
         statuses.append(
-            Status.FAIL if survived > max(1, 0.01 * total) else Status.WARN if survived else Status.PASS
+            Status.FAIL
+            if survived > max(1, 0.01 * total)
+            else Status.WARN
+            if survived
+            else Status.PASS
         )
     status = _worst(statuses)
     return Finding(
-        "unbounded-attack-below-100", "Unbounded attack below 100 %", status, rows,
+        "unbounded-attack-below-100",
+        "Unbounded attack below 100 %",
+        status,
+        rows,
         "an attack allowed to change the whole image did not reach 100 % success"
-        if status in (Status.WARN, Status.FAIL) else
-        "the unbounded attack reached (nearly) 100 % success",
+        if status in (Status.WARN, Status.FAIL)
+        else "the unbounded attack reached (nearly) 100 % success",
         "With an unbounded budget every sample must fall; if not, the attack is failing "
         "(masked gradients, too few steps) and bounded results are not trustworthy",
     )
@@ -271,8 +292,15 @@ def not_monotonic(evidence: Evidence) -> Finding:
             lost = int((success[k] & ~success[k + 1]).sum())
             gained = int((~success[k] & success[k + 1]).sum())
             p_value = mcnemar_exact(lost, gained)
-            drops.append({"from": sweep.epsilons[k], "to": sweep.epsilons[k + 1],
-                          "lost": lost, "gained": gained, "p_value": p_value})
+            drops.append(
+                {
+                    "from": sweep.epsilons[k],
+                    "to": sweep.epsilons[k + 1],
+                    "lost": lost,
+                    "gained": gained,
+                    "p_value": p_value,
+                }
+            )
             if lost >= 3 and p_value < ALPHA:
                 statuses.append(Status.FAIL)
             elif lost > gained and lost >= 2:
@@ -286,16 +314,22 @@ def not_monotonic(evidence: Evidence) -> Finding:
             if plateau:
                 statuses.append(Status.WARN)
         rows[outcome.norm.value] = {
-            "epsilons": list(sweep.epsilons), "success_rate": rate.tolist(),
-            "samples": int(sweep.success.shape[1]), "steps": drops, "plateau_below_90": plateau,
+            "epsilons": list(sweep.epsilons),
+            "success_rate": rate.tolist(),
+            "samples": int(sweep.success.shape[1]),
+            "steps": drops,
+            "plateau_below_90": plateau,
         }
         statuses.append(Status.PASS)
     status = _worst(statuses)
     return Finding(
-        "success-not-increasing-with-epsilon", "Success not increasing with epsilon", status, rows,
+        "success-not-increasing-with-epsilon",
+        "Success not increasing with epsilon",
+        status,
+        rows,
         "attack success fell, or stalled well below 100 %, as epsilon grew"
-        if status in (Status.WARN, Status.FAIL) else
-        "attack success grows with epsilon",
+        if status in (Status.WARN, Status.FAIL)
+        else "attack success grows with epsilon",
         "A larger budget can only help a working attack: non-monotonic success or an early "
         "plateau means the optimisation is failing",
     )
@@ -303,8 +337,10 @@ def not_monotonic(evidence: Evidence) -> Finding:
 
 def _gradient_records(suite: SuiteResult) -> list[AttackRecord]:
     return [
-        r for outcome in suite.norms for r in (*outcome.attacks, outcome.sweep) if r is not None
-        and r.result is not None and r.result.gradient_stats is not None
+        r
+        for outcome in suite.norms
+        for r in (*outcome.attacks, outcome.sweep)
+        if r is not None and r.result is not None and r.result.gradient_stats is not None
     ]
 
 
@@ -324,9 +360,15 @@ def vanishing_gradients(evidence: Evidence) -> Finding:
     vanishing = float((values < threshold).double().mean())
     status = Status.FAIL if vanishing > 0.05 else Status.WARN if vanishing > 0.01 else Status.PASS
     return Finding(
-        "vanishing-gradients", "Zero or vanishing gradients", status,
-        {"zero_fraction": zero, "vanishing_fraction": vanishing, "threshold": threshold,
-         "measured": int(values.numel())},
+        "vanishing-gradients",
+        "Zero or vanishing gradients",
+        status,
+        {
+            "zero_fraction": zero,
+            "vanishing_fraction": vanishing,
+            "threshold": threshold,
+            "measured": int(values.numel()),
+        },
         f"{vanishing:.1%} of input gradients are below {threshold:g} ({zero:.1%} exactly zero)",
         "Vanishing gradients starve gradient attacks (saturated softmax, quantisation): use a "
         "margin loss on logits, BPDA, or gradient-free attacks",
@@ -342,13 +384,21 @@ def nonfinite(evidence: Evidence) -> Finding:
             stats = record.result.gradient_stats  # type: ignore[union-attr]
             attack_logits += stats.nonfinite_logits  # type: ignore[union-attr]
             attack_grads += stats.nonfinite_gradients  # type: ignore[union-attr]
-    rows = {"clean_logits": probes.nonfinite_logits, "clean_gradients": probes.nonfinite_gradients,
-            "attack_logits": attack_logits, "attack_gradients": attack_grads}
+    rows = {
+        "clean_logits": probes.nonfinite_logits,
+        "clean_gradients": probes.nonfinite_gradients,
+        "attack_logits": attack_logits,
+        "attack_gradients": attack_grads,
+    }
     bad = sum(rows.values())
     return Finding(
-        "non-finite-values", "NaN or Inf in logits or gradients",
-        Status.FAIL if bad else Status.PASS, rows,
-        "NaN or Inf appeared in logits or gradients" if bad else "all logits and gradients are finite",
+        "non-finite-values",
+        "NaN or Inf in logits or gradients",
+        Status.FAIL if bad else Status.PASS,
+        rows,
+        "NaN or Inf appeared in logits or gradients"
+        if bad
+        else "all logits and gradients are finite",
         "Non-finite values break attacks silently: find the operation that overflows "
         "(log of zero, division by zero) and fix it before evaluating",
         masking=False,
@@ -359,17 +409,25 @@ def nonfinite(evidence: Evidence) -> Finding:
 def finite_differences(evidence: Evidence) -> Finding:
     probes = evidence.probes
     if probes.fd_informative == 0:
-        return Finding("gradient-disagrees-with-finite-differences",
-                       "Gradients disagree with finite differences", Status.NOT_APPLICABLE)
+        return Finding(
+            "gradient-disagrees-with-finite-differences",
+            "Gradients disagree with finite differences",
+            Status.NOT_APPLICABLE,
+        )
     fraction = probes.fd_disagreement_fraction
     status = Status.FAIL if fraction > 0.10 else Status.WARN if fraction > 0.02 else Status.PASS
     return Finding(
-        "gradient-disagrees-with-finite-differences", "Gradients disagree with finite differences",
+        "gradient-disagrees-with-finite-differences",
+        "Gradients disagree with finite differences",
         status,
-        {"disagreement_fraction": fraction, "pairs": probes.fd_informative, "step": probes.fd_step,
-         "tolerance": probes.fd_tolerance},
-        f"the gradient's directional derivative disagrees with finite differences in {fraction:.1%} "
-        "of sample-direction pairs",
+        {
+            "disagreement_fraction": fraction,
+            "pairs": probes.fd_informative,
+            "step": probes.fd_step,
+            "tolerance": probes.fd_tolerance,
+        },
+        "the gradient's directional derivative disagrees with finite differences in "
+        f"{fraction:.1%} of sample-direction pairs",
         "The backward pass does not describe the function (shattered gradients, a "
         "non-differentiable or custom-gradient layer): use BPDA or gradient-free attacks",
     )
@@ -378,14 +436,25 @@ def finite_differences(evidence: Evidence) -> Finding:
 @check("stochastic-model")
 def stochastic_model(evidence: Evidence) -> Finding:
     probes = evidence.probes
-    rows = {"max_repeat_difference": probes.max_repeat_difference,
-            "prediction_flip_fraction": probes.prediction_flip_fraction,
-            "eot_samples": evidence.eot_samples}
+    rows = {
+        "max_repeat_difference": probes.max_repeat_difference,
+        "prediction_flip_fraction": probes.prediction_flip_fraction,
+        "eot_samples": evidence.eot_samples,
+    }
     if not probes.stochastic:
-        return Finding("stochastic-model", "Stochastic model", Status.PASS, rows,
-                       "repeated forward passes give identical logits", "")
+        return Finding(
+            "stochastic-model",
+            "Stochastic model",
+            Status.PASS,
+            rows,
+            "repeated forward passes give identical logits",
+            "",
+        )
     return Finding(
-        "stochastic-model", "Stochastic model", Status.WARN, rows,
+        "stochastic-model",
+        "Stochastic model",
+        Status.WARN,
+        rows,
         f"repeated forward passes differ (predictions flip on {probes.prediction_flip_fraction:.1%}"
         f" of samples); gradients were averaged over {evidence.eot_samples} passes (EOT)",
         "Randomised models mask gradients: evaluate with EOT and read robust accuracy as an "
@@ -397,10 +466,13 @@ def stochastic_model(evidence: Evidence) -> Finding:
 def train_mode(evidence: Evidence) -> Finding:
     modules = evidence.probes.train_mode_modules
     return Finding(
-        "model-in-train-mode", "Model left in train mode",
-        Status.FAIL if modules else Status.PASS, {"modules": list(modules)},
+        "model-in-train-mode",
+        "Model left in train mode",
+        Status.FAIL if modules else Status.PASS,
+        {"modules": list(modules)},
         f"{len(modules)} module(s) stay in training mode after eval(): {', '.join(modules[:5])}"
-        if modules else "every module is in eval mode",
+        if modules
+        else "every module is in eval mode",
         "Dropout or batch norm in training mode at test time makes predictions random; call "
         "eval() on every submodule (or evaluate stochastically on purpose, with EOT)",
         masking=False,
@@ -411,9 +483,12 @@ def train_mode(evidence: Evidence) -> Finding:
 def probability_outputs(evidence: Evidence) -> Finding:
     probability = evidence.probes.probability_outputs
     return Finding(
-        "probability-outputs", "Probabilities instead of logits",
-        Status.FAIL if probability else Status.PASS, {"probability_outputs": probability},
-        "the model outputs probabilities (rows in [0, 1] summing to 1)" if probability
+        "probability-outputs",
+        "Probabilities instead of logits",
+        Status.FAIL if probability else Status.PASS,
+        {"probability_outputs": probability},
+        "the model outputs probabilities (rows in [0, 1] summing to 1)"
+        if probability
         else "the model outputs logits",
         "Cross-entropy on probabilities applies softmax twice and flattens gradients: remove "
         "the final softmax so the model returns logits",
@@ -441,15 +516,20 @@ def not_converged(evidence: Evidence) -> Finding:
                 tail_rise = float(trace[-1] - trace[-1 - tail])
                 rising = tail_rise > 0.01 * max(abs(total_rise), 1e-12) and tail_rise > 1e-3
                 rows[f"{record.label}/{outcome.norm.value}/{epsilon:.6g}"] = {
-                    "robust_samples": int(alive.sum()), "total_rise": total_rise,
+                    "robust_samples": int(alive.sum()),
+                    "total_rise": total_rise,
                     "last_10pct_rise": tail_rise,
                 }
                 statuses.append(Status.WARN if rising else Status.PASS)
     status = _worst(statuses)
     return Finding(
-        "attack-not-converged", "Attack not converged", status, rows,
+        "attack-not-converged",
+        "Attack not converged",
+        status,
+        rows,
         "the loss of the still-robust samples was still rising over the last 10 % of steps"
-        if status == Status.WARN else "the iterative attacks' loss had levelled off",
+        if status == Status.WARN
+        else "the iterative attacks' loss had levelled off",
         "Run more steps (or APGD, which adapts its step size) until the loss stops rising",
         masking=False,
     )
@@ -470,10 +550,14 @@ def silent_success(evidence: Evidence) -> Finding:
             rows[f"{record.label}/{outcome.norm.value}"] = count
     status = Status.NOT_APPLICABLE if not rows else Status.WARN if total else Status.PASS
     return Finding(
-        "silent-success", "Silent success", status, {"samples": rows, "total": total},
+        "silent-success",
+        "Silent success",
+        status,
+        {"samples": rows, "total": total},
         f"{total} sample(s) were fooled by an intermediate iterate but not by the last one; "
         "they are counted as broken here, but a last-iterate evaluation would miss them"
-        if total else "no iterate fooled the model without the final one doing so",
+        if total
+        else "no iterate fooled the model without the final one doing so",
         "Keep the best iterate, not the last (as this audit does) when reporting robust accuracy",
         masking=False,
     )

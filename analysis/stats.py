@@ -7,7 +7,9 @@ import math
 __all__ = ["binomial_tail", "mcnemar_exact", "paired_drop_interval", "wilson_interval"]
 
 
-def wilson_interval(successes: int, total: int, z: float = 1.959963984540054) -> tuple[float, float]:
+def wilson_interval(
+    successes: int, total: int, z: float = 1.959963984540054
+) -> tuple[float, float]:
     """Wilson score interval for a binomial proportion (95 % by default).
 
     Returns (0, 1) when ``total`` is 0.
@@ -34,8 +36,11 @@ def binomial_tail(k: int, n: int, p: float = 0.5) -> float:
     if p >= 1.0:
         return 1.0
     log_terms = [
-        math.lgamma(n + 1) - math.lgamma(i + 1) - math.lgamma(n - i + 1)
-        + i * math.log(p) + (n - i) * math.log1p(-p)
+        math.lgamma(n + 1)
+        - math.lgamma(i + 1)
+        - math.lgamma(n - i + 1)
+        + i * math.log(p)
+        + (n - i) * math.log1p(-p)
         for i in range(k, n + 1)
     ]
     top = max(log_terms)

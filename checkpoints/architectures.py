@@ -93,7 +93,9 @@ class _Slots:
 # ------------------------------------------------------------------------------------------ MLP
 
 
-def _mlp(shape: Shape, num_classes: int, layer: LayerSpec, hidden: Sequence[int] = (128, 256, 512)) -> nn.Module:
+def _mlp(
+    shape: Shape, num_classes: int, layer: LayerSpec, hidden: Sequence[int] = (128, 256, 512)
+) -> nn.Module:
     slots = _Slots(layer, range(len(hidden)), range(len(hidden)), "mlp")
     modules: list[nn.Module] = [nn.Flatten()]
     width = shape[0] * shape[1] * shape[2]
@@ -111,23 +113,52 @@ def _lenet5(shape: Shape, num_classes: int, layer: LayerSpec) -> nn.Module:
     slots = _Slots(layer, range(4), range(4), "lenet5")
     # Padding 2 on the first convolution keeps the classic 32x32 geometry for 28x28 inputs.
     features = nn.Sequential(
-        nn.Conv2d(shape[0], 6, 5, padding=2), nn.ReLU(), slots(0), nn.AvgPool2d(2),
-        nn.Conv2d(6, 16, 5), nn.ReLU(), slots(1), nn.AvgPool2d(2),
+        nn.Conv2d(shape[0], 6, 5, padding=2),
+        nn.ReLU(),
+        slots(0),
+        nn.AvgPool2d(2),
+        nn.Conv2d(6, 16, 5),
+        nn.ReLU(),
+        slots(1),
+        nn.AvgPool2d(2),
         nn.Flatten(),
     )
     with torch.no_grad():
         width = features(torch.zeros(1, *shape)).shape[1]
     return nn.Sequential(
         *features,
-        nn.Linear(width, 120), nn.ReLU(), slots(2),
-        nn.Linear(120, 84), nn.ReLU(), slots(3),
+        nn.Linear(width, 120),
+        nn.ReLU(),
+        slots(2),
+        nn.Linear(120, 84),
+        nn.ReLU(),
+        slots(3),
         nn.Linear(84, num_classes),
     )
 
 
 # ---------------------------------------------------------------------------------------- VGG-16
 
-_VGG16_CONFIG = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M")
+_VGG16_CONFIG = (
+    64,
+    64,
+    "M",
+    128,
+    128,
+    "M",
+    256,
+    256,
+    256,
+    "M",
+    512,
+    512,
+    512,
+    "M",
+    512,
+    512,
+    512,
+    "M",
+)
 
 
 def vgg_classifier_slots(batch_norm: bool) -> tuple[int, int]:
@@ -135,7 +166,9 @@ def vgg_classifier_slots(batch_norm: bool) -> tuple[int, int]:
     return (48, 51) if batch_norm else (35, 38)
 
 
-def _vgg16(shape: Shape, num_classes: int, layer: LayerSpec, batch_norm: bool, hidden: int = 4096) -> nn.Module:
+def _vgg16(
+    shape: Shape, num_classes: int, layer: LayerSpec, batch_norm: bool, hidden: int = 4096
+) -> nn.Module:
     modules: list[nn.Module] = []
     relu_indices: list[int] = []
     channels = shape[0]
@@ -156,9 +189,14 @@ def _vgg16(shape: Shape, num_classes: int, layer: LayerSpec, batch_norm: bool, h
         if i in slots.active:
             modules[i] = nn.Sequential(nn.ReLU(inplace=True), slots(i))
     modules += [
-        nn.AdaptiveAvgPool2d(7), nn.Flatten(),
-        nn.Linear(512 * 7 * 7, hidden), nn.ReLU(inplace=True), slots(classifier_slots[0]),
-        nn.Linear(hidden, hidden), nn.ReLU(inplace=True), slots(classifier_slots[1]),
+        nn.AdaptiveAvgPool2d(7),
+        nn.Flatten(),
+        nn.Linear(512 * 7 * 7, hidden),
+        nn.ReLU(inplace=True),
+        slots(classifier_slots[0]),
+        nn.Linear(hidden, hidden),
+        nn.ReLU(inplace=True),
+        slots(classifier_slots[1]),
         nn.Linear(hidden, num_classes),
     ]
     return nn.Sequential(*modules)
@@ -238,7 +276,9 @@ class _WideBlock(nn.Module):
 class _WideResNet(nn.Module):
     """Wide ResNet (Zagoruyko and Komodakis 2016) of depth 16, pre-activation blocks."""
 
-    def __init__(self, shape: Shape, num_classes: int, layer: LayerSpec, widen_factor: int = 4) -> None:
+    def __init__(
+        self, shape: Shape, num_classes: int, layer: LayerSpec, widen_factor: int = 4
+    ) -> None:
         super().__init__()
         if widen_factor < 1:
             raise ValueError(f"wrn16 widen_factor must be a positive integer, got {widen_factor}")
@@ -288,9 +328,19 @@ def _register(name: str, build: Callable[..., nn.Module], description: str) -> N
 
 
 _register("mlp", _mlp, "fully connected 128-256-512, a layer slot after each ReLU")
-_register("lenet5", _lenet5, "LeNet-5: two ReLU convolutions with average pooling, two hidden FC layers")
-_register("vgg16_bn", lambda s, n, l, **kw: _vgg16(s, n, l, True, **kw), "VGG-16 with batch norm (flat 53-module layout)")
-_register("vgg16", lambda s, n, l, **kw: _vgg16(s, n, l, False, **kw), "VGG-16 without batch norm (flat layout)")
+_register(
+    "lenet5", _lenet5, "LeNet-5: two ReLU convolutions with average pooling, two hidden FC layers"
+)
+_register(
+    "vgg16_bn",
+    lambda shape, classes, layer, **kw: _vgg16(shape, classes, layer, True, **kw),
+    "VGG-16 with batch norm (flat 53-module layout)",
+)
+_register(
+    "vgg16",
+    lambda shape, classes, layer, **kw: _vgg16(shape, classes, layer, False, **kw),
+    "VGG-16 without batch norm (flat layout)",
+)
 _register("resnet18", _ResNet18, "CIFAR-10 ResNet-18 (conv1, bn1, layerK.J, linear)")
 _register("wrn16", _WideResNet, "wide ResNet of depth 16 (widen_factor, default 4)")
 
@@ -323,7 +373,9 @@ def build_network(
     """
     arch = get_architecture(name)
     if len(input_shape) != 3 or any(int(d) <= 0 for d in input_shape):
-        raise ValueError(f"input_shape must be (C, H, W) with positive sizes, got {tuple(input_shape)}")
+        raise ValueError(
+            f"input_shape must be (C, H, W) with positive sizes, got {tuple(input_shape)}"
+        )
     if num_classes < 2:
         raise ValueError(f"num_classes must be at least 2, got {num_classes}")
     shape = (int(input_shape[0]), int(input_shape[1]), int(input_shape[2]))

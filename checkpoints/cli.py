@@ -19,20 +19,25 @@ def add_description_arguments(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument("--arch", help="architecture: mlp, lenet5, vgg16_bn, vgg16, resnet18, wrn16")
     group.add_argument(
-        "--layers", metavar="SPEC",
+        "--layers",
+        metavar="SPEC",
         help="dropout-family layers, KIND[:ARGS][@POS,...], e.g. normout:spatiotemporal@48,51",
     )
     group.add_argument("--widen-factor", type=int, help="wrn16 widen factor")
     group.add_argument("--dataset", help="digits, mnist, fashion-mnist or cifar10")
     group.add_argument("--num-classes", type=int, help="number of classes (default: the dataset's)")
-    group.add_argument("--input-shape", metavar="C,H,W", help="input shape (default: the dataset's)")
     group.add_argument(
-        "--normalization", metavar="NORM",
+        "--input-shape", metavar="C,H,W", help="input shape (default: the dataset's)"
+    )
+    group.add_argument(
+        "--normalization",
+        metavar="NORM",
         help="none, cifar10 (the NormOut code's) or MEAN,..:STD,.. (default: the layout's)",
     )
     group.add_argument("--bounds", metavar="LOW,HIGH", help="input range (default 0,1)")
     group.add_argument(
-        "--trust-checkpoint", action="store_true",
+        "--trust-checkpoint",
+        action="store_true",
         help="allow unpickling Python objects from the file (runs its code: trusted files only)",
     )
 

@@ -39,10 +39,30 @@ _DEFAULT_DIRS = {"fashion-mnist": [Path("/usr/share/datasets/fashion-mnist")]}
 _CLASSES = {
     "digits": [str(i) for i in range(10)],
     "mnist": [str(i) for i in range(10)],
-    "fashion-mnist": ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
-                      "Sneaker", "Bag", "Ankle boot"],
-    "cifar10": ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship",
-                "truck"],
+    "fashion-mnist": [
+        "T-shirt/top",
+        "Trouser",
+        "Pullover",
+        "Dress",
+        "Coat",
+        "Sandal",
+        "Shirt",
+        "Sneaker",
+        "Bag",
+        "Ankle boot",
+    ],
+    "cifar10": [
+        "airplane",
+        "automobile",
+        "bird",
+        "cat",
+        "deer",
+        "dog",
+        "frog",
+        "horse",
+        "ship",
+        "truck",
+    ],
 }
 
 
@@ -117,8 +137,12 @@ def _digits(split: str) -> Dataset:
     labels = torch.from_numpy(bunch.target.astype(np.int64))
     part = slice(None, _DIGITS_TRAIN) if split == "train" else slice(_DIGITS_TRAIN, None)
     return Dataset(
-        images[part].contiguous(), labels[part].contiguous(), "digits", split,
-        "sklearn.datasets.load_digits", tuple(_CLASSES["digits"]),
+        images[part].contiguous(),
+        labels[part].contiguous(),
+        "digits",
+        split,
+        "sklearn.datasets.load_digits",
+        tuple(_CLASSES["digits"]),
     )
 
 
@@ -151,8 +175,12 @@ def _idx_folder(folder: Path, name: str, split: str) -> Dataset:
         files.append(hit)
     images = read_idx(files[0])
     return Dataset(
-        _to_images(images, str(files[0])), _to_labels(read_idx(files[1]), len(images), str(files[1])),
-        name, split, str(folder), tuple(_CLASSES[name]),
+        _to_images(images, str(files[0])),
+        _to_labels(read_idx(files[1]), len(images), str(files[1])),
+        name,
+        split,
+        str(folder),
+        tuple(_CLASSES[name]),
     )
 
 
@@ -163,8 +191,11 @@ class _ArrayUnpickler(pickle.Unpickler):
     """Unpickler for CIFAR batch files that only admits numpy arrays (no code)."""
 
     _ALLOWED = {
-        ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-        ("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "scalar"),
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+        ("numpy.core.multiarray", "scalar"),
         ("numpy._core.multiarray", "scalar"),
     }
 
@@ -198,8 +229,12 @@ def _cifar_folder(folder: Path, split: str) -> Dataset:
     images = np.concatenate([p[0] for p in parts])
     labels = np.concatenate([p[1] for p in parts])
     return Dataset(
-        _to_images(images, str(folder)), _to_labels(labels, len(images), str(folder)),
-        "cifar10", split, str(folder), tuple(_CLASSES["cifar10"]),
+        _to_images(images, str(folder)),
+        _to_labels(labels, len(images), str(folder)),
+        "cifar10",
+        split,
+        str(folder),
+        tuple(_CLASSES["cifar10"]),
     )
 
 
@@ -210,7 +245,9 @@ def _tensor_file(path: Path, name: str, split: str) -> Dataset:
     if path.suffix == ".npz":
         with np.load(path, allow_pickle=False) as archive:
             if "x" not in archive or "y" not in archive:
-                raise DatasetError(f"{path}: an .npz dataset needs arrays 'x' and 'y', has {archive.files}")
+                raise DatasetError(
+                    f"{path}: an .npz dataset needs arrays 'x' and 'y', has {archive.files}"
+                )
             images, labels = archive["x"], archive["y"]
     elif path.suffix in (".pt", ".pth"):
         obj = torch.load(path, map_location="cpu", weights_only=True)
@@ -220,8 +257,12 @@ def _tensor_file(path: Path, name: str, split: str) -> Dataset:
     else:
         raise DatasetError(f"{path}: expected a folder, an .npz or a .pt file")
     return Dataset(
-        _to_images(images, str(path)), _to_labels(labels, len(images), str(path)),
-        name, split, str(path), tuple(_CLASSES.get(name, ())),
+        _to_images(images, str(path)),
+        _to_labels(labels, len(images), str(path)),
+        name,
+        split,
+        str(path),
+        tuple(_CLASSES.get(name, ())),
     )
 
 
@@ -264,13 +305,16 @@ def load_dataset(name: str, split: str = "test", path: str | Path | None = None)
     if path is not None:
         location = Path(path).expanduser()
         if not location.exists():
-            raise DatasetError(f"--data {location} does not exist; give the folder or file holding {name}")
+            raise DatasetError(
+                f"--data {location} does not exist; give the folder or file holding {name}"
+            )
         return _read(location, name, split)
     if name == "digits":
         return _digits(split)
     if name not in _CLASSES:
         raise DatasetError(
-            f"unknown dataset {name!r}; known: {', '.join(dataset_names())}, or give a file with --data"
+            f"unknown dataset {name!r}; known: {', '.join(dataset_names())}, "
+            "or give a file with --data"
         )
     tried = []
     env = os.environ.get(DATA_ENV)

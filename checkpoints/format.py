@@ -135,7 +135,9 @@ def save_checkpoint(path: str | Path, network: nn.Module, spec: CheckpointSpec) 
         "dataset": spec.dataset,
         "input_shape": list(spec.input_shape),
         "num_classes": spec.num_classes,
-        "normalization": None if spec.mean is None else {"mean": list(spec.mean), "std": list(spec.std or ())},
+        "normalization": None
+        if spec.mean is None
+        else {"mean": list(spec.mean), "std": list(spec.std or ())},
         "bounds": list(spec.bounds),
         "training": dict(spec.training),
         "clean_accuracy": spec.clean_accuracy,
@@ -234,8 +236,10 @@ def read_raw(path: Path, trust: bool = False) -> Any:
 
 
 def _tensor_mapping(obj: Any) -> dict[str, Tensor] | None:
-    if isinstance(obj, Mapping) and obj and all(
-        isinstance(k, str) and isinstance(v, Tensor) for k, v in obj.items()
+    if (
+        isinstance(obj, Mapping)
+        and obj
+        and all(isinstance(k, str) and isinstance(v, Tensor) for k, v in obj.items())
     ):
         return dict(obj)
     return None
@@ -247,7 +251,11 @@ def _foreign_state_dict(obj: Any, path: Path) -> tuple[dict[str, Tensor], str]:
     if weights is not None:
         return weights, "state_dict"
     if isinstance(obj, Mapping):
-        for key, fmt in (("state_dict", "lightning"), ("model_state_dict", "state_dict"), ("model", "state_dict")):
+        for key, fmt in (
+            ("state_dict", "lightning"),
+            ("model_state_dict", "state_dict"),
+            ("model", "state_dict"),
+        ):
             weights = _tensor_mapping(obj.get(key))
             if weights is not None:
                 return weights, fmt
@@ -262,14 +270,16 @@ def _foreign_state_dict(obj: Any, path: Path) -> tuple[dict[str, Tensor], str]:
 # --------------------------------------------------------------------------------- remapping
 
 
-def _strip_prefixes(weights: dict[str, Tensor], expected: set[str]) -> tuple[dict[str, Tensor], list[str]]:
+def _strip_prefixes(
+    weights: dict[str, Tensor], expected: set[str]
+) -> tuple[dict[str, Tensor], list[str]]:
     """Strip ``model.``, ``module.``, ``_orig_mod.`` prefixes while every key carries one."""
     stripped: list[str] = []
     while set(weights) != expected:
         prefix = next((p for p in _PREFIXES if all(k.startswith(p) for k in weights)), None)
         if prefix is None:
             break
-        weights = {k[len(prefix):]: v for k, v in weights.items()}
+        weights = {k[len(prefix) :]: v for k, v in weights.items()}
         stripped.append(prefix)
     return weights, stripped
 
@@ -291,13 +301,19 @@ def _torchvision_vgg(weights: dict[str, Tensor], batch_norm: bool) -> dict[str, 
     return out
 
 
-def _remap(weights: dict[str, Tensor], network: nn.Module, arch: str) -> tuple[dict[str, Tensor], list[str]]:
+def _remap(
+    weights: dict[str, Tensor], network: nn.Module, arch: str
+) -> tuple[dict[str, Tensor], list[str]]:
     expected = set(network.state_dict())
     weights, stripped = _strip_prefixes(weights, expected)
     notes = [f"stripped prefix {p!r}" for p in stripped]
-    if arch in ("vgg16_bn", "vgg16") and any(k.startswith(("features.", "classifier.")) for k in weights):
+    if arch in ("vgg16_bn", "vgg16") and any(
+        k.startswith(("features.", "classifier.")) for k in weights
+    ):
         weights = _torchvision_vgg(weights, arch == "vgg16_bn")
-        notes.append("remapped torchvision-style VGG keys (features.*, classifier.*) to the flat layout")
+        notes.append(
+            "remapped torchvision-style VGG keys (features.*, classifier.*) to the flat layout"
+        )
     return weights, notes
 
 
@@ -307,7 +323,10 @@ def _likely_cause(missing: list[str], unexpected: list[str], shapes: list[str]) 
         return "the number of classes or the input shape differs (check --num-classes / --dataset)"
     if "running_mean" in text:
         return "batch norm differs (vgg16 vs vgg16_bn?)"
-    if any(k.startswith(("features.", "classifier.", "layer", "block", "conv1")) for k in missing + unexpected):
+    if any(
+        k.startswith(("features.", "classifier.", "layer", "block", "conv1"))
+        for k in missing + unexpected
+    ):
         return "the layout or architecture differs (check --arch)"
     return "the file was saved from a different architecture (check --arch and its arguments)"
 
@@ -322,9 +341,11 @@ def _load_strict(network: nn.Module, weights: dict[str, Tensor], path: Path, arc
         if weights[k].shape != own[k].shape
     ]
     if missing or unexpected or shapes:
+
         def show(items: list[str]) -> str:
             head = ", ".join(items[:6])
             return f"{head}, ... ({len(items)} in all)" if len(items) > 6 else head
+
         parts = []
         if missing:
             parts.append(f"missing keys: {show(missing)}")
@@ -394,15 +415,19 @@ def _resolve_foreign(
         guesses = infer_architectures(weights)
         hint = ""
         if guesses:
-            hint = " It looks like " + " or ".join(
-                f"--arch {a} --dataset {d}" for a, d, _ in guesses[:3]
-            ) + "."
+            hint = (
+                " It looks like "
+                + " or ".join(f"--arch {a} --dataset {d}" for a, d, _ in guesses[:3])
+                + "."
+            )
         raise CheckpointError(
             f"{path} is a {source_format} that does not say what it is; describe it with "
             f"--arch NAME (one of {', '.join(architecture_names())}) and --dataset NAME, "
             f"or a sidecar file {path.with_suffix('.toml').name} (see README).{hint}"
         )
-    shape, classes = shape_and_classes(description.dataset, description.input_shape, description.num_classes)
+    shape, classes = shape_and_classes(
+        description.dataset, description.input_shape, description.num_classes
+    )
     if shape is None or classes is None:
         raise CheckpointError(
             f"{path}: cannot tell the input shape and number of classes; give --dataset "
@@ -424,7 +449,9 @@ def _resolve_foreign(
 
 
 def _wrap_graph(model: nn.Module, description: Description, path: Path, fmt: str) -> CheckpointSpec:
-    shape, classes = shape_and_classes(description.dataset, description.input_shape, description.num_classes)
+    shape, classes = shape_and_classes(
+        description.dataset, description.input_shape, description.num_classes
+    )
     if shape is None:
         raise CheckpointError(
             f"{path} is a {fmt} that carries its own graph but not its data; give --dataset NAME "
@@ -437,8 +464,14 @@ def _wrap_graph(model: nn.Module, description: Description, path: Path, fmt: str
         classes = int(probe.shape[-1])
     mean, std = normalization_for(fmt, description.dataset, description.normalization)
     return CheckpointSpec(
-        arch=fmt, num_classes=classes, input_shape=shape, dataset=description.dataset,
-        mean=mean, std=std, bounds=description.bounds or (0.0, 1.0), source_format=fmt,
+        arch=fmt,
+        num_classes=classes,
+        input_shape=shape,
+        dataset=description.dataset,
+        mean=mean,
+        std=std,
+        bounds=description.bounds or (0.0, 1.0),
+        source_format=fmt,
     )
 
 
@@ -496,7 +529,9 @@ def load_checkpoint(
         weights, fmt = _foreign_state_dict(raw, path)
         spec = _resolve_foreign(described, path, fmt, weights)
 
-    network = build_network(spec.arch, spec.input_shape, spec.num_classes, spec.layer, **spec.arch_kwargs)
+    network = build_network(
+        spec.arch, spec.input_shape, spec.num_classes, spec.layer, **spec.arch_kwargs
+    )
     weights, remap_notes = _remap(weights, network, spec.arch)
     notes += remap_notes
     if any("torchvision-style" in n for n in remap_notes):
@@ -506,8 +541,13 @@ def load_checkpoint(
 
 
 def _finish(
-    network: nn.Module, spec: CheckpointSpec, path: Path, sha: str, weights_sha: str | None,
-    notes: list[str], device: str | torch.device,
+    network: nn.Module,
+    spec: CheckpointSpec,
+    path: Path,
+    sha: str,
+    weights_sha: str | None,
+    notes: list[str],
+    device: str | torch.device,
 ) -> LoadedCheckpoint:
     model = Normalized(network, spec.mean, spec.std).to(device).eval()
     return LoadedCheckpoint(model, spec, path, sha, weights_sha, tuple(notes))
@@ -515,6 +555,7 @@ def _finish(
 
 def build_model(spec: CheckpointSpec) -> tuple[nn.Module, nn.Module]:
     """A freshly initialised (network, normalised model) pair for ``spec``."""
-    network = build_network(spec.arch, spec.input_shape, spec.num_classes, spec.layer, **spec.arch_kwargs)
+    network = build_network(
+        spec.arch, spec.input_shape, spec.num_classes, spec.layer, **spec.arch_kwargs
+    )
     return network, Normalized(network, spec.mean, spec.std)
-

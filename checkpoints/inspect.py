@@ -40,7 +40,13 @@ __all__ = ["describe_weights", "main"]
 def describe_weights(weights: Mapping[str, Tensor]) -> list[tuple[str, str]]:
     """(field, value) lines about a foreign state_dict's layout."""
     keys = list(weights)
-    prefixes = sorted({k.split(".", 1)[0] + "." for k in keys if k.split(".", 1)[0] in ("model", "module", "_orig_mod")})
+    prefixes = sorted(
+        {
+            k.split(".", 1)[0] + "."
+            for k in keys
+            if k.split(".", 1)[0] in ("model", "module", "_orig_mod")
+        }
+    )
     if any(k.startswith(("features.", "classifier.")) for k in keys):
         layout = "torchvision-style VGG (features.*, classifier.*)"
     elif any(".layer1." in k or k.startswith("layer1.") for k in keys):
@@ -61,14 +67,21 @@ def describe_weights(weights: Mapping[str, Tensor]) -> list[tuple[str, str]]:
     ]
     matches = infer_architectures(weights)
     lines.append(
-        ("matches", "; ".join(f"{a} on {d}-shaped input" for a, d, _ in matches) or "no registered architecture")
+        (
+            "matches",
+            "; ".join(f"{a} on {d}-shaped input" for a, d, _ in matches)
+            or "no registered architecture",
+        )
     )
     return lines
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m checkpoints.inspect", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m checkpoints.inspect",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("file", nargs="?", type=Path, help="checkpoint file")
     parser.add_argument("--list", action="store_true", help="list architectures and layer kinds")
     add_description_arguments(parser)
@@ -116,7 +129,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                 ("dataset", spec.dataset or "not given (needs --dataset or --data to evaluate)"),
                 ("input shape", "x".join(map(str, spec.input_shape))),
                 ("classes", str(spec.num_classes)),
-                ("normalisation", "none" if spec.mean is None else f"mean {list(spec.mean)} std {list(spec.std or ())}"),
+                (
+                    "normalisation",
+                    "none"
+                    if spec.mean is None
+                    else f"mean {list(spec.mean)} std {list(spec.std or ())}",
+                ),
                 ("bounds", f"{spec.bounds[0]}, {spec.bounds[1]}"),
                 ("weights sha256", loaded.weights_sha256 or "n/a (graph archive)"),
             ]

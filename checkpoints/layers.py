@@ -12,7 +12,6 @@ command line as ``KIND[:ARG,key=value,...][@POS,POS,...]``, for example
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -144,7 +143,9 @@ class NormOut(nn.Module):
         self.generator: torch.Generator | None = None
 
     def forward(self, x: Tensor) -> Tensor:
-        return normout(x, self.method, self.use_abs, self.temperature, self.training, self.generator)
+        return normout(
+            x, self.method, self.use_abs, self.temperature, self.training, self.generator
+        )
 
     def extra_repr(self) -> str:
         text = f"method={self.method}, use_abs={self.use_abs}"
@@ -154,7 +155,9 @@ class NormOut(nn.Module):
 # ------------------------------------------------------------------------------------------- QSD
 
 
-def _sample_log_gamma(shape: torch.Tensor, size: torch.Size, generator: torch.Generator | None) -> Tensor:
+def _sample_log_gamma(
+    shape: torch.Tensor, size: torch.Size, generator: torch.Generator | None
+) -> Tensor:
     """log of Gamma(shape, 1) samples by Marsaglia and Tsang, boosted for shape < 1.
 
     Working in log space keeps very small shapes (which underflow to exactly 0 in linear
@@ -174,7 +177,9 @@ def _sample_log_gamma(shape: torch.Tensor, size: torch.Size, generator: torch.Ge
         u = torch.rand(n, dtype=dtype, device=device, generator=generator)
         di, ci = d[idx], c[idx]
         v = (1 + ci * z) ** 3
-        ok = (v > 0) & (torch.log(u) < 0.5 * z * z + di - di * v + di * torch.log(v.clamp_min(1e-300)))
+        ok = (v > 0) & (
+            torch.log(u) < 0.5 * z * z + di - di * v + di * torch.log(v.clamp_min(1e-300))
+        )
         accepted = tuple(i[ok] for i in idx)
         result[accepted] = torch.log(di[ok]) + torch.log(v[ok])
         pending[accepted] = False
@@ -184,7 +189,10 @@ def _sample_log_gamma(shape: torch.Tensor, size: torch.Size, generator: torch.Ge
 
 
 def sample_beta(
-    alpha: float, beta: float, size: torch.Size | tuple[int, ...], generator: torch.Generator | None = None,
+    alpha: float,
+    beta: float,
+    size: torch.Size | tuple[int, ...],
+    generator: torch.Generator | None = None,
     device: torch.device | str | None = None,
 ) -> Tensor:
     """Beta(alpha, beta) samples from an explicit generator, float64, shape ``size``.
@@ -297,8 +305,13 @@ class QSD(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return qsd(
-            x, self.drop_rate, self.alpha, self.variant, self.unit_expectation,
-            self.training, self.generator,
+            x,
+            self.drop_rate,
+            self.alpha,
+            self.variant,
+            self.unit_expectation,
+            self.training,
+            self.generator,
         )
 
     def extra_repr(self) -> str:
@@ -344,8 +357,16 @@ class Dropout(nn.Module):
 
 # kind -> (module class, name of the first positional argument, defaults)
 _KINDS: dict[str, tuple[type[nn.Module], str, dict[str, Any]]] = {
-    "normout": (NormOut, "method", {"method": "spatiotemporal", "use_abs": True, "temperature": None}),
-    "qsd": (QSD, "drop_rate", {"drop_rate": 0.2, "alpha": 0.2, "variant": "full", "unit_expectation": False}),
+    "normout": (
+        NormOut,
+        "method",
+        {"method": "spatiotemporal", "use_abs": True, "temperature": None},
+    ),
+    "qsd": (
+        QSD,
+        "drop_rate",
+        {"drop_rate": 0.2, "alpha": 0.2, "variant": "full", "unit_expectation": False},
+    ),
     "dropout": (Dropout, "p", {"p": 0.5}),
 }
 

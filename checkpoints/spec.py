@@ -128,7 +128,9 @@ class Description:
         elif isinstance(layer, Mapping):
             layer = LayerSpec.from_dict(layer)
         elif layer is not None:
-            raise ValueError(f"{origin}: 'layers' must be a string like 'normout:spatial@0,1' or a table")
+            raise ValueError(
+                f"{origin}: 'layers' must be a string like 'normout:spatial@0,1' or a table"
+            )
         return cls(
             arch=data.get("arch"),
             layer=layer,
@@ -149,7 +151,9 @@ def parse_shape(value: Any, origin: str) -> tuple[int, int, int] | None:
     try:
         shape = tuple(int(v) for v in value)
     except (TypeError, ValueError):
-        raise ValueError(f"{origin}: input_shape must be C,H,W (e.g. 3,32,32), got {value!r}") from None
+        raise ValueError(
+            f"{origin}: input_shape must be C,H,W (e.g. 3,32,32), got {value!r}"
+        ) from None
     if len(shape) != 3 or min(shape) <= 0:
         raise ValueError(f"{origin}: input_shape must be three positive sizes C,H,W, got {value!r}")
     return shape  # type: ignore[return-value]
@@ -205,7 +209,7 @@ def parse_normalization(
 
 
 def sidecar_path(checkpoint: Path) -> Path | None:
-    """The sidecar description next to ``checkpoint`` (``X.toml``, ``X.json``, ``X.pt.toml``, ...)."""
+    """The sidecar description next to ``checkpoint``: X.toml, X.json, X.pt.toml, X.pt.json."""
     for candidate in (
         checkpoint.with_suffix(".toml"),
         checkpoint.with_suffix(".json"),
@@ -225,9 +229,13 @@ def read_sidecar(path: Path) -> Description:
         else:
             data = json.loads(path.read_text())
     except (tomllib.TOMLDecodeError, json.JSONDecodeError) as err:
-        raise ValueError(f"description file {path} is not valid {path.suffix[1:].upper()}: {err}") from None
+        raise ValueError(
+            f"description file {path} is not valid {path.suffix[1:].upper()}: {err}"
+        ) from None
     if not isinstance(data, dict):
-        raise ValueError(f"description file {path} must hold a table of keys, got {type(data).__name__}")
+        raise ValueError(
+            f"description file {path} must hold a table of keys, got {type(data).__name__}"
+        )
     return Description.from_mapping(data, str(path))
 
 

@@ -26,10 +26,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from checkpoints.datasets import DatasetError, load_dataset
 from checkpoints.format import CheckpointError, file_sha256, save_checkpoint, weights_sha256
 from checkpoints.layers import LayerSpec
 from checkpoints.spec import DATASET_DEFAULTS, CheckpointSpec, normalization_for
-from checkpoints.datasets import DatasetError, load_dataset
 
 __all__ = ["ZOO", "ZOO_DIR", "TrainConfig", "evaluate_accuracy", "main", "train"]
 
@@ -81,7 +81,9 @@ ZOO: dict[str, TrainConfig] = {
 }
 
 
-def evaluate_accuracy(model: nn.Module, x: Tensor, y: Tensor, batch_size: int = 500) -> tuple[int, int]:
+def evaluate_accuracy(
+    model: nn.Module, x: Tensor, y: Tensor, batch_size: int = 500
+) -> tuple[int, int]:
     """(number correct, total) of ``model`` in eval mode; the model's mode is restored."""
     was_training = model.training
     model.eval()
@@ -100,7 +102,9 @@ def _seed_layers(model: nn.Module, generator: torch.Generator) -> None:
             module.generator = generator
 
 
-def train(config: TrainConfig, data_path: str | None = None, log: Any = None) -> tuple[nn.Module, CheckpointSpec]:
+def train(
+    config: TrainConfig, data_path: str | None = None, log: Any = None
+) -> tuple[nn.Module, CheckpointSpec]:
     """Train ``config`` on the CPU; returns the bare network and its spec (with accuracy)."""
     from checkpoints.format import build_model
 
@@ -112,8 +116,14 @@ def train(config: TrainConfig, data_path: str | None = None, log: Any = None) ->
     shape, classes = DATASET_DEFAULTS[config.dataset]
     mean, std = normalization_for(config.arch, config.dataset, None)
     spec = CheckpointSpec(
-        arch=config.arch, num_classes=classes, input_shape=shape, layer=layer,
-        dataset=config.dataset, mean=mean, std=std, training=config.to_dict(),
+        arch=config.arch,
+        num_classes=classes,
+        input_shape=shape,
+        layer=layer,
+        dataset=config.dataset,
+        mean=mean,
+        std=std,
+        training=config.to_dict(),
     )
     network, model = build_model(spec)
     train_set = load_dataset(config.dataset, "train", data_path)
@@ -144,7 +154,9 @@ def train(config: TrainConfig, data_path: str | None = None, log: Any = None) ->
 def build_zoo(names: Sequence[str], data_path: str | None, log: Any) -> list[dict[str, Any]]:
     """Train the named zoo entries, write them and update the manifest."""
     manifest_path = ZOO_DIR / MANIFEST
-    manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {"checkpoints": {}}
+    manifest = (
+        json.loads(manifest_path.read_text()) if manifest_path.is_file() else {"checkpoints": {}}
+    )
     written = []
     for name in names:
         config = ZOO[name]
@@ -164,26 +176,38 @@ def build_zoo(names: Sequence[str], data_path: str | None, log: Any) -> list[dic
         }
         manifest["checkpoints"][name] = entry
         written.append({"name": name, **entry})
-        print(f"{name}: clean accuracy {spec.clean_accuracy:.4f} ({entry['train_seconds']} s)", file=log)
+        print(
+            f"{name}: clean accuracy {spec.clean_accuracy:.4f} ({entry['train_seconds']} s)",
+            file=log,
+        )
     manifest["checkpoints"] = dict(sorted(manifest["checkpoints"].items()))
     manifest_path.write_text(json.dumps(manifest, indent=2) + "\n")
     return written
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m checkpoints.train", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--zoo", action="store_true", help="train the example zoo into checkpoints/zoo/")
+    parser = argparse.ArgumentParser(
+        prog="python -m checkpoints.train",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--zoo", action="store_true", help="train the example zoo into checkpoints/zoo/"
+    )
     parser.add_argument("--only", nargs="+", metavar="NAME", help="with --zoo: only these entries")
     parser.add_argument("--arch", help="architecture (see python -m checkpoints.inspect --list)")
     parser.add_argument("--dataset", help="digits, mnist, fashion-mnist or cifar10")
-    parser.add_argument("--layers", default="none", help="e.g. normout:spatiotemporal, qsd:drop_rate=0.2,alpha=0.2")
+    parser.add_argument(
+        "--layers", default="none", help="e.g. normout:spatiotemporal, qsd:drop_rate=0.2,alpha=0.2"
+    )
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--weight-decay", type=float, default=0.0)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=1, help="CPU threads (fixed for determinism)")
+    parser.add_argument(
+        "--threads", type=int, default=1, help="CPU threads (fixed for determinism)"
+    )
     parser.add_argument("--data", help="dataset folder or file (else $ROBAUDIT_DATA/<name>)")
     parser.add_argument("--out", help="output checkpoint file")
     args = parser.parse_args(argv)
@@ -198,8 +222,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         if not (args.arch and args.dataset and args.out):
             raise ValueError("give --arch, --dataset and --out (or --zoo)")
-        config = TrainConfig(args.arch, args.dataset, args.layers, args.epochs, args.batch_size,
-                             args.lr, args.weight_decay, args.seed)
+        config = TrainConfig(
+            args.arch,
+            args.dataset,
+            args.layers,
+            args.epochs,
+            args.batch_size,
+            args.lr,
+            args.weight_decay,
+            args.seed,
+        )
         network, spec = train(config, args.data, sys.stderr)
         path = save_checkpoint(args.out, network, spec)
         print(f"wrote {path} (clean accuracy {spec.clean_accuracy:.4f})")
