@@ -145,7 +145,13 @@ def reference_suite(model: nn.Module, x: Tensor, y: Tensor, config: SuiteConfig,
             accuracies[f"{norm.value} sweep eps={value:.4g}"] = float(robust.double().mean())
             if value == eps:
                 at_eps = robust.clone()
-        robust = at_eps if at_eps is not None else clean.clone()
+        if at_eps is None:
+            # The sweep skipped the suite epsilon, so PGD-CE runs there on its own.
+            at_eps = clean.clone()
+            index = at_eps.nonzero().squeeze(1)
+            adversarial = _torchattacks_pgd(counter, x[index], y[index], norm, eps, steps, rel)
+            at_eps[index] &= _correct(counter, adversarial, y[index])
+        robust = at_eps
         accuracies[f"{norm.value} pgd-ce"] = float(robust.double().mean())
         for label in ("pgd-t", "fgsm", "noise", "square"):
             index = robust.nonzero().squeeze(1)
