@@ -13,7 +13,8 @@ Contenders run interleaved in the same process on the same data and the medians 
 repeats are reported, because the machine may be shared. Run from the repository root:
 
     python benchmarks/bench_flatness.py            # full run
-    python benchmarks/bench_flatness.py --quick    # smoke run: few repeats, 1 probe on VGG
+    python benchmarks/bench_flatness.py --quick    # smoke run: few repeats and probes
+    python benchmarks/bench_flatness.py --only trace --repeats 9
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from flatness import fisher_rao_norm, hutchinson_trace
+from flatness import TraceResult, fisher_rao_norm, hutchinson_trace
 
 ROOT = Path(__file__).resolve().parents[1]
 ZOO_LENET = ROOT / "checkpoints" / "zoo" / "mnist-lenet5-dropout.pt"
@@ -136,8 +137,8 @@ def bench_trace(num_samples: int, num_probes: int, repeats: int) -> None:
         (x[i : i + batch_size], y[i : i + batch_size]) for i in range(0, num_samples, batch_size)
     ]
 
-    def ours() -> float:
-        result = hutchinson_trace(
+    def ours() -> TraceResult:
+        return hutchinson_trace(
             model,
             x,
             y,
@@ -147,18 +148,18 @@ def bench_trace(num_samples: int, num_probes: int, repeats: int) -> None:
             min_probes=num_probes,
             rel_tol=1e-9,
         )
-        return result.value
 
-    def pyhessian_trace() -> float:
+    def pyhessian_trace() -> list[float]:
         # tol=-inf switches off PyHessian's stopping rule so both run exactly num_probes probes.
         probes = hessian(model, nn.CrossEntropyLoss(), dataloader=batches, cuda=False).trace(
             maxIter=num_probes, tol=float("-inf")
         )
-        return float(np.mean(probes))
+        return probes
 
+    result, probes = ours(), np.array(pyhessian_trace())
     print(
-        f"    trace: ours {ours():.4g}, PyHessian {pyhessian_trace():.4g} "
-        f"(both {num_probes} probes, different random probes)"
+        f"    trace: ours {result.value:.4g} ± {result.stderr:.2g}, PyHessian {probes.mean():.4g} "
+        f"± {probes.std(ddof=1) / np.sqrt(num_probes):.2g} (standard errors; independent probes)"
     )
     medians = interleaved_medians({"ours": ours, "pyhessian": pyhessian_trace}, repeats)
     model.eval()  # PyHessian leaves the model in eval mode; it already was
@@ -185,7 +186,7 @@ def vgg_child(num_probes: int) -> None:
         y,
         generator=torch.Generator().manual_seed(0),
         batch_size=32,
-        max_probes=max(num_probes, 2),
+        max_probes=num_probes,
         min_probes=2,
         rel_tol=1e-9,
     )
@@ -240,7 +241,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--repeats", type=int, default=None, help="timing repeats (default 15, quick 3)"
     )
-    parser.add_argument("--skip-vgg", action="store_true", help="skip the VGG-16-BN memory run")
+    parser.add_argument(
+        "--only",
+        choices=["fisher-rao", "trace", "vgg-memory"],
+        action="append",
+        help="run only this measurement (repeatable); default: all three",
+    )
     parser.add_argument("--vgg-child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--vgg-probes", type=int, default=2, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -249,13 +255,16 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     repeats = args.repeats or (3 if args.quick else 15)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs")
-    bench_fisher_rao(repeats)
-    bench_trace(
-        num_samples=256 if args.quick else 512,
-        num_probes=4 if args.quick else 16,
-        repeats=max(1, repeats // 3),
-    )
-    if not args.skip_vgg:
+    selected = args.only or ["fisher-rao", "trace", "vgg-memory"]
+    if "fisher-rao" in selected:
+        bench_fisher_rao(repeats)
+    if "trace" in selected:
+        bench_trace(
+            num_samples=256 if args.quick else 512,
+            num_probes=4 if args.quick else 16,
+            repeats=max(1, repeats // 3),
+        )
+    if "vgg-memory" in selected:
         bench_vgg_memory(num_probes=2)
     return 0
 
