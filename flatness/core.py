@@ -12,7 +12,7 @@ import dataclasses
 import hashlib
 import math
 from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from enum import StrEnum
 
 import torch
@@ -179,13 +179,24 @@ def draw_seeds(generator: torch.Generator, count: int) -> list[int]:
     return torch.randint(0, 2**62, (count,), generator=generator).tolist()
 
 
+def dropout_seeds(generator: torch.Generator, mode: Mode, num_mc_samples: int) -> list[int | None]:
+    """Seeds of one batch's dropout draws: ``num_mc_samples`` in train mode, ``[None]`` in eval."""
+    if mode is Mode.EVAL:
+        return [None]
+    return list(draw_seeds(generator, num_mc_samples))
+
+
 @contextmanager
-def seeded_global_rng(seed: int, device: torch.device) -> Iterator[None]:
+def seeded_global_rng(seed: int | None, device: torch.device) -> Iterator[None]:
     """Seeds the global RNG for one stochastic forward pass and restores it afterwards.
 
     Stochastic layers draw from the global RNG; forking it makes their draws a function of the
-    caller's generator while leaving the caller's global RNG state untouched.
+    caller's generator while leaving the caller's global RNG state untouched. ``None`` (eval
+    mode, nothing random) leaves the RNG alone.
     """
+    if seed is None:
+        yield
+        return
     devices = [device] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(seed)
@@ -285,7 +296,7 @@ def loss_pass(
     fmodel: FunctionalModel,
     data: Batches,
     params: dict[str, Tensor],
-    seeds: list[list[int]] | None,
+    seeds: list[list[int | None]],
 ) -> LossPass:
     """Evaluates the per-sample loss over ``data`` at ``params``.
 
@@ -293,9 +304,9 @@ def loss_pass(
         fmodel: The model as a function of its parameters.
         data: Batches from `batches`.
         params: The parameter point, by name.
-        seeds: Per batch, the dropout seeds to average over (train mode); ``None`` in eval
-            mode. Reusing the same seeds at every point compares losses under common random
-            numbers, so differences between points are not drowned by dropout noise.
+        seeds: Per batch, the dropout seeds to average over (`dropout_seeds`). Reusing the same
+            seeds at every point compares losses under common random numbers, so differences
+            between points are not drowned by dropout noise.
     """
     return _sweep(fmodel, data, params, seeds, None)
 
@@ -304,7 +315,7 @@ def loss_and_gradient(
     fmodel: FunctionalModel,
     data: Batches,
     params: dict[str, Tensor],
-    seeds: list[list[int]] | None,
+    seeds: list[list[int | None]],
 ) -> tuple[LossPass, dict[str, Tensor]]:
     """`loss_pass` plus the gradient of the mean loss by parameter name."""
     gradient = {n: torch.zeros_like(p) for n, p in params.items()}
@@ -315,17 +326,17 @@ def _sweep(
     fmodel: FunctionalModel,
     data: Batches,
     params: dict[str, Tensor],
-    seeds: list[list[int]] | None,
+    seeds: list[list[int | None]],
     gradient: dict[str, Tensor] | None,
 ) -> LossPass:
     """One pass over the data; accumulates the mean loss's gradient into ``gradient``."""
     losses, correct = [], []
     for index, (x_b, y_b, weight) in enumerate(data):
-        draws: list[int | None] = list(seeds[index]) if seeds is not None else [None]
+        draws = seeds[index]
         batch_losses = torch.zeros(x_b.shape[0], dtype=fmodel.dtype, device=fmodel.device)
         batch_correct = torch.zeros_like(batch_losses)
         for seed in draws:
-            with seeded_global_rng(seed, fmodel.device) if seed is not None else nullcontext():
+            with seeded_global_rng(seed, fmodel.device):
                 if gradient is None:
                     with torch.no_grad():
                         logits = fmodel(params, x_b)

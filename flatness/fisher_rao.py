@@ -26,7 +26,7 @@ from flatness.core import (
     batches,
     check_data,
     check_mc_samples,
-    draw_seeds,
+    dropout_seeds,
     jsonable,
     make_provenance,
     model_mode,
@@ -161,7 +161,7 @@ def fisher_rao_norm(
     with model_mode(model, mode), torch.no_grad():
         for x_b, y_b, _ in batches(x, y, batch_size, fmodel):
             per_sample = torch.zeros(x_b.shape[0], dtype=fmodel.dtype, device=fmodel.device)
-            for seed in draw_seeds(generator, num_mc_samples):
+            for seed in dropout_seeds(generator, mode, num_mc_samples):
                 with seeded_global_rng(seed, fmodel.device):
                     logits, u = parameter_directional_derivative(fmodel, x_b)
                 per_sample += fisher_rao_per_sample(logits, u, y_b, fisher) / num_mc_samples

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -28,7 +27,7 @@ from flatness.core import (
     check_data,
     check_mc_samples,
     check_positive,
-    draw_seeds,
+    dropout_seeds,
     gaussian,
     jsonable,
     make_provenance,
@@ -99,8 +98,8 @@ class HessianOperator:
         self._generator = generator
         # Seeds drawn once here make every product use the same dropout masks.
         self._fixed_seeds = (
-            [draw_seeds(generator, num_mc_samples) for _ in self._data]
-            if fixed_draws and mode is Mode.TRAIN
+            [dropout_seeds(generator, mode, num_mc_samples) for _ in self._data]
+            if fixed_draws
             else None
         )
 
@@ -124,9 +123,13 @@ class HessianOperator:
         tangents = self.fmodel.unflatten(vectors)
         total = vectors.new_zeros(vectors.shape[0]) if quadratic else torch.zeros_like(vectors)
         for index, (x_b, y_b, weight) in enumerate(self._data):
-            seeds = self._seeds(index)
+            seeds = (
+                self._fixed_seeds[index]
+                if self._fixed_seeds is not None
+                else dropout_seeds(self._generator, self._mode, self._num_mc_samples)
+            )
             for seed in seeds:
-                with self._randomness(seed):
+                with seeded_global_rng(seed, self.fmodel.device):
                     products = self._batch_hvp(x_b, y_b, tangents)
                 if quadratic:
                     product = sum(_rowwise_dot(products[n], tangents[n]) for n in products)
@@ -146,18 +149,6 @@ class HessianOperator:
 
         # One dropout draw per pass: the primal computation does not depend on the probe.
         return vmap(hvp, randomness="same")(tangents)
-
-    def _seeds(self, batch_index: int) -> list[int | None]:
-        if self._mode is Mode.EVAL:
-            return [None]
-        if self._fixed_seeds is not None:
-            return list(self._fixed_seeds[batch_index])
-        return list(draw_seeds(self._generator, self._num_mc_samples))
-
-    def _randomness(self, seed: int | None) -> AbstractContextManager[None]:
-        if seed is None:
-            return nullcontext()
-        return seeded_global_rng(seed, self.fmodel.device)
 
 
 @dataclass(frozen=True)

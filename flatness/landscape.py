@@ -16,7 +16,7 @@ from flatness.core import (
     check_data,
     check_mc_samples,
     check_positive,
-    draw_seeds,
+    dropout_seeds,
     gaussian,
     jsonable,
     loss_pass,
@@ -128,7 +128,7 @@ def loss_landscape(
     ]
     coordinates = torch.linspace(-span, span, num_points, dtype=torch.float64).tolist()
     data = list(batches(x, y, batch_size, fmodel))
-    seeds = [draw_seeds(generator, num_mc_samples) for _ in data] if mode is Mode.TRAIN else None
+    seeds = [dropout_seeds(generator, mode, num_mc_samples) for _ in data]
     grids = [coordinates] if num_directions == 1 else [coordinates, coordinates]
     losses, stderrs, accuracies = [], [], []
     with model_mode(model, mode):

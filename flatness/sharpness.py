@@ -15,7 +15,7 @@ from flatness.core import (
     check_data,
     check_mc_samples,
     check_positive,
-    draw_seeds,
+    dropout_seeds,
     jsonable,
     loss_and_gradient,
     loss_pass,
@@ -104,7 +104,7 @@ def epsilon_sharpness(
     fmodel = FunctionalModel(model)
     theta = fmodel.params
     data = list(batches(x, y, batch_size, fmodel))
-    seeds = [draw_seeds(generator, num_mc_samples) for _ in data] if mode is Mode.TRAIN else None
+    seeds = [dropout_seeds(generator, mode, num_mc_samples) for _ in data]
     half_widths = {n: epsilon * (p.abs() + 1) for n, p in theta.items()}
     offset = {n: torch.zeros_like(p) for n, p in theta.items()}
     with model_mode(model, mode):
