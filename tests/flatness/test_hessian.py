@@ -39,11 +39,11 @@ def test_hutchinson_within_three_standard_errors_of_exact_trace(name: str) -> No
         y,
         generator=generator(),
         batch_size=25,
-        max_probes=300,
+        max_probes=200,
         rel_tol=1e-9,
         probes_per_pass=100,
     )
-    assert result.num_probes == 300 and not result.converged
+    assert result.num_probes == 200 and not result.converged
     assert abs(result.value - exact) <= 3 * result.stderr
     assert result.stderr < 0.2 * abs(exact)  # the bound above is not vacuous
     assert result.ci_low < result.value < result.ci_high
@@ -66,10 +66,10 @@ def test_hutchinson_stops_at_the_relative_tolerance() -> None:
     model = build(ARCHITECTURES["mlp_with_biases"])
     x, y = make_data()
     result = hutchinson_trace(
-        model, x, y, generator=generator(), max_probes=2000, rel_tol=0.1, probes_per_pass=4
+        model, x, y, generator=generator(), max_probes=2000, rel_tol=0.15, probes_per_pass=8
     )
     assert result.converged
-    assert result.stderr <= 0.1 * abs(result.value)
+    assert result.stderr <= 0.15 * abs(result.value)
     assert result.num_probes < 2000
     assert result.num_matvecs == result.num_probes
 
@@ -154,7 +154,9 @@ def test_top_eigenvalues_equal_exact_ones(name: str) -> None:
     model = build(ARCHITECTURES[name])
     x, y = make_data()
     exact = torch.linalg.eigvalsh(exact_hessian(model, x, y)).flip(0)[:3]
-    result = hessian_eigenvalues(model, x, y, generator=generator(), num_eigenvalues=3)
+    result = hessian_eigenvalues(
+        model, x, y, generator=generator(), num_eigenvalues=3, batch_size=25
+    )
     assert result.converged
     np.testing.assert_allclose(result.eigenvalues, exact.tolist(), rtol=1e-4)
     pairs = zip(result.residual_norms, result.eigenvalues, strict=True)
