@@ -242,6 +242,9 @@ def main(argv: list[str] | None = None) -> int:
         "--repeats", type=int, default=None, help="timing repeats (default 15, quick 3)"
     )
     parser.add_argument(
+        "--threads", type=int, default=None, help="torch threads (default: torch's)"
+    )
+    parser.add_argument(
         "--only",
         choices=["fisher-rao", "trace", "vgg-memory"],
         action="append",
@@ -254,6 +257,8 @@ def main(argv: list[str] | None = None) -> int:
         vgg_child(args.vgg_probes)
         return 0
     repeats = args.repeats or (3 if args.quick else 15)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs")
     selected = args.only or ["fisher-rao", "trace", "vgg-memory"]
     if "fisher-rao" in selected:
