@@ -176,7 +176,7 @@ def fingerprint(x: Tensor, y: Tensor) -> str:
 
 def draw_seeds(generator: torch.Generator, count: int) -> list[int]:
     """Seeds for the global RNG that dropout-family layers sample from."""
-    return torch.randint(0, 2**62, (count,), generator=generator).tolist()
+    return torch.randint(0, 2**62, (count,), generator=generator, device=generator.device).tolist()
 
 
 def dropout_seeds(generator: torch.Generator, mode: Mode, num_mc_samples: int) -> list[int | None]:
