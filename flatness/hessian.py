@@ -268,13 +268,9 @@ def hutchinson_trace(
             fixed_draws=False,
         )
         like = vectors_like(fmodel)
-        basis = None
-        exact_part = 0.0
+        basis, exact_part = None, 0.0
         if method is TraceMethod.HUTCH_PLUS_PLUS:
-            rank = min(deflation_rank, fmodel.dim)
-            sketch = operator.matvec(rademacher((rank, fmodel.dim), generator, like))
-            basis = torch.linalg.qr(sketch.T).Q.T  # [rank, d], orthonormal rows
-            exact_part = operator.quadratic_forms(basis).sum().item()
+            basis, exact_part = _deflate(operator, min(deflation_rank, fmodel.dim), generator)
         converged = False
         while accumulator.count < max_probes and not converged:
             count = min(probes_per_pass, max_probes - accumulator.count)
@@ -600,6 +596,18 @@ def _rowwise_dot(a: Tensor, b: Tensor) -> Tensor:
 def vectors_like(fmodel: FunctionalModel) -> Tensor:
     """A scalar carrying the dtype and device that parameter-sized vectors must have."""
     return torch.empty((), dtype=fmodel.dtype, device=fmodel.device)
+
+
+def _deflate(
+    operator: HessianOperator, rank: int, generator: torch.Generator
+) -> tuple[Tensor, float]:
+    """Hutch++'s first stages: an orthonormal basis Q ``[rank, d]`` of the range of H S for a
+    Rademacher sketch S, and tr(Qᵀ H Q), the part of the trace it captures exactly."""
+    sketch = operator.matvec(
+        rademacher((rank, operator.dim), generator, vectors_like(operator.fmodel))
+    )
+    basis = torch.linalg.qr(sketch.T).Q.T
+    return basis, operator.quadratic_forms(basis).sum().item()
 
 
 def _tridiagonal(alphas: list[float], betas: list[float]) -> Tensor:
