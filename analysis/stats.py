@@ -22,7 +22,10 @@ def wilson_interval(
     denom = 1 + z * z / total
     centre = (p + z * z / (2 * total)) / denom
     half = z * math.sqrt(p * (1 - p) / total + z * z / (4 * total * total)) / denom
-    return (max(0.0, centre - half), min(1.0, centre + half))
+    # At p = 0 or p = 1 the bound is exactly 0 or 1; rounding must not move it inside.
+    low = 0.0 if successes == 0 else max(0.0, centre - half)
+    high = 1.0 if successes == total else min(1.0, centre + half)
+    return (low, high)
 
 
 def binomial_tail(k: int, n: int, p: float = 0.5) -> float:

@@ -12,22 +12,39 @@ from analysis.audit import main, select_samples
 from checkpoints.train import ZOO_DIR
 
 MANIFEST = json.loads((ZOO_DIR / "manifest.json").read_text())["checkpoints"]
+FAST = ["--preset", "quick", "--no-flatness", "--quiet"]
 
 
 def test_audit_reports_clean_accuracy_of_a_zoo_checkpoint(tmp_path, capsys):
     name = "digits-mlp-normout-spatiotemporal"
-    assert main([str(ZOO_DIR / f"{name}.pt"), "--out", str(tmp_path)]) == 0
+    assert (
+        main(
+            [
+                str(ZOO_DIR / f"{name}.pt"),
+                "--preset",
+                "quick",
+                "--no-flatness",
+                "--out",
+                str(tmp_path),
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     entry = MANIFEST[name]
     assert f"{entry['num_correct']}/{entry['num_test']}" in out
     document = json.loads((tmp_path / name / "audit.json").read_text())
-    assert document["num_correct"] == entry["num_correct"]
+    assert document["clean_accuracy"]["count"] == entry["num_correct"]
     assert document["provenance"]["checkpoint_sha256"] == entry["sha256"]
 
 
 def test_sample_selection_is_fixed_and_seeded():
     a, b = select_samples(1000, 100, seed=3), select_samples(1000, 100, seed=3)
-    assert a.tolist() == b.tolist() and len(set(a.tolist())) == 100 and a.tolist() == sorted(a.tolist())
+    assert (
+        a.tolist() == b.tolist()
+        and len(set(a.tolist())) == 100
+        and a.tolist() == sorted(a.tolist())
+    )
     assert select_samples(1000, 100, seed=4).tolist() != a.tolist()
     assert select_samples(50, 1000, seed=0).tolist() == list(range(50))
 
@@ -39,6 +56,13 @@ def test_sample_selection_is_fixed_and_seeded():
         (["--arch", "lenet5"], "arch='mlp'"),
         (["--dataset", "mnist", "--data", "/nonexistent"], "does not exist"),
         (["--layers", "normout:sideways"], "NormOut method"),
+        (["--preset", "fast"], "--preset must be one of"),
+        (["--epsilons", "0.3,0.1"], "ascending"),
+        (["--attacks", "pgd-ce,cw"], "not in the suite"),
+        (["--backend", "foolbox"], "--backend must be one of"),
+        (["--norms", "l1"], "norm"),
+        (["--junit", "x.xml"], "need --baseline"),
+        (["--suite", "/nonexistent.toml"], "does not exist"),
     ],
 )
 def test_bad_input_is_one_line_exit_2_and_no_files(tmp_path, capsys, extra, message):
@@ -57,14 +81,35 @@ def test_foreign_file_without_description(tmp_path, capsys):
     torch.save(build_network("mlp", (1, 8, 8), 10).state_dict(), tmp_path / "plain.pt")
     assert main([str(tmp_path / "plain.pt"), "--out", str(tmp_path / "out")]) == 2
     assert "--arch mlp --dataset digits" in capsys.readouterr().err
-    assert main([str(tmp_path / "plain.pt"), "--arch", "mlp", "--dataset", "digits",
-                 "--out", str(tmp_path / "out")]) == 0
+    assert (
+        main(
+            [
+                str(tmp_path / "plain.pt"),
+                "--arch",
+                "mlp",
+                "--dataset",
+                "digits",
+                "--out",
+                str(tmp_path / "out"),
+            ]
+        )
+        == 0
+    )
 
 
 def test_module_entry_point(tmp_path):
     result = subprocess.run(
-        [sys.executable, "-m", "analysis.audit", str(ZOO_DIR / "digits-mlp-none.pt"), "--out", str(tmp_path)],
-        capture_output=True, text=True, check=False,
+        [
+            sys.executable,
+            "-m",
+            "analysis.audit",
+            str(ZOO_DIR / "digits-mlp-none.pt"),
+            "--out",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert result.returncode == 0, result.stderr
     assert "clean accuracy" in result.stdout and str(tmp_path) in result.stdout

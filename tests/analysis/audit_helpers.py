@@ -1,0 +1,32 @@
+"""Helpers that build small, fast audits of zoo models."""
+
+from __future__ import annotations
+
+import torch
+
+from analysis.audit import evaluation_set, run_audit
+from analysis.config import AuditConfig, build_suite, flatness_config
+from checkpoints import load_checkpoint
+from checkpoints.train import ZOO_DIR
+
+
+def quick_config(num_samples: int = 120, flatness: bool = False, seed: int = 0) -> AuditConfig:
+    suite = build_suite("quick", "digits")
+    return AuditConfig(
+        suite=suite,
+        flatness=flatness_config("quick", 128) if flatness else None,
+        num_samples=num_samples,
+        flatness_samples=64,
+        batch_size=256,
+        seed=seed,
+    )
+
+
+def audit_document(name: str, config: AuditConfig, model=None) -> dict:
+    loaded = load_checkpoint(ZOO_DIR / f"{name}.pt")
+    if model is not None:
+        from dataclasses import replace
+
+        loaded = replace(loaded, model=model(loaded.model).eval())
+    evaluation = evaluation_set(loaded, None, config.num_samples, config.seed)
+    return run_audit(loaded, evaluation, config, device=torch.device("cpu"))

@@ -1,0 +1,113 @@
+"""The result document: schema-valid, complete enough to render, deterministic, versioned."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import jsonschema
+import pytest
+from audit_helpers import audit_document, quick_config
+
+from analysis.document import (
+    SCHEMA_PATH,
+    DocumentError,
+    bits,
+    decode_image,
+    read_document,
+    unbits,
+    write_json,
+)
+
+SCHEMA = json.loads(SCHEMA_PATH.read_text())
+
+
+def test_real_output_is_schema_valid(quick_document):
+    jsonschema.Draft202012Validator.check_schema(SCHEMA)
+    jsonschema.validate(quick_document, SCHEMA, cls=jsonschema.Draft202012Validator)
+    json.dumps(quick_document, allow_nan=False)
+
+
+def test_schema_rejects_a_damaged_document(quick_document):
+    broken = copy.deepcopy(quick_document)
+    broken["robustness"]["norms"][0]["robust"][0] = "01x"
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(broken, SCHEMA, cls=jsonschema.Draft202012Validator)
+    del broken["verdict"]
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(broken, SCHEMA, cls=jsonschema.Draft202012Validator)
+
+
+def test_document_holds_what_a_report_draws(quick_document):
+    norm = quick_document["robustness"]["norms"][0]
+    n = quick_document["evaluation"]["num_samples"]
+    assert len(quick_document["clean_correct"]) == n
+    assert all(len(row) == n for row in norm["robust"])
+    assert norm["sweep"]["epsilons"][-1] == norm["unbounded_epsilon"]
+    assert len(norm["sweep"]["success_rate"]) == len(norm["sweep"]["epsilons"])
+    assert any(len(trace[0]) > 2 for trace in (a["mean_loss_trace"] for a in norm["attacks"]))
+    flat = quick_document["flatness"]
+    assert len(flat["landscape_2d"]["losses"]) == len(flat["landscape_2d"]["coordinates"])
+    assert len(flat["spectral_density"]["grid"]) == len(flat["spectral_density"]["density"])
+    assert quick_document["activations"] and quick_document["activations"][0]["kind"] == "dropout"
+    example = norm["examples"][0]
+    original = decode_image(example["original"], example["shape"])
+    adversarial = decode_image(example["adversarial"], example["shape"])
+    assert len(original) == len(adversarial) == 64
+    epsilon = example["epsilon"] * 255
+    if norm["norm"] == "linf":
+        assert max(abs(a - o) for a, o in zip(adversarial, original, strict=True)) <= epsilon + 1
+
+
+def test_robust_accuracy_is_worst_case_of_attacks(quick_document):
+    for norm in quick_document["robustness"]["norms"]:
+        clean = unbits(quick_document["clean_correct"])
+        for k in range(len(norm["epsilons"])):
+            robust = list(clean)
+            for attack in norm["attacks"]:
+                robust = [
+                    r and not s for r, s in zip(robust, unbits(attack["success"][k]), strict=True)
+                ]
+                assert attack["robust_accuracy_after"][k]["count"] == sum(robust)
+            assert unbits(norm["robust"][k]) == robust
+            assert norm["reliable_robust_accuracy"][k]["count"] == sum(robust)
+            low, high = norm["reliable_robust_accuracy"][k]["wilson_95"]
+            assert low <= norm["reliable_robust_accuracy"][k]["value"] <= high
+
+
+def _without_timings(document: dict) -> dict:
+    document = copy.deepcopy(document)
+    for key in ("started", "finished"):
+        document["provenance"].pop(key)
+    document["robustness"].pop("wall_time")
+    for norm in document["robustness"]["norms"]:
+        for attack in norm["attacks"]:
+            attack.pop("wall_time")
+    return document
+
+
+def test_same_seed_same_document():
+    config = quick_config(num_samples=60)
+    first = audit_document("digits-mlp-qsd", config)
+    second = audit_document("digits-mlp-qsd", config)
+    assert _without_timings(first) == _without_timings(second)
+    other = audit_document("digits-mlp-qsd", quick_config(num_samples=60, seed=1))
+    assert other["evaluation"]["indices"] != first["evaluation"]["indices"]
+
+
+def test_bits_round_trip():
+    import torch
+
+    mask = torch.tensor([[True, False, True], [False, False, True]])
+    assert bits(mask) == ["101", "001"]
+    assert unbits("101") == [True, False, True]
+
+
+def test_unknown_schema_version_is_refused(tmp_path, quick_document):
+    document = dict(quick_document, schema_version="9.9")
+    write_json(tmp_path / "future.json", document)
+    with pytest.raises(DocumentError, match="schema_version '9.9'"):
+        read_document(tmp_path / "future.json")
+    (tmp_path / "junk.json").write_text("{not json")
+    with pytest.raises(DocumentError, match="not valid JSON"):
+        read_document(tmp_path / "junk.json")

@@ -1,0 +1,139 @@
+"""The CI gate: passes an unchanged model, fails a weakened one and a new red flag."""
+
+from __future__ import annotations
+
+import copy
+import xml.etree.ElementTree as ET
+
+import pytest
+import torch
+
+from analysis.audit import main as audit_main
+from analysis.document import read_document, write_json
+from analysis.gate import baseline_from, compare
+from analysis.gate import main as gate_main
+from checkpoints import load_checkpoint, save_checkpoint
+from checkpoints.train import ZOO_DIR
+
+AUDIT = ["--preset", "quick", "--no-flatness", "--num-samples", "120", "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def weakened(tmp_path_factory) -> str:
+    """The digits dropout MLP with noise on its weights: clearly less accurate."""
+    loaded = load_checkpoint(ZOO_DIR / "digits-mlp-dropout.pt")
+    network = loaded.model.net
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for parameter in network.parameters():
+            parameter.add_(
+                1.0 * parameter.std() * torch.randn(parameter.shape, generator=generator)
+            )
+    path = tmp_path_factory.mktemp("weak") / "digits-mlp-dropout.pt"
+    save_checkpoint(path, network, loaded.spec)
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def baseline(tmp_path_factory) -> tuple[str, str]:
+    folder = tmp_path_factory.mktemp("base")
+    checkpoint = str(ZOO_DIR / "digits-mlp-dropout.pt")
+    assert (
+        audit_main(
+            [
+                checkpoint,
+                *AUDIT,
+                "--out",
+                str(folder / "out"),
+                "--baseline",
+                str(folder / "baseline.json"),
+                "--update-baseline",
+            ]
+        )
+        == 0
+    )
+    return str(folder / "baseline.json"), str(folder / "out" / "digits-mlp-dropout" / "audit.json")
+
+
+def test_gate_passes_an_unchanged_checkpoint(baseline, tmp_path):
+    baseline_file, _ = baseline
+    checkpoint = str(ZOO_DIR / "digits-mlp-dropout.pt")
+    junit = tmp_path / "gate.xml"
+    code = audit_main(
+        [
+            checkpoint,
+            *AUDIT,
+            "--out",
+            str(tmp_path),
+            "--baseline",
+            baseline_file,
+            "--junit",
+            str(junit),
+        ]
+    )
+    assert code == 0
+    suite = ET.parse(junit).getroot()
+    assert suite.tag == "testsuite" and int(suite.get("failures")) == 0
+    names = [case.get("name") for case in suite.iter("testcase")]
+    assert "clean accuracy" in names and any(n.startswith("red flag") for n in names)
+    assert any(n.startswith("reliable robust accuracy") for n in names)
+
+
+def test_gate_fails_a_weakened_checkpoint(baseline, weakened, tmp_path, capsys):
+    baseline_file, _ = baseline
+    junit = tmp_path / "gate.xml"
+    code = audit_main(
+        [
+            weakened,
+            *AUDIT[:-1],
+            "--out",
+            str(tmp_path),
+            "--baseline",
+            baseline_file,
+            "--junit",
+            str(junit),
+        ]
+    )
+    assert code == 1
+    assert "FAIL clean accuracy" in capsys.readouterr().out
+    failures = [
+        c.get("name")
+        for c in ET.parse(junit).getroot().iter("testcase")
+        if c.find("failure") is not None
+    ]
+    assert "clean accuracy" in failures
+
+
+def test_gate_command_line(baseline, tmp_path):
+    baseline_file, result = baseline
+    assert gate_main([result, baseline_file]) == 0
+    document = read_document(result)
+    flagged = copy.deepcopy(document)
+    flagged["findings"][0]["status"] = "fail"
+    write_json(tmp_path / "flagged.json", flagged)
+    assert gate_main([str(tmp_path / "flagged.json"), baseline_file]) == 1
+    assert gate_main([result, str(tmp_path / "missing.json")]) == 2
+    assert gate_main([result, baseline_file, "--max-drop", "3"]) == 2
+    assert gate_main([result, str(tmp_path / "new-baseline.json"), "--update-baseline"]) == 0
+    assert gate_main([result, str(tmp_path / "new-baseline.json")]) == 0
+
+
+def test_fixed_tolerance_and_unpaired_comparison(baseline):
+    _, result = baseline
+    document = read_document(result)
+    worse = copy.deepcopy(document)
+    # Two more samples misclassified: within a 5 % tolerance, beyond a zero tolerance.
+    clean = list(worse["clean_correct"])
+    flipped = [i for i, c in enumerate(clean) if c == "1"][:2]
+    for i in flipped:
+        clean[i] = "0"
+    worse["clean_correct"] = "".join(clean)
+    base = baseline_from(document)
+    assert compare(worse, base, max_drop=0.05).passed
+    assert not compare(worse, base, max_drop=0.0).passed
+    # Paired statistics: two flips out of 120 are noise.
+    assert [c for c in compare(worse, base).cases if c.name == "clean accuracy"][0].passed
+    other = copy.deepcopy(worse)
+    other["evaluation"]["indices"] = [i + 1 for i in other["evaluation"]["indices"]]
+    case = [c for c in compare(other, base).cases if c.name == "clean accuracy"][0]
+    assert case.passed and "unpaired" in case.message
