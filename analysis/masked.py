@@ -7,7 +7,7 @@ based evaluation in one documented way:
   cross-entropy gradient underflows to zero (vanishing gradients).
 - :class:`QuantizedInput`: inputs rounded to a few grey levels; the gradient is zero almost
   everywhere and the function is piecewise constant (shattered gradients).
-- :class:`TestTimeDropout`: dropout-family layers stay active in eval mode (stochastic
+- :class:`DropoutAtTest`: dropout-family layers stay active in eval mode (stochastic
   gradients and predictions).
 - :class:`WrongGradient`: the identity in the forward pass whose backward pass returns the
   negated gradient (a non-differentiable or obfuscated layer).
@@ -20,7 +20,7 @@ from torch import Tensor, nn
 
 from checkpoints.layers import QSD, Dropout, NormOut
 
-__all__ = ["MASKED_MODELS", "QuantizedInput", "SaturatedLogits", "TestTimeDropout", "WrongGradient"]
+__all__ = ["MASKED_MODELS", "QuantizedInput", "SaturatedLogits", "DropoutAtTest", "WrongGradient"]
 
 
 class SaturatedLogits(nn.Module):
@@ -47,7 +47,7 @@ class QuantizedInput(nn.Module):
         return self.model(torch.round(x * self.levels) / self.levels)
 
 
-class TestTimeDropout(nn.Module):
+class DropoutAtTest(nn.Module):
     """The model with its dropout-family layers left in training mode after ``eval()``.
 
     A model without such layers gets an inverted dropout on its input.
@@ -61,7 +61,7 @@ class TestTimeDropout(nn.Module):
         self.input_dropout: nn.Module = nn.Identity() if has_layers else Dropout(p)
         self._kinds = kinds
 
-    def train(self, mode: bool = True) -> TestTimeDropout:
+    def train(self, mode: bool = True) -> DropoutAtTest:
         super().train(mode)
         for module in self.modules():
             if isinstance(module, self._kinds):
@@ -96,6 +96,6 @@ class WrongGradient(nn.Module):
 MASKED_MODELS: dict[str, type[nn.Module]] = {
     "saturated-logits": SaturatedLogits,
     "quantized-input": QuantizedInput,
-    "test-time-dropout": TestTimeDropout,
+    "test-time-dropout": DropoutAtTest,
     "wrong-gradient": WrongGradient,
 }

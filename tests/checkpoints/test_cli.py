@@ -19,7 +19,10 @@ def test_inspect_our_file(capsys):
 
 def test_inspect_foreign_file_infers_layout(tmp_path, capsys):
     network = build_network("lenet5", (1, 28, 28), 10)
-    torch.save({"state_dict": {f"model.{k}": v for k, v in network.state_dict().items()}}, tmp_path / "x.ckpt")
+    torch.save(
+        {"state_dict": {f"model.{k}": v for k, v in network.state_dict().items()}},
+        tmp_path / "x.ckpt",
+    )
     assert inspect_main([str(tmp_path / "x.ckpt")]) == 1
     out = capsys.readouterr().out
     assert "lightning" in out and "model." in out and "lenet5 on mnist-shaped input" in out
@@ -35,7 +38,16 @@ def test_inspect_bad_input_exits_2(tmp_path, capsys):
 
 
 def test_train_writes_a_loadable_deterministic_checkpoint(tmp_path, capsys):
-    args = ["--arch", "mlp", "--dataset", "digits", "--layers", "normout:spatial@2", "--epochs", "2"]
+    args = [
+        "--arch",
+        "mlp",
+        "--dataset",
+        "digits",
+        "--layers",
+        "normout:spatial@2",
+        "--epochs",
+        "2",
+    ]
     assert train_main([*args, "--out", str(tmp_path / "a.pt")]) == 0
     assert train_main([*args, "--out", str(tmp_path / "b.pt")]) == 0
     a, b = load_checkpoint(tmp_path / "a.pt"), load_checkpoint(tmp_path / "b.pt")

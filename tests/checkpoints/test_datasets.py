@@ -75,7 +75,9 @@ def _cifar_folder(tmp_path, x_hwc: np.ndarray, y: np.ndarray):
     folder.mkdir()
     data = x_hwc.transpose(0, 3, 1, 2).reshape(len(x_hwc), -1)
     with open(folder / "test_batch", "wb") as handle:
-        pickle.dump({b"batch_label": b"testing batch 1 of 1", b"labels": y.tolist(), b"data": data}, handle)
+        pickle.dump(
+            {b"batch_label": b"testing batch 1 of 1", b"labels": y.tolist(), b"data": data}, handle
+        )
     return folder
 
 

@@ -11,13 +11,21 @@ import pytest
 import torch
 from torch import nn
 
-from checkpoints import CheckpointError, CheckpointSpec, Description, load_checkpoint, save_checkpoint
+from checkpoints import (
+    CheckpointError,
+    CheckpointSpec,
+    Description,
+    load_checkpoint,
+    save_checkpoint,
+)
 from checkpoints.architectures import build_network
 from checkpoints.format import build_model
 from checkpoints.layers import LayerSpec, NormOut
 from checkpoints.spec import NORMOUT_CIFAR10_MEAN, NORMOUT_CIFAR10_STD
 
-PYAUTOATTACK_RESNET = Path(__import__("pyautoattack").__file__).parent / "examples" / "model_test.pt"
+PYAUTOATTACK_RESNET = (
+    Path(__import__("pyautoattack").__file__).parent / "examples" / "model_test.pt"
+)
 
 
 def _outputs(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -28,8 +36,13 @@ def _outputs(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
 def _lenet(seed: int = 0) -> tuple[nn.Module, CheckpointSpec]:
     torch.manual_seed(seed)
     spec = CheckpointSpec(
-        "lenet5", 10, (1, 28, 28), LayerSpec.parse("qsd:drop_rate=0.2,alpha=0.2"), dataset="mnist",
-        training={"epochs": 1}, clean_accuracy=0.5,
+        "lenet5",
+        10,
+        (1, 28, 28),
+        LayerSpec.parse("qsd:drop_rate=0.2,alpha=0.2"),
+        dataset="mnist",
+        training={"epochs": 1},
+        clean_accuracy=0.5,
     )
     network, _ = build_model(spec)
     return network, spec
@@ -84,7 +97,9 @@ def test_plain_state_dict_with_sidecar(tmp_path, sidecar):
     assert loaded.spec.arch == "lenet5" and loaded.spec.source_format == "state_dict"
     assert loaded.spec.mean is None  # no normalisation outside the NormOut VGG layouts
     x = torch.rand(3, 1, 28, 28)
-    torch.testing.assert_close(_outputs(loaded.model, x), _outputs(network.eval(), x), rtol=0, atol=0)
+    torch.testing.assert_close(
+        _outputs(loaded.model, x), _outputs(network.eval(), x), rtol=0, atol=0
+    )
     if sidecar == "toml":
         assert loaded.spec.layer == LayerSpec.parse("normout:spatial@2,3")
 
@@ -133,16 +148,43 @@ def _reference_vgg_layers(hidden: int, num_classes: int = 10) -> list[nn.Module]
     """The NormOut code's flat VGG-16-BN layer list, written out independently of our builder."""
     layers: list[nn.Module] = []
     channels = 3
-    for c in [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"]:
+    for c in [
+        64,
+        64,
+        "M",
+        128,
+        128,
+        "M",
+        256,
+        256,
+        256,
+        "M",
+        512,
+        512,
+        512,
+        "M",
+        512,
+        512,
+        512,
+        "M",
+    ]:
         if c == "M":
             layers.append(nn.MaxPool2d(kernel_size=2))
         else:
-            layers += [nn.Conv2d(channels, c, kernel_size=3, padding=1), nn.BatchNorm2d(c), nn.ReLU(inplace=True)]
+            layers += [
+                nn.Conv2d(channels, c, kernel_size=3, padding=1),
+                nn.BatchNorm2d(c),
+                nn.ReLU(inplace=True),
+            ]
             channels = c
     layers += [nn.AdaptiveAvgPool2d(7), nn.Flatten()]
     layers += [
-        nn.Linear(512 * 7 * 7, hidden), nn.ReLU(True), nn.Dropout(0.5),
-        nn.Linear(hidden, hidden), nn.ReLU(True), nn.Dropout(0.5),
+        nn.Linear(512 * 7 * 7, hidden),
+        nn.ReLU(True),
+        nn.Dropout(0.5),
+        nn.Linear(hidden, hidden),
+        nn.ReLU(True),
+        nn.Dropout(0.5),
         nn.Linear(hidden, num_classes),
     ]
     return layers
@@ -176,7 +218,11 @@ def test_normout_vgg16_bn_layouts(tmp_path, layout, hidden):
     reference = nn.Sequential(*layers) if layout == "flat" else _TorchvisionStyleVGG(layers)
     _randomise_batch_norm(reference)
     reference.eval()
-    assert len(layers) == 53 and isinstance(layers[48], nn.Dropout) and isinstance(layers[51], nn.Dropout)
+    assert (
+        len(layers) == 53
+        and isinstance(layers[48], nn.Dropout)
+        and isinstance(layers[51], nn.Dropout)
+    )
     if layout == "flat":
         # The Lightning module holds the Sequential as `model`.
         state = {"state_dict": {f"model.{k}": v for k, v in reference.state_dict().items()}}
@@ -281,7 +327,9 @@ class _Payload:
 
 def test_pickle_that_runs_code_is_refused_and_nothing_runs(tmp_path):
     marker = tmp_path / "pwned"
-    torch.save({"state_dict": {"w": torch.zeros(1)}, "payload": _Payload(marker)}, tmp_path / "evil.pt")
+    torch.save(
+        {"state_dict": {"w": torch.zeros(1)}, "payload": _Payload(marker)}, tmp_path / "evil.pt"
+    )
     with pytest.raises(CheckpointError, match="--trust-checkpoint"):
         load_checkpoint(tmp_path / "evil.pt", Description(arch="mlp", dataset="digits"))
     assert not marker.exists()

@@ -54,7 +54,9 @@ def test_normout_keep_probability_follows_definition(shape):
                 for wi in range(w):
                     column = [abs(float(x[i, ci, hi, wi])) for i in range(n)]
                     for i in range(n):
-                        assert math.isclose(float(p[i, ci, hi, wi]), column[i] / max(column), rel_tol=1e-6)
+                        assert math.isclose(
+                            float(p[i, ci, hi, wi]), column[i] / max(column), rel_tol=1e-6
+                        )
 
 
 def test_normout_softmax_variant_matches_thesis_formula_and_is_stable():
@@ -125,7 +127,9 @@ def test_qsd_coefficient_mean_matches_closed_form(variant, unit, drop_rate, alph
     c = qsd_coefficients((400_000,), drop_rate, alpha, variant, unit, _gen(8), torch.float64)
     beta = alpha * drop_rate / (1 - drop_rate)
     closed_form = 1 + beta / (alpha * (alpha + beta + 1)) if variant == "full" and not unit else 1.0
-    assert math.isclose(qsd_expected_coefficient(drop_rate, alpha, variant) if not unit else 1.0, closed_form)
+    assert math.isclose(
+        qsd_expected_coefficient(drop_rate, alpha, variant) if not unit else 1.0, closed_form
+    )
     standard_error = float(c.std()) / math.sqrt(c.numel())
     assert abs(float(c.mean()) - closed_form) < 4 * standard_error
     # Every variant drops a fraction d of the elements on average.
@@ -167,7 +171,13 @@ def test_dropout_rate_and_unit_mean():
 
 @pytest.mark.parametrize(
     "module",
-    [NormOut("temporal"), NormOut("spatial", temperature=2.0), QSD(0.2, 0.2), QSD(variant="dist_q"), Dropout(0.5)],
+    [
+        NormOut("temporal"),
+        NormOut("spatial", temperature=2.0),
+        QSD(0.2, 0.2),
+        QSD(variant="dist_q"),
+        Dropout(0.5),
+    ],
 )
 def test_modules_are_identity_in_eval_and_stochastic_in_train(module):
     x = torch.randn(8, 3, 4, 4, generator=_gen(13))
@@ -184,7 +194,11 @@ def test_modules_are_identity_in_eval_and_stochastic_in_train(module):
 
 def test_layer_spec_parse_round_trip_and_errors():
     spec = LayerSpec.parse("normout:spatiotemporal@48,51")
-    assert (spec.kind, spec.params, spec.positions) == ("normout", {"method": "spatiotemporal"}, (48, 51))
+    assert (spec.kind, spec.params, spec.positions) == (
+        "normout",
+        {"method": "spatiotemporal"},
+        (48, 51),
+    )
     assert LayerSpec.parse(str(spec)) == spec
     assert LayerSpec.from_dict(spec.to_dict()) == spec
     q = LayerSpec.parse("qsd:drop_rate=0.2,alpha=0.2,variant=dist_p")
