@@ -206,25 +206,25 @@ def _norm_section(
         "robust": bits(outcome.robust),
         "attacks": attacks,
         "unbounded_epsilon": outcome.unbounded_epsilon,
-        "sweep": _sweep(outcome.sweep, n),
-        "independent_sweep": _sweep(outcome.independent_sweep, None),
+        "sweep": _sweep(outcome.sweep),
+        "independent_sweep": _sweep(outcome.independent_sweep),
         "examples": _examples(outcome, suite, x, limit),
     }
 
 
-def _sweep(record: Any, total: int | None) -> dict[str, Any] | None:
+def _sweep(record: Any) -> dict[str, Any] | None:
+    """A sweep on its own samples (all, or the independent runs' subsample)."""
     if record is None:
         return None
-    n = int(record.success.shape[1]) if total is None else total
-    columns = record.sample_index if total is None else None
-    broken = record.success.sum(1).tolist()
+    columns = record.sample_index
+    success = record.success[:, columns]
     return {
         "attack": record.label,
         "epsilons": list(record.epsilons),
-        "success_rate": [proportion(int(b), n) for b in broken],
-        "success": bits(record.success),
-        "samples": None if columns is None else columns.tolist(),
-        "mean_loss_trace": plain(record.mean_loss_trace),
+        "success_rate": [proportion(int(b), len(columns)) for b in success.sum(1).tolist()],
+        "success": bits(success),
+        "samples": columns.tolist(),
+        "mean_loss_trace": plain(record.loss_trace[:, :, columns].nanmean(dim=2)),
     }
 
 

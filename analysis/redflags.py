@@ -286,7 +286,8 @@ def not_monotonic(evidence: Evidence) -> Finding:
         sweep = outcome.independent_sweep
         if sweep is None:
             continue
-        success = sweep.success
+        # The independent runs cover a subsample only; judge them on its columns.
+        success = sweep.success[:, sweep.sample_index]
         drops = []
         for k in range(len(sweep.epsilons) - 1):
             lost = int((success[k] & ~success[k + 1]).sum())
@@ -316,7 +317,7 @@ def not_monotonic(evidence: Evidence) -> Finding:
         rows[outcome.norm.value] = {
             "epsilons": list(sweep.epsilons),
             "success_rate": rate.tolist(),
-            "samples": int(sweep.success.shape[1]),
+            "samples": int(success.shape[1]),
             "steps": drops,
             "plateau_below_90": plateau,
         }
