@@ -73,15 +73,24 @@ class Evaluator:
         self.eot_samples = eot_samples
         self.num_forward = 0
         self.num_backward = 0
-        self.nonfinite_logits = 0
-        self.nonfinite_gradients = 0
+        # Counted on the model's device and read once at the end: no host sync per pass.
+        self._nonfinite_logits: Tensor | int = 0
+        self._nonfinite_gradients: Tensor | int = 0
+
+    @property
+    def nonfinite_logits(self) -> int:
+        return int(self._nonfinite_logits)
+
+    @property
+    def nonfinite_gradients(self) -> int:
+        return int(self._nonfinite_gradients)
 
     def _check_logits(self, logits: Tensor) -> None:
         if logits.dim() != 2:
             raise ValueError(
                 f"the model must return logits of shape [N, C], got {tuple(logits.shape)}"
             )
-        self.nonfinite_logits += int((~is_finite_rows(logits)).sum())
+        self._nonfinite_logits = self._nonfinite_logits + (~is_finite_rows(logits)).sum()
 
     def logits(self, x: Tensor) -> Tensor:
         """Logits ``[N, C]`` of ``x`` ``[N, ...]`` without a graph, averaged over EOT draws."""
@@ -107,30 +116,29 @@ class Evaluator:
             ``(logits [N, C], loss [N], grad [N, ...])``. Samples do not interact in eval mode,
             so the gradient of the summed loss is each sample's own gradient.
         """
-        logits_sum: Tensor | None = None
-        loss_sum: Tensor | None = None
-        grad_sum: Tensor | None = None
-        for _ in range(self.eot_samples):
-            with torch.enable_grad():
-                x_var = x.detach().requires_grad_(True)
-                logits = self.model(x_var)
-                loss = loss_fn(logits)
-                (grad,) = torch.autograd.grad(loss.sum(), x_var)
-            logits, loss = logits.detach(), loss.detach()
-            logits_sum = logits if logits_sum is None else logits_sum + logits
-            loss_sum = loss if loss_sum is None else loss_sum + loss
-            grad_sum = grad if grad_sum is None else grad_sum + grad
-        if logits_sum is None or loss_sum is None or grad_sum is None:
-            raise RuntimeError("eot_samples must be at least 1")
+        logits, loss, grad = self._value_and_grad(x, loss_fn)
+        for _ in range(self.eot_samples - 1):
+            more_logits, more_loss, more_grad = self._value_and_grad(x, loss_fn)
+            logits, loss, grad = logits + more_logits, loss + more_loss, grad + more_grad
         self.num_forward += x.shape[0] * self.eot_samples
         self.num_backward += x.shape[0] * self.eot_samples
         if self.eot_samples > 1:
-            logits_sum = logits_sum / self.eot_samples
-            loss_sum = loss_sum / self.eot_samples
-            grad_sum = grad_sum / self.eot_samples
-        self._check_logits(logits_sum)
-        self.nonfinite_gradients += int((~is_finite_rows(grad_sum)).sum())
-        return logits_sum, loss_sum, grad_sum
+            logits = logits / self.eot_samples
+            loss = loss / self.eot_samples
+            grad = grad / self.eot_samples
+        self._check_logits(logits)
+        self._nonfinite_gradients = self._nonfinite_gradients + (~is_finite_rows(grad)).sum()
+        return logits, loss, grad
+
+    def _value_and_grad(
+        self, x: Tensor, loss_fn: Callable[[Tensor], Tensor]
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        with torch.enable_grad():
+            x_var = x.detach().requires_grad_(True)
+            logits = self.model(x_var)
+            loss = loss_fn(logits)
+            (grad,) = torch.autograd.grad(loss.sum(), x_var)
+        return logits.detach(), loss.detach(), grad
 
 
 class CountingModule(nn.Module):

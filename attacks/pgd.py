@@ -89,7 +89,7 @@ def _descend(
     eps: Tensor,
     step: Tensor,
     targets: Tensor | None,
-    record_trace: bool,
+    first_run: bool,
 ) -> None:
     """One PGD run on the samples ``idx`` of the batch, folded into ``state``.
 
@@ -98,20 +98,21 @@ def _descend(
         state: best-so-far of the whole batch, updated in place.
         idx: ``[m]`` positions in the batch to attack.
         x0, y, eps, step, targets: ``[m, ...]`` / ``[m]`` values of those samples.
-        record_trace: write this run's objective into ``state.trace``.
+        first_run: the batch's first run (on every sample): record the objective in
+            ``state.trace`` and the first gradient's norm.
     """
     geom, evaluator = run.geometry, run.evaluator
     if run.random_start:
         x = geom.random_start(x0, eps, run.generator).clamp_(run.bounds.lower, run.bounds.upper)
     else:
         x = x0.clone()
-    step_view = step.reshape(-1, *([1] * (x0.dim() - 1)))
     active = idx
+
+    def loss_fn(logits: Tensor) -> Tensor:
+        # Reads ``y`` and ``targets`` when called, so it follows the compaction below.
+        return run.objective(logits, y, targets)
+
     for t in range(run.num_steps + 1):
-
-        def loss_fn(logits: Tensor, y: Tensor = y, targets: Tensor | None = targets) -> Tensor:
-            return run.objective(logits, y, targets)
-
         if t < run.num_steps:
             logits, loss, grad = evaluator.value_and_grad(x, loss_fn)
         else:
@@ -122,7 +123,7 @@ def _descend(
         rank = (prediction != y).long()
         if targets is not None:
             rank += (prediction == targets).long()
-        if record_trace:
+        if first_run:
             state.trace[t, active] = loss.to(state.trace.dtype)
 
         if run.keep == "last":
@@ -144,24 +145,23 @@ def _descend(
         if t == run.num_steps:
             break
 
-        first = torch.isnan(state.first_grad_norm[active])
-        if first.any():
-            norms = grad.flatten(1).norm(dim=1).to(state.first_grad_norm.dtype)
-            state.first_grad_norm[active[first]] = norms[first]
-        x = geom.project(x + step_view * geom.normalize(grad), x0, eps, run.bounds)
+        if t == 0 and first_run:
+            norms = grad.flatten(1).norm(dim=1)
+            state.first_grad_norm[active] = norms.to(state.first_grad_norm.dtype)
+        x = geom.ascend(x, grad, step, x0, eps, run.bounds)
 
         if run.early_stop:
             going = rank < run.stop_rank
             if not going.all():
                 # Compaction: stopped samples leave the batch, so later passes cost nothing
                 # for them.
-                active, x, x0, y, eps, step_view = (
+                active, x, x0, y, eps, step = (
                     active[going],
                     x[going],
                     x0[going],
                     y[going],
                     eps[going],
-                    step_view[going],
+                    step[going],
                 )
                 targets = None if targets is None else targets[going]
                 if active.numel() == 0:
@@ -337,7 +337,7 @@ def _pgd(
                     batch.eps[todo],
                     step[todo],
                     None if targets is None else targets[todo],
-                    record_trace=first,
+                    first_run=first,
                 )
                 first = False
         return BatchOutcome(

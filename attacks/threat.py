@@ -184,6 +184,19 @@ class Geometry:
         """
         return self.project_ball(x, x0, eps).clamp_(bounds.lower, bounds.upper)
 
+    def ascend(
+        self, x: Tensor, grad: Tensor, step: Tensor, x0: Tensor, eps: Tensor, bounds: Bounds
+    ) -> Tensor:
+        """One projected steepest-ascent step: ``project(x + step * normalize(grad))``.
+
+        Args:
+            x: current points ``[N, ...]``.
+            grad: their gradients ``[N, ...]``; overwritten (the step is built in its memory).
+            step: step lengths ``[N]``.
+            x0, eps, bounds: as for ``project``.
+        """
+        return self.project(x + _per_sample(step, x) * self.normalize(grad), x0, eps, bounds)
+
 
 class LinfGeometry(Geometry):
     norm = Norm.LINF
@@ -206,6 +219,15 @@ class LinfGeometry(Geometry):
         radius = _per_sample(eps, x0)
         delta = torch.clamp(x - x0, -radius, radius)
         return (x0 + delta).clamp_(bounds.lower, bounds.upper)
+
+    def ascend(
+        self, x: Tensor, grad: Tensor, step: Tensor, x0: Tensor, eps: Tensor, bounds: Bounds
+    ) -> Tensor:
+        # ``project(x + step * sign(grad))`` in place, operation for operation (each operation
+        # is commutative or the same), so it agrees with ``project`` to the last bit.
+        radius = _per_sample(eps, x0)
+        out = grad.contiguous().sign_().mul_(_per_sample(step, x)).add_(x).sub_(x0)
+        return out.clamp_(-radius, radius).add_(x0).clamp_(bounds.lower, bounds.upper)
 
     def surface_draw(
         self, x0: Tensor, eps: Tensor, generator: torch.Generator, draw: int
@@ -244,6 +266,19 @@ class L2Geometry(Geometry):
         norms = _flat_norm(delta)
         factor = torch.where(norms > eps, eps / norms.clamp_min(torch.finfo(x.dtype).tiny), 1.0)
         return x0 + delta * _per_sample(factor, x0)
+
+    def ascend(
+        self, x: Tensor, grad: Tensor, step: Tensor, x0: Tensor, eps: Tensor, bounds: Bounds
+    ) -> Tensor:
+        # ``project(x + step * normalize(grad))`` in place, with the same operations.
+        grad = grad.contiguous()
+        norms = _flat_norm(grad).clamp_min(torch.finfo(grad.dtype).tiny)
+        delta = grad.div_(_per_sample(norms, grad)).mul_(_per_sample(step, x)).add_(x).sub_(x0)
+        delta_norms = _flat_norm(delta)
+        factor = torch.where(
+            delta_norms > eps, eps / delta_norms.clamp_min(torch.finfo(x.dtype).tiny), 1.0
+        )
+        return delta.mul_(_per_sample(factor, x0)).add_(x0).clamp_(bounds.lower, bounds.upper)
 
     def surface_draw(
         self, x0: Tensor, eps: Tensor, generator: torch.Generator, draw: int
