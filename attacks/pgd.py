@@ -80,6 +80,72 @@ class _Descent:
     generator: torch.Generator
 
 
+@dataclass
+class _Best:
+    """The best iterate so far of the samples one run attacks, row by row with them.
+
+    A run reads these rows from ``_State`` once, updates them without indexing the batch at
+    every step, and writes them back when samples leave the run and at its end.
+    """
+
+    x: Tensor
+    logits: Tensor
+    rank: Tensor
+    loss: Tensor
+    target: Tensor
+
+    @classmethod
+    def read(cls, state: _State, rows: Tensor) -> _Best:
+        return cls(
+            state.best_x[rows],
+            state.best_logits[rows],
+            state.best_rank[rows],
+            state.best_loss[rows],
+            state.best_target[rows],
+        )
+
+    def write(self, state: _State, rows: Tensor, which: Tensor | None = None) -> None:
+        """Store these rows (or those selected by the mask ``which``) at ``rows`` of the batch."""
+        part = self if which is None else self.select(which)
+        state.best_x[rows] = part.x
+        state.best_logits[rows] = part.logits
+        state.best_rank[rows] = part.rank
+        state.best_loss[rows] = part.loss
+        state.best_target[rows] = part.target
+
+    def select(self, which: Tensor) -> _Best:
+        return _Best(
+            self.x[which],
+            self.logits[which],
+            self.rank[which],
+            self.loss[which],
+            self.target[which],
+        )
+
+    def update(
+        self,
+        better: Tensor | None,
+        x: Tensor,
+        logits: Tensor,
+        rank: Tensor,
+        loss: Tensor,
+        targets: Tensor | None,
+    ) -> None:
+        """Take the iterate where ``better`` holds (everywhere when it is None)."""
+        logits, loss = logits.to(self.logits.dtype), loss.to(self.loss.dtype)
+        target = self.target if targets is None else targets
+        if better is None:
+            self.x, self.logits, self.rank, self.loss, self.target = x, logits, rank, loss, target
+            return
+        rows = better.reshape(-1, *([1] * (x.dim() - 1)))
+        self.x = torch.where(rows, x, self.x)
+        self.logits = torch.where(better[:, None], logits, self.logits)
+        self.rank = torch.where(better, rank, self.rank)
+        self.loss = torch.where(better, loss, self.loss)
+        if targets is not None:
+            self.target = torch.where(better, targets, self.target)
+
+
 def _descend(
     run: _Descent,
     state: _State,
@@ -107,10 +173,18 @@ def _descend(
     else:
         x = x0.clone()
     active = idx
+    best = _Best.read(state, active)
 
     def loss_fn(logits: Tensor) -> Tensor:
         # Reads ``y`` and ``targets`` when called, so it follows the compaction below.
         return run.objective(logits, y, targets)
+
+    def leave(which: Tensor | None, rank: Tensor, evaluations: int) -> None:
+        """Write back the samples leaving the run (``which``; all when None)."""
+        rows = active if which is None else active[which]
+        best.write(state, rows, which)
+        state.last_rank[rows] = rank if which is None else rank[which]
+        state.queries[rows] += evaluations * evaluator.eot_samples
 
     for t in range(run.num_steps + 1):
         if t < run.num_steps:
@@ -118,7 +192,6 @@ def _descend(
         else:
             logits = evaluator.logits(x)
             loss = loss_fn(logits)
-        state.queries[active] += evaluator.eot_samples
         prediction = logits.argmax(dim=1)
         rank = (prediction != y).long()
         if targets is not None:
@@ -126,22 +199,10 @@ def _descend(
         if first_run:
             state.trace[t, active] = loss.to(state.trace.dtype)
 
-        if run.keep == "last":
-            better = torch.ones_like(rank, dtype=torch.bool)
-        else:
-            previous = state.best_rank[active]
-            better = (rank > previous) | (
-                (rank == 0) & (previous == 0) & (loss > state.best_loss[active])
-            )
-        if better.any():
-            chosen = active[better]
-            state.best_x[chosen] = x[better]
-            state.best_logits[chosen] = logits[better].to(state.best_logits.dtype)
-            state.best_rank[chosen] = rank[better]
-            state.best_loss[chosen] = loss[better].to(state.best_loss.dtype)
-            if targets is not None:
-                state.best_target[chosen] = targets[better]
-        state.last_rank[active] = rank
+        better = None
+        if run.keep == "best":
+            better = (rank > best.rank) | ((rank == 0) & (best.rank == 0) & (loss > best.loss))
+        best.update(better, x, logits, rank, loss, targets)
         if t == run.num_steps:
             break
 
@@ -155,6 +216,7 @@ def _descend(
             if not going.all():
                 # Compaction: stopped samples leave the batch, so later passes cost nothing
                 # for them.
+                leave(~going, rank, t + 1)
                 active, x, x0, y, eps, step = (
                     active[going],
                     x[going],
@@ -164,8 +226,10 @@ def _descend(
                     step[going],
                 )
                 targets = None if targets is None else targets[going]
+                best = best.select(going)
                 if active.numel() == 0:
-                    break
+                    return
+    leave(None, rank, t + 1)
 
 
 def _targets_for(

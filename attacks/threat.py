@@ -116,6 +116,12 @@ def _per_sample(values: Tensor, like: Tensor) -> Tensor:
     return values.reshape(-1, *([1] * (like.dim() - 1)))
 
 
+def _clamp_(x: Tensor, radius: Tensor) -> Tensor:
+    """``x.clamp_(-radius, radius)`` for a broadcast ``radius``, the same values, several times
+    faster on CPU (``clamp`` with tensor bounds takes a slow broadcasting path)."""
+    return torch.minimum(torch.maximum(x, -radius, out=x), radius, out=x)
+
+
 def _flat_norm(x: Tensor) -> Tensor:
     return x.flatten(1).norm(p=2, dim=1)
 
@@ -209,15 +215,14 @@ class LinfGeometry(Geometry):
         return grad.sign()
 
     def project_ball(self, x: Tensor, x0: Tensor, eps: Tensor) -> Tensor:
-        radius = _per_sample(eps, x0)
-        return x0 + torch.clamp(x - x0, -radius, radius)
+        return x0 + _clamp_(x - x0, _per_sample(eps, x0))
 
     def project(self, x: Tensor, x0: Tensor, eps: Tensor, bounds: Bounds) -> Tensor:
         # Under L∞ ball and box are both coordinate-wise, so clamping the offset and then the
         # point is the exact projection onto their intersection. The order of operations is
         # that of torchattacks and cleverhans, so results agree with theirs to the last bit.
         radius = _per_sample(eps, x0)
-        delta = torch.clamp(x - x0, -radius, radius)
+        delta = _clamp_(x - x0, radius)
         return (x0 + delta).clamp_(bounds.lower, bounds.upper)
 
     def ascend(
@@ -227,7 +232,7 @@ class LinfGeometry(Geometry):
         # is commutative or the same), so it agrees with ``project`` to the last bit.
         radius = _per_sample(eps, x0)
         out = grad.contiguous().sign_().mul_(_per_sample(step, x)).add_(x).sub_(x0)
-        return out.clamp_(-radius, radius).add_(x0).clamp_(bounds.lower, bounds.upper)
+        return _clamp_(out, radius).add_(x0).clamp_(bounds.lower, bounds.upper)
 
     def surface_draw(
         self, x0: Tensor, eps: Tensor, generator: torch.Generator, draw: int
