@@ -115,16 +115,29 @@ def _find(outcome: NormOutcome, kind: str, label: str | None = None) -> AttackRe
 
 
 def _excess_breaks(
-    later: AttackRecord, earlier_robust_count: int, k: int, tolerated: float, minimum: int
+    later: AttackRecord,
+    earlier_robust_count: int,
+    k: int,
+    tolerated: float,
+    minimum: int,
+    min_effect: float,
 ) -> tuple[Status, dict[str, Any]]:
-    """Did ``later`` break more of the samples left to it than a tolerated rate allows?"""
+    """Did ``later`` break more of the samples left to it than a tolerated rate allows?
+
+    It fails when the excess is significant (exact binomial test at ``ALPHA``) and material:
+    at least ``minimum`` samples and a share ``min_effect`` of all evaluated samples, i.e. the
+    robust accuracy of the earlier attacks was overstated by that much. Otherwise any
+    ``minimum`` discordant samples warn.
+    """
     broken = int((later.success[k] & later.attacked[k]).sum())
     attempted = int(later.attacked[k].sum())
+    total = int(later.success.shape[1])
     p_value = binomial_tail(broken, attempted, tolerated) if attempted else 1.0
+    effect = broken / total if total else 0.0
     status = Status.PASS
     if attempted == 0:
         status = Status.NOT_APPLICABLE
-    elif broken >= minimum and p_value < ALPHA:
+    elif broken >= minimum and p_value < ALPHA and effect >= min_effect:
         status = Status.FAIL
     elif broken >= minimum:
         status = Status.WARN
@@ -133,6 +146,8 @@ def _excess_breaks(
         "attempted": attempted,
         "rate": broken / attempted if attempted else None,
         "tolerated_rate": tolerated,
+        "share_of_samples": effect,
+        "material_share": min_effect,
         "p_value": p_value,
         "robust_before": earlier_robust_count,
     }
@@ -144,6 +159,7 @@ def _pairwise(
     earlier_kinds: tuple[str, ...],
     tolerated: float,
     minimum: int,
+    min_effect: float,
 ) -> tuple[Status, dict[str, Any]]:
     """For each norm and epsilon: did an attack of ``later_kinds`` break samples that every
     attack of ``earlier_kinds`` (run before it) left robust, beyond ``tolerated``?"""
@@ -164,7 +180,9 @@ def _pairwise(
                 robust = suite.clean_correct.clone()
                 for record in before:
                     robust &= ~record.success[k]
-                status, row = _excess_breaks(later, int(robust.sum()), k, tolerated, minimum)
+                status, row = _excess_breaks(
+                    later, int(robust.sum()), k, tolerated, minimum, min_effect
+                )
                 row["after"] = [r.label for r in before]
                 rows[f"{later.label}/{outcome.norm.value}/{epsilon:.6g}"] = row
                 statuses.append(status)
@@ -173,7 +191,9 @@ def _pairwise(
 
 @check("one-step-beats-iterative")
 def one_step_beats_iterative(evidence: Evidence) -> Finding:
-    status, rows = _pairwise(evidence, ("fgsm",), ("pgd", "apgd"), tolerated=0.01, minimum=3)
+    status, rows = _pairwise(
+        evidence, ("fgsm",), ("pgd", "apgd"), tolerated=0.01, minimum=3, min_effect=0.01
+    )
     return Finding(
         "one-step-beats-iterative",
         "One-step attack beats iterative",
@@ -190,7 +210,12 @@ def one_step_beats_iterative(evidence: Evidence) -> Finding:
 @check("black-box-beats-white-box")
 def black_box_beats_white_box(evidence: Evidence) -> Finding:
     status, rows = _pairwise(
-        evidence, ("square",), ("pgd", "pgd-t", "fgsm", "apgd"), tolerated=0.05, minimum=5
+        evidence,
+        ("square",),
+        ("pgd", "pgd-t", "fgsm", "apgd"),
+        tolerated=0.05,
+        minimum=5,
+        min_effect=0.02,
     )
     return Finding(
         "black-box-beats-white-box",
@@ -208,7 +233,12 @@ def black_box_beats_white_box(evidence: Evidence) -> Finding:
 @check("random-search-beats-gradient")
 def random_search_beats_gradient(evidence: Evidence) -> Finding:
     status, rows = _pairwise(
-        evidence, ("noise",), ("pgd", "pgd-t", "fgsm", "apgd"), tolerated=0.01, minimum=3
+        evidence,
+        ("noise",),
+        ("pgd", "pgd-t", "fgsm", "apgd"),
+        tolerated=0.01,
+        minimum=3,
+        min_effect=0.01,
     )
     return Finding(
         "random-search-beats-gradient",
@@ -224,7 +254,9 @@ def random_search_beats_gradient(evidence: Evidence) -> Finding:
 
 @check("targeted-beats-untargeted")
 def targeted_beats_untargeted(evidence: Evidence) -> Finding:
-    status, rows = _pairwise(evidence, ("pgd-t",), ("pgd",), tolerated=0.10, minimum=5)
+    status, rows = _pairwise(
+        evidence, ("pgd-t",), ("pgd",), tolerated=0.10, minimum=5, min_effect=0.05
+    )
     return Finding(
         "targeted-beats-untargeted",
         "Targeted beats untargeted",

@@ -12,8 +12,10 @@ from audit_helpers import audit_document, quick_config
 
 from analysis.audit import evaluation_set
 from analysis.config import AuditConfig, build_suite
+from analysis.document import unbits
 from analysis.masked import DropoutAtTest, QuantizedInput, SaturatedLogits, WrongGradient
 from analysis.redflags import CHECKS
+from analysis.stats import mcnemar_exact
 from attacks import AttackSpec
 from checkpoints import load_checkpoint
 from checkpoints.train import ZOO_DIR
@@ -57,7 +59,7 @@ def test_masked_models_raise_their_flags(masking):
         assert document["verdict"].startswith("suspected gradient masking")
 
 
-def _saturated_fraction(name: str, num_samples: int, dataset_dir=None) -> float:
+def _saturated_fraction(name: str, num_samples: int) -> float:
     """Independent ground truth: the fraction of evaluation samples whose float32 cross-entropy
     input gradient is exactly zero (a saturated softmax), measured without the audit."""
     loaded = load_checkpoint(ZOO_DIR / f"{name}.pt")
@@ -68,28 +70,40 @@ def _saturated_fraction(name: str, num_samples: int, dataset_dir=None) -> float:
     return float((gradient.flatten(1).norm(dim=1) == 0).double().mean())
 
 
-def _check_zoo_model(name: str, config: AuditConfig) -> None:
-    """A zoo model whose softmax does not saturate raises no flag. One that does (NormOut
-    without rescaling inflates activations in eval mode) genuinely masks gradients: the
-    vanishing-gradient flag must be raised, and a margin-loss PGD, which cannot saturate,
-    must confirm that the gradient attacks were starved."""
-    document = audit_document(name, config)
-    saturated = _saturated_fraction(name, config.num_samples)
-    if saturated <= 0.01:
-        assert not _fails(document), (name, _fails(document))
-        assert document["verdict"] == "no sign of gradient masking"
-        return
-    assert "vanishing-gradients" in _fails(document), (name, saturated)
+def _margin_loss_confirms_masking(name: str, config: AuditConfig, document: dict) -> bool:
+    """Independent ground truth: PGD on the margin (CW) loss, which a saturated softmax cannot
+    starve, breaks materially more samples than PGD on the cross-entropy (exact McNemar test
+    on the per-sample outcomes, p < 0.01, and at least 2 % of the samples)."""
     suite = config.suite
     cw = AttackSpec("pgd", "pgd-cw", {**suite.attacks[0].params, "loss": "cw"})
     confirm = replace(config, suite=suite.with_options(attacks=(cw,), sweep=None))
     with_margin = audit_document(name, confirm)
-    for norm, again in zip(
-        document["robustness"]["norms"], with_margin["robustness"]["norms"], strict=True
-    ):
-        pgd_ce = norm["attacks"][0]["robust_accuracy_after"][0]["value"]
-        pgd_cw = again["attacks"][0]["robust_accuracy_after"][0]["value"]
-        assert pgd_cw < pgd_ce, (name, norm["norm"], pgd_ce, pgd_cw)
+    pairs = zip(document["robustness"]["norms"], with_margin["robustness"]["norms"], strict=True)
+    for norm, again in pairs:
+        for k in range(len(norm["epsilons"])):
+            ce = unbits(norm["attacks"][0]["success"][k])
+            margin = unbits(again["attacks"][0]["success"][k])
+            only_margin = sum(m and not c for c, m in zip(ce, margin, strict=True))
+            only_ce = sum(c and not m for c, m in zip(ce, margin, strict=True))
+            material = only_margin - only_ce >= 0.02 * len(ce)
+            if only_margin >= 5 and material and mcnemar_exact(only_margin, only_ce) < 0.01:
+                return True
+    return False
+
+
+def _check_zoo_model(name: str, config: AuditConfig) -> None:
+    """A zoo model raises a masking red flag exactly when independent measurements show its
+    gradients are masked. NormOut without rescaling inflates activations in eval mode, and some
+    zoo NormOut models saturate the float32 softmax: there the flags are true positives."""
+    document = audit_document(name, config)
+    fails = _fails(document)
+    if _saturated_fraction(name, config.num_samples) > 0.05:
+        assert "vanishing-gradients" in fails, name
+    if _margin_loss_confirms_masking(name, config, document):
+        assert fails, f"{name}: a margin-loss PGD shows masking, but no flag was raised"
+    else:
+        assert not fails, (name, fails)
+        assert document["verdict"] == "no sign of gradient masking"
 
 
 @pytest.mark.parametrize("name", ["digits-mlp-dropout", "digits-mlp-normout-spatiotemporal"])
