@@ -135,15 +135,18 @@ class _Best:
         logits, loss = logits.to(self.logits.dtype), loss.to(self.loss.dtype)
         target = self.target if targets is None else targets
         if better is None:
+            # Fresh references, not copies: nothing writes into an iterate after this step.
             self.x, self.logits, self.rank, self.loss, self.target = x, logits, rank, loss, target
             return
+        # In place: these rows are this run's own copies, and a fresh example-sized buffer per
+        # step would cost more than the copy (new memory faults in page by page).
         rows = better.reshape(-1, *([1] * (x.dim() - 1)))
-        self.x = torch.where(rows, x, self.x)
-        self.logits = torch.where(better[:, None], logits, self.logits)
-        self.rank = torch.where(better, rank, self.rank)
-        self.loss = torch.where(better, loss, self.loss)
+        torch.where(rows, x, self.x, out=self.x)
+        torch.where(better[:, None], logits, self.logits, out=self.logits)
+        torch.where(better, rank, self.rank, out=self.rank)
+        torch.where(better, loss, self.loss, out=self.loss)
         if targets is not None:
-            self.target = torch.where(better, targets, self.target)
+            torch.where(better, targets, self.target, out=self.target)
 
 
 def _descend(

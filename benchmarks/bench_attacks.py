@@ -13,8 +13,14 @@ Fairness of the timing: both contenders run with the same number of intra-op thr
 and LeNet's small batches gain nothing from it), after an untimed warm-up of both (library
 imports, allocator), alternating (native, reference, native, ...; the reference's independent
 sweep attacks the subsample the native run of the same repeat drew), each repeat with its own
-seed (``--seed + repeat``) for both; wall times are medians over the
-repeats, and the seeds' spread of every robust accuracy is reported.
+seed (``--seed + repeat``) for both. Wall times are medians over the repeats; every robust
+accuracy is compared as the median over the seeds, with the seeds' spread beside it. Both
+sides run on the model in eval mode (the reference checks that no library left it in train
+mode, which would switch dropout on for every later evaluation).
+
+Per stage (sweep, each attack, independent sweep) the wall time and the overhead of both
+sides are printed too, so the stages whose work is the same on both sides (Square is the same
+pyautoattack code; the independent sweep runs every step by design) are visible as such.
 
 Overhead: wall ÷ (sample-passes × measured time per sample-pass at the batch size used). Every
 call into the model is recorded with its batch size and whether it is differentiated; the time
@@ -66,6 +72,7 @@ class Recorder(nn.Module):
         super().__init__()
         self.model = model
         self.calls: list[tuple[int, bool]] = []
+        self.marks: list[tuple[str, int, float]] = []
         # A new module starts in train mode; torchattacks restores the mode it finds on the
         # wrapper to the wrapped model as well, which would turn dropout on for what follows.
         self.train(model.training)
@@ -74,13 +81,29 @@ class Recorder(nn.Module):
         self.calls.append((x.shape[0], torch.is_grad_enabled() and x.requires_grad))
         return self.model(x)
 
-    @property
-    def forward_passes(self) -> int:
-        return sum(size for size, _ in self.calls)
+    def reset(self) -> None:
+        self.calls.clear()
+        self.marks.clear()
+        self.mark("start")
 
-    @property
-    def backward_passes(self) -> int:
-        return sum(size for size, grad in self.calls if grad)
+    def snapshot(self) -> Recorder:
+        """A copy of the calls and marks, for reading after the next ``reset``."""
+        copy = Recorder(self.model)
+        copy.calls, copy.marks = list(self.calls), list(self.marks)
+        return copy
+
+    def mark(self, stage: str) -> None:
+        """Note the end of a stage: its name, the calls so far and the time."""
+        self.marks.append((stage, len(self.calls), time.perf_counter()))
+
+    def stages(self) -> list[tuple[str, list[tuple[int, bool]], float]]:
+        """Per stage since ``reset``: its name, its calls and its seconds."""
+        return [
+            (stage, self.calls[begin:end], finish - start)
+            for (_, begin, start), (stage, end, finish) in zip(
+                self.marks, self.marks[1:], strict=False
+            )
+        ]
 
 
 # --- the reference composition ---------------------------------------------------------------
@@ -171,14 +194,13 @@ def reference_suite(
     config: SuiteConfig,
     seed: int,
     subsets: dict[Norm, Tensor],
-) -> tuple[dict[str, float], dict[str, float]]:
-    """The suite's plan composed from library calls.
+    mark: Callable[[str], None] = lambda stage: None,
+) -> dict[str, float]:
+    """The suite's plan composed from library calls; returns every robust accuracy.
 
     Args:
         subsets: per norm, the samples of the independent sweep (the native run's subsample).
-
-    Returns:
-        Every robust accuracy, and the seconds spent in each stage.
+        mark: called with the stage's name at the end of each stage.
     """
     if model.training:
         raise ValueError("the reference runs the model in eval mode; call model.eval() first")
@@ -186,7 +208,6 @@ def reference_suite(
     torch.manual_seed(seed)
     size = config.batch_size or x.shape[0]
     accuracies: dict[str, float] = {}
-    stages: dict[str, float] = {}
     clean = _correct(model, x, y, size)
     with torch.no_grad():
         num_classes = model(x[:1]).shape[1]
@@ -212,7 +233,6 @@ def reference_suite(
         )
         robust = clean.clone()
         at_eps = None
-        start = time.perf_counter()
         for value in sweep_epsilons:
             index = robust.nonzero().squeeze(1)
             if index.numel():
@@ -225,11 +245,10 @@ def reference_suite(
             at_eps = clean.clone()
             index = at_eps.nonzero().squeeze(1)
             at_eps[index] &= pgd_ce(x[index], y[index], norm, eps)
-        stages[f"{norm.value} sweep"] = time.perf_counter() - start
+        mark(f"{norm.value} sweep")
         robust = at_eps
         accuracies[f"{norm.value} pgd-ce"] = float(robust.double().mean())
         for label in ("pgd-t", "fgsm", "noise", "square"):
-            start = time.perf_counter()
             index = robust.nonzero().squeeze(1)
             if index.numel():
 
@@ -243,12 +262,11 @@ def reference_suite(
                 adversarial = _in_batches(chained, size, x[index], y[index])
                 robust[index] &= _correct(model, adversarial, y[index], size)
             accuracies[f"{norm.value} {label}"] = float(robust.double().mean())
-            stages[f"{norm.value} {label}"] = time.perf_counter() - start
+            mark(f"{norm.value} {label}")
         # Independent runs on the same subsample as the native run, each from the clean input.
         subset = subsets[norm]
         correct = clean[subset]
         index = subset[correct]
-        start = time.perf_counter()
         for value in sweep_epsilons:
             robust_here = correct.clone()
             if index.numel():
@@ -256,10 +274,10 @@ def reference_suite(
             accuracies[f"{norm.value} independent eps={value:.4g}"] = float(
                 robust_here.double().mean()
             )
-        stages[f"{norm.value} independent"] = time.perf_counter() - start
+        mark(f"{norm.value} independent")
     if model.training:
         raise RuntimeError("a library left the model in train mode")
-    return accuracies, stages
+    return accuracies
 
 
 # --- the native run --------------------------------------------------------------------------
@@ -281,19 +299,15 @@ def native_accuracies(result: SuiteResult) -> dict[str, float]:
     return accuracies
 
 
-def native_stages(result: SuiteResult) -> dict[str, float]:
-    """Seconds per stage, as the attack results recorded them."""
-    stages: dict[str, float] = {}
-    for outcome in result.norms:
-        norm = outcome.norm.value
-        if outcome.sweep is not None and outcome.sweep.result is not None:
-            stages[f"{norm} sweep"] = outcome.sweep.result.wall_time
-        for record in outcome.attacks:
-            if record.source == "run" and record.result is not None:
-                stages[f"{norm} {record.label}"] = record.result.wall_time
-        if outcome.independent_sweep is not None and outcome.independent_sweep.result is not None:
-            stages[f"{norm} independent"] = outcome.independent_sweep.result.wall_time
-    return stages
+def native_stage(label: str) -> str:
+    """The reference's name for the stage ``run_suite`` reports as ``label``."""
+    norm = label.split()[0]
+    if label.endswith("independent sweep"):
+        return f"{norm} independent"
+    # The main list's PGD-CE reads the sweep; the reference counts it in the sweep too.
+    if " sweep " in label or label.endswith(" pgd-ce"):
+        return f"{norm} sweep"
+    return f"{norm} {label.split()[-1]}"
 
 
 def independent_subsets(result: SuiteResult) -> dict[Norm, Tensor]:
@@ -365,14 +379,34 @@ def ideal_time(calls: Sequence[tuple[int, bool]], times: dict[bool, dict[int, fl
 
 @dataclass
 class Contender:
-    """Wall times, passes, overheads and accuracies of one side over the repeats."""
+    """Wall times, passes, overheads, stages and accuracies of one side over the repeats."""
 
     walls: list[float] = field(default_factory=list)
     forward: list[int] = field(default_factory=list)
     backward: list[int] = field(default_factory=list)
     overheads: list[float] = field(default_factory=list)
     accuracies: list[dict[str, float]] = field(default_factory=list)
-    stages: list[dict[str, float]] = field(default_factory=list)
+    # Per repeat, per stage: seconds and the seconds its passes alone take.
+    stages: list[dict[str, tuple[float, float]]] = field(default_factory=list)
+
+    def record(
+        self,
+        wall: float,
+        recorder: Recorder,
+        times: dict[bool, dict[int, float]],
+        rename: Callable[[str], str] = lambda stage: stage,
+    ) -> None:
+        calls = recorder.calls
+        self.walls.append(wall)
+        self.forward.append(sum(size for size, _ in calls))
+        self.backward.append(sum(size for size, grad in calls if grad))
+        self.overheads.append(wall / ideal_time(calls, times))
+        stages: dict[str, tuple[float, float]] = {}
+        for stage, stage_calls, seconds in recorder.stages():
+            name = rename(stage)
+            spent, ideal = stages.get(name, (0.0, 0.0))
+            stages[name] = (spent + seconds, ideal + ideal_time(stage_calls, times))
+        self.stages.append(stages)
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -383,6 +417,18 @@ class Contender:
             "overhead": statistics.median(self.overheads),
             "overheads": self.overheads,
         }
+
+    def stage(self, name: str) -> tuple[float, float]:
+        """Median seconds of a stage over the repeats, and its median overhead."""
+        rows = [s[name] for s in self.stages if name in s]
+        if not rows:
+            return 0.0, float("nan")
+        return (
+            statistics.median(spent for spent, _ in rows),
+            statistics.median(
+                spent / ideal if ideal > 0 else float("nan") for spent, ideal in rows
+            ),
+        )
 
 
 def build_config(args: argparse.Namespace) -> SuiteConfig:
@@ -473,34 +519,36 @@ def main(argv: list[str] | None = None) -> int:
     for repeat in range(args.repeats):
         seed = args.seed + repeat
         # The reference attacks the native run's independent subsample, so native goes first.
-        recorder.calls.clear()
+        recorder.reset()
         start = time.perf_counter()
-        result = run_suite(recorder, x, y, config, generator=seed)
-        native.walls.append(time.perf_counter() - start)
-        native_calls = list(recorder.calls)
+        result = run_suite(
+            recorder,
+            x,
+            y,
+            config,
+            generator=seed,
+            progress=lambda done, total, label: recorder.mark(label),
+        )
+        native_wall = time.perf_counter() - start
+        native_recorder = recorder.snapshot()
         native.accuracies.append(native_accuracies(result))
-        native.stages.append(native_stages(result))
         clean_accuracy = result.clean_accuracy
 
-        recorder.calls.clear()
+        recorder.reset()
         start = time.perf_counter()
-        accuracies, stages = reference_suite(
-            recorder, x, y, config, seed, independent_subsets(result)
+        accuracies = reference_suite(
+            recorder, x, y, config, seed, independent_subsets(result), mark=recorder.mark
         )
-        reference.walls.append(time.perf_counter() - start)
-        reference_calls = list(recorder.calls)
+        reference_wall = time.perf_counter() - start
         reference.accuracies.append(accuracies)
-        reference.stages.append(stages)
 
-        largest = max(size for size, _ in native_calls + reference_calls)
+        largest = max(size for size, _ in native_recorder.calls + recorder.calls)
         times = measure_call_times(model, x, _size_grid(largest))
-        for side, calls in ((native, native_calls), (reference, reference_calls)):
-            side.forward.append(sum(size for size, _ in calls))
-            side.backward.append(sum(size for size, grad in calls if grad))
-            side.overheads.append(side.walls[-1] / ideal_time(calls, times))
+        native.record(native_wall, native_recorder, times, native_stage)
+        reference.record(reference_wall, recorder, times)
         print(
-            f"repeat {repeat} (seed {seed}): native {native.walls[-1]:.2f} s, "
-            f"reference {reference.walls[-1]:.2f} s",
+            f"repeat {repeat} (seed {seed}): native {native_wall:.2f} s, "
+            f"reference {reference_wall:.2f} s",
             file=sys.stderr,
         )
     load_after = os.getloadavg()
@@ -538,13 +586,20 @@ def print_report(
         )
     print(f"speed-up (reference / native) {speed_up:.2f}x  (target >= {SPEED_UP_TARGET:g})")
     print(f"native overhead {mine['overhead']:.3f}  (target <= {OVERHEAD_TARGET})")
-    print(f"{'seconds per stage (median)':<32}{'native':>8}{'reference':>10}")
+    print(
+        f"{'stage (medians)':<24}{'native s':>9}{'overhead':>9}{'reference s':>12}{'overhead':>9}"
+    )
     stage_rows = {}
     for key in reference.stages[0]:
-        ours = statistics.median(s.get(key, 0.0) for s in native.stages)
-        refs = statistics.median(s[key] for s in reference.stages)
-        stage_rows[key] = {"native": ours, "reference": refs}
-        print(f"{key:<32}{ours:>8.2f}{refs:>10.2f}")
+        ours, our_overhead = native.stage(key)
+        refs, ref_overhead = reference.stage(key)
+        stage_rows[key] = {
+            "native_s": ours,
+            "native_overhead": our_overhead,
+            "reference_s": refs,
+            "reference_overhead": ref_overhead,
+        }
+        print(f"{key:<24}{ours:>9.2f}{our_overhead:>9.3f}{refs:>12.2f}{ref_overhead:>9.3f}")
     print(
         f"{'robust accuracy':<32}{'native':>8}{'(spread)':>9}{'reference':>10}{'(spread)':>9}"
         f"{'diff pp':>8}  within target"

@@ -8,7 +8,17 @@ import math
 import pytest
 import torch
 
-from attacks import Bounds, Norm, SuiteConfig, check_epsilons, geometry, preset, run_suite
+from attacks import (
+    Bounds,
+    Norm,
+    SuiteConfig,
+    check_epsilons,
+    geometry,
+    pgd,
+    preset,
+    run_suite,
+)
+from attacks.losses import is_finite_rows
 
 
 def _quick(**changes) -> SuiteConfig:
@@ -138,8 +148,43 @@ def test_geometry_stays_in_the_ball_and_the_box(norm: str) -> None:
         torch.testing.assert_close(
             step.flatten(1).norm(dim=1), torch.ones(200, dtype=torch.float64)
         )
+    # The in-place step of the PGD loop is the projection of the plain step, to the last bit.
+    x = geom.project(far, x0, eps, Bounds())
+    grad = torch.randn(x0.shape, generator=generator, dtype=torch.float64)
+    step_size = 0.1 * torch.rand(200, generator=generator, dtype=torch.float64)
+    plain = geom.project(
+        x + step_size.reshape(-1, 1, 1, 1) * geom.normalize(grad), x0, eps, Bounds()
+    )
+    assert torch.equal(geom.ascend(x, grad.clone(), step_size, x0, eps, Bounds()), plain)
     surface = geom.surface_draw(x0, eps, generator, draw=0)
     torch.testing.assert_close(geom.distance(surface, x0), eps)
     # The unbounded epsilon's ball around any point of the box holds the whole box.
     corner_distance = geom.distance(torch.ones(1, 3, 4, 4), torch.zeros(1, 3, 4, 4))
     assert geom.unbounded_epsilon((3, 4, 4), Bounds()) >= float(corner_distance[0])
+
+
+def test_non_finite_rows_are_found_exactly() -> None:
+    values = torch.randn(6, 5, dtype=torch.float32)
+    values[1, 2] = float("nan")
+    values[2, 0] = float("inf")
+    values[3, 0], values[3, 1] = float("inf"), float("-inf")
+    values[4] = 3e38  # finite, though its sum overflows
+    assert is_finite_rows(values).tolist() == [True, False, False, False, True, True]
+
+
+def test_non_finite_logits_and_gradients_are_counted(model, data) -> None:
+    x, y = data
+
+    class Poisoned(torch.nn.Module):
+        """NaN logits, and so NaN gradients, for samples whose first pixel is above 0.9."""
+
+        def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+            bad = inputs.flatten(1)[:, :1] > 0.9
+            return model(inputs) + torch.where(bad, float("nan"), 0.0)
+
+    result = pgd(Poisoned(), x, y, [0.0, 0.05], num_steps=2, random_start=False)
+    stats = result.gradient_stats
+    assert stats is not None
+    assert stats.nonfinite_logits > 0 and stats.nonfinite_gradients > 0
+    clean = pgd(model, x, y, [0.05], num_steps=2).gradient_stats
+    assert clean is not None and clean.nonfinite_logits == clean.nonfinite_gradients == 0
