@@ -273,3 +273,31 @@ def test_square_breaks_a_standard_model_at_the_preset_epsilon() -> None:
     result = square(checkpoint.model, x, y, [eps], norm="linf", generator=0)
     assert result.robust_accuracy[0] <= 0.05
     assert result.queries[0][result.attacked[0]].float().median() < 1000
+
+
+@pytest.mark.parametrize("norm", ["Linf", "L2"])
+def test_memoised_square_equals_pyautoattack_bit_for_bit(norm: str) -> None:
+    from pyautoattack.square import SquareAttack
+
+    from attacks.square import square_attack_class
+
+    model = tiny_model()
+    x, _ = tiny_data(model)
+    with torch.no_grad():
+        y = model(x).argmax(dim=1)
+
+    def run(attack_class: type) -> tuple[torch.Tensor, torch.Tensor]:
+        def predict(inputs: torch.Tensor) -> torch.Tensor:
+            with torch.no_grad():
+                return model(inputs)
+
+        eps = 0.1 if norm == "Linf" else 0.5
+        attack = attack_class(predict, norm=norm, n_queries=60, eps=eps, resc_schedule=True)
+        attack.init_hyperparam(x)
+        with torch.random.fork_rng():
+            torch.manual_seed(0)
+            return attack.attack_single_run(x, y)
+
+    queries, adversarial = run(SquareAttack)
+    memo_queries, memo_adversarial = run(square_attack_class())
+    assert torch.equal(queries, memo_queries) and torch.equal(adversarial, memo_adversarial)
