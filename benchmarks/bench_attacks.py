@@ -591,15 +591,18 @@ def print_report(
     )
     stage_rows = {}
     for key in reference.stages[0]:
-        ours, our_overhead = native.stage(key)
-        refs, ref_overhead = reference.stage(key)
+        native_s, native_overhead = native.stage(key)
+        reference_s, reference_overhead = reference.stage(key)
         stage_rows[key] = {
-            "native_s": ours,
-            "native_overhead": our_overhead,
-            "reference_s": refs,
-            "reference_overhead": ref_overhead,
+            "native_s": native_s,
+            "native_overhead": native_overhead,
+            "reference_s": reference_s,
+            "reference_overhead": reference_overhead,
         }
-        print(f"{key:<24}{ours:>9.2f}{our_overhead:>9.3f}{refs:>12.2f}{ref_overhead:>9.3f}")
+        print(
+            f"{key:<24}{native_s:>9.2f}{native_overhead:>9.3f}"
+            f"{reference_s:>12.2f}{reference_overhead:>9.3f}"
+        )
     print(
         f"{'robust accuracy':<32}{'native':>8}{'(spread)':>9}{'reference':>10}{'(spread)':>9}"
         f"{'diff pp':>8}  within target"
