@@ -24,7 +24,9 @@ class ModelProbes:
     """What the probes saw.
 
     Attributes:
-        num_samples: samples probed.
+        num_samples: samples probed (the first of the evaluation set).
+        clean_zero_gradient_fraction: fraction of *all* evaluation samples whose cross-entropy
+            input gradient at the clean point is exactly zero (a saturated softmax).
         stochastic: repeated forward passes gave different logits.
         max_repeat_difference: largest absolute logit difference between repeats.
         prediction_flip_fraction: fraction of samples whose prediction changed between repeats.
@@ -41,6 +43,7 @@ class ModelProbes:
     """
 
     num_samples: int
+    clean_zero_gradient_fraction: float
     stochastic: bool
     max_repeat_difference: float
     prediction_flip_fraction: float
@@ -72,6 +75,16 @@ def _margin(model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
     return other - true
 
 
+def _zero_gradient_count(model: nn.Module, x: Tensor, y: Tensor, batch_size: int) -> int:
+    count = 0
+    for start in range(0, len(x), batch_size):
+        inputs = x[start : start + batch_size].clone().requires_grad_(True)
+        loss = _loss(model, inputs, y[start : start + batch_size])
+        (gradient,) = torch.autograd.grad(loss.sum(), inputs)
+        count += int((gradient.flatten(1).abs().amax(1) == 0).sum())
+    return count
+
+
 def probe_model(
     model: nn.Module,
     x: Tensor,
@@ -84,6 +97,7 @@ def probe_model(
     fd_step: float = 1e-3,
     fd_tolerance: float = 0.5,
     bounds: tuple[float, float] = (0.0, 1.0),
+    batch_size: int = 500,
 ) -> ModelProbes:
     """Probe ``model`` (evaluated in eval mode) on the first ``num_samples`` of ``x``.
 
@@ -95,6 +109,8 @@ def probe_model(
     was_training = model.training
     model.eval()
     try:
+        zero_gradients = _zero_gradient_count(model, x, y, batch_size)
+        all_samples = len(x)
         x = x[:num_samples]
         y = y[:num_samples]
         with torch.no_grad():
@@ -143,6 +159,7 @@ def probe_model(
         model.train(was_training)
     return ModelProbes(
         num_samples=len(x),
+        clean_zero_gradient_fraction=zero_gradients / all_samples if all_samples else 0.0,
         stochastic=difference > 0,
         max_repeat_difference=difference,
         prediction_flip_fraction=float(flips.double().mean()) if len(x) else 0.0,

@@ -380,17 +380,15 @@ def _gradient_records(suite: SuiteResult) -> list[AttackRecord]:
 @check("vanishing-gradients")
 def vanishing_gradients(evidence: Evidence) -> Finding:
     suite = evidence.suite
-    norms = [
-        r.result.gradient_stats.first_grad_norm.flatten()  # type: ignore[union-attr]
-        for r in (_gradient_records(suite) if suite else [])
-    ]
+    records = _gradient_records(suite) if suite else []
+    norms = [r.result.gradient_stats.first_grad_norm.flatten() for r in records]  # type: ignore[union-attr]
     values = torch.cat(norms) if norms else torch.empty(0)
     values = values[~torch.isnan(values)]
-    if values.numel() == 0:
-        return Finding("vanishing-gradients", "Zero or vanishing gradients", Status.NOT_APPLICABLE)
-    threshold = _gradient_records(suite)[0].result.gradient_stats.vanishing_threshold  # type: ignore[arg-type, union-attr]
-    zero = float((values == 0).double().mean())
-    vanishing = float((values < threshold).double().mean())
+    clean_zero = evidence.probes.clean_zero_gradient_fraction
+    threshold = records[0].result.gradient_stats.vanishing_threshold if records else 1e-10  # type: ignore[union-attr]
+    attack_zero = float((values == 0).double().mean()) if values.numel() else 0.0
+    vanishing = float((values < threshold).double().mean()) if values.numel() else 0.0
+    zero = max(attack_zero, clean_zero)
     # Exact zeros (a saturated softmax underflowing, a quantised input) starve every gradient
     # attack. Tiny but non-zero gradients still carry a direction for sign and normalised
     # steps, so they only warn when they are the rule.
@@ -406,6 +404,8 @@ def vanishing_gradients(evidence: Evidence) -> Finding:
         status,
         {
             "zero_fraction": zero,
+            "clean_zero_fraction": clean_zero,
+            "attack_zero_fraction": attack_zero,
             "vanishing_fraction": vanishing,
             "threshold": threshold,
             "measured": int(values.numel()),
