@@ -582,13 +582,16 @@ def silent_success(evidence: Evidence) -> Finding:
     rows: dict[str, Any] = {}
     total = 0
     for outcome in suite.norms if suite else ():
-        for record in outcome.attacks:
-            if record.kind not in ("pgd", "pgd-t", "apgd"):
+        # Early stopping makes the main list's last iterate the fooling one; the independent
+        # sweep runs every step and shows what a last-iterate evaluation would report.
+        for record in (*outcome.attacks, outcome.independent_sweep):
+            if record is None or record.kind not in ("pgd", "pgd-t", "apgd"):
                 continue
             silent = record.success & record.attacked & ~record.last_success
             count = int(silent.sum())
             total += count
-            rows[f"{record.label}/{outcome.norm.value}"] = count
+            where = "independent" if record is outcome.independent_sweep else "main"
+            rows[f"{record.label}/{outcome.norm.value}/{where}"] = count
     status = Status.NOT_APPLICABLE if not rows else Status.WARN if total else Status.PASS
     return Finding(
         "silent-success",
