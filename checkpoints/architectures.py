@@ -62,13 +62,16 @@ class Normalized(nn.Module):
             "std", None if std is None else torch.tensor(std).view(1, -1, 1, 1), persistent=False
         )
 
+    mean: Tensor | None
+    std: Tensor | None
+
     def forward(self, x: Tensor) -> Tensor:
-        if self.mean is not None:
+        if self.mean is not None and self.std is not None:
             x = (x - self.mean.to(x.dtype)) / self.std.to(x.dtype)
         return self.net(x)
 
     def extra_repr(self) -> str:
-        if self.mean is None:
+        if self.mean is None or self.std is None:
             return "no normalisation"
         return f"mean={self.mean.flatten().tolist()}, std={self.std.flatten().tolist()}"
 
@@ -245,7 +248,8 @@ class _ResNet18(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         out = F.relu(self.bn1(self.conv1(x)))
-        out = self.layer4(self.layer3(self.layer2(self.layer1(out))))
+        for k in range(1, 5):
+            out = getattr(self, f"layer{k}")(out)
         out = torch.flatten(F.adaptive_avg_pool2d(out, 1), 1)
         return self.linear(self.drop(out))
 
@@ -297,7 +301,9 @@ class _WideResNet(nn.Module):
         self.fc = nn.Linear(in_planes, num_classes)
 
     def forward(self, x: Tensor) -> Tensor:
-        out = self.block3(self.block2(self.block1(self.conv1(x))))
+        out = self.conv1(x)
+        for g in range(1, 4):
+            out = getattr(self, f"block{g}")(out)
         out = F.relu(self.bn(out))
         return self.fc(torch.flatten(F.adaptive_avg_pool2d(out, 1), 1))
 

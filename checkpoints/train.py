@@ -59,25 +59,27 @@ class TrainConfig:
 # every LeNet-5, so that the variants of one architecture compare like with like. NormOut does
 # not rescale, so in more layers its train/eval mismatch costs much clean accuracy (LeNet-5 with
 # spatiotemporal NormOut in both hidden FC layers reaches only about 65 %).
-_DIGITS = {"epochs": 60, "lr": 3e-3}
-_MNIST = {"epochs": 3, "batch_size": 128}
+
+
+def _digits(layers: str) -> TrainConfig:
+    return TrainConfig("mlp", "digits", layers, epochs=60, lr=3e-3)
+
+
+def _mnist(layers: str) -> TrainConfig:
+    return TrainConfig("lenet5", "mnist", layers, epochs=3, batch_size=128)
+
+
 ZOO: dict[str, TrainConfig] = {
-    "digits-mlp-none": TrainConfig("mlp", "digits", "none", **_DIGITS),
-    "digits-mlp-dropout": TrainConfig("mlp", "digits", "dropout:0.2@1,2", **_DIGITS),
-    "digits-mlp-qsd": TrainConfig("mlp", "digits", "qsd:drop_rate=0.2,alpha=0.2@1,2", **_DIGITS),
-    "digits-mlp-normout-temporal": TrainConfig("mlp", "digits", "normout:temporal@1,2", **_DIGITS),
-    "digits-mlp-normout-spatial": TrainConfig("mlp", "digits", "normout:spatial@1,2", **_DIGITS),
-    "digits-mlp-normout-spatiotemporal": TrainConfig(
-        "mlp", "digits", "normout:spatiotemporal@1,2", **_DIGITS
-    ),
-    "digits-mlp-normout-temporal-softmax": TrainConfig(
-        "mlp", "digits", "normout:temporal,temperature=10.0@1,2", **_DIGITS
-    ),
-    "mnist-lenet5-dropout": TrainConfig("lenet5", "mnist", "dropout:0.2@3", **_MNIST),
-    "mnist-lenet5-qsd": TrainConfig("lenet5", "mnist", "qsd:drop_rate=0.2,alpha=0.2@3", **_MNIST),
-    "mnist-lenet5-normout-spatiotemporal": TrainConfig(
-        "lenet5", "mnist", "normout:spatiotemporal@3", **_MNIST
-    ),
+    "digits-mlp-none": _digits("none"),
+    "digits-mlp-dropout": _digits("dropout:0.2@1,2"),
+    "digits-mlp-qsd": _digits("qsd:drop_rate=0.2,alpha=0.2@1,2"),
+    "digits-mlp-normout-temporal": _digits("normout:temporal@1,2"),
+    "digits-mlp-normout-spatial": _digits("normout:spatial@1,2"),
+    "digits-mlp-normout-spatiotemporal": _digits("normout:spatiotemporal@1,2"),
+    "digits-mlp-normout-temporal-softmax": _digits("normout:temporal,temperature=10.0@1,2"),
+    "mnist-lenet5-dropout": _mnist("dropout:0.2@3"),
+    "mnist-lenet5-qsd": _mnist("qsd:drop_rate=0.2,alpha=0.2@3"),
+    "mnist-lenet5-normout-spatiotemporal": _mnist("normout:spatiotemporal@3"),
 }
 
 
@@ -99,7 +101,7 @@ def evaluate_accuracy(
 def _seed_layers(model: nn.Module, generator: torch.Generator) -> None:
     for module in model.modules():
         if hasattr(module, "generator"):
-            module.generator = generator
+            setattr(module, "generator", generator)  # noqa: B010 (typed nn.Module attribute)
 
 
 def train(
