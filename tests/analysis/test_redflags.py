@@ -13,7 +13,6 @@ from analysis.audit import evaluation_set
 from analysis.config import AuditConfig, build_suite
 from analysis.masked import DropoutAtTest, QuantizedInput, SaturatedLogits, WrongGradient
 from analysis.redflags import CHECKS
-from analysis.stats import mcnemar_exact
 from attacks import fgsm, pgd
 from checkpoints import load_checkpoint
 from checkpoints.train import ZOO_DIR
@@ -71,8 +70,8 @@ def _saturated_fraction(name: str, num_samples: int) -> float:
 def _independent_attack_beats_pgd_ce(name: str, config: AuditConfig) -> bool:
     """Independent ground truth, measured by direct attack calls outside the audit: PGD on the
     margin (CW) loss, which a saturated softmax cannot starve, or a single full gradient step
-    (FGSM/FGM) breaks materially more samples than PGD-CE with the same budget (exact McNemar
-    test on the per-sample outcomes, p < 0.01, and at least 2 % of the samples)."""
+    (FGSM/FGM) breaks a material share of the samples that PGD-CE with the same budget leaves
+    robust (at least 5 samples and 2 % of all), i.e. PGD-CE overstates robustness."""
     loaded = load_checkpoint(ZOO_DIR / f"{name}.pt")
     evaluation = evaluation_set(loaded, None, config.num_samples, config.seed)
     x, y = evaluation.x, evaluation.y
@@ -86,23 +85,27 @@ def _independent_attack_beats_pgd_ce(name: str, config: AuditConfig) -> bool:
         for rival in rivals:
             for k in range(len(epsilons)):
                 only_rival = int((rival[k] & ~ce[k]).sum())
-                only_ce = int((ce[k] & ~rival[k]).sum())
-                material = only_rival - only_ce >= 0.02 * len(y)
-                if only_rival >= 5 and material and mcnemar_exact(only_rival, only_ce) < 0.01:
+                if only_rival >= max(5, 0.02 * len(y)):
                     return True
     return False
 
 
 def _check_zoo_model(name: str, config: AuditConfig) -> None:
-    """A zoo model raises a masking red flag exactly when independent measurements show its
-    gradients are masked. NormOut without rescaling inflates activations in eval mode, and some
-    zoo NormOut models saturate the float32 softmax: there the flags are true positives."""
+    """A zoo model raises a red flag only when independent measurements show that PGD-CE
+    overstates its robustness, and then at least a masking warning is raised. NormOut without
+    rescaling inflates activations in eval mode, and some zoo NormOut models saturate the
+    float32 softmax: there the flags are true positives."""
     document = audit_document(name, config)
     fails = _fails(document)
     if _saturated_fraction(name, config.num_samples) > 0.05:
         assert "vanishing-gradients" in fails, name
     if _independent_attack_beats_pgd_ce(name, config):
-        assert fails, f"{name}: an independent attack beats PGD-CE, but no flag was raised"
+        raised = {
+            f["code"]
+            for f in document["findings"]
+            if f["kind"] == "masking" and f["status"] in ("warn", "fail")
+        }
+        assert raised, f"{name}: an independent attack beats PGD-CE, but nothing was raised"
     else:
         assert not fails, (name, fails)
         assert document["verdict"] == "no sign of gradient masking"
