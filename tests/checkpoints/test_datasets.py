@@ -137,3 +137,16 @@ def test_missing_dataset_names_where_it_looked(tmp_path, monkeypatch):
         load_dataset("imagenet")
     with pytest.raises(DatasetError, match="does not exist"):
         load_dataset("mnist", path=tmp_path / "nowhere")
+
+
+def test_fashion_mnist_default_location(monkeypatch):
+    from pathlib import Path
+
+    folder = Path("/usr/share/datasets/fashion-mnist")
+    if not (folder / "t10k-images-idx3-ubyte.gz").is_file():
+        pytest.skip("Debian's dataset-fashion-mnist is not installed")
+    monkeypatch.delenv(DATA_ENV, raising=False)
+    data = load_dataset("fashion-mnist", "test")
+    assert data.x.shape == (10000, 1, 28, 28) and data.source == str(folder)
+    assert torch.bincount(data.y).tolist() == [1000] * 10
+    assert data.classes[9] == "Ankle boot"
