@@ -16,8 +16,6 @@ from __future__ import annotations
 import base64
 import json
 import math
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -26,6 +24,7 @@ import torch
 from torch import Tensor
 
 from analysis.stats import wilson_interval
+from checkpoints.format import atomic_write_bytes
 
 __all__ = [
     "SCHEMA_PATH",
@@ -89,15 +88,7 @@ def write_json(path: Path, document: dict[str, Any]) -> None:
     """Write ``document`` atomically (temporary file and rename); numbers stay numbers."""
     path.parent.mkdir(parents=True, exist_ok=True)
     text = json.dumps(document, indent=1, allow_nan=False)
-    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w") as out:
-            out.write(text + "\n")
-        os.chmod(temp, 0o644)
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
+    atomic_write_bytes(path, (text + "\n").encode())
 
 
 def read_document(path: str | Path) -> dict[str, Any]:

@@ -163,6 +163,8 @@ def compare(
     clean_now, clean_then = unbits(document["clean_correct"]), unbits(baseline["clean_correct"])
     for old in baseline["robustness"]["norms"]:
         new = current_norms.get(old["norm"])
+        then = _robust_after(old, clean_then)
+        now = {} if new is None else _robust_after(new, clean_now)
         for k, epsilon in enumerate(old["epsilons"]):
             label = f"{old['norm']} eps {epsilon:.6g}"
             if new is None or epsilon not in new["epsilons"]:
@@ -180,7 +182,6 @@ def compare(
                     max_drop,
                 )
             )
-            then, now = _robust_after(old, clean_then), _robust_after(new, clean_now)
             for attack, masks in then.items():
                 if attack not in now:
                     cases.append(Case(f"{attack} {label}", False, "attack missing from the result"))
