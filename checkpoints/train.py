@@ -49,6 +49,7 @@ class TrainConfig:
     lr: float = 1e-3
     weight_decay: float = 0.0
     seed: int = 0
+    label_smoothing: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -62,11 +63,11 @@ class TrainConfig:
 
 
 def _digits(layers: str) -> TrainConfig:
-    return TrainConfig("mlp", "digits", layers, epochs=60, lr=3e-3)
+    return TrainConfig("mlp", "digits", layers, epochs=60, lr=3e-3, label_smoothing=0.1)
 
 
 def _mnist(layers: str) -> TrainConfig:
-    return TrainConfig("lenet5", "mnist", layers, epochs=3, batch_size=128)
+    return TrainConfig("lenet5", "mnist", layers, epochs=3, batch_size=128, label_smoothing=0.1)
 
 
 ZOO: dict[str, TrainConfig] = {
@@ -110,6 +111,11 @@ def train(
     """Train ``config`` on the CPU; returns the bare network and its spec (with accuracy)."""
     from checkpoints.format import build_model
 
+    if not 0.0 <= config.label_smoothing < 1.0:
+        raise ValueError(
+            f"label smoothing must lie in [0, 1); got {config.label_smoothing}. "
+            "Pass e.g. --label-smoothing 0.1"
+        )
     torch.use_deterministic_algorithms(True)
     torch.manual_seed(config.seed)  # only parameter initialisation draws from the global state
     layer = LayerSpec.parse(config.layers)
@@ -140,7 +146,11 @@ def train(
         total = 0.0
         for start in range(0, count, config.batch_size):
             batch = order[start : start + config.batch_size]
-            loss = F.cross_entropy(model(train_set.x[batch]), train_set.y[batch])
+            loss = F.cross_entropy(
+                model(train_set.x[batch]),
+                train_set.y[batch],
+                label_smoothing=config.label_smoothing,
+            )
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             optimiser.step()
@@ -208,6 +218,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--weight-decay", type=float, default=0.0)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
+        "--label-smoothing",
+        type=float,
+        default=0.0,
+        help="cross-entropy label smoothing in [0, 1) (the zoo uses 0.1)",
+    )
+    parser.add_argument(
         "--threads", type=int, default=1, help="CPU threads (fixed for determinism)"
     )
     parser.add_argument("--data", help="dataset folder or file (else $ROBAUDIT_DATA/<name>)")
@@ -233,6 +249,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.lr,
             args.weight_decay,
             args.seed,
+            args.label_smoothing,
         )
         network, spec = train(config, args.data, sys.stderr)
         path = save_checkpoint(args.out, network, spec)

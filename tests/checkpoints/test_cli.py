@@ -54,3 +54,19 @@ def test_train_writes_a_loadable_deterministic_checkpoint(tmp_path, capsys):
     assert a.weights_sha256 == b.weights_sha256
     assert a.spec.training["epochs"] == 2 and a.spec.clean_accuracy is not None
     assert train_main(["--arch", "mlp", "--dataset", "digits"]) == 2
+
+
+def test_train_label_smoothing_is_recorded_and_checked(tmp_path, capsys):
+    args = ["--arch", "mlp", "--dataset", "digits", "--layers", "none", "--epochs", "1"]
+    assert train_main([*args, "--out", str(tmp_path / "a.pt")]) == 0
+    smooth = [*args, "--label-smoothing", "0.1", "--out", str(tmp_path / "b.pt")]
+    assert train_main(smooth) == 0
+    a, b = load_checkpoint(tmp_path / "a.pt"), load_checkpoint(tmp_path / "b.pt")
+    assert (a.spec.training["label_smoothing"], b.spec.training["label_smoothing"]) == (0.0, 0.1)
+    assert a.weights_sha256 != b.weights_sha256
+    capsys.readouterr()
+    bad = [*args, "--label-smoothing", "1.5", "--out", str(tmp_path / "c.pt")]
+    assert train_main(bad) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "label smoothing must lie in [0, 1)" in err
+    assert not (tmp_path / "c.pt").exists()

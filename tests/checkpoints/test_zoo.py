@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 from checkpoints import load_checkpoint
 from checkpoints.datasets import load_dataset
-from checkpoints.format import file_sha256
-from checkpoints.train import ZOO, ZOO_DIR, evaluate_accuracy
+from checkpoints.format import file_sha256, weights_sha256
+from checkpoints.train import ZOO, ZOO_DIR, evaluate_accuracy, train
 
 MANIFEST = json.loads((ZOO_DIR / "manifest.json").read_text())["checkpoints"]
 
@@ -48,3 +49,19 @@ def test_zoo_checkpoint_reproduces_manifest(name, request):
         data = load_dataset("digits", "test")
     correct, total = evaluate_accuracy(loaded.model, data.x, data.y)
     assert (correct, total) == (entry["num_correct"], entry["num_test"])
+
+
+def test_zoo_recipe_reproduces_the_committed_weights():
+    """Retraining a zoo entry with its recorded recipe gives bit-identical weights."""
+    name = "digits-mlp-normout-spatiotemporal"
+    threads = torch.get_num_threads()
+    deterministic = torch.are_deterministic_algorithms_enabled()
+    torch.set_num_threads(1)
+    try:
+        with torch.random.fork_rng():
+            network, spec = train(ZOO[name])
+    finally:
+        torch.set_num_threads(threads)
+        torch.use_deterministic_algorithms(deterministic)
+    assert weights_sha256(network.state_dict()) == MANIFEST[name]["weights_sha256"]
+    assert spec.clean_accuracy == MANIFEST[name]["clean_accuracy"]
