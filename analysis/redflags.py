@@ -126,20 +126,22 @@ def _excess_breaks(
 
     It fails when the excess is significant (exact binomial test at ``ALPHA``) and material:
     at least ``minimum`` samples and a share ``min_effect`` of all evaluated samples, i.e. the
-    robust accuracy of the earlier attacks was overstated by that much. Otherwise any
-    ``minimum`` discordant samples warn.
+    robust accuracy of the earlier attacks was overstated by that much. It warns when at least
+    ``minimum`` samples were broken and only one of the two holds: a significant excess too
+    small to matter, or a material one that the sample cannot yet tell from the tolerated rate.
     """
     broken = int((later.success[k] & later.attacked[k]).sum())
     attempted = int(later.attacked[k].sum())
     total = int(later.success.shape[1])
     p_value = binomial_tail(broken, attempted, tolerated) if attempted else 1.0
     effect = broken / total if total else 0.0
+    significant, material = p_value < ALPHA, effect >= min_effect
     status = Status.PASS
     if attempted == 0:
         status = Status.NOT_APPLICABLE
-    elif broken >= minimum and p_value < ALPHA and effect >= min_effect:
+    elif broken >= minimum and significant and material:
         status = Status.FAIL
-    elif broken >= minimum:
+    elif broken >= minimum and (significant or material):
         status = Status.WARN
     return status, {
         "broken": broken,
@@ -537,6 +539,34 @@ def probability_outputs(evidence: Evidence) -> Finding:
     )
 
 
+def _broken_late(record: AttackRecord, k: int, tail: int) -> int | None:
+    """Samples this attack broke in its last ``tail`` steps at epsilon ``k``, or None when the
+    step of a success cannot be read from the trace (no early stopping, restarts, or several
+    targets per sample).
+
+    With early stopping a sample leaves the run at the iterate that fooled it, so its trace
+    ends there (NaN after); an untargeted success whose trace runs to the end was broken at the
+    last iterate. A targeted run stops a sample only when it reaches its target, so there only
+    the target hits before the last iterate are counted (a lower bound).
+    """
+    params = record.result.params if record.result is not None else {}
+    if (
+        not params.get("early_stop", False)
+        or params.get("num_restarts", 1) != 1
+        or params.get("target_mode") == "all"
+    ):
+        return None
+    trace = record.loss_trace[k]
+    steps = trace.shape[0] - 1
+    evaluated = (~trace.isnan()).long()
+    last = evaluated.cumsum(0).argmax(0)  # index of the last evaluated iterate
+    broken = record.attacked[k] & record.success[k] & (evaluated.sum(0) > 0)
+    in_tail = last > steps - tail
+    if record.kind == "pgd-t":
+        in_tail &= last < steps
+    return int((broken & in_tail).sum())
+
+
 @check("attack-not-converged")
 def not_converged(evidence: Evidence) -> Finding:
     suite = evidence.suite
@@ -556,19 +586,28 @@ def not_converged(evidence: Evidence) -> Finding:
                 total_rise = float(trace[-1] - trace[0])
                 tail_rise = float(trace[-1] - trace[-1 - tail])
                 rising = tail_rise > 0.01 * max(abs(total_rise), 1e-12) and tail_rise > 1e-3
+                late = _broken_late(record, k, tail)
+                attacked = int(record.attacked[k].sum())
+                # A loss that creeps up on samples no step can break is not worth more steps:
+                # where the step of each success is known, the attack must also still have
+                # been breaking a material number of samples in its last 10 % of steps.
+                still_breaking = late is None or late >= max(5, 0.02 * attacked)
                 rows[f"{record.label}/{outcome.norm.value}/{epsilon:.6g}"] = {
                     "robust_samples": int(alive.sum()),
                     "total_rise": total_rise,
                     "last_10pct_rise": tail_rise,
+                    "broken_in_last_10pct": late,
+                    "attacked": attacked,
                 }
-                statuses.append(Status.WARN if rising else Status.PASS)
+                statuses.append(Status.WARN if rising and still_breaking else Status.PASS)
     status = _worst(statuses)
     return Finding(
         "attack-not-converged",
         "Attack not converged",
         status,
         rows,
-        "the loss of the still-robust samples was still rising over the last 10 % of steps"
+        "the loss of the still-robust samples was still rising over the last 10 % of steps, "
+        "and the attack was still breaking samples there"
         if status == Status.WARN
         else "the iterative attacks' loss had levelled off",
         "Run more steps (or APGD, which adapts its step size) until the loss stops rising",

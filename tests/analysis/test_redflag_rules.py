@@ -1,0 +1,76 @@
+"""The decision rules behind the checks, on hand-built evidence with known answers."""
+
+from __future__ import annotations
+
+import math
+from types import SimpleNamespace
+
+import pytest
+import torch
+from scipy.stats import binom
+
+from analysis.redflags import Status, _broken_late, _excess_breaks
+
+
+def _record(broken: int, attempted: int, total: int) -> SimpleNamespace:
+    success = torch.zeros(1, total, dtype=torch.bool)
+    attacked = torch.zeros(1, total, dtype=torch.bool)
+    attacked[0, :attempted] = True
+    success[0, :broken] = True
+    return SimpleNamespace(success=success, attacked=attacked)
+
+
+@pytest.mark.parametrize(
+    ("broken", "attempted", "total", "tolerated", "expected"),
+    [
+        (6, 135, 450, 0.10, Status.PASS),  # below the tolerated rate
+        (10, 100, 1000, 0.01, Status.WARN),  # significant, but 1 % of samples is not material
+        (12, 200, 300, 0.05, Status.WARN),  # material (4 %), but not significant
+        (30, 200, 300, 0.05, Status.FAIL),  # significant and material
+        (4, 4, 10, 0.01, Status.PASS),  # fewer than the minimum
+        (0, 0, 10, 0.01, Status.NOT_APPLICABLE),
+    ],
+)
+def test_excess_breaks_fails_when_significant_and_material(
+    broken, attempted, total, tolerated, expected
+):
+    status, row = _excess_breaks(
+        _record(broken, attempted, total), attempted, 0, tolerated, minimum=5, min_effect=0.02
+    )
+    assert status == expected
+    if attempted:
+        # The exact one-sided binomial tail P(X >= broken), X ~ Bin(attempted, tolerated).
+        assert math.isclose(row["p_value"], binom.sf(broken - 1, attempted, tolerated))
+        assert row["share_of_samples"] == broken / total
+
+
+def _trace_record(kind: str, **params) -> SimpleNamespace:
+    """Ten steps, early stopping: samples broken at iterates 3, 9 and 10, one left robust,
+    one misclassified by the final iterate of a targeted run without reaching its target."""
+    steps = 10
+    trace = torch.zeros(1, steps + 1, 5)
+    trace[0, 4:, 0] = float("nan")  # left after iterate 3
+    trace[0, 10:, 1] = float("nan")  # left after iterate 9
+    success = torch.tensor([[True, True, True, False, True]])
+    attacked = torch.ones(1, 5, dtype=torch.bool)
+    result = SimpleNamespace(params={"early_stop": True, "num_restarts": 1, **params})
+    return SimpleNamespace(
+        kind=kind, loss_trace=trace, success=success, attacked=attacked, result=result
+    )
+
+
+def test_broken_late_dates_successes_from_the_trace():
+    # Untargeted: iterate 10 (trace to the end) and the last column count; tail of 2 steps
+    # also takes iterate 9.
+    assert _broken_late(_trace_record("pgd"), 0, 1) == 2
+    assert _broken_late(_trace_record("pgd"), 0, 2) == 3
+    # Targeted: a trace to the end may be a miss of the target, so only earlier exits count.
+    assert _broken_late(_trace_record("pgd-t"), 0, 1) == 0
+    assert _broken_late(_trace_record("pgd-t"), 0, 2) == 1
+
+
+@pytest.mark.parametrize(
+    "params", [{"early_stop": False}, {"num_restarts": 3}, {"target_mode": "all"}]
+)
+def test_broken_late_is_unknown_without_a_readable_trace(params):
+    assert _broken_late(_trace_record("pgd", **params), 0, 1) is None
