@@ -3,8 +3,11 @@
 Presets:
 
 - ``quick``: small budgets for tests and CI (PGD 10 steps, Square 200 queries).
-- ``standard``: dataset-aware epsilons, PGD-CE and PGD-T with 100 steps, FGSM, random noise
-  and Square with 5000 queries (p_init 0.8), and a sweep.
+- ``standard``: dataset-aware epsilons, PGD-CE and PGD-T with 100 steps of 0.1 epsilon, FGSM,
+  random noise and Square with 5000 queries (p_init 0.8), and a sweep. Steps of 0.1 epsilon,
+  not Madry et al.'s 2.5 epsilon / steps: with 0.025 epsilon, 100 steps leave PGD-CE
+  unconverged (on the digits dropout MLP, L2 robust accuracy 0.393 after 100 steps, 0.336 after
+  400; on the MNIST LeNet-5, 0.178 against 0.142), while 100 steps of 0.1 reach 0.336 and 0.142.
 - ``thesis``: the NormOut thesis' setting: L∞ 8/255 with PGD step 3/255 for 10 iterations;
   L2 0.5 with the same relative step (3/8 of epsilon).
 - ``thorough``: ``standard`` plus PGD on the margin loss with restarts, APGD-CE, APGD-T and
@@ -251,7 +254,7 @@ def preset(name: str, dataset: str | None = None) -> SuiteConfig:
             name,
             _standard_epsilons(dataset),
             num_steps=100,
-            rel_step_size=0.025,
+            rel_step_size=0.1,
             num_queries=5000,
             num_draws=100,
             sweep_points=8,
@@ -264,7 +267,7 @@ def preset(name: str, dataset: str | None = None) -> SuiteConfig:
             AttackSpec(
                 "pgd",
                 "pgd-cw",
-                {"num_steps": 100, "rel_step_size": 0.025, "num_restarts": 5, "loss": "cw"},
+                {"num_steps": 100, "rel_step_size": 0.1, "num_restarts": 5, "loss": "cw"},
             ),
             AttackSpec("apgd", "apgd-ce", {"loss": "ce", "num_steps": 100}),
             AttackSpec("apgd", "apgd-t", {"targeted": True, "num_steps": 100}),
