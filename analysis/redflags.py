@@ -619,6 +619,7 @@ def not_converged(evidence: Evidence) -> Finding:
 def silent_success(evidence: Evidence) -> Finding:
     suite = evidence.suite
     rows: dict[str, Any] = {}
+    statuses: list[Status] = []
     total = 0
     for outcome in suite.norms if suite else ():
         # Early stopping makes the main list's last iterate the fooling one; the independent
@@ -627,11 +628,17 @@ def silent_success(evidence: Evidence) -> Finding:
             if record is None or record.kind not in ("pgd", "pgd-t", "apgd"):
                 continue
             silent = record.success & record.attacked & ~record.last_success
-            count = int(silent.sum())
+            count, attacked = int(silent.sum()), int(record.attacked.sum())
             total += count
             where = "independent" if record is outcome.independent_sweep else "main"
-            rows[f"{record.label}/{outcome.norm.value}/{where}"] = count
-    status = Status.NOT_APPLICABLE if not rows else Status.WARN if total else Status.PASS
+            rows[f"{record.label}/{outcome.norm.value}/{where}"] = {
+                "silent": count,
+                "attacked": attacked,
+            }
+            # Material when a last-iterate evaluation would overstate robust accuracy by at
+            # least 5 samples and 2 % of those attacked, the bar of the other checks.
+            statuses.append(Status.WARN if count >= max(5, 0.02 * attacked) else Status.PASS)
+    status = _worst(statuses)
     return Finding(
         "silent-success",
         "Silent success",
@@ -639,8 +646,9 @@ def silent_success(evidence: Evidence) -> Finding:
         {"samples": rows, "total": total},
         f"{total} sample(s) were fooled by an intermediate iterate but not by the last one; "
         "they are counted as broken here, but a last-iterate evaluation would miss them"
-        if total
-        else "no iterate fooled the model without the final one doing so",
+        if status == Status.WARN
+        else f"{total} sample(s) fooled only by an intermediate iterate, too few to matter "
+        "(all are counted as broken here)",
         "Keep the best iterate, not the last (as this audit does) when reporting robust accuracy",
         masking=False,
     )

@@ -9,7 +9,8 @@ import pytest
 import torch
 from scipy.stats import binom
 
-from analysis.redflags import Status, _broken_late, _excess_breaks
+from analysis.redflags import Status, _broken_late, _excess_breaks, silent_success
+from attacks import Norm
 
 
 def _record(broken: int, attempted: int, total: int) -> SimpleNamespace:
@@ -74,3 +75,29 @@ def test_broken_late_dates_successes_from_the_trace():
 )
 def test_broken_late_is_unknown_without_a_readable_trace(params):
     assert _broken_late(_trace_record("pgd", **params), 0, 1) is None
+
+
+def _silent_evidence(silent: int, attacked: int) -> SimpleNamespace:
+    success = torch.zeros(1, 400, dtype=torch.bool)
+    success[0, :attacked] = True
+    last_success = success.clone()
+    last_success[0, :silent] = False
+    record = SimpleNamespace(
+        kind="pgd", label="pgd-ce", success=success, last_success=last_success, attacked=success
+    )
+    outcome = SimpleNamespace(attacks=(record,), independent_sweep=None, norm=Norm.LINF)
+    return SimpleNamespace(suite=SimpleNamespace(norms=(outcome,)))
+
+
+@pytest.mark.parametrize(
+    ("silent", "attacked", "expected"),
+    [(0, 300, Status.PASS), (4, 100, Status.PASS), (5, 300, Status.PASS), (6, 300, Status.WARN)],
+)
+def test_silent_success_warns_when_material(silent, attacked, expected):
+    finding = silent_success(_silent_evidence(silent, attacked))
+    assert finding.status == expected
+    assert finding.evidence["total"] == silent
+    assert finding.evidence["samples"]["pgd-ce/linf/main"] == {
+        "silent": silent,
+        "attacked": attacked,
+    }
