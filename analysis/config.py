@@ -139,7 +139,9 @@ def _suite_from_file(path: Path, dataset: str | None) -> SuiteConfig:
                 raise ValueError(
                     f"suite file {path}: attack kind must be one of {sorted(ATTACKS)}, got {kind!r}"
                 )
-            specs.append(AttackSpec(kind, params.pop("label", kind), params))
+            label = params.pop("label", kind)
+            peer_of = params.pop("peer_of", None)
+            specs.append(AttackSpec(kind, label, params, peer_of))
         changes["attacks"] = tuple(specs)
     attacks = changes.get("attacks", suite.attacks)
     if "sweep" in data:
@@ -210,7 +212,11 @@ def build_suite(
             raise ValueError(
                 f"--attacks {','.join(unknown)}: not in the suite; known: {', '.join(labels)}"
             )
-        kept = tuple(s for s in suite.attacks if s.label in attacks)
+        kept = tuple(
+            s if s.peer_of in (None, *attacks) else replace(s, peer_of=None)
+            for s in suite.attacks
+            if s.label in attacks
+        )
         sweep = suite.sweep if suite.sweep and suite.sweep.attack.label in attacks else None
         suite = suite.with_options(attacks=kept, sweep=sweep)
     if backend is not None:

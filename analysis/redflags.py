@@ -272,6 +272,71 @@ def targeted_beats_untargeted(evidence: Evidence) -> Finding:
     )
 
 
+@check("margin-loss-beats-cross-entropy")
+def margin_loss_beats_cross_entropy(evidence: Evidence) -> Finding:
+    """PGD on a margin loss against PGD-CE, its peer, sample by sample (exact McNemar test).
+
+    A saturated softmax starves the cross-entropy gradient, not the margin's: AutoAttack's
+    reason for its DLR loss. Both run on every clean-correct sample, so the samples only
+    PGD-CE breaks count against the margin loss; it fails when the margin loss breaks
+    significantly and materially (at least 5 samples and 2 % of all) more.
+    """
+    suite = evidence.suite
+    rows: dict[str, Any] = {}
+    statuses: list[Status] = []
+    specs = {spec.label: spec for spec in suite.config.attacks} if suite else {}
+    for outcome in suite.norms if suite else ():
+        by_label = {record.label: record for record in outcome.attacks}
+        for record in outcome.attacks:
+            spec = specs.get(record.label)
+            if spec is None or spec.peer_of is None or record.kind != "pgd":
+                continue
+            peer = by_label.get(spec.peer_of)
+            if (
+                spec.params.get("loss") not in ("cw", "dlr")
+                or peer is None
+                or peer.kind != "pgd"
+                or specs[spec.peer_of].params.get("loss", "ce") != "ce"
+            ):
+                continue
+            correct = suite.clean_correct  # type: ignore[union-attr]
+            total = int(correct.numel())
+            for k, epsilon in enumerate(outcome.epsilons):
+                margin, ce = record.success[k] & correct, peer.success[k] & correct
+                only_margin, only_ce = int((margin & ~ce).sum()), int((ce & ~margin).sum())
+                excess = only_margin - only_ce
+                p_value = mcnemar_exact(only_margin, only_ce)
+                significant = p_value < ALPHA
+                material = excess >= 5 and excess >= 0.02 * total
+                if significant and material:
+                    status = Status.FAIL
+                elif only_margin >= 5 and (significant or material):
+                    status = Status.WARN
+                else:
+                    status = Status.PASS
+                statuses.append(status)
+                rows[f"{record.label}/{outcome.norm.value}/{epsilon:.6g}"] = {
+                    "only_margin_loss": only_margin,
+                    "only_cross_entropy": only_ce,
+                    "share_of_samples": excess / total if total else 0.0,
+                    "material_share": 0.02,
+                    "p_value": p_value,
+                    "peer": peer.label,
+                }
+    status = _worst(statuses)
+    return Finding(
+        "margin-loss-beats-cross-entropy",
+        "Margin loss beats cross-entropy",
+        status,
+        rows,
+        "PGD on the margin loss broke more samples than PGD-CE with the same budget"
+        if status in (Status.WARN, Status.FAIL)
+        else "PGD on the margin loss found no more than PGD-CE",
+        "The cross-entropy gradient is starved (a saturated softmax, as with inflated logits): "
+        "report margin-loss (CW/DLR) attacks and the worst case over all attacks",
+    )
+
+
 @check("unbounded-attack-below-100")
 def unbounded_attack(evidence: Evidence) -> Finding:
     suite = evidence.suite

@@ -404,7 +404,8 @@ def run_suite(
                     j = sweep_epsilons.index(eps)
                     per_eps.append((sweep_record.result, j, everyone, "sweep"))
                 else:
-                    todo = robust[k] if config.skip_broken else clean_correct
+                    peer = spec.peer_of is not None
+                    todo = robust[k] if config.skip_broken and not peer else clean_correct
                     index = todo.nonzero().squeeze(1)
                     if index.numel() == 0:
                         per_eps.append((None, 0, index, "run"))

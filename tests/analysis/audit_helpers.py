@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 
 from analysis.audit import evaluation_set, run_audit
@@ -22,8 +24,10 @@ def quick_config(num_samples: int = 120, flatness: bool = False, seed: int = 0) 
     )
 
 
-def audit_document(name: str, config: AuditConfig, model=None) -> dict:
-    loaded = load_checkpoint(ZOO_DIR / f"{name}.pt")
+def audit_document(name, config: AuditConfig, model=None) -> dict:
+    """Audit the zoo model ``name`` (or the checkpoint at a path), optionally wrapped."""
+    path = name if isinstance(name, Path) else ZOO_DIR / f"{name}.pt"
+    loaded = load_checkpoint(path)
     if model is not None:
         from dataclasses import replace
 

@@ -9,8 +9,14 @@ import pytest
 import torch
 from scipy.stats import binom
 
-from analysis.redflags import Status, _broken_late, _excess_breaks, silent_success
-from attacks import Norm
+from analysis.redflags import (
+    Status,
+    _broken_late,
+    _excess_breaks,
+    margin_loss_beats_cross_entropy,
+    silent_success,
+)
+from attacks import AttackSpec, Norm
 
 
 def _record(broken: int, attempted: int, total: int) -> SimpleNamespace:
@@ -101,3 +107,43 @@ def test_silent_success_warns_when_material(silent, attacked, expected):
         "silent": silent,
         "attacked": attacked,
     }
+
+
+def _peer_evidence(only_margin: int, only_ce: int, both: int, total: int) -> SimpleNamespace:
+    ce = torch.zeros(1, total, dtype=torch.bool)
+    cw = torch.zeros(1, total, dtype=torch.bool)
+    ce[0, :both] = cw[0, :both] = True
+    cw[0, both : both + only_margin] = True
+    ce[0, both + only_margin : both + only_margin + only_ce] = True
+    ce_record = SimpleNamespace(label="pgd-ce", kind="pgd", success=ce)
+    cw_record = SimpleNamespace(label="pgd-cw", kind="pgd", success=cw)
+    config = SimpleNamespace(
+        attacks=(
+            AttackSpec("pgd", "pgd-ce", {}),
+            AttackSpec("pgd", "pgd-cw", {"loss": "cw"}, peer_of="pgd-ce"),
+        )
+    )
+    outcome = SimpleNamespace(attacks=(ce_record, cw_record), epsilons=(0.1,), norm=Norm.LINF)
+    suite = SimpleNamespace(
+        config=config, norms=(outcome,), clean_correct=torch.ones(total, dtype=torch.bool)
+    )
+    return SimpleNamespace(suite=suite)
+
+
+@pytest.mark.parametrize(
+    ("only_margin", "only_ce", "total", "expected"),
+    [
+        (7, 10, 300, Status.PASS),  # peers that differ by chance
+        (44, 6, 1000, Status.FAIL),  # significant, 3.8 % of samples
+        (12, 2, 1000, Status.WARN),  # significant (p = 0.006), 1 % of samples
+        (9, 3, 200, Status.WARN),  # material (3 %), not significant (p = 0.07)
+        (4, 0, 100, Status.PASS),  # fewer than 5
+    ],
+)
+def test_margin_loss_against_cross_entropy_is_a_paired_test(only_margin, only_ce, total, expected):
+    finding = margin_loss_beats_cross_entropy(_peer_evidence(only_margin, only_ce, 20, total))
+    assert finding.status == expected
+    row = finding.evidence["pgd-cw/linf/0.1"]
+    assert (row["only_margin_loss"], row["only_cross_entropy"]) == (only_margin, only_ce)
+    exact = binom.sf(only_margin - 1, only_margin + only_ce, 0.5)
+    assert math.isclose(row["p_value"], exact)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 
 import pytest
 import torch
@@ -49,8 +50,12 @@ def test_suite_is_a_worst_case_over_attacks(model, data) -> None:
             broken |= record.success
             assert all(a <= previous + 1e-12 for a in record.robust_accuracy_after)
             previous = record.robust_accuracy_after[0]
-            # Only samples every earlier attack left robust were attacked.
-            assert not (record.attacked & broken & ~record.success).any()
+            if record.label == "pgd-cw":
+                # A peer attack runs on every clean-correct sample.
+                assert torch.equal(record.attacked[0], result.clean_correct)
+            else:
+                # Only samples every earlier attack left robust were attacked.
+                assert not (record.attacked & broken & ~record.success).any()
         assert torch.equal(outcome.robust, result.clean_correct & ~broken)
         assert outcome.robust_accuracy[0] == pytest.approx(
             outcome.attacks[-1].robust_accuracy_after[0]
@@ -97,9 +102,10 @@ def test_presets_hold_the_documented_settings() -> None:
     assert standard.epsilons == {Norm.LINF: (0.3,), Norm.L2: (2.0,)}
     assert preset("standard", "cifar10").epsilons[Norm.LINF] == (8 / 255,)
     labels = [spec.label for spec in standard.attacks]
-    assert labels == ["pgd-ce", "pgd-t", "fgsm", "noise", "square"]
-    pgd_ce = standard.attacks[0]
-    assert pgd_ce.params["num_steps"] == 100
+    assert labels == ["pgd-ce", "pgd-t", "pgd-cw", "fgsm", "noise", "square"]
+    pgd_ce, pgd_cw = standard.attacks[0], standard.attacks[2]
+    assert pgd_ce.params["num_steps"] == 100 and pgd_ce.params["rel_step_size"] == 0.1
+    assert pgd_cw.params["loss"] == "cw" and pgd_cw.peer_of == "pgd-ce"
     square_spec = standard.attacks[-1]
     assert square_spec.params["num_queries"] == 5000 and square_spec.params["p_init"] == 0.8
     assert standard.sweep is not None
@@ -188,3 +194,20 @@ def test_non_finite_logits_and_gradients_are_counted(model, data) -> None:
     assert stats.nonfinite_logits > 0 and stats.nonfinite_gradients > 0
     clean = pgd(model, x, y, [0.05], num_steps=2).gradient_stats
     assert clean is not None and clean.nonfinite_logits == clean.nonfinite_gradients == 0
+
+
+def test_a_peer_attack_is_recorded_with_its_peer(model, data) -> None:
+    x, y = data
+    result = run_suite(model, x, y, _quick(), generator=0)
+    attacks = result.config.to_dict()["attacks"]
+    assert [a.get("peer_of") for a in attacks] == [None, None, "pgd-ce", None, None, None]
+    for outcome in result.norms:
+        assert int(outcome.record("fgsm").attacked[0].sum()) < int(result.clean_correct.sum())
+
+
+def test_peer_of_must_name_an_earlier_attack() -> None:
+    config = preset("quick", "digits")
+    specs = list(config.attacks)
+    specs[0] = replace(specs[0], peer_of="pgd-cw")
+    with pytest.raises(ValueError, match="peer_of must name an earlier attack"):
+        config.with_options(attacks=tuple(specs))
