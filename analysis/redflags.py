@@ -114,6 +114,16 @@ def _find(outcome: NormOutcome, kind: str, label: str | None = None) -> AttackRe
     return None
 
 
+def _grade(enough: bool, significant: bool, material: bool) -> Status:
+    """Fail on an excess that is significant and material, warn on one that is only one of
+    the two, pass otherwise; ``enough``: at least the check's minimum number of samples."""
+    if enough and significant and material:
+        return Status.FAIL
+    if enough and (significant or material):
+        return Status.WARN
+    return Status.PASS
+
+
 def _excess_breaks(
     later: AttackRecord,
     earlier_robust_count: int,
@@ -135,14 +145,11 @@ def _excess_breaks(
     total = int(later.success.shape[1])
     p_value = binomial_tail(broken, attempted, tolerated) if attempted else 1.0
     effect = broken / total if total else 0.0
-    significant, material = p_value < ALPHA, effect >= min_effect
-    status = Status.PASS
-    if attempted == 0:
-        status = Status.NOT_APPLICABLE
-    elif broken >= minimum and significant and material:
-        status = Status.FAIL
-    elif broken >= minimum and (significant or material):
-        status = Status.WARN
+    status = (
+        _grade(broken >= minimum, p_value < ALPHA, effect >= min_effect)
+        if attempted
+        else Status.NOT_APPLICABLE
+    )
     return status, {
         "broken": broken,
         "attempted": attempted,
@@ -306,15 +313,8 @@ def margin_loss_beats_cross_entropy(evidence: Evidence) -> Finding:
                 only_margin, only_ce = int((margin & ~ce).sum()), int((ce & ~margin).sum())
                 excess = only_margin - only_ce
                 p_value = mcnemar_exact(only_margin, only_ce)
-                significant = p_value < ALPHA
-                material = excess >= 5 and excess >= 0.02 * total
-                if significant and material:
-                    status = Status.FAIL
-                elif only_margin >= 5 and (significant or material):
-                    status = Status.WARN
-                else:
-                    status = Status.PASS
-                statuses.append(status)
+                material = excess >= max(5, 0.02 * total)
+                statuses.append(_grade(only_margin >= 5, p_value < ALPHA, material))
                 rows[f"{record.label}/{outcome.norm.value}/{epsilon:.6g}"] = {
                     "only_margin_loss": only_margin,
                     "only_cross_entropy": only_ce,

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 import torch
@@ -147,7 +148,7 @@ def test_zoo_models_are_not_masked_and_raise_no_flag_standard(name, request):
     _check_unmasked(ZOO_DIR / f"{name}.pt", _standard(ZOO_CONFIGS[name].dataset))
 
 
-def _plain_cross_entropy(name: str, directory) -> object:
+def _plain_cross_entropy(name: str, directory) -> Path:
     """The zoo entry ``name`` trained with plain cross-entropy (no label smoothing), as the
     NormOut reference code trains: NormOut keeps few units in training and does not rescale,
     so its eval-mode logits are inflated and the float32 softmax saturates."""
