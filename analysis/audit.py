@@ -33,6 +33,7 @@ from analysis.config import (
     PRESETS,
     AuditConfig,
     build_suite,
+    check_suite,
     flatness_config,
     parse_epsilons,
 )
@@ -405,20 +406,22 @@ def _device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def _config(args: argparse.Namespace, dataset: str | None) -> AuditConfig:
-    suite = build_suite(
-        args.preset,
-        dataset,
-        suite_file=args.suite,
-        norms=None
+def _suite_flags(args: argparse.Namespace) -> dict[str, Any]:
+    return {
+        "suite_file": args.suite,
+        "norms": None
         if args.norms is None
         else [n.strip() for n in args.norms.split(",") if n.strip()],
-        epsilons=None if args.epsilons is None else parse_epsilons(args.epsilons),
-        attacks=None
+        "epsilons": None if args.epsilons is None else parse_epsilons(args.epsilons),
+        "attacks": None
         if args.attacks is None
         else [a.strip() for a in args.attacks.split(",") if a.strip()],
-        backend=args.backend,
-    )
+        "backend": args.backend,
+    }
+
+
+def _config(args: argparse.Namespace, dataset: str | None) -> AuditConfig:
+    suite = build_suite(args.preset, dataset, **_suite_flags(args))
     return AuditConfig(
         suite=suite,
         flatness=None if args.no_flatness else flatness_config(args.preset, args.batch_size),
@@ -441,6 +444,8 @@ def _check_arguments(args: argparse.Namespace) -> None:
         raise ValueError("--junit, --max-drop and --update-baseline need --baseline FILE")
     if args.baseline is not None and len(args.checkpoints) != 1:
         raise ValueError("--baseline gates one checkpoint at a time; give a single CHECKPOINT")
+    # The suite (file and flags) is checked before any checkpoint or dataset is loaded.
+    check_suite(args.preset, **_suite_flags(args))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -7,7 +7,7 @@ A suite file is TOML::
     linf = [0.1]
     l2 = [0.5]
     [[attacks]]                    # replaces the preset's list when given
-    kind = "pgd"                   # fgsm, pgd, pgd-t, square, noise, apgd, autoattack
+    kind = "pgd"                   # a kind of attacks.registry: fgsm, pgd, pgd-t, square, ...
     label = "pgd-ce"
     num_steps = 50
     rel_step_size = 0.05
@@ -19,6 +19,9 @@ A suite file is TOML::
     [options]
     skip_broken = true
     eot_samples = 1
+
+Every key, attack kind, parameter name, type and value is checked against the attack
+registry when the suite is built, before any model is loaded.
 """
 
 from __future__ import annotations
@@ -29,11 +32,19 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from attacks import BACKENDS, AttackSpec, Norm, SuiteConfig, SweepConfig, preset
-from attacks.suite import ATTACKS
+from attacks import BACKENDS, AttackSpec, Norm, SuiteConfig, SweepConfig, preset, registry
+from attacks.presets import STANDARD_EPSILONS, SUITE_OPTIONS, SWEEP_PARAMS
+from attacks.registry import ParameterTypeError, check_keys
 from flatness import FlatnessConfig
 
-__all__ = ["PRESETS", "AuditConfig", "build_suite", "flatness_config", "parse_epsilons"]
+__all__ = [
+    "PRESETS",
+    "AuditConfig",
+    "build_suite",
+    "check_suite",
+    "flatness_config",
+    "parse_epsilons",
+]
 
 PRESETS = ("quick", "standard", "thesis", "thorough")
 EOT_SAMPLES = 8  # forward passes per gradient when the model turns out to be stochastic
@@ -98,6 +109,10 @@ def _numbers(text: str, origin: str) -> tuple[float, ...]:
         values = tuple(float(v) for v in text.split(",") if v.strip())
     except ValueError:
         raise ValueError(f"{origin} must be comma-separated numbers, got {text!r}") from None
+    return _ascending(values, origin)
+
+
+def _ascending(values: tuple[float, ...], origin: str) -> tuple[float, ...]:
     if not values:
         raise ValueError(f"{origin} is empty; give at least one epsilon")
     if any(v < 0 for v in values) or list(values) != sorted(values):
@@ -107,6 +122,29 @@ def _numbers(text: str, origin: str) -> tuple[float, ...]:
     return values
 
 
+_FILE_KEYS = ("name", "preset", "epsilons", "attacks", "sweep", "options")
+
+
+def _table(value: Any, where: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise ParameterTypeError(f"{where} must be a table, got {value!r}")
+    return dict(value)
+
+
+def _string(value: Any, where: str) -> str:
+    if not isinstance(value, str):
+        raise ParameterTypeError(f"{where} must be a string, got {value!r}")
+    return value
+
+
+def _file_epsilons(values: Any, where: str) -> tuple[float, ...]:
+    items = values if isinstance(values, list) else [values]
+    for value in items:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ParameterTypeError(f"{where}: expected a list of numbers, got {values!r}")
+    return _ascending(tuple(float(v) for v in items), where)
+
+
 def _suite_from_file(path: Path, dataset: str | None) -> SuiteConfig:
     try:
         data = tomllib.loads(path.read_text())
@@ -114,55 +152,60 @@ def _suite_from_file(path: Path, dataset: str | None) -> SuiteConfig:
         raise ValueError(f"suite file {path} does not exist") from None
     except tomllib.TOMLDecodeError as err:
         raise ValueError(f"suite file {path} is not valid TOML: {err}") from None
-    known = {"name", "preset", "epsilons", "attacks", "sweep", "options"}
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise ValueError(f"suite file {path}: unknown key(s) {unknown}; known: {sorted(known)}")
+    try:
+        return _suite_from_data(data, dataset, path.stem)
+    except ParameterTypeError as err:
+        raise ParameterTypeError(f"suite file {path}: {err}") from None
+    except ValueError as err:
+        raise ValueError(f"suite file {path}: {err}") from None
+
+
+def _suite_from_data(data: dict[str, Any], dataset: str | None, stem: str) -> SuiteConfig:
+    """A suite from a parsed suite file; every key, kind, parameter and value is checked."""
+    check_keys(data, _FILE_KEYS, "top-level key")
     base = data.get("preset", "standard")
     if base not in PRESETS:
-        raise ValueError(f"suite file {path}: preset must be one of {PRESETS}, got {base!r}")
+        raise ValueError(f"preset must be one of {PRESETS}, got {base!r}")
     suite = _preset_any(base, dataset) if "epsilons" in data else preset(base, dataset)
-    changes: dict[str, Any] = {"name": data.get("name", path.stem)}
+    changes: dict[str, Any] = {"name": _string(data.get("name", stem), "name")}
     if "epsilons" in data:
         changes["epsilons"] = {
-            Norm.parse(k): _numbers(
-                ",".join(map(str, v if isinstance(v, list) else [v])), f"{path} epsilons.{k}"
-            )
-            for k, v in data["epsilons"].items()
+            Norm.parse(k): _file_epsilons(v, f"epsilons.{k}")
+            for k, v in _table(data["epsilons"], "[epsilons]").items()
         }
     if "attacks" in data:
+        items = data["attacks"]
+        if not isinstance(items, list) or not items:
+            raise ParameterTypeError(
+                f"attacks must be one or more [[attacks]] tables, got {items!r}"
+            )
         specs = []
-        for item in data["attacks"]:
-            params = dict(item)
-            kind = params.pop("kind", None)
-            if kind not in ATTACKS:
+        for number, item in enumerate(items, start=1):
+            params = _table(item, f"[[attacks]] #{number}")
+            if "kind" not in params:
                 raise ValueError(
-                    f"suite file {path}: attack kind must be one of {sorted(ATTACKS)}, got {kind!r}"
+                    f"[[attacks]] #{number} has no kind; known kinds: "
+                    f"{', '.join(registry.list_attacks())}"
                 )
+            kind = params.pop("kind")
             label = params.pop("label", kind)
             peer_of = params.pop("peer_of", None)
             specs.append(AttackSpec(kind, label, params, peer_of))
         changes["attacks"] = tuple(specs)
     attacks = changes.get("attacks", suite.attacks)
     if "sweep" in data:
-        sweep = dict(data["sweep"])
+        sweep = _table(data["sweep"], "[sweep]")
+        check_keys(sweep, ("attack", *SWEEP_PARAMS), "[sweep] key")
         label = sweep.pop("attack", None)
         match = [s for s in attacks if s.label == label]
         if not match:
             raise ValueError(
-                f"suite file {path}: sweep.attack must name an attack label "
+                "sweep.attack must name an attack label "
                 f"({', '.join(s.label for s in attacks)}), got {label!r}"
             )
-        try:
-            changes["sweep"] = SweepConfig(match[0], **sweep)
-        except TypeError as err:
-            raise ValueError(f"suite file {path}: bad [sweep] key: {err}") from None
-    options = dict(data.get("options", {}))
-    allowed = {"skip_broken", "eot_samples", "stochastic", "batch_size"}
-    if set(options) - allowed:
-        raise ValueError(
-            f"suite file {path}: [options] takes {sorted(allowed)}, got {sorted(options)}"
-        )
+        changes["sweep"] = SweepConfig(match[0], **sweep)
+    options = _table(data.get("options", {}), "[options]")
+    check_keys(options, SUITE_OPTIONS, "[options] key")
     return suite.with_options(**changes, **options)
 
 
@@ -220,17 +263,63 @@ def build_suite(
         sweep = suite.sweep if suite.sweep and suite.sweep.attack.label in attacks else None
         suite = suite.with_options(attacks=kept, sweep=sweep)
     if backend is not None:
-        if backend not in BACKENDS:
-            raise ValueError(f"--backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
-        specs = tuple(
-            replace(s, params={**s.params, "backend": backend}) if s.kind in ("fgsm", "pgd") else s
-            for s in suite.attacks
-        )
-        sweep = suite.sweep
-        if sweep is not None and sweep.attack.kind in ("fgsm", "pgd"):
-            sweep = replace(sweep, attack=next(s for s in specs if s.label == sweep.attack.label))
-        suite = suite.with_options(attacks=specs, sweep=sweep)
+        suite = _with_backend(suite, backend)
     return suite
+
+
+def _with_backend(suite: SuiteConfig, backend: str) -> SuiteConfig:
+    """The suite with ``backend`` for every attack it can compute with the attack's settings."""
+    if backend not in BACKENDS:
+        raise ValueError(f"--backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+
+    def switched(spec: AttackSpec) -> AttackSpec:
+        attack = registry.get(spec.kind)
+        params = {**spec.params, "backend": backend}
+        if backend not in attack.backends or not attack.allows(params):
+            return spec
+        return replace(spec, params=params)
+
+    specs = tuple(switched(s) for s in suite.attacks)
+    if not any(s.params.get("backend") == backend for s in specs) and backend != "native":
+        computable = ", ".join(registry.list_attacks(backend=backend))
+        raise ValueError(
+            f"--backend {backend}: no attack of the suite can be computed by it; it computes "
+            f"{computable} with loss='ce' and no EOT"
+        )
+    sweep = suite.sweep
+    if sweep is not None:
+        by_label = {s.label: s for s in specs}
+        sweep = replace(sweep, attack=by_label.get(sweep.attack.label, switched(sweep.attack)))
+    return suite.with_options(attacks=specs, sweep=sweep)
+
+
+def check_suite(
+    preset_name: str,
+    *,
+    suite_file: Path | None = None,
+    norms: Sequence[str] | None = None,
+    epsilons: Mapping[Norm, tuple[float, ...]] | tuple[float, ...] | None = None,
+    attacks: Sequence[str] | None = None,
+    backend: str | None = None,
+) -> None:
+    """Raise for a bad preset, suite file or suite flag before any checkpoint is loaded.
+
+    Arguments as for ``build_suite``. The dataset only chooses a preset's epsilons, and every
+    dataset with standard epsilons has them for every norm, so building the suite for any of
+    them checks everything else: every key, attack kind, parameter name, type and value.
+
+    Raises:
+        ValueError: what ``build_suite`` raises.
+    """
+    build_suite(
+        preset_name,
+        next(iter(STANDARD_EPSILONS)),
+        suite_file=suite_file,
+        norms=norms,
+        epsilons=epsilons,
+        attacks=attacks,
+        backend=backend,
+    )
 
 
 def flatness_config(preset_name: str, batch_size: int) -> FlatnessConfig:

@@ -13,7 +13,7 @@ document it in the table of the README.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -22,7 +22,7 @@ import torch
 
 from analysis.probes import ModelProbes
 from analysis.stats import binomial_tail, mcnemar_exact
-from attacks import AttackRecord, NormOutcome, SuiteResult
+from attacks import AttackRecord, Family, NormOutcome, SuiteResult, list_attacks, registry
 
 __all__ = ["CHECKS", "Evidence", "Finding", "Status", "run_checks", "verdict"]
 
@@ -107,6 +107,10 @@ def _worst(statuses: list[Status]) -> Status:
     return max(statuses, key=_ORDER.__getitem__, default=Status.NOT_APPLICABLE)
 
 
+def _family(record: AttackRecord) -> Family:
+    return registry.get(record.kind).family
+
+
 def _find(outcome: NormOutcome, kind: str, label: str | None = None) -> AttackRecord | None:
     for record in outcome.attacks:
         if record.kind == kind and (label is None or record.label == label):
@@ -164,8 +168,8 @@ def _excess_breaks(
 
 def _pairwise(
     evidence: Evidence,
-    later_kinds: tuple[str, ...],
-    earlier_kinds: tuple[str, ...],
+    later_kinds: Sequence[str],
+    earlier_kinds: Sequence[str],
     tolerated: float,
     minimum: int,
     min_effect: float,
@@ -201,7 +205,12 @@ def _pairwise(
 @check("one-step-beats-iterative")
 def one_step_beats_iterative(evidence: Evidence) -> Finding:
     status, rows = _pairwise(
-        evidence, ("fgsm",), ("pgd", "apgd"), tolerated=0.01, minimum=3, min_effect=0.01
+        evidence,
+        list_attacks(Family.ONE_STEP),
+        list_attacks(Family.ITERATIVE),
+        tolerated=0.01,
+        minimum=3,
+        min_effect=0.01,
     )
     return Finding(
         "one-step-beats-iterative",
@@ -220,8 +229,8 @@ def one_step_beats_iterative(evidence: Evidence) -> Finding:
 def black_box_beats_white_box(evidence: Evidence) -> Finding:
     status, rows = _pairwise(
         evidence,
-        ("square",),
-        ("pgd", "pgd-t", "fgsm", "apgd"),
+        list_attacks(Family.BLACK_BOX),
+        list_attacks(gradient=True),
         tolerated=0.05,
         minimum=5,
         min_effect=0.02,
@@ -243,8 +252,8 @@ def black_box_beats_white_box(evidence: Evidence) -> Finding:
 def random_search_beats_gradient(evidence: Evidence) -> Finding:
     status, rows = _pairwise(
         evidence,
-        ("noise",),
-        ("pgd", "pgd-t", "fgsm", "apgd"),
+        list_attacks(Family.RANDOM),
+        list_attacks(gradient=True),
         tolerated=0.01,
         minimum=3,
         min_effect=0.01,
@@ -264,7 +273,12 @@ def random_search_beats_gradient(evidence: Evidence) -> Finding:
 @check("targeted-beats-untargeted")
 def targeted_beats_untargeted(evidence: Evidence) -> Finding:
     status, rows = _pairwise(
-        evidence, ("pgd-t",), ("pgd",), tolerated=0.10, minimum=5, min_effect=0.05
+        evidence,
+        list_attacks(Family.TARGETED),
+        list_attacks(Family.ITERATIVE),
+        tolerated=0.10,
+        minimum=5,
+        min_effect=0.05,
     )
     return Finding(
         "targeted-beats-untargeted",
@@ -296,13 +310,13 @@ def margin_loss_beats_cross_entropy(evidence: Evidence) -> Finding:
         by_label = {record.label: record for record in outcome.attacks}
         for record in outcome.attacks:
             spec = specs.get(record.label)
-            if spec is None or spec.peer_of is None or record.kind != "pgd":
+            if spec is None or spec.peer_of is None or _family(record) is not Family.ITERATIVE:
                 continue
             peer = by_label.get(spec.peer_of)
             if (
                 spec.params.get("loss") not in ("cw", "dlr")
                 or peer is None
-                or peer.kind != "pgd"
+                or peer.kind != record.kind
                 or specs[spec.peer_of].params.get("loss", "ce") != "ce"
             ):
                 continue
@@ -627,7 +641,7 @@ def _broken_late(record: AttackRecord, k: int, tail: int) -> int | None:
     last = evaluated.cumsum(0).argmax(0)  # index of the last evaluated iterate
     broken = record.attacked[k] & record.success[k] & (evaluated.sum(0) > 0)
     in_tail = last > steps - tail
-    if record.kind == "pgd-t":
+    if _family(record) is Family.TARGETED:
         in_tail &= last < steps
     return int((broken & in_tail).sum())
 
@@ -639,7 +653,7 @@ def not_converged(evidence: Evidence) -> Finding:
     statuses: list[Status] = []
     for outcome in suite.norms if suite else ():
         for record in outcome.attacks:
-            if record.kind not in ("pgd", "pgd-t") or record.loss_trace.shape[1] < 11:
+            if not _family(record).gradient or record.loss_trace.shape[1] < 11:
                 continue
             for k, epsilon in enumerate(record.epsilons):
                 alive = record.attacked[k] & ~record.success[k]
@@ -690,7 +704,7 @@ def silent_success(evidence: Evidence) -> Finding:
         # Early stopping makes the main list's last iterate the fooling one; the independent
         # sweep runs every step and shows what a last-iterate evaluation would report.
         for record in (*outcome.attacks, outcome.independent_sweep):
-            if record is None or record.kind not in ("pgd", "pgd-t", "apgd"):
+            if record is None or _family(record) not in (Family.ITERATIVE, Family.TARGETED):
                 continue
             silent = record.success & record.attacked & ~record.last_success
             count, attacked = int(silent.sum()), int(record.attacked.sum())

@@ -19,6 +19,7 @@ from attacks.presets import (
     SweepConfig,
     preset,
 )
+from attacks.registry import Family, list_attacks
 from attacks.result import AttackResult, GradientStats
 from attacks.square import square
 from attacks.suite import ATTACKS, AttackRecord, NormOutcome, SuiteResult, run_suite
@@ -33,6 +34,7 @@ __all__ = [
     "AttackResult",
     "AttackSpec",
     "Bounds",
+    "Family",
     "GradientStats",
     "Norm",
     "NormOutcome",
@@ -44,6 +46,7 @@ __all__ = [
     "check_epsilons",
     "fgsm",
     "geometry",
+    "list_attacks",
     "margin",
     "pgd",
     "pgd_targeted",

@@ -32,6 +32,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from attacks.registry import Param, ParameterTypeError, get
 from attacks.result import plain
 from attacks.threat import Bounds, Norm, check_epsilons
 
@@ -47,20 +48,60 @@ THESIS_EPSILONS: dict[Norm, float] = {Norm.LINF: 8 / 255, Norm.L2: 0.5}
 class AttackSpec:
     """One attack of a suite.
 
+    The kind, every parameter name and every value are checked against the attack registry
+    (``attacks.registry``) when the spec is built, so a bad suite fails before any work.
+
     Attributes:
-        kind: the attack's name in ``attacks.suite.ATTACKS`` (``"fgsm"``, ``"pgd"``,
-            ``"pgd-t"``, ``"square"``, ``"noise"``, ``"apgd"``, ``"autoattack"``).
+        kind: the attack's kind in ``attacks.registry`` (``"fgsm"``, ``"pgd"``, ``"pgd-t"``,
+            ``"square"``, ``"noise"``, ``"apgd"``, ``"autoattack"``).
         label: unique name in the suite's results, e.g. ``"pgd-ce"``.
         params: keyword arguments of the attack function (numbers, strings, booleans).
         peer_of: the label of an earlier attack this one is compared with sample by sample
             (e.g. PGD on the margin loss against PGD-CE); such an attack runs on every
             clean-correct sample, not only on those the earlier attacks left robust.
+
+    Raises:
+        ValueError: for an unknown kind, an unknown parameter or a value out of range.
+        ParameterTypeError: (a ``TypeError`` and a ``ValueError``) for a value of the wrong
+            type.
     """
 
     kind: str
     label: str
     params: dict[str, Any] = field(default_factory=dict)
     peer_of: str | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.label, str) or not self.label:
+            raise ParameterTypeError(
+                f"an attack's label must be a non-empty string, got {self.label!r}"
+            )
+        try:
+            attack = get(self.kind)
+        except ValueError as err:
+            raise ValueError(f"attack {self.label!r}: {err}") from None
+        attack.check(self.params, context=f"attack {self.label!r} ({self.kind})")
+        if self.peer_of is not None and not isinstance(self.peer_of, str):
+            raise ParameterTypeError(
+                f"attack {self.label!r}: peer_of must be an attack label, got {self.peer_of!r}"
+            )
+
+
+SWEEP_PARAMS: dict[str, Param] = {
+    "num_points": Param(int, minimum=1),
+    "max_factor": Param(float, minimum=0, exclusive_minimum=True),
+    "unbounded": Param(bool),
+    "independent_samples": Param(int, minimum=0),
+}
+"""The settings of a sweep besides its attack, with their types and ranges."""
+
+SUITE_OPTIONS: dict[str, Param] = {
+    "batch_size": Param(int, minimum=1, optional=True),
+    "skip_broken": Param(bool),
+    "stochastic": Param(bool),
+    "eot_samples": Param(int, minimum=1),
+}
+"""The settings of a suite that a suite file's ``[options]`` table may change."""
 
 
 @dataclass(frozen=True)
@@ -88,11 +129,10 @@ class SweepConfig:
     independent_samples: int = 100
 
     def __post_init__(self) -> None:
-        if self.num_points < 1 or not self.max_factor > 0 or self.independent_samples < 0:
-            raise ValueError(
-                "a sweep needs num_points >= 1, max_factor > 0 and independent_samples >= 0, "
-                f"got {self.num_points}, {self.max_factor}, {self.independent_samples}"
-            )
+        if not isinstance(self.attack, AttackSpec):
+            raise ParameterTypeError(f"a sweep's attack is an AttackSpec, got {self.attack!r}")
+        for name, param in SWEEP_PARAMS.items():
+            param.check(f"sweep {name}", getattr(self, name))
 
     def epsilons(self, epsilon: float, unbounded_epsilon: float) -> tuple[float, ...]:
         """The ascending sweep epsilons around the suite's ``epsilon``."""
@@ -133,6 +173,8 @@ class SuiteConfig:
     eot_samples: int = 1
 
     def __post_init__(self) -> None:
+        for name, param in SUITE_OPTIONS.items():
+            param.check(name, getattr(self, name))
         labels = [spec.label for spec in self.attacks]
         if len(set(labels)) != len(labels):
             raise ValueError(f"attack labels must be unique, got {labels}")

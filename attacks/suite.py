@@ -11,35 +11,24 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
+from attacks import registry
 from attacks._engine import make_generator
-from attacks.apgd import apgd, autoattack
-from attacks.fgsm import fgsm
-from attacks.noise import random_noise
-from attacks.pgd import pgd, pgd_targeted
 from attacks.presets import AttackSpec, SuiteConfig
 from attacks.result import AttackResult, GradientStats, plain
-from attacks.square import square
 from attacks.threat import Norm, check_inputs, geometry
 
-ATTACKS: dict[str, Callable[..., AttackResult]] = {
-    "fgsm": fgsm,
-    "pgd": pgd,
-    "pgd-t": pgd_targeted,
-    "square": square,
-    "noise": random_noise,
-    "apgd": apgd,
-    "autoattack": autoattack,
-}
-"""Every attack a suite can name, by ``AttackSpec.kind``."""
-
-_GRADIENT_KINDS = ("fgsm", "pgd", "pgd-t")
+ATTACKS: Mapping[str, Callable[..., AttackResult]] = MappingProxyType(
+    {kind: registry.get(kind).function for kind in registry.list_attacks()}
+)
+"""Every attack a suite can name, by ``AttackSpec.kind`` (a read-only view of the registry)."""
 
 
 Progress = Callable[[int, int, str], None]
@@ -255,11 +244,23 @@ def run_attack_spec(
     generator: torch.Generator,
     **overrides: Any,
 ) -> AttackResult:
-    """Call the attack of ``spec`` with the suite's common settings."""
-    if spec.kind not in ATTACKS:
-        raise ValueError(
-            f"unknown attack kind {spec.kind!r}; known kinds: {', '.join(sorted(ATTACKS))}"
-        )
+    """Call the attack of ``spec`` with the suite's common settings.
+
+    Args:
+        spec: the attack (its kind and parameters were checked when it was built).
+        model: maps inputs ``[N, ...]`` in the bounds to logits ``[N, C]``.
+        x: inputs ``[N, ...]``.
+        y: labels ``[N]``.
+        epsilons: ascending radii.
+        norm: the norm.
+        config: the suite, for its bounds, batch size, mode and EOT samples (the latter for
+            kinds that support EOT, on the native backend).
+        generator: the stage's generator.
+        overrides: settings the suite imposes on this run (e.g. ``nested=False`` and
+            ``early_stop=False`` for the independent sweep), applied where the kind takes
+            them: a kind without early stopping has none to turn off.
+    """
+    attack = registry.get(spec.kind)
     kwargs: dict[str, Any] = {
         "norm": norm,
         "bounds": config.bounds,
@@ -267,11 +268,12 @@ def run_attack_spec(
         "stochastic": config.stochastic,
         "generator": generator,
         **spec.params,
-        **overrides,
+        **{name: value for name, value in overrides.items() if name in attack.accepts},
     }
-    if spec.kind in _GRADIENT_KINDS:
+    # The reference libraries compute one gradient per step; only the native loop averages.
+    if attack.eot and kwargs.get("backend", "native") == "native":
         kwargs.setdefault("eot_samples", config.eot_samples)
-    return ATTACKS[spec.kind](model, x, y, epsilons, **kwargs)
+    return attack.function(model, x, y, epsilons, **kwargs)
 
 
 def _spread(values: Tensor, index: Tensor, num_samples: int, fill: Any) -> Tensor:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import pytest
 
 from analysis.config import build_suite
+from attacks import Norm
+from checkpoints.train import ZOO_DIR
 
 
 def test_a_peer_survives_attack_selection_only_with_its_peer():
@@ -28,3 +30,195 @@ def test_suite_file_carries_peer_of(tmp_path):
     path.write_text(path.read_text().replace('peer_of = "pgd-ce"', 'peer_of = "square"'))
     with pytest.raises(ValueError, match="peer_of must name an earlier attack"):
         build_suite("quick", "digits", suite_file=path)
+
+
+VALID_ATTACK = '[[attacks]]\nkind = "pgd"\nlabel = "pgd-ce"\nnum_steps = 5\n'
+
+# (suite file, what the one line must say); each file is wrong in exactly one place.
+BAD_SUITE_FILES = [
+    (
+        '[[attacks]]\nkind = "pdg"\n',
+        "unknown attack kind 'pdg' (did you mean 'pgd'?); known kinds: "
+        "fgsm, pgd, pgd-t, square, noise, apgd, autoattack",
+    ),
+    ('[[attacks]]\nlabel = "x"\nnum_steps = 5\n', "[[attacks]] #1 has no kind; known kinds: fgsm"),
+    (
+        VALID_ATTACK.replace("num_steps", "num_step"),
+        "attack 'pgd-ce' (pgd): unknown parameter 'num_step' (did you mean 'num_steps'?); "
+        "pgd takes: num_steps, rel_step_size, abs_step_size, random_start, num_restarts, loss, "
+        "keep, early_stop, nested, eot_samples, backend",
+    ),
+    (
+        '[[attacks]]\nkind = "square"\nnum_steps = 10\n',
+        "unknown parameter 'num_steps'; square takes",
+    ),
+    (VALID_ATTACK.replace("= 5", '= "5"'), "num_steps: expected int >= 1, got '5' (str)"),
+    (VALID_ATTACK.replace("= 5", "= 5.5"), "num_steps: expected int >= 1, got 5.5 (float)"),
+    (VALID_ATTACK.replace("= 5", "= -5"), "num_steps: expected int >= 1, got -5"),
+    (VALID_ATTACK + "random_start = 1\n", "random_start: expected bool, got 1 (int)"),
+    (VALID_ATTACK + "rel_step_size = 0\n", "rel_step_size: expected float > 0 or None, got 0"),
+    (VALID_ATTACK + "rel_step_size = nan\n", "rel_step_size: expected float > 0 or None, got nan"),
+    (VALID_ATTACK + "rel_step_size = 0.1\nabs_step_size = 0.1\n", "not both"),
+    (VALID_ATTACK + 'loss = "hinge"\n', "loss: expected one of 'ce', 'cw', 'dlr', got 'hinge'"),
+    (
+        VALID_ATTACK + 'backend = "torchattacks"\nloss = "cw"\n',
+        "got loss='cw'; use backend='native'",
+    ),
+    (VALID_ATTACK + "batch_size = 10\n", "'batch_size' is not a parameter of an attack"),
+    ('[[attacks]]\nkind = "square"\np_init = 2.0\n', "p_init: expected float in (0, 1], got 2.0"),
+    ('[[attacks]]\nkind = "apgd"\nloss = "cw"\n', "loss: expected one of 'ce', 'dlr', got 'cw'"),
+    ('[[attacks]]\nkind = "pgd"\nlabel = 3\n', "label must be a non-empty string, got 3"),
+    ('attacks = "pgd"\n', "attacks must be one or more [[attacks]] tables"),
+    ('[[attack]]\nkind = "pgd"\n', "unknown top-level key 'attack' (did you mean 'attacks'?)"),
+    ('[epsilons]\nlinf = ["0.1"]\n', "epsilons.linf: expected a list of numbers"),
+    ("[epsilons]\nlinf = [0.3, 0.1]\n", "epsilons must be non-negative and ascending"),
+    ("[epsilons]\nl1 = [0.1]\n", "norm must be one of 'linf', 'l2', got 'l1'"),
+    (
+        VALID_ATTACK + '[sweep]\nattack = "pgd-ce"\nnum_point = 4\n',
+        "unknown [sweep] key 'num_point' (did you mean 'num_points'?); valid: attack, num_points",
+    ),
+    (
+        VALID_ATTACK + '[sweep]\nattack = "pgd-ce"\nnum_points = "4"\n',
+        "sweep num_points: expected int >= 1, got '4' (str)",
+    ),
+    (
+        VALID_ATTACK + '[sweep]\nattack = "pgd-ce"\nindependent_samples = -1\n',
+        "sweep independent_samples: expected int >= 0, got -1",
+    ),
+    (VALID_ATTACK + '[sweep]\nattack = "square"\n', "sweep.attack must name an attack label"),
+    (
+        "[options]\neot_sample = 4\n",
+        "unknown [options] key 'eot_sample' (did you mean 'eot_samples'",
+    ),
+    ("[options]\neot_samples = 0\n", "eot_samples: expected int >= 1, got 0"),
+    ('[options]\nskip_broken = "yes"\n', "skip_broken: expected bool, got 'yes' (str)"),
+    ("options = 3\n", "[options] must be a table, got 3"),
+]
+
+
+@pytest.mark.parametrize(("text", "message"), BAD_SUITE_FILES)
+def test_a_bad_suite_file_is_one_line_and_exit_2_before_anything_is_loaded(
+    tmp_path, capsys, monkeypatch, text, message
+):
+    import analysis.audit as audit
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a checkpoint was loaded before the suite was checked")
+
+    monkeypatch.setattr(audit, "load_checkpoint", refuse)
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    out = tmp_path / "out"
+    code = audit.main(
+        [str(ZOO_DIR / "digits-mlp-none.pt"), "--suite", str(path), "--out", str(out)]
+    )
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.count("\n") == 1 and err.startswith(f"error: suite file {path}: ")
+    assert message in err
+    assert not out.exists()
+
+
+def test_bad_suite_flags_are_refused_before_anything_is_loaded(tmp_path, capsys, monkeypatch):
+    import analysis.audit as audit
+
+    monkeypatch.setattr(audit, "load_checkpoint", lambda *a, **k: pytest.fail("loaded"))
+    checkpoint = str(ZOO_DIR / "digits-mlp-none.pt")
+    for flags, message in (
+        (["--attacks", "square", "--backend", "cleverhans"], "no attack of the suite"),
+        (["--backend", "foolbox"], "--backend must be one of"),
+        (["--attacks", "pgd-ce,pgd-cx"], "not in the suite"),
+    ):
+        assert audit.main([checkpoint, "--out", str(tmp_path / "out"), *flags]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and message in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_valid_suite_file_with_every_kind_builds(tmp_path):
+    path = tmp_path / "suite.toml"
+    path.write_text(
+        'name = "every-kind"\n[epsilons]\nlinf = [0.05, 0.1]\nl2 = 0.5\n'
+        '[[attacks]]\nkind = "pgd"\nlabel = "pgd-ce"\nnum_steps = 5\nrel_step_size = 1\n'
+        'keep = "last"\nearly_stop = false\nbackend = "cleverhans"\n'
+        '[[attacks]]\nkind = "pgd-t"\ntarget_mode = "all"\nloss = "dlr"\neot_samples = 2\n'
+        '[[attacks]]\nkind = "pgd"\nlabel = "pgd-cw"\nloss = "cw"\npeer_of = "pgd-ce"\n'
+        '[[attacks]]\nkind = "fgsm"\n'
+        '[[attacks]]\nkind = "noise"\nnum_draws = 7\n'
+        '[[attacks]]\nkind = "square"\nnum_queries = 10\np_init = 1\nrescale_schedule = true\n'
+        '[[attacks]]\nkind = "apgd"\ntargeted = true\nnum_target_classes = 3\n'
+        '[[attacks]]\nkind = "autoattack"\nversion = "rand"\n'
+        '[sweep]\nattack = "noise"\nnum_points = 2\nmax_factor = 2\nunbounded = false\n'
+        "[options]\nskip_broken = false\neot_samples = 2\nbatch_size = 64\n"
+    )
+    suite = build_suite("standard", None, suite_file=path)
+    assert suite.name == "every-kind" and suite.epsilons == {
+        Norm.LINF: (0.05, 0.1),
+        Norm.L2: (0.5,),
+    }
+    assert [s.kind for s in suite.attacks] == [
+        "pgd",
+        "pgd-t",
+        "pgd",
+        "fgsm",
+        "noise",
+        "square",
+        "apgd",
+        "autoattack",
+    ]
+    assert suite.attacks[0].params["rel_step_size"] == 1 and suite.attacks[5].params["p_init"] == 1
+    assert suite.sweep is not None and suite.sweep.attack.label == "noise"
+    assert (suite.skip_broken, suite.eot_samples, suite.batch_size) == (False, 2, 64)
+    # --backend switches what the library can compute; the margin-loss PGD, the multi-target
+    # PGD-T with DLR and EOT, and the attacks without a choice of backend are left as they are.
+    switched = build_suite("standard", None, suite_file=path, backend="torchattacks")
+    assert [s.params.get("backend") for s in switched.attacks] == [
+        "torchattacks",
+        None,
+        None,
+        "torchattacks",
+        None,
+        None,
+        None,
+        None,
+    ]
+
+
+def test_backend_flag_on_the_standard_suite():
+    suite = build_suite("standard", "mnist", backend="cleverhans")
+    backends = {s.label: s.params.get("backend") for s in suite.attacks}
+    assert backends == {
+        "pgd-ce": "cleverhans",
+        "pgd-t": "cleverhans",
+        "pgd-cw": None,
+        "fgsm": "cleverhans",
+        "noise": None,
+        "square": None,
+    }
+    assert suite.sweep is not None and suite.sweep.attack.params["backend"] == "cleverhans"
+
+
+def test_a_valid_suite_file_runs_through_the_command_line(tmp_path, capsys):
+    import json
+
+    from analysis.audit import main
+
+    path = tmp_path / "small.toml"
+    path.write_text(
+        "[epsilons]\nlinf = [0.1]\n"
+        '[[attacks]]\nkind = "pgd"\nlabel = "pgd-ce"\nnum_steps = 3\nrel_step_size = 0.5\n'
+        '[[attacks]]\nkind = "noise"\nnum_draws = 5\n'
+        # A sweep of an attack without early stopping: the independent runs still work.
+        '[sweep]\nattack = "noise"\nnum_points = 2\nindependent_samples = 10\n'
+    )
+    out = tmp_path / "out"
+    checkpoint = ZOO_DIR / "digits-mlp-none.pt"
+    flags = ["--suite", str(path), "--num-samples", "40", "--no-flatness", "--quiet"]
+    assert main([str(checkpoint), *flags, "--out", str(out)]) == 0
+    document = json.loads((out / checkpoint.stem / "audit.json").read_text())
+    suite = document["provenance"]["config"]["suite"]
+    assert [(a["kind"], a["label"], a["params"]) for a in suite["attacks"]] == [
+        ("pgd", "pgd-ce", {"num_steps": 3, "rel_step_size": 0.5}),
+        ("noise", "noise", {"num_draws": 5}),
+    ]
+    assert suite["sweep"]["attack"]["label"] == "noise"
