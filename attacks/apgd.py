@@ -76,7 +76,9 @@ def apgd(
         generator: a ``torch.Generator`` or an int seed (default 0).
 
     Returns:
-        ``AttackResult`` with ``T = 0`` (the final margin loss only).
+        ``AttackResult`` with ``T = 0`` (the final margin loss only); ``success_step`` is
+        ``STEP_UNKNOWN`` (-2) for every broken sample, as pyautoattack returns only the
+        examples.
     """
     from pyautoattack.autopgd_base import APGDAttack, APGDAttack_targeted
 
@@ -154,7 +156,7 @@ def autoattack(
         Other arguments: as for ``apgd``.
 
     Returns:
-        ``AttackResult`` with ``T = 0``.
+        ``AttackResult`` with ``T = 0`` and ``success_step`` unknown (-2) where broken.
     """
     from pyautoattack import AutoAttack
 

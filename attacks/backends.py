@@ -5,7 +5,9 @@
 ``PGD``, ``PGDL2``). Their adversarial examples are judged here exactly as native ones (one
 forward pass on the returned example), so any native number can be reproduced with a library.
 The libraries return their final iterate; their random starts draw from the global RNG, which
-the engine seeds from the explicit generator. Both are imported only when used.
+the engine seeds from the explicit generator. Both are imported only when used. They do not
+say at which iteration a sample fell: PGD's ``success_step`` is unknown (-2) where broken,
+FGSM's is its single step (1).
 """
 
 from __future__ import annotations
@@ -181,7 +183,9 @@ def fgsm_batch(backend: str, config: Setup, batch: Batch) -> BatchOutcome:
     adversarial = adversarial.detach().to(batch.x0.dtype)
     logits = config.evaluator.logits(adversarial)
     queries = torch.full_like(batch.y, 2)
-    return _outcome(batch, adversarial, logits, queries, None)
+    outcome = _outcome(batch, adversarial, logits, queries, None)
+    outcome.success_step = torch.ones_like(batch.y)
+    return outcome
 
 
 def _outcome(
