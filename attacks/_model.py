@@ -87,6 +87,25 @@ def input_gradient_exists(model: nn.Module, x: Tensor) -> bool:
     return grad is not None
 
 
+_AUTOGRAD_ERRORS = ("does not require grad", "not have been used in the graph")
+"""What autograd says, inside a reference library, when the input gradient does not exist."""
+
+
+@contextlib.contextmanager
+def library_gradients(model: nn.Module, x: Tensor) -> Iterator[None]:
+    """Around a reference library's attack on ``x``: turn autograd's error about a missing
+    input gradient into ``NoInputGradient``, once a direct check on one sample confirms that
+    the gradient does not exist; every other error passes unchanged."""
+    try:
+        yield
+    except RuntimeError as err:
+        if isinstance(err, NoInputGradient) or not any(p in str(err) for p in _AUTOGRAD_ERRORS):
+            raise
+        if input_gradient_exists(model, x[:1]):
+            raise
+        raise NoInputGradient("autograd finds no path from the input to the output") from err
+
+
 class Evaluator:
     """Counted access to a model.
 

@@ -25,13 +25,7 @@ import torch
 from torch import Tensor, nn
 
 from attacks._engine import make_generator
-from attacks._model import (
-    NO_INPUT_GRADIENT,
-    Evaluator,
-    NoInputGradient,
-    input_gradient_exists,
-    model_mode,
-)
+from attacks._model import NO_INPUT_GRADIENT, Evaluator, NoInputGradient, model_mode
 from attacks.apgd import apgd, autoattack
 from attacks.fgsm import fgsm
 from attacks.noise import random_noise
@@ -414,32 +408,17 @@ def _child(generator: torch.Generator) -> torch.Generator:
     return torch.Generator().manual_seed(int(torch.randint(0, 2**62, (1,), generator=generator)))
 
 
-_AUTOGRAD_ERRORS = ("does not require grad", "not have been used in the graph")
-"""What autograd says, inside a reference library, when the input gradient does not exist."""
-
-
 class _Attempt:
     """Runs the stages of a suite, turning an exception inside one into a recorded failure.
 
     ``run`` calls ``run_attack_spec`` and returns the attack's result, or None after
-    recording why there is none (the failure is read from ``last``). Whether the model has
-    an input gradient is checked at most once, when an autograd error needs telling apart
-    from another failure.
+    recording why there is none in ``last``: ``"not-applicable"`` for a missing input
+    gradient (``NoInputGradient``, raised by the evaluator and around the reference
+    libraries), ``"failed"`` with the error's type and text for anything else.
     """
 
-    def __init__(self, model: nn.Module, x: Tensor, config: SuiteConfig) -> None:
-        self.model, self.x, self.config = model, x, config
+    def __init__(self) -> None:
         self.last: tuple[str, str] = (OK, "")
-        self._gradient: bool | None = None
-
-    def gradient_exists(self) -> bool:
-        if self._gradient is None:
-            try:
-                with model_mode(self.model, stochastic=self.config.stochastic):
-                    self._gradient = input_gradient_exists(self.model, self.x[:1])
-            except Exception:  # noqa: BLE001 - a model that cannot be probed is not cut
-                self._gradient = True
-        return self._gradient
 
     def run(self, *args: Any, **kwargs: Any) -> AttackResult | None:
         """``run_attack_spec(*args, **kwargs)``, or None when it raised."""
@@ -449,14 +428,7 @@ class _Attempt:
             self.last = (NOT_APPLICABLE, NO_INPUT_GRADIENT)
             return None
         except Exception as err:  # noqa: BLE001 - any failure of one attack is a finding
-            text = f"{type(err).__name__}: {err}".strip()
-            autograd = isinstance(err, RuntimeError) and any(
-                phrase in str(err) for phrase in _AUTOGRAD_ERRORS
-            )
-            if autograd and not self.gradient_exists():
-                self.last = (NOT_APPLICABLE, NO_INPUT_GRADIENT)
-            else:
-                self.last = (FAILED, text)
+            self.last = (FAILED, f"{type(err).__name__}: {err}".strip())
             return None
         self.last = (OK, "")
         return result
@@ -525,7 +497,7 @@ def run_suite(
     )
     report = _progress_reporter(progress, stages)
     totals = {"forward": 0, "backward": 0}
-    attempt = _Attempt(model, x, config)
+    attempt = _Attempt()
 
     def count(result: AttackResult | None) -> AttackResult | None:
         if result is not None:
