@@ -194,14 +194,14 @@ class Geometry:
         """Float rounding allowed beyond ``eps`` ``[N]`` when a distance is measured.
 
         A point built as ``x0 + delta`` with ``|delta| <= eps`` measures ``(x0 + delta) - x0``,
-        which rounding can put a few units in the last place above ``eps``: 16 machine epsilons
+        which rounding can put a few units in the last place above ``eps``: 4 machine epsilons
         relative to ``eps`` and to the scale of the box (times the square root of the number
         of coordinates under L2, whose rounding errors add up).
         """
         scale = max(abs(bounds.lower), abs(bounds.upper), 1.0)
         if self.norm is Norm.L2:
             scale *= math.sqrt(x0[0].numel())
-        return 16 * torch.finfo(x0.dtype).eps * (eps + scale)
+        return 4 * torch.finfo(x0.dtype).eps * (eps + scale)
 
     def enforce(self, x: Tensor, x0: Tensor, eps: Tensor, bounds: Bounds) -> Tensor:
         """``x`` brought inside the ball of radius ``eps`` ``[N]`` around ``x0`` and the box.
