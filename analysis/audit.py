@@ -41,6 +41,7 @@ from analysis.document import (
     SCHEMA_VERSION,
     DocumentError,
     bits,
+    encode_exact,
     encode_image,
     proportion,
     write_json,
@@ -129,35 +130,39 @@ def _versions() -> dict[str, str | None]:
 def _examples(
     outcome: NormOutcome, suite: SuiteResult, x: torch.Tensor, limit: int
 ) -> list[dict[str, Any]]:
-    """Up to ``limit`` adversarial examples per attack at the norm's first epsilon."""
+    """Up to ``limit`` adversarial examples per attack and epsilon, each the example the run
+    at that epsilon returned for that sample (projected, clipped and judged by the engine).
+
+    The samples the attack broke come first, then samples it attacked without breaking them,
+    so that ``fooled`` can be checked both ways.
+    """
     out = []
     for record in outcome.attacks:
-        result = record.result
-        if result is None:
-            continue
-        broken = (record.success[0] & record.attacked[0] & suite.clean_correct).nonzero().flatten()
-        index = record.sample_index
-        for sample in broken[:limit].tolist():
-            position = (
-                int((index == sample).nonzero()[0])
-                if index.numel() != suite.num_samples
-                else sample
-            )
-            if position >= result.adversarial.shape[1]:
-                continue
-            adversarial = result.adversarial[0, position]
-            out.append(
-                {
-                    "attack": record.label,
-                    "epsilon": outcome.epsilons[0],
-                    "sample": sample,
-                    "label": int(suite.labels[sample]),
-                    "shape": list(adversarial.shape),
-                    "original": encode_image(x[sample]),
-                    "adversarial": encode_image(adversarial),
-                    "margin": float(record.margin[0, sample]),
-                }
-            )
+        for k, epsilon in enumerate(outcome.epsilons):
+            attacked = record.attacked[k].cpu() & suite.clean_correct.cpu()
+            fooled = record.success[k].cpu()
+            chosen = torch.cat([(attacked & fooled).nonzero(), (attacked & ~fooled).nonzero()])
+            for sample in chosen.flatten()[:limit].tolist():
+                adversarial = record.adversarial[k, sample].cpu()
+                dtype, exact = encode_exact(adversarial)
+                _, original = encode_exact(x[sample].to(adversarial.dtype))
+                out.append(
+                    {
+                        "attack": record.label,
+                        "epsilon": epsilon,
+                        "sample": sample,
+                        "label": int(suite.labels[sample]),
+                        "fooled": bool(fooled[sample]),
+                        "margin": plain(float(record.margin[k, sample])),
+                        "success_step": int(record.success_step[k, sample]),
+                        "shape": list(adversarial.shape),
+                        "original": encode_image(x[sample]),
+                        "adversarial": encode_image(adversarial),
+                        "dtype": dtype,
+                        "original_exact": original,
+                        "adversarial_exact": exact,
+                    }
+                )
     return out
 
 
@@ -173,6 +178,10 @@ def _norm_section(
                 "label": record.label,
                 "kind": record.kind,
                 "source": record.source,
+                "status": record.status,
+                "message": record.message,
+                "statuses": list(record.statuses),
+                "messages": list(record.messages),
                 "params": {} if record.result is None else record.result.params,
                 "backend": None if record.result is None else record.result.backend,
                 "robust_accuracy_after": [
@@ -183,6 +192,7 @@ def _norm_section(
                 "success": bits(record.success),
                 "attacked": bits(record.attacked),
                 "last_success": bits(record.last_success),
+                "success_step": plain(record.success_step),
                 "mean_loss_trace": plain(record.mean_loss_trace),
                 "queries": int(record.queries.sum()),
                 "num_forward": 0 if record.result is None else record.result.num_forward,
@@ -209,6 +219,7 @@ def _norm_section(
         "unbounded_epsilon": outcome.unbounded_epsilon,
         "sweep": _sweep(outcome.sweep),
         "independent_sweep": _sweep(outcome.independent_sweep),
+        "failures": [failure.to_dict() for failure in outcome.failures],
         "examples": _examples(outcome, suite, x, limit),
     }
 

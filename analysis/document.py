@@ -8,7 +8,10 @@ flatness estimates with their grids and spectral density, activation statistics,
 the findings and the verdict.
 
 Per-sample outcomes are strings of ``0``/``1``, one character per evaluated sample in the order
-of ``evaluation.indices``. Images are base64 of uint8 pixels (value × 255, rounded), C×H×W.
+of ``evaluation.indices``. Images are base64 of uint8 pixels (value × 255, rounded), C×H×W,
+for display; each stored example also carries its exact values (base64 of the raw
+little-endian floats in the dtype named beside them), so that the model can be evaluated on
+exactly that example again.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -31,7 +35,9 @@ __all__ = [
     "SCHEMA_VERSION",
     "DocumentError",
     "bits",
+    "decode_exact",
     "decode_image",
+    "encode_exact",
     "encode_image",
     "read_document",
     "unbits",
@@ -71,6 +77,40 @@ def decode_image(text: str, shape: Sequence[int]) -> list[int]:
     if len(data) != math.prod(shape):
         raise DocumentError(f"image holds {len(data)} pixels, expected shape {list(shape)}")
     return list(data)
+
+
+_EXACT_DTYPES = {"float32": torch.float32, "float64": torch.float64, "float16": torch.float16}
+
+
+def encode_exact(values: Tensor) -> tuple[str, str]:
+    """A floating-point tensor as ``(dtype name, base64 of its little-endian bytes)``."""
+    names = {dtype: name for name, dtype in _EXACT_DTYPES.items()}
+    if values.dtype not in names:
+        raise TypeError(
+            f"exact encoding takes float16, float32 or float64 values, got {values.dtype}"
+        )
+    array = values.detach().cpu().contiguous().numpy()
+    return names[values.dtype], base64.b64encode(
+        array.astype(array.dtype.newbyteorder("<")).tobytes()
+    ).decode("ascii")
+
+
+def decode_exact(text: str, shape: Sequence[int], dtype: str) -> Tensor:
+    """Inverse of :func:`encode_exact`: the values as a tensor of ``shape`` and ``dtype``."""
+    if dtype not in _EXACT_DTYPES:
+        raise DocumentError(
+            f"exact values have dtype {dtype!r}; expected one of float16, float32, float64"
+        )
+    data = base64.b64decode(text)
+    torch_dtype = _EXACT_DTYPES[dtype]
+    size = torch.finfo(torch_dtype).bits // 8
+    if len(data) != math.prod(shape) * size:
+        raise DocumentError(
+            f"exact values hold {len(data)} bytes, expected {math.prod(shape)} {dtype} "
+            f"values of shape {list(shape)}"
+        )
+    array = np.frombuffer(data, dtype=np.dtype(dtype).newbyteorder("<")).astype(dtype)
+    return torch.from_numpy(array.copy()).reshape(tuple(shape))
 
 
 def proportion(count: int, total: int) -> dict[str, Any]:

@@ -24,8 +24,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from analysis.document import DocumentError, read_document, unbits, write_json
 from analysis.stats import paired_drop_interval
+from attacks.worstcase import robust_after
 
 __all__ = [
     "Case",
@@ -108,15 +111,19 @@ def read_baseline(path: Path) -> dict[str, Any]:
 
 
 def _robust_after(norm: dict[str, Any], clean: list[bool]) -> dict[str, list[list[bool]]]:
-    """Per attack label, the per-epsilon robust masks after that attack (cumulative)."""
-    out: dict[str, list[list[bool]]] = {}
-    robust = [list(clean) for _ in norm["epsilons"]]
-    for attack in norm["attacks"]:
-        for k, row in enumerate(attack["success"]):
-            broken = unbits(row)
-            robust[k] = [r and not b for r, b in zip(robust[k], broken, strict=True)]
-        out[attack["label"]] = [list(r) for r in robust]
-    return out
+    """Per attack label, the per-epsilon robust masks after that attack (cumulative), by the
+    suite's own worst-case function on the decoded bits."""
+    labels = [attack["label"] for attack in norm["attacks"]]
+    if not labels:
+        return {}
+    successes = [
+        torch.tensor([unbits(row) for row in attack["success"]], dtype=torch.bool).reshape(
+            len(norm["epsilons"]), len(clean)
+        )
+        for attack in norm["attacks"]
+    ]
+    masks = robust_after(torch.tensor(clean, dtype=torch.bool), successes)
+    return {label: mask.tolist() for label, mask in zip(labels, masks, strict=True)}
 
 
 def _drop_case(

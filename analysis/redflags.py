@@ -620,30 +620,18 @@ def probability_outputs(evidence: Evidence) -> Finding:
 
 def _broken_late(record: AttackRecord, k: int, tail: int) -> int | None:
     """Samples this attack broke in its last ``tail`` steps at epsilon ``k``, or None when the
-    step of a success cannot be read from the trace (no early stopping, restarts, or several
-    targets per sample).
+    attack does not say at which step it broke some of them.
 
-    With early stopping a sample leaves the run at the iterate that fooled it, so its trace
-    ends there (NaN after); an untargeted success whose trace runs to the end was broken at the
-    last iterate. A targeted run stops a sample only when it reaches its target, so there only
-    the target hits before the last iterate are counted (a lower bound).
+    Read from ``success_step``, the iteration (of the run, restart or target, that broke the
+    sample) at which the engine first saw it misclassified: a sample counts when that
+    iteration is among the last ``tail`` of the ``T`` steps.
     """
-    params = record.result.params if record.result is not None else {}
-    if (
-        not params.get("early_stop", False)
-        or params.get("num_restarts", 1) != 1
-        or params.get("target_mode") == "all"
-    ):
+    broken = record.attacked[k] & record.success[k]
+    steps = record.success_step[k][broken]
+    if bool((steps < 0).any()):
         return None
-    trace = record.loss_trace[k]
-    steps = trace.shape[0] - 1
-    evaluated = (~trace.isnan()).long()
-    last = evaluated.cumsum(0).argmax(0)  # index of the last evaluated iterate
-    broken = record.attacked[k] & record.success[k] & (evaluated.sum(0) > 0)
-    in_tail = last > steps - tail
-    if _family(record) is Family.TARGETED:
-        in_tail &= last < steps
-    return int((broken & in_tail).sum())
+    num_steps = record.loss_trace.shape[1] - 1
+    return int((steps > num_steps - tail).sum())
 
 
 @check("attack-not-converged")

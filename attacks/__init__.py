@@ -22,13 +22,23 @@ from attacks.presets import (
 from attacks.registry import Family, list_attacks
 from attacks.result import AttackResult, GradientStats
 from attacks.square import square
-from attacks.suite import ATTACKS, AttackRecord, NormOutcome, SuiteResult, run_suite
+from attacks.suite import (
+    ATTACKS,
+    STATUSES,
+    AttackRecord,
+    NormOutcome,
+    StageFailure,
+    SuiteResult,
+    run_suite,
+)
 from attacks.threat import Bounds, Norm, check_epsilons, geometry
+from attacks.worstcase import robust_after
 
 __all__ = [
     "ATTACKS",
     "BACKENDS",
     "STANDARD_EPSILONS",
+    "STATUSES",
     "TARGET_MODES",
     "AttackRecord",
     "AttackResult",
@@ -38,6 +48,7 @@ __all__ = [
     "GradientStats",
     "Norm",
     "NormOutcome",
+    "StageFailure",
     "SuiteConfig",
     "SuiteResult",
     "SweepConfig",
@@ -52,6 +63,7 @@ __all__ = [
     "pgd_targeted",
     "preset",
     "random_noise",
+    "robust_after",
     "run_suite",
     "square",
 ]

@@ -6,6 +6,13 @@ misclassification is a success at every epsilon, with the clean input as its exa
 a sample broken at a smaller epsilon keep its example at every larger one (the balls are
 nested, so that example is inside them; ``nested=False`` attacks it again instead), splits
 the rest into batches, and assembles the ``AttackResult``.
+
+It also enforces the budget, whoever computed the examples (the native loops, pyautoattack,
+cleverhans, torchattacks): every returned example is brought inside its epsilon ball and the
+bounds (``Geometry.enforce``: untouched when inside, projected when not) and judged again by
+one forward pass of its own. Logits, success, margin and target success come from that pass,
+never from what the attack claimed; it costs one sample-forward per attacked sample and
+epsilon, counted in ``num_forward``.
 """
 
 from __future__ import annotations
@@ -20,8 +27,8 @@ from torch import Tensor, nn
 
 from attacks._model import Evaluator, model_mode, seeded_global_rng
 from attacks.losses import margin
-from attacks.result import AttackResult, GradientStats
-from attacks.threat import Bounds, Norm, check_epsilons, check_inputs
+from attacks.result import STEP_NOT_BROKEN, STEP_UNKNOWN, AttackResult, GradientStats
+from attacks.threat import Bounds, Norm, check_epsilons, check_inputs, geometry
 
 VANISHING_THRESHOLD = 1e-10
 """A first input gradient with an L2 norm below this counts as vanishing."""
@@ -37,7 +44,21 @@ def make_generator(generator: torch.Generator | int | None) -> torch.Generator:
 
 @dataclass
 class BatchOutcome:
-    """What an attack returns for ``n`` samples at one epsilon (shapes without ``K``)."""
+    """What an attack returns for ``n`` samples at one epsilon (shapes without ``K``).
+
+    Attributes:
+        adversarial: ``[n, ...]`` the returned examples; the engine projects and judges them.
+        logits: ``[n, C]`` the attack's own logits at them; read by the attack's trace only,
+            never by the engine, which judges every example itself.
+        last_success: ``[n]`` bool, the final iterate fooled the model (as the attack saw it).
+        loss_trace: ``[T + 1, n]`` the objective per iteration.
+        queries: ``[n]`` sample evaluations spent.
+        first_grad_norm: ``[n]`` L2 norm of the first input gradient, or None.
+        targets: ``[n]`` target classes of the returned examples (targeted attacks), or None.
+        success_step: ``[n]`` int64, the iteration at which the attack first saw the sample
+            misclassified, -1 where it never did (see ``AttackResult.success_step``); None
+            when the attack cannot say.
+    """
 
     adversarial: Tensor
     logits: Tensor
@@ -46,6 +67,7 @@ class BatchOutcome:
     queries: Tensor
     first_grad_norm: Tensor | None = None
     targets: Tensor | None = None
+    success_step: Tensor | None = None
 
 
 @dataclass(frozen=True)
@@ -163,6 +185,8 @@ def run_attack(
     grad_norms = torch.full((num_eps, num_samples), float("nan"), dtype=x.dtype, device=x.device)
     targets = torch.full((num_eps, num_samples), -1, dtype=torch.long, device=x.device)
     target_success = torch.zeros_like(success)
+    steps = torch.full_like(targets, STEP_NOT_BROKEN)
+    geom = geometry(config.norm)
 
     with model_mode(model, stochastic=stochastic), seeded_global_rng(config.generator, x.device):
         parts = [evaluator.logits(x[i : i + step]) for i in range(0, num_samples, step)]
@@ -173,31 +197,47 @@ def run_attack(
         clean_wrong = clean_logits.argmax(dim=1) != y
         success[:, clean_wrong] = True
         last_success[:, clean_wrong] = True
+        steps[:, clean_wrong] = 0
 
         for k, eps in enumerate(config.epsilons):
             todo = ~success[k]
             if k > 0 and nested:
                 inherit = success[k - 1] & ~clean_wrong
                 todo &= ~inherit
-                for table in (success, last_success, adversarial, margins, targets, target_success):
+                tables = (success, last_success, adversarial, margins, targets, target_success)
+                for table in (*tables, steps):
                     table[k, inherit] = table[k - 1, inherit]
             indices = todo.nonzero().squeeze(1)
             for begin in range(0, indices.numel(), step):
                 idx = indices[begin : begin + step]
+                x0 = x[idx]
                 eps_batch = torch.full((idx.numel(),), eps, dtype=x.dtype, device=x.device)
-                outcome = attack(Batch(idx, x[idx], y[idx], eps_batch, k, clean_logits[idx]))
+                outcome = attack(Batch(idx, x0, y[idx], eps_batch, k, clean_logits[idx]))
+                if outcome.adversarial.shape != x0.shape:
+                    raise ValueError(
+                        f"attack {name!r} returned examples of shape "
+                        f"{tuple(outcome.adversarial.shape)} for inputs of shape "
+                        f"{tuple(x0.shape)}; an attack must return one example per input"
+                    )
+                example = geom.enforce(
+                    outcome.adversarial.detach().to(x.dtype), x0, eps_batch, config.bounds
+                )
+                logits = evaluator.logits(example)
+                prediction = logits.argmax(dim=1)
+                broken = prediction != y[idx]
                 attacked[k, idx] = True
-                adversarial[k, idx] = outcome.adversarial.to(x.dtype)
-                margins[k, idx] = margin(outcome.logits, y[idx]).to(x.dtype)
-                success[k, idx] = outcome.logits.argmax(dim=1) != y[idx]
-                last_success[k, idx] = outcome.last_success
+                adversarial[k, idx] = example
+                margins[k, idx] = margin(logits, y[idx]).to(x.dtype)
+                success[k, idx] = broken
+                last_success[k, idx] = outcome.last_success.to(torch.bool)
                 trace[k, :, idx] = outcome.loss_trace.to(trace.dtype)
-                queries[k, idx] = outcome.queries
+                queries[k, idx] = outcome.queries.long()
+                steps[k, idx] = _judged_steps(outcome.success_step, broken)
                 if outcome.first_grad_norm is not None:
                     grad_norms[k, idx] = outcome.first_grad_norm.to(grad_norms.dtype)
                 if outcome.targets is not None:
                     targets[k, idx] = outcome.targets
-                    target_success[k, idx] = outcome.logits.argmax(dim=1) == outcome.targets
+                    target_success[k, idx] = prediction == outcome.targets
 
     stats = None
     if gradients:
@@ -228,4 +268,16 @@ def run_attack(
         gradient_stats=stats,
         targets=targets if targeted else None,
         target_success=target_success if targeted else None,
+        success_step=steps,
     )
+
+
+def _judged_steps(claimed: Tensor | None, broken: Tensor) -> Tensor:
+    """``success_step`` of a batch: the attack's step where the engine's pass confirms the
+    success, -1 where that pass finds the sample unbroken, -2 where the attack gave no step
+    (or saw no success that the engine's pass found, as a stochastic model allows)."""
+    unknown = torch.full(broken.shape, STEP_UNKNOWN, dtype=torch.long, device=broken.device)
+    if claimed is not None:
+        claimed = claimed.to(device=broken.device, dtype=torch.long)
+        unknown = torch.where(claimed >= 0, claimed, unknown)
+    return torch.where(broken, unknown, STEP_NOT_BROKEN)

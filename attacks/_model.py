@@ -56,6 +56,56 @@ def seeded_global_rng(generator: torch.Generator, device: torch.device) -> Itera
         yield
 
 
+NO_INPUT_GRADIENT = "the input gradient does not exist"
+"""The reason recorded for a gradient attack on a model whose output has no input gradient."""
+
+
+class NoInputGradient(RuntimeError):
+    """The model's output does not depend differentiably on its input (the graph is cut).
+
+    Raised where a gradient is asked for: the output does not require a gradient (a
+    comparison, an integer cast, ``.detach()`` or a round trip through numpy cut the graph),
+    or autograd finds no path from the input to it.
+    """
+
+    def __init__(self, detail: str = "") -> None:
+        super().__init__(NO_INPUT_GRADIENT + (f" ({detail})" if detail else ""))
+
+
+def input_gradient_exists(model: nn.Module, x: Tensor) -> bool:
+    """Whether the model's summed output has a gradient with respect to ``x`` ``[n, ...]``.
+
+    One forward and (if the output requires a gradient) one backward pass, in the model's
+    current mode; an exactly zero gradient exists, a cut graph does not.
+    """
+    with torch.enable_grad():
+        x_var = x.detach().requires_grad_(True)
+        output = model(x_var)
+        if not output.requires_grad:
+            return False
+        (grad,) = torch.autograd.grad(output.sum(), x_var, allow_unused=True)
+    return grad is not None
+
+
+_AUTOGRAD_ERRORS = ("does not require grad", "not have been used in the graph")
+"""What autograd says, inside a reference library, when the input gradient does not exist."""
+
+
+@contextlib.contextmanager
+def library_gradients(model: nn.Module, x: Tensor) -> Iterator[None]:
+    """Around a reference library's attack on ``x``: turn autograd's error about a missing
+    input gradient into ``NoInputGradient``, once a direct check on one sample confirms that
+    the gradient does not exist; every other error passes unchanged."""
+    try:
+        yield
+    except RuntimeError as err:
+        if isinstance(err, NoInputGradient) or not any(p in str(err) for p in _AUTOGRAD_ERRORS):
+            raise
+        if input_gradient_exists(model, x[:1]):
+            raise
+        raise NoInputGradient("autograd finds no path from the input to the output") from err
+
+
 class Evaluator:
     """Counted access to a model.
 
@@ -136,8 +186,12 @@ class Evaluator:
         with torch.enable_grad():
             x_var = x.detach().requires_grad_(True)
             logits = self.model(x_var)
+            if not logits.requires_grad:
+                raise NoInputGradient("the output does not require a gradient")
             loss = loss_fn(logits)
-            (grad,) = torch.autograd.grad(loss.sum(), x_var)
+            (grad,) = torch.autograd.grad(loss.sum(), x_var, allow_unused=True)
+        if grad is None:
+            raise NoInputGradient("autograd finds no path from the input to the output")
         return logits.detach(), loss.detach(), grad
 
 
@@ -157,6 +211,11 @@ class CountingModule(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         self.evaluator.num_forward += x.shape[0]
-        if torch.is_grad_enabled() and x.requires_grad:
+        wants_gradient = torch.is_grad_enabled() and x.requires_grad
+        if wants_gradient:
             self.evaluator.num_backward += x.shape[0]
-        return self.model(x)
+        output = self.model(x)
+        if wants_gradient and not output.requires_grad:
+            # The library would fail later with autograd's own message; say what it means.
+            raise NoInputGradient("the output does not require a gradient")
+        return output

@@ -15,7 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from attacks._engine import Batch, BatchOutcome, run_attack, setup
-from attacks._model import CountingModule
+from attacks._model import CountingModule, library_gradients
 from attacks.losses import margin
 from attacks.result import AttackResult
 from attacks.square import check_unit_box
@@ -76,7 +76,9 @@ def apgd(
         generator: a ``torch.Generator`` or an int seed (default 0).
 
     Returns:
-        ``AttackResult`` with ``T = 0`` (the final margin loss only).
+        ``AttackResult`` with ``T = 0`` (the final margin loss only); ``success_step`` is
+        ``STEP_UNKNOWN`` (-2) for every broken sample, as pyautoattack returns only the
+        examples.
     """
     from pyautoattack.autopgd_base import APGDAttack, APGDAttack_targeted
 
@@ -103,7 +105,10 @@ def apgd(
             runner = APGDAttack_targeted(wrapper, n_target_classes=classes, **common)
         else:
             runner = APGDAttack(wrapper, loss=loss, **common)
-        with torch.random.fork_rng(devices=[x.device] if x.device.type == "cuda" else []):
+        with (
+            torch.random.fork_rng(devices=[x.device] if x.device.type == "cuda" else []),
+            library_gradients(config.evaluator.model, batch.x0),
+        ):
             adversarial = runner.perturb(batch.x0, batch.y).detach().to(x.dtype)
         return _outcome(batch, adversarial, config.evaluator.logits(adversarial))
 
@@ -154,7 +159,7 @@ def autoattack(
         Other arguments: as for ``apgd``.
 
     Returns:
-        ``AttackResult`` with ``T = 0``.
+        ``AttackResult`` with ``T = 0`` and ``success_step`` unknown (-2) where broken.
     """
     from pyautoattack import AutoAttack
 
@@ -175,7 +180,10 @@ def autoattack(
             device=x.device,
         )
         runner.logger.setLevel(logging.WARNING)
-        with torch.random.fork_rng(devices=[x.device] if x.device.type == "cuda" else []):
+        with (
+            torch.random.fork_rng(devices=[x.device] if x.device.type == "cuda" else []),
+            library_gradients(config.evaluator.model, batch.x0),
+        ):
             found, _ = runner.run_standard_evaluation(batch.x0, batch.y, batch_size=batch.y.numel())
         adversarial = found.detach().to(x.dtype)
         return _outcome(batch, adversarial, config.evaluator.logits(adversarial))

@@ -5,7 +5,9 @@
 ``PGD``, ``PGDL2``). Their adversarial examples are judged here exactly as native ones (one
 forward pass on the returned example), so any native number can be reproduced with a library.
 The libraries return their final iterate; their random starts draw from the global RNG, which
-the engine seeds from the explicit generator. Both are imported only when used.
+the engine seeds from the explicit generator. Both are imported only when used. They do not
+say at which iteration a sample fell: PGD's ``success_step`` is unknown (-2) where broken,
+FGSM's is its single step (1).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import torch
 from torch import Tensor
 
 from attacks._engine import Batch, BatchOutcome, Setup
-from attacks._model import CountingModule, apply_mode
+from attacks._model import CountingModule, apply_mode, library_gradients
 from attacks.losses import objective
 from attacks.threat import Norm
 
@@ -125,17 +127,18 @@ def pgd_batch(
         todo = (~fooled).nonzero().squeeze(1)
         if todo.numel() == 0:
             break
-        result = _library_pgd(
-            backend,
-            config,
-            x0[todo],
-            labels[todo],
-            eps,
-            alpha,
-            None if targets is None else targets[todo],
-            num_steps,
-            random_start,
-        ).to(x0.dtype)
+        with library_gradients(config.evaluator.model, x0):
+            result = _library_pgd(
+                backend,
+                config,
+                x0[todo],
+                labels[todo],
+                eps,
+                alpha,
+                None if targets is None else targets[todo],
+                num_steps,
+                random_start,
+            ).to(x0.dtype)
         result_logits = config.evaluator.logits(result)
         queries[todo] += num_steps + 1
         adversarial[todo] = result
@@ -146,6 +149,11 @@ def pgd_batch(
 
 def fgsm_batch(backend: str, config: Setup, batch: Batch) -> BatchOutcome:
     """FGSM (L∞) or FGM (L2) on one batch through a library."""
+    with library_gradients(config.evaluator.model, batch.x0):
+        return _fgsm_batch(backend, config, batch)
+
+
+def _fgsm_batch(backend: str, config: Setup, batch: Batch) -> BatchOutcome:
     check_bounds(backend, config)
     eps = float(batch.eps[0])
     wrapper = CountingModule(config.evaluator)
@@ -181,7 +189,9 @@ def fgsm_batch(backend: str, config: Setup, batch: Batch) -> BatchOutcome:
     adversarial = adversarial.detach().to(batch.x0.dtype)
     logits = config.evaluator.logits(adversarial)
     queries = torch.full_like(batch.y, 2)
-    return _outcome(batch, adversarial, logits, queries, None)
+    outcome = _outcome(batch, adversarial, logits, queries, None)
+    outcome.success_step = torch.ones_like(batch.y)
+    return outcome
 
 
 def _outcome(

@@ -113,6 +113,7 @@ def fgsm(
             loss_trace=trace,
             queries=(fresh.long() + 1) * config.evaluator.eot_samples,
             first_grad_norm=grad_norm[batch.index],
+            success_step=torch.ones_like(batch.y),
         )
 
     native = backend == "native"

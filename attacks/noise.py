@@ -70,6 +70,7 @@ def random_noise(
         trace = torch.full((num_draws + 1, n), float("nan"), dtype=x.dtype, device=x.device)
         trace[0] = -best_margin
         queries = torch.zeros_like(batch.y)
+        first = torch.full_like(batch.y, -1)
         active = torch.arange(n, device=x.device)
         for draw in range(num_draws):
             candidate = geom.surface_draw(
@@ -84,7 +85,9 @@ def random_noise(
             best[chosen] = candidate[better]
             best_logits[chosen] = logits[better]
             best_margin[chosen] = value[better]
-            active = active[logits.argmax(dim=1) == batch.y[active]]
+            fooled = logits.argmax(dim=1) != batch.y[active]
+            first[active[fooled]] = draw + 1
+            active = active[~fooled]
             if active.numel() == 0:
                 break
         return BatchOutcome(
@@ -93,6 +96,7 @@ def random_noise(
             last_success=best_logits.argmax(dim=1) != batch.y,
             loss_trace=trace,
             queries=queries,
+            success_step=first,
         )
 
     return run_attack(

@@ -47,6 +47,7 @@ class _State:
     trace: Tensor
     first_grad_norm: Tensor
     queries: Tensor
+    first_step: Tensor
 
     @classmethod
     def empty(cls, x0: Tensor, num_classes: int, num_steps: int) -> _State:
@@ -61,6 +62,7 @@ class _State:
             trace=torch.full((num_steps + 1, n), float("nan"), dtype=x0.dtype, device=x0.device),
             first_grad_norm=torch.full((n,), float("nan"), dtype=x0.dtype, device=x0.device),
             queries=torch.zeros(n, dtype=torch.long, device=x0.device),
+            first_step=torch.full((n,), -1, dtype=torch.long, device=x0.device),
         )
 
 
@@ -93,6 +95,7 @@ class _Best:
     rank: Tensor
     loss: Tensor
     target: Tensor
+    first_step: Tensor
 
     @classmethod
     def read(cls, state: _State, rows: Tensor) -> _Best:
@@ -102,6 +105,7 @@ class _Best:
             state.best_rank[rows],
             state.best_loss[rows],
             state.best_target[rows],
+            state.first_step[rows],
         )
 
     def write(self, state: _State, rows: Tensor, which: Tensor | None = None) -> None:
@@ -112,6 +116,7 @@ class _Best:
         state.best_rank[rows] = part.rank
         state.best_loss[rows] = part.loss
         state.best_target[rows] = part.target
+        state.first_step[rows] = part.first_step
 
     def select(self, which: Tensor) -> _Best:
         return _Best(
@@ -120,6 +125,7 @@ class _Best:
             self.rank[which],
             self.loss[which],
             self.target[which],
+            self.first_step[which],
         )
 
     def update(
@@ -197,6 +203,8 @@ def _descend(
             loss = loss_fn(logits)
         prediction = logits.argmax(dim=1)
         rank = (prediction != y).long()
+        # The first iterate of this run that fools a sample not fooled before.
+        best.first_step = torch.where((best.first_step < 0) & (rank > 0), t, best.first_step)
         if targets is not None:
             rank += (prediction == targets).long()
         if first_run:
@@ -415,6 +423,7 @@ def _pgd(
             queries=state.queries,
             first_grad_norm=state.first_grad_norm,
             targets=state.best_target if targeted else None,
+            success_step=state.first_step,
         )
 
     return run_attack(

@@ -32,6 +32,14 @@ def plain(value: Any) -> Any:
     return value
 
 
+STEP_NOT_BROKEN = -1
+"""``success_step`` of a sample the attack did not break."""
+
+STEP_UNKNOWN = -2
+"""``success_step`` of a sample the attack broke at an iteration it does not report (the
+reference libraries' PGD, APGD and AutoAttack return only their final example)."""
+
+
 @dataclass(frozen=True)
 class GradientStats:
     """Input-gradient health, read by the gradient-masking checks.
@@ -120,6 +128,12 @@ class AttackResult:
         targets: ``[K, N]`` int64 target class of the returned example (targeted attacks;
             -1 where no target was attacked), else None.
         target_success: ``[K, N]`` bool, prediction equals the target (targeted), else None.
+        success_step: ``[K, N]`` int64, the iteration at which the sample was first broken:
+            0 for a clean misclassification (or a start point that already fools), ``t >= 1``
+            after ``t`` steps (PGD: iterate ``t`` of the run, restart or target, that first
+            broke it; FGSM: 1; noise: the draw; Square: the query of its run),
+            ``STEP_NOT_BROKEN`` (-1) where ``success`` is False, ``STEP_UNKNOWN`` (-2) where
+            the attack does not say. An inherited example keeps its step.
     """
 
     attack: str
@@ -142,6 +156,7 @@ class AttackResult:
     gradient_stats: GradientStats | None = None
     targets: Tensor | None = None
     target_success: Tensor | None = None
+    success_step: Tensor | None = None
 
     @property
     def robust_accuracy(self) -> list[float]:
@@ -179,6 +194,7 @@ class AttackResult:
             else self.gradient_stats.to_dict(),
             "targets": self.targets,
             "target_success": self.target_success,
+            "success_step": self.success_step,
         }
         if include_examples:
             data["adversarial"] = self.adversarial

@@ -88,8 +88,9 @@ def square(
 
     Returns:
         ``AttackResult`` with ``T = 1`` (the margin loss at the clean input and at the
-        returned example; pyautoattack does not expose its iterations) and ``queries`` as
-        counted by pyautoattack.
+        returned example; pyautoattack does not expose its iterations), ``queries`` as
+        counted by pyautoattack and ``success_step`` from that count (the iteration of the
+        run that fooled the sample; pyautoattack stops counting a sample once fooled).
     """
     if x.dim() != 4:
         raise ValueError(f"Square needs images [N, C, H, W], got shape {tuple(x.shape)}")
@@ -121,6 +122,9 @@ def square(
         square_attack.init_hyperparam(batch.x0)
         adversarial = batch.x0.clone()
         queries = torch.zeros_like(batch.y)
+        # pyautoattack counts one query for the start point and one per iteration until a
+        # sample is fooled, so a fooled sample's count minus one is the iteration of its run.
+        last_run_queries = torch.zeros_like(batch.y)
         todo = torch.arange(batch.y.numel(), device=x.device)
         for restart in range(num_restarts):
             if restart > 0:
@@ -134,14 +138,17 @@ def square(
                 used, found = square_attack.attack_single_run(batch.x0[todo], batch.y[todo])
             adversarial[todo] = found
             queries[todo] += used.long()
+            last_run_queries[todo] = used.long()
         logits = evaluator.logits(adversarial)
+        fooled = logits.argmax(dim=1) != batch.y
         trace = torch.stack([-margin(batch.clean_logits, batch.y), -margin(logits, batch.y)])
         return BatchOutcome(
             adversarial=adversarial,
             logits=logits,
-            last_success=logits.argmax(dim=1) != batch.y,
+            last_success=fooled,
             loss_trace=trace,
             queries=queries,
+            success_step=torch.where(fooled, last_run_queries - 1, -1),
         )
 
     return run_attack(

@@ -5,6 +5,12 @@ the main list that is the swept attack at an epsilon of the sweep takes its outc
 there instead of running again. Then the attacks run in order, each only on the samples still
 robust at that epsilon (unless ``skip_broken`` is off), and the robust accuracy after each is
 recorded. Last, the independent per-epsilon sweep runs on a random subsample.
+
+No exception inside one attack stops a suite: an attack that raises is recorded as
+``"failed"`` at that norm and epsilon with the error's text, and its samples count as not
+attacked; a gradient attack on a model whose output has no input gradient (a cut graph) is
+recorded as ``"not-applicable"`` with the reason ``"the input gradient does not exist"``,
+while black-box attacks still run.
 """
 
 from __future__ import annotations
@@ -21,9 +27,11 @@ from torch import Tensor, nn
 
 from attacks import registry
 from attacks._engine import make_generator
+from attacks._model import NO_INPUT_GRADIENT, Evaluator, NoInputGradient, model_mode
 from attacks.presets import AttackSpec, SuiteConfig
-from attacks.result import AttackResult, GradientStats, plain
+from attacks.result import STEP_NOT_BROKEN, AttackResult, GradientStats, plain
 from attacks.threat import Norm, check_inputs, geometry
+from attacks.worstcase import robust_after
 
 ATTACKS: Mapping[str, Callable[..., AttackResult]] = MappingProxyType(
     {kind: registry.get(kind).function for kind in registry.list_attacks()}
@@ -35,9 +43,42 @@ Progress = Callable[[int, int, str], None]
 """``progress(done, total, label)``, called after each stage of a suite."""
 
 
+OK = "ok"
+FAILED = "failed"
+NOT_APPLICABLE = "not-applicable"
+STATUSES = (OK, FAILED, NOT_APPLICABLE)
+"""What became of one attack at one epsilon: it ran, it raised, or it cannot run (a gradient
+attack on a model without an input gradient)."""
+
+
+@dataclass(frozen=True)
+class StageFailure:
+    """A stage of a suite that did not complete.
+
+    Attributes:
+        stage: ``"attack"`` (the main list), ``"sweep"`` or ``"independent-sweep"``.
+        label: the attack's label.
+        epsilon: the epsilon of a main-list attack, None for a sweep (all its epsilons).
+        status: ``"failed"`` or ``"not-applicable"``.
+        message: the error's type and text, or the reason it does not apply.
+    """
+
+    stage: str
+    label: str
+    epsilon: float | None
+    status: str
+    message: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return plain(dict(self.__dict__))
+
+
 @dataclass(frozen=True)
 class AttackRecord:
     """Per-sample outcomes of one attack at one norm over ``K`` epsilons, on all ``N`` samples.
+
+    Every table holds, at the ``k``-th epsilon, what the run at that epsilon produced, with
+    columns in the order of the suite's samples.
 
     Attributes:
         label: the attack's label in the suite (``"pgd-ce"``, ``"square"``, ...).
@@ -45,7 +86,8 @@ class AttackRecord:
         norm: the norm.
         epsilons: the ``K`` epsilons.
         source: ``"run"``, or ``"sweep"`` when the outcomes were taken from the nested sweep.
-        sample_index: ``[N]`` positions of the samples in the suite's input.
+        sample_index: ``[n]`` positions of the samples the record covers (all ``N`` for the
+            main list and the nested sweep, the subsample for the independent sweep).
         attacked: ``[K, N]`` bool, the attack ran on the sample at that epsilon.
         success: ``[K, N]`` bool, this attack broke the sample (clean errors included).
         last_success: ``[K, N]`` bool, the final iterate broke it (see ``AttackResult``).
@@ -54,8 +96,15 @@ class AttackRecord:
         loss_trace: ``[K, T + 1, N]`` per-sample objective per iteration, NaN where absent.
         robust_accuracy_after: ``[K]`` worst-case robust accuracy after this attack (main
             list), or this attack's own robust accuracy (sweeps).
-        result: the last ``AttackResult`` behind the record (its tensors cover only the
-            samples it attacked), or None when no sample was left to attack.
+        result: the record as one ``AttackResult`` over the same ``K`` epsilons and ``N``
+            samples (the independent sweep: over its subsample), assembled from the runs
+            behind it; None when no run completed.
+        adversarial: ``[K, N, ...]`` the example the run at each epsilon returned, projected,
+            clipped and judged; the clean input where the sample was not attacked.
+        success_step: ``[K, N]`` int64 iteration of the first success (see
+            ``AttackResult.success_step``); -1 where this attack did not break the sample.
+        statuses: ``[K]`` ``"ok"``, ``"failed"`` or ``"not-applicable"`` per epsilon.
+        messages: ``[K]`` the error or reason where not ``"ok"``, else None.
     """
 
     label: str
@@ -72,6 +121,24 @@ class AttackRecord:
     loss_trace: Tensor
     robust_accuracy_after: tuple[float, ...]
     result: AttackResult | None
+    adversarial: Tensor
+    success_step: Tensor
+    statuses: tuple[str, ...]
+    messages: tuple[str | None, ...]
+
+    @property
+    def status(self) -> str:
+        """``"failed"`` if the attack failed at any epsilon, else ``"not-applicable"`` if it
+        could not run at one, else ``"ok"``."""
+        for status in (FAILED, NOT_APPLICABLE):
+            if status in self.statuses:
+                return status
+        return OK
+
+    @property
+    def message(self) -> str | None:
+        """The first error or reason, or None when every epsilon ran."""
+        return next((m for m in self.messages if m is not None), None)
 
     @property
     def mean_loss_trace(self) -> Tensor:
@@ -87,6 +154,10 @@ class AttackRecord:
             "norm": self.norm,
             "epsilons": self.epsilons,
             "source": self.source,
+            "status": self.status,
+            "message": self.message,
+            "statuses": self.statuses,
+            "messages": self.messages,
             "backend": None if result is None else result.backend,
             "params": None if result is None else result.params,
             "seed": None if result is None else result.seed,
@@ -97,6 +168,7 @@ class AttackRecord:
             "attacked": self.attacked,
             "success": self.success,
             "last_success": self.last_success,
+            "success_step": self.success_step,
             "margin": self.margin,
             "queries": self.queries,
             "mean_loss_trace": self.mean_loss_trace,
@@ -124,8 +196,9 @@ class NormOutcome:
         attacks: the main list's records, in the order run.
         sweep_epsilons: the sweep's ascending epsilons (the last may be the unbounded one).
         unbounded_epsilon: the epsilon whose ball covers the whole box.
-        sweep: the nested sweep on every sample, or None.
+        sweep: the nested sweep on every sample, or None (none configured, or it failed).
         independent_sweep: independent per-epsilon runs on a subsample, or None.
+        failures: every stage that failed or could not run, in the order met.
     """
 
     norm: Norm
@@ -136,6 +209,7 @@ class NormOutcome:
     unbounded_epsilon: float
     sweep: AttackRecord | None
     independent_sweep: AttackRecord | None
+    failures: tuple[StageFailure, ...] = ()
 
     @property
     def robust_accuracy(self) -> list[float]:
@@ -214,6 +288,7 @@ class SuiteResult:
                     "independent_sweep": None
                     if item.independent_sweep is None
                     else item.independent_sweep.to_dict(per_sample_traces=True),
+                    "failures": [failure.to_dict() for failure in item.failures],
                 }
             )
         return plain(
@@ -284,16 +359,30 @@ def _spread(values: Tensor, index: Tensor, num_samples: int, fill: Any) -> Tenso
     return out
 
 
+def _spread_examples(examples: Tensor, index: Tensor, x: Tensor) -> Tensor:
+    """Place ``[K, n, ...]`` examples of samples ``index`` into ``[K, N, ...]``, the clean
+    input elsewhere."""
+    if index.numel() == x.shape[0] and examples.shape[1] == x.shape[0]:
+        return examples
+    out = x.unsqueeze(0).repeat(examples.shape[0], *([1] * x.dim()))
+    out[:, index] = examples.to(out.dtype)
+    return out
+
+
 def _record(
     spec: AttackSpec,
     norm: Norm,
     result: AttackResult,
     index: Tensor,
-    num_samples: int,
-    robust_after: Sequence[float],
+    x: Tensor,
+    robust_after_values: Sequence[float],
     source: str = "run",
 ) -> AttackRecord:
+    num_samples = x.shape[0]
     margin = torch.where(result.attacked, result.margin, float("nan"))
+    steps = result.success_step
+    if steps is None:
+        steps = torch.full_like(result.queries, STEP_NOT_BROKEN)
     return AttackRecord(
         label=spec.label,
         kind=spec.kind,
@@ -307,14 +396,65 @@ def _record(
         margin=_spread(margin, index, num_samples, float("nan")),
         queries=_spread(result.queries, index, num_samples, 0),
         loss_trace=_spread(result.loss_trace, index, num_samples, float("nan")),
-        robust_accuracy_after=tuple(float(v) for v in robust_after),
+        robust_accuracy_after=tuple(float(v) for v in robust_after_values),
         result=result,
+        adversarial=_spread_examples(result.adversarial, index, x),
+        success_step=_spread(steps, index, num_samples, STEP_NOT_BROKEN),
+        statuses=(OK,) * len(result.epsilons),
+        messages=(None,) * len(result.epsilons),
     )
 
 
 def _child(generator: torch.Generator) -> torch.Generator:
     """A generator for one stage, seeded from the suite's generator."""
     return torch.Generator().manual_seed(int(torch.randint(0, 2**62, (1,), generator=generator)))
+
+
+class _Attempt:
+    """Runs the stages of a suite, turning an exception inside one into a recorded failure.
+
+    ``run`` calls ``run_attack_spec`` and returns the attack's result, or None after
+    recording why there is none in ``last``: ``"not-applicable"`` for a missing input
+    gradient (``NoInputGradient``, raised by the evaluator and around the reference
+    libraries), ``"failed"`` with the error's type and text for anything else.
+    """
+
+    def __init__(self) -> None:
+        self.last: tuple[str, str] = (OK, "")
+
+    def run(self, *args: Any, **kwargs: Any) -> AttackResult | None:
+        """``run_attack_spec(*args, **kwargs)``, or None when it raised."""
+        try:
+            result = run_attack_spec(*args, **kwargs)
+        except NoInputGradient:
+            self.last = (NOT_APPLICABLE, NO_INPUT_GRADIENT)
+            return None
+        except Exception as err:  # noqa: BLE001 - any failure of one attack is a finding
+            self.last = (FAILED, f"{type(err).__name__}: {err}".strip())
+            return None
+        self.last = (OK, "")
+        return result
+
+
+@dataclass
+class _Piece:
+    """What one attack gave at one epsilon of the main list.
+
+    Attributes:
+        result: the run (or the sweep's), None when nothing ran or it did not complete.
+        row: the row of ``result`` that holds this epsilon.
+        index: ``[n]`` the suite's positions of the result's columns.
+        source: ``"run"`` or ``"sweep"``.
+        status: ``"ok"``, ``"failed"`` or ``"not-applicable"``.
+        message: the error or reason, None when ``"ok"``.
+    """
+
+    result: AttackResult | None
+    row: int
+    index: Tensor
+    source: str
+    status: str = OK
+    message: str | None = None
 
 
 def run_suite(
@@ -327,6 +467,9 @@ def run_suite(
     progress: Progress | bool = False,
 ) -> SuiteResult:
     """Run every attack of ``config`` under each of its norms, AutoAttack style.
+
+    An attack that raises is recorded as failed where it raised (see the module's
+    docstring); the suite goes on.
 
     Args:
         model: maps inputs ``[N, ...]`` in the bounds to logits ``[N, C]``.
@@ -356,10 +499,12 @@ def run_suite(
     )
     report = _progress_reporter(progress, stages)
     totals = {"forward": 0, "backward": 0}
+    attempt = _Attempt()
 
-    def count(result: AttackResult) -> AttackResult:
-        totals["forward"] += result.num_forward
-        totals["backward"] += result.num_backward
+    def count(result: AttackResult | None) -> AttackResult | None:
+        if result is not None:
+            totals["forward"] += result.num_forward
+            totals["backward"] += result.num_backward
         return result
 
     clean_correct: Tensor | None = None
@@ -370,12 +515,14 @@ def run_suite(
         unbounded = geometry(norm).unbounded_epsilon(x.shape[1:], config.bounds)
         sweep_record = independent = None
         sweep_epsilons: tuple[float, ...] = ()
+        failures: list[StageFailure] = []
         everyone = torch.arange(num_samples, device=x.device)
         if config.sweep is not None:
+            sweep_spec = config.sweep.attack
             sweep_epsilons = config.sweep.epsilons(epsilons[0], unbounded)
             result = count(
-                run_attack_spec(
-                    config.sweep.attack,
+                attempt.run(
+                    sweep_spec,
                     model,
                     x,
                     y,
@@ -385,17 +532,20 @@ def run_suite(
                     generator=_child(gen),
                 )
             )
-            sweep_record = _record(
-                config.sweep.attack, norm, result, everyone, num_samples, result.robust_accuracy
-            )
-            report(f"{norm.value} sweep {config.sweep.attack.label}")
+            if result is None:
+                failures.append(StageFailure("sweep", sweep_spec.label, None, *attempt.last))
+            else:
+                sweep_record = _record(
+                    sweep_spec, norm, result, everyone, x, result.robust_accuracy
+                )
+            report(f"{norm.value} sweep {sweep_spec.label}")
         if clean_correct is None:
             clean_correct = _clean_correct(model, x, y, config, totals)
         robust = clean_correct.unsqueeze(0).repeat(len(epsilons), 1)
         records = []
         for spec in config.attacks:
-            per_eps = []
-            for k, eps in enumerate(epsilons):
+            pieces = []
+            for eps in epsilons:
                 shared = (
                     sweep_record is not None
                     and config.sweep is not None
@@ -403,17 +553,18 @@ def run_suite(
                     and eps in sweep_epsilons
                 )
                 if shared and sweep_record is not None:
-                    j = sweep_epsilons.index(eps)
-                    per_eps.append((sweep_record.result, j, everyone, "sweep"))
+                    row = sweep_epsilons.index(eps)
+                    pieces.append(_Piece(sweep_record.result, row, everyone, "sweep"))
                 else:
                     peer = spec.peer_of is not None
+                    k = epsilons.index(eps)
                     todo = robust[k] if config.skip_broken and not peer else clean_correct
                     index = todo.nonzero().squeeze(1)
                     if index.numel() == 0:
-                        per_eps.append((None, 0, index, "run"))
+                        pieces.append(_Piece(None, 0, index, "run"))
                     else:
                         result = count(
-                            run_attack_spec(
+                            attempt.run(
                                 spec,
                                 model,
                                 x[index],
@@ -424,31 +575,46 @@ def run_suite(
                                 generator=_child(gen),
                             )
                         )
-                        per_eps.append((result, 0, index, "run"))
+                        if result is None:
+                            status, message = attempt.last
+                            failures.append(StageFailure("attack", spec.label, eps, *attempt.last))
+                            pieces.append(_Piece(None, 0, index, "run", status, message))
+                        else:
+                            pieces.append(_Piece(result, 0, index, "run"))
                 report(f"{norm.value} eps={eps:.4g} {spec.label}")
-            record = _merge_per_epsilon(spec, norm, epsilons, per_eps, num_samples, robust)
+            record, robust = _merge_per_epsilon(spec, norm, epsilons, pieces, x, robust)
             records.append(record)
-        if config.sweep is not None and config.sweep.independent_samples > 0:
-            size = min(config.sweep.independent_samples, num_samples)
-            subset = torch.randperm(num_samples, generator=gen)[:size].sort().values.to(x.device)
-            result = count(
-                run_attack_spec(
-                    config.sweep.attack,
-                    model,
-                    x[subset],
-                    y[subset],
-                    sweep_epsilons,
-                    norm=norm,
-                    config=config,
-                    generator=_child(gen),
-                    nested=False,
-                    early_stop=False,
+        if sweep_record is not None and config.sweep is not None:
+            if config.sweep.independent_samples > 0:
+                size = min(config.sweep.independent_samples, num_samples)
+                subset = torch.randperm(num_samples, generator=gen)[:size].sort().values
+                subset = subset.to(x.device)
+                sweep_spec = config.sweep.attack
+                result = count(
+                    attempt.run(
+                        sweep_spec,
+                        model,
+                        x[subset],
+                        y[subset],
+                        sweep_epsilons,
+                        norm=norm,
+                        config=config,
+                        generator=_child(gen),
+                        nested=False,
+                        early_stop=False,
+                    )
                 )
-            )
-            independent = _record(
-                config.sweep.attack, norm, result, subset, num_samples, result.robust_accuracy
-            )
+                if result is None:
+                    failures.append(
+                        StageFailure("independent-sweep", sweep_spec.label, None, *attempt.last)
+                    )
+                else:
+                    independent = _record(
+                        sweep_spec, norm, result, subset, x, result.robust_accuracy
+                    )
             report(f"{norm.value} independent sweep")
+        elif config.sweep is not None:
+            report(f"{norm.value} independent sweep (skipped: the sweep did not complete)")
         outcomes.append(
             NormOutcome(
                 norm=norm,
@@ -459,6 +625,7 @@ def run_suite(
                 unbounded_epsilon=unbounded,
                 sweep=sweep_record,
                 independent_sweep=independent,
+                failures=tuple(failures),
             )
         )
     if clean_correct is None:
@@ -479,8 +646,6 @@ def run_suite(
 def _clean_correct(
     model: nn.Module, x: Tensor, y: Tensor, config: SuiteConfig, totals: dict[str, int]
 ) -> Tensor:
-    from attacks._model import Evaluator, model_mode
-
     evaluator = Evaluator(model)
     step = config.batch_size or x.shape[0]
     with model_mode(model, stochastic=config.stochastic):
@@ -495,38 +660,97 @@ def _merge_per_epsilon(
     spec: AttackSpec,
     norm: Norm,
     epsilons: tuple[float, ...],
-    per_eps: list[tuple[AttackResult | None, int, Tensor, str]],
-    num_samples: int,
+    pieces: list[_Piece],
+    x: Tensor,
     robust: Tensor,
-) -> AttackRecord:
-    """Fold one attack's per-epsilon runs into one record and update ``robust`` in place."""
-    device = robust.device
-    length = max((r.loss_trace.shape[1] for r, _, _, _ in per_eps if r is not None), default=1)
-    num_eps = len(epsilons)
+) -> tuple[AttackRecord, Tensor]:
+    """Fold one attack's per-epsilon runs into one record over all samples, and the robust
+    masks after it.
+
+    Row ``k`` of every table is taken from the run at the ``k``-th epsilon (the sweep's row at
+    that epsilon when shared), at the suite's positions of that run's samples; a run that
+    failed leaves its samples not attacked.
+
+    Returns:
+        The record and the ``[K, N]`` robust masks after this attack (``robust_after``).
+    """
+    device = x.device
+    num_samples, num_eps = x.shape[0], len(epsilons)
+    results = [p.result for p in pieces if p.result is not None]
+    length = max((r.loss_trace.shape[1] for r in results), default=1)
     attacked = torch.zeros(num_eps, num_samples, dtype=torch.bool, device=device)
     success = torch.zeros_like(attacked)
     last_success = torch.zeros_like(attacked)
-    margin = torch.full((num_eps, num_samples), float("nan"), device=device)
+    target_success = torch.zeros_like(attacked)
+    margin = torch.full((num_eps, num_samples), float("nan"), dtype=x.dtype, device=device)
+    grad_norms = torch.full_like(margin, float("nan"))
     queries = torch.zeros(num_eps, num_samples, dtype=torch.long, device=device)
-    trace = torch.full((num_eps, length, num_samples), float("nan"), device=device)
-    kept: AttackResult | None = None
-    for k, (result, j, index, _) in enumerate(per_eps):
-        if result is not None:
-            kept = result
-            attacked[k, index] = result.attacked[j]
-            success[k, index] = result.success[j]
-            last_success[k, index] = result.last_success[j]
-            margin[k, index] = torch.where(
-                result.attacked[j], result.margin[j], float("nan")
-            ).float()
-            queries[k, index] = result.queries[j]
-            trace[k, : result.loss_trace.shape[1], index] = result.loss_trace[j].float()
-            robust[k, index] &= ~result.success[j]
-        if k > 0:
-            # Worst case over nested balls: broken at a smaller epsilon is broken here too.
-            robust[k] &= robust[k - 1]
-    sources = {source for _, _, _, source in per_eps}
-    return AttackRecord(
+    steps = torch.full_like(queries, STEP_NOT_BROKEN)
+    targets = torch.full_like(queries, -1)
+    trace = torch.full((num_eps, length, num_samples), float("nan"), dtype=x.dtype, device=device)
+    adversarial = x.unsqueeze(0).repeat(num_eps, *([1] * x.dim()))
+    for k, piece in enumerate(pieces):
+        result, j, index = piece.result, piece.row, piece.index
+        if result is None:
+            continue
+        attacked[k, index] = result.attacked[j]
+        success[k, index] = result.success[j]
+        last_success[k, index] = result.last_success[j]
+        margin[k, index] = torch.where(result.attacked[j], result.margin[j], float("nan")).to(
+            x.dtype
+        )
+        queries[k, index] = result.queries[j]
+        trace[k, : result.loss_trace.shape[1], index] = result.loss_trace[j].to(x.dtype)
+        adversarial[k, index] = result.adversarial[j].to(x.dtype)
+        if result.success_step is not None:
+            steps[k, index] = result.success_step[j]
+        if result.targets is not None and result.target_success is not None:
+            targets[k, index] = result.targets[j]
+            target_success[k, index] = result.target_success[j]
+        if result.gradient_stats is not None:
+            grad_norms[k, index] = result.gradient_stats.first_grad_norm[j].to(x.dtype)
+    (after,) = robust_after(robust, [success])
+    merged = None
+    if results:
+        first = results[0]
+        distinct = list({id(r): r for r in results}.values())
+        stats = None
+        if first.gradient_stats is not None:
+            stats = GradientStats.from_norms(
+                grad_norms,
+                vanishing_threshold=first.gradient_stats.vanishing_threshold,
+                nonfinite_logits=sum(
+                    r.gradient_stats.nonfinite_logits for r in distinct if r.gradient_stats
+                ),
+                nonfinite_gradients=sum(
+                    r.gradient_stats.nonfinite_gradients for r in distinct if r.gradient_stats
+                ),
+            )
+        merged = AttackResult(
+            attack=first.attack,
+            norm=norm,
+            epsilons=epsilons,
+            success=success,
+            adversarial=adversarial,
+            margin=margin.clone(),
+            last_success=last_success,
+            attacked=attacked,
+            loss_trace=trace,
+            objective=first.objective,
+            queries=queries,
+            num_forward=sum(r.num_forward for r in distinct),
+            num_backward=sum(r.num_backward for r in distinct),
+            wall_time=sum(r.wall_time for r in distinct),
+            seed=first.seed,
+            backend=first.backend,
+            params=first.params,
+            gradient_stats=stats,
+            targets=targets if first.targets is not None else None,
+            target_success=target_success if first.targets is not None else None,
+            success_step=steps,
+        )
+    sources = {piece.source for piece in pieces}
+    record = AttackRecord(
         label=spec.label,
         kind=spec.kind,
         norm=norm,
@@ -539,9 +763,14 @@ def _merge_per_epsilon(
         margin=margin,
         queries=queries,
         loss_trace=trace,
-        robust_accuracy_after=tuple(robust.double().mean(dim=1).tolist()),
-        result=kept,
+        robust_accuracy_after=tuple(after.double().mean(dim=1).tolist()),
+        result=merged,
+        adversarial=adversarial,
+        success_step=steps,
+        statuses=tuple(piece.status for piece in pieces),
+        messages=tuple(piece.message for piece in pieces),
     )
+    return record, after
 
 
 def _progress_reporter(progress: Progress | bool, total: int) -> Callable[[str], None]:

@@ -190,6 +190,37 @@ class Geometry:
         """
         return self.project_ball(x, x0, eps).clamp_(bounds.lower, bounds.upper)
 
+    def slack(self, x0: Tensor, eps: Tensor, bounds: Bounds) -> Tensor:
+        """Float rounding allowed beyond ``eps`` ``[N]`` when a distance is measured.
+
+        A point built as ``x0 + delta`` with ``|delta| <= eps`` measures ``(x0 + delta) - x0``,
+        which rounding can put a few units in the last place above ``eps``: 4 machine epsilons
+        relative to ``eps`` and to the scale of the box (times the square root of the number
+        of coordinates under L2, whose rounding errors add up).
+        """
+        scale = max(abs(bounds.lower), abs(bounds.upper), 1.0)
+        if self.norm is Norm.L2:
+            scale *= math.sqrt(x0[0].numel())
+        return 4 * torch.finfo(x0.dtype).eps * (eps + scale)
+
+    def enforce(self, x: Tensor, x0: Tensor, eps: Tensor, bounds: Bounds) -> Tensor:
+        """``x`` brought inside the ball of radius ``eps`` ``[N]`` around ``x0`` and the box.
+
+        Samples already inside (up to ``slack``) keep their values bit for bit, except that
+        coordinates outside the box are clipped (clipping leaves inside values unchanged);
+        samples outside are projected with ``project``. Non-finite coordinates are replaced by
+        those of ``x0`` first.
+
+        Returns:
+            A new tensor ``[N, ...]``; ``x`` is not modified.
+        """
+        x = torch.where(torch.isfinite(x), x, x0)
+        outside = self.distance(x, x0) > eps + self.slack(x0, eps, bounds)
+        if bool(outside.any()):
+            projected = self.project(x[outside], x0[outside], eps[outside], bounds)
+            x[outside] = projected
+        return x.clamp_(bounds.lower, bounds.upper)
+
     def ascend(
         self, x: Tensor, grad: Tensor, step: Tensor, x0: Tensor, eps: Tensor, bounds: Bounds
     ) -> Tensor:

@@ -51,36 +51,36 @@ def test_excess_breaks_fails_when_significant_and_material(
         assert row["share_of_samples"] == broken / total
 
 
-def _trace_record(kind: str, **params) -> SimpleNamespace:
-    """Ten steps, early stopping: samples broken at iterates 3, 9 and 10, one left robust,
-    one misclassified by the final iterate of a targeted run without reaching its target."""
-    steps = 10
-    trace = torch.zeros(1, steps + 1, 5)
-    trace[0, 4:, 0] = float("nan")  # left after iterate 3
-    trace[0, 10:, 1] = float("nan")  # left after iterate 9
-    success = torch.tensor([[True, True, True, False, True]])
-    attacked = torch.ones(1, 5, dtype=torch.bool)
-    result = SimpleNamespace(params={"early_stop": True, "num_restarts": 1, **params})
+def _stepped_record(steps: list[int]) -> SimpleNamespace:
+    """Ten steps; ``steps`` is each sample's ``success_step`` (-1 robust, -2 unknown)."""
+    success_step = torch.tensor([steps])
+    trace = torch.zeros(1, 11, len(steps))
     return SimpleNamespace(
-        kind=kind, loss_trace=trace, success=success, attacked=attacked, result=result
+        kind="pgd",
+        loss_trace=trace,
+        success=success_step != -1,
+        attacked=torch.ones(1, len(steps), dtype=torch.bool),
+        success_step=success_step,
     )
 
 
-def test_broken_late_dates_successes_from_the_trace():
-    # Untargeted: iterate 10 (trace to the end) and the last column count; tail of 2 steps
-    # also takes iterate 9.
-    assert _broken_late(_trace_record("pgd"), 0, 1) == 2
-    assert _broken_late(_trace_record("pgd"), 0, 2) == 3
-    # Targeted: a trace to the end may be a miss of the target, so only earlier exits count.
-    assert _broken_late(_trace_record("pgd-t"), 0, 1) == 0
-    assert _broken_late(_trace_record("pgd-t"), 0, 2) == 1
+def test_broken_late_counts_successes_in_the_last_steps():
+    # Broken at iterates 3, 9, 10 and 10, one left robust, one a clean error (0).
+    record = _stepped_record([3, 9, 10, -1, 10, 0])
+    assert _broken_late(record, 0, 1) == 2
+    assert _broken_late(record, 0, 2) == 3
+    assert _broken_late(record, 0, 8) == 4
+    # A clean error is not attacked, so it never counts, whatever its step.
+    record.attacked[0, 5] = False
+    assert _broken_late(record, 0, 11) == 4
 
 
-@pytest.mark.parametrize(
-    "params", [{"early_stop": False}, {"num_restarts": 3}, {"target_mode": "all"}]
-)
-def test_broken_late_is_unknown_without_a_readable_trace(params):
-    assert _broken_late(_trace_record("pgd", **params), 0, 1) is None
+def test_broken_late_is_unknown_when_a_step_is_unknown():
+    assert _broken_late(_stepped_record([3, -2, -1]), 0, 1) is None
+    # Unknown steps of samples the attack did not break do not matter.
+    record = _stepped_record([3, -2, -1])
+    record.attacked[0, 1] = False
+    assert _broken_late(record, 0, 8) == 1
 
 
 def _silent_evidence(silent: int, attacked: int) -> SimpleNamespace:

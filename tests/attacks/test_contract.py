@@ -138,8 +138,10 @@ def test_eot_counts_passes(model, data) -> None:
     attacked = int(single.attacked.sum())
     assert single.num_backward == 2 * attacked
     assert double.num_backward == 4 * attacked
-    # One clean pass for all samples plus three passes per attacked sample.
-    assert single.num_forward == x.shape[0] + 3 * attacked
+    # One clean pass for all samples plus three passes per attacked sample, and the engine's
+    # own judging pass of each returned example.
+    assert single.num_forward == x.shape[0] + 4 * attacked
+    assert double.num_forward == 2 * (x.shape[0] + 4 * attacked)
 
 
 def test_pgd_costs_one_forward_per_iterate(model, data) -> None:
@@ -147,7 +149,7 @@ def test_pgd_costs_one_forward_per_iterate(model, data) -> None:
     result = pgd(model, x, y, [0.05], num_steps=6, early_stop=False, random_start=False)
     attacked = int(result.attacked.sum())
     assert result.num_backward == 6 * attacked
-    assert result.num_forward == x.shape[0] + 7 * attacked
+    assert result.num_forward == x.shape[0] + 8 * attacked  # 7 iterates, 1 judging pass
     assert result.loss_trace.shape[1] == 7
     assert not torch.isnan(result.loss_trace[0][:, result.attacked[0]]).any()
 
