@@ -527,8 +527,8 @@ def nonfinite(evidence: Evidence) -> Finding:
 
 FD_TOLERATED_RATE = 0.01
 """Pairs an honest network may have disagreeing at every step: kinks on both sides of the
-centre within the smallest step (measured below 0.1 % on max-pool, batch-norm, residual and
-GELU networks)."""
+centre within the smallest step (0 of 1000 pairs measured on each of max-pool, batch-norm,
+residual and GELU/softplus networks trained on MNIST and digits, i.e. below 0.3 % at 95 %)."""
 FD_MATERIAL_RATE = 0.05
 FD_MINIMUM = 5
 

@@ -299,6 +299,14 @@ def test_honest_network_passes_in_float32(honest, digits):
     assert finite_differences(_evidence(probes)).status is Status.PASS
 
 
+def test_torchscript_models_run_in_float64(honest, digits):
+    _, _, x, y = digits
+    network = honest["max-pool"]
+    for scripted in (torch.jit.script(network), torch.jit.trace(network, x[:4])):
+        probes = _probe(scripted, x, y)
+        assert probes.fd_precision == "float64" and probes.fd_disagreeing == 0
+
+
 def test_disagreement_of_a_kinked_network_shrinks_with_the_step(honest, digits):
     """ReLU and max-pool kinks inside the largest step show as disagreement that vanishes at
     smaller steps, the signature the check relies on."""
