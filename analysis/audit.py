@@ -254,7 +254,12 @@ def run_audit(
     model = loaded.model
     x, y = evaluation.x.to(device), evaluation.y.to(device)
     probes = probe_model(
-        model, x, y, torch.Generator().manual_seed(config.seed), bounds=loaded.spec.bounds
+        model,
+        x,
+        y,
+        torch.Generator().manual_seed(config.seed),
+        bounds=loaded.spec.bounds,
+        batch_size=config.batch_size,
     )
     suite_config = config.suite.with_options(
         bounds=Bounds(*loaded.spec.bounds), batch_size=config.batch_size

@@ -39,11 +39,9 @@ EXPECTED = {
         "targeted-beats-untargeted",
         "unbounded-attack-below-100",
     },
-    QuantizedInput: {
-        "vanishing-gradients",
-        "gradient-disagrees-with-finite-differences",
-        "black-box-beats-white-box",
-    },
+    # Rounding is flat almost everywhere, so its zero gradient is locally right: the finite
+    # differences agree (a straight-through gradient would not), the gradient attacks starve.
+    QuantizedInput: {"vanishing-gradients", "black-box-beats-white-box"},
     WrongGradient: {"gradient-disagrees-with-finite-differences", "black-box-beats-white-box"},
     DropoutAtTest: {"model-in-train-mode"},
 }
