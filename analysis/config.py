@@ -20,6 +20,11 @@ A suite file is TOML::
     skip_broken = true
     eot_samples = 1
 
+A file that lists its own ``[[attacks]]`` without a ``[sweep]`` table sweeps its first
+iterative attack (``pgd`` or ``apgd``, in file order) with the preset's sweep settings, and has
+no sweep when it lists no iterative attack; the preset's own sweep attack is never kept behind
+the file's back.
+
 Every key, attack kind, parameter name, type and value is checked against the attack
 registry when the suite is built, before any model is loaded.
 """
@@ -32,7 +37,16 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from attacks import BACKENDS, AttackSpec, Norm, SuiteConfig, SweepConfig, preset, registry
+from attacks import (
+    BACKENDS,
+    AttackSpec,
+    Family,
+    Norm,
+    SuiteConfig,
+    SweepConfig,
+    preset,
+    registry,
+)
 from attacks.presets import STANDARD_EPSILONS, SUITE_OPTIONS, SWEEP_PARAMS
 from attacks.registry import ParameterTypeError, check_keys
 from flatness import FlatnessConfig
@@ -210,9 +224,26 @@ def _suite_from_data(data: dict[str, Any], dataset: str | None, stem: str) -> Su
                 f"({', '.join(s.label for s in attacks)}), got {label!r}"
             )
         changes["sweep"] = SweepConfig(match[0], **sweep)
+    elif "attacks" in data:
+        changes["sweep"] = _sweep_of(changes["attacks"], suite.sweep)
     options = _table(data.get("options", {}), "[options]")
     check_keys(options, SUITE_OPTIONS, "[options] key")
     return suite.with_options(**changes, **options)
+
+
+def _sweep_of(attacks: Sequence[AttackSpec], base: SweepConfig | None) -> SweepConfig | None:
+    """The sweep of a file that lists its own attacks without a ``[sweep]`` table.
+
+    The sweep follows the file's first iterative attack (``pgd``, ``apgd``), with the preset's
+    sweep settings, so that it sweeps an attack the file asked for and shares its runs; with
+    no iterative attack in the file there is no sweep.
+    """
+    iterative = [s for s in attacks if registry.get(s.kind).family is Family.ITERATIVE]
+    if not iterative:
+        return None
+    if base is None:
+        return SweepConfig(iterative[0])
+    return replace(base, attack=iterative[0])
 
 
 def _preset_any(name: str, dataset: str | None) -> SuiteConfig:
