@@ -29,6 +29,7 @@ import torch
 
 from analysis.activations import activation_statistics
 from analysis.config import (
+    DEFAULT_BATCH_SIZE,
     EOT_SAMPLES,
     PRESETS,
     AuditConfig,
@@ -376,7 +377,12 @@ def _parser() -> argparse.ArgumentParser:
         default=1000,
         help="evaluation samples, a fixed seeded selection (default 1000 or the whole test split)",
     )
-    parser.add_argument("--batch-size", type=int, default=500)
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        help="samples per batch (default: the suite file's [options] batch_size, else "
+        f"{DEFAULT_BATCH_SIZE})",
+    )
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     parser.add_argument(
         "--preset",
@@ -433,24 +439,27 @@ def _suite_flags(args: argparse.Namespace) -> dict[str, Any]:
         if args.attacks is None
         else [a.strip() for a in args.attacks.split(",") if a.strip()],
         "backend": args.backend,
+        "batch_size": args.batch_size,
     }
 
 
 def _config(args: argparse.Namespace, dataset: str | None) -> AuditConfig:
     suite = build_suite(args.preset, dataset, **_suite_flags(args))
+    # build_suite settles the batch size: --batch-size, else the suite file's, else the default.
+    batch_size = DEFAULT_BATCH_SIZE if suite.batch_size is None else suite.batch_size
     return AuditConfig(
         suite=suite,
-        flatness=None if args.no_flatness else flatness_config(args.preset, args.batch_size),
+        flatness=None if args.no_flatness else flatness_config(args.preset, batch_size),
         num_samples=args.num_samples,
         flatness_samples=args.flatness_samples,
-        batch_size=args.batch_size,
+        batch_size=batch_size,
         seed=args.seed,
     )
 
 
 def _check_arguments(args: argparse.Namespace) -> None:
     for flag in ("batch_size", "flatness_samples"):
-        if getattr(args, flag) <= 0:
+        if getattr(args, flag) is not None and getattr(args, flag) <= 0:
             raise ValueError(
                 f"--{flag.replace('_', '-')} must be positive, got {getattr(args, flag)}"
             )

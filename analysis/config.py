@@ -20,6 +20,11 @@ A suite file is TOML::
     skip_broken = true
     eot_samples = 1
 
+A file that lists its own ``[[attacks]]`` without a ``[sweep]`` table sweeps its first
+iterative attack (``pgd`` or ``apgd``, in file order) with the preset's sweep settings, and has
+no sweep when it lists no iterative attack; the preset's own sweep attack is never kept behind
+the file's back.
+
 Every key, attack kind, parameter name, type and value is checked against the attack
 registry when the suite is built, before any model is loaded.
 """
@@ -32,13 +37,23 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from attacks import BACKENDS, AttackSpec, Norm, SuiteConfig, SweepConfig, preset, registry
+from attacks import (
+    BACKENDS,
+    AttackSpec,
+    Family,
+    Norm,
+    SuiteConfig,
+    SweepConfig,
+    preset,
+    registry,
+)
 from attacks.presets import STANDARD_EPSILONS, SUITE_OPTIONS, SWEEP_PARAMS
 from attacks.registry import ParameterTypeError, check_keys
 from flatness import FlatnessConfig
 
 __all__ = [
     "PRESETS",
+    "DEFAULT_BATCH_SIZE",
     "AuditConfig",
     "build_suite",
     "check_suite",
@@ -47,6 +62,7 @@ __all__ = [
 ]
 
 PRESETS = ("quick", "standard", "thesis", "thorough")
+DEFAULT_BATCH_SIZE = 500  # samples per batch unless --batch-size or a suite file says otherwise
 EOT_SAMPLES = 8  # forward passes per gradient when the model turns out to be stochastic
 
 
@@ -59,7 +75,8 @@ class AuditConfig:
         flatness: the flatness estimators, or None to skip them.
         num_samples: evaluation samples (None: the whole test split).
         flatness_samples: samples the flatness estimators use (the first of the evaluation set).
-        batch_size: evaluation batch size.
+        batch_size: evaluation batch size of every stage (attacks, activations; flatness at
+            most 256); it replaces the suite's own.
         seed: the seed of every random choice.
         examples_per_attack: adversarial examples kept per attack and norm.
     """
@@ -68,7 +85,7 @@ class AuditConfig:
     flatness: FlatnessConfig | None
     num_samples: int | None = 1000
     flatness_samples: int = 500
-    batch_size: int = 500
+    batch_size: int = DEFAULT_BATCH_SIZE
     seed: int = 0
     examples_per_attack: int = 3
 
@@ -145,7 +162,8 @@ def _file_epsilons(values: Any, where: str) -> tuple[float, ...]:
     return _ascending(tuple(float(v) for v in items), where)
 
 
-def _suite_from_file(path: Path, dataset: str | None) -> SuiteConfig:
+def _suite_from_file(path: Path, dataset: str | None) -> tuple[SuiteConfig, bool]:
+    """The suite of a file, and whether the file sets ``[options] batch_size``."""
     try:
         data = tomllib.loads(path.read_text())
     except FileNotFoundError:
@@ -153,11 +171,13 @@ def _suite_from_file(path: Path, dataset: str | None) -> SuiteConfig:
     except tomllib.TOMLDecodeError as err:
         raise ValueError(f"suite file {path} is not valid TOML: {err}") from None
     try:
-        return _suite_from_data(data, dataset, path.stem)
+        suite = _suite_from_data(data, dataset, path.stem)
     except ParameterTypeError as err:
         raise ParameterTypeError(f"suite file {path}: {err}") from None
     except ValueError as err:
         raise ValueError(f"suite file {path}: {err}") from None
+    options = data.get("options", {})
+    return suite, "batch_size" in options
 
 
 def _suite_from_data(data: dict[str, Any], dataset: str | None, stem: str) -> SuiteConfig:
@@ -204,9 +224,26 @@ def _suite_from_data(data: dict[str, Any], dataset: str | None, stem: str) -> Su
                 f"({', '.join(s.label for s in attacks)}), got {label!r}"
             )
         changes["sweep"] = SweepConfig(match[0], **sweep)
+    elif "attacks" in data:
+        changes["sweep"] = _sweep_of(changes["attacks"], suite.sweep)
     options = _table(data.get("options", {}), "[options]")
     check_keys(options, SUITE_OPTIONS, "[options] key")
     return suite.with_options(**changes, **options)
+
+
+def _sweep_of(attacks: Sequence[AttackSpec], base: SweepConfig | None) -> SweepConfig | None:
+    """The sweep of a file that lists its own attacks without a ``[sweep]`` table.
+
+    The sweep follows the file's first iterative attack (``pgd``, ``apgd``), with the preset's
+    sweep settings, so that it sweeps an attack the file asked for and shares its runs; with
+    no iterative attack in the file there is no sweep.
+    """
+    iterative = [s for s in attacks if registry.get(s.kind).family is Family.ITERATIVE]
+    if not iterative:
+        return None
+    if base is None:
+        return SweepConfig(iterative[0])
+    return replace(base, attack=iterative[0])
 
 
 def _preset_any(name: str, dataset: str | None) -> SuiteConfig:
@@ -226,16 +263,31 @@ def build_suite(
     epsilons: Mapping[Norm, tuple[float, ...]] | tuple[float, ...] | None = None,
     attacks: Sequence[str] | None = None,
     backend: str | None = None,
+    batch_size: int | None = None,
 ) -> SuiteConfig:
-    """The suite from a preset or a TOML file, narrowed and adjusted by flags."""
+    """The suite from a preset or a TOML file, narrowed and adjusted by flags.
+
+    Args:
+        preset_name: ``--preset``.
+        dataset: the checkpoint's dataset (chooses a preset's epsilons).
+        suite_file: ``--suite``; its settings replace the preset's.
+        norms, epsilons, attacks, backend: the flags of the same names.
+        batch_size: ``--batch-size``. An explicit value wins; without it a suite file's
+            ``[options] batch_size`` applies, else ``DEFAULT_BATCH_SIZE``.
+    """
     if preset_name not in PRESETS:
         raise ValueError(f"--preset must be one of {', '.join(PRESETS)}, got {preset_name!r}")
+    file_batch_size = False
     if suite_file is not None:
-        suite = _suite_from_file(suite_file, dataset)
+        suite, file_batch_size = _suite_from_file(suite_file, dataset)
     elif epsilons is not None:
         suite = _preset_any(preset_name, dataset)
     else:
         suite = preset(preset_name, dataset)
+    if batch_size is not None:
+        suite = suite.with_options(batch_size=batch_size)
+    elif not file_batch_size:
+        suite = suite.with_options(batch_size=DEFAULT_BATCH_SIZE)
     if epsilons is not None:
         if isinstance(epsilons, tuple):
             epsilons = {norm: epsilons for norm in suite.norms}
@@ -301,6 +353,7 @@ def check_suite(
     epsilons: Mapping[Norm, tuple[float, ...]] | tuple[float, ...] | None = None,
     attacks: Sequence[str] | None = None,
     backend: str | None = None,
+    batch_size: int | None = None,
 ) -> None:
     """Raise for a bad preset, suite file or suite flag before any checkpoint is loaded.
 
@@ -319,6 +372,7 @@ def check_suite(
         epsilons=epsilons,
         attacks=attacks,
         backend=backend,
+        batch_size=batch_size,
     )
 
 

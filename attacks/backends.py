@@ -31,6 +31,78 @@ def check(backend: str) -> None:
         raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
 
 
+def unsupported(
+    backend: str,
+    *,
+    loss: str,
+    eot_samples: int,
+    target_mode: str | None = None,
+    step_fraction: float | None = None,
+) -> str | None:
+    """Why ``backend`` cannot compute these settings, or None when it can.
+
+    The libraries compute the cross-entropy without EOT, with one target per sample; only the
+    native loop has the other losses, EOT and ``target_mode="all"``. cleverhans also refuses a
+    PGD step longer than epsilon. This is the one rule the attack functions enforce and the
+    registry checks suite files with.
+
+    Args:
+        backend: one of ``BACKENDS``.
+        loss: the objective asked for.
+        eot_samples: forward passes per gradient asked for.
+        target_mode: the targeted attack's mode; None for an untargeted attack.
+        step_fraction: PGD's largest step as a multiple of epsilon, where known.
+
+    Returns:
+        the error message (what was asked, what the library computes, the fix), or None.
+    """
+    if backend == "native":
+        return None
+    asked = [
+        f"{name}={value!r}"
+        for name, value, honoured in (("loss", loss, "ce"), ("eot_samples", eot_samples, 1))
+        if value != honoured
+    ]
+    if target_mode == "all":
+        asked.append("target_mode='all'")
+    if not asked:
+        if backend == "cleverhans" and step_fraction is not None and step_fraction > 1:
+            return (
+                "backend 'cleverhans' takes PGD steps of at most epsilon, got a step of "
+                f"{step_fraction:g} epsilon; set rel_step_size <= 1 (the default is "
+                "2.5 / num_steps), or use backend='native' or 'torchattacks'"
+            )
+        return None
+    honoured = "loss='ce', eot_samples=1" + (
+        " and one target per sample" if target_mode is not None else ""
+    )
+    return (
+        f"backend {backend!r} supports {honoured} only, got {', '.join(asked)}; "
+        "use backend='native'"
+    )
+
+
+def check_settings(
+    backend: str,
+    *,
+    loss: str,
+    eot_samples: int,
+    target_mode: str | None = None,
+    step_fraction: float | None = None,
+) -> None:
+    """Raise ``ValueError`` for an unknown backend or settings it cannot compute."""
+    check(backend)
+    problem = unsupported(
+        backend,
+        loss=loss,
+        eot_samples=eot_samples,
+        target_mode=target_mode,
+        step_fraction=step_fraction,
+    )
+    if problem is not None:
+        raise ValueError(problem)
+
+
 def check_bounds(backend: str, config: Setup) -> None:
     if backend == "torchattacks" and (config.bounds.lower, config.bounds.upper) != (0.0, 1.0):
         raise ValueError(

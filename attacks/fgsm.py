@@ -60,12 +60,7 @@ def fgsm(
         ``AttackResult`` with ``T = 1``: the trace holds the objective at the clean input and
         at the adversarial example.
     """
-    backends.check(backend)
-    if backend != "native" and (loss != "ce" or eot_samples != 1):
-        raise ValueError(
-            f"backend {backend!r} supports loss='ce' and eot_samples=1 only, got "
-            f"loss={loss!r}, eot_samples={eot_samples}; use backend='native'"
-        )
+    backends.check_settings(backend, loss=loss, eot_samples=eot_samples)
     config = setup(
         model,
         x,

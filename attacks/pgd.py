@@ -278,13 +278,29 @@ def _step_sizes(
     return eps * rel
 
 
+def step_fraction(
+    num_steps: int,
+    rel_step_size: float | None,
+    abs_step_size: float | None,
+    epsilons: Sequence[float] = (),
+) -> float | None:
+    """The largest step as a multiple of epsilon, or None where it is not known.
+
+    A fixed step (``abs_step_size``) is a multiple of each epsilon; the largest is at the
+    smallest positive one of ``epsilons`` (unknown without them).
+    """
+    if abs_step_size is None:
+        return 2.5 / num_steps if rel_step_size is None else rel_step_size
+    positive = [eps for eps in epsilons if eps > 0]
+    return abs_step_size / min(positive) if positive else None
+
+
 def _check_settings(
     num_steps: int,
     rel_step_size: float | None,
     abs_step_size: float | None,
     num_restarts: int,
     keep: str,
-    backend: str,
 ) -> None:
     if num_steps < 1:
         raise ValueError(f"num_steps must be at least 1, got {num_steps}")
@@ -300,7 +316,6 @@ def _check_settings(
             raise ValueError(f"{name} must be positive, got {value}")
     if keep not in ("best", "last"):
         raise ValueError(f"keep must be 'best' or 'last', got {keep!r}")
-    backends.check(backend)
 
 
 def _pgd(
@@ -328,12 +343,14 @@ def _pgd(
     generator: torch.Generator | int | None,
     target_mode: str | None,
 ) -> AttackResult:
-    _check_settings(num_steps, rel_step_size, abs_step_size, num_restarts, keep, backend)
+    _check_settings(num_steps, rel_step_size, abs_step_size, num_restarts, keep)
     targeted = target_mode is not None
     if targeted and target_mode not in TARGET_MODES:
         raise ValueError(
             f"target_mode must be one of {', '.join(TARGET_MODES)}, got {target_mode!r}"
         )
+    objective(loss, targeted=targeted)
+    backends.check(backend)
     config = setup(
         model,
         x,
@@ -344,7 +361,13 @@ def _pgd(
         generator=generator,
         eot_samples=eot_samples,
     )
-    objective(loss, targeted=targeted)
+    backends.check_settings(
+        backend,
+        loss=loss,
+        eot_samples=eot_samples,
+        target_mode=target_mode,
+        step_fraction=step_fraction(num_steps, rel_step_size, abs_step_size, config.epsilons),
+    )
     # Random targets are drawn once per sample, so a sample keeps its target at every epsilon.
     draws = uniform((x.shape[0],), x, config.generator)
     params = {

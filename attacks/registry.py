@@ -33,12 +33,13 @@ from enum import Enum
 from types import MappingProxyType
 from typing import Any
 
+from attacks import backends
 from attacks.apgd import APGD_LOSSES, apgd, autoattack
 from attacks.backends import BACKENDS
 from attacks.fgsm import fgsm
 from attacks.losses import LOSSES
 from attacks.noise import random_noise
-from attacks.pgd import TARGET_MODES, pgd, pgd_targeted
+from attacks.pgd import TARGET_MODES, pgd, pgd_targeted, step_fraction
 from attacks.result import AttackResult
 from attacks.square import square
 
@@ -421,23 +422,19 @@ def _one_step_size(params: Mapping[str, Any]) -> str | None:
 
 
 def _library_settings(params: Mapping[str, Any]) -> str | None:
-    """The libraries compute the cross-entropy without EOT, one target per sample."""
-    backend = params["backend"]
-    if backend == "native":
-        return None
-    unsupported = [
-        f"{name}={params[name]!r}"
-        for name, honoured in (("loss", "ce"), ("eot_samples", 1))
-        if params[name] != honoured
-    ]
-    if params.get("target_mode") == "all":
-        unsupported.append("target_mode='all'")
-    if unsupported:
-        return (
-            f"backend {backend!r} supports loss='ce', eot_samples=1 and one target per sample "
-            f"only, got {', '.join(unsupported)}; use backend='native'"
+    """What a library backend cannot compute (``backends.unsupported``)."""
+    fraction = None
+    if "num_steps" in params:
+        fraction = step_fraction(
+            params["num_steps"], params["rel_step_size"], params["abs_step_size"]
         )
-    return None
+    return backends.unsupported(
+        params["backend"],
+        loss=params["loss"],
+        eot_samples=params["eot_samples"],
+        target_mode=params.get("target_mode"),
+        step_fraction=fraction,
+    )
 
 
 _POSITIVE_INT = Param(int, minimum=1)

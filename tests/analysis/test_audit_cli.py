@@ -122,3 +122,35 @@ def test_module_entry_point(tmp_path):
     )
     assert result.returncode == 0, result.stderr
     assert "clean accuracy" in result.stdout and str(tmp_path) in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("file_option", "flag", "used"),
+    [(True, None, 64), (True, 32, 32), (False, None, 500), (False, 48, 48)],
+)
+def test_batch_size_is_the_flag_else_the_suite_files_else_the_default(
+    tmp_path, monkeypatch, file_option, flag, used
+):
+    import analysis.audit
+
+    suite_file = tmp_path / "suite.toml"
+    suite_file.write_text(
+        'preset = "quick"\n[[attacks]]\nkind = "fgsm"\nlabel = "fgsm"\n'
+        + ("[options]\nbatch_size = 64\n" if file_option else "")
+    )
+    given: list[int | None] = []
+    run_suite = analysis.audit.run_suite
+
+    def recording(model, x, y, config, *args, **kwargs):
+        given.append(config.batch_size)
+        return run_suite(model, x, y, config, *args, **kwargs)
+
+    monkeypatch.setattr(analysis.audit, "run_suite", recording)
+    argv = [str(ZOO_DIR / "digits-mlp-none.pt"), "--suite", str(suite_file), "--attacks", "fgsm"]
+    argv += [*FAST, "--num-samples", "40", "--out", str(tmp_path / "out")]
+    argv += [] if flag is None else ["--batch-size", str(flag)]
+    assert main(argv) == 0
+    document = json.loads((tmp_path / "out" / "digits-mlp-none" / "audit.json").read_text())
+    config = document["provenance"]["config"]
+    assert given == [used]
+    assert (config["batch_size"], config["suite"]["batch_size"]) == (used, used)

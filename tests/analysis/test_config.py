@@ -222,3 +222,34 @@ def test_a_valid_suite_file_runs_through_the_command_line(tmp_path, capsys):
         ("noise", "noise", {"num_draws": 5}),
     ]
     assert suite["sweep"]["attack"]["label"] == "noise"
+
+
+@pytest.mark.parametrize(
+    ("attacks", "swept"),
+    [
+        ('kind = "square"\n[[attacks]]\nkind = "pgd"\nlabel = "mine"\nnum_steps = 7\n', "mine"),
+        ('kind = "fgsm"\n[[attacks]]\nkind = "apgd"\n[[attacks]]\nkind = "pgd"\n', "apgd"),
+        ('kind = "fgsm"\n[[attacks]]\nkind = "square"\n[[attacks]]\nkind = "autoattack"\n', None),
+        ('kind = "pgd-t"\n[[attacks]]\nkind = "noise"\n', None),
+    ],
+)
+def test_a_file_with_its_own_attacks_and_no_sweep_sweeps_its_first_iterative_one(
+    tmp_path, attacks, swept
+):
+    path = tmp_path / "own.toml"
+    path.write_text('preset = "quick"\n[[attacks]]\n' + attacks)
+    suite = build_suite("quick", "digits", suite_file=path)
+    base = build_suite("quick", "digits").sweep
+    if swept is None:
+        assert suite.sweep is None
+        return
+    assert suite.sweep is not None and base is not None
+    (spec,) = [s for s in suite.attacks if s.label == swept]
+    # The file's own attack, exactly (so the sweep shares its runs), the preset's settings.
+    assert suite.sweep.attack == spec
+    assert (suite.sweep.num_points, suite.sweep.max_factor, suite.sweep.unbounded) == (
+        base.num_points,
+        base.max_factor,
+        base.unbounded,
+    )
+    assert suite.sweep.independent_samples == base.independent_samples

@@ -153,6 +153,77 @@ def test_the_registered_checks_agree_with_the_functions_own(model, data) -> None
     assert registry.get("pgd").allows({"num_steps": 2, "loss": "dlr", "keep": "last"})
 
 
+def _library_combinations() -> list[tuple[str, dict[str, object]]]:
+    cases: list[tuple[str, dict[str, object]]] = []
+    for backend in ("cleverhans", "torchattacks"):
+        for loss in ("ce", "cw", "dlr"):
+            for eot_samples in (1, 2):
+                settings = {"backend": backend, "loss": loss, "eot_samples": eot_samples}
+                cases += [("fgsm", settings), ("pgd", settings)]
+                cases += [
+                    ("pgd-t", {**settings, "target_mode": mode})
+                    for mode in ("random", "next", "least-likely", "all")
+                ]
+    return cases
+
+
+@pytest.mark.parametrize(("kind", "params"), _library_combinations())
+def test_a_library_backend_refuses_what_it_cannot_compute_as_the_registry_does(
+    kind, params, model, data
+) -> None:
+    """The libraries compute the cross-entropy without EOT, one target per sample (their docs)."""
+    x, y = data
+    attack = registry.get(kind)
+    computable = (
+        params["loss"] == "ce" and params["eot_samples"] == 1 and params.get("target_mode") != "all"
+    )
+    steps = {} if kind == "fgsm" else {"num_steps": 4}
+    if computable:
+        assert attack.allows(params)
+        result = attack.function(model, x, y, [0.1], **params, **steps)
+        assert result.backend == params["backend"]
+        return
+    with pytest.raises(ValueError) as registered:
+        attack.check(params)
+    with pytest.raises(ValueError) as called:
+        attack.function(model, x, y, [0.1], **params, **steps)
+    message = str(called.value)
+    assert str(registered.value) == f"{kind}: {message}"
+    assert message.endswith("use backend='native'")
+    assert f"backend {params['backend']!r} supports loss='ce', eot_samples=1" in message
+    asked = [f"loss={params['loss']!r}"] if params["loss"] != "ce" else []
+    asked += ["eot_samples=2"] if params["eot_samples"] != 1 else []
+    asked += ["target_mode='all'"] if params.get("target_mode") == "all" else []
+    assert f"got {', '.join(asked)};" in message
+
+
+@pytest.mark.parametrize(
+    ("kind", "params", "epsilons", "fraction"),
+    [
+        ("pgd", {"num_steps": 1}, [0.1], "2.5"),
+        ("pgd", {"num_steps": 10, "rel_step_size": 1.5}, [0.1], "1.5"),
+        ("pgd-t", {"num_steps": 2}, [0.1], "1.25"),
+        ("pgd", {"num_steps": 10, "abs_step_size": 0.2}, [0.0, 0.1, 0.4], "2"),
+    ],
+)
+def test_cleverhans_refuses_a_step_longer_than_epsilon_before_any_work(
+    kind, params, epsilons, fraction, model, data
+) -> None:
+    """cleverhans' projected_gradient_descent asserts ``eps_iter <= eps`` (its source)."""
+    x, y = data
+    attack = registry.get(kind)
+    settings = {**params, "backend": "cleverhans"}
+    with pytest.raises(ValueError) as called:
+        attack.function(model, x, y, epsilons, **settings)
+    message = str(called.value)
+    assert f"got a step of {fraction} epsilon; set rel_step_size <= 1" in message
+    # A fixed step is a multiple of epsilon only once the epsilons are known.
+    assert attack.allows(settings) is ("abs_step_size" in params)
+    for backend in ("torchattacks", "native"):
+        result = attack.function(model, x, y, epsilons, **{**settings, "backend": backend})
+        assert result.backend == backend
+
+
 def test_registration_refuses_declarations_that_drift_from_the_signature() -> None:
     def attack(
         model,
