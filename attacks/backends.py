@@ -63,8 +63,8 @@ def unsupported(
         for name, value, honoured in (("loss", loss, "ce"), ("eot_samples", eot_samples, 1))
         if value != honoured
     ]
-    if target_mode == "all":
-        asked.append("target_mode='all'")
+    if target_mode in ("all", "top"):
+        asked.append(f"target_mode={target_mode!r}")
     if not asked:
         if backend == "cleverhans" and step_fraction is not None and step_fraction > 1:
             return (

@@ -57,8 +57,10 @@ def _targeted(name: str) -> Objective:
         return -F.cross_entropy(logits, targets, reduction="none")
 
     def cw(logits: Tensor, labels: Tensor, targets: Tensor | None) -> Tensor:
+        # The target's margin over every other class: rises as the target gains (Carlini
+        # and Wagner's targeted objective), positive once the target is predicted.
         targets = _need(targets)
-        return -margin(logits, targets)
+        return margin(logits, targets)
 
     def dlr(logits: Tensor, labels: Tensor, targets: Tensor | None) -> Tensor:
         targets = _need(targets)

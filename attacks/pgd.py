@@ -22,7 +22,7 @@ from attacks.losses import Objective, describe, objective
 from attacks.result import AttackResult
 from attacks.threat import Bounds, Geometry, Norm, geometry, uniform
 
-TARGET_MODES = ("random", "next", "least-likely", "all")
+TARGET_MODES = ("random", "next", "least-likely", "all", "top")
 Keep = Literal["best", "last"]
 
 _UNTARGETED_STOP = 1
@@ -249,13 +249,21 @@ def _targets_for(
     """Target classes ``[n]``, never the true class.
 
     Args:
-        mode: one of ``TARGET_MODES``; for ``"all"``, ``offset`` picks ``(y + offset) mod C``.
-        offset: the class offset for mode ``"all"``.
+        mode: one of ``TARGET_MODES``; for ``"all"``, ``offset`` picks ``(y + offset) mod C``;
+            for ``"top"``, the wrong class of rank ``offset`` (0: the most likely) by clean logit.
+        offset: the class offset for mode ``"all"``, the rank for mode ``"top"``.
         y: true labels ``[n]``.
-        clean_logits: ``[n, C]`` logits of the clean inputs (for ``"least-likely"``).
+        clean_logits: ``[n, C]`` logits of the clean inputs (for ``"least-likely"``, ``"top"``).
         draws: ``[n]`` uniform draws in ``[0, 1)`` (for ``"random"``).
     """
     num_classes = clean_logits.shape[1]
+    if mode == "top":
+        if offset is None:
+            raise ValueError("target mode 'top' needs a rank")
+        # The true class sorts last; ties keep the lower class first (a stable sort).
+        masked = clean_logits.scatter(1, y[:, None], float("-inf"))
+        order = masked.sort(dim=1, descending=True, stable=True).indices
+        return order[:, offset]
     if mode == "next":
         return (y + 1) % num_classes
     if mode == "all":
@@ -342,6 +350,7 @@ def _pgd(
     backend: str,
     generator: torch.Generator | int | None,
     target_mode: str | None,
+    num_target_classes: int | None = None,
 ) -> AttackResult:
     _check_settings(num_steps, rel_step_size, abs_step_size, num_restarts, keep)
     targeted = target_mode is not None
@@ -351,6 +360,18 @@ def _pgd(
         )
     objective(loss, targeted=targeted)
     backends.check(backend)
+    if num_target_classes is not None:
+        if target_mode != "top":
+            raise ValueError(
+                "num_target_classes applies to target_mode 'top' only, got target_mode "
+                f"{target_mode!r}; drop num_target_classes or use target_mode='top'"
+            )
+        if isinstance(num_target_classes, bool) or not isinstance(num_target_classes, int):
+            raise TypeError(
+                f"num_target_classes must be an int, got {type(num_target_classes).__name__}"
+            )
+        if num_target_classes < 1:
+            raise ValueError(f"num_target_classes must be at least 1, got {num_target_classes}")
     config = setup(
         model,
         x,
@@ -384,6 +405,8 @@ def _pgd(
         "stochastic": stochastic,
         "target_mode": target_mode,
     }
+    if target_mode == "top":
+        params["num_target_classes"] = num_target_classes
 
     def targets_for(batch: Batch, offset: int | None) -> Tensor | None:
         if target_mode is None:
@@ -393,7 +416,11 @@ def _pgd(
     def attack(batch: Batch) -> BatchOutcome:
         step = _step_sizes(batch.eps, num_steps, rel_step_size, abs_step_size)
         num_classes = batch.clean_logits.shape[1]
-        offsets: list[int | None] = list(range(1, num_classes)) if target_mode == "all" else [None]
+        offsets: list[int | None] = [None]
+        if target_mode == "all":
+            offsets = list(range(1, num_classes))
+        elif target_mode == "top":
+            offsets = list(range(min(num_target_classes or num_classes, num_classes - 1)))
         if backend != "native":
             return backends.pgd_batch(
                 backend,
@@ -414,7 +441,9 @@ def _pgd(
             random_start=random_start,
             keep=keep,
             early_stop=early_stop,
-            stop_rank=_TARGETED_STOP if targeted else _UNTARGETED_STOP,
+            # Mode "top" counts a misclassification as done (AutoAttack's APGD-T plan): what
+            # robust accuracy counts, and the next target runs only where all earlier failed.
+            stop_rank=_TARGETED_STOP if targeted and target_mode != "top" else _UNTARGETED_STOP,
             generator=config.generator,
         )
         state = _State.empty(batch.x0, num_classes, num_steps)
@@ -557,6 +586,7 @@ def pgd_targeted(
     epsilons: Sequence[float],
     *,
     target_mode: str = "random",
+    num_target_classes: int | None = None,
     norm: Norm | str = Norm.LINF,
     num_steps: int = 100,
     rel_step_size: float | None = None,
@@ -583,10 +613,15 @@ def pgd_targeted(
     Args:
         target_mode: ``"random"`` (a seeded uniform wrong class per sample, the same at every
             epsilon), ``"next"`` (``(y + 1) mod C``), ``"least-likely"`` (lowest clean logit
-            among the wrong classes) or ``"all"`` (every wrong class in turn, each on the
-            samples no earlier target reached).
+            among the wrong classes), ``"all"`` (every wrong class in turn, each on the
+            samples no earlier target reached) or ``"top"`` (the ``num_target_classes`` most
+            likely wrong classes by clean logit, most likely first, each on the samples that
+            no earlier target misclassified: AutoAttack's APGD-T plan; a sample stops as soon
+            as it is misclassified). A reference backend runs only the first target.
+        num_target_classes: for ``"top"``, how many targets (default all ``C - 1``; fewer
+            when the model has fewer wrong classes).
         Other arguments: as for ``pgd``; ``early_stop`` stops a sample once it reaches its
-            target.
+            target (in mode ``"top"``, once it is misclassified).
 
     Returns:
         ``AttackResult`` with ``targets`` and ``target_success`` set.
@@ -614,4 +649,5 @@ def pgd_targeted(
         backend=backend,
         generator=generator,
         target_mode=target_mode,
+        num_target_classes=num_target_classes,
     )

@@ -26,6 +26,8 @@ CASES: list[tuple[str, Callable[..., AttackResult], dict[str, Any]]] = [
     ("pgd-t-next", pgd_targeted, {"num_steps": 5, "target_mode": "next"}),
     ("pgd-t-least-likely", pgd_targeted, {"num_steps": 5, "target_mode": "least-likely"}),
     ("pgd-t-all", pgd_targeted, {"num_steps": 3, "target_mode": "all"}),
+    ("pgd-t-top", pgd_targeted, {"num_steps": 3, "target_mode": "top", "num_target_classes": 3}),
+    ("pgd-t-top-cw", pgd_targeted, {"num_steps": 3, "target_mode": "top", "loss": "cw"}),
     ("pgd-eot", pgd, {"num_steps": 3, "eot_samples": 2}),
     ("square", square, {"num_queries": 30, "rescale_schedule": True}),
     ("noise", random_noise, {"num_draws": 10}),

@@ -232,7 +232,7 @@ def _norm(name: str):  # noqa: ANN202
     return Norm.parse(name)
 
 
-@pytest.mark.parametrize("mode", ["random", "next", "least-likely", "all"])
+@pytest.mark.parametrize("mode", ["random", "next", "least-likely", "all", "top"])
 @pytest.mark.parametrize("num_classes", [2, 3, 10])
 def test_pgd_t_never_targets_the_true_class(mode: str, num_classes: int) -> None:
     model = tiny_model(num_classes=num_classes)
@@ -301,3 +301,162 @@ def test_memoised_square_equals_pyautoattack_bit_for_bit(norm: str) -> None:
     queries, adversarial = run(SquareAttack)
     memo_queries, memo_adversarial = run(square_attack_class())
     assert torch.equal(queries, memo_queries) and torch.equal(adversarial, memo_adversarial)
+
+
+def test_targeted_margin_rises_as_the_target_gains() -> None:
+    from attacks.losses import objective
+
+    # Carlini and Wagner's targeted objective by hand: z_t - max_{j != t} z_j.
+    logits = torch.tensor([[3.0, 1.0, 0.0, -1.0], [3.0, 2.5, 0.0, -1.0], [0.5, 2.0, 1.0, 0.0]])
+    labels = torch.tensor([0, 0, 0])
+    targets = torch.tensor([1, 1, 1])
+    value = objective("cw", targeted=True)(logits, labels, targets)
+    torch.testing.assert_close(value, torch.tensor([1.0 - 3.0, 2.5 - 3.0, 2.0 - 1.0]))
+    # Every targeted objective rises as the target's logit rises and the label's falls.
+    for name in ("ce", "cw", "dlr"):
+        function = objective(name, targeted=True)
+        before = function(logits, labels, targets)
+        after = function(logits + torch.tensor([-0.2, 0.2, 0.0, 0.0]), labels, targets)
+        assert (after > before).all(), name
+
+
+@pytest.mark.parametrize("loss", ["ce", "cw"])
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+def test_targeted_pgd_on_a_linear_binary_classifier_reaches_the_worst_case(
+    loss: str, norm: str
+) -> None:
+    # With two classes the only target is the other class, so the targeted attack's exact
+    # worst case is the untargeted one's.
+    torch.manual_seed(4)
+    weight = torch.randn(64, dtype=torch.float64)
+    x = _interior()
+    bias = -(x.flatten(1) @ weight).median()
+
+    class Binary(nn.Module):
+        def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+            score = inputs.flatten(1) @ weight + bias
+            return torch.stack([torch.zeros_like(score), score], dim=1)
+
+    score = x.flatten(1) @ weight + bias
+    y = (score > 0).long()
+    dual = weight.abs().sum() if norm == "linf" else weight.norm()
+    eps = float(score.abs().median() / dual)
+    worst_margin = (2.0 * y - 1.0) * score - eps * dual
+    for mode in ("next", "top"):
+        result = pgd_targeted(
+            Binary(),
+            x,
+            y,
+            [eps],
+            norm=norm,
+            target_mode=mode,
+            loss=loss,
+            num_steps=20,
+            random_start=False,
+        )
+        decided = worst_margin.abs() > 1e-9
+        assert torch.equal(result.success[0][decided], (worst_margin < 0)[decided]), mode
+        assert result.success[0].any() and not result.success[0].all()
+
+
+def test_top_targets_follow_the_clean_logits_most_likely_first() -> None:
+    model = tiny_model()
+    x, _ = tiny_data(model)
+    with torch.no_grad():
+        clean = model(x)
+    y = clean.argmax(dim=1)
+    # Ranks of the wrong classes by clean logit, computed independently in plain Python.
+    ranked = [
+        sorted((c for c in range(10) if c != label), key=lambda c, row=row: -row[c])
+        for row, label in zip(clean.tolist(), y.tolist(), strict=True)
+    ]
+    one = pgd_targeted(model, x, y, [0.05], target_mode="top", num_target_classes=1, num_steps=3)
+    assert one.targets is not None
+    assert one.targets[0].tolist() == [r[0] for r in ranked]
+    # With three targets, a sample the first target could not break moves on to the next two
+    # (the first run is the same, same seed), and every example belongs to one of its three
+    # most likely wrong classes.
+    three = pgd_targeted(model, x, y, [0.05], target_mode="top", num_target_classes=3, num_steps=3)
+    assert three.targets is not None
+    for sample, target in enumerate(three.targets[0].tolist()):
+        assert target in ranked[sample][:3]
+    assert bool((three.success[0] >= one.success[0]).all())
+    assert bool((three.success[0] & ~one.success[0]).any())
+    assert three.params["num_target_classes"] == 3
+
+
+def test_top_targets_on_fewer_classes_than_asked_use_every_wrong_class() -> None:
+    model = tiny_model(num_classes=3)
+    x, _ = tiny_data(model)
+    with torch.no_grad():
+        y = model(x).argmax(dim=1)
+    result = pgd_targeted(model, x, y, [0.3], target_mode="top", num_target_classes=9, num_steps=3)
+    assert result.targets is not None
+    assert (result.targets[0] != y).all() and (result.targets[0] >= 0).all()
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "message"),
+    [
+        ({"target_mode": "random", "num_target_classes": 3}, ValueError, "target_mode 'top' only"),
+        ({"target_mode": "top", "num_target_classes": 0}, ValueError, "at least 1, got 0"),
+        ({"target_mode": "top", "num_target_classes": 2.0}, TypeError, "must be an int"),
+    ],
+)
+def test_num_target_classes_is_checked(kwargs, error, message) -> None:
+    model = tiny_model()
+    x, y = tiny_data(model)
+    with pytest.raises(error, match=message):
+        pgd_targeted(model, x, y, [0.1], num_steps=2, **kwargs)
+
+
+@pytest.mark.reference
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+def test_top_targets_match_pyautoattack_apgd_t_on_a_zoo_model(norm: str) -> None:
+    """Targeted margin PGD over the 9 most likely wrong classes against the AutoAttack
+    authors' APGD-T (targeted DLR over the same 9 classes, same number of steps), on the
+    samples a plain PGD-CE left robust: neither may break significantly more (paired)."""
+    from pyautoattack.autopgd_base import APGDAttack_targeted
+
+    from analysis.stats import mcnemar_exact
+    from checkpoints.datasets import load_dataset
+
+    checkpoint = zoo_checkpoint("digits-mlp-dropout.pt")
+    model = checkpoint.model
+    data = load_dataset("digits")
+    x, y = data.x, data.y
+    eps = preset("standard", "digits").epsilons[_norm(norm)][0]
+    plain = pgd(model, x, y, [eps], norm=norm, num_steps=20, rel_step_size=0.1, generator=0)
+    left = (~plain.success[0]).nonzero().squeeze(1)
+    x, y = x[left], y[left]
+    ours = pgd_targeted(
+        model,
+        x,
+        y,
+        [eps],
+        norm=norm,
+        target_mode="top",
+        num_target_classes=9,
+        loss="cw",
+        num_steps=50,
+        rel_step_size=0.1,
+        generator=0,
+    ).success[0]
+    runner = APGDAttack_targeted(
+        model,
+        n_iter=50,
+        norm="Linf" if norm == "linf" else "L2",
+        eps=eps,
+        n_restarts=1,
+        n_target_classes=9,
+        seed=0,
+        device=x.device,
+    )
+    with torch.random.fork_rng():
+        adversarial = runner.perturb(x, y)
+    with torch.no_grad():
+        theirs = model(adversarial).argmax(dim=1) != y
+    only_ours, only_theirs = int((ours & ~theirs).sum()), int((theirs & ~ours).sum())
+    assert int(theirs.sum()) >= 5  # the comparison has something to compare
+    assert mcnemar_exact(only_theirs, only_ours) > 0.01, (only_ours, only_theirs)
+    assert mcnemar_exact(only_ours, only_theirs) > 0.01, (only_ours, only_theirs)
