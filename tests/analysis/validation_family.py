@@ -516,6 +516,7 @@ class Recipe:
         epochs, lr, batch_size, seed, train_samples: training settings (Adam, plain
             cross-entropy); ``train_samples`` None for the whole training split.
         adversarial_epsilon: L∞ radius of PGD adversarial training, or None.
+        adversarial_steps: PGD steps of adversarial training.
         base: for a model derived after training from another member, its name.
         derive: how it is derived from ``base`` (a name in ``DERIVED``).
         save_as: ``robaudit`` (our checkpoint format), ``torchscript`` or ``pickle`` (a whole
@@ -532,6 +533,7 @@ class Recipe:
     seed: int = 0
     train_samples: int | None = None
     adversarial_epsilon: float | None = None
+    adversarial_steps: int = 7
     base: str | None = None
     derive: str | None = None
     save_as: str = "torchscript"
@@ -567,11 +569,12 @@ RECIPES: dict[str, Recipe] = {
             "mnist-cnn-pgd-at",
             "mnist",
             "cnn-maxpool-28",
-            epochs=3,
+            epochs=2,
             lr=1e-3,
             batch_size=128,
-            train_samples=20000,
+            train_samples=10000,
             adversarial_epsilon=0.3,
+            adversarial_steps=5,
         ),
         Recipe("digits-jpeg", "digits", "cnn-maxpool-8", wrapper="jpeg", epochs=20),
         Recipe("digits-binarized", "digits", "mlp", wrapper="binarized"),
@@ -640,7 +643,12 @@ def train_recipe(recipe: Recipe, data_dir: Path | None = None) -> nn.Module:
                     progress = min(1.0, (epoch * steps_per_epoch + index + 1) / steps_per_epoch)
                     model.eval()
                     inputs = _pgd_linf_training_examples(
-                        model, inputs, labels, recipe.adversarial_epsilon * progress, 7, generator
+                        model,
+                        inputs,
+                        labels,
+                        recipe.adversarial_epsilon * progress,
+                        recipe.adversarial_steps,
+                        generator,
                     )
                     model.train()
                 loss = F.cross_entropy(model(inputs), labels)
@@ -674,9 +682,18 @@ def _data_path(dataset: str, data_dir: Path | None) -> str | None:
     return str(Path(root) / dataset)
 
 
+# Fields added to ``Recipe`` after the first version: left out of the key while at their
+# default, so that the weights cached for the earlier recipes stay valid.
+_LATER_FIELDS = {"adversarial_steps": 7}
+
+
 def recipe_key(recipe: Recipe) -> str:
     """A short hash of the recipe (and of its base's recipe) and ``FAMILY_VERSION``."""
-    parts = [repr(recipe), str(FAMILY_VERSION)]
+    text = repr(recipe)
+    for name, default in _LATER_FIELDS.items():
+        if getattr(recipe, name) == default:
+            text = text.replace(f", {name}={default!r}", "")
+    parts = [text, str(FAMILY_VERSION)]
     if recipe.base is not None:
         parts.append(recipe_key(RECIPES[recipe.base]))
     return hashlib.sha256("|".join(parts).encode()).hexdigest()[:12]
