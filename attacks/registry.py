@@ -482,7 +482,11 @@ register(
     pgd_targeted,
     family=Family.TARGETED,
     backends=BACKENDS,
-    params={"target_mode": Param(str, choices=TARGET_MODES), **_PGD_PARAMS},
+    params={
+        "target_mode": Param(str, choices=TARGET_MODES),
+        "num_target_classes": Param(int, minimum=1, optional=True),
+        **_PGD_PARAMS,
+    },
     rules=(_one_step_size, _library_settings),
 )
 register(
