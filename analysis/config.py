@@ -78,7 +78,7 @@ class AuditConfig:
         batch_size: evaluation batch size of every stage (attacks, activations; flatness at
             most 256); it replaces the suite's own.
         seed: the seed of every random choice.
-        examples_per_attack: adversarial examples kept per attack and norm.
+        examples_per_attack: adversarial examples kept per attack and epsilon.
     """
 
     suite: SuiteConfig

@@ -477,7 +477,7 @@ def probe_model(
 
         first_batch = _batched(model, x[:batch_size], batch_size)
         repeats = [_batched(model, x[:batch_size], batch_size) for _ in range(num_repeats - 1)]
-        count = min(num_samples, len(x))
+        count = min(num_samples, first_batch.shape[0])
         first = first_batch[:count]
         differences = [(r[:count] - first).abs() for r in repeats]
         difference = max(
