@@ -44,9 +44,11 @@ __all__ = [
     "write_json",
 ]
 
-SCHEMA_VERSION = "1.0"
+SCHEMA_VERSION = "1.1"
 SCHEMA_PATH = Path(__file__).resolve().parent / "audit.schema.json"
-_READABLE = ("1.0",)
+# 1.1 adds fields (success_step, attack statuses and failures, exact examples per epsilon, the
+# new probes) and changes none of 1.0's, which is all the gate reads of a result or baseline.
+_READABLE = ("1.0", "1.1")
 
 
 class DocumentError(ValueError):
