@@ -45,11 +45,9 @@ def test_fgsm_on_a_linear_model_equals_its_closed_form(norm: str) -> None:
         )
 
 
-# From a random start, L2 PGD only approaches the boundary point, so it starts at the input.
-@pytest.mark.parametrize(("norm", "random_start"), [("linf", False), ("linf", True), ("l2", False)])
-def test_pgd_on_a_linear_binary_classifier_reaches_the_worst_case(
-    norm: str, random_start: bool
-) -> None:
+def _linear_binary(norm: str):
+    """A linear binary classifier, its inputs and labels, the median margin's radius ``eps``
+    and the closed-form worst-case true-class margin over the ``eps`` ball."""
     torch.manual_seed(4)
     weight = torch.randn(64, dtype=torch.float64)
     x = _interior()
@@ -60,14 +58,21 @@ def test_pgd_on_a_linear_binary_classifier_reaches_the_worst_case(
             score = inputs.flatten(1) @ weight + bias
             return torch.stack([torch.zeros_like(score), score], dim=1)
 
-    model = Binary()
     score = x.flatten(1) @ weight + bias
     y = (score > 0).long()
-    sign = 2.0 * y - 1.0
     dual = weight.abs().sum() if norm == "linf" else weight.norm()
     # The median margin's radius: about half the samples robust, and far from the box.
     eps = float(score.abs().median() / dual)
-    worst_margin = sign * score - eps * dual  # min over the ball of the true-class margin
+    worst_margin = (2.0 * y - 1.0) * score - eps * dual  # min over the ball
+    return Binary(), x, y, eps, worst_margin
+
+
+# From a random start, L2 PGD only approaches the boundary point, so it starts at the input.
+@pytest.mark.parametrize(("norm", "random_start"), [("linf", False), ("linf", True), ("l2", False)])
+def test_pgd_on_a_linear_binary_classifier_reaches_the_worst_case(
+    norm: str, random_start: bool
+) -> None:
+    model, x, y, eps, worst_margin = _linear_binary(norm)
     result = pgd(model, x, y, [eps], norm=norm, num_steps=20, random_start=random_start)
     decided = worst_margin.abs() > 1e-9
     assert torch.equal(result.success[0][decided], (worst_margin < 0)[decided])
@@ -327,24 +332,10 @@ def test_targeted_pgd_on_a_linear_binary_classifier_reaches_the_worst_case(
 ) -> None:
     # With two classes the only target is the other class, so the targeted attack's exact
     # worst case is the untargeted one's.
-    torch.manual_seed(4)
-    weight = torch.randn(64, dtype=torch.float64)
-    x = _interior()
-    bias = -(x.flatten(1) @ weight).median()
-
-    class Binary(nn.Module):
-        def forward(self, inputs: torch.Tensor) -> torch.Tensor:
-            score = inputs.flatten(1) @ weight + bias
-            return torch.stack([torch.zeros_like(score), score], dim=1)
-
-    score = x.flatten(1) @ weight + bias
-    y = (score > 0).long()
-    dual = weight.abs().sum() if norm == "linf" else weight.norm()
-    eps = float(score.abs().median() / dual)
-    worst_margin = (2.0 * y - 1.0) * score - eps * dual
+    model, x, y, eps, worst_margin = _linear_binary(norm)
     for mode in ("next", "top"):
         result = pgd_targeted(
-            Binary(),
+            model,
             x,
             y,
             [eps],
