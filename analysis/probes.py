@@ -50,7 +50,10 @@ class ModelProbes:
             the input gradient does not exist.
         stochastic: repeated forward passes gave different logits.
         max_repeat_difference: largest absolute logit difference between repeats.
-        prediction_flip_fraction: fraction of samples whose prediction changed between repeats.
+        repeat_samples: samples compared across repeated passes (the first batch).
+        num_repeats: forward passes of each of them.
+        prediction_flips: samples whose prediction changed between repeats.
+        prediction_flip_fraction: ``prediction_flips / repeat_samples``.
         train_mode_modules: names of submodules still in training mode after ``eval()``.
         probability_outputs: every output row lies in [0, 1] and sums to 1.
         nonfinite_logits: samples with NaN or Inf logits.
@@ -95,6 +98,9 @@ class ModelProbes:
     clean_zero_gradient_fraction: float
     stochastic: bool
     max_repeat_difference: float
+    repeat_samples: int
+    num_repeats: int
+    prediction_flips: int
     prediction_flip_fraction: float
     train_mode_modules: tuple[str, ...]
     probability_outputs: bool
@@ -475,22 +481,23 @@ def probe_model(
         all_samples = len(x)
         train_modules = tuple(name or "<model>" for name, m in model.named_modules() if m.training)
 
+        # Repeats compare the whole first batch: the passes are needed for the batch probe
+        # anyway, and a randomness that flips few decisions needs many samples to show.
         first_batch = _batched(model, x[:batch_size], batch_size)
         repeats = [_batched(model, x[:batch_size], batch_size) for _ in range(num_repeats - 1)]
         count = min(num_samples, first_batch.shape[0])
         first = first_batch[:count]
-        differences = [(r[:count] - first).abs() for r in repeats]
+        differences = [(r - first_batch).abs() for r in repeats]
         difference = max(
             (float(d[torch.isfinite(d)].max()) if torch.isfinite(d).any() else 0.0)
             for d in differences
         )
         stochastic = any(
-            bool(((r[:count] != first) & ~(r[:count].isnan() & first.isnan())).any())
-            for r in repeats
+            bool(((r != first_batch) & ~(r.isnan() & first_batch.isnan())).any()) for r in repeats
         )
-        flips = torch.zeros(count, dtype=torch.bool, device=first.device)
+        flips = torch.zeros(first_batch.shape[0], dtype=torch.bool, device=first.device)
         for r in repeats:
-            flips |= r[:count].argmax(1) != first.argmax(1)
+            flips |= r.argmax(1) != first_batch.argmax(1)
         rows = first.double()
         probability = bool(
             ((rows >= 0) & (rows <= 1)).all()
@@ -537,7 +544,10 @@ def probe_model(
         clean_zero_gradient_fraction=zero / all_samples if all_samples else 0.0,
         stochastic=stochastic,
         max_repeat_difference=difference,
-        prediction_flip_fraction=float(flips.double().mean()) if count else 0.0,
+        repeat_samples=len(flips),
+        num_repeats=num_repeats,
+        prediction_flips=int(flips.sum()),
+        prediction_flip_fraction=float(flips.double().mean()) if len(flips) else 0.0,
         train_mode_modules=train_modules,
         probability_outputs=probability,
         nonfinite_logits=nonfinite_logits,

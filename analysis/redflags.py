@@ -607,30 +607,60 @@ def finite_differences(evidence: Evidence) -> Finding:
 
 @check("stochastic-model")
 def stochastic_model(evidence: Evidence) -> Finding:
+    """Repeated forward passes on the same inputs differ. When they change a decision on a
+    clean input the classifier itself is random: a deterministic function never flips, so one
+    flip proves it, without a threshold. Every accuracy the audit reports, clean and robust, is
+    then a single draw of a random variable, judged by one pass, whatever EOT did for the
+    gradients (reliability). Logits that differ without changing any decision only warn."""
     probes = evidence.probes
     rows = {
         "max_repeat_difference": probes.max_repeat_difference,
+        "repeat_samples": probes.repeat_samples,
+        "num_repeats": probes.num_repeats,
+        "prediction_flips": probes.prediction_flips,
         "prediction_flip_fraction": probes.prediction_flip_fraction,
         "eot_samples": evidence.eot_samples,
     }
+    title = "Stochastic model"
     if not probes.stochastic:
         return Finding(
             "stochastic-model",
-            "Stochastic model",
+            title,
             Status.PASS,
             rows,
-            "repeated forward passes give identical logits",
+            f"{probes.num_repeats} forward passes of {probes.repeat_samples} samples give "
+            "identical logits",
             "",
+            masking=False,
+        )
+    seen = (
+        f"{probes.num_repeats} forward passes of {probes.repeat_samples} clean samples differ "
+        f"(largest logit change {probes.max_repeat_difference:.3g})"
+    )
+    eot = f"gradients were averaged over {evidence.eot_samples} passes (EOT)"
+    if probes.prediction_flips:
+        return Finding(
+            "stochastic-model",
+            title,
+            Status.FAIL,
+            rows,
+            f"{seen} and change the prediction of {probes.prediction_flips} "
+            f"({probes.prediction_flip_fraction:.1%}): the classifier is random, so every "
+            f"accuracy here is one draw judged by one pass; {eot}",
+            "Make the model deterministic at test time (eval() on every layer, no random "
+            "transform in forward), or evaluate it as a randomised defence: robust accuracy as "
+            "an expectation over many passes, with EOT attacks (AutoAttack's version='rand')",
+            masking=False,
         )
     return Finding(
         "stochastic-model",
-        "Stochastic model",
+        title,
         Status.WARN,
         rows,
-        f"repeated forward passes differ (predictions flip on {probes.prediction_flip_fraction:.1%}"
-        f" of samples); gradients were averaged over {evidence.eot_samples} passes (EOT)",
-        "Randomised models mask gradients: evaluate with EOT and read robust accuracy as an "
+        f"{seen} without changing a prediction; {eot}",
+        "Randomised models mask gradients: keep EOT on and read robust accuracy as an "
         "expectation over the randomness",
+        masking=False,
     )
 
 

@@ -26,7 +26,9 @@ from analysis.redflags import (
     Status,
     batch_dependent_outputs,
     finite_differences,
+    stochastic_model,
     vanishing_gradients,
+    verdict,
 )
 from checkpoints.datasets import load_dataset
 from checkpoints.layers import NormOut
@@ -568,6 +570,56 @@ def test_stochastic_batch_independent_model_passes(honest, digits):
     assert probes.stochastic and probes.batch_grouped_compared >= 190
     assert batch_dependent_outputs(_evidence(probes)).status is Status.PASS
     assert finite_differences(_evidence(probes)).status is Status.NOT_APPLICABLE
+
+
+class _RandomShift(nn.Module):
+    """Adds one random constant to every logit of a row: the logits are random, the decisions
+    are not (by construction)."""
+
+    def __init__(self, network: nn.Module) -> None:
+        super().__init__()
+        self.network = network
+
+    def forward(self, x: Tensor) -> Tensor:
+        logits = self.network(x)
+        return logits + torch.randn(len(x), 1, device=x.device)
+
+
+class _HardWiredDropout(nn.Module):
+    """Functional dropout on the input whatever the mode: invisible to ``model.training``."""
+
+    def __init__(self, network: nn.Module) -> None:
+        super().__init__()
+        self.network = network
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.network(F.dropout(x, 0.3, training=True))
+
+
+def test_stochastic_model_fails_when_decisions_are_random(honest, digits):
+    _, _, x, y = digits
+    torch.manual_seed(0)
+    probes = _probe(_HardWiredDropout(honest["max-pool"]), x, y, batch_size=256, fd_samples=16)
+    finding = stochastic_model(_evidence(probes))
+    assert probes.repeat_samples == 256 and probes.prediction_flips > 0
+    assert finding.status is Status.FAIL and not finding.masking, finding
+    assert verdict([finding]) == "evaluation unreliable"
+
+
+def test_stochastic_model_warns_when_only_logits_move(honest, digits):
+    _, _, x, y = digits
+    probes = _probe(_RandomShift(honest["max-pool"]), x, y, batch_size=256, fd_samples=16)
+    finding = stochastic_model(_evidence(probes))
+    assert probes.stochastic and probes.prediction_flips == 0
+    assert finding.status is Status.WARN and verdict([finding]) == "no sign of gradient masking"
+
+
+def test_deterministic_models_are_not_stochastic(honest, digits):
+    _, _, x, y = digits
+    for name, network in honest.items():
+        probes = _probe(network, x, y, batch_size=256, fd_samples=16)
+        finding = stochastic_model(_evidence(probes))
+        assert finding.status is Status.PASS and probes.max_repeat_difference == 0, name
 
 
 def test_probing_restores_the_mode_and_leaves_inputs(honest, digits):

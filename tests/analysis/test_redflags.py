@@ -59,7 +59,7 @@ def test_masked_models_raise_their_flags(masking):
     fails = _fails(document)
     assert EXPECTED[masking] <= fails, fails
     if masking is DropoutAtTest:
-        assert _statuses(document)["stochastic-model"] == "warn"
+        assert _statuses(document)["stochastic-model"] == "fail"
         assert document["robustness"]["eot_samples"] > 1
         assert document["verdict"] == "evaluation unreliable"
     else:
