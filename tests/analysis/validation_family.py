@@ -121,7 +121,10 @@ class Expected:
 
 
 def _honest(reason: str) -> Expected:
-    return Expected("honest", reason)
+    # No claim about the reference: AutoAttack's ensemble (APGD-T, FAB-T) outdoes a fixed-step
+    # PGD-CE on unmasked networks too (Croce & Hein 2020), so "PGD-CE overstates" says nothing
+    # about masking here; the audit must stay silent and within AutoAttack's bound regardless.
+    return Expected("honest", reason, overstated=None)
 
 
 def _masked(reason: str, *must_fail: str, overstated: bool | None = True) -> Expected:
