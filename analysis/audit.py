@@ -8,17 +8,18 @@ progress to stderr.
 
 With ``--baseline FILE`` the result is gated against a baseline (see ``analysis.gate``).
 
-Exit status: 0 success, 1 the gate failed, 2 bad input (one line on stderr; ``--verbose``
-adds the traceback). No partial files: each document is written atomically once complete.
+Exit status: 0 success, 1 the gate failed, 2 bad input (one line on stderr, found before any
+work wherever it can be), 3 an internal error, 130 interrupted; ``--verbose`` adds the
+traceback. No partial files: each document is written atomically once complete.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import platform
 import sys
 import time
-import traceback
 from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import metadata
@@ -52,6 +53,15 @@ from analysis.redflags import Evidence, run_checks, verdict
 from attacks import Bounds, NormOutcome, SuiteResult, run_suite
 from attacks.result import plain
 from checkpoints import CheckpointError, LoadedCheckpoint, load_checkpoint
+from checkpoints.boundary import (
+    EXIT_GATE_FAILED,
+    EXIT_OK,
+    InputError,
+    OneLineParser,
+    check_writable,
+    one_line,
+    run_command,
+)
 from checkpoints.cli import add_description_arguments, description_from_arguments
 from checkpoints.datasets import Dataset, DatasetError, load_dataset
 from flatness import measure
@@ -361,7 +371,7 @@ def summary_lines(path: Path, document: dict[str, Any]) -> list[str]:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="python -m analysis.audit",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -412,6 +422,12 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--update-baseline", action="store_true", help="write the result as the new --baseline"
     )
+    parser.add_argument(
+        "--allow-different-checkpoint",
+        action="store_true",
+        help="gate against a baseline made from another checkpoint or evaluation set (e.g. a "
+        "retrained model); refused otherwise",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress and no summary")
     parser.add_argument("--verbose", action="store_true", help="tracebacks for errors")
     add_description_arguments(parser)
@@ -458,58 +474,166 @@ def _config(args: argparse.Namespace, dataset: str | None) -> AuditConfig:
 
 
 def _check_arguments(args: argparse.Namespace) -> None:
-    for flag in ("batch_size", "flatness_samples"):
+    for flag in ("batch_size", "flatness_samples", "num_samples"):
         if getattr(args, flag) is not None and getattr(args, flag) <= 0:
             raise ValueError(
                 f"--{flag.replace('_', '-')} must be positive, got {getattr(args, flag)}"
             )
+    if not 0 <= args.seed < 2**63:
+        raise ValueError(f"--seed must be an integer in [0, 2**63), got {args.seed}")
     if args.max_drop is not None and not 0 <= args.max_drop <= 1:
         raise ValueError(f"--max-drop is a fraction in [0, 1], got {args.max_drop}")
-    if (args.junit or args.update_baseline or args.max_drop is not None) and args.baseline is None:
-        raise ValueError("--junit, --max-drop and --update-baseline need --baseline FILE")
+    gate_flags = args.junit or args.update_baseline or args.max_drop is not None
+    if (gate_flags or args.allow_different_checkpoint) and args.baseline is None:
+        raise ValueError(
+            "--junit, --max-drop, --update-baseline and --allow-different-checkpoint need "
+            "--baseline FILE"
+        )
     if args.baseline is not None and len(args.checkpoints) != 1:
         raise ValueError("--baseline gates one checkpoint at a time; give a single CHECKPOINT")
     # The suite (file and flags) is checked before any checkpoint or dataset is loaded.
     check_suite(args.preset, **_suite_flags(args))
+    check_writable(args.out, "--out", folder=True)
+    if args.junit is not None:
+        check_writable(args.junit, "--junit")
+    if args.update_baseline:
+        check_writable(args.baseline, "--baseline (with --update-baseline)")
+    targets: dict[Path, Path] = {}
+    for path in args.checkpoints:
+        target = _target(args.out, path)
+        if target in targets:
+            raise ValueError(
+                f"checkpoints {targets[target]} and {path} would both write {target}; audit "
+                "them in separate runs with different --out folders, or rename one"
+            )
+        targets[target] = path
+        check_writable(target, f"--out (result of {path})")
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    args = _parser().parse_args(argv)
+def _target(out: Path, checkpoint: Path) -> Path:
+    return out / checkpoint.stem / "audit.json"
+
+
+def _last_line(error: BaseException) -> str:
+    """The last non-empty line of an error's message: TorchScript puts its own traceback first
+    and the model's message last."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return lines[-1] if lines else type(error).__name__
+
+
+def check_model_outputs(loaded: LoadedCheckpoint, evaluation: EvaluationSet) -> None:
+    """One forward pass on two evaluation samples, before any work: the model must map a batch
+    of images to a floating-point [N, num_classes] tensor of logits.
+
+    Raises:
+        CheckpointError: it raised, or returned something else; the message says what.
+    """
+    spec = loaded.spec
+    device = next((p.device for p in loaded.model.parameters()), torch.device("cpu"))
+    x = evaluation.x[:2].to(device)
+    try:
+        with torch.no_grad():
+            output = loaded.model(x)
+    except Exception as err:  # noqa: BLE001 - any failure of the user's forward is the finding
+        raise CheckpointError(
+            f"{loaded.path}: the model raised {type(err).__name__} on a batch of "
+            f"{tuple(x.shape)} images: {_last_line(err)}; check --arch, --dataset and the input "
+            "shape the model expects"
+        ) from None
+    expected = (len(x), spec.num_classes)
+    if not isinstance(output, torch.Tensor):
+        raise CheckpointError(
+            f"{loaded.path}: the model returned {type(output).__name__}, expected a tensor of "
+            f"logits of shape {expected}; wrap it so that forward returns the logits"
+        )
+    if tuple(output.shape) != expected or not output.is_floating_point():
+        raise CheckpointError(
+            f"{loaded.path}: the model returned a {output.dtype} tensor of shape "
+            f"{tuple(output.shape)} for {len(x)} images, expected floating-point logits of "
+            f"shape {expected} ({spec.num_classes} classes of {spec.dataset or 'the dataset'}); "
+            "give the right --num-classes or --dataset, or fix the model's last layer"
+        )
+
+
+def _warn_whole_box(loaded: LoadedCheckpoint, config: AuditConfig) -> None:
+    """An epsilon that covers the whole input box makes a bounded attack unbounded: allowed,
+    but said (the unbounded baseline exists for that)."""
+    low, high = loaded.spec.bounds
+    dims = math.prod(loaded.spec.input_shape)
+    for norm, epsilons in config.suite.epsilons.items():
+        diameter = (high - low) * (1.0 if norm.value == "linf" else math.sqrt(dims))
+        covering = [e for e in epsilons if e >= diameter]
+        if covering:
+            print(
+                f"warning: {norm.value} epsilon {covering[0]:g} covers the whole input box "
+                f"(its {norm.value} diameter is {diameter:.4g}): every bounded attack is "
+                "unbounded there; the suite's unbounded attack already measures that",
+                file=sys.stderr,
+            )
+
+
+@dataclass(frozen=True)
+class _Planned:
+    path: Path
+    loaded: LoadedCheckpoint
+    evaluation: EvaluationSet
+    config: AuditConfig
+    target: Path
+
+
+def _prepare(args: argparse.Namespace) -> tuple[torch.device, list[_Planned], Any]:
+    """Everything that can be checked before work: flags, suite, paths, checkpoints, datasets,
+    model outputs, the baseline and its identity."""
+    from analysis import gate
+
+    _check_arguments(args)
+    device = _device(args.device)
+    description = description_from_arguments(args)
+    planned = []
+    for path in args.checkpoints:
+        loaded = load_checkpoint(path, description, args.trust_checkpoint, device)
+        evaluation = evaluation_set(loaded, args.data, args.num_samples, args.seed)
+        check_model_outputs(loaded, evaluation)
+        config = _config(args, loaded.spec.dataset)
+        planned.append(_Planned(path, loaded, evaluation, config, _target(args.out, path)))
+    baseline = None
+    if args.baseline is not None and not args.update_baseline:
+        baseline = gate.read_baseline(args.baseline)
+        only = planned[0]
+        gate.check_same_evaluation(
+            baseline,
+            args.baseline,
+            checkpoint_sha256=only.loaded.sha256,
+            dataset=only.loaded.spec.dataset,
+            indices=only.evaluation.indices.tolist(),
+            allow_different=args.allow_different_checkpoint,
+        )
+    for plan in planned:
+        _warn_whole_box(plan.loaded, plan.config)
+    return device, planned, baseline
+
+
+def _run(args: argparse.Namespace, argv: list[str]) -> int:
     from analysis import gate
 
     try:
-        _check_arguments(args)
-        device = _device(args.device)
-        description = description_from_arguments(args)
-        prepared = []
-        for path in args.checkpoints:
-            loaded = load_checkpoint(path, description, args.trust_checkpoint, device)
-            evaluation = evaluation_set(loaded, args.data, args.num_samples, args.seed)
-            prepared.append((path, loaded, evaluation, _config(args, loaded.spec.dataset)))
-        baseline = None
-        if args.baseline is not None and not args.update_baseline:
-            baseline = gate.read_baseline(args.baseline)
+        device, planned, baseline = _prepare(args)
     except (CheckpointError, DatasetError, DocumentError, ValueError) as err:
-        if args.verbose:
-            traceback.print_exc()
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    status = 0
-    for path, loaded, evaluation, config in prepared:
+        raise InputError(one_line(err)) from err
+    status = EXIT_OK
+    for plan in planned:
         document = run_audit(
-            loaded,
-            evaluation,
-            config,
+            plan.loaded,
+            plan.evaluation,
+            plan.config,
             device=device,
             progress=not args.quiet,
             command_line=["python", "-m", "analysis.audit", *argv],
         )
-        target = args.out / path.stem / "audit.json"
-        write_json(target, document)
+        write_json(plan.target, document)
         if not args.quiet:
-            print("\n".join(summary_lines(path, document)))
-            print(f"  result written to {target}")
+            print("\n".join(summary_lines(plan.path, document)))
+            print(f"  result written to {plan.target}")
         if args.update_baseline:
             write_json(args.baseline, gate.baseline_from(document))
             if not args.quiet:
@@ -521,8 +645,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             if not args.quiet:
                 print("\n".join(gate.report_lines(outcome)))
             if not outcome.passed:
-                status = 1
+                status = EXIT_GATE_FAILED
     return status
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = _parser().parse_args(argv)
+    return run_command(
+        lambda: _run(args, argv),
+        verbose=args.verbose,
+        input_errors=(InputError, CheckpointError, DatasetError, DocumentError),
+    )
 
 
 if __name__ == "__main__":

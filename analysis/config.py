@@ -31,6 +31,7 @@ registry when the suite is built, before any model is loaded.
 
 from __future__ import annotations
 
+import math
 import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -132,9 +133,10 @@ def _numbers(text: str, origin: str) -> tuple[float, ...]:
 def _ascending(values: tuple[float, ...], origin: str) -> tuple[float, ...]:
     if not values:
         raise ValueError(f"{origin} is empty; give at least one epsilon")
-    if any(v < 0 for v in values) or list(values) != sorted(values):
+    if any(not v > 0 or not math.isfinite(v) for v in values) or list(values) != sorted(values):
         raise ValueError(
-            f"{origin}: epsilons must be non-negative and ascending, got {list(values)}"
+            f"{origin}: epsilons must be positive, finite and ascending, got {list(values)} "
+            "(epsilon 0 is the clean accuracy, which the audit reports anyway)"
         )
     return values
 
@@ -165,9 +167,17 @@ def _file_epsilons(values: Any, where: str) -> tuple[float, ...]:
 def _suite_from_file(path: Path, dataset: str | None) -> tuple[SuiteConfig, bool]:
     """The suite of a file, and whether the file sets ``[options] batch_size``."""
     try:
-        data = tomllib.loads(path.read_text())
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ValueError(f"suite file {path} does not exist") from None
+    except IsADirectoryError:
+        raise ValueError(f"suite file {path} is a folder; give the path of a .toml file") from None
+    except UnicodeDecodeError as err:
+        raise ValueError(
+            f"suite file {path} is not UTF-8 text (byte {err.start}); save it as UTF-8 TOML"
+        ) from None
+    except OSError as err:
+        raise ValueError(f"suite file {path} cannot be read: {err.strerror}") from None
     except tomllib.TOMLDecodeError as err:
         raise ValueError(f"suite file {path} is not valid TOML: {err}") from None
     try:
@@ -292,6 +302,12 @@ def build_suite(
         if isinstance(epsilons, tuple):
             epsilons = {norm: epsilons for norm in suite.norms}
         suite = suite.with_options(epsilons=dict(epsilons))
+    for flag, given in (("--norms", norms), ("--attacks", attacks)):
+        if given is not None and not given:
+            raise ValueError(
+                f"{flag} is empty: it would run no attack and report the clean accuracy as "
+                f"robust accuracy; name at least one, or leave {flag} out for all of the suite"
+            )
     if norms is not None:
         wanted = [Norm.parse(n) for n in norms]
         missing = [n.value for n in wanted if n not in suite.epsilons]

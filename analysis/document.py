@@ -140,6 +140,12 @@ def read_document(path: str | Path) -> dict[str, Any]:
         document = json.loads(path.read_text())
     except FileNotFoundError:
         raise DocumentError(f"result file {path} does not exist") from None
+    except IsADirectoryError:
+        raise DocumentError(f"result file {path} is a folder; give an audit.json file") from None
+    except UnicodeDecodeError as err:
+        raise DocumentError(f"{path} is not UTF-8 JSON text (byte {err.start})") from None
+    except OSError as err:
+        raise DocumentError(f"result file {path} cannot be read: {err.strerror}") from None
     except json.JSONDecodeError as err:
         raise DocumentError(f"{path} is not valid JSON: {err}") from None
     if not isinstance(document, dict):

@@ -10,7 +10,9 @@ indices) the drop is tested with the paired (McNemar) 95 % interval, so a drop f
 its interval lies wholly above zero; on different samples an unpaired two-proportion interval
 is used. ``--max-drop D`` replaces this by a fixed tolerated drop (a fraction, e.g. 0.02).
 
-Exit status: 0 passed, 1 a check failed, 2 bad input.
+Exit status: 0 passed, 1 a check failed, 2 bad input (one line), 3 an internal error, 130
+interrupted. A baseline made from another checkpoint (sha256) or on other samples is refused
+unless ``--allow-different-checkpoint`` is given.
 """
 
 from __future__ import annotations
@@ -29,11 +31,21 @@ import torch
 from analysis.document import DocumentError, read_document, unbits, write_json
 from analysis.stats import paired_drop_interval
 from attacks.worstcase import robust_after
+from checkpoints.boundary import (
+    EXIT_GATE_FAILED,
+    EXIT_OK,
+    InputError,
+    OneLineParser,
+    check_writable,
+    run_command,
+)
 
 __all__ = [
     "Case",
     "GateOutcome",
     "baseline_from",
+    "check_gateable",
+    "check_same_evaluation",
     "compare",
     "main",
     "read_baseline",
@@ -102,12 +114,135 @@ def baseline_from(document: dict[str, Any]) -> dict[str, Any]:
 
 
 def read_baseline(path: Path) -> dict[str, Any]:
-    """Read a baseline (or a full audit document used as one)."""
+    """Read a baseline (or a full audit document used as one), checking every field the gate
+    reads."""
     document = read_document(path)
-    for key in ("evaluation", "clean_correct", "robustness", "findings"):
-        if key not in document:
-            raise DocumentError(f"{path} is not an audit result or baseline: it has no {key!r}")
+    check_gateable(document, path)
     return document
+
+
+def _fail(path: Path, where: str, expected: str, value: Any) -> DocumentError:
+    shown = repr(value)
+    shown = shown if len(shown) <= 60 else shown[:57] + "..."
+    return DocumentError(
+        f"{path} is not a usable audit result or baseline: {where} should be {expected}, got "
+        f"{shown}; re-create it with --update-baseline"
+    )
+
+
+def _field(document: dict[str, Any], key: str, kind: type | tuple[type, ...], path: Path) -> Any:
+    value = document.get(key) if isinstance(document, dict) else None
+    if not isinstance(value, kind) or isinstance(value, bool):
+        name = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
+        raise _fail(path, key, f"a {name}", value)
+    return value
+
+
+def _bit_string(value: Any, length: int, where: str, path: Path) -> None:
+    if not isinstance(value, str) or len(value) != length or set(value) - {"0", "1"}:
+        raise _fail(path, where, f"a string of {length} characters 0/1", value)
+
+
+def check_gateable(document: dict[str, Any], path: Path) -> None:
+    """Every field the gate reads is there, with its type and length (one per evaluated
+    sample, one row per epsilon).
+
+    Raises:
+        DocumentError: the first field that is not; the message names it.
+    """
+    evaluation = _field(document, "evaluation", dict, path)
+    indices = _field(evaluation, "indices", list, path)
+    if not all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in indices):
+        raise _fail(path, "evaluation.indices", "a list of sample indices", indices)
+    if not isinstance(evaluation.get("dataset"), str | None):
+        raise _fail(path, "evaluation.dataset", "a dataset name", evaluation.get("dataset"))
+    n = len(indices)
+    _bit_string(document.get("clean_correct"), n, "clean_correct", path)
+    robustness = _field(document, "robustness", dict, path)
+    norms = _field(robustness, "norms", list, path)
+    for i, norm in enumerate(norms):
+        where = f"robustness.norms[{i}]"
+        if not isinstance(norm, dict) or norm.get("norm") not in ("linf", "l2"):
+            raise _fail(
+                path,
+                f"{where}.norm",
+                "linf or l2",
+                norm.get("norm") if isinstance(norm, dict) else norm,
+            )
+        epsilons = norm.get("epsilons")
+        if not isinstance(epsilons, list) or not all(
+            isinstance(e, int | float) and not isinstance(e, bool) for e in epsilons
+        ):
+            raise _fail(path, f"{where}.epsilons", "a list of numbers", epsilons)
+        robust = norm.get("robust")
+        if not isinstance(robust, list) or len(robust) != len(epsilons):
+            raise _fail(path, f"{where}.robust", f"a list of {len(epsilons)} rows", robust)
+        for k, row in enumerate(robust):
+            _bit_string(row, n, f"{where}.robust[{k}]", path)
+        attacks = norm.get("attacks")
+        if not isinstance(attacks, list):
+            raise _fail(path, f"{where}.attacks", "a list", attacks)
+        for j, attack in enumerate(attacks):
+            if not isinstance(attack, dict) or not isinstance(attack.get("label"), str):
+                raise _fail(path, f"{where}.attacks[{j}].label", "a string", attack)
+            success = attack.get("success")
+            if not isinstance(success, list) or len(success) != len(epsilons):
+                raise _fail(
+                    path,
+                    f"{where}.attacks[{j}].success",
+                    f"a list of {len(epsilons)} rows",
+                    success,
+                )
+            for k, row in enumerate(success):
+                _bit_string(row, n, f"{where}.attacks[{j}].success[{k}]", path)
+    findings = _field(document, "findings", list, path)
+    for j, finding in enumerate(findings):
+        if not isinstance(finding, dict) or not all(
+            isinstance(finding.get(key), str) for key in ("code", "status")
+        ):
+            raise _fail(path, f"findings[{j}]", "an object with code and status", finding)
+
+
+def check_same_evaluation(
+    baseline: dict[str, Any],
+    path: Path,
+    *,
+    checkpoint_sha256: str | None,
+    dataset: str | None,
+    indices: list[int],
+    allow_different: bool,
+) -> None:
+    """Refuse a baseline made from another checkpoint or on other samples, unless allowed.
+
+    Raises:
+        DocumentError: the baseline's checkpoint (sha256), dataset or sample indices differ
+            and ``allow_different`` is false, or the dataset differs at all (accuracies on
+            different datasets do not compare).
+    """
+    provenance = baseline.get("provenance")
+    provenance = provenance if isinstance(provenance, dict) else {}
+    before = provenance.get("checkpoint_sha256")
+    named = provenance.get("checkpoint") or "an unnamed checkpoint"
+    then = baseline["evaluation"].get("dataset")
+    if then is not None and dataset is not None and then != dataset:
+        raise DocumentError(
+            f"baseline {path} was measured on {then}, this result on {dataset}: accuracies on "
+            "different datasets do not compare; gate against a baseline of the same dataset"
+        )
+    if allow_different:
+        return
+    if before != checkpoint_sha256:
+        raise DocumentError(
+            f"baseline {path} was made from {named} (sha256 {str(before)[:12]}), this result "
+            f"from a different checkpoint (sha256 {str(checkpoint_sha256)[:12]}); pass "
+            "--allow-different-checkpoint to gate a new checkpoint (a retrained model) against it"
+        )
+    if baseline["evaluation"]["indices"] != indices:
+        raise DocumentError(
+            f"baseline {path} evaluated {len(baseline['evaluation']['indices'])} other samples "
+            f"than this result ({len(indices)}; --num-samples or --seed differ); use the "
+            "baseline's settings, or pass --allow-different-checkpoint to compare them unpaired"
+        )
 
 
 def _robust_after(norm: dict[str, Any], clean: list[bool]) -> dict[str, list[list[bool]]]:
@@ -237,7 +372,7 @@ def write_junit(path: Path, outcome: GateOutcome) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="python -m analysis.gate",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -253,23 +388,44 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--update-baseline", action="store_true", help="write RESULT as the new baseline and exit"
     )
+    parser.add_argument(
+        "--allow-different-checkpoint",
+        action="store_true",
+        help="gate a result from another checkpoint or on other samples than the baseline's",
+    )
+    parser.add_argument("--verbose", action="store_true", help="tracebacks for errors")
     args = parser.parse_args(argv)
-    try:
-        if args.max_drop is not None and not 0 <= args.max_drop <= 1:
-            raise ValueError(f"--max-drop is a fraction in [0, 1], got {args.max_drop}")
-        document = read_document(args.result)
-        if args.update_baseline:
-            write_json(args.baseline, baseline_from(document))
-            print(f"baseline written to {args.baseline}")
-            return 0
-        outcome = compare(document, read_baseline(args.baseline), args.max_drop)
-    except (DocumentError, ValueError, KeyError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    return run_command(
+        lambda: _run(args), verbose=args.verbose, input_errors=(InputError, DocumentError)
+    )
+
+
+def _run(args: argparse.Namespace) -> int:
+    if args.max_drop is not None and not 0 <= args.max_drop <= 1:
+        raise InputError(f"--max-drop is a fraction in [0, 1], got {args.max_drop}")
+    if args.junit is not None:
+        check_writable(args.junit, "--junit")
+    document = read_document(args.result)
+    check_gateable(document, args.result)
+    if args.update_baseline:
+        check_writable(args.baseline, "BASELINE")
+        write_json(args.baseline, baseline_from(document))
+        print(f"baseline written to {args.baseline}")
+        return EXIT_OK
+    baseline = read_baseline(args.baseline)
+    check_same_evaluation(
+        baseline,
+        args.baseline,
+        checkpoint_sha256=(document.get("provenance") or {}).get("checkpoint_sha256"),
+        dataset=document["evaluation"].get("dataset"),
+        indices=document["evaluation"]["indices"],
+        allow_different=args.allow_different_checkpoint,
+    )
+    outcome = compare(document, baseline, args.max_drop)
     if args.junit:
         write_junit(args.junit, outcome)
     print("\n".join(report_lines(outcome)))
-    return 0 if outcome.passed else 1
+    return EXIT_OK if outcome.passed else EXIT_GATE_FAILED
 
 
 if __name__ == "__main__":

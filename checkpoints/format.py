@@ -458,8 +458,22 @@ def _wrap_graph(model: nn.Module, description: Description, path: Path, fmt: str
             f"or --input-shape C,H,W"
         )
     model.eval()
-    with torch.no_grad():
-        probe = model(torch.zeros(1, *shape))
+    try:
+        with torch.no_grad():
+            probe = model(torch.zeros(2, *shape))
+    except Exception as err:  # noqa: BLE001 - any failure of the file's forward is the finding
+        lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+        raise CheckpointError(
+            f"{path}: the {fmt} model raised {type(err).__name__} on a batch of zeros of shape "
+            f"{(2, *shape)}: {lines[-1] if lines else ''}; check --dataset or --input-shape"
+        ) from None
+    if not isinstance(probe, Tensor) or probe.dim() != 2:
+        raise CheckpointError(
+            f"{path}: the {fmt} model returned "
+            f"{type(probe).__name__ if not isinstance(probe, Tensor) else tuple(probe.shape)} for "
+            f"a batch of {(2, *shape)}, expected a tensor of logits [2, classes]; wrap it so that "
+            "forward returns the logits"
+        )
     if classes is None:
         classes = int(probe.shape[-1])
     mean, std = normalization_for(fmt, description.dataset, description.normalization)

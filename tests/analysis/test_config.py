@@ -71,7 +71,7 @@ BAD_SUITE_FILES = [
     ('attacks = "pgd"\n', "attacks must be one or more [[attacks]] tables"),
     ('[[attack]]\nkind = "pgd"\n', "unknown top-level key 'attack' (did you mean 'attacks'?)"),
     ('[epsilons]\nlinf = ["0.1"]\n', "epsilons.linf: expected a list of numbers"),
-    ("[epsilons]\nlinf = [0.3, 0.1]\n", "epsilons must be non-negative and ascending"),
+    ("[epsilons]\nlinf = [0.3, 0.1]\n", "epsilons must be positive, finite and ascending"),
     ("[epsilons]\nl1 = [0.1]\n", "norm must be one of 'linf', 'l2', got 'l1'"),
     (
         VALID_ATTACK + '[sweep]\nattack = "pgd-ce"\nnum_point = 4\n',

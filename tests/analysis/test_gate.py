@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import xml.etree.ElementTree as ET
+from pathlib import Path
 
 import pytest
 import torch
@@ -82,18 +83,13 @@ def test_gate_passes_an_unchanged_checkpoint(baseline, tmp_path):
 def test_gate_fails_a_weakened_checkpoint(baseline, weakened, tmp_path, capsys):
     baseline_file, _ = baseline
     junit = tmp_path / "gate.xml"
-    code = audit_main(
-        [
-            weakened,
-            *AUDIT[:-1],
-            "--out",
-            str(tmp_path),
-            "--baseline",
-            baseline_file,
-            "--junit",
-            str(junit),
-        ]
-    )
+    argv = [weakened, *AUDIT[:-1], "--out", str(tmp_path), "--baseline", baseline_file]
+    # Another checkpoint than the baseline's is refused before any work unless allowed.
+    assert audit_main([*argv, "--junit", str(junit)]) == 2
+    message = capsys.readouterr().err
+    assert "--allow-different-checkpoint" in message and message.count("\n") == 1
+    assert not junit.exists() and not (tmp_path / Path(weakened).stem).exists()
+    code = audit_main([*argv, "--junit", str(junit), "--allow-different-checkpoint"])
     assert code == 1
     assert "FAIL clean accuracy" in capsys.readouterr().out
     failures = [
@@ -114,6 +110,18 @@ def test_gate_command_line(baseline, tmp_path):
     assert gate_main([str(tmp_path / "flagged.json"), baseline_file]) == 1
     assert gate_main([result, str(tmp_path / "missing.json")]) == 2
     assert gate_main([result, baseline_file, "--max-drop", "3"]) == 2
+    other = copy.deepcopy(document)
+    other["provenance"]["checkpoint_sha256"] = "0" * 64
+    write_json(tmp_path / "other.json", other)
+    assert gate_main([str(tmp_path / "other.json"), baseline_file]) == 2
+    assert (
+        gate_main([str(tmp_path / "other.json"), baseline_file, "--allow-different-checkpoint"])
+        == 0
+    )
+    fewer = copy.deepcopy(document)
+    fewer["clean_correct"] = fewer["clean_correct"][:-1]
+    write_json(tmp_path / "fewer.json", fewer)
+    assert gate_main([result, str(tmp_path / "fewer.json")]) == 2
     assert gate_main([result, str(tmp_path / "new-baseline.json"), "--update-baseline"]) == 0
     assert gate_main([result, str(tmp_path / "new-baseline.json")]) == 0
 

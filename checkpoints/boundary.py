@@ -1,0 +1,133 @@
+"""The command lines' error boundary: one line on stderr and a documented exit status.
+
+Every command of the toolkit (``analysis.audit``, ``analysis.gate``, ``checkpoints.inspect``)
+runs its body through :func:`run_command`:
+
+- 0 success; 1 only "the gate failed" (returned by the body itself, never for an error);
+- 2 bad input: a wrong file, flag or value, found before any work wherever it can be; one
+  line naming the culprit, what was expected, what arrived and the fix;
+- 3 an internal error: something the toolkit did not anticipate went wrong; one line with the
+  exception, and the traceback with ``--verbose``;
+- 130 interrupted (Ctrl-C): one line; results are written atomically, so nothing half-written
+  is left behind.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import NoReturn
+
+__all__ = [
+    "EXIT_GATE_FAILED",
+    "EXIT_INPUT",
+    "EXIT_INTERNAL",
+    "EXIT_INTERRUPTED",
+    "EXIT_OK",
+    "InputError",
+    "OneLineParser",
+    "check_writable",
+    "one_line",
+    "run_command",
+]
+
+EXIT_OK = 0
+EXIT_GATE_FAILED = 1
+EXIT_INPUT = 2
+EXIT_INTERNAL = 3
+EXIT_INTERRUPTED = 130
+
+
+class InputError(ValueError):
+    """Bad input from the user (a file, a flag, a value): exit status 2, one line."""
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line (``error: ...``) and exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        print(f"error: {self.prog}: {one_line(message)} (see {self.prog} --help)", file=sys.stderr)
+        raise SystemExit(EXIT_INPUT)
+
+
+def one_line(error: BaseException | str) -> str:
+    """The message of ``error`` on one line (newlines and runs of blanks collapsed)."""
+    text = (
+        str(error) if not isinstance(error, KeyError) else str(error.args[0] if error.args else "")
+    )
+    text = " ".join(text.split())
+    if isinstance(error, BaseException) and not text:
+        text = type(error).__name__
+    return text
+
+
+def check_writable(path: Path, flag: str, *, folder: bool = False) -> None:
+    """Raise :class:`InputError` when ``path`` could not be written later, creating nothing.
+
+    Args:
+        path: a file to be written, or with ``folder`` a folder to be created or written into.
+        flag: the flag it came from, for the message.
+        folder: ``path`` is a folder.
+    """
+    path = Path(path)
+    if folder and path.exists() and not path.is_dir():
+        raise InputError(f"{flag} {path} is a file, expected a folder (or a path to create)")
+    if not folder and path.is_dir():
+        raise InputError(f"{flag} {path} is a folder, expected a file path to write")
+    if not folder and path.exists() and not os.access(path, os.W_OK):
+        raise InputError(f"{flag} {path} exists and is not writable; choose another path")
+    ancestor = path if folder else path.parent
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise InputError(
+            f"{flag} {path} cannot be created: {ancestor} is a file, not a folder; choose "
+            "another path"
+        )
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise InputError(
+            f"{flag} {path} cannot be written: {ancestor} is not writable; choose another path"
+        )
+
+
+def run_command(
+    body: Callable[[], int],
+    *,
+    verbose: bool,
+    input_errors: tuple[type[BaseException], ...] = (InputError,),
+) -> int:
+    """Run ``body`` and turn whatever escapes it into one line and an exit status.
+
+    Args:
+        body: the command; returns its own status (0, or 1 for a failed gate).
+        verbose: print the traceback of an error before its line.
+        input_errors: exception types that mean bad input (status 2). ``OSError`` (a path that
+            cannot be read or written) always counts as bad input.
+
+    Returns:
+        The exit status.
+    """
+    expected: tuple[type[BaseException], ...] = (*input_errors, OSError)
+    try:
+        return body()
+    except KeyboardInterrupt:
+        print("interrupted: stopped by the user; no partial result was written", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except expected as err:
+        if verbose:
+            traceback.print_exc()
+        print(f"error: {one_line(err)}", file=sys.stderr)
+        return EXIT_INPUT
+    except Exception as err:  # noqa: BLE001 - the boundary: nothing may escape as a traceback
+        if verbose:
+            traceback.print_exc()
+        print(
+            f"internal error: {type(err).__name__}: {one_line(err)} (rerun with --verbose for "
+            "the traceback, and please report it)",
+            file=sys.stderr,
+        )
+        return EXIT_INTERNAL

@@ -1,0 +1,448 @@
+"""Bad input, table-driven: every case gets exit status 2 (or the status its table row names),
+exactly one line on stderr naming the culprit, no traceback, and leaves nothing behind: no file
+or folder appears anywhere under the test's folder (``--out`` included)."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import torch
+from torch import Tensor, nn
+
+from analysis import audit, gate
+from checkpoints import inspect
+from checkpoints.boundary import EXIT_INPUT, EXIT_INTERNAL, EXIT_INTERRUPTED
+from checkpoints.train import ZOO_DIR
+
+ZOO = ZOO_DIR / "digits-mlp-none.pt"
+LENET = ZOO_DIR / "mnist-lenet5-dropout.pt"
+FAST = ["--preset", "quick", "--no-flatness", "--quiet", "--num-samples", "20"]
+COMMANDS: dict[str, Callable[[list[str]], int]] = {
+    "audit": audit.main,
+    "gate": gate.main,
+    "inspect": inspect.main,
+}
+
+
+@dataclass(frozen=True)
+class Case:
+    """One bad input: ``build(tmp)`` writes what it needs under ``tmp`` and returns argv."""
+
+    name: str
+    command: str
+    build: Callable[[Path], list[str]]
+    culprit: str
+    status: int = EXIT_INPUT
+
+
+def _write(path: Path, data: bytes | str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    (path.write_bytes if isinstance(data, bytes) else path.write_text)(data)  # type: ignore[operator]
+    return path
+
+
+def _audit(*extra: str, checkpoint: Path | str = ZOO) -> Callable[[Path], list[str]]:
+    return lambda tmp: [str(checkpoint), *FAST, "--out", str(tmp / "out"), *extra]
+
+
+def _with_file(
+    name: str, data: bytes | str, make_argv: Callable[[Path, Path], list[str]]
+) -> Callable[[Path], list[str]]:
+    def build(tmp: Path) -> list[str]:
+        return make_argv(tmp, _write(tmp / name, data))
+
+    return build
+
+
+def _suite(text: str) -> Callable[[Path], list[str]]:
+    return _with_file("suite.toml", text, lambda tmp, f: _audit("--suite", str(f))(tmp))
+
+
+# ----------------------------------------------------------------- baselines and results
+
+
+@pytest.fixture(scope="module")
+def result_document(tmp_path_factory) -> dict:
+    """A real quick audit of the zoo model on the first samples, the source of the baselines."""
+    out = tmp_path_factory.mktemp("result")
+    assert audit.main([str(ZOO), *FAST, "--out", str(out)]) == 0
+    return json.loads((out / ZOO.stem / "audit.json").read_text())
+
+
+_DOCUMENT: dict = {}
+
+
+def _baseline(edit: Callable[[dict], object]) -> Callable[[Path], list[str]]:
+    """``--baseline`` with a copy of the real result, edited."""
+
+    def build(tmp: Path) -> list[str]:
+        document = copy.deepcopy(_DOCUMENT["result"])
+        edit(document)
+        path = _write(tmp / "baseline.json", json.dumps(document))
+        return _audit("--baseline", str(path))(tmp)
+
+    return build
+
+
+def _gate(edit: Callable[[dict], object], *extra: str) -> Callable[[Path], list[str]]:
+    """``analysis.gate`` of the real result against an edited copy of it."""
+
+    def build(tmp: Path) -> list[str]:
+        result = _write(tmp / "result.json", json.dumps(_DOCUMENT["result"]))
+        document = copy.deepcopy(_DOCUMENT["result"])
+        edit(document)
+        baseline = _write(tmp / "baseline.json", json.dumps(document))
+        return [str(result), str(baseline), *extra]
+
+    return build
+
+
+def _set(path: str, value: object) -> Callable[[dict], None]:
+    def edit(document: dict) -> None:
+        *parents, last = path.split(".")
+        node = document
+        for key in parents:
+            node = node[int(key)] if isinstance(node, list) else node[key]
+        if value is _DELETE:
+            del node[last]
+        else:
+            node[last] = value
+
+    return edit
+
+
+_DELETE = object()
+
+
+# ----------------------------------------------------------------- models that misbehave
+
+
+class _FiveOutputs(nn.Module):
+    def forward(self, x: Tensor) -> Tensor:
+        return x.flatten(1)[:, :5]
+
+
+class _Raises(nn.Module):
+    def forward(self, x: Tensor) -> Tensor:
+        if x.shape[0] > 0:
+            raise RuntimeError("this model refuses every input")
+        return x
+
+
+class _Pair(nn.Module):
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        logits = x.flatten(1)[:, :10]
+        return logits, logits
+
+
+def _scripted(module: nn.Module) -> Callable[[Path], list[str]]:
+    def build(tmp: Path) -> list[str]:
+        path = tmp / "model.ts.pt"
+        torch.jit.save(torch.jit.script(module), str(path))
+        return _audit("--trust-checkpoint", "--dataset", "digits", checkpoint=path)(tmp)
+
+    return build
+
+
+def _same_stem(tmp: Path) -> list[str]:
+    for folder in ("a", "b"):
+        _write(tmp / folder / "model.pt", ZOO.read_bytes())
+    return [
+        str(tmp / "a" / "model.pt"),
+        str(tmp / "b" / "model.pt"),
+        *FAST,
+        "--out",
+        str(tmp / "o"),
+    ]
+
+
+CASES = [
+    # ------------------------------------------------------------------ checkpoint files
+    Case("missing-checkpoint", "audit", _audit(checkpoint="/nonexistent/model.pt"), "model.pt"),
+    Case("checkpoint-is-a-folder", "audit", lambda t: _audit(checkpoint=t)(t), "not a file"),
+    Case("same-stem", "audit", _same_stem, "would both write"),
+    # ------------------------------------------------------------------ numeric flags
+    Case("num-samples-zero", "audit", _audit("--num-samples", "0"), "--num-samples"),
+    Case("num-samples-negative", "audit", _audit("--num-samples", "-5"), "--num-samples"),
+    Case("num-samples-text", "audit", _audit("--num-samples", "abc"), "--num-samples"),
+    Case("batch-size-zero", "audit", _audit("--batch-size", "0"), "--batch-size"),
+    Case("flatness-samples-zero", "audit", _audit("--flatness-samples", "0"), "--flatness-samples"),
+    Case("seed-negative", "audit", _audit("--seed", "-1"), "--seed"),
+    Case("seed-huge", "audit", _audit("--seed", str(2**70)), "--seed"),
+    Case("seed-float", "audit", _audit("--seed", "0.5"), "--seed"),
+    Case("device-unknown", "audit", _audit("--device", "tpu"), "--device"),
+    Case("unknown-flag", "audit", _audit("--frobnicate"), "--frobnicate"),
+    # ------------------------------------------------------------------ epsilons
+    Case("epsilon-zero", "audit", _audit("--epsilons", "0"), "positive"),
+    Case("epsilon-negative", "audit", _audit("--epsilons", "-0.1"), "positive"),
+    Case("epsilon-nan", "audit", _audit("--epsilons", "nan"), "--epsilons"),
+    Case("epsilon-inf", "audit", _audit("--epsilons", "inf"), "--epsilons"),
+    Case("epsilon-text", "audit", _audit("--epsilons", "big"), "--epsilons"),
+    Case("epsilon-descending", "audit", _audit("--epsilons", "0.3,0.1"), "ascending"),
+    Case("epsilon-empty", "audit", _audit("--epsilons", ","), "--epsilons"),
+    Case("epsilon-norm-empty", "audit", _audit("--epsilons", "linf="), "--epsilons linf"),
+    Case("epsilon-norm-unknown", "audit", _audit("--epsilons", "l3=0.1"), "l3"),
+    # ------------------------------------------------------------------ suite flags
+    Case("attacks-empty", "audit", _audit("--attacks", ""), "--attacks is empty"),
+    Case("norms-empty", "audit", _audit("--norms", ","), "--norms is empty"),
+    Case("norms-unknown", "audit", _audit("--norms", "l3"), "l3"),
+    Case("attacks-unknown", "audit", _audit("--attacks", "cw-l2"), "cw-l2"),
+    Case("preset-unknown", "audit", _audit("--preset", "fast"), "--preset"),
+    Case("backend-unknown", "audit", _audit("--backend", "foolbox"), "--backend"),
+    # ------------------------------------------------------------------ suite files
+    Case("suite-missing", "audit", _audit("--suite", "/nonexistent.toml"), "nonexistent.toml"),
+    Case("suite-is-a-folder", "audit", lambda t: _audit("--suite", str(t))(t), "suite"),
+    Case("suite-not-toml", "audit", _suite("[attacks\n"), "not valid TOML"),
+    Case(
+        "suite-not-utf8",
+        "audit",
+        _with_file("suite.toml", b"\xff\xfe[attacks]", lambda t, f: _audit("--suite", str(f))(t)),
+        "suite.toml",
+    ),
+    Case(
+        "suite-misspelt-parameter",
+        "audit",
+        _suite('[[attacks]]\nkind = "pgd"\nstep = 0.1\n'),
+        "step",
+    ),
+    Case(
+        "suite-wrong-type",
+        "audit",
+        _suite('[[attacks]]\nkind = "pgd"\nsteps = "many"\n'),
+        "steps",
+    ),
+    Case(
+        "suite-negative-parameter",
+        "audit",
+        _suite('[[attacks]]\nkind = "pgd"\nsteps = -3\n'),
+        "steps",
+    ),
+    Case("suite-unknown-kind", "audit", _suite('[[attacks]]\nkind = "deepfool"\n'), "deepfool"),
+    Case("suite-epsilon-zero", "audit", _suite("[epsilons]\nlinf = [0]\n"), "positive"),
+    # ------------------------------------------------------------------ output paths
+    Case(
+        "out-is-a-file",
+        "audit",
+        _with_file("taken", "x", lambda t, f: [str(ZOO), *FAST, "--out", str(f)]),
+        "--out",
+    ),
+    Case(
+        "out-under-a-file",
+        "audit",
+        _with_file("taken", "x", lambda t, f: [str(ZOO), *FAST, "--out", str(f / "sub")]),
+        "--out",
+    ),
+    Case(
+        "junit-is-a-folder",
+        "audit",
+        lambda t: _baseline(lambda d: None)(t) + ["--junit", str(t)],
+        "--junit",
+    ),
+    Case(
+        "junit-under-a-file",
+        "audit",
+        _with_file(
+            "taken",
+            "x",
+            lambda t, f: _baseline(lambda d: None)(t) + ["--junit", str(f / "gate.xml")],
+        ),
+        "--junit",
+    ),
+    Case(
+        "update-baseline-into-a-folder",
+        "audit",
+        lambda t: _audit("--baseline", str(t), "--update-baseline")(t),
+        "--baseline",
+    ),
+    # ------------------------------------------------------------------ gate flags
+    Case("junit-without-baseline", "audit", _audit("--junit", "gate.xml"), "--baseline"),
+    Case("update-without-baseline", "audit", _audit("--update-baseline"), "--baseline"),
+    Case(
+        "allow-different-without-baseline",
+        "audit",
+        _audit("--allow-different-checkpoint"),
+        "--baseline",
+    ),
+    Case(
+        "max-drop-out-of-range",
+        "audit",
+        lambda t: _baseline(lambda d: None)(t) + ["--max-drop", "3"],
+        "--max-drop",
+    ),
+    Case(
+        "baseline-with-two-checkpoints",
+        "audit",
+        lambda t: [str(ZOO), str(LENET), *FAST, "--out", str(t / "o"), "--baseline", "b.json"],
+        "one checkpoint",
+    ),
+    # ------------------------------------------------------------------ baselines
+    Case("baseline-missing", "audit", _audit("--baseline", "/nonexistent.json"), "nonexistent"),
+    Case("baseline-is-a-folder", "audit", lambda t: _audit("--baseline", str(t))(t), ""),
+    Case(
+        "baseline-not-json",
+        "audit",
+        _with_file("b.json", "{not json", lambda t, f: _audit("--baseline", str(f))(t)),
+        "not valid JSON",
+    ),
+    Case(
+        "baseline-a-list",
+        "audit",
+        _with_file("b.json", "[1, 2]", lambda t, f: _audit("--baseline", str(f))(t)),
+        "JSON object",
+    ),
+    Case("baseline-wrong-version", "audit", _baseline(_set("schema_version", "9.9")), "9.9"),
+    Case(
+        "baseline-short-clean-row",
+        "audit",
+        _baseline(_set("clean_correct", "01")),
+        "clean_correct",
+    ),
+    Case(
+        "baseline-without-robustness",
+        "audit",
+        _baseline(_set("robustness", _DELETE)),
+        "robustness",
+    ),
+    Case(
+        "baseline-bad-norm",
+        "audit",
+        _baseline(_set("robustness.norms.0.norm", "l7")),
+        "robustness.norms[0].norm",
+    ),
+    Case(
+        "baseline-success-not-bits",
+        "audit",
+        _baseline(_set("robustness.norms.0.attacks.0.success", [12])),
+        "success",
+    ),
+    Case(
+        "baseline-indices-text",
+        "audit",
+        _baseline(_set("evaluation.indices", "all")),
+        "indices",
+    ),
+    Case(
+        "baseline-of-another-checkpoint",
+        "audit",
+        _baseline(_set("provenance.checkpoint_sha256", "0" * 64)),
+        "--allow-different-checkpoint",
+    ),
+    Case(
+        "baseline-on-other-samples",
+        "audit",
+        lambda t: _baseline(lambda d: None)(t) + ["--num-samples", "25"],
+        "other samples",
+    ),
+    Case(
+        "baseline-of-another-dataset",
+        "audit",
+        lambda t: (
+            _baseline(_set("evaluation.dataset", "mnist"))(t) + ["--allow-different-checkpoint"]
+        ),
+        "different datasets",
+    ),
+    # ------------------------------------------------------------------ models
+    Case("model-five-outputs", "audit", _scripted(_FiveOutputs()), "shape (2, 10)"),
+    Case("model-raises", "audit", _scripted(_Raises()), "refuses every input"),
+    Case("model-returns-a-pair", "audit", _scripted(_Pair()), "tuple"),
+    # ------------------------------------------------------------------ analysis.gate
+    Case("gate-result-missing", "gate", lambda t: ["/nonexistent.json", "b.json"], "nonexistent"),
+    Case("gate-result-is-a-folder", "gate", lambda t: [str(t), "b.json"], ""),
+    Case("gate-max-drop", "gate", _gate(lambda d: None, "--max-drop", "-1"), "--max-drop"),
+    Case(
+        "gate-other-checkpoint",
+        "gate",
+        _gate(_set("provenance.checkpoint_sha256", "0" * 64)),
+        "--allow-different-checkpoint",
+    ),
+    Case("gate-baseline-bad-content", "gate", _gate(_set("findings", {})), "findings"),
+    Case(
+        "gate-junit-is-a-folder",
+        "gate",
+        lambda t: _gate(lambda d: None)(t) + ["--junit", str(t)],
+        "--junit",
+    ),
+    Case("gate-unknown-flag", "gate", _gate(lambda d: None, "--strict"), "--strict"),
+]
+
+
+def _tree(root: Path) -> set[Path]:
+    return set(root.rglob("*"))
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
+def test_bad_input_is_one_line(case, result_document, tmp_path, capsys, monkeypatch):
+    _DOCUMENT["result"] = result_document
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    argv = case.build(work)
+    before = _tree(work)
+    capsys.readouterr()
+    try:
+        status = COMMANDS[case.command](argv)
+    except SystemExit as exit_:
+        status = exit_.code
+    err = capsys.readouterr().err
+    assert status == case.status, (status, err)
+    assert err.count("\n") == 1 and err.startswith("error: "), err
+    assert "Traceback" not in err
+    assert case.culprit in err, err
+    assert _tree(work) == before, sorted(map(str, _tree(work) - before))
+
+
+def test_the_table_is_large_and_names_are_unique():
+    assert len(CASES) >= 60
+    assert len({c.name for c in CASES}) == len(CASES)
+
+
+def test_an_internal_error_is_status_3_and_one_line(monkeypatch, tmp_path, capsys):
+    def broken(*args, **kwargs):
+        raise RuntimeError("an unexpected failure")
+
+    monkeypatch.setattr(audit, "run_audit", broken)
+    assert audit.main(_audit()(tmp_path)) == EXIT_INTERNAL
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("internal error: RuntimeError")
+    assert not (tmp_path / "out" / ZOO.stem).exists()
+
+
+def test_verbose_adds_the_traceback(capsys, tmp_path):
+    assert audit.main(_audit("--num-samples", "0", "--verbose")(tmp_path)) == EXIT_INPUT
+    err = capsys.readouterr().err
+    assert "Traceback" in err and err.splitlines()[-1].startswith("error: --num-samples")
+
+
+def test_ctrl_c_is_one_line_and_status_130(tmp_path):
+    """A real SIGINT during an audit: one line, status 130, no result file."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "analysis.audit", str(ZOO), "--out", str(tmp_path / "out")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=Path(audit.__file__).resolve().parents[1],
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    assert process.stderr is not None
+    started = time.time()
+    # Wait for the first progress line: the audit is working.
+    line = process.stderr.readline()
+    assert line, "the audit printed no progress"
+    time.sleep(0.5)
+    process.send_signal(signal.SIGINT)
+    _, rest = process.communicate(timeout=120)
+    assert time.time() - started < 120
+    assert process.returncode == EXIT_INTERRUPTED, (line, rest)
+    lines = [x for x in (line + rest).splitlines() if x.startswith(("interrupted", "Traceback"))]
+    assert lines == [lines[0]] and lines[0].startswith("interrupted"), rest
+    assert not (tmp_path / "out" / ZOO.stem / "audit.json").exists()
