@@ -446,3 +446,11 @@ def test_ctrl_c_is_one_line_and_status_130(tmp_path):
     lines = [x for x in (line + rest).splitlines() if x.startswith(("interrupted", "Traceback"))]
     assert lines == [lines[0]] and lines[0].startswith("interrupted"), rest
     assert not (tmp_path / "out" / ZOO.stem / "audit.json").exists()
+
+
+def test_an_epsilon_covering_the_box_runs_with_a_warning(tmp_path, capsys):
+    argv = _audit("--epsilons", "1e9", "--norms", "linf", "--attacks", "fgsm")(tmp_path)
+    assert audit.main(argv) == 0
+    err = capsys.readouterr().err
+    assert "warning: linf epsilon 1e+09 covers the whole input box" in err
+    assert (tmp_path / "out" / ZOO.stem / "audit.json").is_file()
