@@ -437,6 +437,11 @@ def read_idx(path: Path) -> np.ndarray:
         )
     dims = struct.unpack(f">{ndim}I", data[4 : 4 + 4 * ndim])
     body = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim)
+    if 0 in dims:
+        raise DatasetError(
+            f"{path}: the IDX header says shape {dims}, which holds nothing; give a file with "
+            "at least one image"
+        )
     if body.size != int(np.prod(dims, dtype=object)):
         raise DatasetError(
             f"{path}: the IDX header says shape {dims} but the file holds {body.size} bytes "
@@ -566,7 +571,7 @@ def _npz_arrays(path: Path) -> tuple[np.ndarray, np.ndarray]:
         )
     try:
         archive = zipfile.ZipFile(path)
-    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as err:
+    except Exception as err:  # zipfile raises several types on a damaged central directory
         raise DatasetError(
             f"{path} is not an .npz archive (not a readable zip file: {_brief(err)}); save it "
             "with numpy.savez(path, x=images, y=labels)"

@@ -231,6 +231,16 @@ def _case_dim_uint8_large(tmp):
     return _npz(tmp / "d.npz", x=x, y=_good_y(1000))
 
 
+def _case_future_zip_version(tmp):
+    """A valid .npz whose central directory asks for zip version 6.4 (unsupported)."""
+    _npz(tmp / "d.npz", x=_good_x(), y=_good_y())
+    data = bytearray((tmp / "d.npz").read_bytes())
+    entry = data.index(b"PK\x01\x02")
+    data[entry + 6 : entry + 8] = struct.pack("<H", 64)
+    (tmp / "d.npz").write_bytes(bytes(data))
+    return tmp / "d.npz"
+
+
 def _nan_x():
     x = _good_x()
     x[1, 0, 2, 3] = np.nan
@@ -276,6 +286,13 @@ BAD_DATASETS = [
     ),
     ("npy-named-npz", "file", _case_npy_named_npz, {}, r"not an \.npz archive but a single \.npy"),
     ("truncated-npz", "file", _case_truncated_npz, {}, r"d\.npz is not an \.npz archive"),
+    (
+        "npz-zip-version-6.4",
+        "file",
+        _case_future_zip_version,
+        {},
+        r"d\.npz is not an \.npz archive \(not a readable zip file: NotImplementedError",
+    ),
     ("random-bytes-pt", "file", lambda t: _write(t / "d.pt", b"\x80\x04junk" * 50), {}, r"d\.pt"),
     ("truncated-pt", "file", _case_truncated_pt, {}, r"d\.pt is not a readable \.pt file"),
     (
@@ -287,11 +304,34 @@ BAD_DATASETS = [
     ),
     ("object-array-npz", "file", _case_object_npz, {}, r"array 'x' holds Python objects"),
     (
-        "npz-missing-y",
+        "npz-missing-x-y",
         "file",
         lambda t: _npz(t / "d.npz", images=_good_x(), y_=_good_y()),
         {},
         r"missing \['x', 'y'\], has \['images', 'y_'\]",
+    ),
+    (
+        "npz-missing-y",
+        "file",
+        lambda t: _npz(t / "d.npz", x=_good_x(), labels=_good_y()),
+        {},
+        r"missing \['y'\], has \['labels', 'x'\]",
+    ),
+    (
+        "pt-sparse-images",
+        "file",
+        lambda t: _pt(
+            t / "d.pt", {"x": torch.eye(4).to_sparse(), "y": torch.zeros(4, dtype=torch.long)}
+        ),
+        {},
+        r"tensor 'x' is torch\.sparse_coo/cpu, expected a dense CPU tensor",
+    ),
+    (
+        "pt-float-labels",
+        "file",
+        lambda t: _pt(t / "d.pt", {"x": torch.rand(2, 1, 4, 4), "y": torch.tensor([0.0, 1.0])}),
+        {},
+        r"tensor 'y' \(labels\): expected an integer dtype, got float32; all are whole numbers",
     ),
     (
         "pt-list",
@@ -493,6 +533,15 @@ BAD_DATASETS = [
         lambda t: _mnist_folder(t, _idx_bytes(_IDX_IMAGES)[:-10], _idx_bytes(_IDX_LABELS)),
         {},
         r"header says shape \(3, 28, 28\) but the file holds 2342 bytes",
+    ),
+    (
+        "idx-zero-size",
+        "mnist",
+        lambda t: _mnist_folder(
+            t, bytes([0, 0, 8, 5]) + struct.pack(">5I", 0, 0, 3, 7, 9), _idx_bytes(_IDX_LABELS)
+        ),
+        {},
+        r"the IDX header says shape \(0, 0, 3, 7, 9\), which holds nothing",
     ),
     (
         "idx-swapped",
