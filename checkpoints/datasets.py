@@ -37,6 +37,7 @@ and the fix:
 from __future__ import annotations
 
 import gzip
+import operator
 import os
 import pickle
 import re
@@ -364,15 +365,27 @@ def _make_expect(
     input_shape: Sequence[int] | None,
     bounds: tuple[float, float] | None,
 ) -> _Expect:
-    if num_classes is not None and (isinstance(num_classes, bool) or num_classes < 1):
+    if num_classes is not None and (
+        isinstance(num_classes, bool)
+        or not isinstance(num_classes, (int, np.integer))
+        or num_classes < 1
+    ):
         raise DatasetError(f"num_classes must be a positive integer, got {num_classes!r}")
-    shape = None if input_shape is None else tuple(int(s) for s in input_shape)
+    try:
+        shape = None if input_shape is None else tuple(operator.index(s) for s in input_shape)
+    except TypeError:
+        raise DatasetError(
+            f"input_shape must be three positive integers (C, H, W), got {input_shape!r}"
+        ) from None
     if shape is not None and (len(shape) != 3 or min(shape) < 1):
         raise DatasetError(f"input_shape must be three positive sizes (C, H, W), got {shape}")
-    if bounds is not None and not float(bounds[0]) < float(bounds[1]):
+    try:
+        chosen = (0.0, 1.0) if bounds is None else (float(bounds[0]), float(bounds[1]))
+    except (TypeError, ValueError, IndexError):
+        raise DatasetError(f"bounds must be two numbers (LOW, HIGH), got {bounds!r}") from None
+    if not chosen[0] < chosen[1]:
         raise DatasetError(f"bounds must satisfy LOW < HIGH, got {bounds}")
-    chosen = (0.0, 1.0) if bounds is None else (float(bounds[0]), float(bounds[1]))
-    return _Expect(num_classes, shape, chosen)
+    return _Expect(None if num_classes is None else int(num_classes), shape, chosen)
 
 
 # ------------------------------------------------------------------------------------- digits
@@ -772,6 +785,8 @@ def load_dataset(
 
 def _locate(name: str, split: str, path: str | Path | None, expect: _Expect) -> Dataset:
     if path is not None:
+        if not isinstance(path, (str, os.PathLike)):
+            raise DatasetError(f"--data must be a path, got {type(path).__name__} {path!r}")
         location = Path(path).expanduser()
         if "\x00" in str(location):
             raise DatasetError(f"--data {str(location)!r} contains a NUL byte; give a real path")

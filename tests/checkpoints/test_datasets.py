@@ -676,6 +676,16 @@ def test_check_dataset_against_a_model_known_later():
         check_dataset(data, bounds=(0.0, 0.5))
     with pytest.raises(DatasetError, match="num_classes must be a positive integer"):
         load_dataset("digits", num_classes=0)
+    with pytest.raises(DatasetError, match="num_classes must be a positive integer, got '10'"):
+        load_dataset("digits", num_classes="10")
+    with pytest.raises(DatasetError, match="input_shape must be three positive integers"):
+        load_dataset("digits", input_shape=("1", 8, 8))
+    with pytest.raises(DatasetError, match=r"bounds must satisfy LOW < HIGH, got \(1, 0\)"):
+        load_dataset("digits", bounds=(1, 0))
+    with pytest.raises(DatasetError, match="--data must be a path, got int"):
+        load_dataset("file", path=3)
+    with pytest.raises(DatasetError, match="NUL byte"):
+        load_dataset("file", path="a\x00b.npz")
 
 
 def test_digits_labels_beyond_the_model(monkeypatch):
