@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import os
 import pickle
+import re
 import struct
 
 import numpy as np
 import pytest
 import torch
 
-from checkpoints.datasets import DATA_ENV, DatasetError, load_dataset, read_idx
+from checkpoints.datasets import DATA_ENV, DatasetError, check_dataset, load_dataset, read_idx
 
 
 def _write_idx(path, array: np.ndarray, compress: bool = True) -> None:
@@ -150,3 +152,555 @@ def test_fashion_mnist_default_location(monkeypatch):
     assert data.x.shape == (10000, 1, 28, 28) and data.source == str(folder)
     assert torch.bincount(data.y).tolist() == [1000] * 10
     assert data.classes[9] == "Ankle boot"
+
+
+# ------------------------------------------------------------------------- bad dataset files
+#
+# Each case writes one bad file (or folder) and names a pattern its one-line DatasetError must
+# match: the culprit, what was expected and what arrived.
+
+
+def _npz(path, **arrays):
+    np.savez(path, **arrays)
+    return path
+
+
+def _pt(path, obj):
+    torch.save(obj, path)
+    return path
+
+
+def _good_x(n=4):
+    return np.random.default_rng(0).random((n, 1, 8, 8), dtype=np.float32)
+
+
+def _good_y(n=4):
+    return np.arange(n) % 10
+
+
+def _case_truncated_pt(tmp):
+    _pt(tmp / "d.pt", {"x": torch.from_numpy(_good_x()), "y": torch.from_numpy(_good_y())})
+    data = (tmp / "d.pt").read_bytes()
+    (tmp / "d.pt").write_bytes(data[: len(data) // 2])
+    return tmp / "d.pt"
+
+
+def _case_truncated_npz(tmp):
+    _npz(tmp / "d.npz", x=_good_x(), y=_good_y())
+    data = (tmp / "d.npz").read_bytes()
+    (tmp / "d.npz").write_bytes(data[: len(data) // 2])
+    return tmp / "d.npz"
+
+
+def _case_object_npz(tmp):
+    np.savez(tmp / "d.npz", x=np.array([_good_x(), "a"], dtype=object), y=_good_y())
+    return tmp / "d.npz"
+
+
+def _case_npy_named_npz(tmp):
+    np.save(tmp / "d.npy", _good_x())
+    (tmp / "d.npy").rename(tmp / "d.npz")
+    return tmp / "d.npz"
+
+
+def _case_pickle_pt(tmp):
+    class Evil:
+        def __reduce__(self):
+            return (os.system, ("touch " + str(tmp / "ran"),))
+
+    with open(tmp / "d.pt", "wb") as handle:
+        pickle.dump({"x": Evil(), "y": 1}, handle, protocol=2)
+    return tmp / "d.pt"
+
+
+def _case_directory_as_file(tmp):
+    (tmp / "d.npz").mkdir()
+    return tmp / "d.npz"
+
+
+def _case_dark_uint8(tmp):
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    return _npz(tmp / "d.npz", x=bunch.images.astype(np.uint8), y=bunch.target)
+
+
+def _case_dim_uint8_large(tmp):
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 128, size=(1000, 1, 4, 4), dtype=np.uint8)
+    return _npz(tmp / "d.npz", x=x, y=_good_y(1000))
+
+
+def _case_future_zip_version(tmp):
+    """A valid .npz whose central directory asks for zip version 6.4 (unsupported)."""
+    _npz(tmp / "d.npz", x=_good_x(), y=_good_y())
+    data = bytearray((tmp / "d.npz").read_bytes())
+    entry = data.index(b"PK\x01\x02")
+    data[entry + 6 : entry + 8] = struct.pack("<H", 64)
+    (tmp / "d.npz").write_bytes(bytes(data))
+    return tmp / "d.npz"
+
+
+def _nan_x():
+    x = _good_x()
+    x[1, 0, 2, 3] = np.nan
+    x[2, 0, 0, 0] = np.nan
+    return x
+
+
+def _idx_bytes(array: np.ndarray) -> bytes:
+    header = bytes([0, 0, 0x08, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
+    return header + array.astype(np.uint8).tobytes()
+
+
+def _mnist_folder(tmp, images: bytes, labels: bytes):
+    (tmp / "t10k-images-idx3-ubyte").write_bytes(images)
+    (tmp / "t10k-labels-idx1-ubyte").write_bytes(labels)
+    return tmp
+
+
+_IDX_IMAGES = np.random.default_rng(0).integers(0, 256, size=(3, 28, 28)).astype(np.uint8)
+_IDX_LABELS = np.array([1, 2, 3], dtype=np.uint8)
+
+
+def _cifar_batch_file(tmp, batch):
+    folder = tmp / "cifar-10-batches-py"
+    folder.mkdir()
+    with open(folder / "test_batch", "wb") as handle:
+        pickle.dump(batch, handle)
+    return tmp
+
+
+_CIFAR_DATA = np.random.default_rng(0).integers(0, 256, size=(2, 3072)).astype(np.uint8)
+
+# (case id, dataset name, builder(tmp_path) -> path, extra keyword arguments, message pattern)
+BAD_DATASETS = [
+    ("empty-npz", "file", lambda t: _write(t / "d.npz", b""), {}, r"d\.npz is empty \(0 bytes\)"),
+    ("empty-pt", "file", lambda t: _write(t / "d.pt", b""), {}, r"d\.pt is empty"),
+    (
+        "random-bytes-npz",
+        "file",
+        lambda t: _write(t / "d.npz", bytes(range(256)) * 4),
+        {},
+        r"d\.npz is not an \.npz archive \(not a readable zip file",
+    ),
+    ("npy-named-npz", "file", _case_npy_named_npz, {}, r"not an \.npz archive but a single \.npy"),
+    ("truncated-npz", "file", _case_truncated_npz, {}, r"d\.npz is not an \.npz archive"),
+    (
+        "npz-zip-version-6.4",
+        "file",
+        _case_future_zip_version,
+        {},
+        r"d\.npz is not an \.npz archive \(not a readable zip file: NotImplementedError",
+    ),
+    ("random-bytes-pt", "file", lambda t: _write(t / "d.pt", b"\x80\x04junk" * 50), {}, r"d\.pt"),
+    ("truncated-pt", "file", _case_truncated_pt, {}, r"d\.pt is not a readable \.pt file"),
+    (
+        "pickle-code-pt",
+        "file",
+        _case_pickle_pt,
+        {},
+        r"d\.pt: refused by torch\.load\(weights_only=True\).*names posix\.system",
+    ),
+    ("object-array-npz", "file", _case_object_npz, {}, r"array 'x' holds Python objects"),
+    (
+        "npz-missing-x-y",
+        "file",
+        lambda t: _npz(t / "d.npz", images=_good_x(), y_=_good_y()),
+        {},
+        r"missing \['x', 'y'\], has \['images', 'y_'\]",
+    ),
+    (
+        "npz-missing-y",
+        "file",
+        lambda t: _npz(t / "d.npz", x=_good_x(), labels=_good_y()),
+        {},
+        r"missing \['y'\], has \['labels', 'x'\]",
+    ),
+    (
+        "pt-sparse-images",
+        "file",
+        lambda t: _pt(
+            t / "d.pt", {"x": torch.eye(4).to_sparse(), "y": torch.zeros(4, dtype=torch.long)}
+        ),
+        {},
+        r"tensor 'x' is torch\.sparse_coo/cpu, expected a dense CPU tensor",
+    ),
+    (
+        "pt-float-labels",
+        "file",
+        lambda t: _pt(t / "d.pt", {"x": torch.rand(2, 1, 4, 4), "y": torch.tensor([0.0, 1.0])}),
+        {},
+        r"tensor 'y' \(labels\): expected an integer dtype, got float32; all are whole numbers",
+    ),
+    (
+        "pt-list",
+        "file",
+        lambda t: _pt(t / "d.pt", [torch.zeros(1)]),
+        {},
+        r"must be a dict with tensors 'x' and 'y', got a list",
+    ),
+    (
+        "pt-dict-missing-keys",
+        "file",
+        lambda t: _pt(t / "d.pt", {"images": torch.zeros(1)}),
+        {},
+        r"missing \['x', 'y'\], has keys \['images'\]",
+    ),
+    (
+        "pt-non-tensor",
+        "file",
+        lambda t: _pt(t / "d.pt", {"x": [[0.5]], "y": torch.zeros(1, dtype=torch.long)}),
+        {},
+        r"entry 'x' is a list, expected a torch\.Tensor",
+    ),
+    (
+        "pt-bool-images",
+        "file",
+        lambda t: _pt(
+            t / "d.pt",
+            {"x": torch.ones(2, 1, 4, 4, dtype=torch.bool), "y": torch.zeros(2, dtype=torch.long)},
+        ),
+        {},
+        r"tensor 'x' \(images\): expected uint8 \(0\.\.255\) or float in \[0, 1\], got dtype bool",
+    ),
+    (
+        "folder-as-file",
+        "file",
+        _case_directory_as_file,
+        {},
+        r"d\.npz is a folder, but dataset 'file'",
+    ),
+    ("wrong-suffix", "file", lambda t: _write(t / "d.csv", b"1,2"), {}, r"got suffix '\.csv'"),
+    (
+        "int64-images",
+        "file",
+        lambda t: _npz(t / "d.npz", x=np.full((2, 1, 4, 4), 200, dtype=np.int64), y=_good_y(2)),
+        {},
+        r"array 'x' \(images\): expected uint8 .* got dtype int64",
+    ),
+    (
+        "nan-pixels",
+        "file",
+        lambda t: _npz(t / "d.npz", x=_nan_x(), y=_good_y()),
+        {},
+        r"2 pixels are NaN, the first at index \[1, 0, 2, 3\]",
+    ),
+    (
+        "inf-pixels",
+        "file",
+        lambda t: _npz(t / "d.npz", x=np.where(_good_x() > 0.9, np.inf, _good_x()), y=_good_y()),
+        {},
+        r"pixels are Inf, the first at index",
+    ),
+    (
+        "float-0-255",
+        "file",
+        lambda t: _npz(t / "d.npz", x=_good_x() * 255, y=_good_y()),
+        {},
+        r"must lie in the bounds \[0, 1\], got range \[\d",
+    ),
+    (
+        "float-negative",
+        "file",
+        lambda t: _npz(t / "d.npz", x=_good_x() - 0.5, y=_good_y()),
+        {},
+        r"got range \[-0\.",
+    ),
+    (
+        "uint8-digits-0-16",
+        "file",
+        _case_dark_uint8,
+        {},
+        r"uint8 values lie in \[0, 16\] over 1797 images; .* save x / 16 as float32",
+    ),
+    (
+        "uint8-1000-images-below-200",
+        "file",
+        _case_dim_uint8_large,
+        {},
+        r"uint8 values lie in \[0, 127\] over 1000 images; .* must reach 200",
+    ),
+    (
+        "float-labels-whole",
+        "file",
+        lambda t: _npz(t / "d.npz", x=_good_x(), y=_good_y().astype(np.float32)),
+        {},
+        r"array 'y' \(labels\): expected an integer dtype, got float32; all are whole numbers: "
+        r"convert with y\.astype\(np\.int64\)",
+    ),
+    (
+        "float-labels-fractional",
+        "file",
+        lambda t: _npz(t / "d.npz", x=_good_x(), y=_good_y() + 0.5),
+        {},
+        r"got float64; they are not all whole numbers",
+    ),
+    (
+        "bool-labels",
+        "file",
+        lambda t: _npz(t / "d.npz", x=_good_x(), y=np.ones(4, dtype=bool)),
+        {},
+        r"expected an integer dtype, got bool",
+    ),
+    (
+        "labels-2d",
+        "file",
+        lambda t: _npz(t / "d.npz", x=_good_x(), y=_good_y().reshape(4, 1)),
+        {},
+        r"shape \[N\], got shape \(4, 1\); save y\.reshape\(-1\)",
+    ),
+    (
+        "label-count",
+        "file",
+        lambda t: _npz(t / "d.npz", x=_good_x(), y=_good_y(3)),
+        {},
+        r"4 images but 3 labels",
+    ),
+    (
+        "negative-labels",
+        "file",
+        lambda t: _npz(t / "d.npz", x=_good_x(), y=np.array([0, -1, 2, 3])),
+        {},
+        r"expected class indices >= 0, got range \[-1, 3\]",
+    ),
+    (
+        "labels-beyond-classes",
+        "file",
+        lambda t: _npz(t / "d.npz", x=_good_x(), y=np.array([0, 1, 2, 7])),
+        {"num_classes": 5},
+        r"expected class indices \[0, 4\] \(5 classes\), got range \[0, 7\]",
+    ),
+    (
+        "images-1d",
+        "file",
+        lambda t: _npz(t / "d.npz", x=np.zeros(4, np.float32), y=_good_y()),
+        {},
+        r"expected \[N, H, W\], \[N, C, H, W\] or \[N, H, W, C\], got shape \(4,\)",
+    ),
+    (
+        "no-images",
+        "file",
+        lambda t: _npz(t / "d.npz", x=np.zeros((0, 1, 8, 8), np.float32), y=_good_y(0)),
+        {},
+        r"the set is empty \(shape \(0, 1, 8, 8\)\)",
+    ),
+    (
+        "empty-image-axis",
+        "file",
+        lambda t: _npz(t / "d.npz", x=np.zeros((2, 1, 0, 8), np.float32), y=_good_y(2)),
+        {},
+        r"an image axis is empty",
+    ),
+    (
+        "wrong-input-shape",
+        "file",
+        lambda t: _npz(t / "d.npz", x=_good_x(), y=_good_y()),
+        {"input_shape": (3, 32, 32)},
+        r"expects images of shape \(3, 32, 32\) \(C, H, W\), got shape \(4, 1, 8, 8\)",
+    ),
+    (
+        "outside-model-bounds",
+        "file",
+        lambda t: _npz(t / "d.npz", x=_good_x(), y=_good_y()),
+        {"bounds": (0.0, 0.5)},
+        r"must lie in the bounds \[0, 0\.5\]",
+    ),
+    (
+        "idx-bad-magic",
+        "mnist",
+        lambda t: _mnist_folder(t, b"\x00\x00\x0d\x03" + bytes(12), _idx_bytes(_IDX_LABELS)),
+        {},
+        r"t10k-images-idx3-ubyte is not an unsigned-byte IDX file \(bad magic number",
+    ),
+    (
+        "idx-empty",
+        "mnist",
+        lambda t: _mnist_folder(t, b"", _idx_bytes(_IDX_LABELS)),
+        {},
+        r"first bytes none: the file is empty",
+    ),
+    (
+        "idx-truncated-header",
+        "mnist",
+        lambda t: _mnist_folder(t, b"\x00\x00\x08\x03\x00\x00", _idx_bytes(_IDX_LABELS)),
+        {},
+        r"declares 3 dimensions but the file ends after 6 bytes",
+    ),
+    (
+        "idx-truncated-body",
+        "mnist",
+        lambda t: _mnist_folder(t, _idx_bytes(_IDX_IMAGES)[:-10], _idx_bytes(_IDX_LABELS)),
+        {},
+        r"header says shape \(3, 28, 28\) but the file holds 2342 bytes",
+    ),
+    (
+        "idx-zero-size",
+        "mnist",
+        lambda t: _mnist_folder(
+            t, bytes([0, 0, 8, 5]) + struct.pack(">5I", 0, 0, 3, 7, 9), _idx_bytes(_IDX_LABELS)
+        ),
+        {},
+        r"the IDX header says shape \(0, 0, 3, 7, 9\), which holds nothing",
+    ),
+    (
+        "idx-swapped",
+        "mnist",
+        lambda t: _mnist_folder(t, _idx_bytes(_IDX_LABELS), _idx_bytes(_IDX_IMAGES)),
+        {},
+        r"an IDX image file holds \[N, H, W\], got shape \(3,\)",
+    ),
+    (
+        "idx-label-count",
+        "mnist",
+        lambda t: _mnist_folder(t, _idx_bytes(_IDX_IMAGES), _idx_bytes(_IDX_LABELS[:2])),
+        {},
+        r"t10k-labels-idx1-ubyte \(labels\): 3 images but 2 labels",
+    ),
+    (
+        "idx-label-11",
+        "mnist",
+        lambda t: _mnist_folder(t, _idx_bytes(_IDX_IMAGES), _idx_bytes(np.array([0, 1, 11]))),
+        {},
+        r"expected class indices \[0, 9\] \(10 classes\), got range \[0, 11\]",
+    ),
+    (
+        "idx-gzip-corrupt",
+        "mnist",
+        lambda t: _mnist_gz(t, b"\x1f\x8b\x08\x00garbage"),
+        {},
+        r"t10k-images-idx3-ubyte\.gz: cannot read the IDX file",
+    ),
+    (
+        "cifar-random-bytes",
+        "cifar10",
+        lambda t: _write_cifar_raw(t, b"\x80\x04\x95garbage"),
+        {},
+        r"test_batch is not a CIFAR-10 batch file",
+    ),
+    (
+        "cifar-not-a-dict",
+        "cifar10",
+        lambda t: _cifar_batch_file(t, [1, 2, 3]),
+        {},
+        r"expected a dict with data and labels, got list",
+    ),
+    (
+        "cifar-float-data",
+        "cifar10",
+        lambda t: _cifar_batch_file(t, {b"data": _CIFAR_DATA / 255.0, b"labels": [0, 1]}),
+        {},
+        r"CIFAR-10 'data' must be a uint8 array, got float64",
+    ),
+    (
+        "cifar-wrong-width",
+        "cifar10",
+        lambda t: _cifar_batch_file(t, {b"data": _CIFAR_DATA[:, :100], b"labels": [0, 1]}),
+        {},
+        r"must be \[N, 3072\] .* got shape \(2, 100\)",
+    ),
+    (
+        "cifar-label-count",
+        "cifar10",
+        lambda t: _cifar_batch_file(t, {b"data": _CIFAR_DATA, b"labels": [0]}),
+        {},
+        r"2 images but labels of shape \(1,\)",
+    ),
+    (
+        "cifar-label-10",
+        "cifar10",
+        lambda t: _cifar_batch_file(t, {b"data": _CIFAR_DATA, b"labels": [0, 10]}),
+        {},
+        r"\(labels\): expected class indices \[0, 9\] \(10 classes\), got range \[0, 10\]",
+    ),
+]
+
+
+def _write(path, data: bytes):
+    path.write_bytes(data)
+    return path
+
+
+def _mnist_gz(tmp, images: bytes):
+    (tmp / "t10k-images-idx3-ubyte.gz").write_bytes(images)
+    _write_idx(tmp / "t10k-labels-idx1-ubyte.gz", _IDX_LABELS)
+    return tmp
+
+
+def _write_cifar_raw(tmp, data: bytes):
+    folder = tmp / "cifar-10-batches-py"
+    folder.mkdir()
+    (folder / "test_batch").write_bytes(data)
+    return tmp
+
+
+@pytest.mark.parametrize(
+    ("name", "build", "kwargs", "pattern"),
+    [case[1:] for case in BAD_DATASETS],
+    ids=[case[0] for case in BAD_DATASETS],
+)
+def test_bad_dataset_is_one_line_naming_the_file(tmp_path, name, build, kwargs, pattern):
+    path = build(tmp_path)
+    with pytest.raises(DatasetError) as caught:
+        load_dataset(name, "test", path, **kwargs)
+    message = str(caught.value)
+    assert "\n" not in message and type(caught.value) is DatasetError
+    assert str(tmp_path) in message, message
+    assert re.search(pattern, message), message
+    assert not (tmp_path / "ran").exists()
+
+
+def test_case_ids_are_unique():
+    ids = [case[0] for case in BAD_DATASETS]
+    assert len(ids) == len(set(ids))
+
+
+def test_input_shape_settles_an_ambiguous_layout(tmp_path):
+    """[N, 3, 4, 3] reads as NCHW by default; a model that takes (3, 3, 4) gets it as NHWC."""
+    x = np.random.default_rng(2).random((2, 3, 4, 3), dtype=np.float32)
+    np.savez(tmp_path / "d.npz", x=x, y=np.array([0, 1]))
+    default = load_dataset("file", "test", tmp_path / "d.npz")
+    assert torch.equal(default.x, torch.from_numpy(x))
+    nhwc = load_dataset("file", "test", tmp_path / "d.npz", input_shape=(3, 3, 4))
+    assert torch.equal(nhwc.x, torch.from_numpy(x).permute(0, 3, 1, 2))
+
+
+def test_check_dataset_against_a_model_known_later():
+    data = load_dataset("digits", "test")
+    assert check_dataset(data, num_classes=10, input_shape=(1, 8, 8), bounds=(0, 1)) is data
+    with pytest.raises(DatasetError, match=r"\[0, 4\] \(5 classes\), got range \[0, 9\]"):
+        check_dataset(data, num_classes=5)
+    with pytest.raises(DatasetError, match=r"expects images of shape \(1, 28, 28\)"):
+        check_dataset(data, input_shape=(1, 28, 28))
+    with pytest.raises(DatasetError, match=r"outside the model's bounds \[0, 0\.5\]"):
+        check_dataset(data, bounds=(0.0, 0.5))
+    with pytest.raises(DatasetError, match="num_classes must be a positive integer"):
+        load_dataset("digits", num_classes=0)
+    with pytest.raises(DatasetError, match="num_classes must be a positive integer, got '10'"):
+        load_dataset("digits", num_classes="10")
+    with pytest.raises(DatasetError, match="input_shape must be three positive integers"):
+        load_dataset("digits", input_shape=("1", 8, 8))
+    with pytest.raises(DatasetError, match=r"bounds must satisfy LOW < HIGH, got \(1, 0\)"):
+        load_dataset("digits", bounds=(1, 0))
+    with pytest.raises(DatasetError, match="--data must be a path, got int"):
+        load_dataset("file", path=3)
+    with pytest.raises(DatasetError, match="NUL byte"):
+        load_dataset("file", path="a\x00b.npz")
+
+
+def test_digits_labels_beyond_the_model(monkeypatch):
+    with pytest.raises(DatasetError, match=r"load_digits \(labels\): .*\(3 classes\)"):
+        load_dataset("digits", "test", num_classes=3)
+
+
+@pytest.mark.data
+def test_cifar10_subset_file_loads_validated(data_dir):
+    path = data_dir / "cifar10" / "cifar10_test_first1017_exact.npz"
+    data = load_dataset("cifar10", "test", path, input_shape=(3, 32, 32))
+    with np.load(path) as archive:
+        x_hwc, y = archive["x"], archive["y"]
+    assert data.x.shape == (1017, 3, 32, 32) and len(data) == 1017
+    assert torch.equal(data.x, torch.from_numpy(x_hwc).permute(0, 3, 1, 2).float() / 255)
+    assert torch.equal(data.y, torch.from_numpy(y.astype(np.int64)))
+    generic = load_dataset("file", "test", path, num_classes=10)
+    assert torch.equal(generic.x, data.x) and generic.classes == ()
