@@ -1,0 +1,830 @@
+"""A typed, read-only view of the audit result document ``audit.json``.
+
+:func:`read_result` (or :meth:`AuditResult.from_dict`) checks the document once and builds
+frozen dataclasses that mirror ``analysis/audit.schema.json``, so that a report, a comparison,
+a gate or a summary never digs through ``dict[str, Any]``. Pure standard library: no torch,
+no numpy.
+
+Conventions:
+
+- Field names are the document's keys; keys this reader does not know are kept, read-only,
+  in each record's ``extra`` mapping.
+- Per-sample bit strings (``"0101..."``, one character per evaluated sample in the order of
+  ``evaluation.indices``) are decoded to tuples of bools; a ``[K, N]`` row list to a tuple of
+  K such tuples.
+- Floats written as the strings ``"NaN"``, ``"Infinity"`` or ``"-Infinity"`` are decoded to
+  ``float("nan")`` and ``±float("inf")``; ``None`` stays ``None`` (a value the writer found
+  undefined or non-finite).
+- Open-ended objects (configurations, attack parameters, a finding's evidence, versions) are
+  read-only mappings whose lists are tuples.
+- Baselines (``"baseline": true``, written by ``python -m analysis.gate ... --update-baseline``)
+  carry only what the gate reads; the sections and fields they leave out are ``None``.
+- Schema 1.0 documents lack what 1.1 added (``success_step``, attack ``statuses``, failures,
+  exact examples, the newer probes); those fields are ``None`` there.
+
+Every problem (unknown version, missing or retyped field) raises :class:`DocumentError` with
+one line naming the file, the field path and the fix.
+
+Example::
+
+    result = read_result("out/digits-mlp-dropout/audit.json")
+    linf = result.norm("linf")
+    print(result.clean_accuracy.value, linf.reliable_robust_accuracy[0].wilson_95)
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import json
+import math
+import re
+import struct
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+__all__ = [
+    "READABLE_VERSIONS",
+    "ActivationStats",
+    "AttackRecord",
+    "AuditResult",
+    "CheckpointInfo",
+    "DocumentError",
+    "Eigenvalues",
+    "Evaluation",
+    "Example",
+    "Failure",
+    "Finding",
+    "FisherRaoEstimate",
+    "FlatnessResult",
+    "GradientStats",
+    "Landscape",
+    "LayerSpec",
+    "MeasureProvenance",
+    "NormResult",
+    "Probes",
+    "Proportion",
+    "Provenance",
+    "Robustness",
+    "SharpnessEstimate",
+    "SpectralDensity",
+    "Sweep",
+    "TraceEstimate",
+    "read_result",
+]
+
+READABLE_VERSIONS = ("1.0", "1.1")
+"""Schema versions this reader understands (the same as ``analysis.document``)."""
+
+_FIX = "re-create it with python -m analysis.audit (or --update-baseline for a baseline)"
+_NONFINITE = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
+_BITS_PATTERN = re.compile(r"[01]*")
+
+
+class DocumentError(ValueError):
+    """A result document that cannot be read: missing, malformed or of an unknown version."""
+
+
+class _BitsMarker:
+    """Marks a field holding a bit string, decoded to a tuple of bools."""
+
+
+class _ArrayMarker:
+    """Marks a field holding a number or nested lists of numbers (None allowed)."""
+
+
+Bits = Annotated[tuple[bool, ...], _BitsMarker]
+BitRows = tuple[Bits, ...]
+NumberArray = Annotated[Any, _ArrayMarker]
+"""A float (or None) or nested tuples of them, e.g. a 2-D landscape's losses."""
+Json = Mapping[str, Any]
+"""An open-ended, read-only JSON object (lists become tuples)."""
+
+# How much a field is required: always; in full documents (not baselines); in full
+# documents of schema 1.1; or never (an absent key reads as None).
+_ALWAYS, _FULL, _V11, _OPTIONAL = "always", "full", "1.1", "optional"
+
+
+def _need(level: str) -> Any:
+    return field(metadata={"need": level})
+
+
+def _extra() -> Any:
+    return field(default_factory=lambda: types.MappingProxyType({}), repr=False, compare=False)
+
+
+@dataclass(frozen=True)
+class _Context:
+    file: str
+    version: str
+    baseline: bool
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _error(context: _Context, where: str, expected: str, value: Any) -> DocumentError:
+    return DocumentError(
+        f"{context.file}: {where} should be {expected}, got {_shown(value)}; {_FIX}"
+    )
+
+
+def _freeze(value: Any) -> Any:
+    if isinstance(value, dict):
+        return types.MappingProxyType({k: _freeze(v) for k, v in value.items()})
+    if isinstance(value, list):
+        return tuple(_freeze(v) for v in value)
+    return value
+
+
+def _number(value: Any, where: str, context: _Context) -> float:
+    if isinstance(value, str) and value in _NONFINITE:
+        return _NONFINITE[value]
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise _error(context, where, 'a number (or "NaN", "Infinity", "-Infinity")', value)
+    return float(value)
+
+
+def _array(value: Any, where: str, context: _Context) -> Any:
+    if value is None:
+        return None
+    if isinstance(value, list):
+        return tuple(_array(v, f"{where}[{i}]", context) for i, v in enumerate(value))
+    return _number(value, where, context)
+
+
+def _parse(kind: Any, value: Any, where: str, context: _Context) -> Any:
+    origin = typing.get_origin(kind)
+    if origin is Annotated:
+        marker = kind.__metadata__[0]
+        if marker is _BitsMarker:
+            if not isinstance(value, str) or not _BITS_PATTERN.fullmatch(value):
+                raise _error(context, where, "a bit string of 0 and 1", value)
+            return tuple(c == "1" for c in value)
+        return _array(value, where, context)
+    if origin in (typing.Union, types.UnionType):
+        options = [a for a in typing.get_args(kind) if a is not type(None)]
+        if value is None and len(options) < len(typing.get_args(kind)):
+            return None
+        return _parse(options[0], value, where, context)
+    if origin is Literal:
+        allowed = typing.get_args(kind)
+        if value not in allowed:
+            raise _error(context, where, f"one of {', '.join(map(repr, allowed))}", value)
+        return value
+    if origin is tuple:
+        args = typing.get_args(kind)
+        if not isinstance(value, list):
+            raise _error(context, where, "a list", value)
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_parse(args[0], v, f"{where}[{i}]", context) for i, v in enumerate(value))
+        if len(value) != len(args):
+            raise _error(context, where, f"a list of {len(args)} items", value)
+        return tuple(
+            _parse(a, v, f"{where}[{i}]", context)
+            for i, (a, v) in enumerate(zip(args, value, strict=True))
+        )
+    if origin is Mapping:
+        if not isinstance(value, dict):
+            raise _error(context, where, "an object", value)
+        return _freeze(value)
+    if dataclasses.is_dataclass(kind):
+        return _build(kind, value, where, context)  # type: ignore[arg-type]
+    if kind is float:
+        return _number(value, where, context)
+    if kind is bool:
+        if not isinstance(value, bool):
+            raise _error(context, where, "true or false", value)
+        return value
+    if kind is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise _error(context, where, "an integer", value)
+        return value
+    if kind is str:
+        if not isinstance(value, str):
+            raise _error(context, where, "a string", value)
+        return value
+    if kind is Any:
+        return _freeze(value)
+    raise TypeError(f"no reader for the field type {kind!r} at {where}")
+
+
+def _required(level: str, context: _Context) -> bool:
+    if level == _ALWAYS:
+        return True
+    if level == _FULL:
+        return not context.baseline
+    if level == _V11:
+        return not context.baseline and context.version != "1.0"
+    return False
+
+
+_HINTS: dict[type, dict[str, Any]] = {}
+
+
+def _build(cls: type, data: Any, where: str, context: _Context) -> Any:
+    if not isinstance(data, dict):
+        raise _error(context, where or "the document", "an object", data)
+    hints = _HINTS.get(cls)
+    if hints is None:
+        hints = _HINTS[cls] = typing.get_type_hints(cls, include_extras=True)
+    values: dict[str, Any] = {}
+    known = set()
+    for item in dataclasses.fields(cls):
+        if item.name == "extra":
+            continue
+        known.add(item.name)
+        path = f"{where}.{item.name}" if where else item.name
+        if item.name not in data:
+            if _required(item.metadata.get("need", _ALWAYS), context):
+                raise DocumentError(f"{context.file}: {path} is missing; {_FIX}")
+            values[item.name] = None
+            continue
+        values[item.name] = _parse(hints[item.name], data[item.name], path, context)
+    extra = {k: _freeze(v) for k, v in data.items() if k not in known}
+    return cls(**values, extra=types.MappingProxyType(extra))
+
+
+# --- records -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class Proportion:
+    """A proportion with its 95 % Wilson interval.
+
+    Attributes:
+        value: ``count / total``; None when ``total`` is 0.
+        count, total: the counts.
+        wilson_95: ``(low, high)`` in [0, 1].
+    """
+
+    value: float | None
+    count: int
+    total: int
+    wilson_95: tuple[float, float]
+    extra: Json = _extra()
+
+
+@dataclass(frozen=True, kw_only=True)
+class Provenance:
+    """Where a result comes from. A baseline keeps only the checkpoint, its hash, the seed and
+    the versions; the rest is None there."""
+
+    checkpoint: str
+    checkpoint_sha256: str
+    weights_sha256: str | None = _need(_OPTIONAL)
+    versions: Mapping[str, str | None]
+    seed: int
+    config: Json | None = _need(_FULL)
+    command_line: tuple[str, ...] | None = _need(_FULL)
+    started: float | None = _need(_FULL)
+    finished: float | None = _need(_FULL)
+    host: str | None = _need(_FULL)
+    device: str | None = _need(_FULL)
+    extra: Json = _extra()
+
+
+@dataclass(frozen=True, kw_only=True)
+class LayerSpec:
+    """The checkpoint's dropout-family layer: kind, parameters and positions."""
+
+    kind: str
+    params: Json
+    positions: tuple[int, ...]
+    extra: Json = _extra()
+
+
+@dataclass(frozen=True, kw_only=True)
+class CheckpointInfo:
+    """The checkpoint's description (architecture, input, normalisation, how it was read)."""
+
+    arch: str
+    arch_kwargs: Json | None = _need(_OPTIONAL)
+    num_classes: int
+    input_shape: tuple[int, int, int]
+    layer: LayerSpec
+    dataset: str | None
+    mean: tuple[float, ...] | None
+    std: tuple[float, ...] | None
+    bounds: tuple[float, float]
+    source_format: str
+    loading_notes: tuple[str, ...]
+    training: Json | None = _need(_OPTIONAL)
+    clean_accuracy: float | None = _need(_OPTIONAL)
+    extra: Json = _extra()
+
+
+@dataclass(frozen=True, kw_only=True)
+class Evaluation:
+    """The evaluated samples: ``indices`` [N] into the dataset's test split, ``labels`` [N]."""
+
+    dataset: str | None
+    source: str | None = _need(_FULL)
+    num_samples: int
+    indices: tuple[int, ...]
+    labels: tuple[int, ...] | None = _need(_FULL)
+    classes: tuple[str, ...] | None = _need(_OPTIONAL)
+    extra: Json = _extra()
+
+
+@dataclass(frozen=True, kw_only=True)
+class GradientStats:
+    """Input-gradient health of one attack's run."""
+
+    zero_fraction: float
+    vanishing_fraction: float
+    vanishing_threshold: float
+    nonfinite_logits: int
+    nonfinite_gradients: int
+    extra: Json = _extra()
+
+
+@dataclass(frozen=True, kw_only=True)
+class AttackRecord:
+    """One attack's outcome under one norm, for each of the norm's K epsilons over N samples.
+
+    Attributes:
+        robust_accuracy_after: [K] reliable robust accuracy after this attack (and the ones
+            before it).
+        broken, attempted: [K] samples this attack broke / attacked.
+        success, attacked, last_success: [K][N] per-sample bits.
+        success_step: [K][N] iteration of the first success; -1 not broken, -2 unknown.
+        mean_loss_trace: [K][T] mean loss per iteration (None where undefined).
+    """
+
+    label: str
+    kind: str
+    source: str | None = _need(_FULL)
+    status: Literal["ok", "failed", "not-applicable"] | None = _need(_FULL)
+    message: str | None = _need(_FULL)
+    statuses: tuple[Literal["ok", "failed", "not-applicable"], ...] | None = _need(_V11)
+    messages: tuple[str | None, ...] | None = _need(_V11)
+    params: Json | None = _need(_FULL)
+    backend: str | None = _need(_FULL)
+    robust_accuracy_after: tuple[Proportion, ...]
+    broken: tuple[int, ...] | None = _need(_FULL)
+    attempted: tuple[int, ...] | None = _need(_FULL)
+    success: BitRows
+    attacked: BitRows
+    last_success: BitRows | None = _need(_FULL)
+    success_step: tuple[tuple[int, ...], ...] | None = _need(_V11)
+    mean_loss_trace: tuple[tuple[float | None, ...], ...] | None = _need(_FULL)
+    queries: int | None = _need(_FULL)
+    num_forward: int | None = _need(_FULL)
+    num_backward: int | None = _need(_FULL)
+    wall_time: float | None = _need(_FULL)
+    gradient_stats: GradientStats | None = _need(_FULL)
+    extra: Json = _extra()
+
+
+@dataclass(frozen=True, kw_only=True)
+class Sweep:
+    """A robustness curve: one attack at M epsilons over S samples.
+
+    Attributes:
+        success_rate: [M] share of the S samples broken.
+        success: [M][S] per-sample bits.
+        samples: [S] positions in the evaluation set (all of it for the nested sweep, a
+            subsample for the independent one).
+        mean_loss_trace: [M][T].
+    """
+
+    attack: str
+    epsilons: tuple[float, ...]
+    success_rate: tuple[Proportion, ...]
+    success: BitRows
+    samples: tuple[int, ...] | None = _need(_OPTIONAL)
+    mean_loss_trace: tuple[tuple[float | None, ...], ...]
+    extra: Json = _extra()
+
+
+@dataclass(frozen=True, kw_only=True)
+class Failure:
+    """An attack or sweep run that failed or did not apply."""
+
+    stage: Literal["attack", "sweep", "independent-sweep"]
+    label: str
+    epsilon: float | None
+    status: Literal["failed", "not-applicable"]
+    message: str
+    extra: Json = _extra()
+
+
+def _decode_floats(text: str, dtype: str, shape: tuple[int, ...]) -> tuple[float, ...]:
+    codes = {"float16": "e", "float32": "f", "float64": "d"}
+    if dtype not in codes:
+        raise DocumentError(f"exact values have dtype {dtype!r}; expected float16/32/64")
+    data = base64.b64decode(text)
+    count = math.prod(shape)
+    if len(data) != count * struct.calcsize(codes[dtype]):
+        raise DocumentError(
+            f"exact values hold {len(data)} bytes, expected {count} {dtype} values of shape "
+            f"{list(shape)}"
+        )
+    return struct.unpack(f"<{count}{codes[dtype]}", data)
+
+
+def _decode_pixels(text: str, shape: tuple[int, ...]) -> tuple[int, ...]:
+    data = base64.b64decode(text)
+    if len(data) != math.prod(shape):
+        raise DocumentError(f"image holds {len(data)} pixels, expected shape {list(shape)}")
+    return tuple(data)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Example:
+    """An adversarial example beside its original (images base64-encoded, C×H×W)."""
+
+    attack: str
+    epsilon: float
+    sample: int
+    label: int
+    fooled: bool
+    margin: float | None
+    success_step: int | None = _need(_V11)
+    shape: tuple[int, ...]
+    original: str
+    adversarial: str
+    dtype: Literal["float16", "float32", "float64"] | None = _need(_V11)
+    original_exact: str | None = _need(_V11)
+    adversarial_exact: str | None = _need(_V11)
+    extra: Json = _extra()
+
+    def original_pixels(self) -> tuple[int, ...]:
+        """The original's display pixels (0..255), flat, C×H×W order."""
+        return _decode_pixels(self.original, self.shape)
+
+    def adversarial_pixels(self) -> tuple[int, ...]:
+        """The adversarial example's display pixels (0..255), flat, C×H×W order."""
+        return _decode_pixels(self.adversarial, self.shape)
+
+    def original_values(self) -> tuple[float, ...] | None:
+        """The original's exact values, flat, C×H×W order (None in schema 1.0)."""
+        if self.original_exact is None or self.dtype is None:
+            return None
+        return _decode_floats(self.original_exact, self.dtype, self.shape)
+
+    def adversarial_values(self) -> tuple[float, ...] | None:
+        """The adversarial example's exact values, flat, C×H×W order (None in schema 1.0)."""
+        if self.adversarial_exact is None or self.dtype is None:
+            return None
+        return _decode_floats(self.adversarial_exact, self.dtype, self.shape)
+
+
+@dataclass(frozen=True, kw_only=True)
+class NormResult:
+    """Everything measured under one norm at its K epsilons over the N samples.
+
+    Attributes:
+        reliable_robust_accuracy: [K] worst case over every attack.
+        robust: [K][N] samples no attack broke.
+        attacks: in the order they ran.
+    """
+
+    norm: Literal["linf", "l2"]
+    epsilons: tuple[float, ...]
+    reliable_robust_accuracy: tuple[Proportion, ...]
+    robust: BitRows
+    attacks: tuple[AttackRecord, ...]
+    unbounded_epsilon: float | None = _need(_FULL)
+    sweep: Sweep | None = _need(_FULL)
+    independent_sweep: Sweep | None = _need(_FULL)
+    failures: tuple[Failure, ...] | None = _need(_V11)
+    examples: tuple[Example, ...] | None = _need(_FULL)
+    extra: Json = _extra()
+
+    def attack(self, label: str) -> AttackRecord:
+        """The attack with this label; KeyError names the labels present."""
+        for record in self.attacks:
+            if record.label == label:
+                return record
+        labels = ", ".join(r.label for r in self.attacks)
+        raise KeyError(f"no attack {label!r} under {self.norm}; present: {labels}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Robustness:
+    """The attack suite's outcome, per norm, with its cost."""
+
+    eot_samples: int | None = _need(_FULL)
+    norms: tuple[NormResult, ...]
+    num_forward: int | None = _need(_FULL)
+    num_backward: int | None = _need(_FULL)
+    wall_time: float | None = _need(_FULL)
+    extra: Json = _extra()
+
+
+@dataclass(frozen=True, kw_only=True)
+class MeasureProvenance:
+    """Which data, mode and seed a flatness measure used."""
+
+    num_samples: int
+    batch_size: int
+    data_fingerprint: str
+    mode: str
+    num_mc_samples: int
+    seed: int
+    definition: str
+    extra: Json = _extra()
+
+
+@dataclass(frozen=True, kw_only=True)
+class FisherRaoEstimate:
+    """The Fisher-Rao norm squared (``value``) with its standard error; ``norm`` its root."""
+
+    value: float
+    stderr: float | None
+    ci_low: float | None = _need(_OPTIONAL)
+    ci_high: float | None = _need(_OPTIONAL)
+    confidence: float | None = _need(_OPTIONAL)
+    norm: float | None = _need(_OPTIONAL)
+    fisher: str | None = _need(_OPTIONAL)
+    provenance: MeasureProvenance | None = _need(_OPTIONAL)
+    extra: Json = _extra()
+
+
+@dataclass(frozen=True, kw_only=True)
+class TraceEstimate:
+    """The Hessian trace with its standard error."""
+
+    value: float
+    stderr: float | None
+    ci_low: float | None = _need(_OPTIONAL)
+    ci_high: float | None = _need(_OPTIONAL)
+    confidence: float | None = _need(_OPTIONAL)
+    num_probes: int | None = _need(_OPTIONAL)
+    num_matvecs: int | None = _need(_OPTIONAL)
+    converged: bool | None = _need(_OPTIONAL)
+    rel_tol: float | None = _need(_OPTIONAL)
+    method: str | None = _need(_OPTIONAL)
+    dimension: int | None = _need(_OPTIONAL)
+    provenance: MeasureProvenance | None = _need(_OPTIONAL)
+    extra: Json = _extra()
+
+
+@dataclass(frozen=True, kw_only=True)
+class SharpnessEstimate:
+    """ε-sharpness with its standard error."""
+
+    value: float
+    stderr: float | None
+    epsilon: float | None = _need(_OPTIONAL)
+    base_loss: float | None = _need(_OPTIONAL)
+    max_loss: float | None = _need(_OPTIONAL)
+    num_steps: int | None = _need(_OPTIONAL)
+    provenance: MeasureProvenance | None = _need(_OPTIONAL)
+    extra: Json = _extra()
+
+
+@dataclass(frozen=True, kw_only=True)
+class Eigenvalues:
+    """The largest Hessian eigenvalues, with their residual bounds."""
+
+    eigenvalues: tuple[float, ...]
+    residual_norms: tuple[float, ...] | None = _need(_OPTIONAL)
+    num_iterations: int | None = _need(_OPTIONAL)
+    converged: bool | None = _need(_OPTIONAL)
+    rel_tol: float | None = _need(_OPTIONAL)
+    dimension: int | None = _need(_OPTIONAL)
+    provenance: MeasureProvenance | None = _need(_OPTIONAL)
+    extra: Json = _extra()
+
+
+@dataclass(frozen=True, kw_only=True)
+class SpectralDensity:
+    """The Hessian's eigenvalue density on ``grid`` [G]; ``nodes``/``weights`` [R][S]."""
+
+    grid: tuple[float, ...]
+    density: tuple[float, ...]
+    nodes: tuple[tuple[float, ...], ...] | None = _need(_OPTIONAL)
+    weights: tuple[tuple[float, ...], ...] | None = _need(_OPTIONAL)
+    bandwidth: float | None = _need(_OPTIONAL)
+    trace: float | None = _need(_OPTIONAL)
+    trace_stderr: float | None = _need(_OPTIONAL)
+    num_runs: int | None = _need(_OPTIONAL)
+    num_steps: int | None = _need(_OPTIONAL)
+    dimension: int | None = _need(_OPTIONAL)
+    provenance: MeasureProvenance | None = _need(_OPTIONAL)
+    extra: Json = _extra()
+
+
+@dataclass(frozen=True, kw_only=True)
+class Landscape:
+    """A loss-landscape slice: ``coordinates`` [P] along each direction; ``losses``,
+    ``loss_stderrs`` and ``accuracies`` [P] (1-D) or [P][P] (2-D), None where undefined."""
+
+    coordinates: tuple[float, ...]
+    losses: NumberArray
+    loss_stderrs: NumberArray = _need(_OPTIONAL)
+    accuracies: NumberArray = _need(_OPTIONAL)
+    num_directions: int | None = _need(_OPTIONAL)
+    provenance: MeasureProvenance | None = _need(_OPTIONAL)
+    extra: Json = _extra()
+
+
+@dataclass(frozen=True, kw_only=True)
+class FlatnessResult:
+    """The flatness measures the audit ran (None for those it did not)."""
+
+    seed: int
+    config: Json
+    fisher_rao_empirical: FisherRaoEstimate | None = _need(_OPTIONAL)
+    fisher_rao_model: FisherRaoEstimate | None = _need(_OPTIONAL)
+    hessian_trace: TraceEstimate | None = _need(_OPTIONAL)
+    epsilon_sharpness: SharpnessEstimate | None = _need(_OPTIONAL)
+    hessian_eigenvalues: Eigenvalues | None = _need(_OPTIONAL)
+    spectral_density: SpectralDensity | None = _need(_OPTIONAL)
+    landscape_1d: Landscape | None = _need(_OPTIONAL)
+    landscape_2d: Landscape | None = _need(_OPTIONAL)
+    extra: Json = _extra()
+
+
+@dataclass(frozen=True, kw_only=True)
+class ActivationStats:
+    """Statistics of one dropout-family layer's input over the evaluation set."""
+
+    name: str
+    kind: Literal["normout", "qsd", "dropout"]
+    description: str | None = _need(_OPTIONAL)
+    mean: float
+    std: float
+    max: float
+    zero_fraction: float
+    num_elements: int
+    extra: Json = _extra()
+
+
+@dataclass(frozen=True, kw_only=True)
+class Probes:
+    """Direct measurements of the model (see ``analysis.probes.ModelProbes`` for each field);
+    fields a document does not carry (schema 1.0) are None."""
+
+    stochastic: bool
+    train_mode_modules: tuple[str, ...]
+    probability_outputs: bool
+    input_gradient_exists: bool
+    batch_differing: int
+    fd_applicable: bool
+    fd_disagreement_fraction: float
+    num_samples: int | None = _need(_OPTIONAL)
+    input_gradient_note: str | None = _need(_OPTIONAL)
+    clean_zero_gradient_fraction: float | None = _need(_OPTIONAL)
+    max_repeat_difference: float | None = _need(_OPTIONAL)
+    repeat_samples: int | None = _need(_OPTIONAL)
+    num_repeats: int | None = _need(_OPTIONAL)
+    prediction_flips: int | None = _need(_OPTIONAL)
+    prediction_flip_fraction: float | None = _need(_OPTIONAL)
+    nonfinite_logits: int | None = _need(_OPTIONAL)
+    nonfinite_gradients: int | None = _need(_OPTIONAL)
+    batch_size: int | None = _need(_OPTIONAL)
+    batch_composition: str | None = _need(_OPTIONAL)
+    batch_compared: int | None = _need(_OPTIONAL)
+    batch_tolerance: float | None = _need(_OPTIONAL)
+    batch_max_relative_difference: float | None = _need(_OPTIONAL)
+    batch_prediction_flips: int | None = _need(_OPTIONAL)
+    batch_grouped: int | None = _need(_OPTIONAL)
+    batch_grouped_compared: int | None = _need(_OPTIONAL)
+    fd_note: str | None = _need(_OPTIONAL)
+    fd_precision: str | None = _need(_OPTIONAL)
+    fd_steps: tuple[float, ...] | None = _need(_OPTIONAL)
+    fd_tolerance: float | None = _need(_OPTIONAL)
+    fd_samples: int | None = _need(_OPTIONAL)
+    fd_informative: int | None = _need(_OPTIONAL)
+    fd_nonfinite: int | None = _need(_OPTIONAL)
+    fd_step_disagreement: tuple[float, ...] | None = _need(_OPTIONAL)
+    fd_disagreeing: int | None = _need(_OPTIONAL)
+    fd_median_ratio: float | None = _need(_OPTIONAL)
+    extra: Json = _extra()
+
+
+@dataclass(frozen=True, kw_only=True)
+class Finding:
+    """One red-flag check's outcome. A baseline keeps only code, status and explanation."""
+
+    code: str
+    title: str | None = _need(_FULL)
+    status: Literal["pass", "warn", "fail", "n/a"]
+    evidence: Json | None = _need(_FULL)
+    explanation: str
+    remedy: str | None = _need(_FULL)
+    kind: Literal["masking", "reliability"] | None = _need(_FULL)
+    extra: Json = _extra()
+
+
+@dataclass(frozen=True, kw_only=True)
+class AuditResult:
+    """A whole audit document (or a baseline: ``baseline`` True, the sections it leaves out
+    None).
+
+    Attributes:
+        clean_correct: [N] whether each evaluated sample is classified correctly.
+        flatness: None when the audit ran without flatness (or for a baseline).
+    """
+
+    schema_version: str
+    baseline: bool = _need(_OPTIONAL)
+    provenance: Provenance
+    checkpoint: CheckpointInfo | None = _need(_FULL)
+    evaluation: Evaluation
+    clean_accuracy: Proportion
+    clean_correct: Bits
+    robustness: Robustness
+    flatness: FlatnessResult | None = _need(_FULL)
+    activations: tuple[ActivationStats, ...] | None = _need(_FULL)
+    probes: Probes | None = _need(_FULL)
+    findings: tuple[Finding, ...]
+    verdict: str
+    extra: Json = _extra()
+
+    @classmethod
+    def from_dict(cls, data: Any, source: str | Path = "<document>") -> AuditResult:
+        """Check ``data`` (the parsed JSON) and build the typed result.
+
+        Args:
+            data: the document as ``json.loads`` returns it.
+            source: the file name to put in error messages.
+
+        Raises:
+            DocumentError: unknown schema version, or a field missing or of the wrong type.
+        """
+        if not isinstance(data, dict):
+            raise DocumentError(
+                f"{source} is not an audit document: expected a JSON object, got "
+                f"{type(data).__name__}; {_FIX}"
+            )
+        version = data.get("schema_version")
+        if version not in READABLE_VERSIONS:
+            raise DocumentError(
+                f"{source} has schema_version {_shown(version)}; this reader reads "
+                f"{', '.join(READABLE_VERSIONS)}; re-run the audit with this toolkit version, "
+                "or read it with the version that wrote it"
+            )
+        context = _Context(str(source), version, data.get("baseline") is True)
+        result = _build(cls, data, "", context)
+        if result.baseline is None:
+            result = dataclasses.replace(result, baseline=False)
+        _check_lengths(result, context)
+        return typing.cast(AuditResult, result)
+
+    def norm(self, name: str) -> NormResult:
+        """The section of norm ``name`` (``"linf"`` or ``"l2"``); KeyError names those present."""
+        for section in self.robustness.norms:
+            if section.norm == name:
+                return section
+        present = ", ".join(s.norm for s in self.robustness.norms)
+        raise KeyError(f"no norm {name!r} in this result; present: {present}")
+
+
+def _check_lengths(result: AuditResult, context: _Context) -> None:
+    """Per-sample rows have one bit per evaluated sample and one row per epsilon."""
+    n = result.evaluation.num_samples
+
+    def rows(where: str, value: tuple[tuple[bool, ...], ...] | None, count: int) -> None:
+        if value is None:
+            return
+        if len(value) != count:
+            raise _error(context, where, f"{count} rows (one per epsilon)", f"{len(value)} rows")
+        for i, row in enumerate(value):
+            if len(row) != n:
+                raise _error(context, f"{where}[{i}]", f"{n} bits (one per sample)", len(row))
+
+    if len(result.clean_correct) != n:
+        raise _error(context, "clean_correct", f"{n} bits", len(result.clean_correct))
+    for i, section in enumerate(result.robustness.norms):
+        where = f"robustness.norms[{i}]"
+        k = len(section.epsilons)
+        rows(f"{where}.robust", section.robust, k)
+        for j, attack in enumerate(section.attacks):
+            for name in ("success", "attacked", "last_success"):
+                rows(f"{where}.attacks[{j}].{name}", getattr(attack, name), k)
+
+
+def read_result(path: str | Path) -> AuditResult:
+    """Read ``audit.json`` (or a baseline) into an :class:`AuditResult`.
+
+    Raises:
+        DocumentError: the file is missing, not JSON, of an unknown schema version, or
+            malformed; the message is one line naming the file and the field.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise DocumentError(f"result file {path} does not exist") from None
+    except IsADirectoryError:
+        raise DocumentError(f"result file {path} is a folder; give an audit.json file") from None
+    except UnicodeDecodeError as err:
+        raise DocumentError(f"{path} is not UTF-8 JSON text (byte {err.start})") from None
+    except OSError as err:
+        raise DocumentError(f"result file {path} cannot be read: {err.strerror}") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise DocumentError(f"{path} is not valid JSON: {err}") from None
+    return AuditResult.from_dict(data, path)
