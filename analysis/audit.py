@@ -106,24 +106,15 @@ def evaluation_set(
         raise DatasetError(
             f"{loaded.path} does not name its dataset; give --dataset NAME or --data PATH"
         )
-    dataset = load_dataset(name or "file", "test", data)
-    if tuple(dataset.x.shape[1:]) != tuple(spec.input_shape):
-        raise DatasetError(
-            f"dataset {dataset.source} has images of shape {tuple(dataset.x.shape[1:])}, but "
-            f"{loaded.path.name} expects {tuple(spec.input_shape)}; "
-            "pass the right --data or --dataset"
-        )
-    if int(dataset.y.max()) >= spec.num_classes or int(dataset.y.min()) < 0:
-        raise DatasetError(
-            f"dataset {dataset.source} has labels in "
-            f"[{int(dataset.y.min())}, {int(dataset.y.max())}], "
-            f"but the model has {spec.num_classes} classes"
-        )
-    low, high = spec.bounds
-    if float(dataset.x.min()) < low or float(dataset.x.max()) > high:
-        raise DatasetError(
-            f"dataset {dataset.source} has values outside the model's bounds {spec.bounds}"
-        )
+    # The loader validates dtype, NaN/Inf, range, labels and shape against the model's.
+    dataset = load_dataset(
+        name or "file",
+        "test",
+        data,
+        num_classes=spec.num_classes,
+        input_shape=spec.input_shape,
+        bounds=spec.bounds,
+    )
     indices = select_samples(len(dataset), num_samples, seed)
     return EvaluationSet(dataset.x[indices], dataset.y[indices], indices, dataset)
 
