@@ -28,6 +28,7 @@ import hashlib
 import io
 import os
 import pickle
+import re
 import tempfile
 import zipfile
 from collections.abc import Mapping
@@ -71,7 +72,12 @@ _PREFIXES = ("model.", "module.", "_orig_mod.", "net.")
 
 
 class CheckpointError(ValueError):
-    """A checkpoint that cannot be loaded as described; the message says how to fix it."""
+    """A checkpoint that cannot be loaded as described; the message says how to fix it.
+
+    The message is always one line (values quoted from a file may hold line breaks)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(" ".join(str(message).split()))
 
 
 @dataclass(frozen=True)
@@ -294,12 +300,15 @@ def _spec_from_document(doc: Mapping[str, Any], path: Path) -> CheckpointSpec:
         isinstance(accuracy, int | float) and not isinstance(accuracy, bool) and 0 <= accuracy <= 1
     ):
         raise _document_error(path, "clean_accuracy", "a fraction in [0, 1] or None", accuracy)
+    bounds = doc.get("bounds", (0.0, 1.0))
+    if not isinstance(bounds, list | tuple):
+        raise _document_error(path, "bounds", "a list [LOW, HIGH]", bounds)
     norm = doc.get("normalization")
     if norm is not None and not isinstance(norm, Mapping):
         raise _document_error(path, "normalization", "a table with mean and std, or None", norm)
     try:
         normalization = parse_normalization(norm, f"{path}: field 'normalization'")
-        bounds = parse_bounds(doc.get("bounds", (0.0, 1.0)), f"{path}: field 'bounds'")
+        parsed_bounds = parse_bounds(bounds, f"{path}: field 'bounds'")
         layer_spec = LayerSpec.from_dict(layer)
     except (ValueError, TypeError) as err:
         text = str(err) if str(err).startswith(str(path)) else f"{path}: field 'layer': {err}"
@@ -318,7 +327,7 @@ def _spec_from_document(doc: Mapping[str, Any], path: Path) -> CheckpointSpec:
         dataset=dataset,
         mean=mean,
         std=std,
-        bounds=bounds or (0.0, 1.0),
+        bounds=parsed_bounds or (0.0, 1.0),
         training=dict(training or {}),
         clean_accuracy=None if accuracy is None else float(accuracy),
         source_format="robaudit",
@@ -415,8 +424,8 @@ def read_raw(path: Path, trust: bool = False) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
-        lines = str(err).splitlines()
-        detail = next((line.strip() for line in lines if "GLOBAL" in line), "")
+        found = re.search(r"GLOBAL ([\w.]+)", str(err))
+        detail = f"it would build {found.group(1)}" if found else ""
         if not detail:
             raise _not_readable(path, err) from None
         if trust:

@@ -201,7 +201,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             except PickledObjectsError as err:
                 rows += [
                     ("format", "pickled Python objects (code: runs when unpickled)"),
-                    ("refers to", err.detail),
+                    ("would build", err.detail.removeprefix("it would build ")),
                     ("loads", "not here: inspect never runs code from a file"),
                     ("needs", "--trust-checkpoint to load (only if you trust its source)"),
                 ]
