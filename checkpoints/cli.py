@@ -5,7 +5,13 @@ from __future__ import annotations
 import argparse
 
 from checkpoints.layers import LayerSpec
-from checkpoints.spec import Description, parse_bounds, parse_normalization, parse_shape
+from checkpoints.spec import (
+    Description,
+    parse_bounds,
+    parse_normalization,
+    parse_num_classes,
+    parse_shape,
+)
 
 __all__ = ["add_description_arguments", "description_from_arguments"]
 
@@ -38,7 +44,8 @@ def add_description_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--trust-checkpoint",
         action="store_true",
-        help="allow unpickling Python objects from the file (runs its code: trusted files only)",
+        help="allow code from the file: pickled Python objects and TorchScript archives run "
+        "when loaded (and TorchScript on every forward pass); trusted files only",
     )
 
 
@@ -46,11 +53,18 @@ def description_from_arguments(args: argparse.Namespace) -> Description:
     """The :class:`Description` the flags give (ValueError on a malformed flag)."""
     return Description(
         arch=args.arch,
-        layer=None if args.layers is None else LayerSpec.parse(args.layers),
+        layer=None if args.layers is None else _layers(args.layers),
         arch_kwargs=None if args.widen_factor is None else {"widen_factor": args.widen_factor},
         dataset=args.dataset,
-        num_classes=args.num_classes,
+        num_classes=parse_num_classes(args.num_classes, "--num-classes"),
         input_shape=parse_shape(args.input_shape, "--input-shape"),
         normalization=parse_normalization(args.normalization, "--normalization"),
         bounds=parse_bounds(args.bounds, "--bounds"),
     )
+
+
+def _layers(text: str) -> LayerSpec:
+    try:
+        return LayerSpec.parse(text)
+    except (ValueError, TypeError) as err:
+        raise ValueError(f"--layers: {err}") from None

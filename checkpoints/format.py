@@ -1,8 +1,10 @@
 """Checkpoint files: our self-describing format and the foreign layouts real users have.
 
-Loading never unpickles code: every ``torch.load`` uses ``weights_only=True``. A file that
-holds pickled Python objects (a whole ``nn.Module``, a payload) is refused with the remedy
-named, and loads only with ``trust=True`` (``--trust-checkpoint``).
+Nothing from a file runs without consent: every ``torch.load`` uses ``weights_only=True``. A
+file that holds pickled Python objects (a whole ``nn.Module``, a payload) or a TorchScript
+archive is refused with the remedy named, and loads only with ``trust=True``
+(``--trust-checkpoint``). Every bad file ends in one :class:`CheckpointError` whose one-line
+message names the file, what was expected, what arrived and the fix.
 
 Foreign layouts are handled by one remapping function per format, never per model name:
 
@@ -12,7 +14,9 @@ Foreign layouts are handled by one remapping function per format, never per mode
   stripped while they stand in the way;
 - ``torchvision-vgg``: VGG weights as ``features.*`` / ``classifier.{0,3,6}.*``, mapped onto
   the flat Sequential of the NormOut code;
-- ``torchscript``: an archive that carries its own graph.
+- ``torchscript``: an archive that carries its own graph. It is code (it runs on load and on
+  every forward pass), so it loads only with ``trust=True``; torch.export and torch.package
+  archives, programs too, are refused.
 
 The weights are always loaded with ``strict=True``; a mismatch is an error that lists the
 missing and unexpected keys and the likely cause.
@@ -24,6 +28,7 @@ import hashlib
 import io
 import os
 import pickle
+import re
 import tempfile
 import zipfile
 from collections.abc import Mapping
@@ -40,6 +45,8 @@ from checkpoints.spec import (
     CheckpointSpec,
     Description,
     normalization_for,
+    parse_bounds,
+    parse_normalization,
     read_sidecar,
     shape_and_classes,
     sidecar_path,
@@ -50,6 +57,8 @@ __all__ = [
     "FORMAT_VERSION",
     "CheckpointError",
     "LoadedCheckpoint",
+    "PickledObjectsError",
+    "code_archive_kind",
     "file_sha256",
     "load_checkpoint",
     "read_raw",
@@ -63,7 +72,12 @@ _PREFIXES = ("model.", "module.", "_orig_mod.", "net.")
 
 
 class CheckpointError(ValueError):
-    """A checkpoint that cannot be loaded as described; the message says how to fix it."""
+    """A checkpoint that cannot be loaded as described; the message says how to fix it.
+
+    The message is always one line (values quoted from a file may hold line breaks)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(" ".join(str(message).split()))
 
 
 @dataclass(frozen=True)
@@ -173,65 +187,272 @@ def _umask() -> int:
     return mask
 
 
+def _show(value: Any) -> str:
+    """A short one-line rendering of a value found in a file, with its type."""
+    if isinstance(value, Tensor):
+        return f"a tensor of shape {tuple(value.shape)} and dtype {value.dtype}"
+    text = repr(value).replace("\n", " ")
+    if len(text) > 60 and isinstance(value, list | tuple | Mapping):
+        kinds = sorted(
+            {type(v).__name__ for v in (value.values() if isinstance(value, Mapping) else value)}
+        )
+        return f"a {type(value).__name__} of {len(value)} items ({', '.join(kinds[:4])})"
+    if len(text) > 60:
+        text = text[:57] + "..."
+    return f"{text} ({type(value).__name__})"
+
+
+# Boilerplate that torch appends to its reader errors; the file name and our fix say more.
+_TORCH_BOILERPLATE = (
+    " In PyTorch 2.6",
+    " This is an internal miniz error",
+    " Re-running `torch.load`",
+)
+
+
+def _first_line(err: BaseException) -> str:
+    """The first non-empty line of an exception's message (torch's advice cut off, at most
+    160 characters), or its type when it has none."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    if not lines:
+        return type(err).__name__
+    text = lines[0]
+    for marker in _TORCH_BOILERPLATE:
+        text = text.split(marker, 1)[0]
+    if len(text) > 160:
+        text = text[:157] + "..."
+    return f"{type(err).__name__}: {text}"
+
+
+def _is_whole(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+_RESAVE = "re-save it with save_checkpoint (python -m checkpoints.train writes this format)"
+
+
+def _document_error(path: Path, name: str, expected: str, value: Any) -> CheckpointError:
+    return CheckpointError(
+        f"{path}: field {name!r} of the {FORMAT_NAME} file must be {expected}, got "
+        f"{'nothing (missing)' if value is _MISSING else _show(value)}; {_RESAVE}"
+    )
+
+
+_MISSING = object()
+
+
 def _spec_from_document(doc: Mapping[str, Any], path: Path) -> CheckpointSpec:
+    """Validate every field of our format and build its spec; CheckpointError names the field."""
+    from checkpoints.architectures import architecture_names
+    from checkpoints.layers import layer_kinds
+
     version = doc.get("format_version")
-    if version != FORMAT_VERSION:
+    if not _is_whole(version) or version != FORMAT_VERSION:
         raise CheckpointError(
             f"{path}: format version {version!r} is not supported (this toolkit reads version "
             f"{FORMAT_VERSION}); upgrade the toolkit or re-save the checkpoint"
         )
+    arch = doc.get("arch", _MISSING)
+    if not isinstance(arch, str) or arch not in architecture_names():
+        raise _document_error(path, "arch", f"one of {', '.join(architecture_names())}", arch)
+    classes = doc.get("num_classes", _MISSING)
+    if not _is_whole(classes) or classes < 2:
+        raise _document_error(path, "num_classes", "a whole number of at least 2", classes)
+    shape = doc.get("input_shape", _MISSING)
+    if (
+        not isinstance(shape, list | tuple)
+        or len(shape) != 3
+        or not all(_is_whole(v) and v > 0 for v in shape)
+    ):
+        raise _document_error(path, "input_shape", "three positive whole numbers [C, H, W]", shape)
+    layer = doc.get("layer")
+    if layer is not None and not isinstance(layer, Mapping):
+        raise _document_error(path, "layer", "a table (kind, params, positions)", layer)
+    layer = layer or {}
+    kind = layer.get("kind", "none")
+    if not isinstance(kind, str) or kind not in layer_kinds():
+        raise _document_error(path, "layer.kind", f"one of {', '.join(layer_kinds())}", kind)
+    params = layer.get("params")
+    if params is not None and not (
+        isinstance(params, Mapping) and all(isinstance(k, str) for k in params)
+    ):
+        raise _document_error(path, "layer.params", "a table of named values", params)
+    positions = layer.get("positions")
+    if positions is not None and not (
+        isinstance(positions, list | tuple) and all(_is_whole(p) and p >= 0 for p in positions)
+    ):
+        raise _document_error(
+            path, "layer.positions", "a list of non-negative module indices", positions
+        )
+    arch_kwargs = doc.get("arch_kwargs")
+    if arch_kwargs is not None and not (
+        isinstance(arch_kwargs, Mapping) and all(isinstance(k, str) for k in arch_kwargs)
+    ):
+        raise _document_error(path, "arch_kwargs", "a table of named values", arch_kwargs)
+    dataset = doc.get("dataset")
+    if dataset is not None and not isinstance(dataset, str):
+        raise _document_error(path, "dataset", "a dataset name or None", dataset)
+    training = doc.get("training")
+    if training is not None and not isinstance(training, Mapping):
+        raise _document_error(path, "training", "a table", training)
+    accuracy = doc.get("clean_accuracy")
+    if accuracy is not None and not (
+        isinstance(accuracy, int | float) and not isinstance(accuracy, bool) and 0 <= accuracy <= 1
+    ):
+        raise _document_error(path, "clean_accuracy", "a fraction in [0, 1] or None", accuracy)
+    bounds = doc.get("bounds", (0.0, 1.0))
+    if not isinstance(bounds, list | tuple):
+        raise _document_error(path, "bounds", "a list [LOW, HIGH]", bounds)
     norm = doc.get("normalization")
+    if norm is not None and not isinstance(norm, Mapping):
+        raise _document_error(path, "normalization", "a table with mean and std, or None", norm)
+    try:
+        normalization = parse_normalization(norm, f"{path}: field 'normalization'")
+        parsed_bounds = parse_bounds(bounds, f"{path}: field 'bounds'")
+        layer_spec = LayerSpec.from_dict(layer)
+    except (ValueError, TypeError) as err:
+        text = str(err) if str(err).startswith(str(path)) else f"{path}: field 'layer': {err}"
+        raise CheckpointError(f"{text}; {_RESAVE}") from None
+    mean, std = normalization if isinstance(normalization, tuple) else (None, None)
+    if mean is not None and len(mean) not in (1, shape[0]):
+        raise _document_error(
+            path, "normalization", f"one value per input channel ({shape[0]}) or a single one", norm
+        )
     return CheckpointSpec(
-        arch=str(doc["arch"]),
-        num_classes=int(doc["num_classes"]),
-        input_shape=tuple(int(v) for v in doc["input_shape"]),  # type: ignore[arg-type]
-        layer=LayerSpec.from_dict(doc.get("layer") or {}),
-        arch_kwargs=dict(doc.get("arch_kwargs") or {}),
-        dataset=doc.get("dataset"),
-        mean=None if norm is None else tuple(float(v) for v in norm["mean"]),
-        std=None if norm is None else tuple(float(v) for v in norm["std"]),
-        bounds=tuple(float(v) for v in doc.get("bounds", (0.0, 1.0))),  # type: ignore[arg-type]
-        training=dict(doc.get("training") or {}),
-        clean_accuracy=doc.get("clean_accuracy"),
+        arch=arch,
+        num_classes=classes,
+        input_shape=(shape[0], shape[1], shape[2]),
+        layer=layer_spec,
+        arch_kwargs=dict(arch_kwargs or {}),
+        dataset=dataset,
+        mean=mean,
+        std=std,
+        bounds=parsed_bounds or (0.0, 1.0),
+        training=dict(training or {}),
+        clean_accuracy=None if accuracy is None else float(accuracy),
         source_format="robaudit",
+    )
+
+
+# ------------------------------------------------------------------------ files that are code
+
+# Archives that are programs rather than weights, by the records that mark them (paths inside
+# the archive after its top folder, as torch's own reader names them).
+_PROGRAMS = {
+    "torchscript": "a TorchScript archive",
+    "torch.export": "a torch.export archive (.pt2)",
+    "torch.package": "a torch.package archive",
+}
+
+
+def _archive_records(path: Path) -> list[str] | None:
+    """The archive's entry names without their top folder, or None for a non-zip file."""
+    try:
+        if not zipfile.is_zipfile(path):
+            return None
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError):
+        # Unreadable for zipfile: torch.load (weights only) judges it and refuses it cleanly.
+        return None
+    return [name.split("/", 1)[1] if "/" in name else name for name in names]
+
+
+def code_archive_kind(path: str | Path) -> str | None:
+    """``torchscript``, ``torch.export`` or ``torch.package`` when the file is such an archive
+    (code, not just weights), else None. Reads the zip listing only."""
+    records = _archive_records(Path(path))
+    if records is None:
+        return None
+    if "constants.pkl" in records or any(r.startswith("code/") for r in records):
+        return "torchscript"
+    if (
+        "archive_format" in records
+        or "serialized_exported_program.json" in records
+        or any(r.startswith("models/") and r.endswith(".json") for r in records)
+    ):
+        return "torch.export"
+    if ".data/extern_modules" in records or any(r.endswith(".py") for r in records):
+        return "torch.package"
+    return None
+
+
+def _torchscript_refused(path: Path) -> str:
+    return (
+        f"{path} is a TorchScript archive, which is code: it runs when the file is loaded and on "
+        "every forward pass of the audit, and it can read and write files. Pass "
+        "--trust-checkpoint if you trust its source, or save a state_dict instead "
+        "(torch.save(model.state_dict(), FILE)) and describe it with --arch and --dataset"
+    )
+
+
+def _program_unsupported(path: Path, kind: str) -> str:
+    return (
+        f"{path} is {_PROGRAMS[kind]}, a program rather than weights, and this toolkit does not "
+        "load programs of that kind (not even with --trust-checkpoint); save a state_dict "
+        "instead (torch.save(model.state_dict(), FILE)) and describe it with --arch and --dataset"
     )
 
 
 # ------------------------------------------------------------------------------ raw reading
 
 
-def _is_torchscript(path: Path) -> bool:
-    if not zipfile.is_zipfile(path):
-        return False
-    with zipfile.ZipFile(path) as archive:
-        names = archive.namelist()
-    return any(n.endswith("/constants.pkl") or "/code/" in n for n in names)
+class PickledObjectsError(CheckpointError):
+    """The file unpickles Python objects (code); ``detail`` names the first one refused."""
+
+    def __init__(self, message: str, detail: str) -> None:
+        super().__init__(message)
+        self.detail = detail
+
+
+def _not_readable(path: Path, err: BaseException) -> CheckpointError:
+    return CheckpointError(
+        f"{path} is not a readable PyTorch checkpoint ({_first_line(err)}); expected a file "
+        "written by torch.save (a state_dict, a Lightning .ckpt or a file of ours): re-save it, "
+        "or check that the file is complete"
+    )
 
 
 def read_raw(path: Path, trust: bool = False) -> Any:
-    """``torch.load`` with ``weights_only=True`` on the CPU; refuse pickled code unless trusted."""
+    """``torch.load`` with ``weights_only=True`` on the CPU; refuse pickled code unless trusted.
+
+    Raises:
+        CheckpointError: for anything but a readable weights-only file (or, with ``trust``, a
+            readable pickle); :class:`PickledObjectsError` when it holds Python objects.
+    """
+    path = Path(path)
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
-        lines = str(err).splitlines()
-        detail = next((line.strip() for line in lines if "GLOBAL" in line), "")
+        found = re.search(r"GLOBAL ([\w.]+)", str(err))
+        detail = f"it would build {found.group(1)}" if found else ""
         if not detail:
-            raise CheckpointError(
-                f"{path} is not a readable PyTorch checkpoint (bad pickle data); "
-                "expected a file written by torch.save or torch.jit.save"
-            ) from None
+            raise _not_readable(path, err) from None
         if trust:
-            return torch.load(path, map_location="cpu", weights_only=False)
-        raise CheckpointError(
+            return _read_unrestricted(path)
+        raise PickledObjectsError(
             f"{path} holds pickled Python objects, not just tensors ({detail}); "
             "loading it could run arbitrary code. Re-save it as a state_dict "
             "(torch.save(model.state_dict(), FILE)), or pass --trust-checkpoint if you trust "
-            "its source"
+            "its source",
+            detail,
         ) from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile) as err:
+    except Exception as err:
+        # torch.load on damaged bytes raises whatever its parsers meet (RuntimeError, EOFError,
+        # IndexError, UnicodeDecodeError, ...); each means the same thing to the user.
+        if "TorchScript" in str(err):
+            raise CheckpointError(_torchscript_refused(path)) from None
+        raise _not_readable(path, err) from None
+
+
+def _read_unrestricted(path: Path) -> Any:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as err:
+        # A trusted pickle runs its own code while loading; whatever it raises is its failure.
         raise CheckpointError(
-            f"{path} is not a readable PyTorch checkpoint ({str(err).splitlines()[0]}); "
-            "expected a file written by torch.save or torch.jit.save"
+            f"{path}: unpickling the trusted file failed ({_first_line(err)}); expected a file "
+            "written by torch.save: re-save it as a state_dict"
         ) from None
 
 
@@ -261,10 +482,40 @@ def _foreign_state_dict(obj: Any, path: Path) -> tuple[dict[str, Tensor], str]:
                 return weights, fmt
     kind = type(obj).__name__
     keys = f" with keys {sorted(map(str, obj))[:8]}" if isinstance(obj, Mapping) else ""
+    if isinstance(obj, Mapping) and not obj:
+        keys = " that is empty"
+    elif isinstance(obj, Mapping) and "state_dict" in obj:
+        keys += f" whose 'state_dict' is {_show(obj['state_dict'])}, not names to tensors"
     raise CheckpointError(
         f"{path}: expected a state_dict (names to tensors), a Lightning checkpoint with "
-        f"'state_dict', or a file of ours; got a {kind}{keys}"
+        f"'state_dict', or a file of ours; got a {kind}{keys}. Save the weights with "
+        "torch.save(model.state_dict(), FILE)"
     )
+
+
+def _check_tensors(weights: Mapping[str, Tensor], path: Path, where: str) -> None:
+    """Every weight a dense real tensor (sparse, quantised or complex ones cannot be loaded)."""
+    for name, tensor in weights.items():
+        if (
+            tensor.layout != torch.strided
+            or tensor.is_quantized
+            or tensor.is_complex()
+            or tensor.device.type == "meta"
+        ):
+            raise CheckpointError(
+                f"{path}: {where}{name!r} must be a dense real tensor, got "
+                f"layout {tensor.layout}, dtype {tensor.dtype}, device {tensor.device.type}; "
+                "re-save the weights from the trained model (model.state_dict())"
+            )
+
+
+def _our_weights(doc: Mapping[str, Any], path: Path) -> dict[str, Tensor]:
+    state = doc.get("state_dict", _MISSING)
+    weights = _tensor_mapping(state)
+    if weights is None:
+        raise _document_error(path, "state_dict", "a non-empty table of names to tensors", state)
+    _check_tensors(weights, path, "state_dict entry ")
+    return weights
 
 
 # --------------------------------------------------------------------------------- remapping
@@ -317,30 +568,62 @@ def _remap(
     return weights, notes
 
 
-def _likely_cause(missing: list[str], unexpected: list[str], shapes: list[str]) -> str:
-    text = " ".join(missing + unexpected)
-    if shapes and all(".weight" in s or ".bias" in s for s in shapes):
-        return "the number of classes or the input shape differs (check --num-classes / --dataset)"
-    if "running_mean" in text:
+def _likely_cause(
+    weights: Mapping[str, Tensor],
+    own: Mapping[str, Tensor],
+    missing: list[str],
+    unexpected: list[str],
+    shaped: list[str],
+    spec: CheckpointSpec,
+) -> str:
+    """Why the weights do not fit: first what the registered architectures say about them."""
+    matches = infer_architectures(weights)
+    if matches:
+        if spec.arch not in {arch for arch, _, _ in matches}:
+            fits = " or ".join(f"--arch {a} --dataset {d}" for a, d, _ in matches[:4])
+            return f"the architecture does not match the weights; they fit {fits}"
+        same = [(d, k) for a, d, k in matches if a == spec.arch]
+        classes = same[0][1]
+        if classes != spec.num_classes:
+            return (
+                f"the number of classes differs: the weights have {classes} outputs, the "
+                f"description {spec.num_classes} (give --num-classes {classes} or the right "
+                "--dataset)"
+            )
+        fits = " or ".join(f"--dataset {d}" for d, _ in same)
+        return f"the input shape differs: the weights fit {fits} (or give --input-shape)"
+    if any("running_mean" in k for k in missing + unexpected):
         return "batch norm differs (vgg16 vs vgg16_bn?)"
-    if any(
-        k.startswith(("features.", "classifier.", "layer", "block", "conv1"))
-        for k in missing + unexpected
-    ):
-        return "the layout or architecture differs (check --arch)"
-    return "the file was saved from a different architecture (check --arch and its arguments)"
+    if missing or unexpected:
+        return (
+            "the file was saved from a different architecture or with other arguments "
+            "(check --arch, --widen-factor and the sidecar's arch_kwargs)"
+        )
+    last = set(list(own)[-2:])
+    if shaped and set(shaped) <= last:
+        return "the number of classes differs (check --num-classes / --dataset)"
+    return (
+        "the input shape or the architecture's arguments differ (check --dataset / "
+        "--input-shape and arch_kwargs)"
+    )
 
 
-def _load_strict(network: nn.Module, weights: dict[str, Tensor], path: Path, arch: str) -> None:
+def _check_match(
+    network: nn.Module, weights: dict[str, Tensor], path: Path, spec: CheckpointSpec
+) -> None:
+    """Keys, shapes and kinds of dtype must agree exactly (a strict load, without loading)."""
     own = network.state_dict()
     missing = sorted(set(own) - set(weights))
     unexpected = sorted(set(weights) - set(own))
-    shapes = [
-        f"{k}: file {tuple(weights[k].shape)} vs model {tuple(own[k].shape)}"
-        for k in sorted(set(own) & set(weights))
-        if weights[k].shape != own[k].shape
+    common = sorted(set(own) & set(weights))
+    shaped = [k for k in common if weights[k].shape != own[k].shape]
+    shapes = [f"{k}: file {tuple(weights[k].shape)} vs model {tuple(own[k].shape)}" for k in shaped]
+    dtypes = [
+        f"{k}: file {weights[k].dtype} vs model {own[k].dtype}"
+        for k in common
+        if weights[k].is_floating_point() != own[k].is_floating_point()
     ]
-    if missing or unexpected or shapes:
+    if missing or unexpected or shapes or dtypes:
 
         def show(items: list[str]) -> str:
             head = ", ".join(items[:6])
@@ -353,11 +636,16 @@ def _load_strict(network: nn.Module, weights: dict[str, Tensor], path: Path, arc
             parts.append(f"unexpected keys: {show(unexpected)}")
         if shapes:
             parts.append(f"shape mismatches: {show(shapes)}")
+        if dtypes:
+            parts.append(f"dtype mismatches: {show(dtypes)}")
+        if dtypes and not (missing or unexpected or shapes):
+            cause = "the file holds integer or boolean values where the model has real ones"
+        else:
+            cause = _likely_cause(weights, own, missing, unexpected, shaped, spec)
         raise CheckpointError(
-            f"{path}: weights do not match architecture {arch!r}; {'; '.join(parts)}. "
-            f"Likely cause: {_likely_cause(missing, unexpected, shapes)}"
+            f"{path}: weights do not match architecture {spec.arch!r}; {'; '.join(parts)}. "
+            f"Likely cause: {cause}"
         )
-    network.load_state_dict(weights, strict=True)
 
 
 # -------------------------------------------------------------------------------- top level
@@ -386,7 +674,7 @@ def infer_architectures(weights: Mapping[str, Tensor]) -> list[tuple[str, str, i
     from checkpoints.spec import DATASET_DEFAULTS
 
     matrices = [v for k, v in weights.items() if k.endswith("weight") and v.dim() == 2]
-    if not matrices:
+    if not matrices or int(matrices[-1].shape[0]) < 2:
         return []
     classes = int(matrices[-1].shape[0])
     found = []
@@ -409,9 +697,9 @@ def infer_architectures(weights: Mapping[str, Tensor]) -> list[tuple[str, str, i
 def _resolve_foreign(
     description: Description, path: Path, source_format: str, weights: Mapping[str, Tensor]
 ) -> CheckpointSpec:
-    if description.arch is None:
-        from checkpoints.architectures import architecture_names
+    from checkpoints.architectures import architecture_names
 
+    if description.arch is None:
         guesses = infer_architectures(weights)
         hint = ""
         if guesses:
@@ -424,6 +712,11 @@ def _resolve_foreign(
             f"{path} is a {source_format} that does not say what it is; describe it with "
             f"--arch NAME (one of {', '.join(architecture_names())}) and --dataset NAME, "
             f"or a sidecar file {path.with_suffix('.toml').name} (see README).{hint}"
+        )
+    if description.arch not in architecture_names():
+        raise CheckpointError(
+            f"{path}: unknown architecture {description.arch!r}; give --arch as one of "
+            f"{', '.join(architecture_names())}"
         )
     shape, classes = shape_and_classes(
         description.dataset, description.input_shape, description.num_classes
@@ -448,6 +741,34 @@ def _resolve_foreign(
     )
 
 
+def _build(spec: CheckpointSpec, path: Path) -> nn.Module:
+    """The bare network for ``spec``; any failure to build it is the description's fault."""
+    sizes = (*spec.input_shape, spec.num_classes)
+    if max(sizes) >= 2**63:
+        raise CheckpointError(
+            f"{path}: input shape {'x'.join(map(str, spec.input_shape))} and "
+            f"{spec.num_classes} classes must each be below 2**63 (torch's largest size); fix "
+            "the description (--input-shape, --num-classes, sidecar)"
+        )
+    try:
+        return build_network(
+            spec.arch, spec.input_shape, spec.num_classes, spec.layer, **spec.arch_kwargs
+        )
+    except (ValueError, TypeError, KeyError, RuntimeError, OverflowError) as err:
+        raise CheckpointError(
+            f"{path}: cannot build architecture {spec.arch!r} for input shape "
+            f"{'x'.join(map(str, spec.input_shape))}, {spec.num_classes} classes, layers "
+            f"{spec.layer} and arguments {dict(spec.arch_kwargs)} ({_first_line(err)}); fix the "
+            "description (--arch, --layers, --dataset, --input-shape, --num-classes, sidecar)"
+        ) from None
+
+
+def _last_line(error: BaseException) -> str:
+    """The last non-empty line of an error (TorchScript prints its own traceback first)."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return f"{type(error).__name__}: {lines[-1]}" if lines else type(error).__name__
+
+
 def _wrap_graph(model: nn.Module, description: Description, path: Path, fmt: str) -> CheckpointSpec:
     shape, classes = shape_and_classes(
         description.dataset, description.input_shape, description.num_classes
@@ -457,25 +778,32 @@ def _wrap_graph(model: nn.Module, description: Description, path: Path, fmt: str
             f"{path} is a {fmt} that carries its own graph but not its data; give --dataset NAME "
             f"or --input-shape C,H,W"
         )
-    model.eval()
     try:
+        model.eval()
         with torch.no_grad():
             probe = model(torch.zeros(2, *shape))
-    except Exception as err:  # noqa: BLE001 - any failure of the file's forward is the finding
-        lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    except Exception as err:
+        # The graph is the file's own (trusted) code; whatever it raises is its failure.
         raise CheckpointError(
-            f"{path}: the {fmt} model raised {type(err).__name__} on a batch of zeros of shape "
-            f"{(2, *shape)}: {lines[-1] if lines else ''}; check --dataset or --input-shape"
+            f"{path}: the {fmt} model fails on a batch of two zero inputs of "
+            f"shape {'x'.join(map(str, shape))} ({_last_line(err)}); check "
+            "--dataset / --input-shape"
         ) from None
-    if not isinstance(probe, Tensor) or probe.dim() != 2:
+    if not isinstance(probe, Tensor) or probe.dim() != 2 or probe.shape[0] != 2:
+        got = _show(probe) if not isinstance(probe, Tensor) else f"shape {tuple(probe.shape)}"
         raise CheckpointError(
-            f"{path}: the {fmt} model returned "
-            f"{type(probe).__name__ if not isinstance(probe, Tensor) else tuple(probe.shape)} for "
-            f"a batch of {(2, *shape)}, expected a tensor of logits [2, classes]; wrap it so that "
-            "forward returns the logits"
+            f"{path}: the {fmt} model must return logits [N, K] for input [N, C, H, W], got "
+            f"{got} for two inputs; wrap it so that it returns the logits alone"
         )
+    outputs = int(probe.shape[-1])
     if classes is None:
-        classes = int(probe.shape[-1])
+        classes = outputs
+    if outputs != classes or outputs < 2:
+        raise CheckpointError(
+            f"{path}: the {fmt} model gives {outputs} outputs, but {classes} classes were "
+            f"expected (from --dataset or --num-classes); give --num-classes {outputs} and the "
+            "dataset the model was trained on"
+        )
     mean, std = normalization_for(fmt, description.dataset, description.normalization)
     return CheckpointSpec(
         arch=fmt,
@@ -497,61 +825,127 @@ def load_checkpoint(
 ) -> LoadedCheckpoint:
     """Load a checkpoint of any supported layout as an eval-mode model taking [0, 1] pixels.
 
+    Nothing from the file runs unless ``trust`` is set: pickled Python objects and TorchScript
+    archives (programs that run on load and on every forward pass) are refused without it.
+
     Args:
         path: the file (ours, a state_dict, a Lightning ``.ckpt``, a TorchScript archive).
         description: what flags say about it; overrides a sidecar ``FILE.toml``/``FILE.json``.
-        trust: allow unpickling Python objects (runs code from the file: only for trusted files).
+        trust: allow code from the file (unpickling Python objects, TorchScript) and a file of
+            ours without its recorded weights hash: only for files from a trusted source.
         device: where the model goes.
 
     Returns:
         The model with its spec, file hash and notes.
 
     Raises:
-        CheckpointError: the file cannot be read or does not match its description; the message
-            says what was expected, what arrived and how to fix it.
+        CheckpointError: the file cannot be read, carries code without ``trust``, or does not
+            match its description; the one-line message names the file, what was expected,
+            what arrived and how to fix it. No other exception escapes.
     """
-    path = Path(path)
+    return _load(Path(path), description, trust, trust, device)
+
+
+def _load(
+    path: Path,
+    description: Description | None,
+    trust: bool,
+    run_code: bool,
+    device: str | torch.device,
+) -> LoadedCheckpoint:
+    """:func:`load_checkpoint`; ``run_code`` False refuses code even when ``trust`` is set
+    (``trust`` then only accepts a file of ours without its weights hash)."""
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist or is not a file")
     flags = description or Description()
     sidecar = sidecar_path(path)
-    described = flags.merged_over(read_sidecar(sidecar)) if sidecar else flags
-    notes = [f"description from {sidecar}"] if sidecar else []
-    sha = file_sha256(path)
+    described, notes = flags, []
+    if sidecar is not None:
+        try:
+            described = flags.merged_over(read_sidecar(sidecar))
+        except ValueError as err:
+            raise CheckpointError(str(err)) from None
+        notes.append(f"description from {sidecar}")
+    try:
+        sha = file_sha256(path)
+    except OSError as err:
+        raise CheckpointError(
+            f"checkpoint {path} cannot be read ({_first_line(err)}); check its permissions"
+        ) from None
 
-    if _is_torchscript(path):
-        graph = torch.jit.load(str(path), map_location="cpu")
+    kind = code_archive_kind(path)
+    if kind is not None:
+        if kind != "torchscript":
+            raise CheckpointError(_program_unsupported(path, kind))
+        if not run_code:
+            raise CheckpointError(_torchscript_refused(path))
+        try:
+            graph = torch.jit.load(str(path), map_location="cpu")
+        except Exception as err:
+            # Trusted TorchScript runs its own code while loading; any failure is the file's.
+            raise CheckpointError(
+                f"{path}: loading the trusted TorchScript archive failed ({_first_line(err)}); "
+                "expected a file written by torch.jit.save: re-save it"
+            ) from None
         spec = _wrap_graph(graph, described, path, "torchscript")
+        notes.append("ran the TorchScript archive's code (--trust-checkpoint)")
         return _finish(graph, spec, path, sha, None, notes, device)
 
-    raw = read_raw(path, trust)
+    raw = read_raw(path, run_code)
     if isinstance(raw, nn.Module):
         spec = _wrap_graph(raw, described, path, "pickled-module")
         notes.append("unpickled a whole module (--trust-checkpoint)")
         return _finish(raw, spec, path, sha, None, notes, device)
 
-    if isinstance(raw, Mapping) and raw.get("format") == FORMAT_NAME:
+    if (
+        isinstance(raw, Mapping)
+        and isinstance(raw.get("format"), str)
+        and raw["format"] == FORMAT_NAME
+    ):
         spec = _apply_overrides(_spec_from_document(raw, path), described, path)
-        weights = dict(raw["state_dict"])
+        weights = _our_weights(raw, path)
         recorded = raw.get("weights_sha256")
-        if recorded is not None and recorded != weights_sha256(weights):
+        if recorded is None:
+            if not trust:
+                raise CheckpointError(
+                    f"{path}: a {FORMAT_NAME} file must record its 'weights_sha256' "
+                    "(save_checkpoint always writes it), got none, so damage or edits to the "
+                    f"weights cannot be detected; {_RESAVE}, or pass --trust-checkpoint to load "
+                    "it unchecked"
+                )
+            notes.append("no recorded weights sha256: loaded unchecked (--trust-checkpoint)")
+        elif not isinstance(recorded, str):
+            raise _document_error(path, "weights_sha256", "a hex string", recorded)
+        elif recorded != weights_sha256(weights):
             raise CheckpointError(
                 f"{path}: the weights do not match their recorded sha256 (file damaged or edited); "
                 "re-create it from its source"
             )
     else:
         weights, fmt = _foreign_state_dict(raw, path)
+        _check_tensors(weights, path, "weight ")
         spec = _resolve_foreign(described, path, fmt, weights)
 
-    network = build_network(
-        spec.arch, spec.input_shape, spec.num_classes, spec.layer, **spec.arch_kwargs
-    )
-    weights, remap_notes = _remap(weights, network, spec.arch)
+    # Keys and shapes are checked on a meta-device skeleton first, so a description that does
+    # not fit the weights costs no memory however large it claims the network is. Dropout-family
+    # layers hold no weights (and some draw numbers while built), so the skeleton has none.
+    with torch.device("meta"):
+        skeleton = _build(replace(spec, layer=LayerSpec()), path)
+    weights, remap_notes = _remap(weights, skeleton, spec.arch)
+    _check_match(skeleton, weights, path, spec)
+    network = _build(spec, path)
     notes += remap_notes
     if any("torchvision-style" in n for n in remap_notes):
         spec = replace(spec, source_format="torchvision-vgg")
-    _load_strict(network, weights, path, spec.arch)
-    return _finish(network, spec, path, sha, weights_sha256(network.state_dict()), notes, device)
+    try:
+        network.load_state_dict(weights, strict=True)
+        model_sha = weights_sha256(network.state_dict())
+        return _finish(network, spec, path, sha, model_sha, notes, device)
+    except (RuntimeError, ValueError, TypeError) as err:
+        raise CheckpointError(
+            f"{path}: the weights cannot be loaded into {spec.arch!r} ({_first_line(err)}); "
+            "re-save them from the trained model (model.state_dict())"
+        ) from None
 
 
 def _finish(

@@ -5,15 +5,22 @@ Usage:
     python -m checkpoints.inspect --list
 
 Prints the container format, what was inferred (layout, batch norm, number of classes,
-matching architectures), what is still missing to load it, and its sha256. Exit status 0 when
-the file would load as described, 1 when something is missing, 2 for an unreadable file or a
-bad flag.
+matching architectures), what is still missing to load it, and its sha256. Nothing from the
+file ever runs, whatever the flags: files of weights are read with ``weights_only=True``; a
+TorchScript archive (code) is described from its zip listing and metadata records alone, and a
+file of pickled Python objects from the name of the first object it would build.
+``--trust-checkpoint`` only accepts a file of ours without its recorded weights hash.
+
+Exit status 0 when the file would load as described, 1 when something is missing (a flag, or
+--trust-checkpoint for a file that carries code, which inspect never loads), 2 for an
+unreadable file or a bad flag.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+import zipfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -24,17 +31,88 @@ from checkpoints.cli import add_description_arguments, description_from_argument
 from checkpoints.format import (
     FORMAT_NAME,
     CheckpointError,
+    PickledObjectsError,
+    _first_line,
     _foreign_state_dict,
-    _is_torchscript,
+    _load,
+    code_archive_kind,
     file_sha256,
     infer_architectures,
-    load_checkpoint,
     read_raw,
 )
 from checkpoints.layers import layer_kinds
-from checkpoints.spec import sidecar_path
+from checkpoints.spec import Description, sidecar_path
 
-__all__ = ["describe_weights", "main"]
+__all__ = ["describe_archive", "describe_weights", "main"]
+
+_ARCHIVE_NAMES = {
+    "torchscript": "TorchScript archive (code: runs on load and on every forward pass)",
+    "torch.export": "torch.export archive (.pt2, a program; not loadable here)",
+    "torch.package": "torch.package archive (Python source; not loadable here)",
+}
+# Metadata records read as text; each is a few bytes, and no more than this is ever read.
+_RECORD_BYTES = 64
+
+
+def describe_archive(path: Path, kind: str) -> list[tuple[str, str]]:
+    """(field, value) lines about a code archive, from its zip listing and metadata only.
+
+    Reads the central directory and a few tiny text records (``version``, ``byteorder``,
+    ``archive_format``); never unpickles, compiles or imports anything from it.
+
+    Raises:
+        CheckpointError: the zip archive cannot be read.
+    """
+    try:
+        with zipfile.ZipFile(path) as archive:
+            infos = archive.infolist()
+            names = [info.filename for info in infos]
+            top = names[0].split("/", 1)[0] if names and "/" in names[0] else ""
+            prefix = f"{top}/" if top else ""
+            sizes = {info.filename[len(prefix) :]: info.file_size for info in infos}
+
+            def record(name: str) -> str | None:
+                if name not in sizes:
+                    return None
+                with archive.open(prefix + name) as handle:
+                    data = handle.read(_RECORD_BYTES)
+                return data.decode("ascii", "replace").strip() or "(empty)"
+
+            records = {
+                name: record(name)
+                for name in ("version", ".data/version", "byteorder", "archive_format")
+            }
+    except (zipfile.BadZipFile, OSError, EOFError, NotImplementedError, RuntimeError) as err:
+        raise CheckpointError(
+            f"{path} looks like a zip archive but cannot be read ({_first_line(err)}); "
+            "expected a complete file written by torch.save or torch.jit.save"
+        ) from None
+    code = sorted(n for n in sizes if n.startswith("code/") and n.endswith(".py"))
+    if kind == "torch.package":
+        code = sorted(n for n in sizes if n.endswith(".py"))
+    extra = sorted(n[len("extra/") :] for n in sizes if n.startswith("extra/"))
+    data = [n for n in sizes if n.startswith("data/")]
+
+    def listing(items: list[str]) -> str:
+        head = ", ".join(items[:8])
+        return f"{head}, ... ({len(items)} in all)" if len(items) > 8 else head or "none"
+
+    rows = [
+        ("format", _ARCHIVE_NAMES[kind]),
+        ("archive name", top or "(no top folder)"),
+        ("entries", f"{len(names)} ({sum(sizes.values()):,} bytes uncompressed)"),
+        ("code files", str(len(code))),
+        ("code", listing(code)),
+    ]
+    for name in ("data.pkl", "constants.pkl"):
+        if name in sizes:
+            rows.append((name, f"{sizes[name]:,} bytes"))
+    rows.append(("data records", f"{len(data)} ({sum(sizes[n] for n in data):,} bytes)"))
+    rows.append(("extra files", listing(extra)))
+    for name, value in records.items():
+        if value is not None:
+            rows.append((name, value))
+    return rows
 
 
 def describe_weights(weights: Mapping[str, Tensor]) -> list[tuple[str, str]]:
@@ -103,51 +181,85 @@ def main(argv: Sequence[str] | None = None) -> int:
         rows: list[tuple[str, str]] = [("file", str(path)), ("sha256", file_sha256(path))]
         sidecar = sidecar_path(path)
         rows.append(("sidecar", str(sidecar) if sidecar else "none"))
-        if _is_torchscript(path):
-            rows.append(("format", "TorchScript archive (carries its own graph)"))
-        else:
-            raw = read_raw(path, trust=False)
-            if isinstance(raw, Mapping) and raw.get("format") == FORMAT_NAME:
-                rows.append(("format", f"{FORMAT_NAME} version {raw.get('format_version')}"))
-            else:
-                weights, fmt = _foreign_state_dict(raw, path)
-                rows.append(("format", fmt))
-                rows += describe_weights(weights)
-        status = 0
-        try:
-            loaded = load_checkpoint(path, description, trust=args.trust_checkpoint)
-        except CheckpointError as err:
-            rows.append(("loads", "no"))
-            rows.append(("missing", str(err)))
+        kind = code_archive_kind(path)
+        if kind is not None:
+            rows += describe_archive(path, kind)
+            rows.append(("loads", "not here: inspect never runs code from a file"))
+            rows.append(
+                (
+                    "needs",
+                    "--trust-checkpoint to load (only if you trust its source), and --dataset "
+                    "or --input-shape"
+                    if kind == "torchscript"
+                    else "a state_dict instead: this toolkit does not load programs of this kind",
+                )
+            )
             status = 1
         else:
-            spec = loaded.spec
-            rows += [
-                ("loads", "yes"),
-                ("architecture", f"{spec.arch} {dict(spec.arch_kwargs) or ''}".strip()),
-                ("layers", str(spec.layer)),
-                ("dataset", spec.dataset or "not given (needs --dataset or --data to evaluate)"),
-                ("input shape", "x".join(map(str, spec.input_shape))),
-                ("classes", str(spec.num_classes)),
-                (
-                    "normalisation",
-                    "none"
-                    if spec.mean is None
-                    else f"mean {list(spec.mean)} std {list(spec.std or ())}",
-                ),
-                ("bounds", f"{spec.bounds[0]}, {spec.bounds[1]}"),
-                ("weights sha256", loaded.weights_sha256 or "n/a (graph archive)"),
-            ]
-            if spec.clean_accuracy is not None:
-                rows.append(("recorded accuracy", f"{spec.clean_accuracy:.4f}"))
-            rows += [("note", n) for n in loaded.notes]
-    except (CheckpointError, ValueError) as err:
+            try:
+                raw = read_raw(path, trust=False)
+            except PickledObjectsError as err:
+                rows += [
+                    ("format", "pickled Python objects (code: runs when unpickled)"),
+                    ("would build", err.detail.removeprefix("it would build ")),
+                    ("loads", "not here: inspect never runs code from a file"),
+                    ("needs", "--trust-checkpoint to load (only if you trust its source)"),
+                ]
+                status = 1
+            else:
+                rows += _describe_data(raw, path)
+                status = _try_loading(path, description, args.trust_checkpoint, rows)
+    except (CheckpointError, ValueError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     width = max(len(k) for k, _ in rows)
+    rows = [(k, v.replace("\n", " ")) for k, v in rows]
     for key, value in rows:
         print(f"{key:<{width}}  {value}")
     return status
+
+
+def _describe_data(raw: object, path: Path) -> list[tuple[str, str]]:
+    """Rows about a weights-only file's container (ours or a foreign layout)."""
+    if (
+        isinstance(raw, Mapping)
+        and isinstance(raw.get("format"), str)
+        and raw["format"] == FORMAT_NAME
+    ):
+        return [("format", f"{FORMAT_NAME} version {raw.get('format_version')!r}")]
+    weights, fmt = _foreign_state_dict(raw, path)
+    return [("format", fmt), *describe_weights(weights)]
+
+
+def _try_loading(
+    path: Path, description: Description, trust: bool, rows: list[tuple[str, str]]
+) -> int:
+    """Load a weights-only file as described (never running code); add rows; exit status."""
+    try:
+        loaded = _load(path, description, trust, False, "cpu")
+    except CheckpointError as err:
+        rows.append(("loads", "no"))
+        rows.append(("missing", str(err)))
+        return 1
+    spec = loaded.spec
+    rows += [
+        ("loads", "yes"),
+        ("architecture", f"{spec.arch} {dict(spec.arch_kwargs) or ''}".strip()),
+        ("layers", str(spec.layer)),
+        ("dataset", spec.dataset or "not given (needs --dataset or --data to evaluate)"),
+        ("input shape", "x".join(map(str, spec.input_shape))),
+        ("classes", str(spec.num_classes)),
+        (
+            "normalisation",
+            "none" if spec.mean is None else f"mean {list(spec.mean)} std {list(spec.std or ())}",
+        ),
+        ("bounds", f"{spec.bounds[0]}, {spec.bounds[1]}"),
+        ("weights sha256", loaded.weights_sha256 or "n/a (graph archive)"),
+    ]
+    if spec.clean_accuracy is not None:
+        rows.append(("recorded accuracy", f"{spec.clean_accuracy:.4f}"))
+    rows += [("note", n) for n in loaded.notes]
+    return 0
 
 
 if __name__ == "__main__":

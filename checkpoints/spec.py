@@ -8,6 +8,7 @@ dataset defaults and from the weights.
 from __future__ import annotations
 
 import json
+import math
 import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
@@ -122,25 +123,69 @@ class Description:
         unknown = sorted(set(data) - known)
         if unknown:
             raise ValueError(f"{origin}: unknown key(s) {unknown}; known keys: {sorted(known)}")
-        layer = data.get("layers", data.get("layer"))
-        if isinstance(layer, str):
-            layer = LayerSpec.parse(layer)
-        elif isinstance(layer, Mapping):
-            layer = LayerSpec.from_dict(layer)
-        elif layer is not None:
+        for key in ("arch", "dataset"):
+            if data.get(key) is not None and not isinstance(data[key], str):
+                raise ValueError(
+                    f"{origin}: {key!r} must be a name (a string), got {data[key]!r} "
+                    f"({type(data[key]).__name__}); write it in quotes"
+                )
+        arch_kwargs = data.get("arch_kwargs")
+        if arch_kwargs is not None and not isinstance(arch_kwargs, Mapping):
             raise ValueError(
-                f"{origin}: 'layers' must be a string like 'normout:spatial@0,1' or a table"
+                f"{origin}: 'arch_kwargs' must be a table of named values, got "
+                f"{type(arch_kwargs).__name__}; write it as [arch_kwargs] with key = value lines"
             )
+        layer = data.get("layers", data.get("layer"))
+        try:
+            if isinstance(layer, str):
+                layer = LayerSpec.parse(layer)
+            elif isinstance(layer, Mapping):
+                layer = LayerSpec.from_dict(layer)
+            elif layer is not None:
+                raise ValueError(
+                    f"must be a string like 'normout:spatial@0,1' or a table, got "
+                    f"{type(layer).__name__}"
+                )
+        except (ValueError, TypeError) as err:
+            raise ValueError(f"{origin}: 'layers': {err}") from None
         return cls(
             arch=data.get("arch"),
             layer=layer,
-            arch_kwargs=data.get("arch_kwargs"),
+            arch_kwargs=arch_kwargs,
             dataset=data.get("dataset"),
-            num_classes=None if data.get("num_classes") is None else int(data["num_classes"]),
+            num_classes=parse_num_classes(data.get("num_classes"), origin),
             input_shape=parse_shape(data.get("input_shape"), origin),
             normalization=parse_normalization(data.get("normalization"), origin),
             bounds=parse_bounds(data.get("bounds"), origin),
         )
+
+
+def _whole(value: Any) -> int:
+    """``value`` as an int: an int, a float without fraction, or a string of digits."""
+    if isinstance(value, bool):
+        raise TypeError("a truth value is not a size")
+    if isinstance(value, float):
+        if not value.is_integer():
+            raise ValueError("not a whole number")
+        return int(value)
+    if isinstance(value, int | str):
+        return int(value)
+    raise TypeError(f"{type(value).__name__} is not a number")
+
+
+def parse_num_classes(value: Any, origin: str) -> int | None:
+    """A number of classes (at least 2), or None when not given."""
+    if value is None:
+        return None
+    try:
+        classes = _whole(value)
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"{origin}: num_classes must be a whole number, got {value!r}; write e.g. 10"
+        ) from None
+    if classes < 2:
+        raise ValueError(f"{origin}: num_classes must be at least 2, got {classes}")
+    return classes
 
 
 def parse_shape(value: Any, origin: str) -> tuple[int, int, int] | None:
@@ -149,7 +194,7 @@ def parse_shape(value: Any, origin: str) -> tuple[int, int, int] | None:
     if isinstance(value, str):
         value = [v for v in value.replace("x", ",").split(",") if v.strip()]
     try:
-        shape = tuple(int(v) for v in value)
+        shape = tuple(_whole(v) for v in value)
     except (TypeError, ValueError):
         raise ValueError(
             f"{origin}: input_shape must be C,H,W (e.g. 3,32,32), got {value!r}"
@@ -168,7 +213,7 @@ def parse_bounds(value: Any, origin: str) -> tuple[float, float] | None:
         low, high = (float(v) for v in value)
     except (TypeError, ValueError):
         raise ValueError(f"{origin}: bounds must be two numbers LOW,HIGH, got {value!r}") from None
-    if not low < high:
+    if not (math.isfinite(low) and math.isfinite(high) and low < high):
         raise ValueError(f"{origin}: bounds must satisfy LOW < HIGH, got {value!r}")
     return (low, high)
 
@@ -199,9 +244,14 @@ def parse_normalization(
             std = tuple(float(v) for v in value["std"])
         except (TypeError, ValueError):
             raise ValueError(f"{origin}: normalization mean and std must be numbers") from None
-        if len(mean) != len(std) or not mean or min(std) <= 0:
+        if (
+            len(mean) != len(std)
+            or not mean
+            or not all(math.isfinite(v) for v in mean + std)
+            or min(std) <= 0
+        ):
             raise ValueError(
-                f"{origin}: normalization needs mean and std of equal length with std > 0, "
+                f"{origin}: normalization needs finite mean and std of equal length with std > 0, "
                 f"got mean={list(mean)} std={list(std)}"
             )
         return (mean, std)
@@ -223,14 +273,29 @@ def sidecar_path(checkpoint: Path) -> Path | None:
 
 def read_sidecar(path: Path) -> Description:
     """Read a TOML or JSON description file."""
+    kind = "TOML" if path.suffix == ".toml" else "JSON"
     try:
-        if path.suffix == ".toml":
-            data = tomllib.loads(path.read_text())
-        else:
-            data = json.loads(path.read_text())
+        text = path.read_text(encoding="utf-8")
+        data = tomllib.loads(text) if kind == "TOML" else json.loads(text)
+    except UnicodeDecodeError as err:
+        raise ValueError(
+            f"description file {path} is not UTF-8 text ({err.reason} at byte {err.start}); "
+            f"save it as UTF-8 {kind}"
+        ) from None
+    except OSError as err:
+        raise ValueError(
+            f"description file {path} cannot be read ({err.strerror or err}); check its "
+            "permissions or remove it"
+        ) from None
     except (tomllib.TOMLDecodeError, json.JSONDecodeError) as err:
         raise ValueError(
-            f"description file {path} is not valid {path.suffix[1:].upper()}: {err}"
+            f"description file {path} is not valid {kind}: {str(err).splitlines()[0]}; "
+            "fix its syntax (see README)"
+        ) from None
+    except RecursionError:
+        raise ValueError(
+            f"description file {path} is nested too deeply to be a description; expected a "
+            "flat table of keys (see README)"
         ) from None
     if not isinstance(data, dict):
         raise ValueError(

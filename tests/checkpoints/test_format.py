@@ -306,9 +306,11 @@ def test_pyautoattack_resnet_clean_accuracy_on_cifar10(data_dir):
 def test_torchscript_archive(tmp_path):
     network = build_network("mlp", (1, 8, 8), 10).eval()
     torch.jit.script(network).save(str(tmp_path / "scripted.pt"))
+    with pytest.raises(CheckpointError, match="--trust-checkpoint"):
+        load_checkpoint(tmp_path / "scripted.pt", Description(dataset="digits"))
     with pytest.raises(CheckpointError, match="--dataset"):
-        load_checkpoint(tmp_path / "scripted.pt")
-    loaded = load_checkpoint(tmp_path / "scripted.pt", Description(dataset="digits"))
+        load_checkpoint(tmp_path / "scripted.pt", trust=True)
+    loaded = load_checkpoint(tmp_path / "scripted.pt", Description(dataset="digits"), trust=True)
     assert loaded.spec.source_format == "torchscript" and loaded.spec.num_classes == 10
     x = torch.rand(3, 1, 8, 8)
     torch.testing.assert_close(_outputs(loaded.model, x), _outputs(network, x))
