@@ -45,6 +45,7 @@ from analysis.document import (
     bits,
     encode_exact,
     encode_image,
+    encode_nonfinite,
     proportion,
     write_json,
 )
@@ -155,7 +156,7 @@ def _examples(
                         "sample": sample,
                         "label": int(suite.labels[sample]),
                         "fooled": bool(fooled[sample]),
-                        "margin": plain(float(record.margin[k, sample])),
+                        "margin": float(record.margin[k, sample]),
                         "success_step": int(record.success_step[k, sample]),
                         "shape": list(adversarial.shape),
                         "original": encode_image(x[sample]),
@@ -195,7 +196,10 @@ def _norm_section(
                 "attacked": bits(record.attacked),
                 "last_success": bits(record.last_success),
                 "success_step": plain(record.success_step),
-                "mean_loss_trace": plain(record.mean_loss_trace),
+                "mean_loss_trace": plain(record.mean_loss_trace, keep_nonfinite=True),
+                "nonfinite": [int(v) for v in record.nonfinite.sum(1)],
+                "nonfinite_samples": bits(record.nonfinite),
+                "nonfinite_evaluations": record.nonfinite_evaluations,
                 "queries": int(record.queries.sum()),
                 "num_forward": 0 if record.result is None else record.result.num_forward,
                 "num_backward": 0 if record.result is None else record.result.num_backward,
@@ -212,11 +216,15 @@ def _norm_section(
             }
         )
     robust_counts = outcome.robust.sum(1).tolist()
+    hit = torch.zeros_like(outcome.robust)
+    for record in outcome.attacks:
+        hit |= record.nonfinite.to(hit.device)
     return {
         "norm": outcome.norm.value,
         "epsilons": list(outcome.epsilons),
         "reliable_robust_accuracy": [proportion(int(c), n) for c in robust_counts],
         "robust": bits(outcome.robust),
+        "robust_nonfinite": [int(v) for v in (outcome.robust & hit).sum(1)],
         "attacks": attacks,
         "unbounded_epsilon": outcome.unbounded_epsilon,
         "sweep": _sweep(outcome.sweep),
@@ -238,7 +246,9 @@ def _sweep(record: Any) -> dict[str, Any] | None:
         "success_rate": [proportion(int(b), len(columns)) for b in success.sum(1).tolist()],
         "success": bits(success),
         "samples": columns.tolist(),
-        "mean_loss_trace": plain(record.loss_trace[:, :, columns].nanmean(dim=2)),
+        "mean_loss_trace": plain(
+            record.loss_trace[:, :, columns].nanmean(dim=2), keep_nonfinite=True
+        ),
     }
 
 
@@ -251,7 +261,8 @@ def run_audit(
     progress: bool = False,
     command_line: Sequence[str] = (),
 ) -> dict[str, Any]:
-    """Run every stage of the audit and return the result document (a plain dict)."""
+    """Run every stage of the audit and return the result document (a plain dict, with NaN
+    and infinite numbers already encoded as ``analysis.document`` writes them)."""
     started = time.time()
     model = loaded.model
     x, y = evaluation.x.to(device), evaluation.y.to(device)
@@ -270,7 +281,14 @@ def run_audit(
         suite_config = suite_config.with_options(eot_samples=EOT_SAMPLES)
     suite = run_suite(model, x, y, suite_config, config.seed, progress=progress)
     flatness = None
-    if config.flatness is not None:
+    flatness_note: str | None = None
+    if config.flatness is not None and probes.nonfinite_logits:
+        # The estimators differentiate the loss; with NaN in it they return noise or fail.
+        flatness_note = (
+            f"not measured: {probes.nonfinite_logits} of {len(y)} samples have NaN or Inf "
+            "clean logits, so the loss is not finite"
+        )
+    elif config.flatness is not None:
         count = min(config.flatness_samples, len(y))
         flatness = measure(
             model, x[:count], y[:count], config.flatness, torch.Generator().manual_seed(config.seed)
@@ -282,7 +300,7 @@ def run_audit(
         _norm_section(outcome, suite, x.cpu(), config.examples_per_attack)
         for outcome in suite.norms
     ]
-    return {
+    document = {
         "schema_version": SCHEMA_VERSION,
         "provenance": {
             "checkpoint": str(loaded.path),
@@ -308,6 +326,7 @@ def run_audit(
         },
         "clean_accuracy": proportion(correct, len(y)),
         "clean_correct": bits(suite.clean_correct),
+        "clean_nonfinite": bits(suite.clean_nonfinite),
         "robustness": {
             "eot_samples": suite_config.eot_samples,
             "norms": norms,
@@ -316,11 +335,13 @@ def run_audit(
             "wall_time": suite.wall_time,
         },
         "flatness": None if flatness is None else flatness.to_dict(),
+        "flatness_note": flatness_note,
         "activations": [a.to_dict() for a in activations],
         "probes": probes.to_dict(),
         "findings": [f.to_dict() for f in findings],
         "verdict": verdict(findings),
     }
+    return encode_nonfinite(document)  # type: ignore[no-any-return]
 
 
 def summary_lines(path: Path, document: dict[str, Any]) -> list[str]:

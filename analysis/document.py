@@ -12,11 +12,19 @@ of ``evaluation.indices``. Images are base64 of uint8 pixels (value × 255, roun
 for display; each stored example also carries its exact values (base64 of the raw
 little-endian floats in the dtype named beside them), so that the model can be evaluated on
 exactly that example again.
+
+Strict JSON has no NaN or infinity, so a number that is NaN or infinite is written as one of
+the strings ``"NaN"``, ``"Infinity"`` and ``"-Infinity"`` (``NONFINITE_TOKENS``); ``null``
+means a value that does not exist (not measured, not applicable). ``write_json`` encodes them
+and writes strict JSON only (``allow_nan=False``); ``read_document`` refuses the non-standard
+literals ``NaN``/``Infinity`` and decodes the three strings back into floats wherever they
+stand, so no text field of the document may hold exactly one of them.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import math
 from collections.abc import Sequence
@@ -33,22 +41,30 @@ from checkpoints.format import atomic_write_bytes
 __all__ = [
     "SCHEMA_PATH",
     "SCHEMA_VERSION",
+    "NONFINITE_TOKENS",
     "DocumentError",
     "bits",
+    "decode_nonfinite",
     "decode_exact",
     "decode_image",
     "encode_exact",
     "encode_image",
+    "encode_nonfinite",
     "read_document",
     "unbits",
     "write_json",
 ]
 
-SCHEMA_VERSION = "1.1"
+SCHEMA_VERSION = "1.2"
 SCHEMA_PATH = Path(__file__).resolve().parent / "audit.schema.json"
 # 1.1 adds fields (success_step, attack statuses and failures, exact examples per epsilon, the
 # new probes) and changes none of 1.0's, which is all the gate reads of a result or baseline.
-_READABLE = ("1.0", "1.1")
+# 1.2 writes NaN and infinite numbers as strings (``NONFINITE_TOKENS``; 1.1 had null or no
+# document at all) and adds the non-finite counts; the fields the gate reads are unchanged.
+_READABLE = ("1.0", "1.1", "1.2")
+
+NONFINITE_TOKENS = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
+"""How the document writes each non-finite number, and the float each string reads back as."""
 
 
 class DocumentError(ValueError):
@@ -126,18 +142,68 @@ def proportion(count: int, total: int) -> dict[str, Any]:
     }
 
 
+def _token(value: float) -> str:
+    if math.isnan(value):
+        return "NaN"
+    return "Infinity" if value > 0 else "-Infinity"
+
+
+def encode_nonfinite(value: Any) -> Any:
+    """A copy of ``value`` (dicts, lists, tuples, scalars) with every NaN or infinite float
+    replaced by its string in ``NONFINITE_TOKENS``; finite numbers stay numbers."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else _token(value)
+    if isinstance(value, dict):
+        return {k: encode_nonfinite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [encode_nonfinite(v) for v in value]
+    return value
+
+
+def decode_nonfinite(value: Any) -> Any:
+    """Inverse of :func:`encode_nonfinite`: the strings ``"NaN"``, ``"Infinity"`` and
+    ``"-Infinity"`` become floats again, everything else is returned as it is."""
+    if isinstance(value, str):
+        return NONFINITE_TOKENS.get(value, value)
+    if isinstance(value, dict):
+        return {k: decode_nonfinite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [decode_nonfinite(v) for v in value]
+    return value
+
+
 def write_json(path: Path, document: dict[str, Any]) -> None:
-    """Write ``document`` atomically (temporary file and rename); numbers stay numbers."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    text = json.dumps(document, indent=1, allow_nan=False)
-    atomic_write_bytes(path, (text + "\n").encode())
+    """Write ``document`` as strict JSON, atomically (temporary file and rename).
+
+    Non-finite numbers are encoded (see the module's docstring). The text is built before
+    anything touches the disk, and folders created for it are removed again when the write
+    fails, so a failure leaves neither a partial file nor an empty folder.
+    """
+    text = json.dumps(encode_nonfinite(document), indent=1, allow_nan=False)
+    created = [folder for folder in (path.parent, *path.parent.parents) if not folder.exists()]
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(path, (text + "\n").encode())
+    except BaseException:
+        for folder in created:  # deepest first
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+        raise
+
+
+def _refuse_constant(name: str) -> float:
+    raise ValueError(
+        f"the non-standard JSON literal {name} (strict JSON has none; a result document "
+        f"writes it as the string {_token(float(name))!r})"
+    )
 
 
 def read_document(path: str | Path) -> dict[str, Any]:
-    """Read an audit document, refusing unknown schema versions."""
+    """Read an audit document, refusing unknown schema versions and non-standard JSON, with
+    non-finite numbers decoded into floats."""
     path = Path(path)
     try:
-        document = json.loads(path.read_text())
+        document = json.loads(path.read_text(), parse_constant=_refuse_constant)
     except FileNotFoundError:
         raise DocumentError(f"result file {path} does not exist") from None
     except IsADirectoryError:
@@ -148,6 +214,8 @@ def read_document(path: str | Path) -> dict[str, Any]:
         raise DocumentError(f"result file {path} cannot be read: {err.strerror}") from None
     except json.JSONDecodeError as err:
         raise DocumentError(f"{path} is not valid JSON: {err}") from None
+    except ValueError as err:
+        raise DocumentError(f"{path} is not valid JSON: {err}") from None
     if not isinstance(document, dict):
         raise DocumentError(f"{path} is not an audit document (expected a JSON object)")
     version = document.get("schema_version")
@@ -156,4 +224,4 @@ def read_document(path: str | Path) -> dict[str, Any]:
             f"{path} has schema_version {version!r}; this toolkit reads {', '.join(_READABLE)}. "
             "Re-run the audit with this version, or use the toolkit version that wrote it"
         )
-    return document
+    return decode_nonfinite(document)  # type: ignore[no-any-return]

@@ -511,28 +511,80 @@ def vanishing_gradients(evidence: Evidence) -> Finding:
 
 @check("non-finite-values")
 def nonfinite(evidence: Evidence) -> Finding:
+    """NaN or Inf in the model's logits or input gradients, clean or under attack.
+
+    Counts samples (clean: the probes' pass and the suite's clean pass; under attack: samples
+    whose judged example had non-finite logits, per attack, norm and epsilon) and sample
+    evaluations (every pass of every attack, black-box ones included). Such a sample has no
+    prediction: it is not clean-correct, and no attack counts it as broken (so a sample that
+    only an attack's NaN "broke" still counts as robust), which makes every accuracy of the
+    audit unreliable: a reliability failure.
+    """
     probes = evidence.probes
     attack_logits = attack_grads = 0
-    if evidence.suite is not None:
-        for record in _gradient_records(evidence.suite):
-            stats = record.result.gradient_stats  # type: ignore[union-attr]
-            attack_logits += stats.nonfinite_logits  # type: ignore[union-attr]
+    clean_samples = attack_samples = 0
+    per_attack: dict[str, dict[str, Any]] = {}
+    suite = evidence.suite
+    if suite is not None:
+        clean_samples = int(suite.clean_nonfinite.sum())
+        for gradient_record in _gradient_records(suite):
+            stats = gradient_record.result.gradient_stats  # type: ignore[union-attr]
             attack_grads += stats.nonfinite_gradients  # type: ignore[union-attr]
-    rows = {
+        hit = torch.zeros(suite.num_samples, dtype=torch.bool)
+        for outcome in suite.norms:
+            stages: list[tuple[AttackRecord | None, str]] = [(r, "") for r in outcome.attacks]
+            stages += [(outcome.sweep, " (sweep)"), (outcome.independent_sweep, " (independent)")]
+            for record, stage in stages:
+                if record is None:
+                    continue
+                attack_logits += record.nonfinite_evaluations
+                columns = record.nonfinite.cpu()
+                hit |= columns.any(0)
+                if record.nonfinite_evaluations or bool(columns.any()):
+                    per_attack[f"{record.label}/{outcome.norm.value}{stage}"] = {
+                        "epsilons": list(record.epsilons),
+                        "samples": [int(v) for v in columns.sum(1)],
+                        "evaluations": record.nonfinite_evaluations,
+                    }
+        attack_samples = int(hit.sum())
+    rows: dict[str, Any] = {
         "clean_logits": probes.nonfinite_logits,
         "clean_gradients": probes.nonfinite_gradients,
+        "clean_samples": clean_samples,
+        "attack_samples": attack_samples,
         "attack_logits": attack_logits,
         "attack_gradients": attack_grads,
     }
     bad = sum(rows.values())
+    rows["attacks"] = per_attack
+    if bad:
+        parts = []
+        clean = max(probes.nonfinite_logits, clean_samples)
+        if clean:
+            total = f" of {suite.num_samples}" if suite is not None else ""
+            parts.append(f"{clean}{total} samples have NaN or Inf clean logits")
+        if probes.nonfinite_gradients:
+            parts.append(f"{probes.nonfinite_gradients} have non-finite clean input gradients")
+        if attack_samples:
+            names = ", ".join(k for k, v in sorted(per_attack.items()) if any(v["samples"]))
+            parts.append(
+                f"{attack_samples} samples had NaN or Inf logits at the example of {names}"
+            )
+        elif attack_logits:
+            parts.append(f"{attack_logits} sample evaluations in attacks had NaN or Inf logits")
+        if attack_grads:
+            parts.append(f"{attack_grads} input gradients under attack were not finite")
+        explanation = "; ".join(parts) + (
+            "; such samples count as clean errors, and never as broken by an attack"
+        )
+    else:
+        explanation = "all logits and gradients are finite"
     return Finding(
         "non-finite-values",
         "NaN or Inf in logits or gradients",
         Status.FAIL if bad else Status.PASS,
         rows,
-        "NaN or Inf appeared in logits or gradients"
-        if bad
-        else "all logits and gradients are finite",
+        explanation,
         "Non-finite values break attacks silently: find the operation that overflows "
         "(log of zero, division by zero) and fix it before evaluating",
         masking=False,

@@ -13,6 +13,14 @@ bounds (``Geometry.enforce``: untouched when inside, projected when not) and jud
 one forward pass of its own. Logits, success, margin and target success come from that pass,
 never from what the attack claimed; it costs one sample-forward per attacked sample and
 epsilon, counted in ``num_forward``.
+
+Logits holding NaN or Inf have no prediction (``attacks.losses.predict``), and the engine
+judges them so: a sample whose clean logits are not finite is not correctly classified, so,
+like a clean misclassification, it counts as not robust at every epsilon and is not attacked
+(``success`` True, ``attacked`` False); a returned example whose logits are not finite is not
+a success, however its argmax falls (it stays robust unless an attack breaks it with finite
+logits). Both are marked in ``nonfinite``, and every sample evaluation with non-finite logits
+is counted in ``nonfinite_evaluations``.
 """
 
 from __future__ import annotations
@@ -26,7 +34,7 @@ import torch
 from torch import Tensor, nn
 
 from attacks._model import Evaluator, model_mode, seeded_global_rng
-from attacks.losses import margin
+from attacks.losses import fooled, is_finite_rows, judged_margin, predict
 from attacks.result import STEP_NOT_BROKEN, STEP_UNKNOWN, AttackResult, GradientStats
 from attacks.threat import Bounds, Norm, check_epsilons, check_inputs, geometry
 
@@ -186,6 +194,7 @@ def run_attack(
     targets = torch.full((num_eps, num_samples), -1, dtype=torch.long, device=x.device)
     target_success = torch.zeros_like(success)
     steps = torch.full_like(targets, STEP_NOT_BROKEN)
+    nonfinite = torch.zeros_like(success)
     geom = geometry(config.norm)
 
     with model_mode(model, stochastic=stochastic), seeded_global_rng(config.generator, x.device):
@@ -193,8 +202,10 @@ def run_attack(
         if not parts:
             raise ValueError("inputs must hold at least one sample, got an empty batch")
         clean_logits = torch.cat(parts)
-        margins[:] = margin(clean_logits, y).to(x.dtype)
-        clean_wrong = clean_logits.argmax(dim=1) != y
+        margins[:] = judged_margin(clean_logits, y).to(x.dtype)
+        clean_nonfinite = ~is_finite_rows(clean_logits)
+        clean_wrong = predict(clean_logits) != y
+        nonfinite[:, clean_nonfinite] = True
         success[:, clean_wrong] = True
         last_success[:, clean_wrong] = True
         steps[:, clean_wrong] = 0
@@ -205,7 +216,7 @@ def run_attack(
                 inherit = success[k - 1] & ~clean_wrong
                 todo &= ~inherit
                 tables = (success, last_success, adversarial, margins, targets, target_success)
-                for table in (*tables, steps):
+                for table in (*tables, steps, nonfinite):
                     table[k, inherit] = table[k - 1, inherit]
             indices = todo.nonzero().squeeze(1)
             for begin in range(0, indices.numel(), step):
@@ -223,11 +234,12 @@ def run_attack(
                     outcome.adversarial.detach().to(x.dtype), x0, eps_batch, config.bounds
                 )
                 logits = evaluator.logits(example)
-                prediction = logits.argmax(dim=1)
-                broken = prediction != y[idx]
+                prediction = predict(logits)
+                broken = fooled(logits, y[idx])
                 attacked[k, idx] = True
                 adversarial[k, idx] = example
-                margins[k, idx] = margin(logits, y[idx]).to(x.dtype)
+                nonfinite[k, idx] = ~is_finite_rows(logits)
+                margins[k, idx] = judged_margin(logits, y[idx]).to(x.dtype)
                 success[k, idx] = broken
                 last_success[k, idx] = outcome.last_success.to(torch.bool)
                 trace[k, :, idx] = outcome.loss_trace.to(trace.dtype)
@@ -263,6 +275,8 @@ def run_attack(
         num_backward=evaluator.num_backward,
         wall_time=time.perf_counter() - start,
         seed=config.generator.initial_seed(),
+        nonfinite=nonfinite,
+        nonfinite_evaluations=evaluator.nonfinite_logits,
         backend=backend,
         params=params,
         gradient_stats=stats,

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from attacks.losses import is_finite_rows
+from attacks.losses import is_finite_rows, zero_nonfinite_
 
 
 @contextlib.contextmanager
@@ -195,11 +196,26 @@ class Evaluator:
         return logits.detach(), loss.detach(), grad
 
 
+class _FiniteGradient(torch.autograd.Function):
+    """The identity, whose backward pass zeroes the NaN and infinite entries of the gradient."""
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor) -> Tensor:
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> Tensor:
+        return zero_nonfinite_(grad.clone())
+
+
 class CountingModule(nn.Module):
     """Wraps a model for a reference library so that its passes land in our counters.
 
     A forward with gradients enabled on its input counts as a forward and a backward: the
-    reference attacks differentiate every forward they record a graph for.
+    reference attacks differentiate every forward they record a graph for. Logits holding NaN
+    or Inf are counted like the evaluator's own, and the input gradient the library receives
+    has its non-finite entries set to zero, the rule of the native loops (cleverhans' L2 step
+    asserts on a NaN gradient, and a NaN step would spread over the whole example).
     """
 
     def __init__(self, evaluator: Evaluator) -> None:
@@ -214,8 +230,9 @@ class CountingModule(nn.Module):
         wants_gradient = torch.is_grad_enabled() and x.requires_grad
         if wants_gradient:
             self.evaluator.num_backward += x.shape[0]
-        output = self.model(x)
+        output = self.model(_FiniteGradient.apply(x) if wants_gradient else x)
         if wants_gradient and not output.requires_grad:
             # The library would fail later with autograd's own message; say what it means.
             raise NoInputGradient("the output does not require a gradient")
+        self.evaluator._check_logits(output.detach())
         return output

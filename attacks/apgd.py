@@ -16,7 +16,7 @@ from torch import Tensor, nn
 
 from attacks._engine import Batch, BatchOutcome, run_attack, setup
 from attacks._model import CountingModule, library_gradients
-from attacks.losses import margin
+from attacks.losses import fooled, judged_margin
 from attacks.result import AttackResult
 from attacks.square import check_unit_box
 from attacks.threat import Bounds, Norm
@@ -32,8 +32,8 @@ def _outcome(batch: Batch, adversarial: Tensor, logits: Tensor) -> BatchOutcome:
     return BatchOutcome(
         adversarial=adversarial,
         logits=logits,
-        last_success=logits.argmax(dim=1) != batch.y,
-        loss_trace=(-margin(logits, batch.y)).unsqueeze(0),
+        last_success=fooled(logits, batch.y),
+        loss_trace=(-judged_margin(logits, batch.y)).unsqueeze(0),
         queries=torch.zeros_like(batch.y),
     )
 

@@ -19,7 +19,7 @@ from torch import Tensor
 
 from attacks._engine import Batch, BatchOutcome, Setup
 from attacks._model import CountingModule, apply_mode, library_gradients
-from attacks.losses import objective
+from attacks.losses import fooled, objective
 from attacks.threat import Norm
 
 BACKENDS = ("native", "cleverhans", "torchattacks")
@@ -193,10 +193,10 @@ def pgd_batch(
         return _outcome(batch, x0.clone(), batch.clean_logits, torch.zeros_like(labels), targets)
     adversarial = x0.clone()
     logits = batch.clean_logits.clone()
-    fooled = torch.zeros_like(labels, dtype=torch.bool)
+    done = torch.zeros_like(labels, dtype=torch.bool)
     queries = torch.zeros_like(labels)
     for _ in range(num_restarts):
-        todo = (~fooled).nonzero().squeeze(1)
+        todo = (~done).nonzero().squeeze(1)
         if todo.numel() == 0:
             break
         with library_gradients(config.evaluator.model, x0):
@@ -215,7 +215,7 @@ def pgd_batch(
         queries[todo] += num_steps + 1
         adversarial[todo] = result
         logits[todo] = result_logits.to(logits.dtype)
-        fooled[todo] = result_logits.argmax(dim=1) != labels[todo]
+        done[todo] = fooled(result_logits, labels[todo])
     return _outcome(batch, adversarial, logits, queries, targets)
 
 
@@ -273,7 +273,7 @@ def _outcome(
     return BatchOutcome(
         adversarial=adversarial,
         logits=logits,
-        last_success=logits.argmax(dim=1) != batch.y,
+        last_success=fooled(logits, batch.y),
         loss_trace=objective_fn(logits, batch.y, targets).unsqueeze(0),
         queries=queries,
         targets=targets,

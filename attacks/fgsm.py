@@ -14,7 +14,7 @@ from torch import Tensor, nn
 
 from attacks import backends
 from attacks._engine import Batch, BatchOutcome, run_attack, setup
-from attacks.losses import describe, objective
+from attacks.losses import describe, fooled, objective, zero_nonfinite_
 from attacks.result import AttackResult
 from attacks.threat import Bounds, Norm, geometry
 
@@ -88,9 +88,9 @@ def fgsm(
             _, value, grad = config.evaluator.value_and_grad(
                 x[missing], lambda logits: objective_fn(logits, labels, None)
             )
-            directions[missing] = geom.normalize(grad)
-            clean_loss[missing] = value.to(x.dtype)
             grad_norm[missing] = grad.flatten(1).norm(dim=1).to(x.dtype)
+            directions[missing] = geom.normalize(zero_nonfinite_(grad))
+            clean_loss[missing] = value.to(x.dtype)
             known[missing] = True
         fresh = torch.isin(batch.index, missing)
         radius = batch.eps.reshape(-1, *([1] * (x.dim() - 1)))
@@ -104,7 +104,7 @@ def fgsm(
         return BatchOutcome(
             adversarial=adversarial,
             logits=logits,
-            last_success=logits.argmax(dim=1) != batch.y,
+            last_success=fooled(logits, batch.y),
             loss_trace=trace,
             queries=(fresh.long() + 1) * config.evaluator.eot_samples,
             first_grad_norm=grad_norm[batch.index],

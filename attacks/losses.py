@@ -108,3 +108,38 @@ def is_finite_rows(values: Tensor) -> Tensor:
         suspect = (~finite).nonzero().squeeze(1)
         finite[suspect] = torch.isfinite(flat[suspect]).all(dim=1)
     return finite
+
+
+NO_PREDICTION = -1
+"""What ``predict`` gives for a row of logits holding NaN or Inf: no class at all."""
+
+
+def predict(logits: Tensor) -> Tensor:
+    """``[N]`` int64 argmax of ``logits`` ``[N, C]``, ``NO_PREDICTION`` (-1) for a row that is
+    not finite: the argmax of NaN is arbitrary (torch returns the NaN's index), so such a row
+    predicts nothing; it equals no label and no target."""
+    return torch.where(is_finite_rows(logits), logits.argmax(dim=1), NO_PREDICTION)
+
+
+def fooled(logits: Tensor, labels: Tensor) -> Tensor:
+    """``[N]`` bool: the logits are finite and their argmax is not the label. A row with NaN
+    or Inf fools nothing (nor is it correct: see ``predict``)."""
+    prediction = predict(logits)
+    return (prediction != labels) & (prediction != NO_PREDICTION)
+
+
+def judged_margin(logits: Tensor, labels: Tensor) -> Tensor:
+    """``margin`` ``[N]``, NaN for a row that is not finite (it has no margin)."""
+    return torch.where(is_finite_rows(logits), margin(logits, labels), float("nan"))
+
+
+def zero_nonfinite_(values: Tensor) -> Tensor:
+    """Set the NaN and infinite entries of ``values`` to zero, in place, and return it.
+
+    Gradient attacks step along ``zero_nonfinite_(grad)``: a coordinate whose derivative is
+    not finite gives no step (a sign or an L2 normalisation of NaN would spread it over the
+    whole iterate). A finite tensor is left untouched; one sum clears almost every call.
+    """
+    if not bool(torch.isfinite(values.sum())):
+        values.nan_to_num_(nan=0.0, posinf=0.0, neginf=0.0)
+    return values

@@ -14,7 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from attacks._engine import Batch, BatchOutcome, run_attack, setup
-from attacks.losses import margin
+from attacks.losses import fooled, judged_margin
 from attacks.result import AttackResult
 from attacks.threat import Bounds, Norm, geometry
 
@@ -66,7 +66,7 @@ def random_noise(
         n = batch.y.numel()
         best = batch.x0.clone()
         best_logits = batch.clean_logits.clone()
-        best_margin = margin(best_logits, batch.y)
+        best_margin = judged_margin(best_logits, batch.y)
         trace = torch.full((num_draws + 1, n), float("nan"), dtype=x.dtype, device=x.device)
         trace[0] = -best_margin
         queries = torch.zeros_like(batch.y)
@@ -77,7 +77,8 @@ def random_noise(
                 batch.x0[active], batch.eps[active], config.generator, draw
             ).clamp_(config.bounds.lower, config.bounds.upper)
             logits = config.evaluator.logits(candidate)
-            value = margin(logits, batch.y[active])
+            # A draw whose logits are not finite has no margin: it never becomes the best.
+            value = judged_margin(logits, batch.y[active])
             queries[active] += 1
             trace[draw + 1, active] = -value.to(x.dtype)
             better = value < best_margin[active]
@@ -85,15 +86,15 @@ def random_noise(
             best[chosen] = candidate[better]
             best_logits[chosen] = logits[better]
             best_margin[chosen] = value[better]
-            fooled = logits.argmax(dim=1) != batch.y[active]
-            first[active[fooled]] = draw + 1
-            active = active[~fooled]
+            broken = fooled(logits, batch.y[active])
+            first[active[broken]] = draw + 1
+            active = active[~broken]
             if active.numel() == 0:
                 break
         return BatchOutcome(
             adversarial=best,
             logits=best_logits,
-            last_success=best_logits.argmax(dim=1) != batch.y,
+            last_success=fooled(best_logits, batch.y),
             loss_trace=trace,
             queries=queries,
             success_step=first,

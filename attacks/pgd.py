@@ -18,7 +18,7 @@ from torch import Tensor, nn
 from attacks import backends
 from attacks._engine import Batch, BatchOutcome, run_attack, setup
 from attacks._model import Evaluator
-from attacks.losses import Objective, describe, objective
+from attacks.losses import NO_PREDICTION, Objective, describe, objective, predict, zero_nonfinite_
 from attacks.result import AttackResult
 from attacks.threat import Bounds, Geometry, Norm, geometry, uniform
 
@@ -27,15 +27,17 @@ Keep = Literal["best", "last"]
 
 _UNTARGETED_STOP = 1
 _TARGETED_STOP = 2
+_NONFINITE_RANK = -1
+_NO_RANK = -2
 
 
 @dataclass
 class _State:
     """Per-sample best-so-far over iterates, restarts and targets of one batch ``[n]``.
 
-    A rank orders iterates: 0 correctly classified, 1 misclassified, 2 target reached.
-    Higher rank wins; among rank-0 iterates the higher objective wins; among fooling iterates
-    the first is kept.
+    A rank orders iterates: -1 logits not finite (no prediction), 0 correctly classified,
+    1 misclassified, 2 target reached. Higher rank wins; among rank-0 iterates the higher
+    objective wins (a NaN objective never does); among fooling iterates the first is kept.
     """
 
     best_x: Tensor
@@ -55,7 +57,7 @@ class _State:
         return cls(
             best_x=x0.clone(),
             best_logits=torch.zeros(n, num_classes, dtype=x0.dtype, device=x0.device),
-            best_rank=torch.full((n,), -1, dtype=torch.long, device=x0.device),
+            best_rank=torch.full((n,), _NO_RANK, dtype=torch.long, device=x0.device),
             best_loss=torch.full((n,), float("-inf"), dtype=x0.dtype, device=x0.device),
             best_target=torch.full((n,), -1, dtype=torch.long, device=x0.device),
             last_rank=torch.zeros(n, dtype=torch.long, device=x0.device),
@@ -201,18 +203,24 @@ def _descend(
         else:
             logits = evaluator.logits(x)
             loss = loss_fn(logits)
-        prediction = logits.argmax(dim=1)
+        prediction = predict(logits)
         rank = (prediction != y).long()
         # The first iterate of this run that fools a sample not fooled before.
-        best.first_step = torch.where((best.first_step < 0) & (rank > 0), t, best.first_step)
+        best.first_step = torch.where(
+            (best.first_step < 0) & (rank > 0) & (prediction != NO_PREDICTION), t, best.first_step
+        )
         if targets is not None:
             rank += (prediction == targets).long()
+        rank = torch.where(prediction == NO_PREDICTION, _NONFINITE_RANK, rank)
         if first_run:
             state.trace[t, active] = loss.to(state.trace.dtype)
 
         better = None
         if run.keep == "best":
-            better = (rank > best.rank) | ((rank == 0) & (best.rank == 0) & (loss > best.loss))
+            # A NaN objective compares as the lowest, so a finite iterate replaces it.
+            score = loss.nan_to_num(nan=float("-inf"))
+            better = (rank > best.rank) | ((rank == 0) & (best.rank == 0) & (score > best.loss))
+            loss = score
         best.update(better, x, logits, rank, loss, targets)
         if t == run.num_steps:
             break
@@ -220,7 +228,7 @@ def _descend(
         if t == 0 and first_run:
             norms = grad.flatten(1).norm(dim=1)
             state.first_grad_norm[active] = norms.to(state.first_grad_norm.dtype)
-        x = geom.ascend(x, grad, step, x0, eps, run.bounds)
+        x = geom.ascend(x, zero_nonfinite_(grad), step, x0, eps, run.bounds)
 
         if run.early_stop:
             going = rank < run.stop_rank

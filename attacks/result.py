@@ -3,6 +3,9 @@
 ``K`` is the number of epsilons, ``N`` the number of samples, ``T`` the number of iterations
 whose loss is recorded. ``to_dict`` turns a result into plain JSON-able data in which numbers
 stay numbers (NaN and Inf become ``None``).
+
+A row of logits holding NaN or Inf has no prediction: see ``attacks._engine`` for how such
+samples are judged and ``nonfinite`` for where they are marked.
 """
 
 from __future__ import annotations
@@ -17,18 +20,24 @@ from torch import Tensor
 from attacks.threat import Norm
 
 
-def plain(value: Any) -> Any:
-    """Turn tensors, enums, tuples and non-finite floats into JSON-able Python data."""
+def plain(value: Any, *, keep_nonfinite: bool = False) -> Any:
+    """Turn tensors, enums and tuples into JSON-able Python data.
+
+    Args:
+        value: what to convert.
+        keep_nonfinite: keep NaN and infinite floats as they are (for a writer that encodes
+            them, as ``analysis.document.write_json`` does); by default they become None.
+    """
     if isinstance(value, Tensor):
-        return plain(value.detach().cpu().tolist())
+        return plain(value.detach().cpu().tolist(), keep_nonfinite=keep_nonfinite)
     if isinstance(value, Norm):
         return value.value
     if isinstance(value, float):
-        return value if math.isfinite(value) else None
+        return value if keep_nonfinite or math.isfinite(value) else None
     if isinstance(value, dict):
-        return {str(k): plain(v) for k, v in value.items()}
+        return {str(k): plain(v, keep_nonfinite=keep_nonfinite) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [plain(v) for v in value]
+        return [plain(v, keep_nonfinite=keep_nonfinite) for v in value]
     return value
 
 
@@ -104,11 +113,13 @@ class AttackResult:
         norm: the threat model's norm.
         epsilons: the ``K`` epsilons, ascending.
         success: ``[K, N]`` bool, the prediction (argmax) at ``adversarial`` is not the label;
-            judged on that projected, clipped example; a clean misclassification counts.
+            judged on that projected, clipped example; a clean misclassification counts, and so
+            does a sample whose clean logits are not finite (it is not correctly classified);
+            an example whose logits are not finite is never a success.
         adversarial: ``[K, N, ...]`` the returned example: the first that fooled the model,
             else the one with the highest objective (``keep="last"``: the last iterate).
         margin: ``[K, N]`` true-label margin ``z_y - max_{j!=y} z_j`` at ``adversarial``;
-            negative when ``success``, zero at a tie.
+            negative when ``success``, zero at a tie, NaN where those logits are not finite.
         last_success: ``[K, N]`` bool, success of the final iterate (PGD); where it is False
             and ``success`` True an intermediate iterate fooled the model ("silent success").
             With early stopping a fooled sample stops, so its final iterate is the fooling one.
@@ -122,6 +133,11 @@ class AttackResult:
         num_backward: sample-backward passes in total.
         wall_time: seconds.
         seed: the initial seed of the generator the attack drew from.
+        nonfinite: ``[K, N]`` bool, the logits the engine judged held NaN or Inf: at the
+            returned example where ``attacked``, else at the clean input (such a sample is not
+            attacked and counts as a clean error).
+        nonfinite_evaluations: sample evaluations whose logits held NaN or Inf over the whole
+            call (clean pass, the attack's own queries, the engine's judging passes).
         backend: ``"native"``, ``"cleverhans"``, ``"torchattacks"`` or ``"pyautoattack"``.
         params: the attack's settings (numbers, strings, booleans).
         gradient_stats: for gradient attacks, else None.
@@ -151,6 +167,8 @@ class AttackResult:
     num_backward: int
     wall_time: float
     seed: int
+    nonfinite: Tensor
+    nonfinite_evaluations: int = 0
     backend: str = "native"
     params: dict[str, Any] = field(default_factory=dict)
     gradient_stats: GradientStats | None = None
@@ -195,6 +213,8 @@ class AttackResult:
             "targets": self.targets,
             "target_success": self.target_success,
             "success_step": self.success_step,
+            "nonfinite": self.nonfinite,
+            "nonfinite_evaluations": self.nonfinite_evaluations,
         }
         if include_examples:
             data["adversarial"] = self.adversarial

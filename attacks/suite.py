@@ -11,6 +11,12 @@ No exception inside one attack stops a suite: an attack that raises is recorded 
 attacked; a gradient attack on a model whose output has no input gradient (a cut graph) is
 recorded as ``"not-applicable"`` with the reason ``"the input gradient does not exist"``,
 while black-box attacks still run.
+
+Logits holding NaN or Inf have no prediction (see ``attacks._engine``): a sample whose clean
+logits are not finite is not clean-correct (``clean_nonfinite``), so it is not robust and no
+attack runs on it; an attack's example whose logits are not finite never counts as broken, so
+the sample stays robust unless another attack breaks it with finite logits; each record marks
+such samples in ``nonfinite``.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ from torch import Tensor, nn
 from attacks import registry
 from attacks._engine import make_generator
 from attacks._model import NO_INPUT_GRADIENT, Evaluator, NoInputGradient, model_mode
+from attacks.losses import NO_PREDICTION, predict
 from attacks.presets import AttackSpec, SuiteConfig
 from attacks.result import STEP_NOT_BROKEN, AttackResult, GradientStats, plain
 from attacks.threat import Norm, check_inputs, geometry
@@ -105,6 +112,10 @@ class AttackRecord:
             ``AttackResult.success_step``); -1 where this attack did not break the sample.
         statuses: ``[K]`` ``"ok"``, ``"failed"`` or ``"not-applicable"`` per epsilon.
         messages: ``[K]`` the error or reason where not ``"ok"``, else None.
+        nonfinite: ``[K, N]`` bool, the sample was attacked and the logits at the example
+            its run returned held NaN or Inf (never counted in ``success``).
+        nonfinite_evaluations: sample evaluations with NaN or Inf logits over the runs behind
+            the record.
     """
 
     label: str
@@ -125,6 +136,8 @@ class AttackRecord:
     success_step: Tensor
     statuses: tuple[str, ...]
     messages: tuple[str | None, ...]
+    nonfinite: Tensor
+    nonfinite_evaluations: int
 
     @property
     def status(self) -> str:
@@ -176,6 +189,9 @@ class AttackRecord:
             "num_backward": 0 if result is None else result.num_backward,
             "wall_time": 0.0 if result is None else result.wall_time,
             "gradient_stats": None if stats is None else stats.to_dict(),
+            "nonfinite": self.nonfinite,
+            "num_nonfinite": self.nonfinite.sum(dim=1),
+            "nonfinite_evaluations": self.nonfinite_evaluations,
         }
         if result is not None and result.targets is not None:
             data["targets"] = result.targets
@@ -234,7 +250,8 @@ class SuiteResult:
         seed: the initial seed of the suite's generator.
         num_samples: ``N``.
         labels: ``[N]`` true labels.
-        clean_correct: ``[N]`` bool.
+        clean_correct: ``[N]`` bool, finite logits whose argmax is the label.
+        clean_nonfinite: ``[N]`` bool, the clean logits held NaN or Inf (not clean-correct).
         norms: per norm, a ``NormOutcome``.
         num_forward: sample-forward passes in total.
         num_backward: sample-backward passes in total.
@@ -246,6 +263,7 @@ class SuiteResult:
     num_samples: int
     labels: Tensor
     clean_correct: Tensor
+    clean_nonfinite: Tensor
     norms: tuple[NormOutcome, ...]
     num_forward: int
     num_backward: int
@@ -299,6 +317,7 @@ class SuiteResult:
                 "labels": self.labels,
                 "clean_accuracy": self.clean_accuracy,
                 "clean_correct": self.clean_correct,
+                "clean_nonfinite": self.clean_nonfinite,
                 "norms": norms,
                 "num_forward": self.num_forward,
                 "num_backward": self.num_backward,
@@ -402,6 +421,8 @@ def _record(
         success_step=_spread(steps, index, num_samples, STEP_NOT_BROKEN),
         statuses=(OK,) * len(result.epsilons),
         messages=(None,) * len(result.epsilons),
+        nonfinite=_spread(result.nonfinite & result.attacked, index, num_samples, False),
+        nonfinite_evaluations=result.nonfinite_evaluations,
     )
 
 
@@ -508,6 +529,7 @@ def run_suite(
         return result
 
     clean_correct: Tensor | None = None
+    clean_nonfinite: Tensor | None = None
     outcomes = []
     for norm in config.norms:
         norm = Norm.parse(norm)
@@ -540,7 +562,7 @@ def run_suite(
                 )
             report(f"{norm.value} sweep {sweep_spec.label}")
         if clean_correct is None:
-            clean_correct = _clean_correct(model, x, y, config, totals)
+            clean_correct, clean_nonfinite = _clean_correct(model, x, y, config, totals)
         robust = clean_correct.unsqueeze(0).repeat(len(epsilons), 1)
         records = []
         for spec in config.attacks:
@@ -628,14 +650,15 @@ def run_suite(
                 failures=tuple(failures),
             )
         )
-    if clean_correct is None:
-        clean_correct = _clean_correct(model, x, y, config, totals)
+    if clean_correct is None or clean_nonfinite is None:
+        clean_correct, clean_nonfinite = _clean_correct(model, x, y, config, totals)
     return SuiteResult(
         config=config,
         seed=seed,
         num_samples=num_samples,
         labels=y.cpu(),
         clean_correct=clean_correct,
+        clean_nonfinite=clean_nonfinite,
         norms=tuple(outcomes),
         num_forward=totals["forward"],
         num_backward=totals["backward"],
@@ -645,15 +668,16 @@ def run_suite(
 
 def _clean_correct(
     model: nn.Module, x: Tensor, y: Tensor, config: SuiteConfig, totals: dict[str, int]
-) -> Tensor:
+) -> tuple[Tensor, Tensor]:
+    """``[N]`` clean-correct and ``[N]`` clean logits not finite (``NO_PREDICTION``)."""
     evaluator = Evaluator(model)
     step = config.batch_size or x.shape[0]
     with model_mode(model, stochastic=config.stochastic):
         predictions = torch.cat(
-            [evaluator.logits(x[i : i + step]).argmax(dim=1) for i in range(0, x.shape[0], step)]
+            [predict(evaluator.logits(x[i : i + step])) for i in range(0, x.shape[0], step)]
         )
     totals["forward"] += evaluator.num_forward
-    return predictions == y
+    return predictions == y, predictions == NO_PREDICTION
 
 
 def _merge_per_epsilon(
@@ -687,6 +711,7 @@ def _merge_per_epsilon(
     queries = torch.zeros(num_eps, num_samples, dtype=torch.long, device=device)
     steps = torch.full_like(queries, STEP_NOT_BROKEN)
     targets = torch.full_like(queries, -1)
+    nonfinite = torch.zeros_like(attacked)
     trace = torch.full((num_eps, length, num_samples), float("nan"), dtype=x.dtype, device=device)
     adversarial = x.unsqueeze(0).repeat(num_eps, *([1] * x.dim()))
     for k, piece in enumerate(pieces):
@@ -694,6 +719,7 @@ def _merge_per_epsilon(
         if result is None:
             continue
         attacked[k, index] = result.attacked[j]
+        nonfinite[k, index] = result.nonfinite[j]
         success[k, index] = result.success[j]
         last_success[k, index] = result.last_success[j]
         margin[k, index] = torch.where(result.attacked[j], result.margin[j], float("nan")).to(
@@ -711,9 +737,10 @@ def _merge_per_epsilon(
             grad_norms[k, index] = result.gradient_stats.first_grad_norm[j].to(x.dtype)
     (after,) = robust_after(robust, [success])
     merged = None
+    # A run shared by several epsilons (the sweep's) counts once.
+    distinct = list({id(r): r for r in results}.values())
     if results:
         first = results[0]
-        distinct = list({id(r): r for r in results}.values())
         stats = None
         if first.gradient_stats is not None:
             stats = GradientStats.from_norms(
@@ -742,6 +769,8 @@ def _merge_per_epsilon(
             num_backward=sum(r.num_backward for r in distinct),
             wall_time=sum(r.wall_time for r in distinct),
             seed=first.seed,
+            nonfinite=nonfinite.clone(),
+            nonfinite_evaluations=sum(r.nonfinite_evaluations for r in distinct),
             backend=first.backend,
             params=first.params,
             gradient_stats=stats,
@@ -769,6 +798,8 @@ def _merge_per_epsilon(
         success_step=steps,
         statuses=tuple(piece.status for piece in pieces),
         messages=tuple(piece.message for piece in pieces),
+        nonfinite=nonfinite & attacked,
+        nonfinite_evaluations=sum(r.nonfinite_evaluations for r in distinct),
     )
     return record, after
 
