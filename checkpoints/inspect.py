@@ -27,6 +27,7 @@ from pathlib import Path
 from torch import Tensor
 
 from checkpoints.architectures import architecture_names, get_architecture
+from checkpoints.boundary import EXIT_INPUT, OneLineParser, one_line, run_command
 from checkpoints.cli import add_description_arguments, description_from_arguments
 from checkpoints.format import (
     FORMAT_NAME,
@@ -155,24 +156,28 @@ def describe_weights(weights: Mapping[str, Tensor]) -> list[tuple[str, str]]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="python -m checkpoints.inspect",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("file", nargs="?", type=Path, help="checkpoint file")
     parser.add_argument("--list", action="store_true", help="list architectures and layer kinds")
+    parser.add_argument("--verbose", action="store_true", help="tracebacks for errors")
     add_description_arguments(parser)
     args = parser.parse_args(argv)
+    return run_command(lambda: _run(args), verbose=args.verbose)
+
+
+def _run(args: argparse.Namespace) -> int:
     if args.list:
         for name in architecture_names():
             print(f"{name:10s} {get_architecture(name).description}")
         print(f"layer kinds: {', '.join(layer_kinds())}")
         return 0
     if args.file is None:
-        parser.print_usage(sys.stderr)
         print("error: give a checkpoint FILE (or --list)", file=sys.stderr)
-        return 2
+        return EXIT_INPUT
     try:
         description = description_from_arguments(args)
         path: Path = args.file
@@ -210,8 +215,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 rows += _describe_data(raw, path)
                 status = _try_loading(path, description, args.trust_checkpoint, rows)
     except (CheckpointError, ValueError, OSError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+        print(f"error: {one_line(err)}", file=sys.stderr)
+        return EXIT_INPUT
     width = max(len(k) for k, _ in rows)
     rows = [(k, v.replace("\n", " ")) for k, v in rows]
     for key, value in rows:
