@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from torch import Tensor, nn
@@ -152,6 +153,34 @@ def _scripted(module: nn.Module) -> Callable[[Path], list[str]]:
         return _audit("--trust-checkpoint", "--dataset", "digits", checkpoint=path)(tmp)
 
     return build
+
+
+def _untrusted_script(tmp: Path) -> list[str]:
+    path = tmp / "model.ts.pt"
+    torch.jit.save(torch.jit.script(_Pair()), str(path))
+    return _audit("--dataset", "digits", checkpoint=path)(tmp)
+
+
+def _without_hash(tmp: Path) -> list[str]:
+    raw = torch.load(ZOO, weights_only=True)
+    del raw["weights_sha256"]
+    torch.save(raw, tmp / "nohash.pt")
+    return _audit(checkpoint=tmp / "nohash.pt")(tmp)
+
+
+def _data(images: np.ndarray, labels: np.ndarray) -> Callable[[Path], list[str]]:
+    def build(tmp: Path) -> list[str]:
+        np.savez(tmp / "data.npz", x=images, y=labels)
+        return _audit("--data", str(tmp / "data.npz"))(tmp)
+
+    return build
+
+
+_RNG = np.random.default_rng(0)
+_PIXELS = _RNG.random((30, 1, 8, 8)).astype(np.float32)
+_LABELS = _RNG.integers(0, 10, 30)
+_NAN_PIXELS = _PIXELS.copy()
+_NAN_PIXELS[3, 0, 2, 2] = np.nan
 
 
 def _same_stem(tmp: Path) -> list[str]:
@@ -352,9 +381,30 @@ CASES = [
         "different datasets",
     ),
     # ------------------------------------------------------------------ models
-    Case("model-five-outputs", "audit", _scripted(_FiveOutputs()), "shape (2, 10)"),
+    Case(
+        "model-five-outputs", "audit", _scripted(_FiveOutputs()), "gives 5 outputs, but 10 classes"
+    ),
     Case("model-raises", "audit", _scripted(_Raises()), "refuses every input"),
     Case("model-returns-a-pair", "audit", _scripted(_Pair()), "tuple"),
+    Case("torchscript-untrusted", "audit", _untrusted_script, "--trust-checkpoint"),
+    Case("weights-hash-missing", "audit", _without_hash, "--trust-checkpoint"),
+    # ------------------------------------------------------------------ datasets
+    Case(
+        "data-faint-uint8",
+        "audit",
+        _data((_PIXELS * 16).astype(np.uint8), _LABELS),
+        "uint8 values lie in [0, 15]",
+    ),
+    Case("data-nan-pixels", "audit", _data(_NAN_PIXELS, _LABELS), "NaN"),
+    Case("data-float-labels", "audit", _data(_PIXELS, _LABELS.astype(np.float32)), "integer"),
+    Case("data-labels-out-of-range", "audit", _data(_PIXELS, _LABELS + 5), "class indices"),
+    Case("data-wrong-shape", "audit", _data(_PIXELS[:, :, :4], _LABELS), "(1, 8, 8)"),
+    Case(
+        "data-random-bytes",
+        "audit",
+        _with_file("d.npz", b"\x00garbage" * 9, lambda t, f: _audit("--data", str(f))(t)),
+        "not an .npz archive",
+    ),
     # ------------------------------------------------------------------ analysis.gate
     Case("gate-result-missing", "gate", lambda t: ["/nonexistent.json", "b.json"], "nonexistent"),
     Case("gate-result-is-a-folder", "gate", lambda t: [str(t), "b.json"], ""),
