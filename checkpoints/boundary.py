@@ -8,6 +8,8 @@ runs its body through :func:`run_command`:
   line naming the culprit, what was expected, what arrived and the fix;
 - 3 an internal error: something the toolkit did not anticipate went wrong; one line with the
   exception, and the traceback with ``--verbose``;
+- 4 (``checkpoints.inspect`` only) the file was described, but something is missing to load
+  it as described;
 - 130 interrupted (Ctrl-C): one line; results are written atomically, so nothing half-written
   is left behind.
 """
@@ -28,6 +30,7 @@ __all__ = [
     "EXIT_INTERNAL",
     "EXIT_INTERRUPTED",
     "EXIT_OK",
+    "EXIT_WOULD_NOT_LOAD",
     "InputError",
     "OneLineParser",
     "check_writable",
@@ -39,6 +42,8 @@ EXIT_OK = 0
 EXIT_GATE_FAILED = 1
 EXIT_INPUT = 2
 EXIT_INTERNAL = 3
+# checkpoints.inspect only: the file was described, but would not load as described.
+EXIT_WOULD_NOT_LOAD = 4
 EXIT_INTERRUPTED = 130
 
 

@@ -11,9 +11,10 @@ TorchScript archive (code) is described from its zip listing and metadata record
 file of pickled Python objects from the name of the first object it would build.
 ``--trust-checkpoint`` only accepts a file of ours without its recorded weights hash.
 
-Exit status 0 when the file would load as described, 1 when something is missing (a flag, or
---trust-checkpoint for a file that carries code, which inspect never loads), 2 for an
-unreadable file or a bad flag.
+Exit status 0 when the file would load as described, 4 when it was described but something is
+missing to load it (a flag, or --trust-checkpoint for a file that carries code, which inspect
+never loads), 2 for an unreadable file or a bad flag, 3 for an internal error. Status 1 is the
+gate's alone.
 """
 
 from __future__ import annotations
@@ -27,7 +28,13 @@ from pathlib import Path
 from torch import Tensor
 
 from checkpoints.architectures import architecture_names, get_architecture
-from checkpoints.boundary import EXIT_INPUT, OneLineParser, one_line, run_command
+from checkpoints.boundary import (
+    EXIT_INPUT,
+    EXIT_WOULD_NOT_LOAD,
+    OneLineParser,
+    one_line,
+    run_command,
+)
 from checkpoints.cli import add_description_arguments, description_from_arguments
 from checkpoints.format import (
     FORMAT_NAME,
@@ -199,7 +206,7 @@ def _run(args: argparse.Namespace) -> int:
                     else "a state_dict instead: this toolkit does not load programs of this kind",
                 )
             )
-            status = 1
+            status = EXIT_WOULD_NOT_LOAD
         else:
             try:
                 raw = read_raw(path, trust=False)
@@ -210,7 +217,7 @@ def _run(args: argparse.Namespace) -> int:
                     ("loads", "not here: inspect never runs code from a file"),
                     ("needs", "--trust-checkpoint to load (only if you trust its source)"),
                 ]
-                status = 1
+                status = EXIT_WOULD_NOT_LOAD
             else:
                 rows += _describe_data(raw, path)
                 status = _try_loading(path, description, args.trust_checkpoint, rows)
@@ -245,7 +252,7 @@ def _try_loading(
     except CheckpointError as err:
         rows.append(("loads", "no"))
         rows.append(("missing", str(err)))
-        return 1
+        return EXIT_WOULD_NOT_LOAD
     spec = loaded.spec
     rows += [
         ("loads", "yes"),

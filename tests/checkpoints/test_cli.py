@@ -23,7 +23,7 @@ def test_inspect_foreign_file_infers_layout(tmp_path, capsys):
         {"state_dict": {f"model.{k}": v for k, v in network.state_dict().items()}},
         tmp_path / "x.ckpt",
     )
-    assert inspect_main([str(tmp_path / "x.ckpt")]) == 1
+    assert inspect_main([str(tmp_path / "x.ckpt")]) == 4
     out = capsys.readouterr().out
     assert "lightning" in out and "model." in out and "lenet5 on mnist-shaped input" in out
     assert "loads" in out and "--arch lenet5" in out

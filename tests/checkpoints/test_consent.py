@@ -84,7 +84,7 @@ def test_torchscript_is_refused_without_trust_and_nothing_runs(scripted):
 @pytest.mark.parametrize("extra", [[], ["--trust-checkpoint", "--dataset", "digits"]])
 def test_inspect_describes_torchscript_from_its_listing_alone(scripted, capsys, extra):
     path, marker = scripted
-    assert inspect_main([str(path), *extra]) == 1
+    assert inspect_main([str(path), *extra]) == 4
     out = capsys.readouterr().out
     assert not marker.exists() and not Path(f"{marker}.forward").exists()
     with zipfile.ZipFile(path) as archive:
@@ -127,7 +127,7 @@ def test_inspect_never_unpickles_objects_even_when_told_to_trust(tmp_path, capsy
     path = tmp_path / "evil.pt"
     torch.save({"state_dict": {"w": torch.zeros(1)}, "payload": _Payload(marker)}, path)
     for extra in ([], ["--trust-checkpoint", "--arch", "mlp", "--dataset", "digits"]):
-        assert inspect_main([str(path), *extra]) == 1
+        assert inspect_main([str(path), *extra]) == 4
         out = capsys.readouterr().out
         assert "pickled Python objects" in out and "system" in out
         assert not marker.exists()
@@ -158,7 +158,7 @@ def test_torch_export_archive_is_refused_even_when_trusted(tmp_path, capsys):
         with pytest.raises(CheckpointError, match="torch.export archive") as info:
             load_checkpoint(path, Description(dataset="digits"), trust=trust)
         assert "\n" not in str(info.value) and "state_dict" in str(info.value)
-    assert inspect_main([str(path)]) == 1
+    assert inspect_main([str(path)]) == 4
     assert "torch.export archive" in capsys.readouterr().out
 
 
@@ -204,7 +204,7 @@ def test_our_format_without_weights_hash_needs_trust(tmp_path, capsys):
     x = torch.rand(3, 1, 8, 8)
     with torch.no_grad():
         assert torch.equal(loaded.model(x), network.eval()(x))
-    assert inspect_main([str(path)]) == 1
+    assert inspect_main([str(path)]) == 4
     assert "weights_sha256" in capsys.readouterr().out
     assert inspect_main([str(path), "--trust-checkpoint"]) == 0
 
