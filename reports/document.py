@@ -77,7 +77,7 @@ __all__ = [
     "read_result",
 ]
 
-READABLE_VERSIONS = ("1.0", "1.1")
+READABLE_VERSIONS = ("1.0", "1.1", "1.2")
 """Schema versions this reader understands (the same as ``analysis.document``)."""
 
 _FIX = "re-create it with python -m analysis.audit (or --update-baseline for a baseline)"
@@ -296,7 +296,7 @@ class LayerSpec:
 
     kind: str
     params: Json
-    positions: tuple[int, ...]
+    positions: tuple[int, ...] | None
     extra: Json = _extra()
 
 
@@ -375,6 +375,9 @@ class AttackRecord:
     last_success: BitRows | None = _need(_FULL)
     success_step: tuple[tuple[int, ...], ...] | None = _need(_V11)
     mean_loss_trace: tuple[tuple[float | None, ...], ...] | None = _need(_FULL)
+    nonfinite: tuple[int, ...] | None = _need(_OPTIONAL)
+    nonfinite_samples: BitRows | None = _need(_OPTIONAL)
+    nonfinite_evaluations: int | None = _need(_OPTIONAL)
     queries: int | None = _need(_FULL)
     num_forward: int | None = _need(_FULL)
     num_backward: int | None = _need(_FULL)
@@ -491,6 +494,7 @@ class NormResult:
     epsilons: tuple[float, ...]
     reliable_robust_accuracy: tuple[Proportion, ...]
     robust: BitRows
+    robust_nonfinite: tuple[int, ...] | None = _need(_OPTIONAL)
     attacks: tuple[AttackRecord, ...]
     unbounded_epsilon: float | None = _need(_FULL)
     sweep: Sweep | None = _need(_FULL)
@@ -734,8 +738,10 @@ class AuditResult:
     evaluation: Evaluation
     clean_accuracy: Proportion
     clean_correct: Bits
+    clean_nonfinite: Bits | None = _need(_OPTIONAL)
     robustness: Robustness
     flatness: FlatnessResult | None = _need(_FULL)
+    flatness_note: str | None = _need(_OPTIONAL)
     activations: tuple[ActivationStats, ...] | None = _need(_FULL)
     probes: Probes | None = _need(_FULL)
     findings: tuple[Finding, ...]

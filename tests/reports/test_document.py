@@ -403,3 +403,19 @@ def test_reader_runs_without_torch_or_numpy(documents: dict[str, Path]) -> None:
     count, correct, *_ = done.stdout.split()
     expected = _load(documents["flatness"])["clean_accuracy"]["count"]
     assert int(count) == int(correct) == expected
+
+
+def test_a_model_without_dropout_layers_and_its_nonfinite_fields(tmp_path: Path) -> None:
+    """A zoo model without a dropout-family layer (its layer has no positions) reads, and the
+    1.2 fields on non-finite outputs are typed, not left in ``extra``."""
+    from analysis.audit import main
+
+    checkpoint = CHECKPOINT.parent / "digits-mlp-none.pt"
+    argv = [str(checkpoint), "--preset", "quick", "--num-samples", "30", "--no-flatness"]
+    assert main([*argv, "--out", str(tmp_path), "--quiet"]) == 0
+    result = read_result(tmp_path / checkpoint.stem / "audit.json")
+    assert result.checkpoint is not None and result.checkpoint.layer.positions is None
+    assert result.clean_nonfinite == (False,) * 30
+    for norm in result.robustness.norms:
+        assert norm.robust_nonfinite == (0,) * len(norm.epsilons)
+        assert all(a.nonfinite == (0,) * len(norm.epsilons) for a in norm.attacks)
