@@ -35,6 +35,10 @@ medians over the repeats; accuracies and counts are shown per repeat and as medi
 
     ROBAUDIT_DATA=../shared/data python -m benchmarks.bench_autoattack
     python -m benchmarks.bench_autoattack --models digits-mlp-dropout --norms l2 --repeats 3
+    python -m benchmarks.bench_autoattack --models model.ts.pt --dataset mnist --trust-checkpoint
+
+The checkpoint-description flags (``--dataset``, ``--arch``, ``--trust-checkpoint``, ...) are
+the audit's, for files that do not describe themselves.
 """
 
 from __future__ import annotations
@@ -60,6 +64,7 @@ from analysis.stats import mcnemar_exact, paired_drop_interval
 from attacks import Bounds, Norm, SuiteResult, preset, run_suite
 from attacks.presets import STANDARD_EPSILONS
 from checkpoints import load_checkpoint
+from checkpoints.cli import add_description_arguments, description_from_arguments
 
 ZOO = Path(__file__).resolve().parents[1] / "checkpoints" / "zoo"
 DEFAULT_MODELS = ("mnist-lenet5-dropout", "digits-mlp-dropout", "digits-mlp-normout-spatiotemporal")
@@ -230,7 +235,7 @@ def bench_model(
     name: str, norms: tuple[Norm, ...], args: argparse.Namespace
 ) -> dict[str, Any] | None:
     path = Path(name) if name.endswith(".pt") else ZOO / f"{name}.pt"
-    loaded = load_checkpoint(path)
+    loaded = load_checkpoint(path, description_from_arguments(args), trust=args.trust_checkpoint)
     model = loaded.model.eval()
     evaluation = evaluation_set(loaded, None, args.num_samples, args.seed)
     dataset = evaluation.dataset.name
@@ -396,6 +401,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1, help="intra-op threads, both sides")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", help="also write the figures to this file")
+    add_description_arguments(parser)
     args = parser.parse_args(argv)
     try:
         norms = tuple(Norm.parse(n.strip()) for n in args.norms.split(",") if n.strip())
