@@ -194,8 +194,8 @@ def test_backend_flag_on_the_standard_suite():
         "fgsm": "cleverhans",
         "noise": None,
         "square": None,
-        # Targeted margin PGD over 9 targets: nothing a library computes, so it stays native.
-        "pgd-t-top": None,
+        # AutoAttack's APGD-T is pyautoattack's own code: the flag does not apply to it.
+        "apgd-t": None,
     }
     assert suite.sweep is not None and suite.sweep.attack.params["backend"] == "cleverhans"
 
