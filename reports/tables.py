@@ -497,7 +497,8 @@ def atomic_write_text(path: Path, text: str) -> None:
 def write_tables(
     result: AuditResult, directory: str | Path, formats: Iterable[str] = FORMATS
 ) -> list[Path]:
-    """Write every table of :data:`TABLES` as ``DIRECTORY/<name>.csv`` and ``.md``.
+    """Write every table of :data:`TABLES` as ``DIRECTORY/<name>.csv`` and ``.md``; a table
+    the document has no rows for (flatness after ``--no-flatness``) is left out.
 
     Returns:
         The paths written, in order.
@@ -508,6 +509,8 @@ def write_tables(
     written = []
     for name, build in TABLES.items():
         frame = build(result)
+        if frame.empty:
+            continue
         for kind in formats:
             path = directory / f"{name}.{kind}"
             text = frame.to_csv(lineterminator="\n") if kind == "csv" else to_markdown(frame)
