@@ -624,6 +624,7 @@ def render(result: AuditResult) -> str:
 def write_report(result: AuditResult, path: str | Path) -> Path:
     """Render ``result`` and write it to ``path`` atomically."""
     path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     tables.atomic_write_text(path, render(result))
     return path
 

@@ -70,6 +70,15 @@ _COLOURS = [
     "#17becf",
 ]
 _SVG_START = re.compile(r"<svg\b")
+_ID = re.compile(r'\bid="([^"]+)"')
+_ID_OR_REFERENCE = re.compile(r'(\bid="|url\(#|href="#)([^")]+)')
+
+
+def _prefix_ids(text: str, name: str) -> str:
+    """Prefix every element id (and each reference to it) with ``name``: matplotlib numbers
+    some ids per figure (``axes_1``, ``patch_1``), which would repeat across one page."""
+    ids = set(_ID.findall(text))
+    return _ID_OR_REFERENCE.sub(lambda m: f"{m[1]}{name}-{m[2]}" if m[2] in ids else m[0], text)
 
 
 def svg(figure: Figure, name: str, alt: str) -> str:
@@ -85,7 +94,7 @@ def svg(figure: Figure, name: str, alt: str) -> str:
         figure.savefig(buffer, format="svg", metadata={"Date": None})
     plt.close(figure)
     text = buffer.getvalue()
-    text = text[text.index("<svg") :]
+    text = _prefix_ids(text[text.index("<svg") :], name)
     label = escape(alt, quote=True)
     return _SVG_START.sub(f'<svg role="img" aria-label="{label}"', text, count=1).replace(
         ">", f"><title>{label}</title>", 1
