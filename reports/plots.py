@@ -354,7 +354,7 @@ def landscape_1d_plot(result: AuditResult) -> str | None:
         other.grid(False)
         lines = axis.get_legend_handles_labels()
         more = other.get_legend_handles_labels()
-        axis.legend(lines[0] + more[0], lines[1] + more[1], fontsize=7, loc="upper center")
+        axis.legend(lines[0] + more[0], lines[1] + more[1], fontsize=7, loc="lower left")
     return svg(figure, "landscape-1d", alt)
 
 
