@@ -308,3 +308,17 @@ def test_audit_refuses_bad_tables_before_any_work(tmp_path: Path, capsys) -> Non
     assert _audit(tmp_path / "c", "--tables", "xlsx") == 2
     assert capsys.readouterr().err.startswith("error: --tables takes")
     assert not (tmp_path / "c").exists()
+
+
+SATURATED_ZOO = ROOT / "checkpoints" / "zoo" / "digits-mlp-normout-spatiotemporal-ce.pt"
+
+
+@pytest.mark.skipif(not SATURATED_ZOO.exists(), reason="the zoo has no plain cross-entropy NormOut")
+def test_the_zoos_plain_cross_entropy_normout_is_a_saturated_softmax() -> None:
+    """The NormOut thesis' SpatiotemporalMax recipe (no label smoothing) masks by saturating
+    the softmax, and the diagnosis must say so."""
+    from audit_helpers import audit_document, quick_config
+
+    data = audit_document(SATURATED_ZOO, quick_config(num_samples=100))
+    mechanisms = html.diagnose(AuditResult.from_dict(data))
+    assert mechanisms and mechanisms[0].title.startswith("Saturated softmax")
