@@ -350,8 +350,8 @@ def diagnose(result: AuditResult) -> list[Mechanism]:
             Mechanism(
                 "Shattered gradients: zero for every loss",
                 (
-                    f"{tables.number(share.get('zero_fraction'), 3)} of first input gradients "
-                    "are exactly zero",
+                    f"{float(share.get('zero_fraction') or 0.0):.1%} of the first input "
+                    "gradients are exactly zero",
                     "gradient-free attacks (Square, random noise) broke samples the gradient "
                     "attacks left robust",
                 ),

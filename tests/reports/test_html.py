@@ -322,3 +322,24 @@ def test_the_zoos_plain_cross_entropy_normout_is_a_saturated_softmax() -> None:
     data = audit_document(SATURATED_ZOO, quick_config(num_samples=100))
     mechanisms = html.diagnose(AuditResult.from_dict(data))
     assert mechanisms and mechanisms[0].title.startswith("Saturated softmax")
+
+
+@pytest.mark.parametrize(
+    ("wrapper", "title"),
+    [
+        ("QuantizedInput", "Shattered gradients"),
+        ("WrongGradient", "The backward pass does not describe the function"),
+        ("DropoutAtTest", "A random classifier"),
+    ],
+)
+def test_each_known_mechanism_is_diagnosed(wrapper: str, title: str) -> None:
+    """Models masked in known ways (analysis.masked): the first mechanism is theirs."""
+    from audit_helpers import audit_document, quick_config
+
+    from analysis import masked
+
+    data = audit_document(
+        "digits-mlp-dropout", quick_config(num_samples=100), getattr(masked, wrapper)
+    )
+    mechanisms = html.diagnose(AuditResult.from_dict(data))
+    assert mechanisms and mechanisms[0].title.startswith(title)
