@@ -28,6 +28,8 @@ import jinja2
 import pandas as pd
 from markupsafe import Markup
 
+# The toolkit's one error boundary; pure standard library (checkpoints loads torch lazily).
+from checkpoints.boundary import EXIT_OK, InputError, OneLineParser, check_writable, run_command
 from reports import plots, tables
 from reports.checks import CHECK_HELP, CheckHelp
 from reports.document import AttackRecord, AuditResult, DocumentError, Finding, read_result
@@ -635,8 +637,6 @@ def write_report(result: AuditResult, path: str | Path) -> Path:
 
 
 def _parser() -> argparse.ArgumentParser:
-    from reports.cli import OneLineParser
-
     parser = OneLineParser(
         prog="python -m reports.html",
         description=__doc__,
@@ -654,8 +654,6 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from reports.cli import EXIT_OK, InputError, check_writable
-
     try:
         formats = tables.parse_formats(args.tables) if args.tables is not None else ()
     except ValueError as err:
@@ -672,8 +670,6 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from reports.cli import InputError, run_command
-
     args = _parser().parse_args(list(sys.argv[1:] if argv is None else argv))
     return run_command(
         lambda: _run(args), verbose=args.verbose, input_errors=(InputError, DocumentError)
