@@ -344,3 +344,41 @@ def test_each_known_mechanism_is_diagnosed(wrapper: str, title: str) -> None:
     )
     mechanisms = diagnose(AuditResult.from_dict(data))
     assert mechanisms and mechanisms[0].title.startswith(title)
+
+
+def test_a_schema_1_0_document_renders() -> None:
+    """Older documents lack statuses, success steps, failures and exact examples."""
+    data = document("honest")
+    data["schema_version"] = "1.0"
+    for section in data["robustness"]["norms"]:
+        del section["failures"]
+        for attack in section["attacks"]:
+            for key in ("success_step", "statuses", "messages"):
+                del attack[key]
+        for example in section["examples"]:
+            for key in (
+                "success_step",
+                "dtype",
+                "original_exact",
+                "adversarial_exact",
+                "predicted",
+            ):
+                del example[key]
+    page = Page(html.render(AuditResult.from_dict(data)))
+    assert page.errors == [] and "predicted n/a" in " ".join(page.text) + _alt_texts(page)
+
+
+def _alt_texts(page: Page) -> str:
+    return " ".join(a.get("aria-label") or "" for t, a in page.tags if t == "svg")
+
+
+def test_a_failed_attack_is_shown_as_failed() -> None:
+    data = document("honest")
+    attack = data["robustness"]["norms"][0]["attacks"][-1]
+    attack["statuses"][0] = "failed"
+    attack["messages"][0] = "RuntimeError: out of memory"
+    edited = AuditResult.from_dict(data)
+    frame = tables.robust_accuracy_table(edited)
+    assert frame.loc[attack["label"], "L∞ ε=0.05"] == "failed"
+    assert frame.loc[attack["label"], "L∞ ε=0.1"] != "failed"
+    assert Page(html.render(edited)).errors == []
