@@ -27,10 +27,9 @@ import jinja2
 import pandas as pd
 from markupsafe import Markup
 
-# The toolkit's one error boundary; pure standard library (checkpoints loads torch lazily).
-from checkpoints.boundary import EXIT_OK, InputError, OneLineParser, check_writable, run_command
 from reports import plots, tables
 from reports.checks import CHECK_HELP, CheckHelp
+from reports.cli import EXIT_OK, InputError, OneLineParser, check_writable, run_command
 from reports.diagnosis import diagnose
 from reports.document import AuditResult, DocumentError, read_result
 
