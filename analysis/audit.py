@@ -52,6 +52,7 @@ from analysis.document import (
 from analysis.probes import probe_model
 from analysis.redflags import Evidence, run_checks, verdict
 from attacks import Bounds, NormOutcome, SuiteResult, run_suite
+from attacks.losses import NO_PREDICTION, predict
 from attacks.result import plain
 from checkpoints import CheckpointError, LoadedCheckpoint, load_checkpoint
 from checkpoints.boundary import (
@@ -66,6 +67,9 @@ from checkpoints.boundary import (
 from checkpoints.cli import add_description_arguments, description_from_arguments
 from checkpoints.datasets import Dataset, DatasetError, load_dataset
 from flatness import measure
+from reports.document import read_result
+from reports.html import write_report
+from reports.tables import parse_formats, write_tables
 
 __all__ = ["EvaluationSet", "evaluation_set", "main", "run_audit", "select_samples"]
 
@@ -130,11 +134,24 @@ def _versions() -> dict[str, str | None]:
     return out
 
 
+def _predictions(model: torch.nn.Module, images: torch.Tensor) -> list[int | None]:
+    """The model's prediction for each image (None for logits holding NaN or Inf)."""
+    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    with torch.no_grad():
+        labels = predict(model(images.to(device))).tolist()
+    return [None if label == NO_PREDICTION else int(label) for label in labels]
+
+
 def _examples(
-    outcome: NormOutcome, suite: SuiteResult, x: torch.Tensor, limit: int
+    outcome: NormOutcome,
+    suite: SuiteResult,
+    x: torch.Tensor,
+    limit: int,
+    model: torch.nn.Module,
 ) -> list[dict[str, Any]]:
     """Up to ``limit`` adversarial examples per attack and epsilon, each the example the run
-    at that epsilon returned for that sample (projected, clipped and judged by the engine).
+    at that epsilon returned for that sample (projected, clipped and judged by the engine),
+    with the model's prediction on it (one more forward pass, for display).
 
     The samples the attack broke come first, then samples it attacked without breaking them,
     so that ``fooled`` can be checked both ways.
@@ -145,7 +162,9 @@ def _examples(
             attacked = record.attacked[k].cpu() & suite.clean_correct.cpu()
             fooled = record.success[k].cpu()
             chosen = torch.cat([(attacked & fooled).nonzero(), (attacked & ~fooled).nonzero()])
-            for sample in chosen.flatten()[:limit].tolist():
+            samples = chosen.flatten()[:limit].tolist()
+            predicted = _predictions(model, record.adversarial[k, samples]) if samples else []
+            for sample, prediction in zip(samples, predicted, strict=True):
                 adversarial = record.adversarial[k, sample].cpu()
                 dtype, exact = encode_exact(adversarial)
                 _, original = encode_exact(x[sample].to(adversarial.dtype))
@@ -156,6 +175,7 @@ def _examples(
                         "sample": sample,
                         "label": int(suite.labels[sample]),
                         "fooled": bool(fooled[sample]),
+                        "predicted": prediction,
                         "margin": float(record.margin[k, sample]),
                         "success_step": int(record.success_step[k, sample]),
                         "shape": list(adversarial.shape),
@@ -170,7 +190,11 @@ def _examples(
 
 
 def _norm_section(
-    outcome: NormOutcome, suite: SuiteResult, x: torch.Tensor, limit: int
+    outcome: NormOutcome,
+    suite: SuiteResult,
+    x: torch.Tensor,
+    limit: int,
+    model: torch.nn.Module,
 ) -> dict[str, Any]:
     n = suite.num_samples
     attacks = []
@@ -230,7 +254,7 @@ def _norm_section(
         "sweep": _sweep(outcome.sweep),
         "independent_sweep": _sweep(outcome.independent_sweep),
         "failures": [failure.to_dict() for failure in outcome.failures],
-        "examples": _examples(outcome, suite, x, limit),
+        "examples": _examples(outcome, suite, x, limit, model),
     }
 
 
@@ -297,7 +321,7 @@ def run_audit(
     findings = run_checks(Evidence(suite, probes, suite_config.eot_samples))
     correct = int(suite.clean_correct.sum())
     norms = [
-        _norm_section(outcome, suite, x.cpu(), config.examples_per_attack)
+        _norm_section(outcome, suite, x.cpu(), config.examples_per_attack, model)
         for outcome in suite.norms
     ]
     document = {
@@ -440,6 +464,12 @@ def _parser() -> argparse.ArgumentParser:
         help="gate against a baseline made from another checkpoint or evaluation set (e.g. a "
         "retrained model); refused otherwise",
     )
+    parser.add_argument(
+        "--no-report", action="store_true", help="do not write report.html beside audit.json"
+    )
+    parser.add_argument(
+        "--tables", help="also write every table of the report beside it: csv, md or csv,md"
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress and no summary")
     parser.add_argument("--verbose", action="store_true", help="tracebacks for errors")
     add_description_arguments(parser)
@@ -491,6 +521,8 @@ def _check_arguments(args: argparse.Namespace) -> None:
             raise ValueError(
                 f"--{flag.replace('_', '-')} must be positive, got {getattr(args, flag)}"
             )
+    if args.tables is not None:
+        parse_formats(args.tables)
     if not 0 <= args.seed < 2**63:
         raise ValueError(f"--seed must be an integer in [0, 2**63), got {args.seed}")
     if args.max_drop is not None and not 0 <= args.max_drop <= 1:
@@ -643,9 +675,12 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
             command_line=["python", "-m", "analysis.audit", *argv],
         )
         write_json(plan.target, document)
+        written = _write_report(plan.target, args)
         if not args.quiet:
             print("\n".join(summary_lines(plan.path, document)))
             print(f"  result written to {plan.target}")
+            for line in written:
+                print(f"  {line}")
         if args.update_baseline:
             write_json(args.baseline, gate.baseline_from(document))
             if not args.quiet:
@@ -659,6 +694,21 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
             if not outcome.passed:
                 status = EXIT_GATE_FAILED
     return status
+
+
+def _write_report(target: Path, args: argparse.Namespace) -> list[str]:
+    """``report.html`` (unless ``--no-report``) and the ``--tables`` beside ``audit.json``,
+    rendered from the document just written, as ``python -m reports.html`` would."""
+    if args.no_report and args.tables is None:
+        return []
+    result = read_result(target)
+    lines = []
+    if not args.no_report:
+        lines.append(f"report written to {write_report(result, target.parent / 'report.html')}")
+    if args.tables is not None:
+        written = write_tables(result, target.parent, parse_formats(args.tables))
+        lines.append(f"tables written to {target.parent} ({len(written)} files)")
+    return lines
 
 
 def main(argv: Sequence[str] | None = None) -> int:
