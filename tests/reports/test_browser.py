@@ -14,7 +14,10 @@ GOOD = """<!doctype html><html lang="en"><head><meta charset="utf-8"><title>good
 <svg width="120" height="60" role="img" aria-label="bar"><rect width="80" height="40"
 fill="#c33"/></svg><img alt="dot" src="data:image/png;base64,{dot}"></body></html>"""
 # One transparent pixel, inline: a data: URL is part of the file, not a request.
-DOT = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA60e6kgAAAABJRU5ErkJggg=="
+DOT = (
+    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAC"
+    "hwGA60e6kgAAAABJRU5ErkJggg=="
+)
 
 BAD = """<!doctype html><html><head><title>bad</title>
 <link rel="stylesheet" href="https://example.invalid/style.css"></head>
