@@ -658,6 +658,15 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
                 print("\n".join(gate.report_lines(outcome)))
             if not outcome.passed:
                 status = EXIT_GATE_FAILED
+    if len(planned) > 1:
+        from reports.compare import write_comparison
+
+        comparison = args.out / "comparison.html"
+        warnings = write_comparison([plan.target for plan in planned], comparison)
+        if not args.quiet:
+            for warning in warnings:
+                print(f"warning: comparison: {warning}", file=sys.stderr)
+            print(f"comparison written to {comparison}")
     return status
 
 
