@@ -66,6 +66,10 @@ from checkpoints.boundary import (
 from checkpoints.cli import add_description_arguments, description_from_arguments
 from checkpoints.datasets import Dataset, DatasetError, load_dataset
 from flatness import measure
+from reports.compare import write_comparison
+from reports.document import read_result
+from reports.html import write_report
+from reports.tables import parse_formats, write_tables
 
 __all__ = ["EvaluationSet", "evaluation_set", "main", "run_audit", "select_samples"]
 
@@ -440,6 +444,12 @@ def _parser() -> argparse.ArgumentParser:
         help="gate against a baseline made from another checkpoint or evaluation set (e.g. a "
         "retrained model); refused otherwise",
     )
+    parser.add_argument(
+        "--no-report", action="store_true", help="do not write report.html beside audit.json"
+    )
+    parser.add_argument(
+        "--tables", help="also write every table of the report beside it: csv, md or csv,md"
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress and no summary")
     parser.add_argument("--verbose", action="store_true", help="tracebacks for errors")
     add_description_arguments(parser)
@@ -491,6 +501,8 @@ def _check_arguments(args: argparse.Namespace) -> None:
             raise ValueError(
                 f"--{flag.replace('_', '-')} must be positive, got {getattr(args, flag)}"
             )
+    if args.tables is not None:
+        parse_formats(args.tables)
     if not 0 <= args.seed < 2**63:
         raise ValueError(f"--seed must be an integer in [0, 2**63), got {args.seed}")
     if args.max_drop is not None and not 0 <= args.max_drop <= 1:
@@ -643,9 +655,12 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
             command_line=["python", "-m", "analysis.audit", *argv],
         )
         write_json(plan.target, document)
+        written = _write_report(plan.target, args)
         if not args.quiet:
             print("\n".join(summary_lines(plan.path, document)))
             print(f"  result written to {plan.target}")
+            for line in written:
+                print(f"  {line}")
         if args.update_baseline:
             write_json(args.baseline, gate.baseline_from(document))
             if not args.quiet:
@@ -659,15 +674,29 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
             if not outcome.passed:
                 status = EXIT_GATE_FAILED
     if len(planned) > 1:
-        from reports.compare import write_comparison
-
         comparison = args.out / "comparison.html"
-        warnings = write_comparison([plan.target for plan in planned], comparison)
+        formats = parse_formats(args.tables) if args.tables is not None else ()
+        warnings = write_comparison([plan.target for plan in planned], comparison, formats)
         if not args.quiet:
             for warning in warnings:
                 print(f"warning: comparison: {warning}", file=sys.stderr)
             print(f"comparison written to {comparison}")
     return status
+
+
+def _write_report(target: Path, args: argparse.Namespace) -> list[str]:
+    """``report.html`` (unless ``--no-report``) and the ``--tables`` beside ``audit.json``,
+    rendered from the document just written, as ``python -m reports.html`` would."""
+    if args.no_report and args.tables is None:
+        return []
+    result = read_result(target)
+    lines = []
+    if not args.no_report:
+        lines.append(f"report written to {write_report(result, target.parent / 'report.html')}")
+    if args.tables is not None:
+        written = write_tables(result, target.parent, parse_formats(args.tables))
+        lines.append(f"tables written to {target.parent} ({len(written)} files)")
+    return lines
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -10,7 +10,7 @@ reliable worst case, Fisher-Rao norm, Hessian trace, activation statistics) with
 checkpoint, the robustness curves overlaid, a red-flag matrix (check × checkpoint), the
 flatness of each checkpoint against its PGD-CE and reliable robust accuracy, and the verdicts.
 
-A checkpoint whose PGD-CE robust accuracy is *far above* its reliable one is marked ▲: the
+A checkpoint whose PGD-CE robust accuracy is *far above* its reliable one is marked ⇑: the
 gap (the samples PGD-CE left robust that a later attack broke, out of all evaluated samples)
 has a 95 % Wilson interval whose lower end exceeds :data:`FAR_ABOVE` (10 percentage points).
 Honest networks show gaps of a few points (a stronger attack always breaks a few more);
@@ -27,21 +27,24 @@ text from a document, and byte-identical output for the same documents.
 from __future__ import annotations
 
 import argparse
-import io
 import math
-import os
 import sys
-import tempfile
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-import jinja2
 import pandas as pd
+from markupsafe import Markup
+from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter, NullFormatter
 
-from checkpoints.boundary import InputError, OneLineParser, check_writable, run_command
+from analysis.stats import wilson_interval  # pure standard library, no torch
+from reports import plots
+from reports.cli import InputError, OneLineParser, check_writable, run_command
 from reports.document import (
+    AttackRecord,
     AuditResult,
     DocumentError,
     NormResult,
@@ -49,22 +52,31 @@ from reports.document import (
     Sweep,
     read_result,
 )
+from reports.html import environment, stylesheet
+from reports.tables import NOT_AVAILABLE, alone_accuracy, atomic_write_text, parse_formats
 
 __all__ = [
     "FAR_ABOVE",
-    "TABLE_FORMATS",
+    "FAR_MARK",
+    "NORM_NAMES",
+    "STATUS_SHOWN",
     "Entry",
     "Table",
+    "activation_table",
     "comparability_warnings",
+    "csv",
+    "curves_svg",
     "entries",
+    "far_above",
     "flatness_table",
     "gap",
     "main",
+    "markdown",
     "pgd_ce",
     "redflag_table",
     "render",
     "robust_table",
-    "activation_table",
+    "scatter_svg",
     "summary_table",
     "tables",
     "write_comparison",
@@ -74,11 +86,29 @@ FAR_ABOVE = 0.10
 """PGD-CE is far above the reliable robust accuracy when the lower end of the gap's 95 %
 interval exceeds this share of the evaluated samples."""
 
-TABLE_FORMATS = ("csv", "md")
 NORM_NAMES = {"linf": "L∞", "l2": "L2"}
-STATUS_SHOWN = {"fail": "✗ fail", "warn": "! warn", "pass": "✓ pass", "n/a": "– n/a"}
-_Z95 = 1.959963984540054
-_TEMPLATES = Path(__file__).resolve().parent / "templates"
+STATUS_SHOWN = {"fail": "✖ fail", "warn": "▲ warn", "pass": "✔ pass", "n/a": "– n/a"}
+"""A check's status as the page shows it: a shape and the word (as the single report)."""
+FAR_MARK = "⇑"
+VERDICT_SHAPES = {"ok": "✔", "masking": "▲", "unreliable": "✖"}
+
+# What the comparison adds to the report's stylesheet.
+_CSS = """
+body { max-width: 1400px; }
+.warnings { border: 2px solid var(--warn); background: var(--warn-bg); padding: .4rem 1rem;
+  margin: 1rem 0; }
+.warnings h2 { border: 0; margin: .3rem 0; color: var(--warn); }
+.scroll { overflow-x: auto; }
+td.far-above { color: var(--fail); font-weight: bold; }
+tr.flagged th[scope=row] { border-left: 4px solid var(--fail); }
+table.matrix thead th.checkpoint { writing-mode: vertical-rl; transform: rotate(180deg);
+  white-space: nowrap; }
+table.matrix td { text-align: center; }
+ul.verdicts { list-style: none; padding-left: 0; }
+.verdict.ok { color: var(--ok); } .verdict.masking { color: var(--warn); }
+.verdict.unreliable { color: var(--fail); } .verdict { font-weight: bold; }
+@media print { .scroll { overflow: visible; } }
+"""
 
 
 @dataclass(frozen=True)
@@ -121,17 +151,6 @@ class Table:
     row_header: str = "checkpoint"
 
 
-def wilson(count: int, total: int) -> tuple[float, float]:
-    """The 95 % Wilson interval of ``count / total`` ((0, 1) when ``total`` is 0)."""
-    if total == 0:
-        return 0.0, 1.0
-    p = count / total
-    scale = 1 + _Z95**2 / total
-    centre = (p + _Z95**2 / (2 * total)) / scale
-    half = _Z95 * math.sqrt(p * (1 - p) / total + _Z95**2 / (4 * total**2)) / scale
-    return max(0.0, centre - half), min(1.0, centre + half)
-
-
 def entries(paths: Sequence[str | Path]) -> list[Entry]:
     """Read the documents; raises :class:`DocumentError` (one line) for a bad one."""
     results = [read_result(path) for path in paths]
@@ -151,27 +170,40 @@ def _section(entry: Entry, norm: str) -> NormResult | None:
     return next((n for n in entry.result.robustness.norms if n.norm == norm), None)
 
 
-def pgd_ce(section: NormResult, k: int = 0) -> Proportion | None:
-    """PGD-CE's own robust accuracy at epsilon ``k``: that of the first attack when it is a
-    cross-entropy PGD (later attacks only count after the ones before them); else None."""
-    first = section.attacks[0] if section.attacks else None
-    if first is None or first.kind != "pgd" or first.status == "failed":
-        return None
-    if (first.params or {}).get("loss", "ce") != "ce":
-        return None
-    return first.robust_accuracy_after[k]
+def _is_pgd_ce(record: AttackRecord) -> bool:
+    params = record.params or {}
+    return record.kind == "pgd" and params.get("loss", "ce") == "ce"
 
 
-def gap(section: NormResult, k: int = 0) -> tuple[float, float, float] | None:
+def pgd_ce(result: AuditResult, section: NormResult, k: int = 0) -> Proportion | None:
+    """PGD-CE's robust accuracy on its own at epsilon ``k``: the first untargeted
+    cross-entropy PGD of the norm, where it ran on every clean-correct sample; else None."""
+    record = next((r for r in section.attacks if _is_pgd_ce(r)), None)
+    return None if record is None else alone_accuracy(result, record, k)
+
+
+def gap(result: AuditResult, section: NormResult, k: int = 0) -> tuple[float, float, float] | None:
     """How far PGD-CE overstates the reliable robust accuracy at epsilon ``k``: (share of all
     samples that PGD-CE left robust and a later attack broke, low, high of its 95 % Wilson
     interval). The reliable robust samples are a subset of PGD-CE's, so the gap is a count."""
-    alone = pgd_ce(section, k)
+    alone = pgd_ce(result, section, k)
     reliable = section.reliable_robust_accuracy[k]
     if alone is None or reliable.total == 0:
         return None
     count = alone.count - reliable.count
-    return (count / reliable.total, *wilson(count, reliable.total))
+    return (count / reliable.total, *wilson_interval(count, reliable.total))
+
+
+def far_above(result: AuditResult, section: NormResult, k: int = 0) -> bool:
+    """Whether PGD-CE is far above the reliable robust accuracy (see :data:`FAR_ABOVE`)."""
+    overstated = gap(result, section, k)
+    return overstated is not None and overstated[1] > FAR_ABOVE
+
+
+def _level(verdict: str) -> str:
+    if verdict.startswith("no sign"):
+        return "ok"
+    return "masking" if verdict.startswith("suspected") else "unreliable"
 
 
 def _proportion(row: dict[str, Any], column: str, value: Proportion | None) -> None:
@@ -205,15 +237,15 @@ def summary_table(items: Sequence[Entry]) -> Table:
             name = NORM_NAMES[norm]
             section = _section(entry, norm)
             row[f"{name} ε"] = section.epsilons[0] if section else math.nan
-            _proportion(row, f"{name} PGD-CE", pgd_ce(section) if section else None)
+            _proportion(row, f"{name} PGD-CE", pgd_ce(result, section) if section else None)
             _proportion(
                 row, f"{name} reliable", section.reliable_robust_accuracy[0] if section else None
             )
-            overstated = gap(section) if section else None
+            overstated = gap(result, section) if section else None
             row[f"{name} gap"], row[f"{name} gap low"], row[f"{name} gap high"] = (
                 overstated or (math.nan,) * 3
             )
-            row[f"{name} far above"] = bool(overstated and overstated[1] > FAR_ABOVE)
+            row[f"{name} far above"] = section is not None and far_above(result, section)
         row["red flags"] = _red_flags(result)
         row["verdict"] = result.verdict
         rows.append(row)
@@ -222,8 +254,8 @@ def summary_table(items: Sequence[Entry]) -> Table:
         "Verdicts",
         "Robust accuracy at each norm's first epsilon, with 95 % Wilson intervals. PGD-CE: "
         "after PGD-CE alone; reliable: the worst case over every attack; gap: the samples "
-        "PGD-CE left robust that a later attack broke, with its 95 % interval. ▲ marks a gap "
-        f"whose interval lies above {FAR_ABOVE:.0%} of the samples: PGD-CE far above the "
+        f"PGD-CE left robust that a later attack broke, with its 95 % interval. {FAR_MARK} marks "
+        f"a gap whose interval lies above {FAR_ABOVE:.0%} of the samples: PGD-CE far above the "
         "reliable robust accuracy, as gradient masking makes it. Red flags: failed masking "
         "checks.",
         pd.DataFrame(rows),
@@ -340,12 +372,12 @@ def redflag_table(items: Sequence[Entry]) -> Table:
         row: dict[str, Any] = {"check": code, "kind": kind}
         for entry in items:
             status = {f.code: f.status for f in entry.result.findings}.get(code)
-            row[f"#{entry.number} {entry.label}"] = status or "–"
+            row[f"#{entry.number} {entry.label}"] = status or "not run"
         rows.append(row)
     return Table(
         "red-flags",
         "Red flags",
-        "Each check's status per checkpoint: ✗ fail, ! warn, ✓ pass, – n/a (or not run).",
+        "Each check's status per checkpoint: ✖ fail, ▲ warn, ✔ pass, – n/a, or not run.",
         pd.DataFrame(rows),
         row_header="check",
     )
@@ -441,14 +473,14 @@ def _number(value: Any) -> bool:
 
 def _shown(value: Any, decimals: int | None) -> str:
     if isinstance(value, bool):
-        return "▲ yes" if value else "no"
+        return f"{FAR_MARK} yes" if value else "no"
     if _number(value):
         if math.isnan(value):
-            return "–"
+            return NOT_AVAILABLE
         if isinstance(value, int):
             return str(value)
         return f"{value:.{decimals}f}" if decimals is not None else f"{value:.4g}"
-    return STATUS_SHOWN.get(value, str(value)) if isinstance(value, str) else str(value)
+    return STATUS_SHOWN.get(value, str(value))
 
 
 @dataclass(frozen=True)
@@ -456,18 +488,18 @@ class _Cell:
     text: str
     value: str  # the exact number, for data-value ("" for text)
     css: str
+    status: str = ""  # a check's status, shown with its shape
+
+
+def _companion(column: str, columns: Sequence[str]) -> bool:
+    return any(column == f"{base} {part}" for base in columns for part in ("low", "high", "stderr"))
 
 
 def _cells(table: Table) -> tuple[list[str], list[list[_Cell]]]:
-    """Headers and rows of shown cells, each interval or standard error merged into its value."""
+    """Headers and rows of shown cells, each interval or standard error merged into its value:
+    ``0.281 [0.240, 0.325]``, ``110.5 ± 6.4``."""
     frame = table.frame
-    columns = [
-        c
-        for c in frame.columns
-        if not any(
-            c == f"{base} {part}" for base in frame.columns for part in ("low", "high", "stderr")
-        )
-    ]
+    columns = [str(c) for c in frame.columns if not _companion(str(c), list(frame.columns))]
     rows = []
     for record in frame.to_dict("records"):
         cells = []
@@ -475,31 +507,35 @@ def _cells(table: Table) -> tuple[list[str], list[list[_Cell]]]:
             value = record[column]
             interval = f"{column} low" in frame.columns
             text = _shown(value, 3 if interval else None)
-            if interval and text != "–":
-                text += f" ({record[f'{column} low']:.3f}–{record[f'{column} high']:.3f})"
+            if interval and text != NOT_AVAILABLE:
+                text += f" [{record[f'{column} low']:.3f}, {record[f'{column} high']:.3f}]"
             stderr = record.get(f"{column} stderr")
-            if stderr is not None and _number(stderr) and not math.isnan(stderr) and text != "–":
+            if _number(stderr) and not math.isnan(stderr) and text != NOT_AVAILABLE:
                 text += f" ± {stderr:.2g}"
-            css = f"status-{value.replace('/', '')}" if value in STATUS_SHOWN else ""
-            if isinstance(value, bool) and value:
-                css = "far-above"
+            exact = repr(float(value)) if _number(value) and not math.isnan(value) else ""
+            css = "far-above" if value is True else ""
             if column == table.row_header:
                 css = "row-header"
-            exact = repr(float(value)) if _number(value) and not math.isnan(value) else ""
-            cells.append(_Cell(text, exact, css))
+            status = value if isinstance(value, str) and value in STATUS_SHOWN else ""
+            cells.append(_Cell(text, exact, css or ("" if exact else "text"), status))
         rows.append(cells)
-    return [str(c) for c in columns], rows
+    return columns, rows
 
 
 def markdown(table: Table) -> str:
-    """The table as Markdown, cells as the page shows them."""
+    """The table as GitHub Markdown, cells as the page shows them."""
     headers, rows = _cells(table)
 
     def line(items: Iterable[str]) -> str:
-        return "| " + " | ".join(i.replace("|", "\\|") for i in items) + " |"
+        return "| " + " | ".join(" ".join(i.split()).replace("|", "\\|") for i in items) + " |"
 
-    body = [line(headers), line("---" for _ in headers), *(line(c.text for c in r) for r in rows)]
+    body = [line(headers), "|" + "---|" * len(headers), *(line(c.text for c in r) for r in rows)]
     return "\n".join(body) + "\n"
+
+
+def csv(table: Table) -> str:
+    """The table as CSV: every number in full, an interval's ends in their own columns."""
+    return str(table.frame.to_csv(index=False, lineterminator="\n"))
 
 
 # --- plots --------------------------------------------------------------------------------
@@ -508,19 +544,7 @@ _MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "<", ">", "h", "p")
 _LINES = ("-", "--", ":", "-.")
 
 
-def _svg(figure: Any) -> str:
-    import matplotlib
-
-    buffer = io.StringIO()
-    with matplotlib.rc_context({"svg.hashsalt": "robaudit", "svg.fonttype": "none"}):
-        figure.savefig(buffer, format="svg", metadata={"Date": None}, bbox_inches="tight")
-    text = buffer.getvalue()
-    return text[text.index("<svg") :]
-
-
-def _figure(rows: int, columns: int, width: float, height: float) -> tuple[Any, Any]:
-    from matplotlib.figure import Figure
-
+def _figure(rows: int, columns: int, width: float, height: float) -> tuple[Figure, Any]:
     figure = Figure(figsize=(width, height), layout="constrained")
     return figure, figure.subplots(rows, columns, squeeze=False)
 
@@ -533,16 +557,25 @@ def _style(number: int) -> dict[str, Any]:
     }
 
 
-def curves_svg(items: Sequence[Entry]) -> tuple[str, str] | None:
+def _sweep(entry: Entry, norm: str) -> Sweep | None:
+    section = _section(entry, norm)
+    return section.sweep if section else None
+
+
+def _sweep_attack(items: Sequence[Entry], norm: str) -> str:
+    return "/".join(sorted({s.attack for e in items if (s := _sweep(e, norm)) is not None}))
+
+
+def curves_svg(items: Sequence[Entry]) -> str | None:
     """Robust accuracy against epsilon (the nested sweep), one panel per norm, one line per
-    checkpoint with its 95 % band; (svg, alt text), or None without sweeps."""
+    checkpoint with its 95 % band, as an inline ``<svg>``; None without sweeps."""
     norms = [n for n in _norms(items) if any(_sweep(e, n) for e in items)]
     if not norms:
         return None
     import matplotlib
 
-    with matplotlib.rc_context({"text.parse_math": False, "font.size": 9}):
-        figure, axes = _figure(1, len(norms), 5.0 * len(norms) + 2.4, 3.6)
+    with matplotlib.rc_context({**plots.STYLE, "text.parse_math": False}):
+        figure, axes = _figure(1, len(norms), 5.0 * len(norms) + 2.6, 3.6)
         for axis, norm in zip(axes[0], norms, strict=True):
             for entry in items:
                 section, sweep = _section(entry, norm), _sweep(entry, norm)
@@ -560,44 +593,34 @@ def curves_svg(items: Sequence[Entry]) -> tuple[str, str] | None:
                 label = f"{entry.number} {entry.label}"
                 axis.plot(x, robust, label=label, markersize=4, **style)
                 axis.fill_between(x, low, high, color=style["color"], alpha=0.12, linewidth=0)
-            axis.set(xlabel=f"{NORM_NAMES[norm]} epsilon", ylabel="robust accuracy", ylim=(0, 1))
+            axis.set(xlabel="ε", ylabel="robust accuracy", ylim=(-0.02, 1.02))
             axis.set_title(f"{NORM_NAMES[norm]} ({_sweep_attack(items, norm)} sweep)")
-            axis.grid(alpha=0.3)
         axes[0][-1].legend(loc="upper left", bbox_to_anchor=(1.02, 1), fontsize=8, frameon=False)
     alt = (
         f"Robust accuracy against epsilon for {len(items)} checkpoints, one panel per norm "
         f"({', '.join(NORM_NAMES[n] for n in norms)}); each line is one checkpoint, numbered as "
         "in the tables, with its 95 % interval as a band."
     )
-    return _svg(figure), alt
-
-
-def _sweep(entry: Entry, norm: str) -> Sweep | None:
-    section = _section(entry, norm)
-    return section.sweep if section else None
-
-
-def _sweep_attack(items: Sequence[Entry], norm: str) -> str:
-    return "/".join(sorted({s.attack for e in items if (s := _sweep(e, norm)) is not None}))
+    return plots.svg(figure, "comparison-curves", alt)
 
 
 def _point(axis: Any, entry: Entry, section: NormResult, x: float) -> bool:
     """Plot one checkpoint's reliable (filled) and PGD-CE (open) robust accuracy at ``x``,
-    joined by a line, labelled by its number (▲ when PGD-CE is far above); False if none."""
+    joined by a line, labelled by its number (⇑ when PGD-CE is far above); False if none."""
     reliable = section.reliable_robust_accuracy[0].value
     if reliable is None:
         return False
     style = _style(entry.number)
-    alone = pgd_ce(section)
+    alone = pgd_ce(entry.result, section)
     top = reliable
     if alone is not None and alone.value is not None:
         top = max(top, alone.value)
         axis.plot([x, x], [reliable, alone.value], color=style["color"], linewidth=1)
         axis.plot([x], [alone.value], marker=style["marker"], mfc="none", color=style["color"])
     axis.plot([x], [reliable], marker=style["marker"], color=style["color"])
-    far = (overstated := gap(section)) is not None and overstated[1] > FAR_ABOVE
+    far = far_above(entry.result, section)
     axis.annotate(
-        f"{entry.number} ▲" if far else str(entry.number),
+        f"{entry.number} {FAR_MARK}" if far else str(entry.number),
         (x, top),
         textcoords="offset points",
         xytext=(4, 3),
@@ -607,21 +630,20 @@ def _point(axis: Any, entry: Entry, section: NormResult, x: float) -> bool:
     return True
 
 
-def scatter_svg(items: Sequence[Entry]) -> tuple[str, str] | None:
+def scatter_svg(items: Sequence[Entry]) -> str | None:
     """Flatness (Fisher-Rao norm, Hessian trace) against PGD-CE and reliable robust accuracy,
-    one row of panels per norm; (svg, alt text), or None when no audit measured flatness."""
+    one row of panels per norm, as an inline ``<svg>``; None when no audit measured flatness."""
     measured = [e for e in items if e.result.flatness is not None]
     norms = _norms(measured)
     if not measured or not norms:
         return None
     import matplotlib
-    from matplotlib import ticker
 
     measures = (
-        ("Fisher-Rao norm² (empirical)", lambda f: f.fisher_rao_empirical),
+        ("Fisher-Rao norm² (empirical Fisher)", lambda f: f.fisher_rao_empirical),
         ("Hessian trace", lambda f: f.hessian_trace),
     )
-    with matplotlib.rc_context({"text.parse_math": False, "font.size": 9}):
+    with matplotlib.rc_context({**plots.STYLE, "text.parse_math": False}):
         figure, axes = _figure(len(norms), 2, 9.0, 3.2 * len(norms))
         for row, norm in enumerate(norms):
             for column, (title, pick) in enumerate(measures):
@@ -634,76 +656,62 @@ def scatter_svg(items: Sequence[Entry]) -> tuple[str, str] | None:
                         continue
                     if _point(axis, entry, section, estimate.value):
                         xs.append(estimate.value)
-                if xs and min(xs) > 0:
+                if xs and min(xs) > 0 and max(xs) > 20 * min(xs):
                     axis.set_xscale("log")
-                    axis.xaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))
-                    axis.xaxis.set_minor_formatter(ticker.NullFormatter())
+                    axis.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+                    axis.xaxis.set_minor_formatter(NullFormatter())
                 axis.set(xlabel=title, ylabel=f"{NORM_NAMES[norm]} robust accuracy", ylim=(0, 1.05))
-                axis.grid(alpha=0.3)
         axes[0][0].plot([], [], "ko", mfc="none", label="PGD-CE")
         axes[0][0].plot([], [], "ko", label="reliable")
         axes[0][0].legend(loc="upper right", fontsize=8)
     alt = (
-        f"Scatter of {len(measured)} checkpoints: Fisher-Rao norm and Hessian trace (horizontal) "
-        "against robust accuracy (vertical), one row per norm; an open marker is PGD-CE, a "
-        "filled one the reliable worst case, joined by a line; numbers as in the tables, ▲ "
-        "where PGD-CE is far above the reliable robust accuracy."
+        f"Scatter of {len(measured)} checkpoints: Fisher-Rao norm and Hessian trace (horizontal, "
+        "log scale) against robust accuracy (vertical), one row per norm; an open marker is "
+        "PGD-CE, a filled one the reliable worst case, joined by a line; numbers as in the "
+        f"tables, {FAR_MARK} where PGD-CE is far above the reliable robust accuracy."
     )
-    return _svg(figure), alt
+    return plots.svg(figure, "comparison-scatter", alt)
 
 
 # --- page ---------------------------------------------------------------------------------
 
 
-def _environment() -> jinja2.Environment:
-    return jinja2.Environment(
-        loader=jinja2.FileSystemLoader(_TEMPLATES),
-        autoescape=True,
-        undefined=jinja2.StrictUndefined,
-        keep_trailing_newline=True,
-        trim_blocks=True,
-        lstrip_blocks=True,
-    )
+def _version() -> str:
+    try:
+        return metadata.version("robaudit")
+    except metadata.PackageNotFoundError:
+        return "unknown"
 
 
 def render(items: Sequence[Entry], built: Sequence[Table] | None = None) -> str:
     """The comparison page of ``items`` (deterministic: the same documents, the same bytes)."""
     built = tables(items) if built is None else built
+    # The SVGs come from matplotlib, which escapes every text it writes: markup, not text.
     figures = {
-        heading: figure
-        for heading, figure in (
-            ("Robustness curves", curves_svg(items)),
-            ("Flatness against robustness", scatter_svg(items)),
-        )
+        name: Markup(figure)
+        for name, figure in (("curves", curves_svg(items)), ("scatter", scatter_svg(items)))
         if figure is not None
     }
-    template = _environment().get_template("compare.html.j2")
-    return template.render(
-        items=items,
-        warnings=comparability_warnings(items),
-        tables={t.name: (t, *_cells(t)) for t in built},
-        figures=figures,
-        far_above=FAR_ABOVE,
+    return (
+        environment()
+        .get_template("compare.html")
+        .render(
+            version=_version(),
+            stylesheet=Markup(stylesheet() + _CSS),  # CSS is not escaped inside <style>
+            items=[(item, _level(item.result.verdict)) for item in items],
+            shapes=VERDICT_SHAPES,
+            warnings=comparability_warnings(items),
+            tables={t.name: (t, *_cells(t)) for t in built},
+            figures=figures,
+        )
     )
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8", newline="\n") as out:
-            out.write(text)
-        os.chmod(temp, 0o644)
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
 
 
 def write_comparison(
     paths: Sequence[str | Path], output: str | Path, formats: Sequence[str] = ()
 ) -> list[str]:
     """Render the comparison of the documents at ``paths`` to ``output`` (atomically), and
-    with ``formats`` (``csv``, ``md``) every table beside it.
+    with ``formats`` (``csv``, ``md``) every table beside it (``<output stem>.<table>.csv``).
 
     Returns:
         The comparability warnings (also shown on the page).
@@ -714,17 +722,14 @@ def write_comparison(
     output = Path(output)
     items = entries(paths)
     built = tables(items)
-    texts: dict[str, Callable[[Table], str]] = {
-        "csv": lambda t: t.frame.to_csv(index=False, lineterminator="\n"),
-        "md": markdown,
-    }
+    writers: dict[str, Callable[[Table], str]] = {"csv": csv, "md": markdown}
     written = {output: render(items, built)}
     for table in built:
         for form in formats:
-            written[output.with_name(f"{output.stem}.{table.name}.{form}")] = texts[form](table)
+            written[output.with_name(f"{output.stem}.{table.name}.{form}")] = writers[form](table)
     output.parent.mkdir(parents=True, exist_ok=True)
     for target, text in written.items():
-        _atomic_write(target, text)
+        atomic_write_text(target, text)
     return comparability_warnings(items)
 
 
@@ -739,27 +744,19 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--tables",
-        default="",
-        help="also write every table beside the page, e.g. csv,md (comparison.<table>.csv)",
+        help="also write every table beside the page: csv, md or csv,md "
+        "(comparison.<table>.csv, ...)",
     )
     parser.add_argument("--quiet", action="store_true", help="print nothing but errors")
-    parser.add_argument("--verbose", action="store_true", help="tracebacks with errors")
+    parser.add_argument("--verbose", action="store_true", help="tracebacks for errors")
     return parser
 
 
-def _formats(text: str) -> list[str]:
-    formats = [f.strip() for f in text.split(",") if f.strip()]
-    unknown = [f for f in formats if f not in TABLE_FORMATS]
-    if unknown:
-        raise InputError(
-            f"--tables: unknown format {unknown[0]!r}; expected a comma-separated list of "
-            f"{', '.join(TABLE_FORMATS)}"
-        )
-    return formats
-
-
 def _run(args: argparse.Namespace) -> int:
-    formats = _formats(args.tables)
+    try:
+        formats = parse_formats(args.tables) if args.tables is not None else ()
+    except ValueError as err:
+        raise InputError(str(err)) from None
     check_writable(args.output, "-o")
     warnings = write_comparison(args.documents, args.output, formats)
     if not args.quiet:

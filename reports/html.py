@@ -1,0 +1,682 @@
+"""The single-audit report: ``python -m reports.html out/<name>/audit.json [-o FILE]``.
+
+One self-contained ``report.html`` (inline CSS and SVG, no script, no external request; prints
+on A4) rendered from the result document alone, never from the model: the verdict with its key
+numbers, robust accuracy per attack and norm, robustness curves, who broke what, the attacks'
+loss per iteration, the red flags with what each check measures, a diagnosis of the mechanism
+the evidence points to, flatness, activation statistics, adversarial examples and provenance.
+Everything taken from the document is escaped (jinja2 autoescape). Two renders of one document
+are byte-identical: nothing of the render itself (time, host) enters the page.
+
+Exit status: 0 written, 2 bad input (one line: a missing file, an unknown schema version, a bad
+flag), 3 an internal error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import cache
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import jinja2
+import pandas as pd
+from markupsafe import Markup
+
+from reports import plots, tables
+from reports.checks import CHECK_HELP, CheckHelp
+from reports.document import AttackRecord, AuditResult, DocumentError, Finding, read_result
+
+__all__ = [
+    "Mechanism",
+    "Plot",
+    "TableView",
+    "diagnose",
+    "environment",
+    "main",
+    "render",
+    "stylesheet",
+    "table_view",
+    "write_report",
+]
+
+_HERE = Path(__file__).resolve().parent
+_FLAGGED = ("warn", "fail")
+_TOTALS = {"who_broke_what": "total broken"}
+_CAPTIONS = {
+    "robust_accuracy": "Robust accuracy after each attack, at the suite's ε (95 % interval)",
+    "who_broke_what": "Samples each attack broke that every earlier attack missed",
+    "gradients": "Input-gradient health of each gradient attack",
+    "probes": "Direct measurements of the model",
+    "red_flags": "Red-flag checks",
+    "flatness": "Flatness of the minimum (± standard error)",
+    "activations": "Inputs of the dropout-family layers on clean data",
+    "provenance": "Provenance",
+}
+
+
+@dataclass(frozen=True)
+class Row:
+    label: str
+    cells: tuple[str, ...]
+    css: str = ""
+
+
+@dataclass(frozen=True)
+class TableView:
+    """A DataFrame of :mod:`reports.tables` as the templates' ``table`` macro reads it."""
+
+    name: str
+    caption: str
+    index: str
+    columns: tuple[str, ...]
+    rows: tuple[Row, ...]
+
+
+def table_view(name: str, frame: pd.DataFrame, caption: str, total: str | None = None) -> TableView:
+    """``frame`` for the ``table`` macro; the row labelled ``total`` is set off as a total."""
+    rows = tuple(
+        Row(str(label), tuple(str(c) for c in cells), "total" if label == total else "")
+        for label, cells in zip(frame.index, frame.itertuples(index=False), strict=True)
+    )
+    return TableView(
+        name, caption, str(frame.index.name or ""), tuple(map(str, frame.columns)), rows
+    )
+
+
+@dataclass(frozen=True)
+class Plot:
+    """An inline SVG with its caption (the SVG carries the alt text itself)."""
+
+    name: str
+    svg: Markup
+    caption: str
+
+
+def _plot(name: str, svg: str | None, caption: str) -> Plot | None:
+    # The SVG comes from matplotlib, which escapes every text it writes, and its alt text is
+    # escaped by plots.svg: it is markup, not document text.
+    return None if svg is None else Plot(name, Markup(svg), caption)
+
+
+@cache
+def stylesheet() -> str:
+    """The report's CSS (``reports/style.css``), inlined into every page."""
+    return (_HERE / "style.css").read_text(encoding="utf-8")
+
+
+@cache
+def environment() -> jinja2.Environment:
+    """The templates (``reports/templates``), autoescaping everything; the comparison report
+    extends ``base.html`` and imports ``macros.html`` from the same environment."""
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader(_HERE / "templates"),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+    )
+
+
+def _version() -> str:
+    try:
+        return metadata.version("robaudit")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+# --- the verdict -----------------------------------------------------------------------------
+
+
+def _level(verdict: str) -> str:
+    if verdict.startswith("no sign"):
+        return "ok"
+    if verdict.startswith("suspected"):
+        return "masking"
+    return "unreliable"
+
+
+def _banner(result: AuditResult) -> dict[str, Any]:
+    norms = []
+    for section in result.robustness.norms:
+        for k, epsilon in enumerate(section.epsilons):
+            reliable = section.reliable_robust_accuracy[k]
+            alone = [
+                (record.label, share)
+                for record in section.attacks
+                if (share := tables.alone_accuracy(result, record, k)) is not None
+                and share.value is not None
+            ]
+            if alone and reliable.value is not None:
+                label, share = min(alone, key=lambda item: item[1].value or 0.0)
+                gap = (share.value or 0.0) - reliable.value
+                best = (
+                    f"{label} {tables.interval(share)} overstates the reliable robust accuracy "
+                    f"by {100 * gap:.1f} percentage points"
+                )
+            else:
+                best = "no attack ran on every sample, so none can be judged alone"
+            norms.append(
+                {
+                    "column": tables.norm_label(section.norm, epsilon),
+                    "reliable": tables.interval(reliable),
+                    "best": best,
+                }
+            )
+    return {
+        "level": _level(result.verdict),
+        "verdict": result.verdict,
+        "clean": tables.interval(result.clean_accuracy),
+        "norms": norms,
+        "flags": [(f.code, f.status) for f in result.findings if f.status in _FLAGGED],
+    }
+
+
+def _alone(result: AuditResult) -> list[str]:
+    out = []
+    for section in result.robustness.norms:
+        for k, epsilon in enumerate(section.epsilons):
+            for record in section.attacks:
+                share = tables.alone_accuracy(result, record, k)
+                if share is not None:
+                    out.append(
+                        f"{record.label} {tables.interval(share)} under "
+                        f"{tables.norm_label(section.norm, epsilon)}"
+                    )
+    return out
+
+
+def _unbounded(result: AuditResult) -> str:
+    parts = []
+    for section in result.robustness.norms:
+        sweep = section.sweep
+        if sweep is None or section.unbounded_epsilon not in sweep.epsilons:
+            continue
+        rate = sweep.success_rate[sweep.epsilons.index(section.unbounded_epsilon)]
+        if rate.value is not None:
+            parts.append(
+                f"{100 * rate.value:.1f} % success under {tables.norm_label(section.norm)} "
+                f"(ε={section.unbounded_epsilon:g}, {rate.total - rate.count} samples survived)"
+            )
+    return "; ".join(parts)
+
+
+# --- the diagnosis ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Mechanism:
+    """A mechanism the evidence points to: what was seen, what it means, what to do."""
+
+    title: str
+    evidence: tuple[str, ...]
+    explanation: str
+    remedy: str
+
+
+def _is_cross_entropy(record: AttackRecord) -> bool:
+    params = record.params or {}
+    return params.get("loss", "ce") == "ce" and not params.get("target_mode")
+
+
+def _is_margin(record: AttackRecord) -> bool:
+    return (record.params or {}).get("loss") in ("cw", "dlr")
+
+
+def _zero_share(result: AuditResult, pick: Any) -> tuple[float, list[str]] | None:
+    records = [
+        (section.norm, r)
+        for section in result.robustness.norms
+        for r in section.attacks
+        if pick(r) and r.gradient_stats is not None
+    ]
+    if not records:
+        return None
+    zero = max(r.gradient_stats.zero_fraction for _, r in records)  # type: ignore[union-attr]
+    names = sorted({r.label for _, r in records})
+    return zero, names
+
+
+def _rows(finding: Finding | None) -> list[tuple[str, Any]]:
+    if finding is None or not finding.evidence:
+        return []
+    return [(k, v) for k, v in finding.evidence.items() if hasattr(v, "get")]
+
+
+def _held_margins(result: AuditResult) -> list[float]:
+    """Logit margins of stored examples a cross-entropy attack did not fool."""
+    out = []
+    for section in result.robustness.norms:
+        kinds = {r.label: r for r in section.attacks}
+        for example in section.examples or ():
+            record = kinds.get(example.attack)
+            if (
+                record is not None
+                and _is_cross_entropy(record)
+                and not example.fooled
+                and example.margin is not None
+                and math.isfinite(example.margin)
+            ):
+                out.append(example.margin)
+    return out
+
+
+def diagnose(result: AuditResult) -> list[Mechanism]:
+    """The mechanisms the document's evidence points to, most specific first; empty when no
+    check failed or warned."""
+    findings = {f.code: f for f in result.findings}
+    flagged = {code for code, f in findings.items() if f.status in _FLAGGED}
+    if not flagged:
+        return []
+    probes = result.probes
+    out: list[Mechanism] = []
+    ce = _zero_share(result, _is_cross_entropy)
+    margin = _zero_share(result, _is_margin)
+    if probes is not None and not probes.input_gradient_exists:
+        out.append(
+            Mechanism(
+                "No input gradient: the autograd graph is cut",
+                (f"the input gradient does not exist: {probes.input_gradient_note or 'no note'}",),
+                "The output does not depend differentiably on the input (detach, a comparison, an "
+                "integer cast, a NumPy round trip), so every gradient attack is blind and only "
+                "gradient-free attacks measure robustness.",
+                "Attack through a differentiable approximation of the cut operation (BPDA) or "
+                "with gradient-free attacks, and report those.",
+            )
+        )
+    saturated = (
+        "vanishing-gradients" in flagged
+        and ({"margin-loss-beats-cross-entropy", "targeted-beats-untargeted"} & flagged)
+        and ce is not None
+        and ce[0] > 0.05
+        and (margin is None or margin[0] < ce[0] / 2)
+    )
+    if saturated and ce is not None:
+        lines = [
+            f"up to {ce[0]:.1%} of the first input gradients of the cross-entropy attacks "
+            f"({', '.join(ce[1])}) are exactly zero"
+            + (
+                f", against {margin[0]:.1%} for the margin-loss attacks ({', '.join(margin[1])})"
+                if margin is not None
+                else ""
+            )
+        ]
+        if probes is not None and probes.clean_zero_gradient_fraction is not None:
+            lines.append(
+                f"{probes.clean_zero_gradient_fraction:.1%} of the clean samples' cross-entropy "
+                "input gradients are exactly zero"
+            )
+        for key, row in _rows(findings.get("margin-loss-beats-cross-entropy")):
+            lines.append(
+                f"{key}: the margin loss alone broke {row.get('only_margin_loss')} samples that "
+                f"PGD-CE missed, PGD-CE alone {row.get('only_cross_entropy')} "
+                f"(p = {tables.number(row.get('p_value'), 2)})"
+            )
+        held = _held_margins(result)
+        if held:
+            lines.append(
+                f"stored examples the cross-entropy attacks did not fool have logit margins "
+                f"from {min(held):.3g} to {max(held):.3g}"
+            )
+        out.append(
+            Mechanism(
+                "Saturated softmax: the cross-entropy gradient underflows to zero",
+                tuple(lines),
+                "The logits are so large (margins far beyond what float32 can resolve in a "
+                "softmax) that the predicted probability rounds to exactly one: the "
+                "cross-entropy and its input gradient are exactly zero, so PGD-CE and FGSM "
+                "cannot move, while the margin loss, a difference of logits, keeps its gradient "
+                "and breaks the samples. This is the NormOut thesis' SpatiotemporalMax pattern: "
+                "NormOut without rescaling, trained with plain cross-entropy, inflates the "
+                "eval-mode logits.",
+                "Report margin-loss (CW/DLR) and multi-target attacks and the reliable worst "
+                "case; do not quote PGD-CE alone. To fix the model, bound its margins in "
+                "training (label smoothing, as the zoo does) or rescale the logits.",
+            )
+        )
+    elif "vanishing-gradients" in flagged and (
+        {"black-box-beats-white-box", "random-search-beats-gradient"} & flagged
+    ):
+        share = findings["vanishing-gradients"].evidence or {}
+        out.append(
+            Mechanism(
+                "Shattered gradients: zero for every loss",
+                (
+                    f"{tables.number(share.get('zero_fraction'), 3)} of first input gradients "
+                    "are exactly zero",
+                    "gradient-free attacks (Square, random noise) broke samples the gradient "
+                    "attacks left robust",
+                ),
+                "The gradient is zero almost everywhere whatever the loss (input quantisation, "
+                "a step function, a saturated input non-linearity), so gradient attacks see "
+                "nothing while gradient-free ones succeed.",
+                "Attack with BPDA (a differentiable stand-in for the flat operation) or EOT, "
+                "and report the worst case over gradient-free attacks.",
+            )
+        )
+    elif "vanishing-gradients" in flagged:
+        out.append(
+            Mechanism(
+                "Vanishing gradients",
+                (findings["vanishing-gradients"].explanation,),
+                "Many input gradients are zero or tiny, which starves gradient attacks.",
+                findings["vanishing-gradients"].remedy
+                or "Use margin-loss and gradient-free attacks.",
+            )
+        )
+    if "gradient-disagrees-with-finite-differences" in flagged:
+        finding = findings["gradient-disagrees-with-finite-differences"]
+        out.append(
+            Mechanism(
+                "The backward pass does not describe the function",
+                (finding.explanation,),
+                "The gradient autograd returns disagrees with finite differences of the same "
+                "function: a custom or wrong backward, or a non-differentiable layer, misleads "
+                "every gradient attack.",
+                finding.remedy or "Use BPDA or gradient-free attacks.",
+            )
+        )
+    for code, title, meaning in (
+        (
+            "stochastic-model",
+            "A random classifier",
+            "Repeated passes on the same input differ, so every accuracy is one draw and the "
+            "gradients are noisy.",
+        ),
+        (
+            "model-in-train-mode",
+            "Layers left in train mode",
+            "Dropout or batch norm in training mode at test time makes predictions random.",
+        ),
+        (
+            "probability-outputs",
+            "Probabilities instead of logits",
+            "A final softmax makes the attacks' cross-entropy apply softmax twice and flattens "
+            "its gradients.",
+        ),
+        (
+            "batch-dependent-outputs",
+            "Outputs depend on the batch",
+            "The attacks attack another function than the one evaluated.",
+        ),
+        (
+            "non-finite-values",
+            "NaN or Inf in logits or gradients",
+            "Non-finite values stop attacks without a sign; rows without a prediction are "
+            "never counted as broken.",
+        ),
+    ):
+        if code in flagged:
+            finding = findings[code]
+            out.append(Mechanism(title, (finding.explanation,), meaning, finding.remedy or ""))
+    weak = [
+        code
+        for code in (
+            "one-step-beats-iterative",
+            "unbounded-attack-below-100",
+            "success-not-increasing-with-epsilon",
+            "attack-not-converged",
+            "silent-success",
+        )
+        if code in flagged
+    ]
+    if weak and not out:
+        out.append(
+            Mechanism(
+                "The attacks' optimisation is failing",
+                tuple(findings[code].explanation for code in weak),
+                "No gradient pathology was measured, but the attacks behave as if they were "
+                "too weak: too few steps, a poor step size, or an objective that stalls.",
+                "Run more steps or restarts, APGD, margin-loss and gradient-free attacks, and "
+                "report the worst case.",
+            )
+        )
+    elif weak:
+        out.append(
+            Mechanism(
+                "Consequences for the attacks",
+                tuple(findings[code].explanation for code in weak),
+                "These follow from the mechanism above rather than add to it.",
+                "As above.",
+            )
+        )
+    for code in sorted(flagged - {c for c in CHECK_HELP}):
+        out.append(
+            Mechanism(
+                findings[code].title or code,
+                (findings[code].explanation,),
+                "A check this version of the report does not describe.",
+                findings[code].remedy or "",
+            )
+        )
+    return out
+
+
+# --- the page --------------------------------------------------------------------------------
+
+_SECTIONS = (
+    ("verdict", "Verdict"),
+    ("robust-accuracy", "Robust accuracy"),
+    ("curves", "Robustness curves"),
+    ("who-broke-what", "Who broke what"),
+    ("loss", "Attack loss per iteration"),
+    ("red-flags", "Red flags"),
+    ("diagnosis", "Diagnosis"),
+    ("flatness", "Flatness"),
+    ("activations", "Activation statistics"),
+    ("examples", "Adversarial examples"),
+    ("checks", "The checks"),
+    ("provenance", "Provenance"),
+)
+
+
+def _name(result: AuditResult) -> str:
+    checkpoint = result.provenance.checkpoint
+    return Path(checkpoint).stem or checkpoint
+
+
+def _subtitle(result: AuditResult) -> str:
+    info = result.checkpoint
+    evaluation = result.evaluation
+    suite = (result.provenance.config or {}).get("suite") or {}
+    parts = []
+    if info is not None:
+        parts.append(f"{info.arch} with {info.layer.kind} layers")
+    parts.append(f"{evaluation.num_samples} samples of {evaluation.dataset or 'a dataset'}")
+    if suite.get("name"):
+        parts.append(f"preset {suite['name']}")
+    parts.append(f"seed {result.provenance.seed}")
+    return "Robustness audit: " + ", ".join(parts)
+
+
+def _definitions(result: AuditResult) -> list[tuple[str, str]]:
+    flatness = result.flatness
+    if flatness is None:
+        return []
+    out = []
+    for name in (
+        "fisher_rao_empirical",
+        "fisher_rao_model",
+        "hessian_trace",
+        "hessian_eigenvalues",
+        "epsilon_sharpness",
+    ):
+        estimate = getattr(flatness, name)
+        provenance = getattr(estimate, "provenance", None)
+        if provenance is not None:
+            out.append((name.replace("_", " "), provenance.definition))
+    return out
+
+
+def _flatness_samples(result: AuditResult) -> str:
+    flatness = result.flatness
+    estimate = flatness and (flatness.hessian_trace or flatness.fisher_rao_model)
+    provenance = getattr(estimate, "provenance", None)
+    if provenance is None:
+        return "the first evaluation samples"
+    return f"the first {provenance.num_samples} evaluation samples, in {provenance.mode} mode"
+
+
+def _checks(result: AuditResult) -> list[tuple[str, CheckHelp]]:
+    out = []
+    for finding in result.findings:
+        known = CHECK_HELP.get(finding.code)
+        out.append(
+            (
+                finding.code,
+                known
+                or CheckHelp(
+                    finding.title or finding.code,
+                    finding.explanation,
+                    "not described by this version of the report",
+                ),
+            )
+        )
+    return out
+
+
+def render(result: AuditResult) -> str:
+    """The report of ``result`` as one HTML page (a str); the same result gives the same
+    bytes."""
+    frames = {name: build(result) for name, build in tables.TABLES.items()}
+    views = {
+        name: table_view(
+            name,
+            frame,
+            _CAPTIONS.get(name, name),
+            "total broken" if name == "who_broke_what" else None,
+        )
+        for name, frame in frames.items()
+    }
+    flat = result.flatness
+    figures = {
+        "curves": _plot(
+            "curves",
+            plots.robustness_curves(result),
+            "Accuracy against ε: nested sweep solid with circles, independent sweep dashed "
+            "with squares, 95 % bands; hollow markers: attacks alone; star: reliable.",
+        ),
+        "who_broke_what": _plot(
+            "who-broke-what",
+            plots.who_broke_what_plot(result),
+            "Samples each attack broke that all earlier attacks missed.",
+        ),
+        "loss": _plot(
+            "loss",
+            plots.loss_trace_plot(result),
+            "Mean loss of the attacked samples per iteration, at the suite's first ε.",
+        ),
+        "spectral": _plot(
+            "spectral",
+            plots.spectral_density_plot(result),
+            "Hessian eigenvalue density (stochastic Lanczos quadrature), top eigenvalues dotted.",
+        ),
+        "landscape_1d": _plot(
+            "landscape-1d",
+            plots.landscape_1d_plot(result),
+            "Loss (± standard error, solid) and accuracy (dashed) along one random "
+            "filter-normalised direction.",
+        ),
+        "landscape_2d": _plot(
+            "landscape-2d",
+            plots.landscape_2d_plot(result),
+            "Loss over two random filter-normalised directions.",
+        ),
+        "examples": [
+            plot
+            for section in result.robustness.norms
+            if (
+                plot := _plot(
+                    f"examples-{section.norm}",
+                    plots.examples_plot(result, section),
+                    f"{tables.norm_label(section.norm, section.epsilons[0])}: per attack, "
+                    "original, adversarial example and perturbation (mid grey is zero).",
+                )
+            )
+        ],
+    }
+    template = environment().get_template("report.html")
+    return template.render(
+        version=_version(),
+        stylesheet=stylesheet(),
+        name=_name(result),
+        subtitle=_subtitle(result),
+        sections=_SECTIONS,
+        banner=_banner(result),
+        tables=views,
+        alone=_alone(result),
+        unbounded=_unbounded(result),
+        plots=figures,
+        mechanisms=diagnose(result),
+        flatness_note=result.flatness_note,
+        flatness_samples=_flatness_samples(result),
+        flatness_definitions=_definitions(result) if flat else [],
+        checks=_checks(result),
+    )
+
+
+def write_report(result: AuditResult, path: str | Path) -> Path:
+    """Render ``result`` and write it to ``path`` atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tables.atomic_write_text(path, render(result))
+    return path
+
+
+# --- the command line ------------------------------------------------------------------------
+
+
+def _parser() -> argparse.ArgumentParser:
+    from reports.cli import OneLineParser
+
+    parser = OneLineParser(
+        prog="python -m reports.html",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("document", type=Path, metavar="AUDIT_JSON")
+    parser.add_argument(
+        "-o", "--output", type=Path, help="the page to write (default: report.html beside it)"
+    )
+    parser.add_argument(
+        "--tables", help="also write every table beside the page: csv, md or csv,md"
+    )
+    parser.add_argument("--verbose", action="store_true", help="tracebacks for errors")
+    return parser
+
+
+def _run(args: argparse.Namespace) -> int:
+    from reports.cli import EXIT_OK, InputError, check_writable
+
+    try:
+        formats = tables.parse_formats(args.tables) if args.tables is not None else ()
+    except ValueError as err:
+        raise InputError(str(err)) from None
+    output = args.output if args.output is not None else args.document.parent / "report.html"
+    check_writable(output, "-o")
+    result = read_result(args.document)
+    write_report(result, output)
+    print(f"report written to {output}")
+    if formats:
+        written = tables.write_tables(result, output.parent, formats)
+        print(f"tables written to {output.parent} ({len(written)} files)")
+    return EXIT_OK
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from reports.cli import InputError, run_command
+
+    args = _parser().parse_args(list(sys.argv[1:] if argv is None else argv))
+    return run_command(
+        lambda: _run(args), verbose=args.verbose, input_errors=(InputError, DocumentError)
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,300 @@
+"""The single-audit report: it parses, carries the document's numbers, escapes what the
+document says, is the same bytes every time, needs no torch, and the command lines write it."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from report_fixtures import Page, close, document, numbers, result
+
+from analysis import audit
+from analysis.redflags import CHECKS
+from reports import html, tables
+from reports.checks import CHECK_HELP
+from reports.document import AuditResult
+
+ROOT = Path(__file__).resolve().parents[2]
+CHECKPOINT = ROOT / "checkpoints" / "zoo" / "digits-mlp-dropout.pt"
+
+
+@pytest.fixture(scope="module")
+def honest() -> AuditResult:
+    return result("honest")
+
+
+@pytest.fixture(scope="module")
+def page(honest: AuditResult) -> Page:
+    parsed = Page(html.render(honest))
+    assert parsed.errors == []
+    return parsed
+
+
+def _write(tmp_path: Path, data: dict, name: str = "audit.json") -> Path:
+    path = tmp_path / name
+    path.write_text(json.dumps(data), encoding="utf-8")
+    return path
+
+
+def test_every_table_reads_back_as_its_dataframe(honest: AuditResult, page: Page) -> None:
+    for name, build in tables.TABLES.items():
+        frame = build(honest)
+        rows = page.tables[f"table-{name}"]
+        assert rows[0] == [frame.index.name, *frame.columns], name
+        body = [row[1:] for row in rows[1:]]
+        shown = frame.to_numpy().tolist()
+        if name == "red_flags":
+            # The status cell carries its shape; the evidence is one line per item ("; ").
+            body = [[cells[0].split(" ", 1)[1], *cells[1:]] for cells in body]
+            body = [["".join(c.split()) for c in row] for row in body]
+            shown = [
+                ["".join((c.replace("; ", "") if i == 2 else c).split()) for i, c in enumerate(row)]
+                for row in shown
+            ]
+        assert body == shown, name
+        assert [row[0] for row in rows[1:]] == [str(i) for i in frame.index]
+
+
+def test_the_banner_carries_the_key_numbers(honest: AuditResult, page: Page) -> None:
+    text = " ".join(" ".join(page.text).split())
+    assert honest.verdict in text
+    assert f"Clean accuracy {tables.interval(honest.clean_accuracy)}" in text
+    for section in honest.robustness.norms:
+        for k, epsilon in enumerate(section.epsilons):
+            label = tables.norm_label(section.norm, epsilon)
+            reliable = section.reliable_robust_accuracy[k]
+            assert f"Reliable robust accuracy, {label} {tables.interval(reliable)}" in text
+            value, *_ = numbers(text.split(f"Reliable robust accuracy, {label}")[1][:8])
+            assert close(value, reliable.value)
+    assert "percentage points" in text
+
+
+def test_headings_in_order(page: Page) -> None:
+    headings = [attrs.get("id") for tag, attrs in page.tags if tag == "h2"]
+    assert headings == [f"{section}-heading" for section, _ in html._SECTIONS]
+
+
+def test_self_contained_and_accessible(page: Page) -> None:
+    for tag, attrs in page.tags:
+        assert tag not in ("script", "link", "iframe", "img"), tag
+        for key in ("src", "href", "xlink:href"):
+            value = attrs.get(key)
+            if value is not None:
+                assert value.startswith(("#", "data:image/png;base64,")), (tag, key, value)
+        if tag == "svg" and attrs.get("role") == "img":
+            assert attrs.get("aria-label")
+        if tag == "th":
+            assert attrs.get("scope") in ("col", "row")
+    plots = [a for t, a in page.tags if t == "svg" and a.get("role") == "img"]
+    assert len(plots) >= 8  # curves, who broke what, loss, 3 flatness, 2 example sets
+    ids = [a["id"] for _, a in page.tags if a.get("id")]
+    assert len(ids) == len(set(ids)), "duplicate element ids"
+    codes = {f"check-{code}" for code in CHECKS}
+    assert codes <= set(ids)
+
+
+def test_every_check_is_explained() -> None:
+    assert set(CHECK_HELP) == set(CHECKS)
+
+
+def test_renders_are_byte_identical(honest: AuditResult) -> None:
+    assert html.render(honest) == html.render(result("honest"))
+
+
+def test_markup_from_the_document_is_escaped() -> None:
+    data = document("honest")
+    data["provenance"]["checkpoint"] = "<script>alert(1)</script>.pt"
+    data["robustness"]["norms"][0]["attacks"][0]["label"] = "<b>pgd</b>"
+    data["findings"][0]["explanation"] = '<img src=x onerror="alert(2)">'
+    text = html.render(AuditResult.from_dict(data))
+    assert "<script" not in text and "<b>pgd" not in text and "<img" not in text
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in text
+    assert "&lt;b&gt;pgd&lt;/b&gt;" in text
+    assert Page(text).errors == []
+
+
+@pytest.mark.parametrize(
+    ("verdict", "level"),
+    [
+        ("no sign of gradient masking", "ok"),
+        ("suspected gradient masking (2 red flags)", "masking"),
+        ("evaluation unreliable", "unreliable"),
+    ],
+)
+def test_every_verdict_and_status(verdict: str, level: str) -> None:
+    data = document("honest")
+    data["verdict"] = verdict
+    for finding, status in zip(data["findings"], ["pass", "warn", "fail", "n/a"] * 4, strict=False):
+        finding["status"] = status
+    page = Page(html.render(AuditResult.from_dict(data)))
+    assert page.errors == []
+    banner = [a for t, a in page.tags if t == "div" and "banner" in (a.get("class") or "")]
+    assert banner[0]["class"] == f"banner {level}"
+    statuses = [
+        a["class"] for t, a in page.tags if t == "span" and "status" in (a.get("class") or "")
+    ]
+    assert {"status pass", "status warn", "status fail", "status na"} <= set(statuses)
+    text = "".join(page.text)
+    assert "✖ fail" in text and "▲ warn" in text and "✔ pass" in text and "– n/a" in text
+
+
+def test_without_flatness_and_with_a_note() -> None:
+    data = document("honest")
+    data["flatness"] = None
+    text = "".join(Page(html.render(AuditResult.from_dict(data))).text)
+    assert "ran without flatness" in text
+    data["flatness_note"] = "not measured: 3 of 60 samples have NaN or Inf clean logits"
+    page = Page(html.render(AuditResult.from_dict(data)))
+    assert "not measured: 3 of 60 samples" in "".join(page.text)
+    assert "table-flatness" not in page.tables
+
+
+def test_non_finite_values_are_named() -> None:
+    data = document("honest")
+    data["flatness"]["hessian_trace"]["value"] = "NaN"
+    data["flatness"]["hessian_trace"]["stderr"] = "Infinity"
+    data["flatness"]["landscape_1d"]["losses"][0] = "NaN"
+    data["probes"]["max_repeat_difference"] = None
+    page = Page(html.render(AuditResult.from_dict(data)))
+    assert page.errors == []
+    flatness = dict((row[0], row[1]) for row in page.tables["table-flatness"][1:])
+    assert flatness["Hessian trace"] == "non-finite ± non-finite"
+    probes = dict((row[0], row[1]) for row in page.tables["table-probes"][1:])
+    assert probes["repeated passes: largest logit change"] == "n/a"
+
+
+def test_a_saturated_softmax_is_diagnosed() -> None:
+    masked = result("masked")
+    assert masked.verdict.startswith("suspected gradient masking")
+    mechanisms = html.diagnose(masked)
+    assert mechanisms[0].title.startswith("Saturated softmax")
+    evidence = " ".join(mechanisms[0].evidence)
+    assert "exactly zero" in evidence and "margin loss alone broke" in evidence
+    text = " ".join(Page(html.render(masked)).text)
+    assert "Saturated softmax" in text
+
+
+def test_an_honest_model_has_no_mechanism(honest: AuditResult) -> None:
+    assert html.diagnose(honest) == []
+
+
+def test_other_mechanisms_follow_their_checks() -> None:
+    data = document("honest")
+    for finding in data["findings"]:
+        if finding["code"] in ("gradient-disagrees-with-finite-differences", "stochastic-model"):
+            finding["status"] = "fail"
+    titles = [m.title for m in html.diagnose(AuditResult.from_dict(data))]
+    assert titles == ["The backward pass does not describe the function", "A random classifier"]
+
+
+# --- command lines ---------------------------------------------------------------------------
+
+
+def _run(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, *args],
+        cwd=ROOT,
+        env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_command_line_writes_report_and_tables(tmp_path: Path, honest: AuditResult) -> None:
+    path = _write(tmp_path, document("honest"))
+    done = _run("-m", "reports.html", str(path), "--tables", "csv")
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "report.html").read_text(encoding="utf-8") == html.render(honest)
+    assert (tmp_path / "robust_accuracy.csv").exists() and not (tmp_path / "red_flags.md").exists()
+    out = tmp_path / "elsewhere" / "page.html"
+    out.parent.mkdir()
+    assert _run("-m", "reports.html", str(path), "-o", str(out)).returncode == 0
+    assert out.read_bytes() == (tmp_path / "report.html").read_bytes()
+
+
+@pytest.mark.parametrize(
+    ("edit", "args", "message"),
+    [
+        ("version", (), "schema_version '9.9'"),
+        ("missing", (), "does not exist"),
+        (None, ("--tables", "csv,pdf"), "--tables takes"),
+        (None, ("-o", "FILE/report.html"), "-o"),
+    ],
+)
+def test_command_line_bad_input_is_one_line(tmp_path: Path, edit, args, message) -> None:
+    data = document("honest")
+    if edit == "version":
+        data["schema_version"] = "9.9"
+    path = tmp_path / "missing.json" if edit == "missing" else _write(tmp_path, data)
+    args = tuple(a.replace("FILE", str(path)) for a in args)  # a folder that is a file
+    done = _run("-m", "reports.html", str(path), *args)
+    assert done.returncode == 2
+    assert done.stderr.startswith("error: ") and message in done.stderr
+    assert done.stderr.count("\n") == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == (
+        [] if edit == "missing" else ["audit.json"]
+    )
+
+
+def test_reports_import_no_torch(tmp_path: Path, honest: AuditResult) -> None:
+    blocker = tmp_path / "blocker" / "torch"
+    blocker.mkdir(parents=True)
+    (blocker / "__init__.py").write_text("raise ImportError('torch is blocked in this test')\n")
+    path = _write(tmp_path, document("honest"))
+    script = (
+        "import pkgutil, importlib, sys, reports\n"
+        "for module in pkgutil.iter_modules(reports.__path__):\n"
+        "    importlib.import_module('reports.' + module.name)\n"
+        "from reports.html import main\n"
+        f"status = main([{str(path)!r}, '-o', {str(tmp_path / 'page.html')!r}, '--tables', 'md'])\n"
+        "assert 'torch' not in sys.modules or sys.modules['torch'] is None\n"
+        "sys.exit(status)\n"
+    )
+    env = {"PYTHONPATH": os.pathsep.join([str(blocker.parent), str(ROOT)])}
+    done = _run("-c", script, env=env)
+    assert done.returncode == 0, done.stderr
+    # Another process, other hash seeds: the same bytes.
+    assert (tmp_path / "page.html").read_text(encoding="utf-8") == html.render(honest)
+
+
+def _audit(out: Path, *flags: str) -> int:
+    return audit.main(
+        [
+            str(CHECKPOINT),
+            "--preset",
+            "quick",
+            "--num-samples",
+            "40",
+            "--no-flatness",
+            "--out",
+            str(out),
+            "--quiet",
+            *flags,
+        ]
+    )
+
+
+def test_audit_writes_the_report_unless_told_not_to(tmp_path: Path) -> None:
+    assert _audit(tmp_path / "a", "--tables", "csv,md") == 0
+    folder = tmp_path / "a" / CHECKPOINT.stem
+    result_ = AuditResult.from_dict(json.loads((folder / "audit.json").read_text()))
+    assert (folder / "report.html").read_text(encoding="utf-8") == html.render(result_)
+    robust = (folder / "robust_accuracy.csv").read_text(encoding="utf-8").splitlines()
+    reliable = [line for line in robust if line.startswith("reliable")][0]
+    shown = numbers(reliable.split(",", 1)[1])[::3]
+    expected = [s.reliable_robust_accuracy[0].value for s in result_.robustness.norms]
+    assert all(close(a, b) for a, b in zip(shown, expected, strict=True))
+    assert (folder / "robust_accuracy.md").exists() and not (folder / "flatness.csv").exists()
+    assert _audit(tmp_path / "b", "--no-report") == 0
+    assert sorted(p.name for p in (tmp_path / "b" / CHECKPOINT.stem).iterdir()) == ["audit.json"]
+
+
+def test_audit_refuses_bad_tables_before_any_work(tmp_path: Path, capsys) -> None:
+    assert _audit(tmp_path / "c", "--tables", "xlsx") == 2
+    assert capsys.readouterr().err.startswith("error: --tables takes")
+    assert not (tmp_path / "c").exists()
