@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-all lint
+.PHONY: install demo screenshots test test-all lint
 
 install: $(STAMP)
 
@@ -14,8 +14,18 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m pip install --quiet -c constraints.txt -e '.[reference,dev]'
 	touch $(STAMP)
 
+# The NormOut thesis' recipe (plain cross-entropy, masked) beside its label-smoothed fix.
+DEMO := digits-mlp-normout-spatiotemporal-ce digits-mlp-normout-spatiotemporal
+
 demo: install
-	$(PY) -m analysis.audit checkpoints/zoo/digits-mlp-normout-spatiotemporal.pt
+	$(PY) -m analysis.audit $(DEMO:%=checkpoints/zoo/%.pt) --out out
+	@echo
+	@$(foreach name,$(DEMO),echo "report of $(name): out/$(name)/report.html";)
+	@echo "comparison: out/comparison.html"
+
+# docs/*.png with headless Chromium (Debian's chromium and chromium-driver); see docs/screenshots.py.
+screenshots: install
+	$(PY) docs/screenshots.py
 
 test: install
 	$(PY) -m pytest -m "not slow"
