@@ -52,6 +52,7 @@ from analysis.document import (
 from analysis.probes import probe_model
 from analysis.redflags import Evidence, run_checks, verdict
 from attacks import Bounds, NormOutcome, SuiteResult, run_suite
+from attacks.losses import NO_PREDICTION, predict
 from attacks.result import plain
 from checkpoints import CheckpointError, LoadedCheckpoint, load_checkpoint
 from checkpoints.boundary import (
@@ -134,11 +135,24 @@ def _versions() -> dict[str, str | None]:
     return out
 
 
+def _predictions(model: torch.nn.Module, images: torch.Tensor) -> list[int | None]:
+    """The model's prediction for each image (None for logits holding NaN or Inf)."""
+    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    with torch.no_grad():
+        labels = predict(model(images.to(device))).tolist()
+    return [None if label == NO_PREDICTION else int(label) for label in labels]
+
+
 def _examples(
-    outcome: NormOutcome, suite: SuiteResult, x: torch.Tensor, limit: int
+    outcome: NormOutcome,
+    suite: SuiteResult,
+    x: torch.Tensor,
+    limit: int,
+    model: torch.nn.Module,
 ) -> list[dict[str, Any]]:
     """Up to ``limit`` adversarial examples per attack and epsilon, each the example the run
-    at that epsilon returned for that sample (projected, clipped and judged by the engine).
+    at that epsilon returned for that sample (projected, clipped and judged by the engine),
+    with the model's prediction on it (one more forward pass, for display).
 
     The samples the attack broke come first, then samples it attacked without breaking them,
     so that ``fooled`` can be checked both ways.
@@ -149,7 +163,9 @@ def _examples(
             attacked = record.attacked[k].cpu() & suite.clean_correct.cpu()
             fooled = record.success[k].cpu()
             chosen = torch.cat([(attacked & fooled).nonzero(), (attacked & ~fooled).nonzero()])
-            for sample in chosen.flatten()[:limit].tolist():
+            samples = chosen.flatten()[:limit].tolist()
+            predicted = _predictions(model, record.adversarial[k, samples]) if samples else []
+            for sample, prediction in zip(samples, predicted, strict=True):
                 adversarial = record.adversarial[k, sample].cpu()
                 dtype, exact = encode_exact(adversarial)
                 _, original = encode_exact(x[sample].to(adversarial.dtype))
@@ -160,6 +176,7 @@ def _examples(
                         "sample": sample,
                         "label": int(suite.labels[sample]),
                         "fooled": bool(fooled[sample]),
+                        "predicted": prediction,
                         "margin": float(record.margin[k, sample]),
                         "success_step": int(record.success_step[k, sample]),
                         "shape": list(adversarial.shape),
@@ -174,7 +191,11 @@ def _examples(
 
 
 def _norm_section(
-    outcome: NormOutcome, suite: SuiteResult, x: torch.Tensor, limit: int
+    outcome: NormOutcome,
+    suite: SuiteResult,
+    x: torch.Tensor,
+    limit: int,
+    model: torch.nn.Module,
 ) -> dict[str, Any]:
     n = suite.num_samples
     attacks = []
@@ -234,7 +255,7 @@ def _norm_section(
         "sweep": _sweep(outcome.sweep),
         "independent_sweep": _sweep(outcome.independent_sweep),
         "failures": [failure.to_dict() for failure in outcome.failures],
-        "examples": _examples(outcome, suite, x, limit),
+        "examples": _examples(outcome, suite, x, limit, model),
     }
 
 
@@ -301,7 +322,7 @@ def run_audit(
     findings = run_checks(Evidence(suite, probes, suite_config.eot_samples))
     correct = int(suite.clean_correct.sum())
     norms = [
-        _norm_section(outcome, suite, x.cpu(), config.examples_per_attack)
+        _norm_section(outcome, suite, x.cpu(), config.examples_per_attack, model)
         for outcome in suite.norms
     ]
     document = {

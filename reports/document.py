@@ -442,13 +442,16 @@ def _decode_pixels(text: str, shape: tuple[int, ...]) -> tuple[int, ...]:
 
 @dataclass(frozen=True, kw_only=True)
 class Example:
-    """An adversarial example beside its original (images base64-encoded, C×H×W)."""
+    """An adversarial example beside its original (images base64-encoded, C×H×W);
+    ``predicted`` is the model's prediction on it (None in older documents, or for NaN/Inf
+    logits)."""
 
     attack: str
     epsilon: float
     sample: int
     label: int
     fooled: bool
+    predicted: int | None = _need(_OPTIONAL)
     margin: float | None
     success_step: int | None = _need(_V11)
     shape: tuple[int, ...]

@@ -159,6 +159,8 @@ def _banner(result: AuditResult) -> dict[str, Any]:
                 best = (
                     f"{label} {tables.interval(share)} overstates the reliable robust accuracy "
                     f"by {100 * gap:.1f} percentage points"
+                    if gap > 0
+                    else f"{label} {tables.interval(share)}, the reliable robust accuracy itself"
                 )
             else:
                 best = "no attack ran on every sample, so none can be judged alone"

@@ -354,7 +354,7 @@ def landscape_1d_plot(result: AuditResult) -> str | None:
         other.grid(False)
         lines = axis.get_legend_handles_labels()
         more = other.get_legend_handles_labels()
-        axis.legend(lines[0] + more[0], lines[1] + more[1], fontsize=7, loc="upper center")
+        axis.legend(lines[0] + more[0], lines[1] + more[1], fontsize=7, loc="lower left")
     return svg(figure, "landscape-1d", alt)
 
 
@@ -415,6 +415,12 @@ def _tiles(example: Example, epsilon: float, norm: str) -> tuple[list[np.ndarray
     ], scale
 
 
+def _class(classes: Sequence[str] | None, label: int | None) -> str:
+    if label is None:
+        return "n/a"
+    return classes[label] if classes is not None and 0 <= label < len(classes) else str(label)
+
+
 def examples_plot(result: AuditResult, section: NormResult, limit: int = 3) -> str | None:
     """Per attack (a row), up to ``limit`` stored examples at the norm's first epsilon: the
     original, the adversarial example and the perturbation, with the true label, whether the
@@ -433,7 +439,7 @@ def examples_plot(result: AuditResult, section: NormResult, limit: int = 3) -> s
     _, height, width = section.examples[0].shape
     zoom = max(1, 48 // max(height, width))
     tile_h, tile_w = height * zoom, width * zoom
-    gap, group_gap, label_h = max(2, tile_w // 12), tile_w // 2, 30
+    gap, group_gap, label_h = max(2, tile_w // 12), tile_w // 2, 40
     per_row = max(len(v) for v in rows.values())
     group_w = 3 * tile_w + 2 * gap
     canvas = np.ones((len(rows) * (tile_h + label_h) + label_h, per_row * (group_w + group_gap), 3))
@@ -448,15 +454,12 @@ def examples_plot(result: AuditResult, section: NormResult, limit: int = 3) -> s
             for j, tile in enumerate(tiles):
                 x = left + j * (tile_w + gap)
                 canvas[top : top + tile_h, x : x + tile_w] = np.kron(tile, np.ones((zoom, zoom, 1)))
-            name = (
-                classes[example.label]
-                if classes and example.label < len(classes)
-                else example.label
-            )
+            name, predicted = _class(classes, example.label), _class(classes, example.predicted)
             outcome = "fooled" if example.fooled else "held"
-            margin = "" if example.margin is None else f", margin {example.margin:.2g}"
-            texts.append((left, top - 3, f"true {name}: {outcome}{margin}; δ ±{scale:.2g}"))
-            described.append(f"{attack}: true {name}, {outcome}")
+            margin = "" if example.margin is None else f"margin {example.margin:.2g}, "
+            first = f"true {name} → predicted {predicted} ({outcome})"
+            texts.append((left, top - 3, f"{first}\n{margin}δ ±{scale:.2g}"))
+            described.append(f"{attack}: true {name}, predicted {predicted}, {outcome}")
     with matplotlib.rc_context(STYLE):
         figure = plt.figure(figsize=(canvas.shape[1] / 60, canvas.shape[0] / 60))
         axis = figure.add_axes((0, 0, 1, 1))

@@ -61,6 +61,7 @@ def test_every_stored_example_is_what_it_says(audited) -> None:
             with torch.no_grad():
                 logits = model(adversarial[None])[0]
             assert bool(logits.argmax() != example["label"]) == example["fooled"]
+            assert example["predicted"] == int(logits.argmax())
             assert (attack["success"][k][sample] == "1") == example["fooled"]
             true_logit = logits[example["label"]]
             others = torch.cat([logits[: example["label"]], logits[example["label"] + 1 :]])

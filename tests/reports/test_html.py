@@ -19,6 +19,7 @@ from reports.checks import CHECK_HELP
 from reports.document import AuditResult
 
 ROOT = Path(__file__).resolve().parents[2]
+_FLAGGED = ("fail", "warn")
 CHECKPOINT = ROOT / "checkpoints" / "zoo" / "digits-mlp-dropout.pt"
 
 
@@ -49,7 +50,16 @@ def test_every_table_reads_back_as_its_dataframe(honest: AuditResult, page: Page
         shown = frame.to_numpy().tolist()
         if name == "red_flags":
             # The status cell carries its shape; the evidence is one line per item ("; ").
+            # The evidence of a check that passed is folded away under "numbers".
             body = [[cells[0].split(" ", 1)[1], *cells[1:]] for cells in body]
+            body = [
+                [
+                    *row[:2],
+                    row[2].removeprefix("numbers") if row[0] not in _FLAGGED else row[2],
+                    *row[3:],
+                ]
+                for row in body
+            ]
             body = [["".join(c.split()) for c in row] for row in body]
             shown = [
                 ["".join((c.replace("; ", "") if i == 2 else c).split()) for i, c in enumerate(row)]
@@ -298,3 +308,17 @@ def test_audit_refuses_bad_tables_before_any_work(tmp_path: Path, capsys) -> Non
     assert _audit(tmp_path / "c", "--tables", "xlsx") == 2
     assert capsys.readouterr().err.startswith("error: --tables takes")
     assert not (tmp_path / "c").exists()
+
+
+SATURATED_ZOO = ROOT / "checkpoints" / "zoo" / "digits-mlp-normout-spatiotemporal-ce.pt"
+
+
+@pytest.mark.skipif(not SATURATED_ZOO.exists(), reason="the zoo has no plain cross-entropy NormOut")
+def test_the_zoos_plain_cross_entropy_normout_is_a_saturated_softmax() -> None:
+    """The NormOut thesis' SpatiotemporalMax recipe (no label smoothing) masks by saturating
+    the softmax, and the diagnosis must say so."""
+    from audit_helpers import audit_document, quick_config
+
+    data = audit_document(SATURATED_ZOO, quick_config(num_samples=100))
+    mechanisms = html.diagnose(AuditResult.from_dict(data))
+    assert mechanisms and mechanisms[0].title.startswith("Saturated softmax")
