@@ -81,3 +81,39 @@ def test_a_blank_page_has_one_colour_and_full_page_screenshots_follow_the_conten
     png = browser.open(tmp_path / "tall.html", full_page_height=2000).screenshot_png
     with Image.open(io.BytesIO(png)) as image:
         assert image.size == (1200, 2000)
+
+
+REPORT_HEADINGS = (
+    "Verdict",
+    "Robust accuracy",
+    "Robustness curves",
+    "Who broke what",
+    "Red flags",
+    "Flatness",
+    "Activation statistics",
+    "Adversarial examples",
+    "Provenance",
+)
+
+
+@pytest.mark.parametrize(
+    "name, verdict, extra",
+    [
+        ("honest", "no sign of gradient masking", ()),
+        ("masked", "suspected gradient masking", ("Diagnosis",)),
+    ],
+)
+def test_a_browser_shows_a_report_offline_and_complete(browser, tmp_path, name, verdict, extra):
+    from report_fixtures import result
+
+    from reports.html import write_report
+
+    audited = result(name)
+    page = browser.open(write_report(audited, tmp_path / "report.html"), full_page_height=3000)
+    assert page.console_errors == ()
+    assert page.requests == ()
+    assert page.scripts == 0
+    for heading in (*REPORT_HEADINGS, *extra):
+        assert heading in page.headings, (heading, page.headings)
+    assert audited.verdict.startswith(verdict) and audited.verdict in page.text
+    assert colour_count(page.screenshot_png) > 16
