@@ -17,8 +17,10 @@ $(STAMP): pyproject.toml constraints.txt
 # The NormOut thesis' recipe (plain cross-entropy, masked) beside its label-smoothed fix.
 DEMO := digits-mlp-normout-spatiotemporal-ce digits-mlp-normout-spatiotemporal
 
+# One thread: these small models gain nothing from more, and on a busy machine extra threads
+# only contend (two threads on two shared cores ran the demo 5x slower than one).
 demo: install
-	$(PY) -m analysis.audit $(DEMO:%=checkpoints/zoo/%.pt) --out out
+	OMP_NUM_THREADS=1 $(PY) -m analysis.audit $(DEMO:%=checkpoints/zoo/%.pt) --out out
 	@echo
 	@$(foreach name,$(DEMO),echo "report of $(name): out/$(name)/report.html";)
 	@echo "comparison: out/comparison.html"

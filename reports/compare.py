@@ -95,6 +95,7 @@ VERDICT_SHAPES = {"ok": "✔", "masking": "▲", "unreliable": "✖"}
 # What the comparison adds to the report's stylesheet.
 _CSS = """
 body { max-width: 1400px; }
+.scroll td, .scroll th { white-space: nowrap; }
 .warnings { border: 2px solid var(--warn); background: var(--warn-bg); padding: .4rem 1rem;
   margin: 1rem 0; }
 .warnings h2 { border: 0; margin: .3rem 0; color: var(--warn); }
@@ -133,8 +134,9 @@ class Table:
     """A table of numbers, written as CSV and Markdown and rendered into the page.
 
     A column ``X`` with companions ``X low`` and ``X high`` is a proportion with its 95 %
-    interval, one with ``X stderr`` an estimate with its standard error; the page and the
-    Markdown show each pair as one cell.
+    interval, one with ``X stderr`` an estimate with its standard error, and a true
+    ``X far above`` marks ``X`` with :data:`FAR_MARK`; the page and the Markdown show each
+    group as one cell.
 
     Attributes:
         name: file stem for ``--tables`` (``comparison.<name>.csv``).
@@ -245,7 +247,7 @@ def summary_table(items: Sequence[Entry]) -> Table:
             row[f"{name} gap"], row[f"{name} gap low"], row[f"{name} gap high"] = (
                 overstated or (math.nan,) * 3
             )
-            row[f"{name} far above"] = section is not None and far_above(result, section)
+            row[f"{name} gap far above"] = section is not None and far_above(result, section)
         row["red flags"] = _red_flags(result)
         row["verdict"] = result.verdict
         rows.append(row)
@@ -492,7 +494,8 @@ class _Cell:
 
 
 def _companion(column: str, columns: Sequence[str]) -> bool:
-    return any(column == f"{base} {part}" for base in columns for part in ("low", "high", "stderr"))
+    parts = ("low", "high", "stderr", "far above")
+    return any(column == f"{base} {part}" for base in columns for part in parts)
 
 
 def _cells(table: Table) -> tuple[list[str], list[list[_Cell]]]:
@@ -513,7 +516,9 @@ def _cells(table: Table) -> tuple[list[str], list[list[_Cell]]]:
             if _number(stderr) and not math.isnan(stderr) and text != NOT_AVAILABLE:
                 text += f" ± {stderr:.2g}"
             exact = repr(float(value)) if _number(value) and not math.isnan(value) else ""
-            css = "far-above" if value is True else ""
+            css = ""
+            if record.get(f"{column} far above") is True:
+                text, css = f"{text} {FAR_MARK}", "far-above"
             if column == table.row_header:
                 css = "row-header"
             status = value if isinstance(value, str) and value in STATUS_SHOWN else ""
