@@ -231,9 +231,6 @@ def summary_table(items: Sequence[Entry]) -> Table:
     for entry in items:
         result = entry.result
         row: dict[str, Any] = {"#": entry.number, "checkpoint": entry.label}
-        row["dataset"] = result.evaluation.dataset or "–"
-        row["samples"] = result.evaluation.num_samples
-        row["suite"] = _suite_name(result)
         _proportion(row, "clean accuracy", result.clean_accuracy)
         for norm in _norms(items):
             name = NORM_NAMES[norm]
@@ -250,6 +247,9 @@ def summary_table(items: Sequence[Entry]) -> Table:
             row[f"{name} gap far above"] = section is not None and far_above(result, section)
         row["red flags"] = _red_flags(result)
         row["verdict"] = result.verdict
+        row["dataset"] = result.evaluation.dataset or NOT_AVAILABLE
+        row["samples"] = result.evaluation.num_samples
+        row["suite"] = _suite_name(result)
         rows.append(row)
     return Table(
         "verdicts",

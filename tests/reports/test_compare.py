@@ -230,7 +230,9 @@ def test_renders_are_byte_identical_and_tables_are_data(documents, tmp_path):
     assert list(verdicts["clean accuracy"]) == [d["clean_accuracy"]["value"] for d in raw]
     assert list(verdicts["verdict"]) == [d["verdict"] for d in raw]
     markdown = (tmp_path / "a" / "c.verdicts.md").read_text().splitlines()
-    assert markdown[0].startswith("| # | checkpoint |") and markdown[1].startswith("|---|")
+    assert markdown[0].startswith("| # | checkpoint | clean accuracy |") and markdown[1].startswith(
+        "|---|"
+    )
     assert len(markdown) == 2 + len(raw)
 
 
