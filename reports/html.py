@@ -15,7 +15,6 @@ flag), 3 an internal error.
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -30,13 +29,13 @@ from markupsafe import Markup
 
 from reports import plots, tables
 from reports.checks import CHECK_HELP, CheckHelp
-from reports.document import AttackRecord, AuditResult, DocumentError, Finding, read_result
+from reports.cli import EXIT_OK, InputError, OneLineParser, check_writable, run_command
+from reports.diagnosis import diagnose
+from reports.document import AuditResult, DocumentError, read_result
 
 __all__ = [
-    "Mechanism",
     "Plot",
     "TableView",
-    "diagnose",
     "environment",
     "main",
     "render",
@@ -207,257 +206,6 @@ def _unbounded(result: AuditResult) -> str:
                 f"(ε={section.unbounded_epsilon:g}, {rate.total - rate.count} samples survived)"
             )
     return "; ".join(parts)
-
-
-# --- the diagnosis ---------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Mechanism:
-    """A mechanism the evidence points to: what was seen, what it means, what to do."""
-
-    title: str
-    evidence: tuple[str, ...]
-    explanation: str
-    remedy: str
-
-
-def _is_cross_entropy(record: AttackRecord) -> bool:
-    params = record.params or {}
-    return params.get("loss", "ce") == "ce" and not params.get("target_mode")
-
-
-def _is_margin(record: AttackRecord) -> bool:
-    return (record.params or {}).get("loss") in ("cw", "dlr")
-
-
-def _zero_share(result: AuditResult, pick: Any) -> tuple[float, list[str]] | None:
-    records = [
-        (section.norm, r)
-        for section in result.robustness.norms
-        for r in section.attacks
-        if pick(r) and r.gradient_stats is not None
-    ]
-    if not records:
-        return None
-    zero = max(r.gradient_stats.zero_fraction for _, r in records)  # type: ignore[union-attr]
-    names = sorted({r.label for _, r in records})
-    return zero, names
-
-
-def _rows(finding: Finding | None) -> list[tuple[str, Any]]:
-    if finding is None or not finding.evidence:
-        return []
-    return [(k, v) for k, v in finding.evidence.items() if hasattr(v, "get")]
-
-
-def _held_margins(result: AuditResult) -> list[float]:
-    """Logit margins of stored examples a cross-entropy attack did not fool."""
-    out = []
-    for section in result.robustness.norms:
-        kinds = {r.label: r for r in section.attacks}
-        for example in section.examples or ():
-            record = kinds.get(example.attack)
-            if (
-                record is not None
-                and _is_cross_entropy(record)
-                and not example.fooled
-                and example.margin is not None
-                and math.isfinite(example.margin)
-            ):
-                out.append(example.margin)
-    return out
-
-
-def diagnose(result: AuditResult) -> list[Mechanism]:
-    """The mechanisms the document's evidence points to, most specific first; empty when no
-    check failed or warned."""
-    findings = {f.code: f for f in result.findings}
-    flagged = {code for code, f in findings.items() if f.status in _FLAGGED}
-    if not flagged:
-        return []
-    probes = result.probes
-    out: list[Mechanism] = []
-    ce = _zero_share(result, _is_cross_entropy)
-    margin = _zero_share(result, _is_margin)
-    if probes is not None and not probes.input_gradient_exists:
-        out.append(
-            Mechanism(
-                "No input gradient: the autograd graph is cut",
-                (f"the input gradient does not exist: {probes.input_gradient_note or 'no note'}",),
-                "The output does not depend differentiably on the input (detach, a comparison, an "
-                "integer cast, a NumPy round trip), so every gradient attack is blind and only "
-                "gradient-free attacks measure robustness.",
-                "Attack through a differentiable approximation of the cut operation (BPDA) or "
-                "with gradient-free attacks, and report those.",
-            )
-        )
-    saturated = (
-        "vanishing-gradients" in flagged
-        and ({"margin-loss-beats-cross-entropy", "targeted-beats-untargeted"} & flagged)
-        and ce is not None
-        and ce[0] > 0.05
-        and (margin is None or margin[0] < ce[0] / 2)
-    )
-    if saturated and ce is not None:
-        lines = [
-            f"up to {ce[0]:.1%} of the first input gradients of the cross-entropy attacks "
-            f"({', '.join(ce[1])}) are exactly zero"
-            + (
-                f", against {margin[0]:.1%} for the margin-loss attacks ({', '.join(margin[1])})"
-                if margin is not None
-                else ""
-            )
-        ]
-        if probes is not None and probes.clean_zero_gradient_fraction is not None:
-            lines.append(
-                f"{probes.clean_zero_gradient_fraction:.1%} of the clean samples' cross-entropy "
-                "input gradients are exactly zero"
-            )
-        for key, row in _rows(findings.get("margin-loss-beats-cross-entropy")):
-            lines.append(
-                f"{key}: the margin loss alone broke {row.get('only_margin_loss')} samples that "
-                f"PGD-CE missed, PGD-CE alone {row.get('only_cross_entropy')} "
-                f"(p = {tables.number(row.get('p_value'), 2)})"
-            )
-        held = _held_margins(result)
-        if held:
-            lines.append(
-                f"stored examples the cross-entropy attacks did not fool have logit margins "
-                f"from {min(held):.3g} to {max(held):.3g}"
-            )
-        out.append(
-            Mechanism(
-                "Saturated softmax: the cross-entropy gradient underflows to zero",
-                tuple(lines),
-                "The logits are so large (margins far beyond what float32 can resolve in a "
-                "softmax) that the predicted probability rounds to exactly one: the "
-                "cross-entropy and its input gradient are exactly zero, so PGD-CE and FGSM "
-                "cannot move, while the margin loss, a difference of logits, keeps its gradient "
-                "and breaks the samples. This is the NormOut thesis' SpatiotemporalMax pattern: "
-                "NormOut without rescaling, trained with plain cross-entropy, inflates the "
-                "eval-mode logits.",
-                "Report margin-loss (CW/DLR) and multi-target attacks and the reliable worst "
-                "case; do not quote PGD-CE alone. To fix the model, bound its margins in "
-                "training (label smoothing, as the zoo does) or rescale the logits.",
-            )
-        )
-    elif "vanishing-gradients" in flagged and (
-        {"black-box-beats-white-box", "random-search-beats-gradient"} & flagged
-    ):
-        share = findings["vanishing-gradients"].evidence or {}
-        out.append(
-            Mechanism(
-                "Shattered gradients: zero for every loss",
-                (
-                    f"{tables.number(share.get('zero_fraction'), 3)} of first input gradients "
-                    "are exactly zero",
-                    "gradient-free attacks (Square, random noise) broke samples the gradient "
-                    "attacks left robust",
-                ),
-                "The gradient is zero almost everywhere whatever the loss (input quantisation, "
-                "a step function, a saturated input non-linearity), so gradient attacks see "
-                "nothing while gradient-free ones succeed.",
-                "Attack with BPDA (a differentiable stand-in for the flat operation) or EOT, "
-                "and report the worst case over gradient-free attacks.",
-            )
-        )
-    elif "vanishing-gradients" in flagged:
-        out.append(
-            Mechanism(
-                "Vanishing gradients",
-                (findings["vanishing-gradients"].explanation,),
-                "Many input gradients are zero or tiny, which starves gradient attacks.",
-                findings["vanishing-gradients"].remedy
-                or "Use margin-loss and gradient-free attacks.",
-            )
-        )
-    if "gradient-disagrees-with-finite-differences" in flagged:
-        finding = findings["gradient-disagrees-with-finite-differences"]
-        out.append(
-            Mechanism(
-                "The backward pass does not describe the function",
-                (finding.explanation,),
-                "The gradient autograd returns disagrees with finite differences of the same "
-                "function: a custom or wrong backward, or a non-differentiable layer, misleads "
-                "every gradient attack.",
-                finding.remedy or "Use BPDA or gradient-free attacks.",
-            )
-        )
-    for code, title, meaning in (
-        (
-            "stochastic-model",
-            "A random classifier",
-            "Repeated passes on the same input differ, so every accuracy is one draw and the "
-            "gradients are noisy.",
-        ),
-        (
-            "model-in-train-mode",
-            "Layers left in train mode",
-            "Dropout or batch norm in training mode at test time makes predictions random.",
-        ),
-        (
-            "probability-outputs",
-            "Probabilities instead of logits",
-            "A final softmax makes the attacks' cross-entropy apply softmax twice and flattens "
-            "its gradients.",
-        ),
-        (
-            "batch-dependent-outputs",
-            "Outputs depend on the batch",
-            "The attacks attack another function than the one evaluated.",
-        ),
-        (
-            "non-finite-values",
-            "NaN or Inf in logits or gradients",
-            "Non-finite values stop attacks without a sign; rows without a prediction are "
-            "never counted as broken.",
-        ),
-    ):
-        if code in flagged:
-            finding = findings[code]
-            out.append(Mechanism(title, (finding.explanation,), meaning, finding.remedy or ""))
-    weak = [
-        code
-        for code in (
-            "one-step-beats-iterative",
-            "unbounded-attack-below-100",
-            "success-not-increasing-with-epsilon",
-            "attack-not-converged",
-            "silent-success",
-        )
-        if code in flagged
-    ]
-    if weak and not out:
-        out.append(
-            Mechanism(
-                "The attacks' optimisation is failing",
-                tuple(findings[code].explanation for code in weak),
-                "No gradient pathology was measured, but the attacks behave as if they were "
-                "too weak: too few steps, a poor step size, or an objective that stalls.",
-                "Run more steps or restarts, APGD, margin-loss and gradient-free attacks, and "
-                "report the worst case.",
-            )
-        )
-    elif weak:
-        out.append(
-            Mechanism(
-                "Consequences for the attacks",
-                tuple(findings[code].explanation for code in weak),
-                "These follow from the mechanism above rather than add to it.",
-                "As above.",
-            )
-        )
-    for code in sorted(flagged - {c for c in CHECK_HELP}):
-        out.append(
-            Mechanism(
-                findings[code].title or code,
-                (findings[code].explanation,),
-                "A check this version of the report does not describe.",
-                findings[code].remedy or "",
-            )
-        )
-    return out
 
 
 # --- the page --------------------------------------------------------------------------------
@@ -635,8 +383,6 @@ def write_report(result: AuditResult, path: str | Path) -> Path:
 
 
 def _parser() -> argparse.ArgumentParser:
-    from reports.cli import OneLineParser
-
     parser = OneLineParser(
         prog="python -m reports.html",
         description=__doc__,
@@ -654,8 +400,6 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from reports.cli import EXIT_OK, InputError, check_writable
-
     try:
         formats = tables.parse_formats(args.tables) if args.tables is not None else ()
     except ValueError as err:
@@ -672,8 +416,6 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from reports.cli import InputError, run_command
-
     args = _parser().parse_args(list(sys.argv[1:] if argv is None else argv))
     return run_command(
         lambda: _run(args), verbose=args.verbose, input_errors=(InputError, DocumentError)

@@ -16,6 +16,7 @@ from analysis import audit
 from analysis.redflags import CHECKS
 from reports import html, tables
 from reports.checks import CHECK_HELP
+from reports.diagnosis import diagnose
 from reports.document import AuditResult
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -180,7 +181,7 @@ def test_non_finite_values_are_named() -> None:
 def test_a_saturated_softmax_is_diagnosed() -> None:
     masked = result("masked")
     assert masked.verdict.startswith("suspected gradient masking")
-    mechanisms = html.diagnose(masked)
+    mechanisms = diagnose(masked)
     assert mechanisms[0].title.startswith("Saturated softmax")
     evidence = " ".join(mechanisms[0].evidence)
     assert "exactly zero" in evidence and "margin loss alone broke" in evidence
@@ -189,7 +190,7 @@ def test_a_saturated_softmax_is_diagnosed() -> None:
 
 
 def test_an_honest_model_has_no_mechanism(honest: AuditResult) -> None:
-    assert html.diagnose(honest) == []
+    assert diagnose(honest) == []
 
 
 def test_other_mechanisms_follow_their_checks() -> None:
@@ -197,7 +198,7 @@ def test_other_mechanisms_follow_their_checks() -> None:
     for finding in data["findings"]:
         if finding["code"] in ("gradient-disagrees-with-finite-differences", "stochastic-model"):
             finding["status"] = "fail"
-    titles = [m.title for m in html.diagnose(AuditResult.from_dict(data))]
+    titles = [m.title for m in diagnose(AuditResult.from_dict(data))]
     assert titles == ["The backward pass does not describe the function", "A random classifier"]
 
 
@@ -320,5 +321,64 @@ def test_the_zoos_plain_cross_entropy_normout_is_a_saturated_softmax() -> None:
     from audit_helpers import audit_document, quick_config
 
     data = audit_document(SATURATED_ZOO, quick_config(num_samples=100))
-    mechanisms = html.diagnose(AuditResult.from_dict(data))
+    mechanisms = diagnose(AuditResult.from_dict(data))
     assert mechanisms and mechanisms[0].title.startswith("Saturated softmax")
+
+
+@pytest.mark.parametrize(
+    ("wrapper", "title"),
+    [
+        ("QuantizedInput", "Shattered gradients"),
+        ("WrongGradient", "The backward pass does not describe the function"),
+        ("DropoutAtTest", "A random classifier"),
+    ],
+)
+def test_each_known_mechanism_is_diagnosed(wrapper: str, title: str) -> None:
+    """Models masked in known ways (analysis.masked): the first mechanism is theirs."""
+    from audit_helpers import audit_document, quick_config
+
+    from analysis import masked
+
+    data = audit_document(
+        "digits-mlp-dropout", quick_config(num_samples=100), getattr(masked, wrapper)
+    )
+    mechanisms = diagnose(AuditResult.from_dict(data))
+    assert mechanisms and mechanisms[0].title.startswith(title)
+
+
+def test_a_schema_1_0_document_renders() -> None:
+    """Older documents lack statuses, success steps, failures and exact examples."""
+    data = document("honest")
+    data["schema_version"] = "1.0"
+    for section in data["robustness"]["norms"]:
+        del section["failures"]
+        for attack in section["attacks"]:
+            for key in ("success_step", "statuses", "messages"):
+                del attack[key]
+        for example in section["examples"]:
+            for key in (
+                "success_step",
+                "dtype",
+                "original_exact",
+                "adversarial_exact",
+                "predicted",
+            ):
+                del example[key]
+    page = Page(html.render(AuditResult.from_dict(data)))
+    assert page.errors == [] and "predicted n/a" in " ".join(page.text) + _alt_texts(page)
+
+
+def _alt_texts(page: Page) -> str:
+    return " ".join(a.get("aria-label") or "" for t, a in page.tags if t == "svg")
+
+
+def test_a_failed_attack_is_shown_as_failed() -> None:
+    data = document("honest")
+    attack = data["robustness"]["norms"][0]["attacks"][-1]
+    attack["statuses"][0] = "failed"
+    attack["messages"][0] = "RuntimeError: out of memory"
+    edited = AuditResult.from_dict(data)
+    frame = tables.robust_accuracy_table(edited)
+    assert frame.loc[attack["label"], "L∞ ε=0.05"] == "failed"
+    assert frame.loc[attack["label"], "L∞ ε=0.1"] != "failed"
+    assert Page(html.render(edited)).errors == []
