@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-all lint
+.PHONY: install demo screenshots test test-all lint
 
 install: $(STAMP)
 
@@ -14,8 +14,20 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m pip install --quiet -c constraints.txt -e '.[reference,dev]'
 	touch $(STAMP)
 
+# The NormOut thesis' recipe (plain cross-entropy, masked) beside its label-smoothed fix.
+DEMO := digits-mlp-normout-spatiotemporal-ce digits-mlp-normout-spatiotemporal
+
+# One thread: these small models gain nothing from more, and on a busy machine extra threads
+# only contend (two threads on two shared cores ran the demo 5x slower than one).
 demo: install
-	$(PY) -m analysis.audit checkpoints/zoo/digits-mlp-normout-spatiotemporal.pt
+	OMP_NUM_THREADS=1 $(PY) -m analysis.audit $(DEMO:%=checkpoints/zoo/%.pt) --out out
+	@echo
+	@$(foreach name,$(DEMO),echo "report of $(name): out/$(name)/report.html";)
+	@echo "comparison: out/comparison.html"
+
+# docs/*.png with headless Chromium (Debian's chromium and chromium-driver); see docs/screenshots.py.
+screenshots: install
+	$(PY) docs/screenshots.py
 
 test: install
 	$(PY) -m pytest -m "not slow"

@@ -67,6 +67,7 @@ from checkpoints.boundary import (
 from checkpoints.cli import add_description_arguments, description_from_arguments
 from checkpoints.datasets import Dataset, DatasetError, load_dataset
 from flatness import measure
+from reports.compare import write_comparison
 from reports.document import read_result
 from reports.html import write_report
 from reports.tables import parse_formats, write_tables
@@ -693,6 +694,14 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
                 print("\n".join(gate.report_lines(outcome)))
             if not outcome.passed:
                 status = EXIT_GATE_FAILED
+    if len(planned) > 1:
+        comparison = args.out / "comparison.html"
+        formats = parse_formats(args.tables) if args.tables is not None else ()
+        warnings = write_comparison([plan.target for plan in planned], comparison, formats)
+        if not args.quiet:
+            for warning in warnings:
+                print(f"warning: comparison: {warning}", file=sys.stderr)
+            print(f"comparison written to {comparison}")
     return status
 
 

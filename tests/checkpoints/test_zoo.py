@@ -24,6 +24,7 @@ def test_zoo_is_complete_and_small():
         "digits-mlp-normout-temporal",
         "digits-mlp-normout-spatial",
         "digits-mlp-normout-spatiotemporal",
+        "digits-mlp-normout-spatiotemporal-ce",
         "digits-mlp-normout-temporal-softmax",
         "mnist-lenet5-dropout",
         "mnist-lenet5-qsd",
@@ -72,6 +73,7 @@ CROSS_MACHINE = {
     # name: (largest clean-accuracy difference, smallest share of identical test predictions)
     "digits-mlp-dropout": (0.005, 0.99),
     "digits-mlp-normout-spatiotemporal": (0.02, 0.95),
+    "digits-mlp-normout-spatiotemporal-ce": (0.02, 0.95),
 }
 
 
