@@ -354,7 +354,7 @@ def render(result: AuditResult) -> str:
     template = environment().get_template("report.html")
     return template.render(
         version=_version(),
-        stylesheet=stylesheet(),
+        stylesheet=Markup(stylesheet()),  # CSS is not escaped inside <style>
         name=_name(result),
         subtitle=_subtitle(result),
         sections=_SECTIONS,

@@ -108,6 +108,12 @@ def test_self_contained_and_accessible(page: Page) -> None:
     assert codes <= set(ids)
 
 
+def test_the_stylesheet_is_inlined_verbatim(honest: AuditResult) -> None:
+    page = html.render(honest)
+    style = page[page.index("<style>") + len("<style>") : page.index("</style>")]
+    assert style.strip() == html.stylesheet().strip()
+
+
 def test_every_check_is_explained() -> None:
     assert set(CHECK_HELP) == set(CHECKS)
 
