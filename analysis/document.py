@@ -36,7 +36,7 @@ import torch
 from torch import Tensor
 
 from analysis.stats import wilson_interval
-from checkpoints.format import atomic_write_bytes
+from checkpoints.boundary import atomic_write_bytes
 
 __all__ = [
     "SCHEMA_PATH",

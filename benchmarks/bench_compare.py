@@ -10,24 +10,11 @@ and template compilation are paid once per process), and the page's size.
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
-import time
 from pathlib import Path
 
+from benchmarks.bench_reports import median_seconds
 from reports.compare import entries, render
-
-
-def _median_seconds(function, repeats: int) -> tuple[float, float]:
-    """Median wall and CPU seconds of ``function()``: on a shared machine the CPU time is the
-    steadier figure."""
-    wall, cpu = [], []
-    for _ in range(repeats):
-        start, start_cpu = time.perf_counter(), time.process_time()
-        function()
-        wall.append(time.perf_counter() - start)
-        cpu.append(time.process_time() - start_cpu)
-    return statistics.median(wall), statistics.median(cpu)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -37,8 +24,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     items = entries(args.documents)
     page = render(items)  # warm-up
-    read = _median_seconds(lambda: entries(args.documents), args.repeats)
-    rendered = _median_seconds(lambda: render(items), args.repeats)
+    read = median_seconds(lambda: entries(args.documents), args.repeats)
+    rendered = median_seconds(lambda: render(items), args.repeats)
     size = sum(path.stat().st_size for path in args.documents)
     print("| documents | documents' size | read: wall / CPU | render: wall / CPU | page size |")
     print("|---|---|---|---|---|")

@@ -19,7 +19,7 @@ from reports.document import read_result
 from reports.html import render
 
 
-def _median_seconds(function, repeats: int) -> tuple[float, float]:
+def median_seconds(function, repeats: int) -> tuple[float, float]:
     """Median wall and CPU seconds of ``function()``: on a shared machine the CPU time is the
     steadier figure."""
     wall, cpu = [], []
@@ -41,8 +41,8 @@ def main(argv: list[str] | None = None) -> int:
     for path in args.documents:
         result = read_result(path)
         page = render(result)  # warm-up
-        read = _median_seconds(lambda path=path: read_result(path), args.repeats)
-        rendered = _median_seconds(lambda result=result: render(result), args.repeats)
+        read = median_seconds(lambda path=path: read_result(path), args.repeats)
+        rendered = median_seconds(lambda result=result: render(result), args.repeats)
         print(
             f"| {path} | {path.stat().st_size / 1e3:.0f} kB | {read[0]:.2f} / {read[1]:.2f} s | "
             f"{rendered[0]:.2f} / {rendered[1]:.2f} s | {len(page.encode()) / 1e3:.0f} kB |"

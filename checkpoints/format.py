@@ -26,10 +26,8 @@ from __future__ import annotations
 
 import hashlib
 import io
-import os
 import pickle
 import re
-import tempfile
 import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
@@ -40,6 +38,7 @@ import torch
 from torch import Tensor, nn
 
 from checkpoints.architectures import Normalized, build_network, vgg_classifier_slots
+from checkpoints.boundary import atomic_write_bytes
 from checkpoints.layers import LayerSpec
 from checkpoints.spec import (
     CheckpointSpec,
@@ -164,27 +163,6 @@ def save_checkpoint(path: str | Path, network: nn.Module, spec: CheckpointSpec) 
     torch.save(document, buffer)
     atomic_write_bytes(path, buffer.getvalue())
     return path
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file and a rename."""
-    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.chmod(temp, 0o666 & ~_umask())
-        with os.fdopen(handle, "wb") as out:
-            out.write(data)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def _show(value: Any) -> str:

@@ -41,8 +41,14 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, NullFormatter
 
 from analysis.stats import wilson_interval  # pure standard library, no torch
+from checkpoints.boundary import (
+    InputError,
+    OneLineParser,
+    atomic_write_text,
+    check_writable,
+    run_command,
+)
 from reports import plots
-from reports.cli import InputError, OneLineParser, check_writable, run_command
 from reports.document import (
     AttackRecord,
     AuditResult,
@@ -53,7 +59,7 @@ from reports.document import (
     read_result,
 )
 from reports.html import environment, stylesheet
-from reports.tables import NOT_AVAILABLE, alone_accuracy, atomic_write_text, parse_formats
+from reports.tables import NOT_AVAILABLE, alone_accuracy, parse_formats
 
 __all__ = [
     "FAR_ABOVE",

@@ -27,9 +27,16 @@ import jinja2
 import pandas as pd
 from markupsafe import Markup
 
+from checkpoints.boundary import (
+    EXIT_OK,
+    InputError,
+    OneLineParser,
+    atomic_write_text,
+    check_writable,
+    run_command,
+)
 from reports import plots, tables
 from reports.checks import CHECK_HELP, CheckHelp
-from reports.cli import EXIT_OK, InputError, OneLineParser, check_writable, run_command
 from reports.diagnosis import diagnose
 from reports.document import AuditResult, DocumentError, read_result
 
@@ -375,7 +382,7 @@ def write_report(result: AuditResult, path: str | Path) -> Path:
     """Render ``result`` and write it to ``path`` atomically."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tables.atomic_write_text(path, render(result))
+    atomic_write_text(path, render(result))
     return path
 
 

@@ -15,8 +15,6 @@ Example::
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -25,6 +23,7 @@ from typing import Any
 import pandas as pd
 
 from analysis.stats import wilson_interval  # pure standard library, no torch
+from checkpoints.boundary import atomic_write_text
 from reports.document import AttackRecord, AuditResult, FlatnessResult, NormResult, Proportion
 
 __all__ = [
@@ -32,7 +31,6 @@ __all__ = [
     "TABLES",
     "activation_table",
     "alone_accuracy",
-    "atomic_write_text",
     "flatness_sections",
     "flatness_table",
     "gradient_table",
@@ -475,23 +473,6 @@ def parse_formats(text: str) -> tuple[str, ...]:
             f"--tables takes a comma-separated list of {', '.join(FORMATS)}, got {text!r}"
         )
     return formats
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` (UTF-8) to ``path`` through a temporary file and a rename."""
-    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8", newline="") as out:
-            out.write(text)
-            out.flush()
-            os.fsync(out.fileno())
-        mask = os.umask(0)
-        os.umask(mask)
-        os.chmod(temp, 0o666 & ~mask)
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
 
 
 def write_tables(
