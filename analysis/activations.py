@@ -10,7 +10,7 @@ from torch import Tensor, nn
 
 from checkpoints.layers import QSD, Dropout, NormOut
 
-__all__ = ["LayerActivations", "activation_statistics"]
+__all__ = ["LayerActivations", "activation_statistics", "dropout_family_layers"]
 
 _KINDS: dict[type[nn.Module], str] = {
     NormOut: "normout",
@@ -63,13 +63,29 @@ class _Accumulator:
         self.zeros += int((values == 0).sum())
 
 
+def _kind(module: nn.Module) -> str | None:
+    for cls, kind in _KINDS.items():
+        if isinstance(module, cls):
+            return kind
+    # Dropout1d/2d/3d, AlphaDropout, FeatureAlphaDropout.
+    return "dropout" if isinstance(module, nn.modules.dropout._DropoutNd) else None
+
+
+def dropout_family_layers(model: nn.Module) -> list[tuple[str, str]]:
+    """``(qualified name, kind)`` of each dropout-family layer of ``model``, in module order:
+    ours (NormOut, QSD, Dropout) and torch's dropout layers, found by type."""
+    found = [(name, _kind(module)) for name, module in model.named_modules()]
+    return [(name, kind) for name, kind in found if kind is not None]
+
+
 def activation_statistics(
     model: nn.Module, x: Tensor, batch_size: int = 500
 ) -> list[LayerActivations]:
     """Mean, max, std and fraction of zeros of each dropout-family layer's input.
 
     Args:
-        model: any module; its dropout-family layers (ours, and ``nn.Dropout``) are found by type.
+        model: any module; its dropout-family layers are found by type
+            (`dropout_family_layers`).
         x: clean inputs [N, ...] in the model's bounds.
         batch_size: evaluation batch size.
 
@@ -77,15 +93,16 @@ def activation_statistics(
         One entry per layer, in module order; empty when the model has none. The model's mode
         is restored.
     """
-    layers = [(name, module) for name, module in model.named_modules() if type(module) in _KINDS]
+    modules = dict(model.named_modules())
+    layers = [(name, modules[name], kind) for name, kind in dropout_family_layers(model)]
     if not layers:
         return []
-    accumulators = {name: _Accumulator() for name, _ in layers}
+    accumulators = {name: _Accumulator() for name, _, _ in layers}
     handles = [
         module.register_forward_pre_hook(
             lambda _m, inputs, name=name: accumulators[name].update(inputs[0])
         )
-        for name, module in layers
+        for name, module, _ in layers
     ]
     was_training = model.training
     model.eval()
@@ -98,14 +115,14 @@ def activation_statistics(
             handle.remove()
         model.train(was_training)
     out = []
-    for name, module in layers:
+    for name, module, kind in layers:
         acc = accumulators[name]
         mean = acc.total / max(acc.count, 1)
         variance = max(acc.total_sq / max(acc.count, 1) - mean * mean, 0.0)
         out.append(
             LayerActivations(
                 name=name,
-                kind=_KINDS[type(module)],
+                kind=kind,
                 description=module.extra_repr(),
                 mean=mean,
                 std=variance**0.5,

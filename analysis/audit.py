@@ -28,12 +28,13 @@ from typing import Any
 
 import torch
 
-from analysis.activations import activation_statistics
+from analysis.activations import activation_statistics, dropout_family_layers
 from analysis.config import (
     DEFAULT_BATCH_SIZE,
     EOT_SAMPLES,
     PRESETS,
     AuditConfig,
+    active_flatness_config,
     build_suite,
     check_suite,
     flatness_config,
@@ -305,7 +306,7 @@ def run_audit(
     if probes.stochastic and suite_config.eot_samples == 1:
         suite_config = suite_config.with_options(eot_samples=EOT_SAMPLES)
     suite = run_suite(model, x, y, suite_config, config.seed, progress=progress)
-    flatness = None
+    flatness: dict[str, Any] | None = None
     flatness_note: str | None = None
     if config.flatness is not None and probes.nonfinite_logits:
         # The estimators differentiate the loss; with NaN in it they return noise or fail.
@@ -317,6 +318,16 @@ def run_audit(
         count = min(config.flatness_samples, len(y))
         flatness = measure(
             model, x[:count], y[:count], config.flatness, torch.Generator().manual_seed(config.seed)
+        ).to_dict()
+        # With the dropout-family layers active the loss surface is another one (for NormOut
+        # orders of magnitude sharper), and papers rarely say which they report: give both.
+        active = active_flatness_config(config.flatness)
+        flatness["active_layers"] = (
+            measure(
+                model, x[:count], y[:count], active, torch.Generator().manual_seed(config.seed)
+            ).to_dict()
+            if dropout_family_layers(model) and active.measures
+            else None
         )
     activations = activation_statistics(model, x, config.batch_size)
     findings = run_checks(Evidence(suite, probes, suite_config.eot_samples))
@@ -359,7 +370,7 @@ def run_audit(
             "num_backward": suite.num_backward,
             "wall_time": suite.wall_time,
         },
-        "flatness": None if flatness is None else flatness.to_dict(),
+        "flatness": flatness,
         "flatness_note": flatness_note,
         "activations": [a.to_dict() for a in activations],
         "probes": probes.to_dict(),

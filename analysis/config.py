@@ -58,6 +58,7 @@ __all__ = [
     "AuditConfig",
     "build_suite",
     "check_suite",
+    "active_flatness_config",
     "flatness_config",
     "parse_epsilons",
 ]
@@ -389,6 +390,27 @@ def check_suite(
         attacks=attacks,
         backend=backend,
         batch_size=batch_size,
+    )
+
+
+ACTIVE_MEASURES = ("fisher_rao_empirical", "fisher_rao_model", "hessian_trace")
+"""The flatness measures repeated with the dropout-family layers active."""
+
+
+def active_flatness_config(config: FlatnessConfig) -> FlatnessConfig:
+    """``config``'s Fisher-Rao norms and Hessian trace, with the dropout-family layers active.
+
+    Train mode with batch norm frozen (``flatness.Mode.TRAIN``). One dropout draw per sample
+    and pass: the estimators average over samples (and trace probes), so the draws are
+    Monte-Carlo averaged and their spread is part of the standard error.
+    """
+    measures = tuple(m for m in ACTIVE_MEASURES if m in {str(n) for n in config.measures})
+    return FlatnessConfig(
+        measures=measures,
+        batch_size=config.batch_size,
+        mode="train",
+        num_mc_samples=1,
+        options={m: config.options[m] for m in measures if m in config.options},
     )
 
 

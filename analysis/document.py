@@ -55,13 +55,15 @@ __all__ = [
     "write_json",
 ]
 
-SCHEMA_VERSION = "1.2"
+SCHEMA_VERSION = "1.3"
 SCHEMA_PATH = Path(__file__).resolve().parent / "audit.schema.json"
 # 1.1 adds fields (success_step, attack statuses and failures, exact examples per epsilon, the
 # new probes) and changes none of 1.0's, which is all the gate reads of a result or baseline.
 # 1.2 writes NaN and infinite numbers as strings (``NONFINITE_TOKENS``; 1.1 had null or no
 # document at all) and adds the non-finite counts; the fields the gate reads are unchanged.
-_READABLE = ("1.0", "1.1", "1.2")
+# 1.3 adds flatness with the dropout-family layers active (``flatness.active_layers``) and the
+# clean margins and input-gradient norms per sample (``probes``); nothing else changes.
+_READABLE = ("1.0", "1.1", "1.2", "1.3")
 
 NONFINITE_TOKENS = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
 """How the document writes each non-finite number, and the float each string reads back as."""

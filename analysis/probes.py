@@ -17,6 +17,7 @@ measure it records, and the checks turn that into a finding.
 from __future__ import annotations
 
 import copy
+import math
 import warnings
 from dataclasses import dataclass
 from typing import Any
@@ -48,6 +49,11 @@ class ModelProbes:
         clean_zero_gradient_fraction: fraction of *all* evaluation samples whose cross-entropy
             input gradient at the clean point is exactly zero (a saturated softmax); 1.0 when
             the input gradient does not exist.
+        clean_margins: per evaluation sample, the clean logit margin: the true class' logit
+            minus the largest other (negative when misclassified; NaN for non-finite logits).
+        clean_gradient_norms: per evaluation sample, the L2 norm of the cross-entropy input
+            gradient at the clean point (exactly 0 where the softmax saturates); empty when the
+            input gradient does not exist.
         stochastic: repeated forward passes gave different logits.
         max_repeat_difference: largest absolute logit difference between repeats.
         repeat_samples: samples compared across repeated passes (the first batch).
@@ -96,6 +102,8 @@ class ModelProbes:
     input_gradient_exists: bool
     input_gradient_note: str
     clean_zero_gradient_fraction: float
+    clean_margins: tuple[float, ...]
+    clean_gradient_norms: tuple[float, ...]
     stochastic: bool
     max_repeat_difference: float
     repeat_samples: int
@@ -130,7 +138,13 @@ class ModelProbes:
 
     def to_dict(self) -> dict[str, Any]:
         data = dict(self.__dict__)
-        for key in ("train_mode_modules", "fd_steps", "fd_step_disagreement"):
+        for key in (
+            "train_mode_modules",
+            "clean_margins",
+            "clean_gradient_norms",
+            "fd_steps",
+            "fd_step_disagreement",
+        ):
             data[key] = list(data[key])
         return data
 
@@ -173,21 +187,37 @@ def _cross_entropy(model: nn.Module, y: Tensor) -> Any:
 
 def _gradient_census(
     model: nn.Module, x: Tensor, y: Tensor, batch_size: int
-) -> tuple[int, int, str]:
-    """Zero and non-finite cross-entropy input gradients over all of ``x``, or the reason the
-    input gradient does not exist."""
+) -> tuple[int, int, tuple[float, ...], str]:
+    """Zero and non-finite cross-entropy input gradients over all of ``x`` and each one's L2
+    norm, or the reason the input gradient does not exist."""
     zero = nonfinite = 0
+    norms = []
     for start in range(0, len(x), batch_size):
         labels = y[start : start + batch_size]
         gradient, _, note = _input_gradient(
             _cross_entropy(model, labels), x[start : start + batch_size]
         )
         if gradient is None:
-            return len(x), 0, note
+            return len(x), 0, (), note
         flat = gradient.flatten(1)
         zero += int((flat.abs().amax(1) == 0).sum())
         nonfinite += int((~torch.isfinite(flat)).any(1).sum())
-    return zero, nonfinite, ""
+        norms.append(flat.double().norm(dim=1))
+    return zero, nonfinite, _rounded(torch.cat(norms)), ""
+
+
+def _rounded(values: Tensor) -> tuple[float, ...]:
+    """Six significant digits: enough for a distribution, and a short document."""
+    return tuple(float(f"{v:.6g}") for v in values.tolist())
+
+
+def _margins(logits: Tensor, y: Tensor) -> Tensor:
+    """True-class logit minus the largest other, per row (NaN where a logit is not finite)."""
+    logits = logits.double()
+    true = logits.gather(1, y[:, None])[:, 0]
+    others = logits.scatter(1, y[:, None], -math.inf).amax(1)
+    margin = true - others
+    return torch.where(torch.isfinite(logits).all(1), margin, torch.full_like(margin, math.nan))
 
 
 def _batched(model: nn.Module, x: Tensor, batch_size: int) -> Tensor:
@@ -477,7 +507,9 @@ def probe_model(
     was_training = model.training
     model.eval()
     try:
-        zero, nonfinite_gradients, gradient_note = _gradient_census(model, x, y, batch_size)
+        zero, nonfinite_gradients, gradient_norms, gradient_note = _gradient_census(
+            model, x, y, batch_size
+        )
         all_samples = len(x)
         train_modules = tuple(name or "<model>" for name, m in model.named_modules() if m.training)
 
@@ -503,7 +535,9 @@ def probe_model(
             ((rows >= 0) & (rows <= 1)).all()
             and torch.allclose(rows.sum(1), torch.ones_like(rows[:, 0]), atol=1e-4)
         )
-        nonfinite_logits = int((~torch.isfinite(_batched(model, x, batch_size))).any(1).sum())
+        clean_logits = _batched(model, x, batch_size)
+        nonfinite_logits = int((~torch.isfinite(clean_logits)).any(1).sum())
+        margins = _rounded(_margins(clean_logits, y))
 
         apart, composition = _apart(model, x[:count])
         second = (_apart(model, x[:count])[0],) if stochastic else ()
@@ -542,6 +576,8 @@ def probe_model(
         input_gradient_exists=not gradient_note,
         input_gradient_note=gradient_note,
         clean_zero_gradient_fraction=zero / all_samples if all_samples else 0.0,
+        clean_margins=margins,
+        clean_gradient_norms=gradient_norms,
         stochastic=stochastic,
         max_repeat_difference=difference,
         repeat_samples=len(flips),

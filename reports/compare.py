@@ -313,12 +313,16 @@ def flatness_table(items: Sequence[Entry]) -> Table:
     rows = []
     for entry in items:
         flat = entry.result.flatness
+        active = flat.active_layers if flat else None
         row: dict[str, Any] = {"#": entry.number, "checkpoint": entry.label}
         for column, estimate in (
             ("Fisher-Rao (empirical)", flat and flat.fisher_rao_empirical),
             ("Fisher-Rao (model)", flat and flat.fisher_rao_model),
             ("Hessian trace", flat and flat.hessian_trace),
             ("ε-sharpness", flat and flat.epsilon_sharpness),
+            ("Fisher-Rao (empirical), layers active", active and active.fisher_rao_empirical),
+            ("Fisher-Rao (model), layers active", active and active.fisher_rao_model),
+            ("Hessian trace, layers active", active and active.hessian_trace),
         ):
             row[column] = estimate.value if estimate else math.nan
             stderr = estimate.stderr if estimate else None
@@ -335,7 +339,9 @@ def flatness_table(items: Sequence[Entry]) -> Table:
         "Flatness",
         "Fisher-Rao norm squared (empirical and model Fisher), Hutchinson trace of the "
         "Hessian, ε-sharpness and the largest Hessian eigenvalue, with standard errors, on "
-        "the first evaluation samples in the mode shown; – for an audit run without flatness.",
+        "the first evaluation samples in the mode shown; the first three again with the "
+        "dropout-family layers active (Monte-Carlo over their draws, batch norm frozen); – "
+        "for an audit run without flatness or a model without such layers.",
         pd.DataFrame(rows),
     )
 

@@ -19,9 +19,13 @@ from reports import tables
 from reports.checks import CHECK_HELP
 from reports.document import AttackRecord, AuditResult, Finding
 
-__all__ = ["Mechanism", "diagnose"]
+__all__ = ["UNDERFLOW_MARGIN", "Mechanism", "diagnose"]
 
 _FLAGGED = ("warn", "fail")
+
+UNDERFLOW_MARGIN = -math.log(2.0**-149)
+"""About 103.3: a logit margin beyond which every other class' float32 softmax is exactly 0,
+so the cross-entropy and its input gradient are exactly 0 too."""
 
 
 @dataclass(frozen=True)
@@ -125,6 +129,14 @@ def diagnose(result: AuditResult) -> list[Mechanism]:
             lines.append(
                 f"{probes.clean_zero_gradient_fraction:.1%} of the clean samples' cross-entropy "
                 "input gradients are exactly zero"
+            )
+        margins = [m for m in (probes.clean_margins or ()) if math.isfinite(m)] if probes else []
+        if margins:
+            beyond = sum(m > UNDERFLOW_MARGIN for m in margins)
+            lines.append(
+                f"{beyond} of {len(margins)} clean logit margins exceed {UNDERFLOW_MARGIN:.1f}, "
+                "beyond which every other class' float32 softmax is exactly zero (median "
+                f"margin {sorted(margins)[len(margins) // 2]:.3g})"
             )
         for key, row in _rows(findings.get("margin-loss-beats-cross-entropy")):
             lines.append(

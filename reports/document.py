@@ -77,7 +77,7 @@ __all__ = [
     "read_result",
 ]
 
-READABLE_VERSIONS = ("1.0", "1.1", "1.2")
+READABLE_VERSIONS = ("1.0", "1.1", "1.2", "1.3")
 """Schema versions this reader understands (the same as ``analysis.document``)."""
 
 _FIX = "re-create it with python -m analysis.audit (or --update-baseline for a baseline)"
@@ -649,6 +649,9 @@ class FlatnessResult:
     spectral_density: SpectralDensity | None = _need(_OPTIONAL)
     landscape_1d: Landscape | None = _need(_OPTIONAL)
     landscape_2d: Landscape | None = _need(_OPTIONAL)
+    active_layers: FlatnessResult | None = _need(_OPTIONAL)
+    """The same measures with the dropout-family layers active (schema 1.3; None for a model
+    without such layers)."""
     extra: Json = _extra()
 
 
@@ -682,6 +685,8 @@ class Probes:
     num_samples: int | None = _need(_OPTIONAL)
     input_gradient_note: str | None = _need(_OPTIONAL)
     clean_zero_gradient_fraction: float | None = _need(_OPTIONAL)
+    clean_margins: NumberArray = _need(_OPTIONAL)
+    clean_gradient_norms: NumberArray = _need(_OPTIONAL)
     max_repeat_difference: float | None = _need(_OPTIONAL)
     repeat_samples: int | None = _need(_OPTIONAL)
     num_repeats: int | None = _need(_OPTIONAL)

@@ -277,7 +277,7 @@ def _flatness_samples(result: AuditResult) -> str:
     provenance = getattr(estimate, "provenance", None)
     if provenance is None:
         return "the first evaluation samples"
-    return f"the first {provenance.num_samples} evaluation samples, in {provenance.mode} mode"
+    return f"the first {provenance.num_samples} evaluation samples"
 
 
 def _checks(result: AuditResult) -> list[tuple[str, CheckHelp]]:
@@ -323,6 +323,12 @@ def render(result: AuditResult) -> str:
             "who-broke-what",
             plots.who_broke_what_plot(result),
             "Samples each attack broke that all earlier attacks missed.",
+        ),
+        "clean": _plot(
+            "clean",
+            plots.clean_distribution_plot(result),
+            "Clean logit margins and cross-entropy input-gradient norms, log scale; the "
+            "hatched bar counts misclassified samples (margins) or exact zeros (gradients).",
         ),
         "loss": _plot(
             "loss",

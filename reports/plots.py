@@ -26,6 +26,7 @@ import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.ticker import FuncFormatter, NullFormatter  # noqa: E402
 
+from reports.diagnosis import UNDERFLOW_MARGIN  # noqa: E402
 from reports.document import AuditResult, Example, NormResult, Sweep  # noqa: E402
 from reports.tables import alone_accuracy, new_breaks, norm_label  # noqa: E402
 
@@ -39,6 +40,7 @@ __all__ = [
     "spectral_density_plot",
     "svg",
     "who_broke_what_plot",
+    "clean_distribution_plot",
 ]
 
 STYLE: dict[Any, Any] = {
@@ -284,6 +286,80 @@ def loss_trace_plot(result: AuditResult) -> str | None:
         axis.legend(fontsize=7)
     alt = "Mean attack loss per iteration: " + "; ".join(described)
     return svg(figure, "loss-trace", alt)
+
+
+# --- diagnosis -------------------------------------------------------------------------------
+
+
+def _log_histogram(axis: Any, positive: np.ndarray, zeros: int, zero_label: str) -> None:
+    """Histogram of log10 of ``positive``, with the ``zeros`` left out drawn as a hatched bar
+    of their own at the left, labelled ``zero_label``."""
+    logs = np.log10(positive)
+    low, high = (float(logs.min()), float(logs.max())) if logs.size else (-1.0, 1.0)
+    if high - low < 1:
+        low, high = low - 0.5, high + 0.5
+    bins = np.linspace(low, high, 31)
+    width = bins[1] - bins[0]
+    axis.hist(logs, bins=bins, color=_COLOURS[0], edgecolor="white", linewidth=0.3)
+    ticks = [t for t in range(math.ceil(low), math.floor(high) + 1)]
+    if len(ticks) > 8:
+        ticks = ticks[:: math.ceil(len(ticks) / 8)]
+    labels = [f"1e{t}" for t in ticks]
+    if zeros:
+        at = low - 3 * width
+        axis.bar(at, zeros, width=2 * width, color="white", edgecolor="black", hatch="//")
+        ticks, labels = [at, *ticks], [zero_label, *labels]
+    axis.set_xticks(ticks, labels)
+
+
+def clean_distribution_plot(result: AuditResult) -> str | None:
+    """Histograms of the clean logit margins and of the clean cross-entropy input-gradient
+    norms (log scale; exact zeros and misclassified samples as a hatched bar of their own);
+    None when the document carries neither (schema before 1.3)."""
+    probes = result.probes
+    if probes is None:
+        return None
+    panels = [
+        (kind, values[np.isfinite(values)])
+        for kind, values in (
+            ("margins", _finite(probes.clean_margins or ())),
+            ("norms", _finite(probes.clean_gradient_norms or ())),
+        )
+    ]
+    panels = [(kind, values) for kind, values in panels if values.size]
+    if not panels:
+        return None
+    figure, axes = _figure(len(panels))
+    described = []
+    for axis, (kind, values) in zip(axes, panels, strict=True):
+        total = len(values)
+        if kind == "margins":
+            wrong = int((values <= 0).sum())
+            positive = values[values > 0]
+            _log_histogram(axis, positive, wrong, "≤ 0")
+            axis.axvline(math.log10(UNDERFLOW_MARGIN), color="black", linestyle=":")
+            beyond = int((values > UNDERFLOW_MARGIN).sum())
+            axis.set_title("clean logit margins (dotted: float32 softmax saturates)")
+            axis.set_xlabel("true-class logit minus the largest other")
+            median = f"{float(np.median(positive)):.3g}" if positive.size else "none"
+            described.append(
+                f"clean logit margins of {total} samples: {wrong} misclassified (margin ≤ 0), "
+                f"median of the others {median}, {beyond} beyond {UNDERFLOW_MARGIN:.0f} where "
+                "the float32 softmax saturates"
+            )
+        else:
+            zero = int((values == 0).sum())
+            positive = values[values > 0]
+            _log_histogram(axis, positive, zero, "0")
+            axis.set_title("clean cross-entropy input-gradient norms")
+            axis.set_xlabel("L2 norm of the input gradient")
+            median = f"{float(np.median(positive)):.3g}" if positive.size else "none"
+            described.append(
+                f"cross-entropy input-gradient norms of {total} clean samples: {zero} exactly "
+                f"zero, median of the others {median}"
+            )
+        axis.set_ylabel("samples")
+    return svg(figure, "clean-distributions", "Histograms: " + "; ".join(described))
 
 
 # --- flatness --------------------------------------------------------------------------------

@@ -308,8 +308,12 @@ def flatness_sections(result: AuditResult) -> list[tuple[str, FlatnessResult]]:
     present, ``layers active`` (dropout-family layers on, Monte-Carlo averaged)."""
     if result.flatness is None:
         return []
-    mode = str(result.flatness.config.get("mode", "eval"))
-    return [("layers active" if mode == "train" else mode, result.flatness)]
+    out = []
+    for flatness in (result.flatness, result.flatness.active_layers):
+        if flatness is not None:
+            mode = str(flatness.config.get("mode", "eval"))
+            out.append(("layers active" if mode == "train" else mode, flatness))
+    return out
 
 
 def flatness_table(result: AuditResult) -> pd.DataFrame:

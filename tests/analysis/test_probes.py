@@ -641,3 +641,53 @@ def test_the_audit_probes_with_its_batch_size(quick_document):
     assert probes["input_gradient_exists"] and probes["fd_precision"] == "float64"
     codes = {f["code"]: f["status"] for f in quick_document["findings"]}
     assert codes["batch-dependent-outputs"] == "pass"
+
+
+def test_clean_margins_and_gradient_norms_match_the_closed_form() -> None:
+    """For logits W x + b, the margin is read off the logits and the cross-entropy input
+    gradient is Wᵀ (softmax - one_hot(y)); with W scaled up the softmax saturates and the
+    gradients are exactly zero."""
+    torch.manual_seed(0)
+    x = torch.rand(40, 1, 2, 3)
+    y = torch.randint(0, 4, (40,))
+    for scale, saturated in ((1.0, False), (1e4, True)):
+        linear = nn.Linear(6, 4).double()
+        with torch.no_grad():
+            linear.weight.mul_(scale)
+        model = nn.Sequential(nn.Flatten(), linear).float()
+        probes = probe_model(model, x, y, torch.Generator().manual_seed(0), batch_size=16)
+        weight = linear.weight.double().detach()
+        bias = linear.bias.double().detach()
+        logits = x.flatten(1).double() @ weight.T + bias
+        true = logits.gather(1, y[:, None])[:, 0]
+        others = logits.scatter(1, y[:, None], -torch.inf).amax(1)
+        np.testing.assert_allclose(probes.clean_margins, true - others, rtol=1e-4, atol=1e-3)
+        residual = logits.softmax(1) - F.one_hot(y, 4).double()
+        expected = (residual @ weight).norm(dim=1)
+        norms = np.array(probes.clean_gradient_norms)
+        assert len(norms) == 40
+        if saturated:
+            # float32 rounds every other class' softmax to 0 beyond a margin of about 103.
+            big = (true - others).numpy() > 110
+            assert big.sum() > 5 and (norms[big] == 0).all()
+            # Misclassified samples keep a gradient: the closed form, within float32.
+            wrong = (true - others).numpy() < 0
+            np.testing.assert_allclose(norms[wrong], expected.numpy()[wrong], rtol=1e-4)
+        else:
+            np.testing.assert_allclose(norms, expected, rtol=1e-4)
+            assert (norms > 0).all()
+
+
+def test_no_input_gradient_leaves_no_norms(honest, digits) -> None:
+    class Cut(nn.Module):
+        def __init__(self, inner: nn.Module) -> None:
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, x: Tensor) -> Tensor:
+            return self.inner((x > 0.5).float())
+
+    _, _, x, y = digits
+    network = next(iter(honest.values()))
+    probes = probe_model(Cut(network), x[:32], y[:32], torch.Generator().manual_seed(0))
+    assert probes.clean_gradient_norms == () and len(probes.clean_margins) == 32

@@ -191,8 +191,30 @@ def test_a_saturated_softmax_is_diagnosed() -> None:
     assert mechanisms[0].title.startswith("Saturated softmax")
     evidence = " ".join(mechanisms[0].evidence)
     assert "exactly zero" in evidence and "margin loss alone broke" in evidence
-    text = " ".join(Page(html.render(masked)).text)
+    # Logits × 10⁴ put the correct samples' margins far beyond float32's softmax range.
+    margins = [m for m in masked.probes.clean_margins if m > 0]
+    beyond = sum(m > 103.28 for m in masked.probes.clean_margins)
+    assert beyond == len(margins) > 0
+    assert f"{beyond} of {len(masked.probes.clean_margins)} clean logit margins exceed" in evidence
+    page = html.render(masked)
+    text = " ".join(Page(page).text)
     assert "Saturated softmax" in text
+    figure = page[page.index('id="figure-clean"') :]
+    zeros = sum(n == 0 for n in masked.probes.clean_gradient_norms)
+    assert zeros > 0 and f"{zeros} exactly zero" in figure[: figure.index("</figure>")]
+
+
+def test_flatness_shows_both_modes(honest: AuditResult, page: Page) -> None:
+    """The honest document's model has dropout: its flatness table has an eval column and a
+    layers-active column, each with the document's numbers."""
+    active = honest.flatness.active_layers
+    assert active is not None and active.config["mode"] == "train"
+    rows = {row[0]: row[1:] for row in page.tables["table-flatness"]}
+    header = rows.pop("measure")
+    assert header == ["eval", "layers active"]
+    trace = rows["Hessian trace"]
+    assert numbers(trace[0])[0] == pytest.approx(honest.flatness.hessian_trace.value, rel=1e-3)
+    assert numbers(trace[1])[0] == pytest.approx(active.hessian_trace.value, rel=1e-3)
 
 
 def test_an_honest_model_has_no_mechanism(honest: AuditResult) -> None:

@@ -66,15 +66,18 @@ def test_the_first_attack_alone_is_its_accuracy_after(honest: AuditResult) -> No
 def test_flatness_cells_are_the_estimates(honest: AuditResult) -> None:
     frame = tables.flatness_table(honest)
     flatness = honest.flatness
-    assert flatness is not None and list(frame.columns) == ["eval"]
-    for label, estimate in (
-        ("Fisher-Rao norm² (empirical Fisher)", flatness.fisher_rao_empirical),
-        ("Fisher-Rao norm² (model Fisher)", flatness.fisher_rao_model),
-        ("Hessian trace", flatness.hessian_trace),
-    ):
-        value, stderr = numbers(frame.loc[label, "eval"])
-        assert math.isclose(value, float(f"{estimate.value:.4g}"))
-        assert math.isclose(stderr, float(f"{estimate.stderr:.4g}"))
+    assert flatness is not None and flatness.active_layers is not None
+    assert list(frame.columns) == ["eval", "layers active"]
+    for column, measured in (("eval", flatness), ("layers active", flatness.active_layers)):
+        for label, estimate in (
+            ("Fisher-Rao norm² (empirical Fisher)", measured.fisher_rao_empirical),
+            ("Fisher-Rao norm² (model Fisher)", measured.fisher_rao_model),
+            ("Hessian trace", measured.hessian_trace),
+        ):
+            value, stderr = numbers(frame.loc[label, column])
+            assert math.isclose(value, float(f"{estimate.value:.4g}"))
+            assert math.isclose(stderr, float(f"{estimate.stderr:.4g}"))
+    assert frame.loc["ε-sharpness", "layers active"] == tables.NOT_AVAILABLE
     eigenvalues = flatness.hessian_eigenvalues.eigenvalues
     assert float(frame.loc["Hessian eigenvalue λ1", "eval"]) == float(f"{eigenvalues[0]:.4g}")
 
