@@ -9,7 +9,9 @@ the pages with the current code and photographs the top of each:
 
 - ``docs/report-masked.png``: the report of ``digits-mlp-normout-spatiotemporal-ce``;
 - ``docs/report-unmasked.png``: the report of ``digits-mlp-normout-spatiotemporal``;
-- ``docs/comparison-zoo.png``: the comparison of the whole zoo.
+- ``docs/comparison-zoo.png``: the comparison of the whole zoo;
+- ``out/screenshots/zoo/table.md`` (also printed): the README's table of what the audit finds
+  in the zoo.
 
 Under the quick preset (10 PGD steps) the MNIST LeNet-5s with dropout and QSD raise
 ``margin-loss-beats-cross-entropy`` (PGD-CE has not converged), so the README's picture uses
@@ -31,9 +33,12 @@ from pathlib import Path
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests" / "reports"))
+sys.path[:0] = [str(ROOT), str(ROOT / "tests" / "reports")]
 
 from browser import Browser, missing  # noqa: E402  (the harness lives with the tests)
+
+from reports.document import AuditResult, read_result  # noqa: E402
+from reports.tables import alone_accuracy  # noqa: E402
 
 ZOO = ROOT / "checkpoints" / "zoo"
 MASKED, FIXED = "digits-mlp-normout-spatiotemporal-ce", "digits-mlp-normout-spatiotemporal"
@@ -56,6 +61,46 @@ def _save(png: bytes, target: Path) -> int:
     reduced.save(buffer, format="PNG", optimize=True)
     target.write_bytes(buffer.getvalue())
     return len(buffer.getvalue())
+
+
+def _flagged(result: AuditResult) -> str:
+    """The verdict, with the checks that failed named (warnings left out)."""
+    names = ", ".join(f.code.replace("-", " ") for f in result.findings if f.status == "fail")
+    if not names:
+        return result.verdict
+    if result.verdict.endswith(")"):
+        return f"{result.verdict[:-1]}: {names})"
+    return f"{result.verdict} ({names})"
+
+
+def zoo_table(documents: list[str]) -> str:
+    """The README's zoo table: per checkpoint, PGD-CE alone and the reliable worst case per
+    norm, the empirical Fisher-Rao norm in eval mode and with the dropout-family layers
+    active, and the verdict with the checks that failed."""
+    lines = [
+        "| checkpoint | L∞ PGD-CE → reliable | L2 PGD-CE → reliable "
+        "| Fisher-Rao² eval / layers active | verdict |",
+        "|---|---|---|---|---|",
+    ]
+    for path in documents:
+        result = read_result(path)
+        cells = [Path(path).parent.name]
+        for norm in ("linf", "l2"):
+            section = result.norm(norm)
+            alone = alone_accuracy(result, section.attack("pgd-ce"), 0)
+            reliable = section.reliable_robust_accuracy[0].value
+            shown = "–" if alone is None or alone.value is None else f"{alone.value:.3f}"
+            cells.append(f"{shown} → {reliable:.3f}")
+        flat = result.flatness
+        active = flat.active_layers if flat else None
+        figures = [
+            f"{m.fisher_rao_empirical.value:.3g}" if m and m.fisher_rao_empirical else "–"
+            for m in (flat, active)
+        ]
+        cells.append(" / ".join(figures))
+        cells.append(_flagged(result))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -83,6 +128,9 @@ def main(argv: list[str] | None = None) -> int:
         _run("reports.html", str(demo / name / "audit.json"))
     documents = sorted(str(path) for path in zoo.glob("*/audit.json"))
     _run("reports.compare", *documents, "-o", str(zoo / "comparison.html"), "--quiet")
+    table = zoo_table(documents)
+    (zoo / "table.md").write_text(table, encoding="utf-8")
+    print(table)
     pages = {
         "report-masked.png": (demo / MASKED / "report.html", 2200),
         "report-unmasked.png": (demo / FIXED / "report.html", 2200),
