@@ -17,12 +17,16 @@ runs its body through :func:`run_command`:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import signal
 import sys
 import tempfile
+import threading
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import FrameType
 from typing import NoReturn
 
 __all__ = [
@@ -36,6 +40,7 @@ __all__ = [
     "OneLineParser",
     "atomic_write_bytes",
     "atomic_write_text",
+    "check_interrupted",
     "check_writable",
     "one_line",
     "run_command",
@@ -121,7 +126,12 @@ def run_command(
     """
     expected: tuple[type[BaseException], ...] = (*input_errors, OSError)
     try:
-        return body()
+        with _remember_interrupts():
+            status = body()
+            # A KeyboardInterrupt raised inside a finaliser or a library's broad handler is
+            # swallowed; the signal still counts.
+            check_interrupted()
+            return status
     except KeyboardInterrupt:
         print("interrupted: stopped by the user; no partial result was written", file=sys.stderr)
         return EXIT_INTERRUPTED
@@ -141,6 +151,41 @@ def run_command(
         return EXIT_INTERNAL
 
 
+_interrupted = threading.Event()
+
+
+def check_interrupted() -> None:
+    """Raise KeyboardInterrupt if SIGINT arrived during :func:`run_command`, even when the
+    first KeyboardInterrupt was swallowed (Python only prints one raised in a finaliser, and
+    some libraries catch it)."""
+    if _interrupted.is_set():
+        raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def _remember_interrupts() -> Iterator[None]:
+    _interrupted.clear()
+    # Outside the main thread no handler can be installed; a process started with SIGINT
+    # ignored (a background job, nohup) keeps ignoring it, as Python itself does.
+    if (
+        threading.current_thread() is not threading.main_thread()
+        or signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    ):
+        yield
+        return
+
+    def on_sigint(signum: int, frame: FrameType | None) -> None:
+        _interrupted.set()
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        _interrupted.clear()
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` through a temporary file and a rename, so a reader never
     sees a partial file and a failure leaves none."""
@@ -153,6 +198,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             out.write(data)
             out.flush()
             os.fsync(out.fileno())
+        check_interrupted()  # an interrupted command leaves no result, even a complete one
         os.replace(temp, path)
     except BaseException:
         Path(temp).unlink(missing_ok=True)

@@ -22,7 +22,13 @@ from torch import Tensor, nn
 
 from analysis import audit, gate
 from checkpoints import inspect
-from checkpoints.boundary import EXIT_INPUT, EXIT_INTERNAL, EXIT_INTERRUPTED
+from checkpoints.boundary import (
+    EXIT_INPUT,
+    EXIT_INTERNAL,
+    EXIT_INTERRUPTED,
+    atomic_write_text,
+    run_command,
+)
 from checkpoints.train import ZOO_DIR
 
 ZOO = ZOO_DIR / "digits-mlp-none.pt"
@@ -482,6 +488,9 @@ def test_ctrl_c_is_one_line_and_status_130(tmp_path):
         text=True,
         cwd=Path(audit.__file__).resolve().parents[1],
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        # A test run started in the background inherits SIGINT ignored, and so would the
+        # audit: give it the default disposition, as a terminal does.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     assert process.stderr is not None
     started = time.time()
@@ -510,3 +519,28 @@ def test_an_epsilon_covering_the_box_runs_with_a_warning(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "warning: linf epsilon 1e+09 covers the whole input box" in err
     assert (tmp_path / "out" / ZOO.stem / "audit.json").is_file()
+
+
+def test_a_swallowed_interrupt_still_stops_the_command(tmp_path):
+    """A KeyboardInterrupt that a library or a finaliser swallows still ends the command with
+    status 130, and the result it was about to write is not written."""
+    target = tmp_path / "audit.json"
+    # As in a terminal, whatever the test run inherited (a background job ignores SIGINT).
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    def body() -> int:
+        try:
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(1)  # the handler runs here
+        except KeyboardInterrupt:
+            pass  # swallowed, as some libraries do
+        atomic_write_text(target, "{}")
+        return 0
+
+    try:
+        assert run_command(body, verbose=False) == EXIT_INTERRUPTED
+        assert not target.exists() and not list(tmp_path.iterdir())
+        # The handler is the previous one again afterwards.
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    finally:
+        signal.signal(signal.SIGINT, previous)
