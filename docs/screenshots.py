@@ -4,7 +4,7 @@
 
 Audits the demo's two models with the standard preset (the thesis' plain cross-entropy NormOut
 MLP, masked, and its label-smoothed fix) and every zoo model with ``--zoo-preset`` (standard
-by default, about 30 minutes on 2 cores; the MNIST models need ``ROBAUDIT_DATA``), renders
+by default, 15 to 30 minutes on 2 cores; the MNIST models need ``ROBAUDIT_DATA``), renders
 the pages with the current code and photographs the top of each:
 
 - ``docs/report-masked.png``: the report of ``digits-mlp-normout-spatiotemporal-ce``;
@@ -110,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
         "--zoo-preset",
         choices=("standard", "quick"),
         default="standard",
-        help="preset of the zoo's audits (standard: about 30 minutes on 2 cores; quick: 3)",
+        help="preset of the zoo's audits (standard: 15 to 30 minutes on 2 cores; quick: 3)",
     )
     parser.add_argument(
         "--skip-audits", action="store_true", help="re-render the documents already in --out"
