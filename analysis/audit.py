@@ -69,7 +69,7 @@ from checkpoints.cli import add_description_arguments, description_from_argument
 from checkpoints.datasets import Dataset, DatasetError, load_dataset
 from flatness import measure
 from reports.compare import write_comparison
-from reports.document import read_result
+from reports.document import AuditResult, read_result
 from reports.html import write_report
 from reports.tables import parse_formats, write_tables
 
@@ -380,41 +380,47 @@ def run_audit(
     return encode_nonfinite(document)  # type: ignore[no-any-return]
 
 
-def summary_lines(path: Path, document: dict[str, Any]) -> list[str]:
-    """The compact table printed after an audit."""
-    spec = document["checkpoint"]
-    clean = document["clean_accuracy"]
+def summary_lines(path: Path, result: AuditResult) -> list[str]:
+    """The compact table printed after an audit.
+
+    Raises:
+        ValueError: ``result`` is a baseline (it has no checkpoint description to summarise).
+    """
+    spec = result.checkpoint
+    if spec is None:
+        raise ValueError(f"{path} is a baseline; a summary needs the whole audit result")
+    clean = result.clean_accuracy
     lines = [
-        f"{path}: {spec['arch']} with {spec['layer']['kind']} layers on "
-        f"{document['evaluation']['dataset']} ({document['evaluation']['num_samples']} samples)",
-        f"  clean accuracy              {clean['value']:.4f} ({clean['count']}/{clean['total']})",
+        f"{path}: {spec.arch} with {spec.layer.kind} layers on "
+        f"{result.evaluation.dataset} ({result.evaluation.num_samples} samples)",
+        f"  clean accuracy              {clean.value:.4f} ({clean.count}/{clean.total})",
     ]
-    for norm in document["robustness"]["norms"]:
-        for k, epsilon in enumerate(norm["epsilons"]):
+    for norm in result.robustness.norms:
+        for k, epsilon in enumerate(norm.epsilons):
             row = "  ".join(
-                f"{a['label']} {a['robust_accuracy_after'][k]['value']:.3f}"
-                for a in norm["attacks"]
+                f"{a.label} {a.robust_accuracy_after[k].value:.3f}" for a in norm.attacks
             )
-            reliable = norm["reliable_robust_accuracy"][k]["value"]
+            reliable = norm.reliable_robust_accuracy[k].value
             lines.append(
-                f"  {norm['norm']:4s} eps {epsilon:<8.4g} reliable {reliable:.4f}   after: {row}"
+                f"  {norm.norm:4s} eps {epsilon:<8.4g} reliable {reliable:.4f}   after: {row}"
             )
-    flat = document.get("flatness") or {}
+    flat = result.flatness
     parts = []
-    for key, label in (
-        ("fisher_rao_empirical", "Fisher-Rao (emp)"),
-        ("fisher_rao_model", "Fisher-Rao (model)"),
-        ("hessian_trace", "Hessian trace"),
-    ):
-        estimate = flat.get(key)
-        if estimate:
-            parts.append(f"{label} {estimate['value']:.4g} ± {estimate['stderr']:.2g}")
+    if flat is not None:
+        for estimate, label in (
+            (flat.fisher_rao_empirical, "Fisher-Rao (emp)"),
+            (flat.fisher_rao_model, "Fisher-Rao (model)"),
+            (flat.hessian_trace, "Hessian trace"),
+        ):
+            if estimate is not None:
+                stderr = "" if estimate.stderr is None else f" ± {estimate.stderr:.2g}"
+                parts.append(f"{label} {estimate.value:.4g}{stderr}")
     if parts:
         lines.append("  flatness: " + "; ".join(parts))
-    flags = [f for f in document["findings"] if f["status"] in ("warn", "fail")]
-    lines.append(f"  verdict: {document['verdict']}")
+    flags = [f for f in result.findings if f.status in ("warn", "fail")]
+    lines.append(f"  verdict: {result.verdict}")
     for finding in flags:
-        lines.append(f"    [{finding['status']}] {finding['code']}: {finding['explanation']}")
+        lines.append(f"    [{finding.status}] {finding.code}: {finding.explanation}")
     return lines
 
 
@@ -637,7 +643,9 @@ class _Planned:
     target: Path
 
 
-def _prepare(args: argparse.Namespace) -> tuple[torch.device, list[_Planned], Any]:
+def _prepare(
+    args: argparse.Namespace,
+) -> tuple[torch.device, list[_Planned], AuditResult | None]:
     """Everything that can be checked before work: flags, suite, paths, checkpoints, datasets,
     model outputs, the baseline and its identity."""
     from analysis import gate
@@ -687,9 +695,14 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
             command_line=["python", "-m", "analysis.audit", *argv],
         )
         write_json(plan.target, document)
-        written = _write_report(plan.target, args)
+        try:
+            result = read_result(plan.target)
+        except DocumentError as err:
+            # Not bad input: the writer and the reader disagree, an internal error (status 3).
+            raise RuntimeError(f"the audit's own result does not read back: {err}") from err
+        written = _write_report(result, plan.target, args)
         if not args.quiet:
-            print("\n".join(summary_lines(plan.path, document)))
+            print("\n".join(summary_lines(plan.path, result)))
             print(f"  result written to {plan.target}")
             for line in written:
                 print(f"  {line}")
@@ -698,7 +711,7 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
             if not args.quiet:
                 print(f"  baseline written to {args.baseline}")
         elif baseline is not None:
-            outcome = gate.compare(document, baseline, max_drop=args.max_drop)
+            outcome = gate.compare(result, baseline, max_drop=args.max_drop)
             if args.junit:
                 gate.write_junit(args.junit, outcome)
             if not args.quiet:
@@ -716,12 +729,12 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
     return status
 
 
-def _write_report(target: Path, args: argparse.Namespace) -> list[str]:
+def _write_report(result: AuditResult, target: Path, args: argparse.Namespace) -> list[str]:
     """``report.html`` (unless ``--no-report``) and the ``--tables`` beside ``audit.json``,
-    rendered from the document just written, as ``python -m reports.html`` would."""
+    rendered from the document just written (``result``, read back from ``target``), as
+    ``python -m reports.html`` would."""
     if args.no_report and args.tables is None:
         return []
-    result = read_result(target)
     lines = []
     if not args.no_report:
         lines.append(f"report written to {write_report(result, target.parent / 'report.html')}")

@@ -37,6 +37,7 @@ from torch import Tensor
 
 from analysis.stats import wilson_interval
 from checkpoints.boundary import atomic_write_bytes
+from reports.document import DocumentError  # one error, whichever of the two readers finds it
 
 __all__ = [
     "SCHEMA_PATH",
@@ -67,10 +68,6 @@ _READABLE = ("1.0", "1.1", "1.2", "1.3")
 
 NONFINITE_TOKENS = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
 """How the document writes each non-finite number, and the float each string reads back as."""
-
-
-class DocumentError(ValueError):
-    """A result document that cannot be read (missing, malformed, unknown version)."""
 
 
 def bits(mask: Tensor) -> str | list[str]:

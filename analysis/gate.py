@@ -28,7 +28,7 @@ from typing import Any
 
 import torch
 
-from analysis.document import DocumentError, read_document, unbits, write_json
+from analysis.document import DocumentError, read_document, write_json
 from analysis.stats import paired_drop_interval
 from attacks.worstcase import robust_after
 from checkpoints.boundary import (
@@ -39,12 +39,12 @@ from checkpoints.boundary import (
     check_writable,
     run_command,
 )
+from reports.document import AuditResult, NormResult
 
 __all__ = [
     "Case",
     "GateOutcome",
     "baseline_from",
-    "check_gateable",
     "check_same_evaluation",
     "compare",
     "main",
@@ -113,103 +113,24 @@ def baseline_from(document: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def read_baseline(path: Path) -> dict[str, Any]:
-    """Read a baseline (or a full audit document used as one), checking every field the gate
-    reads."""
-    document = read_document(path)
-    check_gateable(document, path)
-    return document
-
-
-def _fail(path: Path, where: str, expected: str, value: Any) -> DocumentError:
-    shown = repr(value)
-    shown = shown if len(shown) <= 60 else shown[:57] + "..."
-    return DocumentError(
-        f"{path} is not a usable audit result or baseline: {where} should be {expected}, got "
-        f"{shown}; re-create it with --update-baseline"
-    )
-
-
-def _field(document: dict[str, Any], key: str, kind: type | tuple[type, ...], path: Path) -> Any:
-    value = document.get(key) if isinstance(document, dict) else None
-    if not isinstance(value, kind) or isinstance(value, bool):
-        name = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
-        raise _fail(path, key, f"a {name}", value)
-    return value
-
-
-def _bit_string(value: Any, length: int, where: str, path: Path) -> None:
-    if not isinstance(value, str) or len(value) != length or set(value) - {"0", "1"}:
-        raise _fail(path, where, f"a string of {length} characters 0/1", value)
-
-
-def check_gateable(document: dict[str, Any], path: Path) -> None:
-    """Every field the gate reads is there, with its type and length (one per evaluated
-    sample, one row per epsilon).
+def read_baseline(path: Path) -> AuditResult:
+    """Read a baseline (or a full audit document used as one) with the typed reader, from
+    strict JSON.
 
     Raises:
-        DocumentError: the first field that is not; the message names it.
+        DocumentError: the file cannot be read, or a field the reader checks is missing or
+            malformed; the message is one line naming the file and the field.
     """
-    evaluation = _field(document, "evaluation", dict, path)
-    indices = _field(evaluation, "indices", list, path)
-    if not all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in indices):
-        raise _fail(path, "evaluation.indices", "a list of sample indices", indices)
-    if not isinstance(evaluation.get("dataset"), str | None):
-        raise _fail(path, "evaluation.dataset", "a dataset name", evaluation.get("dataset"))
-    n = len(indices)
-    _bit_string(document.get("clean_correct"), n, "clean_correct", path)
-    robustness = _field(document, "robustness", dict, path)
-    norms = _field(robustness, "norms", list, path)
-    for i, norm in enumerate(norms):
-        where = f"robustness.norms[{i}]"
-        if not isinstance(norm, dict) or norm.get("norm") not in ("linf", "l2"):
-            raise _fail(
-                path,
-                f"{where}.norm",
-                "linf or l2",
-                norm.get("norm") if isinstance(norm, dict) else norm,
-            )
-        epsilons = norm.get("epsilons")
-        if not isinstance(epsilons, list) or not all(
-            isinstance(e, int | float) and not isinstance(e, bool) for e in epsilons
-        ):
-            raise _fail(path, f"{where}.epsilons", "a list of numbers", epsilons)
-        robust = norm.get("robust")
-        if not isinstance(robust, list) or len(robust) != len(epsilons):
-            raise _fail(path, f"{where}.robust", f"a list of {len(epsilons)} rows", robust)
-        for k, row in enumerate(robust):
-            _bit_string(row, n, f"{where}.robust[{k}]", path)
-        attacks = norm.get("attacks")
-        if not isinstance(attacks, list):
-            raise _fail(path, f"{where}.attacks", "a list", attacks)
-        for j, attack in enumerate(attacks):
-            if not isinstance(attack, dict) or not isinstance(attack.get("label"), str):
-                raise _fail(path, f"{where}.attacks[{j}].label", "a string", attack)
-            success = attack.get("success")
-            if not isinstance(success, list) or len(success) != len(epsilons):
-                raise _fail(
-                    path,
-                    f"{where}.attacks[{j}].success",
-                    f"a list of {len(epsilons)} rows",
-                    success,
-                )
-            for k, row in enumerate(success):
-                _bit_string(row, n, f"{where}.attacks[{j}].success[{k}]", path)
-    findings = _field(document, "findings", list, path)
-    for j, finding in enumerate(findings):
-        if not isinstance(finding, dict) or not all(
-            isinstance(finding.get(key), str) for key in ("code", "status")
-        ):
-            raise _fail(path, f"findings[{j}]", "an object with code and status", finding)
+    return AuditResult.from_dict(read_document(path), path)
 
 
 def check_same_evaluation(
-    baseline: dict[str, Any],
+    baseline: AuditResult,
     path: Path,
     *,
     checkpoint_sha256: str | None,
     dataset: str | None,
-    indices: list[int],
+    indices: Sequence[int],
     allow_different: bool,
 ) -> None:
     """Refuse a baseline made from another checkpoint or on other samples, unless allowed.
@@ -219,11 +140,9 @@ def check_same_evaluation(
             and ``allow_different`` is false, or the dataset differs at all (accuracies on
             different datasets do not compare).
     """
-    provenance = baseline.get("provenance")
-    provenance = provenance if isinstance(provenance, dict) else {}
-    before = provenance.get("checkpoint_sha256")
-    named = provenance.get("checkpoint") or "an unnamed checkpoint"
-    then = baseline["evaluation"].get("dataset")
+    before = baseline.provenance.checkpoint_sha256
+    named = baseline.provenance.checkpoint or "an unnamed checkpoint"
+    then = baseline.evaluation.dataset
     if then is not None and dataset is not None and then != dataset:
         raise DocumentError(
             f"baseline {path} was measured on {then}, this result on {dataset}: accuracies on "
@@ -237,32 +156,34 @@ def check_same_evaluation(
             f"from a different checkpoint (sha256 {str(checkpoint_sha256)[:12]}); pass "
             "--allow-different-checkpoint to gate a new checkpoint (a retrained model) against it"
         )
-    if baseline["evaluation"]["indices"] != indices:
+    if baseline.evaluation.indices != tuple(indices):
         raise DocumentError(
-            f"baseline {path} evaluated {len(baseline['evaluation']['indices'])} other samples "
+            f"baseline {path} evaluated {len(baseline.evaluation.indices)} other samples "
             f"than this result ({len(indices)}; --num-samples or --seed differ); use the "
             "baseline's settings, or pass --allow-different-checkpoint to compare them unpaired"
         )
 
 
-def _robust_after(norm: dict[str, Any], clean: list[bool]) -> dict[str, list[list[bool]]]:
+def _robust_after(norm: NormResult, clean: Sequence[bool]) -> dict[str, list[list[bool]]]:
     """Per attack label, the per-epsilon robust masks after that attack (cumulative), by the
     suite's own worst-case function on the decoded bits."""
-    labels = [attack["label"] for attack in norm["attacks"]]
+    labels = [attack.label for attack in norm.attacks]
     if not labels:
         return {}
     successes = [
-        torch.tensor([unbits(row) for row in attack["success"]], dtype=torch.bool).reshape(
-            len(norm["epsilons"]), len(clean)
-        )
-        for attack in norm["attacks"]
+        torch.tensor(attack.success, dtype=torch.bool).reshape(len(norm.epsilons), len(clean))
+        for attack in norm.attacks
     ]
     masks = robust_after(torch.tensor(clean, dtype=torch.bool), successes)
     return {label: mask.tolist() for label, mask in zip(labels, masks, strict=True)}
 
 
 def _drop_case(
-    name: str, before: list[bool], after: list[bool], paired: bool, max_drop: float | None
+    name: str,
+    before: Sequence[bool],
+    after: Sequence[bool],
+    paired: bool,
+    max_drop: float | None,
 ) -> Case:
     n0, n1 = len(before), len(after)
     p0 = sum(before) / n0 if n0 else 0.0
@@ -288,38 +209,30 @@ def _drop_case(
 
 
 def compare(
-    document: dict[str, Any], baseline: dict[str, Any], max_drop: float | None = None
+    document: AuditResult, baseline: AuditResult, max_drop: float | None = None
 ) -> GateOutcome:
     """Every gate check of ``document`` against ``baseline``."""
-    paired = document["evaluation"]["indices"] == baseline["evaluation"]["indices"]
-    cases = [
-        _drop_case(
-            "clean accuracy",
-            unbits(baseline["clean_correct"]),
-            unbits(document["clean_correct"]),
-            paired,
-            max_drop,
-        )
-    ]
-    current_norms = {n["norm"]: n for n in document["robustness"]["norms"]}
-    clean_now, clean_then = unbits(document["clean_correct"]), unbits(baseline["clean_correct"])
-    for old in baseline["robustness"]["norms"]:
-        new = current_norms.get(old["norm"])
+    paired = document.evaluation.indices == baseline.evaluation.indices
+    clean_now, clean_then = document.clean_correct, baseline.clean_correct
+    cases = [_drop_case("clean accuracy", clean_then, clean_now, paired, max_drop)]
+    current_norms = {n.norm: n for n in document.robustness.norms}
+    for old in baseline.robustness.norms:
+        new = current_norms.get(old.norm)
         then = _robust_after(old, clean_then)
         now = {} if new is None else _robust_after(new, clean_now)
-        for k, epsilon in enumerate(old["epsilons"]):
-            label = f"{old['norm']} eps {epsilon:.6g}"
-            if new is None or epsilon not in new["epsilons"]:
+        for k, epsilon in enumerate(old.epsilons):
+            label = f"{old.norm} eps {epsilon:.6g}"
+            if new is None or epsilon not in new.epsilons:
                 cases.append(
                     Case(f"reliable robust accuracy {label}", False, "missing from the result")
                 )
                 continue
-            j = new["epsilons"].index(epsilon)
+            j = new.epsilons.index(epsilon)
             cases.append(
                 _drop_case(
                     f"reliable robust accuracy {label}",
-                    unbits(old["robust"][k]),
-                    unbits(new["robust"][j]),
+                    old.robust[k],
+                    new.robust[j],
                     paired,
                     max_drop,
                 )
@@ -331,16 +244,16 @@ def compare(
                 cases.append(
                     _drop_case(f"{attack} {label}", masks[k], now[attack][j], paired, max_drop)
                 )
-    before = {f["code"]: f["status"] for f in baseline["findings"]}
-    for finding in document["findings"]:
-        new_flag = finding["status"] == "fail" and before.get(finding["code"]) != "fail"
+    before = {f.code: f.status for f in baseline.findings}
+    for finding in document.findings:
+        new_flag = finding.status == "fail" and before.get(finding.code) != "fail"
         cases.append(
             Case(
-                f"red flag {finding['code']}",
+                f"red flag {finding.code}",
                 not new_flag,
-                f"new red flag: {finding['explanation']}"
+                f"new red flag: {finding.explanation}"
                 if new_flag
-                else f"{finding['status']} (baseline: {before.get(finding['code'], 'absent')})",
+                else f"{finding.status} (baseline: {before.get(finding.code, 'absent')})",
             )
         )
     return GateOutcome(tuple(cases))
@@ -406,7 +319,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.junit is not None:
         check_writable(args.junit, "--junit")
     document = read_document(args.result)
-    check_gateable(document, args.result)
+    result = AuditResult.from_dict(document, args.result)
     if args.update_baseline:
         check_writable(args.baseline, "BASELINE")
         write_json(args.baseline, baseline_from(document))
@@ -416,12 +329,12 @@ def _run(args: argparse.Namespace) -> int:
     check_same_evaluation(
         baseline,
         args.baseline,
-        checkpoint_sha256=(document.get("provenance") or {}).get("checkpoint_sha256"),
-        dataset=document["evaluation"].get("dataset"),
-        indices=document["evaluation"]["indices"],
+        checkpoint_sha256=result.provenance.checkpoint_sha256,
+        dataset=result.evaluation.dataset,
+        indices=result.evaluation.indices,
         allow_different=args.allow_different_checkpoint,
     )
-    outcome = compare(document, baseline, args.max_drop)
+    outcome = compare(result, baseline, args.max_drop)
     if args.junit:
         write_junit(args.junit, outcome)
     print("\n".join(report_lines(outcome)))

@@ -796,8 +796,14 @@ class AuditResult:
 
 
 def _check_lengths(result: AuditResult, context: _Context) -> None:
-    """Per-sample rows have one bit per evaluated sample and one row per epsilon."""
+    """One index (a position in the test split) per evaluated sample, and per-sample rows of
+    one bit per sample and one row per epsilon."""
     n = result.evaluation.num_samples
+    indices = result.evaluation.indices
+    if len(indices) != n:
+        raise _error(context, "evaluation.indices", f"{n} indices (num_samples)", len(indices))
+    if any(i < 0 for i in indices):
+        raise _error(context, "evaluation.indices", "non-negative sample indices", min(indices))
 
     def rows(where: str, value: tuple[tuple[bool, ...], ...] | None, count: int) -> None:
         if value is None:

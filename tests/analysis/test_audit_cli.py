@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
-from analysis.audit import main, select_samples
+from analysis.audit import main, select_samples, summary_lines
+from analysis.gate import baseline_from
 from checkpoints.train import ZOO_DIR
+from reports.document import AuditResult
 
 MANIFEST = json.loads((ZOO_DIR / "manifest.json").read_text())["checkpoints"]
 FAST = ["--preset", "quick", "--no-flatness", "--quiet"]
@@ -154,3 +158,39 @@ def test_batch_size_is_the_flag_else_the_suite_files_else_the_default(
     config = document["provenance"]["config"]
     assert given == [used]
     assert (config["batch_size"], config["suite"]["batch_size"]) == (used, used)
+
+
+def test_summary_lines_of_a_result(quick_document):
+    """One line per norm and epsilon, the flatness estimates, the verdict, then each warning
+    or failure; read from the typed result the audit wrote."""
+    result = AuditResult.from_dict(json.loads(json.dumps(quick_document)))
+    lines = summary_lines(Path("model.pt"), result)
+    n = result.evaluation.num_samples
+    assert lines[0] == f"model.pt: mlp with dropout layers on digits ({n} samples)"
+    clean = result.clean_accuracy
+    assert lines[1].split() == ["clean", "accuracy", f"{clean.value:.4f}", f"({clean.count}/{n})"]
+    rows = [(norm, k) for norm in result.robustness.norms for k in range(len(norm.epsilons))]
+    for line, (norm, k) in zip(lines[2:], rows, strict=False):
+        assert line.split()[:2] == [norm.norm, "eps"]
+        assert f"reliable {norm.reliable_robust_accuracy[k].value:.4f}" in line
+        for attack in norm.attacks:
+            assert f"{attack.label} {attack.robust_accuracy_after[k].value:.3f}" in line
+    flatness = lines[2 + len(rows)]
+    assert flatness.startswith("  flatness: Fisher-Rao (emp) ") and flatness.count("±") == 3
+    assert lines[3 + len(rows)] == f"  verdict: {result.verdict}"
+    flagged = [f for f in result.findings if f.status in ("warn", "fail")]
+    assert lines[4 + len(rows) :] == [
+        f"    [{f.status}] {f.code}: {f.explanation}" for f in flagged
+    ]
+    # An estimate without a standard error is shown without one.
+    assert result.flatness is not None and result.flatness.hessian_trace is not None
+    trace = dataclasses.replace(result.flatness.hessian_trace, stderr=None)
+    flat = dataclasses.replace(result.flatness, hessian_trace=trace)
+    lines = summary_lines(Path("model.pt"), dataclasses.replace(result, flatness=flat))
+    assert lines[2 + len(rows)].endswith(f"; Hessian trace {trace.value:.4g}")
+    # Without flatness there is no flatness line.
+    lines = summary_lines(Path("model.pt"), dataclasses.replace(result, flatness=None))
+    assert lines[2 + len(rows)] == f"  verdict: {result.verdict}"
+    baseline = AuditResult.from_dict(baseline_from(json.loads(json.dumps(quick_document))))
+    with pytest.raises(ValueError, match="baseline"):
+        summary_lines(Path("baseline.json"), baseline)

@@ -30,6 +30,7 @@ from checkpoints.boundary import (
     run_command,
 )
 from checkpoints.train import ZOO_DIR
+from reports.document import DocumentError
 
 ZOO = ZOO_DIR / "digits-mlp-none.pt"
 LENET = ZOO_DIR / "mnist-lenet5-dropout.pt"
@@ -423,6 +424,18 @@ CASES = [
     ),
     Case("gate-baseline-bad-content", "gate", _gate(_set("findings", {})), "findings"),
     Case(
+        "gate-baseline-fewer-indices",
+        "gate",
+        _gate(_set("evaluation.indices", [0, 1])),
+        "evaluation.indices",
+    ),
+    Case(
+        "gate-baseline-negative-index",
+        "gate",
+        _gate(lambda d: d["evaluation"]["indices"].__setitem__(0, -1)),
+        "non-negative",
+    ),
+    Case(
         "gate-junit-is-a-folder",
         "gate",
         lambda t: _gate(lambda d: None)(t) + ["--junit", str(t)],
@@ -471,6 +484,19 @@ def test_an_internal_error_is_status_3_and_one_line(monkeypatch, tmp_path, capsy
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("internal error: RuntimeError")
     assert not (tmp_path / "out" / ZOO.stem).exists()
+
+
+def test_a_result_that_does_not_read_back_is_an_internal_error(monkeypatch, tmp_path, capsys):
+    """The audit's own document refused by the reader is a bug here, not bad input."""
+
+    def refuse(path):
+        raise DocumentError(f"{path}: clean_correct should be 20 bits, got 19")
+
+    monkeypatch.setattr(audit, "read_result", refuse)
+    assert audit.main(_audit()(tmp_path)) == EXIT_INTERNAL
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("internal error: RuntimeError")
+    assert "does not read back" in err
 
 
 def test_verbose_adds_the_traceback(capsys, tmp_path):

@@ -15,6 +15,7 @@ from analysis.gate import baseline_from, compare
 from analysis.gate import main as gate_main
 from checkpoints import load_checkpoint, save_checkpoint
 from checkpoints.train import ZOO_DIR
+from reports.document import AuditResult
 
 AUDIT = ["--preset", "quick", "--no-flatness", "--num-samples", "120", "--quiet"]
 
@@ -136,12 +137,15 @@ def test_fixed_tolerance_and_unpaired_comparison(baseline):
     for i in flipped:
         clean[i] = "0"
     worse["clean_correct"] = "".join(clean)
-    base = baseline_from(document)
-    assert compare(worse, base, max_drop=0.05).passed
-    assert not compare(worse, base, max_drop=0.0).passed
+    base = AuditResult.from_dict(baseline_from(document), "baseline.json")
+    assert base.baseline
+    assert compare(AuditResult.from_dict(worse), base, max_drop=0.05).passed
+    assert not compare(AuditResult.from_dict(worse), base, max_drop=0.0).passed
     # Paired statistics: two flips out of 120 are noise.
-    assert [c for c in compare(worse, base).cases if c.name == "clean accuracy"][0].passed
+    cases = compare(AuditResult.from_dict(worse), base).cases
+    assert [c for c in cases if c.name == "clean accuracy"][0].passed
     other = copy.deepcopy(worse)
     other["evaluation"]["indices"] = [i + 1 for i in other["evaluation"]["indices"]]
-    case = [c for c in compare(other, base).cases if c.name == "clean accuracy"][0]
+    cases = compare(AuditResult.from_dict(other), base).cases
+    case = [c for c in cases if c.name == "clean accuracy"][0]
     assert case.passed and "unpaired" in case.message

@@ -289,6 +289,8 @@ _DELETE = object()
         (("provenance",), [], "an object"),
         (("verdict",), 3, "a string"),
         (("evaluation", "num_samples"), 1.5, "an integer"),
+        (("evaluation", "indices"), list(range(59)), "60 indices"),
+        (("evaluation", "indices", 0), -1, "non-negative"),
     ],
 )
 def test_malformed_field_named(
@@ -301,7 +303,8 @@ def test_malformed_field_named(
     message = str(caught.value)
     assert "\n" not in message and message.startswith("doc.json")
     dotted = "".join(f"[{k}]" if isinstance(k, int) else f".{k}" for k in path).lstrip(".")
-    prefix = dotted if where not in ("rows", "60 bits") else dotted.rsplit("[", 1)[0]
+    whole = where in ("rows", "60 bits", "non-negative")  # named by the list, not the item
+    prefix = dotted.rsplit("[", 1)[0] if whole else dotted
     assert prefix in message and where in message, message
 
 
