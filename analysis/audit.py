@@ -69,7 +69,7 @@ from checkpoints.cli import add_description_arguments, description_from_argument
 from checkpoints.datasets import Dataset, DatasetError, load_dataset
 from flatness import measure
 from reports.compare import write_comparison
-from reports.document import AuditResult, read_result
+from reports.document import AuditResult, FlatnessResult, read_result
 from reports.html import write_report
 from reports.tables import parse_formats, write_tables
 
@@ -380,6 +380,21 @@ def run_audit(
     return encode_nonfinite(document)  # type: ignore[no-any-return]
 
 
+def _flatness_parts(flatness: FlatnessResult | None) -> list[str]:
+    if flatness is None:
+        return []
+    parts = []
+    for estimate, label in (
+        (flatness.fisher_rao_empirical, "Fisher-Rao (emp)"),
+        (flatness.fisher_rao_model, "Fisher-Rao (model)"),
+        (flatness.hessian_trace, "Hessian trace"),
+    ):
+        if estimate is not None:
+            stderr = "" if estimate.stderr is None else f" ± {estimate.stderr:.2g}"
+            parts.append(f"{label} {estimate.value:.4g}{stderr}")
+    return parts
+
+
 def summary_lines(path: Path, result: AuditResult) -> list[str]:
     """The compact table printed after an audit.
 
@@ -405,18 +420,13 @@ def summary_lines(path: Path, result: AuditResult) -> list[str]:
                 f"  {norm.norm:4s} eps {epsilon:<8.4g} reliable {reliable:.4f}   after: {row}"
             )
     flat = result.flatness
-    parts = []
-    if flat is not None:
-        for estimate, label in (
-            (flat.fisher_rao_empirical, "Fisher-Rao (emp)"),
-            (flat.fisher_rao_model, "Fisher-Rao (model)"),
-            (flat.hessian_trace, "Hessian trace"),
-        ):
-            if estimate is not None:
-                stderr = "" if estimate.stderr is None else f" ± {estimate.stderr:.2g}"
-                parts.append(f"{label} {estimate.value:.4g}{stderr}")
-    if parts:
-        lines.append("  flatness: " + "; ".join(parts))
+    for heading, measured in (
+        ("flatness", flat),
+        ("layers active", flat.active_layers if flat else None),
+    ):
+        parts = _flatness_parts(measured)
+        if parts:
+            lines.append(f"  {heading}: " + "; ".join(parts))
     flags = [f for f in result.findings if f.status in ("warn", "fail")]
     lines.append(f"  verdict: {result.verdict}")
     for finding in flags:

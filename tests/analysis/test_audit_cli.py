@@ -177,17 +177,24 @@ def test_summary_lines_of_a_result(quick_document):
             assert f"{attack.label} {attack.robust_accuracy_after[k].value:.3f}" in line
     flatness = lines[2 + len(rows)]
     assert flatness.startswith("  flatness: Fisher-Rao (emp) ") and flatness.count("±") == 3
-    assert lines[3 + len(rows)] == f"  verdict: {result.verdict}"
+    # The model has dropout: the same three figures with the layers active.
+    assert result.flatness is not None and result.flatness.active_layers is not None
+    active = lines[3 + len(rows)]
+    trace = result.flatness.active_layers.hessian_trace
+    assert active.startswith("  layers active: Fisher-Rao (emp) ") and active.count("±") == 3
+    assert active.endswith(f"; Hessian trace {trace.value:.4g} ± {trace.stderr:.2g}")
+    assert lines[4 + len(rows)] == f"  verdict: {result.verdict}"
     flagged = [f for f in result.findings if f.status in ("warn", "fail")]
-    assert lines[4 + len(rows) :] == [
+    assert lines[5 + len(rows) :] == [
         f"    [{f.status}] {f.code}: {f.explanation}" for f in flagged
     ]
     # An estimate without a standard error is shown without one.
-    assert result.flatness is not None and result.flatness.hessian_trace is not None
+    assert result.flatness.hessian_trace is not None
     trace = dataclasses.replace(result.flatness.hessian_trace, stderr=None)
-    flat = dataclasses.replace(result.flatness, hessian_trace=trace)
+    flat = dataclasses.replace(result.flatness, hessian_trace=trace, active_layers=None)
     lines = summary_lines(Path("model.pt"), dataclasses.replace(result, flatness=flat))
     assert lines[2 + len(rows)].endswith(f"; Hessian trace {trace.value:.4g}")
+    assert lines[3 + len(rows)] == f"  verdict: {result.verdict}"
     # Without flatness there is no flatness line.
     lines = summary_lines(Path("model.pt"), dataclasses.replace(result, flatness=None))
     assert lines[2 + len(rows)] == f"  verdict: {result.verdict}"
