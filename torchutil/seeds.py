@@ -1,0 +1,64 @@
+"""Explicit generators on a device, seeds drawn from them, and the global RNG seeded from them.
+
+Every draw names its device: a generator draws on its own device, whatever torch's default
+device is, and a tensor meant for another device is moved there after the draw.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import torch
+
+SEED_BOUND = 2**62
+"""Seeds are drawn uniformly from ``[0, SEED_BOUND)``."""
+
+
+def make_generator(seed: int, device: torch.device | str | None = None) -> torch.Generator:
+    """A generator on ``device`` (default the CPU, never torch's default device) seeded with
+    ``seed``."""
+    return torch.Generator(device=torch.device("cpu") if device is None else device).manual_seed(
+        int(seed)
+    )
+
+
+def draw_seeds(generator: torch.Generator, count: int, bound: int = SEED_BOUND) -> list[int]:
+    """``count`` seeds in ``[0, bound)`` from ``generator``, drawn on its device."""
+    return torch.randint(0, bound, (count,), generator=generator, device=generator.device).tolist()
+
+
+def draw_seed(generator: torch.Generator, bound: int = SEED_BOUND) -> int:
+    """One seed in ``[0, bound)`` from ``generator``, drawn on its device."""
+    return int(draw_seeds(generator, 1, bound)[0])
+
+
+def child_generator(
+    generator: torch.Generator, device: torch.device | str | None = None
+) -> torch.Generator:
+    """A generator seeded from ``generator``, on ``device`` (default: the parent's device)."""
+    return make_generator(draw_seed(generator), generator.device if device is None else device)
+
+
+@contextlib.contextmanager
+def forked_global_rng(device: torch.device) -> Iterator[None]:
+    """Torch's global RNG state (the CPU's, and ``device``'s on CUDA) is restored afterwards."""
+    devices = [device] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        yield
+
+
+@contextlib.contextmanager
+def seeded_global_rng(seed: int | None, device: torch.device) -> Iterator[None]:
+    """Seeds the global RNG with ``seed`` for the duration and restores its state afterwards.
+
+    Code we do not control (stochastic layers, pyautoattack, torchattacks) draws from the
+    global RNG; seeding it from an explicit generator makes those draws reproducible while
+    leaving the caller's global state untouched. ``None`` (nothing random) leaves it alone.
+    """
+    if seed is None:
+        yield
+        return
+    with forked_global_rng(device):
+        torch.manual_seed(seed)
+        yield
