@@ -9,6 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from checkpoints.layers import QSD, Dropout, NormOut
+from torchutil import model_mode
 
 __all__ = ["LayerActivations", "activation_statistics", "dropout_family_layers"]
 
@@ -104,16 +105,13 @@ def activation_statistics(
         )
         for name, module, _ in layers
     ]
-    was_training = model.training
-    model.eval()
     try:
-        with torch.no_grad():
+        with model_mode(model, train=False), torch.no_grad():
             for start in range(0, x.shape[0], batch_size):
                 model(x[start : start + batch_size])
     finally:
         for handle in handles:
             handle.remove()
-        model.train(was_training)
     out = []
     for name, module, kind in layers:
         acc = accumulators[name]

@@ -72,6 +72,7 @@ from reports.compare import write_comparison
 from reports.document import AuditResult, FlatnessResult, read_result
 from reports.html import write_report
 from reports.tables import parse_formats, write_tables
+from torchutil import make_generator
 
 __all__ = ["EvaluationSet", "evaluation_set", "main", "run_audit", "select_samples"]
 
@@ -98,9 +99,10 @@ def select_samples(total: int, num_samples: int | None, seed: int) -> torch.Tens
     if num_samples is not None and num_samples <= 0:
         raise ValueError(f"--num-samples must be positive, got {num_samples}")
     if num_samples is None or num_samples >= total:
-        return torch.arange(total)
-    generator = torch.Generator().manual_seed(seed)
-    return torch.randperm(total, generator=generator)[:num_samples].sort().values
+        return torch.arange(total, device="cpu")
+    # On the CPU, where the dataset is: the same samples whatever device the audit runs on.
+    generator = make_generator(seed)
+    return torch.randperm(total, generator=generator, device="cpu")[:num_samples].sort().values
 
 
 def evaluation_set(
@@ -296,7 +298,7 @@ def run_audit(
         model,
         x,
         y,
-        torch.Generator().manual_seed(config.seed),
+        make_generator(config.seed, device),
         bounds=loaded.spec.bounds,
         batch_size=config.batch_size,
     )
@@ -305,7 +307,9 @@ def run_audit(
     )
     if probes.stochastic and suite_config.eot_samples == 1:
         suite_config = suite_config.with_options(eot_samples=EOT_SAMPLES)
-    suite = run_suite(model, x, y, suite_config, config.seed, progress=progress)
+    suite = run_suite(
+        model, x, y, suite_config, make_generator(config.seed, device), progress=progress
+    )
     flatness: dict[str, Any] | None = None
     flatness_note: str | None = None
     if config.flatness is not None and probes.nonfinite_logits:
@@ -317,14 +321,14 @@ def run_audit(
     elif config.flatness is not None:
         count = min(config.flatness_samples, len(y))
         flatness = measure(
-            model, x[:count], y[:count], config.flatness, torch.Generator().manual_seed(config.seed)
+            model, x[:count], y[:count], config.flatness, make_generator(config.seed, device)
         ).to_dict()
         # With the dropout-family layers active the loss surface is another one (for NormOut
         # orders of magnitude sharper), and papers rarely say which they report: give both.
         active = active_flatness_config(config.flatness)
         flatness["active_layers"] = (
             measure(
-                model, x[:count], y[:count], active, torch.Generator().manual_seed(config.seed)
+                model, x[:count], y[:count], active, make_generator(config.seed, device)
             ).to_dict()
             if dropout_family_layers(model) and active.measures
             else None

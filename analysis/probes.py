@@ -26,6 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from torchutil import model_mode
+
 __all__ = ["FD_ROUNDING_ULPS", "ModelProbes", "probe_model"]
 
 FD_ROUNDING_ULPS = 100.0
@@ -504,9 +506,7 @@ def probe_model(
         raise ValueError(f"fd_tolerance must lie in (0, 1), got {fd_tolerance}")
     if fd_steps is not None and (not fd_steps or any(not 0 < s < 0.1 for s in fd_steps)):
         raise ValueError(f"fd_steps must be fractions of the box width in (0, 0.1), got {fd_steps}")
-    was_training = model.training
-    model.eval()
-    try:
+    with model_mode(model, train=False):
         zero, nonfinite_gradients, gradient_norms, gradient_note = _gradient_census(
             model, x, y, batch_size
         )
@@ -567,8 +567,6 @@ def probe_model(
                 bounds,
                 batch_size,
             )
-    finally:
-        model.train(was_training)
     measured = isinstance(fd_result, _FiniteDifferences)
     fd = fd_result if isinstance(fd_result, _FiniteDifferences) else None
     return ModelProbes(

@@ -474,7 +474,7 @@ def vanishing_gradients(evidence: Evidence) -> Finding:
     suite = evidence.suite
     records = _gradient_records(suite) if suite else []
     norms = [r.result.gradient_stats.first_grad_norm.flatten() for r in records]  # type: ignore[union-attr]
-    values = torch.cat(norms) if norms else torch.empty(0)
+    values = torch.cat(norms) if norms else torch.empty(0, device="cpu")
     values = values[~torch.isnan(values)]
     clean_zero = evidence.probes.clean_zero_gradient_fraction
     threshold = records[0].result.gradient_stats.vanishing_threshold if records else 1e-10  # type: ignore[union-attr]
@@ -530,7 +530,7 @@ def nonfinite(evidence: Evidence) -> Finding:
         for gradient_record in _gradient_records(suite):
             stats = gradient_record.result.gradient_stats  # type: ignore[union-attr]
             attack_grads += stats.nonfinite_gradients  # type: ignore[union-attr]
-        hit = torch.zeros(suite.num_samples, dtype=torch.bool)
+        hit = torch.zeros(suite.num_samples, dtype=torch.bool, device="cpu")
         for outcome in suite.norms:
             stages: list[tuple[AttackRecord | None, str]] = [(r, "") for r in outcome.attacks]
             stages += [(outcome.sweep, " (sweep)"), (outcome.independent_sweep, " (independent)")]

@@ -33,21 +33,25 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from attacks._model import Evaluator, model_mode, seeded_global_rng
+from attacks._model import Evaluator
 from attacks.losses import fooled, is_finite_rows, judged_margin, predict
 from attacks.result import STEP_NOT_BROKEN, STEP_UNKNOWN, AttackResult, GradientStats
 from attacks.threat import Bounds, Norm, check_epsilons, check_inputs, geometry
+from torchutil import draw_seed, make_generator, model_mode, seeded_global_rng
 
 VANISHING_THRESHOLD = 1e-10
 """A first input gradient with an L2 norm below this counts as vanishing."""
 
 
-def make_generator(generator: torch.Generator | int | None) -> torch.Generator:
-    """An explicit generator: the one given, one seeded with the given int, or seed 0."""
+def as_generator(generator: torch.Generator | int | None) -> torch.Generator:
+    """An explicit generator: the one given, or one on the CPU seeded with the given int (or 0).
+
+    Seeds are drawn on the CPU, so an int seed gives the same draws whatever the model's
+    device; random tensors are moved to the model's device where they meet it.
+    """
     if isinstance(generator, torch.Generator):
         return generator
-    seed = 0 if generator is None else int(generator)
-    return torch.Generator().manual_seed(seed)
+    return make_generator(0 if generator is None else int(generator))
 
 
 @dataclass
@@ -130,7 +134,7 @@ def setup(
         norm=Norm.parse(norm),
         epsilons=check_epsilons(epsilons),
         bounds=parsed_bounds,
-        generator=make_generator(generator),
+        generator=as_generator(generator),
         evaluator=Evaluator(model, eot_samples=eot_samples),
     )
 
@@ -197,7 +201,10 @@ def run_attack(
     nonfinite = torch.zeros_like(success)
     geom = geometry(config.norm)
 
-    with model_mode(model, stochastic=stochastic), seeded_global_rng(config.generator, x.device):
+    with (
+        model_mode(model, train=stochastic),
+        seeded_global_rng(draw_seed(config.generator), x.device),
+    ):
         parts = [evaluator.logits(x[i : i + step]) for i in range(0, num_samples, step)]
         if not parts:
             raise ValueError("inputs must hold at least one sample, got an empty batch")

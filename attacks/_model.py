@@ -16,47 +16,6 @@ from torch import Tensor, nn
 
 from attacks.losses import is_finite_rows, zero_nonfinite_
 
-
-@contextlib.contextmanager
-def model_mode(model: nn.Module, *, stochastic: bool) -> Iterator[None]:
-    """Put ``model`` in eval mode (or stochastic mode) and restore every module's flag after.
-
-    Stochastic mode is train mode for every module except batch normalisation, which stays in
-    eval mode so that an attack never updates running statistics.
-    """
-    saved = [(module, module.training) for module in model.modules()]
-    try:
-        apply_mode(model, stochastic=stochastic)
-        yield
-    finally:
-        for module, training in saved:
-            module.training = training
-
-
-def apply_mode(model: nn.Module, *, stochastic: bool) -> None:
-    """Eval mode, or train mode with batch normalisation kept in eval mode."""
-    model.train(stochastic)
-    if stochastic:
-        for module in model.modules():
-            if isinstance(module, nn.modules.batchnorm._BatchNorm):
-                module.eval()
-
-
-@contextlib.contextmanager
-def seeded_global_rng(generator: torch.Generator, device: torch.device) -> Iterator[None]:
-    """Seed torch's global RNG from ``generator`` for the duration, then restore its state.
-
-    Code we do not control (stochastic layers, pyautoattack, torchattacks) draws from the
-    global RNG; this makes those draws a function of the explicit generator and leaves the
-    caller's global state untouched.
-    """
-    seed = int(torch.randint(0, 2**62, (1,), generator=generator, device=generator.device))
-    devices = [device] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices):
-        torch.manual_seed(seed)
-        yield
-
-
 NO_INPUT_GRADIENT = "the input gradient does not exist"
 """The reason recorded for a gradient attack on a model whose output has no input gradient."""
 

@@ -20,6 +20,7 @@ from attacks.losses import fooled, judged_margin
 from attacks.result import AttackResult
 from attacks.square import check_unit_box
 from attacks.threat import Bounds, Norm
+from torchutil import draw_seed, forked_global_rng, torch_default_device
 
 APGD_LOSSES = ("ce", "dlr")
 
@@ -91,7 +92,7 @@ def apgd(
 
     def attack(batch: Batch) -> BatchOutcome:
         wrapper = CountingModule(config.evaluator)
-        seed = int(torch.randint(0, 2**31, (1,), generator=config.generator))
+        seed = draw_seed(config.generator, bound=2**31)
         common = {
             "n_iter": num_steps,
             "norm": _pyautoattack_norm(config.norm),
@@ -106,8 +107,11 @@ def apgd(
         else:
             runner = APGDAttack(wrapper, loss=loss, **common)
         with (
-            torch.random.fork_rng(devices=[x.device] if x.device.type == "cuda" else []),
+            forked_global_rng(x.device),
             library_gradients(config.evaluator.model, batch.x0),
+            # pyautoattack creates tensors on the default device and then moves them
+            # (``torch.randn(x.shape).to(self.device)``): it runs with torch's own default.
+            torch_default_device(),
         ):
             adversarial = runner.perturb(batch.x0, batch.y).detach().to(x.dtype)
         return _outcome(batch, adversarial, config.evaluator.logits(adversarial))
@@ -170,7 +174,7 @@ def autoattack(
 
     def attack(batch: Batch) -> BatchOutcome:
         wrapper = CountingModule(config.evaluator)
-        seed = int(torch.randint(0, 2**31, (1,), generator=config.generator))
+        seed = draw_seed(config.generator, bound=2**31)
         runner = AutoAttack(
             wrapper,
             norm=_pyautoattack_norm(config.norm),  # type: ignore[arg-type]
@@ -181,8 +185,9 @@ def autoattack(
         )
         runner.logger.setLevel(logging.WARNING)
         with (
-            torch.random.fork_rng(devices=[x.device] if x.device.type == "cuda" else []),
+            forked_global_rng(x.device),
             library_gradients(config.evaluator.model, batch.x0),
+            torch_default_device(),  # as in apgd: pyautoattack relies on torch's default
         ):
             found, _ = runner.run_standard_evaluation(batch.x0, batch.y, batch_size=batch.y.numel())
         adversarial = found.detach().to(x.dtype)

@@ -18,9 +18,10 @@ import torch
 from torch import Tensor
 
 from attacks._engine import Batch, BatchOutcome, Setup
-from attacks._model import CountingModule, apply_mode, library_gradients
+from attacks._model import CountingModule, library_gradients
 from attacks.losses import fooled, objective
 from attacks.threat import Norm
+from torchutil import apply_mode
 
 BACKENDS = ("native", "cleverhans", "torchattacks")
 
@@ -152,7 +153,7 @@ def _library_pgd(
         adversarial = attack(x0, labels if targets is None else targets)  # type: ignore[operator]
         # torchattacks restores the wrapper's flag with model.train(), which would also switch
         # batch normalisation; put the requested mode back.
-        apply_mode(config.evaluator.model, stochastic=stochastic)
+        apply_mode(config.evaluator.model, train=stochastic)
         return adversarial
     from cleverhans.torch.attacks.projected_gradient_descent import projected_gradient_descent
 
@@ -245,7 +246,7 @@ def _fgsm_batch(backend: str, config: Setup, batch: Batch) -> BatchOutcome:
         if stochastic:
             attack.set_model_training_mode(model_training=True, dropout_training=True)
         adversarial = attack(batch.x0, batch.y)
-        apply_mode(config.evaluator.model, stochastic=stochastic)
+        apply_mode(config.evaluator.model, train=stochastic)
     else:
         from cleverhans.torch.attacks.fast_gradient_method import fast_gradient_method
 

@@ -16,6 +16,7 @@ from attacks._engine import Batch, BatchOutcome, run_attack, setup
 from attacks.losses import fooled, is_finite_rows, judged_margin, margin
 from attacks.result import AttackResult
 from attacks.threat import Bounds, Norm
+from torchutil import draw_seed, seeded_global_rng, torch_default_device
 
 _STENCILS: dict[tuple[str, int, int, str], Tensor] = {}
 
@@ -147,9 +148,9 @@ def square(
                 todo = todo[~fooled(logits, batch.y[todo])]
                 if todo.numel() == 0:
                     break
-            seed = int(torch.randint(0, 2**62, (1,), generator=config.generator))
-            with torch.random.fork_rng(devices=[x.device] if x.device.type == "cuda" else []):
-                torch.manual_seed(seed)
+            # pyautoattack draws its noise on the default device and then moves it
+            # (``torch.randn(x.shape).to(self.device)``), so it runs with torch's own default.
+            with seeded_global_rng(draw_seed(config.generator), x.device), torch_default_device():
                 used, found = square_attack.attack_single_run(batch.x0[todo], batch.y[todo])
             adversarial[todo] = found
             queries[todo] += used.long()

@@ -32,13 +32,14 @@ import torch
 from torch import Tensor, nn
 
 from attacks import registry
-from attacks._engine import make_generator
-from attacks._model import NO_INPUT_GRADIENT, Evaluator, NoInputGradient, model_mode
+from attacks._engine import as_generator
+from attacks._model import NO_INPUT_GRADIENT, Evaluator, NoInputGradient
 from attacks.losses import NO_PREDICTION, predict
 from attacks.presets import AttackSpec, SuiteConfig
 from attacks.result import STEP_NOT_BROKEN, AttackResult, GradientStats, plain
 from attacks.threat import Norm, check_inputs, geometry
 from attacks.worstcase import robust_after
+from torchutil import child_generator, model_mode
 
 ATTACKS: Mapping[str, Callable[..., AttackResult]] = MappingProxyType(
     {kind: registry.get(kind).function for kind in registry.list_attacks()}
@@ -408,7 +409,9 @@ def _record(
         norm=norm,
         epsilons=result.epsilons,
         source=source,
-        sample_index=torch.arange(num_samples) if index.numel() == num_samples else index,
+        sample_index=(
+            torch.arange(num_samples, device=x.device) if index.numel() == num_samples else index
+        ),
         attacked=_spread(result.attacked, index, num_samples, False),
         success=_spread(result.success, index, num_samples, False),
         last_success=_spread(result.last_success, index, num_samples, False),
@@ -427,8 +430,8 @@ def _record(
 
 
 def _child(generator: torch.Generator) -> torch.Generator:
-    """A generator for one stage, seeded from the suite's generator."""
-    return torch.Generator().manual_seed(int(torch.randint(0, 2**62, (1,), generator=generator)))
+    """A generator for one stage, seeded from the suite's generator, on its device."""
+    return child_generator(generator)
 
 
 class _Attempt:
@@ -510,7 +513,7 @@ def run_suite(
     """
     start = time.perf_counter()
     check_inputs(x, y, config.bounds)
-    gen = make_generator(generator)
+    gen = as_generator(generator)
     seed = gen.initial_seed()
     y = y.to(x.device).long()
     num_samples = x.shape[0]
@@ -609,7 +612,8 @@ def run_suite(
         if sweep_record is not None and config.sweep is not None:
             if config.sweep.independent_samples > 0:
                 size = min(config.sweep.independent_samples, num_samples)
-                subset = torch.randperm(num_samples, generator=gen)[:size].sort().values
+                subset = torch.randperm(num_samples, generator=gen, device=gen.device)
+                subset = subset[:size].sort().values
                 subset = subset.to(x.device)
                 sweep_spec = config.sweep.attack
                 result = count(
@@ -672,7 +676,7 @@ def _clean_correct(
     """``[N]`` clean-correct and ``[N]`` clean logits not finite (``NO_PREDICTION``)."""
     evaluator = Evaluator(model)
     step = config.batch_size or x.shape[0]
-    with model_mode(model, stochastic=config.stochastic):
+    with model_mode(model, train=config.stochastic):
         predictions = torch.cat(
             [predict(evaluator.logits(x[i : i + step])) for i in range(0, x.shape[0], step)]
         )
@@ -785,7 +789,7 @@ def _merge_per_epsilon(
         norm=norm,
         epsilons=epsilons,
         source="sweep" if sources == {"sweep"} else "run",
-        sample_index=torch.arange(num_samples),
+        sample_index=torch.arange(num_samples, device=x.device),
         attacked=attacked,
         success=success,
         last_success=last_success,

@@ -12,13 +12,19 @@ import dataclasses
 import hashlib
 import math
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from enum import StrEnum
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call, grad
+
+import torchutil
+
+# Shared with attacks through torchutil; the estimators import them from here.
+from torchutil import draw_seeds as draw_seeds
+from torchutil import seeded_global_rng as seeded_global_rng
 
 
 class Mode(StrEnum):
@@ -66,24 +72,10 @@ class Provenance:
     definition: str
 
 
-@contextmanager
-def model_mode(model: nn.Module, mode: Mode) -> Iterator[None]:
-    """Puts ``model`` into ``mode`` and restores every submodule's own flag afterwards.
-
-    Restoring flags one by one (rather than calling ``train(previous)``) keeps mixed states,
-    such as a frozen batch norm inside a training model, exactly as they were.
-    """
-    flags = [(module, module.training) for module in model.modules()]
-    try:
-        model.train(mode is Mode.TRAIN)
-        if mode is Mode.TRAIN:
-            for module in model.modules():
-                if isinstance(module, nn.modules.batchnorm._NormBase):
-                    module.eval()
-        yield
-    finally:
-        for module, flag in flags:
-            module.training = flag
+def model_mode(model: nn.Module, mode: Mode) -> AbstractContextManager[None]:
+    """Puts ``model`` into ``mode`` (batch norm frozen in train mode) and restores every
+    submodule's own flag afterwards (`torchutil.model_mode`)."""
+    return torchutil.model_mode(model, train=mode is Mode.TRAIN)
 
 
 class FunctionalModel:
@@ -174,33 +166,11 @@ def fingerprint(x: Tensor, y: Tensor) -> str:
     return digest.hexdigest()[:16]
 
 
-def draw_seeds(generator: torch.Generator, count: int) -> list[int]:
-    """Seeds for the global RNG that dropout-family layers sample from."""
-    return torch.randint(0, 2**62, (count,), generator=generator, device=generator.device).tolist()
-
-
 def dropout_seeds(generator: torch.Generator, mode: Mode, num_mc_samples: int) -> list[int | None]:
     """Seeds of one batch's dropout draws: ``num_mc_samples`` in train mode, ``[None]`` in eval."""
     if mode is Mode.EVAL:
         return [None]
     return list(draw_seeds(generator, num_mc_samples))
-
-
-@contextmanager
-def seeded_global_rng(seed: int | None, device: torch.device) -> Iterator[None]:
-    """Seeds the global RNG for one stochastic forward pass and restores it afterwards.
-
-    Stochastic layers draw from the global RNG; forking it makes their draws a function of the
-    caller's generator while leaving the caller's global RNG state untouched. ``None`` (eval
-    mode, nothing random) leaves the RNG alone.
-    """
-    if seed is None:
-        yield
-        return
-    devices = [device] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices):
-        torch.manual_seed(seed)
-        yield
 
 
 def rademacher(shape: tuple[int, ...], generator: torch.Generator, like: Tensor) -> Tensor:

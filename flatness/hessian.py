@@ -495,7 +495,7 @@ def spectral_density(
             run_nodes, run_weights = gauss_quadrature(alphas, betas)
             nodes.append(run_nodes)
             weights.append(run_weights)
-            traces.update(torch.tensor([fmodel.dim * alphas[0]]))
+            traces.update(torch.tensor([fmodel.dim * alphas[0]], device="cpu"))
     grid, density, bandwidth = smoothed_density(nodes, weights, num_grid_points, rel_bandwidth)
     definition = f"eigenvalue density of the {_HESSIAN}" + (
         _FIXED_DRAWS if mode is Mode.TRAIN else ""
@@ -582,6 +582,7 @@ def smoothed_density(
         all_nodes.max().item() + 5 * bandwidth,
         num_grid_points,
         dtype=torch.float64,
+        device=all_nodes.device,
     )
     kernel = torch.exp(-0.5 * ((grid[:, None] - all_nodes[None, :]) / bandwidth) ** 2)
     density = kernel @ all_weights / (bandwidth * math.sqrt(2 * math.pi))
@@ -611,8 +612,9 @@ def _deflate(
 
 
 def _tridiagonal(alphas: list[float], betas: list[float]) -> Tensor:
-    matrix = torch.diag(torch.tensor(alphas, dtype=torch.float64))
-    off = torch.tensor(betas[: len(alphas) - 1], dtype=torch.float64)
+    # Host-side bookkeeping: the tridiagonal matrix is tiny and built from Python numbers.
+    matrix = torch.diag(torch.tensor(alphas, dtype=torch.float64, device="cpu"))
+    off = torch.tensor(betas[: len(alphas) - 1], dtype=torch.float64, device="cpu")
     return matrix + torch.diag(off, 1) + torch.diag(off, -1)
 
 

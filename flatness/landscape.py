@@ -126,7 +126,9 @@ def loss_landscape(
     directions = [
         filter_normalized_direction(fmodel.params, generator) for _ in range(num_directions)
     ]
-    coordinates = torch.linspace(-span, span, num_points, dtype=torch.float64).tolist()
+    coordinates = torch.linspace(
+        -span, span, num_points, dtype=torch.float64, device="cpu"
+    ).tolist()
     data = list(batches(x, y, batch_size, fmodel))
     seeds = [dropout_seeds(generator, mode, num_mc_samples) for _ in data]
     grids = [coordinates] if num_directions == 1 else [coordinates, coordinates]

@@ -23,6 +23,7 @@ from flatness.hessian import (
 )
 from flatness.landscape import LandscapeResult, loss_landscape
 from flatness.sharpness import SharpnessResult, epsilon_sharpness
+from torchutil import make_generator
 
 
 class Measure(StrEnum):
@@ -157,7 +158,7 @@ def measure(
             model,
             x,
             y,
-            generator=torch.Generator(device=generator.device).manual_seed(seed),
+            generator=make_generator(seed, generator.device),
             mode=mode,
             num_mc_samples=config.num_mc_samples,
             **pinned,
