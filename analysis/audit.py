@@ -72,7 +72,7 @@ from reports.compare import write_comparison
 from reports.document import AuditResult, FlatnessResult, read_result
 from reports.html import write_report
 from reports.tables import parse_formats, write_tables
-from torchutil import make_generator
+from torchutil import full_precision, make_generator
 
 __all__ = ["EvaluationSet", "evaluation_set", "main", "run_audit", "select_samples"]
 
@@ -290,7 +290,31 @@ def run_audit(
     command_line: Sequence[str] = (),
 ) -> dict[str, Any]:
     """Run every stage of the audit and return the result document (a plain dict, with NaN
-    and infinite numbers already encoded as ``analysis.document`` writes them)."""
+    and infinite numbers already encoded as ``analysis.document`` writes them).
+
+    The audit runs in full float32 (no TF32, no autocast; `torchutil.full_precision`):
+    reduced precision rounds small gradients away and would look like gradient masking.
+    """
+    with full_precision(device):
+        return _run_audit(
+            loaded,
+            evaluation,
+            config,
+            device=device,
+            progress=progress,
+            command_line=command_line,
+        )
+
+
+def _run_audit(
+    loaded: LoadedCheckpoint,
+    evaluation: EvaluationSet,
+    config: AuditConfig,
+    *,
+    device: torch.device,
+    progress: bool,
+    command_line: Sequence[str],
+) -> dict[str, Any]:
     started = time.time()
     model = loaded.model
     x, y = evaluation.x.to(device), evaluation.y.to(device)

@@ -1,8 +1,9 @@
-"""How attacks talk to a model: mode handling, counted forward/backward passes, EOT.
+"""How attacks talk to a model: counted forward/backward passes, EOT, library wrappers.
 
 A model is any ``nn.Module`` mapping inputs in the bounds to logits ``[N, C]``. Attacks never
-touch it directly; they go through an ``Evaluator`` that puts it in the requested mode, counts
-every sample that passes through it, averages over EOT draws and watches for NaN/Inf.
+touch it directly; they go through an ``Evaluator`` that counts every sample that passes
+through it, averages over EOT draws and watches for NaN/Inf. The engine puts the model in the
+requested mode for the duration (``torchutil.model_mode``).
 """
 
 from __future__ import annotations
