@@ -318,11 +318,14 @@ def _run_audit(
     started = time.time()
     model = loaded.model
     x, y = evaluation.x.to(device), evaluation.y.to(device)
+    # Every random draw is made on the CPU and moved to the model's device, so the same seed
+    # gives the same directions, starts and probes on a CPU and on a GPU (a CUDA generator
+    # would draw another stream).
     probes = probe_model(
         model,
         x,
         y,
-        make_generator(config.seed, device),
+        make_generator(config.seed),
         bounds=loaded.spec.bounds,
         batch_size=config.batch_size,
     )
@@ -331,9 +334,7 @@ def _run_audit(
     )
     if probes.stochastic and suite_config.eot_samples == 1:
         suite_config = suite_config.with_options(eot_samples=EOT_SAMPLES)
-    suite = run_suite(
-        model, x, y, suite_config, make_generator(config.seed, device), progress=progress
-    )
+    suite = run_suite(model, x, y, suite_config, make_generator(config.seed), progress=progress)
     flatness: dict[str, Any] | None = None
     flatness_note: str | None = None
     if config.flatness is not None and probes.nonfinite_logits:
@@ -345,15 +346,13 @@ def _run_audit(
     elif config.flatness is not None:
         count = min(config.flatness_samples, len(y))
         flatness = measure(
-            model, x[:count], y[:count], config.flatness, make_generator(config.seed, device)
+            model, x[:count], y[:count], config.flatness, make_generator(config.seed)
         ).to_dict()
         # With the dropout-family layers active the loss surface is another one (for NormOut
         # orders of magnitude sharper), and papers rarely say which they report: give both.
         active = active_flatness_config(config.flatness)
         flatness["active_layers"] = (
-            measure(
-                model, x[:count], y[:count], active, make_generator(config.seed, device)
-            ).to_dict()
+            measure(model, x[:count], y[:count], active, make_generator(config.seed)).to_dict()
             if dropout_family_layers(model) and active.measures
             else None
         )
