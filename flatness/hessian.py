@@ -311,7 +311,8 @@ class EigenvalueResult:
             only when the Krylov space of the start vector is an invariant subspace of smaller
             dimension). Copies of one eigenvalue (see `distinct_top`) are reported once.
         residual_norms: ‖H v_i - λ_i v_i‖ per Ritz pair (length k): an eigenvalue of H lies
-            within this distance of ``eigenvalues[i]``, so it is the error bar of each value.
+            within this distance of ``eigenvalues[i]`` (up to rounding in the products, even
+            with orthogonality lost: Paige 1980), so it is the error bar of each value.
         num_iterations: Lanczos steps, one Hessian-vector product each.
         converged: Whether every residual fell to ``rel_tol · |λ_i|``.
         rel_tol: The requested relative residual.
