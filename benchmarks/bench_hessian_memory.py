@@ -15,6 +15,8 @@ Run from the repository root (each product takes about 25 s on two threads here)
 
     OMP_NUM_THREADS=2 python benchmarks/bench_hessian_memory.py
     OMP_NUM_THREADS=2 python benchmarks/bench_hessian_memory.py --steps 4 --only after
+    OMP_NUM_THREADS=2 python benchmarks/bench_hessian_memory.py --steps 100 --only after \
+        --measure hvp --measure density
 """
 
 from __future__ import annotations
@@ -161,6 +163,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--only", choices=["before", "after"], help="measure one side only (default both)"
     )
+    parser.add_argument(
+        "--measure",
+        choices=MEASUREMENTS,
+        action="append",
+        help="run only this measurement (repeatable; default: all four)",
+    )
     parser.add_argument("--json", type=Path, help="also write every figure to this file")
     parser.add_argument("--child", choices=MEASUREMENTS, help=argparse.SUPPRESS)
     parser.add_argument("--revision", help=argparse.SUPPRESS)
@@ -181,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     figures: dict[str, dict[str, object]] = {}
     for side, revision in sides.items():
         hvp_peak = None
-        for measurement in MEASUREMENTS:
+        for measurement in args.measure or MEASUREMENTS:
             report = measure(measurement, revision, args.steps)
             if report is None:
                 continue
