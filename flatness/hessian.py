@@ -107,7 +107,8 @@ class HessianOperator:
         """Hessian-vector products ``[P, d] -> [P, d]``."""
         products = [self._pass(chunk, False) for chunk in vectors.split(self._probes_per_pass)]
         self.num_matvecs += vectors.shape[0]
-        return torch.cat(products)
+        # A single chunk is returned as it is: concatenating it would copy a [P, d] result.
+        return products[0] if len(products) == 1 else torch.cat(products)
 
     def quadratic_forms(self, vectors: Tensor) -> Tensor:
         """``vᵀ H v`` for each row of ``[P, d]``, as ``[P]``.
@@ -135,7 +136,7 @@ class HessianOperator:
                     product = sum(_rowwise_dot(products[n], tangents[n]) for n in products)
                 else:
                     product = self.fmodel.flatten(products, batch_dims=1)
-                total += (weight / len(seeds)) * product
+                total.add_(product, alpha=weight / len(seeds))
         return total
 
     def _batch_hvp(self, x: Tensor, y: Tensor, tangents: dict[str, Tensor]) -> dict[str, Tensor]:
@@ -303,12 +304,15 @@ def hutchinson_trace(
 
 @dataclass(frozen=True)
 class EigenvalueResult:
-    """Largest Hessian eigenvalues by Lanczos with full reorthogonalisation.
+    """Largest Hessian eigenvalues by Lanczos (the three-term recurrence, see `lanczos`).
 
     Attributes:
-        eigenvalues: The ``k`` largest eigenvalues, descending, as a tuple of length k.
+        eigenvalues: The ``k`` largest eigenvalues, descending, as a tuple of length k (fewer
+            only when the Krylov space of the start vector is an invariant subspace of smaller
+            dimension). Copies of one eigenvalue (see `distinct_top`) are reported once.
         residual_norms: ‖H v_i - λ_i v_i‖ per Ritz pair (length k): an eigenvalue of H lies
-            within this distance of ``eigenvalues[i]``, so it is the error bar of each value.
+            within this distance of ``eigenvalues[i]`` (up to rounding in the products, even
+            with orthogonality lost: Paige 1980), so it is the error bar of each value.
         num_iterations: Lanczos steps, one Hessian-vector product each.
         converged: Whether every residual fell to ``rel_tol · |λ_i|``.
         rel_tol: The requested relative residual.
@@ -345,8 +349,13 @@ def hessian_eigenvalues(
     """Largest (algebraic) eigenvalues of the loss Hessian.
 
     Lanczos from a Gaussian start, stopped once the top ``num_eigenvalues`` Ritz residuals are
-    below ``rel_tol`` times their Ritz values. It keeps one parameter-sized vector per
-    iteration (``max_iterations · d`` numbers at most).
+    below ``rel_tol`` times their Ritz values. Only the tridiagonal matrix is kept, not the
+    Lanczos basis: besides one Hessian-vector product the memory is two parameter-sized
+    vectors, whatever ``max_iterations``. Without reorthogonalisation a converged eigenvalue
+    reappears as further Ritz values ("ghosts"); converged Ritz values within their error
+    bars of each other are taken as one eigenvalue (`distinct_top`), so the k values are
+    distinct eigenvalues, but an eigenvalue's multiplicity is not resolved (a single start
+    vector cannot resolve it in exact arithmetic either).
 
     Args:
         model: Maps inputs ``[B, ...]`` to logits ``[B, K]``.
@@ -377,15 +386,18 @@ def hessian_eigenvalues(
         )
     with model_mode(model, mode):
         operator = _fixed_operator(fmodel, x, y, batch_size, mode, num_mc_samples, generator)
-        start = gaussian((fmodel.dim,), generator, vectors_like(fmodel))
+        eps = torch.finfo(fmodel.dtype).eps
 
         def top_converged(ritz: Tensor, residuals: Tensor) -> bool:
-            top = slice(-num_eigenvalues, None)
-            return bool((residuals[top] <= rel_tol * ritz[top].abs()).all())
+            top = distinct_top(ritz, residuals, num_eigenvalues, rel_tol, eps)
+            return len(top) == num_eigenvalues and bool(
+                (residuals[top] <= rel_tol * ritz[top].abs()).all()
+            )
 
+        start = gaussian((fmodel.dim,), generator, vectors_like(fmodel))
         alphas, betas, done = lanczos(operator, start, max_iterations, top_converged)
     ritz, residuals = ritz_pairs(alphas, betas)
-    top = ritz.argsort(descending=True)[:num_eigenvalues]
+    top = distinct_top(ritz, residuals, num_eigenvalues, rel_tol, eps)
     definition = f"largest eigenvalues of the {_HESSIAN}" + (
         _FIXED_DRAWS if mode is Mode.TRAIN else ""
     )
@@ -408,7 +420,9 @@ class DensityResult:
         grid: Eigenvalue axis, G ascending points.
         density: Estimated density on ``grid`` (G values, integrating to 1): the quadrature
             below, each node smoothed by a Gaussian of width ``bandwidth``.
-        nodes: Per run (R of them), the Ritz values of its Lanczos matrix.
+        nodes: Per run (R of them), the Ritz values of its Lanczos matrix. Lanczos runs without
+            reorthogonalisation, so a well-separated eigenvalue can appear as several nearby
+            nodes whose weights together are the weight it would have had alone.
         weights: Per run, the quadrature weight of each node (each run's weights sum to 1).
         bandwidth: Standard deviation of the Gaussian smoothing.
         trace: d × the mean of the density, i.e. the Hutchinson estimate of tr(H) implied by the
@@ -457,6 +471,14 @@ def spectral_density(
     tridiagonal matrix and the squared first components τ_j of their eigenvectors form a
     Gauss quadrature of the spectral measure seen from v, whose average over runs estimates
     the density (1/d) Σ_i δ(λ - λ_i).
+
+    Lanczos runs by its three-term recurrence without reorthogonalisation, keeping only the
+    tridiagonal matrix, which is all the quadrature needs: besides one Hessian-vector product
+    the memory is two parameter-sized vectors, whatever ``num_steps``. Lost orthogonality only
+    splits converged nodes into copies whose weights add up to the node's own: the quadrature
+    is still exact for the moments vᵀ Hᵖ v up to rounding (Greenbaum 1989; Ubaru, Chen and
+    Saad 2017 show SLQ needs no reorthogonalisation), whereas PyHessian and Ghorbani et al.
+    (2019) reorthogonalise fully and hold ``num_steps`` vectors.
 
     Args:
         model: Maps inputs ``[B, ...]`` to logits ``[B, K]``.
@@ -521,11 +543,19 @@ def lanczos(
     max_steps: int,
     converged: Callable[[Tensor, Tensor], bool] | None,
 ) -> tuple[list[float], list[float], bool]:
-    """Symmetric Lanczos with full reorthogonalisation.
+    """Symmetric Lanczos by its three-term recurrence, holding two vectors besides a product.
+
+    The Lanczos basis is not kept: each new vector is orthogonalised against the two it is
+    built from, twice (local reorthogonalisation, at no cost in memory), and nothing else.
+    Global orthogonality is then lost once Ritz values converge, which leaves the tridiagonal
+    matrix a faithful Gauss quadrature of the spectral measure seen from ``start`` and its
+    Ritz pairs' residual bounds valid (Paige 1980), but lets converged eigenvalues reappear
+    as further Ritz values (see `distinct_top`).
 
     Args:
         operator: The symmetric matrix, through its products.
-        start: Start vector ``[d]`` (normalised here).
+        start: Start vector ``[d]``, normalised in place: its storage is one of the two
+            vectors' buffers, so a reference the caller keeps costs nothing.
         max_steps: Step budget, capped at d.
         converged: Called after every step with the Ritz values and residual norms (both
             ascending, ``[m]``); returning True stops the iteration.
@@ -536,25 +566,72 @@ def lanczos(
         whether ``converged`` stopped it or an invariant subspace was found.
     """
     steps = min(max_steps, operator.dim)
-    basis = torch.empty(steps, operator.dim, dtype=start.dtype, device=start.device)
-    basis[0] = start / start.norm()
+    current = start.div_(start.norm())
+    previous: Tensor | None = None
     alphas: list[float] = []
     betas: list[float] = []
     stop = False
     for j in range(steps):
-        w = operator.matvec(basis[j : j + 1])[0]
-        alphas.append(torch.dot(w, basis[j]).item())
-        # Twice is enough (Parlett): one more Gram-Schmidt sweep restores orthogonality lost
-        # to rounding, which would otherwise produce spurious copies of converged eigenvalues.
-        for _ in range(2):
-            w = w - basis[: j + 1].T @ (basis[: j + 1] @ w)
+        w = operator.matvec(current[None])[0]
+        alphas.append(torch.dot(w, current).item())
+        w.sub_(current, alpha=alphas[-1])
+        if previous is not None:
+            w.sub_(previous, alpha=betas[-1])
+        # A second sweep removes what cancellation left of the two directions just used.
+        for vector in (current, previous):
+            if vector is not None:
+                w.sub_(vector, alpha=torch.dot(w, vector).item())
         betas.append(w.norm().item())
         invariant = betas[-1] <= 1e-10 * max(abs(a) for a in alphas)
         stop = invariant or (converged is not None and converged(*ritz_pairs(alphas, betas)))
         if stop or j + 1 == steps:
             break
-        basis[j + 1] = w / betas[-1]
+        if previous is None:
+            previous, current = current, w.div_(betas[-1])
+        else:
+            # The next vector overwrites the oldest one's storage, and the product is freed
+            # before the next one is allocated: two buffers, one of them the caller's start.
+            torch.div(w, betas[-1], out=previous)
+            previous, current = current, previous
+        del w
     return alphas, betas, stop
+
+
+def distinct_top(ritz: Tensor, residuals: Tensor, count: int, rel_tol: float, eps: float) -> Tensor:
+    """Indices of the ``count`` largest Ritz values that are not copies of one another.
+
+    Lanczos without reorthogonalisation finds a converged eigenvalue again and again. Ritz
+    values are taken in order of increasing residual; one is a copy of an earlier, converged
+    one (residual at most ``rel_tol`` times the value) when the two lie within the sum of
+    their error bars, each capped at ``rel_tol · |θ|``, plus ``100 · eps · max |θ|`` for
+    rounding in the products: both then stand for the same eigenvalue. A copy still forming
+    therefore disappears only once it is inside a converged value's error bar, and a Ritz
+    value far from every converged one is never dropped, so it holds back convergence
+    rather than a genuine eigenvalue being lost.
+
+    Args:
+        ritz: Ritz values ``[m]``, any order.
+        residuals: Their residual norms ``[m]``.
+        count: How many to return, k.
+        rel_tol: Relative residual under which a Ritz pair counts as converged.
+        eps: Machine epsilon of the products' dtype.
+
+    Returns:
+        Indices into ``ritz`` by descending value, at most ``count`` of them (``[≤ k]``).
+    """
+    values, errors = ritz.tolist(), residuals.tolist()
+    slack = 100 * eps * max(abs(v) for v in values)
+    bars = [min(e, rel_tol * abs(v)) for v, e in zip(values, errors, strict=True)]
+    kept: list[int] = []
+    for index in sorted(range(len(values)), key=errors.__getitem__):
+        if not any(
+            errors[k] <= rel_tol * abs(values[k])
+            and abs(values[index] - values[k]) <= bars[index] + bars[k] + slack
+            for k in kept
+        ):
+            kept.append(index)
+    kept.sort(key=values.__getitem__, reverse=True)
+    return torch.tensor(kept[:count], dtype=torch.long)
 
 
 def ritz_pairs(alphas: list[float], betas: list[float]) -> tuple[Tensor, Tensor]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gc
+from collections.abc import Callable
 from functools import partial
 
 import numpy as np
@@ -13,6 +15,14 @@ from torch import Tensor, nn
 from torch.func import functional_call
 
 from flatness import hessian_eigenvalues, hutchinson_trace, spectral_density
+from flatness.core import FunctionalModel, Mode, rademacher
+from flatness.hessian import (
+    HessianOperator,
+    distinct_top,
+    gauss_quadrature,
+    lanczos,
+    ritz_pairs,
+)
 
 
 def exact_hessian(model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
@@ -234,3 +244,164 @@ def test_too_many_eigenvalues_are_refused() -> None:
     x, y = make_data()
     with pytest.raises(ValueError, match="num_eigenvalues"):
         hessian_eigenvalues(model, x, y, generator=generator(), num_eigenvalues=0)
+
+
+def reorthogonalised_lanczos(
+    model: nn.Module, x: Tensor, y: Tensor, start: Tensor, steps: int
+) -> tuple[list[float], list[float]]:
+    """The tridiagonal matrix of Lanczos with full reorthogonalisation (every basis vector
+    kept), on the exact Hessian: the textbook algorithm the estimators used to run."""
+    hessian = exact_hessian(model, x, y)
+    basis = [start / start.norm()]
+    alphas: list[float] = []
+    betas: list[float] = []
+    for j in range(steps):
+        w = hessian @ basis[j]
+        alphas.append(torch.dot(w, basis[j]).item())
+        stacked = torch.stack(basis)
+        for _ in range(2):
+            w = w - stacked.T @ (stacked @ w)
+        betas.append(w.norm().item())
+        basis.append(w / betas[-1])
+    return alphas, betas
+
+
+@pytest.mark.parametrize("name", sorted(ARCHITECTURES))
+def test_top_eigenvalues_equal_those_of_full_reorthogonalisation(name: str) -> None:
+    # The same start vector and budget as the estimator; both reach rel_tol, so the values
+    # agree far below it (an eigenvalue's error is about the square of its residual).
+    model = build(ARCHITECTURES[name])
+    x, y = make_data()
+    result = hessian_eigenvalues(
+        model, x, y, generator=generator(), num_eigenvalues=3, batch_size=25
+    )
+    start = torch.randn(result.dimension, generator=generator(), dtype=torch.float64)
+    ritz, _ = ritz_pairs(*reorthogonalised_lanczos(model, x, y, start, result.num_iterations))
+    np.testing.assert_allclose(result.eigenvalues, ritz.flip(0)[:3].tolist(), rtol=1e-9)
+    assert len(set(result.eigenvalues)) == 3
+
+
+def test_ghost_copies_of_converged_eigenvalues_are_reported_once() -> None:
+    # Far more steps than it takes to converge: without reorthogonalisation the top
+    # eigenvalues reappear as further Ritz values, which must not fill the top five.
+    model = build(ARCHITECTURES["mlp_with_biases"])
+    x, y = make_data()
+    exact = torch.linalg.eigvalsh(exact_hessian(model, x, y)).flip(0)
+    fmodel = FunctionalModel(model)
+    operator = HessianOperator(
+        fmodel,
+        x,
+        y,
+        batch_size=50,
+        probes_per_pass=1,
+        mode=Mode.EVAL,
+        num_mc_samples=1,
+        generator=generator(),
+        fixed_draws=True,
+    )
+    start = torch.randn(fmodel.dim, generator=generator(), dtype=torch.float64)
+    ritz, residuals = ritz_pairs(*lanczos(operator, start, 140, None)[:2])
+    copies = (ritz - exact[0]).abs() <= 1e-12 * exact[0]
+    assert copies.sum() >= 3  # the premise: λ₁ has been found several times over
+    top = distinct_top(ritz, residuals, 5, rel_tol=1e-10, eps=torch.finfo(torch.float64).eps)
+    np.testing.assert_allclose(ritz[top].tolist(), exact[:5].tolist(), rtol=1e-12)
+    result = hessian_eigenvalues(
+        model, x, y, generator=generator(), num_eigenvalues=5, rel_tol=1e-300, max_iterations=140
+    )
+    assert result.num_iterations > 100
+    np.testing.assert_allclose(result.eigenvalues, exact[:5].tolist(), rtol=1e-12)
+
+
+def test_distinct_top_drops_only_converged_copies() -> None:
+    ritz = torch.tensor([1.0, 1.0 + 1e-12, 0.5, 0.9999, 0.2], dtype=torch.float64)
+    residuals = torch.tensor([1e-10, 1e-11, 1e-10, 1e-1, 1e-10], dtype=torch.float64)
+    # 1 + 1e-12 and 1.0 are one eigenvalue; 0.9999, unconverged and outside the error bars,
+    # may be a genuine eigenvalue and is kept.
+    top = distinct_top(ritz, residuals, 3, rel_tol=1e-6, eps=2.2e-16)
+    assert top.tolist() == [1, 3, 2]
+
+
+def test_spectral_density_quadrature_matches_full_reorthogonalisation() -> None:
+    # Gauss quadrature with m nodes integrates polynomials of degree < 2m exactly. Without
+    # reorthogonalisation (60 steps in 143 dimensions, long past the top eigenvalues'
+    # convergence) the moments uᵀ Hᵖ u of the quadrature must still be those of the fully
+    # reorthogonalised one from the same start vector.
+    model = build(ARCHITECTURES["mlp_with_biases"])
+    x, y = make_data()
+    steps = 60
+    result = spectral_density(
+        model, x, y, generator=generator(), num_runs=1, num_steps=steps, batch_size=50
+    )
+    like = torch.empty((), dtype=torch.float64)
+    start = rademacher((result.dimension,), generator(), like)
+    nodes, weights = gauss_quadrature(*reorthogonalised_lanczos(model, x, y, start, steps))
+    ours_nodes = torch.tensor(result.nodes[0], dtype=torch.float64)
+    ours_weights = torch.tensor(result.weights[0], dtype=torch.float64)
+    scale = nodes.abs().max()
+    for power in range(2 * steps):
+        theirs = (weights * (nodes / scale) ** power).sum().item()
+        ours = (ours_weights * (ours_nodes / scale) ** power).sum().item()
+        assert ours == pytest.approx(theirs, rel=1e-7, abs=1e-12), power
+
+
+def parameter_vectors_held(dim: int) -> float:
+    """Bytes of all live tensor storages of at least ``dim`` float64 numbers, in units of one
+    parameter-sized vector (views of one storage count once)."""
+    storages = {}
+    for obj in gc.get_objects():
+        # issubclass of the type, not isinstance: the latter reads ``__class__``, which some
+        # of torch's deprecated module attributes answer with a warning.
+        if issubclass(type(obj), Tensor):
+            storage = obj.untyped_storage()
+            if storage.nbytes() >= 8 * dim:
+                storages[storage.data_ptr()] = storage.nbytes()
+    return sum(storages.values()) / (8 * dim)
+
+
+@pytest.mark.parametrize("estimator", ["eigenvalues", "density", "trace"])
+def test_parameter_vectors_held_do_not_grow_with_the_steps(
+    estimator: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Counted after every Hessian-vector product: a kept Lanczos basis would show up as a
+    # storage of (steps · d) numbers, so the count would grow from 6 steps to 24.
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 40), nn.Tanh(), nn.Linear(40, 40), nn.Linear(40, 3))
+    model = model.double().eval()
+    x, y = make_data()
+    dim = sum(p.numel() for p in model.parameters())
+    assert dim > 50 * 6  # the data's storage is smaller than one parameter vector
+    counts: list[float] = []
+    for method in ("matvec", "quadratic_forms"):
+        original = getattr(HessianOperator, method)
+
+        def counted(
+            self: HessianOperator, vectors: Tensor, original: Callable[..., Tensor] = original
+        ) -> Tensor:
+            result = original(self, vectors)
+            counts.append(parameter_vectors_held(self.dim))
+            return result
+
+        monkeypatch.setattr(HessianOperator, method, counted)
+    peaks = []
+    for steps in (6, 24):
+        counts.clear()
+        if estimator == "eigenvalues":
+            hessian_eigenvalues(
+                model, x, y, generator=generator(), rel_tol=1e-300, max_iterations=steps
+            )
+        elif estimator == "density":
+            spectral_density(model, x, y, generator=generator(), num_runs=2, num_steps=steps)
+        else:
+            hutchinson_trace(
+                model,
+                x,
+                y,
+                generator=generator(),
+                max_probes=steps,
+                min_probes=steps,
+                probes_per_pass=1,
+            )
+        assert len(counts) >= steps
+        peaks.append(max(counts))
+    assert peaks[0] == peaks[1]
+    assert peaks[1] <= 3  # the two Lanczos vectors and a product
