@@ -521,153 +521,160 @@ def run_suite(
         len(values) * len(config.attacks) + (2 if config.sweep is not None else 0)
         for values in config.epsilons.values()
     )
-    report = _progress_reporter(progress, stages)
-    totals = {"forward": 0, "backward": 0}
-    attempt = _Attempt()
+    report = _Reporter(progress, stages)
+    # The bar is closed however the suite ends, so that an error or Ctrl-C message is
+    # printed on a line of its own, not after a half-drawn bar.
+    try:
+        totals = {"forward": 0, "backward": 0}
+        attempt = _Attempt()
 
-    def count(result: AttackResult | None) -> AttackResult | None:
-        if result is not None:
-            totals["forward"] += result.num_forward
-            totals["backward"] += result.num_backward
-        return result
+        def count(result: AttackResult | None) -> AttackResult | None:
+            if result is not None:
+                totals["forward"] += result.num_forward
+                totals["backward"] += result.num_backward
+            return result
 
-    clean_correct: Tensor | None = None
-    clean_nonfinite: Tensor | None = None
-    outcomes = []
-    for norm in config.norms:
-        norm = Norm.parse(norm)
-        epsilons = tuple(config.epsilons[norm])
-        unbounded = geometry(norm).unbounded_epsilon(x.shape[1:], config.bounds)
-        sweep_record = independent = None
-        sweep_epsilons: tuple[float, ...] = ()
-        failures: list[StageFailure] = []
-        everyone = torch.arange(num_samples, device=x.device)
-        if config.sweep is not None:
-            sweep_spec = config.sweep.attack
-            sweep_epsilons = config.sweep.epsilons(epsilons[0], unbounded)
-            result = count(
-                attempt.run(
-                    sweep_spec,
-                    model,
-                    x,
-                    y,
-                    sweep_epsilons,
-                    norm=norm,
-                    config=config,
-                    generator=_child(gen),
-                )
-            )
-            if result is None:
-                failures.append(StageFailure("sweep", sweep_spec.label, None, *attempt.last))
-            else:
-                sweep_record = _record(
-                    sweep_spec, norm, result, everyone, x, result.robust_accuracy
-                )
-            report(f"{norm.value} sweep {sweep_spec.label}")
-        if clean_correct is None:
-            clean_correct, clean_nonfinite = _clean_correct(model, x, y, config, totals)
-        robust = clean_correct.unsqueeze(0).repeat(len(epsilons), 1)
-        records = []
-        for spec in config.attacks:
-            pieces = []
-            for eps in epsilons:
-                shared = (
-                    sweep_record is not None
-                    and config.sweep is not None
-                    and spec == config.sweep.attack
-                    and eps in sweep_epsilons
-                )
-                if shared and sweep_record is not None:
-                    row = sweep_epsilons.index(eps)
-                    pieces.append(_Piece(sweep_record.result, row, everyone, "sweep"))
-                else:
-                    peer = spec.peer_of is not None
-                    k = epsilons.index(eps)
-                    todo = robust[k] if config.skip_broken and not peer else clean_correct
-                    index = todo.nonzero().squeeze(1)
-                    if index.numel() == 0:
-                        pieces.append(_Piece(None, 0, index, "run"))
-                    else:
-                        result = count(
-                            attempt.run(
-                                spec,
-                                model,
-                                x[index],
-                                y[index],
-                                [eps],
-                                norm=norm,
-                                config=config,
-                                generator=_child(gen),
-                            )
-                        )
-                        if result is None:
-                            status, message = attempt.last
-                            failures.append(StageFailure("attack", spec.label, eps, *attempt.last))
-                            pieces.append(_Piece(None, 0, index, "run", status, message))
-                        else:
-                            pieces.append(_Piece(result, 0, index, "run"))
-                report(f"{norm.value} eps={eps:.4g} {spec.label}")
-            record, robust = _merge_per_epsilon(spec, norm, epsilons, pieces, x, robust)
-            records.append(record)
-        if sweep_record is not None and config.sweep is not None:
-            if config.sweep.independent_samples > 0:
-                size = min(config.sweep.independent_samples, num_samples)
-                subset = torch.randperm(num_samples, generator=gen, device=gen.device)
-                subset = subset[:size].sort().values
-                subset = subset.to(x.device)
+        clean_correct: Tensor | None = None
+        clean_nonfinite: Tensor | None = None
+        outcomes = []
+        for norm in config.norms:
+            norm = Norm.parse(norm)
+            epsilons = tuple(config.epsilons[norm])
+            unbounded = geometry(norm).unbounded_epsilon(x.shape[1:], config.bounds)
+            sweep_record = independent = None
+            sweep_epsilons: tuple[float, ...] = ()
+            failures: list[StageFailure] = []
+            everyone = torch.arange(num_samples, device=x.device)
+            if config.sweep is not None:
                 sweep_spec = config.sweep.attack
+                sweep_epsilons = config.sweep.epsilons(epsilons[0], unbounded)
                 result = count(
                     attempt.run(
                         sweep_spec,
                         model,
-                        x[subset],
-                        y[subset],
+                        x,
+                        y,
                         sweep_epsilons,
                         norm=norm,
                         config=config,
                         generator=_child(gen),
-                        nested=False,
-                        early_stop=False,
                     )
                 )
                 if result is None:
-                    failures.append(
-                        StageFailure("independent-sweep", sweep_spec.label, None, *attempt.last)
-                    )
+                    failures.append(StageFailure("sweep", sweep_spec.label, None, *attempt.last))
                 else:
-                    independent = _record(
-                        sweep_spec, norm, result, subset, x, result.robust_accuracy
+                    sweep_record = _record(
+                        sweep_spec, norm, result, everyone, x, result.robust_accuracy
                     )
-            report(f"{norm.value} independent sweep")
-        elif config.sweep is not None:
-            report(f"{norm.value} independent sweep (skipped: the sweep did not complete)")
-        outcomes.append(
-            NormOutcome(
-                norm=norm,
-                epsilons=epsilons,
-                robust=robust,
-                attacks=tuple(records),
-                sweep_epsilons=sweep_epsilons,
-                unbounded_epsilon=unbounded,
-                sweep=sweep_record,
-                independent_sweep=independent,
-                failures=tuple(failures),
+                report(f"{norm.value} sweep {sweep_spec.label}")
+            if clean_correct is None:
+                clean_correct, clean_nonfinite = _clean_correct(model, x, y, config, totals)
+            robust = clean_correct.unsqueeze(0).repeat(len(epsilons), 1)
+            records = []
+            for spec in config.attacks:
+                pieces = []
+                for eps in epsilons:
+                    shared = (
+                        sweep_record is not None
+                        and config.sweep is not None
+                        and spec == config.sweep.attack
+                        and eps in sweep_epsilons
+                    )
+                    if shared and sweep_record is not None:
+                        row = sweep_epsilons.index(eps)
+                        pieces.append(_Piece(sweep_record.result, row, everyone, "sweep"))
+                    else:
+                        peer = spec.peer_of is not None
+                        k = epsilons.index(eps)
+                        todo = robust[k] if config.skip_broken and not peer else clean_correct
+                        index = todo.nonzero().squeeze(1)
+                        if index.numel() == 0:
+                            pieces.append(_Piece(None, 0, index, "run"))
+                        else:
+                            result = count(
+                                attempt.run(
+                                    spec,
+                                    model,
+                                    x[index],
+                                    y[index],
+                                    [eps],
+                                    norm=norm,
+                                    config=config,
+                                    generator=_child(gen),
+                                )
+                            )
+                            if result is None:
+                                status, message = attempt.last
+                                failures.append(
+                                    StageFailure("attack", spec.label, eps, *attempt.last)
+                                )
+                                pieces.append(_Piece(None, 0, index, "run", status, message))
+                            else:
+                                pieces.append(_Piece(result, 0, index, "run"))
+                    report(f"{norm.value} eps={eps:.4g} {spec.label}")
+                record, robust = _merge_per_epsilon(spec, norm, epsilons, pieces, x, robust)
+                records.append(record)
+            if sweep_record is not None and config.sweep is not None:
+                if config.sweep.independent_samples > 0:
+                    size = min(config.sweep.independent_samples, num_samples)
+                    subset = torch.randperm(num_samples, generator=gen, device=gen.device)
+                    subset = subset[:size].sort().values
+                    subset = subset.to(x.device)
+                    sweep_spec = config.sweep.attack
+                    result = count(
+                        attempt.run(
+                            sweep_spec,
+                            model,
+                            x[subset],
+                            y[subset],
+                            sweep_epsilons,
+                            norm=norm,
+                            config=config,
+                            generator=_child(gen),
+                            nested=False,
+                            early_stop=False,
+                        )
+                    )
+                    if result is None:
+                        failures.append(
+                            StageFailure("independent-sweep", sweep_spec.label, None, *attempt.last)
+                        )
+                    else:
+                        independent = _record(
+                            sweep_spec, norm, result, subset, x, result.robust_accuracy
+                        )
+                report(f"{norm.value} independent sweep")
+            elif config.sweep is not None:
+                report(f"{norm.value} independent sweep (skipped: the sweep did not complete)")
+            outcomes.append(
+                NormOutcome(
+                    norm=norm,
+                    epsilons=epsilons,
+                    robust=robust,
+                    attacks=tuple(records),
+                    sweep_epsilons=sweep_epsilons,
+                    unbounded_epsilon=unbounded,
+                    sweep=sweep_record,
+                    independent_sweep=independent,
+                    failures=tuple(failures),
+                )
             )
+        if clean_correct is None or clean_nonfinite is None:
+            clean_correct, clean_nonfinite = _clean_correct(model, x, y, config, totals)
+        return SuiteResult(
+            config=config,
+            seed=seed,
+            num_samples=num_samples,
+            labels=y.cpu(),
+            clean_correct=clean_correct,
+            clean_nonfinite=clean_nonfinite,
+            norms=tuple(outcomes),
+            num_forward=totals["forward"],
+            num_backward=totals["backward"],
+            wall_time=time.perf_counter() - start,
         )
-    if clean_correct is None or clean_nonfinite is None:
-        clean_correct, clean_nonfinite = _clean_correct(model, x, y, config, totals)
-    return SuiteResult(
-        config=config,
-        seed=seed,
-        num_samples=num_samples,
-        labels=y.cpu(),
-        clean_correct=clean_correct,
-        clean_nonfinite=clean_nonfinite,
-        norms=tuple(outcomes),
-        num_forward=totals["forward"],
-        num_backward=totals["backward"],
-        wall_time=time.perf_counter() - start,
-    )
+    finally:
+        report.close()
 
 
 def _clean_correct(
@@ -808,26 +815,31 @@ def _merge_per_epsilon(
     return record, after
 
 
-def _progress_reporter(progress: Progress | bool, total: int) -> Callable[[str], None]:
-    done = {"count": 0}
-    if progress is True:
-        from tqdm import tqdm
+class _Reporter:
+    """Reports each finished stage: to a tqdm bar, a callback, or nowhere; ``close`` ends
+    the bar."""
 
-        bar = tqdm(total=total, file=sys.stderr, desc="attacks", leave=False)
+    def __init__(self, progress: Progress | bool, total: int) -> None:
+        self.total = total
+        self.done = 0
+        self.callback = progress if callable(progress) else None
+        self.bar = None
+        if progress is True:
+            from tqdm import tqdm
 
-        def tick(label: str) -> None:
-            bar.set_postfix_str(label)
-            bar.update(1)
-            if bar.n >= total:
-                bar.close()
+            self.bar = tqdm(total=total, file=sys.stderr, desc="attacks", leave=False)
 
-        return tick
-    if callable(progress):
-        callback = progress
+    def __call__(self, label: str) -> None:
+        self.done += 1
+        if self.bar is not None:
+            self.bar.set_postfix_str(label)
+            self.bar.update(1)
+            if self.bar.n >= self.total:
+                self.close()
+        elif self.callback is not None:
+            self.callback(self.done, self.total, label)
 
-        def call(label: str) -> None:
-            done["count"] += 1
-            callback(done["count"], total, label)
-
-        return call
-    return lambda label: None
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
