@@ -344,9 +344,9 @@ def test_spectral_density_quadrature_matches_full_reorthogonalisation() -> None:
         assert ours == pytest.approx(theirs, rel=1e-7, abs=1e-12), power
 
 
-def parameter_vectors_held(dim: int) -> float:
-    """Bytes of all live tensor storages of at least ``dim`` float64 numbers, in units of one
-    parameter-sized vector (views of one storage count once)."""
+def large_storages(dim: int) -> dict[int, int]:
+    """Every live tensor storage of at least ``dim`` float64 numbers: bytes by address (views
+    of one storage count once)."""
     storages = {}
     for obj in gc.get_objects():
         # issubclass of the type, not isinstance: the latter reads ``__class__``, which some
@@ -355,7 +355,14 @@ def parameter_vectors_held(dim: int) -> float:
             storage = obj.untyped_storage()
             if storage.nbytes() >= 8 * dim:
                 storages[storage.data_ptr()] = storage.nbytes()
-    return sum(storages.values()) / (8 * dim)
+    return storages
+
+
+def parameter_vectors_held(dim: int, before: dict[int, int]) -> float:
+    """Bytes of the large storages alive now that were not alive ``before`` (whatever other
+    tests of the session keep alive does not count), in units of one parameter vector."""
+    now = large_storages(dim)
+    return sum(size for address, size in now.items() if before.get(address) != size) / (8 * dim)
 
 
 @pytest.mark.parametrize("estimator", ["eigenvalues", "density", "trace"])
@@ -378,13 +385,14 @@ def test_parameter_vectors_held_do_not_grow_with_the_steps(
             self: HessianOperator, vectors: Tensor, original: Callable[..., Tensor] = original
         ) -> Tensor:
             result = original(self, vectors)
-            counts.append(parameter_vectors_held(self.dim))
+            counts.append(parameter_vectors_held(self.dim, before))
             return result
 
         monkeypatch.setattr(HessianOperator, method, counted)
     peaks = []
     for steps in (6, 24):
         counts.clear()
+        before = large_storages(dim)
         if estimator == "eigenvalues":
             hessian_eigenvalues(
                 model, x, y, generator=generator(), rel_tol=1e-300, max_iterations=steps
