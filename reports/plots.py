@@ -301,7 +301,7 @@ def _log_histogram(axis: Any, positive: np.ndarray, zeros: int, zero_label: str)
     bins = np.linspace(low, high, 31)
     width = bins[1] - bins[0]
     axis.hist(logs, bins=bins, color=_COLOURS[0], edgecolor="white", linewidth=0.3)
-    ticks = [t for t in range(math.ceil(low), math.floor(high) + 1)]
+    ticks = list(range(math.ceil(low), math.floor(high) + 1))
     if len(ticks) > 8:
         ticks = ticks[:: math.ceil(len(ticks) / 8)]
     labels = [f"1e{t}" for t in ticks]
