@@ -1,14 +1,25 @@
 """Torch-only plumbing that attacks and flatness share: model modes, seeds and generators on a
-device, torch's default device around library calls, and full float32 precision.
+device, torch's default device around library calls, full float32 precision, and batch sizes
+that fit the machine's memory.
 
 It imports nothing but torch, so both packages may use it without importing each other.
 """
 
 from torchutil.devices import torch_default_device
+from torchutil.memory import (
+    PROBE_SIZES,
+    BatchChoice,
+    available_memory,
+    choose_batch_size,
+    empty_cache,
+    is_out_of_memory,
+    measure_peak,
+)
 from torchutil.modes import apply_mode, model_mode
 from torchutil.precision import full_precision
 from torchutil.seeds import (
     SEED_BOUND,
+    RngState,
     child_generator,
     draw_seed,
     draw_seeds,
@@ -18,7 +29,15 @@ from torchutil.seeds import (
 )
 
 __all__ = [
+    "PROBE_SIZES",
     "SEED_BOUND",
+    "BatchChoice",
+    "RngState",
+    "available_memory",
+    "choose_batch_size",
+    "empty_cache",
+    "is_out_of_memory",
+    "measure_peak",
     "apply_mode",
     "child_generator",
     "draw_seed",

@@ -7,7 +7,7 @@ device is, and a tensor meant for another device is moved there after the draw.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import torch
 
@@ -62,3 +62,22 @@ def seeded_global_rng(seed: int | None, device: torch.device) -> Iterator[None]:
     with forked_global_rng(device):
         torch.manual_seed(seed)
         yield
+
+
+class RngState:
+    """The state of explicit generators and of torch's global RNG (the CPU's, and ``device``'s
+    on CUDA), to restore when a computation is redone (after an out-of-memory error) so that
+    it draws what it drew the first time."""
+
+    def __init__(self, generators: Sequence[torch.Generator], device: torch.device) -> None:
+        self._generators = [(g, g.get_state()) for g in generators]
+        self._cpu = torch.get_rng_state()
+        self._device = device
+        self._cuda = torch.cuda.get_rng_state(device) if device.type == "cuda" else None
+
+    def restore(self) -> None:
+        for generator, state in self._generators:
+            generator.set_state(state)
+        torch.set_rng_state(self._cpu)
+        if self._cuda is not None:
+            torch.cuda.set_rng_state(self._cuda, self._device)
