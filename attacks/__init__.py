@@ -6,6 +6,7 @@ returns a frozen ``AttackResult``; ``run_suite`` runs a whole ``SuiteConfig`` (s
 and returns a ``SuiteResult`` whose ``to_dict()`` is plain JSON-able data.
 """
 
+from attacks._model import ChunkedModel
 from attacks.apgd import apgd, autoattack
 from attacks.backends import BACKENDS
 from attacks.fgsm import fgsm
@@ -44,6 +45,7 @@ __all__ = [
     "AttackResult",
     "AttackSpec",
     "Bounds",
+    "ChunkedModel",
     "Family",
     "GradientStats",
     "Norm",

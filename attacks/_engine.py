@@ -25,10 +25,11 @@ is counted in ``nonfinite_evaluations``.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from torch import Tensor, nn
@@ -37,7 +38,15 @@ from attacks._model import Evaluator
 from attacks.losses import fooled, is_finite_rows, judged_margin, predict
 from attacks.result import STEP_NOT_BROKEN, STEP_UNKNOWN, AttackResult, GradientStats
 from attacks.threat import Bounds, Norm, check_epsilons, check_inputs, geometry
-from torchutil import draw_seed, make_generator, model_mode, seeded_global_rng
+from torchutil import (
+    RngState,
+    draw_seed,
+    empty_cache,
+    is_out_of_memory,
+    make_generator,
+    model_mode,
+    seeded_global_rng,
+)
 
 VANISHING_THRESHOLD = 1e-10
 """A first input gradient with an L2 norm below this counts as vanishing."""
@@ -104,6 +113,7 @@ class Batch:
 
 
 BatchAttack = Callable[[Batch], BatchOutcome]
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -205,7 +215,10 @@ def run_attack(
         model_mode(model, train=stochastic),
         seeded_global_rng(draw_seed(config.generator), x.device),
     ):
-        parts = [evaluator.logits(x[i : i + step]) for i in range(0, num_samples, step)]
+        parts = [
+            _retrying(functools.partial(evaluator.logits, x[i : i + step]), config, x.device)
+            for i in range(0, num_samples, step)
+        ]
         if not parts:
             raise ValueError("inputs must hold at least one sample, got an empty batch")
         clean_logits = torch.cat(parts)
@@ -230,7 +243,8 @@ def run_attack(
                 idx = indices[begin : begin + step]
                 x0 = x[idx]
                 eps_batch = torch.full((idx.numel(),), eps, dtype=x.dtype, device=x.device)
-                outcome = attack(Batch(idx, x0, y[idx], eps_batch, k, clean_logits[idx]))
+                batch = Batch(idx, x0, y[idx], eps_batch, k, clean_logits[idx])
+                outcome = _retrying(functools.partial(attack, batch), config, x.device)
                 if outcome.adversarial.shape != x0.shape:
                     raise ValueError(
                         f"attack {name!r} returned examples of shape "
@@ -291,6 +305,31 @@ def run_attack(
         target_success=target_success if targeted else None,
         success_step=steps,
     )
+
+
+def _retrying(compute: Callable[[], T], config: Setup, device: torch.device) -> T:
+    """``compute()``; after an out-of-memory error, again with the model's chunks halved.
+
+    Only for a model in a ``ChunkedModel`` (the audit's): the generator, torch's global RNG
+    and the evaluator's counters are put back as they were, so the batch draws and counts
+    what it would have with the smaller chunks from the start.
+    """
+    evaluator = config.evaluator
+    chunks = evaluator.chunks
+    while True:
+        if chunks is None:
+            return compute()
+        state = RngState([config.generator], device)
+        counters = evaluator.counters()
+        try:
+            return compute()
+        except Exception as err:
+            if not is_out_of_memory(err) or chunks.chunk_size <= 1:
+                raise
+            state.restore()
+            evaluator.restore_counters(counters)
+            chunks.halve()
+        empty_cache(device)
 
 
 def _judged_steps(claimed: Tensor | None, broken: Tensor) -> Tensor:

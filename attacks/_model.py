@@ -4,6 +4,10 @@ A model is any ``nn.Module`` mapping inputs in the bounds to logits ``[N, C]``. 
 touch it directly; they go through an ``Evaluator`` that counts every sample that passes
 through it, averages over EOT draws and watches for NaN/Inf. The engine puts the model in the
 requested mode for the duration (``torchutil.model_mode``).
+
+A model wrapped in ``ChunkedModel`` is evaluated at most ``chunk_size`` samples at a time,
+whatever batch the attack works on: the chunk bounds the memory of the model's activations,
+while the attack's batch, and so its random draws and its results, stay the same.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 from attacks.losses import is_finite_rows, zero_nonfinite_
 
@@ -67,6 +72,48 @@ def library_gradients(model: nn.Module, x: Tensor) -> Iterator[None]:
         raise NoInputGradient("autograd finds no path from the input to the output") from err
 
 
+class ChunkedModel(nn.Module):
+    """``model`` evaluated at most ``chunk_size`` samples at a time.
+
+    Samples do not interact in a model without batch-coupled layers, so chunking changes the
+    memory, not the outputs (up to floating-point rounding of a kernel that blocks its work by
+    the batch size). Under autograd each chunk is checkpointed, so that only one chunk's
+    activations are alive at a time, at the cost of one more forward pass of the chunk in the
+    backward pass; a batch no larger than the chunk runs as it is.
+
+    Attributes:
+        model: the wrapped model.
+        chunk_size: samples per evaluation; the audit halves it after an out-of-memory error.
+        halvings: times it was halved.
+    """
+
+    def __init__(self, model: nn.Module, chunk_size: int) -> None:
+        super().__init__()
+        if chunk_size < 1:
+            raise ValueError(f"chunk_size must be a positive integer, got {chunk_size}")
+        self.model = model
+        self.chunk_size = int(chunk_size)
+        self.halvings = 0
+        self.training = model.training
+
+    def halve(self) -> None:
+        """After an out-of-memory error: half the chunk size (ValueError at one sample)."""
+        if self.chunk_size <= 1:
+            raise ValueError("out of memory with chunks of one sample; nothing left to halve")
+        self.chunk_size //= 2
+        self.halvings += 1
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.shape[0] <= self.chunk_size:
+            return self.model(x)  # type: ignore[no-any-return]
+        pieces = x.split(self.chunk_size)
+        if torch.is_grad_enabled() and x.requires_grad:
+            outputs = [checkpoint(self.model, piece, use_reentrant=False) for piece in pieces]
+        else:
+            outputs = [self.model(piece) for piece in pieces]
+        return torch.cat(outputs)  # type: ignore[arg-type]
+
+
 class Evaluator:
     """Counted access to a model.
 
@@ -81,12 +128,30 @@ class Evaluator:
         if eot_samples < 1:
             raise ValueError(f"eot_samples must be at least 1, got {eot_samples}")
         self.model = model
+        self.chunks = model if isinstance(model, ChunkedModel) else None
         self.eot_samples = eot_samples
         self.num_forward = 0
         self.num_backward = 0
         # Counted on the model's device and read once at the end: no host sync per pass.
         self._nonfinite_logits: Tensor | int = 0
         self._nonfinite_gradients: Tensor | int = 0
+
+    def counters(self) -> tuple[int, int, Tensor | int, Tensor | int]:
+        """The counts so far, for `restore_counters` when a computation is redone."""
+        return (
+            self.num_forward,
+            self.num_backward,
+            self._nonfinite_logits,
+            self._nonfinite_gradients,
+        )
+
+    def restore_counters(self, counters: tuple[int, int, Tensor | int, Tensor | int]) -> None:
+        (
+            self.num_forward,
+            self.num_backward,
+            self._nonfinite_logits,
+            self._nonfinite_gradients,
+        ) = counters
 
     @property
     def nonfinite_logits(self) -> int:
