@@ -21,7 +21,7 @@ import platform
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -29,6 +29,13 @@ from typing import Any
 import torch
 
 from analysis.activations import activation_statistics, dropout_family_layers
+from analysis.batching import (
+    attack_batch,
+    flatness_batch,
+    measure_fitting,
+    parse_batch_size,
+)
+from analysis.batching import provenance as batch_provenance
 from analysis.config import (
     DEFAULT_BATCH_SIZE,
     EOT_SAMPLES,
@@ -52,7 +59,7 @@ from analysis.document import (
 )
 from analysis.probes import probe_model
 from analysis.redflags import Evidence, run_checks, verdict
-from attacks import Bounds, NormOutcome, SuiteResult, run_suite
+from attacks import Bounds, ChunkedModel, NormOutcome, SuiteResult, run_suite
 from attacks.losses import NO_PREDICTION, predict
 from attacks.result import plain
 from checkpoints import CheckpointError, LoadedCheckpoint, load_checkpoint
@@ -67,12 +74,11 @@ from checkpoints.boundary import (
 )
 from checkpoints.cli import add_description_arguments, description_from_arguments
 from checkpoints.datasets import Dataset, DatasetError, load_dataset
-from flatness import measure
 from reports.compare import write_comparison
 from reports.document import AuditResult, FlatnessResult, read_result
 from reports.html import write_report
 from reports.tables import parse_formats, write_tables
-from torchutil import full_precision, make_generator
+from torchutil import BatchChoice, full_precision, make_generator
 
 __all__ = ["EvaluationSet", "evaluation_set", "main", "run_audit", "select_samples"]
 
@@ -318,11 +324,15 @@ def _run_audit(
     started = time.time()
     model = loaded.model
     x, y = evaluation.x.to(device), evaluation.y.to(device)
+    # The model is evaluated in chunks that fit the memory; the stages keep their own batches
+    # (and random draws), so the chunk size changes no result (see analysis.batching).
+    attack_choice = attack_batch(model, x, y, config.model_batch_size, config.batch_size)
+    chunked = ChunkedModel(model, attack_choice.size)
     # Every random draw is made on the CPU and moved to the model's device, so the same seed
     # gives the same directions, starts and probes on a CPU and on a GPU (a CUDA generator
     # would draw another stream).
     probes = probe_model(
-        model,
+        chunked,
         x,
         y,
         make_generator(config.seed),
@@ -334,9 +344,10 @@ def _run_audit(
     )
     if probes.stochastic and suite_config.eot_samples == 1:
         suite_config = suite_config.with_options(eot_samples=EOT_SAMPLES)
-    suite = run_suite(model, x, y, suite_config, make_generator(config.seed), progress=progress)
+    suite = run_suite(chunked, x, y, suite_config, make_generator(config.seed), progress=progress)
     flatness: dict[str, Any] | None = None
     flatness_note: str | None = None
+    flatness_choice: BatchChoice | None = None
     if config.flatness is not None and probes.nonfinite_logits:
         # The estimators differentiate the loss; with NaN in it they return noise or fail.
         flatness_note = (
@@ -345,18 +356,22 @@ def _run_audit(
         )
     elif config.flatness is not None:
         count = min(config.flatness_samples, len(y))
-        flatness = measure(
-            model, x[:count], y[:count], config.flatness, make_generator(config.seed)
-        ).to_dict()
+        x_flat, y_flat = x[:count], y[:count]
+        flatness_choice = flatness_batch(model, x_flat, y_flat, config.model_batch_size, count)
+        eval_result, flatness_choice = measure_fitting(
+            model, x_flat, y_flat, config.flatness, config.seed, flatness_choice
+        )
+        flatness = eval_result.to_dict()
         # With the dropout-family layers active the loss surface is another one (for NormOut
         # orders of magnitude sharper), and papers rarely say which they report: give both.
         active = active_flatness_config(config.flatness)
-        flatness["active_layers"] = (
-            measure(model, x[:count], y[:count], active, make_generator(config.seed)).to_dict()
-            if dropout_family_layers(model) and active.measures
-            else None
-        )
-    activations = activation_statistics(model, x, config.batch_size)
+        flatness["active_layers"] = None
+        if dropout_family_layers(model) and active.measures:
+            active_result, flatness_choice = measure_fitting(
+                model, x_flat, y_flat, active, config.seed, flatness_choice
+            )
+            flatness["active_layers"] = active_result.to_dict()
+    activations = activation_statistics(chunked, x, config.batch_size)
     findings = run_checks(Evidence(suite, probes, suite_config.eot_samples))
     correct = int(suite.clean_correct.sum())
     norms = [
@@ -377,6 +392,11 @@ def _run_audit(
             "finished": time.time(),
             "host": platform.node(),
             "device": str(device),
+            "batch_sizes": batch_provenance(
+                config.model_batch_size,
+                replace(attack_choice, size=chunked.chunk_size, halvings=chunked.halvings),
+                flatness_choice,
+            ),
         },
         "checkpoint": {**loaded.spec.to_dict(), "loading_notes": list(loaded.notes)},
         "evaluation": {
@@ -480,9 +500,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--batch-size",
-        type=int,
-        help="samples per batch (default: the suite file's [options] batch_size, else "
-        f"{DEFAULT_BATCH_SIZE})",
+        default="auto",
+        help="samples the model evaluates at once: auto (default: the largest that fits in "
+        "half the free memory, measured) or a number; bounds memory, changes no result",
     )
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     parser.add_argument(
@@ -552,13 +572,13 @@ def _suite_flags(args: argparse.Namespace) -> dict[str, Any]:
         if args.attacks is None
         else [a.strip() for a in args.attacks.split(",") if a.strip()],
         "backend": args.backend,
-        "batch_size": args.batch_size,
     }
 
 
 def _config(args: argparse.Namespace, dataset: str | None) -> AuditConfig:
     suite = build_suite(args.preset, dataset, **_suite_flags(args))
-    # build_suite settles the batch size: --batch-size, else the suite file's, else the default.
+    # The attacks' own batch (their random draws are per batch): the suite file's, else the
+    # default. --batch-size only chunks the model's evaluations within it.
     batch_size = DEFAULT_BATCH_SIZE if suite.batch_size is None else suite.batch_size
     return AuditConfig(
         suite=suite,
@@ -566,12 +586,14 @@ def _config(args: argparse.Namespace, dataset: str | None) -> AuditConfig:
         num_samples=args.num_samples,
         flatness_samples=args.flatness_samples,
         batch_size=batch_size,
+        model_batch_size=parse_batch_size(args.batch_size),
         seed=args.seed,
     )
 
 
 def _check_arguments(args: argparse.Namespace) -> None:
-    for flag in ("batch_size", "flatness_samples", "num_samples"):
+    parse_batch_size(args.batch_size)
+    for flag in ("flatness_samples", "num_samples"):
         if getattr(args, flag) is not None and getattr(args, flag) <= 0:
             raise ValueError(
                 f"--{flag.replace('_', '-')} must be positive, got {getattr(args, flag)}"

@@ -77,8 +77,10 @@ class AuditConfig:
         flatness: the flatness estimators, or None to skip them.
         num_samples: evaluation samples (None: the whole test split).
         flatness_samples: samples the flatness estimators use (the first of the evaluation set).
-        batch_size: evaluation batch size of every stage (attacks, activations; flatness at
-            most 256); it replaces the suite's own.
+        batch_size: the batch every attack works on (its random draws are per batch) and the
+            probes and activation statistics use; it replaces the suite's own.
+        model_batch_size: samples the model evaluates at once (None: the largest that fits,
+            measured; see ``analysis.batching``); it bounds memory and changes no result.
         seed: the seed of every random choice.
         examples_per_attack: adversarial examples kept per attack and epsilon.
     """
@@ -88,6 +90,7 @@ class AuditConfig:
     num_samples: int | None = 1000
     flatness_samples: int = 500
     batch_size: int = DEFAULT_BATCH_SIZE
+    model_batch_size: int | None = None
     seed: int = 0
     examples_per_attack: int = 3
 
@@ -105,6 +108,7 @@ class AuditConfig:
             "num_samples": self.num_samples,
             "flatness_samples": self.flatness_samples,
             "batch_size": self.batch_size,
+            "model_batch_size": self.model_batch_size,
             "seed": self.seed,
             "examples_per_attack": self.examples_per_attack,
         }
@@ -283,7 +287,7 @@ def build_suite(
         dataset: the checkpoint's dataset (chooses a preset's epsilons).
         suite_file: ``--suite``; its settings replace the preset's.
         norms, epsilons, attacks, backend: the flags of the same names.
-        batch_size: ``--batch-size``. An explicit value wins; without it a suite file's
+        batch_size: the attacks' batch. An explicit value wins; without it a suite file's
             ``[options] batch_size`` applies, else ``DEFAULT_BATCH_SIZE``.
     """
     if preset_name not in PRESETS:

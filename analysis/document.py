@@ -56,7 +56,7 @@ __all__ = [
     "write_json",
 ]
 
-SCHEMA_VERSION = "1.3"
+SCHEMA_VERSION = "1.4"
 SCHEMA_PATH = Path(__file__).resolve().parent / "audit.schema.json"
 # 1.1 adds fields (success_step, attack statuses and failures, exact examples per epsilon, the
 # new probes) and changes none of 1.0's, which is all the gate reads of a result or baseline.
@@ -64,7 +64,8 @@ SCHEMA_PATH = Path(__file__).resolve().parent / "audit.schema.json"
 # document at all) and adds the non-finite counts; the fields the gate reads are unchanged.
 # 1.3 adds flatness with the dropout-family layers active (``flatness.active_layers``) and the
 # clean margins and input-gradient norms per sample (``probes``); nothing else changes.
-_READABLE = ("1.0", "1.1", "1.2", "1.3")
+# 1.4 adds the batch sizes the audit chose for the machine (``provenance.batch_sizes``).
+_READABLE = ("1.0", "1.1", "1.2", "1.3", "1.4")
 
 NONFINITE_TOKENS = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
 """How the document writes each non-finite number, and the float each string reads back as."""

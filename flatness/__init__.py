@@ -16,6 +16,7 @@ from flatness.hessian import (
     TraceMethod,
     TraceResult,
     hessian_eigenvalues,
+    hessian_pass,
     hutchinson_trace,
     spectral_density,
 )
@@ -43,6 +44,7 @@ __all__ = [
     "filter_normalized_direction",
     "fisher_rao_norm",
     "hessian_eigenvalues",
+    "hessian_pass",
     "hutchinson_trace",
     "loss_landscape",
     "measure",

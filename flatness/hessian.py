@@ -37,6 +37,7 @@ from flatness.core import (
     seeded_global_rng,
 )
 from flatness.stats import MeanAccumulator
+from torchutil import make_generator
 
 _HESSIAN = "Hessian of the mean cross-entropy over the data w.r.t. all trainable parameters"
 # Probes sharing a pass hold this many numbers at most when their count is left to us (256 MB
@@ -715,6 +716,29 @@ def _fixed_operator(
         generator=generator,
         fixed_draws=True,
     )
+
+
+def hessian_pass(model: nn.Module, x: Tensor, y: Tensor) -> None:
+    """One eval-mode pass of Hessian-vector products over ``(x, y)`` as a single batch, with
+    as many probes as Hutchinson's trace pushes through one pass: the largest step any
+    estimator here takes, whose peak memory sets the batch size that fits (see
+    ``torchutil.choose_batch_size``)."""
+    fmodel = FunctionalModel(model)
+    with model_mode(model, Mode.EVAL):
+        probes = _check_probes_per_pass(None, Mode.EVAL, fmodel.dim)
+        generator = make_generator(0)
+        operator = HessianOperator(
+            fmodel,
+            x,
+            y,
+            batch_size=x.shape[0],
+            probes_per_pass=probes,
+            mode=Mode.EVAL,
+            num_mc_samples=1,
+            generator=generator,
+            fixed_draws=False,
+        )
+        operator.quadratic_forms(rademacher((probes, fmodel.dim), generator, vectors_like(fmodel)))
 
 
 def _check_probes_per_pass(probes_per_pass: int | None, mode: Mode, dim: int) -> int:

@@ -52,6 +52,8 @@ __all__ = [
     "ActivationStats",
     "AttackRecord",
     "AuditResult",
+    "BatchSize",
+    "BatchSizes",
     "CheckpointInfo",
     "DocumentError",
     "Eigenvalues",
@@ -77,7 +79,7 @@ __all__ = [
     "read_result",
 ]
 
-READABLE_VERSIONS = ("1.0", "1.1", "1.2", "1.3")
+READABLE_VERSIONS = ("1.0", "1.1", "1.2", "1.3", "1.4")
 """Schema versions this reader understands (the same as ``analysis.document``)."""
 
 _FIX = "re-create it with python -m analysis.audit (or --update-baseline for a baseline)"
@@ -272,6 +274,39 @@ class Proportion:
 
 
 @dataclass(frozen=True, kw_only=True)
+class BatchSize:
+    """One batch size the audit chose, and how (``torchutil.BatchChoice``).
+
+    Attributes:
+        size: samples per model evaluation (attacks) or per pass (flatness).
+        how: ``fixed`` (asked for), ``estimated`` (from the measured peak and the free
+            memory), ``limit`` (everything fits) or ``unmeasured``.
+        per_sample_bytes, fixed_bytes: the fitted peak of one step, per sample and fixed.
+        available_bytes: free memory when it was chosen.
+        halvings: times it was halved after an out-of-memory error.
+    """
+
+    size: int
+    how: Literal["fixed", "estimated", "limit", "unmeasured"]
+    per_sample_bytes: float | None
+    fixed_bytes: float | None
+    available_bytes: int | None
+    halvings: int
+    extra: Json = _extra()
+
+
+@dataclass(frozen=True, kw_only=True)
+class BatchSizes:
+    """``--batch-size`` (None: auto) and what it gave the attacks and flatness (None when
+    flatness did not run)."""
+
+    requested: int | None
+    attacks: BatchSize
+    flatness: BatchSize | None
+    extra: Json = _extra()
+
+
+@dataclass(frozen=True, kw_only=True)
 class Provenance:
     """Where a result comes from. A baseline keeps only the checkpoint, its hash, the seed and
     the versions; the rest is None there."""
@@ -287,6 +322,7 @@ class Provenance:
     finished: float | None = _need(_FULL)
     host: str | None = _need(_FULL)
     device: str | None = _need(_FULL)
+    batch_sizes: BatchSizes | None = _need(_OPTIONAL)
     extra: Json = _extra()
 
 

@@ -24,7 +24,14 @@ import pandas as pd
 
 from analysis.stats import wilson_interval  # pure standard library, no torch
 from checkpoints.boundary import atomic_write_text
-from reports.document import AttackRecord, AuditResult, FlatnessResult, NormResult, Proportion
+from reports.document import (
+    AttackRecord,
+    AuditResult,
+    BatchSize,
+    FlatnessResult,
+    NormResult,
+    Proportion,
+)
 
 __all__ = [
     "FORMATS",
@@ -420,7 +427,27 @@ def provenance_table(result: AuditResult) -> pd.DataFrame:
     )
     rows["host"] = provenance.host or NOT_AVAILABLE
     rows["device"] = provenance.device or NOT_AVAILABLE
+    sizes = provenance.batch_sizes
+    if sizes is not None:
+        rows["batch size requested"] = "auto" if sizes.requested is None else str(sizes.requested)
+        rows["batch size: attacks"] = _batch_size(sizes.attacks)
+        if sizes.flatness is not None:
+            rows["batch size: flatness"] = _batch_size(sizes.flatness)
     return _frame({k: [v] for k, v in rows.items()}, ["value"], "field")
+
+
+def _batch_size(choice: BatchSize) -> str:
+    """``500 (estimated: 7.1 MB per sample + 13 MB, 23.6 GB free; halved once)``."""
+    details = []
+    if choice.per_sample_bytes is not None:
+        fixed = f" + {choice.fixed_bytes / 1e6:.3g} MB" if choice.fixed_bytes else ""
+        details.append(f"{choice.per_sample_bytes / 1e6:.3g} MB per sample{fixed}")
+    if choice.available_bytes is not None:
+        details.append(f"{choice.available_bytes / 1e9:.3g} GB free")
+    text = f"{choice.size} ({choice.how}{': ' + ', '.join(details) if details else ''})"
+    if choice.halvings:
+        text += f", halved {choice.halvings}× after running out of memory"
+    return text
 
 
 # --- writing ---------------------------------------------------------------------------------

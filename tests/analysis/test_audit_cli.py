@@ -12,6 +12,7 @@ import pytest
 
 from analysis.audit import main, select_samples, summary_lines
 from analysis.gate import baseline_from
+from attacks import ChunkedModel
 from checkpoints.train import ZOO_DIR
 from reports.document import AuditResult
 
@@ -129,12 +130,21 @@ def test_module_entry_point(tmp_path):
 
 
 @pytest.mark.parametrize(
-    ("file_option", "flag", "used"),
-    [(True, None, 64), (True, 32, 32), (False, None, 500), (False, 48, 48)],
+    ("file_option", "flag", "batch", "chunk", "how"),
+    [
+        (True, None, 64, 64, "limit"),
+        (True, 32, 64, 32, "fixed"),
+        (True, 100, 64, 64, "fixed"),
+        (False, None, 500, 500, "limit"),
+        (False, 48, 500, 48, "fixed"),
+    ],
 )
-def test_batch_size_is_the_flag_else_the_suite_files_else_the_default(
-    tmp_path, monkeypatch, file_option, flag, used
+def test_attack_batch_is_the_suite_files_and_the_flag_chunks_the_model(
+    tmp_path, monkeypatch, file_option, flag, batch, chunk, how
 ):
+    """The attacks work on the suite file's batch (else 500), which fixes their random draws;
+    --batch-size (auto: measured, which for this tiny MLP is everything) only sets how many
+    samples the model evaluates at once, capped at that batch, and is recorded."""
     import analysis.audit
 
     suite_file = tmp_path / "suite.toml"
@@ -142,11 +152,12 @@ def test_batch_size_is_the_flag_else_the_suite_files_else_the_default(
         'preset = "quick"\n[[attacks]]\nkind = "fgsm"\nlabel = "fgsm"\n'
         + ("[options]\nbatch_size = 64\n" if file_option else "")
     )
-    given: list[int | None] = []
+    given: list[tuple[int | None, int]] = []
     run_suite = analysis.audit.run_suite
 
     def recording(model, x, y, config, *args, **kwargs):
-        given.append(config.batch_size)
+        assert isinstance(model, ChunkedModel)
+        given.append((config.batch_size, model.chunk_size))
         return run_suite(model, x, y, config, *args, **kwargs)
 
     monkeypatch.setattr(analysis.audit, "run_suite", recording)
@@ -155,9 +166,14 @@ def test_batch_size_is_the_flag_else_the_suite_files_else_the_default(
     argv += [] if flag is None else ["--batch-size", str(flag)]
     assert main(argv) == 0
     document = json.loads((tmp_path / "out" / "digits-mlp-none" / "audit.json").read_text())
-    config = document["provenance"]["config"]
-    assert given == [used]
-    assert (config["batch_size"], config["suite"]["batch_size"]) == (used, used)
+    provenance = document["provenance"]
+    config = provenance["config"]
+    assert given == [(batch, chunk)]
+    assert (config["batch_size"], config["suite"]["batch_size"]) == (batch, batch)
+    sizes = provenance["batch_sizes"]
+    assert sizes["requested"] == flag  # None: auto
+    assert (sizes["attacks"]["size"], sizes["attacks"]["how"]) == (chunk, how)
+    assert sizes["attacks"]["halvings"] == 0
 
 
 def test_summary_lines_of_a_result(quick_document):

@@ -212,6 +212,7 @@ CASES = [
     Case("num-samples-negative", "audit", _audit("--num-samples", "-5"), "--num-samples"),
     Case("num-samples-text", "audit", _audit("--num-samples", "abc"), "--num-samples"),
     Case("batch-size-zero", "audit", _audit("--batch-size", "0"), "--batch-size"),
+    Case("batch-size-word", "audit", _audit("--batch-size", "big"), "auto or a positive"),
     Case("flatness-samples-zero", "audit", _audit("--flatness-samples", "0"), "--flatness-samples"),
     Case("seed-negative", "audit", _audit("--seed", "-1"), "--seed"),
     Case("seed-huge", "audit", _audit("--seed", str(2**70)), "--seed"),

@@ -166,3 +166,38 @@ def test_formats_are_parsed() -> None:
 )
 def test_number(value, shown: str) -> None:
     assert tables.number(value) == shown
+
+
+def test_provenance_shows_the_batch_sizes_and_how_they_were_chosen() -> None:
+    data = document("honest")
+    data["provenance"]["batch_sizes"] = {
+        "requested": None,
+        "attacks": {
+            "size": 300,
+            "how": "estimated",
+            "per_sample_bytes": 7.1e6,
+            "fixed_bytes": 1.3e7,
+            "available_bytes": 23_600_000_000,
+            "halvings": 0,
+        },
+        "flatness": {
+            "size": 55,
+            "how": "estimated",
+            "per_sample_bytes": 8.3e7,
+            "fixed_bytes": 0.0,
+            "available_bytes": 22_000_000_000,
+            "halvings": 1,
+        },
+    }
+    rows = tables.provenance_table(AuditResult.from_dict(data))["value"]
+    assert rows["batch size requested"] == "auto"
+    assert rows["batch size: attacks"] == (
+        "300 (estimated: 7.1 MB per sample + 13 MB, 23.6 GB free)"
+    )
+    assert rows["batch size: flatness"] == (
+        "55 (estimated: 83 MB per sample, 22 GB free), halved 1× after running out of memory"
+    )
+    data["provenance"]["batch_sizes"]["flatness"] = None
+    data["provenance"]["batch_sizes"]["requested"] = 64
+    rows = tables.provenance_table(AuditResult.from_dict(data))["value"]
+    assert rows["batch size requested"] == "64" and "batch size: flatness" not in rows
