@@ -548,7 +548,8 @@ def lanczos(
 
     The Lanczos basis is not kept: each new vector is orthogonalised against the two it is
     built from, twice (local reorthogonalisation, at no cost in memory), and nothing else.
-    Global orthogonality is then lost once Ritz values converge, which leaves the tridiagonal
+    Inner products and norms are accumulated in float64 (`exact_dot`). Global orthogonality
+    is then lost once Ritz values converge, which leaves the tridiagonal
     matrix a faithful Gauss quadrature of the spectral measure seen from ``start`` and its
     Ritz pairs' residual bounds valid (Paige 1980), but lets converged eigenvalues reappear
     as further Ritz values (see `distinct_top`).
@@ -567,22 +568,22 @@ def lanczos(
         whether ``converged`` stopped it or an invariant subspace was found.
     """
     steps = min(max_steps, operator.dim)
-    current = start.div_(start.norm())
+    current = start.div_(math.sqrt(exact_dot(start, start)))
     previous: Tensor | None = None
     alphas: list[float] = []
     betas: list[float] = []
     stop = False
     for j in range(steps):
         w = operator.matvec(current[None])[0]
-        alphas.append(torch.dot(w, current).item())
+        alphas.append(exact_dot(w, current))
         w.sub_(current, alpha=alphas[-1])
         if previous is not None:
             w.sub_(previous, alpha=betas[-1])
         # A second sweep removes what cancellation left of the two directions just used.
         for vector in (current, previous):
             if vector is not None:
-                w.sub_(vector, alpha=torch.dot(w, vector).item())
-        betas.append(w.norm().item())
+                w.sub_(vector, alpha=exact_dot(w, vector))
+        betas.append(math.sqrt(exact_dot(w, w)))
         invariant = betas[-1] <= 1e-10 * max(abs(a) for a in alphas)
         stop = invariant or (converged is not None and converged(*ritz_pairs(alphas, betas)))
         if stop or j + 1 == steps:
@@ -596,6 +597,22 @@ def lanczos(
             previous, current = current, previous
         del w
     return alphas, betas, stop
+
+
+_DOT_CHUNK = 2**20
+
+
+def exact_dot(a: Tensor, b: Tensor) -> float:
+    """``aᵀb`` of two vectors ``[d]``, accumulated in float64 a chunk of 2²⁰ entries at a
+    time (so the copies stay small). A float32 dot product over millions of entries errs by
+    about √d · eps of its terms: on a CIFAR-10 ResNet-18 (11 M parameters) that moved the top
+    Hessian eigenvalue by 1.3·10⁻³ of itself and let copies of it pass for further
+    eigenvalues."""
+    total = 0.0
+    for start in range(0, a.numel(), _DOT_CHUNK):
+        piece = slice(start, start + _DOT_CHUNK)
+        total += float(torch.dot(a[piece].double(), b[piece].double()))
+    return total
 
 
 def distinct_top(ritz: Tensor, residuals: Tensor, count: int, rel_tol: float, eps: float) -> Tensor:

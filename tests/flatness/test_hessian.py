@@ -19,6 +19,7 @@ from flatness.core import FunctionalModel, Mode, rademacher
 from flatness.hessian import (
     HessianOperator,
     distinct_top,
+    exact_dot,
     gauss_quadrature,
     lanczos,
     ritz_pairs,
@@ -319,6 +320,17 @@ def test_distinct_top_drops_only_converged_copies() -> None:
     # may be a genuine eigenvalue and is kept.
     top = distinct_top(ritz, residuals, 3, rel_tol=1e-6, eps=2.2e-16)
     assert top.tolist() == [1, 3, 2]
+
+
+def test_lanczos_inner_products_are_accumulated_in_float64() -> None:
+    # Three million float32 entries (several chunks): the float64 reference, to its own
+    # rounding, where a float32 accumulation errs by about sqrt(d) * eps of the terms.
+    generator_ = torch.Generator().manual_seed(0)
+    a = torch.rand(3_000_001, generator=generator_) + 1.0
+    b = torch.rand(3_000_001, generator=generator_)
+    reference = float(a.double() @ b.double())
+    assert exact_dot(a, b) == pytest.approx(reference, rel=1e-13)
+    assert exact_dot(a[:10], b[:10]) == pytest.approx(float(a[:10].double() @ b[:10].double()))
 
 
 def test_spectral_density_quadrature_matches_full_reorthogonalisation() -> None:
