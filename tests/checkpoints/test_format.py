@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 from torch import nn
+from vgg_reference import LAYOUTS, reference_vgg, write_vgg_checkpoint
 
 from checkpoints import (
     CheckpointError,
@@ -144,96 +145,16 @@ def test_wrapper_prefixes_are_stripped(tmp_path, prefix):
 # ----------------------------------------------------------- the NormOut code's VGG-16 layouts
 
 
-def _reference_vgg_layers(hidden: int, num_classes: int = 10) -> list[nn.Module]:
-    """The NormOut code's flat VGG-16-BN layer list, written out independently of our builder."""
-    layers: list[nn.Module] = []
-    channels = 3
-    for c in [
-        64,
-        64,
-        "M",
-        128,
-        128,
-        "M",
-        256,
-        256,
-        256,
-        "M",
-        512,
-        512,
-        512,
-        "M",
-        512,
-        512,
-        512,
-        "M",
-    ]:
-        if c == "M":
-            layers.append(nn.MaxPool2d(kernel_size=2))
-        else:
-            layers += [
-                nn.Conv2d(channels, c, kernel_size=3, padding=1),
-                nn.BatchNorm2d(c),
-                nn.ReLU(inplace=True),
-            ]
-            channels = c
-    layers += [nn.AdaptiveAvgPool2d(7), nn.Flatten()]
-    layers += [
-        nn.Linear(512 * 7 * 7, hidden),
-        nn.ReLU(True),
-        nn.Dropout(0.5),
-        nn.Linear(hidden, hidden),
-        nn.ReLU(True),
-        nn.Dropout(0.5),
-        nn.Linear(hidden, num_classes),
-    ]
-    return layers
-
-
-class _TorchvisionStyleVGG(nn.Module):
-    def __init__(self, layers: list[nn.Module]) -> None:
-        super().__init__()
-        self.features = nn.Sequential(*layers[:44])
-        self.avgpool = layers[44]
-        self.classifier = nn.Sequential(*layers[46:])
-
-    def forward(self, x):
-        return self.classifier(torch.flatten(self.avgpool(self.features(x)), 1))
-
-
-def _randomise_batch_norm(model: nn.Module) -> None:
-    generator = torch.Generator().manual_seed(0)
-    for module in model.modules():
-        if isinstance(module, nn.BatchNorm2d):
-            module.running_mean.copy_(torch.randn(module.num_features, generator=generator) * 0.1)
-            module.running_var.copy_(torch.rand(module.num_features, generator=generator) + 0.5)
-            module.weight.data.copy_(torch.rand(module.num_features, generator=generator) + 0.5)
-
-
-@pytest.mark.parametrize("layout", ["flat", "torchvision"])
+@pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("hidden", [256, pytest.param(4096, marks=pytest.mark.slow)])
 def test_normout_vgg16_bn_layouts(tmp_path, layout, hidden):
-    torch.manual_seed(0)
-    layers = _reference_vgg_layers(hidden)
-    reference = nn.Sequential(*layers) if layout == "flat" else _TorchvisionStyleVGG(layers)
-    _randomise_batch_norm(reference)
-    reference.eval()
+    reference, layers = reference_vgg(layout, hidden)
     assert (
         len(layers) == 53
         and isinstance(layers[48], nn.Dropout)
         and isinstance(layers[51], nn.Dropout)
     )
-    if layout == "flat":
-        # The Lightning module holds the Sequential as `model`.
-        state = {"state_dict": {f"model.{k}": v for k, v in reference.state_dict().items()}}
-    else:
-        state = reference.state_dict()
-    torch.save(state, tmp_path / "vgg.ckpt")
-    kwargs = {} if hidden == 4096 else {"hidden": hidden}
-    (tmp_path / "vgg.toml").write_text(
-        'arch = "vgg16_bn"\nlayers = "normout:spatiotemporal@48,51"\ndataset = "cifar10"\n'
-        + ("" if not kwargs else f"[arch_kwargs]\nhidden = {hidden}\n")
-    )
+    write_vgg_checkpoint(tmp_path / "vgg.ckpt", reference, layout, hidden)
     loaded = load_checkpoint(tmp_path / "vgg.ckpt")
     assert loaded.spec.mean == NORMOUT_CIFAR10_MEAN and loaded.spec.std == NORMOUT_CIFAR10_STD
     net = loaded.model.net
