@@ -371,7 +371,8 @@ def _run_audit(
                 model, x_flat, y_flat, active, config.seed, flatness_choice
             )
             flatness["active_layers"] = active_result.to_dict()
-    activations = activation_statistics(chunked, x, config.batch_size)
+    # Sums over the samples, so batched by the memory's chunk; named as in the model itself.
+    activations = activation_statistics(model, x, chunked.chunk_size)
     findings = run_checks(Evidence(suite, probes, suite_config.eot_samples))
     correct = int(suite.clean_correct.sum())
     norms = [

@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from attacks import ChunkedModel
 from torchutil import model_mode
 
 __all__ = ["FD_ROUNDING_ULPS", "ModelProbes", "probe_model"]
@@ -511,7 +512,9 @@ def probe_model(
             model, x, y, batch_size
         )
         all_samples = len(x)
-        train_modules = tuple(name or "<model>" for name, m in model.named_modules() if m.training)
+        # Named as in the model itself, not in the audit's chunking wrapper.
+        named = model.model if isinstance(model, ChunkedModel) else model
+        train_modules = tuple(name or "<model>" for name, m in named.named_modules() if m.training)
 
         # Repeats compare the whole first batch: the passes are needed for the batch probe
         # anyway, and a randomness that flips few decisions needs many samples to show.

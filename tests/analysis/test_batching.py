@@ -96,3 +96,36 @@ def test_choices_respect_the_flag_and_the_limits():
     for bad in ("0", "-3", "big", "1.5"):
         with pytest.raises(ValueError, match="auto or a positive integer"):
             parse_batch_size(bad)
+
+
+class _AlwaysTraining(torch.nn.Module):
+    """A module that stays in training mode whatever ``eval()`` asks."""
+
+    def train(self, mode: bool = True) -> _AlwaysTraining:
+        return super().train(True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+
+def test_probes_and_activations_name_layers_as_the_model_does():
+    """The audit evaluates the model through its chunking wrapper; what it names (modules left
+    in training mode, the dropout-family layers) is named as in the model itself."""
+    from analysis.activations import activation_statistics
+    from analysis.probes import probe_model
+    from attacks import ChunkedModel
+    from checkpoints.layers import NormOut
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(
+        torch.nn.Flatten(),
+        torch.nn.Linear(16, 8),
+        NormOut("spatial"),
+        _AlwaysTraining(),
+        torch.nn.Linear(8, 3),
+    )
+    x, y = torch.rand(12, 1, 4, 4), torch.randint(0, 3, (12,))
+    chunked = ChunkedModel(model, 5)
+    probes = probe_model(chunked, x, y, make_generator(0), bounds=(0.0, 1.0), batch_size=12)
+    assert probes.train_mode_modules == ("3",)
+    assert [a.name for a in activation_statistics(model, x, 5)] == ["2"]
