@@ -29,9 +29,8 @@ from pathlib import Path
 import torch
 
 from analysis.audit import evaluation_set
-from analysis.stats import mcnemar_exact, paired_drop_interval
 from attacks import Norm
-from benchmarks.bench_autoattack import ALPHA, run_autoattack
+from benchmarks.bench_autoattack import ALPHA, PairedOutcome, run_autoattack
 from checkpoints import load_checkpoint
 from checkpoints.cli import add_description_arguments, description_from_arguments
 from reports.document import read_result
@@ -96,30 +95,26 @@ def main(argv: list[str] | None = None) -> int:
         audit = torch.tensor(norm_result.robust[0])[chosen]
         start = time.perf_counter()
         run = run_autoattack(model, x, y, norm, epsilon, args.seed, args.batch_size)
-        theirs = run.robust.cpu()
-        only_audit = int((~audit & theirs).sum())  # the audit broke it, AutoAttack did not
-        only_autoattack = int((audit & ~theirs).sum())
-        p_value = mcnemar_exact(only_autoattack, only_audit)
-        low, high = paired_drop_interval(only_autoattack, only_audit, count)
-        significant = p_value < ALPHA
+        paired = PairedOutcome.of(audit, run.robust.cpu())
+        low, high = paired.interval
+        significant = paired.p_value < ALPHA
         excess |= significant
-        audit_accuracy = float(audit.double().mean())
-        autoattack_accuracy = float(theirs.double().mean())
+        flag = "  SIGNIFICANT EXCESS" if significant else ""
         print(
             f"{norm.value} eps {epsilon:.4g}, {count} samples: robust accuracy audit "
-            f"{audit_accuracy:.4f}, AutoAttack {autoattack_accuracy:.4f} "
-            f"({time.perf_counter() - start:.0f} s); only the audit broke {only_audit}, only "
-            f"AutoAttack broke {only_autoattack}; McNemar p (AutoAttack stronger) {p_value:.3g}; "
-            f"audit - AutoAttack 95 % paired interval [{100 * low:+.2f}, {100 * high:+.2f}] pp"
-            f"{'  SIGNIFICANT EXCESS' if significant else ''}"
+            f"{paired.audit_robust:.4f}, AutoAttack {paired.autoattack_robust:.4f} "
+            f"({time.perf_counter() - start:.0f} s); only the audit broke {paired.only_audit}, "
+            f"only AutoAttack broke {paired.only_autoattack}; McNemar p (AutoAttack stronger) "
+            f"{paired.p_value:.3g}; audit - AutoAttack 95 % paired interval "
+            f"[{100 * low:+.2f}, {100 * high:+.2f}] pp{flag}"
         )
         figures[norm.value] = {
             "epsilon": epsilon,
-            "audit_robust_accuracy": audit_accuracy,
-            "autoattack_robust_accuracy": autoattack_accuracy,
-            "only_audit": only_audit,
-            "only_autoattack": only_autoattack,
-            "p_value": p_value,
+            "audit_robust_accuracy": paired.audit_robust,
+            "autoattack_robust_accuracy": paired.autoattack_robust,
+            "only_audit": paired.only_audit,
+            "only_autoattack": paired.only_autoattack,
+            "p_value": paired.p_value,
             "interval": [low, high],
             "autoattack_robust_after": run.robust_after,
             "autoattack_wall_s": run.wall_time,

@@ -163,6 +163,39 @@ def audit_breakers(result: SuiteResult, norm: Norm) -> list[str]:
     return names
 
 
+@dataclass(frozen=True)
+class PairedOutcome:
+    """The audit's and AutoAttack's per-sample robustness on the same samples, compared.
+
+    Attributes:
+        audit_robust, autoattack_robust: each robust accuracy.
+        only_audit: samples only the audit broke; only_autoattack: only AutoAttack.
+        p_value: exact one-sided McNemar p-value that AutoAttack breaks more.
+        interval: 95 % paired interval of audit - AutoAttack in robust accuracy.
+    """
+
+    audit_robust: float
+    autoattack_robust: float
+    only_audit: int
+    only_autoattack: int
+    p_value: float
+    interval: tuple[float, float]
+
+    @classmethod
+    def of(cls, audit: Tensor, theirs: Tensor) -> PairedOutcome:
+        """From ``[N]`` bool robustness of each side."""
+        only_audit = int((~audit & theirs).sum())  # the audit broke it, AutoAttack did not
+        only_autoattack = int((audit & ~theirs).sum())
+        return cls(
+            audit_robust=float(audit.double().mean()),
+            autoattack_robust=float(theirs.double().mean()),
+            only_audit=only_audit,
+            only_autoattack=only_autoattack,
+            p_value=mcnemar_exact(only_autoattack, only_audit),
+            interval=paired_drop_interval(only_autoattack, only_audit, audit.numel()),
+        )
+
+
 @dataclass
 class Comparison:
     """Both sides at one norm, over the repeats."""
@@ -185,15 +218,13 @@ class Comparison:
         outcome = result.outcome(norm)
         audit = outcome.robust[0].cpu()
         theirs = run.robust.cpu()
-        total = audit.numel()
-        only_audit = int((~audit & theirs).sum())  # the audit broke it, AutoAttack did not
-        only_autoattack = int((audit & ~theirs).sum())
-        self.audit_robust.append(float(audit.double().mean()))
-        self.autoattack_robust.append(float(theirs.double().mean()))
-        self.only_audit.append(only_audit)
-        self.only_autoattack.append(only_autoattack)
-        self.p_value.append(mcnemar_exact(only_autoattack, only_audit))
-        self.interval.append(paired_drop_interval(only_autoattack, only_audit, total))
+        paired = PairedOutcome.of(audit, theirs)
+        self.audit_robust.append(paired.audit_robust)
+        self.autoattack_robust.append(paired.autoattack_robust)
+        self.only_audit.append(paired.only_audit)
+        self.only_autoattack.append(paired.only_autoattack)
+        self.p_value.append(paired.p_value)
+        self.interval.append(paired.interval)
         self.autoattack_wall.append(run.wall_time)
         self.audit_after.append(
             {record.label: record.robust_accuracy_after[0] for record in outcome.attacks}
@@ -201,10 +232,10 @@ class Comparison:
         self.autoattack_after.append(run.robust_after)
         breakers = audit_breakers(result, norm)
         self.missed_by_audit.append(
-            Counter(run.broken_by[i] for i in range(total) if audit[i] and not theirs[i])
+            Counter(run.broken_by[i] for i in range(audit.numel()) if audit[i] and not theirs[i])
         )
         self.missed_by_autoattack.append(
-            Counter(breakers[i] for i in range(total) if theirs[i] and not audit[i])
+            Counter(breakers[i] for i in range(audit.numel()) if theirs[i] and not audit[i])
         )
         self.max_distance_ratio.append(run.max_distance_ratio)
         self.outside_box.append(run.outside_box)
