@@ -38,6 +38,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from analysis.batching import FLATNESS_BATCH_LIMIT
 from attacks import (
     BACKENDS,
     AttackSpec,
@@ -432,7 +433,7 @@ def flatness_config(preset_name: str, batch_size: int) -> FlatnessConfig:
             "landscape_2d",
             "epsilon_sharpness",
         ),
-        batch_size=min(batch_size, 256),
+        batch_size=min(batch_size, FLATNESS_BATCH_LIMIT),
         options={
             "hessian_trace": {
                 "max_probes": 20 if quick else 100,
