@@ -16,15 +16,16 @@ traceback. No partial files: each document is written atomically once complete.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import math
 import platform
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 
@@ -59,6 +60,7 @@ from analysis.document import (
 )
 from analysis.probes import probe_model
 from analysis.redflags import Evidence, run_checks, verdict
+from analysis.resume import PARTIAL, UnitCache
 from attacks import Bounds, ChunkedModel, NormOutcome, SuiteResult, run_suite
 from attacks.losses import NO_PREDICTION, predict
 from attacks.result import plain
@@ -81,6 +83,8 @@ from reports.tables import parse_formats, write_tables
 from torchutil import BatchChoice, full_precision, make_generator
 
 __all__ = ["EvaluationSet", "evaluation_set", "main", "run_audit", "select_samples"]
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -294,9 +298,13 @@ def run_audit(
     device: torch.device,
     progress: bool = False,
     command_line: Sequence[str] = (),
+    cache: UnitCache | None = None,
 ) -> dict[str, Any]:
     """Run every stage of the audit and return the result document (a plain dict, with NaN
     and infinite numbers already encoded as ``analysis.document`` writes them).
+
+    With ``cache`` each finished unit of work is kept there and taken from there when it
+    already holds it (``analysis.resume``): an interrupted audit resumes.
 
     The audit runs in full float32 (no TF32, no autocast; `torchutil.full_precision`):
     reduced precision rounds small gradients away and would look like gradient masking.
@@ -309,6 +317,7 @@ def run_audit(
             device=device,
             progress=progress,
             command_line=command_line,
+            cache=cache,
         )
 
 
@@ -320,31 +329,50 @@ def _run_audit(
     device: torch.device,
     progress: bool,
     command_line: Sequence[str],
+    cache: UnitCache | None,
 ) -> dict[str, Any]:
     started = time.time()
     model = loaded.model
     x, y = evaluation.x.to(device), evaluation.y.to(device)
+
+    def unit(name: str, compute: Callable[[], T]) -> T:
+        if cache is None:
+            return compute()
+        value, loaded_unit = cache.unit(name, compute, device)
+        if loaded_unit and progress:
+            print(f"{name}: resumed", file=sys.stderr)
+        return value
+
+    memo = None if cache is None else cache.memo(device)
     # The model is evaluated in chunks that fit the memory; the stages keep their own batches
     # (and random draws), so the chunk size changes no result (see analysis.batching).
-    attack_choice = attack_batch(model, x, y, config.model_batch_size, config.batch_size)
+    attack_choice = unit(
+        "batch-attacks",
+        lambda: attack_batch(model, x, y, config.model_batch_size, config.batch_size),
+    )
     chunked = ChunkedModel(model, attack_choice.size)
     # Every random draw is made on the CPU and moved to the model's device, so the same seed
     # gives the same directions, starts and probes on a CPU and on a GPU (a CUDA generator
     # would draw another stream).
-    probes = probe_model(
-        chunked,
-        x,
-        y,
-        make_generator(config.seed),
-        bounds=loaded.spec.bounds,
-        batch_size=config.batch_size,
+    probes = unit(
+        "probes",
+        lambda: probe_model(
+            chunked,
+            x,
+            y,
+            make_generator(config.seed),
+            bounds=loaded.spec.bounds,
+            batch_size=config.batch_size,
+        ),
     )
     suite_config = config.suite.with_options(
         bounds=Bounds(*loaded.spec.bounds), batch_size=config.batch_size
     )
     if probes.stochastic and suite_config.eot_samples == 1:
         suite_config = suite_config.with_options(eot_samples=EOT_SAMPLES)
-    suite = run_suite(chunked, x, y, suite_config, make_generator(config.seed), progress=progress)
+    suite = run_suite(
+        chunked, x, y, suite_config, make_generator(config.seed), progress=progress, memo=memo
+    )
     flatness: dict[str, Any] | None = None
     flatness_note: str | None = None
     flatness_choice: BatchChoice | None = None
@@ -357,9 +385,12 @@ def _run_audit(
     elif config.flatness is not None:
         count = min(config.flatness_samples, len(y))
         x_flat, y_flat = x[:count], y[:count]
-        flatness_choice = flatness_batch(model, x_flat, y_flat, config.model_batch_size, count)
+        flatness_choice = unit(
+            "batch-flatness",
+            lambda: flatness_batch(model, x_flat, y_flat, config.model_batch_size, count),
+        )
         eval_result, flatness_choice = measure_fitting(
-            model, x_flat, y_flat, config.flatness, config.seed, flatness_choice
+            model, x_flat, y_flat, config.flatness, config.seed, flatness_choice, memo
         )
         flatness = eval_result.to_dict()
         # With the dropout-family layers active the loss surface is another one (for NormOut
@@ -368,7 +399,7 @@ def _run_audit(
         flatness["active_layers"] = None
         if dropout_family_layers(model) and active.measures:
             active_result, flatness_choice = measure_fitting(
-                model, x_flat, y_flat, active, config.seed, flatness_choice
+                model, x_flat, y_flat, active, config.seed, flatness_choice, memo
             )
             flatness["active_layers"] = active_result.to_dict()
     # Sums over the samples, so batched by the memory's chunk; named as in the model itself.
@@ -523,6 +554,12 @@ def _parser() -> argparse.ArgumentParser:
         "--flatness-samples", type=int, default=500, help="samples for flatness (default 500)"
     )
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--fresh",
+        action="store_true",
+        help="ignore the finished units an interrupted run kept in OUT/<name>/.partial/ and "
+        "start over (by default the same command resumes from them)",
+    )
     parser.add_argument(
         "--out", type=Path, default=Path("out"), help="output folder (default out/)"
     )
@@ -746,15 +783,30 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
         raise InputError(one_line(err)) from err
     status = EXIT_OK
     for plan in planned:
-        document = run_audit(
-            plan.loaded,
-            plan.evaluation,
-            plan.config,
-            device=device,
-            progress=not args.quiet,
-            command_line=["python", "-m", "analysis.audit", *argv],
+        report = None if not args.quiet else (lambda line: None)
+        cache = UnitCache(
+            plan.target.parent / PARTIAL, _identity(plan, device), fresh=args.fresh, report=report
         )
+        try:
+            document = run_audit(
+                plan.loaded,
+                plan.evaluation,
+                plan.config,
+                device=device,
+                progress=not args.quiet,
+                command_line=["python", "-m", "analysis.audit", *argv],
+                cache=cache,
+            )
+        except KeyboardInterrupt:
+            if cache.folder.exists():
+                print(
+                    f"finished units are kept in {cache.folder}: the same command resumes "
+                    "from them (--fresh starts over)",
+                    file=sys.stderr,
+                )
+            raise
         write_json(plan.target, document)
+        cache.remove()
         try:
             result = read_result(plan.target)
         except DocumentError as err:
@@ -787,6 +839,28 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
                 print(f"warning: comparison: {warning}", file=sys.stderr)
             print(f"comparison written to {comparison}")
     return status
+
+
+def _identity(plan: _Planned, device: torch.device) -> dict[str, Any]:
+    """What an audit's finished units were computed from (``analysis.resume``): a unit is
+    reused only when all of it is the same."""
+    evaluation = plan.evaluation
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "checkpoint_sha256": plan.loaded.sha256,
+        "weights_sha256": plan.loaded.weights_sha256,
+        "checkpoint": plan.loaded.spec.to_dict(),
+        "dataset": evaluation.dataset.name,
+        "source": evaluation.dataset.source,
+        "indices": evaluation.indices.tolist(),
+        "labels": evaluation.y.tolist(),
+        "data_sha256": hashlib.sha256(
+            evaluation.x.detach().cpu().contiguous().numpy().tobytes()
+        ).hexdigest(),
+        "config": plan.config.to_dict(),
+        "device": device.type,
+        "versions": _versions(),
+    }
 
 
 def _write_report(result: AuditResult, target: Path, args: argparse.Namespace) -> list[str]:

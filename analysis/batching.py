@@ -114,13 +114,24 @@ def measure_fitting(
     config: FlatnessConfig,
     seed: int,
     choice: BatchChoice,
+    memo: Callable[[str, Callable[[], Any]], tuple[Any, bool]] | None = None,
 ) -> tuple[FlatnessResult, BatchChoice]:
     """``flatness.measure`` at the batch size of ``choice``, halved and redone from the start
-    after an out-of-memory error; returns the result and the batch size it ran at."""
+    after an out-of-memory error; returns the result and the batch size it ran at. ``memo``
+    keeps each estimator's result under its name and batch size (see ``flatness.measure``)."""
     while True:
+        size = choice.size
+        keyed = None
+        if memo is not None:
+            keyed = functools.partial(_keyed, memo, f"batch={size}")
         try:
             result = measure(
-                model, x, y, replace(config, batch_size=choice.size), make_generator(seed)
+                model,
+                x,
+                y,
+                replace(config, batch_size=size),
+                make_generator(seed),
+                memo=keyed,
             )
             return result, choice
         except Exception as err:
@@ -128,6 +139,15 @@ def measure_fitting(
                 raise
             choice = choice.halved()
         empty_cache(x.device)
+
+
+def _keyed(
+    memo: Callable[[str, Callable[[], Any]], tuple[Any, bool]],
+    suffix: str,
+    name: str,
+    compute: Callable[[], Any],
+) -> tuple[Any, bool]:
+    return memo(f"flatness-{name}-{suffix}", compute)
 
 
 def _samples(x: Tensor, y: Tensor, n: int) -> tuple[Tensor, Tensor]:

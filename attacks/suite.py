@@ -51,6 +51,11 @@ Progress = Callable[[int, int, str], None]
 """``progress(done, total, label)``, called after each stage of a suite."""
 
 
+Memo = Callable[[str, Callable[[], Any]], tuple[Any, bool]]
+"""``memo(unit, compute) -> (value, loaded)``: a stored value of the unit, else ``compute()``
+(stored for a later run); see ``analysis.resume``."""
+
+
 OK = "ok"
 FAILED = "failed"
 NOT_APPLICABLE = "not-applicable"
@@ -443,21 +448,36 @@ class _Attempt:
     libraries), ``"failed"`` with the error's type and text for anything else.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, memo: Memo | None = None) -> None:
         self.last: tuple[str, str] = (OK, "")
+        self.resumed = False
+        self._memo = memo
 
-    def run(self, *args: Any, **kwargs: Any) -> AttackResult | None:
-        """``run_attack_spec(*args, **kwargs)``, or None when it raised."""
+    def run(self, unit: str, *args: Any, **kwargs: Any) -> AttackResult | None:
+        """``run_attack_spec(*args, **kwargs)``, or None when it raised; with a memo, the
+        stored outcome of ``unit`` when there is one (``resumed`` says so)."""
+        if self._memo is None:
+            self.resumed = False
+            result, self.last = self._run(*args, **kwargs)
+            return result
+
+        def compute() -> tuple[AttackResult | None, str, str]:
+            result, (status, message) = self._run(*args, **kwargs)
+            return result, status, message
+
+        (result, status, message), self.resumed = self._memo(unit, compute)
+        self.last = (status, message)
+        return result  # type: ignore[no-any-return]
+
+    @staticmethod
+    def _run(*args: Any, **kwargs: Any) -> tuple[AttackResult | None, tuple[str, str]]:
         try:
             result = run_attack_spec(*args, **kwargs)
         except NoInputGradient:
-            self.last = (NOT_APPLICABLE, NO_INPUT_GRADIENT)
-            return None
+            return None, (NOT_APPLICABLE, NO_INPUT_GRADIENT)
         except Exception as err:  # noqa: BLE001 - any failure of one attack is a finding
-            self.last = (FAILED, f"{type(err).__name__}: {err}".strip())
-            return None
-        self.last = (OK, "")
-        return result
+            return None, (FAILED, f"{type(err).__name__}: {err}".strip())
+        return result, (OK, "")
 
 
 @dataclass
@@ -489,6 +509,7 @@ def run_suite(
     generator: torch.Generator | int | None = None,
     *,
     progress: Progress | bool = False,
+    memo: Memo | None = None,
 ) -> SuiteResult:
     """Run every attack of ``config`` under each of its norms, AutoAttack style.
 
@@ -503,6 +524,10 @@ def run_suite(
         generator: a ``torch.Generator`` or an int seed (default 0); every stage draws its
             own seed from it, so equal seeds give equal results.
         progress: a callback ``(done, total, label)``, or True for a tqdm bar on stderr.
+        memo: keeps each finished stage (one attack at one norm and epsilon, a norm's sweep
+            and independent sweep) and returns it instead of running it again, so that an
+            interrupted suite resumes (``analysis.resume``). Each stage's generator is drawn
+            either way, so the result is that of an uninterrupted run.
 
     Returns:
         ``SuiteResult``; ``result.to_dict()`` is plain JSON-able data.
@@ -526,7 +551,7 @@ def run_suite(
     # printed on a line of its own, not after a half-drawn bar.
     try:
         totals = {"forward": 0, "backward": 0}
-        attempt = _Attempt()
+        attempt = _Attempt(memo)
 
         def count(result: AttackResult | None) -> AttackResult | None:
             if result is not None:
@@ -550,6 +575,7 @@ def run_suite(
                 sweep_epsilons = config.sweep.epsilons(epsilons[0], unbounded)
                 result = count(
                     attempt.run(
+                        f"{norm.value}-sweep-{sweep_spec.label}",
                         sweep_spec,
                         model,
                         x,
@@ -566,7 +592,7 @@ def run_suite(
                     sweep_record = _record(
                         sweep_spec, norm, result, everyone, x, result.robust_accuracy
                     )
-                report(f"{norm.value} sweep {sweep_spec.label}")
+                report(f"{norm.value} sweep {sweep_spec.label}", attempt.resumed)
             if clean_correct is None:
                 clean_correct, clean_nonfinite = _clean_correct(model, x, y, config, totals)
             robust = clean_correct.unsqueeze(0).repeat(len(epsilons), 1)
@@ -580,6 +606,7 @@ def run_suite(
                         and spec == config.sweep.attack
                         and eps in sweep_epsilons
                     )
+                    resumed = False
                     if shared and sweep_record is not None:
                         row = sweep_epsilons.index(eps)
                         pieces.append(_Piece(sweep_record.result, row, everyone, "sweep"))
@@ -593,6 +620,7 @@ def run_suite(
                         else:
                             result = count(
                                 attempt.run(
+                                    f"{norm.value}-{spec.label}-eps={eps!r}",
                                     spec,
                                     model,
                                     x[index],
@@ -603,6 +631,7 @@ def run_suite(
                                     generator=_child(gen),
                                 )
                             )
+                            resumed = attempt.resumed
                             if result is None:
                                 status, message = attempt.last
                                 failures.append(
@@ -611,7 +640,7 @@ def run_suite(
                                 pieces.append(_Piece(None, 0, index, "run", status, message))
                             else:
                                 pieces.append(_Piece(result, 0, index, "run"))
-                    report(f"{norm.value} eps={eps:.4g} {spec.label}")
+                    report(f"{norm.value} eps={eps:.4g} {spec.label}", resumed)
                 record, robust = _merge_per_epsilon(spec, norm, epsilons, pieces, x, robust)
                 records.append(record)
             if sweep_record is not None and config.sweep is not None:
@@ -623,6 +652,7 @@ def run_suite(
                     sweep_spec = config.sweep.attack
                     result = count(
                         attempt.run(
+                            f"{norm.value}-independent-sweep-{sweep_spec.label}",
                             sweep_spec,
                             model,
                             x[subset],
@@ -643,7 +673,7 @@ def run_suite(
                         independent = _record(
                             sweep_spec, norm, result, subset, x, result.robust_accuracy
                         )
-                report(f"{norm.value} independent sweep")
+                report(f"{norm.value} independent sweep", attempt.resumed)
             elif config.sweep is not None:
                 report(f"{norm.value} independent sweep (skipped: the sweep did not complete)")
             outcomes.append(
@@ -829,8 +859,10 @@ class _Reporter:
 
             self.bar = tqdm(total=total, file=sys.stderr, desc="attacks", leave=False)
 
-    def __call__(self, label: str) -> None:
+    def __call__(self, label: str, resumed: bool = False) -> None:
         self.done += 1
+        if resumed:
+            label = f"{label} (resumed)"
         if self.bar is not None:
             self.bar.set_postfix_str(label)
             self.bar.update(1)

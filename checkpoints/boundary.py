@@ -27,7 +27,7 @@ import traceback
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import FrameType
-from typing import NoReturn
+from typing import Any, NoReturn
 
 __all__ = [
     "EXIT_GATE_FAILED",
@@ -35,6 +35,8 @@ __all__ = [
     "EXIT_INTERNAL",
     "EXIT_INTERRUPTED",
     "EXIT_OK",
+    "EXIT_TERMINATED",
+    "Terminated",
     "EXIT_WOULD_NOT_LOAD",
     "InputError",
     "OneLineParser",
@@ -53,6 +55,12 @@ EXIT_INTERNAL = 3
 # checkpoints.inspect only: the file was described, but would not load as described.
 EXIT_WOULD_NOT_LOAD = 4
 EXIT_INTERRUPTED = 130
+EXIT_TERMINATED = 143  # 128 + SIGTERM, as a shell reports a process SIGTERM killed
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM arrived (a scheduler preempting the job, torchrun stopping its workers): the
+    command stops as after Ctrl-C, with status 143."""
 
 
 class InputError(ValueError):
@@ -132,9 +140,11 @@ def run_command(
             # swallowed; the signal still counts.
             check_interrupted()
             return status
-    except KeyboardInterrupt:
-        print("interrupted: stopped by the user; no partial result was written", file=sys.stderr)
-        return EXIT_INTERRUPTED
+    except KeyboardInterrupt as err:
+        terminated = isinstance(err, Terminated)
+        who = "by SIGTERM" if terminated else "by the user"
+        print(f"interrupted: stopped {who}; no partial result was written", file=sys.stderr)
+        return EXIT_TERMINATED if terminated else EXIT_INTERRUPTED
     except expected as err:
         if verbose:
             traceback.print_exc()
@@ -152,12 +162,15 @@ def run_command(
 
 
 _interrupted = threading.Event()
+_terminated = threading.Event()
 
 
 def check_interrupted() -> None:
     """Raise KeyboardInterrupt if SIGINT arrived during :func:`run_command`, even when the
     first KeyboardInterrupt was swallowed (Python only prints one raised in a finaliser, and
     some libraries catch it)."""
+    if _terminated.is_set():
+        raise Terminated
     if _interrupted.is_set():
         raise KeyboardInterrupt
 
@@ -165,12 +178,10 @@ def check_interrupted() -> None:
 @contextlib.contextmanager
 def _remember_interrupts() -> Iterator[None]:
     _interrupted.clear()
-    # Outside the main thread no handler can be installed; a process started with SIGINT
-    # ignored (a background job, nohup) keeps ignoring it, as Python itself does.
-    if (
-        threading.current_thread() is not threading.main_thread()
-        or signal.getsignal(signal.SIGINT) is signal.SIG_IGN
-    ):
+    _terminated.clear()
+    # Outside the main thread no handler can be installed; a process started with a signal
+    # ignored (SIGINT in a background job, nohup) keeps ignoring it, as Python itself does.
+    if threading.current_thread() is not threading.main_thread():
         yield
         return
 
@@ -178,12 +189,22 @@ def _remember_interrupts() -> Iterator[None]:
         _interrupted.set()
         raise KeyboardInterrupt
 
-    previous = signal.signal(signal.SIGINT, on_sigint)
+    def on_sigterm(signum: int, frame: FrameType | None) -> None:
+        _interrupted.set()
+        _terminated.set()
+        raise Terminated
+
+    previous: dict[signal.Signals, Any] = {}
+    for number, handler in ((signal.SIGINT, on_sigint), (signal.SIGTERM, on_sigterm)):
+        if signal.getsignal(number) is not signal.SIG_IGN:
+            previous[number] = signal.signal(number, handler)
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for number, handler in previous.items():
+            signal.signal(number, handler)
         _interrupted.clear()
+        _terminated.clear()
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:

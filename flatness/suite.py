@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -112,6 +113,8 @@ def measure(
     y: Tensor,
     config: FlatnessConfig,
     generator: torch.Generator,
+    *,
+    memo: Callable[[str, Callable[[], Any]], tuple[Any, bool]] | None = None,
 ) -> FlatnessResult:
     """Runs the configured flatness estimators on one model and data set.
 
@@ -124,6 +127,9 @@ def measure(
         y: Labels ``[N]``.
         config: Which estimators, mode and options.
         generator: Source of every random choice.
+        memo: ``memo(name, compute) -> (result, loaded)`` keeps each finished estimator
+            (named ``<mode>-<measure>``) and returns it instead of running it again, so that
+            an interrupted run resumes (``analysis.resume``); the seeds are drawn either way.
 
     Returns:
         One result per requested measure.
@@ -154,7 +160,8 @@ def measure(
     for name, seed in zip(measures, seeds, strict=True):
         estimator, pinned = _ESTIMATORS[name]
         options = {"batch_size": config.batch_size} | config.options.get(name.value, {})
-        results[name.value] = estimator(
+        compute = functools.partial(
+            estimator,
             model,
             x,
             y,
@@ -164,6 +171,10 @@ def measure(
             **pinned,
             **options,
         )
+        if memo is None:
+            results[name.value] = compute()
+        else:
+            results[name.value], _ = memo(f"{mode.value}-{name.value}", compute)
     plain_config = {
         "measures": [m.value for m in measures],
         "batch_size": config.batch_size,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import torch
@@ -34,3 +35,21 @@ def audit_document(name, config: AuditConfig, model=None) -> dict:
         loaded = replace(loaded, model=model(loaded.model).eval())
     evaluation = evaluation_set(loaded, None, config.num_samples, config.seed)
     return run_audit(loaded, evaluation, config, device=torch.device("cpu"))
+
+
+def without_timings(document: dict) -> dict:
+    """The document less what differs between two runs of one command: clock times and the
+    memory measurements behind the batch sizes."""
+    document = copy.deepcopy(document)
+    for key in ("started", "finished"):
+        document["provenance"].pop(key)
+    # What memory the machine had and one step took, like the times, varies between runs.
+    for choice in document["provenance"]["batch_sizes"].values():
+        if isinstance(choice, dict):
+            for key in ("per_sample_bytes", "fixed_bytes", "available_bytes"):
+                choice.pop(key)
+    document["robustness"].pop("wall_time")
+    for norm in document["robustness"]["norms"]:
+        for attack in norm["attacks"]:
+            attack.pop("wall_time")
+    return document

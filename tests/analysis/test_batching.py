@@ -66,7 +66,7 @@ def test_flatness_out_of_memory_halves_and_starts_again(monkeypatch):
     x, y = torch.randn(40, 4), torch.randint(0, 3, (40,))
     config = FlatnessConfig(measures=("fisher_rao_model", "hessian_trace"), batch_size=24)
 
-    def small_memory(model, x, y, config, generator):
+    def small_memory(model, x, y, config, generator, memo=None):
         if config.batch_size > 6:
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 1.00 GiB")
         return measure(model, x, y, config, generator)

@@ -7,7 +7,7 @@ import json
 
 import jsonschema
 import pytest
-from audit_helpers import audit_document, quick_config
+from audit_helpers import audit_document, quick_config, without_timings
 
 from analysis.document import (
     SCHEMA_PATH,
@@ -75,27 +75,11 @@ def test_robust_accuracy_is_worst_case_of_attacks(quick_document):
             assert low <= norm["reliable_robust_accuracy"][k]["value"] <= high
 
 
-def _without_timings(document: dict) -> dict:
-    document = copy.deepcopy(document)
-    for key in ("started", "finished"):
-        document["provenance"].pop(key)
-    # What memory the machine had and one step took, like the times, varies between runs.
-    for choice in document["provenance"]["batch_sizes"].values():
-        if isinstance(choice, dict):
-            for key in ("per_sample_bytes", "fixed_bytes", "available_bytes"):
-                choice.pop(key)
-    document["robustness"].pop("wall_time")
-    for norm in document["robustness"]["norms"]:
-        for attack in norm["attacks"]:
-            attack.pop("wall_time")
-    return document
-
-
 def test_same_seed_same_document():
     config = quick_config(num_samples=60)
     first = audit_document("digits-mlp-qsd", config)
     second = audit_document("digits-mlp-qsd", config)
-    assert _without_timings(first) == _without_timings(second)
+    assert without_timings(first) == without_timings(second)
     other = audit_document("digits-mlp-qsd", quick_config(num_samples=60, seed=1))
     assert other["evaluation"]["indices"] != first["evaluation"]["indices"]
 

@@ -1,0 +1,227 @@
+"""Finished units of an audit kept on disk, so that an interrupted audit resumes.
+
+Each unit (the probes, the batch-size choices, one attack at one norm and epsilon, a norm's
+sweep and independent sweep, one flatness estimator in one mode) is written, once finished,
+to ``OUT/<name>/.partial/<unit>.pt`` through a temporary file and a rename. The same command
+run again loads the finished units instead of computing them; every random draw is still
+made in the same order (a unit's generator is drawn from its parent whether the unit is
+computed or loaded), so the document equals that of an uninterrupted run apart from timings.
+
+The folder is keyed: ``key.json`` holds a SHA-256 over the checkpoint's hash, the evaluation
+set (dataset, source, indices, labels), the whole configuration, the device type and the
+versions of the project and torch. A run whose key differs discards the folder and starts
+afresh, so changed inputs never mix with old results; ``--fresh`` discards it in any case.
+The folder is removed once the document is written.
+
+Loading runs no code from the file: units are read with ``torch.load(weights_only=True)``,
+which rebuilds only tensors, plain containers and the result types listed in ``SAFE_TYPES``
+(dataclasses and enums of the project, constructed without calling any of their methods).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import hashlib
+import io
+import json
+import re
+import shutil
+import sys
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from types import ModuleType
+from typing import Any, TypeVar
+
+import torch
+
+from checkpoints.boundary import atomic_write_bytes
+
+__all__ = ["PARTIAL", "SAFE_TYPES", "UnitCache", "cache_key"]
+
+PARTIAL = ".partial"
+"""The folder beside ``audit.json`` that holds the finished units."""
+
+T = TypeVar("T")
+
+
+def _types(modules: Iterable[ModuleType]) -> list[type]:
+    """The dataclasses and enums defined in ``modules``."""
+    out = []
+    for module in modules:
+        for value in vars(module).values():
+            if (
+                isinstance(value, type)
+                and value.__module__ == module.__name__
+                and (dataclasses.is_dataclass(value) or issubclass(value, enum.Enum))
+            ):
+                out.append(value)
+    return out
+
+
+def _safe_types() -> list[type]:
+    from analysis import probes
+    from attacks import result, threat
+    from flatness import core, fisher_rao, hessian, landscape, sharpness
+    from torchutil import memory
+
+    modules = (result, threat, probes, core, fisher_rao, hessian, landscape, sharpness, memory)
+    return _types(modules)
+
+
+SAFE_TYPES: tuple[type, ...] = tuple(_safe_types())
+"""The types a unit file may hold besides tensors and plain containers."""
+
+
+def cache_key(identity: dict[str, Any]) -> str:
+    """SHA-256 (hex) of ``identity`` as canonical JSON."""
+    text = json.dumps(identity, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+class UnitCache:
+    """The finished units of one audit, under ``folder``.
+
+    Args:
+        folder: ``OUT/<name>/.partial``.
+        identity: what the units were computed from (see the module's docstring); hashed
+            into the key.
+        fresh: discard whatever the folder holds.
+        writer: this process writes unit files (under torch.distributed only rank 0 does;
+            the others compute the same values and read nothing).
+        report: called with one line for the user (to stderr by default).
+
+    Attributes:
+        resumed: the units loaded instead of computed, in order.
+    """
+
+    def __init__(
+        self,
+        folder: Path,
+        identity: dict[str, Any],
+        *,
+        fresh: bool = False,
+        writer: bool = True,
+        report: Callable[[str], None] | None = None,
+    ) -> None:
+        self.folder = folder
+        self.key = cache_key(identity)
+        self.writer = writer
+        self.resumed: list[str] = []
+        self._report = report or (lambda line: print(line, file=sys.stderr))
+        self._ready = False
+        self._valid = False
+        if not folder.exists():
+            return
+        if fresh:
+            self._discard("--fresh: discarding the finished units")
+            return
+        stored = self._stored_key()
+        if stored == self.key:
+            self._valid = True
+            units = sorted(p.stem for p in folder.glob("*.pt"))
+            if units:
+                self._report(f"resuming: {len(units)} finished units in {folder}")
+        else:
+            self._discard(
+                "the checkpoint, evaluation set or configuration changed since the "
+                "interrupted run: discarding its finished units"
+            )
+
+    def _stored_key(self) -> str | None:
+        try:
+            data = json.loads((self.folder / "key.json").read_text())
+        except (OSError, ValueError):
+            return None
+        key = data.get("key") if isinstance(data, dict) else None
+        return key if isinstance(key, str) else None
+
+    def _discard(self, why: str) -> None:
+        self._report(f"{why} ({self.folder})")
+        if self.writer:
+            shutil.rmtree(self.folder, ignore_errors=True)
+
+    def _path(self, unit: str) -> Path:
+        return self.folder / (re.sub(r"[^A-Za-z0-9_.=+-]", "_", unit) + ".pt")
+
+    def load(self, unit: str) -> Any:
+        """The stored value of ``unit``, or None when it is not there (or unreadable)."""
+        if not self._valid:
+            return None
+        path = self._path(unit)
+        if not path.exists():
+            return None
+        try:
+            with torch.serialization.safe_globals(list(SAFE_TYPES)):
+                stored = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as err:  # noqa: BLE001 - a damaged unit is recomputed, never trusted
+            self._report(f"recomputing {unit}: its stored copy does not load ({err})")
+            return None
+        if not isinstance(stored, dict) or stored.get("unit") != unit:
+            return None
+        self.resumed.append(unit)
+        return stored["value"]
+
+    def store(self, unit: str, value: Any) -> None:
+        """Write ``value`` as ``unit``, atomically (nothing unless this process writes)."""
+        if not self.writer:
+            return
+        if not self._ready:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            atomic_write_bytes(
+                self.folder / "key.json", json.dumps({"key": self.key}).encode() + b"\n"
+            )
+            self._ready = self._valid = True
+        buffer = io.BytesIO()
+        torch.save({"unit": unit, "value": _to_cpu(value)}, buffer)
+        atomic_write_bytes(self._path(unit), buffer.getvalue())
+
+    def unit(
+        self, name: str, compute: Callable[[], T], device: torch.device | None = None
+    ) -> tuple[T, bool]:
+        """The stored value of ``name`` (tensors on ``device``, default the CPU), else
+        ``compute()``, stored; and whether it was loaded."""
+        stored = self.load(name)
+        if stored is not None:
+            return (stored if device is None else _to_device(stored, device)), True
+        value = compute()
+        self.store(name, value)
+        return value, False
+
+    def memo(
+        self, device: torch.device | None = None
+    ) -> Callable[[str, Callable[[], T]], tuple[T, bool]]:
+        """``unit`` with ``device`` bound, the form ``attacks.run_suite`` takes."""
+        return lambda name, compute: self.unit(name, compute, device)
+
+    def remove(self) -> None:
+        """Delete the folder: the document it served is complete."""
+        if self.writer:
+            shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def _map(value: Any, tensor: Callable[[torch.Tensor], torch.Tensor]) -> Any:
+    if isinstance(value, torch.Tensor):
+        return tensor(value)
+    if isinstance(value, dict):
+        return {k: _map(v, tensor) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_map(v, tensor) for v in value]
+    if isinstance(value, tuple) and not hasattr(value, "_fields"):
+        return tuple(_map(v, tensor) for v in value)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        changes = {
+            f.name: _map(getattr(value, f.name), tensor)
+            for f in dataclasses.fields(value)
+            if f.init
+        }
+        return dataclasses.replace(value, **changes)
+    return value
+
+
+def _to_cpu(value: Any) -> Any:
+    return _map(value, lambda t: t.detach().cpu())
+
+
+def _to_device(value: Any, device: torch.device) -> Any:
+    return _map(value, lambda t: t.to(device))
