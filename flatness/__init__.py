@@ -5,7 +5,9 @@ A model is any ``nn.Module`` mapping inputs to logits. Every estimator sweeps a 
 set in batches, runs in eval mode by default (or in train mode with dropout-family layers
 active and batch norm frozen, Monte-Carlo averaged), draws randomness only from the
 ``torch.Generator`` it is given, and leaves the model's parameters, buffers and mode as it
-found them.
+found them. Under torch.distributed (``torchrun``, every rank holding the whole data set)
+the batches of each pass are split between the ranks, and every rank returns exactly the
+result of a single process.
 """
 
 from flatness.core import Mode, Provenance

@@ -23,6 +23,7 @@ from flatness.core import (
     FunctionalModel,
     Mode,
     Provenance,
+    TermLayout,
     batches,
     check_data,
     check_mc_samples,
@@ -32,6 +33,7 @@ from flatness.core import (
     model_mode,
     parse_mode,
     seeded_global_rng,
+    sharded_sweep,
 )
 from flatness.stats import MeanAccumulator
 
@@ -158,14 +160,28 @@ def fisher_rao_norm(
     check_mc_samples(mode, num_mc_samples)
     fmodel = FunctionalModel(model)
     accumulator = MeanAccumulator()
+    data = list(batches(x, y, batch_size, fmodel))
+    seeds = [dropout_seeds(generator, mode, num_mc_samples) for _ in data]
+    per_sample = [
+        torch.zeros(x_b.shape[0], dtype=fmodel.dtype, device=fmodel.device) for x_b, *_ in data
+    ]
+
+    def term(index: int, draw: int) -> list[Tensor]:
+        x_b, y_b, _ = data[index]
+        with seeded_global_rng(seeds[index][draw], fmodel.device):
+            logits, u = parameter_directional_derivative(fmodel, x_b)
+        return [fisher_rao_per_sample(logits, u, y_b, fisher)]
+
+    def fold(index: int, draw: int, parts: list[Tensor]) -> None:
+        per_sample[index] += parts[0] / num_mc_samples
+        if draw + 1 == len(seeds[index]):
+            accumulator.update(per_sample[index])
+
+    def layout(index: int) -> TermLayout:
+        return [((data[index][0].shape[0],), fmodel.dtype)]
+
     with model_mode(model, mode), torch.no_grad():
-        for x_b, y_b, _ in batches(x, y, batch_size, fmodel):
-            per_sample = torch.zeros(x_b.shape[0], dtype=fmodel.dtype, device=fmodel.device)
-            for seed in dropout_seeds(generator, mode, num_mc_samples):
-                with seeded_global_rng(seed, fmodel.device):
-                    logits, u = parameter_directional_derivative(fmodel, x_b)
-                per_sample += fisher_rao_per_sample(logits, u, y_b, fisher) / num_mc_samples
-            accumulator.update(per_sample)
+        sharded_sweep([len(s) for s in seeds], term, fold, layout, fmodel.device)
     ci_low, ci_high = accumulator.interval(confidence)
     return FisherRaoResult(
         value=accumulator.mean,

@@ -13,6 +13,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -35,6 +36,7 @@ from flatness.core import (
     parse_mode,
     rademacher,
     seeded_global_rng,
+    sharded_sweep,
 )
 from flatness.stats import MeanAccumulator
 from torchutil import make_generator
@@ -70,6 +72,9 @@ class HessianOperator:
         fixed_draws: Reuse the same draws for every product, so that the operator is one fixed
             symmetric matrix (needed by Lanczos); otherwise every product draws afresh, which
             keeps Hutchinson's probes independent.
+        sharded: Under torch.distributed, split the batches of every product between the
+            ranks, each of which gets the whole product (`flatness.core.sharded_sweep`);
+            otherwise every rank computes its products alone.
 
     Attributes:
         dim: Number of parameters d.
@@ -88,8 +93,10 @@ class HessianOperator:
         num_mc_samples: int,
         generator: torch.Generator,
         fixed_draws: bool,
+        sharded: bool = True,
     ) -> None:
         self.fmodel = fmodel
+        self._sharded = sharded
         self.dim = fmodel.dim
         self.num_matvecs = 0
         self._data = list(batches(x, y, batch_size, fmodel))
@@ -124,20 +131,31 @@ class HessianOperator:
     def _pass(self, vectors: Tensor, quadratic: bool) -> Tensor:
         tangents = self.fmodel.unflatten(vectors)
         total = vectors.new_zeros(vectors.shape[0]) if quadratic else torch.zeros_like(vectors)
-        for index, (x_b, y_b, weight) in enumerate(self._data):
-            seeds = (
-                self._fixed_seeds[index]
-                if self._fixed_seeds is not None
-                else dropout_seeds(self._generator, self._mode, self._num_mc_samples)
-            )
-            for seed in seeds:
-                with seeded_global_rng(seed, self.fmodel.device):
-                    products = self._batch_hvp(x_b, y_b, tangents)
-                if quadratic:
-                    product = sum(_rowwise_dot(products[n], tangents[n]) for n in products)
-                else:
-                    product = self.fmodel.flatten(products, batch_dims=1)
-                total.add_(product, alpha=weight / len(seeds))
+        # Drawn for every batch on every rank, so that the generator stays in step.
+        seeds = [
+            self._fixed_seeds[index]
+            if self._fixed_seeds is not None
+            else dropout_seeds(self._generator, self._mode, self._num_mc_samples)
+            for index in range(len(self._data))
+        ]
+
+        def term(index: int, draw: int) -> list[Tensor]:
+            x_b, y_b, _ = self._data[index]
+            with seeded_global_rng(seeds[index][draw], self.fmodel.device):
+                products = self._batch_hvp(x_b, y_b, tangents)
+            if quadratic:
+                forms = sum(_rowwise_dot(products[n], tangents[n]) for n in products)
+                return [cast(Tensor, forms)]
+            return [self.fmodel.flatten(products, batch_dims=1)]
+
+        def fold(index: int, draw: int, parts: list[Tensor]) -> None:
+            total.add_(parts[0], alpha=self._data[index][2] / len(seeds[index]))
+
+        draws = [len(batch_seeds) for batch_seeds in seeds]
+        layout = [(tuple(total.shape), total.dtype)]
+        sharded_sweep(
+            draws, term, fold, lambda _: layout, self.fmodel.device, sharded=self._sharded
+        )
         return total
 
     def _batch_hvp(self, x: Tensor, y: Tensor, tangents: dict[str, Tensor]) -> dict[str, Tensor]:
@@ -739,7 +757,8 @@ def hessian_pass(model: nn.Module, x: Tensor, y: Tensor) -> None:
     """One eval-mode pass of Hessian-vector products over ``(x, y)`` as a single batch, with
     as many probes as Hutchinson's trace pushes through one pass: the largest step any
     estimator here takes, whose peak memory sets the batch size that fits (see
-    ``torchutil.choose_batch_size``)."""
+    ``torchutil.choose_batch_size``). Under torch.distributed every rank runs the pass
+    itself: it measures the rank's own memory."""
     fmodel = FunctionalModel(model)
     with model_mode(model, Mode.EVAL):
         probes = _check_probes_per_pass(None, Mode.EVAL, fmodel.dim)
@@ -754,6 +773,7 @@ def hessian_pass(model: nn.Module, x: Tensor, y: Tensor) -> None:
             num_mc_samples=1,
             generator=generator,
             fixed_draws=False,
+            sharded=False,
         )
         operator.quadratic_forms(rademacher((probes, fmodel.dim), generator, vectors_like(fmodel)))
 

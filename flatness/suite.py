@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import functools
+import hashlib
 import inspect
+import itertools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -12,7 +14,16 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from flatness.core import Mode, check_mc_samples, check_positive, draw_seeds, jsonable, parse_mode
+import torchutil
+from flatness.core import (
+    Mode,
+    check_mc_samples,
+    check_positive,
+    draw_seeds,
+    fingerprint,
+    jsonable,
+    parse_mode,
+)
 from flatness.fisher_rao import Fisher, FisherRaoResult, fisher_rao_norm
 from flatness.hessian import (
     DensityResult,
@@ -121,6 +132,11 @@ def measure(
     Every estimator gets its own generator, seeded from ``generator`` in the order of
     ``config.measures``, so adding a measure at the end leaves the others' results unchanged.
 
+    Under torch.distributed every rank calls it with the same model, data, configuration and
+    generator state (checked first: a difference is a ValueError on every rank). The batches
+    of each pass over the data are split between the ranks and every rank returns exactly the
+    result of one process (`flatness.core.sharded_sweep`).
+
     Args:
         model: Maps inputs ``[B, ...]`` to logits ``[B, K]``; left in its mode, unchanged.
         x: Inputs ``[N, ...]`` (for images, pixels in [0, 1]).
@@ -155,6 +171,14 @@ def measure(
         )
     for name in measures:
         _check_options(name, config.options.get(name.value, {}))
+    plain_config = {
+        "measures": [m.value for m in measures],
+        "batch_size": config.batch_size,
+        "mode": mode.value,
+        "num_mc_samples": config.num_mc_samples,
+        "options": jsonable(config.options),
+    }
+    _check_same_on_every_rank(model, x, y, plain_config, generator)
     seeds = draw_seeds(generator, len(measures))
     results = {}
     for name, seed in zip(measures, seeds, strict=True):
@@ -175,14 +199,35 @@ def measure(
             results[name.value] = compute()
         else:
             results[name.value], _ = memo(f"{mode.value}-{name.value}", compute)
-    plain_config = {
-        "measures": [m.value for m in measures],
-        "batch_size": config.batch_size,
-        "mode": mode.value,
-        "num_mc_samples": config.num_mc_samples,
-        "options": jsonable(config.options),
-    }
     return FlatnessResult(seed=generator.initial_seed(), config=plain_config, **results)
+
+
+def _check_same_on_every_rank(
+    model: nn.Module, x: Tensor, y: Tensor, config: dict[str, Any], generator: torch.Generator
+) -> None:
+    """Refuses, on every rank at once, ranks given different work: each would wait forever
+    for terms the others never send, or return another result."""
+    if not torchutil.is_distributed():
+        return
+    state = hashlib.sha256()
+    for tensor in itertools.chain(model.parameters(), model.buffers()):
+        state.update(tensor.detach().cpu().reshape(-1).view(torch.uint8).numpy().tobytes())
+    mine = {
+        "model": state.hexdigest()[:16],
+        "data": fingerprint(x, y),
+        "config": config,
+        "generator state": hashlib.sha256(generator.get_state().numpy().tobytes()).hexdigest(),
+    }
+    everyone = torchutil.all_gather_objects(mine)
+    for other_rank, other in enumerate(everyone):
+        differing = [key for key in mine if other[key] != everyone[0][key]]
+        if differing:
+            raise ValueError(
+                f"measure under torch.distributed needs the same model, data, config and "
+                f"generator state on every rank, got a different {', '.join(differing)} on "
+                f"rank {other_rank} than on rank 0; fix: load the same checkpoint and data and "
+                "seed the generator alike on every rank"
+            )
 
 
 def _parse_measure(name: Measure | str) -> Measure:

@@ -1,11 +1,21 @@
 """Torch-only plumbing that attacks and flatness share: model modes, seeds and generators on a
-device, torch's default device around library calls, full float32 precision, and batch sizes
-that fit the machine's memory.
+device, torch's default device around library calls, full float32 precision, batch sizes
+that fit the machine's memory, and the torch.distributed calls of a run over several ranks.
 
 It imports nothing but torch, so both packages may use it without importing each other.
 """
 
 from torchutil.devices import torch_default_device
+from torchutil.distributed import (
+    all_gather_objects,
+    all_reduce_sum,
+    barrier,
+    broadcast_object,
+    broadcast_tensor,
+    is_distributed,
+    rank,
+    world_size,
+)
 from torchutil.memory import (
     PROBE_SIZES,
     BatchChoice,
@@ -33,9 +43,15 @@ __all__ = [
     "SEED_BOUND",
     "BatchChoice",
     "RngState",
+    "all_gather_objects",
+    "all_reduce_sum",
     "available_memory",
+    "barrier",
+    "broadcast_object",
+    "broadcast_tensor",
     "choose_batch_size",
     "empty_cache",
+    "is_distributed",
     "is_out_of_memory",
     "measure_peak",
     "apply_mode",
@@ -46,6 +62,8 @@ __all__ = [
     "full_precision",
     "make_generator",
     "model_mode",
+    "rank",
     "seeded_global_rng",
     "torch_default_device",
+    "world_size",
 ]
