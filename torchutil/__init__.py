@@ -24,8 +24,11 @@ from torchutil.seeds import (
     draw_seed,
     draw_seeds,
     forked_global_rng,
+    keyed_generators,
     make_generator,
+    mix_seeds,
     seeded_global_rng,
+    splitmix64,
 )
 
 __all__ = [
@@ -44,8 +47,11 @@ __all__ = [
     "draw_seeds",
     "forked_global_rng",
     "full_precision",
+    "keyed_generators",
     "make_generator",
+    "mix_seeds",
     "model_mode",
     "seeded_global_rng",
+    "splitmix64",
     "torch_default_device",
 ]
