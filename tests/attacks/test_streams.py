@@ -12,9 +12,10 @@ import pytest
 import torch
 from attack_fixtures import tiny_data, tiny_model
 
-from attacks import registry
+from attacks import AttackSpec, Norm, SuiteConfig, registry
 from attacks._engine import setup
 from attacks.result import AttackResult
+from attacks.suite import run_attack_spec
 from attacks.threat import geometry
 from torchutil import draw_seed, make_generator
 
@@ -176,3 +177,24 @@ def test_batch_independence_is_declared_for_every_kind() -> None:
         registry.batch_independent("pgd", {"steps": 3})
     with pytest.raises(ValueError, match="is not a parameter of an attack; it is set by the audit"):
         registry.get("pgd").check({"sample_ids": None})
+
+
+def test_the_suite_passes_sample_ids_through_to_the_attack(problem) -> None:
+    model, x, y = problem
+    spec = AttackSpec("noise", "noise", {"num_draws": 25})
+    config = SuiteConfig("ids", {Norm.LINF: (0.06,)}, (spec,), batch_size=5)
+    whole = _attack("noise", {"num_draws": 25}, model, x, y, "linf", batch_size=5)
+    subset = torch.tensor([9, 2, 7, 4])
+    part = run_attack_spec(
+        spec,
+        model,
+        x[subset],
+        y[subset],
+        EPSILONS["linf"],
+        norm=Norm.LINF,
+        config=config,
+        generator=make_generator(7),
+        sample_ids=subset,
+    )
+    assert torch.equal(part.success, whole.success[:, subset])
+    torch.testing.assert_close(part.adversarial, whole.adversarial[:, subset])
