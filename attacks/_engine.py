@@ -21,6 +21,25 @@ like a clean misclassification, it counts as not robust at every epsilon and is 
 a success, however its argmax falls (it stays robust unless an attack breaks it with finite
 logits). Both are marked in ``nonfinite``, and every sample evaluation with non-finite logits
 is counted in ``nonfinite_evaluations``.
+
+Randomness. ``setup`` draws one stage seed from the call's generator (one draw whatever the
+number of samples). Each sample has an identity, ``sample_ids[i]`` (default its position
+``i``), and the native attacks draw everything random for a sample from its own CPU
+generators, seeded with ``torchutil.mix_seeds(stage seed, sample id, stream)``: stream
+``TARGET_STREAM`` for a random target (the same at every epsilon) and stream
+``epsilon_stream(k)`` for the draws at the ``k``-th epsilon (random starts, noise). Within a
+stream the draws come in a fixed order, described by each attack. A sample's draws therefore do
+not depend on the batch it falls in, its position there, the batch size or the other samples
+of the call, so an evaluation set split across calls (or processes) with the samples' ids gives
+each sample what one call over the whole set gives it. ``Setup.streams`` creates a batch's
+generators afresh from their seeds, so a batch redone after an out-of-memory error draws the
+same again.
+
+What draws from torch's global RNG (stochastic layers of a model in train mode or under EOT,
+and pyautoattack, torchattacks and cleverhans) draws per batch: ``run_attack`` seeds that RNG
+once per call from the call's generator, so such draws are reproducible for the same call but
+depend on the batches, and results split across calls agree with one call only in
+distribution.
 """
 
 from __future__ import annotations
@@ -43,6 +62,7 @@ from torchutil import (
     draw_seed,
     empty_cache,
     is_out_of_memory,
+    keyed_generators,
     make_generator,
     model_mode,
     seeded_global_rng,
@@ -50,6 +70,55 @@ from torchutil import (
 
 VANISHING_THRESHOLD = 1e-10
 """A first input gradient with an L2 norm below this counts as vanishing."""
+
+
+TARGET_STREAM = 0
+"""The stream of a sample's random target, drawn once and the same at every epsilon."""
+
+
+def epsilon_stream(k: int) -> int:
+    """The stream of a sample's draws at the ``k``-th epsilon of a call (``k + 1``)."""
+    return k + 1
+
+
+def check_sample_ids(sample_ids: Tensor | None, num_samples: int) -> Tensor:
+    """The samples' identities: ``sample_ids`` checked, or ``arange(num_samples)`` for None.
+
+    Args:
+        sample_ids: int64 ``[N]``, distinct, on any device; the samples' identities within the
+            whole evaluation set (e.g. their positions in it), or None.
+        num_samples: ``N``, the number of inputs.
+
+    Returns:
+        int64 ``[N]`` on the CPU.
+
+    Raises:
+        ValueError: for anything but a distinct int64 tensor of shape ``[N]``.
+    """
+    if sample_ids is None:
+        return torch.arange(num_samples, device="cpu")
+    fix = "pass each sample's position in the evaluation set, e.g. torch.arange(N)"
+    if not isinstance(sample_ids, Tensor):
+        raise ValueError(
+            f"sample_ids must be an int64 tensor of shape [{num_samples}], got "
+            f"{type(sample_ids).__name__}; {fix}"
+        )
+    if sample_ids.dtype != torch.int64:
+        raise ValueError(f"sample_ids must have dtype torch.int64, got {sample_ids.dtype}; {fix}")
+    if sample_ids.dim() != 1 or sample_ids.shape[0] != num_samples:
+        raise ValueError(
+            f"sample_ids must have shape [N] = [{num_samples}], one per input, got "
+            f"{tuple(sample_ids.shape)}; {fix}"
+        )
+    ids = sample_ids.detach().cpu()
+    values, counts = torch.unique(ids, return_counts=True)
+    if values.numel() != num_samples:
+        repeated = values[counts > 1]
+        raise ValueError(
+            f"sample_ids must be distinct, got {repeated.numel()} repeated "
+            f"(e.g. {int(repeated[0])}); {fix}"
+        )
+    return ids
 
 
 def as_generator(generator: torch.Generator | int | None) -> torch.Generator:
@@ -118,13 +187,30 @@ T = TypeVar("T")
 
 @dataclass(frozen=True)
 class Setup:
-    """Validated common arguments of an attack call."""
+    """Validated common arguments of an attack call.
+
+    Attributes:
+        norm, epsilons, bounds: the threat model.
+        generator: the call's generator.
+        evaluator: counts and judges the model's evaluations.
+        sample_ids: int64 ``[N]`` on the CPU, the samples' identities.
+        stage_seed: the one seed drawn from ``generator`` at setup; with a sample's id it
+            seeds that sample's streams.
+    """
 
     norm: Norm
     epsilons: tuple[float, ...]
     bounds: Bounds
     generator: torch.Generator
     evaluator: Evaluator
+    sample_ids: Tensor
+    stage_seed: int
+
+    def streams(self, index: Tensor, stream: int) -> list[torch.Generator]:
+        """Fresh CPU generators of the samples at positions ``index`` ``[n]`` of the inputs,
+        for ``stream`` (``TARGET_STREAM`` or ``epsilon_stream(k)``), one per sample in order."""
+        keys = self.sample_ids[index.cpu()].tolist()
+        return keyed_generators(self.stage_seed, keys, stream)
 
 
 def setup(
@@ -137,15 +223,21 @@ def setup(
     bounds: Bounds | Sequence[float],
     generator: torch.Generator | int | None,
     eot_samples: int,
+    sample_ids: Tensor | None = None,
 ) -> Setup:
     parsed_bounds = Bounds.parse(bounds)
     check_inputs(x, y, parsed_bounds)
+    ids = check_sample_ids(sample_ids, x.shape[0])
+    parsed_norm, parsed_epsilons = Norm.parse(norm), check_epsilons(epsilons)
+    explicit = as_generator(generator)
     return Setup(
-        norm=Norm.parse(norm),
-        epsilons=check_epsilons(epsilons),
+        norm=parsed_norm,
+        epsilons=parsed_epsilons,
         bounds=parsed_bounds,
-        generator=as_generator(generator),
+        generator=explicit,
         evaluator=Evaluator(model, eot_samples=eot_samples),
+        sample_ids=ids,
+        stage_seed=draw_seed(explicit),
     )
 
 

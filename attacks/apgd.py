@@ -56,6 +56,7 @@ def apgd(
     batch_size: int | None = None,
     stochastic: bool = False,
     generator: torch.Generator | int | None = None,
+    sample_ids: Tensor | None = None,
 ) -> AttackResult:
     """APGD (Croce and Hein, 2020): untargeted on CE or DLR, or targeted on DLR (APGD-T).
 
@@ -75,6 +76,9 @@ def apgd(
         batch_size: samples per batch; None for all at once.
         stochastic: evaluate the model in train mode (batch norm excepted).
         generator: a ``torch.Generator`` or an int seed (default 0).
+        sample_ids: int64 ``[N]``, distinct: the samples' identities (default ``arange(N)``);
+            checked, but pyautoattack draws per batch from torch's global RNG, so a sample's
+            result depends on its batch (``registry.batch_independent`` is False).
 
     Returns:
         ``AttackResult`` with ``T = 0`` (the final margin loss only); ``success_step`` is
@@ -86,7 +90,15 @@ def apgd(
     if loss not in APGD_LOSSES:
         raise ValueError(f"APGD loss must be one of {', '.join(APGD_LOSSES)}, got {loss!r}")
     config = setup(
-        model, x, y, epsilons, norm=norm, bounds=bounds, generator=generator, eot_samples=1
+        model,
+        x,
+        y,
+        epsilons,
+        norm=norm,
+        bounds=bounds,
+        generator=generator,
+        eot_samples=1,
+        sample_ids=sample_ids,
     )
     check_unit_box("APGD", config.bounds)
 
@@ -155,6 +167,7 @@ def autoattack(
     batch_size: int | None = None,
     stochastic: bool = False,
     generator: torch.Generator | int | None = None,
+    sample_ids: Tensor | None = None,
 ) -> AttackResult:
     """Standard AutoAttack (APGD-CE, APGD-T, FAB-T, Square) at each epsilon.
 
@@ -168,7 +181,15 @@ def autoattack(
     from pyautoattack import AutoAttack
 
     config = setup(
-        model, x, y, epsilons, norm=norm, bounds=bounds, generator=generator, eot_samples=1
+        model,
+        x,
+        y,
+        epsilons,
+        norm=norm,
+        bounds=bounds,
+        generator=generator,
+        eot_samples=1,
+        sample_ids=sample_ids,
     )
     check_unit_box("AutoAttack", config.bounds)
 

@@ -34,6 +34,7 @@ def fgsm(
     eot_samples: int = 1,
     backend: str = "native",
     generator: torch.Generator | int | None = None,
+    sample_ids: Tensor | None = None,
 ) -> AttackResult:
     """FGSM (``norm="linf"``) or FGM (``norm="l2"``) for many epsilons in one call.
 
@@ -55,6 +56,8 @@ def fgsm(
         backend: ``"native"``, ``"cleverhans"`` or ``"torchattacks"``.
         generator: a ``torch.Generator`` or an int seed (default 0); FGSM itself draws
             nothing, but a stochastic model's layers do.
+        sample_ids: int64 ``[N]``, distinct: the samples' identities in the whole evaluation
+            set (default ``arange(N)``); checked, and unused, as FGSM draws nothing.
 
     Returns:
         ``AttackResult`` with ``T = 1``: the trace holds the objective at the clean input and
@@ -70,6 +73,7 @@ def fgsm(
         bounds=bounds,
         generator=generator,
         eot_samples=eot_samples,
+        sample_ids=sample_ids,
     )
     geom = geometry(config.norm)
     # The gradient is shared by every epsilon: cache each sample's unit step and clean loss.

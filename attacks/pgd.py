@@ -4,6 +4,12 @@ The loop is written once; the norm enters only through its ``Geometry``. Each it
 one forward and one backward pass on the samples still being attacked, and the forward pass
 also judges the current iterate (which is already projected and clipped), so keeping the best
 iterate needs no extra pass; only the final iterate needs one forward pass of its own.
+
+The native loop draws per sample (see ``attacks._engine``): a random target from the sample's
+``TARGET_STREAM`` (one uniform), and at the ``k``-th epsilon, from its ``epsilon_stream(k)``,
+one random start per run it takes part in, in the order of the runs (targets in turn, each
+with its restarts in turn). Which runs a sample takes part in depends on its own outcomes
+only, so its draws, and its result, do not depend on the batch.
 """
 
 from __future__ import annotations
@@ -16,7 +22,14 @@ import torch
 from torch import Tensor, nn
 
 from attacks import backends
-from attacks._engine import Batch, BatchOutcome, run_attack, setup
+from attacks._engine import (
+    TARGET_STREAM,
+    Batch,
+    BatchOutcome,
+    epsilon_stream,
+    run_attack,
+    setup,
+)
 from attacks._model import Evaluator
 from attacks.losses import NO_PREDICTION, Objective, describe, objective, predict, zero_nonfinite_
 from attacks.result import AttackResult
@@ -81,7 +94,6 @@ class _Descent:
     keep: Keep
     early_stop: bool
     stop_rank: int
-    generator: torch.Generator
 
 
 @dataclass
@@ -167,6 +179,7 @@ def _descend(
     step: Tensor,
     targets: Tensor | None,
     first_run: bool,
+    streams: Sequence[torch.Generator],
 ) -> None:
     """One PGD run on the samples ``idx`` of the batch, folded into ``state``.
 
@@ -177,10 +190,13 @@ def _descend(
         x0, y, eps, step, targets: ``[m, ...]`` / ``[m]`` values of those samples.
         first_run: the batch's first run (on every sample): record the objective in
             ``state.trace`` and the first gradient's norm.
+        streams: the generators of the batch's samples, one per position in the batch; the
+            random start of the sample at ``idx[j]`` comes from ``streams[idx[j]]``.
     """
     geom, evaluator = run.geometry, run.evaluator
     if run.random_start:
-        x = geom.random_start(x0, eps, run.generator).clamp_(run.bounds.lower, run.bounds.upper)
+        sources = [streams[i] for i in idx.tolist()]
+        x = geom.random_start(x0, eps, sources).clamp_(run.bounds.lower, run.bounds.upper)
     else:
         x = x0.clone()
     active = idx
@@ -252,7 +268,7 @@ def _descend(
 
 
 def _targets_for(
-    mode: str, offset: int | None, y: Tensor, clean_logits: Tensor, draws: Tensor
+    mode: str, offset: int | None, y: Tensor, clean_logits: Tensor, draws: Tensor | None
 ) -> Tensor:
     """Target classes ``[n]``, never the true class.
 
@@ -279,6 +295,8 @@ def _targets_for(
             raise ValueError("target mode 'all' needs an offset")
         return (y + offset) % num_classes
     if mode == "random":
+        if draws is None:
+            raise ValueError("target mode 'random' needs draws")
         shift = 1 + (draws * (num_classes - 1)).long().clamp_(max=num_classes - 2)
         return (y + shift) % num_classes
     masked = clean_logits.scatter(1, y[:, None], float("inf"))
@@ -359,6 +377,7 @@ def _pgd(
     generator: torch.Generator | int | None,
     target_mode: str | None,
     num_target_classes: int | None = None,
+    sample_ids: Tensor | None = None,
 ) -> AttackResult:
     _check_settings(num_steps, rel_step_size, abs_step_size, num_restarts, keep)
     targeted = target_mode is not None
@@ -389,6 +408,7 @@ def _pgd(
         bounds=bounds,
         generator=generator,
         eot_samples=eot_samples,
+        sample_ids=sample_ids,
     )
     backends.check_settings(
         backend,
@@ -397,8 +417,6 @@ def _pgd(
         target_mode=target_mode,
         step_fraction=step_fraction(num_steps, rel_step_size, abs_step_size, config.epsilons),
     )
-    # Random targets are drawn once per sample, so a sample keeps its target at every epsilon.
-    draws = uniform((x.shape[0],), x, config.generator)
     params = {
         "num_steps": num_steps,
         "rel_step_size": rel_step_size,
@@ -419,7 +437,12 @@ def _pgd(
     def targets_for(batch: Batch, offset: int | None) -> Tensor | None:
         if target_mode is None:
             return None
-        return _targets_for(target_mode, offset, batch.y, batch.clean_logits, draws[batch.index])
+        draws = None
+        if target_mode == "random":
+            # From the sample's own target stream: the same target at every epsilon.
+            sources = config.streams(batch.index, TARGET_STREAM)
+            draws = uniform((batch.index.numel(),), batch.x0, sources)
+        return _targets_for(target_mode, offset, batch.y, batch.clean_logits, draws)
 
     def attack(batch: Batch) -> BatchOutcome:
         step = _step_sizes(batch.eps, num_steps, rel_step_size, abs_step_size)
@@ -452,8 +475,8 @@ def _pgd(
             # Mode "top" counts a misclassification as done (AutoAttack's APGD-T plan): what
             # robust accuracy counts, and the next target runs only where all earlier failed.
             stop_rank=_TARGETED_STOP if targeted and target_mode != "top" else _UNTARGETED_STOP,
-            generator=config.generator,
         )
+        streams = config.streams(batch.index, epsilon_stream(batch.k)) if random_start else []
         state = _State.empty(batch.x0, num_classes, num_steps)
         everyone = torch.arange(batch.x0.shape[0], device=batch.x0.device)
         first = True
@@ -473,6 +496,7 @@ def _pgd(
                     step[todo],
                     None if targets is None else targets[todo],
                     first_run=first,
+                    streams=streams,
                 )
                 first = False
         return BatchOutcome(
@@ -527,6 +551,7 @@ def pgd(
     eot_samples: int = 1,
     backend: str = "native",
     generator: torch.Generator | int | None = None,
+    sample_ids: Tensor | None = None,
 ) -> AttackResult:
     """Untargeted PGD against the true labels (Madry et al.), one call for many epsilons.
 
@@ -552,7 +577,13 @@ def pgd(
         stochastic: evaluate the model in train mode (batch norm excepted).
         eot_samples: forward passes averaged per gradient (EOT) for stochastic models.
         backend: ``"native"``, ``"cleverhans"`` or ``"torchattacks"``.
-        generator: a ``torch.Generator`` or an int seed (default seed 0).
+        generator: a ``torch.Generator`` or an int seed (default seed 0); the native backend
+            draws one seed from it and each sample's random starts from that sample's own
+            stream, the libraries draw per batch from torch's global RNG seeded from it.
+        sample_ids: int64 ``[N]``, distinct: the samples' identities in the whole evaluation
+            set (default ``arange(N)``). With the native backend a sample's random draws
+            depend on its id and the generator only, so its result does not depend on the
+            batch, the batch size or the other samples (for a deterministic model).
 
     Returns:
         ``AttackResult`` with ``K = len(epsilons)`` and ``T = num_steps``.
@@ -584,6 +615,7 @@ def pgd(
         backend=backend,
         generator=generator,
         target_mode=None,
+        sample_ids=sample_ids,
     )
 
 
@@ -611,6 +643,7 @@ def pgd_targeted(
     eot_samples: int = 1,
     backend: str = "native",
     generator: torch.Generator | int | None = None,
+    sample_ids: Tensor | None = None,
 ) -> AttackResult:
     """Targeted PGD (PGD-T): minimise the loss of a target class, never the true one.
 
@@ -619,13 +652,14 @@ def pgd_targeted(
     An iterate that reaches its target beats one that is only misclassified.
 
     Args:
-        target_mode: ``"random"`` (a seeded uniform wrong class per sample, the same at every
-            epsilon), ``"next"`` (``(y + 1) mod C``), ``"least-likely"`` (lowest clean logit
-            among the wrong classes), ``"all"`` (every wrong class in turn, each on the
-            samples no earlier target reached) or ``"top"`` (the ``num_target_classes`` most
-            likely wrong classes by clean logit, most likely first, each on the samples that
-            no earlier target misclassified: AutoAttack's APGD-T plan; a sample stops as soon
-            as it is misclassified). A reference backend runs only the first target.
+        target_mode: ``"random"`` (a uniform wrong class per sample, drawn from its own
+            stream, the same at every epsilon), ``"next"`` (``(y + 1) mod C``),
+            ``"least-likely"`` (lowest clean logit among the wrong classes), ``"all"`` (every
+            wrong class in turn, each on the samples no earlier target reached) or ``"top"``
+            (the ``num_target_classes`` most likely wrong classes by clean logit, most likely
+            first, each on the samples that no earlier target misclassified: AutoAttack's
+            APGD-T plan; a sample stops as soon as it is misclassified). A reference backend
+            runs only the first target.
         num_target_classes: for ``"top"``, how many targets (default all ``C - 1``; fewer
             when the model has fewer wrong classes).
         Other arguments: as for ``pgd``; ``early_stop`` stops a sample once it reaches its
@@ -658,4 +692,5 @@ def pgd_targeted(
         generator=generator,
         target_mode=target_mode,
         num_target_classes=num_target_classes,
+        sample_ids=sample_ids,
     )

@@ -5,7 +5,11 @@ backends that can compute it, and a declared type and range for each of its para
 parameter names and defaults are read from the function's signature, so they cannot drift
 from it: registering a kind whose declarations and signature disagree raises. Settings that a
 suite passes to every attack (``norm``, ``bounds``, ``batch_size``, ``stochastic``,
-``generator``) are not parameters of a kind.
+``generator``, ``sample_ids``) are not parameters of a kind.
+
+Each kind also declares whether its per-sample results are independent of the batch
+(``batch_independent``): what a process attacking a shard of the evaluation set needs to give
+each sample the result that one process over the whole set gives it.
 
 Everything that needs to know about kinds reads this registry: the suite calls ``get(kind)``,
 suite files and command-line flags are checked with ``Attack.check`` when the configuration is
@@ -49,6 +53,7 @@ __all__ = [
     "Family",
     "Param",
     "ParameterTypeError",
+    "batch_independent",
     "check_keys",
     "get",
     "list_attacks",
@@ -62,6 +67,7 @@ SUITE_ARGUMENTS: Mapping[str, str] = MappingProxyType(
         "batch_size": "the suite's [options] (batch_size)",
         "stochastic": "the suite's [options] (stochastic)",
         "generator": "the audit's --seed",
+        "sample_ids": "the audit (each sample's position in the evaluation set)",
     }
 )
 """Arguments the suite passes to every attack, and where each is set instead."""
@@ -187,6 +193,19 @@ class Param:
 Rule = Callable[[Mapping[str, Any]], str | None]
 """A cross-parameter rule: the full parameters (defaults filled in) to an error, or None."""
 
+Independence = Callable[[Mapping[str, Any]], bool]
+"""The full parameters (defaults filled in) to whether per-sample results are independent of
+the batch (see ``batch_independent``)."""
+
+
+def _never(params: Mapping[str, Any]) -> bool:
+    return False
+
+
+def _native(params: Mapping[str, Any]) -> bool:
+    """The native loop draws per sample; the libraries per batch (see ``batch_independent``)."""
+    return bool(params["backend"] == "native")
+
 
 @dataclass(frozen=True)
 class Attack:
@@ -201,6 +220,8 @@ class Attack:
         params: per parameter name, its declared type and range, in signature order.
         defaults: per parameter name, the function's default.
         rules: cross-parameter rules, each returning an error message or None.
+        independence: whether given parameters make per-sample results independent of the
+            batch (``batch_independent``).
     """
 
     kind: str
@@ -210,6 +231,7 @@ class Attack:
     params: Mapping[str, Param]
     defaults: Mapping[str, Any]
     rules: tuple[Rule, ...] = field(default=())
+    independence: Independence = _never
 
     @property
     def eot(self) -> bool:
@@ -284,6 +306,7 @@ def register(
     params: Mapping[str, Param],
     backends: Iterable[str] = ("native",),
     rules: Iterable[Rule] = (),
+    independence: Independence = _never,
 ) -> Attack:
     """Register ``function`` as the attack ``kind``.
 
@@ -296,6 +319,8 @@ def register(
         backends: the backends that can compute it (the first is the default); more than one
             needs a ``backend`` parameter, whose choices are then these backends.
         rules: cross-parameter rules.
+        independence: the full parameters to whether the kind's per-sample results are
+            independent of the batch (default: never).
 
     Returns:
         the registered ``Attack``.
@@ -343,6 +368,7 @@ def register(
         params=MappingProxyType(ordered),
         defaults=MappingProxyType(defaults),
         rules=tuple(rules),
+        independence=independence,
     )
     _REGISTRY[kind] = attack
     return attack
@@ -359,6 +385,50 @@ def get(kind: str) -> Attack:
     close = difflib.get_close_matches(str(kind), list(_REGISTRY), n=1, cutoff=0.6)
     hint = f" (did you mean {close[0]!r}?)" if close else ""
     raise ValueError(f"unknown attack kind {kind!r}{hint}; known kinds: {', '.join(_REGISTRY)}")
+
+
+def batch_independent(kind: str, params: Mapping[str, Any]) -> bool:
+    """Whether ``kind`` with ``params`` gives each sample a result independent of the batch.
+
+    True means: a sample's result does not depend on the batch it falls in, its position there,
+    the batch size or the other samples of the call, given its id (``sample_ids``) and the
+    call's generator. So an evaluation set split across calls or processes, each passing its
+    samples' ids, gives every sample what one call over the whole set gives it, up to float
+    rounding of the model's outputs (a model's float result can change with batch
+    composition). It holds for a deterministic model; a stochastic one (dropout active,
+    ``stochastic=True``, EOT) draws from torch's global RNG per batch, and its results agree
+    with one call only in distribution, whatever this says.
+
+    Per kind:
+
+    - ``fgsm``, native: True (nothing random; each sample's own gradient). Through
+      torchattacks or cleverhans: False; both differentiate the batch's mean loss, and their
+      L2 step divides the gradient (``1/n`` of the sample's) by its norm plus ``1e-10``
+      (torchattacks) or by at least ``1e-6`` (cleverhans), so the step depends on the batch
+      size wherever the gradient is small.
+    - ``pgd`` and ``pgd-t``, native: True (random starts and random targets from each
+      sample's own stream). Through a library: False (random starts drawn per batch from
+      the global RNG, and the L2 step as for FGSM); a random target is still the sample's own.
+    - ``noise``: True (each sample's draws from its own stream).
+    - ``square``, ``apgd``, ``autoattack``: False (pyautoattack draws per batch from the
+      global RNG).
+
+    Args:
+        kind: a registered kind.
+        params: its parameters, as in ``AttackSpec.params`` (defaults fill the rest).
+
+    Raises:
+        ValueError: for an unknown kind or invalid parameters (as ``Attack.check``).
+
+    Example:
+        >>> batch_independent("pgd", {"num_restarts": 3})
+        True
+        >>> batch_independent("pgd", {"backend": "torchattacks"})
+        False
+    """
+    attack = get(kind)
+    attack.check(params)
+    return attack.independence({**attack.defaults, **params})
 
 
 def list_attacks(
@@ -468,6 +538,7 @@ register(
         "backend": _BACKEND,
     },
     rules=(_library_settings,),
+    independence=_native,
 )
 register(
     "pgd",
@@ -476,6 +547,7 @@ register(
     backends=BACKENDS,
     params=_PGD_PARAMS,
     rules=(_one_step_size, _library_settings),
+    independence=_native,
 )
 register(
     "pgd-t",
@@ -488,6 +560,7 @@ register(
         **_PGD_PARAMS,
     },
     rules=(_one_step_size, _library_settings),
+    independence=_native,
 )
 register(
     "square",
@@ -507,6 +580,7 @@ register(
     random_noise,
     family=Family.RANDOM,
     params={"num_draws": _POSITIVE_INT, "nested": _BOOL},
+    independence=lambda params: True,
 )
 register(
     "apgd",

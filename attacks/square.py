@@ -82,6 +82,7 @@ def square(
     batch_size: int | None = None,
     stochastic: bool = False,
     generator: torch.Generator | int | None = None,
+    sample_ids: Tensor | None = None,
 ) -> AttackResult:
     """Square attack under L∞ or L2 for many epsilons in one call.
 
@@ -101,6 +102,9 @@ def square(
         batch_size: samples per batch; None for all at once.
         stochastic: evaluate the model in train mode (batch norm excepted).
         generator: a ``torch.Generator`` or an int seed (default 0).
+        sample_ids: int64 ``[N]``, distinct: the samples' identities (default ``arange(N)``);
+            checked, but pyautoattack draws per batch from torch's global RNG, so a sample's
+            result depends on its batch (``registry.batch_independent`` is False).
 
     Returns:
         ``AttackResult`` with ``T = 1`` (the margin loss at the clean input and at the
@@ -116,7 +120,15 @@ def square(
             f"{num_queries}, {num_restarts}, {p_init}"
         )
     config = setup(
-        model, x, y, epsilons, norm=norm, bounds=bounds, generator=generator, eot_samples=1
+        model,
+        x,
+        y,
+        epsilons,
+        norm=norm,
+        bounds=bounds,
+        generator=generator,
+        eot_samples=1,
+        sample_ids=sample_ids,
     )
     check_unit_box("Square", config.bounds)
     evaluator = config.evaluator

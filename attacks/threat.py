@@ -4,6 +4,11 @@ The geometry of a norm is written once here and shared by every attack: a random
 the ball, the normalisation of a gradient into a unit step, and the projection of a point onto
 the epsilon ball intersected with the input box. Epsilons are per sample (a tensor of shape
 ``[N]``) so that one batch can mix epsilons, restarts and targets.
+
+Random draws come from a ``RandomSource``: one ``torch.Generator`` that draws the whole batch
+at once, or a sequence of CPU generators, one per sample (row), each drawing that sample's
+values alone. With one generator per sample, a sample's draws do not depend on the batch it
+falls in, its position there or the other samples: the native attacks draw this way.
 """
 
 from __future__ import annotations
@@ -126,15 +131,51 @@ def _flat_norm(x: Tensor) -> Tensor:
     return x.flatten(1).norm(p=2, dim=1)
 
 
-def uniform(shape: Sequence[int], like: Tensor, generator: torch.Generator) -> Tensor:
-    """Uniform draws in ``[0, 1)`` from ``generator``, with ``like``'s dtype and device."""
-    out = torch.rand(tuple(shape), generator=generator, dtype=like.dtype, device=generator.device)
+RandomSource = torch.Generator | Sequence[torch.Generator]
+"""One generator for a whole batch, or one CPU generator per row (sample) of the draws."""
+
+
+def _per_row(
+    shape: Sequence[int], like: Tensor, generators: Sequence[torch.Generator], normal: bool
+) -> Tensor:
+    """Row ``i`` of the draws from ``generators[i]`` alone, drawn on the CPU, then moved."""
+    shape = tuple(shape)
+    if not shape or shape[0] != len(generators):
+        raise ValueError(
+            f"per-sample draws need one generator per row: {len(generators)} generators for "
+            f"draws of shape {shape}"
+        )
+    out = torch.empty(shape, dtype=like.dtype, device="cpu")
+    for row, generator in zip(out, generators, strict=True):
+        if generator.device.type != "cpu":
+            raise ValueError(
+                f"per-sample generators draw on the CPU, got one on {generator.device}; "
+                "seed them with torchutil.keyed_generators"
+            )
+        if normal:
+            row.normal_(generator=generator)
+        else:
+            row.uniform_(generator=generator)
     return out.to(like.device)
 
 
-def normal(shape: Sequence[int], like: Tensor, generator: torch.Generator) -> Tensor:
-    """Standard normal draws from ``generator``, with ``like``'s dtype and device."""
-    out = torch.randn(tuple(shape), generator=generator, dtype=like.dtype, device=generator.device)
+def uniform(shape: Sequence[int], like: Tensor, source: RandomSource) -> Tensor:
+    """Uniform draws in ``[0, 1)`` from ``source``, with ``like``'s dtype and device.
+
+    A single generator draws on its own device; a sequence of generators draws row ``i``
+    (``shape[0]`` rows) from its ``i``-th, on the CPU.
+    """
+    if not isinstance(source, torch.Generator):
+        return _per_row(shape, like, source, normal=False)
+    out = torch.rand(tuple(shape), generator=source, dtype=like.dtype, device=source.device)
+    return out.to(like.device)
+
+
+def normal(shape: Sequence[int], like: Tensor, source: RandomSource) -> Tensor:
+    """Standard normal draws from ``source`` (as for ``uniform``), ``like``'s dtype and device."""
+    if not isinstance(source, torch.Generator):
+        return _per_row(shape, like, source, normal=True)
+    out = torch.randn(tuple(shape), generator=source, dtype=like.dtype, device=source.device)
     return out.to(like.device)
 
 
@@ -143,13 +184,15 @@ class Geometry:
 
     norm: Norm
 
-    def random_start(self, x0: Tensor, eps: Tensor, generator: torch.Generator) -> Tensor:
+    def random_start(self, x0: Tensor, eps: Tensor, source: RandomSource) -> Tensor:
         """A point drawn uniformly from the ball around ``x0`` (not yet clipped to the box).
 
         Args:
             x0: centres ``[N, ...]``.
             eps: radii ``[N]``.
-            generator: the source of randomness.
+            source: a generator, or one CPU generator per sample. Per sample, L∞ draws
+                ``x0[0].numel()`` uniforms; L2 that many normals (the direction) and then one
+                uniform (the radius).
         """
         raise NotImplementedError
 
@@ -161,15 +204,31 @@ class Geometry:
         """Project ``x`` onto the ball of radius ``eps`` ``[N]`` around ``x0``."""
         raise NotImplementedError
 
-    def surface_draw(
-        self, x0: Tensor, eps: Tensor, generator: torch.Generator, draw: int
-    ) -> Tensor:
+    def surface_draw(self, x0: Tensor, eps: Tensor, source: RandomSource, draw: int) -> Tensor:
         """One random-noise candidate: a corner or interior point (L∞) or a sphere point (L2).
+
+        ``surface_point(x0, eps, surface_noise(x0.shape, x0, source), draw)``.
 
         Args:
             x0: centres ``[N, ...]``.
             eps: radii ``[N]``.
-            generator: the source of randomness.
+            source: a generator, or one CPU generator per sample.
+            draw: the index of the draw; L∞ alternates corners (even) and interior (odd).
+        """
+        return self.surface_point(x0, eps, self.surface_noise(x0.shape, x0, source), draw)
+
+    def surface_noise(self, shape: Sequence[int], like: Tensor, source: RandomSource) -> Tensor:
+        """The raw draws that ``surface_point`` turns into candidates: uniforms in ``[0, 1)``
+        (L∞) or standard normals (L2) of ``shape``, from ``source`` (see ``uniform``)."""
+        raise NotImplementedError
+
+    def surface_point(self, x0: Tensor, eps: Tensor, noise: Tensor, draw: int) -> Tensor:
+        """The candidate of ``surface_draw`` made from raw draws ``noise`` ``[N, ...]``.
+
+        Args:
+            x0: centres ``[N, ...]``.
+            eps: radii ``[N]``.
+            noise: from ``surface_noise``, of ``x0``'s shape; not modified.
             draw: the index of the draw; L∞ alternates corners (even) and interior (odd).
         """
         raise NotImplementedError
@@ -238,8 +297,8 @@ class Geometry:
 class LinfGeometry(Geometry):
     norm = Norm.LINF
 
-    def random_start(self, x0: Tensor, eps: Tensor, generator: torch.Generator) -> Tensor:
-        noise = uniform(x0.shape, x0, generator).mul_(2).sub_(1)
+    def random_start(self, x0: Tensor, eps: Tensor, source: RandomSource) -> Tensor:
+        noise = uniform(x0.shape, x0, source).mul_(2).sub_(1)
         return x0 + noise * _per_sample(eps, x0)
 
     def normalize(self, grad: Tensor) -> Tensor:
@@ -265,13 +324,14 @@ class LinfGeometry(Geometry):
         out = grad.contiguous().sign_().mul_(_per_sample(step, x)).add_(x).sub_(x0)
         return _clamp_(out, radius).add_(x0).clamp_(bounds.lower, bounds.upper)
 
-    def surface_draw(
-        self, x0: Tensor, eps: Tensor, generator: torch.Generator, draw: int
-    ) -> Tensor:
-        noise = uniform(x0.shape, x0, generator).mul_(2).sub_(1)
+    def surface_noise(self, shape: Sequence[int], like: Tensor, source: RandomSource) -> Tensor:
+        return uniform(shape, like, source)
+
+    def surface_point(self, x0: Tensor, eps: Tensor, noise: Tensor, draw: int) -> Tensor:
+        offset = noise.mul(2).sub_(1)
         if draw % 2 == 0:
-            noise = noise.sign()
-        return x0 + noise * _per_sample(eps, x0)
+            offset = offset.sign_()
+        return x0 + offset * _per_sample(eps, x0)
 
     def distance(self, x: Tensor, x0: Tensor) -> Tensor:
         return (x - x0).flatten(1).abs().amax(dim=1)
@@ -283,12 +343,12 @@ class LinfGeometry(Geometry):
 class L2Geometry(Geometry):
     norm = Norm.L2
 
-    def random_start(self, x0: Tensor, eps: Tensor, generator: torch.Generator) -> Tensor:
-        direction = normal(x0.shape, x0, generator)
+    def random_start(self, x0: Tensor, eps: Tensor, source: RandomSource) -> Tensor:
+        direction = normal(x0.shape, x0, source)
         direction = direction / _per_sample(_flat_norm(direction), x0)
         dim = x0[0].numel()
         # Radius eps * U^(1/d) makes the point uniform in the ball's volume.
-        radius = eps * uniform((x0.shape[0],), x0, generator).pow(1.0 / dim)
+        radius = eps * uniform((x0.shape[0],), x0, source).pow(1.0 / dim)
         return x0 + direction * _per_sample(radius, x0)
 
     def normalize(self, grad: Tensor) -> Tensor:
@@ -316,11 +376,11 @@ class L2Geometry(Geometry):
         )
         return delta.mul_(_per_sample(factor, x0)).add_(x0).clamp_(bounds.lower, bounds.upper)
 
-    def surface_draw(
-        self, x0: Tensor, eps: Tensor, generator: torch.Generator, draw: int
-    ) -> Tensor:
-        direction = normal(x0.shape, x0, generator)
-        direction = direction / _per_sample(_flat_norm(direction), x0)
+    def surface_noise(self, shape: Sequence[int], like: Tensor, source: RandomSource) -> Tensor:
+        return normal(shape, like, source)
+
+    def surface_point(self, x0: Tensor, eps: Tensor, noise: Tensor, draw: int) -> Tensor:
+        direction = noise / _per_sample(_flat_norm(noise), x0)
         return x0 + direction * _per_sample(eps, x0)
 
     def distance(self, x: Tensor, x0: Tensor) -> Tensor:

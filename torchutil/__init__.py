@@ -34,8 +34,11 @@ from torchutil.seeds import (
     draw_seed,
     draw_seeds,
     forked_global_rng,
+    keyed_generators,
     make_generator,
+    mix_seeds,
     seeded_global_rng,
+    splitmix64,
 )
 
 __all__ = [
@@ -60,10 +63,13 @@ __all__ = [
     "draw_seeds",
     "forked_global_rng",
     "full_precision",
+    "keyed_generators",
     "make_generator",
+    "mix_seeds",
     "model_mode",
     "rank",
     "seeded_global_rng",
+    "splitmix64",
     "torch_default_device",
     "world_size",
 ]

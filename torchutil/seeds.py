@@ -14,6 +14,8 @@ import torch
 SEED_BOUND = 2**62
 """Seeds are drawn uniformly from ``[0, SEED_BOUND)``."""
 
+_MASK64 = 2**64 - 1
+
 
 def make_generator(seed: int, device: torch.device | str | None = None) -> torch.Generator:
     """A generator on ``device`` (default the CPU, never torch's default device) seeded with
@@ -38,6 +40,42 @@ def child_generator(
 ) -> torch.Generator:
     """A generator seeded from ``generator``, on ``device`` (default: the parent's device)."""
     return make_generator(draw_seed(generator), generator.device if device is None else device)
+
+
+def splitmix64(value: int) -> int:
+    """Steele, Lea and Flood's SplitMix64 finaliser of ``value`` (taken modulo 2^64).
+
+    A bijection of 64-bit integers in which every input bit changes about half of the output
+    bits; the mixing step of ``mix_seeds``.
+    """
+    z = (value + 0x9E3779B97F4A7C15) & _MASK64
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK64
+    return z ^ (z >> 31)
+
+
+def mix_seeds(*values: int) -> int:
+    """One 32-bit seed from integers, e.g. ``(stage seed, sample id, stream)``.
+
+    ``h = 0``, then ``h = splitmix64(h ^ (v mod 2^64))`` for each value ``v`` in order; the
+    seed is the high 32 bits of ``h``. Every value changes the seed, and so the stream, of a
+    generator seeded with it. A CPU generator (mt19937) keeps only 32 bits of its seed, so the
+    seed has only those: two of ``n`` keys share a seed with probability about ``n^2 / 2^33``.
+    """
+    state = 0
+    for value in values:
+        state = splitmix64(state ^ (int(value) & _MASK64))
+    return state >> 32
+
+
+def keyed_generators(seed: int, keys: Sequence[int], stream: int) -> list[torch.Generator]:
+    """One CPU generator per key, seeded with ``mix_seeds(seed, key, stream)``.
+
+    A key's generator depends on ``seed``, the key and ``stream`` only, never on the other
+    keys or their order: the draws of a sample keyed by its identity are the same in every
+    batch it falls in.
+    """
+    return [make_generator(mix_seeds(seed, key, stream)) for key in keys]
 
 
 @contextlib.contextmanager

@@ -238,6 +238,7 @@ def test_registration_refuses_declarations_that_drift_from_the_signature() -> No
         batch_size=None,
         stochastic=False,
         generator=None,
+        sample_ids=None,
     ):
         raise AssertionError("never called")
 

@@ -12,9 +12,12 @@ from torchutil import (
     draw_seed,
     draw_seeds,
     full_precision,
+    keyed_generators,
     make_generator,
+    mix_seeds,
     model_mode,
     seeded_global_rng,
+    splitmix64,
     torch_default_device,
 )
 
@@ -65,6 +68,24 @@ def test_seeds_are_the_draws_of_the_generator_on_its_device() -> None:
     assert draw_seed(make_generator(5), bound=2**31) < 2**31
     child = child_generator(make_generator(5))
     assert child.device == torch.device("cpu") and child.initial_seed() == expected
+
+
+def test_keyed_generators_depend_on_the_seed_the_key_and_the_stream_only() -> None:
+    # SplitMix64's reference outputs: the first two of the generator started at 0.
+    assert splitmix64(0) == 0xE220A8397B1DCDAF
+    assert splitmix64(0x9E3779B97F4A7C15) == 0x6E789E6AA1B965F4
+    h = splitmix64(splitmix64(splitmix64(0 ^ 9) ^ 4) ^ 1)
+    assert mix_seeds(9, 4, 1) == h >> 32
+    assert mix_seeds(9, -1, 1) == mix_seeds(9, 2**64 - 1, 1)
+    seeds = {
+        mix_seeds(seed, key, stream) for seed in (0, 1) for key in range(50) for stream in (0, 1)
+    }
+    assert len(seeds) == 200 and max(seeds) < 2**32
+    generators = keyed_generators(9, [4, 8, 2], stream=1)
+    alone = keyed_generators(9, [2], stream=1)
+    assert all(g.device == torch.device("cpu") for g in generators)
+    assert generators[2].initial_seed() == alone[0].initial_seed() == mix_seeds(9, 2, 1)
+    assert torch.equal(torch.rand(3, generator=generators[2]), torch.rand(3, generator=alone[0]))
 
 
 def test_generators_ignore_the_default_device() -> None:
