@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import math
+import os
 import platform
 import sys
 import time
@@ -80,7 +81,7 @@ from reports.compare import write_comparison
 from reports.document import AuditResult, FlatnessResult, read_result
 from reports.html import write_report
 from reports.tables import parse_formats, write_tables
-from torchutil import BatchChoice, full_precision, make_generator
+from torchutil import BatchChoice, distributed, full_precision, make_generator
 
 __all__ = ["EvaluationSet", "evaluation_set", "main", "run_audit", "select_samples"]
 
@@ -346,9 +347,12 @@ def _run_audit(
     memo = None if cache is None else cache.memo(device)
     # The model is evaluated in chunks that fit the memory; the stages keep their own batches
     # (and random draws), so the chunk size changes no result (see analysis.batching).
+    # Every process evaluates with rank 0's choice, so that all round alike.
     attack_choice = unit(
         "batch-attacks",
-        lambda: attack_batch(model, x, y, config.model_batch_size, config.batch_size),
+        lambda: distributed.broadcast_object(
+            attack_batch(model, x, y, config.model_batch_size, config.batch_size)
+        ),
     )
     chunked = ChunkedModel(model, attack_choice.size)
     # Every random draw is made on the CPU and moved to the model's device, so the same seed
@@ -387,7 +391,9 @@ def _run_audit(
         x_flat, y_flat = x[:count], y[:count]
         flatness_choice = unit(
             "batch-flatness",
-            lambda: flatness_batch(model, x_flat, y_flat, config.model_batch_size, count),
+            lambda: distributed.broadcast_object(
+                flatness_batch(model, x_flat, y_flat, config.model_batch_size, count)
+            ),
         )
         eval_result, flatness_choice = measure_fitting(
             model, x_flat, y_flat, config.flatness, config.seed, flatness_choice, memo
@@ -424,6 +430,7 @@ def _run_audit(
             "finished": time.time(),
             "host": platform.node(),
             "device": str(device),
+            "world_size": distributed.world_size(),
             "batch_sizes": batch_provenance(
                 config.model_batch_size,
                 replace(attack_choice, size=chunked.chunk_size, halvings=chunked.halvings),
@@ -591,7 +598,9 @@ def _parser() -> argparse.ArgumentParser:
 
 def _device(name: str) -> torch.device:
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and distributed.is_distributed():
+        return torch.device("cuda", torch.cuda.current_device())
     if name == "cuda" and not torch.cuda.is_available():
         raise ValueError(
             "--device cuda was asked for, but no CUDA device is available; use --device cpu"
@@ -782,10 +791,17 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
     except (CheckpointError, DatasetError, DocumentError, ValueError) as err:
         raise InputError(one_line(err)) from err
     status = EXIT_OK
+    # Under torch.distributed every process runs the audit on its share of the samples and
+    # holds the whole result; rank 0 alone reports, keeps the finished units and writes.
+    first = distributed.rank() == 0
     for plan in planned:
-        report = None if not args.quiet else (lambda line: None)
+        report = None if not args.quiet and first else (lambda line: None)
         cache = UnitCache(
-            plan.target.parent / PARTIAL, _identity(plan, device), fresh=args.fresh, report=report
+            plan.target.parent / PARTIAL,
+            _identity(plan, device),
+            fresh=args.fresh,
+            writer=first,
+            report=report,
         )
         try:
             document = run_audit(
@@ -793,18 +809,20 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
                 plan.evaluation,
                 plan.config,
                 device=device,
-                progress=not args.quiet,
+                progress=not args.quiet and first,
                 command_line=["python", "-m", "analysis.audit", *argv],
                 cache=cache,
             )
         except KeyboardInterrupt:
-            if cache.folder.exists():
+            if first and cache.folder.exists():
                 print(
                     f"finished units are kept in {cache.folder}: the same command resumes "
                     "from them (--fresh starts over)",
                     file=sys.stderr,
                 )
             raise
+        if not first:
+            continue
         write_json(plan.target, document)
         cache.remove()
         try:
@@ -830,7 +848,7 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
                 print("\n".join(gate.report_lines(outcome)))
             if not outcome.passed:
                 status = EXIT_GATE_FAILED
-    if len(planned) > 1:
+    if len(planned) > 1 and first:
         comparison = args.out / "comparison.html"
         formats = parse_formats(args.tables) if args.tables is not None else ()
         warnings = write_comparison([plan.target for plan in planned], comparison, formats)
@@ -838,7 +856,22 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
             for warning in warnings:
                 print(f"warning: comparison: {warning}", file=sys.stderr)
             print(f"comparison written to {comparison}")
-    return status
+    return int(distributed.broadcast_object(status))
+
+
+def _in_processes(args: argparse.Namespace, argv: list[str]) -> int:
+    """``_run`` in the process group torchrun describes in the environment (``WORLD_SIZE``
+    above 1), else in this process alone."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or distributed.is_distributed():
+        return _run(args, argv)
+    cuda = args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
+    if cuda:
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    torch.distributed.init_process_group("nccl" if cuda else "gloo")
+    try:
+        return _run(args, argv)
+    finally:
+        torch.distributed.destroy_process_group()
 
 
 def _identity(plan: _Planned, device: torch.device) -> dict[str, Any]:
@@ -880,9 +913,12 @@ def _write_report(result: AuditResult, target: Path, args: argparse.Namespace) -
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if int(os.environ.get("RANK", "0")) > 0:
+        # Under torchrun the other processes work silently: rank 0 says everything once.
+        sys.stdout = sys.stderr = open(os.devnull, "w")  # noqa: SIM115 - for the process's life
     args = _parser().parse_args(argv)
     return run_command(
-        lambda: _run(args, argv),
+        lambda: _in_processes(args, argv),
         verbose=args.verbose,
         input_errors=(InputError, CheckpointError, DatasetError, DocumentError),
     )

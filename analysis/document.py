@@ -53,10 +53,11 @@ __all__ = [
     "encode_nonfinite",
     "read_document",
     "unbits",
+    "differences",
     "write_json",
 ]
 
-SCHEMA_VERSION = "1.4"
+SCHEMA_VERSION = "1.5"
 SCHEMA_PATH = Path(__file__).resolve().parent / "audit.schema.json"
 # 1.1 adds fields (success_step, attack statuses and failures, exact examples per epsilon, the
 # new probes) and changes none of 1.0's, which is all the gate reads of a result or baseline.
@@ -65,7 +66,8 @@ SCHEMA_PATH = Path(__file__).resolve().parent / "audit.schema.json"
 # 1.3 adds flatness with the dropout-family layers active (``flatness.active_layers``) and the
 # clean margins and input-gradient norms per sample (``probes``); nothing else changes.
 # 1.4 adds the batch sizes the audit chose for the machine (``provenance.batch_sizes``).
-_READABLE = ("1.0", "1.1", "1.2", "1.3", "1.4")
+# 1.5 adds the number of processes the audit ran in (``provenance.world_size``).
+_READABLE = ("1.0", "1.1", "1.2", "1.3", "1.4", "1.5")
 
 NONFINITE_TOKENS = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
 """How the document writes each non-finite number, and the float each string reads back as."""
@@ -225,3 +227,25 @@ def read_document(path: str | Path) -> dict[str, Any]:
             "Re-run the audit with this version, or use the toolkit version that wrote it"
         )
     return decode_nonfinite(document)  # type: ignore[no-any-return]
+
+
+def differences(a: Any, b: Any, rel_tol: float = 1e-5, path: str = "") -> list[str]:
+    """Where two decoded documents (or parts) differ: everything but floats exactly, floats
+    beyond ``rel_tol`` relative (NaN equals NaN), as ``"/path: a against b"`` lines."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        if set(a) != set(b):
+            return [f"{path}: keys {sorted(set(a) ^ set(b))}"]
+        return [d for k in a for d in differences(a[k], b[k], rel_tol, f"{path}/{k}")]
+    if isinstance(a, list) and isinstance(b, list):
+        if len(a) != len(b):
+            return [f"{path}: {len(a)} against {len(b)} items"]
+        return [
+            d
+            for i, (p, q) in enumerate(zip(a, b, strict=True))
+            for d in differences(p, q, rel_tol, f"{path}[{i}]")
+        ]
+    if isinstance(a, float) and isinstance(b, float):
+        if math.isclose(a, b, rel_tol=rel_tol, abs_tol=1e-12) or (math.isnan(a) and math.isnan(b)):
+            return []
+        return [f"{path}: {a!r} against {b!r}"]
+    return [] if a == b and type(a) is type(b) else [f"{path}: {a!r} against {b!r}"]

@@ -36,6 +36,7 @@ from typing import Any, TypeVar
 import torch
 
 from checkpoints.boundary import atomic_write_bytes
+from torchutil import distributed
 
 __all__ = ["PARTIAL", "SAFE_TYPES", "UnitCache", "cache_key"]
 
@@ -181,7 +182,11 @@ class UnitCache:
     ) -> tuple[T, bool]:
         """The stored value of ``name`` (tensors on ``device``, default the CPU), else
         ``compute()``, stored; and whether it was loaded."""
-        stored = self.load(name)
+        # Under torch.distributed rank 0 reads (the others may not see its disk) and hands the
+        # value on, so that every process computes or loads the same units.
+        stored = self.load(name) if self.writer else None
+        if distributed.is_distributed():
+            stored = distributed.broadcast_object(stored)
         if stored is not None:
             return (stored if device is None else _to_device(stored, device)), True
         value = compute()

@@ -24,7 +24,7 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from types import MappingProxyType
 from typing import Any
 
@@ -39,7 +39,7 @@ from attacks.presets import AttackSpec, SuiteConfig
 from attacks.result import STEP_NOT_BROKEN, AttackResult, GradientStats, plain
 from attacks.threat import Norm, check_inputs, geometry
 from attacks.worstcase import robust_after
-from torchutil import child_generator, model_mode
+from torchutil import child_generator, distributed, draw_seeds, make_generator, model_mode
 
 ATTACKS: Mapping[str, Callable[..., AttackResult]] = MappingProxyType(
     {kind: registry.get(kind).function for kind in registry.list_attacks()}
@@ -442,10 +442,14 @@ def _child(generator: torch.Generator) -> torch.Generator:
 class _Attempt:
     """Runs the stages of a suite, turning an exception inside one into a recorded failure.
 
-    ``run`` calls ``run_attack_spec`` and returns the attack's result, or None after
-    recording why there is none in ``last``: ``"not-applicable"`` for a missing input
-    gradient (``NoInputGradient``, raised by the evaluator and around the reference
+    ``run`` calls ``run_attack_spec`` on the stage's samples and returns the attack's result,
+    or None after recording why there is none in ``last``: ``"not-applicable"`` for a missing
+    input gradient (``NoInputGradient``, raised by the evaluator and around the reference
     libraries), ``"failed"`` with the error's type and text for anything else.
+
+    A stage's samples are split into calls that do not depend on the number of processes
+    (see ``_pieces``); under torch.distributed each process runs its share and the outcomes
+    are gathered, so every process holds the stage's whole result.
     """
 
     def __init__(self, memo: Memo | None = None) -> None:
@@ -453,31 +457,191 @@ class _Attempt:
         self.resumed = False
         self._memo = memo
 
-    def run(self, unit: str, *args: Any, **kwargs: Any) -> AttackResult | None:
-        """``run_attack_spec(*args, **kwargs)``, or None when it raised; with a memo, the
-        stored outcome of ``unit`` when there is one (``resumed`` says so)."""
-        if self._memo is None:
-            self.resumed = False
-            result, self.last = self._run(*args, **kwargs)
-            return result
+    def run(
+        self,
+        unit: str,
+        spec: AttackSpec,
+        model: nn.Module,
+        x: Tensor,
+        y: Tensor,
+        index: Tensor,
+        epsilons: Sequence[float],
+        *,
+        generator: torch.Generator,
+        **kwargs: Any,
+    ) -> AttackResult | None:
+        """The result of ``spec`` on samples ``index`` of ``x``, or None when it raised; with
+        a memo, the stored outcome of ``unit`` when there is one (``resumed`` says so)."""
 
         def compute() -> tuple[AttackResult | None, str, str]:
-            result, (status, message) = self._run(*args, **kwargs)
+            result, (status, message) = _run_pieces(
+                spec, model, x, y, index, epsilons, generator, kwargs
+            )
             return result, status, message
 
-        (result, status, message), self.resumed = self._memo(unit, compute)
-        self.last = (status, message)
-        return result  # type: ignore[no-any-return]
+        if self._memo is None:
+            self.resumed = False
+            result, *last = compute()
+        else:
+            (result, *last), self.resumed = self._memo(unit, compute)
+        self.last = (last[0], last[1])
+        return result
 
-    @staticmethod
-    def _run(*args: Any, **kwargs: Any) -> tuple[AttackResult | None, tuple[str, str]]:
-        try:
-            result = run_attack_spec(*args, **kwargs)
-        except NoInputGradient:
-            return None, (NOT_APPLICABLE, NO_INPUT_GRADIENT)
-        except Exception as err:  # noqa: BLE001 - any failure of one attack is a finding
-            return None, (FAILED, f"{type(err).__name__}: {err}".strip())
-        return result, (OK, "")
+
+def _call(
+    spec: AttackSpec,
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    epsilons: Sequence[float],
+    **kwargs: Any,
+) -> tuple[AttackResult | None, tuple[str, str]]:
+    try:
+        result = run_attack_spec(spec, model, x, y, epsilons, **kwargs)
+    except NoInputGradient:
+        return None, (NOT_APPLICABLE, NO_INPUT_GRADIENT)
+    except Exception as err:  # noqa: BLE001 - any failure of one attack is a finding
+        return None, (FAILED, f"{type(err).__name__}: {err}".strip())
+    return result, (OK, "")
+
+
+def _pieces(
+    spec: AttackSpec, index: Tensor, batch_size: int | None, generator: torch.Generator
+) -> list[tuple[Tensor, torch.Generator]]:
+    """The calls a stage on samples ``index`` is made of, each with its generator.
+
+    An attack whose per-sample results do not depend on the batch (``registry.
+    batch_independent``: each sample draws from its own stream) is one call, split evenly
+    between processes, each part with the stage's generator. Any other draws per batch from
+    torch's global RNG inside a library; it is called per batch of ``batch_size`` samples of
+    ``index``, each batch with its own generator seeded from the stage's (one batch: the
+    stage's generator itself), and the batches are shared out between processes. Either way
+    the calls are the same whatever the number of processes, so the stage's result is too.
+    """
+    world = distributed.world_size()
+    if registry.batch_independent(spec.kind, spec.params):
+        parts = list(index.tensor_split(world)) if world > 1 else [index]
+        return [(part, generator) for part in parts]
+    step = batch_size or max(index.numel(), 1)
+    batches = list(index.split(step))
+    if len(batches) <= 1:
+        return [(index, generator)]
+    seeds = draw_seeds(generator, len(batches))
+    return [
+        (batch, make_generator(seed, generator.device))
+        for batch, seed in zip(batches, seeds, strict=True)
+    ]
+
+
+def _run_pieces(
+    spec: AttackSpec,
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    index: Tensor,
+    epsilons: Sequence[float],
+    generator: torch.Generator,
+    kwargs: dict[str, Any],
+) -> tuple[AttackResult | None, tuple[str, str]]:
+    config: SuiteConfig = kwargs["config"]
+    pieces = _pieces(spec, index, config.batch_size, generator)
+    rank, world = distributed.rank(), distributed.world_size()
+    mine: dict[int, tuple[AttackResult | None, tuple[str, str]]] = {}
+    for number, (part, piece_generator) in enumerate(pieces):
+        if number % world != rank or part.numel() == 0:
+            continue
+        mine[number] = _call(
+            spec,
+            model,
+            x[part],
+            y[part],
+            epsilons,
+            generator=piece_generator,
+            sample_ids=part,
+            **kwargs,
+        )
+    if world > 1:
+        outcomes: dict[int, tuple[AttackResult | None, tuple[str, str]]] = {}
+        shipped = {n: (None if r is None else _to(r, "cpu"), last) for n, (r, last) in mine.items()}
+        for gathered in distributed.all_gather_objects(shipped):
+            outcomes.update(gathered)
+        mine = {
+            n: (None if r is None else _to(r, x.device), last) for n, (r, last) in outcomes.items()
+        }
+    ordered = [mine[n] for n in sorted(mine)]
+    for result, last in ordered:
+        if result is None:
+            return None, last
+    results = [result for result, _ in ordered if result is not None]
+    if len(results) == 1:
+        return results[0], (OK, "")
+    return _concatenate(results, generator.initial_seed()), (OK, "")
+
+
+def _to(result: AttackResult, device: torch.device | str) -> AttackResult:
+    """``result`` with every tensor on ``device``."""
+    changes: dict[str, Any] = {}
+    for name, value in vars(result).items():
+        if isinstance(value, Tensor):
+            changes[name] = value.to(device)
+    stats = result.gradient_stats
+    if stats is not None:
+        changes["gradient_stats"] = replace(stats, first_grad_norm=stats.first_grad_norm.to(device))
+    return replace(result, **changes)
+
+
+def _concatenate(results: list[AttackResult], seed: int) -> AttackResult:
+    """One result over the samples of ``results`` side by side (calls of one stage)."""
+    first = results[0]
+
+    def cat(name: str, dim: int = 1) -> Tensor | None:
+        values = [getattr(r, name) for r in results]
+        if any(v is None for v in values):
+            return None
+        return torch.cat(values, dim=dim)
+
+    length = max(r.loss_trace.shape[1] for r in results)
+    traces = [
+        torch.nn.functional.pad(
+            r.loss_trace, (0, 0, 0, length - r.loss_trace.shape[1]), value=float("nan")
+        )
+        for r in results
+    ]
+    stats = None
+    if first.gradient_stats is not None:
+        parts = [r.gradient_stats for r in results if r.gradient_stats is not None]
+        stats = GradientStats.from_norms(
+            torch.cat([p.first_grad_norm for p in parts], dim=1),
+            vanishing_threshold=first.gradient_stats.vanishing_threshold,
+            nonfinite_logits=sum(p.nonfinite_logits for p in parts),
+            nonfinite_gradients=sum(p.nonfinite_gradients for p in parts),
+        )
+    tables: dict[str, Any] = {
+        name: cat(name)
+        for name in (
+            "success",
+            "adversarial",
+            "margin",
+            "last_success",
+            "attacked",
+            "queries",
+            "nonfinite",
+            "targets",
+            "target_success",
+            "success_step",
+        )
+    }
+    return replace(
+        first,
+        **tables,
+        loss_trace=torch.cat(traces, dim=2),
+        num_forward=sum(r.num_forward for r in results),
+        num_backward=sum(r.num_backward for r in results),
+        wall_time=sum(r.wall_time for r in results),
+        seed=seed,
+        nonfinite_evaluations=sum(r.nonfinite_evaluations for r in results),
+        gradient_stats=stats,
+    )
 
 
 @dataclass
@@ -580,6 +744,7 @@ def run_suite(
                         model,
                         x,
                         y,
+                        everyone,
                         sweep_epsilons,
                         norm=norm,
                         config=config,
@@ -623,8 +788,9 @@ def run_suite(
                                     f"{norm.value}-{spec.label}-eps={eps!r}",
                                     spec,
                                     model,
-                                    x[index],
-                                    y[index],
+                                    x,
+                                    y,
+                                    index,
                                     [eps],
                                     norm=norm,
                                     config=config,
@@ -655,8 +821,9 @@ def run_suite(
                             f"{norm.value}-independent-sweep-{sweep_spec.label}",
                             sweep_spec,
                             model,
-                            x[subset],
-                            y[subset],
+                            x,
+                            y,
+                            subset,
                             sweep_epsilons,
                             norm=norm,
                             config=config,

@@ -79,7 +79,7 @@ __all__ = [
     "read_result",
 ]
 
-READABLE_VERSIONS = ("1.0", "1.1", "1.2", "1.3", "1.4")
+READABLE_VERSIONS = ("1.0", "1.1", "1.2", "1.3", "1.4", "1.5")
 """Schema versions this reader understands (the same as ``analysis.document``)."""
 
 _FIX = "re-create it with python -m analysis.audit (or --update-baseline for a baseline)"
@@ -323,6 +323,7 @@ class Provenance:
     host: str | None = _need(_FULL)
     device: str | None = _need(_FULL)
     batch_sizes: BatchSizes | None = _need(_OPTIONAL)
+    world_size: int | None = _need(_OPTIONAL)
     extra: Json = _extra()
 
 

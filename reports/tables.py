@@ -427,6 +427,8 @@ def provenance_table(result: AuditResult) -> pd.DataFrame:
     )
     rows["host"] = provenance.host or NOT_AVAILABLE
     rows["device"] = provenance.device or NOT_AVAILABLE
+    if provenance.world_size is not None:
+        rows["processes"] = str(provenance.world_size)
     sizes = provenance.batch_sizes
     if sizes is not None:
         rows["batch size requested"] = "auto" if sizes.requested is None else str(sizes.requested)

@@ -1,0 +1,118 @@
+"""An audit under torchrun (two CPU processes, gloo) writes the single-process document.
+
+The oracle is the same command in one process: per-sample outcomes, counts and findings must
+be identical, floating-point figures equal within 1e-5 relative (sums over samples are
+reduced in another order), and only ``provenance.world_size`` and clock times differ.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from audit_helpers import without_timings
+
+from analysis.document import differences
+from analysis.resume import PARTIAL
+from checkpoints.train import ZOO_DIR
+
+ZOO = ZOO_DIR / "digits-mlp-dropout.pt"
+ROOT = Path(__file__).resolve().parents[2]
+TORCHRUN = shutil.which("torchrun", path=str(Path(sys.executable).parent)) or "torchrun"
+
+
+def _audit(out: Path) -> list[str]:
+    return [
+        "-m",
+        "analysis.audit",
+        str(ZOO),
+        "--preset",
+        "quick",
+        "--num-samples",
+        "90",
+        "--flatness-samples",
+        "40",
+        "--no-report",
+        "--quiet",
+        "--out",
+        str(out),
+    ]
+
+
+def _environment() -> dict[str, str]:
+    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+
+
+def _torchrun(out: Path) -> list[str]:
+    return [TORCHRUN, "--standalone", "--nproc_per_node=2", *_audit(out)]
+
+
+def _document(out: Path) -> dict[str, Any]:
+    return json.loads((out / ZOO.stem / "audit.json").read_text())
+
+
+def comparable(document: dict[str, Any]) -> dict[str, Any]:
+    document = without_timings(document)
+    document["provenance"].pop("world_size")
+    document["provenance"].pop("command_line")  # names its own --out
+    return document
+
+
+@pytest.fixture(scope="module")
+def single(tmp_path_factory):
+    out = tmp_path_factory.mktemp("single")
+    done = subprocess.run(
+        [sys.executable, *_audit(out)], cwd=ROOT, env=_environment(), capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    return _document(out)
+
+
+def test_two_processes_write_the_single_process_document(single, tmp_path):
+    done = subprocess.run(
+        _torchrun(tmp_path), cwd=ROOT, env=_environment(), capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    document = _document(tmp_path)
+    assert single["provenance"]["world_size"] == 1
+    assert document["provenance"]["world_size"] == 2
+    assert document["flatness"] is not None and document["robustness"]["norms"]
+    assert differences(comparable(document), comparable(single)) == []
+    # Only rank 0 wrote: one document, no leftovers.
+    assert sorted(p.name for p in (tmp_path / ZOO.stem).iterdir()) == ["audit.json"]
+
+
+def test_an_interrupted_distributed_audit_resumes_in_one_process_and_under_torchrun(
+    single, tmp_path
+):
+    partial = tmp_path / ZOO.stem / PARTIAL
+    for resume in (_torchrun(tmp_path), [sys.executable, *_audit(tmp_path)]):
+        process = subprocess.Popen(
+            _torchrun(tmp_path),
+            cwd=ROOT,
+            env=_environment(),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        deadline = time.time() + 240
+        while len(list(partial.glob("*.pt"))) < 3 and process.poll() is None:
+            assert time.time() < deadline, "no unit was finished"
+            time.sleep(0.05)
+        assert process.poll() is None, "the audit finished before it could be stopped"
+        os.killpg(process.pid, signal.SIGKILL)  # torchrun and both workers
+        process.wait()
+        assert not (tmp_path / ZOO.stem / "audit.json").exists()
+        done = subprocess.run(resume, cwd=ROOT, env=_environment(), capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr[-3000:]
+        assert not partial.exists()
+        assert differences(comparable(_document(tmp_path)), comparable(single)) == []
+        (tmp_path / ZOO.stem / "audit.json").unlink()
