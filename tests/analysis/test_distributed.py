@@ -116,3 +116,49 @@ def test_an_interrupted_distributed_audit_resumes_in_one_process_and_under_torch
         assert not partial.exists()
         assert differences(comparable(_document(tmp_path)), comparable(single)) == []
         (tmp_path / ZOO.stem / "audit.json").unlink()
+
+
+SUITE = """
+preset = "quick"
+[epsilons]
+linf = [0.05]
+[[attacks]]
+kind = "pgd"
+label = "pgd-ce"
+num_steps = 2
+[[attacks]]
+kind = "square"
+label = "square"
+num_queries = 60
+[sweep]
+attack = "pgd-ce"
+num_points = 2
+independent_samples = 20
+[options]
+batch_size = 8
+"""
+
+
+def test_library_attacks_give_the_same_batches_in_any_number_of_processes(tmp_path):
+    """Square (pyautoattack's code, drawing per batch) on several batches of the suite's
+    size: shared out between two processes, the same outcomes as one process."""
+    suite = tmp_path / "suite.toml"
+    suite.write_text(SUITE)
+    flags = ["--suite", str(suite), "--no-flatness", "--norms", "linf"]
+    one, two = tmp_path / "one", tmp_path / "two"
+    for command, out in (
+        ([sys.executable], one),
+        ([TORCHRUN, "--standalone", "--nproc_per_node=2"], two),
+    ):
+        done = subprocess.run(
+            [*command, *_audit(out), *flags],
+            cwd=ROOT,
+            env=_environment(),
+            capture_output=True,
+            text=True,
+        )
+        assert done.returncode == 0, done.stderr[-3000:]
+    single, spread = _document(one), _document(two)
+    (square,) = [a for a in single["robustness"]["norms"][0]["attacks"] if a["label"] == "square"]
+    assert square["attempted"][0] > 2 * 8  # more than two batches, so both processes ran some
+    assert differences(comparable(spread), comparable(single)) == []
