@@ -54,6 +54,7 @@ __all__ = [
     "read_document",
     "unbits",
     "differences",
+    "without_timings",
     "write_json",
 ]
 
@@ -249,3 +250,21 @@ def differences(a: Any, b: Any, rel_tol: float = 1e-5, path: str = "") -> list[s
             return []
         return [f"{path}: {a!r} against {b!r}"]
     return [] if a == b and type(a) is type(b) else [f"{path}: {a!r} against {b!r}"]
+
+
+def without_timings(document: dict[str, Any]) -> dict[str, Any]:
+    """The document less what differs between two runs of one command: clock times and the
+    memory measurements behind the batch sizes."""
+    document = json.loads(json.dumps(document))
+    for key in ("started", "finished"):
+        document["provenance"].pop(key)
+    # What memory the machine had and one step took, like the times, varies between runs.
+    for choice in document["provenance"]["batch_sizes"].values():
+        if isinstance(choice, dict):
+            for key in ("per_sample_bytes", "fixed_bytes", "available_bytes"):
+                choice.pop(key)
+    document["robustness"].pop("wall_time")
+    for norm in document["robustness"]["norms"]:
+        for attack in norm["attacks"]:
+            attack.pop("wall_time")
+    return document

@@ -30,7 +30,7 @@ from typing import Any
 import torch
 
 from analysis.audit import _config, _parser, evaluation_set, run_audit
-from analysis.document import differences
+from analysis.document import differences, without_timings
 from analysis.resume import UnitCache
 from checkpoints import load_checkpoint
 from checkpoints.train import ZOO_DIR
@@ -39,18 +39,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _comparable(document: dict[str, Any]) -> dict[str, Any]:
-    document = json.loads(json.dumps(document))
-    provenance = document["provenance"]
-    for key in ("started", "finished", "world_size", "command_line"):
-        provenance.pop(key, None)
-    for choice in provenance["batch_sizes"].values():
-        if isinstance(choice, dict):
-            for key in ("per_sample_bytes", "fixed_bytes", "available_bytes"):
-                choice.pop(key)
-    document["robustness"].pop("wall_time")
-    for norm in document["robustness"]["norms"]:
-        for attack in norm["attacks"]:
-            attack.pop("wall_time")
+    document = without_timings(document)
+    for key in ("world_size", "command_line"):
+        document["provenance"].pop(key, None)
     return document
 
 
