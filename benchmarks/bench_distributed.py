@@ -1,6 +1,7 @@
 """Distributed speed-up and the cost of resuming.
 
     python -m benchmarks.bench_distributed [CHECKPOINT] [--num-samples 1000] [--processes 2]
+        [--attacks LABELS] [--skip-distributed] [--skip-resume]
 
 1. The audit's default command (``standard`` preset, flatness on) in one process and under
    ``torchrun --standalone --nproc_per_node=P``, each process on one thread
@@ -71,9 +72,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--processes", type=int, default=2)
     parser.add_argument("--skip-distributed", action="store_true")
     parser.add_argument("--skip-resume", action="store_true")
+    parser.add_argument(
+        "--attacks", help="passed to the audit (e.g. only the attacks that split per sample)"
+    )
     args = parser.parse_args(argv)
     audit = ["-m", "analysis.audit", str(args.checkpoint), "--num-samples", str(args.num_samples)]
     audit += ["--no-report", "--quiet"]
+    if args.attacks:
+        audit += ["--attacks", args.attacks]
     work = Path(tempfile.mkdtemp(prefix="bench-distributed-"))
     try:
         if not args.skip_distributed:
