@@ -36,7 +36,7 @@ from typing import Any, TypeVar
 import torch
 
 from checkpoints.boundary import atomic_write_bytes
-from torchutil import distributed
+from torchutil import distributed, to_device
 
 __all__ = ["PARTIAL", "SAFE_TYPES", "UnitCache", "cache_key"]
 
@@ -174,7 +174,7 @@ class UnitCache:
             )
             self._ready = self._valid = True
         buffer = io.BytesIO()
-        torch.save({"unit": unit, "value": _to_cpu(value)}, buffer)
+        torch.save({"unit": unit, "value": to_device(value, "cpu")}, buffer)
         atomic_write_bytes(self._path(unit), buffer.getvalue())
 
     def unit(
@@ -188,7 +188,7 @@ class UnitCache:
         if distributed.is_distributed():
             stored = distributed.broadcast_object(stored)
         if stored is not None:
-            return (stored if device is None else _to_device(stored, device)), True
+            return (stored if device is None else to_device(stored, device)), True
         value = compute()
         self.store(name, value)
         return value, False
@@ -203,30 +203,3 @@ class UnitCache:
         """Delete the folder: the document it served is complete."""
         if self.writer:
             shutil.rmtree(self.folder, ignore_errors=True)
-
-
-def _map(value: Any, tensor: Callable[[torch.Tensor], torch.Tensor]) -> Any:
-    if isinstance(value, torch.Tensor):
-        return tensor(value)
-    if isinstance(value, dict):
-        return {k: _map(v, tensor) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_map(v, tensor) for v in value]
-    if isinstance(value, tuple) and not hasattr(value, "_fields"):
-        return tuple(_map(v, tensor) for v in value)
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        changes = {
-            f.name: _map(getattr(value, f.name), tensor)
-            for f in dataclasses.fields(value)
-            if f.init
-        }
-        return dataclasses.replace(value, **changes)
-    return value
-
-
-def _to_cpu(value: Any) -> Any:
-    return _map(value, lambda t: t.detach().cpu())
-
-
-def _to_device(value: Any, device: torch.device) -> Any:
-    return _map(value, lambda t: t.to(device))

@@ -39,7 +39,14 @@ from attacks.presets import AttackSpec, SuiteConfig
 from attacks.result import STEP_NOT_BROKEN, AttackResult, GradientStats, plain
 from attacks.threat import Norm, check_inputs, geometry
 from attacks.worstcase import robust_after
-from torchutil import child_generator, distributed, draw_seeds, make_generator, model_mode
+from torchutil import (
+    child_generator,
+    distributed,
+    draw_seeds,
+    make_generator,
+    model_mode,
+    to_device,
+)
 
 ATTACKS: Mapping[str, Callable[..., AttackResult]] = MappingProxyType(
     {kind: registry.get(kind).function for kind in registry.list_attacks()}
@@ -439,6 +446,10 @@ def _child(generator: torch.Generator) -> torch.Generator:
     return child_generator(generator)
 
 
+_Outcome = tuple[AttackResult | None, str, str]
+"""What one call of a stage gave: its result (None when it raised), status and message."""
+
+
 class _Attempt:
     """Runs the stages of a suite, turning an exception inside one into a recorded failure.
 
@@ -473,15 +484,11 @@ class _Attempt:
         """The result of ``spec`` on samples ``index`` of ``x``, or None when it raised; with
         a memo, the stored outcome of ``unit`` when there is one (``resumed`` says so)."""
 
-        def compute() -> tuple[AttackResult | None, str, str]:
-            result, (status, message) = _run_pieces(
-                spec, model, x, y, index, epsilons, generator, kwargs
-            )
-            return result, status, message
+        def compute() -> _Outcome:
+            return _run_pieces(spec, model, x, y, index, epsilons, generator, kwargs)
 
         if self._memo is None:
-            self.resumed = False
-            result, *last = compute()
+            (result, *last), self.resumed = compute(), False
         else:
             (result, *last), self.resumed = self._memo(unit, compute)
         self.last = (last[0], last[1])
@@ -495,14 +502,14 @@ def _call(
     y: Tensor,
     epsilons: Sequence[float],
     **kwargs: Any,
-) -> tuple[AttackResult | None, tuple[str, str]]:
+) -> _Outcome:
     try:
         result = run_attack_spec(spec, model, x, y, epsilons, **kwargs)
     except NoInputGradient:
-        return None, (NOT_APPLICABLE, NO_INPUT_GRADIENT)
+        return None, NOT_APPLICABLE, NO_INPUT_GRADIENT
     except Exception as err:  # noqa: BLE001 - any failure of one attack is a finding
-        return None, (FAILED, f"{type(err).__name__}: {err}".strip())
-    return result, (OK, "")
+        return None, FAILED, f"{type(err).__name__}: {err}".strip()
+    return result, OK, ""
 
 
 def _pieces(
@@ -542,11 +549,11 @@ def _run_pieces(
     epsilons: Sequence[float],
     generator: torch.Generator,
     kwargs: dict[str, Any],
-) -> tuple[AttackResult | None, tuple[str, str]]:
+) -> _Outcome:
     config: SuiteConfig = kwargs["config"]
     pieces = _pieces(spec, index, config.batch_size, generator)
     rank, world = distributed.rank(), distributed.world_size()
-    mine: dict[int, tuple[AttackResult | None, tuple[str, str]]] = {}
+    mine: dict[int, _Outcome] = {}
     for number, (part, piece_generator) in enumerate(pieces):
         if number % world != rank or part.numel() == 0:
             continue
@@ -561,33 +568,18 @@ def _run_pieces(
             **kwargs,
         )
     if world > 1:
-        outcomes: dict[int, tuple[AttackResult | None, tuple[str, str]]] = {}
-        shipped = {n: (None if r is None else _to(r, "cpu"), last) for n, (r, last) in mine.items()}
-        for gathered in distributed.all_gather_objects(shipped):
+        outcomes: dict[int, _Outcome] = {}
+        for gathered in distributed.all_gather_objects(to_device(mine, "cpu")):
             outcomes.update(gathered)
-        mine = {
-            n: (None if r is None else _to(r, x.device), last) for n, (r, last) in outcomes.items()
-        }
+        mine = to_device(outcomes, x.device)
     ordered = [mine[n] for n in sorted(mine)]
-    for result, last in ordered:
-        if result is None:
-            return None, last
-    results = [result for result, _ in ordered if result is not None]
+    failed = next((outcome for outcome in ordered if outcome[0] is None), None)
+    if failed is not None:
+        return failed
+    results = [result for result, _, _ in ordered if result is not None]
     if len(results) == 1:
-        return results[0], (OK, "")
-    return _concatenate(results, generator.initial_seed()), (OK, "")
-
-
-def _to(result: AttackResult, device: torch.device | str) -> AttackResult:
-    """``result`` with every tensor on ``device``."""
-    changes: dict[str, Any] = {}
-    for name, value in vars(result).items():
-        if isinstance(value, Tensor):
-            changes[name] = value.to(device)
-    stats = result.gradient_stats
-    if stats is not None:
-        changes["gradient_stats"] = replace(stats, first_grad_norm=stats.first_grad_norm.to(device))
-    return replace(result, **changes)
+        return results[0], OK, ""
+    return _concatenate(results, generator.initial_seed()), OK, ""
 
 
 def _concatenate(results: list[AttackResult], seed: int) -> AttackResult:

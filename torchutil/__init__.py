@@ -5,7 +5,7 @@ that fit the machine's memory, and the torch.distributed calls of a run over sev
 It imports nothing but torch, so both packages may use it without importing each other.
 """
 
-from torchutil.devices import torch_default_device
+from torchutil.devices import to_device, torch_default_device
 from torchutil.distributed import (
     all_gather_objects,
     all_reduce_sum,
@@ -70,6 +70,7 @@ __all__ = [
     "rank",
     "seeded_global_rng",
     "splitmix64",
+    "to_device",
     "torch_default_device",
     "world_size",
 ]
