@@ -55,6 +55,41 @@ def _torchrun(out: Path) -> list[str]:
     return [TORCHRUN, "--standalone", "--nproc_per_node=2", *_audit(out)]
 
 
+def _children(pid: int) -> list[int]:
+    """The processes whose parent is ``pid`` (from ``/proc``)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # the process ended meanwhile
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def _gone(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
+
+
+def _kill_torchrun(process: subprocess.Popen[bytes]) -> None:
+    """SIGKILL to torchrun and its workers, as a preempted node gets, and waits until all are
+    gone. torchrun starts each worker in a session of its own, so killing torchrun's process
+    group would leave the workers running on, beside the run that resumes."""
+    workers = _children(process.pid)
+    for pid in workers:
+        os.kill(pid, signal.SIGKILL)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    deadline = time.time() + 30
+    while not all(_gone(pid) for pid in workers):
+        assert time.time() < deadline, "a worker outlived SIGKILL"
+        time.sleep(0.05)
+
+
 def _document(out: Path) -> dict[str, Any]:
     return json.loads((out / ZOO.stem / "audit.json").read_text())
 
@@ -108,8 +143,7 @@ def test_an_interrupted_distributed_audit_resumes_in_one_process_and_under_torch
             assert time.time() < deadline, "no unit was finished"
             time.sleep(0.05)
         assert process.poll() is None, "the audit finished before it could be stopped"
-        os.killpg(process.pid, signal.SIGKILL)  # torchrun and both workers
-        process.wait()
+        _kill_torchrun(process)
         assert not (tmp_path / ZOO.stem / "audit.json").exists()
         done = subprocess.run(resume, cwd=ROOT, env=_environment(), capture_output=True, text=True)
         assert done.returncode == 0, done.stderr[-3000:]
