@@ -869,7 +869,11 @@ def _in_processes(args: argparse.Namespace, argv: list[str]) -> int:
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
     torch.distributed.init_process_group("nccl" if cuda else "gloo")
     try:
-        return _run(args, argv)
+        status = _run(args, argv)
+        # The processes tear down together: one that destroys its group while rank 0 is still
+        # writing the document can abort in gloo's teardown.
+        torch.distributed.barrier()
+        return status
     finally:
         torch.distributed.destroy_process_group()
 
