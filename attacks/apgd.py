@@ -1,28 +1,85 @@
 """APGD-CE, APGD-T and standard AutoAttack through pyautoattack, for a thorough suite.
 
 These are the AutoAttack authors' implementations, called per epsilon on the samples still
-correctly classified. Their examples are judged here like every other attack's. pyautoattack
-seeds torch's global RNG itself; it runs under a forked RNG seeded from the explicit
-generator, so the caller's global state is untouched.
+correctly classified. Their examples are judged here like every other attack's.
+
+APGD runs pyautoattack's ``attack_single_run`` (the whole iteration: step-size schedule,
+momentum, checkpoints) in the loop of its ``perturb`` (restarts on the samples not yet fooled;
+for APGD-T, each target class in turn, the ``t``-th most likely wrong class at the clean
+input), written out in ``_perturb`` so that the one random thing, the start point of each
+run, is the sample's own: it comes from the sample's stream (``attacks._engine``), drawn as
+pyautoattack draws it (L∞: ``x + eps * t / max|t|`` with ``t`` uniform in ``[-1, 1]``; L2:
+``x + eps * t / ||t||`` with ``t`` standard normal), one start per run the sample takes part
+in, in order. Every other step of APGD is per sample, so a sample's result does not depend on
+its batch. AutoAttack runs pyautoattack's own evaluation, seeded per batch. pyautoattack
+draws from torch's global RNG as well; it runs under a forked RNG, so the caller's global
+state is untouched.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from attacks._engine import Batch, BatchOutcome, run_attack, setup
+from attacks._engine import Batch, BatchOutcome, epsilon_stream, run_attack, setup
 from attacks._model import CountingModule, library_gradients
 from attacks.losses import fooled, judged_margin
 from attacks.result import AttackResult
 from attacks.square import check_unit_box
-from attacks.threat import Bounds, Norm
+from attacks.threat import Bounds, Norm, RandomSource, normal, uniform
 from torchutil import draw_seed, forked_global_rng, torch_default_device
 
 APGD_LOSSES = ("ce", "dlr")
+
+StartFn = Callable[[Tensor, Tensor], "Tensor | None"]
+"""``(x, rows) -> start``: the start points of one run for the clean inputs ``x`` of the
+batch's rows ``rows``; None lets pyautoattack draw them from the global RNG."""
+
+
+def apgd_start(x: Tensor, eps: float, norm: Norm, source: RandomSource) -> Tensor:
+    """pyautoattack's APGD start around ``x`` (before its clamp to ``[0, 1]``), drawn from
+    ``source`` (a generator or one per sample): L∞ ``x + eps * t / (max|t| + 1e-12)`` with
+    ``t`` uniform in ``[-1, 1]``, L2 ``x + eps * t / (||t|| + 1e-12)`` with ``t`` normal."""
+    if norm is Norm.LINF:
+        t = 2 * uniform(x.shape, x, source) - 1
+        scale = t.abs().view(x.shape[0], -1).max(1)[0]
+    else:
+        t = normal(x.shape, x, source)
+        scale = (t**2).view(x.shape[0], -1).sum(-1).sqrt()
+    return x + eps * torch.ones_like(x) * (t / (scale.view(-1, *([1] * (x.dim() - 1))) + 1e-12))
+
+
+def _perturb(runner: Any, x: Tensor, y: Tensor, start: StartFn) -> Tensor:
+    """pyautoattack's ``APGDAttack.perturb`` (``APGDAttack_targeted.perturb`` for a targeted
+    runner) with each run's start from ``start``. With None from ``start``, the global RNG
+    seeded with ``runner.seed`` first and a model that draws nothing, it returns what
+    ``perturb`` returns, bit for bit."""
+    runner.init_hyperparam(x)
+    x = x.detach().clone().float().to(runner.device)
+    y = y.detach().clone().long().to(runner.device)
+    acc = runner.model(x).max(1)[1] == y
+    adversarial = x.clone()
+    targeted = runner.loss == "dlr-targeted"
+    targets = range(2, runner.n_target_classes + 2) if targeted else [None]
+    for target in targets:
+        for _ in range(runner.n_restarts):
+            rows = acc.nonzero().flatten()
+            if rows.numel() == 0:
+                return adversarial
+            x_run, y_run = x[rows].clone(), y[rows].clone()
+            if target is not None:
+                runner.y_target = runner.model(x_run).sort(dim=1)[1][:, -target]
+            _, acc_run, _, adv_run = runner.attack_single_run(
+                x_run, y_run, x_init=start(x_run, rows)
+            )
+            broken = (acc_run == 0).nonzero().flatten()
+            acc[rows[broken]] = False
+            adversarial[rows[broken]] = adv_run[broken].clone()
+    return adversarial
 
 
 def _pyautoattack_norm(norm: Norm) -> str:
@@ -77,8 +134,8 @@ def apgd(
         stochastic: evaluate the model in train mode (batch norm excepted).
         generator: a ``torch.Generator`` or an int seed (default 0).
         sample_ids: int64 ``[N]``, distinct: the samples' identities (default ``arange(N)``);
-            checked, but pyautoattack draws per batch from torch's global RNG, so a sample's
-            result depends on its batch (``registry.batch_independent`` is False).
+            each sample's start points come from its own stream, so its result does not
+            depend on its batch (``registry.batch_independent`` is True).
 
     Returns:
         ``AttackResult`` with ``T = 0`` (the final margin loss only); ``success_step`` is
@@ -118,6 +175,15 @@ def apgd(
             runner = APGDAttack_targeted(wrapper, n_target_classes=classes, **common)
         else:
             runner = APGDAttack(wrapper, loss=loss, **common)
+        streams = config.streams(batch.index, epsilon_stream(batch.k))
+        eps = float(batch.eps[0])
+
+        def start(x_run: Tensor, rows: Tensor) -> Tensor:
+            # A sample's generator is drawn from only in the runs it takes part in, which are
+            # all the runs up to the one that fools it: its starts are the same in any batch.
+            sources = [streams[i] for i in rows.tolist()]
+            return apgd_start(x_run, eps, config.norm, sources)
+
         with (
             forked_global_rng(x.device),
             library_gradients(config.evaluator.model, batch.x0),
@@ -125,7 +191,8 @@ def apgd(
             # (``torch.randn(x.shape).to(self.device)``): it runs with torch's own default.
             torch_default_device(),
         ):
-            adversarial = runner.perturb(batch.x0, batch.y).detach().to(x.dtype)
+            torch.manual_seed(seed)
+            adversarial = _perturb(runner, batch.x0, batch.y, start).detach().to(x.dtype)
         return _outcome(batch, adversarial, config.evaluator.logits(adversarial))
 
     name = "apgd-t" if targeted else f"apgd-{loss}"

@@ -45,7 +45,7 @@ from attacks.losses import LOSSES
 from attacks.noise import random_noise
 from attacks.pgd import TARGET_MODES, pgd, pgd_targeted, step_fraction
 from attacks.result import AttackResult
-from attacks.square import square
+from attacks.square import SQUARE_BACKENDS, square
 
 __all__ = [
     "SUITE_ARGUMENTS",
@@ -410,8 +410,11 @@ def batch_independent(kind: str, params: Mapping[str, Any]) -> bool:
       sample's own stream). Through a library: False (random starts drawn per batch from
       the global RNG, and the L2 step as for FGSM); a random target is still the sample's own.
     - ``noise``: True (each sample's draws from its own stream).
-    - ``square``, ``apgd``, ``autoattack``: False (pyautoattack draws per batch from the
-      global RNG).
+    - ``apgd``: True (pyautoattack's iteration, with each run's start from the sample's own
+      stream).
+    - ``square``, native: True (each sample's windows and signs from its own stream). Through
+      pyautoattack: False (one window per iteration for the whole batch, from the global RNG).
+    - ``autoattack``: False (pyautoattack draws per batch from the global RNG).
 
     Args:
         kind: a registered kind.
@@ -566,14 +569,16 @@ register(
     "square",
     square,
     family=Family.BLACK_BOX,
-    backends=("pyautoattack",),
+    backends=SQUARE_BACKENDS,
     params={
         "num_queries": _POSITIVE_INT,
         "p_init": Param(float, minimum=0, maximum=1, exclusive_minimum=True),
         "num_restarts": _POSITIVE_INT,
         "rescale_schedule": _BOOL,
         "nested": _BOOL,
+        "backend": Param(str, choices=SQUARE_BACKENDS),
     },
+    independence=_native,
 )
 register(
     "noise",
@@ -595,6 +600,7 @@ register(
         "num_target_classes": _POSITIVE_INT,
         "nested": _BOOL,
     },
+    independence=lambda params: True,
 )
 register(
     "autoattack",

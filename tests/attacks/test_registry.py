@@ -35,7 +35,7 @@ EXPECTED = {
     "fgsm": (fgsm, "one-step", ("native", "cleverhans", "torchattacks"), True),
     "pgd": (pgd, "iterative", ("native", "cleverhans", "torchattacks"), True),
     "pgd-t": (pgd_targeted, "targeted", ("native", "cleverhans", "torchattacks"), True),
-    "square": (square, "black-box", ("pyautoattack",), False),
+    "square": (square, "black-box", ("native", "pyautoattack"), False),
     "noise": (random_noise, "random", ("native",), False),
     "apgd": (apgd, "iterative", ("pyautoattack",), False),
     "autoattack": (autoattack, "ensemble", ("pyautoattack",), False),

@@ -29,16 +29,31 @@ INDEPENDENT: list[tuple[str, dict[str, Any]]] = [
     ("pgd-t", {"target_mode": "random", "num_steps": 5, "num_restarts": 2}),
     ("pgd-t", {"target_mode": "top", "num_target_classes": 3, "num_steps": 4}),
     ("noise", {"num_draws": 25}),
+    ("square", {"num_queries": 80, "num_restarts": 2}),
+    ("square", {"num_queries": 80, "rescale_schedule": True}),
+    ("apgd", {"loss": "ce", "num_steps": 5, "num_restarts": 2}),
+    ("apgd", {"loss": "dlr", "num_steps": 5}),
+    ("apgd", {"targeted": True, "num_target_classes": 3, "num_steps": 5}),
 ]
 
 INTEGERS = ("success", "attacked", "last_success", "queries", "success_step", "nonfinite")
 FLOATS = ("margin", "adversarial")
 
 
+FLOAT32_ONLY = ("apgd",)  # pyautoattack's APGD computes in float32
+
+
 @pytest.fixture(scope="module")
 def problem() -> tuple[torch.nn.Module, torch.Tensor, torch.Tensor]:
     model = tiny_model(torch.float64)
     x, y = tiny_data(model, n=12, dtype=torch.float64)
+    return model, x, y
+
+
+@pytest.fixture(scope="module")
+def problem32() -> tuple[torch.nn.Module, torch.Tensor, torch.Tensor]:
+    model = tiny_model(torch.float32)
+    x, y = tiny_data(model, n=12, dtype=torch.float32)
     return model, x, y
 
 
@@ -60,9 +75,9 @@ def _fields(result: AttackResult, index: torch.Tensor | None = None) -> dict[str
 
 @pytest.mark.parametrize("norm", ["linf", "l2"])
 @pytest.mark.parametrize(("kind", "params"), INDEPENDENT)
-def test_a_sample_gets_the_same_result_in_any_batch(kind, params, norm, problem) -> None:
+def test_a_sample_gets_the_same_result_in_any_batch(kind, params, norm, problem, problem32) -> None:
     assert registry.batch_independent(kind, params)
-    model, x, y = problem
+    model, x, y = problem32 if kind in FLOAT32_ONLY else problem
     whole = _attack(kind, params, model, x, y, norm, batch_size=5)
     # The attacks neither all fail nor all succeed at once, so the comparison has content.
     attacked = whole.success & whole.attacked
@@ -84,8 +99,8 @@ def test_a_sample_gets_the_same_result_in_any_batch(kind, params, norm, problem)
 
 @pytest.mark.parametrize("norm", ["linf", "l2"])
 @pytest.mark.parametrize(("kind", "params"), INDEPENDENT)
-def test_the_same_call_twice_is_bit_identical(kind, params, norm, problem) -> None:
-    model, x, y = problem
+def test_the_same_call_twice_is_bit_identical(kind, params, norm, problem, problem32) -> None:
+    model, x, y = problem32 if kind in FLOAT32_ONLY else problem
     first = _fields(_attack(kind, params, model, x, y, norm, batch_size=5))
     second = _fields(_attack(kind, params, model, x, y, norm, batch_size=5))
     for name, value in first.items():
@@ -169,8 +184,10 @@ def test_batch_independence_is_declared_for_every_kind() -> None:
     for backend in ("cleverhans", "torchattacks"):
         for kind in ("fgsm", "pgd", "pgd-t"):
             assert registry.batch_independent(kind, {"backend": backend}) is False
-    for kind in ("square", "apgd", "autoattack"):
-        assert registry.batch_independent(kind, {}) is False
+    assert registry.batch_independent("apgd", {"targeted": True}) is True
+    assert registry.batch_independent("square", {}) is True
+    assert registry.batch_independent("square", {"backend": "pyautoattack"}) is False
+    assert registry.batch_independent("autoattack", {}) is False
     with pytest.raises(ValueError, match="unknown attack kind"):
         registry.batch_independent("cw", {})
     with pytest.raises(ValueError, match="unknown parameter 'steps'"):
