@@ -232,11 +232,23 @@ def read_document(path: str | Path) -> dict[str, Any]:
 
 def differences(a: Any, b: Any, rel_tol: float = 1e-5, path: str = "") -> list[str]:
     """Where two decoded documents (or parts) differ: everything but floats exactly, floats
-    beyond ``rel_tol`` relative (NaN equals NaN), as ``"/path: a against b"`` lines."""
+    beyond ``rel_tol`` relative (NaN equals NaN), as ``"/path: a against b"`` lines. Exact
+    values (``*_exact`` beside their ``dtype``, see `encode_exact`) are floats too, compared
+    element by element."""
     if isinstance(a, dict) and isinstance(b, dict):
         if set(a) != set(b):
             return [f"{path}: keys {sorted(set(a) ^ set(b))}"]
-        return [d for k in a for d in differences(a[k], b[k], rel_tol, f"{path}/{k}")]
+        return [
+            d
+            for k in a
+            for d in (
+                _exact_differences(a, b, k, rel_tol, f"{path}/{k}")
+                if k.endswith("_exact")
+                and isinstance(a[k], str)
+                and a.get("dtype") in _EXACT_DTYPES
+                else differences(a[k], b[k], rel_tol, f"{path}/{k}")
+            )
+        ]
     if isinstance(a, list) and isinstance(b, list):
         if len(a) != len(b):
             return [f"{path}: {len(a)} against {len(b)} items"]
@@ -250,6 +262,22 @@ def differences(a: Any, b: Any, rel_tol: float = 1e-5, path: str = "") -> list[s
             return []
         return [f"{path}: {a!r} against {b!r}"]
     return [] if a == b and type(a) is type(b) else [f"{path}: {a!r} against {b!r}"]
+
+
+def _exact_differences(
+    a: dict[str, Any], b: dict[str, Any], key: str, rel_tol: float, path: str
+) -> list[str]:
+    if a[key] == b[key] and a["dtype"] == b.get("dtype"):
+        return []
+    if not isinstance(b[key], str) or a["dtype"] != b.get("dtype"):
+        return [f"{path}: {a[key]!r} ({a['dtype']}) against {b[key]!r} ({b.get('dtype')})"]
+    p, q = (
+        np.frombuffer(base64.b64decode(v[key]), dtype=np.dtype(a["dtype"]).newbyteorder("<"))
+        for v in (a, b)
+    )
+    if p.shape == q.shape and np.allclose(p, q, rtol=rel_tol, atol=1e-12, equal_nan=True):
+        return []
+    return [f"{path}: {a[key]!r} against {b[key]!r}"]
 
 
 def without_timings(document: dict[str, Any]) -> dict[str, Any]:

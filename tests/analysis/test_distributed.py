@@ -1,8 +1,9 @@
 """An audit under torchrun (two CPU processes, gloo) writes the single-process document.
 
 The oracle is the same command in one process: per-sample outcomes, counts and findings must
-be identical, floating-point figures equal within 1e-5 relative (sums over samples are
-reduced in another order), and only ``provenance.world_size`` and clock times differ.
+be identical, floating-point figures (the examples' exact pixels too) equal within 1e-5
+relative (sums over samples are reduced in another order, and the model's logits may round
+differently in another batch), and only ``provenance.world_size`` and clock times differ.
 """
 
 from __future__ import annotations

@@ -7,6 +7,7 @@ import json
 
 import jsonschema
 import pytest
+import torch
 from audit_helpers import audit_document, quick_config, without_timings
 
 from analysis.document import (
@@ -14,6 +15,8 @@ from analysis.document import (
     DocumentError,
     bits,
     decode_image,
+    differences,
+    encode_exact,
     read_document,
     unbits,
     write_json,
@@ -100,3 +103,21 @@ def test_unknown_schema_version_is_refused(tmp_path, quick_document):
     (tmp_path / "junk.json").write_text("{not json")
     with pytest.raises(DocumentError, match="not valid JSON"):
         read_document(tmp_path / "junk.json")
+
+
+def test_differences_compare_exact_values_as_floats():
+    # An example moved by one float32 ulp is a floating-point difference within tolerance; a
+    # pixel moved by 1e-3, another dtype or another length is reported.
+    pixels = torch.tensor([0.4, 0.3375, 1.0])
+    dtype, exact = encode_exact(pixels)
+    example = {"dtype": dtype, "adversarial_exact": exact, "fooled": False}
+
+    def moved(values: torch.Tensor, **changes: object) -> dict[str, object]:
+        return {**example, "adversarial_exact": encode_exact(values)[1], **changes}
+
+    ulp = torch.nextafter(pixels, torch.tensor(2.0))
+    assert differences(example, moved(ulp)) == []
+    assert differences(example, moved(pixels + 1e-3))[0].startswith("/adversarial_exact: ")
+    assert differences(example, moved(pixels[:2])) != []
+    assert differences(example, moved(pixels.double(), dtype="float64")) != []
+    assert differences(example, moved(ulp, fooled=True)) == ["/fooled: False against True"]
