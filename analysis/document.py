@@ -230,11 +230,17 @@ def read_document(path: str | Path) -> dict[str, Any]:
     return decode_nonfinite(document)  # type: ignore[no-any-return]
 
 
-def differences(a: Any, b: Any, rel_tol: float = 1e-5, path: str = "") -> list[str]:
+def differences(
+    a: Any, b: Any, rel_tol: float = 1e-5, path: str = "", abs_tol: float = 1e-6
+) -> list[str]:
     """Where two decoded documents (or parts) differ: everything but floats exactly, floats
-    beyond ``rel_tol`` relative (NaN equals NaN), as ``"/path: a against b"`` lines. Exact
-    values (``*_exact`` beside their ``dtype``, see `encode_exact`) are floats too, compared
-    element by element."""
+    beyond ``rel_tol`` relative and ``abs_tol`` absolute (NaN equals NaN), as ``"/path: a
+    against b"`` lines. Exact values (``*_exact`` beside their ``dtype``, see `encode_exact`)
+    are floats too, compared element by element.
+
+    The absolute tolerance is float32 rounding of quantities of order one: a figure that is a
+    difference of two such (a margin near zero, the rise of a loss trace) keeps their
+    absolute rounding error, which no relative tolerance bounds."""
     if isinstance(a, dict) and isinstance(b, dict):
         if set(a) != set(b):
             return [f"{path}: keys {sorted(set(a) ^ set(b))}"]
@@ -242,11 +248,11 @@ def differences(a: Any, b: Any, rel_tol: float = 1e-5, path: str = "") -> list[s
             d
             for k in a
             for d in (
-                _exact_differences(a, b, k, rel_tol, f"{path}/{k}")
+                _exact_differences(a, b, k, rel_tol, abs_tol, f"{path}/{k}")
                 if k.endswith("_exact")
                 and isinstance(a[k], str)
                 and a.get("dtype") in _EXACT_DTYPES
-                else differences(a[k], b[k], rel_tol, f"{path}/{k}")
+                else differences(a[k], b[k], rel_tol, f"{path}/{k}", abs_tol)
             )
         ]
     if isinstance(a, list) and isinstance(b, list):
@@ -255,17 +261,19 @@ def differences(a: Any, b: Any, rel_tol: float = 1e-5, path: str = "") -> list[s
         return [
             d
             for i, (p, q) in enumerate(zip(a, b, strict=True))
-            for d in differences(p, q, rel_tol, f"{path}[{i}]")
+            for d in differences(p, q, rel_tol, f"{path}[{i}]", abs_tol)
         ]
     if isinstance(a, float) and isinstance(b, float):
-        if math.isclose(a, b, rel_tol=rel_tol, abs_tol=1e-12) or (math.isnan(a) and math.isnan(b)):
+        if math.isclose(a, b, rel_tol=rel_tol, abs_tol=abs_tol) or (
+            math.isnan(a) and math.isnan(b)
+        ):
             return []
         return [f"{path}: {a!r} against {b!r}"]
     return [] if a == b and type(a) is type(b) else [f"{path}: {a!r} against {b!r}"]
 
 
 def _exact_differences(
-    a: dict[str, Any], b: dict[str, Any], key: str, rel_tol: float, path: str
+    a: dict[str, Any], b: dict[str, Any], key: str, rel_tol: float, abs_tol: float, path: str
 ) -> list[str]:
     if a[key] == b[key] and a["dtype"] == b.get("dtype"):
         return []
@@ -275,7 +283,7 @@ def _exact_differences(
         np.frombuffer(base64.b64decode(v[key]), dtype=np.dtype(a["dtype"]).newbyteorder("<"))
         for v in (a, b)
     )
-    if p.shape == q.shape and np.allclose(p, q, rtol=rel_tol, atol=1e-12, equal_nan=True):
+    if p.shape == q.shape and np.allclose(p, q, rtol=rel_tol, atol=abs_tol, equal_nan=True):
         return []
     return [f"{path}: {a[key]!r} against {b[key]!r}"]
 
