@@ -1,11 +1,14 @@
 """Distributed speed-up and the cost of resuming.
 
     python -m benchmarks.bench_distributed [CHECKPOINT] [--num-samples 1000] [--processes 2]
-        [--attacks LABELS] [--skip-distributed] [--skip-resume]
+        [--repeats 3] [--attacks LABELS] [--skip-distributed] [--skip-resume]
 
 1. The audit's default command (``standard`` preset, flatness on) in one process and under
    ``torchrun --standalone --nproc_per_node=P``, each process on one thread
-   (``OMP_NUM_THREADS=1``): wall times, the speed-up, and whether the documents agree
+   (``OMP_NUM_THREADS=1``), ``--repeats`` times each, interleaved (1, P, P, 1, 1, P, ...) so
+   that a slower spell of a shared machine falls on both alike: median wall times, their
+   ratio (the speed-up) with the range of the per-pair ratios, the CPU time (user + sys, all
+   processes), and whether every document agrees with the first one-process document
    (``analysis.document.differences``: per-sample outcomes exactly, figures within 1e-5).
 2. Resuming, in one process with the checkpoint loaded once: the audit without a cache, with
    a cache but never interrupted (the cost of writing units), and interrupted right after
@@ -20,7 +23,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -46,15 +51,20 @@ def _comparable(document: dict[str, Any]) -> dict[str, Any]:
     return document
 
 
-def _cli(command: list[str], out: Path) -> tuple[float, dict[str, Any]]:
+def _cli(command: list[str], out: Path) -> tuple[float, float, dict[str, Any]]:
+    """Wall seconds, CPU seconds (user + sys of every process it started) and the document."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    shutil.rmtree(out, ignore_errors=True)
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
     seconds = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if done.returncode != 0:
         raise SystemExit(f"{' '.join(command)} failed:\n{done.stderr[-2000:]}")
+    cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
     document = json.loads(next(out.glob("*/audit.json")).read_text())
-    return seconds, document
+    return seconds, cpu, document
 
 
 class _StopAfterOne(UnitCache):
@@ -70,6 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("checkpoint", nargs="?", default=ZOO_DIR / "mnist-lenet5-dropout.pt")
     parser.add_argument("--num-samples", type=int, default=1000)
     parser.add_argument("--processes", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=3, help="runs of each, interleaved")
     parser.add_argument("--skip-distributed", action="store_true")
     parser.add_argument("--skip-resume", action="store_true")
     parser.add_argument(
@@ -83,18 +94,45 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(tempfile.mkdtemp(prefix="bench-distributed-"))
     try:
         if not args.skip_distributed:
-            one_out, many_out = work / "one", work / "many"
-            one, single = _cli([sys.executable, *audit, "--out", str(one_out)], one_out)
             torchrun = str(Path(sys.executable).parent / "torchrun")
-            nproc = f"--nproc_per_node={args.processes}"
-            many, spread = _cli(
-                [torchrun, "--standalone", nproc, *audit, "--out", str(many_out)], many_out
+            commands = {
+                1: [sys.executable, *audit],
+                args.processes: [
+                    torchrun,
+                    "--standalone",
+                    f"--nproc_per_node={args.processes}",
+                    *audit,
+                ],
+            }
+            runs: dict[int, list[tuple[float, float]]] = {1: [], args.processes: []}
+            reference: dict[str, Any] | None = None
+            found: list[str] = []
+            for repeat in range(args.repeats):
+                order = [1, args.processes] if repeat % 2 == 0 else [args.processes, 1]
+                for processes in order:
+                    out = work / str(processes)
+                    wall, cpu, document = _cli([*commands[processes], "--out", str(out)], out)
+                    runs[processes].append((wall, cpu))
+                    if reference is None:
+                        reference = _comparable(document)
+                    else:
+                        found += differences(reference, _comparable(document))
+                    print(f"  run {repeat + 1}, {processes} process(es): {wall:.1f} s", flush=True)
+            one = statistics.median(wall for wall, _ in runs[1])
+            many = statistics.median(wall for wall, _ in runs[args.processes])
+            ratios = [a / b for (a, _), (b, _) in zip(runs[1], runs[args.processes], strict=True)]
+            print(
+                "| processes | median wall time | CPU time | speed-up (range over pairs) "
+                "| documents |\n|---|---|---|---|---|"
             )
-            found = differences(_comparable(single), _comparable(spread))
-            print("| processes | wall time | speed-up | documents |\n|---|---|---|---|")
-            print(f"| 1 | {one:.1f} s | 1.00 | |")
+            cpu_one = statistics.median(cpu for _, cpu in runs[1])
+            print(f"| 1 | {one:.1f} s | {cpu_one:.0f} s | 1.00 | |")
             agree = "identical (figures within 1e-5)" if not found else f"{len(found)} differ"
-            print(f"| {args.processes} | {many:.1f} s | {one / many:.2f} | {agree} |")
+            cpu_many = statistics.median(cpu for _, cpu in runs[args.processes])
+            print(
+                f"| {args.processes} | {many:.1f} s | {cpu_many:.0f} s | {one / many:.2f} "
+                f"({min(ratios):.2f}–{max(ratios):.2f}) | {agree} |"
+            )
             for line in found[:20]:
                 print(f"  differs: {line}")
         if not args.skip_resume:
