@@ -23,8 +23,9 @@ sides run on the model in eval mode (the reference checks that no library left i
 mode, which would switch dropout on for every later evaluation).
 
 Per stage (sweep, each attack, independent sweep) the wall time and the overhead of both
-sides are printed too, so the stages whose work is the same on both sides (Square is the same
-pyautoattack code; the independent sweep runs every step by design) are visible as such.
+sides are printed too, so the stages whose work is the same on both sides (Square is
+pyautoattack's search on both, the native side drawing per sample; the independent sweep runs
+every step by design) are visible as such.
 
 Overhead: wall ÷ (sample-passes × measured time per sample-pass at the batch size used). Every
 call into the model is recorded with its batch size and whether it is differentiated; the time
