@@ -1,7 +1,7 @@
 """Distributed speed-up and the cost of resuming.
 
     python -m benchmarks.bench_distributed [CHECKPOINT] [--num-samples 1000] [--processes 2]
-        [--repeats 3] [--attacks LABELS] [--skip-distributed] [--skip-resume]
+        [--repeats 3] [--attacks LABELS] [--skip-distributed] [--skip-resume] [--skip-ceiling]
 
 1. The audit's default command (``standard`` preset, flatness on) in one process and under
    ``torchrun --standalone --nproc_per_node=P``, each process on one thread
@@ -10,7 +10,11 @@
    ratio (the speed-up) with the range of the per-pair ratios, the CPU time (user + sys, all
    processes), and whether every document agrees with the first one-process document
    (``analysis.document.differences``: per-sample outcomes exactly, figures within 1e-5).
-2. Resuming, in one process with the checkpoint loaded once: the audit without a cache, with
+2. The machine's own ceiling: a fixed amount of the model's work (forward and backward passes
+   on 500 images, one thread) alone and as P copies at once, interleaved, ``--repeats`` times:
+   P × (time alone) ÷ (time of the copies) is the most P processes can gain on this machine
+   (cores shared with other guests or hyper-threads give less than P).
+3. Resuming, in one process with the checkpoint loaded once: the audit without a cache, with
    a cache but never interrupted (the cost of writing units), and interrupted right after
    every unit it finishes and resumed at once until it completes (the cost of writing,
    loading every finished unit again, and redoing what is not kept: the clean pass, the
@@ -67,6 +71,41 @@ def _cli(command: list[str], out: Path) -> tuple[float, float, dict[str, Any]]:
     return seconds, cpu, document
 
 
+_WORK = """
+import sys, time, torch
+from checkpoints import load_checkpoint
+torch.set_num_threads(1)
+model = load_checkpoint(sys.argv[1]).model.eval()
+x = torch.rand(500, 1, 28, 28, generator=torch.Generator().manual_seed(0), requires_grad=True)
+for _ in range(int(sys.argv[2])):
+    model(x).logsumexp(1).sum().backward()
+"""
+
+
+def _ceiling(checkpoint: Path, processes: int, repeats: int, passes: int = 150) -> None:
+    """Prints P × (the model's work alone) ÷ (P copies of it at once), median over repeats."""
+    command = [sys.executable, "-c", _WORK, str(checkpoint), str(passes)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+
+    def timed(copies: int) -> float:
+        start = time.perf_counter()
+        running = [subprocess.Popen(command, cwd=ROOT, env=env) for _ in range(copies)]
+        if any(process.wait() != 0 for process in running):
+            raise SystemExit("the ceiling's work failed")
+        return time.perf_counter() - start
+
+    alone, together = [], []
+    for repeat in range(repeats):
+        for copies in [1, processes] if repeat % 2 == 0 else [processes, 1]:
+            (alone if copies == 1 else together).append(timed(copies))
+    ceiling = [processes * a / b for a, b in zip(alone, together, strict=True)]
+    print(
+        f"\nceiling: {processes} copies of {statistics.median(alone):.1f} s of model work took "
+        f"{statistics.median(together):.1f} s: at most {statistics.median(ceiling):.2f}x "
+        f"({min(ceiling):.2f}-{max(ceiling):.2f}) with {processes} processes on this machine"
+    )
+
+
 class _StopAfterOne(UnitCache):
     """Stops the audit (KeyboardInterrupt) right after it writes one new unit."""
 
@@ -83,6 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=3, help="runs of each, interleaved")
     parser.add_argument("--skip-distributed", action="store_true")
     parser.add_argument("--skip-resume", action="store_true")
+    parser.add_argument("--skip-ceiling", action="store_true")
     parser.add_argument(
         "--attacks", help="passed to the audit (e.g. only the attacks that split per sample)"
     )
@@ -135,6 +175,8 @@ def main(argv: list[str] | None = None) -> int:
             )
             for line in found[:20]:
                 print(f"  differs: {line}")
+        if not args.skip_ceiling:
+            _ceiling(Path(args.checkpoint), args.processes, args.repeats)
         if not args.skip_resume:
             torch.set_num_threads(1)
             options = _parser().parse_args([str(args.checkpoint), *audit[3:5]])
