@@ -235,8 +235,8 @@ def differences(
 ) -> list[str]:
     """Where two decoded documents (or parts) differ: everything but floats exactly, floats
     beyond ``rel_tol`` relative and ``abs_tol`` absolute (NaN equals NaN), as ``"/path: a
-    against b"`` lines. Exact values (``*_exact`` beside their ``dtype``, see `encode_exact`)
-    are floats too, compared element by element.
+    against b"`` lines. Exact values (``*_exact`` beside their ``shape`` and ``dtype``, see
+    `encode_exact`) are floats too, compared element by element.
 
     The absolute tolerance is float32 rounding of quantities of order one: a figure that is a
     difference of two such (a margin near zero, the rise of a loss trace) keeps their
@@ -249,9 +249,7 @@ def differences(
             for k in a
             for d in (
                 _exact_differences(a, b, k, rel_tol, abs_tol, f"{path}/{k}")
-                if k.endswith("_exact")
-                and isinstance(a[k], str)
-                and a.get("dtype") in _EXACT_DTYPES
+                if k.endswith("_exact") and "shape" in a and a.get("dtype") in _EXACT_DTYPES
                 else differences(a[k], b[k], rel_tol, f"{path}/{k}", abs_tol)
             )
         ]
@@ -277,15 +275,13 @@ def _exact_differences(
 ) -> list[str]:
     if a[key] == b[key] and a["dtype"] == b.get("dtype"):
         return []
-    if not isinstance(b[key], str) or a["dtype"] != b.get("dtype"):
-        return [f"{path}: {a[key]!r} ({a['dtype']}) against {b[key]!r} ({b.get('dtype')})"]
-    p, q = (
-        np.frombuffer(base64.b64decode(v[key]), dtype=np.dtype(a["dtype"]).newbyteorder("<"))
-        for v in (a, b)
-    )
-    if p.shape == q.shape and np.allclose(p, q, rtol=rel_tol, atol=abs_tol, equal_nan=True):
-        return []
-    return [f"{path}: {a[key]!r} against {b[key]!r}"]
+    found = [f"{path}: {a[key]!r} ({a['dtype']}) against {b[key]!r} ({b.get('dtype')})"]
+    try:
+        p, q = (decode_exact(v[key], v["shape"], v["dtype"]).numpy() for v in (a, b))
+    except (DocumentError, KeyError, TypeError, ValueError):
+        return found
+    same = p.dtype == q.dtype and p.shape == q.shape
+    return [] if same and np.allclose(p, q, rtol=rel_tol, atol=abs_tol, equal_nan=True) else found
 
 
 def without_timings(document: dict[str, Any]) -> dict[str, Any]:

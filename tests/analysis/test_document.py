@@ -110,7 +110,7 @@ def test_differences_compare_exact_values_as_floats():
     # pixel moved by 1e-3, another dtype or another length is reported.
     pixels = torch.tensor([0.4, 0.3375, 1.0])
     dtype, exact = encode_exact(pixels)
-    example = {"dtype": dtype, "adversarial_exact": exact, "fooled": False}
+    example = {"shape": [3], "dtype": dtype, "adversarial_exact": exact, "fooled": False}
 
     def moved(values: torch.Tensor, **changes: object) -> dict[str, object]:
         return {**example, "adversarial_exact": encode_exact(values)[1], **changes}
