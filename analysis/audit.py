@@ -868,14 +868,12 @@ def _in_processes(args: argparse.Namespace, argv: list[str]) -> int:
     if cuda:
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
     torch.distributed.init_process_group("nccl" if cuda else "gloo")
-    try:
-        status = _run(args, argv)
-        # The processes tear down together: one that destroys its group while rank 0 is still
-        # writing the document can abort in gloo's teardown.
-        torch.distributed.barrier()
-        return status
-    finally:
-        torch.distributed.destroy_process_group()
+    status = _run(args, argv)
+    # Every process waits until rank 0 has written everything. The group is not destroyed:
+    # gloo's teardown sometimes aborts the process ("terminate called without an active
+    # exception") even after this barrier, so `main` leaves with os._exit instead.
+    torch.distributed.barrier()
+    return status
 
 
 def _identity(plan: _Planned, device: torch.device) -> dict[str, Any]:
@@ -921,11 +919,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Under torchrun the other processes work silently: rank 0 says everything once.
         sys.stdout = sys.stderr = open(os.devnull, "w")  # noqa: SIM115 - for the process's life
     args = _parser().parse_args(argv)
-    return run_command(
+    status = run_command(
         lambda: _in_processes(args, argv),
         verbose=args.verbose,
         input_errors=(InputError, CheckpointError, DatasetError, DocumentError),
     )
+    if distributed.is_distributed():
+        # A process of a torchrun group leaves without tearing the group down (see
+        # `_in_processes`): everything it wrote is closed and renamed, so only the streams
+        # remain to flush.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(status)
+    return status
 
 
 if __name__ == "__main__":
