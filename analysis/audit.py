@@ -149,12 +149,35 @@ def _versions() -> dict[str, str | None]:
     return out
 
 
-def _predictions(model: torch.nn.Module, images: torch.Tensor) -> list[int | None]:
-    """The model's prediction for each image (None for logits holding NaN or Inf)."""
+def _predictions(
+    model: torch.nn.Module, images: torch.Tensor, padding: torch.Tensor
+) -> list[int | None]:
+    """The model's prediction for each image (None for logits holding NaN or Inf, or where
+    the model refuses every batch tried).
+
+    The batch is the audit's choice, not the model's: a model that refuses this batch size
+    (a TorchScript model checking its batch) is asked again with the images padded by
+    ``padding`` (clean images, a batch of the size the clean pass used), then one at a time.
+    """
     device = next((p.device for p in model.parameters()), torch.device("cpu"))
-    with torch.no_grad():
-        labels = predict(model(images.to(device))).tolist()
-    return [None if label == NO_PREDICTION else int(label) for label in labels]
+    images = images.to(device)
+    count = len(images)
+    extra = padding[: max(len(padding) - count, 0)].to(device=device, dtype=images.dtype)
+    attempts = (
+        lambda: model(images),
+        lambda: model(torch.cat([images, extra]))[:count],
+        lambda: torch.cat([model(images[i : i + 1]) for i in range(count)]),
+    )
+    for attempt in attempts:
+        try:
+            with torch.no_grad():
+                labels = predict(attempt()).tolist()
+        except torch.OutOfMemoryError:
+            raise
+        except Exception:  # noqa: BLE001 - a refused batch size is the model's quirk
+            continue
+        return [None if label == NO_PREDICTION else int(label) for label in labels]
+    return [None] * count
 
 
 def _examples(
@@ -163,6 +186,7 @@ def _examples(
     x: torch.Tensor,
     limit: int,
     model: torch.nn.Module,
+    padding: torch.Tensor,
 ) -> list[dict[str, Any]]:
     """Up to ``limit`` adversarial examples per attack and epsilon, each the example the run
     at that epsilon returned for that sample (projected, clipped and judged by the engine),
@@ -178,7 +202,9 @@ def _examples(
             fooled = record.success[k].cpu()
             chosen = torch.cat([(attacked & fooled).nonzero(), (attacked & ~fooled).nonzero()])
             samples = chosen.flatten()[:limit].tolist()
-            predicted = _predictions(model, record.adversarial[k, samples]) if samples else []
+            predicted = (
+                _predictions(model, record.adversarial[k, samples], padding) if samples else []
+            )
             for sample, prediction in zip(samples, predicted, strict=True):
                 adversarial = record.adversarial[k, sample].cpu()
                 dtype, exact = encode_exact(adversarial)
@@ -210,6 +236,7 @@ def _norm_section(
     x: torch.Tensor,
     limit: int,
     model: torch.nn.Module,
+    padding: torch.Tensor,
 ) -> dict[str, Any]:
     n = suite.num_samples
     attacks = []
@@ -269,7 +296,7 @@ def _norm_section(
         "sweep": _sweep(outcome.sweep),
         "independent_sweep": _sweep(outcome.independent_sweep),
         "failures": [failure.to_dict() for failure in outcome.failures],
-        "examples": _examples(outcome, suite, x, limit, model),
+        "examples": _examples(outcome, suite, x, limit, model, padding),
     }
 
 
@@ -412,8 +439,10 @@ def _run_audit(
     activations = activation_statistics(model, x, chunked.chunk_size)
     findings = run_checks(Evidence(suite, probes, suite_config.eot_samples))
     correct = int(suite.clean_correct.sum())
+    # The first batch the clean pass gave the model: a size it accepts.
+    padding = x[: min(len(x), config.batch_size, chunked.chunk_size)].cpu()
     norms = [
-        _norm_section(outcome, suite, x.cpu(), config.examples_per_attack, model)
+        _norm_section(outcome, suite, x.cpu(), config.examples_per_attack, model, padding)
         for outcome in suite.norms
     ]
     document = {

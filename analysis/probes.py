@@ -35,7 +35,14 @@ FD_ROUNDING_ULPS = 100.0
 """Rounding allowance of a finite difference: this many units in the last place of the largest
 logit (of the evaluation precision), divided by the step."""
 
-_MODEL_ERRORS = (RuntimeError, TypeError, ValueError, AttributeError, NotImplementedError)
+_MODEL_ERRORS = (
+    RuntimeError,
+    TypeError,
+    ValueError,
+    AttributeError,
+    NotImplementedError,
+    torch.jit.Error,  # what a TorchScript model raises; not a RuntimeError
+)
 
 
 @dataclass(frozen=True)
@@ -69,8 +76,8 @@ class ModelProbes:
         nonfinite_gradients: samples with NaN or Inf input gradients.
         batch_size: the batch size the audit evaluates and attacks with.
         batch_composition: how each sample was evaluated apart from its batch: ``single``
-            (alone), ``pair`` (with one other sample, for a model that refuses a batch of one)
-            or ``""`` when not compared.
+            (alone), ``pair`` (with one other sample, for a model that refuses a batch of one),
+            ``refused`` (it raised on both) or ``""`` when not compared.
         batch_compared: samples with finite logits in both compositions.
         batch_tolerance: relative tolerance of the comparison: a sample differs when its
             largest logit change exceeds this share of its largest absolute logit.
@@ -170,7 +177,7 @@ def _input_gradient(function: Any, inputs: Tensor) -> tuple[Tensor | None, Tenso
         (gradient,) = torch.autograd.grad(output.sum(), inputs, allow_unused=True)
     except torch.OutOfMemoryError:
         raise
-    except RuntimeError as error:
+    except (RuntimeError, torch.jit.Error) as error:
         return None, output.detach(), f"the backward pass raised: {str(error).splitlines()[0]}"
     if gradient is None:
         return (
@@ -228,19 +235,27 @@ def _batched(model: nn.Module, x: Tensor, batch_size: int) -> Tensor:
         return torch.cat([model(x[s : s + batch_size]) for s in range(0, len(x), batch_size)])
 
 
-def _apart(model: nn.Module, x: Tensor) -> tuple[Tensor, str]:
+def _apart(model: nn.Module, x: Tensor) -> tuple[Tensor | None, str]:
     """Each row of ``x`` evaluated apart from the others: alone, or with its successor where
-    the model refuses a batch of one (batch norm in train mode on flat features)."""
+    the model refuses a batch of one (batch norm in train mode on flat features, a TorchScript
+    model that checks its batch); ``(None, "refused")`` when it refuses both. Whatever a model
+    raises on a batch size the probe chose is the model's quirk, not a crash of the audit."""
     with torch.no_grad():
         try:
             return torch.cat([model(x[i : i + 1]) for i in range(len(x))]), "single"
         except torch.OutOfMemoryError:
             raise
-        except (RuntimeError, ValueError):
-            if len(x) < 2:
-                raise
+        except Exception:  # noqa: BLE001 - any refusal of a batch of one (torch.jit.Error too)
+            pass
+        if len(x) < 2:
+            return None, "refused"
+        try:
             rows = [model(x[[i, (i + 1) % len(x)]])[:1] for i in range(len(x))]
-            return torch.cat(rows), "pair"
+        except torch.OutOfMemoryError:
+            raise
+        except Exception:  # noqa: BLE001 - as above, for a batch of two
+            return None, "refused"
+        return torch.cat(rows), "pair"
 
 
 @dataclass(frozen=True)
@@ -256,7 +271,7 @@ class _BatchProbe:
 
 def _batch_probe(
     batched: tuple[Tensor, Tensor],
-    apart: tuple[Tensor, Tensor] | None,
+    apart: tuple[Tensor] | tuple[Tensor, Tensor] | None,
     composition: str,
     tolerance: float,
 ) -> _BatchProbe:
@@ -543,10 +558,16 @@ def probe_model(
         margins = _rounded(_margins(clean_logits, y))
 
         apart, composition = _apart(model, x[:count])
-        second = (_apart(model, x[:count])[0],) if stochastic else ()
-        batch = _batch_probe(
-            (first, repeats[0][:count]), (apart, *second), composition, batch_tolerance
-        )
+        if apart is None:
+            batch = _BatchProbe(composition, 0, 0.0, 0, 0, 0, 0)
+        else:
+            second = _apart(model, x[:count])[0] if stochastic else None
+            batch = _batch_probe(
+                (first, repeats[0][:count]),
+                (apart,) if second is None else (apart, second),
+                composition,
+                batch_tolerance,
+            )
 
         fd_x, fd_y = x[:fd_samples], y[:fd_samples]
         steps: tuple[float, ...] = ()

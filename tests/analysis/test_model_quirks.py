@@ -1,0 +1,88 @@
+"""A model that refuses some batch sizes is a quirk, not a crash.
+
+TorchScript models raise ``torch.jit.Error``, which is not a ``RuntimeError``. Where the audit
+chooses the batch size (the probes' samples alone, the predictions on stored examples) a
+refusal is worked around; where it does not (the attacks' batches) it is recorded as a failed
+attack. Either way the audit finishes, exits 0 and leaves no ``.partial`` folder.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from torch import Tensor, nn
+
+from analysis.resume import PARTIAL
+from checkpoints import load_checkpoint
+from checkpoints.train import ZOO_DIR
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+class _Refuses(nn.Module):
+    """``net``, raising on a batch of exactly ``size`` samples."""
+
+    def __init__(self, net: nn.Module, size: int) -> None:
+        super().__init__()
+        self.net = net
+        self.size = size
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.shape[0] == self.size:
+            raise RuntimeError("this model refuses this batch size")
+        return self.net(x)
+
+
+@pytest.fixture(scope="module")
+def traced() -> torch.jit.ScriptModule:
+    loaded = load_checkpoint(ZOO_DIR / "digits-mlp-none.pt")
+    return torch.jit.trace(loaded.model, torch.rand(2, 1, 8, 8))
+
+
+@pytest.mark.parametrize("size", [1, 3])
+def test_a_scripted_model_refusing_a_batch_size_is_audited(traced, tmp_path, size):
+    path = tmp_path / f"refuses{size}.pt"
+    torch.jit.save(torch.jit.script(_Refuses(traced, size)), path)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "analysis.audit",
+            str(path),
+            "--trust-checkpoint",
+            "--dataset",
+            "digits",
+            "--preset",
+            "quick",
+            "--no-flatness",
+            "--num-samples",
+            "40",
+            "--no-report",
+            "--out",
+            str(tmp_path / "out"),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr
+    folder = tmp_path / "out" / path.stem
+    assert not (folder / PARTIAL).exists()
+    document = json.loads((folder / "audit.json").read_text())
+    probes = document["probes"]
+    if size == 1:
+        # Compared in pairs instead of alone.
+        assert probes["batch_composition"] == "pair"
+        assert probes["batch_compared"] > 0
+    else:
+        assert probes["batch_composition"] == "single"
+        # Three examples per attack and epsilon: predicted despite the refused batch of three.
+        examples = [e for n in document["robustness"]["norms"] for e in n["examples"]]
+        assert examples and all(e["predicted"] is not None for e in examples)
+        assert any(e["fooled"] and e["predicted"] != e["label"] for e in examples)
