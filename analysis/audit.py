@@ -78,7 +78,7 @@ from checkpoints.boundary import (
 from checkpoints.cli import add_description_arguments, description_from_arguments
 from checkpoints.datasets import Dataset, DatasetError, load_dataset
 from reports.compare import write_comparison
-from reports.document import AuditResult, FlatnessResult, read_result
+from reports.document import AttackRecord, AuditResult, FlatnessResult, read_result
 from reports.html import write_report
 from reports.tables import parse_formats, write_tables
 from torchutil import BatchChoice, distributed, full_precision, make_generator
@@ -510,6 +510,37 @@ def _flatness_parts(flatness: FlatnessResult | None) -> list[str]:
     return parts
 
 
+def _after(attack: AttackRecord, k: int) -> str:
+    """``label value``, the robust accuracy after an attack, or what became of it."""
+    status = attack.statuses[k] if attack.statuses is not None else attack.status
+    if status == "failed":
+        return f"{attack.label} failed"
+    if status == "not-applicable":
+        return f"{attack.label} n/a"
+    return f"{attack.label} {attack.robust_accuracy_after[k].value:.3f}"
+
+
+def incomplete_lines(result: AuditResult) -> list[str]:
+    """One line per attack run that failed, for stderr: an incomplete evaluation is said where
+    it cannot be missed, not only inside the document."""
+    lines = []
+    for norm in result.robustness.norms:
+        for failure in norm.failures or ():
+            if failure.status != "failed":
+                continue
+            at = "" if failure.epsilon is None else f" eps {failure.epsilon:.4g}"
+            stage = "" if failure.stage == "attack" else f" {failure.stage}"
+            lines.append(
+                f"warning: {failure.label}{stage} failed at {norm.norm}{at}: {failure.message}"
+            )
+    if lines:
+        lines.append(
+            f"warning: {result.verdict}: the samples a failed attack would have attacked count "
+            "as robust; fix the cause and rerun"
+        )
+    return lines
+
+
 def summary_lines(path: Path, result: AuditResult) -> list[str]:
     """The compact table printed after an audit.
 
@@ -527,13 +558,16 @@ def summary_lines(path: Path, result: AuditResult) -> list[str]:
     ]
     for norm in result.robustness.norms:
         for k, epsilon in enumerate(norm.epsilons):
-            row = "  ".join(
-                f"{a.label} {a.robust_accuracy_after[k].value:.3f}" for a in norm.attacks
-            )
-            reliable = norm.reliable_robust_accuracy[k].value
-            lines.append(
-                f"  {norm.norm:4s} eps {epsilon:<8.4g} reliable {reliable:.4f}   after: {row}"
-            )
+            row = "  ".join(_after(attack, k) for attack in norm.attacks)
+            value = norm.reliable_robust_accuracy[k].value
+            failed = norm.failed_attacks(k)
+            if not norm.tested(k):
+                figure = f"untested {value:.4f} (no attack ran: this is the clean accuracy)"
+            elif failed:
+                figure = f"at most {value:.4f} (upper bound: {', '.join(failed)} failed)"
+            else:
+                figure = f"reliable {value:.4f}"
+            lines.append(f"  {norm.norm:4s} eps {epsilon:<8.4g} {figure}   after: {row}")
     flat = result.flatness
     for heading, measured in (
         ("flatness", flat),
@@ -865,6 +899,9 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
             print(f"  result written to {plan.target}")
             for line in written:
                 print(f"  {line}")
+        # Even with --quiet: a failed attack must not pass for robustness.
+        for line in incomplete_lines(result):
+            print(f"{plan.path}: {line}", file=sys.stderr)
         if args.update_baseline:
             write_json(args.baseline, gate.baseline_from(document))
             if not args.quiet:

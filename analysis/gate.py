@@ -87,7 +87,16 @@ def baseline_from(document: dict[str, Any]) -> dict[str, Any]:
                 "attacks": [
                     {
                         key: attack[key]
-                        for key in ("label", "kind", "robust_accuracy_after", "success", "attacked")
+                        for key in (
+                            "label",
+                            "kind",
+                            "status",
+                            "statuses",
+                            "robust_accuracy_after",
+                            "success",
+                            "attacked",
+                        )
+                        if key in attack
                     }
                     for attack in norm["attacks"]
                 ],
@@ -208,6 +217,32 @@ def _drop_case(
     return Case(name, passed, f"{p0:.4f} -> {p1:.4f} (drop {drop:+.4f}), {verb} {rule}")
 
 
+def _complete_case(label: str, old: NormResult, k: int, new: NormResult, j: int) -> Case:
+    """Every attack ran, now and in the baseline: a failed attack leaves the samples it would
+    have attacked counted as robust, so its robust accuracies are upper bounds that no drop
+    test may pass (a failed attack is evidence of nothing)."""
+    name = f"every attack ran {label}"
+    failed = new.failed_attacks(j)
+    if failed or not new.tested(j):
+        what = ", ".join(failed) if failed else "every attack"
+        return Case(
+            name,
+            False,
+            f"{what} failed in this result, so its robust accuracies are upper bounds; see the "
+            "attack-failed finding, fix the cause and rerun",
+        )
+    before = old.failed_attacks(k)
+    if before:
+        return Case(
+            name,
+            False,
+            f"{', '.join(before)} failed in the baseline, so its robust accuracies are upper "
+            "bounds and no comparison with them means anything; remake the baseline from a "
+            "complete audit (--update-baseline)",
+        )
+    return Case(name, True, "every attack ran, in this result and in the baseline")
+
+
 def compare(
     document: AuditResult, baseline: AuditResult, max_drop: float | None = None
 ) -> GateOutcome:
@@ -228,6 +263,7 @@ def compare(
                 )
                 continue
             j = new.epsilons.index(epsilon)
+            cases.append(_complete_case(label, old, k, new, j))
             cases.append(
                 _drop_case(
                     f"reliable robust accuracy {label}",

@@ -741,7 +741,9 @@ def batch_dependent_outputs(evidence: Evidence) -> Finding:
             title,
             Status.NOT_APPLICABLE,
             rows,
-            "no sample had finite logits in both compositions",
+            "not measured: the model raised on every sample alone and in pairs"
+            if probes.batch_composition == "refused"
+            else "no sample had finite logits in both compositions",
             masking=False,
         )
     if probes.stochastic:
@@ -912,14 +914,106 @@ def silent_success(evidence: Evidence) -> Finding:
     )
 
 
+@check("attack-failed")
+def attack_failed(evidence: Evidence) -> Finding:
+    """Every stage of the suite that raised (failed) or could not run (not applicable).
+
+    A failed attack broke nothing because it did not run: the samples it would have attacked
+    count as robust, so every robust accuracy at its norm and epsilon is an upper bound and the
+    evaluation is incomplete. One that does not apply (a gradient attack on a model without an
+    input gradient) leaves the worst case to the attacks that ran: a warning.
+    """
+    suite = evidence.suite
+    if suite is None:
+        return Finding(
+            "attack-failed",
+            "Every attack ran",
+            Status.FAIL,
+            {"failed": [], "not_applicable": []},
+            "no attack ran at all",
+            "Run the attack suite; without it there is no robust accuracy to report",
+            masking=False,
+        )
+    failed: list[dict[str, Any]] = []
+    not_applicable: list[dict[str, Any]] = []
+    for outcome in suite.norms:
+        for failure in outcome.failures:
+            row = {
+                "norm": outcome.norm.value,
+                "stage": failure.stage,
+                "attack": failure.label,
+                "epsilon": failure.epsilon,
+                "message": failure.message,
+            }
+            (failed if failure.status == "failed" else not_applicable).append(row)
+    evidence_rows = {"failed": failed, "not_applicable": not_applicable}
+
+    def where(row: dict[str, Any]) -> str:
+        at = "" if row["epsilon"] is None else f" eps {row['epsilon']:.4g}"
+        stage = "" if row["stage"] == "attack" else f" ({row['stage']})"
+        return f"{row['attack']}{stage} at {row['norm']}{at}"
+
+    if failed:
+        first = failed[0]
+        more = f" and {len(failed) - 1} more" if len(failed) > 1 else ""
+        return Finding(
+            "attack-failed",
+            "Every attack ran",
+            Status.FAIL,
+            evidence_rows,
+            f"{len(failed)} attack run(s) failed, so the samples they would have attacked "
+            f"count as robust and the robust accuracy is an upper bound: {where(first)} raised "
+            f"{first['message']}{more}",
+            "Fix the cause (the error says it: memory, a suite value, the model raising on some "
+            "inputs) and rerun; a failed attack is evidence of nothing",
+            masking=False,
+        )
+    if not_applicable:
+        names = sorted({where(row) for row in not_applicable})
+        return Finding(
+            "attack-failed",
+            "Every attack ran",
+            Status.WARN,
+            evidence_rows,
+            f"{len(not_applicable)} attack run(s) could not run ({not_applicable[0]['message']}): "
+            f"{', '.join(names[:4])}{' ...' if len(names) > 4 else ''}; the reliable robust "
+            "accuracy is the worst case over the attacks that ran",
+            "A model without an input gradient defeats gradient attacks by construction; judge "
+            "it by the black-box attacks, or make its forward pass differentiable",
+            masking=False,
+        )
+    return Finding(
+        "attack-failed",
+        "Every attack ran",
+        Status.PASS,
+        evidence_rows,
+        "every attack of the suite ran at every norm and epsilon",
+        "",
+        masking=False,
+    )
+
+
 def run_checks(evidence: Evidence) -> list[Finding]:
     """Every registered check, in registration order."""
     return [function(evidence) for function in CHECKS.values()]
 
 
+INCOMPLETE = "evaluation incomplete"
+"""The verdict's opening words when an attack failed: its robust accuracies are upper bounds."""
+
+
 def verdict(findings: list[Finding]) -> str:
-    """``no sign of gradient masking``, ``suspected gradient masking (N red flags)`` or
-    ``evaluation unreliable``."""
+    """``evaluation incomplete: ...`` (an attack failed), ``evaluation unreliable``,
+    ``suspected gradient masking (N red flags)`` or ``no sign of gradient masking``."""
+    failed = next(
+        (f for f in findings if f.code == "attack-failed" and f.status is Status.FAIL), None
+    )
+    if failed is not None:
+        runs = len(failed.evidence.get("failed", ())) or 1
+        return (
+            f"{INCOMPLETE}: {runs} attack run{'s' if runs > 1 else ''} failed, robust accuracy "
+            "is an upper bound"
+        )
     if any(f.status is Status.FAIL and not f.masking for f in findings):
         return "evaluation unreliable"
     flags = sum(1 for f in findings if f.status is Status.FAIL and f.masking)

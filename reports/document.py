@@ -551,6 +551,28 @@ class NormResult:
         labels = ", ".join(r.label for r in self.attacks)
         raise KeyError(f"no attack {label!r} under {self.norm}; present: {labels}")
 
+    def failed_attacks(self, k: int) -> tuple[str, ...]:
+        """Labels of the attacks that raised at the ``k``-th epsilon. Where one did, the
+        samples it would have attacked count as robust: every robust accuracy at that epsilon
+        is an upper bound. (A document of schema 1.0 says only whether an attack failed
+        somewhere: it counts at every epsilon. A baseline does not say: none.)"""
+        failed = []
+        for record in self.attacks:
+            if record.statuses is not None:
+                if record.statuses[k] == "failed":
+                    failed.append(record.label)
+            elif record.status == "failed":
+                failed.append(record.label)
+        return tuple(failed)
+
+    def tested(self, k: int) -> bool:
+        """Whether some attack ran at the ``k``-th epsilon (else its robust accuracy is only
+        the clean accuracy). True when the document does not say (a baseline)."""
+        known = [r for r in self.attacks if r.statuses is not None or r.status is not None]
+        if not known:
+            return True
+        return any((r.statuses[k] if r.statuses is not None else r.status) == "ok" for r in known)
+
 
 @dataclass(frozen=True, kw_only=True)
 class Robustness:

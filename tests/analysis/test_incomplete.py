@@ -1,0 +1,172 @@
+"""A failed attack is evidence of nothing: never robustness, never a passed gate.
+
+The oracle is by construction: a model that raises on every input more than 0.05 (L∞) away
+from the evaluation images makes every attack fail (each perturbs the images by more than
+that at its first step) while the clean pass and the probes (which stay within 0.01) run. The
+audit must say, on stdout and stderr, that the evaluation is incomplete, print no robust
+accuracy as *reliable*, give the verdict *evaluation incomplete*, and fail the gate against a
+healthy baseline of the same weights.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from torch import Tensor, nn
+
+from analysis import gate
+from analysis.redflags import INCOMPLETE, Finding, Status, verdict
+from checkpoints import load_checkpoint
+from checkpoints.datasets import load_dataset
+from checkpoints.train import ZOO_DIR
+from reports.document import read_result
+
+ROOT = Path(__file__).resolve().parents[2]
+OFF_DATA = 0.05
+AUDIT = ["--preset", "quick", "--no-flatness", "--num-samples", "60", "--no-report"]
+
+
+class _RaisesOffData(nn.Module):
+    """``net``, which raises on any input row farther than ``OFF_DATA`` (L∞) from every row
+    of ``clean``."""
+
+    def __init__(self, net: nn.Module, clean: Tensor) -> None:
+        super().__init__()
+        self.net = net
+        self.register_buffer("clean", clean.flatten(1))
+
+    def forward(self, x: Tensor) -> Tensor:
+        flat = x.flatten(1).to(self.clean.dtype)
+        distance = (flat[:, None, :] - self.clean[None, :, :]).abs().amax(2).amin(1)
+        if bool((distance > 0.05).any()):  # OFF_DATA
+            raise RuntimeError("input off the evaluation images")
+        return self.net(x)
+
+
+class _Plain(nn.Module):
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x)
+
+
+@pytest.fixture(scope="module")
+def scripted(tmp_path_factory) -> tuple[Path, Path]:
+    """The zoo's digits MLP as TorchScript, plain and raising off the data."""
+    folder = tmp_path_factory.mktemp("scripted")
+    loaded = load_checkpoint(ZOO_DIR / "digits-mlp-none.pt")
+    traced = torch.jit.trace(loaded.model, torch.rand(2, 1, 8, 8))
+    # Loading a TorchScript model runs it on a batch of zeros: those are data too.
+    clean = torch.cat([load_dataset("digits", "test").x, torch.zeros(1, 1, 8, 8)])
+    plain, raising = folder / "plain.pt", folder / "raising.pt"
+    torch.jit.save(torch.jit.script(_Plain(traced)), plain)
+    torch.jit.save(torch.jit.script(_RaisesOffData(traced, clean)), raising)
+    return plain, raising
+
+
+def _audit(path: Path, out: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "analysis.audit",
+            str(path),
+            "--trust-checkpoint",
+            "--dataset",
+            "digits",
+            *AUDIT,
+            "--out",
+            str(out),
+            *extra,
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+def test_every_attack_failing_is_incomplete_and_fails_the_gate(scripted, tmp_path):
+    plain, raising = scripted
+    healthy = _audit(plain, tmp_path / "healthy")
+    assert healthy.returncode == 0, healthy.stderr
+    baseline = tmp_path / "baseline.json"
+    healthy_document = tmp_path / "healthy" / "plain" / "audit.json"
+    gate.main([str(healthy_document), str(baseline), "--update-baseline"])
+
+    done = _audit(
+        raising,
+        tmp_path / "broken",
+        "--baseline",
+        str(baseline),
+        "--allow-different-checkpoint",
+        "--junit",
+        str(tmp_path / "gate.xml"),
+    )
+    # Expected before running: the gate fails (1), never passes (0).
+    assert done.returncode == 1, (done.stdout, done.stderr)
+    assert "gate: FAILED" in done.stdout
+    assert "every attack ran" in done.stdout
+    # No robust accuracy reads as reliable; every one is the clean accuracy, untested.
+    rows = [line for line in done.stdout.splitlines() if line.startswith(("  linf", "  l2"))]
+    assert len(rows) == 2, rows
+    for row in rows:
+        assert "reliable" not in row and "untested" in row and "pgd-ce failed" in row, row
+    assert f"verdict: {INCOMPLETE}" in done.stdout
+    assert "warning: pgd-ce failed at linf" in done.stderr
+    assert "input off the evaluation images" in done.stderr
+
+    result = read_result(tmp_path / "broken" / "raising" / "audit.json")
+    assert result.verdict.startswith(INCOMPLETE)
+    finding = next(f for f in result.findings if f.code == "attack-failed")
+    assert finding.status == "fail"
+    for norm in result.robustness.norms:
+        assert all(not norm.tested(k) for k in range(len(norm.epsilons)))
+        assert {a.status for a in norm.attacks} == {"failed"}
+
+    # The same with --quiet: the gate's failure and the failed attacks are still said.
+    quiet = _audit(
+        raising,
+        tmp_path / "quiet",
+        "--baseline",
+        str(baseline),
+        "--allow-different-checkpoint",
+        "--quiet",
+    )
+    assert quiet.returncode == 1
+    assert "failed at linf" in quiet.stderr
+
+
+def test_a_baseline_with_a_failed_attack_fails_the_gate(scripted, tmp_path):
+    _, raising = scripted
+    done = _audit(raising, tmp_path / "broken")
+    assert done.returncode == 0, done.stderr
+    document = tmp_path / "broken" / "raising" / "audit.json"
+    baseline = tmp_path / "baseline.json"
+    gate.main([str(document), str(baseline), "--update-baseline"])
+    kept = json.loads(baseline.read_text())
+    assert kept["robustness"]["norms"][0]["attacks"][0]["statuses"][0] == "failed"
+    outcome = gate.compare(read_result(document), gate.read_baseline(baseline))
+    failed = [case for case in outcome.cases if not case.passed]
+    assert not outcome.passed
+    assert any(case.name.startswith("every attack ran") for case in failed)
+
+
+def test_the_verdict_of_a_failed_attack_outranks_every_other():
+    failed = Finding(
+        "attack-failed", "Every attack ran", Status.FAIL, {"failed": [{}, {}]}, masking=False
+    )
+    masking = Finding("black-box-beats-white-box", "x", Status.FAIL)
+    unreliable = Finding("model-in-train-mode", "x", Status.FAIL, masking=False)
+    assert verdict([masking, unreliable, failed]) == (
+        f"{INCOMPLETE}: 2 attack runs failed, robust accuracy is an upper bound"
+    )
+    warned = Finding("attack-failed", "Every attack ran", Status.WARN, masking=False)
+    assert verdict([warned]) == "no sign of gradient masking"
