@@ -1,14 +1,16 @@
-"""The commands' console scripts run from any folder.
+"""The commands run from any folder, as console scripts and as ``python -m``.
 
 A user's project folder commonly holds folders named like the toolkit's packages
-(``checkpoints/`` of model files, ``reports/``, a package ``analysis`` of their own). A console
-script never looks in the current folder, so it runs the toolkit's code, never the folder's, in
-the editable install ``make install`` makes and in a wheel installed into a fresh environment.
-Each command runs in a subprocess from such a folder.
+(``checkpoints/`` of model files, ``reports/``, a package ``analysis`` of their own); the
+current folder comes first on sys.path under ``python -m``. Every command must still run the
+toolkit's code, never the folder's, in the editable install ``make install`` makes and in a
+wheel installed into a fresh environment. Each command runs in a subprocess from such a folder.
 """
 
 from __future__ import annotations
 
+import inspect
+import json
 import os
 import shutil
 import subprocess
@@ -19,8 +21,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 import pytest
+
+import analysis
+import reports
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("analysis", "attacks", "benchmarks", "checkpoints", "flatness", "reports", "torchutil")
@@ -33,7 +39,9 @@ COMMANDS = {
     "robaudit-compare": "reports.compare",
     "robaudit-train": "checkpoints.train",
 }
-TIMEOUT = 300  # seconds for one command; a --help takes a few
+ZOO_CHECKPOINT = ROOT / "checkpoints" / "zoo" / "digits-mlp-dropout.pt"
+QUICK = ["--preset", "quick", "--no-flatness", "--num-samples", "20", "--no-report"]
+TIMEOUT = 300  # seconds for one command; a --help takes a few, the quick audit under a minute
 
 
 @dataclass(frozen=True)
@@ -70,6 +78,14 @@ def _hostile_folder(folder: Path, *, plain: Sequence[str] = ()) -> Path:
             (folder / name / "__init__.py").write_text(
                 f'raise SystemExit("the current folder\'s own {name!r} package was imported")\n'
             )
+    return folder
+
+
+def _project_folder(folder: Path) -> Path:
+    """A user's project folder: plain folders named like every toolkit package, and
+    ``checkpoints/mynet.pt`` (a copy of a zoo checkpoint)."""
+    _hostile_folder(folder, plain=PACKAGES)
+    shutil.copyfile(ZOO_CHECKPOINT, folder / "checkpoints" / "mynet.pt")
     return folder
 
 
@@ -121,6 +137,14 @@ def install(request: pytest.FixtureRequest) -> Install:
     return request.getfixturevalue("wheel_install")
 
 
+def _without_timings(document: Any) -> Any:
+    if isinstance(document, dict):
+        return {k: _without_timings(v) for k, v in document.items() if k != "wall_time"}
+    if isinstance(document, list):
+        return [_without_timings(v) for v in document]
+    return document
+
+
 def test_console_scripts_are_declared_and_installed() -> None:
     declared = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
     assert declared == {name: f"{module}:script" for name, module in COMMANDS.items()}
@@ -130,6 +154,40 @@ def test_console_scripts_are_declared_and_installed() -> None:
         if entry.group == "console_scripts"
     }
     assert installed == declared, "the installed scripts are stale: rerun make install"
+
+
+def test_both_packages_drop_the_current_folder_alike() -> None:
+    # The function cannot be shared (nothing of the toolkit is safe to import before it ran),
+    # so its two copies must not drift apart.
+    ours = inspect.getsource(analysis._drop_current_folder)
+    assert ours == inspect.getsource(reports._drop_current_folder)
+
+
+def test_packages_come_from_the_installation(install: Install, tmp_path: Path) -> None:
+    # Folders without __init__.py in the current folder (first on sys.path) lose to the
+    # installed packages; in the wheel's environment those are the wheel's, not the sources.
+    folder = _project_folder(tmp_path / "project")
+    names = ("analysis", "checkpoints", "reports")  # the ones that import without torch
+    code = f"import {', '.join(names)}; " + "; ".join(f"print({name}.__file__)" for name in names)
+    located = _run([install.python, "-c", code], folder)
+    assert located.returncode == 0, located.stderr
+    expected = [install.packages.resolve() / name / "__init__.py" for name in names]
+    found = [Path(line).resolve() for line in located.stdout.split()]
+    # (in the editable install through robaudit-root.pth, which `make install` writes)
+    assert found == expected, "not the installed packages (is robaudit-root.pth missing?)"
+
+
+@pytest.mark.parametrize("module", sorted(set(COMMANDS.values())))
+def test_module_help_from_a_folder_of_lookalikes(
+    install: Install, module: str, tmp_path: Path
+) -> None:
+    # The command's own package is a plain folder there (a package of that name would be run
+    # by Python itself before any code of the toolkit); every other name is a package.
+    folder = _hostile_folder(tmp_path / "project", plain=[module.partition(".")[0]])
+    done = _run([install.python, "-m", module, "--help"], folder)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith(f"usage: python -m {module} "), done.stdout[:200]
+    assert "Traceback" not in done.stderr
 
 
 @pytest.mark.parametrize("script", sorted(COMMANDS))
@@ -143,3 +201,46 @@ def test_console_script_help_from_a_folder_of_lookalikes(
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith(f"usage: {script} "), done.stdout[:200]
     assert "Traceback" not in done.stderr
+
+
+def test_a_quick_audit_from_a_project_folder(install: Install, tmp_path: Path) -> None:
+    folder = _project_folder(tmp_path / "project")
+    module = _run(
+        [install.python, "-m", "analysis.audit", "checkpoints/mynet.pt", *QUICK, "--out", "a"],
+        folder,
+    )
+    assert module.returncode == 0, module.stderr
+    script = _run(
+        [install.scripts / "robaudit", "checkpoints/mynet.pt", *QUICK, "--out", "b"], folder
+    )
+    assert script.returncode == 0, script.stderr
+    first = json.loads((folder / "a" / "mynet" / "audit.json").read_text())
+    second = json.loads((folder / "b" / "mynet" / "audit.json").read_text())
+    manifest = json.loads((ZOO_CHECKPOINT.parent / "manifest.json").read_text())
+    assert (
+        first["provenance"]["checkpoint_sha256"]
+        == (manifest["checkpoints"][ZOO_CHECKPOINT.stem]["sha256"])
+    )
+    assert first["evaluation"]["num_samples"] == 20
+    assert first["provenance"]["command_line"][:4] == [
+        "python",
+        "-m",
+        "analysis.audit",
+        "checkpoints/mynet.pt",
+    ]
+    assert second["provenance"]["command_line"][:2] == ["robaudit", "checkpoints/mynet.pt"]
+    # Both ways run the same code on the same samples with the same seed.
+    first.pop("provenance")
+    second.pop("provenance")
+    assert _without_timings(first) == _without_timings(second)
+
+
+def test_python_P_runs_a_command_whose_package_the_folder_shadows(tmp_path: Path) -> None:
+    # The one case no code of the toolkit can fix, since Python finds the folder's
+    # `checkpoints` package before any: README names `python -P` and the console scripts.
+    folder = _hostile_folder(tmp_path / "project")
+    shadowed = _run([sys.executable, "-m", "checkpoints.inspect", "--help"], folder)
+    assert shadowed.returncode != 0 and "'checkpoints' package was imported" in shadowed.stderr
+    done = _run([sys.executable, "-P", "-m", "checkpoints.inspect", "--help"], folder)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("usage: python -m checkpoints.inspect ")
