@@ -8,10 +8,16 @@ STAMP := $(VENV)/.installed
 
 install: $(STAMP)
 
+# setuptools' editable install finds the packages through a finder that Python asks only after
+# sys.path, so a plain folder of the current folder named like a package (checkpoints/ of model
+# files) would hide it from `python -m analysis.audit`. A package with an __init__.py anywhere
+# on sys.path wins over such a folder, so the project root goes on sys.path too (what
+# setuptools' editable_mode=compat does, but that mode is deprecated).
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -c constraints.txt -e '.[reference,dev]'
+	$(PY) -c 'import os, sysconfig; open(os.path.join(sysconfig.get_path("purelib"), "robaudit-root.pth"), "w").write(os.getcwd() + "\n")'
 	touch $(STAMP)
 
 # The NormOut thesis' recipe (plain cross-entropy, masked) beside its label-smoothed fix.

@@ -1,11 +1,33 @@
 """The audit pipeline: ``audit_model`` for a model in Python, ``python -m analysis.audit`` for
-checkpoint files, the red-flag checks and the CI gate."""
+checkpoint files, the red-flag checks, baselines and the CI gate."""
 
-from __future__ import annotations
-
+import os
+import sys
 from typing import Any
 
 __all__ = ["audit_model"]
+
+
+def _drop_current_folder() -> None:
+    """Take the current folder off sys.path while `python -m` locates a command of this package.
+
+    `python -m PACKAGE.COMMAND` puts the current folder first on sys.path, where a folder
+    named like one of the toolkit's packages (a `checkpoints/` of model files, a user's own
+    `reports` package) would be imported instead of it. The commands import nothing from the
+    current folder (their console scripts never have it on sys.path), so it goes, as with
+    `python -P`; sys.argv[0] is "-m" until the module is found. analysis/__init__.py and
+    reports/__init__.py hold this same function: nothing of the toolkit can be imported safely
+    before it has run.
+    """
+    if sys.argv[:1] != ["-m"] or not any(arg.startswith(f"{__name__}.") for arg in sys.orig_argv):
+        return
+    here = os.getcwd()
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    if sys.path[:1] == [here] and os.path.realpath(here) != os.path.realpath(root):
+        del sys.path[0]
+
+
+_drop_current_folder()
 
 
 def __getattr__(name: str) -> Any:

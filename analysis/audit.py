@@ -583,9 +583,9 @@ def summary_lines(path: Path, result: AuditResult) -> list[str]:
     return lines
 
 
-def _parser() -> argparse.ArgumentParser:
+def _parser(prog: str = "python -m analysis.audit") -> argparse.ArgumentParser:
     parser = OneLineParser(
-        prog="python -m analysis.audit",
+        prog=prog,
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -846,7 +846,7 @@ def _prepare(
     return device, planned, baseline
 
 
-def _run(args: argparse.Namespace, argv: list[str]) -> int:
+def _run(args: argparse.Namespace, command_line: list[str]) -> int:
     from analysis import gate
 
     try:
@@ -873,7 +873,7 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
                 plan.config,
                 device=device,
                 progress=not args.quiet and first,
-                command_line=["python", "-m", "analysis.audit", *argv],
+                command_line=command_line,
                 cache=cache,
             )
         except KeyboardInterrupt:
@@ -925,16 +925,16 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
     return int(distributed.broadcast_object(status))
 
 
-def _in_processes(args: argparse.Namespace, argv: list[str]) -> int:
+def _in_processes(args: argparse.Namespace, command_line: list[str]) -> int:
     """``_run`` in the process group torchrun describes in the environment (``WORLD_SIZE``
     above 1), else in this process alone."""
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or distributed.is_distributed():
-        return _run(args, argv)
+        return _run(args, command_line)
     cuda = args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
     if cuda:
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
     torch.distributed.init_process_group("nccl" if cuda else "gloo")
-    status = _run(args, argv)
+    status = _run(args, command_line)
     # Every process waits until rank 0 has written everything. The group is not destroyed:
     # gloo's teardown sometimes aborts the process ("terminate called without an active
     # exception") even after this barrier, so `main` leaves with os._exit instead.
@@ -979,14 +979,16 @@ def _write_report(result: AuditResult, target: Path, args: argparse.Namespace) -
     return lines
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, *, prog: str = "python -m analysis.audit") -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if int(os.environ.get("RANK", "0")) > 0:
         # Under torchrun the other processes work silently: rank 0 says everything once.
         sys.stdout = sys.stderr = open(os.devnull, "w")  # noqa: SIM115 - for the process's life
-    args = _parser().parse_args(argv)
+    args = _parser(prog).parse_args(argv)
     status = run_command(
-        lambda: _in_processes(args, argv),
+        # The provenance names the command as it was run: `robaudit ...` or
+        # `python -m analysis.audit ...`.
+        lambda: _in_processes(args, [*prog.split(), *argv]),
         verbose=args.verbose,
         input_errors=(InputError, CheckpointError, DatasetError, DocumentError),
     )
@@ -998,6 +1000,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stderr.flush()
         os._exit(status)
     return status
+
+
+def script() -> int:
+    """The ``robaudit`` console script: :func:`main` under its own name."""
+    return main(prog="robaudit")
 
 
 if __name__ == "__main__":

@@ -320,9 +320,9 @@ def write_junit(path: Path, outcome: GateOutcome) -> None:
     ET.ElementTree(suite).write(path, encoding="utf-8", xml_declaration=True)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, *, prog: str = "python -m analysis.gate") -> int:
     parser = OneLineParser(
-        prog="python -m analysis.gate",
+        prog=prog,
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -375,6 +375,11 @@ def _run(args: argparse.Namespace) -> int:
         write_junit(args.junit, outcome)
     print("\n".join(report_lines(outcome)))
     return EXIT_OK if outcome.passed else EXIT_GATE_FAILED
+
+
+def script() -> int:
+    """The ``robaudit-gate`` console script: :func:`main` under its own name."""
+    return main(prog="robaudit-gate")
 
 
 if __name__ == "__main__":

@@ -162,9 +162,9 @@ def describe_weights(weights: Mapping[str, Tensor]) -> list[tuple[str, str]]:
     return lines
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, *, prog: str = "python -m checkpoints.inspect") -> int:
     parser = OneLineParser(
-        prog="python -m checkpoints.inspect",
+        prog=prog,
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -272,6 +272,11 @@ def _try_loading(
         rows.append(("recorded accuracy", f"{spec.clean_accuracy:.4f}"))
     rows += [("note", n) for n in loaded.notes]
     return 0
+
+
+def script() -> int:
+    """The ``robaudit-inspect`` console script: :func:`main` under its own name."""
+    return main(prog="robaudit-inspect")
 
 
 if __name__ == "__main__":

@@ -220,9 +220,9 @@ def build_zoo(names: Sequence[str], data_path: str | None, log: Any) -> list[dic
     return written
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, *, prog: str = "python -m checkpoints.train") -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m checkpoints.train",
+        prog=prog,
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -281,6 +281,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, CheckpointError, DatasetError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+
+
+def script() -> int:
+    """The ``robaudit-train`` console script: :func:`main` under its own name."""
+    return main(prog="robaudit-train")
 
 
 if __name__ == "__main__":

@@ -750,9 +750,9 @@ def write_comparison(
     return comparability_warnings(items)
 
 
-def _parser() -> argparse.ArgumentParser:
+def _parser(prog: str = "python -m reports.compare") -> argparse.ArgumentParser:
     parser = OneLineParser(
-        prog="python -m reports.compare",
+        prog=prog,
         description="Compare audits side by side in one self-contained HTML page.",
     )
     parser.add_argument("documents", nargs="+", type=Path, help="audit.json files")
@@ -783,11 +783,16 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+def main(argv: Sequence[str] | None = None, *, prog: str = "python -m reports.compare") -> int:
+    args = _parser(prog).parse_args(argv)
     return run_command(
         lambda: _run(args), verbose=args.verbose, input_errors=(InputError, DocumentError)
     )
+
+
+def script() -> int:
+    """The ``robaudit-compare`` console script: :func:`main` under its own name."""
+    return main(prog="robaudit-compare")
 
 
 if __name__ == "__main__":

@@ -395,9 +395,9 @@ def write_report(result: AuditResult, path: str | Path) -> Path:
 # --- the command line ------------------------------------------------------------------------
 
 
-def _parser() -> argparse.ArgumentParser:
+def _parser(prog: str = "python -m reports.html") -> argparse.ArgumentParser:
     parser = OneLineParser(
-        prog="python -m reports.html",
+        prog=prog,
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -428,11 +428,16 @@ def _run(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(list(sys.argv[1:] if argv is None else argv))
+def main(argv: Sequence[str] | None = None, *, prog: str = "python -m reports.html") -> int:
+    args = _parser(prog).parse_args(list(sys.argv[1:] if argv is None else argv))
     return run_command(
         lambda: _run(args), verbose=args.verbose, input_errors=(InputError, DocumentError)
     )
+
+
+def script() -> int:
+    """The ``robaudit-report`` console script: :func:`main` under its own name."""
+    return main(prog="robaudit-report")
 
 
 if __name__ == "__main__":
