@@ -13,6 +13,11 @@ versions of the project and torch. A run whose key differs discards the folder a
 afresh, so changed inputs never mix with old results; ``--fresh`` discards it in any case.
 The folder is removed once the document is written.
 
+Each unit file carries its own name, the key it was made under and the SHA-256 of its value
+(a one-line JSON header before the value): a unit made under another key (copied from another
+audit's folder), damaged, or not written by this module is recomputed, with one line on
+stderr, and never read further.
+
 Loading runs no code from the file: units are read with ``torch.load(weights_only=True)``,
 which rebuilds only tensors, plain containers and the result types listed in ``SAFE_TYPES``
 (dataclasses and enums of the project, constructed without calling any of their methods).
@@ -35,13 +40,16 @@ from typing import Any, TypeVar
 
 import torch
 
-from checkpoints.boundary import atomic_write_bytes
+from checkpoints.boundary import atomic_write_bytes, one_line
 from torchutil import distributed, to_device
 
 __all__ = ["PARTIAL", "SAFE_TYPES", "UnitCache", "cache_key"]
 
 PARTIAL = ".partial"
 """The folder beside ``audit.json`` that holds the finished units."""
+
+_MAGIC = b"robaudit-unit 1\n"
+"""The first line of a unit file; the second is its JSON header, the rest its value."""
 
 T = TypeVar("T")
 
@@ -72,6 +80,10 @@ def _safe_types() -> list[type]:
 
 SAFE_TYPES: tuple[type, ...] = tuple(_safe_types())
 """The types a unit file may hold besides tensors and plain containers."""
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
 
 
 def cache_key(identity: dict[str, Any]) -> str:
@@ -115,18 +127,21 @@ class UnitCache:
         if not folder.exists():
             return
         if fresh:
-            self._discard("--fresh: discarding the finished units")
+            self._discard(f"--fresh: discarding the finished units in {folder}")
             return
         stored = self._stored_key()
         if stored == self.key:
             self._valid = True
             units = sorted(p.stem for p in folder.glob("*.pt"))
             if units:
-                self._report(f"resuming: {len(units)} finished units in {folder}")
+                self._report(
+                    f"resuming: {len(units)} finished units in {folder} (--fresh starts over)"
+                )
         else:
             self._discard(
                 "the checkpoint, evaluation set or configuration changed since the "
-                "interrupted run: discarding its finished units"
+                f"interrupted run: discarding its finished units in {folder} (--fresh discards "
+                "them in any case)"
             )
 
     def _stored_key(self) -> str | None:
@@ -137,8 +152,8 @@ class UnitCache:
         key = data.get("key") if isinstance(data, dict) else None
         return key if isinstance(key, str) else None
 
-    def _discard(self, why: str) -> None:
-        self._report(f"{why} ({self.folder})")
+    def _discard(self, line: str) -> None:
+        self._report(line)
         if self.writer:
             shutil.rmtree(self.folder, ignore_errors=True)
 
@@ -146,22 +161,51 @@ class UnitCache:
         return self.folder / (re.sub(r"[^A-Za-z0-9_.=+-]", "_", unit) + ".pt")
 
     def load(self, unit: str) -> Any:
-        """The stored value of ``unit``, or None when it is not there (or unreadable)."""
+        """The stored value of ``unit``, or None when it is not there, or was made under
+        another key, or is damaged (then it is recomputed, and one line says why)."""
         if not self._valid:
             return None
         path = self._path(unit)
-        if not path.exists():
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
             return None
+        except OSError as err:
+            return self._reject(unit, path, f"its stored copy cannot be read ({err})")
+        body, problem = self._body(unit, data)
+        if body is None:
+            return self._reject(unit, path, problem)
         try:
             with torch.serialization.safe_globals(list(SAFE_TYPES)):
-                stored = torch.load(path, map_location="cpu", weights_only=True)
+                value = torch.load(io.BytesIO(body), map_location="cpu", weights_only=True)
         except Exception as err:  # noqa: BLE001 - a damaged unit is recomputed, never trusted
-            self._report(f"recomputing {unit}: its stored copy does not load ({err})")
-            return None
-        if not isinstance(stored, dict) or stored.get("unit") != unit:
-            return None
+            return self._reject(unit, path, f"its stored copy does not load ({one_line(err)})")
         self.resumed.append(unit)
-        return stored["value"]
+        return value
+
+    def _body(self, unit: str, data: bytes) -> tuple[bytes | None, str]:
+        """The value's bytes of a unit file, or None and what is wrong with it."""
+        if not data.startswith(_MAGIC):
+            return None, "its stored copy is not a unit file of this version of the toolkit"
+        line, newline, body = data[len(_MAGIC) :].partition(b"\n")
+        try:
+            header = json.loads(line) if newline else None
+        except ValueError:
+            header = None
+        if not isinstance(header, dict):
+            return None, "its stored copy is damaged (no readable header)"
+        if header.get("unit") != unit:
+            return None, f"its stored copy holds another unit ({header.get('unit')!r})"
+        if header.get("key") != self.key:
+            return None, (
+                "its stored copy was made for another checkpoint, evaluation set or configuration"
+            )
+        if header.get("size") != len(body) or header.get("sha256") != _sha256(body):
+            return None, "its stored copy is damaged (its SHA-256 does not match)"
+        return body, ""
+
+    def _reject(self, unit: str, path: Path, why: str) -> None:
+        self._report(f"recomputing {unit}: {why} ({path}; --fresh discards every finished unit)")
 
     def store(self, unit: str, value: Any) -> None:
         """Write ``value`` as ``unit``, atomically (nothing unless this process writes)."""
@@ -174,8 +218,10 @@ class UnitCache:
             )
             self._ready = self._valid = True
         buffer = io.BytesIO()
-        torch.save({"unit": unit, "value": to_device(value, "cpu")}, buffer)
-        atomic_write_bytes(self._path(unit), buffer.getvalue())
+        torch.save(to_device(value, "cpu"), buffer)
+        body = buffer.getvalue()
+        header = {"unit": unit, "key": self.key, "size": len(body), "sha256": _sha256(body)}
+        atomic_write_bytes(self._path(unit), _MAGIC + json.dumps(header).encode() + b"\n" + body)
 
     def unit(
         self, name: str, compute: Callable[[], T], device: torch.device | None = None

@@ -6,6 +6,8 @@ everything but timings.
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import os
 import pickle
@@ -14,6 +16,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -21,6 +24,7 @@ import torch
 from audit_helpers import quick_config, without_timings
 
 from analysis.audit import evaluation_set, run_audit
+from analysis.config import build_suite
 from analysis.resume import PARTIAL, UnitCache
 from checkpoints import load_checkpoint
 from checkpoints.boundary import EXIT_TERMINATED
@@ -105,13 +109,30 @@ class _Payload:
         return (os.system, ("touch PWNED",))
 
 
+def _split(data: bytes) -> tuple[bytes, dict, bytes]:
+    """A unit file's first line, header and value bytes."""
+    magic, _, rest = data.partition(b"\n")
+    header, _, body = rest.partition(b"\n")
+    return magic + b"\n", json.loads(header), body
+
+
+def _unit_file(magic: bytes, header: dict, body: bytes) -> bytes:
+    """A unit file with ``body`` under ``header``, its size and SHA-256 made to match."""
+    header = {**header, "size": len(body), "sha256": hashlib.sha256(body).hexdigest()}
+    return magic + json.dumps(header).encode() + b"\n" + body
+
+
 def test_a_unit_file_never_runs_code(tmp_path, monkeypatch):
-    """A planted pickle with the right key is refused (not executed) and recomputed."""
+    """A planted pickle under a valid header (the right unit, key and checksum) is refused by
+    the loader, not executed, and recomputed; a bare pickle is refused before it is read."""
     monkeypatch.chdir(tmp_path)
     folder = tmp_path / PARTIAL
     cache = UnitCache(folder, {"config": 1})
     cache.store("probes", torch.zeros(1))
-    torch.save({"unit": "probes", "value": _Payload()}, folder / "probes.pt")
+    magic, header, _ = _split((folder / "probes.pt").read_bytes())
+    buffer = io.BytesIO()
+    torch.save(_Payload(), buffer)
+    (folder / "probes.pt").write_bytes(_unit_file(magic, header, buffer.getvalue()))
     with open(folder / "other.pt", "wb") as out:
         pickle.dump({"unit": "other", "value": _Payload()}, out)
     lines: list[str] = []
@@ -120,7 +141,148 @@ def test_a_unit_file_never_runs_code(tmp_path, monkeypatch):
     assert not loaded and torch.equal(value, torch.ones(2))
     assert again.load("other") is None
     assert not (tmp_path / "PWNED").exists()
-    assert any("does not load" in line for line in lines)
+    assert any(
+        line.startswith("recomputing probes: its stored copy does not load") for line in lines
+    )
+    assert any(
+        line.startswith("recomputing other: its stored copy is not a unit") for line in lines
+    )
+
+
+def test_a_unit_made_under_another_key_is_recomputed(tmp_path):
+    """The folder's key.json is this run's, but one unit file was made under another key
+    (copied from another audit's folder): it is recomputed, with one line, never loaded."""
+    other, folder = tmp_path / "other" / PARTIAL, tmp_path / "this" / PARTIAL
+    UnitCache(other, {"config": 1}).store("probes", torch.full((3,), 7.0))
+    UnitCache(folder, {"config": 2}).store("batch-attacks", torch.arange(2))
+    shutil.copy(other / "probes.pt", folder / "probes.pt")
+    lines: list[str] = []
+    cache = UnitCache(folder, {"config": 2}, report=lines.append)
+    value, loaded = cache.unit("probes", lambda: torch.zeros(3))
+    assert not loaded and torch.equal(value, torch.zeros(3))
+    assert lines[-1] == (
+        "recomputing probes: its stored copy was made for another checkpoint, evaluation set "
+        f"or configuration ({folder / 'probes.pt'}; --fresh discards every finished unit)"
+    )
+    # This run's own unit is still resumed, and the recomputed one is stored under its key.
+    assert torch.equal(cache.unit("batch-attacks", lambda: torch.zeros(2))[0], torch.arange(2))
+    again = UnitCache(folder, {"config": 2}, report=lines.append)
+    assert torch.equal(again.load("probes"), torch.zeros(3))
+    assert cache.resumed == ["batch-attacks"] and again.resumed == ["probes"]
+
+
+def _flip(data: bytes) -> bytes:
+    return data[:-5] + bytes([data[-5] ^ 0x01]) + data[-4:]
+
+
+def _wrong_value(data: bytes) -> bytes:
+    """What the unit file would be under the format without a header: a plain torch file of
+    another value."""
+    buffer = io.BytesIO()
+    torch.save({"unit": "probes", "value": torch.zeros(3)}, buffer)
+    return buffer.getvalue()
+
+
+def _renamed(data: bytes) -> bytes:
+    magic, header, body = _split(data)
+    return _unit_file(magic, {**header, "unit": "batch-attacks"}, body)
+
+
+def _header_cut(data: bytes) -> bytes:
+    return data[: len(data.partition(b"\n")[0]) + 10]
+
+
+@pytest.mark.parametrize(
+    ("damage", "why"),
+    [
+        (_flip, "is damaged (its SHA-256 does not match)"),
+        (lambda data: data[: len(data) // 2], "is damaged (its SHA-256 does not match)"),
+        (_header_cut, "is damaged (no readable header)"),
+        (lambda data: b"", "is not a unit file of this version of the toolkit"),
+        (_wrong_value, "is not a unit file of this version of the toolkit"),
+        (_renamed, "holds another unit ('batch-attacks')"),
+    ],
+    ids=["flipped-bit", "truncated", "header-cut", "empty", "wrong-value", "other-unit"],
+)
+def test_a_damaged_unit_is_recomputed_in_one_line(tmp_path, damage, why):
+    folder = tmp_path / PARTIAL
+    UnitCache(folder, {"config": 1}).store("probes", torch.arange(4.0))
+    path = folder / "probes.pt"
+    path.write_bytes(damage(path.read_bytes()))
+    lines: list[str] = []
+    cache = UnitCache(folder, {"config": 1}, report=lines.append)
+    value, loaded = cache.unit("probes", lambda: torch.ones(4))
+    assert not loaded and torch.equal(value, torch.ones(4)) and cache.resumed == []
+    assert lines[-1] == (
+        f"recomputing probes: its stored copy {why} ({path}; --fresh discards every finished unit)"
+    )
+    assert torch.equal(UnitCache(folder, {"config": 1}).load("probes"), torch.ones(4))
+
+
+def _suite_file(folder: Path, num_steps: int) -> Path:
+    path = folder / f"pgd-{num_steps}.toml"
+    path.write_text(
+        'preset = "quick"\n[epsilons]\nlinf = [0.1]\n[[attacks]]\nkind = "pgd"\n'
+        f'label = "pgd-ce"\nnum_steps = {num_steps}\nrel_step_size = 0.25\n'
+    )
+    return path
+
+
+def _pgd_config(folder: Path, num_steps: int):
+    suite = build_suite("quick", "digits", suite_file=_suite_file(folder, num_steps))
+    return replace(quick_config(num_samples=40), suite=suite)
+
+
+def _robust(document: dict) -> list:
+    return [norm["reliable_robust_accuracy"] for norm in document["robustness"]["norms"]]
+
+
+@pytest.mark.parametrize("source", ["another-model", "one-step-suite"])
+def test_planted_units_of_another_model_or_suite_are_recomputed(tmp_path, source):
+    """Every unit file of another audit (another model of the zoo, or the same model under a
+    1-step PGD) planted in this audit's folder, key.json included being this audit's, is
+    recomputed: the document is the uninterrupted one."""
+    config = _pgd_config(tmp_path, 20)
+    loaded = load_checkpoint(ZOO)
+    evaluation = evaluation_set(loaded, None, config.num_samples, config.seed)
+    reference = run_audit(loaded, evaluation, config, device=CPU)
+
+    other = tmp_path / "other" / PARTIAL
+    if source == "another-model":
+        other_loaded, other_config = load_checkpoint(ZOO_DIR / "digits-mlp-dropout.pt"), config
+    else:
+        other_loaded, other_config = loaded, _pgd_config(tmp_path, 1)
+    other_evaluation = evaluation_set(other_loaded, None, config.num_samples, config.seed)
+    planted = run_audit(
+        other_loaded,
+        other_evaluation,
+        other_config,
+        device=CPU,
+        cache=UnitCache(other, {"checkpoint": other_loaded.sha256, **other_config.to_dict()}),
+    )
+    # The planted units would change the result if they were taken.
+    assert _robust(planted) != _robust(reference)
+
+    identity = {"checkpoint": loaded.sha256, **config.to_dict()}
+    folder = tmp_path / "this" / PARTIAL
+    with pytest.raises(KeyboardInterrupt):
+        run_audit(loaded, evaluation, config, device=CPU, cache=_Stopping(folder, identity, stop=1))
+    own = {p.name for p in folder.glob("*.pt")}
+    copied = {p.name for p in other.glob("*.pt")}
+    assert own and copied - own
+    for path in other.glob("*.pt"):
+        if path.name not in own:
+            shutil.copy(path, folder / path.name)
+    lines: list[str] = []
+    resumed = UnitCache(folder, identity, report=lines.append)
+    document = run_audit(loaded, evaluation, config, device=CPU, cache=resumed)
+    assert without_timings(document) == without_timings(reference)
+    assert {f"{unit}.pt" for unit in resumed.resumed} == own
+    rejected = [line for line in lines if line.startswith("recomputing ")]
+    assert len(rejected) == len(copied - own)
+    assert all(
+        "made for another checkpoint, evaluation set or configuration" in line for line in rejected
+    )
 
 
 def _command(out: Path, *extra: str) -> list[str]:
@@ -153,7 +315,7 @@ def uninterrupted(tmp_path_factory):
     done = _run(_command(out))
     assert done.returncode == 0, done.stderr
     target = out / ZOO.stem / "audit.json"
-    assert not (target.parent / PARTIAL).exists()
+    assert sorted(p.name for p in target.parent.iterdir()) == ["audit.json"]
     document = json.loads(target.read_text())
     target.unlink()
     return out, document
@@ -186,7 +348,7 @@ def test_killed_audit_resumes_to_the_uninterrupted_document(uninterrupted, signu
     assert resumed.returncode == 0, resumed.stderr
     assert f"resuming: {len(kept)} finished units" in resumed.stderr
     assert "(resumed)" in resumed.stderr or "resumed" in resumed.stderr
-    assert not partial.exists()
+    assert sorted(p.name for p in target.parent.iterdir()) == ["audit.json"]
     document = json.loads(target.read_text())
     target.unlink()
     assert without_timings(document) == without_timings(reference)
@@ -223,3 +385,44 @@ def test_changed_configuration_or_checkpoint_does_not_reuse_units(uninterrupted,
     assert moved.returncode == 0, moved.stderr
     assert "discarding its finished units" in moved.stderr
     assert "resuming" not in moved.stderr and not partial.exists()
+
+
+def _recomputed(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if line.startswith("recomputing ")]
+
+
+def test_planted_or_damaged_units_never_stop_the_audit(uninterrupted, tmp_path):
+    """Units of another model, a damaged unit and a wrong value planted among an interrupted
+    audit's units: each is recomputed with one line, and the document is the uninterrupted
+    one (no status 3)."""
+    out, reference = uninterrupted
+    folder = out / ZOO.stem
+    partial = folder / PARTIAL
+    other = tmp_path / "other"
+    other_command = _command(other)
+    other_command[3] = str(ZOO_DIR / "digits-mlp-dropout.pt")
+    _interrupted_run(other_command, other / "digits-mlp-dropout" / PARTIAL)
+    _interrupted_run(_command(out), partial)
+    kept = sorted(partial.glob("*.pt"))
+    kept[0].write_bytes(kept[0].read_bytes()[:-7])
+    planted = {kept[0].name}
+    for path in (other / "digits-mlp-dropout" / PARTIAL).glob("*.pt"):
+        if not (partial / path.name).exists():
+            shutil.copy(path, partial / path.name)
+            planted.add(path.name)
+    buffer = io.BytesIO()
+    torch.save({"unit": "probes", "value": torch.zeros(3)}, buffer)
+    (partial / "probes.pt").write_bytes(buffer.getvalue())
+    planted.add("probes.pt")
+
+    done = _run(_command(out))
+    assert done.returncode == 0, done.stderr
+    recomputed = _recomputed(done.stderr)
+    assert len(recomputed) == len(planted), done.stderr
+    assert all("--fresh" in line for line in recomputed)
+    assert "recomputing probes: its stored copy is not a unit file" in done.stderr
+    target = folder / "audit.json"
+    assert sorted(p.name for p in folder.iterdir()) == ["audit.json"]
+    document = json.loads(target.read_text())
+    target.unlink()
+    assert without_timings(document) == without_timings(reference)
