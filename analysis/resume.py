@@ -21,18 +21,28 @@ stderr, and never read further.
 Loading runs no code from the file: units are read with ``torch.load(weights_only=True)``,
 which rebuilds only tensors, plain containers and the result types listed in ``SAFE_TYPES``
 (dataclasses and enums of the project, constructed without calling any of their methods).
+
+One audit at a time owns ``OUT/<name>/``: :class:`FolderLock` holds an ``flock`` on
+``OUT/<name>/.audit.lock`` for the whole audit of that checkpoint (the operating system
+releases it when the process ends, however it ends). A second audit into the same place is
+refused (:class:`FolderBusy`), so it never discards or removes the first one's units; the
+owner removes the temporary files a killed run left behind.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import enum
+import fcntl
 import hashlib
 import io
 import json
+import os
 import re
 import shutil
+import socket
 import sys
+import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from types import ModuleType
@@ -40,13 +50,21 @@ from typing import Any, TypeVar
 
 import torch
 
-from checkpoints.boundary import atomic_write_bytes, one_line
+from checkpoints.boundary import (
+    InputError,
+    atomic_write_bytes,
+    one_line,
+    remove_stale_temporaries,
+)
 from torchutil import distributed, to_device
 
-__all__ = ["PARTIAL", "SAFE_TYPES", "UnitCache", "cache_key"]
+__all__ = ["LOCK", "PARTIAL", "SAFE_TYPES", "FolderBusy", "FolderLock", "UnitCache", "cache_key"]
 
 PARTIAL = ".partial"
 """The folder beside ``audit.json`` that holds the finished units."""
+
+LOCK = ".audit.lock"
+"""The file beside ``audit.json`` that the running audit of that folder holds locked."""
 
 _MAGIC = b"robaudit-unit 1\n"
 """The first line of a unit file; the second is its JSON header, the rest its value."""
@@ -94,6 +112,10 @@ def cache_key(identity: dict[str, Any]) -> str:
 
 class UnitCache:
     """The finished units of one audit, under ``folder``.
+
+    The caller owns the folder while it uses the cache (the audit holds its
+    :class:`FolderLock`): the cache discards a folder of another key, and removes it once
+    the document is written.
 
     Args:
         folder: ``OUT/<name>/.partial``.
@@ -249,3 +271,149 @@ class UnitCache:
         """Delete the folder: the document it served is complete."""
         if self.writer:
             shutil.rmtree(self.folder, ignore_errors=True)
+
+
+class FolderBusy(InputError):
+    """Another audit holds the folder's lock: this one is refused (exit status 2)."""
+
+
+class FolderLock:
+    """An exclusive lock on an audit's folder ``OUT/<name>/``, held until :meth:`release`.
+
+    The lock is an ``flock`` on ``OUT/<name>/.audit.lock``, so the operating system releases
+    it when its process ends, however it ends: a killed audit never leaves a folder locked.
+    The file holds the owner's pid, host and start time, for the message of a refused run; it
+    is removed on release (under the lock, and a run that locked a removed file locks
+    again), with the folders the lock created when they are still empty.
+
+    Attributes:
+        folder: ``OUT/<name>/``.
+        path: the lock file.
+    """
+
+    def __init__(self, folder: Path, path: Path, handle: int, created: list[Path]) -> None:
+        self.folder = folder
+        self.path = path
+        self._handle: int | None = handle
+        self._created = created
+
+    @classmethod
+    def acquire(cls, folder: Path) -> FolderLock:
+        """Lock ``folder`` (created if missing), without waiting.
+
+        Raises:
+            FolderBusy: another process holds it; the message names it and what to do.
+            OSError: the folder cannot be created, or its file system has no locks.
+        """
+        created = [f for f in (folder, *folder.parents) if not f.exists()]
+        try:
+            return cls._acquire(folder, created)
+        except BaseException:
+            _remove_empty(created)
+            raise
+
+    @classmethod
+    def _acquire(cls, folder: Path, created: list[Path]) -> FolderLock:
+        path = folder / LOCK
+        for _ in range(_LOCK_ATTEMPTS):
+            folder.mkdir(parents=True, exist_ok=True)
+            try:
+                handle = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+            except FileNotFoundError:  # the folder was removed by a run releasing it: again
+                continue
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = _holder(handle)
+                os.close(handle)
+                raise FolderBusy(
+                    f"{folder} is in use by another audit ({holder}); wait until it ends "
+                    "(if it was interrupted, the same command resumes its finished units), or "
+                    "give another --out (--fresh does not take the folder from a running "
+                    "audit)"
+                ) from None
+            except BaseException:
+                os.close(handle)
+                raise
+            if _same_file(handle, path):
+                record = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time()}
+                os.ftruncate(handle, 0)
+                os.pwrite(handle, json.dumps(record).encode() + b"\n", 0)
+                return cls(folder, path, handle, created)
+            # The owner removed the file between our open and our lock: lock the new one.
+            os.close(handle)
+        raise FolderBusy(
+            f"{folder} could not be locked: other audits keep taking and releasing it; wait "
+            "until they end, or give another --out (--fresh does not take the folder from a "
+            "running audit)"
+        )
+
+    def remove_stale_temporaries(self) -> list[Path]:
+        """Remove the temporary files an audit killed while writing left in the folder and
+        its ``.partial/`` (``checkpoints.boundary.remove_stale_temporaries``); the lock makes
+        sure no other audit is writing them."""
+        if self._handle is None:
+            raise RuntimeError(f"{self.folder} is no longer locked by this process")
+        return [
+            *remove_stale_temporaries(self.folder),
+            *remove_stale_temporaries(self.folder / PARTIAL),
+        ]
+
+    def release(self) -> None:
+        """Remove the lock file and unlock (again: nothing)."""
+        if self._handle is None:
+            return
+        handle, self._handle = self._handle, None
+        try:
+            if _same_file(handle, self.path):
+                self.path.unlink(missing_ok=True)
+        finally:
+            os.close(handle)
+        _remove_empty(self._created)
+
+    def __enter__(self) -> FolderLock:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.release()
+
+
+_LOCK_ATTEMPTS = 20
+
+
+def _remove_empty(folders: list[Path]) -> None:
+    """Remove ``folders`` (deepest first) while they are empty."""
+    for folder in folders:
+        try:
+            folder.rmdir()
+        except OSError:
+            break
+
+
+def _same_file(handle: int, path: Path) -> bool:
+    """Whether ``path`` still names the file open as ``handle``."""
+    try:
+        named = path.stat()
+    except FileNotFoundError:
+        return False
+    opened = os.fstat(handle)
+    return (named.st_dev, named.st_ino) == (opened.st_dev, opened.st_ino)
+
+
+def _holder(handle: int) -> str:
+    """Who holds the lock, as its file says: "pid 123 on host h, started ...", as far as
+    known."""
+    try:
+        record = json.loads(os.pread(handle, 4096, 0))
+    except (OSError, ValueError):
+        record = None
+    if not isinstance(record, dict) or not isinstance(record.get("pid"), int):
+        return "its pid is not known yet"
+    words = f"pid {record['pid']}"
+    host = record.get("host")
+    if isinstance(host, str) and host != socket.gethostname():
+        words += f" on host {host}"
+    started = record.get("started")
+    if isinstance(started, (int, float)):
+        words += f", started {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(started))}"
+    return words

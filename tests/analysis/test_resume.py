@@ -6,6 +6,7 @@ everything but timings.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import io
 import json
@@ -24,10 +25,11 @@ import torch
 from audit_helpers import quick_config, without_timings
 
 from analysis.audit import evaluation_set, run_audit
+from analysis.audit import main as audit_main
 from analysis.config import build_suite
-from analysis.resume import PARTIAL, UnitCache
+from analysis.resume import LOCK, PARTIAL, FolderBusy, FolderLock, UnitCache
 from checkpoints import load_checkpoint
-from checkpoints.boundary import EXIT_TERMINATED
+from checkpoints.boundary import EXIT_INPUT, EXIT_TERMINATED
 from checkpoints.train import ZOO_DIR
 
 ZOO = ZOO_DIR / "digits-mlp-qsd.pt"
@@ -343,6 +345,9 @@ def test_killed_audit_resumes_to_the_uninterrupted_document(uninterrupted, signu
     assert not target.exists()
     kept = sorted(p.stem for p in partial.glob("*.pt"))
     assert kept
+    # SIGTERM releases the folder's lock and removes its file; SIGKILL leaves the file, but
+    # the lock went with the process, so the next run is not refused.
+    assert (out / ZOO.stem / LOCK).exists() == (signum == signal.SIGKILL)
 
     resumed = _run(_command(out))
     assert resumed.returncode == 0, resumed.stderr
@@ -426,3 +431,170 @@ def test_planted_or_damaged_units_never_stop_the_audit(uninterrupted, tmp_path):
     document = json.loads(target.read_text())
     target.unlink()
     assert without_timings(document) == without_timings(reference)
+
+
+def _hold(path: Path) -> int:
+    """Lock ``path`` as a running audit does, from this process, with this process's pid."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle = os.open(path, os.O_RDWR | os.O_CREAT)
+    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    os.ftruncate(handle, 0)
+    os.write(handle, json.dumps({"pid": os.getpid()}).encode())
+    return handle
+
+
+def _files(folder: Path) -> dict[Path, bytes]:
+    return {p: p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_a_second_audit_into_a_locked_folder_is_refused_and_deletes_nothing(uninterrupted):
+    """While an audit holds the folder (simulated by this process holding its lock), another
+    one into the same place, with --fresh or another configuration too, is refused in one
+    line naming the holder's pid and touches nothing; once the lock is free, the same command
+    resumes, removes the stale temporary files and writes the uninterrupted document."""
+    out, reference = uninterrupted
+    folder = out / ZOO.stem
+    partial = folder / PARTIAL
+    _interrupted_run(_command(out), partial)
+    kept = sorted(p.stem for p in partial.glob("*.pt"))
+    # Temporary files of the atomic writer, as a kill before the rename leaves them, and two
+    # files that merely look alike.
+    stale = [folder / ".audit.json.k2_9xq0a.tmp", partial / ".probes.pt.0abc_d9z.tmp"]
+    alike = [folder / "notes.tmp", folder / ".audit.json.TOOLONG12.tmp"]
+    for path in stale + alike:
+        path.write_text(json.dumps(reference))
+    handle = _hold(folder / LOCK)
+    try:
+        before = _files(folder)
+        for extra in ([], ["--fresh"], ["--seed", "1"]):
+            refused = _run(_command(out, *extra))
+            assert refused.returncode == EXIT_INPUT, refused.stderr
+            lines = refused.stderr.splitlines()
+            assert len(lines) == 1, refused.stderr
+            assert lines[0] == (
+                f"error: {folder} is in use by another audit (pid {os.getpid()}); wait until "
+                "it ends (if it was interrupted, the same command resumes its finished units), "
+                "or give another --out (--fresh does not take the folder from a running audit)"
+            )
+            assert _files(folder) == before, extra
+    finally:
+        os.close(handle)
+
+    resumed = _run(_command(out))
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"removed 2 temporary files a killed run left in {folder}" in resumed.stderr
+    assert f"resuming: {len(kept)} finished units" in resumed.stderr
+    assert sorted(p.name for p in folder.iterdir()) == sorted(
+        ["audit.json", *(p.name for p in alike)]
+    )
+    for path in alike:
+        path.unlink()
+    document = json.loads((folder / "audit.json").read_text())
+    (folder / "audit.json").unlink()
+    assert without_timings(document) == without_timings(reference)
+
+
+def test_two_audits_at_once_give_whole_documents_or_a_clean_refusal(uninterrupted):
+    """The same command twice at once: whichever order the two take, each ends with the whole
+    document (status 0) or one line refusing it (status 2), at least one writes, and nothing
+    is left beside the document."""
+    out, reference = uninterrupted
+    folder = out / ZOO.stem
+    processes = [
+        subprocess.Popen(
+            _command(out), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        for _ in range(2)
+    ]
+    outputs = [process.communicate(timeout=300) for process in processes]
+    codes = sorted(process.returncode for process in processes)
+    assert codes in ([0, 0], [0, EXIT_INPUT]), outputs
+    for process, (_, err) in zip(processes, outputs, strict=True):
+        if process.returncode == EXIT_INPUT:
+            assert len(err.splitlines()) == 1, err
+            assert err.startswith(f"error: {folder} is in use by another audit (pid "), err
+    assert sorted(p.name for p in folder.iterdir()) == ["audit.json"]
+    document = json.loads((folder / "audit.json").read_text())
+    (folder / "audit.json").unlink()
+    assert without_timings(document) == without_timings(reference)
+
+
+def test_a_refusal_of_one_checkpoint_leaves_nothing_of_the_others(tmp_path, capsys):
+    """Every folder is locked before any work: when the second checkpoint's folder is busy,
+    the first one's lock and the folders it created are gone again."""
+    out = tmp_path / "out"
+    other = ZOO_DIR / "digits-mlp-dropout.pt"
+    handle = _hold(out / other.stem / LOCK)
+    try:
+        status = audit_main([str(ZOO), str(other), "--preset", "quick", "--out", str(out)])
+    finally:
+        os.close(handle)
+    err = capsys.readouterr().err
+    assert status == EXIT_INPUT and len(err.splitlines()) == 1, err
+    assert f"error: {out / other.stem} is in use by another audit (pid {os.getpid()})" in err
+    assert sorted(p.name for p in out.iterdir()) == [other.stem]
+
+
+def test_folder_lock_refuses_a_second_holder_and_cleans_up(tmp_path):
+    folder = tmp_path / "new" / "out" / "model"
+    with FolderLock.acquire(folder) as lock:
+        assert json.loads(lock.path.read_text())["pid"] == os.getpid()
+        with pytest.raises(FolderBusy) as refused:
+            FolderLock.acquire(folder)
+        assert f"(pid {os.getpid()}, started " in str(refused.value)
+        assert "--fresh" in str(refused.value)
+        (folder / "audit.json").write_text("{}")
+    assert sorted(p.name for p in folder.iterdir()) == ["audit.json"]
+    lock.release()  # again: nothing
+    # Folders the lock created are removed when they stay empty, up to the first that existed.
+    FolderLock.acquire(tmp_path / "a" / "b").release()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["new"]
+
+
+def test_folder_lock_takes_the_new_file_when_the_holder_removed_the_old(tmp_path, monkeypatch):
+    """A run that opened the lock file just before its holder released (and removed) it locks
+    a file no one else will see: it must notice and lock the new file instead."""
+    folder = tmp_path / "model"
+    holder = FolderLock.acquire(folder)
+    real_flock = fcntl.flock
+    calls: list[int] = []
+
+    def flock_after_release(handle: int, operation: int) -> None:
+        calls.append(handle)
+        if len(calls) == 1:
+            holder.release()  # between the waiting run's open and its lock
+        real_flock(handle, operation)
+
+    monkeypatch.setattr("analysis.resume.fcntl.flock", flock_after_release)
+    taken = FolderLock.acquire(folder)
+    monkeypatch.setattr("analysis.resume.fcntl.flock", real_flock)
+    assert len(calls) == 2 and taken.path.exists()
+    with pytest.raises(FolderBusy):
+        FolderLock.acquire(folder)
+    taken.release()
+
+
+def test_a_killed_holder_leaves_no_stuck_lock(tmp_path):
+    folder = tmp_path / "model"
+    code = (
+        "import sys, time\n"
+        "from pathlib import Path\n"
+        "from analysis.resume import FolderLock\n"
+        "FolderLock.acquire(Path(sys.argv[1]))\n"
+        "print('locked', flush=True)\n"
+        "time.sleep(300)\n"
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-c", code, str(folder)], cwd=ROOT, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert process.stdout is not None and process.stdout.readline() == "locked\n"
+        with pytest.raises(FolderBusy, match=f"pid {process.pid},"):
+            FolderLock.acquire(folder)
+    finally:
+        process.kill()
+        process.wait(timeout=60)
+    assert (folder / LOCK).exists()
+    with FolderLock.acquire(folder) as lock:
+        assert json.loads(lock.path.read_text())["pid"] == os.getpid()
+    assert not (folder / LOCK).exists()
