@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import hashlib
 import math
 import os
@@ -948,7 +949,25 @@ def _identity(plan: _Planned, device: torch.device) -> dict[str, Any]:
         "config": plan.config.to_dict(),
         "device": device.type,
         "versions": _versions(),
+        "source_sha256": _source_sha256(),
     }
+
+
+_SOURCE_PACKAGES = ("analysis", "attacks", "checkpoints", "flatness", "torchutil")
+_SOURCE_ROOT = Path(__file__).resolve().parents[1]
+
+
+@functools.cache
+def _source_sha256(root: Path = _SOURCE_ROOT) -> str:
+    """SHA-256 over the Python source of the packages (under ``root``) that compute an audit's
+    units: the version number of a working copy stays the same from one change to the next,
+    and a unit made by other code may not even have the shape this code expects."""
+    digest = hashlib.sha256()
+    for package in _SOURCE_PACKAGES:
+        for path in sorted((root / package).rglob("*.py")):
+            digest.update(f"{path.relative_to(root).as_posix()}\0".encode())
+            digest.update(hashlib.sha256(path.read_bytes()).digest())
+    return digest.hexdigest()
 
 
 def _write_report(result: AuditResult, target: Path, args: argparse.Namespace) -> list[str]:

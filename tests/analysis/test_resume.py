@@ -598,3 +598,24 @@ def test_a_killed_holder_leaves_no_stuck_lock(tmp_path):
     with FolderLock.acquire(folder) as lock:
         assert json.loads(lock.path.read_text())["pid"] == os.getpid()
     assert not (folder / LOCK).exists()
+
+
+def test_the_key_follows_the_source_code(tmp_path):
+    """A working copy keeps its version number from one change to the next: the key holds a
+    SHA-256 of the packages' source, so units made by other code are not resumed."""
+    from analysis.audit import _SOURCE_PACKAGES, _source_sha256
+
+    source_sha256 = _source_sha256.__wrapped__  # not the cached value
+    for package in _SOURCE_PACKAGES:
+        (tmp_path / package / "sub").mkdir(parents=True)
+        (tmp_path / package / "__init__.py").write_text("")
+        (tmp_path / package / "sub" / "core.py").write_text("x = 1\n")
+    (tmp_path / "attacks" / "notes.txt").write_text("not source")
+    first = source_sha256(tmp_path)
+    (tmp_path / "attacks" / "notes.txt").write_text("changed, still not source")
+    assert source_sha256(tmp_path) == first
+    (tmp_path / "flatness" / "sub" / "core.py").write_text("x = 2\n")
+    changed = source_sha256(tmp_path)
+    assert changed != first
+    (tmp_path / "flatness" / "sub" / "core.py").rename(tmp_path / "flatness" / "sub" / "other.py")
+    assert source_sha256(tmp_path) not in (first, changed)
