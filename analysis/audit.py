@@ -16,6 +16,8 @@ traceback. No partial files: each document is written atomically once complete.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import functools
 import hashlib
 import math
 import os
@@ -61,7 +63,7 @@ from analysis.document import (
 )
 from analysis.probes import probe_model
 from analysis.redflags import Evidence, run_checks, verdict
-from analysis.resume import PARTIAL, UnitCache
+from analysis.resume import PARTIAL, FolderBusy, FolderLock, UnitCache
 from attacks import Bounds, ChunkedModel, NormOutcome, SuiteResult, run_suite
 from attacks.losses import NO_PREDICTION, predict
 from attacks.result import plain
@@ -847,18 +849,68 @@ def _prepare(
 
 
 def _run(args: argparse.Namespace, command_line: list[str]) -> int:
-    from analysis import gate
-
     try:
         device, planned, baseline = _prepare(args)
     except (CheckpointError, DatasetError, DocumentError, ValueError) as err:
         raise InputError(one_line(err)) from err
+    with contextlib.ExitStack() as stack:
+        locks = _lock_folders(planned, stack)
+        return _audit_all(args, command_line, device, planned, baseline, locks)
+
+
+def _lock_folders(planned: list[_Planned], stack: contextlib.ExitStack) -> dict[Path, FolderLock]:
+    """Lock every checkpoint's folder before any work, so that a second audit into the same
+    place is refused (status 2) instead of discarding this one's units. Under
+    torch.distributed rank 0 alone locks (it alone writes), and every process learns of a
+    refusal."""
+    locks: dict[Path, FolderLock] = {}
+    refusal = None
+    folders = [plan.target.parent for plan in planned] if distributed.rank() == 0 else []
+    for folder in folders:
+        try:
+            locks[folder] = stack.enter_context(FolderLock.acquire(folder))
+        except FolderBusy as err:
+            refusal = str(err)
+        except OSError as err:
+            refusal = (
+                f"{folder} cannot be locked for the audit ({one_line(err)}); give another "
+                "--out, on a file system with file locks (--fresh does not change this)"
+            )
+        if refusal is not None:
+            break
+    # Every process learns of a refusal, so that none waits for the others in vain.
+    refusal = distributed.broadcast_object(refusal)
+    if refusal is not None:
+        raise InputError(refusal)
+    return locks
+
+
+def _audit_all(
+    args: argparse.Namespace,
+    command_line: list[str],
+    device: torch.device,
+    planned: list[_Planned],
+    baseline: AuditResult | None,
+    locks: dict[Path, FolderLock],
+) -> int:
+    from analysis import gate
+
     status = EXIT_OK
     # Under torch.distributed every process runs the audit on its share of the samples and
     # holds the whole result; rank 0 alone reports, keeps the finished units and writes.
     first = distributed.rank() == 0
     for plan in planned:
         report = None if not args.quiet and first else (lambda line: None)
+        lock = locks.get(plan.target.parent)
+        if lock is not None:
+            stale = lock.remove_stale_temporaries()
+            if stale and report is None:
+                files = "file" if len(stale) == 1 else "files"
+                print(
+                    f"removed {len(stale)} temporary {files} a killed run left in {lock.folder} "
+                    "(its finished units are kept; --fresh discards them)",
+                    file=sys.stderr,
+                )
         cache = UnitCache(
             plan.target.parent / PARTIAL,
             _identity(plan, device),
@@ -894,6 +946,8 @@ def _run(args: argparse.Namespace, command_line: list[str]) -> int:
             # Not bad input: the writer and the reader disagree, an internal error (status 3).
             raise RuntimeError(f"the audit's own result does not read back: {err}") from err
         written = _write_report(result, plan.target, args)
+        if lock is not None:
+            lock.release()  # everything in the folder is written
         if not args.quiet:
             print("\n".join(summary_lines(plan.path, result)))
             print(f"  result written to {plan.target}")
@@ -961,7 +1015,25 @@ def _identity(plan: _Planned, device: torch.device) -> dict[str, Any]:
         "config": plan.config.to_dict(),
         "device": device.type,
         "versions": _versions(),
+        "source_sha256": _source_sha256(),
     }
+
+
+_SOURCE_PACKAGES = ("analysis", "attacks", "checkpoints", "flatness", "torchutil")
+_SOURCE_ROOT = Path(__file__).resolve().parents[1]
+
+
+@functools.cache
+def _source_sha256(root: Path = _SOURCE_ROOT) -> str:
+    """SHA-256 over the Python source of the packages (under ``root``) that compute an audit's
+    units: the version number of a working copy stays the same from one change to the next,
+    and a unit made by other code may not even have the shape this code expects."""
+    digest = hashlib.sha256()
+    for package in _SOURCE_PACKAGES:
+        for path in sorted((root / package).rglob("*.py")):
+            digest.update(f"{path.relative_to(root).as_posix()}\0".encode())
+            digest.update(hashlib.sha256(path.read_bytes()).digest())
+    return digest.hexdigest()
 
 
 def _write_report(result: AuditResult, target: Path, args: argparse.Namespace) -> list[str]:

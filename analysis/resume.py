@@ -13,21 +13,36 @@ versions of the project and torch. A run whose key differs discards the folder a
 afresh, so changed inputs never mix with old results; ``--fresh`` discards it in any case.
 The folder is removed once the document is written.
 
+Each unit file carries its own name, the key it was made under and the SHA-256 of its value
+(a one-line JSON header before the value): a unit made under another key (copied from another
+audit's folder), damaged, or not written by this module is recomputed, with one line on
+stderr, and never read further.
+
 Loading runs no code from the file: units are read with ``torch.load(weights_only=True)``,
 which rebuilds only tensors, plain containers and the result types listed in ``SAFE_TYPES``
 (dataclasses and enums of the project, constructed without calling any of their methods).
+
+One audit at a time owns ``OUT/<name>/``: :class:`FolderLock` holds an ``flock`` on
+``OUT/<name>/.audit.lock`` for the whole audit of that checkpoint (the operating system
+releases it when the process ends, however it ends). A second audit into the same place is
+refused (:class:`FolderBusy`), so it never discards or removes the first one's units; the
+owner removes the temporary files a killed run left behind.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import enum
+import fcntl
 import hashlib
 import io
 import json
+import os
 import re
 import shutil
+import socket
 import sys
+import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from types import ModuleType
@@ -35,13 +50,24 @@ from typing import Any, TypeVar
 
 import torch
 
-from checkpoints.boundary import atomic_write_bytes
+from checkpoints.boundary import (
+    InputError,
+    atomic_write_bytes,
+    one_line,
+    remove_stale_temporaries,
+)
 from torchutil import distributed, to_device
 
-__all__ = ["PARTIAL", "SAFE_TYPES", "UnitCache", "cache_key"]
+__all__ = ["LOCK", "PARTIAL", "SAFE_TYPES", "FolderBusy", "FolderLock", "UnitCache", "cache_key"]
 
 PARTIAL = ".partial"
 """The folder beside ``audit.json`` that holds the finished units."""
+
+LOCK = ".audit.lock"
+"""The file beside ``audit.json`` that the running audit of that folder holds locked."""
+
+_MAGIC = b"robaudit-unit 1\n"
+"""The first line of a unit file; the second is its JSON header, the rest its value."""
 
 T = TypeVar("T")
 
@@ -74,6 +100,10 @@ SAFE_TYPES: tuple[type, ...] = tuple(_safe_types())
 """The types a unit file may hold besides tensors and plain containers."""
 
 
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
 def cache_key(identity: dict[str, Any]) -> str:
     """SHA-256 (hex) of ``identity`` as canonical JSON."""
     text = json.dumps(identity, sort_keys=True, separators=(",", ":"), default=str)
@@ -82,6 +112,10 @@ def cache_key(identity: dict[str, Any]) -> str:
 
 class UnitCache:
     """The finished units of one audit, under ``folder``.
+
+    The caller owns the folder while it uses the cache (the audit holds its
+    :class:`FolderLock`): the cache discards a folder of another key, and removes it once
+    the document is written.
 
     Args:
         folder: ``OUT/<name>/.partial``.
@@ -115,18 +149,21 @@ class UnitCache:
         if not folder.exists():
             return
         if fresh:
-            self._discard("--fresh: discarding the finished units")
+            self._discard(f"--fresh: discarding the finished units in {folder}")
             return
         stored = self._stored_key()
         if stored == self.key:
             self._valid = True
             units = sorted(p.stem for p in folder.glob("*.pt"))
             if units:
-                self._report(f"resuming: {len(units)} finished units in {folder}")
+                self._report(
+                    f"resuming: {len(units)} finished units in {folder} (--fresh starts over)"
+                )
         else:
             self._discard(
                 "the checkpoint, evaluation set or configuration changed since the "
-                "interrupted run: discarding its finished units"
+                f"interrupted run: discarding its finished units in {folder} (--fresh discards "
+                "them in any case)"
             )
 
     def _stored_key(self) -> str | None:
@@ -137,8 +174,8 @@ class UnitCache:
         key = data.get("key") if isinstance(data, dict) else None
         return key if isinstance(key, str) else None
 
-    def _discard(self, why: str) -> None:
-        self._report(f"{why} ({self.folder})")
+    def _discard(self, line: str) -> None:
+        self._report(line)
         if self.writer:
             shutil.rmtree(self.folder, ignore_errors=True)
 
@@ -146,22 +183,51 @@ class UnitCache:
         return self.folder / (re.sub(r"[^A-Za-z0-9_.=+-]", "_", unit) + ".pt")
 
     def load(self, unit: str) -> Any:
-        """The stored value of ``unit``, or None when it is not there (or unreadable)."""
+        """The stored value of ``unit``, or None when it is not there, or was made under
+        another key, or is damaged (then it is recomputed, and one line says why)."""
         if not self._valid:
             return None
         path = self._path(unit)
-        if not path.exists():
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
             return None
+        except OSError as err:
+            return self._reject(unit, path, f"its stored copy cannot be read ({err})")
+        body, problem = self._body(unit, data)
+        if body is None:
+            return self._reject(unit, path, problem)
         try:
             with torch.serialization.safe_globals(list(SAFE_TYPES)):
-                stored = torch.load(path, map_location="cpu", weights_only=True)
+                value = torch.load(io.BytesIO(body), map_location="cpu", weights_only=True)
         except Exception as err:  # noqa: BLE001 - a damaged unit is recomputed, never trusted
-            self._report(f"recomputing {unit}: its stored copy does not load ({err})")
-            return None
-        if not isinstance(stored, dict) or stored.get("unit") != unit:
-            return None
+            return self._reject(unit, path, f"its stored copy does not load ({one_line(err)})")
         self.resumed.append(unit)
-        return stored["value"]
+        return value
+
+    def _body(self, unit: str, data: bytes) -> tuple[bytes | None, str]:
+        """The value's bytes of a unit file, or None and what is wrong with it."""
+        if not data.startswith(_MAGIC):
+            return None, "its stored copy is not a unit file of this version of the toolkit"
+        line, newline, body = data[len(_MAGIC) :].partition(b"\n")
+        try:
+            header = json.loads(line) if newline else None
+        except ValueError:
+            header = None
+        if not isinstance(header, dict):
+            return None, "its stored copy is damaged (no readable header)"
+        if header.get("unit") != unit:
+            return None, f"its stored copy holds another unit ({header.get('unit')!r})"
+        if header.get("key") != self.key:
+            return None, (
+                "its stored copy was made for another checkpoint, evaluation set or configuration"
+            )
+        if header.get("size") != len(body) or header.get("sha256") != _sha256(body):
+            return None, "its stored copy is damaged (its SHA-256 does not match)"
+        return body, ""
+
+    def _reject(self, unit: str, path: Path, why: str) -> None:
+        self._report(f"recomputing {unit}: {why} ({path}; --fresh discards every finished unit)")
 
     def store(self, unit: str, value: Any) -> None:
         """Write ``value`` as ``unit``, atomically (nothing unless this process writes)."""
@@ -174,8 +240,10 @@ class UnitCache:
             )
             self._ready = self._valid = True
         buffer = io.BytesIO()
-        torch.save({"unit": unit, "value": to_device(value, "cpu")}, buffer)
-        atomic_write_bytes(self._path(unit), buffer.getvalue())
+        torch.save(to_device(value, "cpu"), buffer)
+        body = buffer.getvalue()
+        header = {"unit": unit, "key": self.key, "size": len(body), "sha256": _sha256(body)}
+        atomic_write_bytes(self._path(unit), _MAGIC + json.dumps(header).encode() + b"\n" + body)
 
     def unit(
         self, name: str, compute: Callable[[], T], device: torch.device | None = None
@@ -203,3 +271,149 @@ class UnitCache:
         """Delete the folder: the document it served is complete."""
         if self.writer:
             shutil.rmtree(self.folder, ignore_errors=True)
+
+
+class FolderBusy(InputError):
+    """Another audit holds the folder's lock: this one is refused (exit status 2)."""
+
+
+class FolderLock:
+    """An exclusive lock on an audit's folder ``OUT/<name>/``, held until :meth:`release`.
+
+    The lock is an ``flock`` on ``OUT/<name>/.audit.lock``, so the operating system releases
+    it when its process ends, however it ends: a killed audit never leaves a folder locked.
+    The file holds the owner's pid, host and start time, for the message of a refused run; it
+    is removed on release (under the lock, and a run that locked a removed file locks
+    again), with the folders the lock created when they are still empty.
+
+    Attributes:
+        folder: ``OUT/<name>/``.
+        path: the lock file.
+    """
+
+    def __init__(self, folder: Path, path: Path, handle: int, created: list[Path]) -> None:
+        self.folder = folder
+        self.path = path
+        self._handle: int | None = handle
+        self._created = created
+
+    @classmethod
+    def acquire(cls, folder: Path) -> FolderLock:
+        """Lock ``folder`` (created if missing), without waiting.
+
+        Raises:
+            FolderBusy: another process holds it; the message names it and what to do.
+            OSError: the folder cannot be created, or its file system has no locks.
+        """
+        created = [f for f in (folder, *folder.parents) if not f.exists()]
+        try:
+            return cls._acquire(folder, created)
+        except BaseException:
+            _remove_empty(created)
+            raise
+
+    @classmethod
+    def _acquire(cls, folder: Path, created: list[Path]) -> FolderLock:
+        path = folder / LOCK
+        for _ in range(_LOCK_ATTEMPTS):
+            folder.mkdir(parents=True, exist_ok=True)
+            try:
+                handle = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+            except FileNotFoundError:  # the folder was removed by a run releasing it: again
+                continue
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = _holder(handle)
+                os.close(handle)
+                raise FolderBusy(
+                    f"{folder} is in use by another audit ({holder}); wait until it ends "
+                    "(if it was interrupted, the same command resumes its finished units), or "
+                    "give another --out (--fresh does not take the folder from a running "
+                    "audit)"
+                ) from None
+            except BaseException:
+                os.close(handle)
+                raise
+            if _same_file(handle, path):
+                record = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time()}
+                os.ftruncate(handle, 0)
+                os.pwrite(handle, json.dumps(record).encode() + b"\n", 0)
+                return cls(folder, path, handle, created)
+            # The owner removed the file between our open and our lock: lock the new one.
+            os.close(handle)
+        raise FolderBusy(
+            f"{folder} could not be locked: other audits keep taking and releasing it; wait "
+            "until they end, or give another --out (--fresh does not take the folder from a "
+            "running audit)"
+        )
+
+    def remove_stale_temporaries(self) -> list[Path]:
+        """Remove the temporary files an audit killed while writing left in the folder and
+        its ``.partial/`` (``checkpoints.boundary.remove_stale_temporaries``); the lock makes
+        sure no other audit is writing them."""
+        if self._handle is None:
+            raise RuntimeError(f"{self.folder} is no longer locked by this process")
+        return [
+            *remove_stale_temporaries(self.folder),
+            *remove_stale_temporaries(self.folder / PARTIAL),
+        ]
+
+    def release(self) -> None:
+        """Remove the lock file and unlock (again: nothing)."""
+        if self._handle is None:
+            return
+        handle, self._handle = self._handle, None
+        try:
+            if _same_file(handle, self.path):
+                self.path.unlink(missing_ok=True)
+        finally:
+            os.close(handle)
+        _remove_empty(self._created)
+
+    def __enter__(self) -> FolderLock:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.release()
+
+
+_LOCK_ATTEMPTS = 20
+
+
+def _remove_empty(folders: list[Path]) -> None:
+    """Remove ``folders`` (deepest first) while they are empty."""
+    for folder in folders:
+        try:
+            folder.rmdir()
+        except OSError:
+            break
+
+
+def _same_file(handle: int, path: Path) -> bool:
+    """Whether ``path`` still names the file open as ``handle``."""
+    try:
+        named = path.stat()
+    except FileNotFoundError:
+        return False
+    opened = os.fstat(handle)
+    return (named.st_dev, named.st_ino) == (opened.st_dev, opened.st_ino)
+
+
+def _holder(handle: int) -> str:
+    """Who holds the lock, as its file says: "pid 123 on host h, started ...", as far as
+    known."""
+    try:
+        record = json.loads(os.pread(handle, 4096, 0))
+    except (OSError, ValueError):
+        record = None
+    if not isinstance(record, dict) or not isinstance(record.get("pid"), int):
+        return "its pid is not known yet"
+    words = f"pid {record['pid']}"
+    host = record.get("host")
+    if isinstance(host, str) and host != socket.gethostname():
+        words += f" on host {host}"
+    started = record.get("started")
+    if isinstance(started, (int, float)):
+        words += f", started {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(started))}"
+    return words

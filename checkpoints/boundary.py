@@ -18,8 +18,11 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import fcntl
 import os
+import re
 import signal
+import stat
 import sys
 import tempfile
 import threading
@@ -36,8 +39,9 @@ __all__ = [
     "EXIT_INTERRUPTED",
     "EXIT_OK",
     "EXIT_TERMINATED",
-    "Terminated",
     "EXIT_WOULD_NOT_LOAD",
+    "TEMPORARY_NAME",
+    "Terminated",
     "InputError",
     "OneLineParser",
     "atomic_write_bytes",
@@ -45,6 +49,7 @@ __all__ = [
     "check_interrupted",
     "check_writable",
     "one_line",
+    "remove_stale_temporaries",
     "run_command",
 ]
 
@@ -207,23 +212,82 @@ def _remember_interrupts() -> Iterator[None]:
         _terminated.clear()
 
 
+TEMPORARY_NAME = re.compile(r"\..+\.[a-z0-9_]{8}\.tmp")
+"""The name of the temporary file :func:`atomic_write_bytes` writes before its rename:
+``.<name>.<8 random characters>.tmp`` beside the target (``tempfile.mkstemp``'s random part).
+A process killed between the two (SIGKILL, a power cut) leaves one behind; whoever owns the
+folder may remove it with :func:`remove_stale_temporaries`."""
+
+_ATTEMPTS = 3
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` through a temporary file and a rename, so a reader never
-    sees a partial file and a failure leaves none."""
-    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    sees a partial file and a failure leaves none.
+
+    The temporary file is locked (``flock``) while it is written, so that
+    :func:`remove_stale_temporaries` removes only those whose writer is gone. A temporary file
+    removed in the instant between its creation and its lock is written again.
+    """
+    for attempt in range(_ATTEMPTS):
+        handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(handle, "wb") as out:
+                fcntl.flock(out.fileno(), fcntl.LOCK_EX)
+                mask = os.umask(0)
+                os.umask(mask)
+                os.fchmod(out.fileno(), 0o666 & ~mask)
+                out.write(data)
+                out.flush()
+                os.fsync(out.fileno())
+                check_interrupted()  # an interrupted command leaves no result, even a whole one
+                try:
+                    os.replace(temp, path)  # under the lock: never taken for a stale file
+                    return
+                except FileNotFoundError:
+                    if attempt + 1 == _ATTEMPTS or not path.parent.is_dir():
+                        raise
+        except BaseException:
+            Path(temp).unlink(missing_ok=True)
+            raise
+
+
+def remove_stale_temporaries(folder: Path) -> list[Path]:
+    """Remove the temporary files of :func:`atomic_write_bytes` in ``folder`` (not below it)
+    whose writer is gone, and return them.
+
+    A temporary file is taken as stale only when its name is one
+    :func:`atomic_write_bytes` gives (``TEMPORARY_NAME``) and no process holds its lock: one
+    being written is left alone. Call it only on a folder this process owns (the audit holds
+    the folder's lock, ``analysis.resume.FolderLock``).
+    """
+    removed: list[Path] = []
     try:
-        mask = os.umask(0)
-        os.umask(mask)
-        os.chmod(temp, 0o666 & ~mask)
-        with os.fdopen(handle, "wb") as out:
-            out.write(data)
-            out.flush()
-            os.fsync(out.fileno())
-        check_interrupted()  # an interrupted command leaves no result, even a complete one
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
+        entries = sorted(folder.iterdir())
+    except FileNotFoundError:
+        return removed
+    for path in entries:
+        if not TEMPORARY_NAME.fullmatch(path.name):
+            continue
+        try:
+            handle = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+        except OSError:  # gone meanwhile (renamed by its writer), or not a plain file
+            continue
+        try:
+            if not stat.S_ISREG(os.fstat(handle).st_mode):
+                continue
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                continue  # its writer is alive and still writing it
+            try:
+                path.unlink()
+            except OSError:  # renamed by its writer meanwhile, or not ours to remove
+                continue
+            removed.append(path)
+        finally:
+            os.close(handle)
+    return removed
 
 
 def atomic_write_text(path: Path, text: str) -> None:

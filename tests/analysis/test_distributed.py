@@ -9,8 +9,10 @@ times differ.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -23,7 +25,7 @@ import pytest
 from audit_helpers import without_timings
 
 from analysis.document import differences
-from analysis.resume import PARTIAL
+from analysis.resume import LOCK, PARTIAL
 from checkpoints.train import ZOO_DIR
 
 ZOO = ZOO_DIR / "digits-mlp-dropout.pt"
@@ -152,6 +154,33 @@ def test_an_interrupted_distributed_audit_resumes_in_one_process_and_under_torch
         assert not partial.exists()
         assert differences(comparable(_document(tmp_path)), comparable(single)) == []
         (tmp_path / ZOO.stem / "audit.json").unlink()
+
+
+def test_a_locked_folder_refuses_every_process_of_the_group(tmp_path):
+    """Rank 0 alone locks the folder; when another audit holds it (this process here), every
+    process of the group stops with status 2 at once instead of waiting for rank 0, the
+    refusal is said once, and the folder is left as it was."""
+    folder = tmp_path / ZOO.stem
+    folder.mkdir()
+    handle = os.open(folder / LOCK, os.O_RDWR | os.O_CREAT)
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        os.write(handle, json.dumps({"pid": os.getpid()}).encode())
+        done = subprocess.run(
+            _torchrun(tmp_path),
+            cwd=ROOT,
+            env=_environment(),
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+    finally:
+        os.close(handle)
+    assert done.stderr.count(f"error: {folder} is in use by another audit (pid {os.getpid()})") == 1
+    # torchrun reports each worker's status; both are bad input.
+    statuses = re.findall(r"^\s*exitcode\s*:\s*(-?\d+)", done.stderr, re.M)
+    assert statuses == ["2", "2"], done.stderr[-3000:]
+    assert sorted(p.name for p in folder.iterdir()) == [LOCK]
 
 
 SUITE = """

@@ -6,6 +6,9 @@ everything but timings.
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
+import io
 import json
 import os
 import pickle
@@ -14,6 +17,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -21,9 +25,11 @@ import torch
 from audit_helpers import quick_config, without_timings
 
 from analysis.audit import evaluation_set, run_audit
-from analysis.resume import PARTIAL, UnitCache
+from analysis.audit import main as audit_main
+from analysis.config import build_suite
+from analysis.resume import LOCK, PARTIAL, FolderBusy, FolderLock, UnitCache
 from checkpoints import load_checkpoint
-from checkpoints.boundary import EXIT_TERMINATED
+from checkpoints.boundary import EXIT_INPUT, EXIT_TERMINATED
 from checkpoints.train import ZOO_DIR
 
 ZOO = ZOO_DIR / "digits-mlp-qsd.pt"
@@ -105,13 +111,30 @@ class _Payload:
         return (os.system, ("touch PWNED",))
 
 
+def _split(data: bytes) -> tuple[bytes, dict, bytes]:
+    """A unit file's first line, header and value bytes."""
+    magic, _, rest = data.partition(b"\n")
+    header, _, body = rest.partition(b"\n")
+    return magic + b"\n", json.loads(header), body
+
+
+def _unit_file(magic: bytes, header: dict, body: bytes) -> bytes:
+    """A unit file with ``body`` under ``header``, its size and SHA-256 made to match."""
+    header = {**header, "size": len(body), "sha256": hashlib.sha256(body).hexdigest()}
+    return magic + json.dumps(header).encode() + b"\n" + body
+
+
 def test_a_unit_file_never_runs_code(tmp_path, monkeypatch):
-    """A planted pickle with the right key is refused (not executed) and recomputed."""
+    """A planted pickle under a valid header (the right unit, key and checksum) is refused by
+    the loader, not executed, and recomputed; a bare pickle is refused before it is read."""
     monkeypatch.chdir(tmp_path)
     folder = tmp_path / PARTIAL
     cache = UnitCache(folder, {"config": 1})
     cache.store("probes", torch.zeros(1))
-    torch.save({"unit": "probes", "value": _Payload()}, folder / "probes.pt")
+    magic, header, _ = _split((folder / "probes.pt").read_bytes())
+    buffer = io.BytesIO()
+    torch.save(_Payload(), buffer)
+    (folder / "probes.pt").write_bytes(_unit_file(magic, header, buffer.getvalue()))
     with open(folder / "other.pt", "wb") as out:
         pickle.dump({"unit": "other", "value": _Payload()}, out)
     lines: list[str] = []
@@ -120,7 +143,148 @@ def test_a_unit_file_never_runs_code(tmp_path, monkeypatch):
     assert not loaded and torch.equal(value, torch.ones(2))
     assert again.load("other") is None
     assert not (tmp_path / "PWNED").exists()
-    assert any("does not load" in line for line in lines)
+    assert any(
+        line.startswith("recomputing probes: its stored copy does not load") for line in lines
+    )
+    assert any(
+        line.startswith("recomputing other: its stored copy is not a unit") for line in lines
+    )
+
+
+def test_a_unit_made_under_another_key_is_recomputed(tmp_path):
+    """The folder's key.json is this run's, but one unit file was made under another key
+    (copied from another audit's folder): it is recomputed, with one line, never loaded."""
+    other, folder = tmp_path / "other" / PARTIAL, tmp_path / "this" / PARTIAL
+    UnitCache(other, {"config": 1}).store("probes", torch.full((3,), 7.0))
+    UnitCache(folder, {"config": 2}).store("batch-attacks", torch.arange(2))
+    shutil.copy(other / "probes.pt", folder / "probes.pt")
+    lines: list[str] = []
+    cache = UnitCache(folder, {"config": 2}, report=lines.append)
+    value, loaded = cache.unit("probes", lambda: torch.zeros(3))
+    assert not loaded and torch.equal(value, torch.zeros(3))
+    assert lines[-1] == (
+        "recomputing probes: its stored copy was made for another checkpoint, evaluation set "
+        f"or configuration ({folder / 'probes.pt'}; --fresh discards every finished unit)"
+    )
+    # This run's own unit is still resumed, and the recomputed one is stored under its key.
+    assert torch.equal(cache.unit("batch-attacks", lambda: torch.zeros(2))[0], torch.arange(2))
+    again = UnitCache(folder, {"config": 2}, report=lines.append)
+    assert torch.equal(again.load("probes"), torch.zeros(3))
+    assert cache.resumed == ["batch-attacks"] and again.resumed == ["probes"]
+
+
+def _flip(data: bytes) -> bytes:
+    return data[:-5] + bytes([data[-5] ^ 0x01]) + data[-4:]
+
+
+def _wrong_value(data: bytes) -> bytes:
+    """What the unit file would be under the format without a header: a plain torch file of
+    another value."""
+    buffer = io.BytesIO()
+    torch.save({"unit": "probes", "value": torch.zeros(3)}, buffer)
+    return buffer.getvalue()
+
+
+def _renamed(data: bytes) -> bytes:
+    magic, header, body = _split(data)
+    return _unit_file(magic, {**header, "unit": "batch-attacks"}, body)
+
+
+def _header_cut(data: bytes) -> bytes:
+    return data[: len(data.partition(b"\n")[0]) + 10]
+
+
+@pytest.mark.parametrize(
+    ("damage", "why"),
+    [
+        (_flip, "is damaged (its SHA-256 does not match)"),
+        (lambda data: data[: len(data) // 2], "is damaged (its SHA-256 does not match)"),
+        (_header_cut, "is damaged (no readable header)"),
+        (lambda data: b"", "is not a unit file of this version of the toolkit"),
+        (_wrong_value, "is not a unit file of this version of the toolkit"),
+        (_renamed, "holds another unit ('batch-attacks')"),
+    ],
+    ids=["flipped-bit", "truncated", "header-cut", "empty", "wrong-value", "other-unit"],
+)
+def test_a_damaged_unit_is_recomputed_in_one_line(tmp_path, damage, why):
+    folder = tmp_path / PARTIAL
+    UnitCache(folder, {"config": 1}).store("probes", torch.arange(4.0))
+    path = folder / "probes.pt"
+    path.write_bytes(damage(path.read_bytes()))
+    lines: list[str] = []
+    cache = UnitCache(folder, {"config": 1}, report=lines.append)
+    value, loaded = cache.unit("probes", lambda: torch.ones(4))
+    assert not loaded and torch.equal(value, torch.ones(4)) and cache.resumed == []
+    assert lines[-1] == (
+        f"recomputing probes: its stored copy {why} ({path}; --fresh discards every finished unit)"
+    )
+    assert torch.equal(UnitCache(folder, {"config": 1}).load("probes"), torch.ones(4))
+
+
+def _suite_file(folder: Path, num_steps: int) -> Path:
+    path = folder / f"pgd-{num_steps}.toml"
+    path.write_text(
+        'preset = "quick"\n[epsilons]\nlinf = [0.1]\n[[attacks]]\nkind = "pgd"\n'
+        f'label = "pgd-ce"\nnum_steps = {num_steps}\nrel_step_size = 0.25\n'
+    )
+    return path
+
+
+def _pgd_config(folder: Path, num_steps: int):
+    suite = build_suite("quick", "digits", suite_file=_suite_file(folder, num_steps))
+    return replace(quick_config(num_samples=40), suite=suite)
+
+
+def _robust(document: dict) -> list:
+    return [norm["reliable_robust_accuracy"] for norm in document["robustness"]["norms"]]
+
+
+@pytest.mark.parametrize("source", ["another-model", "one-step-suite"])
+def test_planted_units_of_another_model_or_suite_are_recomputed(tmp_path, source):
+    """Every unit file of another audit (another model of the zoo, or the same model under a
+    1-step PGD) planted in this audit's folder, key.json included being this audit's, is
+    recomputed: the document is the uninterrupted one."""
+    config = _pgd_config(tmp_path, 20)
+    loaded = load_checkpoint(ZOO)
+    evaluation = evaluation_set(loaded, None, config.num_samples, config.seed)
+    reference = run_audit(loaded, evaluation, config, device=CPU)
+
+    other = tmp_path / "other" / PARTIAL
+    if source == "another-model":
+        other_loaded, other_config = load_checkpoint(ZOO_DIR / "digits-mlp-dropout.pt"), config
+    else:
+        other_loaded, other_config = loaded, _pgd_config(tmp_path, 1)
+    other_evaluation = evaluation_set(other_loaded, None, config.num_samples, config.seed)
+    planted = run_audit(
+        other_loaded,
+        other_evaluation,
+        other_config,
+        device=CPU,
+        cache=UnitCache(other, {"checkpoint": other_loaded.sha256, **other_config.to_dict()}),
+    )
+    # The planted units would change the result if they were taken.
+    assert _robust(planted) != _robust(reference)
+
+    identity = {"checkpoint": loaded.sha256, **config.to_dict()}
+    folder = tmp_path / "this" / PARTIAL
+    with pytest.raises(KeyboardInterrupt):
+        run_audit(loaded, evaluation, config, device=CPU, cache=_Stopping(folder, identity, stop=1))
+    own = {p.name for p in folder.glob("*.pt")}
+    copied = {p.name for p in other.glob("*.pt")}
+    assert own and copied - own
+    for path in other.glob("*.pt"):
+        if path.name not in own:
+            shutil.copy(path, folder / path.name)
+    lines: list[str] = []
+    resumed = UnitCache(folder, identity, report=lines.append)
+    document = run_audit(loaded, evaluation, config, device=CPU, cache=resumed)
+    assert without_timings(document) == without_timings(reference)
+    assert {f"{unit}.pt" for unit in resumed.resumed} == own
+    rejected = [line for line in lines if line.startswith("recomputing ")]
+    assert len(rejected) == len(copied - own)
+    assert all(
+        "made for another checkpoint, evaluation set or configuration" in line for line in rejected
+    )
 
 
 def _command(out: Path, *extra: str) -> list[str]:
@@ -153,7 +317,7 @@ def uninterrupted(tmp_path_factory):
     done = _run(_command(out))
     assert done.returncode == 0, done.stderr
     target = out / ZOO.stem / "audit.json"
-    assert not (target.parent / PARTIAL).exists()
+    assert sorted(p.name for p in target.parent.iterdir()) == ["audit.json"]
     document = json.loads(target.read_text())
     target.unlink()
     return out, document
@@ -181,12 +345,15 @@ def test_killed_audit_resumes_to_the_uninterrupted_document(uninterrupted, signu
     assert not target.exists()
     kept = sorted(p.stem for p in partial.glob("*.pt"))
     assert kept
+    # SIGTERM releases the folder's lock and removes its file; SIGKILL leaves the file, but
+    # the lock went with the process, so the next run is not refused.
+    assert (out / ZOO.stem / LOCK).exists() == (signum == signal.SIGKILL)
 
     resumed = _run(_command(out))
     assert resumed.returncode == 0, resumed.stderr
     assert f"resuming: {len(kept)} finished units" in resumed.stderr
     assert "(resumed)" in resumed.stderr or "resumed" in resumed.stderr
-    assert not partial.exists()
+    assert sorted(p.name for p in target.parent.iterdir()) == ["audit.json"]
     document = json.loads(target.read_text())
     target.unlink()
     assert without_timings(document) == without_timings(reference)
@@ -223,3 +390,232 @@ def test_changed_configuration_or_checkpoint_does_not_reuse_units(uninterrupted,
     assert moved.returncode == 0, moved.stderr
     assert "discarding its finished units" in moved.stderr
     assert "resuming" not in moved.stderr and not partial.exists()
+
+
+def _recomputed(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if line.startswith("recomputing ")]
+
+
+def test_planted_or_damaged_units_never_stop_the_audit(uninterrupted, tmp_path):
+    """Units of another model, a damaged unit and a wrong value planted among an interrupted
+    audit's units: each is recomputed with one line, and the document is the uninterrupted
+    one (no status 3)."""
+    out, reference = uninterrupted
+    folder = out / ZOO.stem
+    partial = folder / PARTIAL
+    other = tmp_path / "other"
+    other_command = _command(other)
+    other_command[3] = str(ZOO_DIR / "digits-mlp-dropout.pt")
+    _interrupted_run(other_command, other / "digits-mlp-dropout" / PARTIAL)
+    _interrupted_run(_command(out), partial)
+    kept = sorted(partial.glob("*.pt"))
+    kept[0].write_bytes(kept[0].read_bytes()[:-7])
+    planted = {kept[0].name}
+    for path in (other / "digits-mlp-dropout" / PARTIAL).glob("*.pt"):
+        if not (partial / path.name).exists():
+            shutil.copy(path, partial / path.name)
+            planted.add(path.name)
+    buffer = io.BytesIO()
+    torch.save({"unit": "probes", "value": torch.zeros(3)}, buffer)
+    (partial / "probes.pt").write_bytes(buffer.getvalue())
+    planted.add("probes.pt")
+
+    done = _run(_command(out))
+    assert done.returncode == 0, done.stderr
+    recomputed = _recomputed(done.stderr)
+    assert len(recomputed) == len(planted), done.stderr
+    assert all("--fresh" in line for line in recomputed)
+    assert "recomputing probes: its stored copy is not a unit file" in done.stderr
+    target = folder / "audit.json"
+    assert sorted(p.name for p in folder.iterdir()) == ["audit.json"]
+    document = json.loads(target.read_text())
+    target.unlink()
+    assert without_timings(document) == without_timings(reference)
+
+
+def _hold(path: Path) -> int:
+    """Lock ``path`` as a running audit does, from this process, with this process's pid."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle = os.open(path, os.O_RDWR | os.O_CREAT)
+    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    os.ftruncate(handle, 0)
+    os.write(handle, json.dumps({"pid": os.getpid()}).encode())
+    return handle
+
+
+def _files(folder: Path) -> dict[Path, bytes]:
+    return {p: p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_a_second_audit_into_a_locked_folder_is_refused_and_deletes_nothing(uninterrupted):
+    """While an audit holds the folder (simulated by this process holding its lock), another
+    one into the same place, with --fresh or another configuration too, is refused in one
+    line naming the holder's pid and touches nothing; once the lock is free, the same command
+    resumes, removes the stale temporary files and writes the uninterrupted document."""
+    out, reference = uninterrupted
+    folder = out / ZOO.stem
+    partial = folder / PARTIAL
+    _interrupted_run(_command(out), partial)
+    kept = sorted(p.stem for p in partial.glob("*.pt"))
+    # Temporary files of the atomic writer, as a kill before the rename leaves them, and two
+    # files that merely look alike.
+    stale = [folder / ".audit.json.k2_9xq0a.tmp", partial / ".probes.pt.0abc_d9z.tmp"]
+    alike = [folder / "notes.tmp", folder / ".audit.json.TOOLONG12.tmp"]
+    for path in stale + alike:
+        path.write_text(json.dumps(reference))
+    handle = _hold(folder / LOCK)
+    try:
+        before = _files(folder)
+        for extra in ([], ["--fresh"], ["--seed", "1"]):
+            refused = _run(_command(out, *extra))
+            assert refused.returncode == EXIT_INPUT, refused.stderr
+            lines = refused.stderr.splitlines()
+            assert len(lines) == 1, refused.stderr
+            assert lines[0] == (
+                f"error: {folder} is in use by another audit (pid {os.getpid()}); wait until "
+                "it ends (if it was interrupted, the same command resumes its finished units), "
+                "or give another --out (--fresh does not take the folder from a running audit)"
+            )
+            assert _files(folder) == before, extra
+    finally:
+        os.close(handle)
+
+    resumed = _run(_command(out))
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"removed 2 temporary files a killed run left in {folder}" in resumed.stderr
+    assert f"resuming: {len(kept)} finished units" in resumed.stderr
+    assert sorted(p.name for p in folder.iterdir()) == sorted(
+        ["audit.json", *(p.name for p in alike)]
+    )
+    for path in alike:
+        path.unlink()
+    document = json.loads((folder / "audit.json").read_text())
+    (folder / "audit.json").unlink()
+    assert without_timings(document) == without_timings(reference)
+
+
+def test_two_audits_at_once_give_whole_documents_or_a_clean_refusal(uninterrupted):
+    """The same command twice at once: whichever order the two take, each ends with the whole
+    document (status 0) or one line refusing it (status 2), at least one writes, and nothing
+    is left beside the document."""
+    out, reference = uninterrupted
+    folder = out / ZOO.stem
+    processes = [
+        subprocess.Popen(
+            _command(out), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        for _ in range(2)
+    ]
+    outputs = [process.communicate(timeout=300) for process in processes]
+    codes = sorted(process.returncode for process in processes)
+    assert codes in ([0, 0], [0, EXIT_INPUT]), outputs
+    for process, (_, err) in zip(processes, outputs, strict=True):
+        if process.returncode == EXIT_INPUT:
+            assert len(err.splitlines()) == 1, err
+            assert err.startswith(f"error: {folder} is in use by another audit (pid "), err
+    assert sorted(p.name for p in folder.iterdir()) == ["audit.json"]
+    document = json.loads((folder / "audit.json").read_text())
+    (folder / "audit.json").unlink()
+    assert without_timings(document) == without_timings(reference)
+
+
+def test_a_refusal_of_one_checkpoint_leaves_nothing_of_the_others(tmp_path, capsys):
+    """Every folder is locked before any work: when the second checkpoint's folder is busy,
+    the first one's lock and the folders it created are gone again."""
+    out = tmp_path / "out"
+    other = ZOO_DIR / "digits-mlp-dropout.pt"
+    handle = _hold(out / other.stem / LOCK)
+    try:
+        status = audit_main([str(ZOO), str(other), "--preset", "quick", "--out", str(out)])
+    finally:
+        os.close(handle)
+    err = capsys.readouterr().err
+    assert status == EXIT_INPUT and len(err.splitlines()) == 1, err
+    assert f"error: {out / other.stem} is in use by another audit (pid {os.getpid()})" in err
+    assert sorted(p.name for p in out.iterdir()) == [other.stem]
+
+
+def test_folder_lock_refuses_a_second_holder_and_cleans_up(tmp_path):
+    folder = tmp_path / "new" / "out" / "model"
+    with FolderLock.acquire(folder) as lock:
+        assert json.loads(lock.path.read_text())["pid"] == os.getpid()
+        with pytest.raises(FolderBusy) as refused:
+            FolderLock.acquire(folder)
+        assert f"(pid {os.getpid()}, started " in str(refused.value)
+        assert "--fresh" in str(refused.value)
+        (folder / "audit.json").write_text("{}")
+    assert sorted(p.name for p in folder.iterdir()) == ["audit.json"]
+    lock.release()  # again: nothing
+    # Folders the lock created are removed when they stay empty, up to the first that existed.
+    FolderLock.acquire(tmp_path / "a" / "b").release()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["new"]
+
+
+def test_folder_lock_takes_the_new_file_when_the_holder_removed_the_old(tmp_path, monkeypatch):
+    """A run that opened the lock file just before its holder released (and removed) it locks
+    a file no one else will see: it must notice and lock the new file instead."""
+    folder = tmp_path / "model"
+    holder = FolderLock.acquire(folder)
+    real_flock = fcntl.flock
+    calls: list[int] = []
+
+    def flock_after_release(handle: int, operation: int) -> None:
+        calls.append(handle)
+        if len(calls) == 1:
+            holder.release()  # between the waiting run's open and its lock
+        real_flock(handle, operation)
+
+    monkeypatch.setattr("analysis.resume.fcntl.flock", flock_after_release)
+    taken = FolderLock.acquire(folder)
+    monkeypatch.setattr("analysis.resume.fcntl.flock", real_flock)
+    assert len(calls) == 2 and taken.path.exists()
+    with pytest.raises(FolderBusy):
+        FolderLock.acquire(folder)
+    taken.release()
+
+
+def test_a_killed_holder_leaves_no_stuck_lock(tmp_path):
+    folder = tmp_path / "model"
+    code = (
+        "import sys, time\n"
+        "from pathlib import Path\n"
+        "from analysis.resume import FolderLock\n"
+        "FolderLock.acquire(Path(sys.argv[1]))\n"
+        "print('locked', flush=True)\n"
+        "time.sleep(300)\n"
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-c", code, str(folder)], cwd=ROOT, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert process.stdout is not None and process.stdout.readline() == "locked\n"
+        with pytest.raises(FolderBusy, match=f"pid {process.pid},"):
+            FolderLock.acquire(folder)
+    finally:
+        process.kill()
+        process.wait(timeout=60)
+    assert (folder / LOCK).exists()
+    with FolderLock.acquire(folder) as lock:
+        assert json.loads(lock.path.read_text())["pid"] == os.getpid()
+    assert not (folder / LOCK).exists()
+
+
+def test_the_key_follows_the_source_code(tmp_path):
+    """A working copy keeps its version number from one change to the next: the key holds a
+    SHA-256 of the packages' source, so units made by other code are not resumed."""
+    from analysis.audit import _SOURCE_PACKAGES, _source_sha256
+
+    source_sha256 = _source_sha256.__wrapped__  # not the cached value
+    for package in _SOURCE_PACKAGES:
+        (tmp_path / package / "sub").mkdir(parents=True)
+        (tmp_path / package / "__init__.py").write_text("")
+        (tmp_path / package / "sub" / "core.py").write_text("x = 1\n")
+    (tmp_path / "attacks" / "notes.txt").write_text("not source")
+    first = source_sha256(tmp_path)
+    (tmp_path / "attacks" / "notes.txt").write_text("changed, still not source")
+    assert source_sha256(tmp_path) == first
+    (tmp_path / "flatness" / "sub" / "core.py").write_text("x = 2\n")
+    changed = source_sha256(tmp_path)
+    assert changed != first
+    (tmp_path / "flatness" / "sub" / "core.py").rename(tmp_path / "flatness" / "sub" / "other.py")
+    assert source_sha256(tmp_path) not in (first, changed)
