@@ -243,9 +243,7 @@ def summary_table(items: Sequence[Entry]) -> Table:
             section = _section(entry, norm)
             row[f"{name} ε"] = section.epsilons[0] if section else math.nan
             _proportion(row, f"{name} PGD-CE", pgd_ce(result, section) if section else None)
-            _proportion(
-                row, f"{name} reliable", section.reliable_robust_accuracy[0] if section else None
-            )
+            _proportion(row, f"{name} reliable", _reliable(section, 0) if section else None)
             overstated = gap(result, section) if section else None
             row[f"{name} gap"], row[f"{name} gap low"], row[f"{name} gap high"] = (
                 overstated or (math.nan,) * 3
@@ -261,13 +259,22 @@ def summary_table(items: Sequence[Entry]) -> Table:
         "verdicts",
         "Verdicts",
         "Robust accuracy at each norm's first epsilon, with 95 % Wilson intervals. PGD-CE: "
-        "after PGD-CE alone; reliable: the worst case over every attack; gap: the samples "
-        f"PGD-CE left robust that a later attack broke, with its 95 % interval. {FAR_MARK} marks "
-        f"a gap whose interval lies above {FAR_ABOVE:.0%} of the samples: PGD-CE far above the "
-        "reliable robust accuracy, as gradient masking makes it. Red flags: failed masking "
-        "checks.",
+        "after PGD-CE alone; reliable: the worst case over every attack (– where an attack "
+        "failed, whose samples count as robust: the figure is then an upper bound); gap: the "
+        "samples PGD-CE left robust that a later attack broke, with its 95 % interval. "
+        f"{FAR_MARK} marks a gap whose interval lies above {FAR_ABOVE:.0%} of the samples: "
+        "PGD-CE far above the reliable robust accuracy, as gradient masking makes it. Red "
+        "flags: failed masking checks.",
         pd.DataFrame(rows),
     )
+
+
+def _reliable(section: NormResult, k: int) -> Proportion | None:
+    """The reliable robust accuracy at epsilon ``k``, or None (shown as –) where an attack
+    failed there: an upper bound is no reliable figure (the verdict says why)."""
+    if section.failed_attacks(k) or not section.tested(k):
+        return None
+    return section.reliable_robust_accuracy[k]
 
 
 def robust_table(items: Sequence[Entry], norm: str) -> Table:
@@ -294,7 +301,7 @@ def robust_table(items: Sequence[Entry], norm: str) -> Table:
             }
             for label in labels:
                 _proportion(row, label, after.get(label))
-            _proportion(row, "reliable", section.reliable_robust_accuracy[k])
+            _proportion(row, "reliable", _reliable(section, k))
             rows.append(row)
     name = NORM_NAMES[norm]
     return Table(
@@ -704,10 +711,11 @@ def render(items: Sequence[Entry], built: Sequence[Table] | None = None) -> str:
     """The comparison page of ``items`` (deterministic: the same documents, the same bytes)."""
     built = tables(items) if built is None else built
     # The SVGs come from matplotlib, which escapes every text it writes: markup, not text.
+    # Both keys always: the templates' undefined names are errors (a comparison of audits
+    # without flatness has no scatter).
     figures = {
-        name: Markup(figure)
+        name: None if figure is None else Markup(figure)
         for name, figure in (("curves", curves_svg(items)), ("scatter", scatter_svg(items)))
-        if figure is not None
     }
     return (
         environment()

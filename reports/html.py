@@ -173,7 +173,7 @@ def _banner(result: AuditResult) -> dict[str, Any]:
             norms.append(
                 {
                     "column": tables.norm_label(section.norm, epsilon),
-                    "reliable": tables.interval(reliable),
+                    "reliable": tables.reliable(section, k),
                     "best": best,
                 }
             )

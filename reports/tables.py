@@ -86,6 +86,19 @@ def interval(share: Proportion | None, digits: int = 3) -> str:
     return f"{share.value:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"
 
 
+def reliable(section: NormResult, k: int) -> str:
+    """The reliable robust accuracy at epsilon ``k`` with its interval, or what it is instead:
+    an upper bound where an attack failed, untested where none ran (a failed attack is
+    evidence of nothing, so the figure is never shown as reliable)."""
+    figure = interval(section.reliable_robust_accuracy[k])
+    if not section.tested(k):
+        return f"untested: no attack ran ({figure} is the clean accuracy)"
+    failed = section.failed_attacks(k)
+    if failed:
+        return f"≤ {figure} (upper bound: {', '.join(failed)} failed)"
+    return figure
+
+
 def _estimate(value: float | None, stderr: float | None) -> str:
     if value is None:
         return NOT_AVAILABLE
@@ -183,9 +196,7 @@ def robust_accuracy_table(result: AuditResult) -> pd.DataFrame:
             else:
                 cells.append(interval(record.robust_accuracy_after[k]))
         rows[label] = cells
-    rows["reliable (worst case)"] = [
-        interval(section.reliable_robust_accuracy[k]) for section, k, _ in columns
-    ]
+    rows["reliable (worst case)"] = [reliable(section, k) for section, k, _ in columns]
     return _frame(rows, [c for _, _, c in columns], "attack")
 
 

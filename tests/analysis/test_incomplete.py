@@ -10,6 +10,7 @@ healthy baseline of the same weights.
 
 from __future__ import annotations
 
+import csv
 import json
 import subprocess
 import sys
@@ -24,7 +25,9 @@ from analysis.redflags import INCOMPLETE, Finding, Status, verdict
 from checkpoints import load_checkpoint
 from checkpoints.datasets import load_dataset
 from checkpoints.train import ZOO_DIR
+from reports.compare import write_comparison
 from reports.document import read_result
+from reports.html import write_report
 
 ROOT = Path(__file__).resolve().parents[2]
 OFF_DATA = 0.05
@@ -130,6 +133,16 @@ def test_every_attack_failing_is_incomplete_and_fails_the_gate(scripted, tmp_pat
     for norm in result.robustness.norms:
         assert all(not norm.tested(k) for k in range(len(norm.epsilons)))
         assert {a.status for a in norm.attacks} == {"failed"}
+
+    # The report and the comparison show no reliable figure either.
+    page = write_report(result, tmp_path / "report.html").read_text()
+    assert page.count("untested: no attack ran") >= 2
+    broken_document = tmp_path / "broken" / "raising" / "audit.json"
+    write_comparison([healthy_document, broken_document], tmp_path / "c.html", ["csv"])
+    rows = list(csv.DictReader((tmp_path / "c.verdicts.csv").open()))
+    reliable = [key for key in rows[0] if key.endswith("reliable")]
+    assert reliable and all(rows[0][key] for key in reliable), rows[0]
+    assert not any(rows[1][key] for key in reliable), rows[1]
 
     # The same with --quiet: the gate's failure and the failed attacks are still said.
     quiet = _audit(
