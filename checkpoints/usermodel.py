@@ -7,9 +7,10 @@ or the sidecar's ``model_kwargs`` table) must return the network, an ``nn.Module
 
 The code runs because the user named it: ``FILE.py`` is imported by path, with its folder put
 first on ``sys.path`` so that its own sibling imports work, as when it is run as a script (its
-``if __name__ == "__main__":`` block does not run); ``pkg.mod`` is imported as Python would from
-the current folder or ``PYTHONPATH``. :func:`check_source` describes a reference without running
-anything (for ``checkpoints.inspect``). Every failure is one :class:`UserModelError` line.
+``if __name__ == "__main__":`` block does not run); ``pkg.mod`` is imported from ``sys.path``
+(``PYTHONPATH``), then from the current folder. :func:`check_source` describes a reference
+without running anything (for ``checkpoints.inspect``). Every failure is one
+:class:`UserModelError` line.
 """
 
 from __future__ import annotations
@@ -316,7 +317,7 @@ def _locate_module(name: str) -> Path | None:
     ``__init__`` runs (as ``importlib.util.find_spec`` would run it for a submodule). None when
     it is not a plain source file on the path (a compiled or zipped module, or one installed
     through an import hook)."""
-    search: list[str] | None = [os.getcwd(), *sys.path]
+    search: list[str] | None = [*sys.path, os.getcwd()]
     spec = None
     parts = name.split(".")
     for i in range(len(parts)):
@@ -431,9 +432,10 @@ def _import_file(reference: ModelReference, origin: str) -> tuple[types.ModuleTy
 
 
 def _import_module(reference: ModelReference, origin: str) -> tuple[types.ModuleType, Path | None]:
-    # As `python -m` does, the current folder is where a module is looked for first.
+    # The commands take the current folder off sys.path (a folder there must not hide an
+    # installed package); a module the user names is looked for there last.
     if "" not in sys.path and os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
+        sys.path.append(os.getcwd())
     try:
         module = importlib.import_module(reference.target)
     except ModuleNotFoundError as err:
