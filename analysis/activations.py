@@ -8,17 +8,15 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from checkpoints.layers import QSD, Dropout, NormOut
+from checkpoints.layers import family_layers
 from torchutil import model_mode
 
-__all__ = ["LayerActivations", "activation_statistics", "dropout_family_layers"]
-
-_KINDS: dict[type[nn.Module], str] = {
-    NormOut: "normout",
-    QSD: "qsd",
-    Dropout: "dropout",
-    nn.Dropout: "dropout",
-}
+__all__ = [
+    "LayerActivations",
+    "activation_statistics",
+    "activations_note",
+    "dropout_family_layers",
+]
 
 
 @dataclass(frozen=True)
@@ -64,19 +62,32 @@ class _Accumulator:
         self.zeros += int((values == 0).sum())
 
 
-def _kind(module: nn.Module) -> str | None:
-    for cls, kind in _KINDS.items():
-        if isinstance(module, cls):
-            return kind
-    # Dropout1d/2d/3d, AlphaDropout, FeatureAlphaDropout.
-    return "dropout" if isinstance(module, nn.modules.dropout._DropoutNd) else None
-
-
 def dropout_family_layers(model: nn.Module) -> list[tuple[str, str]]:
     """``(qualified name, kind)`` of each dropout-family layer of ``model``, in module order:
-    ours (NormOut, QSD, Dropout) and torch's dropout layers, found by type."""
-    found = [(name, _kind(module)) for name, module in model.named_modules()]
-    return [(name, kind) for name, kind in found if kind is not None]
+    ours (NormOut, QSD, Dropout) and torch's dropout layers, found by type, in a TorchScript
+    archive by their original class names (`checkpoints.layers.family_layers`)."""
+    return family_layers(model)
+
+
+def _scripted(module: nn.Module) -> bool:
+    return isinstance(module, torch.jit.RecursiveScriptModule)
+
+
+def activations_note(model: nn.Module) -> str | None:
+    """Why some dropout-family layers have no statistics, or None when all have them.
+
+    A TorchScript module takes no forward hooks, so the inputs of the layers of a TorchScript
+    archive cannot be observed.
+    """
+    modules = dict(model.named_modules())
+    unseen = [name for name, _ in dropout_family_layers(model) if _scripted(modules[name])]
+    if not unseen:
+        return None
+    return (
+        f"not measured for {', '.join(unseen)}: these layers are inside a TorchScript archive, "
+        "whose modules take no forward hooks, so their inputs cannot be observed; audit a "
+        "state_dict with --model to measure them"
+    )
 
 
 def activation_statistics(
@@ -91,11 +102,16 @@ def activation_statistics(
         batch_size: evaluation batch size.
 
     Returns:
-        One entry per layer, in module order; empty when the model has none. The model's mode
-        is restored.
+        One entry per layer, in module order; empty when the model has none. Layers inside a
+        TorchScript archive cannot be observed and are left out (`activations_note` says
+        so). The model's mode is restored.
     """
     modules = dict(model.named_modules())
-    layers = [(name, modules[name], kind) for name, kind in dropout_family_layers(model)]
+    layers = [
+        (name, modules[name], kind)
+        for name, kind in dropout_family_layers(model)
+        if not _scripted(modules[name])
+    ]
     if not layers:
         return []
     accumulators = {name: _Accumulator() for name, _, _ in layers}

@@ -24,7 +24,7 @@ from checkpoints import CheckpointSpec, LoadedCheckpoint
 from checkpoints.architectures import Normalized
 from checkpoints.datasets import Dataset, check_dataset, load_dataset
 from checkpoints.format import weights_sha256
-from checkpoints.layers import LayerSpec
+from checkpoints.layers import found_layer_spec
 from checkpoints.spec import parse_normalization
 from reports.document import AuditResult
 from reports.html import write_report
@@ -404,7 +404,7 @@ def _loaded(
         arch=f"{cls.__module__}.{cls.__qualname__}",
         num_classes=int(logits.shape[1]),
         input_shape=tuple(int(s) for s in inputs.x.shape[1:]),  # type: ignore[arg-type]
-        layer=LayerSpec(kinds[0]) if kinds else LayerSpec(),
+        layer=found_layer_spec(model),
         dataset=inputs.dataset.name if inputs.dataset.name != "tensors" else None,
         mean=mean,
         std=std,

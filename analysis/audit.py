@@ -32,7 +32,7 @@ from typing import Any, TypeVar
 
 import torch
 
-from analysis.activations import activation_statistics, dropout_family_layers
+from analysis.activations import activation_statistics, activations_note, dropout_family_layers
 from analysis.batching import (
     attack_batch,
     flatness_batch,
@@ -77,7 +77,7 @@ from checkpoints.boundary import (
     one_line,
     run_command,
 )
-from checkpoints.cli import add_description_arguments, description_from_arguments
+from checkpoints.cli import add_description_arguments, description_from_arguments, say_flag_notes
 from checkpoints.datasets import Dataset, DatasetError, load_dataset
 from reports.compare import write_comparison
 from reports.document import AttackRecord, AuditResult, FlatnessResult, read_result
@@ -453,6 +453,7 @@ def _run_audit(
             "checkpoint": str(loaded.path),
             "checkpoint_sha256": loaded.sha256,
             "weights_sha256": loaded.weights_sha256,
+            "model_source": None if loaded.model_source is None else dict(loaded.model_source),
             "versions": _versions(),
             "seed": config.seed,
             "config": {**config.to_dict(), "suite": suite_config.to_dict()},
@@ -490,6 +491,7 @@ def _run_audit(
         "flatness": flatness,
         "flatness_note": flatness_note,
         "activations": [a.to_dict() for a in activations],
+        "activations_note": activations_note(model),
         "probes": probes.to_dict(),
         "findings": [f.to_dict() for f in findings],
         "verdict": verdict(findings),
@@ -844,6 +846,7 @@ def _prepare(
             allow_different=args.allow_different_checkpoint,
         )
     for plan in planned:
+        say_flag_notes(plan.loaded)
         _warn_whole_box(plan.loaded, plan.config)
     return device, planned, baseline
 
@@ -1004,6 +1007,7 @@ def _identity(plan: _Planned, device: torch.device) -> dict[str, Any]:
         "schema_version": SCHEMA_VERSION,
         "checkpoint_sha256": plan.loaded.sha256,
         "weights_sha256": plan.loaded.weights_sha256,
+        "model_source": plan.loaded.model_source,
         "checkpoint": plan.loaded.spec.to_dict(),
         "dataset": evaluation.dataset.name,
         "source": evaluation.dataset.source,

@@ -32,7 +32,7 @@ from analysis.audit import evaluation_set
 from attacks import Norm
 from benchmarks.bench_autoattack import ALPHA, PairedOutcome, run_autoattack
 from checkpoints import load_checkpoint
-from checkpoints.cli import add_description_arguments, description_from_arguments
+from checkpoints.cli import add_description_arguments, description_from_arguments, say_flag_notes
 from reports.document import read_result
 
 
@@ -60,6 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     path = args.checkpoint or Path(result.provenance.checkpoint)
     loaded = load_checkpoint(path, description_from_arguments(args), trust=args.trust_checkpoint)
+    say_flag_notes(loaded)
     model = loaded.model.eval()
     evaluation = evaluation_set(
         loaded, args.data, result.evaluation.num_samples, result.provenance.seed

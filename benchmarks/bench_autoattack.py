@@ -64,7 +64,7 @@ from analysis.stats import mcnemar_exact, paired_drop_interval
 from attacks import Bounds, Norm, SuiteResult, preset, run_suite
 from attacks.presets import STANDARD_EPSILONS
 from checkpoints import load_checkpoint
-from checkpoints.cli import add_description_arguments, description_from_arguments
+from checkpoints.cli import add_description_arguments, description_from_arguments, say_flag_notes
 
 ZOO = Path(__file__).resolve().parents[1] / "checkpoints" / "zoo"
 DEFAULT_MODELS = ("mnist-lenet5-dropout", "digits-mlp-dropout", "digits-mlp-normout-spatiotemporal")
@@ -267,6 +267,7 @@ def bench_model(
 ) -> dict[str, Any] | None:
     path = Path(name) if name.endswith(".pt") else ZOO / f"{name}.pt"
     loaded = load_checkpoint(path, description_from_arguments(args), trust=args.trust_checkpoint)
+    say_flag_notes(loaded)
     model = loaded.model.eval()
     evaluation = evaluation_set(loaded, None, args.num_samples, args.seed)
     dataset = evaluation.dataset.name

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import sys
+from typing import TYPE_CHECKING, TextIO
 
 from checkpoints.layers import LayerSpec
 from checkpoints.spec import (
@@ -12,8 +14,12 @@ from checkpoints.spec import (
     parse_num_classes,
     parse_shape,
 )
+from checkpoints.usermodel import parse_model_kwargs, parse_model_reference
 
-__all__ = ["add_description_arguments", "description_from_arguments"]
+if TYPE_CHECKING:
+    from checkpoints.format import LoadedCheckpoint
+
+__all__ = ["add_description_arguments", "description_from_arguments", "say_flag_notes"]
 
 
 def add_description_arguments(parser: argparse.ArgumentParser) -> None:
@@ -21,9 +27,23 @@ def add_description_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group(
         "checkpoint description",
         "for files that do not describe themselves (plain state_dicts, Lightning .ckpt, "
-        "TorchScript); these override a sidecar FILE.toml / FILE.json",
+        "TorchScript); these override a sidecar FILE.toml / FILE.json. On a file that describes "
+        "itself or carries its own graph each flag is applied (said on stderr) or refused (see "
+        "README)",
     )
     group.add_argument("--arch", help="architecture: mlp, lenet5, vgg16_bn, vgg16, resnet18, wrn16")
+    group.add_argument(
+        "--model",
+        metavar="FILE.py:NAME",
+        help="build the model from your own code: FILE.py:NAME or package.module:NAME, NAME a "
+        "class or a function returning the nn.Module; the code runs because you name it, and "
+        "the weights load into it strictly",
+    )
+    group.add_argument(
+        "--model-kwargs",
+        metavar="ARGS",
+        help="keyword arguments for --model: JSON ('{\"width\": 64}') or key=value,...",
+    )
     group.add_argument(
         "--layers",
         metavar="SPEC",
@@ -60,7 +80,16 @@ def description_from_arguments(args: argparse.Namespace) -> Description:
         input_shape=parse_shape(args.input_shape, "--input-shape"),
         normalization=parse_normalization(args.normalization, "--normalization"),
         bounds=parse_bounds(args.bounds, "--bounds"),
+        model=None if args.model is None else parse_model_reference(args.model, "--model"),
+        model_kwargs=parse_model_kwargs(args.model_kwargs, "--model-kwargs"),
     )
+
+
+def say_flag_notes(loaded: LoadedCheckpoint, stream: TextIO | None = None) -> None:
+    """Print, one line each, what the description flags did to a file that describes itself
+    or carries its own graph (``LoadedCheckpoint.flag_notes``)."""
+    for note in loaded.flag_notes:
+        print(f"note: {note}", file=stream or sys.stderr)
 
 
 def _layers(text: str) -> LayerSpec:

@@ -18,14 +18,24 @@ Foreign layouts are handled by one remapping function per format, never per mode
   every forward pass), so it loads only with ``trust=True``; torch.export and torch.package
   archives, programs too, are refused.
 
+A network of the user's own (``Description.model``, ``--model FILE.py:NAME``) is built from
+their code (``checkpoints.usermodel``) and takes the weights of a state_dict, a Lightning
+``.ckpt`` or a file of ours in place of a registered architecture.
+
 The weights are always loaded with ``strict=True``; a mismatch is an error that lists the
 missing and unexpected keys and the likely cause.
+
+A description (flags, sidecar) given for a file that describes itself (ours) or carries its
+own graph (TorchScript, a pickled module) is applied, with a line in
+``LoadedCheckpoint.flag_notes`` for the command to print, or refused; it is never ignored.
 """
 
 from __future__ import annotations
 
 import hashlib
+import inspect
 import io
+import math
 import pickle
 import re
 import zipfile
@@ -37,9 +47,14 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from checkpoints.architectures import Normalized, build_network, vgg_classifier_slots
+from checkpoints.architectures import (
+    Normalized,
+    build_network,
+    get_architecture,
+    vgg_classifier_slots,
+)
 from checkpoints.boundary import atomic_write_bytes
-from checkpoints.layers import LayerSpec
+from checkpoints.layers import LayerSpec, family_layers, found_layer_spec, layer_defaults
 from checkpoints.spec import (
     CheckpointSpec,
     Description,
@@ -50,11 +65,13 @@ from checkpoints.spec import (
     shape_and_classes,
     sidecar_path,
 )
+from checkpoints.usermodel import ModelReference, UserModelError, build_user_model
 
 __all__ = [
     "FORMAT_NAME",
     "FORMAT_VERSION",
     "CheckpointError",
+    "CodeNotRunError",
     "LoadedCheckpoint",
     "PickledObjectsError",
     "code_archive_kind",
@@ -92,6 +109,12 @@ class LoadedCheckpoint:
         weights_sha256: sha256 of the weights (names, dtypes, shapes, values), or None for a
             TorchScript archive.
         notes: what was inferred or remapped while loading, for display.
+        model_source: where a model of the user's own came from (``--model``): reference,
+            kind, path, module, name, kwargs and the sha256 of its file
+            (``checkpoints.usermodel.build_user_model``); None for any other model.
+        flag_notes: what description flags did to a file that describes itself or carries
+            its own graph, one line each, for the command to print on stderr (also in
+            ``notes``).
     """
 
     model: nn.Module
@@ -100,6 +123,8 @@ class LoadedCheckpoint:
     sha256: str
     weights_sha256: str | None
     notes: tuple[str, ...] = ()
+    model_source: Mapping[str, Any] | None = None
+    flag_notes: tuple[str, ...] = ()
 
 
 # ---------------------------------------------------------------------------------- hashing
@@ -355,20 +380,25 @@ def code_archive_kind(path: str | Path) -> str | None:
     return None
 
 
+# The route for a class of the user's own, named wherever a file cannot load as it is.
+_OWN_CLASS = (
+    "save model.state_dict() (torch.save(model.state_dict(), FILE)) and pass --model "
+    "yourfile.py:YourClass (or --arch for a registered architecture) with --dataset"
+)
+
+
 def _torchscript_refused(path: Path) -> str:
     return (
         f"{path} is a TorchScript archive, which is code: it runs when the file is loaded and on "
         "every forward pass of the audit, and it can read and write files. Pass "
-        "--trust-checkpoint if you trust its source, or save a state_dict instead "
-        "(torch.save(model.state_dict(), FILE)) and describe it with --arch and --dataset"
+        f"--trust-checkpoint if you trust its source, or {_OWN_CLASS}"
     )
 
 
 def _program_unsupported(path: Path, kind: str) -> str:
     return (
         f"{path} is {_PROGRAMS[kind]}, a program rather than weights, and this toolkit does not "
-        "load programs of that kind (not even with --trust-checkpoint); save a state_dict "
-        "instead (torch.save(model.state_dict(), FILE)) and describe it with --arch and --dataset"
+        f"load programs of that kind (not even with --trust-checkpoint); {_OWN_CLASS}"
     )
 
 
@@ -403,16 +433,16 @@ def read_raw(path: Path, trust: bool = False) -> Any:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
         found = re.search(r"GLOBAL ([\w.]+)", str(err))
-        detail = f"it would build {found.group(1)}" if found else ""
-        if not detail:
+        if found is None:
             raise _not_readable(path, err) from None
         if trust:
-            return _read_unrestricted(path)
+            return _read_unrestricted(path, found.group(1))
+        detail = f"it would build {found.group(1)}"
+        advice = _resave_advice(found.group(1))
         raise PickledObjectsError(
             f"{path} holds pickled Python objects, not just tensors ({detail}); "
-            "loading it could run arbitrary code. Re-save it as a state_dict "
-            "(torch.save(model.state_dict(), FILE)), or pass --trust-checkpoint if you trust "
-            "its source",
+            f"loading it could run arbitrary code. {advice[0].upper()}{advice[1:]}, or pass "
+            "--trust-checkpoint if you trust its source",
             detail,
         ) from None
     except Exception as err:
@@ -423,14 +453,36 @@ def read_raw(path: Path, trust: bool = False) -> Any:
         raise _not_readable(path, err) from None
 
 
-def _read_unrestricted(path: Path) -> Any:
+def _resave_advice(global_name: str | None) -> str:
+    """How to re-save a file of pickled objects: for a whole model of the user's own class,
+    its state_dict and ``--model`` with that class."""
+    module, _, name = (global_name or "").rpartition(".")
+    if not name or module.split(".")[0] in ("torch", "collections", "builtins", "numpy"):
+        return (
+            "re-save it as a state_dict (torch.save(model.state_dict(), FILE)); for a class of "
+            "your own, pass --model yourfile.py:YourClass"
+        )
+    file = "yourfile.py" if module == "__main__" else f"{module.replace('.', '/')}.py"
+    return (
+        f"for a model of your own class {name}, save model.state_dict() "
+        f"(torch.save(model.state_dict(), FILE)) and pass --model {file}:{name} (the file that "
+        f"defines {name})"
+    )
+
+
+def _read_unrestricted(path: Path, global_name: str) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=False)
     except Exception as err:
         # A trusted pickle runs its own code while loading; whatever it raises is its failure.
+        hint = (
+            f"the class {global_name} it was saved with cannot be found here; "
+            if isinstance(err, ModuleNotFoundError | AttributeError)
+            else "expected a file written by torch.save; "
+        )
         raise CheckpointError(
-            f"{path}: unpickling the trusted file failed ({_first_line(err)}); expected a file "
-            "written by torch.save: re-save it as a state_dict"
+            f"{path}: unpickling the trusted file failed ({_first_line(err)}); {hint}"
+            f"{_resave_advice(global_name)}"
         ) from None
 
 
@@ -586,10 +638,43 @@ def _likely_cause(
     )
 
 
+def _user_cause(
+    weights: Mapping[str, Tensor],
+    own: Mapping[str, Tensor],
+    missing: list[str],
+    unexpected: list[str],
+    shaped: list[str],
+) -> str:
+    """Why the weights do not fit a model of the user's own class."""
+    matches = infer_architectures(weights)
+    if matches and (missing or unexpected):
+        fits = " or ".join(f"--arch {a} --dataset {d}" for a, d, _ in matches[:4])
+        return f"the weights were saved from a registered architecture; they fit {fits}"
+    if missing or unexpected:
+        return (
+            "the file was saved from a different class, or from the same class built with other "
+            "arguments (check --model and --model-kwargs)"
+        )
+    last = set(list(own)[-2:])
+    if shaped and set(shaped) <= last:
+        return "the number of classes differs (check --model-kwargs and --num-classes / --dataset)"
+    return (
+        "the class was built with other sizes than the weights were saved with (check "
+        "--model-kwargs and --dataset / --input-shape)"
+    )
+
+
 def _check_match(
-    network: nn.Module, weights: dict[str, Tensor], path: Path, spec: CheckpointSpec
+    network: nn.Module,
+    weights: dict[str, Tensor],
+    path: Path,
+    spec: CheckpointSpec | None,
+    user: ModelReference | None = None,
 ) -> None:
-    """Keys, shapes and kinds of dtype must agree exactly (a strict load, without loading)."""
+    """Keys, shapes and kinds of dtype must agree exactly (a strict load, without loading).
+
+    ``spec`` describes a registered architecture; ``user`` names a model of the user's own
+    (then ``spec`` may be None)."""
     own = network.state_dict()
     missing = sorted(set(own) - set(weights))
     unexpected = sorted(set(weights) - set(own))
@@ -618,29 +703,246 @@ def _check_match(
             parts.append(f"dtype mismatches: {show(dtypes)}")
         if dtypes and not (missing or unexpected or shapes):
             cause = "the file holds integer or boolean values where the model has real ones"
+        elif user is not None or spec is None:
+            cause = _user_cause(weights, own, missing, unexpected, shaped)
         else:
             cause = _likely_cause(weights, own, missing, unexpected, shaped, spec)
+        what = (
+            f"the model built by --model {user}"
+            if user is not None
+            else f"architecture {spec.arch if spec else '?'!r}"
+        )
         raise CheckpointError(
-            f"{path}: weights do not match architecture {spec.arch!r}; {'; '.join(parts)}. "
-            f"Likely cause: {cause}"
+            f"{path}: weights do not match {what}; {'; '.join(parts)}. Likely cause: {cause}"
         )
 
 
 # -------------------------------------------------------------------------------- top level
 
 
-def _apply_overrides(spec: CheckpointSpec, flags: Description, path: Path) -> CheckpointSpec:
-    """Flags on a self-describing file may only restate it (or set the dataset)."""
-    for name, ours in (("arch", spec.arch), ("num_classes", spec.num_classes)):
-        given = getattr(flags, name)
-        if given is not None and given != ours:
+# Which flag sets each field of a Description (the sidecar's key has the field's name).
+_FLAG_OF = {
+    "arch": "--arch",
+    "layer": "--layers",
+    "arch_kwargs": "--widen-factor",
+    "dataset": "--dataset",
+    "num_classes": "--num-classes",
+    "input_shape": "--input-shape",
+    "normalization": "--normalization",
+    "bounds": "--bounds",
+    "model": "--model",
+    "model_kwargs": "--model-kwargs",
+}
+# Fields that name the network: a flag naming it replaces the sidecar's whole choice.
+_REGISTERED_FIELDS = ("arch", "layer", "arch_kwargs")
+_OWN_FIELDS = ("model", "model_kwargs")
+
+
+@dataclass(frozen=True)
+class _Given:
+    """A description and where each of its values came from (flags over the sidecar)."""
+
+    merged: Description
+    flags: Description
+    sidecar: Description
+    sidecar_path: Path | None
+
+    def origin(self, name: str) -> str:
+        """``--normalization`` or ``normalization in FILE.toml``."""
+        if getattr(self.flags, name) is not None or self.sidecar_path is None:
+            return _FLAG_OF[name]
+        return f"{'layers' if name == 'layer' else name} in {self.sidecar_path.name}"
+
+    def given(self, *names: str) -> list[str]:
+        """The fields among ``names`` that were given."""
+        return [n for n in names if getattr(self.merged, n) is not None]
+
+
+def _given(flags: Description, sidecar: Description, sidecar_file: Path | None) -> _Given:
+    """Flags over the sidecar, key by key; a flag that names the network (``--model``, or
+    ``--arch``) replaces the sidecar's other way of naming it."""
+    if flags.model is not None:
+        sidecar = replace(sidecar, **dict.fromkeys(_REGISTERED_FIELDS))
+    if flags.arch is not None:
+        sidecar = replace(sidecar, **dict.fromkeys(_OWN_FIELDS))
+    return _Given(flags.merged_over(sidecar), flags, sidecar, sidecar_file)
+
+
+def _check_combination(given: _Given, path: Path) -> None:
+    """Fields that cannot go together, refused whatever the file."""
+    merged = given.merged
+    if merged.model is None:
+        if merged.model_kwargs is not None:
             raise CheckpointError(
-                f"{path} describes itself as {name}={ours!r}, but {name}={given!r} was given; "
-                f"drop that flag"
+                f"{path}: {given.origin('model_kwargs')} gives arguments for --model, but no "
+                "--model was given; add --model FILE.py:NAME or drop it"
             )
-    if flags.dataset is not None:
+        return
+    if merged.arch is not None:
+        raise CheckpointError(
+            f"{path}: {given.origin('arch')} and {given.origin('model')} both name the model; "
+            "give --arch for a registered architecture or --model for your own class, not both"
+        )
+    if merged.layer is not None:
+        raise CheckpointError(
+            f"{path}: {given.origin('layer')} places layers in a registered architecture's "
+            f"slots, but {given.origin('model')} builds your own class, whose dropout-family "
+            "layers are in its code (found by type); drop it"
+        )
+    if merged.arch_kwargs is not None:
+        raise CheckpointError(
+            f"{path}: {given.origin('arch_kwargs')} is an argument of a registered "
+            "architecture; give your class's arguments with --model-kwargs (or model_kwargs in "
+            "the sidecar)"
+        )
+
+
+def _show_normalization(mean: tuple[float, ...] | None, std: tuple[float, ...] | None) -> str:
+    if mean is None or std is None:
+        return "none"
+    return f"{','.join(f'{v:g}' for v in mean)}:{','.join(f'{v:g}' for v in std)}"
+
+
+def _per_channel(values: tuple[float, ...], channels: int) -> tuple[float, ...]:
+    return values * channels if len(values) == 1 else values
+
+
+def _same_values(a: tuple[float, ...], b: tuple[float, ...], channels: int) -> bool:
+    a, b = _per_channel(a, channels), _per_channel(b, channels)
+    return len(a) == len(b) and all(
+        math.isclose(x, y, rel_tol=1e-6, abs_tol=1e-9) for x, y in zip(a, b, strict=True)
+    )
+
+
+def _same_layer(given: LayerSpec, recorded: LayerSpec) -> bool:
+    """``given`` restates ``recorded``: same kind, the parameters it names equal (defaults
+    filled in), the positions it names equal."""
+    if given.kind != recorded.kind:
+        return False
+    if given.kind != "none":
+        full = {**layer_defaults(recorded.kind), **recorded.params}
+        if any(full.get(k) != v for k, v in given.params.items()):
+            return False
+    return given.positions is None or given.positions == recorded.positions
+
+
+def _refused(path: Path, origin: str, shown: str, recorded: str, why: str) -> CheckpointError:
+    return CheckpointError(
+        f"{path} records {recorded}, but {origin} {shown} was given: {why}; drop {origin} "
+        "(this file describes itself)"
+    )
+
+
+def _apply_overrides(
+    spec: CheckpointSpec, given: _Given, path: Path
+) -> tuple[CheckpointSpec, list[str]]:
+    """A description given for a file of ours: each field restates the file (accepted), is
+    applied with a note (``--dataset``), or is refused with the recorded value named.
+
+    ``--model`` is applied by the caller (it replaces the recorded architecture).
+
+    Returns:
+        The spec and the notes for stderr.
+    """
+    flags = given.merged
+    notes: list[str] = []
+    trained = "the weights were trained for the recorded one"
+    if flags.arch is not None and flags.arch != spec.arch:
+        raise _refused(path, given.origin("arch"), flags.arch, f"arch {spec.arch}", trained)
+    if flags.num_classes is not None and flags.num_classes != spec.num_classes:
+        raise _refused(
+            path,
+            given.origin("num_classes"),
+            str(flags.num_classes),
+            f"num_classes {spec.num_classes}",
+            trained,
+        )
+    shape = spec.input_shape
+    if flags.input_shape is not None and tuple(flags.input_shape) != shape:
+        raise _refused(
+            path,
+            given.origin("input_shape"),
+            ",".join(map(str, flags.input_shape)),
+            f"input shape {','.join(map(str, shape))}",
+            trained,
+        )
+    if flags.arch_kwargs is not None:
+        build = get_architecture(spec.arch).build
+        for key, value in flags.arch_kwargs.items():
+            takes, default = _builder_default(build, key)
+            recorded = spec.arch_kwargs.get(key, default)
+            if key not in spec.arch_kwargs and not takes:
+                raise _refused(
+                    path,
+                    given.origin("arch_kwargs"),
+                    f"{key}={value}",
+                    f"arch {spec.arch}, which takes no {key}",
+                    trained,
+                )
+            if recorded != value:
+                raise _refused(
+                    path,
+                    given.origin("arch_kwargs"),
+                    f"{key}={value}",
+                    f"{spec.arch} {key}={recorded}",
+                    trained,
+                )
+    if flags.layer is not None and not _same_layer(flags.layer, spec.layer):
+        raise _refused(
+            path,
+            given.origin("layer"),
+            str(flags.layer),
+            f"layers {spec.layer}",
+            "other layers would audit another model than the one trained",
+        )
+    norm = flags.normalization
+    if norm is not None and norm != "default":
+        if isinstance(norm, str):
+            same = spec.mean is None  # "none"
+        else:
+            same = (
+                spec.mean is not None
+                and spec.std is not None
+                and _same_values(norm[0], spec.mean, shape[0])
+                and _same_values(norm[1], spec.std, shape[0])
+            )
+        if not same:
+            shown = norm if isinstance(norm, str) else _show_normalization(norm[0], norm[1])
+            raise _refused(
+                path,
+                given.origin("normalization"),
+                shown,
+                f"normalization {_show_normalization(spec.mean, spec.std)}",
+                "the model was trained with the recorded normalization, which is inside it",
+            )
+    if flags.bounds is not None and tuple(flags.bounds) != tuple(spec.bounds):
+        raise _refused(
+            path,
+            given.origin("bounds"),
+            f"{flags.bounds[0]:g},{flags.bounds[1]:g}",
+            f"input bounds {spec.bounds[0]:g},{spec.bounds[1]:g}",
+            "the model takes inputs in the recorded range",
+        )
+    if flags.dataset is not None and flags.dataset != spec.dataset:
+        recorded = f"dataset {spec.dataset}" if spec.dataset else "no dataset"
+        notes.append(
+            f"{path} records {recorded}; {given.origin('dataset')} {flags.dataset} is applied: "
+            f"the audit evaluates on {flags.dataset}"
+        )
         spec = replace(spec, dataset=flags.dataset)
-    return spec
+    return spec, notes
+
+
+def _builder_default(build: Any, key: str) -> tuple[bool, Any]:
+    """Whether a registered builder names the keyword argument ``key``, and its default (None
+    when it has none)."""
+    try:
+        parameter = inspect.signature(build).parameters.get(key)
+    except (TypeError, ValueError):
+        return False, None
+    if parameter is None:
+        return False, None
+    return True, None if parameter.default is inspect.Parameter.empty else parameter.default
 
 
 def infer_architectures(weights: Mapping[str, Tensor]) -> list[tuple[str, str, int]]:
@@ -689,12 +991,21 @@ def _resolve_foreign(
         raise CheckpointError(
             f"{path} is a {source_format} that does not say what it is; describe it with "
             f"--arch NAME (one of {', '.join(architecture_names())}) and --dataset NAME, "
+            "or, for a class of your own, --model yourfile.py:YourClass and --dataset NAME, "
             f"or a sidecar file {path.with_suffix('.toml').name} (see README).{hint}"
         )
     if description.arch not in architecture_names():
+        arch = description.arch
+        own = (
+            f"--model {arch}"
+            if ":" in arch
+            else f"--model {arch}:NAME"
+            if arch.endswith(".py")
+            else "--model yourfile.py:YourClass"
+        )
         raise CheckpointError(
-            f"{path}: unknown architecture {description.arch!r}; give --arch as one of "
-            f"{', '.join(architecture_names())}"
+            f"{path}: unknown architecture {arch!r}; give --arch as one of "
+            f"{', '.join(architecture_names())}, or build a class of your own with {own}"
         )
     shape, classes = shape_and_classes(
         description.dataset, description.input_shape, description.num_classes
@@ -747,7 +1058,97 @@ def _last_line(error: BaseException) -> str:
     return f"{type(error).__name__}: {lines[-1]}" if lines else type(error).__name__
 
 
-def _wrap_graph(model: nn.Module, description: Description, path: Path, fmt: str) -> CheckpointSpec:
+def _refuse_on_graph(given: _Given, path: Path, what: str) -> None:
+    """A file that carries its own graph takes no flag that would build or change a network."""
+    fixed = given.given("arch", "layer", "arch_kwargs", "model", "model_kwargs")
+    if not fixed:
+        return
+    names = ", ".join(given.origin(n) for n in fixed)
+    own = (
+        "; for your own class, audit a state_dict saved from it with --model"
+        if given.merged.model is not None
+        else ""
+    )
+    raise CheckpointError(
+        f"{path} is {what}, which carries its own graph and weights: {names} cannot change it "
+        f"(its dropout-family layers are found in the graph by their class names); drop "
+        f"{names}{own}"
+    )
+
+
+def graph_description_error(path: Path, description: Description | None) -> str | None:
+    """Why the description (flags over the sidecar) cannot apply to an archive that carries
+    its own graph, or None: checked without loading it (``checkpoints.inspect``)."""
+    sidecar = sidecar_path(path)
+    try:
+        given = _given(
+            description or Description(),
+            Description() if sidecar is None else read_sidecar(sidecar),
+            sidecar,
+        )
+        _check_combination(given, path)
+        _refuse_on_graph(given, path, "a TorchScript archive")
+    except (CheckpointError, ValueError) as err:
+        return " ".join(str(err).split())
+    return None
+
+
+def _probe_classes(
+    model: nn.Module, shape: tuple[int, int, int], classes: int | None, path: Path, what: str
+) -> int:
+    """Run ``model`` on two zero inputs: it must give logits [2, K]; returns K (which must be
+    ``classes`` when that is known)."""
+    try:
+        model.eval()
+        with torch.no_grad():
+            probe = model(torch.zeros(2, *shape))
+    except Exception as err:
+        # The model is the file's (trusted) or the user's own code; whatever it raises is its
+        # failure, and the description (shape) is the likely cause.
+        raise CheckpointError(
+            f"{path}: {what} fails on a batch of two zero inputs of "
+            f"shape {'x'.join(map(str, shape))} ({_last_line(err)}); check "
+            "--dataset / --input-shape"
+        ) from None
+    if not isinstance(probe, Tensor) or probe.dim() != 2 or probe.shape[0] != 2:
+        got = _show(probe) if not isinstance(probe, Tensor) else f"shape {tuple(probe.shape)}"
+        raise CheckpointError(
+            f"{path}: {what} must return logits [N, K] for input [N, C, H, W], got "
+            f"{got} for two inputs; wrap it so that it returns the logits alone"
+        )
+    outputs = int(probe.shape[-1])
+    if classes is None:
+        classes = outputs
+    if outputs != classes or outputs < 2:
+        raise CheckpointError(
+            f"{path}: {what} gives {outputs} outputs, but {classes} classes were "
+            f"expected (from --dataset or --num-classes); give --num-classes {outputs} and the "
+            "dataset the model was trained on"
+        )
+    return classes
+
+
+def _graph_notes(given: _Given, path: Path, what: str, spec: CheckpointSpec) -> list[str]:
+    """What --normalization and --bounds do to a file that carries its own graph."""
+    notes = []
+    if isinstance(given.merged.normalization, tuple):
+        notes.append(
+            f"{given.origin('normalization')} is applied to {path} ({what}): pixels are "
+            f"normalised with {_show_normalization(spec.mean, spec.std)} before its graph runs; "
+            "drop it if the graph normalises by itself"
+        )
+    if given.merged.bounds is not None:
+        notes.append(
+            f"{given.origin('bounds')} is applied to {path} ({what}): its inputs are taken in "
+            f"[{spec.bounds[0]:g}, {spec.bounds[1]:g}]"
+        )
+    return notes
+
+
+def _wrap_graph(
+    model: nn.Module, given: _Given, path: Path, fmt: str
+) -> tuple[CheckpointSpec, list[str]]:
+    description = given.merged
     shape, classes = shape_and_classes(
         description.dataset, description.input_shape, description.num_classes
     )
@@ -756,43 +1157,109 @@ def _wrap_graph(model: nn.Module, description: Description, path: Path, fmt: str
             f"{path} is a {fmt} that carries its own graph but not its data; give --dataset NAME "
             f"or --input-shape C,H,W"
         )
-    try:
-        model.eval()
-        with torch.no_grad():
-            probe = model(torch.zeros(2, *shape))
-    except Exception as err:
-        # The graph is the file's own (trusted) code; whatever it raises is its failure.
-        raise CheckpointError(
-            f"{path}: the {fmt} model fails on a batch of two zero inputs of "
-            f"shape {'x'.join(map(str, shape))} ({_last_line(err)}); check "
-            "--dataset / --input-shape"
-        ) from None
-    if not isinstance(probe, Tensor) or probe.dim() != 2 or probe.shape[0] != 2:
-        got = _show(probe) if not isinstance(probe, Tensor) else f"shape {tuple(probe.shape)}"
-        raise CheckpointError(
-            f"{path}: the {fmt} model must return logits [N, K] for input [N, C, H, W], got "
-            f"{got} for two inputs; wrap it so that it returns the logits alone"
-        )
-    outputs = int(probe.shape[-1])
-    if classes is None:
-        classes = outputs
-    if outputs != classes or outputs < 2:
-        raise CheckpointError(
-            f"{path}: the {fmt} model gives {outputs} outputs, but {classes} classes were "
-            f"expected (from --dataset or --num-classes); give --num-classes {outputs} and the "
-            "dataset the model was trained on"
-        )
+    classes = _probe_classes(model, shape, classes, path, f"the {fmt} model")
     mean, std = normalization_for(fmt, description.dataset, description.normalization)
-    return CheckpointSpec(
+    spec = CheckpointSpec(
         arch=fmt,
         num_classes=classes,
         input_shape=shape,
+        layer=found_layer_spec(model),
         dataset=description.dataset,
         mean=mean,
         std=std,
         bounds=description.bounds or (0.0, 1.0),
         source_format=fmt,
     )
+    return spec, _graph_notes(given, path, fmt, spec)
+
+
+def _user_spec(given: _Given, path: Path, source_format: str) -> CheckpointSpec:
+    """The description of a foreign file's weights for a model of the user's own, before it is
+    built: the input shape is needed, the number of classes may come from the model."""
+    description = given.merged
+    reference = description.model
+    shape, classes = shape_and_classes(
+        description.dataset, description.input_shape, description.num_classes
+    )
+    if shape is None or reference is None:
+        raise CheckpointError(
+            f"{path}: --model {reference} builds your class, but nothing says what input it "
+            "takes; give --dataset (digits, mnist, fashion-mnist, cifar10) or --input-shape C,H,W"
+        )
+    mean, std = normalization_for(reference.text, description.dataset, description.normalization)
+    return CheckpointSpec(
+        arch=_model_name(reference),
+        num_classes=classes or 2,  # until the model's own output says (`_load_user`)
+        input_shape=shape,
+        arch_kwargs=dict(description.model_kwargs or {}),
+        dataset=description.dataset,
+        mean=mean,
+        std=std,
+        bounds=description.bounds or (0.0, 1.0),
+        source_format=source_format,
+    )
+
+
+def _model_name(reference: ModelReference) -> str:
+    """The architecture's name for a model of the user's own: ``mynet.py:MyNet`` (the file's
+    name; its path is in the model's source) or ``package.module:MyNet``."""
+    if reference.kind == "file":
+        return f"{Path(reference.target).name}:{reference.name}"
+    return reference.text
+
+
+def _load_user(
+    given: _Given,
+    spec: CheckpointSpec,
+    classes_known: bool,
+    weights: dict[str, Tensor],
+    path: Path,
+) -> tuple[nn.Module, CheckpointSpec, dict[str, Any], list[str]]:
+    """Build the user's model, load ``weights`` into it strictly and check its output.
+
+    Returns:
+        The network (weights loaded), its spec (layers found by type, classes from the
+        model's output when the description gave none), its source and the loading notes.
+    """
+    reference = given.merged.model
+    if reference is None:
+        raise TypeError("_load_user needs a description with a model")
+    try:
+        network, source = build_user_model(
+            reference, given.merged.model_kwargs, given.origin("model")
+        )
+    except UserModelError as err:
+        raise CheckpointError(str(err)) from None
+    weights, notes = _remap(weights, network, reference.text)
+    _check_match(network, weights, path, None, reference)
+    try:
+        network.load_state_dict(weights, strict=True)
+    except (RuntimeError, ValueError, TypeError) as err:
+        raise CheckpointError(
+            f"{path}: the weights cannot be loaded into the model built by --model {reference} "
+            f"({_first_line(err)}); re-save them from the trained model (model.state_dict())"
+        ) from None
+    classes = _probe_classes(
+        network,
+        spec.input_shape,
+        spec.num_classes if classes_known else None,
+        path,
+        f"the model built by --model {reference}",
+    )
+    layer = found_layer_spec(network)
+    found = [f"{name} ({kind})" for name, kind in family_layers(network)]
+    notes.append(
+        f"built by {source['reference']} from the user's own code; dropout-family layers found "
+        f"by type: {', '.join(found) or 'none'}"
+    )
+    spec = replace(
+        spec,
+        arch=_model_name(reference),
+        arch_kwargs=dict(source["kwargs"]),
+        layer=layer,
+        num_classes=classes,
+    )
+    return network, spec, source, notes
 
 
 def load_checkpoint(
@@ -805,10 +1272,14 @@ def load_checkpoint(
 
     Nothing from the file runs unless ``trust`` is set: pickled Python objects and TorchScript
     archives (programs that run on load and on every forward pass) are refused without it.
+    The user's own model code (``description.model``) runs because they named it; code that
+    a sidecar file names runs only with ``trust``.
 
     Args:
         path: the file (ours, a state_dict, a Lightning ``.ckpt``, a TorchScript archive).
         description: what flags say about it; overrides a sidecar ``FILE.toml``/``FILE.json``.
+            For a file that describes itself or carries its own graph, each given field is
+            applied (with a line in ``flag_notes``) or refused.
         trust: allow code from the file (unpickling Python objects, TorchScript) and a file of
             ours without its recorded weights hash: only for files from a trusted source.
         device: where the model goes.
@@ -818,10 +1289,20 @@ def load_checkpoint(
 
     Raises:
         CheckpointError: the file cannot be read, carries code without ``trust``, or does not
-            match its description; the one-line message names the file, what was expected,
-            what arrived and how to fix it. No other exception escapes.
+            match its description, or the user's model code fails; the one-line message names
+            the file, what was expected, what arrived and how to fix it. No other exception
+            escapes.
     """
     return _load(Path(path), description, trust, trust, device)
+
+
+class CodeNotRunError(CheckpointError):
+    """The file would load into a model built from the user's code, which was not run
+    (``checkpoints.inspect`` never runs code); ``reference`` names that code."""
+
+    def __init__(self, message: str, reference: ModelReference) -> None:
+        super().__init__(message)
+        self.reference = reference
 
 
 def _load(
@@ -830,20 +1311,33 @@ def _load(
     trust: bool,
     run_code: bool,
     device: str | torch.device,
+    inspect_only: bool = False,
 ) -> LoadedCheckpoint:
-    """:func:`load_checkpoint`; ``run_code`` False refuses code even when ``trust`` is set
-    (``trust`` then only accepts a file of ours without its weights hash)."""
+    """:func:`load_checkpoint`; ``run_code`` False refuses code from the file even when
+    ``trust`` is set (``trust`` then only accepts a file of ours without its weights hash);
+    ``inspect_only`` never runs the user's model code either (:class:`CodeNotRunError`)."""
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist or is not a file")
     flags = description or Description()
     sidecar = sidecar_path(path)
-    described, notes = flags, []
+    side, notes = Description(), []
     if sidecar is not None:
         try:
-            described = flags.merged_over(read_sidecar(sidecar))
+            side = read_sidecar(sidecar)
         except ValueError as err:
             raise CheckpointError(str(err)) from None
         notes.append(f"description from {sidecar}")
+    given = _given(flags, side, sidecar)
+    described = given.merged
+    _check_combination(given, path)
+    if described.model is not None and flags.model is None and not trust and not inspect_only:
+        reference = described.model
+        named = f"{reference.target}:{reference.name}" if reference.kind == "file" else reference
+        raise CheckpointError(
+            f"{sidecar} names model code {reference}, which would run to build the model, and "
+            f"code named by a file runs only with consent: pass --model {named} yourself, or "
+            "--trust-checkpoint if you trust the sidecar"
+        )
     try:
         sha = file_sha256(path)
     except OSError as err:
@@ -855,6 +1349,7 @@ def _load(
     if kind is not None:
         if kind != "torchscript":
             raise CheckpointError(_program_unsupported(path, kind))
+        _refuse_on_graph(given, path, "a TorchScript archive")
         if not run_code:
             raise CheckpointError(_torchscript_refused(path))
         try:
@@ -865,22 +1360,25 @@ def _load(
                 f"{path}: loading the trusted TorchScript archive failed ({_first_line(err)}); "
                 "expected a file written by torch.jit.save: re-save it"
             ) from None
-        spec = _wrap_graph(graph, described, path, "torchscript")
-        notes.append("ran the TorchScript archive's code (--trust-checkpoint)")
-        return _finish(graph, spec, path, sha, None, notes, device)
+        spec, flag_notes = _wrap_graph(graph, given, path, "torchscript")
+        notes += ["ran the TorchScript archive's code (--trust-checkpoint)", *flag_notes]
+        return _finish(graph, spec, path, sha, None, notes, device, flag_notes=flag_notes)
 
     raw = read_raw(path, run_code)
     if isinstance(raw, nn.Module):
-        spec = _wrap_graph(raw, described, path, "pickled-module")
-        notes.append("unpickled a whole module (--trust-checkpoint)")
-        return _finish(raw, spec, path, sha, None, notes, device)
+        _refuse_on_graph(given, path, "a pickled whole module")
+        spec, flag_notes = _wrap_graph(raw, given, path, "pickled-module")
+        notes += ["unpickled a whole module (--trust-checkpoint)", *flag_notes]
+        return _finish(raw, spec, path, sha, None, notes, device, flag_notes=flag_notes)
 
+    flag_notes = []
+    classes_known = True
     if (
         isinstance(raw, Mapping)
         and isinstance(raw.get("format"), str)
         and raw["format"] == FORMAT_NAME
     ):
-        spec = _apply_overrides(_spec_from_document(raw, path), described, path)
+        spec, flag_notes = _apply_overrides(_spec_from_document(raw, path), given, path)
         weights = _our_weights(raw, path)
         recorded = raw.get("weights_sha256")
         if recorded is None:
@@ -899,10 +1397,43 @@ def _load(
                 f"{path}: the weights do not match their recorded sha256 (file damaged or edited); "
                 "re-create it from its source"
             )
+        if described.model is not None:
+            flag_notes.append(
+                f"{given.origin('model')} {described.model} is applied to {path}: the model is "
+                f"built from that code instead of the recorded architecture {spec.arch} "
+                f"({spec.layer} layers), and the file's weights load into it strictly"
+            )
     else:
         weights, fmt = _foreign_state_dict(raw, path)
         _check_tensors(weights, path, "weight ")
-        spec = _resolve_foreign(described, path, fmt, weights)
+        if described.model is not None:
+            spec = _user_spec(given, path, fmt)
+            classes_known = (
+                shape_and_classes(described.dataset, None, described.num_classes)[1] is not None
+            )
+        else:
+            spec = _resolve_foreign(described, path, fmt, weights)
+    notes += flag_notes
+
+    if described.model is not None:
+        if inspect_only:
+            raise CodeNotRunError(
+                f"--model {described.model} would build the model from that code and load the "
+                "weights into it; inspect never runs code",
+                described.model,
+            )
+        network, spec, source, user_notes = _load_user(given, spec, classes_known, weights, path)
+        return _finish(
+            network,
+            spec,
+            path,
+            sha,
+            weights_sha256(network.state_dict()),
+            notes + user_notes,
+            device,
+            model_source=source,
+            flag_notes=flag_notes,
+        )
 
     # Keys and shapes are checked on a meta-device skeleton first, so a description that does
     # not fit the weights costs no memory however large it claims the network is. Dropout-family
@@ -918,7 +1449,7 @@ def _load(
     try:
         network.load_state_dict(weights, strict=True)
         model_sha = weights_sha256(network.state_dict())
-        return _finish(network, spec, path, sha, model_sha, notes, device)
+        return _finish(network, spec, path, sha, model_sha, notes, device, flag_notes=flag_notes)
     except (RuntimeError, ValueError, TypeError) as err:
         raise CheckpointError(
             f"{path}: the weights cannot be loaded into {spec.arch!r} ({_first_line(err)}); "
@@ -934,9 +1465,14 @@ def _finish(
     weights_sha: str | None,
     notes: list[str],
     device: str | torch.device,
+    *,
+    model_source: Mapping[str, Any] | None = None,
+    flag_notes: list[str] | tuple[str, ...] = (),
 ) -> LoadedCheckpoint:
     model = Normalized(network, spec.mean, spec.std).to(device).eval()
-    return LoadedCheckpoint(model, spec, path, sha, weights_sha, tuple(notes))
+    return LoadedCheckpoint(
+        model, spec, path, sha, weights_sha, tuple(notes), model_source, tuple(flag_notes)
+    )
 
 
 def build_model(spec: CheckpointSpec) -> tuple[nn.Module, nn.Module]:

@@ -9,12 +9,14 @@ matching architectures), what is still missing to load it, and its sha256. Nothi
 file ever runs, whatever the flags: files of weights are read with ``weights_only=True``; a
 TorchScript archive (code) is described from its zip listing and metadata records alone, and a
 file of pickled Python objects from the name of the first object it would build.
-``--trust-checkpoint`` only accepts a file of ours without its recorded weights hash.
+``--trust-checkpoint`` only accepts a file of ours without its recorded weights hash. The code
+``--model FILE.py:NAME`` names is never imported either: the file is parsed to check that it
+defines NAME, and inspect says that the audit would build the model from it.
 
 Exit status 0 when the file would load as described, 4 when it was described but something is
-missing to load it (a flag, or --trust-checkpoint for a file that carries code, which inspect
-never loads), 2 for an unreadable file or a bad flag, 3 for an internal error. Status 1 is the
-gate's alone.
+missing to load it (a flag, or --trust-checkpoint for a file that carries code, or the user's
+model code, which inspect never runs), 2 for an unreadable file or a bad flag, 3 for an
+internal error. Status 1 is the gate's alone.
 """
 
 from __future__ import annotations
@@ -39,17 +41,20 @@ from checkpoints.cli import add_description_arguments, description_from_argument
 from checkpoints.format import (
     FORMAT_NAME,
     CheckpointError,
+    CodeNotRunError,
     PickledObjectsError,
     _first_line,
     _foreign_state_dict,
     _load,
     code_archive_kind,
     file_sha256,
+    graph_description_error,
     infer_architectures,
     read_raw,
 )
 from checkpoints.layers import layer_kinds
 from checkpoints.spec import Description, sidecar_path
+from checkpoints.usermodel import check_source
 
 __all__ = ["describe_archive", "describe_weights", "main"]
 
@@ -206,6 +211,9 @@ def _run(args: argparse.Namespace) -> int:
                     else "a state_dict instead: this toolkit does not load programs of this kind",
                 )
             )
+            refused = graph_description_error(path, description) if kind == "torchscript" else None
+            if refused is not None:
+                rows.append(("refused", refused))
             status = EXIT_WOULD_NOT_LOAD
         else:
             try:
@@ -215,7 +223,11 @@ def _run(args: argparse.Namespace) -> int:
                     ("format", "pickled Python objects (code: runs when unpickled)"),
                     ("would build", err.detail.removeprefix("it would build ")),
                     ("loads", "not here: inspect never runs code from a file"),
-                    ("needs", "--trust-checkpoint to load (only if you trust its source)"),
+                    (
+                        "needs",
+                        "--trust-checkpoint to load (only if you trust its source); or save "
+                        "model.state_dict() and pass --model yourfile.py:YourClass",
+                    ),
                 ]
                 status = EXIT_WOULD_NOT_LOAD
             else:
@@ -248,7 +260,19 @@ def _try_loading(
 ) -> int:
     """Load a weights-only file as described (never running code); add rows; exit status."""
     try:
-        loaded = _load(path, description, trust, False, "cpu")
+        loaded = _load(path, description, trust, False, "cpu", inspect_only=True)
+    except CodeNotRunError as err:
+        # The user's model code is read (parsed, never imported) to say what it names.
+        rows.append(("model code", check_source(err.reference)))
+        rows.append(
+            (
+                "loads",
+                f"not here: --model would build the model from {err.reference} (its code "
+                "runs in the audit, because you name it; inspect never runs code) and load "
+                "these weights into it strictly",
+            )
+        )
+        return EXIT_WOULD_NOT_LOAD
     except CheckpointError as err:
         rows.append(("loads", "no"))
         rows.append(("missing", str(err)))

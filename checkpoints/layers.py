@@ -27,6 +27,10 @@ __all__ = [
     "NormOut",
     "QSD",
     "dropout",
+    "family_kind",
+    "family_layers",
+    "found_layer_spec",
+    "layer_defaults",
     "layer_kinds",
     "make_layer",
     "normout",
@@ -376,6 +380,11 @@ def layer_kinds() -> list[str]:
     return ["none", *sorted(_KINDS)]
 
 
+def layer_defaults(kind: str) -> dict[str, Any]:
+    """The parameters of layer kind ``kind`` with their defaults (empty for ``none``)."""
+    return dict(_KINDS[kind][2]) if kind in _KINDS else {}
+
+
 def _convert(value: str, default: Any) -> Any:
     text = value.strip()
     if isinstance(default, bool):
@@ -412,6 +421,9 @@ class LayerSpec:
     positions: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
+        if "+" in self.kind:
+            self._check_mixed()
+            return
         if self.kind not in layer_kinds():
             raise ValueError(
                 f"unknown layer kind {self.kind!r}; known kinds: {', '.join(layer_kinds())}"
@@ -428,6 +440,19 @@ class LayerSpec:
         if self.positions is not None:
             object.__setattr__(self, "positions", tuple(int(p) for p in self.positions))
         make_layer(self)  # validates parameter values early
+
+    def _check_mixed(self) -> None:
+        """A mix of kinds (``dropout+normout``) describes the layers found in a model of the
+        user's own: it names them and cannot be built."""
+        parts = self.kind.split("+")
+        if parts != sorted(set(parts)) or len(parts) < 2 or not set(parts) <= set(_KINDS):
+            raise ValueError(
+                f"a mix of layer kinds must join two or more of {', '.join(sorted(_KINDS))} "
+                f"with '+' in alphabetical order, got {self.kind!r}"
+            )
+        if self.params or self.positions is not None:
+            raise ValueError(f"a mix of layer kinds ({self.kind}) has no parameters or positions")
+        object.__setattr__(self, "params", {})
 
     @classmethod
     def parse(cls, text: str) -> LayerSpec:
@@ -501,8 +526,96 @@ def make_layer(spec: LayerSpec) -> nn.Module:
     """A fresh module for ``spec`` (``nn.Identity`` for kind ``none``)."""
     if spec.kind == "none":
         return nn.Identity()
+    if "+" in spec.kind:
+        raise ValueError(
+            f"layers of kinds {spec.kind} were found in a model, and cannot be built as one layer"
+        )
     module_cls, _, defaults = _KINDS[spec.kind]
     kwargs = {**defaults, **spec.params}
     if spec.kind == "normout" and kwargs["temperature"] is not None:
         kwargs["temperature"] = float(kwargs["temperature"])
     return module_cls(**kwargs)
+
+
+# ------------------------------------------------------------------------- found by type
+
+# Torch's dropout layers count as plain dropout: each is the identity in eval mode and drops
+# units in train mode, as ours do.
+_TORCH_DROPOUT = (
+    "Dropout",
+    "Dropout1d",
+    "Dropout2d",
+    "Dropout3d",
+    "AlphaDropout",
+    "FeatureAlphaDropout",
+)
+# A TorchScript archive keeps each submodule's original class name (``original_name``).
+_SCRIPTED_KINDS = {
+    **{name: "dropout" for name in _TORCH_DROPOUT},
+    "NormOut": "normout",
+    "QSD": "qsd",
+}
+
+
+def family_kind(module: nn.Module) -> str | None:
+    """``normout``, ``qsd`` or ``dropout`` for a dropout-family layer, else None.
+
+    Found by type: ours (:class:`NormOut`, :class:`QSD`, :class:`Dropout`) and torch's dropout
+    layers (``nn.Dropout``, ``Dropout1d/2d/3d``, ``AlphaDropout``, ``FeatureAlphaDropout``)
+    and their subclasses; in a TorchScript archive, by the submodule's original class name.
+    """
+    if isinstance(module, torch.jit.RecursiveScriptModule):
+        return _SCRIPTED_KINDS.get(str(getattr(module, "original_name", "")))
+    for kind, (cls, _, _) in _KINDS.items():
+        if isinstance(module, cls):
+            return kind
+    if isinstance(module, nn.modules.dropout._DropoutNd):
+        return "dropout"
+    return None
+
+
+def family_layers(model: nn.Module) -> list[tuple[str, str]]:
+    """``(qualified name, kind)`` of each dropout-family layer of ``model``, in module order
+    (see :func:`family_kind`)."""
+    found = [(name, family_kind(module)) for name, module in model.named_modules()]
+    return [(name, kind) for name, kind in found if kind is not None]
+
+
+_ABSENT = object()
+
+
+def _shared_params(modules: list[nn.Module], kind: str) -> dict[str, Any]:
+    """The kind's parameters on which every module agrees (read from its attributes)."""
+    shared: dict[str, Any] = {}
+    for key in _KINDS[kind][2]:
+        values = [getattr(module, key, _ABSENT) for module in modules]
+        first = values[0]
+        if (
+            first is not _ABSENT
+            and (first is None or isinstance(first, bool | int | float | str))
+            and all(type(v) is type(first) and v == first for v in values)
+        ):
+            shared[key] = first
+    return shared
+
+
+def found_layer_spec(model: nn.Module) -> LayerSpec:
+    """The :class:`LayerSpec` that names the dropout-family layers found in ``model``.
+
+    One kind: that kind, with the parameters all its layers share; several: their kinds joined
+    with ``+`` (``dropout+normout``); none: ``none``. Positions are None: such a model has no
+    registered slots, and its layers go by their names (:func:`family_layers`).
+    """
+    modules = dict(model.named_modules())
+    found = family_layers(model)
+    kinds = sorted({kind for _, kind in found})
+    if not kinds:
+        return LayerSpec()
+    if len(kinds) > 1:
+        return LayerSpec("+".join(kinds))
+    params = _shared_params([modules[name] for name, _ in found], kinds[0])
+    try:
+        return LayerSpec(kinds[0], params)
+    except (ValueError, TypeError):
+        # Values our own layer would refuse (torch allows dropout p = 1): the kind alone.
+        return LayerSpec(kinds[0])

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from checkpoints.layers import LayerSpec
+from checkpoints.usermodel import ModelReference, parse_model_kwargs, parse_model_reference
 
 __all__ = [
     "DATASET_DEFAULTS",
@@ -96,7 +97,9 @@ class CheckpointSpec:
 class Description:
     """A partial description of a checkpoint (from a sidecar file or flags); None = not given.
 
-    ``normalization`` is ``"none"``, ``"default"`` or ``(mean, std)``.
+    ``normalization`` is ``"none"``, ``"default"`` or ``(mean, std)``. ``model`` names the
+    user's own code that builds the network (``checkpoints.usermodel``), called with
+    ``model_kwargs``.
     """
 
     arch: str | None = None
@@ -107,6 +110,8 @@ class Description:
     input_shape: tuple[int, int, int] | None = None
     normalization: str | tuple[tuple[float, ...], tuple[float, ...]] | None = None
     bounds: tuple[float, float] | None = None
+    model: ModelReference | None = None
+    model_kwargs: Mapping[str, Any] | None = None
 
     def merged_over(self, base: Description) -> Description:
         """This description, with ``base`` filling what this one leaves out."""
@@ -117,8 +122,11 @@ class Description:
         return all(getattr(self, f.name) is None for f in fields(self))
 
     @classmethod
-    def from_mapping(cls, data: Mapping[str, Any], origin: str) -> Description:
-        """Build from a sidecar's table; ``origin`` names it in error messages."""
+    def from_mapping(
+        cls, data: Mapping[str, Any], origin: str, base: Path | None = None
+    ) -> Description:
+        """Build from a sidecar's table; ``origin`` names it in error messages; a relative
+        ``model = "FILE.py:NAME"`` is relative to ``base`` (the sidecar's folder)."""
         known = {f.name for f in fields(cls)} | {"layers"}
         unknown = sorted(set(data) - known)
         if unknown:
@@ -148,8 +156,13 @@ class Description:
                 )
         except (ValueError, TypeError) as err:
             raise ValueError(f"{origin}: 'layers': {err}") from None
+        model = data.get("model")
         return cls(
             arch=data.get("arch"),
+            model=None
+            if model is None
+            else parse_model_reference(model, f"{origin}: 'model'", base),
+            model_kwargs=parse_model_kwargs(data.get("model_kwargs"), f"{origin}: 'model_kwargs'"),
             layer=layer,
             arch_kwargs=arch_kwargs,
             dataset=data.get("dataset"),
@@ -301,7 +314,7 @@ def read_sidecar(path: Path) -> Description:
         raise ValueError(
             f"description file {path} must hold a table of keys, got {type(data).__name__}"
         )
-    return Description.from_mapping(data, str(path))
+    return Description.from_mapping(data, str(path), path.parent)
 
 
 def normalization_for(

@@ -67,6 +67,7 @@ __all__ = [
     "Landscape",
     "LayerSpec",
     "MeasureProvenance",
+    "ModelSource",
     "NormResult",
     "Probes",
     "Proportion",
@@ -79,7 +80,7 @@ __all__ = [
     "read_result",
 ]
 
-READABLE_VERSIONS = ("1.0", "1.1", "1.2", "1.3", "1.4", "1.5")
+READABLE_VERSIONS = ("1.0", "1.1", "1.2", "1.3", "1.4", "1.5", "1.6")
 """Schema versions this reader understands (the same as ``analysis.document``)."""
 
 _FIX = "re-create it with python -m analysis.audit (or --update-baseline for a baseline)"
@@ -307,6 +308,20 @@ class BatchSizes:
 
 
 @dataclass(frozen=True, kw_only=True)
+class ModelSource:
+    """Where a model of the user's own class came from (``--model``, schema 1.6)."""
+
+    reference: str
+    kind: Literal["file", "module"]
+    path: str | None
+    module: str | None
+    name: str
+    kwargs: Json
+    sha256: str | None
+    extra: Json = _extra()
+
+
+@dataclass(frozen=True, kw_only=True)
 class Provenance:
     """Where a result comes from. A baseline keeps only the checkpoint, its hash, the seed and
     the versions; the rest is None there."""
@@ -314,6 +329,8 @@ class Provenance:
     checkpoint: str
     checkpoint_sha256: str
     weights_sha256: str | None = _need(_OPTIONAL)
+    model_source: ModelSource | None = _need(_OPTIONAL)
+    """None for any model but one of the user's own class (``--model``)."""
     versions: Mapping[str, str | None]
     seed: int
     config: Json | None = _need(_FULL)
@@ -810,6 +827,7 @@ class AuditResult:
     flatness: FlatnessResult | None = _need(_FULL)
     flatness_note: str | None = _need(_OPTIONAL)
     activations: tuple[ActivationStats, ...] | None = _need(_FULL)
+    activations_note: str | None = _need(_OPTIONAL)
     probes: Probes | None = _need(_FULL)
     findings: tuple[Finding, ...]
     verdict: str

@@ -378,6 +378,7 @@ def render(result: AuditResult) -> str:
         plots=figures,
         mechanisms=diagnose(result),
         flatness_note=result.flatness_note,
+        activations_note=result.activations_note,
         flatness_samples=_flatness_samples(result),
         flatness_definitions=_definitions(result) if flat else [],
         checks=_checks(result),

@@ -416,10 +416,23 @@ def provenance_table(result: AuditResult) -> pd.DataFrame:
         layer = info.layer
         positions = ",".join(map(str, layer.positions)) if layer.positions else "none"
         params = ", ".join(f"{k}={v}" for k, v in layer.params.items())
+        # A model of the user's own or a graph file has no slots: its layers were found by type.
+        found = provenance.model_source is not None or info.arch in (
+            "torchscript",
+            "pickled-module",
+        )
+        where = "found by type" if found else f"at {positions}"
         rows["architecture"] = info.arch
-        rows["layers"] = f"{layer.kind} ({params}) at {positions}" if params else layer.kind
+        rows["layers"] = f"{layer.kind} ({params}) {where}" if params else layer.kind
         rows["input"] = f"{'×'.join(map(str, info.input_shape))}, bounds {list(info.bounds)}"
         rows["source format"] = info.source_format
+    source = provenance.model_source
+    if source is not None:
+        kwargs = ", ".join(f"{k}={v!r}" for k, v in source.kwargs.items())
+        rows["model code"] = (
+            f"{source.name}({kwargs}) from {source.path or source.module}, "
+            f"sha256 {source.sha256 or NOT_AVAILABLE}"
+        )
     evaluation = result.evaluation
     rows["dataset"] = f"{evaluation.dataset} ({evaluation.source or NOT_AVAILABLE})"
     rows["samples"] = str(evaluation.num_samples)

@@ -5,7 +5,24 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 
+import torch
 from torch import nn
+
+
+def _subclass_names(cls: type) -> set[str]:
+    names: set[str] = set()
+    sub: type
+    for sub in cls.__subclasses__():
+        names |= {sub.__name__, *_subclass_names(sub)}
+    return names
+
+
+def _is_norm_layer(module: nn.Module) -> bool:
+    """Batch norm or instance norm; in a TorchScript archive, by its original class name."""
+    if isinstance(module, torch.jit.RecursiveScriptModule):
+        base = nn.modules.batchnorm._NormBase
+        return str(getattr(module, "original_name", "")) in _subclass_names(base)
+    return isinstance(module, nn.modules.batchnorm._NormBase)
 
 
 def apply_mode(model: nn.Module, *, train: bool) -> None:
@@ -15,7 +32,7 @@ def apply_mode(model: nn.Module, *, train: bool) -> None:
     model.train(train)
     if train:
         for module in model.modules():
-            if isinstance(module, nn.modules.batchnorm._NormBase):
+            if _is_norm_layer(module):
                 module.eval()
 
 

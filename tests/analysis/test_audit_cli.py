@@ -58,7 +58,7 @@ def test_sample_selection_is_fixed_and_seeded():
     ("extra", "message"),
     [
         (["--num-samples", "0"], "--num-samples must be positive"),
-        (["--arch", "lenet5"], "arch='mlp'"),
+        (["--arch", "lenet5"], "records arch mlp, but --arch lenet5"),
         (["--dataset", "mnist", "--data", "/nonexistent"], "does not exist"),
         (["--layers", "normout:sideways"], "NormOut method"),
         (["--preset", "fast"], "--preset must be one of"),

@@ -80,7 +80,7 @@ def test_our_format_detects_edited_weights_and_unknown_versions(tmp_path):
 def test_flags_may_not_contradict_a_self_describing_file(tmp_path):
     network, spec = _lenet()
     path = save_checkpoint(tmp_path / "m.pt", network, spec)
-    with pytest.raises(CheckpointError, match="arch='lenet5'"):
+    with pytest.raises(CheckpointError, match="records arch lenet5, but --arch mlp"):
         load_checkpoint(path, Description(arch="mlp"))
 
 

@@ -126,3 +126,27 @@ def test_full_precision_turns_tf32_off_and_restores_it() -> None:
     finally:
         torch.set_float32_matmul_precision(precision)
         torch.backends.cudnn.allow_tf32 = cudnn
+
+
+def test_train_mode_freezes_normalisation_inside_a_torchscript_archive() -> None:
+    """A scripted module is no instance of its original class: batch norm is found by its
+    class name, so its running statistics stay put while dropout is active."""
+    torch.manual_seed(0)
+    scripted = torch.jit.script(_model().eval())
+    x = torch.randn(4, 1, 5, 5, generator=make_generator(0))
+    with model_mode(scripted, train=True):
+        flags = {name: m.training for name, m in scripted.named_modules()}
+        assert flags == {
+            "": True,
+            "0": True,
+            "1": False,
+            "2": False,
+            "3": True,
+            "4": True,
+            "5": True,
+        }
+        stats = dict(scripted.named_modules())["1"].running_mean.clone()
+        first, second = scripted(x), scripted(x)
+        assert torch.equal(dict(scripted.named_modules())["1"].running_mean, stats)
+        assert not torch.equal(first, second)  # the dropout layers are active
+    assert not any(m.training for m in scripted.modules())
