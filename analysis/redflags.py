@@ -7,8 +7,9 @@ attacks before it left robust, so "attack B broke samples that A missed" is a co
 discordant samples, tested with an exact one-sided binomial test against a small tolerated
 rate. Noise on 1000 samples therefore raises nothing.
 
-Adding a check: write a function ``(Evidence) -> Finding``, decorate it with ``@check``, and
-document it in the table of the README.
+Adding a check: write a function ``(Evidence) -> Finding``, decorate it with ``@check``,
+document it in the table of the README, and give the torch-free report its text
+(``reports/checks.py``) and a renderer of its evidence (``reports/evidence.py``).
 """
 
 from __future__ import annotations

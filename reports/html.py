@@ -35,15 +35,17 @@ from checkpoints.boundary import (
     check_writable,
     run_command,
 )
-from reports import plots, tables
+from reports import evidence, plots, tables
 from reports.checks import CHECK_HELP, CheckHelp
 from reports.diagnosis import diagnose
 from reports.document import AuditResult, DocumentError, read_result
 
 __all__ = [
+    "FindingView",
     "Plot",
     "TableView",
     "environment",
+    "finding_views",
     "main",
     "render",
     "stylesheet",
@@ -280,6 +282,37 @@ def _flatness_samples(result: AuditResult) -> str:
     return f"the first {provenance.num_samples} evaluation samples"
 
 
+@dataclass(frozen=True)
+class FindingView:
+    """One row of the red-flag table: the finding with its evidence in words and tables."""
+
+    code: str
+    status: str
+    kind: str
+    explanation: str
+    evidence: evidence.Rendered
+    remedy: str
+
+    @property
+    def flagged(self) -> bool:
+        return self.status in _FLAGGED
+
+
+def finding_views(result: AuditResult) -> list[FindingView]:
+    """Every finding of ``result`` as the red-flag table shows it."""
+    return [
+        FindingView(
+            finding.code,
+            finding.status,
+            finding.kind or tables.NOT_AVAILABLE,
+            finding.explanation,
+            evidence.render(finding.code, finding.evidence),
+            finding.remedy or "",
+        )
+        for finding in result.findings
+    ]
+
+
 def _checks(result: AuditResult) -> list[tuple[str, CheckHelp]]:
     out = []
     for finding in result.findings:
@@ -373,6 +406,7 @@ def render(result: AuditResult) -> str:
         sections=_SECTIONS,
         banner=_banner(result),
         tables=views,
+        findings=finding_views(result),
         alone=_alone(result),
         unbounded=_unbounded(result),
         plots=figures,

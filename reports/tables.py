@@ -24,6 +24,7 @@ import pandas as pd
 
 from analysis.stats import wilson_interval  # pure standard library, no torch
 from checkpoints.boundary import atomic_write_text
+from reports import evidence
 from reports.document import (
     AttackRecord,
     AuditResult,
@@ -286,30 +287,14 @@ def probe_table(result: AuditResult) -> pd.DataFrame:
 # --- findings --------------------------------------------------------------------------------
 
 
-def _evidence_text(value: Any, depth: int = 0) -> str:
-    """The numbers of a finding's evidence on one line: ``key: a=1, b=0.25; key2: ...``."""
-    if isinstance(value, Mapping):
-        parts = []
-        for key, item in value.items():
-            text = _evidence_text(item, depth + 1)
-            parts.append(f"{key}: {text}" if isinstance(item, Mapping) else f"{key}={text}")
-        return ("; " if depth == 0 else ", ").join(parts)
-    if isinstance(value, tuple | list):
-        return "[" + ", ".join(_evidence_text(v, depth + 1) for v in value) + "]"
-    if isinstance(value, float):
-        return number(value, 3)
-    if value is None:
-        return NOT_AVAILABLE
-    return str(value)
-
-
 def red_flag_table(result: AuditResult) -> pd.DataFrame:
-    """One row per check: status, kind, the evidence's numbers, explanation and remedy."""
+    """One row per check: status, kind, its evidence in words (:mod:`reports.evidence`),
+    explanation and remedy."""
     rows = {
         finding.code: [
             finding.status,
             finding.kind or NOT_AVAILABLE,
-            _evidence_text(finding.evidence) if finding.evidence else "",
+            evidence.render(finding.code, finding.evidence).text(),
             finding.explanation,
             finding.remedy or "",
         ]

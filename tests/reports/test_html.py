@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -14,7 +15,7 @@ from report_fixtures import Page, close, document, numbers, result
 
 from analysis import audit
 from analysis.redflags import CHECKS
-from reports import html, tables
+from reports import evidence, html, tables
 from reports.checks import CHECK_HELP
 from reports.diagnosis import diagnose
 from reports.document import AuditResult
@@ -44,30 +45,50 @@ def _write(tmp_path: Path, data: dict, name: str = "audit.json") -> Path:
 
 def test_every_table_reads_back_as_its_dataframe(honest: AuditResult, page: Page) -> None:
     for name, build in tables.TABLES.items():
+        if name == "red_flags":
+            continue  # its own layout: test_red_flags_show_each_finding_in_words
         frame = build(honest)
         rows = page.tables[f"table-{name}"]
         assert rows[0] == [frame.index.name, *frame.columns], name
         body = [row[1:] for row in rows[1:]]
-        shown = frame.to_numpy().tolist()
-        if name == "red_flags":
-            # The status cell carries its shape; the evidence is one line per item ("; ").
-            # The evidence of a check that passed is folded away under "numbers".
-            body = [[cells[0].split(" ", 1)[1], *cells[1:]] for cells in body]
-            body = [
-                [
-                    *row[:2],
-                    row[2].removeprefix("numbers") if row[0] not in _FLAGGED else row[2],
-                    *row[3:],
-                ]
-                for row in body
-            ]
-            body = [["".join(c.split()) for c in row] for row in body]
-            shown = [
-                ["".join((c.replace("; ", "") if i == 2 else c).split()) for i, c in enumerate(row)]
-                for row in shown
-            ]
-        assert body == shown, name
+        assert body == frame.to_numpy().tolist(), name
         assert [row[0] for row in rows[1:]] == [str(i) for i in frame.index]
+
+
+def _blocks_shown(shown: evidence.Rendered, cell: str, page: Page) -> None:
+    """Every sentence of ``shown`` is in ``cell``, and every table is on the page as a table
+    with the same header and cells."""
+    flat = " ".join(cell.split())
+    nested = [rows for key, rows in page.tables.items() if not key.startswith("table-")]
+    for block in shown.blocks:
+        if isinstance(block, str):
+            assert " ".join(block.split()) in flat, (block, flat)
+            continue
+        expected = [[block.corner, *block.columns]] if block.columns else []
+        expected += [[label, *cells] for label, cells in block.rows]
+        assert expected in nested, (block, nested)
+
+
+def test_red_flags_show_each_finding_in_words(honest: AuditResult, page: Page) -> None:
+    frame = tables.red_flag_table(honest)
+    header, *rows = page.tables["table-red_flags"]
+    assert header == ["check", "status", "what was seen", "remedy"]
+    assert len(rows) == len(honest.findings)
+    for row, finding in zip(rows, honest.findings, strict=True):
+        check, status, seen, remedy = row
+        assert check == f"{finding.code} {finding.kind}"
+        assert status.split(" ", 1)[1] == finding.status  # after its shape
+        assert seen.startswith(" ".join(finding.explanation.split()))
+        assert remedy == " ".join((finding.remedy or "").split())
+        shown = evidence.render(finding.code, finding.evidence)
+        assert not shown.generic, finding.code
+        assert frame.loc[finding.code, "evidence"] == shown.text()
+        if finding.status not in _FLAGGED:
+            assert "the numbers" in seen  # folded away
+        _blocks_shown(shown, seen, page)
+    for text in frame["evidence"]:
+        assert not re.search(r"\w=\S", text.replace("ε=", "")), text  # no key=value
+        assert not re.search(r"\b[a-z]+_[a-z_]+\b", text), text  # no key of the document
 
 
 def test_the_banner_carries_the_key_numbers(honest: AuditResult, page: Page) -> None:
