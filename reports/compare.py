@@ -59,6 +59,14 @@ from reports.document import (
     read_result,
 )
 from reports.html import environment, stylesheet
+from reports.layout import (
+    CELL_PADDING,
+    PAGE_CHARACTERS,
+    captions,
+    parts,
+    split_value,
+    unbreakable,
+)
 from reports.tables import NOT_AVAILABLE, alone_accuracy, parse_formats
 
 __all__ = [
@@ -101,20 +109,19 @@ VERDICT_SHAPES = {"ok": "✔", "masking": "▲", "unreliable": "✖"}
 # What the comparison adds to the report's stylesheet.
 _CSS = """
 body { max-width: 1400px; }
-.scroll td, .scroll th { white-space: nowrap; }
 .warnings { border: 2px solid var(--warn); background: var(--warn-bg); padding: .4rem 1rem;
   margin: 1rem 0; }
 .warnings h2 { border: 0; margin: .3rem 0; color: var(--warn); }
-.scroll { overflow-x: auto; }
 td.far-above { color: var(--fail); font-weight: bold; }
 tr.flagged th[scope=row] { border-left: 4px solid var(--fail); }
 table.matrix thead th.checkpoint { writing-mode: vertical-rl; transform: rotate(180deg);
   white-space: nowrap; }
 table.matrix td { text-align: center; }
+table.matrix .status { white-space: normal; }
 ul.verdicts { list-style: none; padding-left: 0; }
 .verdict.ok { color: var(--ok); } .verdict.masking { color: var(--warn); }
 .verdict.unreliable { color: var(--fail); } .verdict { font-weight: bold; }
-@media print { .scroll { overflow: visible; } }
+@media print { body { max-width: none; } }
 """
 
 
@@ -150,6 +157,8 @@ class Table:
         caption: what the numbers are.
         frame: one row per checkpoint (per checkpoint and epsilon, or layer).
         row_header: the column that names each row.
+        keys: the columns that identify a row, repeated in every part of a table that the
+            page splits because it is too wide for A4 (see :mod:`reports.layout`).
     """
 
     name: str
@@ -157,6 +166,7 @@ class Table:
     caption: str
     frame: pd.DataFrame
     row_header: str = "checkpoint"
+    keys: tuple[str, ...] = ("#", "checkpoint")
 
 
 def entries(paths: Sequence[str | Path]) -> list[Entry]:
@@ -311,6 +321,7 @@ def robust_table(items: Sequence[Entry], norm: str) -> Table:
         "only on the samples the ones before it left robust, so each column is the worst "
         "case so far), with 95 % Wilson intervals; – where an attack did not run or failed.",
         pd.DataFrame(rows),
+        keys=("#", "checkpoint", "ε"),
     )
 
 
@@ -379,6 +390,7 @@ def activation_table(items: Sequence[Entry]) -> Table:
         "Statistics of what flows into each dropout-family layer on the clean evaluation set "
         "(sparsity: the share of exact zeros).",
         pd.DataFrame(rows, columns=columns),
+        keys=("#", "checkpoint", "layer"),
     )
 
 
@@ -401,6 +413,7 @@ def redflag_table(items: Sequence[Entry]) -> Table:
         "Each check's status per checkpoint: ✖ fail, ▲ warn, ✔ pass, – n/a, or not run.",
         pd.DataFrame(rows),
         row_header="check",
+        keys=("check", "kind"),
     )
 
 
@@ -510,6 +523,71 @@ class _Cell:
     value: str  # the exact number, for data-value ("" for text)
     css: str
     status: str = ""  # a check's status, shown with its shape
+
+    @property
+    def parts(self) -> tuple[str, str]:
+        """The value and its interval or standard error, which the page keeps on one line."""
+        return split_value(self.text)
+
+
+@dataclass(frozen=True)
+class _Part:
+    """One HTML table of a :class:`Table`: all of it, or the columns of it that fit A4 beside
+    the key columns."""
+
+    id: str
+    caption: str
+    headers: list[tuple[str, bool]]  # (header, written vertically)
+    rows: list[list[_Cell]]
+
+
+def _group(table: Table, column: str) -> str:
+    """The group a column belongs to: the columns of one norm, of one flatness mode."""
+    if table.name == "verdicts":
+        return next(
+            (name for name in NORM_NAMES.values() if column.startswith(f"{name} ")), "summary"
+        )
+    if table.name == "flatness":
+        return "layers active" if column.endswith(", layers active") else "eval"
+    return ""
+
+
+def _parts(table: Table) -> list[_Part]:
+    """``table`` as one HTML table, or as several when it is too wide for an A4 page: the key
+    columns in each, the others split by :func:`reports.layout.parts` (the verdicts' summary
+    first, then one norm after another)."""
+    headers, rows = _cells(table)
+    vertical = [table.name == "red-flags" and h not in table.keys for h in headers]
+
+    def width(i: int) -> int:
+        head = 2 if vertical[i] else unbreakable(headers[i])
+        return max([head, *(unbreakable(row[i].text) for row in rows)]) + CELL_PADDING
+
+    keys = [i for i, h in enumerate(headers) if h in table.keys]
+    others = [i for i in range(len(headers)) if i not in keys]
+    groups = {i: _group(table, headers[i]) for i in others}
+    first: dict[str, int] = {}
+    for i in others:
+        first.setdefault(groups[i], -1 if groups[i] == "summary" else i)
+    others.sort(key=lambda i: first[groups[i]])  # a group's columns together, summary first
+    split = parts(
+        [width(i) for i in others],
+        [groups[i] for i in others],
+        PAGE_CHARACTERS - sum(width(i) for i in keys),
+    )
+    names = captions(table.title, split, [groups[i].replace("summary", "") for i in others])
+    out = []
+    for n, (part, caption) in enumerate(zip(split, names, strict=True)):
+        columns = sorted(keys) + [others[k] for k in part]
+        out.append(
+            _Part(
+                f"table-{table.name}" + (f"-{n + 1}" if n else ""),
+                caption,
+                [(headers[i], vertical[i]) for i in columns],
+                [[row[i] for i in columns] for row in rows],
+            )
+        )
+    return out
 
 
 def _companion(column: str, columns: Sequence[str]) -> bool:
@@ -726,7 +804,7 @@ def render(items: Sequence[Entry], built: Sequence[Table] | None = None) -> str:
             items=[(item, _level(item.result.verdict)) for item in items],
             shapes=VERDICT_SHAPES,
             warnings=comparability_warnings(items),
-            tables={t.name: (t, *_cells(t)) for t in built},
+            tables={t.name: (t, _parts(t)) for t in built},
             figures=figures,
         )
     )

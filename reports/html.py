@@ -35,7 +35,7 @@ from checkpoints.boundary import (
     check_writable,
     run_command,
 )
-from reports import evidence, plots, tables
+from reports import evidence, layout, plots, tables
 from reports.checks import CHECK_HELP, CheckHelp
 from reports.diagnosis import diagnose
 from reports.document import AuditResult, DocumentError, read_result
@@ -85,6 +85,36 @@ class TableView:
     columns: tuple[str, ...]
     rows: tuple[Row, ...]
 
+    def parts(self) -> list[TableView]:
+        """The table as it fits an A4 page: itself, or (with many norms and epsilons) several
+        tables of its columns, one norm's together where they fit, each with the row labels
+        (see :mod:`reports.layout`)."""
+        widths = [
+            max([layout.unbreakable(column), *(layout.unbreakable(r.cells[i]) for r in self.rows)])
+            + layout.CELL_PADDING
+            for i, column in enumerate(self.columns)
+        ]
+        labels = max(
+            [layout.unbreakable(self.index), *(layout.unbreakable(r.label) for r in self.rows)]
+        )
+        groups = [column.split(" ε=")[0] if " ε=" in column else "" for column in self.columns]
+        split = layout.parts(widths, groups, layout.PAGE_CHARACTERS - labels - layout.CELL_PADDING)
+        if len(split) == 1:
+            return [self]
+        out = []
+        names = layout.captions(self.caption, split, groups)
+        for n, (part, caption) in enumerate(zip(split, names, strict=True)):
+            out.append(
+                TableView(
+                    self.name if n == 0 else f"{self.name}-{n + 1}",
+                    caption,
+                    self.index,
+                    tuple(self.columns[i] for i in part),
+                    tuple(Row(r.label, tuple(r.cells[i] for i in part), r.css) for r in self.rows),
+                )
+            )
+        return out
+
 
 def table_view(name: str, frame: pd.DataFrame, caption: str, total: str | None = None) -> TableView:
     """``frame`` for the ``table`` macro; the row labelled ``total`` is set off as a total."""
@@ -122,7 +152,7 @@ def stylesheet() -> str:
 def environment() -> jinja2.Environment:
     """The templates (``reports/templates``), autoescaping everything; the comparison report
     extends ``base.html`` and imports ``macros.html`` from the same environment."""
-    return jinja2.Environment(
+    env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(_HERE / "templates"),
         autoescape=True,
         undefined=jinja2.StrictUndefined,
@@ -130,6 +160,8 @@ def environment() -> jinja2.Environment:
         lstrip_blocks=True,
         keep_trailing_newline=True,
     )
+    env.globals["split_value"] = layout.split_value
+    return env
 
 
 def _version() -> str:

@@ -267,3 +267,21 @@ class Browser:
 
     def _cdp(self, command: str, params: dict[str, Any]) -> Any:
         return self._session_call("POST", "/goog/cdp/execute", {"cmd": command, "params": params})
+
+    def emulate(self, width: int, height: int = 800, media: str = "screen") -> None:
+        """Lay the pages out in a viewport of ``width`` × ``height`` CSS pixels for ``media``
+        (``screen``, or ``print`` for the print stylesheet), until the next call; the page
+        open now is laid out again at once."""
+        metrics = {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": False}
+        self._cdp("Emulation.setDeviceMetricsOverride", metrics)
+        self._cdp("Emulation.setEmulatedMedia", {"media": media})
+
+    def script(self, script: str) -> Any:
+        """Run ``script`` (a function body) in the page and return what it returns."""
+        return self._script(script)
+
+    def pdf(self) -> bytes:
+        """The page printed to PDF as Chromium prints it, on the paper its ``@page`` rule asks
+        for."""
+        printed = self._cdp("Page.printToPDF", {"preferCSSPageSize": True, "printBackground": True})
+        return base64.b64decode(printed["data"])

@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import re
 import subprocess
 import sys
 from html.parser import HTMLParser
@@ -124,8 +125,18 @@ def _parse(path: Path) -> _Tables:
 
 
 def _rows(parser: _Tables, table: str) -> list[dict[str, tuple[str, str | None]]]:
-    header, *rows = parser.tables[table]
-    return [dict(zip([h for h, _ in header], row, strict=True)) for row in rows]
+    """The rows of ``table``, put together from the parts the page splits it into where it
+    is too wide for A4 (``table-x``, ``table-x-2``, ...; each repeats the key columns)."""
+    parts = [rows for name, rows in parser.tables.items() if re.fullmatch(rf"{table}(-\d+)?", name)]
+    assert parts, table
+    merged: list[dict[str, tuple[str, str | None]]] = [{} for _ in parts[0][1:]]
+    for header, *rows in parts:
+        assert len(rows) == len(merged)
+        for whole, row in zip(merged, rows, strict=True):
+            cells = dict(zip([h for h, _ in header], row, strict=True))
+            assert all(whole.get(k, cell) == cell for k, cell in cells.items())  # keys agree
+            whole.update(cells)
+    return merged
 
 
 def test_an_audit_of_several_checkpoints_writes_the_comparison(audited):
