@@ -134,12 +134,13 @@ CHECK_HELP: dict[str, CheckHelp] = {
         "Warns at 5 samples and 2 % of those attacked.",
     ),
     "attack-failed": CheckHelp(
-        "Every attack ran",
+        "No attack failed",
         "Attack and sweep runs that raised (out of memory, a library error, a model raising "
         "on some inputs) or could not apply, per norm and epsilon, with their errors. A failed "
         "run broke nothing, so the samples it would have attacked count as robust.",
         "Fails on any failed run: the verdict is then 'evaluation incomplete' and every robust "
-        "accuracy at that norm and epsilon an upper bound. An attack that cannot apply warns.",
+        "accuracy at that norm and epsilon an upper bound. An attack that cannot apply (no input "
+        "gradient) is listed, not flagged: vanishing-gradients judges that.",
     ),
 }
 """Every check of ``analysis.redflags.CHECKS``, by code."""

@@ -174,12 +174,12 @@ def test_a_baseline_with_a_failed_attack_fails_the_gate(scripted, tmp_path):
 
 def test_the_verdict_of_a_failed_attack_outranks_every_other():
     failed = Finding(
-        "attack-failed", "Every attack ran", Status.FAIL, {"failed": [{}, {}]}, masking=False
+        "attack-failed", "No attack failed", Status.FAIL, {"failed": [{}, {}]}, masking=False
     )
     masking = Finding("black-box-beats-white-box", "x", Status.FAIL)
     unreliable = Finding("model-in-train-mode", "x", Status.FAIL, masking=False)
     assert verdict([masking, unreliable, failed]) == (
         f"{INCOMPLETE}: 2 attack runs failed, robust accuracy is an upper bound"
     )
-    warned = Finding("attack-failed", "Every attack ran", Status.WARN, masking=False)
+    warned = Finding("attack-failed", "No attack failed", Status.WARN, masking=False)
     assert verdict([warned]) == "no sign of gradient masking"
