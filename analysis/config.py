@@ -32,7 +32,6 @@ registry when the suite is built, before any model is loaded.
 from __future__ import annotations
 
 import math
-import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -51,6 +50,7 @@ from attacks import (
 )
 from attacks.presets import STANDARD_EPSILONS, SUITE_OPTIONS, SWEEP_PARAMS
 from attacks.registry import ParameterTypeError, check_keys
+from checkpoints.boundary import load_toml
 from flatness import FlatnessConfig
 
 __all__ = [
@@ -172,20 +172,7 @@ def _file_epsilons(values: Any, where: str) -> tuple[float, ...]:
 
 def _suite_from_file(path: Path, dataset: str | None) -> tuple[SuiteConfig, bool]:
     """The suite of a file, and whether the file sets ``[options] batch_size``."""
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ValueError(f"suite file {path} does not exist") from None
-    except IsADirectoryError:
-        raise ValueError(f"suite file {path} is a folder; give the path of a .toml file") from None
-    except UnicodeDecodeError as err:
-        raise ValueError(
-            f"suite file {path} is not UTF-8 text (byte {err.start}); save it as UTF-8 TOML"
-        ) from None
-    except OSError as err:
-        raise ValueError(f"suite file {path} cannot be read: {err.strerror}") from None
-    except tomllib.TOMLDecodeError as err:
-        raise ValueError(f"suite file {path} is not valid TOML: {err}") from None
+    data = load_toml(path, "suite", ValueError)
     try:
         suite = _suite_from_data(data, dataset, path.stem)
     except ParameterTypeError as err:

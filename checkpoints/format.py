@@ -38,11 +38,10 @@ import io
 import math
 import pickle
 import re
-import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import torch
 from torch import Tensor, nn
@@ -53,7 +52,7 @@ from checkpoints.architectures import (
     get_architecture,
     vgg_classifier_slots,
 )
-from checkpoints.boundary import atomic_write_bytes
+from checkpoints.boundary import atomic_write_bytes, check_archive, open_input
 from checkpoints.layers import LayerSpec, family_layers, found_layer_spec, layer_defaults
 from checkpoints.spec import (
     CheckpointSpec,
@@ -130,10 +129,16 @@ class LoadedCheckpoint:
 # ---------------------------------------------------------------------------------- hashing
 
 
+def _open(path: str | Path) -> IO[bytes]:
+    """The checkpoint, open for reading once known to be a regular file within the limit of
+    a checkpoint (``checkpoints.boundary.INPUT_LIMITS``)."""
+    return open_input(path, "checkpoint", CheckpointError)
+
+
 def file_sha256(path: str | Path) -> str:
     """sha256 of a file's bytes."""
     digest = hashlib.sha256()
-    with open(path, "rb") as handle:
+    with _open(path) as handle:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
@@ -349,15 +354,18 @@ _PROGRAMS = {
 
 
 def _archive_records(path: Path) -> list[str] | None:
-    """The archive's entry names without their top folder, or None for a non-zip file."""
-    try:
-        if not zipfile.is_zipfile(path):
-            return None
-        with zipfile.ZipFile(path) as archive:
-            names = archive.namelist()
-    except (zipfile.BadZipFile, OSError, ValueError, EOFError):
-        # Unreadable for zipfile: torch.load (weights only) judges it and refuses it cleanly.
+    """The archive's entry names without their top folder, or None for a non-zip file.
+
+    Raises:
+        CheckpointError: an entry declares more than the file can hold (see
+            ``checkpoints.boundary.check_archive``).
+    """
+    with _open(path) as handle:
+        # Unreadable for zipfile (None): torch.load (weights only) judges it and refuses it.
+        members = check_archive(handle, path, "checkpoint", CheckpointError)
+    if members is None:
         return None
+    names = [member.filename for member in members]
     return [name.split("/", 1)[1] if "/" in name else name for name in names]
 
 
@@ -421,6 +429,12 @@ def _not_readable(path: Path, err: BaseException) -> CheckpointError:
     )
 
 
+def _torch_load(path: Path, *, weights_only: bool) -> Any:
+    """torch.load of the checked file on the CPU."""
+    with _open(path) as handle:
+        return torch.load(handle, map_location="cpu", weights_only=weights_only)
+
+
 def read_raw(path: Path, trust: bool = False) -> Any:
     """``torch.load`` with ``weights_only=True`` on the CPU; refuse pickled code unless trusted.
 
@@ -430,7 +444,9 @@ def read_raw(path: Path, trust: bool = False) -> Any:
     """
     path = Path(path)
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        return _torch_load(path, weights_only=True)
+    except CheckpointError:
+        raise
     except pickle.UnpicklingError as err:
         found = re.search(r"GLOBAL ([\w.]+)", str(err))
         if found is None:
@@ -472,7 +488,9 @@ def _resave_advice(global_name: str | None) -> str:
 
 def _read_unrestricted(path: Path, global_name: str) -> Any:
     try:
-        return torch.load(path, map_location="cpu", weights_only=False)
+        return _torch_load(path, weights_only=False)
+    except CheckpointError:
+        raise
     except Exception as err:
         # A trusted pickle runs its own code while loading; whatever it raises is its failure.
         hint = (
@@ -1316,8 +1334,7 @@ def _load(
     """:func:`load_checkpoint`; ``run_code`` False refuses code from the file even when
     ``trust`` is set (``trust`` then only accepts a file of ours without its weights hash);
     ``inspect_only`` never runs the user's model code either (:class:`CodeNotRunError`)."""
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint {path} does not exist or is not a file")
+    _open(path).close()  # a regular file within the limit, before anything else is read
     flags = description or Description()
     sidecar = sidecar_path(path)
     side, notes = Description(), []
@@ -1353,7 +1370,10 @@ def _load(
         if not run_code:
             raise CheckpointError(_torchscript_refused(path))
         try:
-            graph = torch.jit.load(str(path), map_location="cpu")
+            with _open(path) as handle:
+                graph = torch.jit.load(handle, map_location="cpu")
+        except CheckpointError:
+            raise
         except Exception as err:
             # Trusted TorchScript runs its own code while loading; any failure is the file's.
             raise CheckpointError(

@@ -35,6 +35,7 @@ from checkpoints.boundary import (
     EXIT_WOULD_NOT_LOAD,
     OneLineParser,
     one_line,
+    open_input,
     run_command,
 )
 from checkpoints.cli import add_description_arguments, description_from_arguments
@@ -77,7 +78,10 @@ def describe_archive(path: Path, kind: str) -> list[tuple[str, str]]:
         CheckpointError: the zip archive cannot be read.
     """
     try:
-        with zipfile.ZipFile(path) as archive:
+        with (
+            open_input(path, "checkpoint", CheckpointError) as handle,
+            zipfile.ZipFile(handle) as archive,
+        ):
             infos = archive.infolist()
             names = [info.filename for info in infos]
             top = names[0].split("/", 1)[0] if names and "/" in names[0] else ""
@@ -193,8 +197,7 @@ def _run(args: argparse.Namespace) -> int:
     try:
         description = description_from_arguments(args)
         path: Path = args.file
-        if not path.is_file():
-            raise CheckpointError(f"checkpoint {path} does not exist or is not a file")
+        open_input(path, "checkpoint", CheckpointError).close()
         rows: list[tuple[str, str]] = [("file", str(path)), ("sha256", file_sha256(path))]
         sidecar = sidecar_path(path)
         rows.append(("sidecar", str(sidecar) if sidecar else "none"))

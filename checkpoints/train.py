@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from checkpoints.boundary import load_json
 from checkpoints.datasets import DatasetError, load_dataset
 from checkpoints.format import CheckpointError, file_sha256, save_checkpoint, weights_sha256
 from checkpoints.layers import LayerSpec
@@ -190,7 +191,9 @@ def build_zoo(names: Sequence[str], data_path: str | None, log: Any) -> list[dic
     """Train the named zoo entries, write them and update the manifest."""
     manifest_path = ZOO_DIR / MANIFEST
     manifest = (
-        json.loads(manifest_path.read_text()) if manifest_path.is_file() else {"checkpoints": {}}
+        load_json(manifest_path, "manifest", ValueError)
+        if manifest_path.exists()
+        else {"checkpoints": {}}
     )
     written = []
     for name in names:

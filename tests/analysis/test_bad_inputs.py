@@ -190,6 +190,21 @@ _NAN_PIXELS = _PIXELS.copy()
 _NAN_PIXELS[3, 0, 2, 2] = np.nan
 
 
+_DEEP_JSON = "[" * 100_000 + "]" * 100_000
+
+
+def _sparse(name: str, size: int, make_argv: Callable[[Path, Path], list[str]]):
+    """A file of ``size`` bytes that takes no room on disk (a sparse file of zeros)."""
+
+    def build(tmp: Path) -> list[str]:
+        path = tmp / name
+        with open(path, "wb") as handle:
+            handle.truncate(size)
+        return make_argv(tmp, path)
+
+    return build
+
+
 def _same_stem(tmp: Path) -> list[str]:
     for folder in ("a", "b"):
         _write(tmp / folder / "model.pt", ZOO.read_bytes())
@@ -205,7 +220,7 @@ def _same_stem(tmp: Path) -> list[str]:
 CASES = [
     # ------------------------------------------------------------------ checkpoint files
     Case("missing-checkpoint", "audit", _audit(checkpoint="/nonexistent/model.pt"), "model.pt"),
-    Case("checkpoint-is-a-folder", "audit", lambda t: _audit(checkpoint=t)(t), "not a file"),
+    Case("checkpoint-is-a-folder", "audit", lambda t: _audit(checkpoint=t)(t), "is a folder"),
     Case("same-stem", "audit", _same_stem, "would both write"),
     # ------------------------------------------------------------------ numeric flags
     Case("num-samples-zero", "audit", _audit("--num-samples", "0"), "--num-samples"),
@@ -266,6 +281,24 @@ CASES = [
     ),
     Case("suite-unknown-kind", "audit", _suite('[[attacks]]\nkind = "deepfool"\n'), "deepfool"),
     Case("suite-epsilon-zero", "audit", _suite("[epsilons]\nlinf = [0]\n"), "positive"),
+    Case(
+        "suite-nested-deeply",
+        "audit",
+        _suite("a = " + _DEEP_JSON + "\n"),
+        "nests arrays and tables 100000 deep, too deeply for a suite file",
+    ),
+    Case(
+        "suite-dotted-key-of-100001-parts",
+        "audit",
+        _suite("a" + ".a" * 100_000 + " = 1\n"),
+        "a dotted key of 100001 parts",
+    ),
+    Case(
+        "suite-too-large",
+        "audit",
+        _sparse("suite.toml", 2 << 20, lambda t, f: _audit("--suite", str(f))(t)),
+        "holds 2 MiB, more than a suite file can: at most 1 MiB",
+    ),
     # ------------------------------------------------------------------ output paths
     Case(
         "out-is-a-file",
@@ -332,6 +365,24 @@ CASES = [
         "not valid JSON",
     ),
     Case(
+        "baseline-nested-deeply",
+        "audit",
+        _with_file("b.json", _DEEP_JSON, lambda t, f: _audit("--baseline", str(f))(t)),
+        "nests arrays and tables 100000 deep, too deeply for a result file",
+    ),
+    Case(
+        "baseline-too-large",
+        "audit",
+        _sparse("b.json", 600 << 20, lambda t, f: _audit("--baseline", str(f))(t)),
+        "holds 600 MiB, more than a result file can: at most 512 MiB",
+    ),
+    Case(
+        "baseline-a-device",
+        "audit",
+        _audit("--baseline", "/dev/zero"),
+        "result file /dev/zero is not a regular file but a character device",
+    ),
+    Case(
         "baseline-a-list",
         "audit",
         _with_file("b.json", "[1, 2]", lambda t, f: _audit("--baseline", str(f))(t)),
@@ -395,6 +446,12 @@ CASES = [
     Case("model-raises", "audit", _scripted(_Raises()), "refuses every input"),
     Case("model-returns-a-pair", "audit", _scripted(_Pair()), "tuple"),
     Case("torchscript-untrusted", "audit", _untrusted_script, "--trust-checkpoint"),
+    Case(
+        "checkpoint-a-device",
+        "audit",
+        _audit(checkpoint="/dev/zero"),
+        "checkpoint /dev/zero is not a regular file but a character device",
+    ),
     Case("weights-hash-missing", "audit", _without_hash, "--trust-checkpoint"),
     # ------------------------------------------------------------------ datasets
     Case(
@@ -417,6 +474,18 @@ CASES = [
     Case("gate-result-missing", "gate", lambda t: ["/nonexistent.json", "b.json"], "nonexistent"),
     Case("gate-result-is-a-folder", "gate", lambda t: [str(t), "b.json"], ""),
     Case("gate-max-drop", "gate", _gate(lambda d: None, "--max-drop", "-1"), "--max-drop"),
+    Case(
+        "gate-result-nested-deeply",
+        "gate",
+        _with_file("r.json", _DEEP_JSON, lambda t, f: [str(f), "b.json"]),
+        "too deeply for a result file",
+    ),
+    Case(
+        "gate-baseline-nested-deeply",
+        "gate",
+        lambda t: _gate(lambda d: None)(t)[:1] + [str(_write(t / "deep.json", _DEEP_JSON))],
+        "too deeply for a result file",
+    ),
     Case(
         "gate-other-checkpoint",
         "gate",
@@ -571,3 +640,62 @@ def test_a_swallowed_interrupt_still_stops_the_command(tmp_path):
         assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+# ------------------------------------------------------------------- streams and devices
+
+
+def _fifo(tmp: Path, name: str) -> str:
+    os.mkfifo(tmp / name)
+    return str(tmp / name)
+
+
+STREAMS = {
+    "audit --suite FIFO": lambda t: ["analysis.audit", *_audit("--suite", _fifo(t, "s.toml"))(t)],
+    "audit --suite /dev/zero": lambda t: ["analysis.audit", *_audit("--suite", "/dev/zero")(t)],
+    "audit --baseline FIFO": lambda t: [
+        "analysis.audit",
+        *_audit("--baseline", _fifo(t, "b.json"))(t),
+    ],
+    "audit CHECKPOINT FIFO": lambda t: [
+        "analysis.audit",
+        *_audit("--arch", "mlp", "--dataset", "digits", checkpoint=_fifo(t, "m.pt"))(t),
+    ],
+    "gate RESULT FIFO": lambda t: ["analysis.gate", _fifo(t, "r.json"), "b.json"],
+    "reports.html FIFO": lambda t: ["reports.html", _fifo(t, "audit.json")],
+    "reports.compare FIFO": lambda t: ["reports.compare", _fifo(t, "a.json"), "b.json"],
+    "inspect FIFO": lambda t: ["checkpoints.inspect", _fifo(t, "m.pt")],
+}
+
+
+@pytest.mark.parametrize("name", list(STREAMS))
+def test_a_stream_or_device_is_refused_without_reading_it(name, tmp_path):
+    """A FIFO would block every reader until a writer came (and /dev/zero never ends): each
+    command refuses it from its file type, at once, in one line, with status 2."""
+    argv = STREAMS[name](tmp_path)
+    done = subprocess.run(
+        [sys.executable, "-m", *argv],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=Path(audit.__file__).resolve().parents[1],
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    assert done.returncode == EXIT_INPUT, done.stderr
+    assert done.stderr.count("\n") == 1 and done.stderr.startswith("error: "), done.stderr
+    assert "not a regular file but a" in done.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_result_document_nests_as_deep_as_its_limit_says(result_document):
+    """The result limit's reason: a document nests 9 deep (its limit allows 32)."""
+    from checkpoints.boundary import INPUT_LIMITS
+
+    def depth(value: object) -> int:
+        if isinstance(value, dict):
+            return 1 + max((depth(v) for v in value.values()), default=0)
+        if isinstance(value, list):
+            return 1 + max((depth(v) for v in value), default=0)
+        return 0
+
+    assert depth(result_document) == 9 < INPUT_LIMITS["result"].max_depth  # type: ignore[operator]
