@@ -5,9 +5,11 @@ or folder appears anywhere under the test's folder (``--out`` included)."""
 from __future__ import annotations
 
 import copy
+import gzip
 import json
 import os
 import signal
+import struct
 import subprocess
 import sys
 import time
@@ -203,6 +205,18 @@ def _sparse(name: str, size: int, make_argv: Callable[[Path, Path], list[str]]):
         return make_argv(tmp, path)
 
     return build
+
+
+def _idx_bomb(tmp: Path) -> list[str]:
+    """An MNIST folder whose gzipped images header says 10,000 images of 28x28 (7.8 MB) while
+    the file holds a few bytes: refused from the header and the file's size, before inflating."""
+    folder = tmp / "mnist"
+    folder.mkdir()
+    header = bytes([0, 0, 8, 3]) + struct.pack(">3I", 10_000, 28, 28)
+    (folder / "t10k-images-idx3-ubyte.gz").write_bytes(gzip.compress(header + bytes(100)))
+    labels = bytes([0, 0, 8, 1]) + struct.pack(">I", 10_000) + bytes(10_000)
+    (folder / "t10k-labels-idx1-ubyte.gz").write_bytes(gzip.compress(labels))
+    return _audit("--data", str(folder), checkpoint=LENET)(tmp)
 
 
 def _same_stem(tmp: Path) -> list[str]:
@@ -465,6 +479,12 @@ CASES = [
     Case("data-labels-out-of-range", "audit", _data(_PIXELS, _LABELS + 5), "class indices"),
     Case("data-wrong-shape", "audit", _data(_PIXELS[:, :, :4], _LABELS), "(1, 8, 8)"),
     Case(
+        "data-idx-header-bomb",
+        "audit",
+        _idx_bomb,
+        "the IDX header says shape (10000, 28, 28), 7840000 bytes of data, but the file is",
+    ),
+    Case(
         "data-random-bytes",
         "audit",
         _with_file("d.npz", b"\x00garbage" * 9, lambda t, f: _audit("--data", str(f))(t)),
@@ -661,6 +681,7 @@ STREAMS = {
         "analysis.audit",
         *_audit("--arch", "mlp", "--dataset", "digits", checkpoint=_fifo(t, "m.pt"))(t),
     ],
+    "audit --data FIFO": lambda t: ["analysis.audit", *_audit("--data", _fifo(t, "d.npz"))(t)],
     "gate RESULT FIFO": lambda t: ["analysis.gate", _fifo(t, "r.json"), "b.json"],
     "reports.html FIFO": lambda t: ["reports.html", _fifo(t, "audit.json")],
     "reports.compare FIFO": lambda t: ["reports.compare", _fifo(t, "a.json"), "b.json"],
