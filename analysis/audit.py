@@ -48,6 +48,7 @@ from analysis.config import (
     active_flatness_config,
     build_suite,
     check_suite,
+    cost_warning,
     flatness_config,
     parse_epsilons,
 )
@@ -848,6 +849,11 @@ def _prepare(
     for plan in planned:
         say_flag_notes(plan.loaded)
         _warn_whole_box(plan.loaded, plan.config)
+        costly = cost_warning(
+            plan.config.suite, plan.loaded.spec.num_classes, len(plan.evaluation.y)
+        )
+        if costly is not None:
+            print(f"warning: {plan.path}: {costly}", file=sys.stderr)
     return device, planned, baseline
 
 

@@ -313,6 +313,36 @@ CASES = [
         _sparse("suite.toml", 2 << 20, lambda t, f: _audit("--suite", str(f))(t)),
         "holds 2 MiB, more than a suite file can: at most 1 MiB",
     ),
+    Case(
+        "suite-pgd-10**12-steps",
+        "audit",
+        _suite('[[attacks]]\nkind = "pgd"\nnum_steps = 1000000000000\n'),
+        "num_steps: expected int in [1, 100000], got 1000000000000 (each step is a forward",
+    ),
+    Case(
+        "suite-square-10**12-queries",
+        "audit",
+        _suite('[[attacks]]\nkind = "square"\nnum_queries = 1000000000000\n'),
+        "num_queries: expected int in [1, 1000000], got 1000000000000 (each query",
+    ),
+    Case(
+        "suite-noise-10**12-draws",
+        "audit",
+        _suite('[[attacks]]\nkind = "noise"\nnum_draws = 1000000000000\n'),
+        "num_draws: expected int in [1, 100000], got 1000000000000 (each draw",
+    ),
+    Case(
+        "suite-sweep-10**9-points",
+        "audit",
+        _suite('[sweep]\nattack = "pgd-ce"\nnum_points = 1000000000\n'),
+        "num_points: expected int in [1, 1000], got 1000000000 (each point",
+    ),
+    Case(
+        "suite-10**12-eot-samples",
+        "audit",
+        _suite("[options]\neot_samples = 1000000000000\n"),
+        "eot_samples: expected int in [1, 10000], got 1000000000000",
+    ),
     # ------------------------------------------------------------------ output paths
     Case(
         "out-is-a-file",
@@ -706,6 +736,32 @@ def test_a_stream_or_device_is_refused_without_reading_it(name, tmp_path):
     assert done.stderr.count("\n") == 1 and done.stderr.startswith("error: "), done.stderr
     assert "not a regular file but a" in done.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_a_costly_suite_runs_with_its_estimate(tmp_path, capsys, monkeypatch):
+    """Values within their bounds that together ask for far more work than the standard
+    preset: the audit says how much before it starts."""
+
+    def stop(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(audit, "run_audit", stop)
+    suite = _write(
+        tmp_path / "costly.toml", '[[attacks]]\nkind = "square"\nnum_queries = 1000000\n'
+    )
+    assert audit.main(_audit("--suite", str(suite))(tmp_path)) == EXIT_INTERRUPTED
+    warning = capsys.readouterr().err.splitlines()[0]
+    # The suite: Square alone, 10^6 queries at each of two norms' one epsilon, no sweep (no
+    # PGD to sweep). The standard preset, per norm: PGD-CE, PGD-T and PGD-CW of 100 steps,
+    # FGSM 1, noise 100, Square 5,000, APGD-T 9 targets x 100 steps: 6,301; its sweep: 8
+    # points and the unbounded one x 100 steps, on every sample and again on the independent
+    # subsample (all 20 here): 1,800; two norms: 16,202.
+    assert warning == (
+        f"warning: {ZOO}: the suite may take up to 2,000,000 passes of the model per sample (a "
+        "forward pass, and a backward one for a gradient attack), 40,000,000 for the 20 "
+        "samples (most in square: 2,000,000 per sample): 123 times the standard preset's "
+        "16,202, so expect it to run up to 123 times as long"
+    )
 
 
 def test_a_result_document_nests_as_deep_as_its_limit_says(result_document):
