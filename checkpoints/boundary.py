@@ -18,13 +18,17 @@ Every file a command reads goes through :func:`open_input` (or :func:`read_input
 device or a socket is refused before it is opened for reading, so nothing blocks or reads
 forever) no larger than the limit of its kind, and a JSON or TOML text may nest no deeper than
 its kind allows, checked before the parser (which recurses) sees it. The limits are declared
-once, in ``INPUT_LIMITS``, each with its reason.
+once, in ``INPUT_LIMITS``, each with its reason. Every path a command writes is checked by
+:func:`check_writable` (a probe file created and removed in the folder) before any work, and
+an error while writing becomes one line naming the path, the flag and the fix
+(:func:`writing`).
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import fcntl
 import itertools
 import json
@@ -68,10 +72,12 @@ __all__ = [
     "load_toml",
     "one_line",
     "open_input",
+    "output_error",
     "read_input",
     "remove_stale_temporaries",
     "run_command",
     "size_text",
+    "writing",
 ]
 
 EXIT_OK = 0
@@ -509,7 +515,13 @@ def check_archive(
 
 
 def check_writable(path: Path, flag: str, *, folder: bool = False) -> None:
-    """Raise :class:`InputError` when ``path`` could not be written later, creating nothing.
+    """Raise :class:`InputError` when ``path`` could not be written later, leaving nothing.
+
+    Permissions alone do not say it (root passes every permission check, yet cannot write into
+    ``/proc``, ``/sys``, a read-only file system or an immutable folder): a probe file is
+    created and removed in the deepest folder that exists, the one the run would write into or
+    create its folders in. An existing file must be a regular file that can be opened for
+    writing (it is replaced, never written into).
 
     Args:
         path: a file to be written, or with ``folder`` a folder to be created or written into.
@@ -521,8 +533,18 @@ def check_writable(path: Path, flag: str, *, folder: bool = False) -> None:
         raise InputError(f"{flag} {path} is a file, expected a folder (or a path to create)")
     if not folder and path.is_dir():
         raise InputError(f"{flag} {path} is a folder, expected a file path to write")
-    if not folder and path.exists() and not os.access(path, os.W_OK):
-        raise InputError(f"{flag} {path} exists and is not writable; choose another path")
+    if not folder and (path.exists() or path.is_symlink()):
+        mode = os.stat(path).st_mode if path.exists() else 0
+        if not stat.S_ISREG(mode):
+            kind = next((text.split(",")[0] for test, text in _FILE_TYPES if test(mode)), "")
+            raise InputError(
+                f"{flag} {path} exists and is {kind or 'a broken link'}, not a regular file; "
+                "give a file path to write"
+            )
+        try:
+            os.close(os.open(path, os.O_WRONLY | getattr(os, "O_NONBLOCK", 0)))
+        except OSError as err:
+            raise output_error(path, flag, err) from None
     ancestor = path if folder else path.parent
     while not ancestor.exists() and ancestor != ancestor.parent:
         ancestor = ancestor.parent
@@ -531,10 +553,46 @@ def check_writable(path: Path, flag: str, *, folder: bool = False) -> None:
             f"{flag} {path} cannot be created: {ancestor} is a file, not a folder; choose "
             "another path"
         )
-    if not os.access(ancestor, os.W_OK | os.X_OK):
-        raise InputError(
-            f"{flag} {path} cannot be written: {ancestor} is not writable; choose another path"
-        )
+    try:
+        handle, probe = tempfile.mkstemp(dir=ancestor, prefix=".robaudit-probe-")
+    except OSError as err:
+        raise output_error(path, flag, err, folder=ancestor) from None
+    os.close(handle)
+    os.unlink(probe)
+
+
+_OUTPUT_FIXES = {
+    errno.ENOSPC: "free space on that disk, or choose a folder on another disk",
+    errno.EDQUOT: "free space within your quota, or choose a folder on another disk",
+    errno.EFBIG: "the file is larger than this process may write (ulimit -f): raise that "
+    "limit, or choose another path",
+    errno.EROFS: "choose a folder on a writable file system",
+    errno.EACCES: "choose a path you can write",
+    errno.EPERM: "the file or folder is immutable, or the file system refuses it: choose a "
+    "path you can write",
+    errno.ENOENT: "the folder takes no new files (a special file system such as /proc, or a "
+    "folder removed meanwhile): choose another path",
+}
+
+
+def output_error(path: Path, flag: str, err: OSError, *, folder: Path | None = None) -> InputError:
+    """One line for an OS error while writing ``path`` (from ``flag``): the path, the flag,
+    what the system said and the fix."""
+    where = f" in {folder}" if folder is not None and folder != path else ""
+    fix = _OUTPUT_FIXES.get(err.errno or 0, "choose another path")
+    reason = err.strerror or one_line(err)
+    return InputError(f"{flag} {path} cannot be written{where}: {reason}; {fix}")
+
+
+@contextlib.contextmanager
+def writing(path: Path, flag: str) -> Iterator[None]:
+    """Turn an OS error while writing ``path`` (a full disk, a folder that vanished, a
+    read-only file system) into one line naming the path, the flag and the fix (exit
+    status 2). The writes themselves are atomic, so nothing half-written is left."""
+    try:
+        yield
+    except OSError as err:
+        raise output_error(Path(path), flag, err) from None
 
 
 def run_command(

@@ -8,6 +8,7 @@ import copy
 import gzip
 import json
 import os
+import resource
 import signal
 import struct
 import subprocess
@@ -373,6 +374,36 @@ CASES = [
         "--junit",
     ),
     Case(
+        "out-under-proc",
+        "audit",
+        _audit("--out", "/proc/robaudit-out"),
+        "--out /proc/robaudit-out cannot be written in /proc",
+    ),
+    Case(
+        "out-under-sys",
+        "audit",
+        _audit("--out", "/sys/robaudit-out"),
+        "--out /sys/robaudit-out cannot be written in /sys",
+    ),
+    Case(
+        "junit-under-proc",
+        "audit",
+        lambda t: _baseline(lambda d: None)(t) + ["--junit", "/proc/gate.xml"],
+        "--junit /proc/gate.xml cannot be written in /proc",
+    ),
+    Case(
+        "junit-a-device",
+        "audit",
+        lambda t: _baseline(lambda d: None)(t) + ["--junit", "/dev/full"],
+        "--junit /dev/full exists and is a character device, not a regular file",
+    ),
+    Case(
+        "update-baseline-under-proc",
+        "audit",
+        _audit("--baseline", "/proc/baseline.json", "--update-baseline"),
+        "--baseline (with --update-baseline) /proc/baseline.json cannot be written in /proc",
+    ),
+    Case(
         "update-baseline-into-a-folder",
         "audit",
         lambda t: _audit("--baseline", str(t), "--update-baseline")(t),
@@ -537,6 +568,18 @@ CASES = [
         "too deeply for a result file",
     ),
     Case(
+        "gate-junit-under-proc",
+        "gate",
+        lambda t: _gate(lambda d: None)(t) + ["--junit", "/proc/gate.xml"],
+        "--junit /proc/gate.xml cannot be written in /proc",
+    ),
+    Case(
+        "gate-update-baseline-under-proc",
+        "gate",
+        lambda t: _gate(lambda d: None)(t)[:1] + ["/proc/baseline.json", "--update-baseline"],
+        "BASELINE /proc/baseline.json cannot be written in /proc",
+    ),
+    Case(
         "gate-other-checkpoint",
         "gate",
         _gate(_set("provenance.checkpoint_sha256", "0" * 64)),
@@ -692,7 +735,7 @@ def test_a_swallowed_interrupt_still_stops_the_command(tmp_path):
         signal.signal(signal.SIGINT, previous)
 
 
-# ------------------------------------------------------------------- streams and devices
+# ------------------------------------------------------------- streams, devices, full disks
 
 
 def _fifo(tmp: Path, name: str) -> str:
@@ -736,6 +779,60 @@ def test_a_stream_or_device_is_refused_without_reading_it(name, tmp_path):
     assert done.stderr.count("\n") == 1 and done.stderr.startswith("error: "), done.stderr
     assert "not a regular file but a" in done.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_an_error_while_writing_is_one_line_naming_the_path_and_flag(result_document, tmp_path):
+    """A real write error after every check passed (the file-size limit of the process, which
+    the kernel reports as "File too large" without a path): one line, status 2, nothing left."""
+    result = _write(tmp_path / "result.json", json.dumps(result_document))
+    baseline = _write(tmp_path / "baseline.json", json.dumps(result_document))
+    junit = tmp_path / "gate.xml"
+
+    def limit_file_size() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (64, 64))
+
+    done = subprocess.run(
+        [sys.executable, "-m", "analysis.gate", str(result), str(baseline), "--junit", str(junit)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=Path(audit.__file__).resolve().parents[1],
+        preexec_fn=limit_file_size,
+    )
+    assert done.returncode == EXIT_INPUT, done.stderr
+    assert done.stderr == (
+        f"error: --junit {junit} cannot be written: File too large; the file is larger than "
+        "this process may write (ulimit -f): raise that limit, or choose another path\n"
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["baseline.json", "result.json"]
+
+
+@pytest.mark.parametrize("update", [False, True], ids=["junit", "update-baseline"])
+def test_a_full_disk_is_one_line_naming_the_path_and_flag(
+    result_document, tmp_path, capsys, monkeypatch, update
+):
+    """No space left: the error names no path; the line names the path, the flag and the fix,
+    and no temporary file is left behind."""
+    result = _write(tmp_path / "result.json", json.dumps(result_document))
+    if update:
+        target, flag = tmp_path / "new.json", "BASELINE (with --update-baseline)"
+        argv = [str(result), str(target), "--update-baseline"]
+    else:
+        baseline = _write(tmp_path / "baseline.json", json.dumps(result_document))
+        target, flag = tmp_path / "gate.xml", "--junit"
+        argv = [str(result), str(baseline), "--junit", str(target)]
+    before = _tree(tmp_path)
+
+    def full(handle: int) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full)
+    assert gate.main(argv) == EXIT_INPUT
+    assert capsys.readouterr().err == (
+        f"error: {flag} {target} cannot be written: No space left on device; free space on "
+        "that disk, or choose a folder on another disk\n"
+    )
+    assert _tree(tmp_path) == before
 
 
 def test_a_costly_suite_runs_with_its_estimate(tmp_path, capsys, monkeypatch):

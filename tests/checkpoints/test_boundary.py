@@ -5,12 +5,15 @@ one still being written is not, and nothing else is.
 
 Bounded input: every file is a regular file within the limit of its kind, JSON and TOML nest
 no deeper than their kind allows (refused before the parser recurses), and archives declare no
-more than they can hold."""
+more than they can hold. Checked output: an output path is tried before work, and an error
+while writing it is one line."""
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -31,11 +34,13 @@ from checkpoints.boundary import (
     InputLimit,
     atomic_write_bytes,
     check_archive,
+    check_writable,
     load_json,
     load_toml,
     open_input,
     read_input,
     remove_stale_temporaries,
+    writing,
 )
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -357,3 +362,74 @@ def test_a_member_that_claims_more_than_deflate_can_hold_is_refused(tmp_path):
     (tmp_path / "plain").write_bytes(b"not a zip")
     with open(tmp_path / "plain", "rb") as handle:
         assert check_archive(handle, tmp_path / "plain", "dataset") is None
+
+
+# ------------------------------------------------------------------------------ output paths
+
+
+def _leftovers(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir()) if folder.exists() else []
+
+
+@pytest.mark.parametrize(
+    ("target", "folder", "words"),
+    [
+        (Path("/proc/robaudit-test/out"), True, "cannot be written in /proc"),
+        (Path("/proc/robaudit-test.xml"), False, "cannot be written in /proc"),
+        (Path("/sys/robaudit-test/out"), True, "cannot be written in /sys"),
+        (Path("/dev/full"), False, "exists and is a character device, not a regular file"),
+    ],
+)
+def test_places_root_cannot_write_are_refused_before_work(target, folder, words):
+    """Permissions say yes to root here (tests run as root); trying says no."""
+    if not Path("/", target.parts[1]).exists():
+        pytest.skip(f"no /{target.parts[1]} on this machine")
+    with pytest.raises(InputError, match=words) as info:
+        check_writable(target, "--flag", folder=folder)
+    assert "--flag" in str(info.value) and "\n" not in str(info.value)
+
+
+def test_a_fifo_is_no_output_file(tmp_path):
+    os.mkfifo(tmp_path / "pipe.xml")
+    with pytest.raises(InputError, match=r"is a FIFO \(named pipe\), not a regular file"):
+        check_writable(tmp_path / "pipe.xml", "--junit")
+
+
+def test_the_probe_leaves_nothing_and_creates_no_folder(tmp_path):
+    check_writable(tmp_path / "a" / "b" / "out", "--out", folder=True)
+    check_writable(tmp_path / "c" / "gate.xml", "--junit")
+    (tmp_path / "old.json").write_text("{}")
+    check_writable(tmp_path / "old.json", "--baseline")
+    assert _leftovers(tmp_path) == ["old.json"]
+    assert (tmp_path / "old.json").read_text() == "{}"
+
+
+def test_an_immutable_folder_is_refused(tmp_path):
+    folder = tmp_path / "locked"
+    folder.mkdir()
+    chattr = shutil.which("chattr")
+    if chattr is None or subprocess.run([chattr, "+i", str(folder)]).returncode != 0:
+        pytest.skip("this file system has no immutable attribute (chattr +i)")
+    try:
+        with pytest.raises(InputError, match="Operation not permitted; the file or folder is"):
+            check_writable(folder / "out", "--out", folder=True)
+    finally:
+        subprocess.run([chattr, "-i", str(folder)], check=True)
+    assert _leftovers(folder) == []
+
+
+def test_an_error_while_writing_names_the_path_the_flag_and_the_fix(tmp_path, monkeypatch):
+    """A full disk fails at the write with no path in the error; the line adds it."""
+
+    def full(handle: int) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(boundary.os, "fsync", full)
+    target = tmp_path / "gate.xml"
+    with pytest.raises(InputError) as info, writing(target, "--junit"):
+        boundary.atomic_write_text(target, "<testsuite/>")
+    assert str(info.value) == (
+        f"--junit {target} cannot be written: No space left on device; free space on that "
+        "disk, or choose a folder on another disk"
+    )
+    assert _leftovers(tmp_path) == []  # neither the file nor its temporary
