@@ -22,6 +22,7 @@ internal error. Status 1 is the gate's alone.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 import zipfile
 from collections.abc import Mapping, Sequence
@@ -54,7 +55,7 @@ from checkpoints.format import (
     read_raw,
 )
 from checkpoints.layers import layer_kinds
-from checkpoints.spec import Description, sidecar_path
+from checkpoints.spec import Description, read_sidecar, sidecar_path
 from checkpoints.usermodel import check_source
 
 __all__ = ["describe_archive", "describe_weights", "main"]
@@ -132,6 +133,22 @@ def describe_archive(path: Path, kind: str) -> list[tuple[str, str]]:
     return rows
 
 
+def _archive_needs(kind: str, path: Path, description: Description) -> str:
+    """What loading a code archive needs beyond the flags and sidecar given."""
+    if kind != "torchscript":
+        return "a state_dict instead: this toolkit does not load programs of this kind"
+    sidecar = sidecar_path(path)
+    described = description
+    if sidecar is not None:
+        # Loading reports a bad sidecar; here only what it would add counts.
+        with contextlib.suppress(ValueError):
+            described = description.merged_over(read_sidecar(sidecar))
+    needs = "--trust-checkpoint to load (only if you trust its source)"
+    if described.dataset is None and described.input_shape is None:
+        needs += ", and --dataset or --input-shape"
+    return needs
+
+
 def describe_weights(weights: Mapping[str, Tensor]) -> list[tuple[str, str]]:
     """(field, value) lines about a foreign state_dict's layout."""
     keys = list(weights)
@@ -205,15 +222,7 @@ def _run(args: argparse.Namespace) -> int:
         if kind is not None:
             rows += describe_archive(path, kind)
             rows.append(("loads", "not here: inspect never runs code from a file"))
-            rows.append(
-                (
-                    "needs",
-                    "--trust-checkpoint to load (only if you trust its source), and --dataset "
-                    "or --input-shape"
-                    if kind == "torchscript"
-                    else "a state_dict instead: this toolkit does not load programs of this kind",
-                )
-            )
+            rows.append(("needs", _archive_needs(kind, path, description)))
             refused = graph_description_error(path, description) if kind == "torchscript" else None
             if refused is not None:
                 rows.append(("refused", refused))

@@ -8,6 +8,7 @@ import copy
 import gzip
 import json
 import os
+import pickle
 import resource
 import signal
 import struct
@@ -218,6 +219,22 @@ def _idx_bomb(tmp: Path) -> list[str]:
     labels = bytes([0, 0, 8, 1]) + struct.pack(">I", 10_000) + bytes(10_000)
     (folder / "t10k-labels-idx1-ubyte.gz").write_bytes(gzip.compress(labels))
     return _audit("--data", str(folder), checkpoint=LENET)(tmp)
+
+
+class _Payload:
+    """Runs a shell command when unpickled."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def _raw_pickle(tmp: Path) -> list[str]:
+    """A plain protocol-4 pickle with a payload, saved as a .pt file."""
+    (tmp / "model.pt").write_bytes(pickle.dumps(_Payload(tmp / "ran"), protocol=4))
+    return _audit("--arch", "mlp", "--dataset", "digits", checkpoint=tmp / "model.pt")(tmp)
 
 
 def _same_stem(tmp: Path) -> list[str]:
@@ -521,6 +538,7 @@ CASES = [
     Case("model-raises", "audit", _scripted(_Raises()), "refuses every input"),
     Case("model-returns-a-pair", "audit", _scripted(_Pair()), "tuple"),
     Case("torchscript-untrusted", "audit", _untrusted_script, "--trust-checkpoint"),
+    Case("checkpoint-raw-pickle", "audit", _raw_pickle, "nothing from it ran"),
     Case(
         "checkpoint-a-device",
         "audit",
