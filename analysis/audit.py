@@ -48,6 +48,7 @@ from analysis.config import (
     active_flatness_config,
     build_suite,
     check_suite,
+    cost_warning,
     flatness_config,
     parse_epsilons,
 )
@@ -76,6 +77,7 @@ from checkpoints.boundary import (
     check_writable,
     one_line,
     run_command,
+    writing,
 )
 from checkpoints.cli import add_description_arguments, description_from_arguments, say_flag_notes
 from checkpoints.datasets import Dataset, DatasetError, load_dataset
@@ -848,6 +850,11 @@ def _prepare(
     for plan in planned:
         say_flag_notes(plan.loaded)
         _warn_whole_box(plan.loaded, plan.config)
+        costly = cost_warning(
+            plan.config.suite, plan.loaded.spec.num_classes, len(plan.evaluation.y)
+        )
+        if costly is not None:
+            print(f"warning: {plan.path}: {costly}", file=sys.stderr)
     return device, planned, baseline
 
 
@@ -941,14 +948,16 @@ def _audit_all(
             raise
         if not first:
             continue
-        write_json(plan.target, document)
+        with writing(plan.target, "--out"):
+            write_json(plan.target, document)
         cache.remove()
         try:
             result = read_result(plan.target)
         except DocumentError as err:
             # Not bad input: the writer and the reader disagree, an internal error (status 3).
             raise RuntimeError(f"the audit's own result does not read back: {err}") from err
-        written = _write_report(result, plan.target, args)
+        with writing(plan.target.parent, "--out"):
+            written = _write_report(result, plan.target, args)
         if lock is not None:
             lock.release()  # everything in the folder is written
         if not args.quiet:
@@ -960,13 +969,15 @@ def _audit_all(
         for line in incomplete_lines(result):
             print(f"{plan.path}: {line}", file=sys.stderr)
         if args.update_baseline:
-            write_json(args.baseline, gate.baseline_from(document))
+            with writing(args.baseline, "--baseline (with --update-baseline)"):
+                write_json(args.baseline, gate.baseline_from(document))
             if not args.quiet:
                 print(f"  baseline written to {args.baseline}")
         elif baseline is not None:
             outcome = gate.compare(result, baseline, max_drop=args.max_drop)
             if args.junit:
-                gate.write_junit(args.junit, outcome)
+                with writing(args.junit, "--junit"):
+                    gate.write_junit(args.junit, outcome)
             if not args.quiet:
                 print("\n".join(gate.report_lines(outcome)))
             if not outcome.passed:
@@ -974,7 +985,8 @@ def _audit_all(
     if len(planned) > 1 and first:
         comparison = args.out / "comparison.html"
         formats = parse_formats(args.tables) if args.tables is not None else ()
-        warnings = write_comparison([plan.target for plan in planned], comparison, formats)
+        with writing(comparison, "--out"):
+            warnings = write_comparison([plan.target for plan in planned], comparison, formats)
         if not args.quiet:
             for warning in warnings:
                 print(f"warning: comparison: {warning}", file=sys.stderr)

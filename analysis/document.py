@@ -36,7 +36,7 @@ import torch
 from torch import Tensor
 
 from analysis.stats import wilson_interval
-from checkpoints.boundary import atomic_write_bytes
+from checkpoints.boundary import atomic_write_bytes, load_json
 from reports.document import DocumentError  # one error, whichever of the two readers finds it
 
 __all__ = [
@@ -207,20 +207,7 @@ def read_document(path: str | Path) -> dict[str, Any]:
     """Read an audit document, refusing unknown schema versions and non-standard JSON, with
     non-finite numbers decoded into floats."""
     path = Path(path)
-    try:
-        document = json.loads(path.read_text(), parse_constant=_refuse_constant)
-    except FileNotFoundError:
-        raise DocumentError(f"result file {path} does not exist") from None
-    except IsADirectoryError:
-        raise DocumentError(f"result file {path} is a folder; give an audit.json file") from None
-    except UnicodeDecodeError as err:
-        raise DocumentError(f"{path} is not UTF-8 JSON text (byte {err.start})") from None
-    except OSError as err:
-        raise DocumentError(f"result file {path} cannot be read: {err.strerror}") from None
-    except json.JSONDecodeError as err:
-        raise DocumentError(f"{path} is not valid JSON: {err}") from None
-    except ValueError as err:
-        raise DocumentError(f"{path} is not valid JSON: {err}") from None
+    document = load_json(path, "result", DocumentError, parse_constant=_refuse_constant)
     if not isinstance(document, dict):
         raise DocumentError(f"{path} is not an audit document (expected a JSON object)")
     version = document.get("schema_version")

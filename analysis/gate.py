@@ -36,8 +36,10 @@ from checkpoints.boundary import (
     EXIT_OK,
     InputError,
     OneLineParser,
+    atomic_write_bytes,
     check_writable,
     run_command,
+    writing,
 )
 from reports.document import AuditResult, NormResult
 
@@ -317,7 +319,7 @@ def write_junit(path: Path, outcome: GateOutcome) -> None:
         else:
             ET.SubElement(element, "failure", message=case.message).text = case.message
     path.parent.mkdir(parents=True, exist_ok=True)
-    ET.ElementTree(suite).write(path, encoding="utf-8", xml_declaration=True)
+    atomic_write_bytes(path, ET.tostring(suite, encoding="utf-8", xml_declaration=True))
 
 
 def main(argv: Sequence[str] | None = None, *, prog: str = "python -m analysis.gate") -> int:
@@ -358,7 +360,8 @@ def _run(args: argparse.Namespace) -> int:
     result = AuditResult.from_dict(document, args.result)
     if args.update_baseline:
         check_writable(args.baseline, "BASELINE")
-        write_json(args.baseline, baseline_from(document))
+        with writing(args.baseline, "BASELINE (with --update-baseline)"):
+            write_json(args.baseline, baseline_from(document))
         print(f"baseline written to {args.baseline}")
         return EXIT_OK
     baseline = read_baseline(args.baseline)
@@ -372,7 +375,8 @@ def _run(args: argparse.Namespace) -> int:
     )
     outcome = compare(result, baseline, args.max_drop)
     if args.junit:
-        write_junit(args.junit, outcome)
+        with writing(args.junit, "--junit"):
+            write_junit(args.junit, outcome)
     print("\n".join(report_lines(outcome)))
     return EXIT_OK if outcome.passed else EXIT_GATE_FAILED
 

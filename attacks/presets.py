@@ -95,19 +95,47 @@ class AttackSpec:
             )
 
 
+# More samples than any test split holds (ImageNet's validation set, the largest common one,
+# holds 50,000): a value this large asks for the whole evaluation set, which bounds it anyway.
+_ALL_SAMPLES = 1_000_000
+
 SWEEP_PARAMS: dict[str, Param] = {
-    "num_points": Param(int, minimum=1),
+    "num_points": Param(
+        int,
+        minimum=1,
+        maximum=1_000,
+        why="each point is one more run of the swept attack on the samples still robust, and "
+        "the result keeps a row of per-sample outcomes per point; 1,000 points are 125 times "
+        "the standard preset's 8",
+    ),
     "max_factor": Param(float, minimum=0, exclusive_minimum=True),
     "unbounded": Param(bool),
-    "independent_samples": Param(int, minimum=0),
+    "independent_samples": Param(
+        int,
+        minimum=0,
+        maximum=_ALL_SAMPLES,
+        why="a subsample of the evaluation set, so never more samples than a test split holds",
+    ),
 }
 """The settings of a sweep besides its attack, with their types and ranges."""
 
 SUITE_OPTIONS: dict[str, Param] = {
-    "batch_size": Param(int, minimum=1, optional=True),
+    "batch_size": Param(
+        int,
+        minimum=1,
+        maximum=_ALL_SAMPLES,
+        optional=True,
+        why="samples attacked together, so never more than a test split holds",
+    ),
     "skip_broken": Param(bool),
     "stochastic": Param(bool),
-    "eot_samples": Param(int, minimum=1),
+    "eot_samples": Param(
+        int,
+        minimum=1,
+        maximum=10_000,
+        why="each gradient averages this many forward and backward passes of every attacked "
+        "sample; the audit's own EOT takes 8",
+    ),
 }
 """The settings of a suite that a suite file's ``[options]`` table may change."""
 

@@ -122,6 +122,8 @@ class Param:
         exclusive_minimum: the minimum itself is not allowed (``> minimum``).
         choices: the allowed strings (``str`` parameters).
         optional: None is allowed too.
+        why: why the maximum is where it is (the memory or time a larger value would take),
+            said when a value exceeds it.
     """
 
     value_type: type
@@ -130,6 +132,7 @@ class Param:
     exclusive_minimum: bool = False
     choices: tuple[str, ...] | None = None
     optional: bool = False
+    why: str = ""
 
     def __post_init__(self) -> None:
         if self.value_type not in (int, float, bool, str):
@@ -145,8 +148,9 @@ class Param:
             text = "one of " + ", ".join(repr(c) for c in self.choices)
         else:
             text = self.value_type.__name__
-            low = None if self.minimum is None else f"{self.minimum:g}"
-            high = None if self.maximum is None else f"{self.maximum:g}"
+            show = (lambda v: str(int(v))) if self.value_type is int else (lambda v: f"{v:g}")
+            low = None if self.minimum is None else show(self.minimum)
+            high = None if self.maximum is None else show(self.maximum)
             if low is not None and high is not None:
                 text += f" in {'(' if self.exclusive_minimum else '['}{low}, {high}]"
             elif low is not None:
@@ -178,7 +182,9 @@ class Param:
         if self.choices is not None and value not in self.choices:
             raise ValueError(f"{name}: expected {self.describe()}, got {value!r}")
         if self.value_type in (int, float) and not self._in_range(value):
-            raise ValueError(f"{name}: expected {self.describe()}, got {value!r}")
+            above = self.maximum is not None and math.isfinite(value) and value > self.maximum
+            why = f" ({self.why})" if above and self.why else ""
+            raise ValueError(f"{name}: expected {self.describe()}, got {value!r}{why}")
 
     def _in_range(self, value: float) -> bool:
         if not math.isfinite(value):
@@ -510,22 +516,50 @@ def _library_settings(params: Mapping[str, Any]) -> str | None:
     )
 
 
-_POSITIVE_INT = Param(int, minimum=1)
+# Upper bounds of the counts a suite sets: each multiplies the forward (and backward) passes of
+# every attacked sample, so a value past its bound would run for weeks, not finish.
+_STEPS = Param(
+    int,
+    minimum=1,
+    maximum=100_000,
+    why="each step is a forward and backward pass of every attacked sample; 100,000 steps "
+    "are 1,000 times the standard preset's 100",
+)
+_RESTARTS = Param(
+    int,
+    minimum=1,
+    maximum=1_000,
+    why="each restart runs the whole attack again; 1,000 is 200 times the thorough preset's 5",
+)
+_EOT = Param(
+    int,
+    minimum=1,
+    maximum=10_000,
+    why="each gradient averages this many forward and backward passes of every attacked "
+    "sample; the audit's own EOT takes 8",
+)
+_TARGETS = Param(
+    int,
+    minimum=1,
+    maximum=1_000,
+    why="each target class is one more run of the attack, and a model has one wrong class "
+    "fewer than classes: 999 for ImageNet's 1,000, the most of any common benchmark",
+)
 _STEP = Param(float, minimum=0, exclusive_minimum=True, optional=True)
 _BOOL = Param(bool)
 _BACKEND = Param(str, choices=BACKENDS)
 _GRADIENT_LOSS = Param(str, choices=LOSSES)
 _PGD_PARAMS = {
-    "num_steps": _POSITIVE_INT,
+    "num_steps": _STEPS,
     "rel_step_size": _STEP,
     "abs_step_size": _STEP,
     "random_start": _BOOL,
-    "num_restarts": _POSITIVE_INT,
+    "num_restarts": _RESTARTS,
     "loss": _GRADIENT_LOSS,
     "keep": Param(str, choices=("best", "last")),
     "early_stop": _BOOL,
     "nested": _BOOL,
-    "eot_samples": _POSITIVE_INT,
+    "eot_samples": _EOT,
     "backend": _BACKEND,
 }
 
@@ -537,7 +571,7 @@ register(
     params={
         "loss": _GRADIENT_LOSS,
         "nested": _BOOL,
-        "eot_samples": _POSITIVE_INT,
+        "eot_samples": _EOT,
         "backend": _BACKEND,
     },
     rules=(_library_settings,),
@@ -559,7 +593,9 @@ register(
     backends=BACKENDS,
     params={
         "target_mode": Param(str, choices=TARGET_MODES),
-        "num_target_classes": Param(int, minimum=1, optional=True),
+        "num_target_classes": Param(
+            int, minimum=1, maximum=_TARGETS.maximum, optional=True, why=_TARGETS.why
+        ),
         **_PGD_PARAMS,
     },
     rules=(_one_step_size, _library_settings),
@@ -571,9 +607,15 @@ register(
     family=Family.BLACK_BOX,
     backends=SQUARE_BACKENDS,
     params={
-        "num_queries": _POSITIVE_INT,
+        "num_queries": Param(
+            int,
+            minimum=1,
+            maximum=1_000_000,
+            why="each query is a forward pass of every attacked sample; 1,000,000 queries are "
+            "200 times the standard preset's 5,000",
+        ),
         "p_init": Param(float, minimum=0, maximum=1, exclusive_minimum=True),
-        "num_restarts": _POSITIVE_INT,
+        "num_restarts": _RESTARTS,
         "rescale_schedule": _BOOL,
         "nested": _BOOL,
         "backend": Param(str, choices=SQUARE_BACKENDS),
@@ -584,7 +626,16 @@ register(
     "noise",
     random_noise,
     family=Family.RANDOM,
-    params={"num_draws": _POSITIVE_INT, "nested": _BOOL},
+    params={
+        "num_draws": Param(
+            int,
+            minimum=1,
+            maximum=100_000,
+            why="each draw is a forward pass of every attacked sample; 100,000 draws are "
+            "1,000 times the standard preset's 100",
+        ),
+        "nested": _BOOL,
+    },
     independence=lambda params: True,
 )
 register(
@@ -595,9 +646,9 @@ register(
     params={
         "loss": Param(str, choices=APGD_LOSSES),
         "targeted": _BOOL,
-        "num_steps": _POSITIVE_INT,
-        "num_restarts": _POSITIVE_INT,
-        "num_target_classes": _POSITIVE_INT,
+        "num_steps": _STEPS,
+        "num_restarts": _RESTARTS,
+        "num_target_classes": _TARGETS,
         "nested": _BOOL,
     },
     independence=lambda params: True,

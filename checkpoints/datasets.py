@@ -37,6 +37,7 @@ and the fix:
 from __future__ import annotations
 
 import gzip
+import math
 import operator
 import os
 import pickle
@@ -47,11 +48,19 @@ import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 import torch
 from torch import Tensor
+
+from checkpoints.boundary import (
+    DEFLATE_MAX_RATIO,
+    INPUT_LIMITS,
+    check_archive,
+    open_input,
+    size_text,
+)
 
 __all__ = [
     "DATA_ENV",
@@ -72,6 +81,7 @@ UINT8_LARGE_SET = 1000
 UINT8_LARGE_PEAK = 200
 _DIGITS_TRAIN = 1347
 _MAX_MESSAGE_PART = 160
+_IDX_CHUNK = 1 << 20  # a gzipped IDX file is inflated this many bytes at a time
 _DEFAULT_DIRS = {"fashion-mnist": [Path("/usr/share/datasets/fashion-mnist")]}
 _CLASSES = {
     "digits": [str(i) for i in range(10)],
@@ -418,49 +428,111 @@ def _digits(split: str, expect: _Expect) -> Dataset:
 def read_idx(path: Path) -> np.ndarray:
     """Read an unsigned-byte IDX file (gzipped or not) as a numpy array.
 
+    The header is read first and checked against what the file can hold before the images
+    are: an uncompressed file must be exactly as long as its header says; a gzipped one must
+    be large enough to inflate to it (DEFLATE expands a byte to at most
+    ``DEFLATE_MAX_RATIO`` bytes), and it is inflated in chunks into a buffer of the size the
+    header says, never further than one byte past it.
+
     Raises:
         DatasetError: the file is unreadable, is not IDX, or its size disagrees with its header.
     """
     path = Path(path)
-    try:
-        if path.suffix == ".gz":
-            with gzip.open(path, "rb") as handle:
-                data = handle.read()
-        else:
-            data = path.read_bytes()
-    except (OSError, EOFError, gzip.BadGzipFile) as err:
-        raise DatasetError(
-            f"{path}: cannot read the IDX file ({_brief(err)}); give an intact "
-            "(optionally gzipped) IDX file"
-        ) from None
-    except Exception as err:  # zlib and gzip raise several types on corrupt streams
-        raise DatasetError(
-            f"{path}: the gzip stream is corrupt ({_brief(err)}); download the file again"
-        ) from None
-    if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] != 0x08 or data[3] == 0:
+    with open_input(path, "dataset", DatasetError) as raw:
+        size = os.fstat(raw.fileno()).st_size
+        try:
+            if path.suffix != ".gz":
+                return _idx_stream(path, raw, size, compressed=False)
+            with gzip.GzipFile(fileobj=raw, mode="rb") as stream:
+                return _idx_stream(path, stream, size, compressed=True)
+        except DatasetError:
+            raise
+        except (OSError, EOFError) as err:
+            raise DatasetError(
+                f"{path}: cannot read the IDX file ({_brief(err)}); give an intact "
+                "(optionally gzipped) IDX file"
+            ) from None
+        except Exception as err:  # zlib and gzip raise several types on corrupt streams
+            raise DatasetError(
+                f"{path}: the gzip stream is corrupt ({_brief(err)}); download the file again"
+            ) from None
+
+
+def _read_up_to(stream: IO[bytes] | gzip.GzipFile, count: int) -> bytes:
+    """Up to ``count`` bytes (fewer only at the end of the stream)."""
+    parts, got = [], 0
+    while got < count:
+        part = stream.read(count - got)
+        if not part:
+            break
+        parts.append(part)
+        got += len(part)
+    return b"".join(parts)
+
+
+def _idx_stream(
+    path: Path, stream: IO[bytes] | gzip.GzipFile, size: int, *, compressed: bool
+) -> np.ndarray:
+    """The array of an IDX stream (see ``read_idx``); ``size`` is the file's size on disk."""
+    magic = _read_up_to(stream, 4)
+    if len(magic) < 4 or magic[0] != 0 or magic[1] != 0 or magic[2] != 0x08 or magic[3] == 0:
         raise DatasetError(
             f"{path} is not an unsigned-byte IDX file (bad magic number, first bytes "
-            f"{data[:4].hex() or 'none: the file is empty'}); expected 00 00 08 <ndim>"
+            f"{magic.hex() or 'none: the file is empty'}); expected 00 00 08 <ndim>"
         )
-    ndim = data[3]
-    if len(data) < 4 + 4 * ndim:
+    ndim = magic[3]
+    shape = _read_up_to(stream, 4 * ndim)
+    if len(shape) < 4 * ndim:
         raise DatasetError(
             f"{path}: the IDX header declares {ndim} dimensions but the file ends after "
-            f"{len(data)} bytes; the file is truncated"
+            f"{4 + len(shape)} bytes; the file is truncated"
         )
-    dims = struct.unpack(f">{ndim}I", data[4 : 4 + 4 * ndim])
-    body = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim)
+    dims = struct.unpack(f">{ndim}I", shape)
     if 0 in dims:
         raise DatasetError(
             f"{path}: the IDX header says shape {dims}, which holds nothing; give a file with "
             "at least one image"
         )
-    if body.size != int(np.prod(dims, dtype=object)):
+    count = math.prod(dims)
+    header = 4 + 4 * ndim
+    if not compressed and header + count != size:
         raise DatasetError(
-            f"{path}: the IDX header says shape {dims} but the file holds {body.size} bytes "
-            "of data; the file is truncated or not IDX"
+            f"{path}: the IDX header says shape {dims} but the file holds {size - header} bytes "
+            f"of data, not the {count} that shape needs; the file is truncated or not IDX"
         )
-    return body.copy().reshape(dims)
+    most = size * DEFLATE_MAX_RATIO
+    if compressed and header + count > most:
+        raise DatasetError(
+            f"{path}: the IDX header says shape {dims}, {count} bytes of data, but the file is "
+            f"{size} bytes compressed, which inflate to at most {most}; the file is truncated "
+            "or its header is wrong"
+        )
+    limit = INPUT_LIMITS["dataset"]
+    if count > limit.max_bytes:
+        raise DatasetError(
+            f"{path}: the IDX header says shape {dims}, {size_text(count)} of data, more than "
+            f"a dataset can hold ({size_text(limit.max_bytes)}: {limit.reason}); check that it "
+            "is the right file"
+        )
+    body, filled = np.empty(count, dtype=np.uint8), 0
+    while filled < count:
+        part = stream.read(min(_IDX_CHUNK, count - filled))
+        if not part:
+            break
+        body[filled : filled + len(part)] = np.frombuffer(part, dtype=np.uint8)
+        filled += len(part)
+    arrived = "the stream inflates to" if compressed else "the file holds"
+    if filled < count:
+        raise DatasetError(
+            f"{path}: the IDX header says shape {dims} but {arrived} {filled} bytes of data, "
+            f"not the {count} that shape needs; the file is truncated"
+        )
+    if stream.read(1):
+        raise DatasetError(
+            f"{path}: the IDX header says shape {dims}, {count} bytes of data, but {arrived} "
+            "more; the file is not what its header says (stopped reading there)"
+        )
+    return body.reshape(dims)
 
 
 def _idx_folder(folder: Path, name: str, split: str, expect: _Expect) -> Dataset:
@@ -506,8 +578,10 @@ class _ArrayUnpickler(pickle.Unpickler):
 
 def _cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
     try:
-        with open(path, "rb") as handle:
+        with open_input(path, "dataset", DatasetError) as handle:
             batch = _ArrayUnpickler(handle, encoding="bytes").load()
+    except DatasetError:
+        raise
     except pickle.UnpicklingError as err:
         raise DatasetError(
             f"{path} is not a CIFAR-10 batch file: {_brief(err)}; give the files of the "
@@ -574,21 +648,28 @@ def _cifar_folder(folder: Path, split: str, expect: _Expect) -> Dataset:
 
 
 def _npz_arrays(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """Read ``x`` and ``y`` from an .npz archive without pickle, checking every header first."""
-    with open(path, "rb") as handle:
+    """Read ``x`` and ``y`` from an .npz archive without pickle, checking every header first
+    (and what each member declares against what the file can hold, before it is inflated)."""
+    with open_input(path, "dataset", DatasetError) as handle:
         magic = handle.read(6)
-    if magic == b"\x93NUMPY":
-        raise DatasetError(
-            f"{path} is not an .npz archive but a single .npy array; save images and labels "
-            "together with numpy.savez(path, x=images, y=labels)"
-        )
-    try:
-        archive = zipfile.ZipFile(path)
-    except Exception as err:  # zipfile raises several types on a damaged central directory
-        raise DatasetError(
-            f"{path} is not an .npz archive (not a readable zip file: {_brief(err)}); save it "
-            "with numpy.savez(path, x=images, y=labels)"
-        ) from None
+        if magic == b"\x93NUMPY":
+            raise DatasetError(
+                f"{path} is not an .npz archive but a single .npy array; save images and labels "
+                "together with numpy.savez(path, x=images, y=labels)"
+            )
+        handle.seek(0)
+        check_archive(handle, path, "dataset", DatasetError)
+        try:
+            archive = zipfile.ZipFile(handle)
+        except Exception as err:  # zipfile raises several types on a damaged central directory
+            raise DatasetError(
+                f"{path} is not an .npz archive (not a readable zip file: {_brief(err)}); save "
+                "it with numpy.savez(path, x=images, y=labels)"
+            ) from None
+        return _npz_members(path, archive)
+
+
+def _npz_members(path: Path, archive: zipfile.ZipFile) -> tuple[np.ndarray, np.ndarray]:
     with archive:
         members = {info.filename: info for info in archive.infolist()}
         keys = sorted(name[:-4] for name in members if name.endswith(".npy"))
@@ -665,9 +746,12 @@ def _tensor_array(obj: Any, path: Path, key: str) -> np.ndarray:
 
 def _pt_arrays(path: Path) -> tuple[np.ndarray, np.ndarray]:
     try:
-        with warnings.catch_warnings():  # protocol notes; a failure is reported below
-            warnings.simplefilter("ignore", UserWarning)
-            obj = torch.load(path, map_location="cpu", weights_only=True)
+        with open_input(path, "dataset", DatasetError) as handle, warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # protocol notes; failures below
+            check_archive(handle, path, "dataset", DatasetError)
+            obj = torch.load(handle, map_location="cpu", weights_only=True)
+    except DatasetError:
+        raise
     except pickle.UnpicklingError as err:
         found = re.search(r"(?i)unsupported global:? (?:GLOBAL )?(\S+)", str(err))
         detail = re.search(r"WeightsUnpickler error:\s*(\S[^\n]*)", str(err))
@@ -706,8 +790,9 @@ def _tensor_file(path: Path, name: str, split: str, expect: _Expect) -> Dataset:
             f"{path}: expected a folder, an .npz or a .pt file, got suffix "
             f"{path.suffix or '(none)'!r}"
         )
-    if path.stat().st_size == 0:
-        raise DatasetError(f"{path} is empty (0 bytes); give the dataset file itself")
+    with open_input(path, "dataset", DatasetError) as handle:
+        if not os.fstat(handle.fileno()).st_size:
+            raise DatasetError(f"{path} is empty (0 bytes); give the dataset file itself")
     images, labels = _npz_arrays(path) if path.suffix == ".npz" else _pt_arrays(path)
     kind = "array" if path.suffix == ".npz" else "tensor"
     x = _images(images, f"{path} {kind} 'x' (images)", expect)
@@ -719,6 +804,7 @@ def _read(path: Path, name: str, split: str, expect: _Expect) -> Dataset:
     if path.is_file():
         return _tensor_file(path, name, "file" if name not in _CLASSES else split, expect)
     if not path.is_dir():
+        open_input(path, "dataset", DatasetError).close()  # says what it is instead (a FIFO, ...)
         raise DatasetError(f"{path} is neither a file nor a folder; give a dataset file or folder")
     if name in ("mnist", "fashion-mnist"):
         return _idx_folder(path, name, split, expect)

@@ -37,12 +37,14 @@ import inspect
 import io
 import math
 import pickle
+import pickletools
 import re
+import warnings
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import torch
 from torch import Tensor, nn
@@ -53,7 +55,7 @@ from checkpoints.architectures import (
     get_architecture,
     vgg_classifier_slots,
 )
-from checkpoints.boundary import atomic_write_bytes
+from checkpoints.boundary import atomic_write_bytes, check_archive, open_input
 from checkpoints.layers import LayerSpec, family_layers, found_layer_spec, layer_defaults
 from checkpoints.spec import (
     CheckpointSpec,
@@ -130,10 +132,16 @@ class LoadedCheckpoint:
 # ---------------------------------------------------------------------------------- hashing
 
 
+def _open(path: str | Path) -> IO[bytes]:
+    """The checkpoint, open for reading once known to be a regular file within the limit of
+    a checkpoint (``checkpoints.boundary.INPUT_LIMITS``)."""
+    return open_input(path, "checkpoint", CheckpointError)
+
+
 def file_sha256(path: str | Path) -> str:
     """sha256 of a file's bytes."""
     digest = hashlib.sha256()
-    with open(path, "rb") as handle:
+    with _open(path) as handle:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
@@ -349,15 +357,18 @@ _PROGRAMS = {
 
 
 def _archive_records(path: Path) -> list[str] | None:
-    """The archive's entry names without their top folder, or None for a non-zip file."""
-    try:
-        if not zipfile.is_zipfile(path):
-            return None
-        with zipfile.ZipFile(path) as archive:
-            names = archive.namelist()
-    except (zipfile.BadZipFile, OSError, ValueError, EOFError):
-        # Unreadable for zipfile: torch.load (weights only) judges it and refuses it cleanly.
+    """The archive's entry names without their top folder, or None for a non-zip file.
+
+    Raises:
+        CheckpointError: an entry declares more than the file can hold (see
+            ``checkpoints.boundary.check_archive``).
+    """
+    with _open(path) as handle:
+        # Unreadable for zipfile (None): torch.load (weights only) judges it and refuses it.
+        members = check_archive(handle, path, "checkpoint", CheckpointError)
+    if members is None:
         return None
+    names = [member.filename for member in members]
     return [name.split("/", 1)[1] if "/" in name else name for name in names]
 
 
@@ -421,6 +432,127 @@ def _not_readable(path: Path, err: BaseException) -> CheckpointError:
     )
 
 
+# Pickle opcodes that push a string, which STACK_GLOBAL then takes as a module and a name.
+_STRING_OPCODES = frozenset(
+    {"SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8", "UNICODE", "SHORT_BINSTRING", "BINSTRING"}
+)
+_MEMO_GETS = frozenset({"GET", "BINGET", "LONG_BINGET"})
+_MEMO_PUTS = frozenset({"PUT", "BINPUT", "LONG_BINPUT"})
+_NO_PUSH = frozenset({"PROTO", "FRAME", "STOP", "MARK", "POP", "POP_MARK"})
+# At most this many opcodes are read when looking for the objects a pickle would build.
+_SCAN_OPCODES = 1_000_000
+
+
+def _tensor_globals() -> frozenset[str]:
+    """The globals torch.load(weights_only=True) builds: tensors, storages and plain
+    containers, none of which runs code of the file's choosing."""
+    try:
+        from torch._weights_only_unpickler import _get_allowed_globals
+
+        return frozenset(_get_allowed_globals())
+    except (ImportError, AttributeError):  # a private helper; without it, every global counts
+        return frozenset()
+
+
+def _globals_of(stream: IO[bytes]) -> Iterator[tuple[str, int]]:
+    """The globals (``module.name``) one pickle names and the protocol of each opcode, read
+    with ``pickletools`` (opcodes only: nothing is built, imported or run).
+
+    ``STACK_GLOBAL`` takes its module and name from the stack: the last two values pushed are
+    followed (strings, and strings fetched from the memo; anything else pushed counts as not a
+    string)."""
+    recent: list[str | None] = []  # the values last pushed, where they are strings
+    memo: dict[int, str | None] = {}
+    for count, (opcode, argument, _) in enumerate(pickletools.genops(stream)):
+        if count >= _SCAN_OPCODES:
+            return
+        name = opcode.name
+        found = ""
+        if name in _STRING_OPCODES:
+            recent.append(str(argument))
+        elif name in _MEMO_GETS:
+            recent.append(memo.get(int(str(argument))))
+        elif name == "MEMOIZE":
+            memo[len(memo)] = recent[-1] if recent else None
+        elif name in _MEMO_PUTS:
+            memo[int(str(argument))] = recent[-1] if recent else None
+        elif name not in _NO_PUSH:
+            if name in ("GLOBAL", "INST"):
+                found = str(argument).replace(" ", ".", 1)
+            elif name == "STACK_GLOBAL":
+                module, member = ([None, None] + recent)[-2:]
+                found = f"{module or '?'}.{member or '?'}"
+            recent.append(None)
+        yield found, opcode.proto
+        del recent[:-2]
+
+
+def _pickle_contents(path: Path) -> tuple[str | None, int]:
+    """The first global a pickled checkpoint names that torch.load(weights_only=True) would
+    not build (None if there is none), and the highest pickle protocol of its opcodes.
+
+    The pickle is the archive's ``data.pkl`` for a zip checkpoint, else the pickles at the
+    start of the file (torch's legacy format writes a few small ones before its data; a plain
+    ``pickle.dump`` writes one).
+    """
+    allowed = _tensor_globals()
+    first: str | None = None
+    protocol = 0
+
+    def scan(stream: IO[bytes]) -> bool:
+        """Scan one pickle; False once nothing more can be read."""
+        nonlocal first, protocol
+        try:
+            for name, proto in _globals_of(stream):
+                protocol = max(protocol, proto)
+                if name and first is None and name not in allowed:
+                    first = name
+                    return False
+        except Exception:  # noqa: BLE001 - the end of the pickles, or damage: what was read stands
+            return False
+        return True
+
+    with _open(path) as handle:
+        try:
+            archive = zipfile.ZipFile(handle)
+        except Exception:  # noqa: BLE001 - not a readable zip: the file itself holds the pickles
+            archive = None
+        if archive is None:
+            handle.seek(0)  # zipfile looked for a directory at the end
+            for _ in range(5):  # torch's legacy format: 4 small pickles, then the data's
+                if not scan(handle):
+                    break
+            return first, protocol
+        with archive:
+            data = [n for n in archive.namelist() if n.split("/")[-1] == "data.pkl"]
+            if data:
+                try:
+                    with archive.open(data[0]) as stream:
+                        scan(stream)
+                except Exception:  # noqa: BLE001 - a damaged member: nothing found in it
+                    pass
+    return first, protocol
+
+
+def _pickled_objects(path: Path, name: str) -> PickledObjectsError:
+    detail = f"it would build {name}"
+    advice = _resave_advice(name)
+    return PickledObjectsError(
+        f"{path} holds pickled Python objects, not just tensors ({detail}); nothing from it "
+        f"ran, since unpickling it could run arbitrary code. {advice[0].upper()}{advice[1:]}, "
+        "or pass --trust-checkpoint if you trust its source",
+        detail,
+    )
+
+
+def _torch_load(path: Path, *, weights_only: bool) -> Any:
+    """torch.load of the checked file on the CPU, without torch's warnings about the pickle
+    protocol (the failure, if any, is reported in one line instead)."""
+    with _open(path) as handle, warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        return torch.load(handle, map_location="cpu", weights_only=weights_only)
+
+
 def read_raw(path: Path, trust: bool = False) -> Any:
     """``torch.load`` with ``weights_only=True`` on the CPU; refuse pickled code unless trusted.
 
@@ -430,21 +562,26 @@ def read_raw(path: Path, trust: bool = False) -> Any:
     """
     path = Path(path)
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        return _torch_load(path, weights_only=True)
+    except CheckpointError:
+        raise
     except pickle.UnpicklingError as err:
         found = re.search(r"GLOBAL ([\w.]+)", str(err))
-        if found is None:
+        name, protocol = (found.group(1), 0) if found else _pickle_contents(path)
+        # torch's weights-only reader stops at the opcodes of pickle protocols above 2.
+        newer_protocol = protocol > 2 and "Unsupported operand" in str(err)
+        if name is None and not newer_protocol:
             raise _not_readable(path, err) from None
         if trust:
-            return _read_unrestricted(path, found.group(1))
-        detail = f"it would build {found.group(1)}"
-        advice = _resave_advice(found.group(1))
-        raise PickledObjectsError(
-            f"{path} holds pickled Python objects, not just tensors ({detail}); "
-            f"loading it could run arbitrary code. {advice[0].upper()}{advice[1:]}, or pass "
-            "--trust-checkpoint if you trust its source",
-            detail,
-        ) from None
+            return _read_unrestricted(path, name)
+        if name is None:
+            raise CheckpointError(
+                f"{path} is a pickle of protocol {protocol}, which torch.load(weights_only=True) "
+                "cannot read (it reads protocol 2, torch.save's default); nothing from it ran. "
+                "Re-save it with torch.save(model.state_dict(), FILE), or pass "
+                "--trust-checkpoint if you trust its source"
+            ) from None
+        raise _pickled_objects(path, name) from None
     except Exception as err:
         # torch.load on damaged bytes raises whatever its parsers meet (RuntimeError, EOFError,
         # IndexError, UnicodeDecodeError, ...); each means the same thing to the user.
@@ -457,7 +594,9 @@ def _resave_advice(global_name: str | None) -> str:
     """How to re-save a file of pickled objects: for a whole model of the user's own class,
     its state_dict and ``--model`` with that class."""
     module, _, name = (global_name or "").rpartition(".")
-    if not name or module.split(".")[0] in ("torch", "collections", "builtins", "numpy"):
+    # Not a model class: torch's and the standard library's (a payload calls os.system).
+    ordinary = ("torch", "collections", "builtins", "numpy", "os", "posix", "nt", "subprocess")
+    if not name or module.split(".")[0] in ordinary:
         return (
             "re-save it as a state_dict (torch.save(model.state_dict(), FILE)); for a class of "
             "your own, pass --model yourfile.py:YourClass"
@@ -470,14 +609,16 @@ def _resave_advice(global_name: str | None) -> str:
     )
 
 
-def _read_unrestricted(path: Path, global_name: str) -> Any:
+def _read_unrestricted(path: Path, global_name: str | None) -> Any:
     try:
-        return torch.load(path, map_location="cpu", weights_only=False)
+        return _torch_load(path, weights_only=False)
+    except CheckpointError:
+        raise
     except Exception as err:
         # A trusted pickle runs its own code while loading; whatever it raises is its failure.
         hint = (
             f"the class {global_name} it was saved with cannot be found here; "
-            if isinstance(err, ModuleNotFoundError | AttributeError)
+            if global_name is not None and isinstance(err, ModuleNotFoundError | AttributeError)
             else "expected a file written by torch.save; "
         )
         raise CheckpointError(
@@ -1316,8 +1457,7 @@ def _load(
     """:func:`load_checkpoint`; ``run_code`` False refuses code from the file even when
     ``trust`` is set (``trust`` then only accepts a file of ours without its weights hash);
     ``inspect_only`` never runs the user's model code either (:class:`CodeNotRunError`)."""
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint {path} does not exist or is not a file")
+    _open(path).close()  # a regular file within the limit, before anything else is read
     flags = description or Description()
     sidecar = sidecar_path(path)
     side, notes = Description(), []
@@ -1353,7 +1493,10 @@ def _load(
         if not run_code:
             raise CheckpointError(_torchscript_refused(path))
         try:
-            graph = torch.jit.load(str(path), map_location="cpu")
+            with _open(path) as handle:
+                graph = torch.jit.load(handle, map_location="cpu")
+        except CheckpointError:
+            raise
         except Exception as err:
             # Trusted TorchScript runs its own code while loading; any failure is the file's.
             raise CheckpointError(

@@ -22,6 +22,7 @@ internal error. Status 1 is the gate's alone.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 import zipfile
 from collections.abc import Mapping, Sequence
@@ -35,6 +36,7 @@ from checkpoints.boundary import (
     EXIT_WOULD_NOT_LOAD,
     OneLineParser,
     one_line,
+    open_input,
     run_command,
 )
 from checkpoints.cli import add_description_arguments, description_from_arguments
@@ -53,7 +55,7 @@ from checkpoints.format import (
     read_raw,
 )
 from checkpoints.layers import layer_kinds
-from checkpoints.spec import Description, sidecar_path
+from checkpoints.spec import Description, read_sidecar, sidecar_path
 from checkpoints.usermodel import check_source
 
 __all__ = ["describe_archive", "describe_weights", "main"]
@@ -77,7 +79,10 @@ def describe_archive(path: Path, kind: str) -> list[tuple[str, str]]:
         CheckpointError: the zip archive cannot be read.
     """
     try:
-        with zipfile.ZipFile(path) as archive:
+        with (
+            open_input(path, "checkpoint", CheckpointError) as handle,
+            zipfile.ZipFile(handle) as archive,
+        ):
             infos = archive.infolist()
             names = [info.filename for info in infos]
             top = names[0].split("/", 1)[0] if names and "/" in names[0] else ""
@@ -126,6 +131,22 @@ def describe_archive(path: Path, kind: str) -> list[tuple[str, str]]:
         if value is not None:
             rows.append((name, value))
     return rows
+
+
+def _archive_needs(kind: str, path: Path, description: Description) -> str:
+    """What loading a code archive needs beyond the flags and sidecar given."""
+    if kind != "torchscript":
+        return "a state_dict instead: this toolkit does not load programs of this kind"
+    sidecar = sidecar_path(path)
+    described = description
+    if sidecar is not None:
+        # Loading reports a bad sidecar; here only what it would add counts.
+        with contextlib.suppress(ValueError):
+            described = description.merged_over(read_sidecar(sidecar))
+    needs = "--trust-checkpoint to load (only if you trust its source)"
+    if described.dataset is None and described.input_shape is None:
+        needs += ", and --dataset or --input-shape"
+    return needs
 
 
 def describe_weights(weights: Mapping[str, Tensor]) -> list[tuple[str, str]]:
@@ -193,8 +214,7 @@ def _run(args: argparse.Namespace) -> int:
     try:
         description = description_from_arguments(args)
         path: Path = args.file
-        if not path.is_file():
-            raise CheckpointError(f"checkpoint {path} does not exist or is not a file")
+        open_input(path, "checkpoint", CheckpointError).close()
         rows: list[tuple[str, str]] = [("file", str(path)), ("sha256", file_sha256(path))]
         sidecar = sidecar_path(path)
         rows.append(("sidecar", str(sidecar) if sidecar else "none"))
@@ -202,15 +222,7 @@ def _run(args: argparse.Namespace) -> int:
         if kind is not None:
             rows += describe_archive(path, kind)
             rows.append(("loads", "not here: inspect never runs code from a file"))
-            rows.append(
-                (
-                    "needs",
-                    "--trust-checkpoint to load (only if you trust its source), and --dataset "
-                    "or --input-shape"
-                    if kind == "torchscript"
-                    else "a state_dict instead: this toolkit does not load programs of this kind",
-                )
-            )
+            rows.append(("needs", _archive_needs(kind, path, description)))
             refused = graph_description_error(path, description) if kind == "torchscript" else None
             if refused is not None:
                 rows.append(("refused", refused))

@@ -7,14 +7,14 @@ dataset defaults and from the weights.
 
 from __future__ import annotations
 
-import json
 import math
-import tomllib
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from checkpoints.boundary import load_json, load_toml
 from checkpoints.layers import LayerSpec
 from checkpoints.usermodel import ModelReference, parse_model_kwargs, parse_model_reference
 
@@ -272,44 +272,27 @@ def parse_normalization(
 
 
 def sidecar_path(checkpoint: Path) -> Path | None:
-    """The sidecar description next to ``checkpoint``: X.toml, X.json, X.pt.toml, X.pt.json."""
+    """The sidecar description next to ``checkpoint``: X.toml, X.json, X.pt.toml, X.pt.json.
+
+    Anything there but a folder counts (a FIFO or a broken link too, so that reading it
+    refuses it in one line rather than the description being left out in silence)."""
     for candidate in (
         checkpoint.with_suffix(".toml"),
         checkpoint.with_suffix(".json"),
         checkpoint.with_name(checkpoint.name + ".toml"),
         checkpoint.with_name(checkpoint.name + ".json"),
     ):
-        if candidate != checkpoint and candidate.is_file():
+        if candidate != checkpoint and os.path.lexists(candidate) and not candidate.is_dir():
             return candidate
     return None
 
 
 def read_sidecar(path: Path) -> Description:
     """Read a TOML or JSON description file."""
-    kind = "TOML" if path.suffix == ".toml" else "JSON"
-    try:
-        text = path.read_text(encoding="utf-8")
-        data = tomllib.loads(text) if kind == "TOML" else json.loads(text)
-    except UnicodeDecodeError as err:
-        raise ValueError(
-            f"description file {path} is not UTF-8 text ({err.reason} at byte {err.start}); "
-            f"save it as UTF-8 {kind}"
-        ) from None
-    except OSError as err:
-        raise ValueError(
-            f"description file {path} cannot be read ({err.strerror or err}); check its "
-            "permissions or remove it"
-        ) from None
-    except (tomllib.TOMLDecodeError, json.JSONDecodeError) as err:
-        raise ValueError(
-            f"description file {path} is not valid {kind}: {str(err).splitlines()[0]}; "
-            "fix its syntax (see README)"
-        ) from None
-    except RecursionError:
-        raise ValueError(
-            f"description file {path} is nested too deeply to be a description; expected a "
-            "flat table of keys (see README)"
-        ) from None
+    if path.suffix == ".toml":
+        data: Any = load_toml(path, "description", ValueError)
+    else:
+        data = load_json(path, "description", ValueError)
     if not isinstance(data, dict):
         raise ValueError(
             f"description file {path} must hold a table of keys, got {type(data).__name__}"

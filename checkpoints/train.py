@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from checkpoints.boundary import check_writable, load_json, writing
 from checkpoints.datasets import DatasetError, load_dataset
 from checkpoints.format import CheckpointError, file_sha256, save_checkpoint, weights_sha256
 from checkpoints.layers import LayerSpec
@@ -190,7 +191,9 @@ def build_zoo(names: Sequence[str], data_path: str | None, log: Any) -> list[dic
     """Train the named zoo entries, write them and update the manifest."""
     manifest_path = ZOO_DIR / MANIFEST
     manifest = (
-        json.loads(manifest_path.read_text()) if manifest_path.is_file() else {"checkpoints": {}}
+        load_json(manifest_path, "manifest", ValueError)
+        if manifest_path.exists()
+        else {"checkpoints": {}}
     )
     written = []
     for name in names:
@@ -263,6 +266,7 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "python -m checkpoint
             return 0
         if not (args.arch and args.dataset and args.out):
             raise ValueError("give --arch, --dataset and --out (or --zoo)")
+        check_writable(Path(args.out), "--out")
         config = TrainConfig(
             args.arch,
             args.dataset,
@@ -275,7 +279,8 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "python -m checkpoint
             args.label_smoothing,
         )
         network, spec = train(config, args.data, sys.stderr)
-        path = save_checkpoint(args.out, network, spec)
+        with writing(Path(args.out), "--out"):
+            path = save_checkpoint(args.out, network, spec)
         print(f"wrote {path} (clean accuracy {spec.clean_accuracy:.4f})")
         return 0
     except (ValueError, CheckpointError, DatasetError) as err:

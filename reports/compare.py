@@ -47,6 +47,7 @@ from checkpoints.boundary import (
     atomic_write_text,
     check_writable,
     run_command,
+    writing,
 )
 from reports import plots
 from reports.document import (
@@ -861,7 +862,8 @@ def _run(args: argparse.Namespace) -> int:
     except ValueError as err:
         raise InputError(str(err)) from None
     check_writable(args.output, "-o")
-    warnings = write_comparison(args.documents, args.output, formats)
+    with writing(args.output, "-o"):
+        warnings = write_comparison(args.documents, args.output, formats)
     if not args.quiet:
         for warning in warnings:
             print(f"warning: {warning}", file=sys.stderr)

@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import base64
 import dataclasses
-import json
 import math
 import re
 import struct
@@ -46,6 +45,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
+
+from checkpoints.boundary import load_json
 
 __all__ = [
     "READABLE_VERSIONS",
@@ -910,18 +911,4 @@ def read_result(path: str | Path) -> AuditResult:
             malformed; the message is one line naming the file and the field.
     """
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise DocumentError(f"result file {path} does not exist") from None
-    except IsADirectoryError:
-        raise DocumentError(f"result file {path} is a folder; give an audit.json file") from None
-    except UnicodeDecodeError as err:
-        raise DocumentError(f"{path} is not UTF-8 JSON text (byte {err.start})") from None
-    except OSError as err:
-        raise DocumentError(f"result file {path} cannot be read: {err.strerror}") from None
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise DocumentError(f"{path} is not valid JSON: {err}") from None
-    return AuditResult.from_dict(data, path)
+    return AuditResult.from_dict(load_json(path, "result", DocumentError), path)

@@ -34,6 +34,7 @@ from checkpoints.boundary import (
     atomic_write_text,
     check_writable,
     run_command,
+    writing,
 )
 from reports import evidence, layout, plots, tables
 from reports.checks import CHECK_HELP, CheckHelp
@@ -485,12 +486,15 @@ def _run(args: argparse.Namespace) -> int:
     except ValueError as err:
         raise InputError(str(err)) from None
     output = args.output if args.output is not None else args.document.parent / "report.html"
-    check_writable(output, "-o")
+    flag = "-o" if args.output is not None else "the page beside AUDIT_JSON (-o)"
+    check_writable(output, flag)
     result = read_result(args.document)
-    write_report(result, output)
+    with writing(output, flag):
+        write_report(result, output)
     print(f"report written to {output}")
     if formats:
-        written = tables.write_tables(result, output.parent, formats)
+        with writing(output.parent, f"--tables (beside {flag})"):
+            written = tables.write_tables(result, output.parent, formats)
         print(f"tables written to {output.parent} ({len(written)} files)")
     return EXIT_OK
 

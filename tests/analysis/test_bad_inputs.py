@@ -5,9 +5,13 @@ or folder appears anywhere under the test's folder (``--out`` included)."""
 from __future__ import annotations
 
 import copy
+import gzip
 import json
 import os
+import pickle
+import resource
 import signal
+import struct
 import subprocess
 import sys
 import time
@@ -190,6 +194,49 @@ _NAN_PIXELS = _PIXELS.copy()
 _NAN_PIXELS[3, 0, 2, 2] = np.nan
 
 
+_DEEP_JSON = "[" * 100_000 + "]" * 100_000
+
+
+def _sparse(name: str, size: int, make_argv: Callable[[Path, Path], list[str]]):
+    """A file of ``size`` bytes that takes no room on disk (a sparse file of zeros)."""
+
+    def build(tmp: Path) -> list[str]:
+        path = tmp / name
+        with open(path, "wb") as handle:
+            handle.truncate(size)
+        return make_argv(tmp, path)
+
+    return build
+
+
+def _idx_bomb(tmp: Path) -> list[str]:
+    """An MNIST folder whose gzipped images header says 10,000 images of 28x28 (7.8 MB) while
+    the file holds a few bytes: refused from the header and the file's size, before inflating."""
+    folder = tmp / "mnist"
+    folder.mkdir()
+    header = bytes([0, 0, 8, 3]) + struct.pack(">3I", 10_000, 28, 28)
+    (folder / "t10k-images-idx3-ubyte.gz").write_bytes(gzip.compress(header + bytes(100)))
+    labels = bytes([0, 0, 8, 1]) + struct.pack(">I", 10_000) + bytes(10_000)
+    (folder / "t10k-labels-idx1-ubyte.gz").write_bytes(gzip.compress(labels))
+    return _audit("--data", str(folder), checkpoint=LENET)(tmp)
+
+
+class _Payload:
+    """Runs a shell command when unpickled."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def _raw_pickle(tmp: Path) -> list[str]:
+    """A plain protocol-4 pickle with a payload, saved as a .pt file."""
+    (tmp / "model.pt").write_bytes(pickle.dumps(_Payload(tmp / "ran"), protocol=4))
+    return _audit("--arch", "mlp", "--dataset", "digits", checkpoint=tmp / "model.pt")(tmp)
+
+
 def _same_stem(tmp: Path) -> list[str]:
     for folder in ("a", "b"):
         _write(tmp / folder / "model.pt", ZOO.read_bytes())
@@ -205,7 +252,7 @@ def _same_stem(tmp: Path) -> list[str]:
 CASES = [
     # ------------------------------------------------------------------ checkpoint files
     Case("missing-checkpoint", "audit", _audit(checkpoint="/nonexistent/model.pt"), "model.pt"),
-    Case("checkpoint-is-a-folder", "audit", lambda t: _audit(checkpoint=t)(t), "not a file"),
+    Case("checkpoint-is-a-folder", "audit", lambda t: _audit(checkpoint=t)(t), "is a folder"),
     Case("same-stem", "audit", _same_stem, "would both write"),
     # ------------------------------------------------------------------ numeric flags
     Case("num-samples-zero", "audit", _audit("--num-samples", "0"), "--num-samples"),
@@ -266,6 +313,54 @@ CASES = [
     ),
     Case("suite-unknown-kind", "audit", _suite('[[attacks]]\nkind = "deepfool"\n'), "deepfool"),
     Case("suite-epsilon-zero", "audit", _suite("[epsilons]\nlinf = [0]\n"), "positive"),
+    Case(
+        "suite-nested-deeply",
+        "audit",
+        _suite("a = " + _DEEP_JSON + "\n"),
+        "nests arrays and tables 100000 deep, too deeply for a suite file",
+    ),
+    Case(
+        "suite-dotted-key-of-100001-parts",
+        "audit",
+        _suite("a" + ".a" * 100_000 + " = 1\n"),
+        "a dotted key of 100001 parts",
+    ),
+    Case(
+        "suite-too-large",
+        "audit",
+        _sparse("suite.toml", 2 << 20, lambda t, f: _audit("--suite", str(f))(t)),
+        "holds 2 MiB, more than a suite file can: at most 1 MiB",
+    ),
+    Case(
+        "suite-pgd-10**12-steps",
+        "audit",
+        _suite('[[attacks]]\nkind = "pgd"\nnum_steps = 1000000000000\n'),
+        "num_steps: expected int in [1, 100000], got 1000000000000 (each step is a forward",
+    ),
+    Case(
+        "suite-square-10**12-queries",
+        "audit",
+        _suite('[[attacks]]\nkind = "square"\nnum_queries = 1000000000000\n'),
+        "num_queries: expected int in [1, 1000000], got 1000000000000 (each query",
+    ),
+    Case(
+        "suite-noise-10**12-draws",
+        "audit",
+        _suite('[[attacks]]\nkind = "noise"\nnum_draws = 1000000000000\n'),
+        "num_draws: expected int in [1, 100000], got 1000000000000 (each draw",
+    ),
+    Case(
+        "suite-sweep-10**9-points",
+        "audit",
+        _suite('[sweep]\nattack = "pgd-ce"\nnum_points = 1000000000\n'),
+        "num_points: expected int in [1, 1000], got 1000000000 (each point",
+    ),
+    Case(
+        "suite-10**12-eot-samples",
+        "audit",
+        _suite("[options]\neot_samples = 1000000000000\n"),
+        "eot_samples: expected int in [1, 10000], got 1000000000000",
+    ),
     # ------------------------------------------------------------------ output paths
     Case(
         "out-is-a-file",
@@ -294,6 +389,36 @@ CASES = [
             lambda t, f: _baseline(lambda d: None)(t) + ["--junit", str(f / "gate.xml")],
         ),
         "--junit",
+    ),
+    Case(
+        "out-under-proc",
+        "audit",
+        _audit("--out", "/proc/robaudit-out"),
+        "--out /proc/robaudit-out cannot be written in /proc",
+    ),
+    Case(
+        "out-under-sys",
+        "audit",
+        _audit("--out", "/sys/robaudit-out"),
+        "--out /sys/robaudit-out cannot be written in /sys",
+    ),
+    Case(
+        "junit-under-proc",
+        "audit",
+        lambda t: _baseline(lambda d: None)(t) + ["--junit", "/proc/gate.xml"],
+        "--junit /proc/gate.xml cannot be written in /proc",
+    ),
+    Case(
+        "junit-a-device",
+        "audit",
+        lambda t: _baseline(lambda d: None)(t) + ["--junit", "/dev/full"],
+        "--junit /dev/full exists and is a character device, not a regular file",
+    ),
+    Case(
+        "update-baseline-under-proc",
+        "audit",
+        _audit("--baseline", "/proc/baseline.json", "--update-baseline"),
+        "--baseline (with --update-baseline) /proc/baseline.json cannot be written in /proc",
     ),
     Case(
         "update-baseline-into-a-folder",
@@ -330,6 +455,24 @@ CASES = [
         "audit",
         _with_file("b.json", "{not json", lambda t, f: _audit("--baseline", str(f))(t)),
         "not valid JSON",
+    ),
+    Case(
+        "baseline-nested-deeply",
+        "audit",
+        _with_file("b.json", _DEEP_JSON, lambda t, f: _audit("--baseline", str(f))(t)),
+        "nests arrays and tables 100000 deep, too deeply for a result file",
+    ),
+    Case(
+        "baseline-too-large",
+        "audit",
+        _sparse("b.json", 600 << 20, lambda t, f: _audit("--baseline", str(f))(t)),
+        "holds 600 MiB, more than a result file can: at most 512 MiB",
+    ),
+    Case(
+        "baseline-a-device",
+        "audit",
+        _audit("--baseline", "/dev/zero"),
+        "result file /dev/zero is not a regular file but a character device",
     ),
     Case(
         "baseline-a-list",
@@ -395,6 +538,13 @@ CASES = [
     Case("model-raises", "audit", _scripted(_Raises()), "refuses every input"),
     Case("model-returns-a-pair", "audit", _scripted(_Pair()), "tuple"),
     Case("torchscript-untrusted", "audit", _untrusted_script, "--trust-checkpoint"),
+    Case("checkpoint-raw-pickle", "audit", _raw_pickle, "nothing from it ran"),
+    Case(
+        "checkpoint-a-device",
+        "audit",
+        _audit(checkpoint="/dev/zero"),
+        "checkpoint /dev/zero is not a regular file but a character device",
+    ),
     Case("weights-hash-missing", "audit", _without_hash, "--trust-checkpoint"),
     # ------------------------------------------------------------------ datasets
     Case(
@@ -408,6 +558,12 @@ CASES = [
     Case("data-labels-out-of-range", "audit", _data(_PIXELS, _LABELS + 5), "class indices"),
     Case("data-wrong-shape", "audit", _data(_PIXELS[:, :, :4], _LABELS), "(1, 8, 8)"),
     Case(
+        "data-idx-header-bomb",
+        "audit",
+        _idx_bomb,
+        "the IDX header says shape (10000, 28, 28), 7840000 bytes of data, but the file is",
+    ),
+    Case(
         "data-random-bytes",
         "audit",
         _with_file("d.npz", b"\x00garbage" * 9, lambda t, f: _audit("--data", str(f))(t)),
@@ -417,6 +573,30 @@ CASES = [
     Case("gate-result-missing", "gate", lambda t: ["/nonexistent.json", "b.json"], "nonexistent"),
     Case("gate-result-is-a-folder", "gate", lambda t: [str(t), "b.json"], ""),
     Case("gate-max-drop", "gate", _gate(lambda d: None, "--max-drop", "-1"), "--max-drop"),
+    Case(
+        "gate-result-nested-deeply",
+        "gate",
+        _with_file("r.json", _DEEP_JSON, lambda t, f: [str(f), "b.json"]),
+        "too deeply for a result file",
+    ),
+    Case(
+        "gate-baseline-nested-deeply",
+        "gate",
+        lambda t: _gate(lambda d: None)(t)[:1] + [str(_write(t / "deep.json", _DEEP_JSON))],
+        "too deeply for a result file",
+    ),
+    Case(
+        "gate-junit-under-proc",
+        "gate",
+        lambda t: _gate(lambda d: None)(t) + ["--junit", "/proc/gate.xml"],
+        "--junit /proc/gate.xml cannot be written in /proc",
+    ),
+    Case(
+        "gate-update-baseline-under-proc",
+        "gate",
+        lambda t: _gate(lambda d: None)(t)[:1] + ["/proc/baseline.json", "--update-baseline"],
+        "BASELINE /proc/baseline.json cannot be written in /proc",
+    ),
     Case(
         "gate-other-checkpoint",
         "gate",
@@ -571,3 +751,143 @@ def test_a_swallowed_interrupt_still_stops_the_command(tmp_path):
         assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+# ------------------------------------------------------------- streams, devices, full disks
+
+
+def _fifo(tmp: Path, name: str) -> str:
+    os.mkfifo(tmp / name)
+    return str(tmp / name)
+
+
+STREAMS = {
+    "audit --suite FIFO": lambda t: ["analysis.audit", *_audit("--suite", _fifo(t, "s.toml"))(t)],
+    "audit --suite /dev/zero": lambda t: ["analysis.audit", *_audit("--suite", "/dev/zero")(t)],
+    "audit --baseline FIFO": lambda t: [
+        "analysis.audit",
+        *_audit("--baseline", _fifo(t, "b.json"))(t),
+    ],
+    "audit CHECKPOINT FIFO": lambda t: [
+        "analysis.audit",
+        *_audit("--arch", "mlp", "--dataset", "digits", checkpoint=_fifo(t, "m.pt"))(t),
+    ],
+    "audit --data FIFO": lambda t: ["analysis.audit", *_audit("--data", _fifo(t, "d.npz"))(t)],
+    "gate RESULT FIFO": lambda t: ["analysis.gate", _fifo(t, "r.json"), "b.json"],
+    "reports.html FIFO": lambda t: ["reports.html", _fifo(t, "audit.json")],
+    "reports.compare FIFO": lambda t: ["reports.compare", _fifo(t, "a.json"), "b.json"],
+    "inspect FIFO": lambda t: ["checkpoints.inspect", _fifo(t, "m.pt")],
+}
+
+
+@pytest.mark.parametrize("name", list(STREAMS))
+def test_a_stream_or_device_is_refused_without_reading_it(name, tmp_path):
+    """A FIFO would block every reader until a writer came (and /dev/zero never ends): each
+    command refuses it from its file type, at once, in one line, with status 2."""
+    argv = STREAMS[name](tmp_path)
+    done = subprocess.run(
+        [sys.executable, "-m", *argv],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=Path(audit.__file__).resolve().parents[1],
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    assert done.returncode == EXIT_INPUT, done.stderr
+    assert done.stderr.count("\n") == 1 and done.stderr.startswith("error: "), done.stderr
+    assert "not a regular file but a" in done.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_error_while_writing_is_one_line_naming_the_path_and_flag(result_document, tmp_path):
+    """A real write error after every check passed (the file-size limit of the process, which
+    the kernel reports as "File too large" without a path): one line, status 2, nothing left."""
+    result = _write(tmp_path / "result.json", json.dumps(result_document))
+    baseline = _write(tmp_path / "baseline.json", json.dumps(result_document))
+    junit = tmp_path / "gate.xml"
+
+    def limit_file_size() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (64, 64))
+
+    done = subprocess.run(
+        [sys.executable, "-m", "analysis.gate", str(result), str(baseline), "--junit", str(junit)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=Path(audit.__file__).resolve().parents[1],
+        preexec_fn=limit_file_size,
+    )
+    assert done.returncode == EXIT_INPUT, done.stderr
+    assert done.stderr == (
+        f"error: --junit {junit} cannot be written: File too large; the file is larger than "
+        "this process may write (ulimit -f): raise that limit, or choose another path\n"
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["baseline.json", "result.json"]
+
+
+@pytest.mark.parametrize("update", [False, True], ids=["junit", "update-baseline"])
+def test_a_full_disk_is_one_line_naming_the_path_and_flag(
+    result_document, tmp_path, capsys, monkeypatch, update
+):
+    """No space left: the error names no path; the line names the path, the flag and the fix,
+    and no temporary file is left behind."""
+    result = _write(tmp_path / "result.json", json.dumps(result_document))
+    if update:
+        target, flag = tmp_path / "new.json", "BASELINE (with --update-baseline)"
+        argv = [str(result), str(target), "--update-baseline"]
+    else:
+        baseline = _write(tmp_path / "baseline.json", json.dumps(result_document))
+        target, flag = tmp_path / "gate.xml", "--junit"
+        argv = [str(result), str(baseline), "--junit", str(target)]
+    before = _tree(tmp_path)
+
+    def full(handle: int) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full)
+    assert gate.main(argv) == EXIT_INPUT
+    assert capsys.readouterr().err == (
+        f"error: {flag} {target} cannot be written: No space left on device; free space on "
+        "that disk, or choose a folder on another disk\n"
+    )
+    assert _tree(tmp_path) == before
+
+
+def test_a_costly_suite_runs_with_its_estimate(tmp_path, capsys, monkeypatch):
+    """Values within their bounds that together ask for far more work than the standard
+    preset: the audit says how much before it starts."""
+
+    def stop(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(audit, "run_audit", stop)
+    suite = _write(
+        tmp_path / "costly.toml", '[[attacks]]\nkind = "square"\nnum_queries = 1000000\n'
+    )
+    assert audit.main(_audit("--suite", str(suite))(tmp_path)) == EXIT_INTERRUPTED
+    warning = capsys.readouterr().err.splitlines()[0]
+    # The suite: Square alone, 10^6 queries at each of two norms' one epsilon, no sweep (no
+    # PGD to sweep). The standard preset, per norm: PGD-CE, PGD-T and PGD-CW of 100 steps,
+    # FGSM 1, noise 100, Square 5,000, APGD-T 9 targets x 100 steps: 6,301; its sweep: 8
+    # points and the unbounded one x 100 steps, on every sample and again on the independent
+    # subsample (all 20 here): 1,800; two norms: 16,202.
+    assert warning == (
+        f"warning: {ZOO}: the suite may take up to 2,000,000 passes of the model per sample (a "
+        "forward pass, and a backward one for a gradient attack), 40,000,000 for the 20 "
+        "samples (most in square: 2,000,000 per sample): 123 times the standard preset's "
+        "16,202, so expect it to run up to 123 times as long"
+    )
+
+
+def test_a_result_document_nests_as_deep_as_its_limit_says(result_document):
+    """The result limit's reason: a document nests 9 deep (its limit allows 32)."""
+    from checkpoints.boundary import INPUT_LIMITS
+
+    def depth(value: object) -> int:
+        if isinstance(value, dict):
+            return 1 + max((depth(v) for v in value.values()), default=0)
+        if isinstance(value, list):
+            return 1 + max((depth(v) for v in value), default=0)
+        return 0
+
+    assert depth(result_document) == 9 < INPUT_LIMITS["result"].max_depth  # type: ignore[operator]

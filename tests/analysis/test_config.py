@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from analysis.config import build_suite
-from attacks import Norm
+from analysis.config import PRESETS, build_suite, cost_warning, passes_per_sample
+from attacks import AttackSpec, Norm, SuiteConfig, SweepConfig
 from checkpoints.train import ZOO_DIR
 
 
@@ -52,9 +52,12 @@ BAD_SUITE_FILES = [
         '[[attacks]]\nkind = "square"\nnum_steps = 10\n',
         "unknown parameter 'num_steps'; square takes",
     ),
-    (VALID_ATTACK.replace("= 5", '= "5"'), "num_steps: expected int >= 1, got '5' (str)"),
-    (VALID_ATTACK.replace("= 5", "= 5.5"), "num_steps: expected int >= 1, got 5.5 (float)"),
-    (VALID_ATTACK.replace("= 5", "= -5"), "num_steps: expected int >= 1, got -5"),
+    (VALID_ATTACK.replace("= 5", '= "5"'), "num_steps: expected int in [1, 100000], got '5' (str)"),
+    (
+        VALID_ATTACK.replace("= 5", "= 5.5"),
+        "num_steps: expected int in [1, 100000], got 5.5 (float)",
+    ),
+    (VALID_ATTACK.replace("= 5", "= -5"), "num_steps: expected int in [1, 100000], got -5"),
     (VALID_ATTACK + "random_start = 1\n", "random_start: expected bool, got 1 (int)"),
     (VALID_ATTACK + "rel_step_size = 0\n", "rel_step_size: expected float > 0 or None, got 0"),
     (VALID_ATTACK + "rel_step_size = nan\n", "rel_step_size: expected float > 0 or None, got nan"),
@@ -79,18 +82,37 @@ BAD_SUITE_FILES = [
     ),
     (
         VALID_ATTACK + '[sweep]\nattack = "pgd-ce"\nnum_points = "4"\n',
-        "sweep num_points: expected int >= 1, got '4' (str)",
+        "sweep num_points: expected int in [1, 1000], got '4' (str)",
     ),
     (
         VALID_ATTACK + '[sweep]\nattack = "pgd-ce"\nindependent_samples = -1\n',
-        "sweep independent_samples: expected int >= 0, got -1",
+        "sweep independent_samples: expected int in [0, 1000000], got -1",
     ),
     (VALID_ATTACK + '[sweep]\nattack = "square"\n', "sweep.attack must name an attack label"),
     (
         "[options]\neot_sample = 4\n",
         "unknown [options] key 'eot_sample' (did you mean 'eot_samples'",
     ),
-    ("[options]\neot_samples = 0\n", "eot_samples: expected int >= 1, got 0"),
+    ("[options]\neot_samples = 0\n", "eot_samples: expected int in [1, 10000], got 0"),
+    (
+        VALID_ATTACK.replace("= 5", "= 1000000000000"),
+        "num_steps: expected int in [1, 100000], got 1000000000000 (each step is a forward",
+    ),
+    (
+        '[[attacks]]\nkind = "square"\nnum_queries = 1000000000000\n',
+        "num_queries: expected int in [1, 1000000], got 1000000000000 (each query is a forward "
+        "pass of every attacked sample; 1,000,000 queries are 200 times the standard preset's "
+        "5,000)",
+    ),
+    (
+        VALID_ATTACK + '[sweep]\nattack = "pgd-ce"\nnum_points = 1000000000\n',
+        "sweep num_points: expected int in [1, 1000], got 1000000000 (each point is one more run",
+    ),
+    (
+        VALID_ATTACK + '[sweep]\nattack = "pgd-ce"\nindependent_samples = 1000000000000\n',
+        "independent_samples: expected int in [0, 1000000], got 1000000000000 (a subsample",
+    ),
+    ("[options]\nbatch_size = 1000000000000\n", "batch_size: expected int in [1, 1000000] or"),
     ('[options]\nskip_broken = "yes"\n', "skip_broken: expected bool, got 'yes' (str)"),
     ("options = 3\n", "[options] must be a table, got 3"),
 ]
@@ -255,3 +277,57 @@ def test_a_file_with_its_own_attacks_and_no_sweep_sweeps_its_first_iterative_one
         base.unbounded,
     )
     assert suite.sweep.independent_samples == base.independent_samples
+
+
+def test_the_cost_estimate_counts_every_pass_by_hand():
+    """Per sample, every step, restart, target, query and EOT draw at every epsilon of every
+    norm, and the sweep's points on every sample and on the independent subsample."""
+    suite = SuiteConfig(
+        name="hand",
+        epsilons={Norm.LINF: (0.1, 0.2), Norm.L2: (0.5,)},
+        attacks=(
+            AttackSpec("pgd", "pgd", {"num_steps": 10, "num_restarts": 2}),
+            AttackSpec("pgd-t", "pgd-t", {"num_steps": 5, "target_mode": "top"}),
+            AttackSpec("fgsm", "fgsm", {"eot_samples": 4}),
+            AttackSpec("square", "square", {"num_queries": 300}),
+            AttackSpec("noise", "noise", {"num_draws": 7}),
+            AttackSpec("apgd", "apgd-t", {"targeted": True, "num_target_classes": 20}),
+            AttackSpec("autoattack", "aa", {"version": "standard"}),
+        ),
+        sweep=SweepConfig(
+            AttackSpec("pgd", "pgd", {"num_steps": 10, "num_restarts": 2}),
+            num_points=4,
+            independent_samples=25,
+        ),
+        eot_samples=3,
+    )
+    costs = passes_per_sample(suite, num_classes=10, num_samples=100)
+    assert costs == {
+        "pgd": 3 * 10 * 2 * 3,  # three epsilons; 10 steps, 2 restarts, the suite's 3 EOT draws
+        "pgd-t": 3 * 5 * 9 * 3,  # all 9 wrong classes of 10 ("top" without a count)
+        "fgsm": 3 * 4,  # its own 4 EOT draws
+        "square": 3 * 300,
+        "noise": 3 * 7,
+        "apgd-t": 3 * 100 * 9,  # 100 steps toward at most the 9 wrong classes
+        "aa": 3 * (100 + 9 * 100 + 9 * 100 + 5000),  # APGD-CE, APGD-T, FAB-T, Square
+        "sweep": 2 * (4 + 1) * (10 * 2 * 3) * (1 + 25 / 100),  # two norms, 4 points + unbounded
+    }
+
+
+@pytest.mark.parametrize("name", PRESETS)
+def test_no_preset_is_called_costly(name):
+    for dataset, classes in (("digits", 10), ("cifar10", 10), ("mnist", 10)):
+        for samples in (1, 450, 10_000):
+            assert cost_warning(build_suite(name, dataset), classes, samples) is None
+
+
+def test_a_costly_suite_is_said_with_its_estimate(tmp_path):
+    path = tmp_path / "costly.toml"
+    path.write_text('[[attacks]]\nkind = "pgd"\nnum_steps = 100000\n')
+    warning = cost_warning(build_suite("standard", "digits", suite_file=path), 10, 1000)
+    # 100,000 steps at two norms' epsilon, and the sweep of it (9 points on every sample and
+    # again on the independent 100 of 1,000): 200,000 + 2 x 9 x 100,000 x 1.1 = 2,180,000.
+    assert warning is not None and warning.startswith(
+        "the suite may take up to 2,180,000 passes of the model per sample"
+    )
+    assert "2,180,000,000 for the 1000 samples (most in sweep: 1,980,000 per sample)" in warning

@@ -106,10 +106,39 @@ def test_unknown_kind_lists_the_known_ones() -> None:
         ("square", {"num_querys": 5}, ValueError, "did you mean 'num_queries'"),
         ("noise", {"seed": 5}, ValueError, "unknown parameter 'seed'; noise takes: num_draws"),
         ("pgd", {"stochastic": True}, ValueError, "set by the suite's [options]"),
-        ("pgd", {"num_steps": "5"}, ParameterTypeError, "expected int >= 1, got '5' (str)"),
-        ("pgd", {"num_steps": 5.0}, ParameterTypeError, "expected int >= 1, got 5.0 (float)"),
-        ("pgd", {"num_steps": True}, ParameterTypeError, "expected int >= 1, got True (bool)"),
-        ("pgd", {"num_steps": 0}, ValueError, "num_steps: expected int >= 1, got 0"),
+        (
+            "pgd",
+            {"num_steps": "5"},
+            ParameterTypeError,
+            "expected int in [1, 100000], got '5' (str)",
+        ),
+        (
+            "pgd",
+            {"num_steps": 5.0},
+            ParameterTypeError,
+            "expected int in [1, 100000], got 5.0 (float)",
+        ),
+        (
+            "pgd",
+            {"num_steps": True},
+            ParameterTypeError,
+            "expected int in [1, 100000], got True (bool)",
+        ),
+        ("pgd", {"num_steps": 0}, ValueError, "num_steps: expected int in [1, 100000], got 0"),
+        (
+            "pgd",
+            {"num_steps": 10**12},
+            ValueError,
+            "num_steps: expected int in [1, 100000], got 1000000000000 (each step is a forward "
+            "and backward pass of every attacked sample; 100,000 steps are 1,000 times the "
+            "standard preset's 100)",
+        ),
+        ("pgd", {"num_restarts": 10**12}, ValueError, "in [1, 1000], got 1000000000000 (each"),
+        ("pgd-t", {"eot_samples": 10**12}, ValueError, "in [1, 10000], got 1000000000000 (each"),
+        ("pgd-t", {"num_target_classes": 10**12}, ValueError, "in [1, 1000] or None, got 10000"),
+        ("square", {"num_queries": 10**12}, ValueError, "in [1, 1000000], got 1000000000000 ("),
+        ("noise", {"num_draws": 10**12}, ValueError, "in [1, 100000], got 1000000000000 (each"),
+        ("apgd", {"num_steps": 10**12}, ValueError, "num_steps: expected int in [1, 100000]"),
         ("pgd", {"rel_step_size": -0.1}, ValueError, "expected float > 0 or None, got -0.1"),
         ("pgd", {"rel_step_size": float("nan")}, ValueError, "got nan"),
         ("pgd", {"random_start": 1}, ParameterTypeError, "expected bool, got 1 (int)"),
@@ -263,9 +292,9 @@ def test_attack_specs_are_checked_when_built() -> None:
         AttackSpec("pgd", "pgd-ce", {"steps": 10})
     with pytest.raises(ValueError, match="attack 'x': unknown attack kind 'cw'"):
         AttackSpec("cw", "x")
-    with pytest.raises(ValueError, match="sweep num_points: expected int >= 1, got 0"):
+    with pytest.raises(ValueError, match=r"sweep num_points: expected int in \[1, 1000\], got 0"):
         SweepConfig(AttackSpec("pgd", "pgd-ce"), num_points=0)
-    with pytest.raises(ValueError, match="eot_samples: expected int >= 1, got 0"):
+    with pytest.raises(ValueError, match=r"eot_samples: expected int in \[1, 10000\], got 0"):
         SuiteConfig("s", {Norm.LINF: (0.1,)}, (AttackSpec("fgsm", "fgsm"),), eot_samples=0)
 
 
@@ -310,6 +339,35 @@ def test_suite_settings_reach_only_the_attacks_that_take_them(model, data) -> No
         generator=torch.Generator().manual_seed(0),
     )
     assert library.params["eot_samples"] == 1 and native.params["eot_samples"] == 3
+
+
+def test_every_count_a_suite_sets_has_an_upper_bound_that_says_why() -> None:
+    """Every whole-number setting of a kind, a sweep and a suite's options is bounded, with
+    the reason said when a value exceeds it; the bounds admit every preset's values and
+    every value AutoAttack and the NormOut thesis use."""
+    from attacks.presets import SUITE_OPTIONS, SWEEP_PARAMS, preset
+
+    params = [
+        (f"{kind}.{name}", param)
+        for kind in list_attacks()
+        for name, param in registry.get(kind).params.items()
+    ]
+    params += [(f"sweep.{n}", p) for n, p in SWEEP_PARAMS.items()]
+    params += [(f"options.{n}", p) for n, p in SUITE_OPTIONS.items()]
+    counts = [(name, p) for name, p in params if p.value_type is int]
+    assert len(counts) >= 15
+    for name, param in counts:
+        assert param.maximum is not None and len(param.why) > 30, name
+        with pytest.raises(ValueError, match=r"\(.{30,}\)$"):
+            param.check(name, int(param.maximum) + 1)
+    for name in ("quick", "standard", "thesis", "thorough"):
+        for dataset in ("mnist", "cifar10", "digits"):
+            preset(name, dataset)  # builds, so every value is within its bounds
+    # AutoAttack's own budgets: APGD 100 steps (5 restarts in "plus"), 9 targets, Square
+    # 5,000 queries; EOT 20 draws in "rand".
+    registry.get("apgd").check({"num_steps": 100, "num_restarts": 5, "num_target_classes": 9})
+    registry.get("square").check({"num_queries": 5000})
+    registry.get("pgd").check({"eot_samples": 20})
 
 
 def test_readme_lists_every_kind_with_its_family() -> None:

@@ -10,6 +10,7 @@ code without consent could not pass.
 from __future__ import annotations
 
 import os
+import pickle
 import zipfile
 from pathlib import Path
 
@@ -97,6 +98,9 @@ def test_inspect_describes_torchscript_from_its_listing_alone(scripted, capsys, 
     assert f"data.pkl       {pickled:,} bytes" in out and "constants.pkl" in out
     assert "note.txt" in out and "byteorder" in out and "little" in out
     assert "--trust-checkpoint to load" in out and "never runs code" in out
+    # Given a dataset, the archive needs only consent; without one, an input shape too.
+    needs = next(line for line in out.splitlines() if line.startswith("needs"))
+    assert ("--dataset or --input-shape" in needs) is ("--dataset" not in extra)
 
 
 def test_audit_refuses_torchscript_without_trust_in_one_line(scripted, tmp_path, capsys):
@@ -120,6 +124,59 @@ class _Payload:
 
     def __reduce__(self):
         return (os.system, (f"touch {self.marker}",))
+
+
+class _Plain:
+    """An object of no importable class (its module is the test's)."""
+
+    def __init__(self) -> None:
+        self.values = [1, 2, 3]
+
+
+@pytest.mark.parametrize("payload", [True, False], ids=["payload", "plain-object"])
+def test_a_raw_protocol_4_pickle_is_named_as_objects_in_one_line(tmp_path, capsys, payload):
+    """``pickle.dumps(obj, protocol=4)`` saved as a .pt file: torch's reader stops at the
+    protocol's first opcode, without naming what the pickle builds, and warns about the
+    protocol. The one line says the file holds pickled objects, names the first one, says
+    nothing ran and how to go on; no warning is printed, and the payload does not run."""
+    marker = tmp_path / "pwned"
+    path = tmp_path / "model.pt"
+    path.write_bytes(pickle.dumps(_Payload(marker) if payload else _Plain(), protocol=4))
+    argv = [str(path), "--arch", "mlp", "--dataset", "digits", "--preset", "quick", "--quiet"]
+    assert audit_main([*argv, "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    built = "posix.system" if payload else f"{_Plain.__module__}._Plain"
+    assert err.count("\n") == 1 and err.startswith(
+        f"error: {path} holds pickled Python objects, not just tensors (it would build "
+        f"{built}); nothing from it ran, since unpickling it could run arbitrary code. "
+    )
+    assert "torch.save(model.state_dict(), FILE)" in err
+    assert err.endswith(", or pass --trust-checkpoint if you trust its source\n")
+    if payload:  # os.system is no model class: the plain advice
+        assert "Re-save it as a state_dict (torch.save(model.state_dict(), FILE))" in err
+    assert not marker.exists() and not (tmp_path / "out").exists()
+    assert inspect_main([str(path)]) == 4
+    out = capsys.readouterr().out
+    assert f"would build  {built}" in out and "pickled Python objects" in out
+    assert not marker.exists()
+
+
+def test_a_protocol_4_state_dict_is_named_for_its_protocol(tmp_path):
+    """Tensors alone, pickled with protocol 4 (which torch's weights-only reader cannot read):
+    no objects to name, so the line names the protocol; trusting the file loads it."""
+    network = build_network("mlp", (1, 8, 8), 10)
+    path = tmp_path / "p4.pt"
+    torch.save(network.state_dict(), path, pickle_protocol=4)
+    with pytest.raises(CheckpointError) as info:
+        load_checkpoint(path, Description(arch="mlp", dataset="digits"))
+    assert str(info.value) == (
+        f"{path} is a pickle of protocol 4, which torch.load(weights_only=True) cannot read (it "
+        "reads protocol 2, torch.save's default); nothing from it ran. Re-save it with "
+        "torch.save(model.state_dict(), FILE), or pass --trust-checkpoint if you trust its "
+        "source"
+    )
+    loaded = load_checkpoint(path, Description(arch="mlp", dataset="digits"), trust=True)
+    assert loaded.spec.arch == "mlp"
 
 
 def test_inspect_never_unpickles_objects_even_when_told_to_trust(tmp_path, capsys):

@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import io
 import os
 import pickle
 import re
 import struct
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -261,6 +266,26 @@ def _mnist_folder(tmp, images: bytes, labels: bytes):
 
 _IDX_IMAGES = np.random.default_rng(0).integers(0, 256, size=(3, 28, 28)).astype(np.uint8)
 _IDX_LABELS = np.array([1, 2, 3], dtype=np.uint8)
+_IDX_10000_HEADER = bytes([0, 0, 0x08, 3]) + struct.pack(">3I", 10_000, 28, 28)
+
+
+def _npz_claiming(tmp, claimed: int):
+    """A compressed .npz whose 'x' member says, in both zip headers, it inflates to
+    ``claimed`` bytes."""
+    path = tmp / "d.npz"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+        for key, array in (("x", np.zeros((4, 8, 8), np.uint8)), ("y", np.zeros(4, np.int64))):
+            buffer = io.BytesIO()
+            np.lib.format.write_array(buffer, array)
+            archive.writestr(f"{key}.npy", buffer.getvalue())
+    data = bytearray(path.read_bytes())
+    size = zipfile.ZipFile(path).getinfo("x.npy").file_size.to_bytes(4, "little")
+    for signature, offset in ((b"PK\x03\x04", 22), (b"PK\x01\x02", 24)):
+        at = data.index(signature) + offset  # the first member, x.npy, in both headers
+        assert data[at : at + 4] == size
+        data[at : at + 4] = claimed.to_bytes(4, "little")
+    path.write_bytes(bytes(data))
+    return path
 
 
 def _cifar_batch_file(tmp, batch):
@@ -572,6 +597,44 @@ BAD_DATASETS = [
         r"t10k-images-idx3-ubyte\.gz: cannot read the IDX file",
     ),
     (
+        "idx-gz-header-claims-10000-images",
+        "mnist",
+        lambda t: _mnist_gz(t, gzip.compress(_IDX_10000_HEADER + bytes(100))),
+        {},
+        r"t10k-images-idx3-ubyte\.gz: the IDX header says shape \(10000, 28, 28\), 7840000 "
+        r"bytes of data, but the file is \d+ bytes compressed, which inflate to at most \d+",
+    ),
+    (
+        "idx-gz-stream-short-of-its-header",
+        "mnist",
+        lambda t: _mnist_gz(t, gzip.compress(_idx_bytes(_IDX_IMAGES)[:-784])),
+        {},
+        r"header says shape \(3, 28, 28\) but the stream inflates to 1568 bytes of data, not "
+        r"the 2352 that shape needs; the file is truncated",
+    ),
+    (
+        "idx-gz-stream-beyond-its-header",
+        "mnist",
+        lambda t: _mnist_gz(t, gzip.compress(_idx_bytes(_IDX_IMAGES) + bytes(5000))),
+        {},
+        r"header says shape \(3, 28, 28\), 2352 bytes of data, but the stream inflates to more",
+    ),
+    (
+        "npz-member-claims-more-than-it-holds",
+        "file",
+        lambda t: _npz_claiming(t, 3_000_000_000),
+        {},
+        r"member 'x\.npy' declares 2\.79 GiB but holds \d+ bytes compressed, which cannot "
+        r"inflate to more than .*; the file is damaged or crafted",
+    ),
+    (
+        "dataset-a-fifo",
+        "file",
+        lambda t: (os.mkfifo(t / "d.npz"), t / "d.npz")[1],
+        {},
+        r"d\.npz is not a regular file but a FIFO",
+    ),
+    (
         "cifar-random-bytes",
         "cifar10",
         lambda t: _write_cifar_raw(t, b"\x80\x04\x95garbage"),
@@ -704,3 +767,63 @@ def test_cifar10_subset_file_loads_validated(data_dir):
     assert torch.equal(data.y, torch.from_numpy(y.astype(np.int64)))
     generic = load_dataset("file", "test", path, num_classes=10)
     assert torch.equal(generic.x, data.x) and generic.classes == ()
+
+
+def _gz_of_zeros(path, header: bytes, zeros: int) -> None:
+    with gzip.open(path, "wb", compresslevel=1) as handle:
+        handle.write(header)
+        for _ in range(zeros >> 20):
+            handle.write(bytes(1 << 20))
+
+
+def _peak_growth_while_reading(path) -> tuple[str, int]:
+    """In a fresh process: read_idx(path)'s error and how much its peak memory grew (KiB)."""
+    script = (
+        "import resource, sys\n"
+        "from checkpoints.datasets import DatasetError, read_idx\n"
+        "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        "try:\n"
+        "    read_idx(sys.argv[1])\n"
+        "    print('read')\n"
+        "except DatasetError as err:\n"
+        "    print(err)\n"
+        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=Path(__file__).resolve().parents[2],
+    )
+    message, grown = done.stdout.strip().splitlines()
+    return message, int(grown)
+
+
+def test_a_gzip_bomb_is_inflated_no_further_than_its_header_says(tmp_path):
+    """A gzipped IDX file whose header says 10,000 images (7.8 MB) while its stream inflates
+    to 256 MiB: read up to one byte past what the header says, then refused; peak memory grows
+    by about the header's 7.8 MB, not the stream's 256 MiB."""
+    path = tmp_path / "t10k-images-idx3-ubyte.gz"
+    _gz_of_zeros(path, _IDX_10000_HEADER, 256 << 20)
+    message, grown_kib = _peak_growth_while_reading(path)
+    assert message == (
+        f"{path}: the IDX header says shape (10000, 28, 28), 7840000 bytes of data, but the "
+        "stream inflates to more; the file is not what its header says (stopped reading there)"
+    )
+    assert grown_kib < 64 * 1024, grown_kib  # KiB
+
+
+def test_a_header_the_file_cannot_hold_is_refused_before_inflating(tmp_path):
+    """A few hundred bytes of gzip cannot inflate to the 7.8 MB its header claims: refused
+    from the header and the file size alone, so the images are never allocated."""
+    path = tmp_path / "t10k-images-idx3-ubyte.gz"
+    path.write_bytes(gzip.compress(_IDX_10000_HEADER + bytes(100)))
+    message, grown_kib = _peak_growth_while_reading(path)
+    size = path.stat().st_size
+    assert message == (
+        f"{path}: the IDX header says shape (10000, 28, 28), 7840000 bytes of data, but the "
+        f"file is {size} bytes compressed, which inflate to at most {size * 1032}; the file is "
+        "truncated or its header is wrong"
+    )
+    assert grown_kib < 4 * 1024, grown_kib  # KiB: not the 7.8 MB of images
