@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
+from distributed_workers import leave
 from torch import nn
 
 import torchutil
@@ -152,13 +153,4 @@ def worker(rank: int, world_size: int, port: int, names: list[str], out: str) ->
     except BaseException:
         dist.destroy_process_group()
         raise
-    _leave(Path(out, f"rank{rank}.json"), results)
-
-
-def _leave(path: Path, results: object) -> None:
-    """Write this rank's results and end the process without tearing the gloo group down:
-    gloo's teardown sometimes aborts a process ("terminate called without an active
-    exception"), which would fail the run for no fault of the code under test."""
-    dist.barrier()
-    path.write_text(json.dumps(results))
-    os._exit(0)
+    leave(Path(out, f"rank{rank}.json"), results)

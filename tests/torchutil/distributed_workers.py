@@ -44,10 +44,10 @@ def collectives(rank: int, world_size: int, port: int, out: str) -> None:
     except BaseException:
         dist.destroy_process_group()
         raise
-    _leave(Path(out, f"rank{rank}.json"), results)
+    leave(Path(out, f"rank{rank}.json"), results)
 
 
-def _leave(path: Path, results: object) -> None:
+def leave(path: Path, results: object) -> None:
     """Write this rank's results and end the process without tearing the gloo group down:
     gloo's teardown sometimes aborts a process ("terminate called without an active
     exception"), which would fail the run for no fault of the code under test."""
