@@ -58,7 +58,7 @@ __all__ = [
     "write_json",
 ]
 
-SCHEMA_VERSION = "1.6"
+SCHEMA_VERSION = "1.7"
 SCHEMA_PATH = Path(__file__).resolve().parent / "audit.schema.json"
 # 1.1 adds fields (success_step, attack statuses and failures, exact examples per epsilon, the
 # new probes) and changes none of 1.0's, which is all the gate reads of a result or baseline.
@@ -70,7 +70,9 @@ SCHEMA_PATH = Path(__file__).resolve().parent / "audit.schema.json"
 # 1.5 adds the number of processes the audit ran in (``provenance.world_size``).
 # 1.6 adds where a model of the user's own came from (``provenance.model_source``) and why some
 # dropout-family layers have no activation statistics (``activations_note``).
-_READABLE = ("1.0", "1.1", "1.2", "1.3", "1.4", "1.5", "1.6")
+# 1.7 adds where the normalisation and the bounds came from (``checkpoint.normalization_source``,
+# ``checkpoint.bounds_source``).
+_READABLE = ("1.0", "1.1", "1.2", "1.3", "1.4", "1.5", "1.6", "1.7")
 
 NONFINITE_TOKENS = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
 """How the document writes each non-finite number, and the float each string reads back as."""

@@ -58,9 +58,15 @@ def add_description_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--normalization",
         metavar="NORM",
-        help="none, cifar10 (the NormOut code's) or MEAN,..:STD,.. (default: the layout's)",
+        help="what the model subtracts and divides by, per channel, of [0, 1] pixels: none, "
+        "imagenet, cifar10 (the NormOut code's), cifar10-torchvision, mnist, or MEAN,..:STD,.. "
+        "(default: none, or the NormOut code's for vgg16_bn/vgg16)",
     )
-    group.add_argument("--bounds", metavar="LOW,HIGH", help="input range (default 0,1)")
+    group.add_argument(
+        "--bounds",
+        metavar="LOW,HIGH",
+        help="the range of the pixels the model takes and the attacks stay in (default 0,1)",
+    )
     group.add_argument(
         "--trust-checkpoint",
         action="store_true",

@@ -61,6 +61,7 @@ from checkpoints.spec import (
     CheckpointSpec,
     Description,
     normalization_for,
+    normalization_name,
     parse_bounds,
     parse_normalization,
     read_sidecar,
@@ -1505,14 +1506,32 @@ def _load(
             ) from None
         spec, flag_notes = _wrap_graph(graph, given, path, "torchscript")
         notes += ["ran the TorchScript archive's code (--trust-checkpoint)", *flag_notes]
-        return _finish(graph, spec, path, sha, None, notes, device, flag_notes=flag_notes)
+        return _finish(
+            graph,
+            _with_sources(spec, given, path),
+            path,
+            sha,
+            None,
+            notes,
+            device,
+            flag_notes=flag_notes,
+        )
 
     raw = read_raw(path, run_code)
     if isinstance(raw, nn.Module):
         _refuse_on_graph(given, path, "a pickled whole module")
         spec, flag_notes = _wrap_graph(raw, given, path, "pickled-module")
         notes += ["unpickled a whole module (--trust-checkpoint)", *flag_notes]
-        return _finish(raw, spec, path, sha, None, notes, device, flag_notes=flag_notes)
+        return _finish(
+            raw,
+            _with_sources(spec, given, path),
+            path,
+            sha,
+            None,
+            notes,
+            device,
+            flag_notes=flag_notes,
+        )
 
     flag_notes = []
     classes_known = True
@@ -1568,7 +1587,7 @@ def _load(
         network, spec, source, user_notes = _load_user(given, spec, classes_known, weights, path)
         return _finish(
             network,
-            spec,
+            _with_sources(spec, given, path),
             path,
             sha,
             weights_sha256(network.state_dict()),
@@ -1589,6 +1608,7 @@ def _load(
     notes += remap_notes
     if any("torchvision-style" in n for n in remap_notes):
         spec = replace(spec, source_format="torchvision-vgg")
+    spec = _with_sources(spec, given, path)
     try:
         network.load_state_dict(weights, strict=True)
         model_sha = weights_sha256(network.state_dict())
@@ -1598,6 +1618,34 @@ def _load(
             f"{path}: the weights cannot be loaded into {spec.arch!r} ({_first_line(err)}); "
             "re-save them from the trained model (model.state_dict())"
         ) from None
+
+
+def _with_sources(spec: CheckpointSpec, given: _Given, path: Path) -> CheckpointSpec:
+    """``spec`` with where its normalisation and bounds came from, in words, and its
+    normalisation checked against its input channels."""
+    if spec.mean is not None and len(spec.mean) not in (1, spec.input_shape[0]):
+        raise CheckpointError(
+            f"{path}: the normalisation has {len(spec.mean)} values per statistic, but the model "
+            f"takes {spec.input_shape[0]} input channel(s); give one value or one per channel "
+            "(--normalization MEAN,..:STD,..), or a name that fits the data (see README)"
+        )
+    recorded = spec.source_format == "robaudit"
+
+    def origin(key: str) -> str | None:
+        if recorded:
+            return "recorded in the checkpoint"
+        value = getattr(given.merged, key)
+        return None if value is None or value == "default" else given.origin(key)
+
+    normalization = origin("normalization")
+    if normalization is None:
+        normalization = f"default for {spec.arch}" if spec.mean is not None else "not given"
+    name = normalization_name(spec.mean, spec.std)
+    if name is not None:
+        normalization += f" ({name})"
+    return replace(
+        spec, normalization_source=normalization, bounds_source=origin("bounds") or "default"
+    )
 
 
 def _finish(

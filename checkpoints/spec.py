@@ -20,10 +20,12 @@ from checkpoints.usermodel import ModelReference, parse_model_kwargs, parse_mode
 
 __all__ = [
     "DATASET_DEFAULTS",
+    "NAMED_NORMALIZATIONS",
     "NORMOUT_CIFAR10_MEAN",
     "NORMOUT_CIFAR10_STD",
     "CheckpointSpec",
     "Description",
+    "normalization_name",
     "read_sidecar",
     "sidecar_path",
 ]
@@ -32,6 +34,20 @@ __all__ = [
 NORMOUT_CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 NORMOUT_CIFAR10_STD = (0.2023, 0.1994, 0.2010)
 NORMOUT_LAYOUT_ARCHS = ("vgg16_bn", "vgg16")
+
+Normalization = tuple[tuple[float, ...], tuple[float, ...]]
+
+NAMED_NORMALIZATIONS: dict[str, Normalization] = {
+    # The NormOut code's values (its std is a widespread miscopy of the per-pixel one).
+    "cifar10": (NORMOUT_CIFAR10_MEAN, NORMOUT_CIFAR10_STD),
+    # The per-channel mean and std of the CIFAR-10 training images, as most CIFAR-10 code
+    # passes them to torchvision's Normalize.
+    "cifar10-torchvision": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
+    "imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+    "mnist": ((0.1307,), (0.3081,)),
+}
+"""Normalisations accepted by name (``--normalization NAME``, ``normalization = "NAME"``):
+per-channel (mean, std) of [0, 1] pixels."""
 
 # name -> (input shape, number of classes)
 DATASET_DEFAULTS: dict[str, tuple[tuple[int, int, int], int]] = {
@@ -60,6 +76,8 @@ class CheckpointSpec:
         clean_accuracy: accuracy recorded when the file was written, or None.
         source_format: how the file was read (``robaudit``, ``state_dict``, ``lightning``,
             ``torchvision-vgg``, ``torchscript``, ``pickled-module``).
+        normalization_source, bounds_source: where ``mean``/``std`` and ``bounds`` came from
+            (the file, a flag, a sidecar, a default), in words; "" when not said.
     """
 
     arch: str
@@ -74,6 +92,8 @@ class CheckpointSpec:
     training: Mapping[str, Any] = field(default_factory=dict)
     clean_accuracy: float | None = None
     source_format: str = "robaudit"
+    normalization_source: str = field(default="", compare=False)
+    bounds_source: str = field(default="", compare=False)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able form (the layer as a dict)."""
@@ -90,6 +110,8 @@ class CheckpointSpec:
             "training": dict(self.training),
             "clean_accuracy": self.clean_accuracy,
             "source_format": self.source_format,
+            "normalization_source": self.normalization_source,
+            "bounds_source": self.bounds_source,
         }
 
 
@@ -234,21 +256,25 @@ def parse_bounds(value: Any, origin: str) -> tuple[float, float] | None:
 def parse_normalization(
     value: Any, origin: str
 ) -> str | tuple[tuple[float, ...], tuple[float, ...]] | None:
-    """``none``, ``default``, ``cifar10`` (the NormOut code's) or mean/std lists."""
+    """``none``, ``default``, a name of ``NAMED_NORMALIZATIONS`` (``cifar10`` is the NormOut
+    code's) or mean/std lists (``MEAN,..:STD,..``)."""
     if value is None:
         return None
     if isinstance(value, str):
         text = value.strip().lower()
         if text in ("none", "default"):
             return text
-        if text in ("cifar10", "normout-cifar10"):
-            return (NORMOUT_CIFAR10_MEAN, NORMOUT_CIFAR10_STD)
+        if text == "normout-cifar10":
+            text = "cifar10"
+        if text in NAMED_NORMALIZATIONS:
+            return NAMED_NORMALIZATIONS[text]
         parts = text.split(":")
         if len(parts) == 2:
             value = {"mean": parts[0].split(","), "std": parts[1].split(",")}
         else:
             raise ValueError(
-                f"{origin}: normalization must be none, default, cifar10 or MEAN,..:STD,.., "
+                f"{origin}: normalization must be none, default, "
+                f"{', '.join(NAMED_NORMALIZATIONS)} or MEAN,..:STD,.. (e.g. 0.5:0.25), "
                 f"got {value!r}"
             )
     if isinstance(value, Mapping) and set(value) == {"mean", "std"}:
@@ -269,6 +295,16 @@ def parse_normalization(
             )
         return (mean, std)
     raise ValueError(f"{origin}: normalization must be a string or a table with mean and std")
+
+
+def normalization_name(mean: Sequence[float] | None, std: Sequence[float] | None) -> str | None:
+    """The name of ``NAMED_NORMALIZATIONS`` whose values these are, else None."""
+    if mean is None or std is None:
+        return None
+    for name, (named_mean, named_std) in NAMED_NORMALIZATIONS.items():
+        if tuple(mean) == named_mean and tuple(std) == named_std:
+            return name
+    return None
 
 
 def sidecar_path(checkpoint: Path) -> Path | None:

@@ -81,7 +81,7 @@ __all__ = [
     "read_result",
 ]
 
-READABLE_VERSIONS = ("1.0", "1.1", "1.2", "1.3", "1.4", "1.5", "1.6")
+READABLE_VERSIONS = ("1.0", "1.1", "1.2", "1.3", "1.4", "1.5", "1.6", "1.7")
 """Schema versions this reader understands (the same as ``analysis.document``)."""
 
 _FIX = "re-create it with python -m analysis.audit (or --update-baseline for a baseline)"
@@ -357,7 +357,11 @@ class LayerSpec:
 
 @dataclass(frozen=True, kw_only=True)
 class CheckpointInfo:
-    """The checkpoint's description (architecture, input, normalisation, how it was read)."""
+    """The checkpoint's description (architecture, input, normalisation, how it was read).
+
+    ``mean``/``std`` (None: no normalisation) and ``bounds`` are what the audit applied;
+    ``normalization_source`` and ``bounds_source`` say where they came from (schema 1.7; None
+    before)."""
 
     arch: str
     arch_kwargs: Json | None = _need(_OPTIONAL)
@@ -372,6 +376,8 @@ class CheckpointInfo:
     loading_notes: tuple[str, ...]
     training: Json | None = _need(_OPTIONAL)
     clean_accuracy: float | None = _need(_OPTIONAL)
+    normalization_source: str | None = _need(_OPTIONAL)
+    bounds_source: str | None = _need(_OPTIONAL)
     extra: Json = _extra()
 
 

@@ -280,6 +280,9 @@ def _subtitle(result: AuditResult) -> str:
     parts = []
     if info is not None:
         parts.append(f"{info.arch} with {info.layer.kind} layers")
+        low, high = info.bounds
+        normalised = "no normalisation" if info.mean is None else "normalised inside"
+        parts.append(f"pixels in [{low:g}, {high:g}], {normalised}")
     parts.append(f"{evaluation.num_samples} samples of {evaluation.dataset or 'a dataset'}")
     if suite.get("name"):
         parts.append(f"preset {suite['name']}")

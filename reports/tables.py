@@ -29,6 +29,7 @@ from reports.document import (
     AttackRecord,
     AuditResult,
     BatchSize,
+    CheckpointInfo,
     FlatnessResult,
     NormResult,
     Proportion,
@@ -409,7 +410,11 @@ def provenance_table(result: AuditResult) -> pd.DataFrame:
         where = "found by type" if found else f"at {positions}"
         rows["architecture"] = info.arch
         rows["layers"] = f"{layer.kind} ({params}) {where}" if params else layer.kind
-        rows["input"] = f"{'×'.join(map(str, info.input_shape))}, bounds {list(info.bounds)}"
+        rows["input"] = "×".join(map(str, info.input_shape))
+        rows["input bounds"] = _convention(
+            f"[{info.bounds[0]:g}, {info.bounds[1]:g}]", info.bounds_source
+        )
+        rows["normalisation"] = _convention(_normalization(info), info.normalization_source)
         rows["source format"] = info.source_format
     source = provenance.model_source
     if source is not None:
@@ -445,6 +450,19 @@ def provenance_table(result: AuditResult) -> pd.DataFrame:
         if sizes.flatness is not None:
             rows["batch size: flatness"] = _batch_size(sizes.flatness)
     return _frame({k: [v] for k, v in rows.items()}, ["value"], "field")
+
+
+def _normalization(info: CheckpointInfo) -> str:
+    """``mean 0.485, 0.456, 0.406; std 0.229, 0.224, 0.225`` or ``none``."""
+    if info.mean is None or info.std is None:
+        return "none: pixels reach the network as they are"
+    mean, std = (", ".join(f"{v:g}" for v in values) for values in (info.mean, info.std))
+    return f"mean {mean}; std {std}"
+
+
+def _convention(values: str, source: str | None) -> str:
+    """What the audit applied, and where it came from (not recorded before schema 1.6)."""
+    return f"{values} ({source or 'source not recorded'})"
 
 
 def _batch_size(choice: BatchSize) -> str:

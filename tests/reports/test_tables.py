@@ -201,3 +201,32 @@ def test_provenance_shows_the_batch_sizes_and_how_they_were_chosen() -> None:
     data["provenance"]["batch_sizes"]["requested"] = 64
     rows = tables.provenance_table(AuditResult.from_dict(data))["value"]
     assert rows["batch size requested"] == "64" and "batch size: flatness" not in rows
+
+
+def test_provenance_states_the_normalisation_and_bounds_and_their_source() -> None:
+    data = document("honest")
+    info = data["checkpoint"]
+    # The zoo MLP's file records no normalisation and the default bounds.
+    assert info["mean"] is None and info["normalization_source"] == "recorded in the checkpoint"
+    rows = tables.provenance_table(AuditResult.from_dict(data))["value"]
+    assert rows["normalisation"] == (
+        "none: pixels reach the network as they are (recorded in the checkpoint)"
+    )
+    assert rows["input bounds"] == "[0, 1] (recorded in the checkpoint)"
+    info.update(
+        mean=[0.485, 0.456, 0.406],
+        std=[0.229, 0.224, 0.225],
+        bounds=[0.0, 255.0],
+        normalization_source="--normalization (imagenet)",
+        bounds_source="--bounds",
+    )
+    rows = tables.provenance_table(AuditResult.from_dict(data))["value"]
+    assert rows["normalisation"] == (
+        "mean 0.485, 0.456, 0.406; std 0.229, 0.224, 0.225 (--normalization (imagenet))"
+    )
+    assert rows["input bounds"] == "[0, 255] (--bounds)"
+    # A document of schema 1.5 does not say where they came from.
+    data["schema_version"] = "1.5"
+    del info["normalization_source"], info["bounds_source"]
+    rows = tables.provenance_table(AuditResult.from_dict(data))["value"]
+    assert rows["input bounds"] == "[0, 255] (source not recorded)"
