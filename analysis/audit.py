@@ -622,7 +622,11 @@ def _parser(prog: str = "python -m analysis.audit") -> argparse.ArgumentParser:
         "--suite", type=Path, metavar="FILE.toml", help="attack suite file (see README)"
     )
     parser.add_argument("--norms", help="comma-separated norms to run: linf, l2")
-    parser.add_argument("--epsilons", help="0.1,0.2 for every norm, or linf=0.1;l2=0.5")
+    parser.add_argument(
+        "--epsilons",
+        help="per norm: 'linf=8/255;l2=0.5' (decimals or fractions); a bare list such as 0.1,0.2 "
+        "only with one norm (--norms)",
+    )
     parser.add_argument("--attacks", help="comma-separated attack labels of the suite to run")
     parser.add_argument("--backend", help="FGSM/PGD backend: native, cleverhans, torchattacks")
     parser.add_argument("--no-flatness", action="store_true", help="skip the flatness estimators")

@@ -57,6 +57,7 @@ __all__ = [
     "PRESETS",
     "COST_WARNING_FACTOR",
     "DEFAULT_BATCH_SIZE",
+    "PER_NORM_SYNTAX",
     "AuditConfig",
     "build_suite",
     "check_suite",
@@ -118,8 +119,14 @@ class AuditConfig:
         }
 
 
+PER_NORM_SYNTAX = "linf=8/255;l2=0.5"
+"""How ``--epsilons`` gives each norm its own epsilons."""
+
+
 def parse_epsilons(text: str) -> dict[Norm, tuple[float, ...]] | tuple[float, ...]:
-    """``0.1,0.2`` (for every norm) or ``linf=0.1,0.2;l2=0.5`` (per norm)."""
+    """``linf=8/255;l2=0.5`` (per norm), or ``0.1,0.2`` without a norm (only for a run of one
+    norm: ``build_suite`` refuses it for more). Each epsilon is a decimal number (``0.5``,
+    ``1e-3``) or a fraction of two (``8/255``); nothing is evaluated."""
     if "=" not in text:
         return _numbers(text, "--epsilons")
     out: dict[Norm, tuple[float, ...]] = {}
@@ -131,11 +138,27 @@ def parse_epsilons(text: str) -> dict[Norm, tuple[float, ...]] | tuple[float, ..
     return out
 
 
+def _number(text: str) -> float:
+    """``0.5``, ``1e-3`` or ``8/255`` as a float (ValueError otherwise)."""
+    numerator, slash, denominator = text.strip().partition("/")
+    if not slash:
+        return float(numerator)
+    if "/" in denominator:
+        raise ValueError(text)
+    top, bottom = float(numerator), float(denominator)
+    if not bottom > 0 or not math.isfinite(bottom):
+        raise ValueError(text)
+    return top / bottom
+
+
 def _numbers(text: str, origin: str) -> tuple[float, ...]:
     try:
-        values = tuple(float(v) for v in text.split(",") if v.strip())
+        values = tuple(_number(v) for v in text.split(",") if v.strip())
     except ValueError:
-        raise ValueError(f"{origin} must be comma-separated numbers, got {text!r}") from None
+        raise ValueError(
+            f"{origin} must be comma-separated numbers or fractions (0.5, 1e-3, 8/255), got "
+            f"{text!r}"
+        ) from None
     return _ascending(values, origin)
 
 
@@ -296,7 +319,18 @@ def build_suite(
         suite = suite.with_options(batch_size=DEFAULT_BATCH_SIZE)
     if epsilons is not None:
         if isinstance(epsilons, tuple):
-            epsilons = {norm: epsilons for norm in suite.norms}
+            # One list for both norms would give an L2 radius the size of an L∞ one (0.03
+            # under L2 is a hundredth of the usual budget): the norm must be said.
+            run = [Norm.parse(n) for n in norms] if norms else list(suite.norms)
+            if len(set(run)) > 1:
+                shown = ",".join(f"{e:g}" for e in epsilons)
+                raise ValueError(
+                    f"--epsilons {shown} names no norm, but the run has "
+                    f"{' and '.join(n.value for n in dict.fromkeys(run))}, whose epsilons differ "
+                    f"in scale; give each its own (--epsilons '{PER_NORM_SYNTAX}') or pick one "
+                    "norm with --norms"
+                )
+            epsilons = {norm: epsilons for norm in run}
         suite = suite.with_options(epsilons=dict(epsilons))
     for flag, given in (("--norms", norms), ("--attacks", attacks)):
         if given is not None and not given:

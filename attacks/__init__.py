@@ -1,9 +1,10 @@
 """Adversarial attacks for auditing robustness: one call, many epsilons, per-sample outcomes.
 
 A model is any ``torch.nn.Module`` mapping inputs in the bounds (normally ``[0, 1]`` pixels,
-normalisation inside the model) to logits. Every attack takes ``(model, x, y, epsilons)`` and
-returns a frozen ``AttackResult``; ``run_suite`` runs a whole ``SuiteConfig`` (see ``preset``)
-and returns a ``SuiteResult`` whose ``to_dict()`` is plain JSON-able data.
+normalisation inside the model) to logits. Every attack takes ``(model, x, y, epsilons)``, one
+epsilon or an ascending list of them, and returns a frozen ``AttackResult`` (one row per
+epsilon); ``run_suite`` runs a whole ``SuiteConfig`` (see ``preset``) and returns a
+``SuiteResult`` whose ``to_dict()`` is plain JSON-able data.
 """
 
 from attacks._model import ChunkedModel
@@ -32,7 +33,7 @@ from attacks.suite import (
     SuiteResult,
     run_suite,
 )
-from attacks.threat import Bounds, Norm, check_epsilons, geometry
+from attacks.threat import Bounds, Epsilons, Norm, check_epsilons, geometry
 from attacks.worstcase import robust_after
 
 __all__ = [
@@ -46,6 +47,7 @@ __all__ = [
     "AttackSpec",
     "Bounds",
     "ChunkedModel",
+    "Epsilons",
     "Family",
     "GradientStats",
     "Norm",

@@ -56,7 +56,7 @@ from torch import Tensor, nn
 from attacks._model import Evaluator
 from attacks.losses import fooled, is_finite_rows, judged_margin, predict
 from attacks.result import STEP_NOT_BROKEN, STEP_UNKNOWN, AttackResult, GradientStats
-from attacks.threat import Bounds, Norm, check_epsilons, check_inputs, geometry
+from attacks.threat import Bounds, Epsilons, Norm, check_epsilons, check_inputs, geometry
 from torchutil import (
     RngState,
     draw_seed,
@@ -217,7 +217,7 @@ def setup(
     model: nn.Module,
     x: Tensor,
     y: Tensor,
-    epsilons: Sequence[float],
+    epsilons: Epsilons,
     *,
     norm: Norm | str,
     bounds: Bounds | Sequence[float],

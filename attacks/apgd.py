@@ -30,7 +30,7 @@ from attacks._model import CountingModule, library_gradients
 from attacks.losses import fooled, judged_margin
 from attacks.result import AttackResult
 from attacks.square import check_unit_box
-from attacks.threat import Bounds, Norm, RandomSource, normal, uniform
+from attacks.threat import Bounds, Epsilons, Norm, RandomSource, normal, uniform
 from torchutil import draw_seed, forked_global_rng, torch_default_device
 
 APGD_LOSSES = ("ce", "dlr")
@@ -100,7 +100,7 @@ def apgd(
     model: nn.Module,
     x: Tensor,
     y: Tensor,
-    epsilons: Sequence[float],
+    epsilons: Epsilons,
     *,
     norm: Norm | str = Norm.LINF,
     loss: str = "ce",
@@ -121,7 +121,8 @@ def apgd(
         model: maps inputs ``[N, ...]`` in ``[0, 1]`` to logits ``[N, C]``; float32.
         x: clean inputs ``[N, ...]``; never modified.
         y: true labels ``[N]``.
-        epsilons: ascending, non-negative radii.
+        epsilons: one radius, or ascending, non-negative radii (a single number gives one
+            row, K = 1).
         norm: ``"linf"`` or ``"l2"``.
         loss: ``"ce"`` or ``"dlr"`` (untargeted); APGD-T always uses targeted DLR.
         targeted: run APGD-T over the ``num_target_classes`` most likely wrong classes.
@@ -225,7 +226,7 @@ def autoattack(
     model: nn.Module,
     x: Tensor,
     y: Tensor,
-    epsilons: Sequence[float],
+    epsilons: Epsilons,
     *,
     norm: Norm | str = Norm.LINF,
     version: str = "standard",

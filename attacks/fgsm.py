@@ -16,14 +16,14 @@ from attacks import backends
 from attacks._engine import Batch, BatchOutcome, run_attack, setup
 from attacks.losses import describe, fooled, objective, zero_nonfinite_
 from attacks.result import AttackResult
-from attacks.threat import Bounds, Norm, geometry
+from attacks.threat import Bounds, Epsilons, Norm, geometry
 
 
 def fgsm(
     model: nn.Module,
     x: Tensor,
     y: Tensor,
-    epsilons: Sequence[float],
+    epsilons: Epsilons,
     *,
     norm: Norm | str = Norm.LINF,
     loss: str = "ce",
@@ -45,7 +45,8 @@ def fgsm(
         model: maps inputs ``[N, ...]`` in ``bounds`` to logits ``[N, C]``.
         x: clean inputs ``[N, ...]``; never modified.
         y: true labels ``[N]``.
-        epsilons: ascending, non-negative radii.
+        epsilons: one radius, or ascending, non-negative radii (a single number gives one
+            row, K = 1).
         norm: ``"linf"`` or ``"l2"``.
         loss: ``"ce"``, ``"cw"`` or ``"dlr"`` (native backend only).
         nested: a sample broken at a smaller epsilon keeps that example at larger ones.

@@ -23,7 +23,7 @@ from torch import Tensor, nn
 from attacks._engine import Batch, BatchOutcome, epsilon_stream, run_attack, setup
 from attacks.losses import fooled, judged_margin
 from attacks.result import AttackResult
-from attacks.threat import Bounds, Norm, geometry
+from attacks.threat import Bounds, Epsilons, Norm, geometry
 
 NOISE_BLOCK_VALUES = 2**13
 """At most this many values per sample in one block of draws (a few tens of kB in float32)."""
@@ -43,7 +43,7 @@ def random_noise(
     model: nn.Module,
     x: Tensor,
     y: Tensor,
-    epsilons: Sequence[float],
+    epsilons: Epsilons,
     *,
     norm: Norm | str = Norm.LINF,
     num_draws: int = 100,
@@ -63,7 +63,8 @@ def random_noise(
         model: maps inputs ``[N, ...]`` in ``bounds`` to logits ``[N, C]``.
         x: clean inputs ``[N, ...]``; never modified.
         y: true labels ``[N]``.
-        epsilons: ascending, non-negative radii.
+        epsilons: one radius, or ascending, non-negative radii (a single number gives one
+            row, K = 1).
         norm: ``"linf"`` or ``"l2"``.
         num_draws: random points per sample and epsilon.
         nested: a sample broken at a smaller epsilon keeps that example at larger ones.

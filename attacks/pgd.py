@@ -33,7 +33,7 @@ from attacks._engine import (
 from attacks._model import Evaluator
 from attacks.losses import NO_PREDICTION, Objective, describe, objective, predict, zero_nonfinite_
 from attacks.result import AttackResult
-from attacks.threat import Bounds, Geometry, Norm, geometry, uniform
+from attacks.threat import Bounds, Epsilons, Geometry, Norm, geometry, uniform
 
 TARGET_MODES = ("random", "next", "least-likely", "all", "top")
 Keep = Literal["best", "last"]
@@ -357,7 +357,7 @@ def _pgd(
     model: nn.Module,
     x: Tensor,
     y: Tensor,
-    epsilons: Sequence[float],
+    epsilons: Epsilons,
     *,
     norm: Norm | str,
     num_steps: int,
@@ -533,7 +533,7 @@ def pgd(
     model: nn.Module,
     x: Tensor,
     y: Tensor,
-    epsilons: Sequence[float],
+    epsilons: Epsilons,
     *,
     norm: Norm | str = Norm.LINF,
     num_steps: int = 100,
@@ -559,7 +559,8 @@ def pgd(
         model: maps inputs ``[N, ...]`` in ``bounds`` to logits ``[N, C]``.
         x: clean inputs ``[N, ...]`` in ``bounds``; never modified.
         y: true labels ``[N]``.
-        epsilons: ascending, non-negative radii in input space.
+        epsilons: one radius, or ascending, non-negative radii in input space (a single
+            number gives one row, K = 1).
         norm: ``"linf"`` or ``"l2"``.
         num_steps: gradient steps per restart.
         rel_step_size: step as a fraction of epsilon (default ``2.5 / num_steps``).
@@ -623,7 +624,7 @@ def pgd_targeted(
     model: nn.Module,
     x: Tensor,
     y: Tensor,
-    epsilons: Sequence[float],
+    epsilons: Epsilons,
     *,
     target_mode: str = "random",
     num_target_classes: int | None = None,

@@ -29,7 +29,7 @@ from torch import Tensor, nn
 from attacks._engine import Batch, BatchOutcome, epsilon_stream, run_attack, setup
 from attacks.losses import fooled, is_finite_rows, judged_margin, margin
 from attacks.result import AttackResult
-from attacks.threat import Bounds, Norm
+from attacks.threat import Bounds, Epsilons, Norm
 from torchutil import draw_seed, seeded_global_rng, torch_default_device
 
 _STENCILS: dict[tuple[str, int, int, str], Tensor] = {}
@@ -366,7 +366,7 @@ def square(
     model: nn.Module,
     x: Tensor,
     y: Tensor,
-    epsilons: Sequence[float],
+    epsilons: Epsilons,
     *,
     norm: Norm | str = Norm.LINF,
     num_queries: int = 5000,
@@ -387,7 +387,8 @@ def square(
         model: maps inputs ``[N, C, H, W]`` in ``[0, 1]`` to logits ``[N, classes]``.
         x: clean images ``[N, C, H, W]``; never modified.
         y: true labels ``[N]``.
-        epsilons: ascending, non-negative radii.
+        epsilons: one radius, or ascending, non-negative radii (a single number gives one
+            row, K = 1).
         norm: ``"linf"`` or ``"l2"``.
         num_queries: iterations per restart (AutoAttack: 5000).
         p_init: initial fraction of pixels in a square (AutoAttack: 0.8).

@@ -14,6 +14,7 @@ falls in, its position there or the other samples: the native attacks draw this 
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from enum import Enum
@@ -70,16 +71,35 @@ class Bounds:
         return cls(float(value[0]), float(value[1]))
 
 
-def check_epsilons(epsilons: Iterable[float]) -> tuple[float, ...]:
-    """Validate a list of epsilons: non-empty, finite, non-negative and strictly ascending.
+Epsilons = float | Iterable[float]
+"""One epsilon (``0.3``), or ascending epsilons (``[0.1, 0.3]``) for one call to evaluate."""
+
+
+def check_epsilons(epsilons: Epsilons | Tensor) -> tuple[float, ...]:
+    """Validate epsilons: one number, or a non-empty, finite, non-negative and strictly
+    ascending list of them.
 
     Returns:
-        The epsilons as a tuple of floats.
+        The epsilons as a tuple of floats (one value for a single number).
 
     Raises:
         ValueError: naming what was expected, what arrived and the fix.
+        TypeError: neither a number nor a list of numbers.
     """
-    values = tuple(float(e) for e in epsilons)
+    if isinstance(epsilons, bool | str | bytes):
+        raise TypeError(
+            f"epsilons must be a number or a list of numbers, got {epsilons!r}; pass e.g. 0.3 "
+            "or [0.1, 0.3]"
+        )
+    if isinstance(epsilons, numbers.Real) or getattr(epsilons, "ndim", None) == 0:
+        epsilons = [float(epsilons)]  # type: ignore[arg-type]
+    try:
+        values = tuple(float(e) for e in epsilons)  # type: ignore[union-attr]
+    except TypeError:
+        raise TypeError(
+            f"epsilons must be a number or a list of numbers, got {type(epsilons).__name__}; "
+            "pass e.g. 0.3 or [0.1, 0.3]"
+        ) from None
     if not values:
         raise ValueError("epsilons must hold at least one value, got []; pass e.g. [0.3]")
     if any(not math.isfinite(e) or e < 0 for e in values):

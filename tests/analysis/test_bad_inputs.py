@@ -276,6 +276,20 @@ CASES = [
     Case("epsilon-empty", "audit", _audit("--epsilons", ","), "--epsilons"),
     Case("epsilon-norm-empty", "audit", _audit("--epsilons", "linf="), "--epsilons linf"),
     Case("epsilon-norm-unknown", "audit", _audit("--epsilons", "l3=0.1"), "l3"),
+    Case("epsilon-expression", "audit", _audit("--epsilons", "2**-3"), "fractions (0.5"),
+    Case("epsilon-fraction-zero", "audit", _audit("--epsilons", "8/0"), "8/0"),
+    Case(
+        "epsilon-no-norm-two-norms",
+        "audit",
+        _audit("--epsilons", "0.1,0.2"),
+        "--epsilons 'linf=8/255;l2=0.5'",
+    ),
+    Case(
+        "epsilon-no-norm-both-norms-named",
+        "audit",
+        _audit("--epsilons", "8/255", "--norms", "linf,l2"),
+        "names no norm",
+    ),
     # ------------------------------------------------------------------ suite flags
     Case("attacks-empty", "audit", _audit("--attacks", ""), "--attacks is empty"),
     Case("norms-empty", "audit", _audit("--norms", ","), "--norms is empty"),

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from analysis.config import PRESETS, build_suite, cost_warning, passes_per_sample
+from analysis.config import (
+    PRESETS,
+    build_suite,
+    check_suite,
+    cost_warning,
+    parse_epsilons,
+    passes_per_sample,
+)
 from attacks import AttackSpec, Norm, SuiteConfig, SweepConfig
 from checkpoints.train import ZOO_DIR
 
@@ -331,3 +338,51 @@ def test_a_costly_suite_is_said_with_its_estimate(tmp_path):
         "the suite may take up to 2,180,000 passes of the model per sample"
     )
     assert "2,180,000,000 for the 1000 samples (most in sweep: 1,980,000 per sample)" in warning
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("8/255", (8 / 255,)),
+        ("0.5", (0.5,)),
+        ("1e-3", (0.001,)),
+        ("2/255, 8/255,0.1", (2 / 255, 8 / 255, 0.1)),
+        ("linf=8/255;l2=0.5", {Norm.LINF: (8 / 255,), Norm.L2: (0.5,)}),
+        ("linf = 4/255, 8/255 ; l2 = 1/2", {Norm.LINF: (4 / 255, 8 / 255), Norm.L2: (0.5,)}),
+    ],
+)
+def test_epsilons_are_decimals_or_fractions(text, expected):
+    assert parse_epsilons(text) == expected
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["8/0", "8/-255", "8/255/2", "2**-3", "__import__('os')", "1/inf", "8/", "/255", "0x10"],
+)
+def test_anything_but_a_number_or_fraction_is_refused(text):
+    with pytest.raises(ValueError, match=r"--epsilons must be comma-separated numbers or fract"):
+        parse_epsilons(text)
+
+
+def test_a_bare_list_for_two_norms_is_refused_naming_the_per_norm_syntax():
+    bare = parse_epsilons("0.1,0.2")
+    with pytest.raises(ValueError) as caught:
+        build_suite("quick", "digits", epsilons=bare)
+    message = str(caught.value)
+    assert "\n" not in message
+    assert "--epsilons 0.1,0.2 names no norm" in message and "linf and l2" in message
+    assert "--epsilons 'linf=8/255;l2=0.5'" in message and "--norms" in message
+    with pytest.raises(ValueError, match="names no norm"):
+        check_suite("quick", epsilons=bare)
+    with pytest.raises(ValueError, match="names no norm"):
+        build_suite("quick", "digits", epsilons=bare, norms=["linf", "l2"])
+    # One norm chosen, or a suite of one norm: the list is that norm's.
+    alone = build_suite("quick", "digits", epsilons=bare, norms=["l2"])
+    assert dict(alone.epsilons) == {Norm.L2: (0.1, 0.2)}
+
+
+def test_a_bare_list_is_the_epsilons_of_a_one_norm_suite_file(tmp_path):
+    path = tmp_path / "suite.toml"
+    path.write_text("[epsilons]\nl2 = [0.5]\n\n" + VALID_ATTACK)
+    suite = build_suite("quick", "digits", suite_file=path, epsilons=parse_epsilons("1/4,1/2"))
+    assert dict(suite.epsilons) == {Norm.L2: (0.25, 0.5)}

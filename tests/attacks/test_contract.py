@@ -5,11 +5,23 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
 
-from attacks import AttackResult, apgd, fgsm, geometry, pgd, pgd_targeted, random_noise, square
+from attacks import (
+    AttackResult,
+    apgd,
+    autoattack,
+    fgsm,
+    geometry,
+    pgd,
+    pgd_targeted,
+    random_noise,
+    registry,
+    square,
+)
 
 EPSILONS = {"linf": [0.0, 0.05, 0.2], "l2": [0.0, 0.3, 1.0]}
 
@@ -99,6 +111,45 @@ def test_contract(name, attack, kwargs, norm, model, data) -> None:
     assert torch.equal(torch.get_rng_state(), state)
     assert torch.equal(again.success, result.success)
     assert torch.equal(again.adversarial, result.adversarial)
+
+
+# Every attack function of the package, by name: a new one must be added here.
+ATTACK_FUNCTIONS: list[tuple[Callable[..., AttackResult], dict[str, Any]]] = [
+    (fgsm, {}),
+    (pgd, {"num_steps": 3}),
+    (pgd_targeted, {"num_steps": 3}),
+    (square, {"num_queries": 10}),
+    (random_noise, {"num_draws": 5}),
+    (apgd, {"num_steps": 3}),
+    (autoattack, {"version": "standard"}),
+]
+
+
+def test_the_scalar_table_holds_every_registered_attack_function() -> None:
+    registered = {registry.get(kind).function for kind in registry.list_attacks()}
+    assert registered == {function for function, _ in ATTACK_FUNCTIONS}
+
+
+@pytest.mark.parametrize(
+    ("attack", "kwargs"), ATTACK_FUNCTIONS, ids=[f.__name__ for f, _ in ATTACK_FUNCTIONS]
+)
+@pytest.mark.parametrize("epsilon", [0.1, 1, np.float32(0.1), torch.tensor(0.1)], ids=repr)
+def test_a_single_epsilon_is_one_row(attack, kwargs, epsilon, model, data) -> None:
+    x, y = data
+    x, y = x[:6], y[:6]
+    single = attack(model, x, y, epsilon, generator=3, **kwargs)
+    listed = attack(model, x, y, [float(epsilon)], generator=3, **kwargs)
+    assert single.epsilons == listed.epsilons == (float(epsilon),)
+    assert single.success.shape == (1, x.shape[0])
+    assert torch.equal(single.success, listed.success)
+    assert torch.equal(single.adversarial, listed.adversarial)
+
+
+@pytest.mark.parametrize("epsilons", [True, "0.1", b"0.1", None, object()], ids=repr)
+def test_something_else_than_numbers_is_refused(epsilons, model, data) -> None:
+    x, y = data
+    with pytest.raises(TypeError, match="epsilons must be a number or a list of numbers"):
+        pgd(model, x, y, epsilons, num_steps=1)
 
 
 @pytest.mark.parametrize(
