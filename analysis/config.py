@@ -189,11 +189,22 @@ def _string(value: Any, where: str) -> str:
 
 
 def _file_epsilons(values: Any, where: str) -> tuple[float, ...]:
+    """Numbers, or fractions as strings (``"8/255"``): TOML has no fractions."""
     items = values if isinstance(values, list) else [values]
+    parsed = []
     for value in items:
+        try:
+            if isinstance(value, str) and "/" in value:
+                parsed.append(_number(value))
+                continue
+        except ValueError:
+            pass
         if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ParameterTypeError(f"{where}: expected a list of numbers, got {values!r}")
-    return _ascending(tuple(float(v) for v in items), where)
+            raise ParameterTypeError(
+                f'{where}: expected a list of numbers or fractions (0.5, "8/255"), got {values!r}'
+            )
+        parsed.append(float(value))
+    return _ascending(tuple(parsed), where)
 
 
 def _suite_from_file(path: Path, dataset: str | None) -> tuple[SuiteConfig, bool]:

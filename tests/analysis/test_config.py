@@ -386,3 +386,13 @@ def test_a_bare_list_is_the_epsilons_of_a_one_norm_suite_file(tmp_path):
     path.write_text("[epsilons]\nl2 = [0.5]\n\n" + VALID_ATTACK)
     suite = build_suite("quick", "digits", suite_file=path, epsilons=parse_epsilons("1/4,1/2"))
     assert dict(suite.epsilons) == {Norm.L2: (0.25, 0.5)}
+
+
+def test_a_suite_file_takes_fractions_as_strings(tmp_path):
+    path = tmp_path / "suite.toml"
+    path.write_text('[epsilons]\nlinf = ["4/255", "8/255"]\nl2 = [0.5]\n\n' + VALID_ATTACK)
+    suite = build_suite("quick", "digits", suite_file=path)
+    assert dict(suite.epsilons) == {Norm.LINF: (4 / 255, 8 / 255), Norm.L2: (0.5,)}
+    path.write_text('[epsilons]\nlinf = ["8/0"]\n\n' + VALID_ATTACK)
+    with pytest.raises(ValueError, match=r"epsilons.linf: expected a list of numbers or fr"):
+        build_suite("quick", "digits", suite_file=path)
