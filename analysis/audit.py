@@ -52,6 +52,7 @@ from analysis.config import (
     flatness_config,
     parse_epsilons,
 )
+from analysis.conventions import try_conventions
 from analysis.document import (
     SCHEMA_VERSION,
     DocumentError,
@@ -441,7 +442,28 @@ def _run_audit(
             flatness["active_layers"] = active_result.to_dict()
     # Sums over the samples, so batched by the memory's chunk; named as in the model itself.
     activations = activation_statistics(model, x, chunked.chunk_size)
-    findings = run_checks(Evidence(suite, probes, suite_config.eot_samples))
+    spec = loaded.spec
+    conventions = unit(
+        "conventions",
+        lambda: try_conventions(
+            chunked,
+            x,
+            y,
+            mean=spec.mean,
+            std=spec.std,
+            bounds=spec.bounds,
+            batch_size=config.batch_size,
+        ),
+    )
+    evidence = Evidence(
+        suite,
+        probes,
+        suite_config.eot_samples,
+        num_classes=spec.num_classes,
+        recorded_clean_accuracy=spec.clean_accuracy,
+        conventions=conventions,
+    )
+    findings = run_checks(evidence)
     correct = int(suite.clean_correct.sum())
     # The first batch the clean pass gave the model: a size it accepts.
     padding = x[: min(len(x), config.batch_size, chunked.chunk_size)].cpu()

@@ -87,12 +87,23 @@ def _types(modules: Iterable[ModuleType]) -> list[type]:
 
 
 def _safe_types() -> list[type]:
-    from analysis import probes
+    from analysis import conventions, probes
     from attacks import result, threat
     from flatness import core, fisher_rao, hessian, landscape, sharpness
     from torchutil import memory
 
-    modules = (result, threat, probes, core, fisher_rao, hessian, landscape, sharpness, memory)
+    modules = (
+        result,
+        threat,
+        probes,
+        conventions,
+        core,
+        fisher_rao,
+        hessian,
+        landscape,
+        sharpness,
+        memory,
+    )
     return _types(modules)
 
 

@@ -28,6 +28,18 @@ _PAIRED = (
 )
 
 CHECK_HELP: dict[str, CheckHelp] = {
+    "low-clean-accuracy": CheckHelp(
+        "Clean accuracy near chance or below expectation",
+        "The clean accuracy against chance (1 / classes; exact binomial test), against the "
+        "accuracy the checkpoint records from its training (exact binomial test), and against "
+        "the same images presented in other input conventions: no normalisation, the named "
+        "ones, a grid of means 0, 0.25, 0.5 and stds 0.125, 0.25, 0.5, pixels in 0..255, BGR "
+        "channel order (exact McNemar test, Bonferroni-corrected over the conventions).",
+        "Fails when it is not significantly above chance (α = 0.01), or significantly and "
+        "materially (5 points and at least 5 samples) below the recorded accuracy or another "
+        "convention's; warns when only significantly. A reliability check: a model fed its "
+        "inputs in the wrong convention makes every robust accuracy meaningless.",
+    ),
     "one-step-beats-iterative": CheckHelp(
         "One-step attack beats iterative",
         "Samples FGSM broke that the iterative attacks (PGD) left robust. " + _PAIRED,

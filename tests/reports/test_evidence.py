@@ -5,6 +5,7 @@ document's own, and the fallback for checks and shapes this version does not kno
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Iterator
 from typing import Any
@@ -261,6 +262,40 @@ def test_the_probes_read_as_sentences(findings) -> None:
         assert all(f"{r['silent']} of {r['attacked']}" in text for r in hit)
         if hit:
             assert f"{evidence_['total']} sample" in text
+
+
+def test_clean_accuracy_shows_every_comparison(findings) -> None:
+    for evidence_ in _of(findings, "low-clean-accuracy"):
+        shown = render("low-clean-accuracy", evidence_)
+        text = shown.text()
+        assert f"({evidence_['correct']} of {evidence_['samples']} samples)" in text
+        if evidence_.get("recorded_clean_accuracy") is not None:
+            assert f"records {evidence_['recorded_clean_accuracy']:.3g} from its" in text
+        tried = evidence_.get("conventions") or {}
+        better = sorted(
+            (r["accuracy"] for r in tried.values() if r["accuracy"] > evidence_["clean_accuracy"]),
+            reverse=True,
+        )
+        tables = _tables(shown)
+        assert len(tables) == (1 if better else 0)
+        if better:
+            (table,) = tables
+            assert table.columns == ("accuracy", "gained", "lost", "p", "flag")
+            for name, cells in table.rows:
+                row = tried[name]
+                assert cells[:3] == (
+                    f"{row['accuracy']:.3g}",
+                    str(row["only_this"]),
+                    str(row["only_current"]),
+                )
+            # The best of those that scored higher, at most three.
+            shown_values = [float(cells[0]) for _, cells in table.rows]
+            assert len(shown_values) == min(3, len(better))
+            assert all(
+                math.isclose(a, b, rel_tol=1e-3) for a, b in zip(shown_values, better, strict=False)
+            )
+        elif tried:
+            assert "none scored higher" in text
 
 
 def test_failed_runs_are_grouped_by_their_error(findings) -> None:
