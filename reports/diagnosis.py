@@ -174,8 +174,9 @@ def diagnose(result: AuditResult) -> list[Mechanism]:
             Mechanism(
                 "Shattered gradients: zero for every loss",
                 (
-                    f"{float(share.get('zero_fraction') or 0.0):.1%} of the first input "
-                    "gradients are exactly zero",
+                    f"{float(share.get('zero_fraction') or 0.0):.1%} of the input gradients "
+                    "are exactly zero (of the clean samples' or of the attacks' first steps, "
+                    "whichever has more)",
                     "gradient-free attacks (Square, random noise) broke samples the gradient "
                     "attacks left robust",
                 ),

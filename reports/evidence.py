@@ -431,6 +431,8 @@ def _monotonic(evidence: Mapping[str, Any]) -> list[Block]:
         "reason",
         "zero_fraction",
         "clean_zero_fraction",
+        "clean_vanishing_fraction",
+        "clean_measured",
         "attack_zero_fraction",
         "vanishing_fraction",
         "threshold",
@@ -439,15 +441,23 @@ def _monotonic(evidence: Mapping[str, Any]) -> list[Block]:
 )
 def _vanishing(evidence: Mapping[str, Any]) -> list[Block]:
     """input_gradient_exists, and either reason or zero_fraction, clean_zero_fraction,
-    attack_zero_fraction, vanishing_fraction, threshold, measured."""
+    attack_zero_fraction, vanishing_fraction, threshold, measured; since schema 1.7 also
+    clean_vanishing_fraction and clean_measured. The clean gradients and the attacks' first
+    gradients are two populations, each described on its own."""
     if not evidence["input_gradient_exists"]:
         return [f"The input gradient does not exist: {evidence['reason']}."]
+    threshold = _number(evidence["threshold"])
+    clean = f"{_percent(evidence['clean_zero_fraction'])} of the clean input gradients"
+    if evidence.get("clean_measured") is not None:
+        clean += f" ({_plural(evidence['clean_measured'], 'sample')})"
+    clean += " are exactly zero"
+    if evidence.get("clean_vanishing_fraction") is not None:
+        clean += f" and {_percent(evidence['clean_vanishing_fraction'])} below {threshold}"
     return [
-        f"Exactly zero: {_percent(evidence['clean_zero_fraction'])} of the clean input "
-        f"gradients and {_percent(evidence['attack_zero_fraction'])} of the attacks' first "
-        f"input gradients ({_plural(evidence['measured'], 'gradient')} measured); "
-        f"{_percent(evidence['vanishing_fraction'])} of the latter are below "
-        f"{_number(evidence['threshold'])}."
+        f"{clean[0].upper()}{clean[1:]}.",
+        f"Of the attacks' first input gradients ({_plural(evidence['measured'], 'gradient')} "
+        f"measured), {_percent(evidence['attack_zero_fraction'])} are exactly zero and "
+        f"{_percent(evidence['vanishing_fraction'])} below {threshold}.",
     ]
 
 

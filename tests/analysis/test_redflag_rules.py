@@ -147,3 +147,31 @@ def test_margin_loss_against_cross_entropy_is_a_paired_test(only_margin, only_ce
     assert (row["only_margin_loss"], row["only_cross_entropy"]) == (only_margin, only_ce)
     exact = binom.sf(only_margin - 1, only_margin + only_ce, 0.5)
     assert math.isclose(row["p_value"], exact)
+
+
+def test_vanishing_gradients_describes_each_population_on_its_own():
+    """The clean samples' gradients and the attacks' first gradients are two populations:
+    each gets its share of exact zeros and its share below the threshold, so that the second
+    always includes the first."""
+    from analysis.redflags import Evidence, vanishing_gradients
+
+    clean = [0.0] * 9 + [1e-3]
+    probes = SimpleNamespace(
+        input_gradient_exists=True,
+        clean_zero_gradient_fraction=0.9,
+        clean_gradient_norms=tuple(clean),
+    )
+    first = torch.tensor([[0.0] * 5 + [1e-12, 1e-11] + [1e-2] * 3 + [math.nan] * 2])
+    stats = SimpleNamespace(first_grad_norm=first, vanishing_threshold=1e-10)
+    record = SimpleNamespace(result=SimpleNamespace(gradient_stats=stats))
+    suite = SimpleNamespace(norms=[SimpleNamespace(attacks=[record], sweep=None)])
+    finding = vanishing_gradients(Evidence(suite, probes))  # type: ignore[arg-type]
+    assert finding.explanation == (
+        "clean samples: 90.0% of 10 input gradients exactly zero, 90.0% below 1e-10; "
+        "attacks' first steps: 50.0% of 10 input gradients exactly zero, 70.0% below 1e-10"
+    )
+    assert finding.status == Status.FAIL  # 90 % exact zeros, above 5 %
+    evidence = finding.evidence
+    assert (evidence["clean_zero_fraction"], evidence["clean_vanishing_fraction"]) == (0.9, 0.9)
+    assert (evidence["attack_zero_fraction"], evidence["vanishing_fraction"]) == (0.5, 0.7)
+    assert (evidence["clean_measured"], evidence["measured"]) == (10, 10)

@@ -298,6 +298,29 @@ def test_clean_accuracy_shows_every_comparison(findings) -> None:
             assert "none scored higher" in text
 
 
+def test_vanishing_gradients_describes_two_populations() -> None:
+    shown = render(
+        "vanishing-gradients",
+        {
+            "input_gradient_exists": True,
+            "zero_fraction": 0.9,
+            "clean_zero_fraction": 0.9,
+            "clean_vanishing_fraction": 0.95,
+            "clean_measured": 20,
+            "attack_zero_fraction": 0.5,
+            "vanishing_fraction": 0.7,
+            "threshold": 1e-10,
+            "measured": 40,
+        },
+    )
+    assert not shown.generic
+    assert shown.text() == (
+        "90.0 % of the clean input gradients (20 samples) are exactly zero and 95.0 % below "
+        "1e-10. Of the attacks' first input gradients (40 gradients measured), 50.0 % are "
+        "exactly zero and 70.0 % below 1e-10."
+    )
+
+
 def test_failed_runs_are_grouped_by_their_error(findings) -> None:
     oom = "RuntimeError: CUDA out of memory. Tried to allocate 2.00 GiB"
     run = {"norm": "linf", "stage": "attack", "attack": "square", "epsilon": 0.1, "message": oom}
