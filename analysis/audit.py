@@ -685,7 +685,12 @@ def _parser(prog: str = "python -m analysis.audit") -> argparse.ArgumentParser:
     parser.add_argument(
         "--tables", help="also write every table of the report beside it: csv, md or csv,md"
     )
-    parser.add_argument("--quiet", action="store_true", help="no progress and no summary")
+    parser.add_argument(
+        "--quiet",
+        action="store_true",
+        help="no progress and no summary (a failing gate still prints its one-line result on "
+        "stderr)",
+    )
     parser.add_argument("--verbose", action="store_true", help="tracebacks for errors")
     add_description_arguments(parser)
     return parser
@@ -1008,6 +1013,9 @@ def _audit_all(
                 print("\n".join(gate.report_lines(outcome)))
             if not outcome.passed:
                 status = EXIT_GATE_FAILED
+                if args.quiet:
+                    # --quiet silences progress and the summary, never a failure.
+                    print(gate.result_line(outcome), file=sys.stderr)
     if len(planned) > 1 and first:
         comparison = args.out / "comparison.html"
         formats = parse_formats(args.tables) if args.tables is not None else ()

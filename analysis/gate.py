@@ -132,6 +132,15 @@ def read_baseline(path: Path) -> AuditResult:
         DocumentError: the file cannot be read, or a field the reader checks is missing or
             malformed; the message is one line naming the file and the field.
     """
+    path = Path(path)
+    if not path.exists():
+        raise DocumentError(
+            f"baseline {path} does not exist; make it once from an audit you trust: "
+            f"python -m analysis.audit CHECKPOINT --baseline {path} --update-baseline (or "
+            f"python -m analysis.gate RESULT {path} --update-baseline)"
+        )
+    if path.is_dir():
+        raise DocumentError(f"baseline {path} is a folder; give the baseline's JSON file")
     return AuditResult.from_dict(read_document(path), path)
 
 
@@ -295,6 +304,16 @@ def compare(
             )
         )
     return GateOutcome(tuple(cases))
+
+
+def result_line(outcome: GateOutcome) -> str:
+    """The gate's result in one line: ``gate: FAILED (7/9 checks; failed: clean accuracy,
+    red flag vanishing-gradients)``."""
+    failed = [c.name for c in outcome.cases if not c.passed]
+    total = len(outcome.cases)
+    if not failed:
+        return f"gate: passed ({total}/{total} checks)"
+    return f"gate: FAILED ({total - len(failed)}/{total} checks; failed: {', '.join(failed)})"
 
 
 def report_lines(outcome: GateOutcome) -> list[str]:

@@ -101,6 +101,36 @@ def test_gate_fails_a_weakened_checkpoint(baseline, weakened, tmp_path, capsys):
     assert "clean accuracy" in failures
 
 
+def test_a_failing_gate_says_so_under_quiet(baseline, weakened, tmp_path, capsys):
+    baseline_file, _ = baseline
+    argv = [weakened, *AUDIT, "--out", str(tmp_path), "--baseline", baseline_file]
+    assert audit_main([*argv, "--allow-different-checkpoint"]) == 1
+    captured = capsys.readouterr()
+    # --quiet keeps stdout empty, but the failure is one line on stderr, never silence.
+    assert captured.out == ""
+    lines = captured.err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("gate: FAILED (")
+    assert "failed: " in lines[0] and "clean accuracy" in lines[0]
+
+
+def test_a_missing_baseline_says_how_to_make_one(baseline, tmp_path, capsys):
+    _, result = baseline
+    missing = tmp_path / "missing.json"
+    checkpoint = str(ZOO_DIR / "digits-mlp-dropout.pt")
+    for command in (
+        lambda: audit_main(
+            [checkpoint, *AUDIT, "--out", str(tmp_path), "--baseline", str(missing)]
+        ),
+        lambda: gate_main([result, str(missing)]),
+    ):
+        assert command() == 2
+        message = capsys.readouterr().err
+        assert message.count("\n") == 1
+        assert f"baseline {missing} does not exist" in message
+        assert "--update-baseline" in message and "result file" not in message
+    assert not any(tmp_path.iterdir())
+
+
 def test_gate_command_line(baseline, tmp_path):
     baseline_file, result = baseline
     assert gate_main([result, baseline_file]) == 0
