@@ -1116,6 +1116,15 @@ def infer_architectures(weights: Mapping[str, Tensor]) -> list[tuple[str, str, i
     return found
 
 
+_KINDS = {
+    "state_dict": "a plain state_dict",
+    "lightning": "a PyTorch Lightning checkpoint",
+    "torchscript": "a TorchScript archive",
+    "pickled-module": "a pickled module",
+}
+"""What a file of each container format is, in words, for messages."""
+
+
 def _resolve_foreign(
     description: Description, path: Path, source_format: str, weights: Mapping[str, Tensor]
 ) -> CheckpointSpec:
@@ -1131,10 +1140,11 @@ def _resolve_foreign(
                 + "."
             )
         raise CheckpointError(
-            f"{path} is a {source_format} that does not say what it is; describe it with "
-            f"--arch NAME (one of {', '.join(architecture_names())}) and --dataset NAME, "
-            "or, for a class of your own, --model yourfile.py:YourClass and --dataset NAME, "
-            f"or a sidecar file {path.with_suffix('.toml').name} (see README).{hint}"
+            f"{path} is {_KINDS.get(source_format, source_format)}: it holds weights but does "
+            f"not name the architecture they belong to; describe it with --arch NAME (one of "
+            f"{', '.join(architecture_names())}) and --dataset NAME, or, for a class of your "
+            "own, --model yourfile.py:YourClass and --dataset NAME, or a sidecar file "
+            f"{path.with_suffix('.toml').name} (see README).{hint}"
         )
     if description.arch not in architecture_names():
         arch = description.arch
@@ -1296,10 +1306,10 @@ def _wrap_graph(
     )
     if shape is None:
         raise CheckpointError(
-            f"{path} is a {fmt} that carries its own graph but not its data; give --dataset NAME "
-            f"or --input-shape C,H,W"
+            f"{path} is {_KINDS[fmt]}: it carries its own graph but not its data; give "
+            "--dataset NAME or --input-shape C,H,W"
         )
-    classes = _probe_classes(model, shape, classes, path, f"the {fmt} model")
+    classes = _probe_classes(model, shape, classes, path, f"the model of {_KINDS[fmt]}")
     mean, std = normalization_for(fmt, description.dataset, description.normalization)
     spec = CheckpointSpec(
         arch=fmt,

@@ -201,7 +201,10 @@ CASES: list[tuple[str, Callable[[Path], tuple[Path, Description | None]], list[s
     (
         "LeNet-5 weights without a description",
         _saved(_lenet_state, None),
-        ["does not say what it is", "--arch lenet5 --dataset mnist"],
+        [
+            "is a plain state_dict: it holds weights but does not name the architecture",
+            "--arch lenet5 --dataset mnist",
+        ],
     ),
     (
         "digits MLP weights given --dataset mnist",

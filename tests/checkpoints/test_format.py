@@ -181,6 +181,19 @@ def test_mismatch_lists_keys_and_likely_cause(tmp_path):
         load_checkpoint(tmp_path / "m.pt", Description(arch="lenet5", dataset="digits"))
 
 
+def test_an_undescribed_lightning_checkpoint_is_named_in_a_sentence(tmp_path):
+    network, _ = _lenet(1)
+    ckpt = {"state_dict": {f"model.{k}": v for k, v in network.state_dict().items()}}
+    torch.save(ckpt, tmp_path / "run.ckpt")
+    with pytest.raises(CheckpointError) as caught:
+        load_checkpoint(tmp_path / "run.ckpt")
+    assert str(caught.value).startswith(
+        f"{tmp_path / 'run.ckpt'} is a PyTorch Lightning checkpoint: it holds weights but does "
+        "not name the architecture they belong to; describe it with --arch NAME (one of "
+    )
+    assert "--dataset NAME, or a sidecar file run.toml" in str(caught.value)
+
+
 def test_missing_description_suggests_the_architecture(tmp_path):
     torch.save(build_network("lenet5", (1, 28, 28), 10).state_dict(), tmp_path / "bare.pt")
     with pytest.raises(CheckpointError, match="--arch lenet5 --dataset mnist"):
