@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import copy
 import json
+import re
+from pathlib import Path
 
 import jsonschema
 import pytest
@@ -12,6 +14,7 @@ from audit_helpers import audit_document, quick_config, without_timings
 
 from analysis.document import (
     SCHEMA_PATH,
+    SCHEMA_VERSION,
     DocumentError,
     bits,
     decode_image,
@@ -129,3 +132,14 @@ def test_differences_allow_float32_rounding_of_a_figure_near_zero():
     assert differences({"margin": -0.005942344665527344}, {"margin": -0.005942106246948242}) == []
     assert differences({"margin": -0.0059423}, {"margin": -0.0059523}) != []
     assert differences({"trace": 1000.0}, {"trace": 1000.02}) != []
+
+
+def test_the_readme_states_the_schema_version_the_code_writes():
+    from reports.document import READABLE_VERSIONS
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    stated = re.search(r"carries a `schema_version`, now `([0-9.]+)`", readme)
+    assert stated is not None and stated.group(1) == SCHEMA_VERSION
+    oldest, newest_older = re.search(r"`([0-9.]+)` to `([0-9.]+)` documents", readme).groups()
+    assert (oldest, newest_older) == (READABLE_VERSIONS[0], READABLE_VERSIONS[-2])
+    assert READABLE_VERSIONS[-1] == SCHEMA_VERSION
