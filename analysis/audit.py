@@ -85,7 +85,7 @@ from checkpoints.datasets import Dataset, DatasetError, load_dataset
 from reports.compare import write_comparison
 from reports.document import AttackRecord, AuditResult, FlatnessResult, read_result
 from reports.html import write_report
-from reports.tables import parse_formats, write_tables
+from reports.tables import parse_formats, preset_caveat, write_tables
 from torchutil import BatchChoice, distributed, full_precision, make_generator
 
 __all__ = ["EvaluationSet", "evaluation_set", "main", "run_audit", "select_samples"]
@@ -606,6 +606,9 @@ def summary_lines(path: Path, result: AuditResult) -> list[str]:
             lines.append(f"  {heading}: " + "; ".join(parts))
     flags = [f for f in result.findings if f.status in ("warn", "fail")]
     lines.append(f"  verdict: {result.verdict}")
+    caveat = preset_caveat(result)
+    if caveat is not None:
+        lines.append(f"  caution: {caveat}")
     for finding in flags:
         lines.append(f"    [{finding.status}] {finding.code}: {finding.explanation}")
     return lines

@@ -218,6 +218,7 @@ def _banner(result: AuditResult) -> dict[str, Any]:
         "clean": tables.interval(result.clean_accuracy),
         "norms": norms,
         "flags": [(f.code, f.status) for f in result.findings if f.status in _FLAGGED],
+        "caveat": tables.preset_caveat(result),
     }
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import subprocess
@@ -200,10 +201,20 @@ def test_summary_lines_of_a_result(quick_document):
     assert active.startswith("  layers active: Fisher-Rao (emp) ") and active.count("±") == 3
     assert active.endswith(f"; Hessian trace {trace.value:.4g} ± {trace.stderr:.2g}")
     assert lines[4 + len(rows)] == f"  verdict: {result.verdict}"
+    # The quick preset is a smoke test, and the summary says so right under the verdict.
+    assert lines[5 + len(rows)] == (
+        "  caution: the quick preset is a smoke test (PGD with 10 steps, Square with 200 "
+        "queries, a small sweep): its robust accuracies may overstate robustness; audit with "
+        "--preset standard for figures to report"
+    )
     flagged = [f for f in result.findings if f.status in ("warn", "fail")]
-    assert lines[5 + len(rows) :] == [
+    assert lines[6 + len(rows) :] == [
         f"    [{f.status}] {f.code}: {f.explanation}" for f in flagged
     ]
+    standard = copy.deepcopy(quick_document)
+    standard["provenance"]["config"]["suite"]["name"] = "standard"
+    lines = summary_lines(Path("model.pt"), AuditResult.from_dict(standard))
+    assert not any("caution" in line or "smoke test" in line for line in lines)
     # An estimate without a standard error is shown without one.
     assert result.flatness.hessian_trace is not None
     trace = dataclasses.replace(result.flatness.hessian_trace, stderr=None)

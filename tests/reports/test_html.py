@@ -105,6 +105,19 @@ def test_the_banner_carries_the_key_numbers(honest: AuditResult, page: Page) -> 
     assert "percentage points" in text
 
 
+def test_a_quick_audit_is_called_a_smoke_test_in_the_banner(page: Page) -> None:
+    text = " ".join(" ".join(page.text).split())
+    assert "Caution: the quick preset is a smoke test" in text
+    assert "may overstate robustness" in text and "--preset standard" in text
+    data = document("honest")
+    data["provenance"]["config"]["suite"]["name"] = "standard"
+    assert "smoke test" not in html.render(AuditResult.from_dict(data))
+
+
+def test_the_subtitle_says_how_pixels_reach_the_model(page: Page) -> None:
+    assert "pixels in [0, 1], no normalisation" in " ".join(" ".join(page.text).split())
+
+
 def test_headings_in_order(page: Page) -> None:
     headings = [attrs.get("id") for tag, attrs in page.tags if tag == "h2"]
     assert headings == [f"{section}-heading" for section, _ in html._SECTIONS]
