@@ -226,7 +226,8 @@ def test_attack_not_converged_keeps_the_most_concerning_runs(findings) -> None:
 def test_the_probes_read_as_sentences(findings) -> None:
     for evidence_ in _of(findings, "stochastic-model"):
         text = render("stochastic-model", evidence_).text()
-        assert f"{evidence_['prediction_flips']} predictions flipped" in text
+        flips = evidence_["prediction_flips"]
+        assert f"{flips} prediction{'' if flips == 1 else 's'} flipped" in text
         assert f"{evidence_['num_repeats']} forward passes" in text
     for evidence_ in _of(findings, "model-in-train-mode"):
         text = render("model-in-train-mode", evidence_).text()
