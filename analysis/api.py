@@ -13,19 +13,33 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
 from analysis.activations import dropout_family_layers
-from analysis.config import DEFAULT_BATCH_SIZE, PRESETS, AuditConfig, build_suite, flatness_config
+from analysis.config import (
+    DEFAULT_BATCH_SIZE,
+    PRESETS,
+    AuditConfig,
+    build_suite,
+    flatness_config,
+    parse_epsilons,
+)
 from analysis.document import write_json
 from attacks import Norm, SuiteConfig
 from checkpoints import CheckpointSpec, LoadedCheckpoint
 from checkpoints.architectures import Normalized
-from checkpoints.datasets import Dataset, check_dataset, load_dataset
+from checkpoints.datasets import (
+    UNNAMED,
+    Dataset,
+    DatasetError,
+    check_dataset,
+    load_dataset,
+)
 from checkpoints.format import weights_sha256
 from checkpoints.layers import found_layer_spec
-from checkpoints.spec import parse_normalization
+from checkpoints.spec import parse_dataset, parse_normalization
 from reports.document import AuditResult
 from reports.html import write_report
 
@@ -58,7 +72,7 @@ def audit_model(
     preset: str = "standard",
     suite: str | Path | SuiteConfig | None = None,
     norms: str | Sequence[str] | None = None,
-    epsilons: Epsilons | None = None,
+    epsilons: Epsilons | str | None = None,
     attacks: Sequence[str] | None = None,
     bounds: tuple[float, float] = (0.0, 1.0),
     normalization: str | tuple[Sequence[float], Sequence[float]] | None = None,
@@ -68,7 +82,7 @@ def audit_model(
     batch_size: int | None = None,
     seed: int = 0,
     device: str | torch.device | None = None,
-    progress: bool = False,
+    progress: bool = True,
     name: str | None = None,
     out: str | Path | None = None,
     report: bool = True,
@@ -104,7 +118,7 @@ def audit_model(
         batch_size: samples the model evaluates at once (default: the largest that fits).
         seed: every random choice; equal seeds give equal results.
         device: where to run (default: the model's device).
-        progress: a progress bar on stderr.
+        progress: progress on stderr (the attacks' bar, each flatness estimator).
         name: the model's name in the result and the report (default: its class name).
         out: a folder: ``out/<name>/audit.json`` (and ``report.html`` unless ``report`` is
             False) are written there, atomically.
@@ -125,8 +139,14 @@ def audit_model(
     # Imported here: analysis.audit is also the command's __main__ module.
     from analysis.audit import EvaluationSet, check_model_outputs, run_audit, select_samples
 
+    if isinstance(model, type) and issubclass(model, nn.Module):
+        raise ValueError(
+            f"model is the class {model.__name__}, not a model: pass an instance with its "
+            f"trained weights, e.g. net = {model.__name__}(); net.load_state_dict(...)"
+        )
     if not isinstance(model, nn.Module):
         raise ValueError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    dataset = parse_dataset(dataset, "dataset=")
     if preset not in PRESETS:
         raise ValueError(f"preset must be one of {', '.join(PRESETS)}, got {preset!r}")
     for label, value in (("flatness_samples", flatness_samples), ("num_samples", num_samples)):
@@ -213,14 +233,25 @@ def _inputs(
     if x is None and y is None:
         if dataset is None:
             raise ValueError("give the evaluation data: x and y, or dataset='mnist' (or another)")
-        loaded = load_dataset(dataset, "test", data, bounds=bounds)
+        try:
+            loaded = load_dataset(dataset, "test", data, bounds=bounds)
+        except DatasetError as err:
+            # The loader speaks in the command's flags; here they are keywords.
+            raise DatasetError(str(err).replace("--data", "data=")) from None
         return _Inputs(loaded.x, loaded.y, loaded)
     if x is None or y is None:
         raise ValueError("give both x (images) and y (labels), or neither and a dataset")
     if data is not None:
         raise ValueError("data= names a dataset's files; with x and y given it would be unused")
+    if isinstance(x, np.ndarray):
+        x = torch.from_numpy(x)
+    if isinstance(y, np.ndarray):
+        y = torch.from_numpy(y)
     if not isinstance(x, Tensor) or not isinstance(y, Tensor):
-        raise ValueError(f"x and y must be tensors, got {type(x).__name__} and {type(y).__name__}")
+        raise ValueError(
+            f"x and y must be tensors (or NumPy arrays), got {type(x).__name__} and "
+            f"{type(y).__name__}"
+        )
     if x.dim() != 4 or not x.is_floating_point():
         raise ValueError(
             f"x must be float images [N, C, H, W], got a {x.dtype} tensor of shape "
@@ -245,7 +276,7 @@ def _inputs(
     source = Dataset(
         x=x.detach().cpu().float(),
         y=y.detach().cpu().long(),
-        name=dataset or "tensors",
+        name=dataset or UNNAMED,
         split="test",
         source="tensors given to audit_model",
     )
@@ -257,7 +288,7 @@ def _config(
     dataset: str | None,
     suite: str | Path | SuiteConfig | None,
     norms: str | Sequence[str] | None,
-    epsilons: Epsilons | None,
+    epsilons: Epsilons | str | None,
     attacks: Sequence[str] | None,
     *,
     flatness: bool,
@@ -311,9 +342,17 @@ def _config(
 
 
 def _epsilons(
-    epsilons: Epsilons, suite_norms: Sequence[Norm | str], wanted: list[str] | None
+    epsilons: Epsilons | str, suite_norms: Sequence[Norm | str], wanted: list[str] | None
 ) -> dict[Norm, tuple[float, ...]]:
-    """Per-norm ascending epsilons from a number, a list or a mapping."""
+    """Per-norm ascending epsilons from a number, a list, a mapping or the command's text
+    (``"linf=8/255;l2=0.5"``)."""
+    if isinstance(epsilons, str):
+        parsed = parse_epsilons(epsilons)
+        epsilons = (
+            {norm.value: values for norm, values in parsed.items()}
+            if isinstance(parsed, dict)
+            else list(parsed)
+        )
     if isinstance(epsilons, Mapping):
         out = {}
         for norm, values in epsilons.items():
@@ -398,14 +437,17 @@ def _loaded(
             f"{tuple(logits.shape) if isinstance(logits, Tensor) else ''} for 2 images; it "
             "must return logits [N, classes]"
         )
-    digest = weights_sha256(model.state_dict())
+    # The network's weights, as a file's loader hashes them: inside the toolkit's own
+    # normalising wrapper (a loaded checkpoint's model) they are the wrapped network's.
+    network = model.net if isinstance(model, Normalized) else model
+    digest = weights_sha256(network.state_dict())
     kinds = [kind for _, kind in dropout_family_layers(model)]
     spec = CheckpointSpec(
         arch=f"{cls.__module__}.{cls.__qualname__}",
         num_classes=int(logits.shape[1]),
         input_shape=tuple(int(s) for s in inputs.x.shape[1:]),  # type: ignore[arg-type]
         layer=found_layer_spec(model),
-        dataset=inputs.dataset.name if inputs.dataset.name != "tensors" else None,
+        dataset=inputs.dataset.name if inputs.dataset.name != UNNAMED else None,
         mean=mean,
         std=std,
         bounds=(float(bounds[0]), float(bounds[1])),

@@ -9,8 +9,9 @@ progress to stderr.
 With ``--baseline FILE`` the result is gated against a baseline (see ``analysis.gate``).
 
 Exit status: 0 success, 1 the gate failed, 2 bad input (one line on stderr, found before any
-work wherever it can be), 3 an internal error, 130 interrupted; ``--verbose`` adds the
-traceback. No partial files: each document is written atomically once complete.
+work wherever it can be), 3 an internal error, 130 interrupted (Ctrl-C), 143 stopped by
+SIGTERM; ``--verbose`` adds the traceback. An attack that failed leaves the status 0 but is
+said on stderr, and the verdict reads "evaluation incomplete". No partial files: each document is written atomically once complete.
 """
 
 from __future__ import annotations
@@ -69,6 +70,7 @@ from analysis.resume import PARTIAL, FolderBusy, FolderLock, UnitCache
 from attacks import Bounds, ChunkedModel, NormOutcome, SuiteResult, run_suite
 from attacks.losses import NO_PREDICTION, predict
 from attacks.result import plain
+from attacks.suite import Memo
 from checkpoints import CheckpointError, LoadedCheckpoint, load_checkpoint
 from checkpoints.boundary import (
     EXIT_GATE_FAILED,
@@ -354,6 +356,26 @@ def run_audit(
         )
 
 
+def _announcing(memo: Memo | None) -> Memo:
+    """``memo`` (or none) saying on stderr which flatness estimator runs and how long it took:
+    they take most of an audit's time, which would otherwise pass in silence."""
+
+    def run(name: str, compute: Callable[[], Any]) -> tuple[Any, bool]:
+        # flatness-<mode>-<measure>-batch=<size>: the measure and its mode.
+        parts = name.rsplit("-batch=", 1)[0].split("-", 2)
+        label = name
+        if len(parts) == 3:
+            label = f"flatness {parts[2]}{' (layers active)' if parts[1] == 'train' else ''}"
+        print(f"{label} ...", file=sys.stderr, flush=True)
+        started = time.perf_counter()
+        value, loaded = memo(name, compute) if memo is not None else (compute(), False)
+        took = "resumed" if loaded else f"done in {time.perf_counter() - started:.1f} s"
+        print(f"{label}: {took}", file=sys.stderr, flush=True)
+        return value, loaded
+
+    return run
+
+
 def _run_audit(
     loaded: LoadedCheckpoint,
     evaluation: EvaluationSet,
@@ -427,8 +449,9 @@ def _run_audit(
                 flatness_batch(model, x_flat, y_flat, config.model_batch_size, count)
             ),
         )
+        flatness_memo = _announcing(memo) if progress else memo
         eval_result, flatness_choice = measure_fitting(
-            model, x_flat, y_flat, config.flatness, config.seed, flatness_choice, memo
+            model, x_flat, y_flat, config.flatness, config.seed, flatness_choice, flatness_memo
         )
         flatness = eval_result.to_dict()
         # With the dropout-family layers active the loss surface is another one (for NormOut
@@ -437,7 +460,7 @@ def _run_audit(
         flatness["active_layers"] = None
         if dropout_family_layers(model) and active.measures:
             active_result, flatness_choice = measure_fitting(
-                model, x_flat, y_flat, active, config.seed, flatness_choice, memo
+                model, x_flat, y_flat, active, config.seed, flatness_choice, flatness_memo
             )
             flatness["active_layers"] = active_result.to_dict()
     # Sums over the samples, so batched by the memory's chunk; named as in the model itself.
@@ -880,6 +903,7 @@ def _prepare(
             dataset=only.loaded.spec.dataset,
             indices=only.evaluation.indices.tolist(),
             allow_different=args.allow_different_checkpoint,
+            weights_sha256=only.loaded.weights_sha256,
         )
     for plan in planned:
         say_flag_notes(plan.loaded)

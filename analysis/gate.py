@@ -41,6 +41,7 @@ from checkpoints.boundary import (
     run_command,
     writing,
 )
+from checkpoints.datasets import UNNAMED
 from reports.document import AuditResult, NormResult
 
 __all__ = [
@@ -109,7 +110,7 @@ def baseline_from(document: dict[str, Any]) -> dict[str, Any]:
         "baseline": True,
         "provenance": {
             key: document["provenance"].get(key)
-            for key in ("checkpoint", "checkpoint_sha256", "seed", "versions")
+            for key in ("checkpoint", "checkpoint_sha256", "weights_sha256", "seed", "versions")
         },
         "evaluation": {
             key: document["evaluation"][key] for key in ("dataset", "num_samples", "indices")
@@ -152,17 +153,24 @@ def check_same_evaluation(
     dataset: str | None,
     indices: Sequence[int],
     allow_different: bool,
+    weights_sha256: str | None = None,
 ) -> None:
     """Refuse a baseline made from another checkpoint or on other samples, unless allowed.
 
+    The same checkpoint is the same file (sha256), or the same weights (the sha256 of the
+    state_dict, which both a file's audit and ``audit_model`` record); tensors handed to
+    ``audit_model`` without a dataset name compare with any dataset's (by their samples).
+
     Raises:
-        DocumentError: the baseline's checkpoint (sha256), dataset or sample indices differ
-            and ``allow_different`` is false, or the dataset differs at all (accuracies on
+        DocumentError: the baseline's checkpoint, dataset or sample indices differ and
+            ``allow_different`` is false, or the dataset differs at all (accuracies on
             different datasets do not compare).
     """
     before = baseline.provenance.checkpoint_sha256
     named = baseline.provenance.checkpoint or "an unnamed checkpoint"
     then = baseline.evaluation.dataset
+    if UNNAMED in (then, dataset):
+        then = None
     if then is not None and dataset is not None and then != dataset:
         raise DocumentError(
             f"baseline {path} was measured on {then}, this result on {dataset}: accuracies on "
@@ -170,7 +178,9 @@ def check_same_evaluation(
         )
     if allow_different:
         return
-    if before != checkpoint_sha256:
+    weights = baseline.provenance.weights_sha256
+    same_weights = weights is not None and weights == weights_sha256
+    if before != checkpoint_sha256 and not same_weights:
         raise DocumentError(
             f"baseline {path} was made from {named} (sha256 {str(before)[:12]}), this result "
             f"from a different checkpoint (sha256 {str(checkpoint_sha256)[:12]}); pass "
@@ -211,21 +221,23 @@ def _drop_case(
     drop = p0 - p1
     if max_drop is not None:
         passed = drop <= max_drop + 1e-12
-        rule = f"tolerated drop {max_drop:.4f}"
-    elif paired:
-        only_before = sum(b and not a for b, a in zip(before, after, strict=True))
-        only_after = sum(a and not b for b, a in zip(before, after, strict=True))
-        low, high = paired_drop_interval(only_before, only_after, n0)
-        passed = low <= 0
-        rule = f"paired 95 % interval of the drop [{low:.4f}, {high:.4f}]"
+        rule = f"{'within' if passed else 'beyond'} the tolerated drop {max_drop:.4f}"
     else:
-        half = Z95 * math.sqrt(p0 * (1 - p0) / max(n0, 1) + p1 * (1 - p1) / max(n1, 1)) + 1 / max(
-            min(n0, n1), 1
-        )
-        passed = drop - half <= 0
-        rule = f"unpaired 95 % interval of the drop [{drop - half:.4f}, {drop + half:.4f}]"
-    verb = "within" if passed else "beyond"
-    return Case(name, passed, f"{p0:.4f} -> {p1:.4f} (drop {drop:+.4f}), {verb} {rule}")
+        if paired:
+            only_before = sum(b and not a for b, a in zip(before, after, strict=True))
+            only_after = sum(a and not b for b, a in zip(before, after, strict=True))
+            low, high = paired_drop_interval(only_before, only_after, n0)
+            kind = "paired"
+        else:
+            half = Z95 * math.sqrt(
+                p0 * (1 - p0) / max(n0, 1) + p1 * (1 - p1) / max(n1, 1)
+            ) + 1 / max(min(n0, n1), 1)
+            low, high = drop - half, drop + half
+            kind = "unpaired"
+        passed = low <= 0
+        where = "includes 0 (no significant drop)" if passed else "lies above 0: a real drop"
+        rule = f"its {kind} 95 % interval [{low:.4f}, {high:.4f}] {where}"
+    return Case(name, passed, f"{p0:.4f} -> {p1:.4f} (drop {drop:+.4f}), {rule}")
 
 
 def _complete_case(label: str, old: NormResult, k: int, new: NormResult, j: int) -> Case:
@@ -391,6 +403,7 @@ def _run(args: argparse.Namespace) -> int:
         dataset=result.evaluation.dataset,
         indices=result.evaluation.indices,
         allow_different=args.allow_different_checkpoint,
+        weights_sha256=result.provenance.weights_sha256,
     )
     outcome = compare(result, baseline, args.max_drop)
     if args.junit:

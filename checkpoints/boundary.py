@@ -100,7 +100,14 @@ class InputError(ValueError):
 
 
 class OneLineParser(argparse.ArgumentParser):
-    """An argument parser whose errors are one line (``error: ...``) and exit status 2."""
+    """An argument parser whose errors are one line (``error: ...``) and exit status 2.
+
+    Flags are never abbreviated: ``--no-flatnes`` is an error, not ``--no-flatness`` (a typo
+    silently taken for another flag would run another audit than the one asked for)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> NoReturn:
         print(f"error: {self.prog}: {one_line(message)} (see {self.prog} --help)", file=sys.stderr)

@@ -10,6 +10,7 @@ from checkpoints.layers import LayerSpec
 from checkpoints.spec import (
     Description,
     parse_bounds,
+    parse_dataset,
     parse_normalization,
     parse_num_classes,
     parse_shape,
@@ -57,6 +58,7 @@ def add_description_arguments(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument(
         "--normalization",
+        "--normalisation",
         metavar="NORM",
         help="what the model subtracts and divides by, per channel, of [0, 1] pixels: none, "
         "imagenet, cifar10 (the NormOut code's), cifar10-torchvision, mnist, or MEAN,..:STD,.. "
@@ -81,7 +83,7 @@ def description_from_arguments(args: argparse.Namespace) -> Description:
         arch=args.arch,
         layer=None if args.layers is None else _layers(args.layers),
         arch_kwargs=None if args.widen_factor is None else {"widen_factor": args.widen_factor},
-        dataset=args.dataset,
+        dataset=parse_dataset(args.dataset, "--dataset"),
         num_classes=parse_num_classes(args.num_classes, "--num-classes"),
         input_shape=parse_shape(args.input_shape, "--input-shape"),
         normalization=parse_normalization(args.normalization, "--normalization"),

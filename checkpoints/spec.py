@@ -187,7 +187,7 @@ class Description:
             model_kwargs=parse_model_kwargs(data.get("model_kwargs"), f"{origin}: 'model_kwargs'"),
             layer=layer,
             arch_kwargs=arch_kwargs,
-            dataset=data.get("dataset"),
+            dataset=parse_dataset(data.get("dataset"), f"{origin}: 'dataset'"),
             num_classes=parse_num_classes(data.get("num_classes"), origin),
             input_shape=parse_shape(data.get("input_shape"), origin),
             normalization=parse_normalization(data.get("normalization"), origin),
@@ -206,6 +206,25 @@ def _whole(value: Any) -> int:
     if isinstance(value, int | str):
         return int(value)
     raise TypeError(f"{type(value).__name__} is not a number")
+
+
+def parse_dataset(value: Any, origin: str) -> str | None:
+    """A dataset name of ``DATASET_DEFAULTS`` (any case), or None; ValueError for another: a
+    misspelt name must not pass for "no dataset given"."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise ValueError(
+            f"{origin}: the dataset must be a name (a string), got {value!r} "
+            f"({type(value).__name__}); write it in quotes"
+        )
+    name = value.strip().lower()
+    if name not in DATASET_DEFAULTS:
+        raise ValueError(
+            f"{origin}: unknown dataset {value!r}; known: {', '.join(DATASET_DEFAULTS)} (for "
+            "other data give --data FILE with --input-shape C,H,W and --num-classes N)"
+        )
+    return name
 
 
 def parse_num_classes(value: Any, origin: str) -> int | None:

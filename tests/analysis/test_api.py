@@ -16,7 +16,7 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from analysis import audit_model
+from analysis import audit_model, gate
 from analysis.document import differences, read_document
 from checkpoints import load_checkpoint
 from checkpoints.datasets import load_dataset
@@ -94,12 +94,19 @@ def test_audit_model_gives_the_command_s_result(tmp_path, digits):
                 b["success"],
                 b["attacked"],
             )
+    # The same weights and samples gate against the command's result, both ways.
+    command_path = tmp_path / "cli" / ZOO.stem / "audit.json"
+    api_path = tmp_path / "api" / "Normalized" / "audit.json"
+    for result_path, baseline_path in ((api_path, command_path), (command_path, api_path)):
+        assert gate.main([str(result_path), str(baseline_path)]) == 0
+
     # Provenance names the class and the state_dict's hash (no file).
     assert result.provenance.checkpoint == "Normalized"
     assert result.checkpoint is not None
     assert result.checkpoint.arch == "checkpoints.architectures.Normalized"
     assert result.checkpoint.source_format == "in-memory"
-    assert result.provenance.checkpoint_sha256 == weights_sha256(model.state_dict())
+    assert result.provenance.checkpoint_sha256 == weights_sha256(model.net.state_dict())
+    assert result.provenance.checkpoint_sha256 == command["provenance"]["weights_sha256"]
     assert result.checkpoint.layer.kind == "dropout"
 
 
@@ -148,6 +155,9 @@ def test_normalization_applies_inside_the_audited_model(digits):
             marks=pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA device exists"),
         ),
         ({"seed": -1}, "seed"),
+        ({"dataset": "mnsit"}, "unknown dataset 'mnsit'"),
+        ({"epsilons": "0.1"}, "both L∞ and L2"),
+        ({"model": nn.Linear}, "not a model: pass an instance"),
         ({"num_samples": 0}, "positive"),
         ({"model": "net"}, "nn.Module"),
         ({"x": None, "y": None}, "give the evaluation data"),
@@ -160,6 +170,24 @@ def test_wrong_arguments_are_one_clear_error(digits, change, message):
     arguments.update(change)
     with pytest.raises(ValueError, match=re.escape(message)):
         audit_model(**arguments)
+
+
+def test_numpy_arrays_and_the_command_s_epsilon_text_are_taken(digits, capsys):
+    x, y = digits
+    model = load_checkpoint(ZOO).model
+    options = {"preset": "quick", "num_samples": 30, "flatness": False}
+    as_text = audit_model(model, x.numpy(), y.numpy(), epsilons="linf=8/255;l2=0.5", **options)
+    as_values = audit_model(model, x, y, epsilons={"linf": 8 / 255, "l2": 0.5}, **options)
+    assert [n.epsilons for n in as_text.robustness.norms] == [(8 / 255,), (0.5,)]
+    assert as_text.clean_correct == as_values.clean_correct
+    assert [n.robust for n in as_text.robustness.norms] == [
+        n.robust for n in as_values.robustness.norms
+    ]
+    # Progress by default: the attacks' bar, and each flatness estimator by name.
+    capsys.readouterr()
+    audit_model(model, x, y, preset="quick", num_samples=30, flatness_samples=20, norms="linf")
+    err = capsys.readouterr().err
+    assert "attacks" in err and "flatness hessian_trace: done in" in err
 
 
 def test_the_readme_snippet_runs_as_written(tmp_path):

@@ -266,6 +266,11 @@ CASES = [
     Case("seed-float", "audit", _audit("--seed", "0.5"), "--seed"),
     Case("device-unknown", "audit", _audit("--device", "tpu"), "--device"),
     Case("unknown-flag", "audit", _audit("--frobnicate"), "--frobnicate"),
+    # An abbreviation is a typo, never taken for the flag it starts.
+    Case("abbreviated-flag", "audit", _audit("--no-flatnes"), "--no-flatnes"),
+    Case("gate-abbreviated-flag", "gate", lambda t: ["r.json", "b.json", "--max"], "--max"),
+    Case("dataset-misspelt", "audit", _audit("--dataset", "mnsit"), "unknown dataset 'mnsit'"),
+    Case("inspect-dataset-misspelt", "inspect", lambda t: [str(ZOO), "--dataset", "x"], "'x'"),
     # ------------------------------------------------------------------ epsilons
     Case("epsilon-zero", "audit", _audit("--epsilons", "0"), "positive"),
     Case("epsilon-negative", "audit", _audit("--epsilons", "-0.1"), "positive"),

@@ -179,3 +179,13 @@ def test_fixed_tolerance_and_unpaired_comparison(baseline):
     cases = compare(AuditResult.from_dict(other), base).cases
     case = [c for c in cases if c.name == "clean accuracy"][0]
     assert case.passed and "unpaired" in case.message
+
+
+def test_a_drop_case_says_where_its_interval_lies():
+    from analysis.gate import _drop_case
+
+    before = [True] * 100
+    dropped = _drop_case("clean accuracy", before, [True] * 80 + [False] * 20, True, None)
+    kept = _drop_case("clean accuracy", before, [True] * 99 + [False], True, None)
+    assert not dropped.passed and "lies above 0: a real drop" in dropped.message
+    assert kept.passed and "includes 0 (no significant drop)" in kept.message
