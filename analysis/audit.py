@@ -11,7 +11,8 @@ With ``--baseline FILE`` the result is gated against a baseline (see ``analysis.
 Exit status: 0 success, 1 the gate failed, 2 bad input (one line on stderr, found before any
 work wherever it can be), 3 an internal error, 130 interrupted (Ctrl-C), 143 stopped by
 SIGTERM; ``--verbose`` adds the traceback. An attack that failed leaves the status 0 but is
-said on stderr, and the verdict reads "evaluation incomplete". No partial files: each document is written atomically once complete.
+said on stderr, and the verdict reads "evaluation incomplete". No partial files: each document
+is written atomically once complete.
 """
 
 from __future__ import annotations

@@ -36,9 +36,10 @@ CHECK_HELP: dict[str, CheckHelp] = {
         "ones, a grid of means 0, 0.25, 0.5 and stds 0.125, 0.25, 0.5, pixels in 0..255, BGR "
         "channel order (exact McNemar test, Bonferroni-corrected over the conventions).",
         "Fails when it is not significantly above chance (α = 0.01), or significantly and "
-        "materially (5 points and at least 5 samples) below the recorded accuracy or another "
-        "convention's; warns when only significantly. A reliability check: a model fed its "
-        "inputs in the wrong convention makes every robust accuracy meaningless.",
+        "materially below the recorded accuracy (5 points and at least 5 samples) or another "
+        "convention's (1 % of the samples and at least 5); warns when only significantly. A "
+        "reliability check: a model fed its inputs in the wrong convention makes every robust "
+        "accuracy meaningless.",
     ),
     "one-step-beats-iterative": CheckHelp(
         "One-step attack beats iterative",

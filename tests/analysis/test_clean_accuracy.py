@@ -113,11 +113,18 @@ def test_a_better_convention_names_its_flag() -> None:
     assert finding.evidence["convention_alpha"] == 0.005
 
 
-def test_a_small_but_significant_gain_warns_and_noise_passes() -> None:
+def test_a_significant_gain_fails_a_tiny_one_warns_and_noise_passes() -> None:
     current = _hits(900, 1000)
-    small = _hits(930, 1000)  # 3 points: significant, not material
+    # 3 points, as an MNIST CNN audited without its normalisation lost: significant, material.
+    small = _hits(930, 1000)
     finding = low_clean_accuracy(
         _evidence(current, num_classes=10, conventions=(_trial("x", "--x", small),))
+    )
+    assert finding.status is Status.FAIL
+    # 60 of 10000 (0.6 %): significant, below the 1 % that makes it material.
+    tiny = _hits(9060, 10000)
+    finding = low_clean_accuracy(
+        _evidence(_hits(9000, 10000), num_classes=10, conventions=(_trial("x", "--x", tiny),))
     )
     assert finding.status is Status.WARN
     # 7 gained and 4 lost of 1000: p = 0.27, nothing.
