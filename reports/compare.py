@@ -840,11 +840,18 @@ def write_comparison(
 def _parser(prog: str = "python -m reports.compare") -> argparse.ArgumentParser:
     parser = OneLineParser(
         prog=prog,
-        description="Compare audits side by side in one self-contained HTML page.",
+        description="Compare audits side by side in one self-contained HTML page (works "
+        "offline): verdicts, robust accuracy per attack and epsilon, red flags, flatness and "
+        "activation statistics, one row per audit. Exit status: 0 written, 2 bad input (one "
+        "line on stderr; nothing written), 3 an internal error, 130 interrupted.",
     )
     parser.add_argument("documents", nargs="+", type=Path, help="audit.json files")
     parser.add_argument(
-        "-o", "--output", type=Path, default=Path("comparison.html"), help="the page to write"
+        "-o",
+        "--output",
+        type=Path,
+        default=Path("comparison.html"),
+        help="the page to write (default: comparison.html in the current folder)",
     )
     parser.add_argument(
         "--tables",
@@ -867,7 +874,8 @@ def _run(args: argparse.Namespace) -> int:
     if not args.quiet:
         for warning in warnings:
             print(f"warning: {warning}", file=sys.stderr)
-        print(f"comparison of {len(args.documents)} audits written to {args.output}")
+        count = len(args.documents)
+        print(f"comparison of {count} audit{'s' if count != 1 else ''} written to {args.output}")
     return 0
 
 
