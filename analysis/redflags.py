@@ -693,7 +693,9 @@ def vanishing_gradients(evidence: Evidence) -> Finding:
     # The clean samples' gradients are one population, the attacks' first gradients another:
     # each is described by its own two shares, so that "below the threshold" always includes
     # the exact zeros of the same population.
-    clean_norms = torch.tensor(evidence.probes.clean_gradient_norms, dtype=torch.float64)
+    clean_norms = torch.tensor(
+        evidence.probes.clean_gradient_norms, dtype=torch.float64, device="cpu"
+    )
     clean_vanishing = (
         float((clean_norms < threshold).double().mean()) if clean_norms.numel() else None
     )

@@ -144,6 +144,10 @@ def test_gate_command_line(baseline, tmp_path):
     other = copy.deepcopy(document)
     other["provenance"]["checkpoint_sha256"] = "0" * 64
     write_json(tmp_path / "other.json", other)
+    # Another file holding the same weights is the same model.
+    assert gate_main([str(tmp_path / "other.json"), baseline_file]) == 0
+    other["provenance"]["weights_sha256"] = "1" * 64
+    write_json(tmp_path / "other.json", other)
     assert gate_main([str(tmp_path / "other.json"), baseline_file]) == 2
     assert (
         gate_main([str(tmp_path / "other.json"), baseline_file, "--allow-different-checkpoint"])
