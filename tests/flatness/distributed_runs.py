@@ -7,14 +7,12 @@ A module of its own (not a test file) so that processes started by
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 import torch.distributed as dist
-from distributed_workers import leave
+from distributed_workers import join, leave
 from torch import nn
 
 import torchutil
@@ -136,13 +134,10 @@ def _mismatch(rank: int) -> str:
     return "no error"
 
 
-def worker(rank: int, world_size: int, port: int, names: list[str], out: str) -> None:
+def worker(rank: int, world_size: int, names: list[str], out: str) -> None:
     """One process of a gloo group: every case, the sweep record and the mismatched run,
     written to ``rank<r>.json`` in ``out``."""
-    torch.set_num_threads(1)
-    os.environ["MASTER_ADDR"] = "127.0.0.1"
-    os.environ["MASTER_PORT"] = str(port)
-    dist.init_process_group("gloo", rank=rank, world_size=world_size)
+    join(rank, world_size, out)
     try:
         results = {
             "world_size": torchutil.world_size(),
@@ -153,4 +148,4 @@ def worker(rank: int, world_size: int, port: int, names: list[str], out: str) ->
     except BaseException:
         dist.destroy_process_group()
         raise
-    leave(Path(out, f"rank{rank}.json"), results)
+    leave(out, rank, world_size, results)

@@ -4,8 +4,6 @@ process over the whole set, bit for bit."""
 from __future__ import annotations
 
 import json
-import os
-import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -18,12 +16,6 @@ from distributed_runs import CASES, run_case, sweep_record, worker
 
 import torchutil
 from analysis.config import active_flatness_config, flatness_config
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def differences(left: object, right: object, path: str = "") -> Iterator[str]:
@@ -52,7 +44,7 @@ def differences(left: object, right: object, path: str = "") -> Iterator[str]:
 def two_ranks(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, Any]]:
     """What each of two gloo processes computed (`distributed_runs.worker`), by rank."""
     out = tmp_path_factory.mktemp("ranks")
-    mp.spawn(worker, args=(2, free_port(), sorted(CASES), str(out)), nprocs=2, join=True)
+    mp.spawn(worker, args=(2, sorted(CASES), str(out)), nprocs=2, join=True)
     return [json.loads(Path(out, f"rank{rank}.json").read_text()) for rank in range(2)]
 
 
@@ -99,20 +91,20 @@ def test_the_cases_cover_every_measure_the_audit_runs() -> None:
 
 
 @contextmanager
-def one_rank_group() -> Iterator[None]:
-    """An initialised gloo group of one process, destroyed afterwards."""
-    os.environ["MASTER_ADDR"] = "127.0.0.1"
-    os.environ["MASTER_PORT"] = str(free_port())
-    dist.init_process_group("gloo", rank=0, world_size=1)
+def one_rank_group(folder: Path) -> Iterator[None]:
+    """An initialised gloo group of one process (its store a file in ``folder``), destroyed
+    afterwards."""
+    store = (folder / "gloo-store").resolve().as_uri()
+    dist.init_process_group("gloo", init_method=store, rank=0, world_size=1)
     try:
         yield
     finally:
         dist.destroy_process_group()
 
 
-def test_a_group_of_one_computes_as_without_torch_distributed() -> None:
+def test_a_group_of_one_computes_as_without_torch_distributed(tmp_path: Path) -> None:
     alone = run_case("quick-train-64")
-    with one_rank_group():
+    with one_rank_group(tmp_path):
         assert torchutil.is_distributed() and torchutil.world_size() == 1
         grouped = run_case("quick-train-64")
     assert not list(differences(grouped, alone))

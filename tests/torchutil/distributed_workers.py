@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 
 import torch
@@ -16,12 +17,17 @@ import torch.distributed as dist
 import torchutil
 
 
-def collectives(rank: int, world_size: int, port: int, out: str) -> None:
-    """Every helper once, results written to ``rank<r>.json`` in ``out``."""
+def join(rank: int, world_size: int, out: str) -> None:
+    """Join a gloo group that meets through a store file in ``out``: no TCP port to pick, so
+    none that another process can take between picking and binding it."""
     torch.set_num_threads(1)
-    os.environ["MASTER_ADDR"] = "127.0.0.1"
-    os.environ["MASTER_PORT"] = str(port)
-    dist.init_process_group("gloo", rank=rank, world_size=world_size)
+    store = Path(out, "gloo-store").resolve().as_uri()
+    dist.init_process_group("gloo", init_method=store, rank=rank, world_size=world_size)
+
+
+def collectives(rank: int, world_size: int, out: str) -> None:
+    """Every helper once, results written to ``rank<r>.json`` in ``out``."""
+    join(rank, world_size, out)
     try:
         summed = torch.tensor([1.0, 2.0], dtype=torch.float64) * (rank + 1)
         returned = torchutil.all_reduce_sum(summed)
@@ -44,13 +50,22 @@ def collectives(rank: int, world_size: int, port: int, out: str) -> None:
     except BaseException:
         dist.destroy_process_group()
         raise
-    leave(Path(out, f"rank{rank}.json"), results)
+    leave(out, rank, world_size, results)
 
 
-def leave(path: Path, results: object) -> None:
-    """Write this rank's results and end the process without tearing the gloo group down:
-    gloo's teardown sometimes aborts a process ("terminate called without an active
-    exception"), which would fail the run for no fault of the code under test."""
-    dist.barrier()
-    path.write_text(json.dumps(results))
+def leave(out: str, rank: int, world_size: int, results: object) -> None:
+    """Write this rank's results to ``rank<r>.json`` in ``out``, wait (on the file system,
+    not through gloo) until every rank has written its own, and end the process without
+    tearing the gloo group down: gloo's teardown sometimes aborts a process ("terminate
+    called without an active exception"), and a rank that leaves while another is still in a
+    collective breaks that one, either of which would fail the run for no fault of the code
+    under test. Once every rank has written, none has anything left to say to another."""
+    path = Path(out, f"rank{rank}.json")
+    partial = path.with_suffix(".partial")
+    partial.write_text(json.dumps(results))
+    partial.replace(path)
+    deadline = time.monotonic() + 600
+    done = [Path(out, f"rank{other}.json") for other in range(world_size)]
+    while not all(file.exists() for file in done) and time.monotonic() < deadline:
+        time.sleep(0.02)
     os._exit(0)
