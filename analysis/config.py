@@ -534,9 +534,10 @@ ACTIVE_MEASURES = ("fisher_rao_empirical", "fisher_rao_model", "hessian_trace")
 def active_flatness_config(config: FlatnessConfig) -> FlatnessConfig:
     """``config``'s Fisher-Rao norms and Hessian trace, with the dropout-family layers active.
 
-    Train mode with batch norm frozen (``flatness.Mode.TRAIN``). One dropout draw per sample
-    and pass: the estimators average over samples (and trace probes), so the draws are
-    Monte-Carlo averaged and their spread is part of the standard error.
+    Train mode with batch norm frozen (``flatness.Mode.TRAIN``), with the same targets and
+    budgets as in eval mode. One dropout draw per sample and draw: the estimators average over
+    their draws (each a mini-batch with its own dropout draws and probes), so the dropout is
+    Monte-Carlo averaged and its spread is part of the standard error.
     """
     measures = tuple(m for m in ACTIVE_MEASURES if m in {str(n) for n in config.measures})
     return FlatnessConfig(
@@ -548,9 +549,25 @@ def active_flatness_config(config: FlatnessConfig) -> FlatnessConfig:
     )
 
 
+MINIBATCH_SIZE = 64
+"""Samples per draw of the doubly stochastic estimators (the Fisher-Rao norms, the Hessian
+trace): a fresh mini-batch for every observation instead of a pass over all flatness samples."""
+
+
 def flatness_config(preset_name: str, batch_size: int) -> FlatnessConfig:
-    """Flatness estimators and budgets matched to the attack preset."""
+    """Flatness estimators matched to the attack preset, each with a target precision and a
+    budget (it stops at whichever comes first, and says which).
+
+    The Fisher-Rao norms and the Hessian trace draw a fresh mini-batch of ``MINIBATCH_SIZE``
+    samples per observation (doubly stochastic), to a relative standard error of 2 % (5 % in
+    ``quick``) or their budget. The top eigenvalues run Lanczos on all flatness samples until
+    their residual bounds are below 10⁻³ of the values. The spectral density and the loss
+    landscapes are pictures: they use samples of their own (64 to 128 samples; every point
+    or step is a pass over them). The same budgets apply with the dropout-family layers
+    active (``active_flatness_config``).
+    """
     quick = preset_name == "quick"
+    drawn = {"minibatch_size": MINIBATCH_SIZE, "rel_tol": 0.05 if quick else 0.02}
     return FlatnessConfig(
         measures=(
             "fisher_rao_empirical",
@@ -564,18 +581,24 @@ def flatness_config(preset_name: str, batch_size: int) -> FlatnessConfig:
         ),
         batch_size=min(batch_size, FLATNESS_BATCH_LIMIT),
         options={
-            "hessian_trace": {
-                "max_probes": 20 if quick else 100,
-                "rel_tol": 0.05 if quick else 0.02,
+            "fisher_rao_empirical": {**drawn, "max_draws": 8 if quick else 16},
+            "fisher_rao_model": {**drawn, "max_draws": 8 if quick else 16},
+            "hessian_trace": {**drawn, "max_probes": 40 if quick else 100},
+            "hessian_eigenvalues": {
+                "num_eigenvalues": 3,
+                "rel_tol": 1e-3,
+                "max_iterations": 20 if quick else 60,
             },
-            "hessian_eigenvalues": {"num_eigenvalues": 3, "max_iterations": 20 if quick else 60},
             "spectral_density": {
-                "num_runs": 1 if quick else 3,
+                "max_runs": 2 if quick else 3,
+                "min_runs": 2,
+                "rel_tol": 0.05,
                 "num_steps": 20 if quick else 40,
                 "num_grid_points": 200,
+                "sample_size": 64,
             },
-            "landscape_1d": {"num_points": 11 if quick else 21},
-            "landscape_2d": {"num_points": 7 if quick else 15},
+            "landscape_1d": {"num_points": 11 if quick else 21, "sample_size": 128},
+            "landscape_2d": {"num_points": 7 if quick else 15, "sample_size": 64},
             "epsilon_sharpness": {"num_steps": 5 if quick else 10},
         },
     )

@@ -111,7 +111,9 @@ def child(measurement: str, revision: str | None, steps: int) -> None:
         )
         products = result.num_iterations
     elif measurement == "density":
-        density = hessian.spectral_density(model, x, y, num_runs=1, num_steps=steps, **common)
+        density = hessian.spectral_density(
+            model, x, y, max_runs=1, min_runs=1, num_steps=steps, **common
+        )
         products = density.num_steps
     else:
         trace = hessian.hutchinson_trace(

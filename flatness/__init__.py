@@ -1,16 +1,22 @@
 """Flatness of a trained classifier's minimum: Fisher-Rao norm, Hessian trace and spectrum,
 loss-landscape slices and ε-sharpness, each with its standard error and provenance.
 
-A model is any ``nn.Module`` mapping inputs to logits. Every estimator sweeps a whole data
-set in batches, runs in eval mode by default (or in train mode with dropout-family layers
+A model is any ``nn.Module`` mapping inputs to logits. Every stochastic estimator takes a
+target precision and a budget and stops at whichever comes first, saying which
+(``stopped_by``): the Fisher-Rao norms and the Hessian trace draw a fresh mini-batch for each
+observation (doubly stochastic, `flatness.draws`), Lanczos stops when the requested
+eigenvalues have converged by their residual bounds, the spectral density adds runs until its
+standard error is small enough, and the density and the landscape slices use samples of their
+own. Every estimator runs in eval mode by default (or in train mode with dropout-family layers
 active and batch norm frozen, Monte-Carlo averaged), draws randomness only from the
 ``torch.Generator`` it is given, and leaves the model's parameters, buffers and mode as it
-found them. Under torch.distributed (``torchrun``, every rank holding the whole data set)
-the batches of each pass are split between the ranks, and every rank returns exactly the
-result of a single process.
+found them. Under torch.distributed (``torchrun``, every rank holding the whole data set) the
+batches of each pass, and the draws, are split between the ranks, and every rank returns
+exactly the result of a single process.
 """
 
 from flatness.core import Mode, Provenance
+from flatness.draws import StoppedBy
 from flatness.fisher_rao import Fisher, FisherRaoResult, fisher_rao_norm
 from flatness.hessian import (
     DensityResult,
@@ -40,6 +46,7 @@ __all__ = [
     "Mode",
     "Provenance",
     "SharpnessResult",
+    "StoppedBy",
     "TraceMethod",
     "TraceResult",
     "epsilon_sharpness",

@@ -190,6 +190,18 @@ def gaussian(shape: tuple[int, ...], generator: torch.Generator, like: Tensor) -
     return noise.to(like.device)
 
 
+def own_sample(
+    x: Tensor, y: Tensor, sample_size: int | None, generator: torch.Generator
+) -> tuple[Tensor, Tensor]:
+    """A random sample of ``sample_size`` of the N samples (in their order), drawn from
+    ``generator``; all of them (and no draw) when ``sample_size`` is None or at least N."""
+    if sample_size is None or sample_size >= x.shape[0]:
+        return x, y
+    chosen = torch.randperm(x.shape[0], generator=generator, device=generator.device)
+    chosen = chosen[:sample_size].sort().values.to(x.device)
+    return x[chosen], y[chosen]
+
+
 def check_positive(name: str, value: int | float) -> None:
     """Rejects a count, budget or size that must be positive."""
     if not (value > 0 and math.isfinite(value)):

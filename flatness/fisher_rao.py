@@ -27,6 +27,7 @@ from flatness.core import (
     batches,
     check_data,
     check_mc_samples,
+    check_positive,
     dropout_seeds,
     jsonable,
     make_provenance,
@@ -35,7 +36,9 @@ from flatness.core import (
     seeded_global_rng,
     sharded_sweep,
 )
+from flatness.draws import Draw, DrawPlan, StoppedBy, reached, run_draws
 from flatness.stats import MeanAccumulator
+from torchutil import make_generator
 
 
 class Fisher(StrEnum):
@@ -59,15 +62,23 @@ _DEFINITIONS = {
 
 @dataclass(frozen=True)
 class FisherRaoResult:
-    """Squared Fisher-Rao norm ‖θ‖²_fr with its sampling error over the data.
+    """Squared Fisher-Rao norm ‖θ‖²_fr with its sampling error.
 
     Attributes:
-        value: Estimate of ‖θ‖²_fr, the mean of the per-sample values over N samples.
-        stderr: Standard error of ``value`` over the samples.
+        value: Estimate of ‖θ‖²_fr: the mean of the per-sample values over the samples used.
+        stderr: Standard error of ``value``: over the draws' means with mini-batches (every
+            source of randomness, see `flatness.draws`), over the N per-sample values on the
+            whole data set.
         ci_low, ci_high: Student-t confidence interval for ``value``.
         confidence: Level of that interval.
         norm: ‖θ‖_fr = sqrt(value), the scale some papers report.
         fisher: ``"empirical"`` or ``"model"`` (see `Fisher`).
+        num_draws: Mini-batches drawn (1: one pass over the whole data set).
+        minibatch_size: Samples per draw, or None when the whole data set was used once.
+        stopped_by: ``"target"`` (``stderr <= rel_tol · |value|`` reached), ``"budget"``
+            (``max_draws`` spent first) or ``"all-samples"`` (one pass over the whole data).
+        rel_tol: The requested relative standard error.
+        max_draws: The budget of draws.
         provenance: Data, mode, seed and definition.
     """
 
@@ -78,6 +89,11 @@ class FisherRaoResult:
     confidence: float
     norm: float
     fisher: str
+    num_draws: int
+    minibatch_size: int | None
+    stopped_by: str
+    rel_tol: float
+    max_draws: int
     provenance: Provenance
 
     def to_dict(self) -> dict[str, object]:
@@ -127,38 +143,105 @@ def fisher_rao_norm(
     generator: torch.Generator,
     fisher: Fisher | str = Fisher.EMPIRICAL,
     batch_size: int = 128,
+    minibatch_size: int | None = 64,
+    rel_tol: float = 0.02,
+    min_draws: int = 8,
+    max_draws: int = 32,
     mode: Mode | str = Mode.EVAL,
     num_mc_samples: int = 1,
     confidence: float = 0.95,
 ) -> FisherRaoResult:
     """Squared Fisher-Rao norm ‖θ‖²_fr = E[(θᵀ ∇_θ ℓ(f_θ(x), y))²] over a data set.
 
+    Doubly stochastic (`flatness.draws`): each draw takes a fresh mini-batch of
+    ``minibatch_size`` samples (with, in train mode, its own dropout draws), and its
+    observation is the mean of the per-sample values. Draws are made until the standard error
+    of their mean falls to ``rel_tol`` times the estimate (consulted from ``min_draws`` draws
+    on) or until ``max_draws`` are spent. With ``minibatch_size=None``, or at least N, it is
+    one pass over every sample, with the standard error over the N per-sample values.
+
     Args:
         model: Maps inputs ``[B, ...]`` to logits ``[B, K]``.
         x: Inputs ``[N, ...]`` (for images, pixels in [0, 1]).
         y: Labels ``[N]`` in ``[0, K)``.
-        generator: Source of the dropout draws in train mode; its seed is recorded.
+        generator: Source of the mini-batches and of the dropout draws in train mode; its seed
+            is recorded.
         fisher: ``"empirical"`` (true labels) or ``"model"`` (y ~ softmax, exact).
         batch_size: Samples per JVP; bounds memory, not the result.
+        minibatch_size: Samples per draw, m (None: the whole data set, once).
+        rel_tol: Target relative standard error.
+        min_draws: Draws made before the stopping rule is consulted (at least 2; it is never
+            consulted before eight).
+        max_draws: Budget of draws.
         mode: ``"eval"`` or ``"train"`` (dropout-family layers active, batch norm frozen).
         num_mc_samples: Dropout draws averaged per sample in train mode; must be 1 in eval.
         confidence: Level of the reported t-interval.
 
     Returns:
-        The estimate with its standard error over the N samples.
+        The estimate with its standard error, the draws used and what stopped it.
 
     Example:
         >>> model = torch.nn.Linear(4, 3)
         >>> x, y = torch.randn(16, 4), torch.randint(0, 3, (16,))
         >>> result = fisher_rao_norm(model, x, y, generator=torch.Generator().manual_seed(0))
-        >>> result.value > 0
-        True
+        >>> result.value > 0, result.stopped_by
+        (True, 'all-samples')
     """
     fisher = _parse_fisher(fisher)
     mode = parse_mode(mode)
     check_data(x, y, batch_size)
     check_mc_samples(mode, num_mc_samples)
+    check_positive("rel_tol", rel_tol)
+    if minibatch_size is not None:
+        check_positive("minibatch_size", minibatch_size)
+    if not 2 <= min_draws <= max_draws:
+        raise ValueError(
+            f"need 2 <= min_draws <= max_draws, got min_draws={min_draws}, "
+            f"max_draws={max_draws}; fix: raise max_draws or lower min_draws"
+        )
     fmodel = FunctionalModel(model)
+    plan = DrawPlan(x.shape[0], minibatch_size, batch_size, generator)
+    with model_mode(model, mode), torch.no_grad():
+        if plan.full:
+            accumulator = _whole_data(
+                fmodel, x, y, batch_size, fisher, mode, num_mc_samples, generator
+            )
+            num_draws, stopped_by = 1, StoppedBy.ALL_SAMPLES
+        else:
+            accumulator, num_draws, stopped_by = _drawn(
+                fmodel, x, y, plan, fisher, mode, num_mc_samples, rel_tol, min_draws, max_draws
+            )
+    ci_low, ci_high = accumulator.interval(confidence)
+    return FisherRaoResult(
+        value=accumulator.mean,
+        stderr=accumulator.stderr,
+        ci_low=ci_low,
+        ci_high=ci_high,
+        confidence=confidence,
+        norm=math.sqrt(max(accumulator.mean, 0.0)),
+        fisher=fisher.value,
+        num_draws=num_draws,
+        minibatch_size=None if plan.full else plan.size,
+        stopped_by=stopped_by.value,
+        rel_tol=rel_tol,
+        max_draws=max_draws,
+        provenance=make_provenance(
+            x, y, batch_size, mode, num_mc_samples, generator, _DEFINITIONS[fisher]
+        ),
+    )
+
+
+def _whole_data(
+    fmodel: FunctionalModel,
+    x: Tensor,
+    y: Tensor,
+    batch_size: int,
+    fisher: Fisher,
+    mode: Mode,
+    num_mc_samples: int,
+    generator: torch.Generator,
+) -> MeanAccumulator:
+    """The per-sample values of every sample, in one pass over the data."""
     accumulator = MeanAccumulator()
     data = list(batches(x, y, batch_size, fmodel))
     seeds = [dropout_seeds(generator, mode, num_mc_samples) for _ in data]
@@ -180,21 +263,58 @@ def fisher_rao_norm(
     def layout(index: int) -> TermLayout:
         return [((data[index][0].shape[0],), fmodel.dtype)]
 
-    with model_mode(model, mode), torch.no_grad():
-        sharded_sweep([len(s) for s in seeds], term, fold, layout, fmodel.device)
-    ci_low, ci_high = accumulator.interval(confidence)
-    return FisherRaoResult(
-        value=accumulator.mean,
-        stderr=accumulator.stderr,
-        ci_low=ci_low,
-        ci_high=ci_high,
-        confidence=confidence,
-        norm=math.sqrt(max(accumulator.mean, 0.0)),
-        fisher=fisher.value,
-        provenance=make_provenance(
-            x, y, batch_size, mode, num_mc_samples, generator, _DEFINITIONS[fisher]
-        ),
+    sharded_sweep([len(s) for s in seeds], term, fold, layout, fmodel.device)
+    return accumulator
+
+
+def _drawn(
+    fmodel: FunctionalModel,
+    x: Tensor,
+    y: Tensor,
+    plan: DrawPlan,
+    fisher: Fisher,
+    mode: Mode,
+    num_mc_samples: int,
+    rel_tol: float,
+    min_draws: int,
+    max_draws: int,
+) -> tuple[MeanAccumulator, int, StoppedBy]:
+    """Mini-batch draws until the relative standard error or the budget is reached."""
+    accumulator = MeanAccumulator()
+    seeds: dict[int, list[list[int | None]]] = {}
+    sums: dict[int, Tensor] = {}
+    reached_target = False
+
+    def term(draw: Draw, chunk: int, k: int) -> list[Tensor]:
+        if draw.number not in seeds:
+            own = make_generator(draw.seed, plan.generator.device)
+            seeds[draw.number] = [dropout_seeds(own, mode, num_mc_samples) for _ in draw.chunks]
+        indices = draw.chunks[chunk][0].to(x.device)
+        dtype = fmodel.dtype if x.dtype.is_floating_point else x.dtype
+        x_b = x[indices].to(device=fmodel.device, dtype=dtype)
+        y_b = y[indices].to(device=fmodel.device, dtype=torch.long)
+        with seeded_global_rng(seeds[draw.number][chunk][k], fmodel.device):
+            logits, u = parameter_directional_derivative(fmodel, x_b)
+        return [fisher_rao_per_sample(logits, u, y_b, fisher).sum()[None]]
+
+    def layout(draw: Draw, chunk: int) -> TermLayout:
+        return [((1,), fmodel.dtype)]
+
+    def fold(draw: Draw, chunk: int, k: int, parts: list[Tensor]) -> None:
+        share = parts[0] / (plan.size * num_mc_samples)
+        sums[draw.number] = sums[draw.number] + share if draw.number in sums else share
+
+    def finish(draw: Draw) -> bool:
+        nonlocal reached_target
+        seeds.pop(draw.number, None)
+        accumulator.update(sums.pop(draw.number))
+        reached_target = reached(accumulator, rel_tol, min_draws)
+        return reached_target
+
+    num_draws = run_draws(
+        plan, max_draws, num_mc_samples, term, layout, fold, finish, fmodel.device
     )
+    return accumulator, num_draws, StoppedBy.TARGET if reached_target else StoppedBy.BUDGET
 
 
 def _parse_fisher(fisher: Fisher | str) -> Fisher:

@@ -24,6 +24,7 @@ from flatness.core import (
     FunctionalModel,
     Mode,
     Provenance,
+    TermLayout,
     batches,
     check_data,
     check_mc_samples,
@@ -33,11 +34,13 @@ from flatness.core import (
     jsonable,
     make_provenance,
     model_mode,
+    own_sample,
     parse_mode,
     rademacher,
     seeded_global_rng,
     sharded_sweep,
 )
+from flatness.draws import MIN_OBSERVATIONS, Draw, DrawPlan, StoppedBy, reached, run_draws
 from flatness.stats import MeanAccumulator
 from torchutil import make_generator
 
@@ -159,16 +162,31 @@ class HessianOperator:
         return total
 
     def _batch_hvp(self, x: Tensor, y: Tensor, tangents: dict[str, Tensor]) -> dict[str, Tensor]:
-        fmodel = self.fmodel
+        return batch_hvp(self.fmodel, x, y, tangents)
 
-        def loss(params: dict[str, Tensor]) -> Tensor:
-            return F.cross_entropy(fmodel(params, x), y)
 
-        def hvp(tangent: dict[str, Tensor]) -> dict[str, Tensor]:
-            return jvp(grad(loss), (fmodel.params,), (tangent,))[1]
+def batch_hvp(
+    fmodel: FunctionalModel, x: Tensor, y: Tensor, tangents: dict[str, Tensor]
+) -> dict[str, Tensor]:
+    """Products of the Hessian of the mean loss over ``(x, y)`` with ``P`` tangents
+    (``{name: [P, *shape]}``), forward-over-reverse, in one pass (``torch.func.vmap``)."""
 
-        # One dropout draw per pass: the primal computation does not depend on the probe.
-        return vmap(hvp, randomness="same")(tangents)
+    def loss(params: dict[str, Tensor]) -> Tensor:
+        return F.cross_entropy(fmodel(params, x), y)
+
+    def hvp(tangent: dict[str, Tensor]) -> dict[str, Tensor]:
+        return jvp(grad(loss), (fmodel.params,), (tangent,))[1]
+
+    # One dropout draw per pass: the primal computation does not depend on the probe.
+    return vmap(hvp, randomness="same")(tangents)
+
+
+def batch_quadratic_forms(fmodel: FunctionalModel, x: Tensor, y: Tensor, vectors: Tensor) -> Tensor:
+    """``vᵀ H v`` for each row of ``vectors [P, d]``, H the Hessian of the mean loss over
+    ``(x, y)``: ``[P]``."""
+    tangents = fmodel.unflatten(vectors)
+    products = batch_hvp(fmodel, x, y, tangents)
+    return cast(Tensor, sum(_rowwise_dot(products[n], tangents[n]) for n in products))
 
 
 @dataclass(frozen=True)
@@ -177,14 +195,24 @@ class TraceResult:
 
     Attributes:
         value: Estimate of tr(H).
-        stderr: Standard error over the Hutchinson probes (for Hutch++, of the residual part;
-            the deflated part is computed exactly).
+        stderr: Standard error of ``value`` over the observations (for Hutch++, of the
+            residual part; the deflated part is computed exactly). With mini-batches an
+            observation is one draw (its mini-batch, dropout draws and probes), so the standard
+            error counts every source of randomness (see `flatness.draws`); on the whole data
+            set in eval mode, each probe is one.
         ci_low, ci_high: Student-t confidence interval for ``value``.
         confidence: Level of that interval.
         num_probes: Hutchinson probes averaged.
-        num_matvecs: Hessian-vector products spent, including Hutch++'s deflation.
+        num_draws: Draws made: mini-batches (or passes over the whole data set), each shared
+            by up to ``probes_per_pass`` probes.
+        minibatch_size: Samples per draw, or None when every draw was the whole data set.
+        num_matvecs: Hessian-vector products spent (each on its draw's samples), including
+            Hutch++'s deflation (on the whole data set).
         converged: Whether ``stderr <= rel_tol · |value|`` was reached within the budget.
+        stopped_by: ``"target"`` (that relative standard error reached) or ``"budget"``
+            (``max_probes`` spent first).
         rel_tol: The requested relative standard error.
+        max_probes: The budget of probes.
         method: ``"hutchinson"`` or ``"hutch++"``.
         dimension: Number of parameters d.
         provenance: Data, mode, seed and definition.
@@ -196,9 +224,13 @@ class TraceResult:
     ci_high: float
     confidence: float
     num_probes: int
+    num_draws: int
+    minibatch_size: int | None
     num_matvecs: int
     converged: bool
+    stopped_by: str
     rel_tol: float
+    max_probes: int
     method: str
     dimension: int
     provenance: Provenance
@@ -220,39 +252,48 @@ def hutchinson_trace(
     method: TraceMethod | str = TraceMethod.HUTCHINSON,
     deflation_rank: int = 10,
     batch_size: int = 128,
+    minibatch_size: int | None = 64,
     probes_per_pass: int | None = None,
     mode: Mode | str = Mode.EVAL,
     num_mc_samples: int = 1,
     confidence: float = 0.95,
 ) -> TraceResult:
-    """Trace of the loss Hessian by Hutchinson's estimator with Rademacher probes.
+    """Trace of the loss Hessian by Hutchinson's estimator with Rademacher probes, doubly
+    stochastic: every draw takes a fresh mini-batch (`flatness.draws`).
 
-    Probes are drawn until the standard error falls to ``rel_tol · |mean|`` (checked once at
-    least ``min_probes`` are in, so that an early lucky streak cannot stop it) or until
-    ``max_probes`` probes are spent.
+    Each draw pushes ``probes_per_pass`` probes through one pass over a fresh mini-batch of
+    ``minibatch_size`` samples (with, in train mode, its own dropout draws), and its
+    observation is the mean of their quadratic forms vᵀ H_B v, unbiased for tr(H). Draws are
+    made until the standard error falls to ``rel_tol · |estimate|`` (consulted once
+    ``min_probes`` probes and eight observations are in, so that an early lucky streak cannot
+    stop it) or until ``max_probes`` probes are spent; ``stopped_by`` says which.
 
     Args:
         model: Maps inputs ``[B, ...]`` to logits ``[B, K]``.
         x: Inputs ``[N, ...]``.
         y: Labels ``[N]``.
-        generator: Source of the probes (and of dropout draws in train mode).
+        generator: Source of the mini-batches, probes (and dropout draws in train mode).
         max_probes: Budget of Hutchinson probes (Hutch++ spends ``2 · deflation_rank`` more).
         rel_tol: Target relative standard error.
         min_probes: Probes drawn before the stopping rule is consulted (at least 2).
         method: ``"hutchinson"`` or ``"hutch++"`` (Meyer et al. 2021: the trace of the top
-            ``deflation_rank``-dimensional sketch of H exactly, Hutchinson on the rest; eval
-            mode only, since it needs a fixed matrix).
+            ``deflation_rank``-dimensional sketch of H over the whole data set exactly,
+            Hutchinson on the rest; eval mode only, since it needs a fixed matrix).
         deflation_rank: Sketch size for Hutch++.
-        batch_size: Samples per pass over the data.
-        probes_per_pass: Probes sharing one pass over the data. Default: in eval mode up to 8,
-            fewer when 8 probes would exceed 2²⁶ numbers (1 for a 10⁸-parameter network); in
-            train mode it must be 1, so that every probe sees its own dropout draw.
+        batch_size: Samples per forward-over-reverse pass (a mini-batch larger than this is
+            computed in several; memory only).
+        minibatch_size: Samples per draw, m; None (or m >= N) makes every draw the whole data
+            set (the full-batch estimator, whose standard error counts the probes only).
+        probes_per_pass: Probes sharing one draw. Default: up to 8, fewer when 8 probes would
+            exceed 2²⁶ numbers (1 for a 10⁸-parameter network); where draws are the
+            observations, no more than an eighth of ``max_probes``, so that the budget holds
+            eight of them.
         mode: ``"eval"`` or ``"train"`` (dropout-family layers active, batch norm frozen).
-        num_mc_samples: Dropout draws averaged per probe and batch in train mode.
+        num_mc_samples: Dropout draws averaged per draw and chunk in train mode.
         confidence: Level of the reported t-interval.
 
     Returns:
-        The estimate, its standard error and the number of probes used.
+        The estimate, its standard error, the probes and draws used and what stopped it.
     """
     mode = parse_mode(mode)
     method = _parse_method(method)
@@ -260,6 +301,8 @@ def hutchinson_trace(
     check_mc_samples(mode, num_mc_samples)
     for name, value in (("max_probes", max_probes), ("rel_tol", rel_tol)):
         check_positive(name, value)
+    if minibatch_size is not None:
+        check_positive("minibatch_size", minibatch_size)
     if not 2 <= min_probes <= max_probes:
         raise ValueError(
             f"need 2 <= min_probes <= max_probes, got min_probes={min_probes}, "
@@ -273,52 +316,112 @@ def hutchinson_trace(
                 "random; fix: use method='hutchinson' in train mode"
             )
     fmodel = FunctionalModel(model)
-    probes_per_pass = _check_probes_per_pass(probes_per_pass, mode, fmodel.dim)
+    plan = DrawPlan(x.shape[0], minibatch_size, batch_size, generator)
+    # On the whole data set in eval mode the probes of a draw see the same fixed matrix and
+    # are independent, so each is an observation; otherwise a draw's probes share its
+    # mini-batch and dropout draws, and the draw is the observation.
+    per_probe = plan.full and mode is Mode.EVAL
+    if probes_per_pass is None:
+        probes_per_pass = _default_probes_per_pass(fmodel.dim)
+        if not per_probe:
+            probes_per_pass = max(1, min(probes_per_pass, max_probes // MIN_OBSERVATIONS))
+    check_positive("probes_per_pass", probes_per_pass)
     accumulator = MeanAccumulator()
+    states: dict[int, tuple[Tensor, list[list[int | None]]]] = {}
+    sums: dict[int, Tensor] = {}
+    used, converged = 0, False
+    like = vectors_like(fmodel)
+
+    def count(draw: Draw) -> int:
+        """Probes of a draw: ``probes_per_pass``, fewer in a last draw that ends the budget."""
+        return min(probes_per_pass, max_probes - draw.number * probes_per_pass)
+
     with model_mode(model, mode):
-        operator = HessianOperator(
-            fmodel,
-            x,
-            y,
-            batch_size=batch_size,
-            probes_per_pass=probes_per_pass,
-            mode=mode,
-            num_mc_samples=num_mc_samples,
-            generator=generator,
-            fixed_draws=False,
-        )
-        like = vectors_like(fmodel)
-        basis, exact_part = None, 0.0
+        basis, exact_part, deflation = None, 0.0, 0
         if method is TraceMethod.HUTCH_PLUS_PLUS:
+            operator = _fixed_operator(fmodel, x, y, batch_size, mode, num_mc_samples, generator)
             basis, exact_part = _deflate(operator, min(deflation_rank, fmodel.dim), generator)
-        converged = False
-        while accumulator.count < max_probes and not converged:
-            count = min(probes_per_pass, max_probes - accumulator.count)
-            probes = rademacher((count, fmodel.dim), generator, like)
-            if basis is not None:
-                probes = probes - (probes @ basis.T) @ basis
-            accumulator.update(operator.quadratic_forms(probes))
-            converged = accumulator.count >= min_probes and accumulator.stderr <= rel_tol * abs(
-                exact_part + accumulator.mean
-            )
+            deflation = operator.num_matvecs
+
+        def randomness(draw: Draw) -> tuple[Tensor, list[list[int | None]]]:
+            """The draw's probes ``[P, d]`` and per-chunk dropout seeds, made once per draw
+            (on the rank that computes it) from the draw's own generator."""
+            if draw.number not in states:
+                own = make_generator(draw.seed, generator.device)
+                seeds = [dropout_seeds(own, mode, num_mc_samples) for _ in draw.chunks]
+                probes = rademacher((count(draw), fmodel.dim), own, like)
+                if basis is not None:
+                    probes = probes - (probes @ basis.T) @ basis
+                states[draw.number] = probes, seeds
+            return states[draw.number]
+
+        def term(draw: Draw, chunk: int, k: int) -> list[Tensor]:
+            probes, seeds = randomness(draw)
+            indices = draw.chunks[chunk][0].to(x.device)
+            x_b = x[indices].to(device=fmodel.device, dtype=_float(x, fmodel))
+            y_b = y[indices].to(device=fmodel.device, dtype=torch.long)
+            with seeded_global_rng(seeds[chunk][k], fmodel.device):
+                return [batch_quadratic_forms(fmodel, x_b, y_b, probes)]
+
+        def layout(draw: Draw, chunk: int) -> TermLayout:
+            return [((count(draw),), fmodel.dtype)]
+
+        def fold(draw: Draw, chunk: int, k: int, parts: list[Tensor]) -> None:
+            weight = draw.chunks[chunk][1] / num_mc_samples
+            if draw.number in sums:
+                sums[draw.number].add_(parts[0], alpha=weight)
+            else:
+                sums[draw.number] = parts[0] * weight
+
+        def finish(draw: Draw) -> bool:
+            nonlocal used, converged
+            forms = sums.pop(draw.number)
+            states.pop(draw.number, None)
+            used += count(draw)
+            accumulator.update(forms if per_probe else forms.mean()[None])
+            needed = min_probes if per_probe else math.ceil(min_probes / probes_per_pass)
+            converged = used >= min_probes and reached(accumulator, rel_tol, needed, exact_part)
+            return converged
+
+        # Every draw carries probes_per_pass probes; on the whole data set in eval mode a last
+        # one may carry fewer, since there probes are the observations.
+        num_draws = run_draws(
+            plan,
+            math.ceil(max_probes / probes_per_pass) if per_probe else max_probes // probes_per_pass,
+            num_mc_samples,
+            term,
+            layout,
+            fold,
+            finish,
+            fmodel.device,
+        )
     ci_low, ci_high = accumulator.interval(confidence)
     definition = f"trace of the {_HESSIAN}"
     if mode is Mode.TRAIN:
-        definition = f"trace of the expected {_HESSIAN} over dropout draws (fresh per probe)"
+        definition = f"trace of the expected {_HESSIAN} over dropout draws (fresh per draw)"
     return TraceResult(
         value=exact_part + accumulator.mean,
         stderr=accumulator.stderr,
         ci_low=exact_part + ci_low,
         ci_high=exact_part + ci_high,
         confidence=confidence,
-        num_probes=accumulator.count,
-        num_matvecs=operator.num_matvecs,
+        num_probes=used,
+        num_draws=num_draws,
+        minibatch_size=None if plan.full else plan.size,
+        num_matvecs=deflation + used,
         converged=converged,
+        stopped_by=(StoppedBy.TARGET if converged else StoppedBy.BUDGET).value,
         rel_tol=rel_tol,
+        max_probes=max_probes,
         method=method.value,
         dimension=fmodel.dim,
         provenance=make_provenance(x, y, batch_size, mode, num_mc_samples, generator, definition),
     )
+
+
+def _float(x: Tensor, fmodel: FunctionalModel) -> torch.dtype:
+    """The dtype inputs are evaluated in: the parameters' floating dtype (see `batches`)."""
+    return fmodel.dtype if x.dtype.is_floating_point else x.dtype
 
 
 @dataclass(frozen=True)
@@ -334,7 +437,10 @@ class EigenvalueResult:
             with orthogonality lost: Paige 1980), so it is the error bar of each value.
         num_iterations: Lanczos steps, one Hessian-vector product each.
         converged: Whether every residual fell to ``rel_tol · |λ_i|``.
+        stopped_by: ``"target"`` (converged, or an invariant subspace found: the values are
+            then exact) or ``"budget"`` (``max_iterations`` spent first).
         rel_tol: The requested relative residual.
+        max_iterations: The budget of Lanczos steps.
         dimension: Number of parameters d.
         provenance: Data, mode, seed and definition.
     """
@@ -343,7 +449,9 @@ class EigenvalueResult:
     residual_norms: tuple[float, ...]
     num_iterations: int
     converged: bool
+    stopped_by: str
     rel_tol: float
+    max_iterations: int
     dimension: int
     provenance: Provenance
 
@@ -425,7 +533,9 @@ def hessian_eigenvalues(
         residual_norms=tuple(residuals[top].tolist()),
         num_iterations=len(alphas),
         converged=done,
+        stopped_by=(StoppedBy.TARGET if done else StoppedBy.BUDGET).value,
         rel_tol=rel_tol,
+        max_iterations=max_iterations,
         dimension=fmodel.dim,
         provenance=make_provenance(x, y, batch_size, mode, num_mc_samples, generator, definition),
     )
@@ -445,10 +555,17 @@ class DensityResult:
         weights: Per run, the quadrature weight of each node (each run's weights sum to 1).
         bandwidth: Standard deviation of the Gaussian smoothing.
         trace: d × the mean of the density, i.e. the Hutchinson estimate of tr(H) implied by the
-            same Rademacher start vectors.
+            same Rademacher start vectors (of the Hessian over ``sample_size`` samples).
         trace_stderr: Its standard error over the R runs.
+        rel_stderr: The density's standard error over the runs, integrated over the grid: the
+            expected L1 distance of the estimate from the mean over start vectors, relative
+            to the density's mass of 1 (None below two runs).
+        stopped_by: ``"target"`` (``rel_stderr <= rel_tol``) or ``"budget"`` (``max_runs``).
+        rel_tol: The requested ``rel_stderr``.
         num_runs: Start vectors R.
         num_steps: Lanczos steps per run (fewer when an invariant subspace is found).
+        sample_size: Samples of the Hessian: the density's own random sample of the N of the
+            provenance (all N when it is as large).
         dimension: Number of parameters d.
         provenance: Data, mode, seed and definition.
     """
@@ -460,8 +577,12 @@ class DensityResult:
     bandwidth: float
     trace: float
     trace_stderr: float
+    rel_stderr: float | None
+    stopped_by: str
+    rel_tol: float
     num_runs: int
     num_steps: int
+    sample_size: int
     dimension: int
     provenance: Provenance
 
@@ -476,10 +597,13 @@ def spectral_density(
     y: Tensor,
     *,
     generator: torch.Generator,
-    num_runs: int = 4,
+    max_runs: int = 4,
+    min_runs: int = 2,
+    rel_tol: float = 0.05,
     num_steps: int = 60,
     num_grid_points: int = 1000,
     rel_bandwidth: float = 0.01,
+    sample_size: int | None = None,
     batch_size: int = 128,
     mode: Mode | str = Mode.EVAL,
     num_mc_samples: int = 1,
@@ -489,7 +613,9 @@ def spectral_density(
     Each run starts Lanczos from a normalised Rademacher vector v; the eigenvalues θ_j of its
     tridiagonal matrix and the squared first components τ_j of their eigenvectors form a
     Gauss quadrature of the spectral measure seen from v, whose average over runs estimates
-    the density (1/d) Σ_i δ(λ - λ_i).
+    the density (1/d) Σ_i δ(λ - λ_i). Runs are added until the density's standard error over
+    them, integrated over the grid (``rel_stderr``), falls to ``rel_tol`` (consulted from
+    ``min_runs`` runs on) or until ``max_runs`` are made.
 
     Lanczos runs by its three-term recurrence without reorthogonalisation, keeping only the
     tridiagonal matrix, which is all the quadrature needs: besides one Hessian-vector product
@@ -503,11 +629,16 @@ def spectral_density(
         model: Maps inputs ``[B, ...]`` to logits ``[B, K]``.
         x: Inputs ``[N, ...]``.
         y: Labels ``[N]``.
-        generator: Source of the start vectors (and of dropout draws in train mode).
-        num_runs: Start vectors R.
+        generator: Source of the sample, the start vectors (and of dropout draws in train
+            mode).
+        max_runs: Budget of start vectors.
+        min_runs: Runs made before the stopping rule is consulted (it needs two).
+        rel_tol: Target integrated standard error of the density.
         num_steps: Lanczos steps per run (capped at d).
         num_grid_points: Points G of the returned grid.
         rel_bandwidth: Smoothing width relative to the spread of the Ritz values.
+        sample_size: Samples of the Hessian, a random sample of the N drawn once (the density
+            is a picture, and every step is a pass over them); None or at least N: all.
         batch_size: Samples per pass over the data.
         mode: ``"eval"`` or ``"train"`` (then of the loss averaged over fixed dropout draws).
         num_mc_samples: Dropout draws per batch in train mode.
@@ -519,28 +650,48 @@ def spectral_density(
     check_data(x, y, batch_size)
     check_mc_samples(mode, num_mc_samples)
     for name, value in (
-        ("num_runs", num_runs),
+        ("max_runs", max_runs),
+        ("rel_tol", rel_tol),
         ("num_steps", num_steps),
         ("num_grid_points", num_grid_points),
         ("rel_bandwidth", rel_bandwidth),
     ):
         check_positive(name, value)
+    if not 1 <= min_runs <= max_runs:
+        raise ValueError(
+            f"need 1 <= min_runs <= max_runs, got min_runs={min_runs}, max_runs={max_runs}; "
+            "fix: raise max_runs or lower min_runs"
+        )
+    if sample_size is not None:
+        check_positive("sample_size", sample_size)
     fmodel = FunctionalModel(model)
-    nodes, weights = [], []
+    sample_x, sample_y = own_sample(x, y, sample_size, generator)
+    nodes: list[Tensor] = []
+    weights: list[Tensor] = []
     traces = MeanAccumulator()
+    rel_stderr: float | None = None
     with model_mode(model, mode):
-        operator = _fixed_operator(fmodel, x, y, batch_size, mode, num_mc_samples, generator)
-        for _ in range(num_runs):
+        operator = _fixed_operator(
+            fmodel, sample_x, sample_y, batch_size, mode, num_mc_samples, generator
+        )
+        while len(nodes) < max_runs:
             start = rademacher((fmodel.dim,), generator, vectors_like(fmodel))
             alphas, betas, _ = lanczos(operator, start, num_steps, None)
             run_nodes, run_weights = gauss_quadrature(alphas, betas)
             nodes.append(run_nodes)
             weights.append(run_weights)
             traces.update(torch.tensor([fmodel.dim * alphas[0]], device="cpu"))
+            if len(nodes) >= 2:
+                rel_stderr = density_stderr(nodes, weights, num_grid_points, rel_bandwidth)
+                if len(nodes) >= min_runs and rel_stderr <= rel_tol:
+                    break
     grid, density, bandwidth = smoothed_density(nodes, weights, num_grid_points, rel_bandwidth)
     definition = f"eigenvalue density of the {_HESSIAN}" + (
         _FIXED_DRAWS if mode is Mode.TRAIN else ""
     )
+    if sample_x.shape[0] < x.shape[0]:
+        definition += ", over a random sample of the data"
+    stopped = rel_stderr is not None and len(nodes) >= min_runs and rel_stderr <= rel_tol
     return DensityResult(
         grid=tuple(grid.tolist()),
         density=tuple(density.tolist()),
@@ -549,11 +700,31 @@ def spectral_density(
         bandwidth=bandwidth,
         trace=traces.mean,
         trace_stderr=traces.stderr,
-        num_runs=num_runs,
+        rel_stderr=rel_stderr,
+        stopped_by=(StoppedBy.TARGET if stopped else StoppedBy.BUDGET).value,
+        rel_tol=rel_tol,
+        num_runs=len(nodes),
         num_steps=max(len(n) for n in nodes),
+        sample_size=sample_x.shape[0],
         dimension=fmodel.dim,
         provenance=make_provenance(x, y, batch_size, mode, num_mc_samples, generator, definition),
     )
+
+
+def density_stderr(
+    nodes: list[Tensor], weights: list[Tensor], num_grid_points: int, rel_bandwidth: float
+) -> float:
+    """The standard error over runs of the smoothed density, integrated over its grid:
+    ``∫ sd_r(ρ_r(t)) / √R dt`` for the runs' own smoothed densities ρ_r (R >= 2)."""
+    grid, _, bandwidth = smoothed_density(nodes, weights, num_grid_points, rel_bandwidth)
+    runs = torch.stack(
+        [
+            _smooth(grid, run_nodes, run_weights, bandwidth)
+            for run_nodes, run_weights in zip(nodes, weights, strict=True)
+        ]
+    )
+    spread = runs.std(dim=0) / math.sqrt(len(nodes))
+    return float(torch.trapezoid(spread, grid))
 
 
 def lanczos(
@@ -697,9 +868,13 @@ def smoothed_density(
         dtype=torch.float64,
         device=all_nodes.device,
     )
-    kernel = torch.exp(-0.5 * ((grid[:, None] - all_nodes[None, :]) / bandwidth) ** 2)
-    density = kernel @ all_weights / (bandwidth * math.sqrt(2 * math.pi))
-    return grid, density, bandwidth
+    return grid, _smooth(grid, all_nodes, all_weights, bandwidth), bandwidth
+
+
+def _smooth(grid: Tensor, nodes: Tensor, weights: Tensor, bandwidth: float) -> Tensor:
+    """Σ_j w_j N(t; θ_j, bandwidth²) on the grid."""
+    kernel = torch.exp(-0.5 * ((grid[:, None] - nodes[None, :]) / bandwidth) ** 2)
+    return kernel @ weights / (bandwidth * math.sqrt(2 * math.pi))
 
 
 def _rowwise_dot(a: Tensor, b: Tensor) -> Tensor:
@@ -761,7 +936,7 @@ def hessian_pass(model: nn.Module, x: Tensor, y: Tensor) -> None:
     itself: it measures the rank's own memory."""
     fmodel = FunctionalModel(model)
     with model_mode(model, Mode.EVAL):
-        probes = _check_probes_per_pass(None, Mode.EVAL, fmodel.dim)
+        probes = _default_probes_per_pass(fmodel.dim)
         generator = make_generator(0)
         operator = HessianOperator(
             fmodel,
@@ -778,18 +953,9 @@ def hessian_pass(model: nn.Module, x: Tensor, y: Tensor) -> None:
         operator.quadratic_forms(rademacher((probes, fmodel.dim), generator, vectors_like(fmodel)))
 
 
-def _check_probes_per_pass(probes_per_pass: int | None, mode: Mode, dim: int) -> int:
-    if probes_per_pass is None:
-        if mode is Mode.TRAIN:
-            return 1
-        return max(1, min(8, _AUTO_PROBE_NUMBERS // dim))
-    check_positive("probes_per_pass", probes_per_pass)
-    if mode is Mode.TRAIN and probes_per_pass != 1:
-        raise ValueError(
-            f"probes_per_pass must be 1 in train mode (probes in one pass share a dropout "
-            f"draw and would not be independent), got {probes_per_pass}; fix: leave it unset"
-        )
-    return probes_per_pass
+def _default_probes_per_pass(dim: int) -> int:
+    """Up to 8 probes per pass, fewer when they would exceed ``_AUTO_PROBE_NUMBERS``."""
+    return max(1, min(8, _AUTO_PROBE_NUMBERS // dim))
 
 
 def _parse_method(method: TraceMethod | str) -> TraceMethod:

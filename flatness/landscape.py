@@ -22,6 +22,7 @@ from flatness.core import (
     loss_pass,
     make_provenance,
     model_mode,
+    own_sample,
     parse_mode,
 )
 from flatness.stats import MeanAccumulator
@@ -36,12 +37,15 @@ class LandscapeResult:
     Attributes:
         coordinates: The G step sizes used along each direction, ascending, 0 included
             when G is odd.
-        losses: Mean loss over the data, ``[G]`` for one direction or ``[G][G]`` for two
+        losses: Mean loss over the samples, ``[G]`` for one direction or ``[G][G]`` for two
             (row i is a = coordinates[i], column j is b = coordinates[j]).
-        loss_stderrs: Standard error of each loss over the N samples, same shape.
+        loss_stderrs: Standard error of each loss over the samples, same shape.
         accuracies: Accuracy at each point, same shape.
         num_directions: 1 or 2.
-        provenance: Data, mode, seed (which also fixes the directions) and definition.
+        sample_size: Samples evaluated at every point: the slice's own random sample of the N
+            samples of the provenance (all N when it is as large).
+        provenance: Data, mode, seed (which also fixes the directions and the sample) and
+            definition.
     """
 
     coordinates: tuple[float, ...]
@@ -49,6 +53,7 @@ class LandscapeResult:
     loss_stderrs: Grid
     accuracies: Grid
     num_directions: int
+    sample_size: int
     provenance: Provenance
 
     def to_dict(self) -> dict[str, object]:
@@ -92,6 +97,7 @@ def loss_landscape(
     num_directions: int = 1,
     num_points: int = 21,
     span: float = 1.0,
+    sample_size: int | None = None,
     batch_size: int = 256,
     mode: Mode | str = Mode.EVAL,
     num_mc_samples: int = 1,
@@ -106,6 +112,9 @@ def loss_landscape(
         num_directions: 1 (a curve) or 2 (a surface).
         num_points: Grid points G per direction, from ``-span`` to ``span``.
         span: Largest step, in units of the filter-normalised direction.
+        sample_size: Samples evaluated at every point, a random sample of the N drawn once
+            and shared by all points (a picture of the landscape needs fewer samples than a
+            figure with a small standard error); None or at least N: all of them.
         batch_size: Samples per forward pass.
         mode: ``"eval"`` or ``"train"`` (then every point averages the same fixed dropout draws,
             so the surface is not roughened by fresh noise at each point).
@@ -122,6 +131,8 @@ def loss_landscape(
         raise ValueError(f"num_directions must be 1 or 2, got {num_directions}")
     if num_points < 2:
         raise ValueError(f"num_points must be at least 2, got {num_points}")
+    if sample_size is not None:
+        check_positive("sample_size", sample_size)
     fmodel = FunctionalModel(model)
     directions = [
         filter_normalized_direction(fmodel.params, generator) for _ in range(num_directions)
@@ -129,7 +140,8 @@ def loss_landscape(
     coordinates = torch.linspace(
         -span, span, num_points, dtype=torch.float64, device="cpu"
     ).tolist()
-    data = list(batches(x, y, batch_size, fmodel))
+    sample_x, sample_y = own_sample(x, y, sample_size, generator)
+    data = list(batches(sample_x, sample_y, batch_size, fmodel))
     seeds = [dropout_seeds(generator, mode, num_mc_samples) for _ in data]
     grids = [coordinates] if num_directions == 1 else [coordinates, coordinates]
     losses, stderrs, accuracies = [], [], []
@@ -147,7 +159,8 @@ def loss_landscape(
             accuracies.append(result.correct.mean().item())
     definition = (
         f"mean cross-entropy at θ + Σ_k c_k d_k for {num_directions} random filter-normalised "
-        "direction(s) d_k (Li et al. 2018; biases and other 1-D parameters held fixed)"
+        "direction(s) d_k (Li et al. 2018; biases and other 1-D parameters held fixed), over "
+        f"{'all the samples' if sample_x.shape[0] == x.shape[0] else 'a random sample of them'}"
     )
     return LandscapeResult(
         coordinates=tuple(coordinates),
@@ -155,6 +168,7 @@ def loss_landscape(
         loss_stderrs=_shape(stderrs, num_directions, num_points),
         accuracies=_shape(accuracies, num_directions, num_points),
         num_directions=num_directions,
+        sample_size=sample_x.shape[0],
         provenance=make_provenance(x, y, batch_size, mode, num_mc_samples, generator, definition),
     )
 

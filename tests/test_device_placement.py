@@ -160,21 +160,33 @@ def test_attack(kind: str, backend: str | None, norm: str, stochastic: bool) -> 
     assert 0.0 <= robust <= 1.0
 
 
+@pytest.mark.parametrize("drawn", [False, True], ids=["whole-data", "mini-batches"])
 @pytest.mark.parametrize("mode", ["eval", "train"])
-def test_every_flatness_measure(mode: str) -> None:
+def test_every_flatness_measure(mode: str, drawn: bool) -> None:
     model = _ConvHead(channel_dropout=True).eval()
     x, y = tiny_data(tiny_model(), n=16)
+    # Mini-batches of 6 in chunks of 4, and the pictures on samples of their own.
+    size = {"minibatch_size": 6} if drawn else {"minibatch_size": None}
+    sample = {"sample_size": 10} if drawn else {}
     config = FlatnessConfig(
         measures=tuple(Measure),
-        batch_size=8,
+        batch_size=4 if drawn else 8,
         mode=mode,
         num_mc_samples=2 if mode == "train" else 1,
         options={
-            "hessian_trace": {"max_probes": 4, "min_probes": 2},
+            "fisher_rao_empirical": {**size, "max_draws": 9},
+            "fisher_rao_model": {**size, "max_draws": 9},
+            "hessian_trace": {**size, "max_probes": 4, "min_probes": 2},
             "hessian_eigenvalues": {"max_iterations": 3},
-            "spectral_density": {"num_steps": 4, "num_runs": 1, "num_grid_points": 20},
-            "landscape_1d": {"num_points": 3},
-            "landscape_2d": {"num_points": 3},
+            "spectral_density": {
+                "num_steps": 4,
+                "max_runs": 2 if drawn else 1,
+                "min_runs": 1,
+                "num_grid_points": 20,
+                **sample,
+            },
+            "landscape_1d": {"num_points": 3, **sample},
+            "landscape_2d": {"num_points": 3, **sample},
             "epsilon_sharpness": {"num_steps": 2},
         },
     )

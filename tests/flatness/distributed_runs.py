@@ -6,6 +6,7 @@ A module of its own (not a test file) so that processes started by
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -77,6 +78,40 @@ _HUTCH_PLUS_PLUS = FlatnessConfig(
     },
 )
 
+
+def _small_draws(config: FlatnessConfig) -> FlatnessConfig:
+    """``config`` with mini-batches of 12 and own samples of 24, so that the doubly
+    stochastic estimators draw mini-batches (two chunks of a 6-sample batch each) and the
+    pictures take samples of their own, as they do on the audit's 500 samples."""
+    options = {}
+    for name, values in config.options.items():
+        values = dict(values)
+        if "minibatch_size" in values:
+            values["minibatch_size"] = 12
+        if "sample_size" in values:
+            values["sample_size"] = 24
+        options[name] = values
+    return dataclasses.replace(config, batch_size=6, options=options)
+
+
+# A Fisher-Rao norm that stops at its target after an odd number of draws: with two ranks, the
+# draw computed beside the last one is dropped.
+_STOPS_MID_ROUND = FlatnessConfig(
+    measures=("fisher_rao_empirical", "hessian_trace"),
+    batch_size=16,
+    mode="train",
+    options={
+        "fisher_rao_empirical": {"minibatch_size": 8, "rel_tol": 10.0, "min_draws": 9},
+        "hessian_trace": {
+            "minibatch_size": 8,
+            "rel_tol": 10.0,
+            "max_probes": 60,
+            "min_probes": 27,
+            "probes_per_pass": 3,
+        },
+    },
+)
+
 # 64 samples are four batches of 16; 40 are three (an odd count), the last one of 8.
 CASES = {
     "quick-eval-64": Case(_mlp, 64, _QUICK),
@@ -86,6 +121,9 @@ CASES = {
     "conv-quick-eval-40": Case(_conv, 40, _QUICK),
     "conv-mc-train-64": Case(_conv, 64, _MC),
     "conv-hutch++-40": Case(_conv, 40, _HUTCH_PLUS_PLUS),
+    "standard-draws-eval-40": Case(_mlp, 40, _small_draws(_STANDARD)),
+    "standard-draws-train-40": Case(_mlp, 40, _small_draws(active_flatness_config(_STANDARD))),
+    "conv-stops-mid-round-64": Case(_conv, 64, _STOPS_MID_ROUND),
 }
 
 

@@ -30,7 +30,7 @@ ESTIMATORS: dict[str, Callable[..., Any]] = {
     "eigenvalues": lambda *a, **k: hessian_eigenvalues(
         *a, num_eigenvalues=2, max_iterations=8, **k
     ),
-    "density": lambda *a, **k: spectral_density(*a, num_runs=2, num_steps=5, **k),
+    "density": lambda *a, **k: spectral_density(*a, max_runs=2, num_steps=5, **k),
     "landscape_1d": lambda *a, **k: loss_landscape(*a, num_points=3, **k),
     "landscape_2d": lambda *a, **k: loss_landscape(*a, num_directions=2, num_points=3, **k),
     "sharpness": lambda *a, **k: epsilon_sharpness(*a, num_steps=2, **k),

@@ -88,6 +88,17 @@ def test_the_cases_cover_every_measure_the_audit_runs() -> None:
     batch_counts = {-(-case.num_samples // 16) for case in CASES.values()}
     assert batch_counts == {3, 4}  # an odd count, and one whose last batch is short
     assert {case.num_samples % 16 for case in CASES.values()} == {0, 8}
+    # Mini-batches smaller than the data, in both modes, and pictures on samples of their own.
+    drawn = {
+        case.config.mode
+        for case in CASES.values()
+        if case.config.options.get("hessian_trace", {}).get("minibatch_size", 64) < case.num_samples
+    }
+    assert drawn == {"eval", "train"}
+    assert any(
+        case.config.options.get("spectral_density", {}).get("sample_size", 64) < case.num_samples
+        for case in CASES.values()
+    )
 
 
 @contextmanager

@@ -14,7 +14,7 @@ from flatness_fixtures import ARCHITECTURES, build, generator, make_data, mlp_wi
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from flatness import hessian_eigenvalues, hutchinson_trace, spectral_density
+from flatness import hessian, hessian_eigenvalues, hutchinson_trace, spectral_density
 from flatness.core import FunctionalModel, Mode, rademacher
 from flatness.hessian import (
     HessianOperator,
@@ -192,7 +192,7 @@ def test_spectral_density_integrates_to_one_and_its_mean_is_trace_over_dimension
     hessian = exact_hessian(model, x, y)
     dim = hessian.shape[0]
     result = spectral_density(
-        model, x, y, generator=generator(), num_runs=12, num_steps=20, batch_size=25
+        model, x, y, generator=generator(), max_runs=12, min_runs=12, num_steps=20, batch_size=25
     )
     grid, density = np.array(result.grid), np.array(result.density)
     assert np.trapezoid(density, grid) == pytest.approx(1.0, abs=1e-6)
@@ -210,7 +210,7 @@ def test_spectral_density_nodes_cover_the_exact_spectrum_ends() -> None:
     x, y = make_data()
     eigenvalues = torch.linalg.eigvalsh(exact_hessian(model, x, y))
     result = spectral_density(
-        model, x, y, generator=generator(), num_runs=1, num_steps=40, batch_size=50
+        model, x, y, generator=generator(), max_runs=1, min_runs=1, num_steps=40, batch_size=50
     )
     nodes = np.concatenate(result.nodes)
     assert nodes.max() == pytest.approx(eigenvalues.max().item(), rel=1e-6)
@@ -233,11 +233,23 @@ def test_trace_arguments_are_checked(kwargs: dict[str, object], message: str) ->
         hutchinson_trace(model, x, y, generator=generator(), **kwargs)  # type: ignore[arg-type]
 
 
-def test_train_mode_refuses_shared_probes() -> None:
+def test_train_mode_probes_share_a_draw_which_is_the_observation() -> None:
+    # Probes pushed through one pass share its dropout draw, so they are not independent: the
+    # draw (the mean of its probes) is the observation, and the budget is spent in whole draws.
     model = build(mlp_with_dropout)
     x, y = make_data()
-    with pytest.raises(ValueError, match="probes_per_pass must be 1 in train mode"):
-        hutchinson_trace(model, x, y, generator=generator(), mode="train", probes_per_pass=4)
+    result = hutchinson_trace(
+        model,
+        x,
+        y,
+        generator=generator(),
+        mode="train",
+        probes_per_pass=4,
+        max_probes=42,
+        rel_tol=1e-9,
+    )
+    assert (result.num_probes, result.num_draws) == (40, 10)
+    assert result.stopped_by == "budget" and not result.converged
 
 
 def test_too_many_eigenvalues_are_refused() -> None:
@@ -364,7 +376,7 @@ def test_spectral_density_quadrature_matches_full_reorthogonalisation() -> None:
     x, y = make_data()
     steps = 60
     result = spectral_density(
-        model, x, y, generator=generator(), num_runs=1, num_steps=steps, batch_size=50
+        model, x, y, generator=generator(), max_runs=1, min_runs=1, num_steps=steps, batch_size=50
     )
     like = torch.empty((), dtype=torch.float64)
     start = rademacher((result.dimension,), generator(), like)
@@ -412,6 +424,14 @@ def test_parameter_vectors_held_do_not_grow_with_the_steps(
     dim = sum(p.numel() for p in model.parameters())
     assert dim > 50 * 6  # the data's storage is smaller than one parameter vector
     counts: list[float] = []
+    forms = hessian.batch_quadratic_forms
+
+    def counted_forms(*args: object) -> Tensor:
+        result = forms(*args)  # type: ignore[arg-type]
+        counts.append(parameter_vectors_held(dim, before))
+        return result
+
+    monkeypatch.setattr(hessian, "batch_quadratic_forms", counted_forms)
     for method in ("matvec", "quadratic_forms"):
         original = getattr(HessianOperator, method)
 
@@ -432,7 +452,7 @@ def test_parameter_vectors_held_do_not_grow_with_the_steps(
                 model, x, y, generator=generator(), rel_tol=1e-300, max_iterations=steps
             )
         elif estimator == "density":
-            spectral_density(model, x, y, generator=generator(), num_runs=2, num_steps=steps)
+            spectral_density(model, x, y, generator=generator(), max_runs=2, num_steps=steps)
         else:
             hutchinson_trace(
                 model,

@@ -34,7 +34,19 @@ def pyhessian_for(model: nn.Module, x: torch.Tensor, y: torch.Tensor):  # type: 
     return pyhessian.hessian(model, nn.CrossEntropyLoss(), dataloader=batches, cuda=False)
 
 
-def test_trace_agrees_with_pyhessian(zoo: tuple[nn.Module, torch.Tensor, torch.Tensor]) -> None:
+@pytest.mark.parametrize(
+    ("minibatch_size", "max_probes", "precision"),
+    [(None, 32, 0.1), (64, 256, 0.1)],
+    ids=["whole-data", "mini-batches"],
+)
+def test_trace_agrees_with_pyhessian(
+    zoo: tuple[nn.Module, torch.Tensor, torch.Tensor],
+    minibatch_size: int | None,
+    max_probes: int,
+    precision: float,
+) -> None:
+    # PyHessian sweeps all 1797 samples per probe. Ours on the whole data set does the same;
+    # doubly stochastic, 256 probes in 32 draws of 64 samples cost less than a third of that.
     model, x, y = zoo
     ours = hutchinson_trace(
         model,
@@ -42,7 +54,8 @@ def test_trace_agrees_with_pyhessian(zoo: tuple[nn.Module, torch.Tensor, torch.T
         y,
         generator=torch.Generator().manual_seed(0),
         batch_size=BATCH_SIZE,
-        max_probes=32,
+        minibatch_size=minibatch_size,
+        max_probes=max_probes,
         rel_tol=1e-9,
     )
     with torch.random.fork_rng(devices=[]):
@@ -52,7 +65,7 @@ def test_trace_agrees_with_pyhessian(zoo: tuple[nn.Module, torch.Tensor, torch.T
         probes = np.array(pyhessian_for(model, x, y).trace(maxIter=32, tol=float("-inf")))
     theirs, theirs_stderr = probes.mean(), probes.std(ddof=1) / np.sqrt(len(probes))
     assert abs(ours.value - theirs) <= 3 * np.hypot(ours.stderr, theirs_stderr)
-    assert ours.stderr < 0.1 * abs(ours.value)
+    assert ours.stderr < precision * abs(ours.value)
 
 
 def test_top_eigenvalue_agrees_with_pyhessian(

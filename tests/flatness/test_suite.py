@@ -13,7 +13,7 @@ from flatness import FlatnessConfig, Measure, fisher_rao_norm, hutchinson_trace,
 SMALL_OPTIONS = {
     "hessian_trace": {"max_probes": 8, "min_probes": 2},
     "hessian_eigenvalues": {"max_iterations": 10},
-    "spectral_density": {"num_runs": 2, "num_steps": 6, "num_grid_points": 50},
+    "spectral_density": {"max_runs": 2, "num_steps": 6, "num_grid_points": 50},
     "landscape_1d": {"num_points": 3},
     "landscape_2d": {"num_points": 3},
     "epsilon_sharpness": {"num_steps": 2},
