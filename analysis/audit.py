@@ -86,7 +86,14 @@ from checkpoints.boundary import (
 from checkpoints.cli import add_description_arguments, description_from_arguments, say_flag_notes
 from checkpoints.datasets import Dataset, DatasetError, load_dataset
 from reports.compare import write_comparison
-from reports.document import AttackRecord, AuditResult, FlatnessResult, read_result
+from reports.document import (
+    AttackRecord,
+    AuditResult,
+    FisherRaoEstimate,
+    FlatnessResult,
+    TraceEstimate,
+    read_result,
+)
 from reports.html import write_report
 from reports.tables import parse_formats, preset_caveat, write_tables
 from torchutil import BatchChoice, distributed, full_precision, make_generator
@@ -562,6 +569,57 @@ def _flatness_parts(flatness: FlatnessResult | None) -> list[str]:
     return parts
 
 
+def _stops(flatness: FlatnessResult | None) -> list[str]:
+    """What stopped each stochastic estimator, briefly: ``trace target (96 probes in 12
+    draws of 64)``; documents before schema 1.8 record less, and say so."""
+    if flatness is None:
+        return []
+    parts = []
+
+    def add(label: str, stopped: str | None, work: str) -> None:
+        parts.append(f"{label} {stopped or 'not recorded'}" + (f" ({work})" if work else ""))
+
+    def draws(estimate: FisherRaoEstimate | TraceEstimate) -> str:
+        if estimate.num_draws is None:
+            return ""
+        if estimate.minibatch_size is None:
+            return "all samples"
+        return f"{estimate.num_draws} draws of {estimate.minibatch_size}"
+
+    for fisher, label in (
+        (flatness.fisher_rao_empirical, "Fisher-Rao (emp)"),
+        (flatness.fisher_rao_model, "Fisher-Rao (model)"),
+    ):
+        if fisher is not None:
+            add(label, fisher.stopped_by, draws(fisher))
+    trace = flatness.hessian_trace
+    if trace is not None:
+        work = draws(trace)
+        add(
+            "trace",
+            trace.stopped_by,
+            f"{trace.num_probes} probes" + (f" in {work}" if work else ""),
+        )
+    eigenvalues = flatness.hessian_eigenvalues
+    if eigenvalues is not None:
+        add("eigenvalues", eigenvalues.stopped_by, f"{eigenvalues.num_iterations} steps")
+    density = flatness.spectral_density
+    if density is not None:
+        add(
+            "density",
+            density.stopped_by,
+            f"{density.num_runs} runs on {density.sample_size or 'all'} samples",
+        )
+    sizes = [
+        str(landscape.sample_size)
+        for landscape in (flatness.landscape_1d, flatness.landscape_2d)
+        if landscape is not None and landscape.sample_size is not None
+    ]
+    if sizes:
+        parts.append(f"landscapes on {' and '.join(sizes)} samples")
+    return parts
+
+
 def _after(attack: AttackRecord, k: int) -> str:
     """``label value``, the robust accuracy after an attack, or what became of it."""
     status = attack.statuses[k] if attack.statuses is not None else attack.status
@@ -628,6 +686,9 @@ def summary_lines(path: Path, result: AuditResult) -> list[str]:
         parts = _flatness_parts(measured)
         if parts:
             lines.append(f"  {heading}: " + "; ".join(parts))
+        stops = _stops(measured)
+        if stops:
+            lines.append("    stopped by: " + "; ".join(stops))
     flags = [f for f in result.findings if f.status in ("warn", "fail")]
     lines.append(f"  verdict: {result.verdict}")
     caveat = preset_caveat(result)

@@ -58,7 +58,7 @@ __all__ = [
     "write_json",
 ]
 
-SCHEMA_VERSION = "1.7"
+SCHEMA_VERSION = "1.8"
 SCHEMA_PATH = Path(__file__).resolve().parent / "audit.schema.json"
 # 1.1 adds fields (success_step, attack statuses and failures, exact examples per epsilon, the
 # new probes) and changes none of 1.0's, which is all the gate reads of a result or baseline.
@@ -72,7 +72,12 @@ SCHEMA_PATH = Path(__file__).resolve().parent / "audit.schema.json"
 # dropout-family layers have no activation statistics (``activations_note``).
 # 1.7 adds where the normalisation and the bounds came from (``checkpoint.normalization_source``,
 # ``checkpoint.bounds_source``).
-_READABLE = ("1.0", "1.1", "1.2", "1.3", "1.4", "1.5", "1.6", "1.7")
+# 1.8 adds how each flatness estimate was obtained: what stopped it (``stopped_by``: its target
+# precision, its budget, or one pass over every sample), the draws of mini-batches behind the
+# Fisher-Rao norms and the Hessian trace (``num_draws``, ``minibatch_size``), and the own sample
+# of the landscapes and the spectral density (``sample_size``); the density's runs now stop at
+# a target (``rel_stderr``). Older fields keep their meaning.
+_READABLE = ("1.0", "1.1", "1.2", "1.3", "1.4", "1.5", "1.6", "1.7", "1.8")
 
 NONFINITE_TOKENS = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
 """How the document writes each non-finite number, and the float each string reads back as."""

@@ -81,7 +81,7 @@ __all__ = [
     "read_result",
 ]
 
-READABLE_VERSIONS = ("1.0", "1.1", "1.2", "1.3", "1.4", "1.5", "1.6", "1.7")
+READABLE_VERSIONS = ("1.0", "1.1", "1.2", "1.3", "1.4", "1.5", "1.6", "1.7", "1.8")
 """Schema versions this reader understands (the same as ``analysis.document``)."""
 
 _FIX = "re-create it with python -m analysis.audit (or --update-baseline for a baseline)"
@@ -635,6 +635,14 @@ class FisherRaoEstimate:
     confidence: float | None = _need(_OPTIONAL)
     norm: float | None = _need(_OPTIONAL)
     fisher: str | None = _need(_OPTIONAL)
+    num_draws: int | None = _need(_OPTIONAL)
+    """Mini-batches drawn (schema 1.8; before, one pass over every sample)."""
+    minibatch_size: int | None = _need(_OPTIONAL)
+    """Samples per draw; None for one pass over every sample (and before schema 1.8)."""
+    stopped_by: str | None = _need(_OPTIONAL)
+    """``target``, ``budget`` or ``all-samples`` (schema 1.8)."""
+    rel_tol: float | None = _need(_OPTIONAL)
+    max_draws: int | None = _need(_OPTIONAL)
     provenance: MeasureProvenance | None = _need(_OPTIONAL)
     extra: Json = _extra()
 
@@ -649,9 +657,16 @@ class TraceEstimate:
     ci_high: float | None = _need(_OPTIONAL)
     confidence: float | None = _need(_OPTIONAL)
     num_probes: int | None = _need(_OPTIONAL)
+    num_draws: int | None = _need(_OPTIONAL)
+    """Draws of a mini-batch (or the whole data) shared by their probes (schema 1.8)."""
+    minibatch_size: int | None = _need(_OPTIONAL)
+    """Samples per draw; None when every draw was the whole data (and before schema 1.8)."""
     num_matvecs: int | None = _need(_OPTIONAL)
     converged: bool | None = _need(_OPTIONAL)
+    stopped_by: str | None = _need(_OPTIONAL)
+    """``target`` or ``budget`` (schema 1.8; before, ``converged`` says which)."""
     rel_tol: float | None = _need(_OPTIONAL)
+    max_probes: int | None = _need(_OPTIONAL)
     method: str | None = _need(_OPTIONAL)
     dimension: int | None = _need(_OPTIONAL)
     provenance: MeasureProvenance | None = _need(_OPTIONAL)
@@ -680,7 +695,10 @@ class Eigenvalues:
     residual_norms: tuple[float, ...] | None = _need(_OPTIONAL)
     num_iterations: int | None = _need(_OPTIONAL)
     converged: bool | None = _need(_OPTIONAL)
+    stopped_by: str | None = _need(_OPTIONAL)
+    """``target`` or ``budget`` (schema 1.8; before, ``converged`` says which)."""
     rel_tol: float | None = _need(_OPTIONAL)
+    max_iterations: int | None = _need(_OPTIONAL)
     dimension: int | None = _need(_OPTIONAL)
     provenance: MeasureProvenance | None = _need(_OPTIONAL)
     extra: Json = _extra()
@@ -697,8 +715,15 @@ class SpectralDensity:
     bandwidth: float | None = _need(_OPTIONAL)
     trace: float | None = _need(_OPTIONAL)
     trace_stderr: float | None = _need(_OPTIONAL)
+    rel_stderr: float | None = _need(_OPTIONAL)
+    """The density's standard error over the runs, integrated over the grid (schema 1.8)."""
+    stopped_by: str | None = _need(_OPTIONAL)
+    """``target`` or ``budget`` (schema 1.8; before, a fixed number of runs)."""
+    rel_tol: float | None = _need(_OPTIONAL)
     num_runs: int | None = _need(_OPTIONAL)
     num_steps: int | None = _need(_OPTIONAL)
+    sample_size: int | None = _need(_OPTIONAL)
+    """Samples of the Hessian, its own sample (schema 1.8; before, all of them)."""
     dimension: int | None = _need(_OPTIONAL)
     provenance: MeasureProvenance | None = _need(_OPTIONAL)
     extra: Json = _extra()
@@ -714,6 +739,8 @@ class Landscape:
     loss_stderrs: NumberArray = _need(_OPTIONAL)
     accuracies: NumberArray = _need(_OPTIONAL)
     num_directions: int | None = _need(_OPTIONAL)
+    sample_size: int | None = _need(_OPTIONAL)
+    """Samples at every point, its own sample (schema 1.8; before, all of them)."""
     provenance: MeasureProvenance | None = _need(_OPTIONAL)
     extra: Json = _extra()
 

@@ -64,6 +64,7 @@ _CAPTIONS = {
     "probes": "Direct measurements of the model",
     "red_flags": "Red-flag checks",
     "flatness": "Flatness of the minimum (± standard error)",
+    "flatness_stopping": "How each flatness estimate ended: what stopped it, and what it used",
     "activations": "Inputs of the dropout-family layers on clean data",
     "provenance": "Provenance",
 }

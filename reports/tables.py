@@ -41,7 +41,9 @@ __all__ = [
     "activation_table",
     "alone_accuracy",
     "flatness_sections",
+    "flatness_stopping_table",
     "flatness_table",
+    "stopping",
     "gradient_table",
     "interval",
     "new_breaks",
@@ -356,6 +358,100 @@ def flatness_table(result: AuditResult) -> pd.DataFrame:
     return _frame(rows, [label for label, _ in sections], "measure")
 
 
+_STOPPED = {
+    "target": "target reached",
+    "budget": "budget spent",
+    "all-samples": "one pass over all samples",
+}
+
+_MEASURES = {
+    "fisher_rao_empirical": "Fisher-Rao norm² (empirical Fisher)",
+    "fisher_rao_model": "Fisher-Rao norm² (model Fisher)",
+    "hessian_trace": "Hessian trace",
+    "hessian_eigenvalues": "Hessian eigenvalues",
+    "spectral_density": "Spectral density",
+    "landscape_1d": "Loss landscape 1-D",
+    "landscape_2d": "Loss landscape 2-D",
+    "epsilon_sharpness": "ε-sharpness",
+}
+
+
+def _samples(estimate: Any) -> int | None:
+    provenance = getattr(estimate, "provenance", None)
+    return None if provenance is None else provenance.num_samples
+
+
+def _draws(estimate: Any) -> str:
+    """``12 draws of 64 samples`` or ``all 500 samples``."""
+    size, draws = estimate.minibatch_size, estimate.num_draws
+    if size is None:
+        total = _samples(estimate)
+        whole = "all samples" if total is None else f"all {total} samples"
+        return whole if draws in (None, 1) else f"{draws} passes over {whole}"
+    return f"{draws} draw{'s' if draws != 1 else ''} of {size} samples"
+
+
+def stopping(name: str, estimate: Any) -> str:
+    """How a flatness estimate ended, in words: what stopped it (its target, its budget, a
+    single pass) and what it used. Documents before schema 1.8 record less; what they do not
+    record is not guessed (a trace or eigenvalues say only whether they converged)."""
+    if estimate is None:
+        return NOT_AVAILABLE
+    stopped = getattr(estimate, "stopped_by", None)
+    if stopped is None and getattr(estimate, "converged", None) is not None:
+        stopped = "target" if estimate.converged else "budget"
+    head = _STOPPED.get(stopped, stopped) if stopped else None
+    if name in ("fisher_rao_empirical", "fisher_rao_model"):
+        if estimate.num_draws is None:
+            return f"one pass over all {_samples(estimate)} samples (not recorded before 1.8)"
+        work = _draws(estimate)
+        target = "" if stopped == "all-samples" else _relative(estimate.rel_tol)
+        return f"{head}{target}: {work}"
+    if name == "hessian_trace":
+        work = f"{number(estimate.num_probes)} probes"
+        if estimate.num_draws is not None:
+            work += f" in {_draws(estimate)}"
+        return f"{head}{_relative(estimate.rel_tol)}: {work}"
+    if name == "hessian_eigenvalues":
+        tol = "" if estimate.rel_tol is None else f" (residuals ≤ {estimate.rel_tol:g} λ)"
+        work = f"{number(estimate.num_iterations)} Lanczos steps on all {_samples(estimate)}"
+        return f"{head}{tol}: {work} samples"
+    if name == "spectral_density":
+        runs = f"{number(estimate.num_runs)} runs of {number(estimate.num_steps)} steps"
+        on = estimate.sample_size or _samples(estimate)
+        if head is None:
+            return f"fixed: {runs} on {on} samples"
+        tol = "" if estimate.rel_tol is None else f" (integrated error ≤ {estimate.rel_tol:g})"
+        return f"{head}{tol}: {runs} on {on} samples"
+    if name in ("landscape_1d", "landscape_2d"):
+        points = len(estimate.coordinates) ** (2 if name == "landscape_2d" else 1)
+        on = estimate.sample_size or _samples(estimate)
+        return f"fixed: {points} points on {on} samples each"
+    if name == "epsilon_sharpness":
+        return (
+            f"fixed: {number(estimate.num_steps)} ascent steps on all {_samples(estimate)} samples"
+        )
+    return head or NOT_AVAILABLE
+
+
+def _relative(rel_tol: float | None) -> str:
+    return "" if rel_tol is None else f" (relative error ≤ {rel_tol:g})"
+
+
+def flatness_stopping_table(result: AuditResult) -> pd.DataFrame:
+    """How each flatness estimate ended, one column per mode: what stopped it (its target
+    precision, its budget, or a single pass) and the samples, draws, probes or steps it used."""
+    sections = flatness_sections(result)
+    if not sections:
+        return _frame({}, [], "measure")
+    rows = {
+        label: [stopping(name, getattr(f, name)) for _, f in sections]
+        for name, label in _MEASURES.items()
+        if any(getattr(f, name) is not None for _, f in sections)
+    }
+    return _frame(rows, [label for label, _ in sections], "measure")
+
+
 def _eigenvalue(i: int) -> Callable[[FlatnessResult], str]:
     def cell(flatness: FlatnessResult) -> str:
         found = flatness.hessian_eigenvalues
@@ -502,6 +598,7 @@ TABLES: dict[str, Callable[[AuditResult], pd.DataFrame]] = {
     "probes": probe_table,
     "red_flags": red_flag_table,
     "flatness": flatness_table,
+    "flatness_stopping": flatness_stopping_table,
     "activations": activation_table,
     "provenance": provenance_table,
 }
