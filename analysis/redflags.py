@@ -1100,41 +1100,68 @@ def not_converged(evidence: Evidence) -> Finding:
     )
 
 
+def _shows_last_iterate(record: AttackRecord) -> bool:
+    """Whether a run can show a silent success: it went on after a sample's first success.
+    That holds without early stopping, and for a targeted run that stops only at its target
+    (a sample misclassified on the way may return). A run that stops a sample at its first
+    success (untargeted with early stopping, the default and the independent sweep's, or
+    targeted toward the top classes) leaves it at the iterate that fooled the model."""
+    if record.result is None:
+        return False
+    params = record.result.params
+    if params.get("early_stop") is False:
+        return True
+    return params.get("early_stop") is True and params.get("target_mode") not in (None, "top")
+
+
 @check("silent-success")
 def silent_success(evidence: Evidence) -> Finding:
     suite = evidence.suite
     rows: dict[str, Any] = {}
+    early: list[str] = []
     statuses: list[Status] = []
     total = 0
     for outcome in suite.norms if suite else ():
-        # Early stopping makes the main list's last iterate the fooling one; the independent
-        # sweep runs every step and shows what a last-iterate evaluation would report.
         for record in (*outcome.attacks, outcome.independent_sweep):
             if record is None or _family(record) not in (Family.ITERATIVE, Family.TARGETED):
+                continue
+            where = "independent" if record is outcome.independent_sweep else "main"
+            key = f"{record.label}/{outcome.norm.value}/{where}"
+            if not _shows_last_iterate(record):
+                early.append(key)
                 continue
             silent = record.success & record.attacked & ~record.last_success
             count, attacked = int(silent.sum()), int(record.attacked.sum())
             total += count
-            where = "independent" if record is outcome.independent_sweep else "main"
-            rows[f"{record.label}/{outcome.norm.value}/{where}"] = {
-                "silent": count,
-                "attacked": attacked,
-            }
+            rows[key] = {"silent": count, "attacked": attacked}
             # Material when a last-iterate evaluation would overstate robust accuracy by at
             # least 5 samples and 2 % of those attacked, the bar of the other checks.
             statuses.append(Status.WARN if count >= max(5, 0.02 * attacked) else Status.PASS)
     status = _worst(statuses)
+    if not rows:
+        explanation = (
+            "not observable: every iterative run stopped each sample at its first success, so "
+            "its last iterate fooled the model by construction"
+        )
+    elif status == Status.WARN:
+        explanation = (
+            f"{total} sample(s) were fooled by an intermediate iterate but not by the last one; "
+            "they are counted as broken here, but a last-iterate evaluation would miss them"
+        )
+    else:
+        explanation = (
+            f"{total} sample(s) fooled only by an intermediate iterate, too few to matter "
+            "(all are counted as broken here)"
+        )
     return Finding(
         "silent-success",
         "Silent success",
         status,
-        {"samples": rows, "total": total},
-        f"{total} sample(s) were fooled by an intermediate iterate but not by the last one; "
-        "they are counted as broken here, but a last-iterate evaluation would miss them"
-        if status == Status.WARN
-        else f"{total} sample(s) fooled only by an intermediate iterate, too few to matter "
-        "(all are counted as broken here)",
-        "Keep the best iterate, not the last (as this audit does) when reporting robust accuracy",
+        {"samples": rows, "total": total, "early_stopped": early},
+        explanation,
+        "Keep the best iterate, not the last (as this audit does) when reporting robust "
+        "accuracy; to observe silent successes, set early_stop = false on the swept attack "
+        "in a suite file (its sweeps then run every step)",
         masking=False,
     )
 

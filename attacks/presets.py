@@ -146,8 +146,12 @@ class SweepConfig:
 
     The sweep is run twice: on every sample with nested epsilons (a sample broken at a
     smaller epsilon is not attacked again at larger ones), and as independent per-epsilon
-    runs without early stopping on a random subsample of ``independent_samples``, so that
-    non-monotonic accuracy and silent successes stay visible.
+    runs on a random subsample of ``independent_samples``, so that non-monotonic accuracy
+    stays visible. The independent runs stop a sample once it is broken at that epsilon (the
+    attack's ``early_stop``, on by default): the per-sample outcomes are those of running
+    every step, at a fraction of the cost. Silent successes (an intermediate iterate fools
+    the model, the last does not) are then not observable; set ``early_stop = false`` on the
+    swept attack to see them, at the cost of every step on every sample.
 
     Attributes:
         attack: the swept attack.

@@ -4,7 +4,10 @@ Per norm, the suite first runs the sweep with nested epsilons on every sample; a
 the main list that is the swept attack at an epsilon of the sweep takes its outcomes from
 there instead of running again. Then the attacks run in order, each only on the samples still
 robust at that epsilon (unless ``skip_broken`` is off), and the robust accuracy after each is
-recorded. Last, the independent per-epsilon sweep runs on a random subsample.
+recorded. Last, the independent per-epsilon sweep runs on a random subsample: every epsilon
+afresh (not nested), with the swept attack's own early stopping, so a sample stops once it is
+broken at that radius (its outcome is decided; the steps after it could only change its last
+iterate and its loss trace).
 
 No exception inside one attack stops a suite: an attack that raises is recorded as
 ``"failed"`` at that norm and epsilon with the error's text, and its samples count as not
@@ -363,9 +366,8 @@ def run_attack_spec(
         config: the suite, for its bounds, batch size, mode and EOT samples (the latter for
             kinds that support EOT, on the native backend).
         generator: the stage's generator.
-        overrides: settings the suite imposes on this run (e.g. ``nested=False`` and
-            ``early_stop=False`` for the independent sweep), applied where the kind takes
-            them: a kind without early stopping has none to turn off.
+        overrides: settings the suite imposes on this run (e.g. ``nested=False`` for the
+            independent sweep), applied where the kind takes them.
     """
     attack = registry.get(spec.kind)
     kwargs: dict[str, Any] = {
@@ -821,7 +823,6 @@ def run_suite(
                             config=config,
                             generator=_child(gen),
                             nested=False,
-                            early_stop=False,
                         )
                     )
                     if result is None:

@@ -143,8 +143,12 @@ CHECK_HELP: dict[str, CheckHelp] = {
     "silent-success": CheckHelp(
         "Silent success",
         "Samples an intermediate iterate fooled but the last one did not (counted as broken "
-        "here; a last-iterate evaluation would miss them).",
-        "Warns at 5 samples and 2 % of those attacked.",
+        "here; a last-iterate evaluation would miss them), in the runs that went on after a "
+        "sample's first success: without early stopping, or targeted and stopping only at the "
+        "target. A run that stops a sample at its first success (the default, and the "
+        "independent sweep's) cannot show one.",
+        "Warns at 5 samples and 2 % of those attacked; not applicable when every iterative run "
+        "stopped early (set early_stop = false on the swept attack to observe it).",
     ),
     "attack-failed": CheckHelp(
         "No attack failed",

@@ -782,20 +782,33 @@ def _not_converged(evidence: Mapping[str, Any]) -> list[Block]:
     ]
 
 
-@_renders("silent-success", reads=("samples", "total"))
+@_renders("silent-success", reads=("samples", "total", "early_stopped"))
 def _silent(evidence: Mapping[str, Any]) -> list[Block]:
-    """samples (``label/norm/main|independent`` → silent, attacked), total."""
+    """samples (``label/norm/main|independent`` → silent, attacked), total, and (schema 1.7)
+    early_stopped: the runs that stopped each sample at its first success."""
     samples: Mapping[str, Mapping[str, Any]] = evidence["samples"]
-    named = []
-    for key, record in samples.items():
+
+    def name_of(key: str) -> str:
         label, norm, where = key.split("/")
         stage = " (independent sweep)" if where == "independent" else ""
-        named.append((f"{label} {_norm(norm)}{stage}", record))
+        return f"{label} {_norm(norm)}{stage}"
+
+    named = [(name_of(key), record) for key, record in samples.items()]
+    # Schema 1.7 on: runs that stop a sample at its first success cannot show one.
+    early = [name_of(key) for key in evidence.get("early_stopped", ())]
+    unseen = (
+        f" Not observable in {_plural(len(early), 'run')} that stopped each sample at its "
+        f"first success: {_listed(early)}."
+        if early
+        else ""
+    )
     hit = [(name, r) for name, r in named if r["silent"]]
+    if not named:
+        return [f"No run showed its last iterate after a success.{unseen}"]
     if not hit:
         return [
             f"No intermediate iterate fooled a sample that the last iterate did not, in "
-            f"{_plural(len(named), 'iterative run')}."
+            f"{_plural(len(named), 'iterative run')}.{unseen}"
         ]
     head = (
         f"{_plural(evidence['total'], 'sample')} in all were fooled by an intermediate iterate "
@@ -805,14 +818,19 @@ def _silent(evidence: Mapping[str, Any]) -> list[Block]:
         listed = "; ".join(f"{name}: {r['silent']} of {r['attacked']} attacked" for name, r in hit)
         others = len(named) - len(hit)
         tail = f"; none in the {_plural(others, 'other run')}" if others else ""
-        return [f"{head}: {listed}{tail}."]
+        return [f"{head}: {listed}{tail}.{unseen}"]
     rows = [(name, (f"{r['silent']} of {r['attacked']}",)) for name, r in hit]
     kept, summary = _capped(
         rows,
         [float(r["silent"]) for _, r in hit],
         lambda left: f"{_plural(len(left), 'other run')} with fewer not shown.",
     )
-    return [f"{head}:", Table("run", ("silent",), tuple(kept)), *summary]
+    return [
+        f"{head}:",
+        Table("run", ("silent",), tuple(kept)),
+        *summary,
+        *([unseen.strip()] if unseen else []),
+    ]
 
 
 def _stage_run(row: Mapping[str, Any]) -> str:

@@ -83,13 +83,20 @@ def test_broken_late_is_unknown_when_a_step_is_unknown():
     assert _broken_late(record, 0, 8) == 1
 
 
-def _silent_evidence(silent: int, attacked: int) -> SimpleNamespace:
+def _silent_evidence(
+    silent: int, attacked: int, early_stop: bool = False, target_mode: str | None = None
+) -> SimpleNamespace:
     success = torch.zeros(1, 400, dtype=torch.bool)
     success[0, :attacked] = True
     last_success = success.clone()
     last_success[0, :silent] = False
     record = SimpleNamespace(
-        kind="pgd", label="pgd-ce", success=success, last_success=last_success, attacked=success
+        kind="pgd",
+        label="pgd-ce",
+        success=success,
+        last_success=last_success,
+        attacked=success,
+        result=SimpleNamespace(params={"early_stop": early_stop, "target_mode": target_mode}),
     )
     outcome = SimpleNamespace(attacks=(record,), independent_sweep=None, norm=Norm.LINF)
     return SimpleNamespace(suite=SimpleNamespace(norms=(outcome,)))
@@ -107,6 +114,24 @@ def test_silent_success_warns_when_material(silent, attacked, expected):
         "silent": silent,
         "attacked": attacked,
     }
+
+
+@pytest.mark.parametrize("target_mode", [None, "top"])
+def test_silent_success_is_not_observable_in_early_stopped_runs(target_mode):
+    # A run that stops a sample at its first success keeps that iterate as its last: whatever
+    # its last_success says, it cannot show a silent success, and passing would claim it did.
+    finding = silent_success(_silent_evidence(6, 300, early_stop=True, target_mode=target_mode))
+    assert finding.status == Status.NOT_APPLICABLE
+    assert finding.evidence == {"samples": {}, "total": 0, "early_stopped": ["pgd-ce/linf/main"]}
+    assert "not observable" in finding.explanation
+
+
+def test_silent_success_is_observable_in_runs_that_stop_at_their_target():
+    # Early stopping of a targeted run waits for the target class: a sample misclassified on
+    # the way, and correct again at the end, is a silent success.
+    finding = silent_success(_silent_evidence(6, 300, early_stop=True, target_mode="random"))
+    assert finding.status == Status.WARN
+    assert finding.evidence["early_stopped"] == []
 
 
 def _peer_evidence(only_margin: int, only_ce: int, both: int, total: int) -> SimpleNamespace:
