@@ -1,4 +1,8 @@
-"""Shared test configuration: the reference data folder comes from $ROBAUDIT_DATA."""
+"""Shared test configuration: the reference data folder comes from $ROBAUDIT_DATA, and the
+device of the tests marked ``device`` from ``--device`` (cpu by default).
+
+    pytest -m device --device cuda      # on a GPU machine: the device tests on the GPU
+"""
 
 from __future__ import annotations
 
@@ -18,3 +22,25 @@ def data_dir() -> Path:
     if not value or not Path(value).is_dir():
         pytest.skip("reference data not available: set ROBAUDIT_DATA to the shared data folder")
     return Path(value)
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--device",
+        default="cpu",
+        choices=("cpu", "cuda"),
+        help="where the tests marked 'device' put the model and data (default cpu)",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Asking for CUDA where there is none is an error, not a skip: a GPU run that silently
+    # ran on the CPU must not pass.
+    if config.getoption("--device") == "cuda" and not torch.cuda.is_available():
+        raise pytest.UsageError("--device cuda: no CUDA device is available; use --device cpu")
+
+
+@pytest.fixture(scope="session")
+def device(request: pytest.FixtureRequest) -> torch.device:
+    """The device given by ``--device``."""
+    return torch.device(request.config.getoption("--device"))
