@@ -11,7 +11,7 @@ one-sided McNemar p-value that AutoAttack breaks more, and the 95 % paired inter
 audit − AutoAttack.
 
     python -m benchmarks.autoattack_on_document out/model_test/audit.json --num-samples 100 \\
-        --arch resnet18 --dataset cifar10 --data DATA
+        --arch resnet18 --dataset cifar10 --data DATA [--device cuda]
 
 The checkpoint is the document's (``provenance.checkpoint``) unless ``--checkpoint`` names
 it; the checkpoint-description flags are the audit's. Exit status 0 when no norm shows a
@@ -34,6 +34,7 @@ from benchmarks.bench_autoattack import ALPHA, PairedOutcome, run_autoattack
 from checkpoints import load_checkpoint
 from checkpoints.cli import add_description_arguments, description_from_arguments, say_flag_notes
 from reports.document import read_result
+from torchutil import full_precision
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -48,6 +49,9 @@ def main(argv: list[str] | None = None) -> int:
         help="only the samples the audit left robust under some norm (after --num-samples)",
     )
     parser.add_argument("--batch-size", type=int, default=500)
+    parser.add_argument(
+        "--device", choices=("cpu", "cuda"), default="cpu", help="where AutoAttack runs"
+    )
     parser.add_argument("--threads", type=int, default=1, help="intra-op threads")
     parser.add_argument("--seed", type=int, default=0, help="AutoAttack's seed")
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
@@ -57,11 +61,16 @@ def main(argv: list[str] | None = None) -> int:
     if result.provenance.config is None:
         print(f"error: {args.document} is a baseline, not a full audit result", file=sys.stderr)
         return 2
+    if args.device == "cuda" and not torch.cuda.is_available():
+        print(
+            "error: --device cuda: no CUDA device is available; use --device cpu", file=sys.stderr
+        )
+        return 2
     torch.set_num_threads(args.threads)
     path = args.checkpoint or Path(result.provenance.checkpoint)
     loaded = load_checkpoint(path, description_from_arguments(args), trust=args.trust_checkpoint)
     say_flag_notes(loaded)
-    model = loaded.model.eval()
+    model = loaded.model.eval().to(args.device)
     evaluation = evaluation_set(
         loaded, args.data, result.evaluation.num_samples, result.provenance.seed
     )
@@ -83,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"the audit left no sample robust among the first {count}")
             return 0
     count = chosen.numel()
-    x, y = evaluation.x[chosen], evaluation.y[chosen]
+    x, y = evaluation.x[chosen].to(args.device), evaluation.y[chosen].to(args.device)
     figures: dict[str, object] = {
         "document": str(args.document),
         "samples": count,
@@ -95,7 +104,9 @@ def main(argv: list[str] | None = None) -> int:
         epsilon = norm_result.epsilons[0]
         audit = torch.tensor(norm_result.robust[0])[chosen]
         start = time.perf_counter()
-        run = run_autoattack(model, x, y, norm, epsilon, args.seed, args.batch_size)
+        # In full float32, as the audit runs (TF32 convolutions are cuDNN's default on a GPU).
+        with full_precision(x.device):
+            run = run_autoattack(model, x, y, norm, epsilon, args.seed, args.batch_size)
         paired = PairedOutcome.of(audit, run.robust.cpu())
         low, high = paired.interval
         significant = paired.p_value < ALPHA
