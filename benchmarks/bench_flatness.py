@@ -1,6 +1,6 @@
 """Speed and memory of the flatness estimators against their obvious or reference rivals.
 
-Three measurements, each against its target:
+Four measurements, the first three against their targets:
 
 1. Fisher-Rao norm by one forward-mode JVP against a per-sample backward loop, batch 128, on
    the MNIST LeNet-5 zoo model (target: at least 20x faster).
@@ -15,11 +15,13 @@ repeats are reported, because the machine may be shared. Run from the repository
     python benchmarks/bench_flatness.py            # full run
     python benchmarks/bench_flatness.py --quick    # smoke run: few repeats and probes
     python benchmarks/bench_flatness.py --only trace --repeats 9
+    python benchmarks/bench_flatness.py --only estimators --model resnet18 --num-samples 50
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import resource
@@ -226,6 +228,105 @@ def bench_vgg_memory(num_probes: int) -> None:
     )
 
 
+def resnet_and_data(num_samples: int) -> tuple[nn.Module, Tensor, Tensor, str]:
+    """pyautoattack's example CIFAR-10 ResNet-18 and the first CIFAR-10 test images of the
+    reference data (``$ROBAUDIT_DATA/cifar10``)."""
+    import pyautoattack
+
+    from checkpoints import load_checkpoint
+    from checkpoints.datasets import load_dataset
+    from checkpoints.spec import Description
+
+    path = Path(pyautoattack.__file__).parent / "examples" / "model_test.pt"
+    model = load_checkpoint(path, Description(arch="resnet18", dataset="cifar10")).model
+    data_root = os.environ.get("ROBAUDIT_DATA")
+    if not data_root:
+        raise SystemExit("error: the ResNet-18 needs CIFAR-10: set ROBAUDIT_DATA")
+    data = load_dataset("cifar10", path=Path(data_root) / "cifar10")
+    x, y = data.x[:num_samples], data.y[:num_samples]
+    return model, x, y, f"pyautoattack's ResNet-18; CIFAR-10 test set, first {num_samples} images"
+
+
+def _summary(result: object) -> str:
+    """One estimate in a line: its value with the standard error, and what it spent."""
+    get = functools.partial(getattr, result)
+    parts = []
+    if hasattr(result, "eigenvalues"):
+        values = ", ".join(f"{v:.5g}" for v in get("eigenvalues"))
+        bars = ", ".join(f"{r:.2g}" for r in get("residual_norms"))
+        parts.append(f"top [{values}] (residuals [{bars}]), {get('num_iterations')} iterations")
+    elif hasattr(result, "density"):
+        parts.append(
+            f"trace {get('trace'):.5g} ± {get('trace_stderr'):.2g}, "
+            f"{get('num_runs')} runs of {get('num_steps')} steps"
+        )
+        if getattr(result, "rel_stderr", None) is not None:
+            parts.append(f"integrated standard error {get('rel_stderr'):.2g}")
+    elif hasattr(result, "losses"):
+        losses, stderrs = get("losses"), get("loss_stderrs")
+        middle = len(losses) // 2
+        centre, error = losses[middle], stderrs[middle]
+        if isinstance(centre, tuple):
+            centre, error = centre[middle], error[middle]
+        parts.append(f"loss at θ {centre:.5g} ± {error:.2g}, {len(get('coordinates'))} points")
+    else:
+        parts.append(f"{get('value'):.5g} ± {get('stderr'):.2g}")
+    for name in ("num_probes", "num_draws", "num_samples_used", "num_matvecs"):
+        if hasattr(result, name) and getattr(result, name) is not None:
+            parts.append(f"{name.replace('num_', '')} {getattr(result, name)}")
+    if hasattr(result, "stopped_by"):
+        parts.append(f"stopped by {get('stopped_by')}")
+    elif hasattr(result, "converged"):
+        parts.append(f"converged {get('converged')}")
+    samples = get("provenance").num_samples
+    own = getattr(result, "sample_size", None)
+    parts.append(f"on {samples} samples" if own in (None, samples) else f"on {own} of {samples}")
+    return "; ".join(parts)
+
+
+def bench_estimators(model_name: str, num_samples: int, preset_name: str, batch_size: int) -> None:
+    """Each estimator of the audit's flatness configuration, timed one by one (through
+    ``measure``'s memo, so the configuration and seeds are exactly the audit's)."""
+    from analysis.activations import dropout_family_layers
+    from analysis.config import active_flatness_config, flatness_config
+    from flatness import measure
+
+    if model_name == "resnet18":
+        model, x, y, source = resnet_and_data(num_samples)
+    else:
+        model, x, y, source = lenet_and_data(num_samples)
+    config = flatness_config(preset_name, batch_size)
+    print(
+        f"\n[4] Every flatness estimator of the {preset_name} preset, batch {config.batch_size}"
+        f" -- {source}"
+    )
+    load = os.getloadavg()
+    print(f"    load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} at the start")
+    configs = [config]
+    if dropout_family_layers(model):
+        configs.append(active_flatness_config(config))
+    figures: dict[str, dict[str, object]] = {}
+
+    def timed(name: str, compute: Callable[[], object]) -> tuple[object, bool]:
+        start, cpu = time.perf_counter(), time.process_time()
+        result = compute()
+        wall, used = time.perf_counter() - start, time.process_time() - cpu
+        print(f"    {name:32s} {wall:8.1f} s wall {used:8.1f} s CPU  {_summary(result)}")
+        sys.stdout.flush()
+        figures[name] = {"wall_s": wall, "cpu_s": used, "result": result}
+        return result, False
+
+    for each in configs:
+        measure(model, x, y, each, torch.Generator().manual_seed(0), memo=timed)
+    wall = sum(float(f["wall_s"]) for f in figures.values())  # type: ignore[arg-type]
+    cpu = sum(float(f["cpu_s"]) for f in figures.values())  # type: ignore[arg-type]
+    load = os.getloadavg()
+    print(
+        f"    all estimators: {wall:.1f} s wall, {cpu:.1f} s CPU; load average "
+        f"{load[0]:.2f} {load[1]:.2f} {load[2]:.2f} at the end"
+    )
+
+
 def _peak_rss() -> int:
     """Peak resident set size of this process in bytes (Linux reports KiB)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
@@ -246,9 +347,27 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--only",
-        choices=["fisher-rao", "trace", "vgg-memory"],
+        choices=["fisher-rao", "trace", "vgg-memory", "estimators"],
         action="append",
-        help="run only this measurement (repeatable); default: all three",
+        help="run only this measurement (repeatable); default: all four",
+    )
+    parser.add_argument(
+        "--model",
+        choices=["lenet5", "resnet18"],
+        default="lenet5",
+        help="the model of the per-estimator figures (default lenet5)",
+    )
+    parser.add_argument(
+        "--num-samples",
+        type=int,
+        default=500,
+        help="flatness samples of the per-estimator figures (default 500, the audit's)",
+    )
+    parser.add_argument(
+        "--preset", choices=["quick", "standard"], default="standard", help="flatness budgets"
+    )
+    parser.add_argument(
+        "--batch-size", type=int, default=256, help="flatness batch (default 256, the limit)"
     )
     parser.add_argument("--vgg-child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--vgg-probes", type=int, default=2, help=argparse.SUPPRESS)
@@ -260,7 +379,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs")
-    selected = args.only or ["fisher-rao", "trace", "vgg-memory"]
+    selected = args.only or ["fisher-rao", "trace", "vgg-memory", "estimators"]
     if "fisher-rao" in selected:
         bench_fisher_rao(repeats)
     if "trace" in selected:
@@ -271,6 +390,8 @@ def main(argv: list[str] | None = None) -> int:
         )
     if "vgg-memory" in selected:
         bench_vgg_memory(num_probes=2)
+    if "estimators" in selected:
+        bench_estimators(args.model, args.num_samples, args.preset, args.batch_size)
     return 0
 
 
