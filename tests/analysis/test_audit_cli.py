@@ -196,19 +196,22 @@ def test_summary_lines_of_a_result(quick_document):
     assert flatness.startswith("  flatness: Fisher-Rao (emp) ") and flatness.count("±") == 3
     # The model has dropout: the same three figures with the layers active.
     assert result.flatness is not None and result.flatness.active_layers is not None
-    active = lines[3 + len(rows)]
+    # Each estimate's line is followed by what stopped each estimator.
+    assert lines[3 + len(rows)].startswith("    stopped by: Fisher-Rao (emp) ")
+    active = lines[4 + len(rows)]
     trace = result.flatness.active_layers.hessian_trace
     assert active.startswith("  layers active: Fisher-Rao (emp) ") and active.count("±") == 3
     assert active.endswith(f"; Hessian trace {trace.value:.4g} ± {trace.stderr:.2g}")
-    assert lines[4 + len(rows)] == f"  verdict: {result.verdict}"
+    assert lines[5 + len(rows)].startswith("    stopped by: Fisher-Rao (emp) ")
+    assert lines[6 + len(rows)] == f"  verdict: {result.verdict}"
     # The quick preset is a smoke test, and the summary says so right under the verdict.
-    assert lines[5 + len(rows)] == (
+    assert lines[7 + len(rows)] == (
         "  caution: the quick preset is a smoke test (PGD with 10 steps, Square with 200 "
         "queries, a small sweep): its robust accuracies may overstate robustness; audit with "
         "--preset standard for figures to report"
     )
     flagged = [f for f in result.findings if f.status in ("warn", "fail")]
-    assert lines[6 + len(rows) :] == [
+    assert lines[8 + len(rows) :] == [
         f"    [{f.status}] {f.code}: {f.explanation}" for f in flagged
     ]
     standard = copy.deepcopy(quick_document)
@@ -221,7 +224,8 @@ def test_summary_lines_of_a_result(quick_document):
     flat = dataclasses.replace(result.flatness, hessian_trace=trace, active_layers=None)
     lines = summary_lines(Path("model.pt"), dataclasses.replace(result, flatness=flat))
     assert lines[2 + len(rows)].endswith(f"; Hessian trace {trace.value:.4g}")
-    assert lines[3 + len(rows)] == f"  verdict: {result.verdict}"
+    assert lines[3 + len(rows)].startswith("    stopped by: ")
+    assert lines[4 + len(rows)] == f"  verdict: {result.verdict}"
     # Without flatness there is no flatness line.
     lines = summary_lines(Path("model.pt"), dataclasses.replace(result, flatness=None))
     assert lines[2 + len(rows)] == f"  verdict: {result.verdict}"
