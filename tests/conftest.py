@@ -7,6 +7,8 @@ device of the tests marked ``device`` from ``--device`` (cpu by default).
 from __future__ import annotations
 
 import os
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -44,3 +46,14 @@ def pytest_configure(config: pytest.Config) -> None:
 def device(request: pytest.FixtureRequest) -> torch.device:
     """The device given by ``--device``."""
     return torch.device(request.config.getoption("--device"))
+
+
+@pytest.fixture(autouse=True)
+def _restore_sys_path() -> Iterator[None]:
+    """Each test starts from the same ``sys.path``: importing a user's model file puts its
+    folder first there (as running it as a script would), and a folder left behind would
+    shadow other modules for every later test and for the processes they spawn (a test's
+    ``json.py`` broke ``import torch`` in spawned workers)."""
+    saved = list(sys.path)
+    yield
+    sys.path[:] = saved
