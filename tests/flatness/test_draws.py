@@ -135,6 +135,7 @@ def test_fisher_rao_draws_are_unbiased_and_their_error_is_that_of_the_derivation
             y,
             generator=generator(seed),
             minibatch_size=m,
+            min_draws=2,
             max_draws=draws,
             rel_tol=1e-9,
         )
@@ -209,7 +210,14 @@ def test_fisher_rao_stops_at_its_target_or_its_budget(small) -> None:
     assert target.stopped_by == "target"
     assert target.stderr <= 0.3 * target.value and 4 <= target.num_draws < 32
     budget = fisher_rao_norm(
-        model, x, y, generator=generator(), minibatch_size=10, rel_tol=1e-4, max_draws=7
+        model,
+        x,
+        y,
+        generator=generator(),
+        minibatch_size=10,
+        rel_tol=1e-4,
+        min_draws=2,
+        max_draws=7,
     )
     assert (budget.stopped_by, budget.num_draws) == ("budget", 7)
     whole = fisher_rao_norm(model, x, y, generator=generator(), minibatch_size=None)
