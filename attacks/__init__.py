@@ -10,6 +10,7 @@ epsilon); ``run_suite`` runs a whole ``SuiteConfig`` (see ``preset``) and return
 from attacks._model import ChunkedModel
 from attacks.apgd import apgd, autoattack
 from attacks.backends import BACKENDS
+from attacks.fab import fab
 from attacks.fgsm import fgsm
 from attacks.losses import margin
 from attacks.noise import random_noise
@@ -59,6 +60,7 @@ __all__ = [
     "apgd",
     "autoattack",
     "check_epsilons",
+    "fab",
     "fgsm",
     "geometry",
     "list_attacks",

@@ -82,11 +82,14 @@ def _perturb(runner: Any, x: Tensor, y: Tensor, start: StartFn) -> Tensor:
     return adversarial
 
 
-def _pyautoattack_norm(norm: Norm) -> str:
+def pyautoattack_norm(norm: Norm) -> str:
+    """The norm's name in pyautoattack."""
     return "Linf" if norm is Norm.LINF else "L2"
 
 
-def _outcome(batch: Batch, adversarial: Tensor, logits: Tensor) -> BatchOutcome:
+def batch_outcome(batch: Batch, adversarial: Tensor, logits: Tensor) -> BatchOutcome:
+    """The outcome of a library attack that returns only examples, with ``logits`` at them:
+    the final margin loss as a one-point trace, no queries counted per sample."""
     return BatchOutcome(
         adversarial=adversarial,
         logits=logits,
@@ -165,7 +168,7 @@ def apgd(
         seed = draw_seed(config.generator, bound=2**31)
         common = {
             "n_iter": num_steps,
-            "norm": _pyautoattack_norm(config.norm),
+            "norm": pyautoattack_norm(config.norm),
             "eps": float(batch.eps[0]),
             "n_restarts": num_restarts,
             "seed": seed,
@@ -194,7 +197,7 @@ def apgd(
         ):
             torch.manual_seed(seed)
             adversarial = _perturb(runner, batch.x0, batch.y, start).detach().to(x.dtype)
-        return _outcome(batch, adversarial, config.evaluator.logits(adversarial))
+        return batch_outcome(batch, adversarial, config.evaluator.logits(adversarial))
 
     name = "apgd-t" if targeted else f"apgd-{loss}"
     return run_attack(
@@ -266,7 +269,7 @@ def autoattack(
         seed = draw_seed(config.generator, bound=2**31)
         runner = AutoAttack(
             wrapper,
-            norm=_pyautoattack_norm(config.norm),  # type: ignore[arg-type]
+            norm=pyautoattack_norm(config.norm),  # type: ignore[arg-type]
             eps=float(batch.eps[0]),
             seed=seed,
             version=version,  # type: ignore[arg-type]
@@ -280,7 +283,7 @@ def autoattack(
         ):
             found, _ = runner.run_standard_evaluation(batch.x0, batch.y, batch_size=batch.y.numel())
         adversarial = found.detach().to(x.dtype)
-        return _outcome(batch, adversarial, config.evaluator.logits(adversarial))
+        return batch_outcome(batch, adversarial, config.evaluator.logits(adversarial))
 
     return run_attack(
         "autoattack",

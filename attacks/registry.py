@@ -40,6 +40,7 @@ from typing import Any
 from attacks import backends
 from attacks.apgd import APGD_LOSSES, apgd, autoattack
 from attacks.backends import BACKENDS
+from attacks.fab import fab
 from attacks.fgsm import fgsm
 from attacks.losses import LOSSES
 from attacks.noise import random_noise
@@ -81,6 +82,7 @@ class Family(Enum):
     ONE_STEP = "one-step"
     ITERATIVE = "iterative"
     TARGETED = "targeted"
+    MINIMUM_NORM = "minimum-norm"
     BLACK_BOX = "black-box"
     RANDOM = "random"
     ENSEMBLE = "ensemble"
@@ -99,7 +101,7 @@ class Family(Enum):
     @property
     def gradient(self) -> bool:
         """Whether the attack follows the model's input gradient (white box)."""
-        return self in (Family.ONE_STEP, Family.ITERATIVE, Family.TARGETED)
+        return self in (Family.ONE_STEP, Family.ITERATIVE, Family.TARGETED, Family.MINIMUM_NORM)
 
 
 class ParameterTypeError(TypeError, ValueError):
@@ -420,6 +422,9 @@ def batch_independent(kind: str, params: Mapping[str, Any]) -> bool:
       stream).
     - ``square``, native: True (each sample's windows and signs from its own stream). Through
       pyautoattack: False (one window per iteration for the whole batch, from the global RNG).
+    - ``fab``: True with one run per target (``num_restarts=1``, AutoAttack's FAB-T): it
+      draws nothing, every step is the sample's own. With more runs False (their random starts
+      are drawn per batch from the global RNG).
     - ``autoattack``: False (pyautoattack draws per batch from the global RNG).
 
     Args:
@@ -457,7 +462,7 @@ def list_attacks(
 
     Example:
         >>> list_attacks(gradient=True)
-        ['fgsm', 'pgd', 'pgd-t', 'apgd']
+        ['fgsm', 'pgd', 'pgd-t', 'apgd', 'fab']
     """
     if family is None:
         families = None
@@ -652,6 +657,20 @@ register(
         "nested": _BOOL,
     },
     independence=lambda params: True,
+)
+register(
+    "fab",
+    fab,
+    family=Family.MINIMUM_NORM,
+    backends=("pyautoattack",),
+    params={
+        "targeted": _BOOL,
+        "num_steps": _STEPS,
+        "num_restarts": _RESTARTS,
+        "num_target_classes": _TARGETS,
+        "nested": _BOOL,
+    },
+    independence=lambda params: params["num_restarts"] == 1,
 )
 register(
     "autoattack",

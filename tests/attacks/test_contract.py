@@ -14,6 +14,7 @@ from attacks import (
     AttackResult,
     apgd,
     autoattack,
+    fab,
     fgsm,
     geometry,
     pgd,
@@ -45,6 +46,8 @@ CASES: list[tuple[str, Callable[..., AttackResult], dict[str, Any]]] = [
     ("noise", random_noise, {"num_draws": 10}),
     ("apgd-ce", apgd, {"num_steps": 5}),
     ("apgd-t", apgd, {"num_steps": 5, "targeted": True, "num_target_classes": 2}),
+    ("fab-t", fab, {"num_steps": 5, "num_target_classes": 3}),
+    ("fab", fab, {"num_steps": 5, "targeted": False}),
 ]
 
 
@@ -121,6 +124,7 @@ ATTACK_FUNCTIONS: list[tuple[Callable[..., AttackResult], dict[str, Any]]] = [
     (square, {"num_queries": 10}),
     (random_noise, {"num_draws": 5}),
     (apgd, {"num_steps": 3}),
+    (fab, {"num_steps": 3, "num_target_classes": 2}),
     (autoattack, {"version": "standard"}),
 ]
 

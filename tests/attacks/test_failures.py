@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from attacks import AttackSpec, SweepConfig, apgd, pgd, preset, robust_after, run_suite
+from attacks import AttackSpec, SweepConfig, apgd, fab, pgd, preset, robust_after, run_suite
 from attacks._model import NO_INPUT_GRADIENT, NoInputGradient
 
 
@@ -78,6 +78,9 @@ def test_the_evaluator_says_the_gradient_does_not_exist(model, data) -> None:
     # Through the reference libraries too (pyautoattack, torchattacks).
     with pytest.raises(NoInputGradient):
         apgd(_Cut(model, "detach").eval(), x, y, [0.1], num_steps=2)
+    for how in ("detach", "threshold"):
+        with pytest.raises(NoInputGradient):
+            fab(_Cut(model, how).eval(), x, y, [0.1], num_steps=2)
     with pytest.raises(NoInputGradient):
         pgd(_Cut(model, "detach").eval(), x, y, [0.1], num_steps=2, backend="torchattacks")
 

@@ -16,7 +16,7 @@ import torch
 from attack_fixtures import tiny_model
 from torch import nn
 
-from attacks import apgd, fgsm, pgd, pgd_targeted, random_noise, run_suite, square
+from attacks import apgd, fab, fgsm, pgd, pgd_targeted, random_noise, run_suite, square
 from attacks.losses import NO_PREDICTION, fooled, predict, zero_nonfinite_
 
 NUM_SAMPLES = 24
@@ -85,6 +85,7 @@ ATTACKS = {
     "apgd-t": lambda m, x, y, e, n: apgd(
         m, x, y, e, norm=n, num_steps=5, targeted=True, num_target_classes=2
     ),
+    "fab-t": lambda m, x, y, e, n: fab(m, x, y, e, norm=n, num_steps=5, num_target_classes=3),
     "square": lambda m, x, y, e, n: square(m, x, y, e, norm=n, num_queries=40),
     "noise": lambda m, x, y, e, n: random_noise(m, x, y, e, norm=n, num_draws=8),
 }

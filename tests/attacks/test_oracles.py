@@ -571,3 +571,43 @@ def test_apgd_loop_is_pyautoattacks_perturb_bit_for_bit(norm: str, targeted: boo
     assert (size <= eps * (1 + 1e-5)).all()
     with torch.no_grad():
         assert (model(own).argmax(dim=1) != y)[4:].any()
+
+
+@pytest.mark.reference
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+@pytest.mark.parametrize("targeted", [True, False])
+def test_fab_is_pyautoattacks_fab_bit_for_bit(norm: str, targeted: bool) -> None:
+    """``fab`` returns the examples of the AutoAttack authors' ``FABAttack_PT.perturb`` with
+    AutoAttack's standard settings (one run per target, 9 targets for FAB-T), to the last bit;
+    its success is the model's own judgement of them; it leaves the parameters' ``.grad`` as
+    they were, which pyautoattack's ``backward`` does not."""
+    from pyautoattack.fab_pt import FABAttack_PT
+
+    from attacks import fab
+
+    model = tiny_model()
+    x, y = tiny_data(model, n=40)
+    eps = 0.08 if norm == "linf" else 0.6
+    ours = fab(model, x, y, [eps], norm=norm, targeted=targeted, num_steps=10, generator=3)
+    assert all(p.grad is None for p in model.parameters())
+    runner = FABAttack_PT(
+        model,
+        norm="Linf" if norm == "linf" else "L2",
+        n_restarts=1,
+        n_iter=10,
+        eps=eps,
+        seed=0,
+        targeted=targeted,
+        n_target_classes=9,
+        device=x.device,
+    )
+    with torch.random.fork_rng():
+        theirs = runner.perturb(x, y)
+    assert any(p.grad is not None for p in model.parameters())
+    model.zero_grad(set_to_none=True)
+    correct = ~ours.success[0] | ours.attacked[0]  # clean errors are not attacked
+    assert torch.equal(ours.adversarial[0][correct], theirs[correct])
+    with torch.no_grad():
+        broken = model(theirs).argmax(dim=1) != y
+    assert torch.equal(ours.success[0], broken)
+    assert 4 < int(broken.sum()) < 40  # some samples broken, some not: a real comparison

@@ -18,6 +18,7 @@ from attacks import (
     SweepConfig,
     apgd,
     autoattack,
+    fab,
     fgsm,
     list_attacks,
     pgd,
@@ -38,6 +39,7 @@ EXPECTED = {
     "square": (square, "black-box", ("native", "pyautoattack"), False),
     "noise": (random_noise, "random", ("native",), False),
     "apgd": (apgd, "iterative", ("pyautoattack",), False),
+    "fab": (fab, "minimum-norm", ("pyautoattack",), False),
     "autoattack": (autoattack, "ensemble", ("pyautoattack",), False),
 }
 
@@ -83,7 +85,8 @@ def test_kind_lists_by_family_and_capability() -> None:
     assert list_attacks(Family.ONE_STEP) == ["fgsm"]
     assert list_attacks("iterative") == ["pgd", "apgd"]
     assert list_attacks([Family.TARGETED, "black-box"]) == ["pgd-t", "square"]
-    assert list_attacks(gradient=True) == ["fgsm", "pgd", "pgd-t", "apgd"]
+    assert list_attacks(gradient=True) == ["fgsm", "pgd", "pgd-t", "apgd", "fab"]
+    assert list_attacks("minimum-norm") == ["fab"]
     assert list_attacks(gradient=False) == ["square", "noise", "autoattack"]
     assert list_attacks(backend="torchattacks") == ["fgsm", "pgd", "pgd-t"]
     assert list_attacks(eot=True) == ["fgsm", "pgd", "pgd-t"]
@@ -96,7 +99,7 @@ def test_unknown_kind_lists_the_known_ones() -> None:
         registry.get("pdg")
     message = str(caught.value)
     assert "did you mean 'pgd'" in message
-    assert "known kinds: fgsm, pgd, pgd-t, square, noise, apgd, autoattack" in message
+    assert "known kinds: fgsm, pgd, pgd-t, square, noise, apgd, fab, autoattack" in message
 
 
 @pytest.mark.parametrize(

@@ -34,13 +34,16 @@ INDEPENDENT: list[tuple[str, dict[str, Any]]] = [
     ("apgd", {"loss": "ce", "num_steps": 5, "num_restarts": 2}),
     ("apgd", {"loss": "dlr", "num_steps": 5}),
     ("apgd", {"targeted": True, "num_target_classes": 3, "num_steps": 5}),
+    # FAB with one run draws nothing: its steps are each sample's own.
+    ("fab", {"num_target_classes": 3, "num_steps": 5}),
+    ("fab", {"targeted": False, "num_steps": 5}),
 ]
 
 INTEGERS = ("success", "attacked", "last_success", "queries", "success_step", "nonfinite")
 FLOATS = ("margin", "adversarial")
 
 
-FLOAT32_ONLY = ("apgd",)  # pyautoattack's APGD computes in float32
+FLOAT32_ONLY = ("apgd", "fab")  # pyautoattack's APGD and FAB compute in float32
 
 
 @pytest.fixture(scope="module")
@@ -187,6 +190,9 @@ def test_batch_independence_is_declared_for_every_kind() -> None:
     assert registry.batch_independent("apgd", {"targeted": True}) is True
     assert registry.batch_independent("square", {}) is True
     assert registry.batch_independent("square", {"backend": "pyautoattack"}) is False
+    assert registry.batch_independent("fab", {}) is True
+    assert registry.batch_independent("fab", {"targeted": False}) is True
+    assert registry.batch_independent("fab", {"num_restarts": 2}) is False
     assert registry.batch_independent("autoattack", {}) is False
     with pytest.raises(ValueError, match="unknown attack kind"):
         registry.batch_independent("cw", {})
