@@ -91,6 +91,7 @@ from reports.document import (
     AuditResult,
     FisherRaoEstimate,
     FlatnessResult,
+    NormResult,
     TraceEstimate,
     read_result,
 )
@@ -651,6 +652,17 @@ def incomplete_lines(result: AuditResult) -> list[str]:
     return lines
 
 
+def _chain_lines(norm: NormResult, k: int) -> list[str]:
+    """What the robust accuracy at the ``k``-th epsilon is the worst case over, and which
+    attacks of AutoAttack's standard version are not among them."""
+    indent = " " * 20
+    lines = [f"{indent}worst case over: {', '.join(norm.chain(k)) or 'no attack'}"]
+    missing = norm.autoattack_not_run(k)
+    if missing:
+        lines.append(f"{indent}not run of AutoAttack's standard version: {', '.join(missing)}")
+    return lines
+
+
 def summary_lines(path: Path, result: AuditResult) -> list[str]:
     """The compact table printed after an audit.
 
@@ -678,6 +690,10 @@ def summary_lines(path: Path, result: AuditResult) -> list[str]:
             else:
                 figure = f"reliable {value:.4f}"
             lines.append(f"  {norm.norm:4s} eps {epsilon:<8.4g} {figure}   after: {row}")
+            lines.extend(_chain_lines(norm, k))
+        passes = "; ".join(f"{n} ({', '.join(labels)})" for n, labels in norm.eot_passes())
+        if passes:
+            lines.append(f"  {norm.norm:4s} EOT, forward passes averaged per gradient: {passes}")
     flat = result.flatness
     for heading, measured in (
         ("flatness", flat),

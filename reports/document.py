@@ -49,6 +49,7 @@ from typing import Annotated, Any, Literal
 from checkpoints.boundary import load_json
 
 __all__ = [
+    "AUTOATTACK_STANDARD",
     "READABLE_VERSIONS",
     "ActivationStats",
     "AttackRecord",
@@ -78,6 +79,7 @@ __all__ = [
     "SpectralDensity",
     "Sweep",
     "TraceEstimate",
+    "autoattack_components",
     "read_result",
 ]
 
@@ -544,6 +546,39 @@ class Example:
         return _decode_floats(self.adversarial_exact, self.dtype, self.shape)
 
 
+AUTOATTACK_STANDARD = ("APGD-CE", "APGD-T", "FAB-T", "Square")
+"""The attacks of AutoAttack's standard version, in its order (Croce and Hein, 2020)."""
+
+
+def autoattack_components(kind: str, params: Mapping[str, Any]) -> tuple[str, ...]:
+    """Which attacks of AutoAttack's standard version an attack of ``kind`` with ``params``
+    (as the document records them) is: ``("APGD-T",)`` for targeted APGD, all four for
+    AutoAttack's standard or plus version, ``()`` for an attack that is none of them."""
+    if kind == "autoattack":
+        version = params.get("version", "standard")
+        return AUTOATTACK_STANDARD if version in ("standard", "plus") else ("APGD-CE",)
+    if kind == "apgd":
+        if params.get("targeted", False):
+            return ("APGD-T",)
+        return ("APGD-CE",) if params.get("loss", "ce") == "ce" else ()
+    if kind == "fab":
+        return ("FAB-T",) if params.get("targeted", True) else ()
+    if kind == "square":
+        return ("Square",)
+    return ()
+
+
+def _status(record: AttackRecord, k: int) -> str | None:
+    """``ok``, ``failed`` or ``not-applicable`` at the ``k``-th epsilon; None when unknown."""
+    if record.statuses is not None:
+        return record.statuses[k]
+    return record.status
+
+
+def _ran(record: AttackRecord, k: int) -> bool:
+    return _status(record, k) in ("ok", None)
+
+
 @dataclass(frozen=True, kw_only=True)
 class NormResult:
     """Everything measured under one norm at its K epsilons over the N samples.
@@ -588,6 +623,47 @@ class NormResult:
             elif record.status == "failed":
                 failed.append(record.label)
         return tuple(failed)
+
+    def chain(self, k: int) -> tuple[str, ...]:
+        """Labels of the attacks that ran at the ``k``-th epsilon, in the order they ran: the
+        reliable robust accuracy there is the per-sample worst case over them. (Where a
+        document does not say whether an attack ran, a baseline, it counts.)"""
+        return tuple(record.label for record in self.attacks if _ran(record, k))
+
+    def autoattack_not_run(self, k: int) -> tuple[str, ...]:
+        """Each attack of AutoAttack's standard version (``AUTOATTACK_STANDARD``) that has no
+        counterpart among the attacks that ran at the ``k``-th epsilon, with why:
+        ``"APGD-CE (not in the suite)"``, ``"FAB-T (failed)"``, ``"FAB-T (not applicable)"``.
+        A counterpart is the same algorithm (pyautoattack's APGD on the cross-entropy,
+        untargeted; APGD-T; FAB-T; Square), whatever its budget; PGD-CE is not APGD-CE.
+        Empty for a document that does not record the attacks' parameters (a baseline)."""
+        if any(record.params is None for record in self.attacks):
+            return ()
+        found: dict[str, str] = {}
+        for record in self.attacks:
+            status = "ok" if _ran(record, k) else _status(record, k)
+            for name in autoattack_components(record.kind, record.params or {}):
+                if found.get(name) != "ok":
+                    found[name] = status or "not run"
+        reasons = {"failed": "failed", "not-applicable": "not applicable"}
+        missing = []
+        for name in AUTOATTACK_STANDARD:
+            if name not in found:
+                missing.append(f"{name} (not in the suite)")
+            elif found[name] != "ok":
+                missing.append(f"{name} ({reasons.get(found[name], 'not run')})")
+        return tuple(missing)
+
+    def eot_passes(self) -> tuple[tuple[int, tuple[str, ...]], ...]:
+        """The attacks whose gradients averaged more than one forward pass (EOT, for a
+        stochastic model), grouped by the number of passes, fewest first:
+        ``((8, ("pgd-ce", "pgd-t")), (20, ("eot-apgd-ce", "eot-apgd-dlr")))``."""
+        groups: dict[int, list[str]] = {}
+        for record in self.attacks:
+            passes = (record.params or {}).get("eot_samples", 1)
+            if isinstance(passes, int) and passes > 1:
+                groups.setdefault(passes, []).append(record.label)
+        return tuple((passes, tuple(groups[passes])) for passes in sorted(groups))
 
     def tested(self, k: int) -> bool:
         """Whether some attack ran at the ``k``-th epsilon (else its robust accuracy is only

@@ -211,6 +211,11 @@ def _banner(result: AuditResult) -> dict[str, Any]:
                     "column": tables.norm_label(section.norm, epsilon),
                     "reliable": tables.reliable(section, k),
                     "best": best,
+                    "over": ", ".join(section.chain(k)) or "no attack",
+                    "missing": ", ".join(section.autoattack_not_run(k)),
+                    "eot": "; ".join(
+                        f"{passes} ({', '.join(labels)})" for passes, labels in section.eot_passes()
+                    ),
                 }
             )
     return {

@@ -187,11 +187,23 @@ def test_summary_lines_of_a_result(quick_document):
     clean = result.clean_accuracy
     assert lines[1].split() == ["clean", "accuracy", f"{clean.value:.4f}", f"({clean.count}/{n})"]
     rows = [(norm, k) for norm in result.robustness.norms for k in range(len(norm.epsilons))]
-    for line, (norm, k) in zip(lines[2:], rows, strict=False):
+    # Per norm and epsilon: the figure and the accuracy after each attack; what the figure is
+    # the worst case over; the attacks of AutoAttack's standard version the quick suite lacks.
+    for at, (norm, k) in enumerate(rows):
+        line, over, missing = lines[2 + 3 * at : 5 + 3 * at]
         assert line.split()[:2] == [norm.norm, "eps"]
         assert f"reliable {norm.reliable_robust_accuracy[k].value:.4f}" in line
         for attack in norm.attacks:
             assert f"{attack.label} {attack.robust_accuracy_after[k].value:.3f}" in line
+        assert over.strip().split(": ") == [
+            "worst case over",
+            ", ".join(a.label for a in norm.attacks),
+        ]
+        assert missing.strip() == (
+            "not run of AutoAttack's standard version: APGD-CE (not in the suite), "
+            "APGD-T (not in the suite), FAB-T (not in the suite)"
+        )
+    rows = rows * 3  # three lines each
     flatness = lines[2 + len(rows)]
     assert flatness.startswith("  flatness: Fisher-Rao (emp) ") and flatness.count("±") == 3
     # The model has dropout: the same three figures with the layers active.

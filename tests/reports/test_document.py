@@ -422,3 +422,54 @@ def test_a_model_without_dropout_layers_and_its_nonfinite_fields(tmp_path: Path)
     for norm in result.robustness.norms:
         assert norm.robust_nonfinite == (0,) * len(norm.epsilons)
         assert all(a.nonfinite == (0,) * len(norm.epsilons) for a in norm.attacks)
+
+
+@pytest.mark.data
+def test_the_chain_and_autoattacks_attacks_not_run(
+    documents: dict[str, Path], baseline: Path
+) -> None:
+    """What the reliable figure is the worst case over, and which attacks of AutoAttack's
+    standard version have no counterpart that ran, with why (written from the document's
+    kinds, parameters and statuses)."""
+    from reports.document import AUTOATTACK_STANDARD, autoattack_components
+
+    assert AUTOATTACK_STANDARD == ("APGD-CE", "APGD-T", "FAB-T", "Square")
+    assert autoattack_components("pgd", {"loss": "ce"}) == ()
+    assert autoattack_components("apgd", {"loss": "dlr"}) == ()
+    assert autoattack_components("fab", {"targeted": False}) == ()
+    assert autoattack_components("autoattack", {"version": "rand"}) == ("APGD-CE",)
+
+    raw = _load(documents["no_flatness"])
+    section = raw["robustness"]["norms"][0]
+    quick = AuditResult.from_dict(copy.deepcopy(raw)).robustness.norms[0]
+    labels = tuple(a["label"] for a in section["attacks"])
+    assert quick.chain(0) == labels
+    missing = ("APGD-CE", "APGD-T", "FAB-T")
+    assert quick.autoattack_not_run(0) == tuple(f"{n} (not in the suite)" for n in missing)
+    assert quick.eot_passes() == ()
+
+    square = next(a for a in section["attacks"] if a["kind"] == "square")
+    added = []
+    for kind, label, params, status in (
+        ("apgd", "apgd-t", {"targeted": True, "loss": "dlr", "eot_samples": 8}, "ok"),
+        ("fab", "fab-t", {"targeted": True}, "failed"),
+        ("apgd", "apgd-ce", {"targeted": False, "loss": "ce", "eot_samples": 20}, "ok"),
+    ):
+        record = copy.deepcopy(square)
+        record.update(kind=kind, label=label, params=params, status=status, statuses=[status])
+        added.append(record)
+    section["attacks"] += added
+    square["status"], square["statuses"] = "not-applicable", ["not-applicable"]
+    norm = AuditResult.from_dict(raw).robustness.norms[0]
+    chain = tuple(label for label in labels if label != "square") + ("apgd-t", "apgd-ce")
+    assert norm.chain(0) == chain
+    assert norm.autoattack_not_run(0) == ("FAB-T (failed)", "Square (not applicable)")
+    assert norm.eot_passes() == ((8, ("apgd-t",)), (20, ("apgd-ce",)))
+    # AutoAttack's whole standard version covers all four.
+    ensemble = copy.deepcopy(square)
+    ensemble.update(kind="autoattack", label="autoattack", params={"version": "standard"})
+    ensemble.update(status="ok", statuses=["ok"])
+    section["attacks"].append(ensemble)
+    assert AuditResult.from_dict(raw).robustness.norms[0].autoattack_not_run(0) == ()
+    # A baseline does not record parameters: nothing can be said.
+    assert read_result(baseline).robustness.norms[0].autoattack_not_run(0) == ()

@@ -102,7 +102,16 @@ def test_the_banner_carries_the_key_numbers(honest: AuditResult, page: Page) -> 
             assert f"Reliable robust accuracy, {label} {tables.interval(reliable)}" in text
             value, *_ = numbers(text.split(f"Reliable robust accuracy, {label}")[1][:8])
             assert close(value, reliable.value)
+            # What the figure is the worst case over, and what of AutoAttack's standard
+            # version the quick suite does not run.
+            over = ", ".join(record.label for record in section.attacks)
+            assert f"Worst case over, {label} {over} " in text
+            assert (
+                f"Not run of AutoAttack's standard version, {label} APGD-CE (not in the suite), "
+                "APGD-T (not in the suite), FAB-T (not in the suite) "
+            ) in text
     assert "percentage points" in text
+    assert "EOT, forward passes" not in text  # a deterministic model: nothing averaged
 
 
 def test_a_quick_audit_is_called_a_smoke_test_in_the_banner(page: Page) -> None:
