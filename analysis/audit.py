@@ -70,6 +70,7 @@ from analysis.redflags import Evidence, run_checks, verdict
 from analysis.resume import PARTIAL, FolderBusy, FolderLock, UnitCache
 from attacks import Bounds, ChunkedModel, NormOutcome, SuiteResult, run_suite
 from attacks.losses import NO_PREDICTION, predict
+from attacks.presets import for_stochastic_model
 from attacks.result import plain
 from attacks.suite import Memo
 from checkpoints import CheckpointError, LoadedCheckpoint, load_checkpoint
@@ -435,8 +436,8 @@ def _run_audit(
     suite_config = config.suite.with_options(
         bounds=Bounds(*loaded.spec.bounds), batch_size=config.batch_size
     )
-    if probes.stochastic and suite_config.eot_samples == 1:
-        suite_config = suite_config.with_options(eot_samples=EOT_SAMPLES)
+    if probes.stochastic:
+        suite_config = for_stochastic_model(suite_config, EOT_SAMPLES)
     suite = run_suite(
         chunked, x, y, suite_config, make_generator(config.seed), progress=progress, memo=memo
     )

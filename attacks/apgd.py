@@ -112,6 +112,7 @@ def apgd(
     num_restarts: int = 1,
     num_target_classes: int = 9,
     nested: bool = True,
+    eot_samples: int = 1,
     bounds: Bounds | Sequence[float] = (0.0, 1.0),
     batch_size: int | None = None,
     stochastic: bool = False,
@@ -133,6 +134,9 @@ def apgd(
         num_restarts: runs (per target for APGD-T).
         num_target_classes: targets tried by APGD-T (at most ``C - 1``).
         nested: a sample broken at a smaller epsilon keeps that example at larger ones.
+        eot_samples: forward passes whose gradients are averaged at every step (EOT, for a
+            stochastic model): pyautoattack's ``eot_iter``, 20 in AutoAttack's ``rand``
+            version.
         bounds: must be ``(0, 1)``.
         batch_size: samples per batch; None for all at once.
         stochastic: evaluate the model in train mode (batch norm excepted).
@@ -158,7 +162,7 @@ def apgd(
         norm=norm,
         bounds=bounds,
         generator=generator,
-        eot_samples=1,
+        eot_samples=eot_samples,
         sample_ids=sample_ids,
     )
     check_unit_box("APGD", config.bounds)
@@ -171,6 +175,7 @@ def apgd(
             "norm": pyautoattack_norm(config.norm),
             "eps": float(batch.eps[0]),
             "n_restarts": num_restarts,
+            "eot_iter": eot_samples,
             "seed": seed,
             "device": x.device,
         }
@@ -219,6 +224,7 @@ def apgd(
             "num_restarts": num_restarts,
             "num_target_classes": num_target_classes,
             "nested": nested,
+            "eot_samples": eot_samples,
         },
         backend="pyautoattack",
         gradients=False,

@@ -319,6 +319,54 @@ def _suite(
     )
 
 
+EOT_APGD_SAMPLES = 20
+"""Forward passes averaged per gradient step by the EOT APGD attacks of a stochastic model:
+AutoAttack's ``rand`` version (``eot_iter=20``)."""
+
+
+def for_stochastic_model(config: SuiteConfig, eot_samples: int) -> SuiteConfig:
+    """The suite for a model whose outputs are random (its forward passes differ).
+
+    Every attack that takes ``eot_samples`` averages its gradients over ``eot_samples``
+    passes (unless the suite already asks for EOT), and AutoAttack's ``rand`` version closes
+    the chain: APGD on the cross-entropy (``eot-apgd-ce``) and on the DLR loss
+    (``eot-apgd-dlr``), each averaging ``EOT_APGD_SAMPLES`` passes per step, with the suite's
+    PGD step count (100 in ``standard``), on the samples every other attack left robust.
+    Fixed-step PGD with EOT over 8 passes is weaker against a random model than AutoAttack's
+    EOT APGD: on an MNIST model that picks one of three networks at random on every call, L2
+    2.0, it left robust samples that AutoAttack's ``rand`` version broke. A suite without a
+    gradient attack (only Square, say) gets no gradient attack added; one that already holds
+    APGD with that loss and at least as many passes keeps it.
+
+    Args:
+        config: the suite as configured.
+        eot_samples: passes per gradient for the other attacks (the audit's 8).
+
+    Returns:
+        the suite to run on the stochastic model.
+    """
+    if config.eot_samples == 1:
+        config = config.with_options(eot_samples=eot_samples)
+    attacks = list(config.attacks)
+    if not any(get(spec.kind).family.gradient for spec in attacks):
+        return config
+    steps = next((s.params["num_steps"] for s in attacks if "num_steps" in s.params), 100)
+    labels = {spec.label for spec in attacks}
+    for loss in ("ce", "dlr"):
+        label = f"eot-apgd-{loss}"
+        present = any(
+            spec.kind == "apgd"
+            and spec.params.get("loss", "ce") == loss
+            and not spec.params.get("targeted", False)
+            and spec.params.get("eot_samples", 1) >= EOT_APGD_SAMPLES
+            for spec in attacks
+        )
+        if not present and label not in labels:
+            params = {"loss": loss, "num_steps": steps, "eot_samples": EOT_APGD_SAMPLES}
+            attacks.append(AttackSpec("apgd", label, params))
+    return config.with_options(attacks=tuple(attacks))
+
+
 def _standard_epsilons(dataset: str | None) -> dict[Norm, float]:
     if dataset is None or dataset.lower() not in STANDARD_EPSILONS:
         known = ", ".join(sorted(STANDARD_EPSILONS))

@@ -655,6 +655,7 @@ register(
         "num_restarts": _RESTARTS,
         "num_target_classes": _TARGETS,
         "nested": _BOOL,
+        "eot_samples": _EOT,
     },
     independence=lambda params: True,
 )

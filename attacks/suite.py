@@ -379,7 +379,8 @@ def run_attack_spec(
         **spec.params,
         **{name: value for name, value in overrides.items() if name in attack.accepts},
     }
-    # The reference libraries compute one gradient per step; only the native loop averages.
+    # The reference libraries behind a ``backend`` compute one gradient per step; the native
+    # loops and APGD (pyautoattack's own EOT) average over the suite's passes.
     if attack.eot and kwargs.get("backend", "native") == "native":
         kwargs.setdefault("eot_samples", config.eot_samples)
     return attack.function(model, x, y, epsilons, **kwargs)

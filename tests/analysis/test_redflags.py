@@ -14,13 +14,14 @@ import torch
 from audit_helpers import audit_document, quick_config
 from validation_family import paired_bound, reference_attacks
 
-from analysis.audit import evaluation_set
+from analysis.audit import evaluation_set, summary_lines
 from analysis.config import AuditConfig, build_suite
 from analysis.masked import DropoutAtTest, QuantizedInput, SaturatedLogits, WrongGradient
 from analysis.redflags import CHECKS
 from checkpoints import load_checkpoint, save_checkpoint
 from checkpoints.train import MASKED_ZOO, ZOO_DIR, train
 from checkpoints.train import ZOO as ZOO_CONFIGS
+from reports.document import AuditResult
 
 
 @pytest.fixture(scope="session")
@@ -62,6 +63,17 @@ def test_masked_models_raise_their_flags(masking):
         assert _statuses(document)["stochastic-model"] == "fail"
         assert document["robustness"]["eot_samples"] > 1
         assert document["verdict"] == "evaluation unreliable"
+        # AutoAttack's rand version closes the chain: EOT APGD-CE and APGD-DLR over 20 passes.
+        for norm in document["robustness"]["norms"]:
+            closing = [(a["label"], a["params"]) for a in norm["attacks"][-2:]]
+            assert [label for label, _ in closing] == ["eot-apgd-ce", "eot-apgd-dlr"]
+            assert all(params["eot_samples"] == 20 for _, params in closing)
+        # The summary says how many passes each attack averaged.
+        result = AuditResult.from_dict(json.loads(json.dumps(document)))
+        eot = [line for line in summary_lines(Path("m.pt"), result) if "EOT, forward" in line]
+        assert len(eot) == len(document["robustness"]["norms"])
+        assert all(line.endswith("; 20 (eot-apgd-ce, eot-apgd-dlr)") for line in eot), eot
+        assert all(": 8 (pgd-ce, pgd-t, pgd-cw, fgsm)" in line for line in eot), eot
     else:
         assert document["verdict"].startswith("suspected gradient masking")
 

@@ -38,7 +38,7 @@ EXPECTED = {
     "pgd-t": (pgd_targeted, "targeted", ("native", "cleverhans", "torchattacks"), True),
     "square": (square, "black-box", ("native", "pyautoattack"), False),
     "noise": (random_noise, "random", ("native",), False),
-    "apgd": (apgd, "iterative", ("pyautoattack",), False),
+    "apgd": (apgd, "iterative", ("pyautoattack",), True),
     "fab": (fab, "minimum-norm", ("pyautoattack",), False),
     "autoattack": (autoattack, "ensemble", ("pyautoattack",), False),
 }
@@ -89,7 +89,7 @@ def test_kind_lists_by_family_and_capability() -> None:
     assert list_attacks("minimum-norm") == ["fab"]
     assert list_attacks(gradient=False) == ["square", "noise", "autoattack"]
     assert list_attacks(backend="torchattacks") == ["fgsm", "pgd", "pgd-t"]
-    assert list_attacks(eot=True) == ["fgsm", "pgd", "pgd-t"]
+    assert list_attacks(eot=True) == ["fgsm", "pgd", "pgd-t", "apgd"]
     with pytest.raises(ValueError, match="attack family must be one of"):
         list_attacks("gradient")
 

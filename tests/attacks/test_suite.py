@@ -10,9 +10,11 @@ import pytest
 import torch
 
 from attacks import (
+    AttackSpec,
     Bounds,
     Norm,
     SuiteConfig,
+    apgd,
     check_epsilons,
     geometry,
     pgd,
@@ -220,3 +222,42 @@ def test_peer_of_must_name_an_earlier_attack() -> None:
     specs[0] = replace(specs[0], peer_of="pgd-cw")
     with pytest.raises(ValueError, match="peer_of must name an earlier attack"):
         config.with_options(attacks=tuple(specs))
+
+
+def test_a_stochastic_model_gets_eot_and_autoattacks_rand_attacks() -> None:
+    from attacks.presets import EOT_APGD_SAMPLES, for_stochastic_model
+
+    assert EOT_APGD_SAMPLES == 20  # AutoAttack's rand version: eot_iter=20
+    standard = preset("standard", "mnist")
+    random = for_stochastic_model(standard, 8)
+    assert random.eot_samples == 8
+    labels = [spec.label for spec in random.attacks]
+    assert labels == [spec.label for spec in standard.attacks] + ["eot-apgd-ce", "eot-apgd-dlr"]
+    for spec, loss in zip(random.attacks[-2:], ("ce", "dlr"), strict=True):
+        assert spec.kind == "apgd" and spec.peer_of is None
+        assert spec.params == {"loss": loss, "num_steps": 100, "eot_samples": 20}
+    # Idempotent; a suite that already averages keeps its own number of passes.
+    assert for_stochastic_model(random, 8) == random
+    assert for_stochastic_model(standard.with_options(eot_samples=4), 8).eot_samples == 4
+    # The preset's own step count (quick: 10).
+    quick = for_stochastic_model(preset("quick", "digits"), 8)
+    assert quick.attacks[-1].params == {"loss": "dlr", "num_steps": 10, "eot_samples": 20}
+    # No gradient attack asked for, none added; an EOT APGD already there is kept.
+    only_square = standard.with_options(attacks=(standard.attacks[5],))
+    assert for_stochastic_model(only_square, 8).attacks == only_square.attacks
+    mine = AttackSpec("apgd", "mine", {"loss": "ce", "eot_samples": 30})
+    own = for_stochastic_model(standard.with_options(attacks=(mine,)), 8)
+    assert [spec.label for spec in own.attacks] == ["mine", "eot-apgd-dlr"]
+
+
+def test_apgd_averages_its_gradient_over_eot_samples_passes(model, data) -> None:
+    """APGD with EOT takes ``eot_samples`` gradients at every step (pyautoattack's
+    ``eot_iter``)."""
+    x, y = data
+    one = apgd(model, x, y, [0.1], num_steps=4, generator=0)
+    three = apgd(model, x, y, [0.1], num_steps=4, eot_samples=3, generator=0)
+    attacked = int(one.attacked.sum())
+    assert attacked == int(three.attacked.sum()) > 0
+    # One run of 4 steps plus the start: 5 gradients per attacked sample, each over 3 passes.
+    assert one.num_backward == 5 * attacked and three.num_backward == 15 * attacked
+    assert three.params["eot_samples"] == 3 and one.params["eot_samples"] == 1
