@@ -12,7 +12,12 @@ cleverhans, torchattacks): every returned example is brought inside its epsilon 
 bounds (``Geometry.enforce``: untouched when inside, projected when not) and judged again by
 one forward pass of its own. Logits, success, margin and target success come from that pass,
 never from what the attack claimed; it costs one sample-forward per attacked sample and
-epsilon, counted in ``num_forward``.
+epsilon, counted in ``num_forward``. It is one pass even where the attack averaged its
+gradients over several (EOT): a stochastic model's prediction is one draw, so its example is
+judged by one draw, as AutoAttack judges it, not by the average of many passes (which would
+judge another, averaged classifier; on a model that picks one of three networks at random per
+call, that average left robust samples that AutoAttack's ``rand`` version, judging by one
+pass, counted as broken).
 
 Logits holding NaN or Inf have no prediction (``attacks.losses.predict``), and the engine
 judges them so: a sample whose clean logits are not finite is not correctly classified, so,
@@ -346,7 +351,7 @@ def run_attack(
                 example = geom.enforce(
                     outcome.adversarial.detach().to(x.dtype), x0, eps_batch, config.bounds
                 )
-                logits = evaluator.logits(example)
+                logits = evaluator.drawn_logits(example)
                 prediction = predict(logits)
                 broken = fooled(logits, y[idx])
                 attacked[k, idx] = True

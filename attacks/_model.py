@@ -179,6 +179,16 @@ class Evaluator:
         self._check_logits(logits)
         return logits
 
+    def drawn_logits(self, x: Tensor) -> Tensor:
+        """Logits ``[N, C]`` of one forward pass of ``x`` ``[N, ...]``, without a graph,
+        whatever ``eot_samples``: one draw of a stochastic model, the prediction a user of it
+        gets (and the one AutoAttack judges by)."""
+        with torch.no_grad():
+            logits = self.model(x)
+        self.num_forward += x.shape[0]
+        self._check_logits(logits)
+        return logits  # type: ignore[no-any-return]
+
     def value_and_grad(
         self, x: Tensor, loss_fn: Callable[[Tensor], Tensor]
     ) -> tuple[Tensor, Tensor, Tensor]:

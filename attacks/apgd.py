@@ -136,7 +136,7 @@ def apgd(
         nested: a sample broken at a smaller epsilon keeps that example at larger ones.
         eot_samples: forward passes whose gradients are averaged at every step (EOT, for a
             stochastic model): pyautoattack's ``eot_iter``, 20 in AutoAttack's ``rand``
-            version.
+            version. The engine judges the examples by one pass, as every attack's.
         bounds: must be ``(0, 1)``.
         batch_size: samples per batch; None for all at once.
         stochastic: evaluate the model in train mode (batch norm excepted).

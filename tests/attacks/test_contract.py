@@ -195,10 +195,11 @@ def test_eot_counts_passes(model, data) -> None:
     attacked = int(single.attacked.sum())
     assert single.num_backward == 2 * attacked
     assert double.num_backward == 4 * attacked
-    # One clean pass for all samples plus three passes per attacked sample, and the engine's
-    # own judging pass of each returned example.
+    # One clean pass for all samples plus three passes per attacked sample, each averaged over
+    # the EOT passes, and the engine's own judging pass of each returned example: one pass
+    # (one draw of a stochastic model), whatever the EOT.
     assert single.num_forward == x.shape[0] + 4 * attacked
-    assert double.num_forward == 2 * (x.shape[0] + 4 * attacked)
+    assert double.num_forward == 2 * (x.shape[0] + 3 * attacked) + attacked
 
 
 def test_pgd_costs_one_forward_per_iterate(model, data) -> None:

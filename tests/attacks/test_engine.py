@@ -199,3 +199,34 @@ def test_robust_after_is_the_worst_case_over_attacks_and_nested_balls() -> None:
     with pytest.raises(ValueError, match="shape"):
         robust_after(clean, [first[:, :3]])
     assert math.isclose(float(after_second.double().mean()), 3 / 8)
+
+
+class _Flipping(nn.Module):
+    """A random classifier: on every call each sample's prediction is class 0 (the label),
+    flipped to class 1 with probability 0.3 (drawn from torch's global RNG). The logits depend
+    on the input only through a zero term, so no attack can change the odds."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        flip = torch.rand(x.shape[0], device=x.device) < 0.3
+        logits = torch.zeros(x.shape[0], 10, device=x.device)
+        logits[:, 0] = 1.0
+        logits[:, 1] = torch.where(flip, 2.0, 0.0)
+        return logits + 0.0 * x.flatten(1).sum(dim=1, keepdim=True)
+
+
+@pytest.mark.parametrize("attack", ["pgd", "apgd"])
+def test_a_stochastic_model_is_judged_by_one_pass(attack: str) -> None:
+    """Whatever the EOT, the engine judges an example by one forward pass: one draw of a
+    random model, as a user of it gets and as AutoAttack judges. A sample is then broken with
+    probability 0.3 (plus the clean errors of the attack's own clean pass, averaged over the 8
+    EOT passes: P(at least 5 of 8 flips) = 0.058); the average of 8 passes at the example
+    would break it with probability 0.058 only. 400 samples: 0.34 ± 0.024 against 0.11."""
+    model = _Flipping().eval()
+    x = torch.rand(400, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    y = torch.zeros(400, dtype=torch.long)
+    if attack == "pgd":
+        result = pgd(model, x, y, [0.1], num_steps=2, eot_samples=8, generator=0)
+    else:
+        result = apgd(model, x, y, [0.1], num_steps=2, eot_samples=8, generator=0)
+    broken = float(result.success[0].double().mean())
+    assert 0.25 < broken < 0.45, broken
