@@ -465,6 +465,9 @@ def _attack_passes(spec: AttackSpec, num_classes: int, eot_samples: int) -> floa
         return float(params["num_steps"] * params["num_restarts"] * draws * targets)
     if spec.kind == "apgd":
         targets = min(params["num_target_classes"], wrong) if params["targeted"] else 1
+        return float(params["num_steps"] * params["num_restarts"] * targets * draws)
+    if spec.kind == "fab":
+        targets = min(params["num_target_classes"], wrong) if params["targeted"] else 1
         return float(params["num_steps"] * params["num_restarts"] * targets)
     if spec.kind == "square":
         return float(params["num_queries"] * params["num_restarts"])

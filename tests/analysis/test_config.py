@@ -46,7 +46,7 @@ BAD_SUITE_FILES = [
     (
         '[[attacks]]\nkind = "pdg"\n',
         "unknown attack kind 'pdg' (did you mean 'pgd'?); known kinds: "
-        "fgsm, pgd, pgd-t, square, noise, apgd, autoattack",
+        "fgsm, pgd, pgd-t, square, noise, apgd, fab, autoattack",
     ),
     ('[[attacks]]\nlabel = "x"\nnum_steps = 5\n', "[[attacks]] #1 has no kind; known kinds: fgsm"),
     (
@@ -299,6 +299,8 @@ def test_the_cost_estimate_counts_every_pass_by_hand():
             AttackSpec("square", "square", {"num_queries": 300}),
             AttackSpec("noise", "noise", {"num_draws": 7}),
             AttackSpec("apgd", "apgd-t", {"targeted": True, "num_target_classes": 20}),
+            AttackSpec("apgd", "eot-apgd", {"num_steps": 10, "eot_samples": 20}),
+            AttackSpec("fab", "fab-t", {"num_steps": 50}),
             AttackSpec("autoattack", "aa", {"version": "standard"}),
         ),
         sweep=SweepConfig(
@@ -315,7 +317,9 @@ def test_the_cost_estimate_counts_every_pass_by_hand():
         "fgsm": 3 * 4,  # its own 4 EOT draws
         "square": 3 * 300,
         "noise": 3 * 7,
-        "apgd-t": 3 * 100 * 9,  # 100 steps toward at most the 9 wrong classes
+        "apgd-t": 3 * 100 * 9 * 3,  # 100 steps toward at most the 9 wrong classes, 3 EOT draws
+        "eot-apgd": 3 * 10 * 20,  # its own 20 EOT draws
+        "fab-t": 3 * 50 * 9,  # 50 steps toward each of the 9 wrong classes
         "aa": 3 * (100 + 9 * 100 + 9 * 100 + 5000),  # APGD-CE, APGD-T, FAB-T, Square
         "sweep": 2 * (4 + 1) * (10 * 2 * 3) * (1 + 25 / 100),  # two norms, 4 points + unbounded
     }
