@@ -38,6 +38,9 @@ def test_the_table_names_every_member_and_real_checks():
         assert expected.reason, name
         assert expected.must_fail | expected.must_flag <= set(CHECKS), name
         assert expected.verdicts, name
+        assert expected.autoattack in (None, "standard", "rand"), name
+        if expected.kind in ("honest", "robust"):
+            assert expected.autoattack == "standard", name
 
 
 def test_compare_flags_catches_a_missing_and_an_unexpected_flag():
@@ -117,3 +120,6 @@ def test_family_member_standard(name, family_cache, tmp_path, request):
         name, family_cache, tmp_path, "standard", 1000, data_dir=_data(name, request)
     )
     assert not observation.problems(), observation.problems()
+    if EXPECTED[name].autoattack is not None:
+        # The bound was measured under both norms (MNIST L2 2.0 included), not skipped.
+        assert set(observation.bounds) == {"linf", "l2"}, observation.bounds

@@ -35,10 +35,12 @@ def _expected_text(expected: family.Expected) -> str:
 
 def _bound_text(observation: family.Observation) -> str:
     parts = []
+    version = family.EXPECTED[observation.name].autoattack
     for norm, bound in observation.bounds.items():
         low, high = bound.interval
         parts.append(
-            f"{norm} {bound.audit:.3f} vs {bound.autoattack:.3f} "
+            f"{norm} {bound.audit:.3f} vs {bound.autoattack:.3f}"
+            f"{' (rand)' if version == 'rand' else ''} "
             f"(+{bound.only_audit_robust}/-{bound.only_autoattack_robust}, "
             f"{low:+.3f}..{high:+.3f})"
         )
