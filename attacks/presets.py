@@ -289,10 +289,19 @@ def _suite(
         # little: AutoAttack's APGD-T toward each of the most likely wrong classes in turn,
         # which breaks points that no single-target or untargeted attack of this list breaks
         # (its adaptive step finds what fixed-step PGD toward the same targets does not).
+        # Then FAB-T (AutoAttack's minimum-norm attack, as its standard version runs it):
+        # its steps are not bounded by epsilon and follow the linearised decision boundary,
+        # so it breaks points where fixed-step loss attacks and Square stall (an MNIST
+        # network trained against L∞ 0.3, attacked at L2 2.0).
         closing = (
             AttackSpec(
                 "apgd",
                 "apgd-t",
+                {"targeted": True, "num_target_classes": top_targets, "num_steps": num_steps},
+            ),
+            AttackSpec(
+                "fab",
+                "fab-t",
                 {"targeted": True, "num_target_classes": top_targets, "num_steps": num_steps},
             ),
         )

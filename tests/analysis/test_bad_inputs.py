@@ -894,14 +894,14 @@ def test_a_costly_suite_runs_with_its_estimate(tmp_path, capsys, monkeypatch):
     warning = capsys.readouterr().err.splitlines()[0]
     # The suite: Square alone, 10^6 queries at each of two norms' one epsilon, no sweep (no
     # PGD to sweep). The standard preset, per norm: PGD-CE, PGD-T and PGD-CW of 100 steps,
-    # FGSM 1, noise 100, Square 5,000, APGD-T 9 targets x 100 steps: 6,301; its sweep: 8
-    # points and the unbounded one x 100 steps, on every sample and again on the independent
-    # subsample (all 20 here): 1,800; two norms: 16,202.
+    # FGSM 1, noise 100, Square 5,000, APGD-T and FAB-T 9 targets x 100 steps each: 7,201;
+    # its sweep: 8 points and the unbounded one x 100 steps, on every sample and again on the
+    # independent subsample (all 20 here): 1,800; two norms: 18,002.
     assert warning == (
         f"warning: {ZOO}: the suite may take up to 2,000,000 passes of the model per sample (a "
         "forward pass, and a backward one for a gradient attack), 40,000,000 for the 20 "
-        "samples (most in square: 2,000,000 per sample): 123 times the standard preset's "
-        "16,202, so expect it to run up to 123 times as long"
+        "samples (most in square: 2,000,000 per sample): 111 times the standard preset's "
+        "18,002, so expect it to run up to 111 times as long"
     )
 
 

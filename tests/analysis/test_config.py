@@ -223,8 +223,9 @@ def test_backend_flag_on_the_standard_suite():
         "fgsm": "cleverhans",
         "noise": None,
         "square": None,
-        # AutoAttack's APGD-T is pyautoattack's own code: the flag does not apply to it.
+        # AutoAttack's APGD-T and FAB-T are pyautoattack's own code: the flag does not apply.
         "apgd-t": None,
+        "fab-t": None,
     }
     assert suite.sweep is not None and suite.sweep.attack.params["backend"] == "cleverhans"
 

@@ -104,20 +104,24 @@ def test_presets_hold_the_documented_settings() -> None:
     assert standard.epsilons == {Norm.LINF: (0.3,), Norm.L2: (2.0,)}
     assert preset("standard", "cifar10").epsilons[Norm.LINF] == (8 / 255,)
     labels = [spec.label for spec in standard.attacks]
-    assert labels == ["pgd-ce", "pgd-t", "pgd-cw", "fgsm", "noise", "square", "apgd-t"]
+    assert labels == ["pgd-ce", "pgd-t", "pgd-cw", "fgsm", "noise", "square", "apgd-t", "fab-t"]
     pgd_ce, pgd_cw = standard.attacks[0], standard.attacks[2]
     assert pgd_ce.params["num_steps"] == 100 and pgd_ce.params["rel_step_size"] == 0.1
     assert pgd_cw.params["loss"] == "cw" and pgd_cw.peer_of == "pgd-ce"
-    top = standard.attacks[-1]
+    top = standard.attacks[-2]
     assert top.kind == "apgd" and top.peer_of is None
     assert top.params == {"targeted": True, "num_target_classes": 9, "num_steps": 100}
+    # AutoAttack's standard FAB-T: targeted, one run per target, 9 targets, 100 iterations.
+    fab_t = standard.attacks[-1]
+    assert fab_t.kind == "fab" and fab_t.peer_of is None
+    assert fab_t.params == {"targeted": True, "num_target_classes": 9, "num_steps": 100}
     thorough = [spec.label for spec in preset("thorough", "mnist").attacks]
     assert thorough == labels + ["pgd-cw-restarts", "apgd-ce", "autoattack"]
     # The quick preset (CI) and the thesis' setting keep their lists.
     quick = [spec.label for spec in preset("quick", "digits").attacks]
     assert quick == ["pgd-ce", "pgd-t", "pgd-cw", "fgsm", "noise", "square"]
     assert "apgd-t" not in [spec.label for spec in preset("thesis").attacks]
-    square_spec = standard.attacks[-2]
+    square_spec = standard.attacks[-3]
     assert square_spec.params["num_queries"] == 5000 and square_spec.params["p_init"] == 0.8
     assert standard.sweep is not None
     sweep = standard.sweep.epsilons(0.3, 1.0)
