@@ -104,15 +104,16 @@ def test_presets_hold_the_documented_settings() -> None:
     assert standard.epsilons == {Norm.LINF: (0.3,), Norm.L2: (2.0,)}
     assert preset("standard", "cifar10").epsilons[Norm.LINF] == (8 / 255,)
     labels = [spec.label for spec in standard.attacks]
-    assert labels == ["pgd-ce", "pgd-t", "pgd-cw", "fgsm", "noise", "square", "apgd-t", "fab-t"]
+    # FAB-T before Square (AutoAttack's order, and the cheaper one: benchmarks/bench_fab_order).
+    assert labels == ["pgd-ce", "pgd-t", "pgd-cw", "fgsm", "noise", "fab-t", "square", "apgd-t"]
     pgd_ce, pgd_cw = standard.attacks[0], standard.attacks[2]
     assert pgd_ce.params["num_steps"] == 100 and pgd_ce.params["rel_step_size"] == 0.1
     assert pgd_cw.params["loss"] == "cw" and pgd_cw.peer_of == "pgd-ce"
-    top = standard.attacks[-2]
+    top = standard.attacks[-1]
     assert top.kind == "apgd" and top.peer_of is None
     assert top.params == {"targeted": True, "num_target_classes": 9, "num_steps": 100}
     # AutoAttack's standard FAB-T: targeted, one run per target, 9 targets, 100 iterations.
-    fab_t = standard.attacks[-1]
+    fab_t = standard.attacks[-3]
     assert fab_t.kind == "fab" and fab_t.peer_of is None
     assert fab_t.params == {"targeted": True, "num_target_classes": 9, "num_steps": 100}
     thorough = [spec.label for spec in preset("thorough", "mnist").attacks]
@@ -121,7 +122,7 @@ def test_presets_hold_the_documented_settings() -> None:
     quick = [spec.label for spec in preset("quick", "digits").attacks]
     assert quick == ["pgd-ce", "pgd-t", "pgd-cw", "fgsm", "noise", "square"]
     assert "apgd-t" not in [spec.label for spec in preset("thesis").attacks]
-    square_spec = standard.attacks[-3]
+    square_spec = standard.attacks[-2]
     assert square_spec.params["num_queries"] == 5000 and square_spec.params["p_init"] == 0.8
     assert standard.sweep is not None
     sweep = standard.sweep.epsilons(0.3, 1.0)
@@ -247,7 +248,8 @@ def test_a_stochastic_model_gets_eot_and_autoattacks_rand_attacks() -> None:
     quick = for_stochastic_model(preset("quick", "digits"), 8)
     assert quick.attacks[-1].params == {"loss": "dlr", "num_steps": 10, "eot_samples": 20}
     # No gradient attack asked for, none added; an EOT APGD already there is kept.
-    only_square = standard.with_options(attacks=(standard.attacks[5],))
+    square_only = tuple(spec for spec in standard.attacks if spec.label == "square")
+    only_square = standard.with_options(attacks=square_only)
     assert for_stochastic_model(only_square, 8).attacks == only_square.attacks
     mine = AttackSpec("apgd", "mine", {"loss": "ce", "eot_samples": 30})
     own = for_stochastic_model(standard.with_options(attacks=(mine,)), 8)
