@@ -15,14 +15,25 @@ prints:
   exact one-sided McNemar p-value that AutoAttack breaks more (``analysis.stats``), and the
   95 % paired interval of the difference audit − AutoAttack in robust accuracy;
 - which AutoAttack component broke the samples the audit missed, and which audit attack broke
-  those AutoAttack missed.
+  those AutoAttack missed;
+- the wall time of each attack of the audit's chain (so the cost of FAB-T on the samples the
+  attacks before it left robust is read off).
+
+A model whose forward passes differ (the audit's ``stochastic-model`` probe) is audited as the
+audit does it (``attacks.presets.for_stochastic_model``: EOT over 8 passes, and EOT APGD-CE and
+APGD-DLR over 20 closing the chain) and compared with AutoAttack's ``rand`` version (APGD-CE
+and APGD-DLR with EOT over 20 passes), AutoAttack's advice for randomised defences;
+``--autoattack-version`` chooses another. Both sides judge a sample by one forward pass of the
+model at each example (a random model's prediction is one draw, the one its user gets), as
+AutoAttack does.
 
 AutoAttack is pyautoattack's own code, called outside the audit, on the bare eval-mode model.
 Its components run one at a time through the same ``AutoAttack`` object (its
 ``attacks_to_run`` set to one component, on the samples the earlier components left robust, in
 the same batches): this is exactly what ``run_standard_evaluation`` does, and records which
-component broke each sample. Its examples are judged here by one forward pass of the model,
-and their distance and box are checked.
+component broke each sample. A sample counts as broken as AutoAttack itself counts it (the
+labels it returns: one forward pass at each example), and the examples' distance and box are
+checked.
 
 The goal (met when both hold on every model and norm): no significant excess of the audit
 over AutoAttack (one-sided p ≥ 0.05) and the audit's time at most AutoAttack's for all norms
@@ -60,11 +71,14 @@ import torch
 from torch import Tensor, nn
 
 from analysis.audit import evaluation_set
+from analysis.config import EOT_SAMPLES
+from analysis.probes import probe_model
 from analysis.stats import mcnemar_exact, paired_drop_interval
 from attacks import Bounds, Norm, SuiteResult, preset, run_suite
-from attacks.presets import STANDARD_EPSILONS
+from attacks.presets import STANDARD_EPSILONS, for_stochastic_model
 from checkpoints import load_checkpoint
 from checkpoints.cli import add_description_arguments, description_from_arguments, say_flag_notes
+from torchutil import make_generator
 
 ZOO = Path(__file__).resolve().parents[1] / "checkpoints" / "zoo"
 DEFAULT_MODELS = ("mnist-lenet5-dropout", "digits-mlp-dropout", "digits-mlp-normout-spatiotemporal")
@@ -106,9 +120,17 @@ def _correct(model: nn.Module, x: Tensor, y: Tensor, batch_size: int) -> Tensor:
 
 
 def run_autoattack(
-    model: nn.Module, x: Tensor, y: Tensor, norm: Norm, epsilon: float, seed: int, batch_size: int
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    norm: Norm,
+    epsilon: float,
+    seed: int,
+    batch_size: int,
+    version: str = "standard",
 ) -> AutoAttackRun:
-    """pyautoattack's standard AutoAttack, one component at a time (see the module docstring)."""
+    """pyautoattack's AutoAttack (``version``), one component at a time (see the module
+    docstring)."""
     from pyautoattack import AutoAttack
 
     start = time.perf_counter()
@@ -117,7 +139,7 @@ def run_autoattack(
         norm="Linf" if norm is Norm.LINF else "L2",
         eps=epsilon,
         seed=seed,
-        version="standard",
+        version=version,  # type: ignore[arg-type]
         device=x.device,
     )
     runner.logger.setLevel(logging.WARNING)
@@ -130,13 +152,17 @@ def run_autoattack(
         index = robust.nonzero().squeeze(1)
         if index.numel():
             runner.attacks_to_run = [name]
-            found, _ = runner.run_standard_evaluation(x[index], y[index], batch_size=batch_size)
+            found, labels = runner.run_standard_evaluation(
+                x[index], y[index], batch_size=batch_size
+            )
             found = found.detach()
             delta = (found - x[index]).flatten(1)
             distance = delta.abs().amax(dim=1) if norm is Norm.LINF else delta.norm(dim=1)
             max_ratio = max(max_ratio, float(distance.max()) / epsilon)
             outside += int(((found < 0) | (found > 1)).flatten(1).any(dim=1).sum())
-            broken = ~_correct(model, found, y[index], batch_size)
+            # AutoAttack's own judgement, the labels it returns: for a deterministic model the
+            # model's prediction at each example, for a random one the pass it judged by.
+            broken = labels.to(y.device) != y[index]
             for sample in index[broken].tolist():
                 broken_by[sample] = name
             robust[index[broken]] = False
@@ -208,6 +234,7 @@ class Comparison:
     interval: list[tuple[float, float]] = field(default_factory=list)
     autoattack_wall: list[float] = field(default_factory=list)
     audit_after: list[dict[str, float]] = field(default_factory=list)
+    audit_attack_wall: list[dict[str, float]] = field(default_factory=list)
     autoattack_after: list[dict[str, float]] = field(default_factory=list)
     missed_by_audit: list[Counter[str]] = field(default_factory=list)
     missed_by_autoattack: list[Counter[str]] = field(default_factory=list)
@@ -228,6 +255,12 @@ class Comparison:
         self.autoattack_wall.append(run.wall_time)
         self.audit_after.append(
             {record.label: record.robust_accuracy_after[0] for record in outcome.attacks}
+        )
+        self.audit_attack_wall.append(
+            {
+                record.label: 0.0 if record.result is None else record.result.wall_time
+                for record in outcome.attacks
+            }
         )
         self.autoattack_after.append(run.robust_after)
         breakers = audit_breakers(result, norm)
@@ -250,6 +283,7 @@ class Comparison:
             "difference_interval_95": self.interval,
             "autoattack_wall_s": self.autoattack_wall,
             "audit_robust_after": self.audit_after,
+            "audit_attack_wall_s": self.audit_attack_wall,
             "autoattack_robust_after": self.autoattack_after,
             "missed_by_audit_broken_by": [dict(c) for c in self.missed_by_audit],
             "missed_by_autoattack_broken_by": [dict(c) for c in self.missed_by_autoattack],
@@ -282,12 +316,26 @@ def bench_model(
         batch_size=args.batch_size,
     )
     epsilons = {norm: suite.epsilons[norm][0] for norm in norms}
+    # As the audit: a model whose passes differ gets EOT and AutoAttack's rand attacks.
+    probes = probe_model(
+        model,
+        x,
+        y,
+        make_generator(args.seed),
+        bounds=loaded.spec.bounds,
+        batch_size=args.batch_size,
+    )
+    if probes.stochastic:
+        suite = for_stochastic_model(suite, EOT_SAMPLES)
+    version = args.autoattack_version
+    if version == "auto":
+        version = "rand" if probes.stochastic else "standard"
 
     # Untimed warm-up of both sides (imports, allocator, first calls).
     tiny = suite.with_options(attacks=suite.attacks[:1], sweep=None)
     run_suite(model, x[:8], y[:8], tiny, generator=0)
     for norm in norms:
-        run_autoattack(model, x[:8], y[:8], norm, epsilons[norm], 0, args.batch_size)
+        run_autoattack(model, x[:8], y[:8], norm, epsilons[norm], 0, args.batch_size, version)
 
     audit_walls: list[float] = []
     autoattack_walls: list[float] = []
@@ -309,7 +357,9 @@ def bench_model(
         def autoattack_side(seed: int = seed) -> dict[Norm, AutoAttackRun]:
             start, cpu = time.perf_counter(), time.process_time()
             runs = {
-                norm: run_autoattack(model, x, y, norm, epsilons[norm], seed, args.batch_size)
+                norm: run_autoattack(
+                    model, x, y, norm, epsilons[norm], seed, args.batch_size, version
+                )
                 for norm in norms
             }
             autoattack_walls.append(time.perf_counter() - start)
@@ -338,6 +388,15 @@ def bench_model(
         f"\n{name}: {dataset}, {x.shape[0]} samples, clean accuracy {clean_accuracy:.4f}, "
         f"repeats {args.repeats} (seeds {args.seed}..{args.seed + args.repeats - 1})"
     )
+    if probes.stochastic:
+        eot = {
+            spec.label: spec.params.get("eot_samples", suite.eot_samples) for spec in suite.attacks
+        }
+        print(
+            f"  stochastic model: audit with EOT ({suite.eot_samples} passes per gradient; "
+            f"{', '.join(f'{label} {n}' for label, n in eot.items() if n != suite.eot_samples)})"
+            f", against AutoAttack {version}"
+        )
     runs_text = ", ".join(f"{w:.1f}" for w in audit_walls)
     print(
         f"  audit standard suite ({'+'.join(n.value for n in norms)}): {audit_wall:.1f} s "
@@ -345,7 +404,7 @@ def bench_model(
     )
     runs_text = ", ".join(f"{w:.1f}" for w in autoattack_walls)
     print(
-        f"  AutoAttack standard ({'+'.join(n.value for n in norms)}): {autoattack_wall:.1f} s "
+        f"  AutoAttack {version} ({'+'.join(n.value for n in norms)}): {autoattack_wall:.1f} s "
         f"(runs {runs_text})"
     )
     cpu_ratio = _median(audit_cpu) / _median(autoattack_cpu)
@@ -386,6 +445,13 @@ def bench_model(
             )
         )
         print(
+            "    audit wall time per attack, s: "
+            + ", ".join(
+                f"{label} {_median([a[label] for a in c.audit_attack_wall]):.1f}"
+                for label in c.audit_attack_wall[0]
+            )
+        )
+        print(
             "    AutoAttack robust after: "
             + ", ".join(
                 f"{label} {_median([a[label] for a in c.autoattack_after]):.4f}"
@@ -405,6 +471,9 @@ def bench_model(
         "model": name,
         "dataset": dataset,
         "samples": int(x.shape[0]),
+        "stochastic": probes.stochastic,
+        "eot_samples": suite.eot_samples,
+        "autoattack_version": version,
         "clean_accuracy": clean_accuracy,
         "audit_wall_s": audit_walls,
         "autoattack_wall_s": autoattack_walls,
@@ -432,6 +501,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--threads", type=int, default=1, help="intra-op threads, both sides")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--autoattack-version",
+        choices=("auto", "standard", "rand"),
+        default="auto",
+        help="AutoAttack's version: auto (default) is rand for a stochastic model, else standard",
+    )
     parser.add_argument("--json", help="also write the figures to this file")
     add_description_arguments(parser)
     args = parser.parse_args(argv)
