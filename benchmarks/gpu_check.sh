@@ -123,8 +123,12 @@ for mode, flat in (("eval", document["flatness"]), ("layers active", (document["
         estimate = flat.get(name)
         if estimate is None:
             continue
-        value = estimate.get("value", estimate.get("eigenvalues"))
-        print(f"{mode} {name}: {value} ± {estimate.get('stderr', estimate.get('residual_norms'))}, stopped by {estimate.get('stopped_by')}")
+        if name == "spectral_density":  # the density's own figure is the trace it integrates to
+            value, error = estimate.get("trace"), estimate.get("trace_stderr")
+        else:
+            value = estimate.get("value", estimate.get("eigenvalues"))
+            error = estimate.get("stderr", estimate.get("residual_norms"))
+        print(f"{mode} {name}: {value} ± {error}, stopped by {estimate.get('stopped_by')}")
 EOF
 else
     say "   no audit.json: the audit did not finish"
