@@ -4,14 +4,11 @@ derivation in ``flatness.draws``, and its reported standard error what the deriv
 
 from __future__ import annotations
 
-from functools import partial
-
 import pytest
 import torch
-import torch.nn.functional as F
 from flatness_fixtures import ARCHITECTURES, build, generator, make_data
 from test_fisher_rao import per_sample_inner_products
-from test_hessian import exact_hessian
+from test_hessian import dropout_trace_case, exact_hessian
 from torch import Tensor, nn
 
 from flatness import fisher_rao_norm, hutchinson_trace
@@ -151,26 +148,8 @@ def test_fisher_rao_draws_are_unbiased_and_their_error_is_that_of_the_derivation
 
 def test_train_mode_draws_are_unbiased_for_the_expected_hessian_trace() -> None:
     # Mini-batches of 3 of 8 samples with fresh dropout draws: unbiased for the trace of the
-    # Hessian averaged over all 16 masks of each sample, an exact finite sum.
-    torch.manual_seed(0)
-    model = nn.Sequential(nn.Linear(6, 4), nn.ReLU(), nn.Dropout(0.5), nn.Linear(4, 3))
-    model = model.double().eval()
-    x, y = make_data()
-    x, y = x[:8], y[:8]
-    flat = torch.cat([p.detach().flatten() for p in model.parameters()])
-    masks = torch.cartesian_prod(*[torch.tensor([0.0, 2.0], dtype=torch.float64)] * 4)
-
-    def sample_loss(vector: Tensor, i: int, mask: Tensor) -> Tensor:
-        pieces = vector.split([p.numel() for p in model.parameters()])
-        w1, b1, w2, b2 = (v.view_as(p) for v, p in zip(pieces, model.parameters(), strict=True))
-        hidden = torch.relu(x[i] @ w1.T + b1) * mask
-        return F.cross_entropy((hidden @ w2.T + b2)[None], y[i : i + 1])
-
-    expected = sum(
-        torch.autograd.functional.hessian(partial(sample_loss, i=i, mask=m), flat).trace().item()
-        for i in range(8)
-        for m in masks
-    ) / (8 * len(masks))
+    # Hessian averaged over all 16 masks of each sample.
+    model, x, y, expected = dropout_trace_case()
     result = hutchinson_trace(
         model,
         x,

@@ -130,9 +130,10 @@ def test_hutch_plus_plus_refuses_train_mode() -> None:
         hutchinson_trace(model, x, y, generator=generator(), method="hutch++", mode="train")
 
 
-def test_train_mode_trace_is_unbiased_for_the_expected_hessian() -> None:
-    # A 4-unit dropout layer has 16 masks per sample, so the expected Hessian trace over the
-    # dropout draws is an exact finite sum, computed here without the module's own dropout.
+def dropout_trace_case() -> tuple[nn.Module, Tensor, Tensor, float]:
+    """A model with a 4-unit dropout layer (p = 0.5) and 8 samples, with the trace of its
+    Hessian averaged over all 16 dropout masks of each sample: an exact finite sum, computed
+    without the module's own dropout."""
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(6, 4), nn.ReLU(), nn.Dropout(0.5), nn.Linear(4, 3))
     model = model.double().eval()
@@ -152,6 +153,11 @@ def test_train_mode_trace_is_unbiased_for_the_expected_hessian() -> None:
         for i in range(8)
         for m in masks
     ) / (8 * len(masks))
+    return model, x, y, expected
+
+
+def test_train_mode_trace_is_unbiased_for_the_expected_hessian() -> None:
+    model, x, y, expected = dropout_trace_case()
     result = hutchinson_trace(
         model, x, y, generator=generator(), mode="train", max_probes=400, rel_tol=1e-9
     )
