@@ -29,7 +29,7 @@ from analysis.audit import main as audit_main
 from analysis.config import build_suite
 from analysis.resume import LOCK, PARTIAL, FolderBusy, FolderLock, UnitCache
 from checkpoints import load_checkpoint
-from checkpoints.boundary import EXIT_INPUT, EXIT_TERMINATED
+from checkpoints.boundary import EXIT_INPUT, EXIT_TERMINATED, TEMPORARY_NAME
 from checkpoints.train import ZOO_DIR
 
 ZOO = ZOO_DIR / "digits-mlp-qsd.pt"
@@ -457,12 +457,25 @@ def test_a_second_audit_into_a_locked_folder_is_refused_and_deletes_nothing(unin
     partial = folder / PARTIAL
     _interrupted_run(_command(out), partial)
     kept = sorted(p.stem for p in partial.glob("*.pt"))
+    # The kill may itself land inside an atomic write and leave that write's temporary file.
+    killed = [p for p in folder.rglob("*.tmp") if TEMPORARY_NAME.fullmatch(p.name)]
     # Temporary files of the atomic writer, as a kill before the rename leaves them, and two
     # files that merely look alike.
     stale = [folder / ".audit.json.k2_9xq0a.tmp", partial / ".probes.pt.0abc_d9z.tmp"]
     alike = [folder / "notes.tmp", folder / ".audit.json.TOOLONG12.tmp"]
     for path in stale + alike:
         path.write_text(json.dumps(reference))
+    try:
+        _refused_then_resumed(out, reference, kept, len(stale) + len(killed), alike)
+    finally:
+        for path in alike:
+            path.unlink(missing_ok=True)
+
+
+def _refused_then_resumed(
+    out: Path, reference: dict, kept: list[str], stale: int, alike: list[Path]
+) -> None:
+    folder = out / ZOO.stem
     handle = _hold(folder / LOCK)
     try:
         before = _files(folder)
@@ -482,13 +495,11 @@ def test_a_second_audit_into_a_locked_folder_is_refused_and_deletes_nothing(unin
 
     resumed = _run(_command(out))
     assert resumed.returncode == 0, resumed.stderr
-    assert f"removed 2 temporary files a killed run left in {folder}" in resumed.stderr
+    assert f"removed {stale} temporary files a killed run left in {folder}" in resumed.stderr
     assert f"resuming: {len(kept)} finished units" in resumed.stderr
     assert sorted(p.name for p in folder.iterdir()) == sorted(
         ["audit.json", *(p.name for p in alike)]
     )
-    for path in alike:
-        path.unlink()
     document = json.loads((folder / "audit.json").read_text())
     (folder / "audit.json").unlink()
     assert without_timings(document) == without_timings(reference)
