@@ -15,7 +15,7 @@ from attack_fixtures import tiny_data, tiny_model
 from attacks import AttackSpec, Norm, SuiteConfig, registry
 from attacks._engine import setup
 from attacks.result import AttackResult
-from attacks.suite import run_attack_spec
+from attacks.suite import _dealt, expected_cost_order, run_attack_spec
 from attacks.threat import geometry
 from torchutil import draw_seed, make_generator
 
@@ -221,3 +221,47 @@ def test_the_suite_passes_sample_ids_through_to_the_attack(problem) -> None:
     )
     assert torch.equal(part.success, whole.success[:, subset])
     torch.testing.assert_close(part.adversarial, whole.adversarial[:, subset])
+
+
+def test_samples_are_dealt_by_expected_cost_back_and_forth() -> None:
+    """An exact case: ``index``'s samples ranked by ``order`` (5, 3, 0, 1, 2, 7, 9) go to the
+    processes 0, 1, 1, 0, 0, 1, 1 (and 0, 1, 2, 2, 1, 0, 0 for three), each part sorted."""
+    order = torch.tensor([5, 3, 0, 1, 4, 2, 6, 7, 8, 9])
+    index = torch.tensor([0, 1, 2, 3, 5, 7, 9])
+    assert [p.tolist() for p in _dealt(index, order, 2)] == [[1, 2, 5], [0, 3, 7, 9]]
+    assert [p.tolist() for p in _dealt(index, order, 3)] == [[5, 7, 9], [2, 3], [0, 1]]
+
+
+@pytest.mark.parametrize("world", [2, 3])
+def test_dealt_parts_share_every_cost_level(world: int) -> None:
+    """On a random ranking of 1000 samples and a random half of them: the parts partition the
+    half, their sizes differ by at most one, and their sums of cost ranks (among the half) by
+    at most the half's size (a split in order differs by about a quarter of its square)."""
+    generator = make_generator(3)
+    order = torch.randperm(1000, generator=generator)
+    index = torch.randperm(1000, generator=generator)[:500].sort().values
+    parts = _dealt(index, order, world)
+    assert torch.equal(torch.cat(parts).sort().values, index)
+    assert all(torch.equal(p, p.sort().values) for p in parts)
+    assert max(p.numel() for p in parts) - min(p.numel() for p in parts) <= 1
+    # The cost rank of each of the half's samples among them.
+    ranked = [s for s in order.tolist() if s in set(index.tolist())]
+    cost = torch.zeros(1000, dtype=torch.long)
+    cost[torch.tensor(ranked)] = torch.arange(len(ranked))
+    sums = [int(cost[p].sum()) for p in parts]
+    assert max(sums) - min(sums) <= index.numel()
+
+
+def test_expected_cost_order_ranks_by_clean_margin() -> None:
+    """A linear model whose margins are known: misclassified first, then by rising margin; and
+    it draws nothing from the global RNG."""
+    model = torch.nn.Linear(2, 2, bias=False)
+    with torch.no_grad():
+        model.weight.copy_(torch.eye(2))
+    x = torch.tensor([[3.0, 0.0], [0.0, 1.0], [1.0, 2.0], [0.5, 0.0], [0.0, 5.0]])
+    y = torch.tensor([0, 1, 0, 0, 1])  # margins 3, 1, -1, 0.5, 5
+    state = torch.get_rng_state()
+    config = SuiteConfig(name="t", epsilons={Norm.LINF: (0.1,)}, attacks=(), batch_size=2)
+    order = expected_cost_order(model, x, y, config)
+    assert order.tolist() == [2, 3, 1, 0, 4]
+    assert torch.equal(torch.get_rng_state(), state)
