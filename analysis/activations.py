@@ -9,7 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from checkpoints.layers import family_layers
-from torchutil import model_mode
+from torchutil import model_mode, shared_map
 
 __all__ = [
     "LayerActivations",
@@ -60,6 +60,15 @@ class _Accumulator:
         self.total_sq += float((values * values).sum())
         self.peak = max(self.peak, float(values.max())) if values.numel() else self.peak
         self.zeros += int((values == 0).sum())
+
+    def add(self, other: _Accumulator) -> None:
+        """Adds the sums of ``other`` (a later batch's): the same figures as if its values had
+        come through ``update`` here."""
+        self.count += other.count
+        self.total += other.total
+        self.total_sq += other.total_sq
+        self.peak = max(self.peak, other.peak)
+        self.zeros += other.zeros
 
 
 def dropout_family_layers(model: nn.Module) -> list[tuple[str, str]]:
@@ -114,20 +123,32 @@ def activation_statistics(
     ]
     if not layers:
         return []
-    accumulators = {name: _Accumulator() for name, _, _ in layers}
+    current: dict[str, _Accumulator] = {}
     handles = [
         module.register_forward_pre_hook(
-            lambda _m, inputs, name=name: accumulators[name].update(inputs[0])
+            lambda _m, inputs, name=name: current[name].update(inputs[0])
         )
         for name, module, _ in layers
     ]
+
+    def batch_sums(number: int) -> dict[str, _Accumulator]:
+        current.clear()
+        current.update({name: _Accumulator() for name, _, _ in layers})
+        model(x[number * batch_size : (number + 1) * batch_size])
+        return dict(current)
+
+    # Under torch.distributed each batch is evaluated by one process; the sums are added in
+    # batch order everywhere, so the figures are those of one process.
     try:
         with model_mode(model, train=False), torch.no_grad():
-            for start in range(0, x.shape[0], batch_size):
-                model(x[start : start + batch_size])
+            sums = shared_map(-(-x.shape[0] // batch_size), batch_sums)
     finally:
         for handle in handles:
             handle.remove()
+    accumulators = {name: _Accumulator() for name, _, _ in layers}
+    for batch in sums:
+        for name, acc in batch.items():
+            accumulators[name].add(acc)
     out = []
     for name, module, kind in layers:
         acc = accumulators[name]

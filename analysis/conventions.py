@@ -24,6 +24,7 @@ from torch import Tensor, nn
 
 from attacks.losses import predict
 from checkpoints.spec import NAMED_NORMALIZATIONS
+from torchutil import shared_map
 
 __all__ = ["Convention", "ConventionTrial", "conventions_to_try", "try_conventions"]
 
@@ -179,21 +180,30 @@ def try_conventions(
         batch_size: samples per forward pass.
     """
     conventions = conventions_to_try(mean, std, int(x.shape[1]), bounds)
+    batches = -(-len(x) // batch_size)
+
+    def outcome(item: int) -> Tensor | str:
+        """Convention ``item // batches`` on batch ``item % batches``: correct or the error."""
+        convention, start = conventions[item // batches], (item % batches) * batch_size
+        try:
+            batch = present(x[start : start + batch_size], convention, mean, std)
+            with torch.no_grad():
+                return (predict(model(batch)) == y[start : start + batch_size]).cpu()
+        except Exception as err:  # noqa: BLE001 - a model may refuse such inputs
+            lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+            return f"{type(err).__name__}: {lines[-1] if lines else ''}".rstrip(": ")
+
+    # Under torch.distributed each batch of each convention is evaluated by one process.
+    outcomes = shared_map(len(conventions) * batches, outcome)
     trials = []
-    with torch.no_grad():
-        for convention in conventions:
-            correct = []
-            try:
-                for start in range(0, len(x), batch_size):
-                    batch = present(x[start : start + batch_size], convention, mean, std)
-                    labels = y[start : start + batch_size]
-                    correct.append((predict(model(batch)) == labels).cpu())
-            except Exception as err:  # noqa: BLE001 - a model may refuse such inputs
-                # A model that refuses inputs outside what it expects says nothing about its
-                # convention: the trial is recorded as not run, never as evidence.
-                lines = [line.strip() for line in str(err).splitlines() if line.strip()]
-                message = f"{type(err).__name__}: {lines[-1] if lines else ''}".rstrip(": ")
-                trials.append(ConventionTrial(convention, None, message))
-                continue
+    for number, convention in enumerate(conventions):
+        parts = outcomes[number * batches : (number + 1) * batches]
+        error = next((part for part in parts if isinstance(part, str)), None)
+        if error is not None:
+            # A model that refuses inputs outside what it expects says nothing about its
+            # convention: the trial is recorded as not run, never as evidence.
+            trials.append(ConventionTrial(convention, None, error))
+        else:
+            correct = [part for part in parts if isinstance(part, Tensor)]
             trials.append(ConventionTrial(convention, torch.cat(correct)))
     return tuple(trials)

@@ -934,14 +934,19 @@ def run_suite(
 def _clean_correct(
     model: nn.Module, x: Tensor, y: Tensor, config: SuiteConfig, totals: dict[str, int]
 ) -> tuple[Tensor, Tensor]:
-    """``[N]`` clean-correct and ``[N]`` clean logits not finite (``NO_PREDICTION``)."""
+    """``[N]`` clean-correct and ``[N]`` clean logits not finite (``NO_PREDICTION``); under
+    torch.distributed each batch is evaluated by one process."""
     evaluator = Evaluator(model)
-    step = config.batch_size or x.shape[0]
+    step = config.batch_size or max(x.shape[0], 1)
+
+    def batch(number: int) -> Tensor:
+        return predict(evaluator.logits(x[number * step : (number + 1) * step])).cpu()
+
     with model_mode(model, train=config.stochastic):
-        predictions = torch.cat(
-            [predict(evaluator.logits(x[i : i + step])) for i in range(0, x.shape[0], step)]
-        )
-    totals["forward"] += evaluator.num_forward
+        predictions = torch.cat(distributed.shared_map(-(-x.shape[0] // step), batch))
+    # Every evaluation counts, whichever process made it.
+    totals["forward"] += x.shape[0]
+    predictions = predictions.to(x.device)
     return predictions == y, predictions == NO_PREDICTION
 
 

@@ -14,6 +14,7 @@ from torchutil.distributed import (
     broadcast_tensor,
     is_distributed,
     rank,
+    shared_map,
     world_size,
 )
 from torchutil.memory import (
@@ -69,6 +70,7 @@ __all__ = [
     "model_mode",
     "rank",
     "seeded_global_rng",
+    "shared_map",
     "splitmix64",
     "to_device",
     "torch_default_device",

@@ -8,6 +8,7 @@ Every rank must make the same calls in the same order, as with any collective.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TypeVar
 
 import torch
@@ -79,6 +80,38 @@ def broadcast_object(obj: T, src: int = 0) -> T:
     holder: list[T | None] = [obj]
     dist.broadcast_object_list(holder, src=src)
     return holder[0]  # type: ignore[return-value]
+
+
+def shared_map(count: int, compute: Callable[[int], T]) -> list[T]:
+    """``[compute(0), ..., compute(count - 1)]`` on every rank, each item computed by one rank
+    only (item ``i`` by rank ``i mod world_size``) and gathered: work that every process
+    needs, done once. Items must be picklable and on the CPU; ``compute`` must not itself make
+    collective calls. In a single process, the items one by one, in order.
+
+    An error raised by ``compute`` on one rank is raised on every rank (the others raise a
+    ``RuntimeError`` that names it), so that no rank waits for one that has left."""
+    if not is_distributed() or world_size() == 1:
+        return [compute(item) for item in range(count)]
+    mine: dict[int, T] = {}
+    error: Exception | None = None
+    for item in range(rank(), count, world_size()):
+        try:
+            mine[item] = compute(item)
+        except Exception as err:  # noqa: BLE001 - raised again below, on every rank
+            error = err
+            break
+    told = None if error is None else f"{type(error).__name__}: {error}"
+    merged: dict[int, T] = {}
+    failures = []
+    for other, (part, message) in enumerate(all_gather_objects((mine, told))):
+        merged.update(part)
+        if message is not None:
+            failures.append(f"process {other}: {message}")
+    if error is not None:
+        raise error
+    if failures:
+        raise RuntimeError(f"another process failed ({failures[0]})")
+    return [merged[item] for item in range(count)]
 
 
 def barrier() -> None:

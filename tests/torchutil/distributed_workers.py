@@ -46,11 +46,27 @@ def collectives(rank: int, world_size: int, out: str) -> None:
             "broadcast_tensor": strided.tolist(),
             "all_gather_objects": torchutil.all_gather_objects({"rank": rank}),
             "broadcast_object": torchutil.broadcast_object(f"from {rank}", src=1),
+            "shared_map": torchutil.shared_map(5, lambda item: [item, rank]),
+            "shared_map_error": _shared_map_error(),
         }
     except BaseException:
         dist.destroy_process_group()
         raise
     leave(out, rank, world_size, results)
+
+
+def _failing(item: int) -> int:
+    if item == 3:
+        raise ValueError("item 3")
+    return item
+
+
+def _shared_map_error() -> str:
+    try:
+        torchutil.shared_map(5, _failing)
+    except Exception as err:  # noqa: BLE001 - what each rank raises is the result
+        return f"{type(err).__name__}: {err}"
+    return "nothing raised"
 
 
 def leave(out: str, rank: int, world_size: int, results: object) -> None:
