@@ -422,15 +422,20 @@ def _run_audit(
     # Every random draw is made on the CPU and moved to the model's device, so the same seed
     # gives the same directions, starts and probes on a CPU and on a GPU (a CUDA generator
     # would draw another stream).
+    # The batches of the whole-set passes are shared out between processes; the probes of a
+    # few samples are computed by each, and rank 0's are everyone's, so that all take the same
+    # decisions (a stochastic model's repeats could differ between processes).
     probes = unit(
         "probes",
-        lambda: probe_model(
-            chunked,
-            x,
-            y,
-            make_generator(config.seed),
-            bounds=loaded.spec.bounds,
-            batch_size=config.batch_size,
+        lambda: distributed.broadcast_object(
+            probe_model(
+                chunked,
+                x,
+                y,
+                make_generator(config.seed),
+                bounds=loaded.spec.bounds,
+                batch_size=config.batch_size,
+            )
         ),
     )
     suite_config = config.suite.with_options(

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from attacks import ChunkedModel
-from torchutil import model_mode
+from torchutil import model_mode, shared_map
 
 __all__ = ["FD_ROUNDING_ULPS", "ModelProbes", "probe_model"]
 
@@ -199,21 +199,29 @@ def _gradient_census(
     model: nn.Module, x: Tensor, y: Tensor, batch_size: int
 ) -> tuple[int, int, tuple[float, ...], str]:
     """Zero and non-finite cross-entropy input gradients over all of ``x`` and each one's L2
-    norm, or the reason the input gradient does not exist."""
-    zero = nonfinite = 0
-    norms = []
-    for start in range(0, len(x), batch_size):
+    norm, or the reason the input gradient does not exist. Under torch.distributed each batch
+    is computed by one process."""
+
+    def census(number: int) -> tuple[int, int, Tensor, str]:
+        start = number * batch_size
         labels = y[start : start + batch_size]
         gradient, _, note = _input_gradient(
             _cross_entropy(model, labels), x[start : start + batch_size]
         )
         if gradient is None:
-            return len(x), 0, (), note
+            return 0, 0, torch.empty(0, dtype=torch.float64), note
         flat = gradient.flatten(1)
-        zero += int((flat.abs().amax(1) == 0).sum())
-        nonfinite += int((~torch.isfinite(flat)).any(1).sum())
-        norms.append(flat.double().norm(dim=1))
-    return zero, nonfinite, _rounded(torch.cat(norms)), ""
+        zero = int((flat.abs().amax(1) == 0).sum())
+        nonfinite = int((~torch.isfinite(flat)).any(1).sum())
+        return zero, nonfinite, flat.double().norm(dim=1).cpu(), ""
+
+    batches = shared_map(-(-len(x) // batch_size), census)
+    note = next((note for *_, note in batches if note), "")
+    if note:
+        return len(x), 0, (), note
+    zero = sum(batch[0] for batch in batches)
+    nonfinite = sum(batch[1] for batch in batches)
+    return zero, nonfinite, _rounded(torch.cat([batch[2] for batch in batches])), ""
 
 
 def _rounded(values: Tensor) -> tuple[float, ...]:
@@ -233,6 +241,17 @@ def _margins(logits: Tensor, y: Tensor) -> Tensor:
 def _batched(model: nn.Module, x: Tensor, batch_size: int) -> Tensor:
     with torch.no_grad():
         return torch.cat([model(x[s : s + batch_size]) for s in range(0, len(x), batch_size)])
+
+
+def _shared_batched(model: nn.Module, x: Tensor, batch_size: int) -> Tensor:
+    """``_batched``, each batch computed by one process under torch.distributed."""
+
+    def logits(number: int) -> Tensor:
+        with torch.no_grad():
+            batch = x[number * batch_size : (number + 1) * batch_size]
+            return model(batch).cpu()  # type: ignore[no-any-return]
+
+    return torch.cat(shared_map(-(-len(x) // batch_size), logits)).to(x.device)
 
 
 def _apart(model: nn.Module, x: Tensor) -> tuple[Tensor | None, str]:
@@ -553,7 +572,7 @@ def probe_model(
             ((rows >= 0) & (rows <= 1)).all()
             and torch.allclose(rows.sum(1), torch.ones_like(rows[:, 0]), atol=1e-4)
         )
-        clean_logits = _batched(model, x, batch_size)
+        clean_logits = _shared_batched(model, x, batch_size)
         nonfinite_logits = int((~torch.isfinite(clean_logits)).any(1).sum())
         margins = _rounded(_margins(clean_logits, y))
 
