@@ -503,14 +503,8 @@ def bench_model(
     }
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
-    parser.add_argument(
-        "--models",
-        default=",".join(DEFAULT_MODELS),
-        help="comma-separated zoo names or .pt paths (default: %(default)s)",
-    )
-    parser.add_argument("--norms", default="linf,l2", help="comma-separated (default linf,l2)")
+def add_comparison_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options every comparison with AutoAttack takes (this one and bench_whole_audit)."""
     parser.add_argument(
         "--num-samples", type=int, default=1000, help="the audit's seeded selection (default 1000)"
     )
@@ -526,6 +520,17 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--json", help="also write the figures to this file")
     add_description_arguments(parser)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
+    parser.add_argument(
+        "--models",
+        default=",".join(DEFAULT_MODELS),
+        help="comma-separated zoo names or .pt paths (default: %(default)s)",
+    )
+    parser.add_argument("--norms", default="linf,l2", help="comma-separated (default linf,l2)")
+    add_comparison_arguments(parser)
     args = parser.parse_args(argv)
     try:
         norms = tuple(Norm.parse(n.strip()) for n in args.norms.split(",") if n.strip())

@@ -43,9 +43,15 @@ from analysis.audit import evaluation_set
 from analysis.probes import probe_model
 from attacks import Norm
 from attacks.presets import STANDARD_EPSILONS
-from benchmarks.bench_autoattack import ALPHA, ZOO, PairedOutcome, run_autoattack
+from benchmarks.bench_autoattack import (
+    ALPHA,
+    ZOO,
+    PairedOutcome,
+    add_comparison_arguments,
+    run_autoattack,
+)
 from checkpoints import load_checkpoint
-from checkpoints.cli import add_description_arguments, description_from_arguments, say_flag_notes
+from checkpoints.cli import description_from_arguments, say_flag_notes
 from reports.document import AuditResult
 from torchutil import make_generator
 
@@ -274,22 +280,8 @@ def main(argv: list[str] | None = None) -> int:
         default="mnist-lenet5-dropout",
         help="comma-separated zoo names or .pt paths (default: %(default)s)",
     )
-    parser.add_argument(
-        "--num-samples", type=int, default=1000, help="the audit's seeded selection (default 1000)"
-    )
     parser.add_argument("--flatness-samples", type=int, default=500)
-    parser.add_argument("--batch-size", type=int, default=500)
-    parser.add_argument("--repeats", type=int, default=1)
-    parser.add_argument("--threads", type=int, default=1, help="intra-op threads, both sides")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument(
-        "--autoattack-version",
-        choices=("auto", "standard", "rand"),
-        default="auto",
-        help="AutoAttack's version: auto (default) is rand for a stochastic model, else standard",
-    )
-    parser.add_argument("--json", help="also write the figures to this file")
-    add_description_arguments(parser)
+    add_comparison_arguments(parser)
     args = parser.parse_args(argv)
     if args.repeats < 1 or args.num_samples < 1 or args.batch_size < 1:
         print("error: --repeats, --num-samples and --batch-size must be >= 1", file=sys.stderr)
