@@ -38,6 +38,7 @@ from attacks import registry
 from attacks._engine import as_generator
 from attacks._model import NO_INPUT_GRADIENT, Evaluator, NoInputGradient
 from attacks.losses import NO_PREDICTION, predict
+from attacks.losses import margin as logit_margin
 from attacks.presets import AttackSpec, SuiteConfig
 from attacks.result import STEP_NOT_BROKEN, AttackResult, GradientStats, plain
 from attacks.threat import Norm, check_inputs, geometry
@@ -525,23 +526,19 @@ def expected_cost_order(model: nn.Module, x: Tensor, y: Tensor, config: SuiteCon
     is the proxy: on the MNIST LeNet-5 zoo model the PGD-CE sweep's queries per sample rise
     from 9 on the tenth with the smallest margins to 155 on the tenth with the largest. Used
     only to share a stage's samples out between processes (``_pieces``); a sample's outcome
-    never depends on it. Each process computes its share of the clean pass (without drawing
-    from the global RNG and without counting it as the model's evaluations) and all gather.
+    never depends on it. The clean pass is shared out by batch between processes, draws
+    nothing from the global RNG and does not count as the model's evaluations.
     """
-    world, rank = distributed.world_size(), distributed.rank()
-    mine = torch.arange(x.shape[0], device=x.device).tensor_split(world)[rank]
-    step = config.batch_size or max(mine.numel(), 1)
-    margins = []
+    step = config.batch_size or max(x.shape[0], 1)
+
+    def margins(number: int) -> Tensor:
+        batch = slice(number * step, (number + 1) * step)
+        logits = model(x[batch]).float()
+        return logit_margin(logits, y[batch]).nan_to_num(nan=float("-inf")).cpu()
+
     with forked_global_rng(x.device), model_mode(model, train=config.stochastic), torch.no_grad():
-        for batch in mine.split(step):
-            logits = model(x[batch]).float()
-            true = logits.gather(1, y[batch, None]).squeeze(1)
-            other = logits.scatter(1, y[batch, None], float("-inf")).amax(dim=1)
-            margins.append((true - other).nan_to_num(nan=float("-inf")).cpu())
-    margin = torch.cat(margins) if margins else torch.empty(0)
-    if world > 1:
-        margin = torch.cat(distributed.all_gather_objects(margin))
-    return margin.argsort(stable=True).to(x.device)
+        parts = distributed.shared_map(-(-x.shape[0] // step), margins)
+    return torch.cat(parts).argsort(stable=True).to(x.device)
 
 
 def _dealt(index: Tensor, order: Tensor, world: int) -> list[Tensor]:
@@ -636,7 +633,7 @@ def _run_pieces(
     if len(results) == 1:
         return results[0], OK, ""
     # The parts' samples side by side, and where each of ``index``'s samples is among them.
-    placed = torch.cat([pieces[n][0] for n in numbers if pieces[n][0].numel() > 0])
+    placed = torch.cat([pieces[n][0] for n in numbers])
     column = torch.full((x.shape[0],), -1, dtype=torch.long, device=placed.device)
     column[placed] = torch.arange(placed.numel(), device=placed.device)
     return _concatenate(results, generator.initial_seed(), column[index]), OK, ""
