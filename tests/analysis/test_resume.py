@@ -393,7 +393,9 @@ def test_changed_configuration_or_checkpoint_does_not_reuse_units(uninterrupted,
 
 
 def _recomputed(stderr: str) -> list[str]:
-    return [line for line in stderr.splitlines() if line.startswith("recomputing ")]
+    # A line may follow the progress bar's redraw ("\r") on the same terminal line.
+    lines = stderr.replace("\r", "\n").splitlines()
+    return [line for line in lines if line.startswith("recomputing ")]
 
 
 def test_planted_or_damaged_units_never_stop_the_audit(uninterrupted, tmp_path):
