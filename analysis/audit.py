@@ -74,7 +74,9 @@ from attacks.presets import for_stochastic_model
 from attacks.result import plain
 from attacks.suite import Memo
 from checkpoints import CheckpointError, LoadedCheckpoint, load_checkpoint
-from checkpoints.boundary import (
+from checkpoints.cli import add_description_arguments, description_from_arguments, say_flag_notes
+from checkpoints.datasets import Dataset, DatasetError, load_dataset
+from core.boundary import (
     EXIT_GATE_FAILED,
     EXIT_OK,
     InputError,
@@ -84,8 +86,6 @@ from checkpoints.boundary import (
     run_command,
     writing,
 )
-from checkpoints.cli import add_description_arguments, description_from_arguments, say_flag_notes
-from checkpoints.datasets import Dataset, DatasetError, load_dataset
 from reports.compare import write_comparison
 from reports.document import (
     AttackRecord,

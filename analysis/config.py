@@ -50,7 +50,7 @@ from attacks import (
 )
 from attacks.presets import STANDARD_EPSILONS, SUITE_OPTIONS, SWEEP_PARAMS
 from attacks.registry import ParameterTypeError, check_keys
-from checkpoints.boundary import load_toml
+from core.boundary import load_toml
 from flatness import FlatnessConfig
 
 __all__ = [

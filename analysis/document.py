@@ -35,8 +35,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from analysis.stats import wilson_interval
-from checkpoints.boundary import atomic_write_bytes, load_json
+from core.boundary import atomic_write_bytes, load_json
+from core.stats import wilson_interval
 from reports.document import DocumentError  # one error, whichever of the two readers finds it
 
 __all__ = [

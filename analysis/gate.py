@@ -29,9 +29,9 @@ from typing import Any
 import torch
 
 from analysis.document import DocumentError, read_document, write_json
-from analysis.stats import paired_drop_interval
 from attacks.worstcase import robust_after
-from checkpoints.boundary import (
+from checkpoints.datasets import UNNAMED
+from core.boundary import (
     EXIT_GATE_FAILED,
     EXIT_OK,
     InputError,
@@ -41,7 +41,7 @@ from checkpoints.boundary import (
     run_command,
     writing,
 )
-from checkpoints.datasets import UNNAMED
+from core.stats import paired_drop_interval
 from reports.document import AuditResult, NormResult
 
 __all__ = [

@@ -24,8 +24,8 @@ from torch import Tensor
 
 from analysis.conventions import ConventionTrial
 from analysis.probes import ModelProbes
-from analysis.stats import binomial_tail, mcnemar_exact
 from attacks import AttackRecord, Family, NormOutcome, SuiteResult, list_attacks, registry
+from core.stats import binomial_tail, mcnemar_exact
 
 __all__ = ["CHECKS", "Evidence", "Finding", "Status", "run_checks", "verdict"]
 

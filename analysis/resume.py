@@ -50,7 +50,7 @@ from typing import Any, TypeVar
 
 import torch
 
-from checkpoints.boundary import (
+from core.boundary import (
     InputError,
     atomic_write_bytes,
     one_line,
@@ -361,7 +361,7 @@ class FolderLock:
 
     def remove_stale_temporaries(self) -> list[Path]:
         """Remove the temporary files an audit killed while writing left in the folder and
-        its ``.partial/`` (``checkpoints.boundary.remove_stale_temporaries``); the lock makes
+        its ``.partial/`` (``core.boundary.remove_stale_temporaries``); the lock makes
         sure no other audit is writing them."""
         if self._handle is None:
             raise RuntimeError(f"{self.folder} is no longer locked by this process")

@@ -12,7 +12,7 @@ prints:
 - each robust accuracy: the audit's reliable one (per-sample worst case over all its
   attacks) and AutoAttack's;
 - the discordant counts: samples only the audit broke, samples only AutoAttack broke; the
-  exact one-sided McNemar p-value that AutoAttack breaks more (``analysis.stats``), and the
+  exact one-sided McNemar p-value that AutoAttack breaks more (``core.stats``), and the
   95 % paired interval of the difference audit − AutoAttack in robust accuracy;
 - which AutoAttack component broke the samples the audit missed, and which audit attack broke
   those AutoAttack missed;
@@ -76,11 +76,11 @@ from torch import Tensor, nn
 from analysis.audit import evaluation_set
 from analysis.config import EOT_SAMPLES
 from analysis.probes import probe_model
-from analysis.stats import mcnemar_exact, paired_drop_interval
 from attacks import Bounds, Norm, SuiteResult, preset, run_suite
 from attacks.presets import STANDARD_EPSILONS, for_stochastic_model
 from checkpoints import load_checkpoint
 from checkpoints.cli import add_description_arguments, description_from_arguments, say_flag_notes
+from core.stats import mcnemar_exact, paired_drop_interval
 from torchutil import make_generator
 
 ZOO = Path(__file__).resolve().parents[1] / "checkpoints" / "zoo"

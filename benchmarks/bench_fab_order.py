@@ -35,12 +35,12 @@ import torch
 from torch import Tensor, nn
 
 from analysis.audit import evaluation_set
-from analysis.stats import mcnemar_exact, paired_drop_interval
 from attacks import Bounds, Norm, preset, run_suite
 from attacks.presets import STANDARD_EPSILONS, AttackSpec
 from attacks.suite import run_attack_spec
 from checkpoints import load_checkpoint
 from checkpoints.cli import add_description_arguments, description_from_arguments
+from core.stats import mcnemar_exact, paired_drop_interval
 from torchutil import make_generator
 
 ZOO = Path(__file__).resolve().parents[1] / "checkpoints" / "zoo"

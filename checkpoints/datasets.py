@@ -54,7 +54,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from checkpoints.boundary import (
+from core.boundary import (
     DEFLATE_MAX_RATIO,
     INPUT_LIMITS,
     check_archive,

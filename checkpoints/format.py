@@ -55,7 +55,6 @@ from checkpoints.architectures import (
     get_architecture,
     vgg_classifier_slots,
 )
-from checkpoints.boundary import atomic_write_bytes, check_archive, open_input
 from checkpoints.layers import LayerSpec, family_layers, found_layer_spec, layer_defaults
 from checkpoints.spec import (
     CheckpointSpec,
@@ -69,6 +68,7 @@ from checkpoints.spec import (
     sidecar_path,
 )
 from checkpoints.usermodel import ModelReference, UserModelError, build_user_model
+from core.boundary import atomic_write_bytes, check_archive, open_input
 
 __all__ = [
     "FORMAT_NAME",
@@ -135,7 +135,7 @@ class LoadedCheckpoint:
 
 def _open(path: str | Path) -> IO[bytes]:
     """The checkpoint, open for reading once known to be a regular file within the limit of
-    a checkpoint (``checkpoints.boundary.INPUT_LIMITS``)."""
+    a checkpoint (``core.boundary.INPUT_LIMITS``)."""
     return open_input(path, "checkpoint", CheckpointError)
 
 
@@ -362,7 +362,7 @@ def _archive_records(path: Path) -> list[str] | None:
 
     Raises:
         CheckpointError: an entry declares more than the file can hold (see
-            ``checkpoints.boundary.check_archive``).
+            ``core.boundary.check_archive``).
     """
     with _open(path) as handle:
         # Unreadable for zipfile (None): torch.load (weights only) judges it and refuses it.

@@ -31,14 +31,6 @@ from pathlib import Path
 from torch import Tensor
 
 from checkpoints.architectures import architecture_names, get_architecture
-from checkpoints.boundary import (
-    EXIT_INPUT,
-    EXIT_WOULD_NOT_LOAD,
-    OneLineParser,
-    one_line,
-    open_input,
-    run_command,
-)
 from checkpoints.cli import add_description_arguments, description_from_arguments
 from checkpoints.format import (
     FORMAT_NAME,
@@ -57,6 +49,14 @@ from checkpoints.format import (
 from checkpoints.layers import layer_kinds
 from checkpoints.spec import Description, read_sidecar, sidecar_path
 from checkpoints.usermodel import check_source
+from core.boundary import (
+    EXIT_INPUT,
+    EXIT_WOULD_NOT_LOAD,
+    OneLineParser,
+    one_line,
+    open_input,
+    run_command,
+)
 
 __all__ = ["describe_archive", "describe_weights", "main"]
 

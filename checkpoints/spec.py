@@ -14,9 +14,9 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from checkpoints.boundary import load_json, load_toml
 from checkpoints.layers import LayerSpec
 from checkpoints.usermodel import ModelReference, parse_model_kwargs, parse_model_reference
+from core.boundary import load_json, load_toml
 
 __all__ = [
     "DATASET_DEFAULTS",

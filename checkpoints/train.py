@@ -26,11 +26,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from checkpoints.boundary import check_writable, load_json, writing
 from checkpoints.datasets import DatasetError, load_dataset
 from checkpoints.format import CheckpointError, file_sha256, save_checkpoint, weights_sha256
 from checkpoints.layers import LayerSpec
 from checkpoints.spec import DATASET_DEFAULTS, CheckpointSpec, normalization_for
+from core.boundary import check_writable, load_json, writing
 
 __all__ = [
     "MASKED_ZOO",

@@ -11,9 +11,9 @@ def _drop_current_folder() -> None:
     named like one of the toolkit's packages (a `checkpoints/` of model files, a user's own
     `reports` package) would be imported instead of it. The commands import nothing from the
     current folder (their console scripts never have it on sys.path), so it goes, as with
-    `python -P`; sys.argv[0] is "-m" until the module is found. analysis/__init__.py and
-    reports/__init__.py hold this same function: nothing of the toolkit can be imported safely
-    before it has run.
+    `python -P`; sys.argv[0] is "-m" until the module is found. analysis/__init__.py,
+    checkpoints/__init__.py and reports/__init__.py hold this same function: nothing of the
+    toolkit can be imported safely before it has run.
     """
     if sys.argv[:1] != ["-m"] or not any(arg.startswith(f"{__name__}.") for arg in sys.orig_argv):
         return

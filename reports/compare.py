@@ -40,8 +40,7 @@ from markupsafe import Markup
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, NullFormatter
 
-from analysis.stats import wilson_interval  # pure standard library, no torch
-from checkpoints.boundary import (
+from core.boundary import (
     InputError,
     OneLineParser,
     atomic_write_text,
@@ -49,6 +48,7 @@ from checkpoints.boundary import (
     run_command,
     writing,
 )
+from core.stats import wilson_interval
 from reports import plots
 from reports.document import (
     AttackRecord,

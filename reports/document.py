@@ -46,7 +46,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from checkpoints.boundary import load_json
+from core.boundary import load_json
 
 __all__ = [
     "AUTOATTACK_STANDARD",

@@ -27,7 +27,7 @@ import jinja2
 import pandas as pd
 from markupsafe import Markup
 
-from checkpoints.boundary import (
+from core.boundary import (
     EXIT_OK,
     InputError,
     OneLineParser,

@@ -22,8 +22,8 @@ from typing import Any
 
 import pandas as pd
 
-from analysis.stats import wilson_interval  # pure standard library, no torch
-from checkpoints.boundary import atomic_write_text
+from core.boundary import atomic_write_text
+from core.stats import wilson_interval
 from reports import evidence
 from reports.document import (
     AttackRecord,

@@ -26,10 +26,20 @@ from typing import Any
 import pytest
 
 import analysis
+import checkpoints
 import reports
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ("analysis", "attacks", "benchmarks", "checkpoints", "flatness", "reports", "torchutil")
+PACKAGES = (
+    "analysis",
+    "attacks",
+    "benchmarks",
+    "checkpoints",
+    "core",
+    "flatness",
+    "reports",
+    "torchutil",
+)
 # Written down from the README, not read from pyproject.toml: console script -> module.
 COMMANDS = {
     "robaudit": "analysis.audit",
@@ -156,18 +166,19 @@ def test_console_scripts_are_declared_and_installed() -> None:
     assert installed == declared, "the installed scripts are stale: rerun make install"
 
 
-def test_both_packages_drop_the_current_folder_alike() -> None:
+def test_the_command_packages_drop_the_current_folder_alike() -> None:
     # The function cannot be shared (nothing of the toolkit is safe to import before it ran),
-    # so its two copies must not drift apart.
+    # so its copies in the three packages whose modules are commands must not drift apart.
     ours = inspect.getsource(analysis._drop_current_folder)
     assert ours == inspect.getsource(reports._drop_current_folder)
+    assert ours == inspect.getsource(checkpoints._drop_current_folder)
 
 
 def test_packages_come_from_the_installation(install: Install, tmp_path: Path) -> None:
     # Folders without __init__.py in the current folder (first on sys.path) lose to the
     # installed packages; in the wheel's environment those are the wheel's, not the sources.
     folder = _project_folder(tmp_path / "project")
-    names = ("analysis", "checkpoints", "reports")  # the ones that import without torch
+    names = ("analysis", "checkpoints", "core", "reports")  # the ones that import without torch
     code = f"import {', '.join(names)}; " + "; ".join(f"print({name}.__file__)" for name in names)
     located = _run([install.python, "-c", code], folder)
     assert located.returncode == 0, located.stderr

@@ -26,14 +26,14 @@ from torch import Tensor, nn
 
 from analysis import audit, gate
 from checkpoints import inspect
-from checkpoints.boundary import (
+from checkpoints.train import ZOO_DIR
+from core.boundary import (
     EXIT_INPUT,
     EXIT_INTERNAL,
     EXIT_INTERRUPTED,
     atomic_write_text,
     run_command,
 )
-from checkpoints.train import ZOO_DIR
 from reports.document import DocumentError
 
 ZOO = ZOO_DIR / "digits-mlp-none.pt"
@@ -907,7 +907,7 @@ def test_a_costly_suite_runs_with_its_estimate(tmp_path, capsys, monkeypatch):
 
 def test_a_result_document_nests_as_deep_as_its_limit_says(result_document):
     """The result limit's reason: a document nests 9 deep (its limit allows 32)."""
-    from checkpoints.boundary import INPUT_LIMITS
+    from core.boundary import INPUT_LIMITS
 
     def depth(value: object) -> int:
         if isinstance(value, dict):

@@ -29,8 +29,8 @@ from analysis.audit import main as audit_main
 from analysis.config import build_suite
 from analysis.resume import LOCK, PARTIAL, FolderBusy, FolderLock, UnitCache
 from checkpoints import load_checkpoint
-from checkpoints.boundary import EXIT_INPUT, EXIT_TERMINATED, TEMPORARY_NAME
 from checkpoints.train import ZOO_DIR
+from core.boundary import EXIT_INPUT, EXIT_TERMINATED, TEMPORARY_NAME
 
 ZOO = ZOO_DIR / "digits-mlp-qsd.pt"
 ROOT = Path(__file__).resolve().parents[2]

@@ -357,7 +357,7 @@ def test_native_square_breaks_what_pyautoattacks_breaks_on_a_zoo_model(norm: str
     batch), same queries, on MNIST samples of a LeNet-5 at a radius where both break about
     half: neither breaks significantly more (paired, exact McNemar), and the queries of what
     both break have medians within a factor of 2."""
-    from analysis.stats import mcnemar_exact
+    from core.stats import mcnemar_exact
 
     checkpoint = zoo_checkpoint("mnist-lenet5-dropout.pt")
     data = mnist_test()
@@ -480,8 +480,8 @@ def test_top_targets_match_pyautoattack_apgd_t_on_a_zoo_model(norm: str) -> None
     samples a plain PGD-CE left robust: neither may break significantly more (paired)."""
     from pyautoattack.autopgd_base import APGDAttack_targeted
 
-    from analysis.stats import mcnemar_exact
     from checkpoints.datasets import load_dataset
+    from core.stats import mcnemar_exact
 
     checkpoint = zoo_checkpoint("digits-mlp-dropout.pt")
     model = checkpoint.model

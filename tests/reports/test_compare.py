@@ -20,7 +20,7 @@ import pandas as pd
 import pytest
 from browser import Browser, colour_count, require_browser
 
-from analysis.stats import wilson_interval
+from core.stats import wilson_interval
 from reports import compare
 
 ROOT = Path(__file__).resolve().parents[2]

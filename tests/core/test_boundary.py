@@ -1,4 +1,4 @@
-"""The command boundary (``checkpoints.boundary``).
+"""The command boundary (``core.boundary``).
 
 The atomic writer's temporary files: one left by a writer killed before its rename is removed,
 one still being written is not, and nothing else is.
@@ -25,8 +25,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from checkpoints import boundary
-from checkpoints.boundary import (
+from core import boundary
+from core.boundary import (
     DEFLATE_MAX_RATIO,
     INPUT_LIMITS,
     TEMPORARY_NAME,
@@ -49,7 +49,7 @@ ROOT = Path(__file__).resolve().parents[2]
 _STOPPED_WRITER = """
 import sys, time
 from pathlib import Path
-from checkpoints import boundary
+from core import boundary
 
 def stop(source, target):
     print("written", flush=True)
@@ -188,7 +188,7 @@ def test_a_huge_sparse_file_is_refused_without_reading_it(tmp_path):
         handle.truncate(INPUT_LIMITS["result"].max_bytes + 1)
     script = (
         "import resource, sys\n"
-        "from checkpoints.boundary import load_json\n"
+        "from core.boundary import load_json\n"
         "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
         "try:\n"
         "    load_json(sys.argv[1], 'result')\n"

@@ -7,7 +7,7 @@ import math
 import pytest
 import scipy.stats
 
-from analysis.stats import binomial_tail, mcnemar_exact, paired_drop_interval, wilson_interval
+from core.stats import binomial_tail, mcnemar_exact, paired_drop_interval, wilson_interval
 
 
 @pytest.mark.parametrize(("k", "n"), [(0, 10), (3, 10), (10, 10), (480, 1000), (1, 1000)])

@@ -1,0 +1,2 @@
+"""The torch-free bottom layer that every other package imports: the command boundary (exit
+statuses, signals, one-line errors, bounded input, atomic writes) and exact statistics."""
