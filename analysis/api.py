@@ -40,7 +40,7 @@ from checkpoints.datasets import (
 from checkpoints.format import weights_sha256
 from checkpoints.layers import found_layer_spec
 from checkpoints.spec import parse_dataset, parse_normalization
-from reports.document import AuditResult
+from core.document import AuditResult
 from reports.html import write_report
 
 __all__ = ["Epsilons", "audit_model"]
@@ -125,7 +125,7 @@ def audit_model(
         report: with ``out``, write the HTML report too.
 
     Returns:
-        The typed result (``reports.document.AuditResult``): ``.verdict``, ``.findings``,
+        The typed result (``core.document.AuditResult``): ``.verdict``, ``.findings``,
         ``.clean_accuracy``, ``.robustness.norms[i].reliable_robust_accuracy``, ``.flatness``
         and the provenance, which names the model's class and the sha256 of its state_dict.
 

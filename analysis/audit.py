@@ -86,8 +86,7 @@ from core.boundary import (
     run_command,
     writing,
 )
-from reports.compare import write_comparison
-from reports.document import (
+from core.document import (
     AttackRecord,
     AuditResult,
     FisherRaoEstimate,
@@ -96,6 +95,7 @@ from reports.document import (
     TraceEstimate,
     read_result,
 )
+from reports.compare import write_comparison
 from reports.html import write_report
 from reports.tables import parse_formats, preset_caveat, write_tables
 from torchutil import BatchChoice, distributed, full_precision, make_generator

@@ -36,8 +36,13 @@ import torch
 from torch import Tensor
 
 from core.boundary import atomic_write_bytes, load_json
+from core.document import (  # one error and one version list, whichever reader finds it
+    NONFINITE_TOKENS,
+    READABLE_VERSIONS,
+    SCHEMA_VERSION,
+    DocumentError,
+)
 from core.stats import wilson_interval
-from reports.document import DocumentError  # one error, whichever of the two readers finds it
 
 __all__ = [
     "SCHEMA_PATH",
@@ -58,29 +63,7 @@ __all__ = [
     "write_json",
 ]
 
-SCHEMA_VERSION = "1.8"
 SCHEMA_PATH = Path(__file__).resolve().parent / "audit.schema.json"
-# 1.1 adds fields (success_step, attack statuses and failures, exact examples per epsilon, the
-# new probes) and changes none of 1.0's, which is all the gate reads of a result or baseline.
-# 1.2 writes NaN and infinite numbers as strings (``NONFINITE_TOKENS``; 1.1 had null or no
-# document at all) and adds the non-finite counts; the fields the gate reads are unchanged.
-# 1.3 adds flatness with the dropout-family layers active (``flatness.active_layers``) and the
-# clean margins and input-gradient norms per sample (``probes``); nothing else changes.
-# 1.4 adds the batch sizes the audit chose for the machine (``provenance.batch_sizes``).
-# 1.5 adds the number of processes the audit ran in (``provenance.world_size``).
-# 1.6 adds where a model of the user's own came from (``provenance.model_source``) and why some
-# dropout-family layers have no activation statistics (``activations_note``).
-# 1.7 adds where the normalisation and the bounds came from (``checkpoint.normalization_source``,
-# ``checkpoint.bounds_source``).
-# 1.8 adds how each flatness estimate was obtained: what stopped it (``stopped_by``: its target
-# precision, its budget, or one pass over every sample), the draws of mini-batches behind the
-# Fisher-Rao norms and the Hessian trace (``num_draws``, ``minibatch_size``), and the own sample
-# of the landscapes and the spectral density (``sample_size``); the density's runs now stop at
-# a target (``rel_stderr``). Older fields keep their meaning.
-_READABLE = ("1.0", "1.1", "1.2", "1.3", "1.4", "1.5", "1.6", "1.7", "1.8")
-
-NONFINITE_TOKENS = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
-"""How the document writes each non-finite number, and the float each string reads back as."""
 
 
 def bits(mask: Tensor) -> str | list[str]:
@@ -218,9 +201,10 @@ def read_document(path: str | Path) -> dict[str, Any]:
     if not isinstance(document, dict):
         raise DocumentError(f"{path} is not an audit document (expected a JSON object)")
     version = document.get("schema_version")
-    if version not in _READABLE:
+    if version not in READABLE_VERSIONS:
         raise DocumentError(
-            f"{path} has schema_version {version!r}; this toolkit reads {', '.join(_READABLE)}. "
+            f"{path} has schema_version {version!r}; this toolkit reads "
+            f"{', '.join(READABLE_VERSIONS)}. "
             "Re-run the audit with this version, or use the toolkit version that wrote it"
         )
     return decode_nonfinite(document)  # type: ignore[no-any-return]

@@ -41,8 +41,8 @@ from core.boundary import (
     run_command,
     writing,
 )
+from core.document import AuditResult, NormResult
 from core.stats import paired_drop_interval
-from reports.document import AuditResult, NormResult
 
 __all__ = [
     "Case",

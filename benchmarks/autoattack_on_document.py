@@ -33,7 +33,7 @@ from attacks import Norm
 from benchmarks.bench_autoattack import ALPHA, PairedOutcome, run_autoattack
 from checkpoints import load_checkpoint
 from checkpoints.cli import add_description_arguments, description_from_arguments, say_flag_notes
-from reports.document import read_result
+from core.document import read_result
 from torchutil import full_precision
 
 

@@ -15,7 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-from reports.document import read_result
+from core.document import read_result
 from reports.html import render
 
 

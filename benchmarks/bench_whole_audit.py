@@ -52,7 +52,7 @@ from benchmarks.bench_autoattack import (
 )
 from checkpoints import load_checkpoint
 from checkpoints.cli import description_from_arguments, say_flag_notes
-from reports.document import AuditResult
+from core.document import AuditResult
 from torchutil import make_generator
 
 NORMS = (Norm.LINF, Norm.L2)

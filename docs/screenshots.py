@@ -37,7 +37,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests" / "reports")]
 
 from browser import Browser, missing  # noqa: E402  (the harness lives with the tests)
 
-from reports.document import AuditResult, read_result  # noqa: E402
+from core.document import AuditResult, read_result  # noqa: E402
 from reports.tables import alone_accuracy  # noqa: E402
 
 ZOO = ROOT / "checkpoints" / "zoo"

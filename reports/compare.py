@@ -19,7 +19,7 @@ masked ones tens of points.
 Documents that were not audited alike (other datasets, samples, suites, epsilons or attack
 lists) are compared under a visible warning, which is also printed on stderr.
 
-Everything is rendered from the documents alone through :mod:`reports.document` (never
+Everything is rendered from the documents alone through :mod:`core.document` (never
 torch): self-contained HTML (inline CSS and SVG, no JavaScript), jinja2 autoescape on every
 text from a document, and byte-identical output for the same documents.
 """
@@ -48,9 +48,7 @@ from core.boundary import (
     run_command,
     writing,
 )
-from core.stats import wilson_interval
-from reports import plots
-from reports.document import (
+from core.document import (
     AttackRecord,
     AuditResult,
     DocumentError,
@@ -59,6 +57,8 @@ from reports.document import (
     Sweep,
     read_result,
 )
+from core.stats import wilson_interval
+from reports import plots
 from reports.html import environment, stylesheet
 from reports.layout import (
     CELL_PADDING,

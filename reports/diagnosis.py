@@ -15,9 +15,9 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from core.document import AttackRecord, AuditResult, Finding
 from reports import tables
 from reports.checks import CHECK_HELP
-from reports.document import AttackRecord, AuditResult, Finding
 
 __all__ = ["UNDERFLOW_MARGIN", "Mechanism", "diagnose"]
 

@@ -36,10 +36,10 @@ from core.boundary import (
     run_command,
     writing,
 )
+from core.document import AuditResult, DocumentError, read_result
 from reports import evidence, layout, plots, tables
 from reports.checks import CHECK_HELP, CheckHelp
 from reports.diagnosis import diagnose
-from reports.document import AuditResult, DocumentError, read_result
 
 __all__ = [
     "FindingView",

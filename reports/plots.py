@@ -26,8 +26,8 @@ import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.ticker import FuncFormatter, NullFormatter  # noqa: E402
 
+from core.document import AuditResult, Example, NormResult, Sweep  # noqa: E402
 from reports.diagnosis import UNDERFLOW_MARGIN  # noqa: E402
-from reports.document import AuditResult, Example, NormResult, Sweep  # noqa: E402
 from reports.tables import alone_accuracy, new_breaks, norm_label  # noqa: E402
 
 __all__ = [

@@ -23,9 +23,7 @@ from typing import Any
 import pandas as pd
 
 from core.boundary import atomic_write_text
-from core.stats import wilson_interval
-from reports import evidence
-from reports.document import (
+from core.document import (
     AttackRecord,
     AuditResult,
     BatchSize,
@@ -34,6 +32,8 @@ from reports.document import (
     NormResult,
     Proportion,
 )
+from core.stats import wilson_interval
+from reports import evidence
 
 __all__ = [
     "FORMATS",

@@ -22,7 +22,7 @@ from checkpoints import load_checkpoint
 from checkpoints.datasets import load_dataset
 from checkpoints.format import weights_sha256
 from checkpoints.train import ZOO_DIR
-from reports.document import AuditResult
+from core.document import AuditResult
 
 ROOT = Path(__file__).resolve().parents[2]
 ZOO = ZOO_DIR / "digits-mlp-dropout.pt"

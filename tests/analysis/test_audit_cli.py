@@ -15,7 +15,7 @@ from analysis.audit import main, select_samples, summary_lines
 from analysis.gate import baseline_from
 from attacks import ChunkedModel
 from checkpoints.train import ZOO_DIR
-from reports.document import AuditResult
+from core.document import AuditResult
 
 MANIFEST = json.loads((ZOO_DIR / "manifest.json").read_text())["checkpoints"]
 FAST = ["--preset", "quick", "--no-flatness", "--quiet"]

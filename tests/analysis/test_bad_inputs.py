@@ -34,7 +34,7 @@ from core.boundary import (
     atomic_write_text,
     run_command,
 )
-from reports.document import DocumentError
+from core.document import DocumentError
 
 ZOO = ZOO_DIR / "digits-mlp-none.pt"
 LENET = ZOO_DIR / "mnist-lenet5-dropout.pt"

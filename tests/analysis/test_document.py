@@ -135,7 +135,7 @@ def test_differences_allow_float32_rounding_of_a_figure_near_zero():
 
 
 def test_the_readme_states_the_schema_version_the_code_writes():
-    from reports.document import READABLE_VERSIONS
+    from core.document import READABLE_VERSIONS
 
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     stated = re.search(r"carries a `schema_version`, now `([0-9.]+)`", readme)

@@ -15,7 +15,7 @@ from analysis.gate import baseline_from, compare
 from analysis.gate import main as gate_main
 from checkpoints import load_checkpoint, save_checkpoint
 from checkpoints.train import ZOO_DIR
-from reports.document import AuditResult
+from core.document import AuditResult
 
 AUDIT = ["--preset", "quick", "--no-flatness", "--num-samples", "120", "--quiet"]
 

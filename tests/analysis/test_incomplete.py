@@ -25,8 +25,8 @@ from analysis.redflags import INCOMPLETE, Finding, Status, verdict
 from checkpoints import load_checkpoint
 from checkpoints.datasets import load_dataset
 from checkpoints.train import ZOO_DIR
+from core.document import read_result
 from reports.compare import write_comparison
-from reports.document import read_result
 from reports.html import write_report
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -21,7 +21,7 @@ from analysis.redflags import CHECKS
 from checkpoints import load_checkpoint, save_checkpoint
 from checkpoints.train import MASKED_ZOO, ZOO_DIR, train
 from checkpoints.train import ZOO as ZOO_CONFIGS
-from reports.document import AuditResult
+from core.document import AuditResult
 
 
 @pytest.fixture(scope="session")

@@ -13,9 +13,9 @@ from report_fixtures import document
 
 from analysis.audit import summary_lines
 from analysis.config import active_flatness_config, flatness_config
+from core.document import AuditResult
 from flatness import measure
 from reports import tables
-from reports.document import AuditResult
 from reports.html import render
 
 

@@ -15,10 +15,10 @@ from report_fixtures import Page, close, document, numbers, result
 
 from analysis import audit
 from analysis.redflags import CHECKS
+from core.document import AuditResult
 from reports import evidence, html, tables
 from reports.checks import CHECK_HELP
 from reports.diagnosis import diagnose
-from reports.document import AuditResult
 
 ROOT = Path(__file__).resolve().parents[2]
 _FLAGGED = ("fail", "warn")

@@ -18,8 +18,8 @@ from browser import Browser, require_browser
 from report_fixtures import BROKEN, broken, zoo_audits
 
 from analysis.document import write_json
+from core.document import read_result
 from reports import compare
-from reports.document import read_result
 from reports.html import write_report
 
 WINDOW = (1280, 800)

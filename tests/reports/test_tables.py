@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 from report_fixtures import close, document, numbers, result
 
+from core.document import AuditResult
 from reports import tables
-from reports.document import AuditResult
 
 
 @pytest.fixture(scope="module")

@@ -50,7 +50,9 @@ from core.boundary import load_json
 
 __all__ = [
     "AUTOATTACK_STANDARD",
+    "NONFINITE_TOKENS",
     "READABLE_VERSIONS",
+    "SCHEMA_VERSION",
     "ActivationStats",
     "AttackRecord",
     "AuditResult",
@@ -83,11 +85,32 @@ __all__ = [
     "read_result",
 ]
 
+SCHEMA_VERSION = "1.8"
+"""The schema version this toolkit writes."""
+# 1.1 adds fields (success_step, attack statuses and failures, exact examples per epsilon, the
+# new probes) and changes none of 1.0's, which is all the gate reads of a result or baseline.
+# 1.2 writes NaN and infinite numbers as strings (``NONFINITE_TOKENS``; 1.1 had null or no
+# document at all) and adds the non-finite counts; the fields the gate reads are unchanged.
+# 1.3 adds flatness with the dropout-family layers active (``flatness.active_layers``) and the
+# clean margins and input-gradient norms per sample (``probes``); nothing else changes.
+# 1.4 adds the batch sizes the audit chose for the machine (``provenance.batch_sizes``).
+# 1.5 adds the number of processes the audit ran in (``provenance.world_size``).
+# 1.6 adds where a model of the user's own came from (``provenance.model_source``) and why some
+# dropout-family layers have no activation statistics (``activations_note``).
+# 1.7 adds where the normalisation and the bounds came from (``checkpoint.normalization_source``,
+# ``checkpoint.bounds_source``).
+# 1.8 adds how each flatness estimate was obtained: what stopped it (``stopped_by``: its target
+# precision, its budget, or one pass over every sample), the draws of mini-batches behind the
+# Fisher-Rao norms and the Hessian trace (``num_draws``, ``minibatch_size``), and the own sample
+# of the landscapes and the spectral density (``sample_size``); the density's runs now stop at
+# a target (``rel_stderr``). Older fields keep their meaning.
 READABLE_VERSIONS = ("1.0", "1.1", "1.2", "1.3", "1.4", "1.5", "1.6", "1.7", "1.8")
-"""Schema versions this reader understands (the same as ``analysis.document``)."""
+"""Schema versions this toolkit reads (the writer in ``analysis.document`` and this reader)."""
+
+NONFINITE_TOKENS = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
+"""How the document writes each non-finite number, and the float each string reads back as."""
 
 _FIX = "re-create it with python -m analysis.audit (or --update-baseline for a baseline)"
-_NONFINITE = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
 _BITS_PATTERN = re.compile(r"[01]*")
 
 
@@ -150,8 +173,8 @@ def _freeze(value: Any) -> Any:
 
 
 def _number(value: Any, where: str, context: _Context) -> float:
-    if isinstance(value, str) and value in _NONFINITE:
-        return _NONFINITE[value]
+    if isinstance(value, str) and value in NONFINITE_TOKENS:
+        return NONFINITE_TOKENS[value]
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise _error(context, where, 'a number (or "NaN", "Infinity", "-Infinity")', value)
     return float(value)

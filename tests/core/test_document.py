@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from analysis.document import decode_exact, decode_image
-from reports.document import AuditResult, DocumentError, read_result
+from core.document import AuditResult, DocumentError, read_result
 
 ROOT = Path(__file__).resolve().parents[2]
 CHECKPOINT = ROOT / "checkpoints" / "zoo" / "digits-mlp-dropout.pt"
@@ -395,7 +395,7 @@ def test_reader_runs_without_torch_or_numpy(documents: dict[str, Path]) -> None:
         "import sys\n"
         "sys.modules['torch'] = None\n"
         "sys.modules['numpy'] = None\n"
-        "from reports.document import read_result\n"
+        "from core.document import read_result\n"
         f"result = read_result({str(documents['flatness'])!r})\n"
         "print(result.clean_accuracy.count, sum(result.clean_correct), result.verdict)\n"
     )
@@ -431,7 +431,7 @@ def test_the_chain_and_autoattacks_attacks_not_run(
     """What the reliable figure is the worst case over, and which attacks of AutoAttack's
     standard version have no counterpart that ran, with why (written from the document's
     kinds, parameters and statuses)."""
-    from reports.document import AUTOATTACK_STANDARD, autoattack_components
+    from core.document import AUTOATTACK_STANDARD, autoattack_components
 
     assert AUTOATTACK_STANDARD == ("APGD-CE", "APGD-T", "FAB-T", "Square")
     assert autoattack_components("pgd", {"loss": "ce"}) == ()
