@@ -7,13 +7,15 @@ attacks before it left robust, so "attack B broke samples that A missed" is a co
 discordant samples, tested with an exact one-sided binomial test against a small tolerated
 rate. Noise on 1000 samples therefore raises nothing.
 
-Adding a check: write a function ``(Evidence) -> Finding``, decorate it with ``@check``,
-document it in the table of the README, and give the torch-free report its text
-(``reports/checks.py``) and a renderer of its evidence (``reports/evidence.py``).
+Adding a check: declare it in ``core/checks.py`` (its title, what it measures, when it fails,
+its sentences and remedy, read also by the torch-free report), write a function
+``(Evidence) -> Judged`` decorated with ``@check(code)``, document it in the table of the
+README, and give it a renderer of its evidence (``reports/evidence.py``).
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -25,9 +27,10 @@ from torch import Tensor
 from analysis.conventions import ConventionTrial
 from analysis.probes import ModelProbes
 from attacks import AttackRecord, Family, NormOutcome, SuiteResult, list_attacks, registry
+from core.checks import CHECKS as DECLARED
 from core.stats import binomial_tail, mcnemar_exact
 
-__all__ = ["CHECKS", "Evidence", "Finding", "Status", "run_checks", "verdict"]
+__all__ = ["CHECKS", "Evidence", "Finding", "Judged", "Status", "run_checks", "verdict"]
 
 ALPHA = 0.01  # significance level of every paired test
 
@@ -100,16 +103,41 @@ class Evidence:
     conventions: tuple[ConventionTrial, ...] = ()
 
 
+@dataclass(frozen=True)
+class Judged:
+    """What a check found: its status, the numbers behind it, and, where the check words the
+    case itself, its sentence and remedy (None: the ones declared in ``core.checks``)."""
+
+    status: Status
+    evidence: dict[str, Any]
+    explanation: str | None = None
+    remedy: str | None = None
+
+
 Check = Callable[[Evidence], Finding]
 CHECKS: dict[str, Check] = {}
 
 
-def check(code: str) -> Callable[[Check], Check]:
-    """Register a check under ``code``."""
+def check(code: str) -> Callable[[Callable[[Evidence], Judged]], Check]:
+    """Register a check under ``code``, which ``core.checks`` declares: the finding takes its
+    title, kind, default sentences and remedy from there."""
+    spec = DECLARED[code]
 
-    def register(function: Check) -> Check:
-        CHECKS[code] = function
-        return function
+    def register(judge: Callable[[Evidence], Judged]) -> Check:
+        def run(evidence: Evidence) -> Finding:
+            judged = judge(evidence)
+            flagged = judged.status in (Status.WARN, Status.FAIL)
+            explanation = judged.explanation
+            if explanation is None:
+                explanation = spec.flagged if flagged else spec.passed
+            remedy = spec.remedy if judged.remedy is None else judged.remedy
+            return Finding(
+                code, spec.title, judged.status, judged.evidence, explanation, remedy, spec.masking
+            )
+
+        functools.update_wrapper(run, judge)  # its name and docstring
+        CHECKS[code] = run
+        return run
 
     return register
 
@@ -329,7 +357,7 @@ def _clean_accuracy_parts(
 
 
 @check("low-clean-accuracy")
-def low_clean_accuracy(evidence: Evidence) -> Finding:
+def low_clean_accuracy(evidence: Evidence) -> Judged:
     """Clean accuracy near chance, far below what the checkpoint records, or far below what
     the same images score in another input convention: the model most likely sees its inputs
     otherwise than it was trained on them, and every robust accuracy of the audit describes
@@ -342,16 +370,13 @@ def low_clean_accuracy(evidence: Evidence) -> Finding:
     below the recorded accuracy, ``MATERIAL_CONVENTION_GAIN`` gained by another convention,
     and at least ``MATERIAL_SAMPLES`` samples) fails; significant but not material warns.
     """
-    title = "Clean accuracy near chance or below expectation"
     suite = evidence.suite
     if suite is None or suite.num_samples == 0:
-        return Finding(
-            "low-clean-accuracy",
-            title,
+        return Judged(
             Status.NOT_APPLICABLE,
             {},
             "not measured: no clean evaluation ran",
-            masking=False,
+            remedy="",
         )
     correct = suite.clean_correct
     statuses, seen, rows = _clean_accuracy_parts(evidence, correct)
@@ -384,22 +409,15 @@ def low_clean_accuracy(evidence: Evidence) -> Finding:
             "--normalization 0:0.00392157 multiplies [0, 1] pixels by 255), the channel order "
             "(RGB against BGR), or another dataset (--dataset)"
         )
-    return Finding(
-        "low-clean-accuracy",
-        title,
+    return Judged(
         status,
         rows,
         explanation,
-        "Audit the model in the input convention it was trained with: give --normalization "
-        "(imagenet, cifar10, cifar10-torchvision, mnist, or MEAN,..:STD,..) and --bounds as the "
-        "training code had them, and check the channel order and the dataset; until then every "
-        "robust accuracy here is that of a model fed the wrong inputs",
-        masking=False,
     )
 
 
 @check("one-step-beats-iterative")
-def one_step_beats_iterative(evidence: Evidence) -> Finding:
+def one_step_beats_iterative(evidence: Evidence) -> Judged:
     status, rows = _pairwise(
         evidence,
         list_attacks(Family.ONE_STEP),
@@ -408,21 +426,14 @@ def one_step_beats_iterative(evidence: Evidence) -> Finding:
         minimum=3,
         min_effect=0.01,
     )
-    return Finding(
-        "one-step-beats-iterative",
-        "One-step attack beats iterative",
+    return Judged(
         status,
         rows,
-        "FGSM broke samples that the iterative attacks left robust"
-        if status in (Status.WARN, Status.FAIL)
-        else "FGSM found nothing that the iterative attacks missed",
-        "An iterative attack should dominate its single step: check the step size and the "
-        "number of steps, and look for gradient masking (Athalye et al. 2018, 3.1)",
     )
 
 
 @check("black-box-beats-white-box")
-def black_box_beats_white_box(evidence: Evidence) -> Finding:
+def black_box_beats_white_box(evidence: Evidence) -> Judged:
     status, rows = _pairwise(
         evidence,
         list_attacks(Family.BLACK_BOX),
@@ -431,21 +442,14 @@ def black_box_beats_white_box(evidence: Evidence) -> Finding:
         minimum=5,
         min_effect=0.02,
     )
-    return Finding(
-        "black-box-beats-white-box",
-        "Black-box beats white-box",
+    return Judged(
         status,
         rows,
-        "Square broke samples that every gradient attack left robust"
-        if status in (Status.WARN, Status.FAIL)
-        else "Square found little that the gradient attacks missed",
-        "Gradients are uninformative: report the worst case over all attacks (reliable robust "
-        "accuracy) and suspect gradient masking; try BPDA/EOT or a margin loss",
     )
 
 
 @check("random-search-beats-gradient")
-def random_search_beats_gradient(evidence: Evidence) -> Finding:
+def random_search_beats_gradient(evidence: Evidence) -> Judged:
     status, rows = _pairwise(
         evidence,
         list_attacks(Family.RANDOM),
@@ -454,20 +458,14 @@ def random_search_beats_gradient(evidence: Evidence) -> Finding:
         minimum=3,
         min_effect=0.01,
     )
-    return Finding(
-        "random-search-beats-gradient",
-        "Random search beats gradients",
+    return Judged(
         status,
         rows,
-        "random noise in the epsilon ball broke samples that the gradient attacks left robust"
-        if status in (Status.WARN, Status.FAIL)
-        else "random noise found nothing that the gradient attacks missed",
-        "Random sampling should never beat a gradient attack: gradients are masked or broken",
     )
 
 
 @check("targeted-beats-untargeted")
-def targeted_beats_untargeted(evidence: Evidence) -> Finding:
+def targeted_beats_untargeted(evidence: Evidence) -> Judged:
     status, rows = _pairwise(
         evidence,
         list_attacks(Family.TARGETED),
@@ -476,21 +474,14 @@ def targeted_beats_untargeted(evidence: Evidence) -> Finding:
         minimum=5,
         min_effect=0.05,
     )
-    return Finding(
-        "targeted-beats-untargeted",
-        "Targeted beats untargeted",
+    return Judged(
         status,
         rows,
-        "the targeted attack broke many samples the untargeted one left robust"
-        if status in (Status.WARN, Status.FAIL)
-        else "the targeted attack found little beyond the untargeted one",
-        "The untargeted cross-entropy attack is failing (its gradient vanishes or points the "
-        "wrong way); use a margin loss or multi-target attacks and report the worst case",
     )
 
 
 @check("margin-loss-beats-cross-entropy")
-def margin_loss_beats_cross_entropy(evidence: Evidence) -> Finding:
+def margin_loss_beats_cross_entropy(evidence: Evidence) -> Judged:
     """PGD on a margin loss against PGD-CE, its peer, sample by sample (exact McNemar test).
 
     A saturated softmax starves the cross-entropy gradient, not the margin's: AutoAttack's
@@ -534,21 +525,14 @@ def margin_loss_beats_cross_entropy(evidence: Evidence) -> Finding:
                     "peer": peer.label,
                 }
     status = _worst(statuses)
-    return Finding(
-        "margin-loss-beats-cross-entropy",
-        "Margin loss beats cross-entropy",
+    return Judged(
         status,
         rows,
-        "PGD on the margin loss broke more samples than PGD-CE with the same budget"
-        if status in (Status.WARN, Status.FAIL)
-        else "PGD on the margin loss found no more than PGD-CE",
-        "The cross-entropy gradient is starved (a saturated softmax, as with inflated logits): "
-        "report margin-loss (CW/DLR) attacks and the worst case over all attacks",
     )
 
 
 @check("unbounded-attack-below-100")
-def unbounded_attack(evidence: Evidence) -> Finding:
+def unbounded_attack(evidence: Evidence) -> Judged:
     suite = evidence.suite
     rows: dict[str, Any] = {}
     statuses: list[Status] = []
@@ -573,21 +557,14 @@ def unbounded_attack(evidence: Evidence) -> Finding:
             else Status.PASS
         )
     status = _worst(statuses)
-    return Finding(
-        "unbounded-attack-below-100",
-        "Unbounded attack below 100 %",
+    return Judged(
         status,
         rows,
-        "an attack allowed to change the whole image did not reach 100 % success"
-        if status in (Status.WARN, Status.FAIL)
-        else "the unbounded attack reached (nearly) 100 % success",
-        "With an unbounded budget every sample must fall; if not, the attack is failing "
-        "(masked gradients, too few steps) and bounded results are not trustworthy",
     )
 
 
 @check("success-not-increasing-with-epsilon")
-def not_monotonic(evidence: Evidence) -> Finding:
+def not_monotonic(evidence: Evidence) -> Judged:
     suite = evidence.suite
     rows: dict[str, Any] = {}
     statuses: list[Status] = []
@@ -632,16 +609,9 @@ def not_monotonic(evidence: Evidence) -> Finding:
         }
         statuses.append(Status.PASS)
     status = _worst(statuses)
-    return Finding(
-        "success-not-increasing-with-epsilon",
-        "Success not increasing with epsilon",
+    return Judged(
         status,
         rows,
-        "attack success fell, or stalled well below 100 %, as epsilon grew"
-        if status in (Status.WARN, Status.FAIL)
-        else "attack success grows with epsilon",
-        "A larger budget can only help a working attack: non-monotonic success or an early "
-        "plateau means the optimisation is failing",
     )
 
 
@@ -669,15 +639,13 @@ def _gradient_shares(*populations: tuple[float, float | None, int, str], thresho
 
 
 @check("vanishing-gradients")
-def vanishing_gradients(evidence: Evidence) -> Finding:
+def vanishing_gradients(evidence: Evidence) -> Judged:
     if not evidence.probes.input_gradient_exists:
-        return Finding(
-            "vanishing-gradients",
-            "Zero or vanishing gradients",
+        return Judged(
             Status.FAIL,
             {"input_gradient_exists": False, "reason": evidence.probes.input_gradient_note},
             f"the input gradient does not exist: {evidence.probes.input_gradient_note}",
-            "The model's output does not depend differentiably on its input, so every "
+            remedy="The model's output does not depend differentiably on its input, so every "
             "gradient attack is blind: attack it with BPDA (a differentiable approximation of "
             "the cut operation) or gradient-free attacks, and report those",
         )
@@ -709,9 +677,7 @@ def vanishing_gradients(evidence: Evidence) -> Finding:
         status = Status.WARN
     else:
         status = Status.PASS
-    return Finding(
-        "vanishing-gradients",
-        "Zero or vanishing gradients",
+    return Judged(
         status,
         {
             "input_gradient_exists": True,
@@ -729,13 +695,11 @@ def vanishing_gradients(evidence: Evidence) -> Finding:
             (attack_zero, vanishing, int(values.numel()), "attacks' first steps"),
             threshold=threshold,
         ),
-        "Vanishing gradients starve gradient attacks (saturated softmax, quantisation): use a "
-        "margin loss on logits, BPDA, or gradient-free attacks",
     )
 
 
 @check("non-finite-values")
-def nonfinite(evidence: Evidence) -> Finding:
+def nonfinite(evidence: Evidence) -> Judged:
     """NaN or Inf in the model's logits or input gradients, clean or under attack.
 
     Counts samples (clean: the probes' pass and the suite's clean pass; under attack: samples
@@ -803,16 +767,11 @@ def nonfinite(evidence: Evidence) -> Finding:
             "; such samples count as clean errors, and never as broken by an attack"
         )
     else:
-        explanation = "all logits and gradients are finite"
-    return Finding(
-        "non-finite-values",
-        "NaN or Inf in logits or gradients",
+        explanation = None
+    return Judged(
         Status.FAIL if bad else Status.PASS,
         rows,
         explanation,
-        "Non-finite values break attacks silently: find the operation that overflows "
-        "(log of zero, division by zero) and fix it before evaluating",
-        masking=False,
     )
 
 
@@ -825,21 +784,19 @@ FD_MINIMUM = 5
 
 
 @check("gradient-disagrees-with-finite-differences")
-def finite_differences(evidence: Evidence) -> Finding:
+def finite_differences(evidence: Evidence) -> Judged:
     """The share of sample-direction pairs whose directional derivative disagrees with the
     central, forward and backward finite differences at every step size, against
     ``FD_TOLERATED_RATE`` by an exact one-sided binomial test; graded like the pairwise
     checks (significant and material: at least ``FD_MINIMUM`` pairs and ``FD_MATERIAL_RATE``)."""
     probes = evidence.probes
-    title = "Gradients disagree with finite differences"
     if not probes.fd_applicable or probes.fd_informative == 0:
         reason = probes.fd_note if not probes.fd_applicable else "no pair changed measurably"
-        return Finding(
-            "gradient-disagrees-with-finite-differences",
-            title,
+        return Judged(
             Status.NOT_APPLICABLE,
             {"reason": reason},
             f"not measured: {reason}",
+            remedy="",
         )
     disagreeing, pairs = probes.fd_disagreeing, probes.fd_informative
     fraction = disagreeing / pairs
@@ -850,9 +807,7 @@ def finite_differences(evidence: Evidence) -> Finding:
         f"{h:g}: {v:.1%}" for h, v in zip(probes.fd_steps, probes.fd_step_disagreement, strict=True)
     )
     ratio = probes.fd_median_ratio
-    return Finding(
-        "gradient-disagrees-with-finite-differences",
-        title,
+    return Judged(
         status,
         {
             "disagreeing": disagreeing,
@@ -877,13 +832,11 @@ def finite_differences(evidence: Evidence) -> Finding:
             if ratio is not None and status in (Status.WARN, Status.FAIL)
             else ""
         ),
-        "The backward pass does not describe the function (shattered gradients, a "
-        "non-differentiable or custom-gradient layer): use BPDA or gradient-free attacks",
     )
 
 
 @check("stochastic-model")
-def stochastic_model(evidence: Evidence) -> Finding:
+def stochastic_model(evidence: Evidence) -> Judged:
     """Repeated forward passes on the same inputs differ. When they change a decision on a
     clean input the classifier itself is random: a deterministic function never flips, so one
     flip proves it, without a threshold. Every accuracy the audit reports, clean and robust, is
@@ -898,17 +851,13 @@ def stochastic_model(evidence: Evidence) -> Finding:
         "prediction_flip_fraction": probes.prediction_flip_fraction,
         "eot_samples": evidence.eot_samples,
     }
-    title = "Stochastic model"
     if not probes.stochastic:
-        return Finding(
-            "stochastic-model",
-            title,
+        return Judged(
             Status.PASS,
             rows,
             f"{probes.num_repeats} forward passes of {probes.repeat_samples} samples give "
             "identical logits",
-            "",
-            masking=False,
+            remedy="",
         )
     seen = (
         f"{probes.num_repeats} forward passes of {probes.repeat_samples} clean samples differ "
@@ -916,33 +865,25 @@ def stochastic_model(evidence: Evidence) -> Finding:
     )
     eot = f"gradients were averaged over {evidence.eot_samples} passes (EOT)"
     if probes.prediction_flips:
-        return Finding(
-            "stochastic-model",
-            title,
+        return Judged(
             Status.FAIL,
             rows,
             f"{seen} and change the prediction of {probes.prediction_flips} "
             f"({probes.prediction_flip_fraction:.1%}): the classifier is random, so every "
             f"accuracy here is one draw judged by one pass; {eot}",
-            "Make the model deterministic at test time (eval() on every layer, no random "
+            remedy="Make the model deterministic at test time (eval() on every layer, no random "
             "transform in forward), or evaluate it as a randomised defence: robust accuracy as "
             "an expectation over many passes, with EOT attacks (AutoAttack's version='rand')",
-            masking=False,
         )
-    return Finding(
-        "stochastic-model",
-        title,
+    return Judged(
         Status.WARN,
         rows,
         f"{seen} without changing a prediction; {eot}",
-        "Randomised models mask gradients: keep EOT on and read robust accuracy as an "
-        "expectation over the randomness",
-        masking=False,
     )
 
 
 @check("batch-dependent-outputs")
-def batch_dependent_outputs(evidence: Evidence) -> Finding:
+def batch_dependent_outputs(evidence: Evidence) -> Judged:
     """A sample's logits change with the other samples in its batch (batch norm in train mode,
     a max over the batch): the attacks batch samples, so they attack another function than the
     one evaluated. A deterministic model fails when any sample changes beyond the probe's
@@ -959,17 +900,14 @@ def batch_dependent_outputs(evidence: Evidence) -> Finding:
         "differing": probes.batch_differing,
         "prediction_flips": probes.batch_prediction_flips,
     }
-    title = "Outputs depend on the batch"
     if probes.batch_compared == 0:
-        return Finding(
-            "batch-dependent-outputs",
-            title,
+        return Judged(
             Status.NOT_APPLICABLE,
             rows,
             "not measured: the model raised on every sample alone and in pairs"
             if probes.batch_composition == "refused"
             else "no sample had finite logits in both compositions",
-            masking=False,
+            remedy="",
         )
     if probes.stochastic:
         compared, grouped = probes.batch_grouped_compared, probes.batch_grouped
@@ -989,50 +927,31 @@ def batch_dependent_outputs(evidence: Evidence) -> Finding:
             f"the batch (largest change {probes.batch_max_relative_difference:.3g}; "
             f"{probes.batch_prediction_flips} prediction(s) flipped)"
         )
-    return Finding(
-        "batch-dependent-outputs",
-        title,
+    return Judged(
         Status.FAIL if dependent else Status.PASS,
         rows,
-        seen if dependent else "each sample's logits are the same alone and in its batch",
-        "Outputs that depend on the other samples (batch norm in train mode, a max over the "
-        "batch) are attacked through another function than they are evaluated with: evaluate "
-        "in eval mode with per-sample normalisation, or attack and evaluate one sample at a time",
-        masking=False,
+        seen if dependent else None,
     )
 
 
 @check("model-in-train-mode")
-def train_mode(evidence: Evidence) -> Finding:
+def train_mode(evidence: Evidence) -> Judged:
     modules = evidence.probes.train_mode_modules
-    return Finding(
-        "model-in-train-mode",
-        "Model left in train mode",
+    return Judged(
         Status.FAIL if modules else Status.PASS,
         {"modules": list(modules)},
         f"{len(modules)} module(s) stay in training mode after eval(): {', '.join(modules[:5])}"
         if modules
-        else "every module is in eval mode",
-        "Dropout or batch norm in training mode at test time makes predictions random; call "
-        "eval() on every submodule (or evaluate stochastically on purpose, with EOT)",
-        masking=False,
+        else None,
     )
 
 
 @check("probability-outputs")
-def probability_outputs(evidence: Evidence) -> Finding:
+def probability_outputs(evidence: Evidence) -> Judged:
     probability = evidence.probes.probability_outputs
-    return Finding(
-        "probability-outputs",
-        "Probabilities instead of logits",
+    return Judged(
         Status.FAIL if probability else Status.PASS,
         {"probability_outputs": probability},
-        "the model outputs probabilities (rows in [0, 1] summing to 1)"
-        if probability
-        else "the model outputs logits",
-        "Cross-entropy on probabilities applies softmax twice and flattens gradients: remove "
-        "the final softmax so the model returns logits",
-        masking=False,
     )
 
 
@@ -1053,7 +972,7 @@ def _broken_late(record: AttackRecord, k: int, tail: int) -> int | None:
 
 
 @check("attack-not-converged")
-def not_converged(evidence: Evidence) -> Finding:
+def not_converged(evidence: Evidence) -> Judged:
     suite = evidence.suite
     rows: dict[str, Any] = {}
     statuses: list[Status] = []
@@ -1086,17 +1005,9 @@ def not_converged(evidence: Evidence) -> Finding:
                 }
                 statuses.append(Status.WARN if rising and still_breaking else Status.PASS)
     status = _worst(statuses)
-    return Finding(
-        "attack-not-converged",
-        "Attack not converged",
+    return Judged(
         status,
         rows,
-        "the loss of the still-robust samples was still rising over the last 10 % of steps, "
-        "and the attack was still breaking samples there"
-        if status == Status.WARN
-        else "the iterative attacks' loss had levelled off",
-        "Run more steps (or APGD, which adapts its step size) until the loss stops rising",
-        masking=False,
     )
 
 
@@ -1115,7 +1026,7 @@ def _shows_last_iterate(record: AttackRecord) -> bool:
 
 
 @check("silent-success")
-def silent_success(evidence: Evidence) -> Finding:
+def silent_success(evidence: Evidence) -> Judged:
     suite = evidence.suite
     rows: dict[str, Any] = {}
     early: list[str] = []
@@ -1153,21 +1064,15 @@ def silent_success(evidence: Evidence) -> Finding:
             f"{total} sample(s) fooled only by an intermediate iterate, too few to matter "
             "(all are counted as broken here)"
         )
-    return Finding(
-        "silent-success",
-        "Silent success",
+    return Judged(
         status,
         {"samples": rows, "total": total, "early_stopped": early},
         explanation,
-        "Keep the best iterate, not the last (as this audit does) when reporting robust "
-        "accuracy; to observe silent successes, set early_stop = false on the swept attack "
-        "in a suite file (its sweeps then run every step)",
-        masking=False,
     )
 
 
 @check("attack-failed")
-def attack_failed(evidence: Evidence) -> Finding:
+def attack_failed(evidence: Evidence) -> Judged:
     """Every stage of the suite that raised (failed) or could not run (not applicable).
 
     A failed attack broke nothing because it did not run: the samples it would have attacked
@@ -1178,14 +1083,11 @@ def attack_failed(evidence: Evidence) -> Finding:
     """
     suite = evidence.suite
     if suite is None:
-        return Finding(
-            "attack-failed",
-            "No attack failed",
+        return Judged(
             Status.FAIL,
             {"failed": [], "not_applicable": []},
             "no attack ran at all",
-            "Run the attack suite; without it there is no robust accuracy to report",
-            masking=False,
+            remedy="Run the attack suite; without it there is no robust accuracy to report",
         )
     failed: list[dict[str, Any]] = []
     not_applicable: list[dict[str, Any]] = []
@@ -1209,40 +1111,29 @@ def attack_failed(evidence: Evidence) -> Finding:
     if failed:
         first = failed[0]
         more = f" and {len(failed) - 1} more" if len(failed) > 1 else ""
-        return Finding(
-            "attack-failed",
-            "No attack failed",
+        return Judged(
             Status.FAIL,
             evidence_rows,
             f"{len(failed)} attack run(s) failed, so the samples they would have attacked "
             f"count as robust and the robust accuracy is an upper bound: {where(first)} raised "
             f"{first['message']}{more}",
-            "Fix the cause (the error says it: memory, a suite value, the model raising on some "
-            "inputs) and rerun; a failed attack is evidence of nothing",
-            masking=False,
         )
     if not_applicable:
         names = sorted({where(row) for row in not_applicable})
-        return Finding(
-            "attack-failed",
-            "No attack failed",
+        return Judged(
             Status.PASS,
             evidence_rows,
             f"no attack failed; {len(not_applicable)} attack run(s) could not apply "
             f"({not_applicable[0]['message']}): {', '.join(names[:4])}"
             f"{' ...' if len(names) > 4 else ''}, so the reliable robust accuracy is the worst "
             "case over the attacks that ran (vanishing-gradients judges a missing gradient)",
-            "",
-            masking=False,
+            remedy="",
         )
-    return Finding(
-        "attack-failed",
-        "No attack failed",
+    return Judged(
         Status.PASS,
         evidence_rows,
-        "every attack of the suite ran at every norm and epsilon",
-        "",
-        masking=False,
+        None,
+        remedy="",
     )
 
 

@@ -15,9 +15,9 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from core.checks import CHECKS as CHECK_SPECS
 from core.document import AttackRecord, AuditResult, Finding
 from reports import tables
-from reports.checks import CHECK_HELP
 
 __all__ = ["UNDERFLOW_MARGIN", "Mechanism", "diagnose"]
 
@@ -273,7 +273,7 @@ def diagnose(result: AuditResult) -> list[Mechanism]:
                 "As above.",
             )
         )
-    for code in sorted(flagged - {c for c in CHECK_HELP}):
+    for code in sorted(flagged - {c for c in CHECK_SPECS}):
         out.append(
             Mechanism(
                 findings[code].title or code,

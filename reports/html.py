@@ -36,9 +36,9 @@ from core.boundary import (
     run_command,
     writing,
 )
+from core.checks import CHECKS, CheckSpec
 from core.document import AuditResult, DocumentError, read_result
 from reports import evidence, layout, plots, tables
-from reports.checks import CHECK_HELP, CheckHelp
 from reports.diagnosis import diagnose
 
 __all__ = [
@@ -356,15 +356,15 @@ def finding_views(result: AuditResult) -> list[FindingView]:
     ]
 
 
-def _checks(result: AuditResult) -> list[tuple[str, CheckHelp]]:
+def _checks(result: AuditResult) -> list[tuple[str, CheckSpec]]:
     out = []
     for finding in result.findings:
-        known = CHECK_HELP.get(finding.code)
+        known = CHECKS.get(finding.code)
         out.append(
             (
                 finding.code,
                 known
-                or CheckHelp(
+                or CheckSpec(
                     finding.title or finding.code,
                     finding.explanation,
                     "not described by this version of the report",
