@@ -34,6 +34,7 @@ from typing import Any, TypeVar
 
 import torch
 
+from analysis import gate
 from analysis.activations import activation_statistics, activations_note, dropout_family_layers
 from analysis.batching import (
     attack_batch,
@@ -776,19 +777,7 @@ def _parser(prog: str = "python -m analysis.audit") -> argparse.ArgumentParser:
         "--out", type=Path, default=Path("out"), help="output folder (default out/)"
     )
     parser.add_argument("--baseline", type=Path, help="gate the result against this baseline")
-    parser.add_argument(
-        "--max-drop", type=float, help="gate: fixed tolerated drop instead of the paired interval"
-    )
-    parser.add_argument("--junit", type=Path, help="gate: write JUnit XML here")
-    parser.add_argument(
-        "--update-baseline", action="store_true", help="write the result as the new --baseline"
-    )
-    parser.add_argument(
-        "--allow-different-checkpoint",
-        action="store_true",
-        help="gate against a baseline made from another checkpoint or evaluation set (e.g. a "
-        "retrained model); refused otherwise",
-    )
+    gate.add_gate_arguments(parser, in_audit=True)
     parser.add_argument(
         "--no-report", action="store_true", help="do not write report.html beside audit.json"
     )
@@ -859,8 +848,7 @@ def _check_arguments(args: argparse.Namespace) -> None:
         parse_formats(args.tables)
     if not 0 <= args.seed < 2**63:
         raise ValueError(f"--seed must be an integer in [0, 2**63), got {args.seed}")
-    if args.max_drop is not None and not 0 <= args.max_drop <= 1:
-        raise ValueError(f"--max-drop is a fraction in [0, 1], got {args.max_drop}")
+    gate.check_max_drop(args.max_drop)
     gate_flags = args.junit or args.update_baseline or args.max_drop is not None
     if (gate_flags or args.allow_different_checkpoint) and args.baseline is None:
         raise ValueError(
@@ -964,8 +952,6 @@ def _prepare(
 ) -> tuple[torch.device, list[_Planned], AuditResult | None]:
     """Everything that can be checked before work: flags, suite, paths, checkpoints, datasets,
     model outputs, the baseline and its identity."""
-    from analysis import gate
-
     _check_arguments(args)
     device = _device(args.device)
     description = description_from_arguments(args)
@@ -1045,8 +1031,6 @@ def _audit_all(
     baseline: AuditResult | None,
     locks: dict[Path, FolderLock],
 ) -> int:
-    from analysis import gate
-
     status = EXIT_OK
     # Under torch.distributed every process runs the audit on its share of the samples and
     # holds the whole result; rank 0 alone reports, keeps the finished units and writes.

@@ -353,6 +353,38 @@ def write_junit(path: Path, outcome: GateOutcome) -> None:
     atomic_write_bytes(path, ET.tostring(suite, encoding="utf-8", xml_declaration=True))
 
 
+def add_gate_arguments(parser: argparse.ArgumentParser, *, in_audit: bool) -> None:
+    """The gate's options, declared once for ``python -m analysis.gate`` and for an audit run
+    with ``--baseline`` (``in_audit``: their help names them as the gate's, and the result is
+    the audit's own)."""
+    gate = "gate: " if in_audit else ""
+    parser.add_argument(
+        "--max-drop",
+        type=float,
+        help=f"{gate}fixed tolerated drop (fraction) instead of the paired interval",
+    )
+    parser.add_argument("--junit", type=Path, help=f"{gate}write JUnit XML here")
+    parser.add_argument(
+        "--update-baseline",
+        action="store_true",
+        help="write the result as the new --baseline"
+        if in_audit
+        else "write RESULT as the new baseline and exit",
+    )
+    parser.add_argument(
+        "--allow-different-checkpoint",
+        action="store_true",
+        help=f"{gate}compare with a baseline made from another checkpoint or on other samples "
+        "(e.g. a retrained model); refused otherwise",
+    )
+
+
+def check_max_drop(max_drop: float | None) -> None:
+    """Refuse a ``--max-drop`` that is no fraction, before any work."""
+    if max_drop is not None and not 0 <= max_drop <= 1:
+        raise InputError(f"--max-drop is a fraction in [0, 1], got {max_drop}")
+
+
 def main(argv: Sequence[str] | None = None, *, prog: str = "python -m analysis.gate") -> int:
     parser = OneLineParser(
         prog=prog,
@@ -361,20 +393,7 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "python -m analysis.g
     )
     parser.add_argument("result", type=Path, help="audit.json of the run to gate")
     parser.add_argument("baseline", type=Path, help="baseline file")
-    parser.add_argument(
-        "--max-drop",
-        type=float,
-        help="fixed tolerated drop (fraction) instead of the paired interval",
-    )
-    parser.add_argument("--junit", type=Path, help="write JUnit XML here")
-    parser.add_argument(
-        "--update-baseline", action="store_true", help="write RESULT as the new baseline and exit"
-    )
-    parser.add_argument(
-        "--allow-different-checkpoint",
-        action="store_true",
-        help="gate a result from another checkpoint or on other samples than the baseline's",
-    )
+    add_gate_arguments(parser, in_audit=False)
     parser.add_argument("--verbose", action="store_true", help="tracebacks for errors")
     args = parser.parse_args(argv)
     return run_command(
@@ -383,8 +402,7 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "python -m analysis.g
 
 
 def _run(args: argparse.Namespace) -> int:
-    if args.max_drop is not None and not 0 <= args.max_drop <= 1:
-        raise InputError(f"--max-drop is a fraction in [0, 1], got {args.max_drop}")
+    check_max_drop(args.max_drop)
     if args.junit is not None:
         check_writable(args.junit, "--junit")
     document = read_document(args.result)
