@@ -711,7 +711,19 @@ class Robustness:
 
 @dataclass(frozen=True, kw_only=True)
 class MeasureProvenance:
-    """Which data, mode and seed a flatness measure used."""
+    """What a flatness estimate was computed from, so that a number in a report can be traced;
+    the estimators of ``flatness`` produce it as their ``provenance``.
+
+    Attributes:
+        num_samples: Number of data points N the estimate averages over.
+        batch_size: Batch size used to sweep the data (changes memory, not the value, except
+            through batch-coupled layers in train mode).
+        data_fingerprint: First 16 hex digits of SHA-256 over the inputs and labels.
+        mode: ``"eval"`` or ``"train"`` (``flatness.Mode``).
+        num_mc_samples: Dropout draws averaged per batch (always 1 in eval mode).
+        seed: Initial seed of the generator the estimator drew from.
+        definition: The quantity estimated, in words.
+    """
 
     num_samples: int
     batch_size: int

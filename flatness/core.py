@@ -21,6 +21,7 @@ from torch import Tensor, nn
 from torch.func import functional_call, grad
 
 import torchutil
+from core.document import MeasureProvenance as Provenance
 
 # Shared with attacks through torchutil; the estimators import them from here.
 from torchutil import draw_seeds as draw_seeds
@@ -46,30 +47,6 @@ def parse_mode(mode: Mode | str) -> Mode:
     except ValueError:
         known = ", ".join(repr(m.value) for m in Mode)
         raise ValueError(f"mode must be one of {known}, got {mode!r}") from None
-
-
-@dataclasses.dataclass(frozen=True)
-class Provenance:
-    """What an estimate was computed from, so that a number in a report can be traced.
-
-    Attributes:
-        num_samples: Number of data points N the estimate averages over.
-        batch_size: Batch size used to sweep the data (changes memory, not the value, except
-            through batch-coupled layers in train mode).
-        data_fingerprint: First 16 hex digits of SHA-256 over the inputs and labels.
-        mode: ``"eval"`` or ``"train"`` (see `Mode`).
-        num_mc_samples: Dropout draws averaged per batch (always 1 in eval mode).
-        seed: Initial seed of the generator the estimator drew from.
-        definition: The quantity estimated, in words.
-    """
-
-    num_samples: int
-    batch_size: int
-    data_fingerprint: str
-    mode: str
-    num_mc_samples: int
-    seed: int
-    definition: str
 
 
 def model_mode(model: nn.Module, mode: Mode) -> AbstractContextManager[None]:
@@ -215,7 +192,14 @@ def jsonable(value: object) -> object:
     the output passes ``json.dumps(..., allow_nan=False)`` while numbers stay numbers.
     """
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        # A record of the document (``core.document``) keeps the keys its reader did not know
+        # in ``extra``: they stand at the record's own level.
+        plain = {
+            f.name: jsonable(getattr(value, f.name))
+            for f in dataclasses.fields(value)
+            if f.name != "extra"
+        }
+        return plain | {str(k): jsonable(v) for k, v in getattr(value, "extra", {}).items()}
     if isinstance(value, dict):
         return {str(k): jsonable(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
