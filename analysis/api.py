@@ -26,7 +26,6 @@ from analysis.config import (
     flatness_config,
     parse_epsilons,
 )
-from analysis.document import write_json
 from attacks import Norm, SuiteConfig
 from checkpoints import CheckpointSpec, LoadedCheckpoint
 from checkpoints.architectures import Normalized
@@ -40,7 +39,7 @@ from checkpoints.datasets import (
 from checkpoints.format import weights_sha256
 from checkpoints.layers import found_layer_spec
 from checkpoints.spec import parse_dataset, parse_normalization
-from core.document import AuditResult
+from core.document import AuditResult, write_json
 from reports.html import write_report
 
 __all__ = ["Epsilons", "audit_model"]

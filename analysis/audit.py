@@ -56,16 +56,7 @@ from analysis.config import (
     parse_epsilons,
 )
 from analysis.conventions import try_conventions
-from analysis.document import (
-    SCHEMA_VERSION,
-    DocumentError,
-    bits,
-    encode_exact,
-    encode_image,
-    encode_nonfinite,
-    proportion,
-    write_json,
-)
+from analysis.document import bits, encode_exact, encode_image
 from analysis.probes import probe_model
 from analysis.redflags import Evidence, run_checks, verdict
 from analysis.resume import PARTIAL, FolderBusy, FolderLock, UnitCache
@@ -88,13 +79,18 @@ from core.boundary import (
     writing,
 )
 from core.document import (
+    SCHEMA_VERSION,
     AttackRecord,
     AuditResult,
+    DocumentError,
     FisherRaoEstimate,
     FlatnessResult,
     NormResult,
     TraceEstimate,
+    encode_nonfinite,
+    proportion,
     read_result,
+    write_json,
 )
 from reports.compare import write_comparison
 from reports.html import write_report

@@ -1,4 +1,5 @@
-"""The result document ``audit.json``: building it, writing it atomically, reading it back.
+"""The result document ``audit.json`` from tensors: bit strings, images and exact values, and
+comparing two documents. Writing and reading the JSON live in ``core.document``.
 
 The document holds everything a report or a gate needs, so neither has to touch torch:
 provenance, the checkpoint's description, clean accuracy, per norm the reliable (worst case
@@ -10,21 +11,14 @@ the findings and the verdict.
 Per-sample outcomes are strings of ``0``/``1``, one character per evaluated sample in the order
 of ``evaluation.indices``. Images are base64 of uint8 pixels (value × 255, rounded), C×H×W,
 for display; each stored example also carries its exact values (base64 of the raw
-little-endian floats in the dtype named beside them), so that the model can be evaluated on
-exactly that example again.
-
-Strict JSON has no NaN or infinity, so a number that is NaN or infinite is written as one of
-the strings ``"NaN"``, ``"Infinity"`` and ``"-Infinity"`` (``NONFINITE_TOKENS``); ``null``
-means a value that does not exist (not measured, not applicable). ``write_json`` encodes them
-and writes strict JSON only (``allow_nan=False``); ``read_document`` refuses the non-standard
-literals ``NaN``/``Infinity`` and decodes the three strings back into floats wherever they
+little-endian floats in the dtype name
+herever they
 stand, so no text field of the document may hold exactly one of them.
 """
 
 from __future__ import annotations
 
 import base64
-import contextlib
 import json
 import math
 from collections.abc import Sequence
@@ -35,32 +29,18 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from core.boundary import atomic_write_bytes, load_json
-from core.document import (  # one error and one version list, whichever reader finds it
-    NONFINITE_TOKENS,
-    READABLE_VERSIONS,
-    SCHEMA_VERSION,
-    DocumentError,
-)
-from core.stats import wilson_interval
+from core.document import DocumentError
 
 __all__ = [
     "SCHEMA_PATH",
-    "SCHEMA_VERSION",
-    "NONFINITE_TOKENS",
-    "DocumentError",
     "bits",
-    "decode_nonfinite",
     "decode_exact",
     "decode_image",
     "encode_exact",
     "encode_image",
-    "encode_nonfinite",
-    "read_document",
     "unbits",
     "differences",
     "without_timings",
-    "write_json",
 ]
 
 SCHEMA_PATH = Path(__file__).resolve().parent / "audit.schema.json"
@@ -124,90 +104,6 @@ def decode_exact(text: str, shape: Sequence[int], dtype: str) -> Tensor:
         )
     array = np.frombuffer(data, dtype=np.dtype(dtype).newbyteorder("<")).astype(dtype)
     return torch.from_numpy(array.copy()).reshape(tuple(shape))
-
-
-def proportion(count: int, total: int) -> dict[str, Any]:
-    """A proportion with its 95 % Wilson interval."""
-    low, high = wilson_interval(count, total)
-    return {
-        "value": count / total if total else None,
-        "count": count,
-        "total": total,
-        "wilson_95": [low, high],
-    }
-
-
-def _token(value: float) -> str:
-    if math.isnan(value):
-        return "NaN"
-    return "Infinity" if value > 0 else "-Infinity"
-
-
-def encode_nonfinite(value: Any) -> Any:
-    """A copy of ``value`` (dicts, lists, tuples, scalars) with every NaN or infinite float
-    replaced by its string in ``NONFINITE_TOKENS``; finite numbers stay numbers."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else _token(value)
-    if isinstance(value, dict):
-        return {k: encode_nonfinite(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [encode_nonfinite(v) for v in value]
-    return value
-
-
-def decode_nonfinite(value: Any) -> Any:
-    """Inverse of :func:`encode_nonfinite`: the strings ``"NaN"``, ``"Infinity"`` and
-    ``"-Infinity"`` become floats again, everything else is returned as it is."""
-    if isinstance(value, str):
-        return NONFINITE_TOKENS.get(value, value)
-    if isinstance(value, dict):
-        return {k: decode_nonfinite(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [decode_nonfinite(v) for v in value]
-    return value
-
-
-def write_json(path: Path, document: dict[str, Any]) -> None:
-    """Write ``document`` as strict JSON, atomically (temporary file and rename).
-
-    Non-finite numbers are encoded (see the module's docstring). The text is built before
-    anything touches the disk, and folders created for it are removed again when the write
-    fails, so a failure leaves neither a partial file nor an empty folder.
-    """
-    text = json.dumps(encode_nonfinite(document), indent=1, allow_nan=False)
-    created = [folder for folder in (path.parent, *path.parent.parents) if not folder.exists()]
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_bytes(path, (text + "\n").encode())
-    except BaseException:
-        for folder in created:  # deepest first
-            with contextlib.suppress(OSError):
-                folder.rmdir()
-        raise
-
-
-def _refuse_constant(name: str) -> float:
-    raise ValueError(
-        f"the non-standard JSON literal {name} (strict JSON has none; a result document "
-        f"writes it as the string {_token(float(name))!r})"
-    )
-
-
-def read_document(path: str | Path) -> dict[str, Any]:
-    """Read an audit document, refusing unknown schema versions and non-standard JSON, with
-    non-finite numbers decoded into floats."""
-    path = Path(path)
-    document = load_json(path, "result", DocumentError, parse_constant=_refuse_constant)
-    if not isinstance(document, dict):
-        raise DocumentError(f"{path} is not an audit document (expected a JSON object)")
-    version = document.get("schema_version")
-    if version not in READABLE_VERSIONS:
-        raise DocumentError(
-            f"{path} has schema_version {version!r}; this toolkit reads "
-            f"{', '.join(READABLE_VERSIONS)}. "
-            "Re-run the audit with this version, or use the toolkit version that wrote it"
-        )
-    return decode_nonfinite(document)  # type: ignore[no-any-return]
 
 
 def differences(

@@ -28,7 +28,6 @@ from typing import Any
 
 import torch
 
-from analysis.document import DocumentError, read_document, write_json
 from attacks.worstcase import robust_after
 from checkpoints.datasets import UNNAMED
 from core.boundary import (
@@ -41,7 +40,7 @@ from core.boundary import (
     run_command,
     writing,
 )
-from core.document import AuditResult, NormResult
+from core.document import AuditResult, DocumentError, NormResult, read_document, write_json
 from core.stats import paired_drop_interval
 
 __all__ = [

@@ -89,10 +89,12 @@ def _types(modules: Iterable[ModuleType]) -> list[type]:
 def _safe_types() -> list[type]:
     from analysis import conventions, probes
     from attacks import result, threat
+    from core import document
     from flatness import core, fisher_rao, hessian, landscape, sharpness
     from torchutil import memory
 
     modules = (
+        document,
         result,
         threat,
         probes,

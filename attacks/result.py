@@ -26,7 +26,7 @@ def plain(value: Any, *, keep_nonfinite: bool = False) -> Any:
     Args:
         value: what to convert.
         keep_nonfinite: keep NaN and infinite floats as they are (for a writer that encodes
-            them, as ``analysis.document.write_json`` does); by default they become None.
+            them, as ``core.document.write_json`` does); by default they become None.
     """
     if isinstance(value, Tensor):
         return plain(value.detach().cpu().tolist(), keep_nonfinite=keep_nonfinite)

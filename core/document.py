@@ -22,6 +22,14 @@ Conventions:
 - Schema 1.0 documents lack what 1.1 added (``success_step``, attack ``statuses``, failures,
   exact examples, the newer probes); those fields are ``None`` there.
 
+Strict JSON has no NaN or infinity, so a number that is NaN or infinite is written as one of
+the strings ``"NaN"``, ``"Infinity"`` and ``"-Infinity"`` (``NONFINITE_TOKENS``); ``null``
+means a value that does not exist (not measured, not applicable). :func:`write_json` encodes
+them and writes strict JSON only (``allow_nan=False``); :func:`read_document` (and so
+:func:`read_result`) refuses the non-standard literals ``NaN``/``Infinity`` and decodes the
+three strings back into floats wherever they stand, so no text field of the document may hold
+exactly one of them.
+
 Every problem (unknown version, missing or retyped field) raises :class:`DocumentError` with
 one line naming the file, the field path and the fix.
 
@@ -35,7 +43,9 @@ Example::
 from __future__ import annotations
 
 import base64
+import contextlib
 import dataclasses
+import json
 import math
 import re
 import struct
@@ -46,7 +56,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from core.boundary import load_json
+from core.boundary import atomic_write_bytes, load_json
+from core.stats import wilson_interval
 
 __all__ = [
     "AUTOATTACK_STANDARD",
@@ -82,6 +93,12 @@ __all__ = [
     "Sweep",
     "TraceEstimate",
     "autoattack_components",
+    "check_version",
+    "decode_nonfinite",
+    "encode_nonfinite",
+    "proportion",
+    "read_document",
+    "write_json",
     "read_result",
 ]
 
@@ -278,6 +295,103 @@ def _build(cls: type, data: Any, where: str, context: _Context) -> Any:
         values[item.name] = _parse(hints[item.name], data[item.name], path, context)
     extra = {k: _freeze(v) for k, v in data.items() if k not in known}
     return cls(**values, extra=types.MappingProxyType(extra))
+
+
+# --- the document as JSON: non-finite numbers, writing, reading --------------------------
+
+
+def check_version(data: Any, source: str | Path) -> str:
+    """The schema version of a parsed document, which must be an object of a version this
+    toolkit reads; the one check of both readers (:func:`read_document`, :func:`read_result`)."""
+    if not isinstance(data, dict):
+        raise DocumentError(
+            f"{source} is not an audit document: expected a JSON object, got "
+            f"{type(data).__name__}; {_FIX}"
+        )
+    version = data.get("schema_version")
+    if version not in READABLE_VERSIONS:
+        raise DocumentError(
+            f"{source} has schema_version {_shown(version)}; this toolkit reads "
+            f"{', '.join(READABLE_VERSIONS)}; re-run the audit with this toolkit version, "
+            "or read it with the version that wrote it"
+        )
+    return version  # type: ignore[no-any-return]
+
+
+def proportion(count: int, total: int) -> dict[str, Any]:
+    """A proportion with its 95 % Wilson interval."""
+    low, high = wilson_interval(count, total)
+    return {
+        "value": count / total if total else None,
+        "count": count,
+        "total": total,
+        "wilson_95": [low, high],
+    }
+
+
+def _token(value: float) -> str:
+    if math.isnan(value):
+        return "NaN"
+    return "Infinity" if value > 0 else "-Infinity"
+
+
+def encode_nonfinite(value: Any) -> Any:
+    """A copy of ``value`` (dicts, lists, tuples, scalars) with every NaN or infinite float
+    replaced by its string in ``NONFINITE_TOKENS``; finite numbers stay numbers."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else _token(value)
+    if isinstance(value, dict):
+        return {k: encode_nonfinite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [encode_nonfinite(v) for v in value]
+    return value
+
+
+def decode_nonfinite(value: Any) -> Any:
+    """Inverse of :func:`encode_nonfinite`: the strings ``"NaN"``, ``"Infinity"`` and
+    ``"-Infinity"`` become floats again, everything else is returned as it is."""
+    if isinstance(value, str):
+        return NONFINITE_TOKENS.get(value, value)
+    if isinstance(value, dict):
+        return {k: decode_nonfinite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [decode_nonfinite(v) for v in value]
+    return value
+
+
+def write_json(path: Path, document: dict[str, Any]) -> None:
+    """Write ``document`` as strict JSON, atomically (temporary file and rename).
+
+    Non-finite numbers are encoded (see the module's docstring). The text is built before
+    anything touches the disk, and folders created for it are removed again when the write
+    fails, so a failure leaves neither a partial file nor an empty folder.
+    """
+    text = json.dumps(encode_nonfinite(document), indent=1, allow_nan=False)
+    created = [folder for folder in (path.parent, *path.parent.parents) if not folder.exists()]
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(path, (text + "\n").encode())
+    except BaseException:
+        for folder in created:  # deepest first
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+        raise
+
+
+def _refuse_constant(name: str) -> float:
+    raise ValueError(
+        f"the non-standard JSON literal {name} (strict JSON has none; a result document "
+        f"writes it as the string {_token(float(name))!r})"
+    )
+
+
+def read_document(path: str | Path) -> dict[str, Any]:
+    """Read an audit document, refusing unknown schema versions and non-standard JSON, with
+    non-finite numbers decoded into floats."""
+    path = Path(path)
+    document = load_json(path, "result", DocumentError, parse_constant=_refuse_constant)
+    check_version(document, path)
+    return decode_nonfinite(document)  # type: ignore[no-any-return]
 
 
 # --- records -------------------------------------------------------------------------------
@@ -709,8 +823,21 @@ class Robustness:
     extra: Json = _extra()
 
 
+class _Picklable:
+    """A record that pickles (the resume cache keeps the estimates that carry it): its
+    ``extra`` is read-only, which a pickle cannot hold, so it is stored as a plain dict."""
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(vars(self))
+        state["extra"] = dict(state["extra"])
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        vars(self).update(state, extra=types.MappingProxyType(dict(state["extra"])))
+
+
 @dataclass(frozen=True, kw_only=True)
-class MeasureProvenance:
+class MeasureProvenance(_Picklable):
     """What a flatness estimate was computed from, so that a number in a report can be traced;
     the estimators of ``flatness`` produce it as their ``provenance``.
 
@@ -989,18 +1116,7 @@ class AuditResult:
         Raises:
             DocumentError: unknown schema version, or a field missing or of the wrong type.
         """
-        if not isinstance(data, dict):
-            raise DocumentError(
-                f"{source} is not an audit document: expected a JSON object, got "
-                f"{type(data).__name__}; {_FIX}"
-            )
-        version = data.get("schema_version")
-        if version not in READABLE_VERSIONS:
-            raise DocumentError(
-                f"{source} has schema_version {_shown(version)}; this reader reads "
-                f"{', '.join(READABLE_VERSIONS)}; re-run the audit with this toolkit version, "
-                "or read it with the version that wrote it"
-            )
+        version = check_version(data, source)
         context = _Context(str(source), version, data.get("baseline") is True)
         result = _build(cls, data, "", context)
         if result.baseline is None:
@@ -1055,4 +1171,4 @@ def read_result(path: str | Path) -> AuditResult:
             malformed; the message is one line naming the file and the field.
     """
     path = Path(path)
-    return AuditResult.from_dict(load_json(path, "result", DocumentError), path)
+    return AuditResult.from_dict(read_document(path), path)

@@ -12,18 +12,8 @@ import pytest
 import torch
 from audit_helpers import audit_document, quick_config, without_timings
 
-from analysis.document import (
-    SCHEMA_PATH,
-    SCHEMA_VERSION,
-    DocumentError,
-    bits,
-    decode_image,
-    differences,
-    encode_exact,
-    read_document,
-    unbits,
-    write_json,
-)
+from analysis.document import SCHEMA_PATH, bits, decode_image, differences, encode_exact, unbits
+from core.document import SCHEMA_VERSION, DocumentError, read_document, write_json
 
 SCHEMA = json.loads(SCHEMA_PATH.read_text())
 

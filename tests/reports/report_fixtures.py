@@ -80,7 +80,7 @@ def zoo_audits(kind: str) -> tuple[Path, ...]:
     from audit_helpers import audit_document, quick_config
 
     from analysis.config import build_suite, parse_epsilons
-    from analysis.document import write_json
+    from core.document import write_json
 
     if kind == "quick":
         names, config = ZOO_COMPARED, quick_config(num_samples=80, flatness=True)

@@ -17,8 +17,7 @@ import pytest
 from browser import Browser, require_browser
 from report_fixtures import BROKEN, broken, zoo_audits
 
-from analysis.document import write_json
-from core.document import read_result
+from core.document import read_result, write_json
 from reports import compare
 from reports.html import write_report
 
