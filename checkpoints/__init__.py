@@ -42,12 +42,14 @@ if TYPE_CHECKING:
         save_checkpoint,
     )
     from checkpoints.spec import CheckpointSpec, Description
+    from checkpoints.train import ZOO_DIR
 
 __all__ = [
     "CheckpointError",
     "CheckpointSpec",
     "Description",
     "LoadedCheckpoint",
+    "ZOO_DIR",
     "build_model",
     "load_checkpoint",
     "save_checkpoint",
@@ -61,6 +63,8 @@ _HOMES = {
     "save_checkpoint": "checkpoints.format",
     "CheckpointSpec": "checkpoints.spec",
     "Description": "checkpoints.spec",
+    # The installed zoo's folder (checkpoints/zoo/ beside this file), wherever the toolkit is.
+    "ZOO_DIR": "checkpoints.train",
 }
 
 

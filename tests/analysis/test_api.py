@@ -7,6 +7,7 @@ give the same per-sample outcomes, findings and verdict.
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -197,17 +198,35 @@ def test_the_readme_snippet_runs_as_written(tmp_path):
     assert snippet is not None
     code = snippet.group(1)
     assert len(code.strip().splitlines()) < 10
-    # As written, but from a temporary folder (its out/), with the zoo's path made absolute.
-    code = code.replace('"checkpoints/zoo/', f'"{ROOT}/checkpoints/zoo/')
+    # Byte for byte, as a user's script in a folder of theirs outside the repository, which
+    # holds nothing but the script (no checkpoints/ to find a relative path in).
+    folder = tmp_path / "proj"
+    folder.mkdir()
+    assert not folder.resolve().is_relative_to(ROOT.resolve())
+    script = folder / "audit_mynet.py"
+    script.write_text(code, encoding="utf-8")
+    # The toolkit as these sources have it (an installed one is found the same way);
+    # ROBAUDIT_DATA and the rest as the tests run.
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     done = subprocess.run(
-        [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=600
+        [sys.executable, script.name],
+        cwd=folder,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert done.returncode == 0, done.stderr
     verdict, figure = done.stdout.strip().splitlines()[-2:]
-    document = json.loads((tmp_path / "out" / "mynet" / "audit.json").read_text())
-    assert (tmp_path / "out" / "mynet" / "report.html").is_file()
+    document = json.loads((folder / "out" / "mynet" / "audit.json").read_text())
+    assert (folder / "out" / "mynet" / "report.html").is_file()
     assert document["provenance"]["checkpoint"] == "mynet"
     assert verdict == document["verdict"]
     norms = document["robustness"]["norms"]
     expected = {n["norm"]: n["reliable_robust_accuracy"][0]["value"] for n in norms}
     assert figure == str(expected)
+    # The prose after the snippet quotes what it prints.
+    prose = section[snippet.end() : section.index("`audit_model` runs")]
+    assert f"*{verdict}*" in prose
+    for norm, value in expected.items():
+        assert f"{value:.3f} at {'L∞' if norm == 'linf' else 'L2'}" in prose
