@@ -38,7 +38,7 @@ from checkpoints.datasets import (
 )
 from checkpoints.format import weights_sha256
 from checkpoints.layers import found_layer_spec
-from checkpoints.spec import parse_dataset, parse_normalization
+from checkpoints.spec import normalization_name, parse_dataset, parse_normalization
 from core.document import AuditResult, write_json
 from reports.html import write_report
 
@@ -46,6 +46,12 @@ __all__ = ["Epsilons", "audit_model"]
 
 Epsilons = float | Sequence[float] | Mapping[str, float | Sequence[float]]
 """A number, a list (for the one norm run), or ``{"linf": ..., "l2": ...}``."""
+
+DEFAULT_BOUNDS = (0.0, 1.0)
+# Where the normalisation and the bounds came from, as the result's checkpoint description and
+# the report say it: the keyword in place of the command's flag (``--normalization``).
+NORMALIZATION_KEYWORD = "audit_model(normalization=...)"
+BOUNDS_KEYWORD = "audit_model(bounds=...)"
 
 _SHAPES: dict[tuple[int, ...], str] = {
     (1, 8, 8): "digits",
@@ -73,7 +79,7 @@ def audit_model(
     norms: str | Sequence[str] | None = None,
     epsilons: Epsilons | str | None = None,
     attacks: Sequence[str] | None = None,
-    bounds: tuple[float, float] = (0.0, 1.0),
+    bounds: tuple[float, float] | None = None,
     normalization: str | tuple[Sequence[float], Sequence[float]] | None = None,
     num_samples: int | None = None,
     flatness: bool = True,
@@ -106,7 +112,7 @@ def audit_model(
             ``{"linf": 8 / 255, "l2": [0.25, 0.5]}``. A number or a list for two norms is
             refused: an L∞ and an L2 radius are not the same size.
         attacks: labels of the suite's attacks to run (default all).
-        bounds: the input range (pixel space; every epsilon is in it).
+        bounds: the input range (pixel space; every epsilon is in it); default ``(0, 1)``.
         normalization: ``(mean, std)`` per channel, or a name (``cifar10``, ...), applied
             inside the audited model, for a model trained on normalised inputs whose
             ``forward`` does not normalise: ``x`` stays in pixel space.
@@ -154,7 +160,8 @@ def audit_model(
     if not 0 <= seed < 2**63:
         raise ValueError(f"seed must be an integer in [0, 2**63), got {seed}")
     target = _device(model, device)
-    inputs = _inputs(x, y, dataset, data, bounds)
+    box = DEFAULT_BOUNDS if bounds is None else (float(bounds[0]), float(bounds[1]))
+    inputs = _inputs(x, y, dataset, data, box)
     shape = tuple(inputs.x.shape[1:])
     # The presets' standard epsilons are per dataset: named, or told by the image shape.
     named = dataset if dataset is not None else _SHAPES.get(shape)
@@ -179,11 +186,12 @@ def audit_model(
     was_training = audited.training
     wrapped.eval()
     try:
-        loaded = _loaded(audited, wrapped, inputs, name, mean, std, bounds)
+        sources = _sources(normalization, mean, std, bounds)
+        loaded = _loaded(audited, wrapped, inputs, name, mean, std, box, sources)
         indices = select_samples(len(inputs.y), config.num_samples, seed)
         evaluation = EvaluationSet(inputs.x[indices], inputs.y[indices], indices, inputs.dataset)
         check_model_outputs(loaded, evaluation)
-        check_dataset(inputs.dataset, loaded.spec.num_classes, shape, bounds)
+        check_dataset(inputs.dataset, loaded.spec.num_classes, shape, box)
         document = run_audit(
             loaded,
             evaluation,
@@ -412,6 +420,24 @@ def _normalization(
     return tuple(mean), tuple(std)
 
 
+def _sources(
+    normalization: object,
+    mean: tuple[float, ...] | None,
+    std: tuple[float, ...] | None,
+    bounds: object,
+) -> tuple[str, str]:
+    """Where the normalisation and the bounds came from, in the command's words (``--normalization
+    (imagenet)``, ``not given``, ``default``) with the keyword in place of the flag."""
+    if normalization is None:
+        origin = "not given"
+    else:
+        origin = NORMALIZATION_KEYWORD
+        named = normalization_name(mean, std)
+        if named is not None:
+            origin += f" ({named})"
+    return origin, "default" if bounds is None else BOUNDS_KEYWORD
+
+
 def _loaded(
     model: nn.Module,
     wrapped: nn.Module,
@@ -420,6 +446,7 @@ def _loaded(
     mean: tuple[float, ...] | None,
     std: tuple[float, ...] | None,
     bounds: tuple[float, float],
+    sources: tuple[str, str],
 ) -> LoadedCheckpoint:
     """The in-memory model as the audit takes a loaded checkpoint: named by its class, hashed
     by its state_dict (the hash stands in for the file's, so that a later audit of the same
@@ -451,6 +478,8 @@ def _loaded(
         std=std,
         bounds=(float(bounds[0]), float(bounds[1])),
         source_format="in-memory",
+        normalization_source=sources[0],
+        bounds_source=sources[1],
     )
     notes = (f"in-memory model {spec.arch}; its dropout-family layers: {kinds or 'none'}",)
     return LoadedCheckpoint(wrapped, spec, Path(label), digest, digest, notes)

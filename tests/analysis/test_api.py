@@ -139,6 +139,37 @@ def test_normalization_applies_inside_the_audited_model(digits):
     assert abs(linf - plain.robustness.norms[0].reliable_robust_accuracy[0].count) <= 2
 
 
+def test_the_normalisation_and_bounds_say_where_they_came_from(tmp_path):
+    # As the command records --normalization (imagenet) and the default bounds, with the
+    # keyword in place of the flag; in the document, the typed result and the report.
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, 10))
+    x, y = torch.rand(20, 3, 8, 8), torch.randint(0, 10, (20,))
+    options = {"preset": "quick", "norms": "linf", "epsilons": 0.1, "attacks": ["fgsm"]}
+    options |= {"flatness": False, "progress": False}
+    cases = [
+        ({"normalization": "imagenet"}, "audit_model(normalization=...) (imagenet)", "default"),
+        (
+            {"normalization": ((0.5,), (0.25,)), "bounds": (0.0, 1.0)},
+            "audit_model(normalization=...)",
+            "audit_model(bounds=...)",
+        ),
+        ({}, "not given", "default"),
+    ]
+    for number, (given, normalization, bounds) in enumerate(cases):
+        name = f"net{number}"
+        result = audit_model(net, x, y, name=name, out=tmp_path, **options, **given)
+        document = read_document(tmp_path / name / "audit.json")
+        assert document["checkpoint"]["normalization_source"] == normalization
+        assert document["checkpoint"]["bounds_source"] == bounds
+        assert result.checkpoint is not None
+        assert result.checkpoint.normalization_source == normalization
+        assert result.checkpoint.bounds_source == bounds
+        page = (tmp_path / name / "report.html").read_text()
+        assert "source not recorded" not in page
+        assert f"[0, 1] ({bounds})" in page and f"({normalization})</td>" in page
+
+
 @pytest.mark.parametrize(
     ("change", "message"),
     [
