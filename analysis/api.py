@@ -353,6 +353,7 @@ def _epsilons(
 ) -> dict[Norm, tuple[float, ...]]:
     """Per-norm ascending epsilons from a number, a list, a mapping or the command's text
     (``"linf=8/255;l2=0.5"``)."""
+    given = epsilons  # as the caller wrote it, for a message to echo ("8/255", not 0.0313...)
     if isinstance(epsilons, str):
         parsed = parse_epsilons(epsilons)
         epsilons = (
@@ -372,7 +373,7 @@ def _epsilons(
     norms = [Norm.parse(n) for n in (wanted if wanted is not None else suite_norms)]
     if len(norms) != 1:
         raise ValueError(
-            f"epsilons={epsilons!r} would apply to both L∞ and L2, whose radii differ in size; "
+            f"epsilons={given!r} would apply to both L∞ and L2, whose radii differ in size; "
             "give them per norm, epsilons={'linf': 8 / 255, 'l2': 0.5}, or choose one norm "
             "with norms='linf'"
         )

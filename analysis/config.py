@@ -59,6 +59,7 @@ __all__ = [
     "DEFAULT_BATCH_SIZE",
     "PER_NORM_SYNTAX",
     "AuditConfig",
+    "BareEpsilons",
     "build_suite",
     "check_suite",
     "cost_warning",
@@ -123,12 +124,26 @@ PER_NORM_SYNTAX = "linf=8/255;l2=0.5"
 """How ``--epsilons`` gives each norm its own epsilons."""
 
 
+class BareEpsilons(tuple[float, ...]):
+    """Epsilons given without a norm (``--epsilons 8/255``): the values, equal to their plain
+    tuple, and ``text``, what was typed, for a message about them to echo (``8/255``, not
+    ``0.0313725``)."""
+
+    text: str
+
+    def __new__(cls, values: tuple[float, ...], text: str) -> BareEpsilons:
+        bare = super().__new__(cls, values)
+        bare.text = text
+        return bare
+
+
 def parse_epsilons(text: str) -> dict[Norm, tuple[float, ...]] | tuple[float, ...]:
     """``linf=8/255;l2=0.5`` (per norm), or ``0.1,0.2`` without a norm (only for a run of one
-    norm: ``build_suite`` refuses it for more). Each epsilon is a decimal number (``0.5``,
-    ``1e-3``) or a fraction of two (``8/255``); nothing is evaluated."""
+    norm: ``build_suite`` refuses it for more; the tuple is a ``BareEpsilons`` that keeps the
+    text). Each epsilon is a decimal number (``0.5``, ``1e-3``) or a fraction of two
+    (``8/255``); nothing is evaluated."""
     if "=" not in text:
-        return _numbers(text, "--epsilons")
+        return BareEpsilons(_numbers(text, "--epsilons"), text.strip())
     out: dict[Norm, tuple[float, ...]] = {}
     for part in text.split(";"):
         if not part.strip():
@@ -334,14 +349,19 @@ def build_suite(
             # under L2 is a hundredth of the usual budget): the norm must be said.
             run = [Norm.parse(n) for n in norms] if norms else list(suite.norms)
             if len(set(run)) > 1:
-                shown = ",".join(f"{e:g}" for e in epsilons)
+                # As typed, where it was typed (8/255, not 0.0313725).
+                shown = (
+                    epsilons.text
+                    if isinstance(epsilons, BareEpsilons)
+                    else ",".join(f"{e:g}" for e in epsilons)
+                )
                 raise ValueError(
                     f"--epsilons {shown} names no norm, but the run has "
                     f"{' and '.join(n.value for n in dict.fromkeys(run))}, whose epsilons differ "
                     f"in scale; give each its own (--epsilons '{PER_NORM_SYNTAX}') or pick one "
                     "norm with --norms"
                 )
-            epsilons = {norm: epsilons for norm in run}
+            epsilons = {norm: tuple(epsilons) for norm in run}
         suite = suite.with_options(epsilons=dict(epsilons))
     for flag, given in (("--norms", norms), ("--attacks", attacks)):
         if given is not None and not given:

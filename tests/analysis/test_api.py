@@ -189,6 +189,7 @@ def test_the_normalisation_and_bounds_say_where_they_came_from(tmp_path):
         ({"seed": -1}, "seed"),
         ({"dataset": "mnsit"}, "unknown dataset 'mnsit'"),
         ({"epsilons": "0.1"}, "both L∞ and L2"),
+        ({"epsilons": "8/255"}, "epsilons='8/255' would apply to both"),
         ({"model": nn.Linear}, "not a model: pass an instance"),
         ({"num_samples": 0}, "positive"),
         ({"model": "net"}, "nn.Module"),

@@ -386,6 +386,25 @@ def test_a_bare_list_for_two_norms_is_refused_naming_the_per_norm_syntax():
     assert dict(alone.epsilons) == {Norm.L2: (0.1, 0.2)}
 
 
+@pytest.mark.parametrize("text", ["8/255", "2/255,8/255", "1e-2, 0.1"])
+def test_a_refused_bare_list_is_echoed_as_typed(text, tmp_path, capsys, monkeypatch):
+    # A fraction is echoed as the fraction typed, not as its decimal value (0.0313725).
+    with pytest.raises(ValueError) as caught:
+        build_suite("quick", "digits", epsilons=parse_epsilons(text))
+    assert f"--epsilons {text} names no norm" in str(caught.value)
+    import analysis.audit as audit
+
+    monkeypatch.setattr(audit, "load_checkpoint", lambda *a, **k: pytest.fail("loaded"))
+    checkpoint = str(ZOO_DIR / "digits-mlp-none.pt")
+    assert audit.main([checkpoint, "--epsilons", text, "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"error: --epsilons {text} names no norm" in err
+    # The values are still the plain tuple, and what one norm runs is plain too.
+    assert parse_epsilons(text) == tuple(parse_epsilons(text))
+    alone = build_suite("quick", "digits", epsilons=parse_epsilons(text), norms=["linf"])
+    assert type(alone.epsilons[Norm.LINF]) is tuple
+
+
 def test_a_bare_list_is_the_epsilons_of_a_one_norm_suite_file(tmp_path):
     path = tmp_path / "suite.toml"
     path.write_text("[epsilons]\nl2 = [0.5]\n\n" + VALID_ATTACK)
