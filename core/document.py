@@ -748,10 +748,18 @@ class NormResult:
         raise KeyError(f"no attack {label!r} under {self.norm}; present: {labels}")
 
     def failed_attacks(self, k: int) -> tuple[str, ...]:
-        """Labels of the attacks that raised at the ``k``-th epsilon. Where one did, the
-        samples it would have attacked count as robust: every robust accuracy at that epsilon
-        is an upper bound. (A document of schema 1.0 says only whether an attack failed
-        somewhere: it counts at every epsilon. A baseline does not say: none.)"""
+        """Labels of the attacks that raised at the ``k``-th epsilon, and ``"LABEL sweep"``
+        for a failed sweep of an attack in the main list. Where one did, the samples it would
+        have attacked count as robust: every robust accuracy at that epsilon is an upper bound.
+
+        A sweep counts at every epsilon of its norm: at the epsilons it shares with the main
+        list, its attack's outcome is the sweep's row, nested (a sample broken at a smaller
+        radius of the sweep counts as broken), and when the sweep fails that attack runs on
+        its own there instead, a weaker attack than the complete audit's; a document does not
+        record the epsilons of a sweep that failed, so every one of its norm counts. The
+        independent sweep never does: it runs on a subsample, for the sweep checks only, and
+        no robust accuracy is taken from it. (A document of schema 1.0 says only whether an
+        attack failed somewhere: it counts at every epsilon. A baseline does not say: none.)"""
         failed = []
         for record in self.attacks:
             if record.statuses is not None:
@@ -759,6 +767,10 @@ class NormResult:
                     failed.append(record.label)
             elif record.status == "failed":
                 failed.append(record.label)
+        labels = {record.label for record in self.attacks}
+        for failure in self.failures or ():
+            if failure.stage == "sweep" and failure.status == "failed" and failure.label in labels:
+                failed.append(f"{failure.label} sweep")
         return tuple(failed)
 
     def chain(self, k: int) -> tuple[str, ...]:

@@ -60,6 +60,19 @@ class _Plain(nn.Module):
         return self.net(x)
 
 
+class _RefusesOne(nn.Module):
+    """``net``, raising on a batch of exactly one sample."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.shape[0] == 1:
+            raise RuntimeError("this model refuses a batch of one")
+        return self.net(x)
+
+
 @pytest.fixture(scope="module")
 def scripted(tmp_path_factory) -> tuple[Path, Path]:
     """The zoo's digits MLP as TorchScript, plain and raising off the data."""
@@ -155,6 +168,56 @@ def test_every_attack_failing_is_incomplete_and_fails_the_gate(scripted, tmp_pat
     )
     assert quiet.returncode == 1
     assert "failed at linf" in quiet.stderr
+
+
+def test_a_failed_sweep_makes_its_norm_s_figures_upper_bounds(tmp_path):
+    # The nested sweep supplies PGD-CE's outcome at the norm's epsilon; where it fails (here
+    # on a batch of one), PGD-CE runs on its own there, a weaker attack than the sweep's, so
+    # the figures at that norm are upper bounds (0.50 where the complete audit gives 0.48).
+    # A failed independent sweep (on a subsample, for the sweep checks only) leaves them be.
+    loaded = load_checkpoint(ZOO_DIR / "digits-mlp-none.pt")
+    traced = torch.jit.trace(loaded.model, torch.rand(2, 1, 8, 8))
+    path = tmp_path / "refuses.pt"
+    torch.jit.save(torch.jit.script(_RefusesOne(traced)), path)
+    done = _audit(path, tmp_path / "out", "--num-samples", "50")
+    assert done.returncode == 0, done.stderr
+    document = tmp_path / "out" / "refuses" / "audit.json"
+    result = read_result(document)
+    assert result.verdict.startswith(INCOMPLETE)
+    stages = {
+        norm.norm: {f.stage for f in norm.failures or () if f.status == "failed"}
+        for norm in result.robustness.norms
+    }
+    assert any("sweep" in found for found in stages.values()), stages
+    rows = {
+        line.split()[0]: line
+        for line in done.stdout.splitlines()
+        if line.startswith(("  linf", "  l2"))
+    }
+    assert set(rows) == set(stages), rows
+    for norm in result.robustness.norms:
+        row, failed = rows[norm.norm], norm.failed_attacks(0)
+        if "sweep" in stages[norm.norm]:
+            assert "pgd-ce sweep" in failed
+            assert "reliable" not in row and "at most" in row, row
+            assert "upper bound: pgd-ce sweep failed" in row, row
+        elif "attack" not in stages[norm.norm]:
+            assert not failed and "reliable" in row, row
+    # The report and the comparison show the same: an upper bound, no reliable figure.
+    page = write_report(result, tmp_path / "report.html").read_text()
+    assert "(upper bound: pgd-ce sweep failed)" in page
+    write_comparison([document], tmp_path / "c.html", ["csv"])
+    (row,) = csv.DictReader((tmp_path / "c.verdicts.csv").open())
+    for norm in result.robustness.norms:
+        label = "L∞" if norm.norm == "linf" else "L2"
+        assert bool(row[f"{label} reliable"]) == (not norm.failed_attacks(0)), row
+    # Nor does the gate take it as a complete evaluation.
+    outcome = gate.compare(result, result)
+    assert not outcome.passed
+    assert any(
+        case.name.startswith("every attack ran") and "pgd-ce sweep failed" in case.message
+        for case in outcome.cases
+    )
 
 
 def test_a_baseline_with_a_failed_attack_fails_the_gate(scripted, tmp_path):
