@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import functools
 import hashlib
 import math
@@ -59,7 +60,7 @@ from analysis.conventions import try_conventions
 from analysis.document import bits, encode_exact, encode_image
 from analysis.probes import probe_model
 from analysis.redflags import Evidence, run_checks, verdict
-from analysis.resume import PARTIAL, FolderBusy, FolderLock, UnitCache
+from analysis.resume import LOCK, PARTIAL, FolderBusy, FolderLock, UnitCache
 from attacks import Bounds, ChunkedModel, NormOutcome, SuiteResult, run_suite
 from attacks.losses import NO_PREDICTION, predict
 from attacks.presets import for_stochastic_model
@@ -75,6 +76,7 @@ from core.boundary import (
     OneLineParser,
     check_writable,
     one_line,
+    output_error,
     run_command,
     writing,
 )
@@ -992,6 +994,10 @@ def _run(args: argparse.Namespace, command_line: list[str]) -> int:
         return _audit_all(args, command_line, device, planned, baseline, locks)
 
 
+_NO_LOCKS = (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EINVAL)
+"""What ``flock`` says on a file system without file locks."""
+
+
 def _lock_folders(planned: list[_Planned], stack: contextlib.ExitStack) -> dict[Path, FolderLock]:
     """Lock every checkpoint's folder before any work, so that a second audit into the same
     place is refused (status 2) instead of discarding this one's units. Under
@@ -1006,10 +1012,13 @@ def _lock_folders(planned: list[_Planned], stack: contextlib.ExitStack) -> dict[
         except FolderBusy as err:
             refusal = str(err)
         except OSError as err:
-            refusal = (
-                f"{folder} cannot be locked for the audit ({one_line(err)}); give another "
-                "--out, on a file system with file locks (--fresh does not change this)"
-            )
+            if err.errno in _NO_LOCKS:
+                refusal = (
+                    f"{folder} cannot be locked for the audit ({one_line(err)}); give another "
+                    "--out, on a file system with file locks (--fresh does not change this)"
+                )
+            else:  # a full disk, a quota: the lock file cannot be written
+                refusal = str(output_error(folder / LOCK, "--out", err))
         if refusal is not None:
             break
     # Every process learns of a refusal, so that none waits for the others in vain.

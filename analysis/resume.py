@@ -13,6 +13,12 @@ versions of the project and torch. A run whose key differs discards the folder a
 afresh, so changed inputs never mix with old results; ``--fresh`` discards it in any case.
 The folder is removed once the document is written.
 
+An OS error while writing the folder (a full disk, a quota) stops the audit with one line
+naming the file, the flag the folder came from and the fix (status 2), as an error while
+writing the document does: the document goes to the same disk, so an audit that went on
+without keeping its units would most likely fail there too, after all its work. The units
+already finished stay, and the same command resumes from them once the cause is fixed.
+
 Each unit file carries its own name, the key it was made under and the SHA-256 of its value
 (a one-line JSON header before the value): a unit made under another key (copied from another
 audit's folder), damaged, or not written by this module is recomputed, with one line on
@@ -54,6 +60,7 @@ from core.boundary import (
     InputError,
     atomic_write_bytes,
     one_line,
+    output_error,
     remove_stale_temporaries,
 )
 from torchutil import distributed, to_device
@@ -138,6 +145,7 @@ class UnitCache:
         writer: this process writes unit files (under torch.distributed only rank 0 does;
             the others compute the same values and read nothing).
         report: called with one line for the user (to stderr by default).
+        flag: the flag the folder came from, for the message of an error while writing it.
 
     Attributes:
         resumed: the units loaded instead of computed, in order.
@@ -151,8 +159,10 @@ class UnitCache:
         fresh: bool = False,
         writer: bool = True,
         report: Callable[[str], None] | None = None,
+        flag: str = "--out",
     ) -> None:
         self.folder = folder
+        self.flag = flag
         self.key = cache_key(identity)
         self.writer = writer
         self.resumed: list[str] = []
@@ -243,20 +253,40 @@ class UnitCache:
         self._report(f"recomputing {unit}: {why} ({path}; --fresh discards every finished unit)")
 
     def store(self, unit: str, value: Any) -> None:
-        """Write ``value`` as ``unit``, atomically (nothing unless this process writes)."""
+        """Write ``value`` as ``unit``, atomically (nothing unless this process writes).
+
+        Raises:
+            InputError: the folder cannot be written (a full disk, a quota): one line naming
+                the file, the flag and the fix, and that the finished units are kept.
+        """
         if not self.writer:
             return
-        if not self._ready:
-            self.folder.mkdir(parents=True, exist_ok=True)
-            atomic_write_bytes(
-                self.folder / "key.json", json.dumps({"key": self.key}).encode() + b"\n"
-            )
-            self._ready = self._valid = True
         buffer = io.BytesIO()
         torch.save(to_device(value, "cpu"), buffer)
         body = buffer.getvalue()
         header = {"unit": unit, "key": self.key, "size": len(body), "sha256": _sha256(body)}
-        atomic_write_bytes(self._path(unit), _MAGIC + json.dumps(header).encode() + b"\n" + body)
+        path = self.folder
+        try:
+            if not self._ready:
+                self.folder.mkdir(parents=True, exist_ok=True)
+                path = self.folder / "key.json"
+                atomic_write_bytes(path, json.dumps({"key": self.key}).encode() + b"\n")
+                self._ready = self._valid = True
+            path = self._path(unit)
+            atomic_write_bytes(path, _MAGIC + json.dumps(header).encode() + b"\n" + body)
+        except OSError as err:
+            raise self._unwritable(path, err) from None
+
+    def _unwritable(self, path: Path, err: OSError) -> InputError:
+        """The line for an OS error while writing ``path`` of the folder."""
+        finished = len(list(self.folder.glob("*.pt"))) if self._ready else 0
+        units = f"{finished} finished unit{'s stay' if finished != 1 else ' stays'}"
+        kept = (
+            f"its {units} in {self.folder}, and the same command resumes from them"
+            if finished
+            else "no unit was finished yet"
+        )
+        return InputError(f"{output_error(path, self.flag, err)}; the audit stopped here: {kept}")
 
     def unit(
         self, name: str, compute: Callable[[], T], device: torch.device | None = None
@@ -316,7 +346,8 @@ class FolderLock:
 
         Raises:
             FolderBusy: another process holds it; the message names it and what to do.
-            OSError: the folder cannot be created, or its file system has no locks.
+            OSError: the folder or the lock file cannot be created or written (a full
+                disk), or its file system has no locks.
         """
         created = [f for f in (folder, *folder.parents) if not f.exists()]
         try:
@@ -350,8 +381,13 @@ class FolderLock:
                 raise
             if _same_file(handle, path):
                 record = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time()}
-                os.ftruncate(handle, 0)
-                os.pwrite(handle, json.dumps(record).encode() + b"\n", 0)
+                try:
+                    os.ftruncate(handle, 0)
+                    os.pwrite(handle, json.dumps(record).encode() + b"\n", 0)
+                except BaseException:  # a full disk: no lock, and no lock file, is left
+                    path.unlink(missing_ok=True)
+                    os.close(handle)
+                    raise
                 return cls(folder, path, handle, created)
             # The owner removed the file between our open and our lock: lock the new one.
             os.close(handle)
