@@ -1131,19 +1131,22 @@ def _resolve_foreign(
     from checkpoints.architectures import architecture_names
 
     if description.arch is None:
-        guesses = infer_architectures(weights)
-        hint = ""
-        if guesses:
-            hint = (
-                " It looks like "
-                + " or ".join(f"--arch {a} --dataset {d}" for a, d, _ in guesses[:3])
-                + "."
-            )
+        # Name only what is still missing: the dataset (or shape and classes) may be given.
+        shaped = description.dataset is not None or (
+            description.input_shape is not None and description.num_classes is not None
+        )
+        dataset = "" if shaped else " and --dataset NAME"
+        guesses = [
+            f"--arch {a}" + ("" if shaped else f" --dataset {d}")
+            for a, d, _ in infer_architectures(weights)
+            if description.dataset in (None, d)
+        ]
+        hint = f" It looks like {' or '.join(dict.fromkeys(guesses[:3]))}." if guesses else ""
         raise CheckpointError(
             f"{path} is {_KINDS.get(source_format, source_format)}: it holds weights but does "
             f"not name the architecture they belong to; describe it with --arch NAME (one of "
-            f"{', '.join(architecture_names())}) and --dataset NAME, or, for a class of your "
-            "own, --model yourfile.py:YourClass and --dataset NAME, or a sidecar file "
+            f"{', '.join(architecture_names())}){dataset}, or, for a class of your own, --model "
+            f"yourfile.py:YourClass{dataset}, or a sidecar file "
             f"{path.with_suffix('.toml').name} (see README).{hint}"
         )
     if description.arch not in architecture_names():

@@ -30,6 +30,28 @@ def test_inspect_foreign_file_infers_layout(tmp_path, capsys):
     assert inspect_main([str(tmp_path / "x.ckpt"), "--arch", "lenet5", "--dataset", "mnist"]) == 0
 
 
+def test_inspect_asks_only_for_what_is_still_missing(tmp_path, capsys):
+    """A plain state_dict of the zoo's MLP: without flags it needs --arch and --dataset; with
+    --dataset given, only --arch."""
+    path = tmp_path / "sd.pt"
+    torch.save(load_checkpoint(ZOO_DIR / "digits-mlp-dropout.pt").model.state_dict(), path)
+    assert inspect_main([str(path)]) == 4
+    missing = _line(capsys.readouterr().out, "missing")
+    assert missing.count("--dataset NAME") == 2, missing
+    assert missing.endswith("It looks like --arch mlp --dataset digits.")
+    assert inspect_main([str(path), "--dataset", "digits"]) == 4
+    missing = _line(capsys.readouterr().out, "missing")
+    assert "--arch NAME (one of " in missing and "--model yourfile.py:YourClass," in missing
+    assert "--dataset" not in missing, missing
+    assert missing.endswith("(see README). It looks like --arch mlp.")
+    assert inspect_main([str(path), "--dataset", "digits", "--arch", "mlp"]) == 0
+
+
+def _line(out: str, field: str) -> str:
+    """The value of ``field`` in inspect's output."""
+    return next(line for line in out.splitlines() if line.startswith(f"{field} "))[len(field) :]
+
+
 def test_inspect_bad_input_exits_2(tmp_path, capsys):
     assert inspect_main([str(tmp_path / "absent.pt")]) == 2
     err = capsys.readouterr().err
