@@ -75,6 +75,7 @@ from core.boundary import (
     InputError,
     OneLineParser,
     check_writable,
+    error_line,
     one_line,
     output_error,
     run_command,
@@ -638,7 +639,8 @@ def _after(attack: AttackRecord, k: int) -> str:
 
 def incomplete_lines(result: AuditResult) -> list[str]:
     """One line per attack run that failed, for stderr: an incomplete evaluation is said where
-    it cannot be missed, not only inside the document."""
+    it cannot be missed, not only inside the document. Each names the error by the line of its
+    message that says what failed (``core.boundary.error_line``); the document keeps it whole."""
     lines = []
     for norm in result.robustness.norms:
         for failure in norm.failures or ():
@@ -647,7 +649,8 @@ def incomplete_lines(result: AuditResult) -> list[str]:
             at = "" if failure.epsilon is None else f" eps {failure.epsilon:.4g}"
             stage = "" if failure.stage == "attack" else f" {failure.stage}"
             lines.append(
-                f"warning: {failure.label}{stage} failed at {norm.norm}{at}: {failure.message}"
+                f"warning: {failure.label}{stage} failed at {norm.norm}{at}: "
+                f"{error_line(failure.message)}"
             )
     if lines:
         lines.append(

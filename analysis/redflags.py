@@ -27,6 +27,7 @@ from torch import Tensor
 from analysis.conventions import ConventionTrial
 from analysis.probes import ModelProbes
 from attacks import AttackRecord, Family, NormOutcome, SuiteResult, list_attacks, registry
+from core.boundary import error_line
 from core.checks import CHECKS as DECLARED
 from core.stats import binomial_tail, mcnemar_exact
 
@@ -1079,7 +1080,9 @@ def attack_failed(evidence: Evidence) -> Judged:
     count as robust, so every robust accuracy at its norm and epsilon is an upper bound and the
     evaluation is incomplete. One that does not apply (a gradient attack on a model without an
     input gradient) leaves the worst case to the attacks that ran: listed, not flagged here
-    (``vanishing-gradients`` fails a model without an input gradient).
+    (``vanishing-gradients`` fails a model without an input gradient). Each run's error is the
+    one line of its message that says what failed (``core.boundary.error_line``); the run's
+    record in the suite keeps the whole message.
     """
     suite = evidence.suite
     if suite is None:
@@ -1098,7 +1101,8 @@ def attack_failed(evidence: Evidence) -> Judged:
                 "stage": failure.stage,
                 "attack": failure.label,
                 "epsilon": failure.epsilon,
-                "message": failure.message,
+                # One line: the run's record in the document keeps the whole message.
+                "message": error_line(failure.message),
             }
             (failed if failure.status == "failed" else not_applicable).append(row)
     evidence_rows = {"failed": failed, "not_applicable": not_applicable}

@@ -68,6 +68,7 @@ __all__ = [
     "check_archive",
     "check_interrupted",
     "check_writable",
+    "error_line",
     "load_json",
     "load_toml",
     "one_line",
@@ -123,6 +124,29 @@ def one_line(error: BaseException | str) -> str:
     if isinstance(error, BaseException) and not text:
         text = type(error).__name__
     return text
+
+
+_TORCHSCRIPT_PREAMBLE = "The following operation failed in the TorchScript interpreter."
+
+
+def error_line(message: BaseException | str) -> str:
+    """The one line of an error's message that says what failed, for a warning or a finding.
+
+    That is its first non-empty line (a library's message goes on with details, hints or a
+    traceback), with one exception: an error raised inside TorchScript's interpreter begins
+    with a line saying only that, then its own traceback, and ends with the original error
+    (``builtins.RuntimeError: ...``), which is taken instead. A ``Type: `` prefix before the
+    preamble (as ``attacks.suite`` records errors) is dropped with it. Blanks collapse as in
+    :func:`one_line`.
+    """
+    text = str(message) if not isinstance(message, KeyError) else one_line(message)
+    lines = [line for line in text.splitlines() if line.strip()]
+    if not lines:
+        return one_line(message)
+    line = lines[0]
+    if _TORCHSCRIPT_PREAMBLE in line and len(lines) > 1:
+        line = lines[-1].strip().removeprefix("builtins.")
+    return one_line(line)
 
 
 # ---------------------------------------------------------------------------- bounded input

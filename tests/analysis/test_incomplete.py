@@ -235,6 +235,34 @@ def test_a_baseline_with_a_failed_attack_fails_the_gate(scripted, tmp_path):
     assert any(case.name.startswith("every attack ran") for case in failed)
 
 
+def test_each_failed_run_is_one_line_naming_its_error(scripted, tmp_path):
+    """TorchScript's message of the model's error spans many lines (its preamble, its own
+    traceback, the error last): each failed run is one line on stderr and in the finding, the
+    line that names the error; the document's record of the run keeps the whole message."""
+    _, raising = scripted
+    done = _audit(raising, tmp_path / "out", "--quiet")
+    assert done.returncode == 0, done.stderr
+    result = read_result(tmp_path / "out" / "raising" / "audit.json")
+    runs = [
+        f for norm in result.robustness.norms for f in norm.failures or () if f.status == "failed"
+    ]
+    assert runs and all("Traceback of TorchScript" in run.message for run in runs)
+    error = "RuntimeError: input off the evaluation images"
+    lines = done.stderr.splitlines()
+    # One line per failed run, then the verdict's.
+    assert len(lines) == len(runs) + 1, done.stderr
+    assert all(
+        line.startswith(f"{raising}: warning: ")
+        and " failed at " in line
+        and line.endswith(f": {error}")
+        for line in lines[:-1]
+    )
+    finding = next(f for f in result.findings if f.code == "attack-failed")
+    assert "\n" not in finding.explanation and "TorchScript" not in finding.explanation
+    assert f"raised {error} and {len(runs) - 1} more" in finding.explanation
+    assert {row["message"] for row in finding.evidence["failed"]} == {error}
+
+
 def test_the_verdict_of_a_failed_attack_outranks_every_other():
     failed = Finding(
         "attack-failed", "No attack failed", Status.FAIL, {"failed": [{}, {}]}, masking=False

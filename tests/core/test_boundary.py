@@ -433,3 +433,27 @@ def test_an_error_while_writing_names_the_path_the_flag_and_the_fix(tmp_path, mo
         "disk, or choose a folder on another disk"
     )
     assert _leftovers(tmp_path) == []  # neither the file nor its temporary
+
+
+@pytest.mark.parametrize(
+    ("message", "line"),
+    [
+        ("RuntimeError: shape mismatch\n  at layer 3\n  hint: ...", "RuntimeError: shape mismatch"),
+        (
+            "\n\n  CUDA out of memory.   Tried to allocate 2 GiB\n",
+            "CUDA out of memory. Tried to allocate 2 GiB",
+        ),
+        (
+            "Error: The following operation failed in the TorchScript interpreter.\n"
+            "Traceback of TorchScript (most recent call last):\n"
+            '  File "m.py", line 6, in forward\n'
+            "            raise RuntimeError('input out of range')\n"
+            "            ~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~ <--- HERE\n"
+            "builtins.RuntimeError: input out of range\n",
+            "RuntimeError: input out of range",
+        ),
+        ("", ""),
+    ],
+)
+def test_an_error_is_named_by_the_line_that_says_what_failed(message, line):
+    assert boundary.error_line(message) == line
