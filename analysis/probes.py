@@ -11,7 +11,10 @@
   several step sizes, in float64 where the model allows it.
 
 Every probe survives a model without an input gradient or with NaN outputs: what it cannot
-measure it records, and the checks turn that into a finding.
+measure it records, and the checks turn that into a finding. So does a model that raises where
+only a probe takes it (an input that requires grad, an input off the data): whatever it raises
+there is recorded, with the line of its message that says what failed, as that probe not
+measured, and the audit goes on.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from attacks import ChunkedModel
+from core.boundary import error_line
 from torchutil import model_mode, shared_map
 
 __all__ = ["FD_ROUNDING_ULPS", "ModelProbes", "probe_model"]
@@ -34,15 +38,6 @@ __all__ = ["FD_ROUNDING_ULPS", "ModelProbes", "probe_model"]
 FD_ROUNDING_ULPS = 100.0
 """Rounding allowance of a finite difference: this many units in the last place of the largest
 logit (of the evaluation precision), divided by the step."""
-
-_MODEL_ERRORS = (
-    RuntimeError,
-    TypeError,
-    ValueError,
-    AttributeError,
-    NotImplementedError,
-    torch.jit.Error,  # what a TorchScript model raises; not a RuntimeError
-)
 
 
 @dataclass(frozen=True)
@@ -55,10 +50,11 @@ class ModelProbes:
         input_gradient_exists: the model's output depends differentiably on its input (False
             when the autograd graph is cut: ``detach``, a comparison, an integer cast, a NumPy
             round trip, or a backward pass that raises).
-        input_gradient_note: why the input gradient does not exist ("" when it does).
+        input_gradient_note: why the input gradient does not exist, or was not measured (""
+            when it exists).
         clean_zero_gradient_fraction: fraction of *all* evaluation samples whose cross-entropy
             input gradient at the clean point is exactly zero (a saturated softmax); 1.0 when
-            the input gradient does not exist.
+            the input gradient does not exist or was not measured.
         clean_margins: per evaluation sample, the clean logit margin: the true class' logit
             minus the largest other (negative when misclassified; NaN for non-finite logits).
         clean_gradient_norms: per evaluation sample, the L2 norm of the cross-entropy input
@@ -106,6 +102,10 @@ class ModelProbes:
             directional derivative), the median of finite difference over directional
             derivative at the smallest step: -1 for a sign-flipped gradient, 0 for a gradient
             where the function is flat; None when there is none.
+        input_gradient_error: what the model raised when its input gradient was measured (its
+            type and the line of its message that says what failed); the input gradient is then
+            not measured (``input_gradient_exists`` False, the note says so). "" when it did
+            not raise.
     """
 
     num_samples: int
@@ -145,6 +145,7 @@ class ModelProbes:
     fd_disagreeing: int
     fd_disagreement_fraction: float
     fd_median_ratio: float | None
+    input_gradient_error: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         data = dict(self.__dict__)
@@ -177,8 +178,8 @@ def _input_gradient(function: Any, inputs: Tensor) -> tuple[Tensor | None, Tenso
         (gradient,) = torch.autograd.grad(output.sum(), inputs, allow_unused=True)
     except torch.OutOfMemoryError:
         raise
-    except (RuntimeError, torch.jit.Error) as error:
-        return None, output.detach(), f"the backward pass raised: {str(error).splitlines()[0]}"
+    except Exception as error:  # noqa: BLE001 - any failure of the model's backward pass
+        return None, output.detach(), f"the backward pass raised: {_raised(error)}"
     if gradient is None:
         return (
             None,
@@ -191,37 +192,52 @@ def _input_gradient(function: Any, inputs: Tensor) -> tuple[Tensor | None, Tenso
     return gradient, output.detach(), ""
 
 
+def _raised(error: BaseException) -> str:
+    """``Type: what failed``, in one line."""
+    return error_line(f"{type(error).__name__}: {error}")
+
+
 def _cross_entropy(model: nn.Module, y: Tensor) -> Any:
     return lambda inputs: F.cross_entropy(model(inputs), y, reduction="none")
 
 
 def _gradient_census(
     model: nn.Module, x: Tensor, y: Tensor, batch_size: int
-) -> tuple[int, int, tuple[float, ...], str]:
+) -> tuple[int, int, tuple[float, ...], str, str]:
     """Zero and non-finite cross-entropy input gradients over all of ``x`` and each one's L2
-    norm, or the reason the input gradient does not exist. Under torch.distributed each batch
-    is computed by one process."""
+    norm, or the reason the input gradient does not exist or was not measured, and what the
+    model raised (then it was not measured). Under torch.distributed each batch is computed by
+    one process."""
 
-    def census(number: int) -> tuple[int, int, Tensor, str]:
+    def census(number: int) -> tuple[int, int, Tensor, str, str]:
         start = number * batch_size
         labels = y[start : start + batch_size]
-        gradient, _, note = _input_gradient(
-            _cross_entropy(model, labels), x[start : start + batch_size]
-        )
+        try:
+            gradient, _, note = _input_gradient(
+                _cross_entropy(model, labels), x[start : start + batch_size]
+            )
+        except torch.OutOfMemoryError:
+            raise
+        except Exception as error:  # noqa: BLE001 - the model's own error is a finding
+            raised = _raised(error)
+            note = f"not measured: the model raised {raised} when its input requires grad"
+            return 0, 0, torch.empty(0, dtype=torch.float64), note, raised
         if gradient is None:
-            return 0, 0, torch.empty(0, dtype=torch.float64), note
+            return 0, 0, torch.empty(0, dtype=torch.float64), note, ""
         flat = gradient.flatten(1)
         zero = int((flat.abs().amax(1) == 0).sum())
         nonfinite = int((~torch.isfinite(flat)).any(1).sum())
-        return zero, nonfinite, flat.double().norm(dim=1).cpu(), ""
+        return zero, nonfinite, flat.double().norm(dim=1).cpu(), "", ""
 
     batches = shared_map(-(-len(x) // batch_size), census)
-    note = next((note for *_, note in batches if note), "")
+    # A batch where the model raised outranks one without a gradient: nothing is measured.
+    note, error = next(((batch[3], batch[4]) for batch in batches if batch[4]), ("", ""))
+    note = note or next((batch[3] for batch in batches if batch[3]), "")
     if note:
-        return len(x), 0, (), note
+        return len(x), 0, (), note, error
     zero = sum(batch[0] for batch in batches)
     nonfinite = sum(batch[1] for batch in batches)
-    return zero, nonfinite, _rounded(torch.cat([batch[2] for batch in batches])), ""
+    return zero, nonfinite, _rounded(torch.cat([batch[2] for batch in batches])), "", ""
 
 
 def _rounded(values: Tensor) -> tuple[float, ...]:
@@ -339,7 +355,7 @@ def _double_copy(model: nn.Module, probe: Tensor) -> tuple[nn.Module, str]:
             output = double(probe.double())
     except torch.OutOfMemoryError:
         raise
-    except _MODEL_ERRORS as error:
+    except Exception as error:  # noqa: BLE001 - any refusal of float64 (torch.jit.Error too)
         return model, f"float32: the model does not run in float64 ({type(error).__name__})"
     if not isinstance(output, Tensor) or output.dtype != torch.float64:
         return model, "float32: the model's float64 copy does not return float64 logits"
@@ -542,7 +558,7 @@ def probe_model(
     if fd_steps is not None and (not fd_steps or any(not 0 < s < 0.1 for s in fd_steps)):
         raise ValueError(f"fd_steps must be fractions of the box width in (0, 0.1), got {fd_steps}")
     with model_mode(model, train=False):
-        zero, nonfinite_gradients, gradient_norms, gradient_note = _gradient_census(
+        zero, nonfinite_gradients, gradient_norms, gradient_note, gradient_error = _gradient_census(
             model, x, y, batch_size
         )
         all_samples = len(x)
@@ -591,8 +607,13 @@ def probe_model(
         fd_x, fd_y = x[:fd_samples], y[:fd_samples]
         steps: tuple[float, ...] = ()
         precision = ""
-        if gradient_note:
-            fd_result: _FiniteDifferences | str = "the input gradient does not exist"
+        if gradient_error:
+            fd_result: _FiniteDifferences | str = (
+                f"the input gradient is not measurable: the model raised {gradient_error} when "
+                "its input requires grad"
+            )
+        elif gradient_note:
+            fd_result = "the input gradient does not exist"
         elif stochastic:
             fd_result = "the model is stochastic: finite differences of a random function"
         else:
@@ -600,16 +621,24 @@ def probe_model(
             double = precision == "float64"
             steps = fd_steps or ((1e-3, 1e-4, 1e-5) if double else (1e-2, 3e-3, 1e-3))
             steps = tuple(sorted(steps, reverse=True))
-            fd_result = _finite_differences(
-                evaluated,
-                fd_x.double() if double else fd_x,
-                fd_y,
-                generator,
-                steps,
-                fd_tolerance,
-                bounds,
-                batch_size,
-            )
+            try:
+                fd_result = _finite_differences(
+                    evaluated,
+                    fd_x.double() if double else fd_x,
+                    fd_y,
+                    generator,
+                    steps,
+                    fd_tolerance,
+                    bounds,
+                    batch_size,
+                )
+            except torch.OutOfMemoryError:
+                raise
+            except Exception as error:  # noqa: BLE001 - the model's own error is a finding
+                fd_result = (
+                    f"the model raised {_raised(error)} on the inputs near the data that the "
+                    "finite differences take"
+                )
     measured = isinstance(fd_result, _FiniteDifferences)
     fd = fd_result if isinstance(fd_result, _FiniteDifferences) else None
     return ModelProbes(
@@ -650,4 +679,5 @@ def probe_model(
         fd_disagreeing=fd.disagreeing if fd else 0,
         fd_disagreement_fraction=fd.disagreeing / fd.informative if fd and fd.informative else 0.0,
         fd_median_ratio=fd.median_ratio if fd else None,
+        input_gradient_error=gradient_error,
     )

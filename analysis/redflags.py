@@ -641,6 +641,21 @@ def _gradient_shares(*populations: tuple[float, float | None, int, str], thresho
 
 @check("vanishing-gradients")
 def vanishing_gradients(evidence: Evidence) -> Judged:
+    if evidence.probes.input_gradient_error:
+        # The model raised when its input required grad: nothing was measured, and every
+        # gradient attack will raise too (attack-failed names them).
+        return Judged(
+            Status.NOT_APPLICABLE,
+            {
+                "input_gradient_exists": False,
+                "reason": evidence.probes.input_gradient_note,
+                "error": evidence.probes.input_gradient_error,
+            },
+            f"input gradient not measurable: the model raised "
+            f"{evidence.probes.input_gradient_error} when its input requires grad",
+            remedy="Fix the model so that it runs on an input that requires grad (every "
+            "gradient attack needs one), or attack it with gradient-free attacks and report those",
+        )
     if not evidence.probes.input_gradient_exists:
         return Judged(
             Status.FAIL,

@@ -140,7 +140,8 @@ CHECKS: dict[str, CheckSpec] = {
         "and whether the input gradient exists at all (a cut autograd graph: detach, a "
         "comparison, an integer cast, a NumPy round trip).",
         "Fails above 5 % exact zeros or without an input gradient; warns above 1 %, or when "
-        "more than 25 % are below the vanishing threshold.",
+        "more than 25 % are below the vanishing threshold. Not measured (n/a, naming the error) "
+        "when the model raises on an input that requires grad.",
         remedy="Vanishing gradients starve gradient attacks (saturated softmax, quantisation): "
         "use a margin loss on logits, BPDA, or gradient-free attacks",
     ),
@@ -159,8 +160,8 @@ CHECKS: dict[str, CheckSpec] = {
         "Gradients disagree with finite differences",
         "On 256 samples, one random direction each: the directional derivative of a fixed "
         "class margin against central, forward and backward differences at three step sizes "
-        "(float64 where the model runs in it). Not applicable to stochastic models or without "
-        "an input gradient.",
+        "(float64 where the model runs in it). Not applicable to stochastic models, without an "
+        "input gradient, or when the model raises on the inputs the differences take.",
         "Fails when more than 10 % disagreement at every step occurs on significantly more "
         "than 1 % of pairs (exact binomial test, α = 0.01) and on at least 5 % (at least 5 "
         "pairs).",

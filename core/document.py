@@ -1072,6 +1072,7 @@ class Probes:
     fd_step_disagreement: tuple[float, ...] | None = _need(_OPTIONAL)
     fd_disagreeing: int | None = _need(_OPTIONAL)
     fd_median_ratio: float | None = _need(_OPTIONAL)
+    input_gradient_error: str | None = _need(_OPTIONAL)
     extra: Json = _extra()
 
 

@@ -96,7 +96,7 @@ def diagnose(result: AuditResult) -> list[Mechanism]:
     out: list[Mechanism] = []
     ce = _zero_share(result, _is_cross_entropy)
     margin = _zero_share(result, _is_margin)
-    if probes is not None and not probes.input_gradient_exists:
+    if probes is not None and not probes.input_gradient_exists and not probes.input_gradient_error:
         out.append(
             Mechanism(
                 "No input gradient: the autograd graph is cut",

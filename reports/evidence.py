@@ -437,13 +437,20 @@ def _monotonic(evidence: Mapping[str, Any]) -> list[Block]:
         "vanishing_fraction",
         "threshold",
         "measured",
+        "error",
     ),
 )
 def _vanishing(evidence: Mapping[str, Any]) -> list[Block]:
     """input_gradient_exists, and either reason or zero_fraction, clean_zero_fraction,
     attack_zero_fraction, vanishing_fraction, threshold, measured; since schema 1.7 also
     clean_vanishing_fraction and clean_measured. The clean gradients and the attacks' first
-    gradients are two populations, each described on its own."""
+    gradients are two populations, each described on its own. With error (the model raised
+    when its input required grad), nothing was measured."""
+    if evidence.get("error"):
+        return [
+            f"The input gradient was not measured: the model raised {evidence['error']} when its "
+            "input requires grad."
+        ]
     if not evidence["input_gradient_exists"]:
         return [f"The input gradient does not exist: {evidence['reason']}."]
     threshold = _number(evidence["threshold"])

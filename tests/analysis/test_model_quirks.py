@@ -86,3 +86,63 @@ def test_a_scripted_model_refusing_a_batch_size_is_audited(traced, tmp_path, siz
         examples = [e for n in document["robustness"]["norms"] for e in n["examples"]]
         assert examples and all(e["predicted"] is not None for e in examples)
         assert any(e["fooled"] and e["predicted"] != e["label"] for e in examples)
+
+
+class _RaisesOnGrad(nn.Module):
+    """``net``, raising (a message of several lines) on any input that requires grad."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.requires_grad:
+            raise RuntimeError("this model takes no gradients\n  (a second line of detail)")
+        return self.net(x)
+
+
+class _RaisesNearData(nn.Module):
+    """``net``, raising on any row more than 0.001 (L∞) from every row of ``clean``: the
+    probes' finite differences step farther than that."""
+
+    def __init__(self, net: nn.Module, clean: Tensor) -> None:
+        super().__init__()
+        self.net = net
+        self.register_buffer("clean", clean.flatten(1))
+
+    def forward(self, x: Tensor) -> Tensor:
+        distance = (x.flatten(1)[:, None, :] - self.clean[None]).abs().amax(2).amin(1)
+        if bool((distance > 0.001).any()):
+            raise ValueError("input off the data\n  (a second line of detail)")
+        return self.net(x)
+
+
+@pytest.mark.parametrize("raising", ["on-grad", "near-data"])
+def test_a_model_raising_inside_a_probe_is_recorded_and_audited(raising):
+    """The probe the model raised in is not measured, its finding says so with the error, and
+    the audit goes on (the attacks' failures are attack-failed's)."""
+    from analysis import audit_model
+    from checkpoints.datasets import load_dataset
+
+    net = load_checkpoint(ZOO_DIR / "digits-mlp-none.pt").model
+    data = load_dataset("digits", "test")
+    x, y = data.x[:40], data.y[:40]
+    model = _RaisesOnGrad(net) if raising == "on-grad" else _RaisesNearData(net, x)
+    result = audit_model(model, x, y, preset="quick", flatness=False, progress=False)
+    findings = {f.code: f for f in result.findings}
+    fd = findings["gradient-disagrees-with-finite-differences"]
+    vanishing = findings["vanishing-gradients"]
+    assert fd.status == "n/a" and "not measur" in fd.explanation
+    if raising == "on-grad":
+        error = "RuntimeError: this model takes no gradients"
+        assert vanishing.status == "n/a", vanishing
+        assert vanishing.explanation == (
+            f"input gradient not measurable: the model raised {error} when its input requires grad"
+        )
+        assert result.probes is not None and result.probes.input_gradient_error == error
+    else:
+        error = "ValueError: input off the data"
+        assert vanishing.status == "pass", vanishing
+    assert f"the model raised {error}" in fd.explanation, fd.explanation
+    assert "second line" not in fd.explanation
+    assert findings["attack-failed"].status == "fail"

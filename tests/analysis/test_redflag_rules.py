@@ -183,6 +183,7 @@ def test_vanishing_gradients_describes_each_population_on_its_own():
     clean = [0.0] * 9 + [1e-3]
     probes = SimpleNamespace(
         input_gradient_exists=True,
+        input_gradient_error="",
         clean_zero_gradient_fraction=0.9,
         clean_gradient_norms=tuple(clean),
     )
