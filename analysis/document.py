@@ -22,7 +22,6 @@ import base64
 import json
 import math
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -32,7 +31,6 @@ from torch import Tensor
 from core.document import DocumentError
 
 __all__ = [
-    "SCHEMA_PATH",
     "bits",
     "decode_exact",
     "decode_image",
@@ -42,8 +40,6 @@ __all__ = [
     "differences",
     "without_timings",
 ]
-
-SCHEMA_PATH = Path(__file__).resolve().parent / "audit.schema.json"
 
 
 def bits(mask: Tensor) -> str | list[str]:

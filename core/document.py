@@ -1,9 +1,9 @@
 """A typed, read-only view of the audit result document ``audit.json``.
 
 :func:`read_result` (or :meth:`AuditResult.from_dict`) checks the document once and builds
-frozen dataclasses that mirror ``analysis/audit.schema.json``, so that a report, a comparison,
-a gate or a summary never digs through ``dict[str, Any]``. Pure standard library: no torch,
-no numpy.
+frozen dataclasses, so that a report, a comparison, a gate or a summary never digs through
+``dict[str, Any]``. The records are the one declaration of the document: ``core.schema``
+generates ``core/audit.schema.json`` from them. Pure standard library: no torch, no numpy.
 
 Conventions:
 
@@ -933,6 +933,12 @@ class SharpnessEstimate:
     base_loss: float | None = _need(_OPTIONAL)
     max_loss: float | None = _need(_OPTIONAL)
     num_steps: int | None = _need(_OPTIONAL)
+    num_draws: int | None = _need(_OPTIONAL)
+    """Draws of a mini-batch (or the whole data) (schema 1.8)."""
+    minibatch_size: int | None = _need(_OPTIONAL)
+    """Samples per draw; None when every draw was the whole data (and before schema 1.8)."""
+    stopped_by: str | None = _need(_OPTIONAL)
+    """``target``, ``budget`` or ``all-samples`` (schema 1.8)."""
     provenance: MeasureProvenance | None = _need(_OPTIONAL)
     extra: Json = _extra()
 

@@ -12,8 +12,9 @@ import pytest
 import torch
 from audit_helpers import audit_document, quick_config, without_timings
 
-from analysis.document import SCHEMA_PATH, bits, decode_image, differences, encode_exact, unbits
+from analysis.document import bits, decode_image, differences, encode_exact, unbits
 from core.document import SCHEMA_VERSION, DocumentError, read_document, write_json
+from core.schema import SCHEMA_PATH
 
 SCHEMA = json.loads(SCHEMA_PATH.read_text())
 

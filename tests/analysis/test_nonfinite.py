@@ -21,12 +21,12 @@ import torch
 from analysis import gate
 from analysis.audit import main
 from analysis.config import build_suite
-from analysis.document import SCHEMA_PATH
 from checkpoints import load_checkpoint
 from checkpoints.datasets import load_dataset
 from checkpoints.format import save_checkpoint
 from checkpoints.train import ZOO_DIR
 from core.document import DocumentError, read_document, write_json
+from core.schema import SCHEMA_PATH
 
 SCHEMA = json.loads(SCHEMA_PATH.read_text())
 NUM_SAMPLES = 60
