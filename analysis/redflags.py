@@ -417,68 +417,57 @@ def low_clean_accuracy(evidence: Evidence) -> Judged:
     )
 
 
-@check("one-step-beats-iterative")
-def one_step_beats_iterative(evidence: Evidence) -> Judged:
-    status, rows = _pairwise(
-        evidence,
-        list_attacks(Family.ONE_STEP),
-        list_attacks(Family.ITERATIVE),
-        tolerated=0.01,
-        minimum=3,
-        min_effect=0.01,
-    )
-    return Judged(
-        status,
-        rows,
-    )
+def _pairwise_check(
+    code: str,
+    later: Callable[[], Sequence[str]],
+    earlier: Callable[[], Sequence[str]],
+    *,
+    tolerated: float,
+    minimum: int,
+    min_effect: float,
+) -> Check:
+    """Register ``code``: did an attack of ``later()`` break samples that every attack of
+    ``earlier()`` run before it left robust, beyond ``tolerated`` (see :func:`_pairwise`)?
+    The kinds are listed when the check runs, so attacks registered later count too."""
+
+    def judge(evidence: Evidence) -> Judged:
+        return Judged(*_pairwise(evidence, later(), earlier(), tolerated, minimum, min_effect))
+
+    return check(code)(judge)
 
 
-@check("black-box-beats-white-box")
-def black_box_beats_white_box(evidence: Evidence) -> Judged:
-    status, rows = _pairwise(
-        evidence,
-        list_attacks(Family.BLACK_BOX),
-        list_attacks(gradient=True),
-        tolerated=0.05,
-        minimum=5,
-        min_effect=0.02,
-    )
-    return Judged(
-        status,
-        rows,
-    )
-
-
-@check("random-search-beats-gradient")
-def random_search_beats_gradient(evidence: Evidence) -> Judged:
-    status, rows = _pairwise(
-        evidence,
-        list_attacks(Family.RANDOM),
-        list_attacks(gradient=True),
-        tolerated=0.01,
-        minimum=3,
-        min_effect=0.01,
-    )
-    return Judged(
-        status,
-        rows,
-    )
-
-
-@check("targeted-beats-untargeted")
-def targeted_beats_untargeted(evidence: Evidence) -> Judged:
-    status, rows = _pairwise(
-        evidence,
-        list_attacks(Family.TARGETED),
-        list_attacks(Family.ITERATIVE),
-        tolerated=0.10,
-        minimum=5,
-        min_effect=0.05,
-    )
-    return Judged(
-        status,
-        rows,
-    )
+one_step_beats_iterative = _pairwise_check(
+    "one-step-beats-iterative",
+    lambda: list_attacks(Family.ONE_STEP),
+    lambda: list_attacks(Family.ITERATIVE),
+    tolerated=0.01,
+    minimum=3,
+    min_effect=0.01,
+)
+black_box_beats_white_box = _pairwise_check(
+    "black-box-beats-white-box",
+    lambda: list_attacks(Family.BLACK_BOX),
+    lambda: list_attacks(gradient=True),
+    tolerated=0.05,
+    minimum=5,
+    min_effect=0.02,
+)
+random_search_beats_gradient = _pairwise_check(
+    "random-search-beats-gradient",
+    lambda: list_attacks(Family.RANDOM),
+    lambda: list_attacks(gradient=True),
+    tolerated=0.01,
+    minimum=3,
+    min_effect=0.01,
+)
+targeted_beats_untargeted = _pairwise_check(
+    "targeted-beats-untargeted",
+    lambda: list_attacks(Family.TARGETED),
+    lambda: list_attacks(Family.ITERATIVE),
+    tolerated=0.10,
+    minimum=5,
+    min_effect=0.05,
+)
 
 
 @check("margin-loss-beats-cross-entropy")
@@ -526,10 +515,7 @@ def margin_loss_beats_cross_entropy(evidence: Evidence) -> Judged:
                     "peer": peer.label,
                 }
     status = _worst(statuses)
-    return Judged(
-        status,
-        rows,
-    )
+    return Judged(status, rows)
 
 
 @check("unbounded-attack-below-100")
@@ -558,10 +544,7 @@ def unbounded_attack(evidence: Evidence) -> Judged:
             else Status.PASS
         )
     status = _worst(statuses)
-    return Judged(
-        status,
-        rows,
-    )
+    return Judged(status, rows)
 
 
 @check("success-not-increasing-with-epsilon")
@@ -610,10 +593,7 @@ def not_monotonic(evidence: Evidence) -> Judged:
         }
         statuses.append(Status.PASS)
     status = _worst(statuses)
-    return Judged(
-        status,
-        rows,
-    )
+    return Judged(status, rows)
 
 
 def _gradient_records(suite: SuiteResult) -> list[AttackRecord]:
@@ -1021,10 +1001,7 @@ def not_converged(evidence: Evidence) -> Judged:
                 }
                 statuses.append(Status.WARN if rising and still_breaking else Status.PASS)
     status = _worst(statuses)
-    return Judged(
-        status,
-        rows,
-    )
+    return Judged(status, rows)
 
 
 def _shows_last_iterate(record: AttackRecord) -> bool:
