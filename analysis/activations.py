@@ -9,7 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from checkpoints.layers import family_layers
-from torchutil import model_mode, shared_map
+from torchutil import any_batch, model_mode, shared_map
 
 __all__ = [
     "LayerActivations",
@@ -99,6 +99,15 @@ def activations_note(model: nn.Module) -> str | None:
     )
 
 
+def _merged(parts: list[dict[str, _Accumulator]]) -> dict[str, _Accumulator]:
+    """The sums of several passes, layer by layer."""
+    out: dict[str, _Accumulator] = {}
+    for part in parts:
+        for name, acc in part.items():
+            out.setdefault(name, _Accumulator()).add(acc)
+    return out
+
+
 def activation_statistics(
     model: nn.Module, x: Tensor, batch_size: int = 500
 ) -> list[LayerActivations]:
@@ -131,11 +140,14 @@ def activation_statistics(
         for name, module, _ in layers
     ]
 
-    def batch_sums(number: int) -> dict[str, _Accumulator]:
+    def sums_of(part: Tensor) -> dict[str, _Accumulator]:
         current.clear()
         current.update({name: _Accumulator() for name, _, _ in layers})
-        model(x[number * batch_size : (number + 1) * batch_size])
+        model(part)
         return dict(current)
+
+    def batch_sums(number: int) -> dict[str, _Accumulator]:
+        return any_batch(sums_of, x[number * batch_size : (number + 1) * batch_size], _merged)
 
     # Under torch.distributed each batch is evaluated by one process; the sums are added in
     # batch order everywhere, so the figures are those of one process.

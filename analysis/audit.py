@@ -98,7 +98,7 @@ from core.document import (
 from reports.compare import write_comparison
 from reports.html import write_report
 from reports.tables import parse_formats, preset_caveat, write_tables
-from torchutil import BatchChoice, distributed, full_precision, make_generator
+from torchutil import BatchChoice, distributed, full_precision, is_out_of_memory, make_generator
 
 __all__ = ["EvaluationSet", "evaluation_set", "main", "run_audit", "select_samples"]
 
@@ -465,19 +465,30 @@ def _run_audit(
             ),
         )
         flatness_memo = _announcing(memo) if progress else memo
-        eval_result, flatness_choice = measure_fitting(
-            model, x_flat, y_flat, config.flatness, config.seed, flatness_choice, flatness_memo
-        )
-        flatness = eval_result.to_dict()
-        # With the dropout-family layers active the loss surface is another one (for NormOut
-        # orders of magnitude sharper), and papers rarely say which they report: give both.
-        active = active_flatness_config(config.flatness)
-        flatness["active_layers"] = None
-        if dropout_family_layers(model) and active.measures:
-            active_result, flatness_choice = measure_fitting(
-                model, x_flat, y_flat, active, config.seed, flatness_choice, flatness_memo
+        try:
+            eval_result, flatness_choice = measure_fitting(
+                model, x_flat, y_flat, config.flatness, config.seed, flatness_choice, flatness_memo
             )
-            flatness["active_layers"] = active_result.to_dict()
+            flatness = eval_result.to_dict()
+            # With the dropout-family layers active the loss surface is another one (for
+            # NormOut orders of magnitude sharper), and papers rarely say which they report:
+            # give both.
+            active = active_flatness_config(config.flatness)
+            flatness["active_layers"] = None
+            if dropout_family_layers(model) and active.measures:
+                active_result, flatness_choice = measure_fitting(
+                    model, x_flat, y_flat, active, config.seed, flatness_choice, flatness_memo
+                )
+                flatness["active_layers"] = active_result.to_dict()
+        except Exception as error:  # noqa: BLE001 - the model's own exception, recorded
+            if is_out_of_memory(error):
+                raise
+            flatness = None
+            flatness_note = (
+                f"not measured: the model raised {type(error).__name__} in a flatness pass "
+                f"({error_line(error)})"
+            )
+            print(f"warning: flatness {flatness_note}", file=sys.stderr)
     # Sums over the samples, so batched by the memory's chunk; named as in the model itself.
     activations = activation_statistics(model, x, chunked.chunk_size)
     spec = loaded.spec
@@ -905,7 +916,7 @@ def check_model_outputs(loaded: LoadedCheckpoint, evaluation: EvaluationSet) -> 
         raise CheckpointError(
             f"{loaded.path}: the model raised {type(err).__name__} on a batch of "
             f"{tuple(x.shape)} images: {_last_line(err)}; check --arch, --dataset and the input "
-            "shape the model expects"
+            "shape the model expects (a model that takes one image at a time needs --batch-size 1)"
         ) from None
     expected = (len(x), spec.num_classes)
     if not isinstance(output, torch.Tensor):

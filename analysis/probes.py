@@ -31,7 +31,7 @@ from torch import Tensor, nn
 
 from attacks import ChunkedModel
 from core.boundary import error_line
-from torchutil import model_mode, shared_map
+from torchutil import any_batch, model_mode, shared_map
 
 __all__ = ["FD_ROUNDING_ULPS", "ModelProbes", "probe_model"]
 
@@ -256,7 +256,8 @@ def _margins(logits: Tensor, y: Tensor) -> Tensor:
 
 def _batched(model: nn.Module, x: Tensor, batch_size: int) -> Tensor:
     with torch.no_grad():
-        return torch.cat([model(x[s : s + batch_size]) for s in range(0, len(x), batch_size)])
+        chunks = [x[s : s + batch_size] for s in range(0, len(x), batch_size)]
+        return torch.cat([any_batch(model, chunk) for chunk in chunks])
 
 
 def _shared_batched(model: nn.Module, x: Tensor, batch_size: int) -> Tensor:
@@ -265,7 +266,7 @@ def _shared_batched(model: nn.Module, x: Tensor, batch_size: int) -> Tensor:
     def logits(number: int) -> Tensor:
         with torch.no_grad():
             batch = x[number * batch_size : (number + 1) * batch_size]
-            return model(batch).cpu()  # type: ignore[no-any-return]
+            return any_batch(model, batch).cpu()
 
     return torch.cat(shared_map(-(-len(x) // batch_size), logits)).to(x.device)
 

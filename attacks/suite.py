@@ -44,6 +44,7 @@ from attacks.result import STEP_NOT_BROKEN, AttackResult, GradientStats, plain
 from attacks.threat import Norm, check_inputs, geometry
 from attacks.worstcase import robust_after
 from torchutil import (
+    any_batch,
     child_generator,
     distributed,
     draw_seeds,
@@ -937,7 +938,8 @@ def _clean_correct(
     step = config.batch_size or max(x.shape[0], 1)
 
     def batch(number: int) -> Tensor:
-        return predict(evaluator.logits(x[number * step : (number + 1) * step])).cpu()
+        chunk = x[number * step : (number + 1) * step]
+        return predict(any_batch(evaluator.logits, chunk)).cpu()
 
     with model_mode(model, train=config.stochastic):
         predictions = torch.cat(distributed.shared_map(-(-x.shape[0] // step), batch))

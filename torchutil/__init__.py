@@ -20,6 +20,7 @@ from torchutil.distributed import (
 from torchutil.memory import (
     PROBE_SIZES,
     BatchChoice,
+    any_batch,
     available_memory,
     choose_batch_size,
     empty_cache,
@@ -46,6 +47,7 @@ __all__ = [
     "PROBE_SIZES",
     "SEED_BOUND",
     "BatchChoice",
+    "any_batch",
     "RngState",
     "all_gather_objects",
     "all_reduce_sum",

@@ -19,19 +19,24 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import torch
+from torch import Tensor
 
 __all__ = [
     "MEMORY_FRACTION",
     "PROBE_SIZES",
     "BatchChoice",
+    "any_batch",
     "available_memory",
     "choose_batch_size",
     "empty_cache",
     "is_out_of_memory",
     "measure_peak",
 ]
+
+T = TypeVar("T")
 
 MEMORY_FRACTION = 0.5
 """Share of the free memory one step may take: the rest is for what the audit keeps (the
@@ -99,6 +104,24 @@ def is_out_of_memory(error: BaseException) -> bool:
     if isinstance(error, torch.OutOfMemoryError):
         return True
     return isinstance(error, RuntimeError) and "can't allocate memory" in str(error)
+
+
+def any_batch(
+    compute: Callable[[Tensor], T],
+    x: Tensor,
+    combine: Callable[[list[T]], T] = torch.cat,  # type: ignore[assignment]
+) -> T:
+    """``compute(x)``, or, where the model refuses a batch of this size (anything it raises
+    but running out of memory: a TorchScript model that checks its batch raises
+    ``torch.jit.Error``), ``combine`` of ``compute`` of each sample alone (by default the
+    tensors concatenated). For passes whose batch size is the caller's choice, not the
+    model's; a model that refuses single samples too raises what it raised on the first."""
+    try:
+        return compute(x)
+    except Exception as error:  # noqa: BLE001 - any refusal of the batch, judged below
+        if is_out_of_memory(error) or len(x) <= 1:
+            raise
+    return combine([compute(x[i : i + 1]) for i in range(len(x))])
 
 
 def empty_cache(device: torch.device) -> None:

@@ -146,3 +146,29 @@ def test_a_model_raising_inside_a_probe_is_recorded_and_audited(raising):
     assert f"the model raised {error}" in fd.explanation, fd.explanation
     assert "second line" not in fd.explanation
     assert findings["attack-failed"].status == "fail"
+
+
+def test_a_model_refusing_the_whole_set_as_one_batch_is_audited_sample_by_sample():
+    """The clean pass, the probes, the activation statistics and the flatness batch are the
+    audit's choice: a model refusing a batch of all 40 samples is evaluated one sample at a
+    time there (the same clean accuracy as the model that takes any batch), the attacks that
+    ran on that batch are failed runs, and flatness, whose passes the model also refuses, is
+    said not measured with the error instead of crashing the audit."""
+    from analysis import audit_model
+    from checkpoints.datasets import load_dataset
+
+    net = load_checkpoint(ZOO_DIR / "digits-mlp-dropout.pt").model
+    data = load_dataset("digits", "test")
+    x, y = data.x[:40], data.y[:40]
+    options = dict(preset="quick", progress=False, seed=3)
+    honest = audit_model(net, x, y, flatness=False, **options)
+    result = audit_model(_Refuses(net, 40), x, y, flatness=True, **options)
+    assert result.clean_accuracy.count == honest.clean_accuracy.count
+    assert result.verdict.startswith("evaluation incomplete")
+    assert result.flatness is None
+    assert result.flatness_note == (
+        "not measured: the model raised RuntimeError in a flatness pass (this model refuses "
+        "this batch size)"
+    )
+    statistics = {layer.name: layer for layer in result.activations}
+    assert statistics and all(layer.num_elements > 0 for layer in statistics.values())

@@ -80,3 +80,32 @@ def test_out_of_memory_errors_are_recognised():
     assert is_out_of_memory(RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried"))
     assert not is_out_of_memory(RuntimeError("shape mismatch"))
     assert not is_out_of_memory(ValueError("can't allocate memory"))
+
+
+def test_any_batch_asks_sample_by_sample_where_a_batch_is_refused() -> None:
+    from torchutil import any_batch
+
+    x = torch.arange(6.0).reshape(3, 2)
+    sizes: list[int] = []
+
+    def doubled_unless_three(part: torch.Tensor) -> torch.Tensor:
+        sizes.append(len(part))
+        if len(part) == 3:
+            raise RuntimeError("refused")
+        return part * 2
+
+    assert torch.equal(any_batch(doubled_unless_three, x), x * 2)
+    assert sizes == [3, 1, 1, 1]
+    assert any_batch(lambda part: [len(part)], x, lambda parts: sum(parts, [])) == [3]
+
+    def refuses_everything(part: torch.Tensor) -> torch.Tensor:
+        raise ValueError(f"no batch of {len(part)}")
+
+    with pytest.raises(ValueError, match="no batch of 1"):
+        any_batch(refuses_everything, x)
+
+    def out_of_memory(part: torch.Tensor) -> torch.Tensor:
+        raise torch.OutOfMemoryError("out of memory")
+
+    with pytest.raises(torch.OutOfMemoryError):  # a memory failure is no refusal
+        any_batch(out_of_memory, x)
