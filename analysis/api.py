@@ -142,7 +142,7 @@ def audit_model(
         >>> result.verdict, result.robustness.norms[0].reliable_robust_accuracy[0].value
     """
     # Imported here: analysis.audit is also the command's __main__ module.
-    from analysis.audit import EvaluationSet, check_model_outputs, run_audit, select_samples
+    from analysis.pipeline import EvaluationSet, check_model_outputs, run_audit, select_samples
 
     if isinstance(model, type) and issubclass(model, nn.Module):
         raise ValueError(

@@ -24,58 +24,46 @@ import functools
 import hashlib
 import math
 import os
-import platform
 import sys
-import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
-from importlib import metadata
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import torch
 
 from analysis import gate
-from analysis.activations import activation_statistics, activations_note, dropout_family_layers
 from analysis.batching import (
-    attack_batch,
-    flatness_batch,
-    measure_fitting,
     parse_batch_size,
 )
-from analysis.batching import provenance as batch_provenance
 from analysis.config import (
     DEFAULT_BATCH_SIZE,
-    EOT_SAMPLES,
     PRESETS,
     AuditConfig,
-    active_flatness_config,
     build_suite,
     check_suite,
     cost_warning,
     flatness_config,
     parse_epsilons,
 )
-from analysis.conventions import try_conventions
-from analysis.document import bits, encode_exact, encode_image
-from analysis.probes import probe_model
-from analysis.redflags import Evidence, run_checks, verdict
+from analysis.pipeline import (
+    EvaluationSet,
+    check_model_outputs,
+    evaluation_set,
+    package_versions,
+    run_audit,
+)
 from analysis.resume import LOCK, PARTIAL, FolderBusy, FolderLock, UnitCache
-from attacks import Bounds, ChunkedModel, NormOutcome, SuiteResult, run_suite
-from attacks.losses import NO_PREDICTION, predict
-from attacks.presets import for_stochastic_model
-from attacks.result import plain
-from attacks.suite import Memo
+from analysis.summary import incomplete_lines, summary_lines
 from checkpoints import CheckpointError, LoadedCheckpoint, load_checkpoint
 from checkpoints.cli import add_description_arguments, description_from_arguments, say_flag_notes
-from checkpoints.datasets import Dataset, DatasetError, load_dataset
+from checkpoints.datasets import DatasetError
 from core.boundary import (
     EXIT_GATE_FAILED,
     EXIT_OK,
     InputError,
     OneLineParser,
     check_writable,
-    error_line,
     one_line,
     output_error,
     run_command,
@@ -83,655 +71,17 @@ from core.boundary import (
 )
 from core.document import (
     SCHEMA_VERSION,
-    AttackRecord,
     AuditResult,
     DocumentError,
-    FisherRaoEstimate,
-    FlatnessResult,
-    NormResult,
-    TraceEstimate,
-    encode_nonfinite,
-    proportion,
     read_result,
     write_json,
 )
 from reports.compare import write_comparison
 from reports.html import write_report
-from reports.tables import parse_formats, preset_caveat, write_tables
-from torchutil import BatchChoice, distributed, full_precision, is_out_of_memory, make_generator
+from reports.tables import parse_formats, write_tables
+from torchutil import distributed
 
-__all__ = ["EvaluationSet", "evaluation_set", "main", "run_audit", "select_samples"]
-
-T = TypeVar("T")
-
-
-@dataclass(frozen=True)
-class EvaluationSet:
-    """The samples an audit evaluates.
-
-    Attributes:
-        x: images [N, C, H, W] in the model's bounds.
-        y: labels [N].
-        indices: positions of the samples in the test split [N] (ascending).
-        dataset: the dataset they come from.
-    """
-
-    x: torch.Tensor
-    y: torch.Tensor
-    indices: torch.Tensor
-    dataset: Dataset
-
-
-def select_samples(total: int, num_samples: int | None, seed: int) -> torch.Tensor:
-    """A fixed, seeded choice of ``num_samples`` of ``total`` indices (all if fewer), ascending."""
-    if num_samples is not None and num_samples <= 0:
-        raise ValueError(f"--num-samples must be positive, got {num_samples}")
-    if num_samples is None or num_samples >= total:
-        return torch.arange(total, device="cpu")
-    # On the CPU, where the dataset is: the same samples whatever device the audit runs on.
-    generator = make_generator(seed)
-    return torch.randperm(total, generator=generator, device="cpu")[:num_samples].sort().values
-
-
-def evaluation_set(
-    loaded: LoadedCheckpoint, data: str | None, num_samples: int | None, seed: int
-) -> EvaluationSet:
-    """The test samples for ``loaded``, checked against its input shape and classes."""
-    spec = loaded.spec
-    name = spec.dataset
-    if name is None and data is None:
-        raise DatasetError(
-            f"{loaded.path} does not name its dataset; give --dataset NAME or --data PATH"
-        )
-    # The loader validates dtype, NaN/Inf, range, labels and shape against the model's.
-    dataset = load_dataset(
-        name or "file",
-        "test",
-        data,
-        num_classes=spec.num_classes,
-        input_shape=spec.input_shape,
-        bounds=spec.bounds,
-    )
-    indices = select_samples(len(dataset), num_samples, seed)
-    return EvaluationSet(dataset.x[indices], dataset.y[indices], indices, dataset)
-
-
-def _versions() -> dict[str, str | None]:
-    out: dict[str, str | None] = {"python": platform.python_version(), "torch": torch.__version__}
-    for package in ("robaudit", "numpy", "pyautoattack", "torchattacks", "cleverhans", "pyhessian"):
-        try:
-            out[package] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            out[package] = None
-    return out
-
-
-def _predictions(
-    model: torch.nn.Module, images: torch.Tensor, padding: torch.Tensor
-) -> list[int | None]:
-    """The model's prediction for each image (None for logits holding NaN or Inf, or where
-    the model refuses every batch tried).
-
-    The batch is the audit's choice, not the model's: a model that refuses this batch size
-    (a TorchScript model checking its batch) is asked again with the images padded by
-    ``padding`` (clean images, a batch of the size the clean pass used), then one at a time.
-    """
-    device = next((p.device for p in model.parameters()), torch.device("cpu"))
-    images = images.to(device)
-    count = len(images)
-    extra = padding[: max(len(padding) - count, 0)].to(device=device, dtype=images.dtype)
-    attempts = (
-        lambda: model(images),
-        lambda: model(torch.cat([images, extra]))[:count],
-        lambda: torch.cat([model(images[i : i + 1]) for i in range(count)]),
-    )
-    for attempt in attempts:
-        try:
-            with torch.no_grad():
-                labels = predict(attempt()).tolist()
-        except torch.OutOfMemoryError:
-            raise
-        except Exception:  # noqa: BLE001 - a refused batch size is the model's quirk
-            continue
-        return [None if label == NO_PREDICTION else int(label) for label in labels]
-    return [None] * count
-
-
-def _examples(
-    outcome: NormOutcome,
-    suite: SuiteResult,
-    x: torch.Tensor,
-    limit: int,
-    model: torch.nn.Module,
-    padding: torch.Tensor,
-) -> list[dict[str, Any]]:
-    """Up to ``limit`` adversarial examples per attack and epsilon, each the example the run
-    at that epsilon returned for that sample (projected, clipped and judged by the engine),
-    with the model's prediction on it (one more forward pass, for display).
-
-    The samples the attack broke come first, then samples it attacked without breaking them,
-    so that ``fooled`` can be checked both ways.
-    """
-    out = []
-    for record in outcome.attacks:
-        for k, epsilon in enumerate(outcome.epsilons):
-            attacked = record.attacked[k].cpu() & suite.clean_correct.cpu()
-            fooled = record.success[k].cpu()
-            chosen = torch.cat([(attacked & fooled).nonzero(), (attacked & ~fooled).nonzero()])
-            samples = chosen.flatten()[:limit].tolist()
-            predicted = (
-                _predictions(model, record.adversarial[k, samples], padding) if samples else []
-            )
-            for sample, prediction in zip(samples, predicted, strict=True):
-                adversarial = record.adversarial[k, sample].cpu()
-                dtype, exact = encode_exact(adversarial)
-                _, original = encode_exact(x[sample].to(adversarial.dtype))
-                out.append(
-                    {
-                        "attack": record.label,
-                        "epsilon": epsilon,
-                        "sample": sample,
-                        "label": int(suite.labels[sample]),
-                        "fooled": bool(fooled[sample]),
-                        "predicted": prediction,
-                        "margin": float(record.margin[k, sample]),
-                        "success_step": int(record.success_step[k, sample]),
-                        "shape": list(adversarial.shape),
-                        "original": encode_image(x[sample]),
-                        "adversarial": encode_image(adversarial),
-                        "dtype": dtype,
-                        "original_exact": original,
-                        "adversarial_exact": exact,
-                    }
-                )
-    return out
-
-
-def _norm_section(
-    outcome: NormOutcome,
-    suite: SuiteResult,
-    x: torch.Tensor,
-    limit: int,
-    model: torch.nn.Module,
-    padding: torch.Tensor,
-) -> dict[str, Any]:
-    n = suite.num_samples
-    attacks = []
-    for record in outcome.attacks:
-        stats = None if record.result is None else record.result.gradient_stats
-        attacks.append(
-            {
-                "label": record.label,
-                "kind": record.kind,
-                "source": record.source,
-                "status": record.status,
-                "message": record.message,
-                "statuses": list(record.statuses),
-                "messages": list(record.messages),
-                "params": {} if record.result is None else record.result.params,
-                "backend": None if record.result is None else record.result.backend,
-                "robust_accuracy_after": [
-                    proportion(round(v * n), n) for v in record.robust_accuracy_after
-                ],
-                "broken": [int(v) for v in (record.success & record.attacked).sum(1)],
-                "attempted": [int(v) for v in record.attacked.sum(1)],
-                "success": bits(record.success),
-                "attacked": bits(record.attacked),
-                "last_success": bits(record.last_success),
-                "success_step": plain(record.success_step),
-                "mean_loss_trace": plain(record.mean_loss_trace, keep_nonfinite=True),
-                "nonfinite": [int(v) for v in record.nonfinite.sum(1)],
-                "nonfinite_samples": bits(record.nonfinite),
-                "nonfinite_evaluations": record.nonfinite_evaluations,
-                "queries": int(record.queries.sum()),
-                "num_forward": 0 if record.result is None else record.result.num_forward,
-                "num_backward": 0 if record.result is None else record.result.num_backward,
-                "wall_time": 0.0 if record.result is None else record.result.wall_time,
-                "gradient_stats": None
-                if stats is None
-                else {
-                    "zero_fraction": stats.zero_fraction,
-                    "vanishing_fraction": stats.vanishing_fraction,
-                    "vanishing_threshold": stats.vanishing_threshold,
-                    "nonfinite_logits": stats.nonfinite_logits,
-                    "nonfinite_gradients": stats.nonfinite_gradients,
-                },
-            }
-        )
-    robust_counts = outcome.robust.sum(1).tolist()
-    hit = torch.zeros_like(outcome.robust)
-    for record in outcome.attacks:
-        hit |= record.nonfinite.to(hit.device)
-    return {
-        "norm": outcome.norm.value,
-        "epsilons": list(outcome.epsilons),
-        "reliable_robust_accuracy": [proportion(int(c), n) for c in robust_counts],
-        "robust": bits(outcome.robust),
-        "robust_nonfinite": [int(v) for v in (outcome.robust & hit).sum(1)],
-        "attacks": attacks,
-        "unbounded_epsilon": outcome.unbounded_epsilon,
-        "sweep": _sweep(outcome.sweep),
-        "independent_sweep": _sweep(outcome.independent_sweep),
-        "failures": [failure.to_dict() for failure in outcome.failures],
-        "examples": _examples(outcome, suite, x, limit, model, padding),
-    }
-
-
-def _sweep(record: Any) -> dict[str, Any] | None:
-    """A sweep on its own samples (all, or the independent runs' subsample)."""
-    if record is None:
-        return None
-    columns = record.sample_index
-    success = record.success[:, columns]
-    return {
-        "attack": record.label,
-        "epsilons": list(record.epsilons),
-        "success_rate": [proportion(int(b), len(columns)) for b in success.sum(1).tolist()],
-        "success": bits(success),
-        "samples": columns.tolist(),
-        "mean_loss_trace": plain(
-            record.loss_trace[:, :, columns].nanmean(dim=2), keep_nonfinite=True
-        ),
-    }
-
-
-def run_audit(
-    loaded: LoadedCheckpoint,
-    evaluation: EvaluationSet,
-    config: AuditConfig,
-    *,
-    device: torch.device,
-    progress: bool = False,
-    command_line: Sequence[str] = (),
-    cache: UnitCache | None = None,
-) -> dict[str, Any]:
-    """Run every stage of the audit and return the result document (a plain dict, with NaN
-    and infinite numbers already encoded as ``analysis.document`` writes them).
-
-    With ``cache`` each finished unit of work is kept there and taken from there when it
-    already holds it (``analysis.resume``): an interrupted audit resumes.
-
-    The audit runs in full float32 (no TF32, no autocast; `torchutil.full_precision`):
-    reduced precision rounds small gradients away and would look like gradient masking.
-    """
-    with full_precision(device):
-        return _run_audit(
-            loaded,
-            evaluation,
-            config,
-            device=device,
-            progress=progress,
-            command_line=command_line,
-            cache=cache,
-        )
-
-
-def _announcing(memo: Memo | None) -> Memo:
-    """``memo`` (or none) saying on stderr which flatness estimator runs and how long it took:
-    they take most of an audit's time, which would otherwise pass in silence."""
-
-    def run(name: str, compute: Callable[[], Any]) -> tuple[Any, bool]:
-        # flatness-<mode>-<measure>-batch=<size>: the measure and its mode.
-        parts = name.rsplit("-batch=", 1)[0].split("-", 2)
-        label = name
-        if len(parts) == 3:
-            label = f"flatness {parts[2]}{' (layers active)' if parts[1] == 'train' else ''}"
-        print(f"{label} ...", file=sys.stderr, flush=True)
-        started = time.perf_counter()
-        value, loaded = memo(name, compute) if memo is not None else (compute(), False)
-        took = "resumed" if loaded else f"done in {time.perf_counter() - started:.1f} s"
-        print(f"{label}: {took}", file=sys.stderr, flush=True)
-        return value, loaded
-
-    return run
-
-
-def _run_audit(
-    loaded: LoadedCheckpoint,
-    evaluation: EvaluationSet,
-    config: AuditConfig,
-    *,
-    device: torch.device,
-    progress: bool,
-    command_line: Sequence[str],
-    cache: UnitCache | None,
-) -> dict[str, Any]:
-    started = time.time()
-    model = loaded.model
-    x, y = evaluation.x.to(device), evaluation.y.to(device)
-
-    def unit(name: str, compute: Callable[[], T]) -> T:
-        if cache is None:
-            return compute()
-        value, loaded_unit = cache.unit(name, compute, device)
-        if loaded_unit and progress:
-            print(f"{name}: resumed", file=sys.stderr)
-        return value
-
-    memo = None if cache is None else cache.memo(device)
-    # The model is evaluated in chunks that fit the memory; the stages keep their own batches
-    # (and random draws), so the chunk size changes no result (see analysis.batching).
-    # Every process evaluates with rank 0's choice, so that all round alike.
-    attack_choice = unit(
-        "batch-attacks",
-        lambda: distributed.broadcast_object(
-            attack_batch(model, x, y, config.model_batch_size, config.batch_size)
-        ),
-    )
-    chunked = ChunkedModel(model, attack_choice.size)
-    # Every random draw is made on the CPU and moved to the model's device, so the same seed
-    # gives the same directions, starts and probes on a CPU and on a GPU (a CUDA generator
-    # would draw another stream).
-    # The batches of the whole-set passes are shared out between processes; the probes of a
-    # few samples are computed by each, and rank 0's are everyone's, so that all take the same
-    # decisions (a stochastic model's repeats could differ between processes).
-    probes = unit(
-        "probes",
-        lambda: distributed.broadcast_object(
-            probe_model(
-                chunked,
-                x,
-                y,
-                make_generator(config.seed),
-                bounds=loaded.spec.bounds,
-                batch_size=config.batch_size,
-            )
-        ),
-    )
-    suite_config = config.suite.with_options(
-        bounds=Bounds(*loaded.spec.bounds), batch_size=config.batch_size
-    )
-    if probes.stochastic:
-        suite_config = for_stochastic_model(suite_config, EOT_SAMPLES)
-    suite = run_suite(
-        chunked, x, y, suite_config, make_generator(config.seed), progress=progress, memo=memo
-    )
-    flatness: dict[str, Any] | None = None
-    flatness_note: str | None = None
-    flatness_choice: BatchChoice | None = None
-    if config.flatness is not None and probes.nonfinite_logits:
-        # The estimators differentiate the loss; with NaN in it they return noise or fail.
-        flatness_note = (
-            f"not measured: {probes.nonfinite_logits} of {len(y)} samples have NaN or Inf "
-            "clean logits, so the loss is not finite"
-        )
-    elif config.flatness is not None:
-        count = min(config.flatness_samples, len(y))
-        x_flat, y_flat = x[:count], y[:count]
-        flatness_choice = unit(
-            "batch-flatness",
-            lambda: distributed.broadcast_object(
-                flatness_batch(model, x_flat, y_flat, config.model_batch_size, count)
-            ),
-        )
-        flatness_memo = _announcing(memo) if progress else memo
-        try:
-            eval_result, flatness_choice = measure_fitting(
-                model, x_flat, y_flat, config.flatness, config.seed, flatness_choice, flatness_memo
-            )
-            flatness = eval_result.to_dict()
-            # With the dropout-family layers active the loss surface is another one (for
-            # NormOut orders of magnitude sharper), and papers rarely say which they report:
-            # give both.
-            active = active_flatness_config(config.flatness)
-            flatness["active_layers"] = None
-            if dropout_family_layers(model) and active.measures:
-                active_result, flatness_choice = measure_fitting(
-                    model, x_flat, y_flat, active, config.seed, flatness_choice, flatness_memo
-                )
-                flatness["active_layers"] = active_result.to_dict()
-        except Exception as error:  # noqa: BLE001 - the model's own exception, recorded
-            if is_out_of_memory(error):
-                raise
-            flatness = None
-            flatness_note = (
-                f"not measured: the model raised {type(error).__name__} in a flatness pass "
-                f"({error_line(error)})"
-            )
-            print(f"warning: flatness {flatness_note}", file=sys.stderr)
-    # Sums over the samples, so batched by the memory's chunk; named as in the model itself.
-    activations = activation_statistics(model, x, chunked.chunk_size)
-    spec = loaded.spec
-    conventions = unit(
-        "conventions",
-        lambda: try_conventions(
-            chunked,
-            x,
-            y,
-            mean=spec.mean,
-            std=spec.std,
-            bounds=spec.bounds,
-            batch_size=config.batch_size,
-        ),
-    )
-    evidence = Evidence(
-        suite,
-        probes,
-        suite_config.eot_samples,
-        num_classes=spec.num_classes,
-        recorded_clean_accuracy=spec.clean_accuracy,
-        conventions=conventions,
-    )
-    findings = run_checks(evidence)
-    correct = int(suite.clean_correct.sum())
-    # The first batch the clean pass gave the model: a size it accepts.
-    padding = x[: min(len(x), config.batch_size, chunked.chunk_size)].cpu()
-    norms = [
-        _norm_section(outcome, suite, x.cpu(), config.examples_per_attack, model, padding)
-        for outcome in suite.norms
-    ]
-    document = {
-        "schema_version": SCHEMA_VERSION,
-        "provenance": {
-            "checkpoint": str(loaded.path),
-            "checkpoint_sha256": loaded.sha256,
-            "weights_sha256": loaded.weights_sha256,
-            "model_source": None if loaded.model_source is None else dict(loaded.model_source),
-            "versions": _versions(),
-            "seed": config.seed,
-            "config": {**config.to_dict(), "suite": suite_config.to_dict()},
-            "command_line": list(command_line),
-            "started": started,
-            "finished": time.time(),
-            "host": platform.node(),
-            "device": str(device),
-            "world_size": distributed.world_size(),
-            "batch_sizes": batch_provenance(
-                config.model_batch_size,
-                replace(attack_choice, size=chunked.chunk_size, halvings=chunked.halvings),
-                flatness_choice,
-            ),
-        },
-        "checkpoint": {**loaded.spec.to_dict(), "loading_notes": list(loaded.notes)},
-        "evaluation": {
-            "dataset": evaluation.dataset.name,
-            "source": evaluation.dataset.source,
-            "num_samples": len(y),
-            "indices": evaluation.indices.tolist(),
-            "labels": evaluation.y.tolist(),
-            "classes": list(evaluation.dataset.classes),
-        },
-        "clean_accuracy": proportion(correct, len(y)),
-        "clean_correct": bits(suite.clean_correct),
-        "clean_nonfinite": bits(suite.clean_nonfinite),
-        "robustness": {
-            "eot_samples": suite_config.eot_samples,
-            "norms": norms,
-            "num_forward": suite.num_forward,
-            "num_backward": suite.num_backward,
-            "wall_time": suite.wall_time,
-        },
-        "flatness": flatness,
-        "flatness_note": flatness_note,
-        "activations": [a.to_dict() for a in activations],
-        "activations_note": activations_note(model),
-        "probes": probes.to_dict(),
-        "findings": [f.to_dict() for f in findings],
-        "verdict": verdict(findings),
-    }
-    return encode_nonfinite(document)  # type: ignore[no-any-return]
-
-
-def _flatness_parts(flatness: FlatnessResult | None) -> list[str]:
-    if flatness is None:
-        return []
-    parts = []
-    for estimate, label in (
-        (flatness.fisher_rao_empirical, "Fisher-Rao (emp)"),
-        (flatness.fisher_rao_model, "Fisher-Rao (model)"),
-        (flatness.hessian_trace, "Hessian trace"),
-    ):
-        if estimate is not None:
-            stderr = "" if estimate.stderr is None else f" ± {estimate.stderr:.2g}"
-            parts.append(f"{label} {estimate.value:.4g}{stderr}")
-    return parts
-
-
-def _stops(flatness: FlatnessResult | None) -> list[str]:
-    """What stopped each stochastic estimator, briefly: ``trace target (96 probes in 12
-    draws of 64)``; documents before schema 1.8 record less, and say so."""
-    if flatness is None:
-        return []
-    parts = []
-
-    def add(label: str, stopped: str | None, work: str) -> None:
-        parts.append(f"{label} {stopped or 'not recorded'}" + (f" ({work})" if work else ""))
-
-    def draws(estimate: FisherRaoEstimate | TraceEstimate) -> str:
-        if estimate.num_draws is None:
-            return ""
-        if estimate.minibatch_size is None:
-            return "all samples"
-        return f"{estimate.num_draws} draws of {estimate.minibatch_size}"
-
-    for fisher, label in (
-        (flatness.fisher_rao_empirical, "Fisher-Rao (emp)"),
-        (flatness.fisher_rao_model, "Fisher-Rao (model)"),
-    ):
-        if fisher is not None:
-            add(label, fisher.stopped_by, draws(fisher))
-    trace = flatness.hessian_trace
-    if trace is not None:
-        work = draws(trace)
-        add(
-            "trace",
-            trace.stopped_by,
-            f"{trace.num_probes} probes" + (f" in {work}" if work else ""),
-        )
-    eigenvalues = flatness.hessian_eigenvalues
-    if eigenvalues is not None:
-        add("eigenvalues", eigenvalues.stopped_by, f"{eigenvalues.num_iterations} steps")
-    density = flatness.spectral_density
-    if density is not None:
-        add(
-            "density",
-            density.stopped_by,
-            f"{density.num_runs} runs on {density.sample_size or 'all'} samples",
-        )
-    sizes = [
-        str(landscape.sample_size)
-        for landscape in (flatness.landscape_1d, flatness.landscape_2d)
-        if landscape is not None and landscape.sample_size is not None
-    ]
-    if sizes:
-        parts.append(f"landscapes on {' and '.join(sizes)} samples")
-    return parts
-
-
-def _after(attack: AttackRecord, k: int) -> str:
-    """``label value``, the robust accuracy after an attack, or what became of it."""
-    status = attack.statuses[k] if attack.statuses is not None else attack.status
-    if status == "failed":
-        return f"{attack.label} failed"
-    if status == "not-applicable":
-        return f"{attack.label} n/a"
-    return f"{attack.label} {attack.robust_accuracy_after[k].value:.3f}"
-
-
-def incomplete_lines(result: AuditResult) -> list[str]:
-    """One line per attack run that failed, for stderr: an incomplete evaluation is said where
-    it cannot be missed, not only inside the document. Each names the error by the line of its
-    message that says what failed (``core.boundary.error_line``); the document keeps it whole."""
-    lines = []
-    for norm in result.robustness.norms:
-        for failure in norm.failures or ():
-            if failure.status != "failed":
-                continue
-            at = "" if failure.epsilon is None else f" eps {failure.epsilon:.4g}"
-            stage = "" if failure.stage == "attack" else f" {failure.stage}"
-            lines.append(
-                f"warning: {failure.label}{stage} failed at {norm.norm}{at}: "
-                f"{error_line(failure.message)}"
-            )
-    if lines:
-        lines.append(
-            f"warning: {result.verdict}: the samples a failed attack would have attacked count "
-            "as robust; fix the cause and rerun"
-        )
-    return lines
-
-
-def _chain_lines(norm: NormResult, k: int) -> list[str]:
-    """What the robust accuracy at the ``k``-th epsilon is the worst case over, and which
-    attacks of AutoAttack's standard version are not among them."""
-    indent = " " * 20
-    lines = [f"{indent}worst case over: {', '.join(norm.chain(k)) or 'no attack'}"]
-    missing = norm.autoattack_not_run(k)
-    if missing:
-        lines.append(f"{indent}not run of AutoAttack's standard version: {', '.join(missing)}")
-    return lines
-
-
-def summary_lines(path: Path, result: AuditResult) -> list[str]:
-    """The compact table printed after an audit.
-
-    Raises:
-        ValueError: ``result`` is a baseline (it has no checkpoint description to summarise).
-    """
-    spec = result.checkpoint
-    if spec is None:
-        raise ValueError(f"{path} is a baseline; a summary needs the whole audit result")
-    clean = result.clean_accuracy
-    lines = [
-        f"{path}: {spec.arch} with {spec.layer.kind} layers on "
-        f"{result.evaluation.dataset} ({result.evaluation.num_samples} samples)",
-        f"  clean accuracy              {clean.value:.4f} ({clean.count}/{clean.total})",
-    ]
-    for norm in result.robustness.norms:
-        for k, epsilon in enumerate(norm.epsilons):
-            row = "  ".join(_after(attack, k) for attack in norm.attacks)
-            value = norm.reliable_robust_accuracy[k].value
-            failed = norm.failed_attacks(k)
-            if not norm.tested(k):
-                figure = f"untested {value:.4f} (no attack ran: this is the clean accuracy)"
-            elif failed:
-                figure = f"at most {value:.4f} (upper bound: {', '.join(failed)} failed)"
-            else:
-                figure = f"reliable {value:.4f}"
-            lines.append(f"  {norm.norm:4s} eps {epsilon:<8.4g} {figure}   after: {row}")
-            lines.extend(_chain_lines(norm, k))
-        passes = "; ".join(f"{n} ({', '.join(labels)})" for n, labels in norm.eot_passes())
-        if passes:
-            lines.append(f"  {norm.norm:4s} EOT, forward passes averaged per gradient: {passes}")
-    flat = result.flatness
-    for heading, measured in (
-        ("flatness", flat),
-        ("layers active", flat.active_layers if flat else None),
-    ):
-        parts = _flatness_parts(measured)
-        if parts:
-            lines.append(f"  {heading}: " + "; ".join(parts))
-        stops = _stops(measured)
-        if stops:
-            lines.append("    stopped by: " + "; ".join(stops))
-    flags = [f for f in result.findings if f.status in ("warn", "fail")]
-    lines.append(f"  verdict: {result.verdict}")
-    caveat = preset_caveat(result)
-    if caveat is not None:
-        lines.append(f"  caution: {caveat}")
-    for finding in flags:
-        lines.append(f"    [{finding.status}] {finding.code}: {finding.explanation}")
-    return lines
+__all__ = ["main", "script"]
 
 
 def _parser(prog: str = "python -m analysis.audit") -> argparse.ArgumentParser:
@@ -890,47 +240,6 @@ def _check_arguments(args: argparse.Namespace) -> None:
 
 def _target(out: Path, checkpoint: Path) -> Path:
     return out / checkpoint.stem / "audit.json"
-
-
-def _last_line(error: BaseException) -> str:
-    """The last non-empty line of an error's message: TorchScript puts its own traceback first
-    and the model's message last."""
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    return lines[-1] if lines else type(error).__name__
-
-
-def check_model_outputs(loaded: LoadedCheckpoint, evaluation: EvaluationSet) -> None:
-    """One forward pass on two evaluation samples, before any work: the model must map a batch
-    of images to a floating-point [N, num_classes] tensor of logits.
-
-    Raises:
-        CheckpointError: it raised, or returned something else; the message says what.
-    """
-    spec = loaded.spec
-    device = next((p.device for p in loaded.model.parameters()), torch.device("cpu"))
-    x = evaluation.x[:2].to(device)
-    try:
-        with torch.no_grad():
-            output = loaded.model(x)
-    except Exception as err:  # noqa: BLE001 - any failure of the user's forward is the finding
-        raise CheckpointError(
-            f"{loaded.path}: the model raised {type(err).__name__} on a batch of "
-            f"{tuple(x.shape)} images: {_last_line(err)}; check --arch, --dataset and the input "
-            "shape the model expects (a model that takes one image at a time needs --batch-size 1)"
-        ) from None
-    expected = (len(x), spec.num_classes)
-    if not isinstance(output, torch.Tensor):
-        raise CheckpointError(
-            f"{loaded.path}: the model returned {type(output).__name__}, expected a tensor of "
-            f"logits of shape {expected}; wrap it so that forward returns the logits"
-        )
-    if tuple(output.shape) != expected or not output.is_floating_point():
-        raise CheckpointError(
-            f"{loaded.path}: the model returned a {output.dtype} tensor of shape "
-            f"{tuple(output.shape)} for {len(x)} images, expected floating-point logits of "
-            f"shape {expected} ({spec.num_classes} classes of {spec.dataset or 'the dataset'}); "
-            "give the right --num-classes or --dataset, or fix the model's last layer"
-        )
 
 
 def _warn_whole_box(loaded: LoadedCheckpoint, config: AuditConfig) -> None:
@@ -1178,7 +487,7 @@ def _identity(plan: _Planned, device: torch.device) -> dict[str, Any]:
         ).hexdigest(),
         "config": plan.config.to_dict(),
         "device": device.type,
-        "versions": _versions(),
+        "versions": package_versions(),
         "source_sha256": _source_sha256(),
     }
 

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import torch
 
-from analysis.audit import evaluation_set
+from analysis.pipeline import evaluation_set
 from attacks import Norm
 from benchmarks.bench_autoattack import ALPHA, PairedOutcome, run_autoattack
 from checkpoints import load_checkpoint

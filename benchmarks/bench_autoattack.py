@@ -3,7 +3,7 @@
 What a user runs instead of this toolkit is AutoAttack (pyautoattack, version ``"standard"``:
 APGD-CE, APGD-T with the targeted DLR loss over 9 classes, FAB-T and Square with 5000
 queries). For each model and norm, at the dataset's standard epsilon, both run in one process
-on the audit's own evaluation samples (``analysis.audit.evaluation_set``: a seeded selection
+on the audit's own evaluation samples (``analysis.pipeline.evaluation_set``: a seeded selection
 of ``--num-samples`` test images, the whole split when it is smaller), and the benchmark
 prints:
 
@@ -73,8 +73,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from analysis.audit import evaluation_set
 from analysis.config import EOT_SAMPLES
+from analysis.pipeline import evaluation_set
 from analysis.probes import probe_model
 from attacks import Bounds, Norm, SuiteResult, preset, run_suite
 from attacks.presets import STANDARD_EPSILONS, for_stochastic_model

@@ -40,8 +40,9 @@ from typing import Any
 
 import torch
 
-from analysis.audit import _config, _parser, evaluation_set, run_audit
+from analysis.audit import _config, _parser
 from analysis.document import differences, without_timings
+from analysis.pipeline import evaluation_set, run_audit
 from analysis.resume import UnitCache
 from checkpoints import load_checkpoint
 from checkpoints.train import ZOO_DIR

@@ -34,7 +34,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from analysis.audit import evaluation_set
+from analysis.pipeline import evaluation_set
 from attacks import Bounds, Norm, preset, run_suite
 from attacks.presets import STANDARD_EPSILONS, AttackSpec
 from attacks.suite import run_attack_spec

@@ -4,7 +4,7 @@ same samples.
 ``bench_autoattack`` times the audit's attack suite alone; a user weighs the whole audit
 (probes, attacks, sweeps, flatness in both modes, checks) against what they would run
 instead. For each model, in one process, both sides run on the audit's own evaluation samples
-(``analysis.audit.evaluation_set``: a seeded selection of ``--num-samples`` test images) at the
+(``analysis.pipeline.evaluation_set``: a seeded selection of ``--num-samples`` test images) at the
 dataset's standard epsilons under both norms, and the benchmark prints:
 
 - wall and CPU time of the whole audit (``analysis.audit_model``, flatness on
@@ -39,7 +39,7 @@ from typing import Any
 import torch
 
 from analysis import audit_model
-from analysis.audit import evaluation_set
+from analysis.pipeline import evaluation_set
 from analysis.probes import probe_model
 from attacks import Norm
 from attacks.presets import STANDARD_EPSILONS

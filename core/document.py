@@ -93,6 +93,7 @@ __all__ = [
     "Sweep",
     "TraceEstimate",
     "autoattack_components",
+    "preset_caveat",
     "check_version",
     "decode_nonfinite",
     "encode_nonfinite",
@@ -1150,6 +1151,19 @@ class AuditResult:
                 return section
         present = ", ".join(s.norm for s in self.robustness.norms)
         raise KeyError(f"no norm {name!r} in this result; present: {present}")
+
+
+QUICK_CAVEAT = (
+    "the quick preset is a smoke test (PGD with 10 steps, Square with 200 queries, a small "
+    "sweep): its robust accuracies may overstate robustness; audit with --preset standard for "
+    "figures to report"
+)
+
+
+def preset_caveat(result: AuditResult) -> str | None:
+    """``QUICK_CAVEAT`` for a result of the ``quick`` preset, else None."""
+    suite = (result.provenance.config or {}).get("suite") or {}
+    return QUICK_CAVEAT if suite.get("name") == "quick" else None
 
 
 def _check_lengths(result: AuditResult, context: _Context) -> None:

@@ -37,7 +37,7 @@ from core.boundary import (
     writing,
 )
 from core.checks import CHECKS, CheckSpec
-from core.document import AuditResult, DocumentError, read_result
+from core.document import AuditResult, DocumentError, preset_caveat, read_result
 from reports import evidence, layout, plots, tables
 from reports.diagnosis import diagnose
 
@@ -224,7 +224,7 @@ def _banner(result: AuditResult) -> dict[str, Any]:
         "clean": tables.interval(result.clean_accuracy),
         "norms": norms,
         "flags": [(f.code, f.status) for f in result.findings if f.status in _FLAGGED],
-        "caveat": tables.preset_caveat(result),
+        "caveat": preset_caveat(result),
     }
 
 

@@ -51,7 +51,6 @@ __all__ = [
     "number",
     "parse_formats",
     "probe_table",
-    "preset_caveat",
     "provenance_table",
     "red_flag_table",
     "robust_accuracy_table",
@@ -116,19 +115,6 @@ def norm_label(norm: str, epsilon: float | None = None) -> str:
     """``L∞ ε=0.1``, or ``L∞`` without an epsilon."""
     name = _NORM_NAMES.get(norm, norm)
     return name if epsilon is None else f"{name} ε={epsilon:g}"
-
-
-QUICK_CAVEAT = (
-    "the quick preset is a smoke test (PGD with 10 steps, Square with 200 queries, a small "
-    "sweep): its robust accuracies may overstate robustness; audit with --preset standard for "
-    "figures to report"
-)
-
-
-def preset_caveat(result: AuditResult) -> str | None:
-    """``QUICK_CAVEAT`` for a result of the ``quick`` preset, else None."""
-    suite = (result.provenance.config or {}).get("suite") or {}
-    return QUICK_CAVEAT if suite.get("name") == "quick" else None
 
 
 def _columns(result: AuditResult) -> list[tuple[NormResult, int, str]]:

@@ -17,8 +17,8 @@ import torch
 from attack_fixtures import tiny_data, tiny_model
 from audit_helpers import quick_config
 
-from analysis.audit import evaluation_set, run_audit
 from analysis.config import flatness_config
+from analysis.pipeline import evaluation_set, run_audit
 from attacks import registry
 from checkpoints import load_checkpoint
 from checkpoints.train import ZOO_DIR

@@ -20,7 +20,7 @@ from audit_helpers import quick_config
 from torch import nn
 
 from analysis.activations import activation_statistics
-from analysis.audit import evaluation_set, run_audit
+from analysis.pipeline import evaluation_set, run_audit
 from analysis.probes import probe_model
 from attacks import registry
 from checkpoints import load_checkpoint

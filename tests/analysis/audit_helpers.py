@@ -6,9 +6,9 @@ from pathlib import Path
 
 import torch
 
-from analysis.audit import evaluation_set, run_audit
 from analysis.config import AuditConfig, build_suite, flatness_config
 from analysis.document import without_timings as without_timings
+from analysis.pipeline import evaluation_set, run_audit
 from checkpoints import load_checkpoint
 from checkpoints.train import ZOO_DIR
 

@@ -11,8 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from analysis.audit import main, select_samples, summary_lines
+from analysis.audit import main
 from analysis.gate import baseline_from
+from analysis.pipeline import select_samples
+from analysis.summary import summary_lines
 from attacks import ChunkedModel
 from checkpoints.train import ZOO_DIR
 from core.document import AuditResult
@@ -146,7 +148,7 @@ def test_attack_batch_is_the_suite_files_and_the_flag_chunks_the_model(
     """The attacks work on the suite file's batch (else 500), which fixes their random draws;
     --batch-size (auto: measured, which for this tiny MLP is everything) only sets how many
     samples the model evaluates at once, capped at that batch, and is recorded."""
-    import analysis.audit
+    import analysis.pipeline
 
     suite_file = tmp_path / "suite.toml"
     suite_file.write_text(
@@ -154,14 +156,14 @@ def test_attack_batch_is_the_suite_files_and_the_flag_chunks_the_model(
         + ("[options]\nbatch_size = 64\n" if file_option else "")
     )
     given: list[tuple[int | None, int]] = []
-    run_suite = analysis.audit.run_suite
+    run_suite = analysis.pipeline.run_suite
 
     def recording(model, x, y, config, *args, **kwargs):
         assert isinstance(model, ChunkedModel)
         given.append((config.batch_size, model.chunk_size))
         return run_suite(model, x, y, config, *args, **kwargs)
 
-    monkeypatch.setattr(analysis.audit, "run_suite", recording)
+    monkeypatch.setattr(analysis.pipeline, "run_suite", recording)
     argv = [str(ZOO_DIR / "digits-mlp-none.pt"), "--suite", str(suite_file), "--attacks", "fgsm"]
     argv += [*FAST, "--num-samples", "40", "--out", str(tmp_path / "out")]
     argv += [] if flag is None else ["--batch-size", str(flag)]

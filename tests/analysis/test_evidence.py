@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from analysis.audit import evaluation_set, run_audit
 from analysis.config import AuditConfig, build_suite, parse_epsilons
 from analysis.document import decode_exact
+from analysis.pipeline import evaluation_set, run_audit
 from attacks import geometry, robust_after
 from checkpoints import load_checkpoint
 from checkpoints.train import ZOO_DIR

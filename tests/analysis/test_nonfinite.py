@@ -58,7 +58,7 @@ def _edited_checkpoint(folder: Path, how: str) -> Path:
 
 def _evaluation_pixels() -> torch.Tensor:
     """``[N]`` the value of ``PIXEL`` in each evaluated sample (the audit's own selection)."""
-    from analysis.audit import select_samples
+    from analysis.pipeline import select_samples
 
     test = load_dataset("digits", "test")
     indices = select_samples(len(test), NUM_SAMPLES, seed=0)
@@ -104,7 +104,7 @@ def test_a_non_finite_model_is_audited_and_reported(tmp_path, capsys, how) -> No
     assert document["verdict"] == "evaluation unreliable"
 
     # A sample without a prediction is not clean-correct; the others are judged as usual.
-    from analysis.audit import select_samples
+    from analysis.pipeline import select_samples
 
     test = load_dataset("digits", "test")
     indices = select_samples(len(test), NUM_SAMPLES, seed=0)
@@ -146,7 +146,7 @@ def test_nan_for_some_inputs_only_under_attack_is_counted_by_attack(tmp_path, ca
     """Overflow above the largest clean value of a pixel (half a grey level above it): clean
     logits are finite, and an attack's example is non-finite exactly where it pushes that
     pixel past the threshold. Such samples stay robust unless broken with finite logits."""
-    from analysis.audit import select_samples
+    from analysis.pipeline import select_samples
 
     test = load_dataset("digits", "test")
     pixels = test.x[select_samples(len(test), NUM_SAMPLES, seed=0)].flatten(1)

@@ -14,10 +14,11 @@ import torch
 from audit_helpers import audit_document, quick_config
 from validation_family import paired_bound, reference_attacks
 
-from analysis.audit import evaluation_set, summary_lines
 from analysis.config import AuditConfig, build_suite
 from analysis.masked import DropoutAtTest, QuantizedInput, SaturatedLogits, WrongGradient
+from analysis.pipeline import evaluation_set
 from analysis.redflags import CHECKS
+from analysis.summary import summary_lines
 from checkpoints import load_checkpoint, save_checkpoint
 from checkpoints.train import MASKED_ZOO, ZOO_DIR, train
 from checkpoints.train import ZOO as ZOO_CONFIGS

@@ -25,9 +25,9 @@ import pytest
 import torch
 from audit_helpers import quick_config, without_timings
 
-from analysis.audit import evaluation_set, run_audit
 from analysis.audit import main as audit_main
 from analysis.config import build_suite
+from analysis.pipeline import evaluation_set, run_audit
 from analysis.resume import LOCK, PARTIAL, FolderBusy, FolderLock, UnitCache
 from checkpoints import load_checkpoint
 from checkpoints.train import ZOO_DIR

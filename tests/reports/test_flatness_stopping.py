@@ -11,8 +11,8 @@ import pytest
 import torch
 from report_fixtures import document
 
-from analysis.audit import summary_lines
 from analysis.config import active_flatness_config, flatness_config
+from analysis.summary import summary_lines
 from core.document import AuditResult
 from flatness import measure
 from reports import tables
