@@ -586,7 +586,7 @@ def read_raw(path: Path, trust: bool = False) -> Any:
     except Exception as err:
         # torch.load on damaged bytes raises whatever its parsers meet (RuntimeError, EOFError,
         # IndexError, UnicodeDecodeError, ...); each means the same thing to the user.
-        if "TorchScript" in str(err):
+        if code_archive_kind(path) == "torchscript":  # told by its zip listing, not the error
             raise CheckpointError(_torchscript_refused(path)) from None
         raise _not_readable(path, err) from None
 

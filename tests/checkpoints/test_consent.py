@@ -21,7 +21,7 @@ from torch import Tensor, nn
 from analysis.audit import main as audit_main
 from checkpoints import CheckpointError, Description, load_checkpoint
 from checkpoints.architectures import build_network
-from checkpoints.format import build_model, code_archive_kind
+from checkpoints.format import build_model, code_archive_kind, read_raw
 from checkpoints.inspect import main as inspect_main
 from checkpoints.spec import CheckpointSpec
 from checkpoints.train import ZOO_DIR
@@ -80,6 +80,15 @@ def test_torchscript_is_refused_without_trust_and_nothing_runs(scripted):
     assert "TorchScript" in message and "code" in message and "--trust-checkpoint" in message
     assert "state_dict" in message
     assert not marker.exists() and not Path(f"{marker}.forward").exists()
+
+
+def test_the_weights_only_reader_names_a_torchscript_archive_by_its_listing(scripted):
+    # read_raw is the reader every layout goes through; it tells a TorchScript archive from
+    # damaged bytes by the archive's listing, whatever torch's error says.
+    path, marker = scripted
+    with pytest.raises(CheckpointError, match="is a TorchScript archive, which is code"):
+        read_raw(path)
+    assert not marker.exists()
 
 
 @pytest.mark.parametrize("extra", [[], ["--trust-checkpoint", "--dataset", "digits"]])
