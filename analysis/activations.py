@@ -157,10 +157,7 @@ def activation_statistics(
     finally:
         for handle in handles:
             handle.remove()
-    accumulators = {name: _Accumulator() for name, _, _ in layers}
-    for batch in sums:
-        for name, acc in batch.items():
-            accumulators[name].add(acc)
+    accumulators = _merged([{name: _Accumulator() for name, _, _ in layers}, *sums])
     out = []
     for name, module, kind in layers:
         acc = accumulators[name]
