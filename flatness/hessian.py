@@ -48,6 +48,14 @@ _HESSIAN = "Hessian of the mean cross-entropy over the data w.r.t. all trainable
 # Probes sharing a pass hold this many numbers at most when their count is left to us (256 MB
 # in float32): beyond it the shared forward pass saves little and memory grows with every probe.
 _AUTO_PROBE_NUMBERS = 2**26
+# Where a draw (its mini-batch) is the observation, its probes share the mini-batch's own
+# variance, so a probe adds less than a draw would; they are worth sharing a pass only while
+# the pass costs little more for them. On the CIFAR-10 ResNet-18 (11.2M parameters, draws of 64
+# samples, one CPU thread) 6 probes per pass cost 5.1x one probe's pass, and the mini-batch's
+# variance was a third of a probe's, so 6 probes per draw needed 1.9x the time of 1 or 2 for
+# the same standard error (benchmarks/README.md). So a draw holds at most this many numbers of
+# probes: one probe for networks of 8M parameters and more, 8 for small ones.
+_DRAW_PROBE_NUMBERS = 2**24
 _FIXED_DRAWS = "; in train mode, of the loss averaged over fixed dropout draws per batch"
 
 
@@ -286,8 +294,10 @@ def hutchinson_trace(
             set (the full-batch estimator, whose standard error counts the probes only).
         probes_per_pass: Probes sharing one draw. Default: up to 8, fewer when 8 probes would
             exceed 2²⁶ numbers (1 for a 10⁸-parameter network); where draws are the
-            observations, no more than an eighth of ``max_probes``, so that the budget holds
-            eight of them.
+            observations, fewer when they would exceed 2²⁴ numbers (1 for a network of 8M
+            parameters or more: a draw's probes share its mini-batch's variance, so on a large
+            network a further draw costs little more than a further probe and adds more), and
+            no more than an eighth of ``max_probes``, so that the budget holds eight draws.
         mode: ``"eval"`` or ``"train"`` (dropout-family layers active, batch norm frozen).
         num_mc_samples: Dropout draws averaged per draw and chunk in train mode.
         confidence: Level of the reported t-interval.
@@ -324,7 +334,14 @@ def hutchinson_trace(
     if probes_per_pass is None:
         probes_per_pass = _default_probes_per_pass(fmodel.dim)
         if not per_probe:
-            probes_per_pass = max(1, min(probes_per_pass, max_probes // MIN_OBSERVATIONS))
+            probes_per_pass = max(
+                1,
+                min(
+                    probes_per_pass,
+                    _DRAW_PROBE_NUMBERS // fmodel.dim,
+                    max_probes // MIN_OBSERVATIONS,
+                ),
+            )
     check_positive("probes_per_pass", probes_per_pass)
     accumulator = MeanAccumulator()
     states: dict[int, tuple[Tensor, list[list[int | None]]]] = {}

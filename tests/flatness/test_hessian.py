@@ -258,6 +258,27 @@ def test_train_mode_probes_share_a_draw_which_is_the_observation() -> None:
     assert result.stopped_by == "budget" and not result.converged
 
 
+def test_a_large_network_takes_one_probe_per_draw(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A draw's probes share its mini-batch, so where probes would hold more than
+    # _DRAW_PROBE_NUMBERS numbers a draw takes one probe: every probe is then an observation
+    # on a mini-batch of its own. Small networks keep up to 8 (an eighth of the budget here).
+    model = build(ARCHITECTURES["mlp_with_biases"])
+    x, y = make_data()
+    dim = sum(p.numel() for p in model.parameters())
+
+    def draws(numbers: int) -> tuple[int, int]:
+        monkeypatch.setattr(hessian, "_DRAW_PROBE_NUMBERS", numbers)
+        result = hutchinson_trace(
+            model, x, y, generator=generator(), minibatch_size=8, max_probes=40, rel_tol=1e-9
+        )
+        return result.num_probes, result.num_draws
+
+    assert draws(2**24) == (40, 8)
+    assert draws(3 * dim) == (39, 13)
+    assert draws(dim) == (40, 40)
+    assert draws(dim - 1) == (40, 40)
+
+
 def test_too_many_eigenvalues_are_refused() -> None:
     model = build(ARCHITECTURES["mlp_with_biases"])
     x, y = make_data()
