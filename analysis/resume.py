@@ -96,12 +96,14 @@ def _types(modules: Iterable[ModuleType]) -> list[type]:
 def _safe_types() -> list[type]:
     from analysis import conventions, probes
     from attacks import result, threat
-    from core import document
+    from core import attackrecords, document, flatrecords
     from flatness import core, fisher_rao, hessian, landscape, sharpness
     from torchutil import memory
 
     modules = (
         document,
+        attackrecords,
+        flatrecords,
         result,
         threat,
         probes,

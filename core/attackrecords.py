@@ -1,0 +1,335 @@
+"""The records of the robustness section of the result document: each attack's outcome per
+epsilon and sample, the sweeps, the failures, the adversarial examples and each norm's
+section, with the questions a report, a gate or a summary asks of them.
+"""
+
+from __future__ import annotations
+
+import base64
+import math
+import struct
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from core.docfields import _FULL, _OPTIONAL, _V11, BitRows, Json, _extra, _need
+from core.docjson import DocumentError
+
+
+@dataclass(frozen=True, kw_only=True)
+class Proportion:
+    """A proportion with its 95 % Wilson interval.
+
+    Attributes:
+        value: ``count / total``; None when ``total`` is 0.
+        count, total: the counts.
+        wilson_95: ``(low, high)`` in [0, 1].
+    """
+
+    value: float | None
+    count: int
+    total: int
+    wilson_95: tuple[float, float]
+    extra: Json = _extra()
+
+
+@dataclass(frozen=True, kw_only=True)
+class GradientStats:
+    """Input-gradient health of one attack's run."""
+
+    zero_fraction: float
+    vanishing_fraction: float
+    vanishing_threshold: float
+    nonfinite_logits: int
+    nonfinite_gradients: int
+    extra: Json = _extra()
+
+
+@dataclass(frozen=True, kw_only=True)
+class AttackRecord:
+    """One attack's outcome under one norm, for each of the norm's K epsilons over N samples.
+
+    Attributes:
+        robust_accuracy_after: [K] reliable robust accuracy after this attack (and the ones
+            before it).
+        broken, attempted: [K] samples this attack broke / attacked.
+        success, attacked, last_success: [K][N] per-sample bits.
+        success_step: [K][N] iteration of the first success; -1 not broken, -2 unknown.
+        mean_loss_trace: [K][T] mean loss per iteration (None where undefined).
+    """
+
+    label: str
+    kind: str
+    source: str | None = _need(_FULL)
+    status: Literal["ok", "failed", "not-applicable"] | None = _need(_FULL)
+    message: str | None = _need(_FULL)
+    statuses: tuple[Literal["ok", "failed", "not-applicable"], ...] | None = _need(_V11)
+    messages: tuple[str | None, ...] | None = _need(_V11)
+    params: Json | None = _need(_FULL)
+    backend: str | None = _need(_FULL)
+    robust_accuracy_after: tuple[Proportion, ...]
+    broken: tuple[int, ...] | None = _need(_FULL)
+    attempted: tuple[int, ...] | None = _need(_FULL)
+    success: BitRows
+    attacked: BitRows
+    last_success: BitRows | None = _need(_FULL)
+    success_step: tuple[tuple[int, ...], ...] | None = _need(_V11)
+    mean_loss_trace: tuple[tuple[float | None, ...], ...] | None = _need(_FULL)
+    nonfinite: tuple[int, ...] | None = _need(_OPTIONAL)
+    nonfinite_samples: BitRows | None = _need(_OPTIONAL)
+    nonfinite_evaluations: int | None = _need(_OPTIONAL)
+    queries: int | None = _need(_FULL)
+    num_forward: int | None = _need(_FULL)
+    num_backward: int | None = _need(_FULL)
+    wall_time: float | None = _need(_FULL)
+    gradient_stats: GradientStats | None = _need(_FULL)
+    extra: Json = _extra()
+
+
+@dataclass(frozen=True, kw_only=True)
+class Sweep:
+    """A robustness curve: one attack at M epsilons over S samples.
+
+    Attributes:
+        success_rate: [M] share of the S samples broken.
+        success: [M][S] per-sample bits.
+        samples: [S] positions in the evaluation set (all of it for the nested sweep, a
+            subsample for the independent one).
+        mean_loss_trace: [M][T].
+    """
+
+    attack: str
+    epsilons: tuple[float, ...]
+    success_rate: tuple[Proportion, ...]
+    success: BitRows
+    samples: tuple[int, ...] | None = _need(_OPTIONAL)
+    mean_loss_trace: tuple[tuple[float | None, ...], ...]
+    extra: Json = _extra()
+
+
+@dataclass(frozen=True, kw_only=True)
+class Failure:
+    """An attack or sweep run that failed or did not apply."""
+
+    stage: Literal["attack", "sweep", "independent-sweep"]
+    label: str
+    epsilon: float | None
+    status: Literal["failed", "not-applicable"]
+    message: str
+    extra: Json = _extra()
+
+
+def _decode_floats(text: str, dtype: str, shape: tuple[int, ...]) -> tuple[float, ...]:
+    codes = {"float16": "e", "float32": "f", "float64": "d"}
+    if dtype not in codes:
+        raise DocumentError(f"exact values have dtype {dtype!r}; expected float16/32/64")
+    data = base64.b64decode(text)
+    count = math.prod(shape)
+    if len(data) != count * struct.calcsize(codes[dtype]):
+        raise DocumentError(
+            f"exact values hold {len(data)} bytes, expected {count} {dtype} values of shape "
+            f"{list(shape)}"
+        )
+    return struct.unpack(f"<{count}{codes[dtype]}", data)
+
+
+def _decode_pixels(text: str, shape: tuple[int, ...]) -> tuple[int, ...]:
+    data = base64.b64decode(text)
+    if len(data) != math.prod(shape):
+        raise DocumentError(f"image holds {len(data)} pixels, expected shape {list(shape)}")
+    return tuple(data)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Example:
+    """An adversarial example beside its original (images base64-encoded, C×H×W);
+    ``predicted`` is the model's prediction on it (None in older documents, or for NaN/Inf
+    logits)."""
+
+    attack: str
+    epsilon: float
+    sample: int
+    label: int
+    fooled: bool
+    predicted: int | None = _need(_OPTIONAL)
+    margin: float | None
+    success_step: int | None = _need(_V11)
+    shape: tuple[int, ...]
+    original: str
+    adversarial: str
+    dtype: Literal["float16", "float32", "float64"] | None = _need(_V11)
+    original_exact: str | None = _need(_V11)
+    adversarial_exact: str | None = _need(_V11)
+    extra: Json = _extra()
+
+    def original_pixels(self) -> tuple[int, ...]:
+        """The original's display pixels (0..255), flat, C×H×W order."""
+        return _decode_pixels(self.original, self.shape)
+
+    def adversarial_pixels(self) -> tuple[int, ...]:
+        """The adversarial example's display pixels (0..255), flat, C×H×W order."""
+        return _decode_pixels(self.adversarial, self.shape)
+
+    def original_values(self) -> tuple[float, ...] | None:
+        """The original's exact values, flat, C×H×W order (None in schema 1.0)."""
+        if self.original_exact is None or self.dtype is None:
+            return None
+        return _decode_floats(self.original_exact, self.dtype, self.shape)
+
+    def adversarial_values(self) -> tuple[float, ...] | None:
+        """The adversarial example's exact values, flat, C×H×W order (None in schema 1.0)."""
+        if self.adversarial_exact is None or self.dtype is None:
+            return None
+        return _decode_floats(self.adversarial_exact, self.dtype, self.shape)
+
+
+AUTOATTACK_STANDARD = ("APGD-CE", "APGD-T", "FAB-T", "Square")
+"""The attacks of AutoAttack's standard version, in its order (Croce and Hein, 2020)."""
+
+
+def autoattack_components(kind: str, params: Mapping[str, Any]) -> tuple[str, ...]:
+    """Which attacks of AutoAttack's standard version an attack of ``kind`` with ``params``
+    (as the document records them) is: ``("APGD-T",)`` for targeted APGD, all four for
+    AutoAttack's standard or plus version, ``()`` for an attack that is none of them."""
+    if kind == "autoattack":
+        version = params.get("version", "standard")
+        return AUTOATTACK_STANDARD if version in ("standard", "plus") else ("APGD-CE",)
+    if kind == "apgd":
+        if params.get("targeted", False):
+            return ("APGD-T",)
+        return ("APGD-CE",) if params.get("loss", "ce") == "ce" else ()
+    if kind == "fab":
+        return ("FAB-T",) if params.get("targeted", True) else ()
+    if kind == "square":
+        return ("Square",)
+    return ()
+
+
+def _status(record: AttackRecord, k: int) -> str | None:
+    """``ok``, ``failed`` or ``not-applicable`` at the ``k``-th epsilon; None when unknown."""
+    if record.statuses is not None:
+        return record.statuses[k]
+    return record.status
+
+
+def _ran(record: AttackRecord, k: int) -> bool:
+    return _status(record, k) in ("ok", None)
+
+
+@dataclass(frozen=True, kw_only=True)
+class NormResult:
+    """Everything measured under one norm at its K epsilons over the N samples.
+
+    Attributes:
+        reliable_robust_accuracy: [K] worst case over every attack.
+        robust: [K][N] samples no attack broke.
+        attacks: in the order they ran.
+    """
+
+    norm: Literal["linf", "l2"]
+    epsilons: tuple[float, ...]
+    reliable_robust_accuracy: tuple[Proportion, ...]
+    robust: BitRows
+    robust_nonfinite: tuple[int, ...] | None = _need(_OPTIONAL)
+    attacks: tuple[AttackRecord, ...]
+    unbounded_epsilon: float | None = _need(_FULL)
+    sweep: Sweep | None = _need(_FULL)
+    independent_sweep: Sweep | None = _need(_FULL)
+    failures: tuple[Failure, ...] | None = _need(_V11)
+    examples: tuple[Example, ...] | None = _need(_FULL)
+    extra: Json = _extra()
+
+    def attack(self, label: str) -> AttackRecord:
+        """The attack with this label; KeyError names the labels present."""
+        for record in self.attacks:
+            if record.label == label:
+                return record
+        labels = ", ".join(r.label for r in self.attacks)
+        raise KeyError(f"no attack {label!r} under {self.norm}; present: {labels}")
+
+    def failed_attacks(self, k: int) -> tuple[str, ...]:
+        """Labels of the attacks that raised at the ``k``-th epsilon, and ``"LABEL sweep"``
+        for a failed sweep of an attack in the main list. Where one did, the samples it would
+        have attacked count as robust: every robust accuracy at that epsilon is an upper bound.
+
+        A sweep counts at every epsilon of its norm: at the epsilons it shares with the main
+        list, its attack's outcome is the sweep's row, nested (a sample broken at a smaller
+        radius of the sweep counts as broken), and when the sweep fails that attack runs on
+        its own there instead, a weaker attack than the complete audit's; a document does not
+        record the epsilons of a sweep that failed, so every one of its norm counts. The
+        independent sweep never does: it runs on a subsample, for the sweep checks only, and
+        no robust accuracy is taken from it. (A document of schema 1.0 says only whether an
+        attack failed somewhere: it counts at every epsilon. A baseline does not say: none.)"""
+        failed = []
+        for record in self.attacks:
+            if record.statuses is not None:
+                if record.statuses[k] == "failed":
+                    failed.append(record.label)
+            elif record.status == "failed":
+                failed.append(record.label)
+        labels = {record.label for record in self.attacks}
+        for failure in self.failures or ():
+            if failure.stage == "sweep" and failure.status == "failed" and failure.label in labels:
+                failed.append(f"{failure.label} sweep")
+        return tuple(failed)
+
+    def chain(self, k: int) -> tuple[str, ...]:
+        """Labels of the attacks that ran at the ``k``-th epsilon, in the order they ran: the
+        reliable robust accuracy there is the per-sample worst case over them. (Where a
+        document does not say whether an attack ran, a baseline, it counts.)"""
+        return tuple(record.label for record in self.attacks if _ran(record, k))
+
+    def autoattack_not_run(self, k: int) -> tuple[str, ...]:
+        """Each attack of AutoAttack's standard version (``AUTOATTACK_STANDARD``) that has no
+        counterpart among the attacks that ran at the ``k``-th epsilon, with why:
+        ``"APGD-CE (not in the suite)"``, ``"FAB-T (failed)"``, ``"FAB-T (not applicable)"``.
+        A counterpart is the same algorithm (pyautoattack's APGD on the cross-entropy,
+        untargeted; APGD-T; FAB-T; Square), whatever its budget; PGD-CE is not APGD-CE.
+        Empty for a document that does not record the attacks' parameters (a baseline)."""
+        if any(record.params is None for record in self.attacks):
+            return ()
+        found: dict[str, str] = {}
+        for record in self.attacks:
+            status = "ok" if _ran(record, k) else _status(record, k)
+            for name in autoattack_components(record.kind, record.params or {}):
+                if found.get(name) != "ok":
+                    found[name] = status or "not run"
+        reasons = {"failed": "failed", "not-applicable": "not applicable"}
+        missing = []
+        for name in AUTOATTACK_STANDARD:
+            if name not in found:
+                missing.append(f"{name} (not in the suite)")
+            elif found[name] != "ok":
+                missing.append(f"{name} ({reasons.get(found[name], 'not run')})")
+        return tuple(missing)
+
+    def eot_passes(self) -> tuple[tuple[int, tuple[str, ...]], ...]:
+        """The attacks whose gradients averaged more than one forward pass (EOT, for a
+        stochastic model), grouped by the number of passes, fewest first:
+        ``((8, ("pgd-ce", "pgd-t")), (20, ("eot-apgd-ce", "eot-apgd-dlr")))``."""
+        groups: dict[int, list[str]] = {}
+        for record in self.attacks:
+            passes = (record.params or {}).get("eot_samples", 1)
+            if isinstance(passes, int) and passes > 1:
+                groups.setdefault(passes, []).append(record.label)
+        return tuple((passes, tuple(groups[passes])) for passes in sorted(groups))
+
+    def tested(self, k: int) -> bool:
+        """Whether some attack ran at the ``k``-th epsilon (else its robust accuracy is only
+        the clean accuracy). True when the document does not say (a baseline)."""
+        known = [r for r in self.attacks if r.statuses is not None or r.status is not None]
+        if not known:
+            return True
+        return any((r.statuses[k] if r.statuses is not None else r.status) == "ok" for r in known)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Robustness:
+    """The attack suite's outcome, per norm, with its cost."""
+
+    eot_samples: int | None = _need(_FULL)
+    norms: tuple[NormResult, ...]
+    num_forward: int | None = _need(_FULL)
+    num_backward: int | None = _need(_FULL)
+    wall_time: float | None = _need(_FULL)
+    extra: Json = _extra()

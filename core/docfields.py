@@ -1,0 +1,181 @@
+"""How a record of the result document declares its fields, and the reader that checks a parsed
+document against those declarations and builds the frozen records.
+
+A record is a frozen dataclass whose field names are the document's keys and whose types say
+how each value is read: bit strings (:data:`Bits`) become tuples of bools, open-ended objects
+(:data:`Json`) read-only mappings whose lists are tuples, numbers may be the strings of
+``NONFINITE_TOKENS``. ``_need`` says how much a field is required (always, in full documents,
+in full documents of schema 1.1, or never); keys the reader does not know are kept in the
+record's ``extra``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Annotated, Any, Literal
+
+from core.docjson import _FIX, NONFINITE_TOKENS, DocumentError, _shown
+
+_BITS_PATTERN = re.compile(r"[01]*")
+
+
+class _BitsMarker:
+    """Marks a field holding a bit string, decoded to a tuple of bools."""
+
+
+class _ArrayMarker:
+    """Marks a field holding a number or nested lists of numbers (None allowed)."""
+
+
+Bits = Annotated[tuple[bool, ...], _BitsMarker]
+BitRows = tuple[Bits, ...]
+NumberArray = Annotated[Any, _ArrayMarker]
+"""A float (or None) or nested tuples of them, e.g. a 2-D landscape's losses."""
+Json = Mapping[str, Any]
+"""An open-ended, read-only JSON object (lists become tuples)."""
+
+# How much a field is required: always; in full documents (not baselines); in full
+# documents of schema 1.1; or never (an absent key reads as None).
+_ALWAYS, _FULL, _V11, _OPTIONAL = "always", "full", "1.1", "optional"
+
+
+def _need(level: str) -> Any:
+    return field(metadata={"need": level})
+
+
+def _extra() -> Any:
+    return field(default_factory=lambda: types.MappingProxyType({}), repr=False, compare=False)
+
+
+@dataclass(frozen=True)
+class _Context:
+    file: str
+    version: str
+    baseline: bool
+
+
+def _error(context: _Context, where: str, expected: str, value: Any) -> DocumentError:
+    return DocumentError(
+        f"{context.file}: {where} should be {expected}, got {_shown(value)}; {_FIX}"
+    )
+
+
+def _freeze(value: Any) -> Any:
+    if isinstance(value, dict):
+        return types.MappingProxyType({k: _freeze(v) for k, v in value.items()})
+    if isinstance(value, list):
+        return tuple(_freeze(v) for v in value)
+    return value
+
+
+def _number(value: Any, where: str, context: _Context) -> float:
+    if isinstance(value, str) and value in NONFINITE_TOKENS:
+        return NONFINITE_TOKENS[value]
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise _error(context, where, 'a number (or "NaN", "Infinity", "-Infinity")', value)
+    return float(value)
+
+
+def _array(value: Any, where: str, context: _Context) -> Any:
+    if value is None:
+        return None
+    if isinstance(value, list):
+        return tuple(_array(v, f"{where}[{i}]", context) for i, v in enumerate(value))
+    return _number(value, where, context)
+
+
+def _parse(kind: Any, value: Any, where: str, context: _Context) -> Any:
+    origin = typing.get_origin(kind)
+    if origin is Annotated:
+        marker = kind.__metadata__[0]
+        if marker is _BitsMarker:
+            if not isinstance(value, str) or not _BITS_PATTERN.fullmatch(value):
+                raise _error(context, where, "a bit string of 0 and 1", value)
+            return tuple(c == "1" for c in value)
+        return _array(value, where, context)
+    if origin in (typing.Union, types.UnionType):
+        options = [a for a in typing.get_args(kind) if a is not type(None)]
+        if value is None and len(options) < len(typing.get_args(kind)):
+            return None
+        return _parse(options[0], value, where, context)
+    if origin is Literal:
+        allowed = typing.get_args(kind)
+        if value not in allowed:
+            raise _error(context, where, f"one of {', '.join(map(repr, allowed))}", value)
+        return value
+    if origin is tuple:
+        args = typing.get_args(kind)
+        if not isinstance(value, list):
+            raise _error(context, where, "a list", value)
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_parse(args[0], v, f"{where}[{i}]", context) for i, v in enumerate(value))
+        if len(value) != len(args):
+            raise _error(context, where, f"a list of {len(args)} items", value)
+        return tuple(
+            _parse(a, v, f"{where}[{i}]", context)
+            for i, (a, v) in enumerate(zip(args, value, strict=True))
+        )
+    if origin is Mapping:
+        if not isinstance(value, dict):
+            raise _error(context, where, "an object", value)
+        return _freeze(value)
+    if dataclasses.is_dataclass(kind):
+        return _build(kind, value, where, context)  # type: ignore[arg-type]
+    if kind is float:
+        return _number(value, where, context)
+    if kind is bool:
+        if not isinstance(value, bool):
+            raise _error(context, where, "true or false", value)
+        return value
+    if kind is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise _error(context, where, "an integer", value)
+        return value
+    if kind is str:
+        if not isinstance(value, str):
+            raise _error(context, where, "a string", value)
+        return value
+    if kind is Any:
+        return _freeze(value)
+    raise TypeError(f"no reader for the field type {kind!r} at {where}")
+
+
+def _required(level: str, context: _Context) -> bool:
+    if level == _ALWAYS:
+        return True
+    if level == _FULL:
+        return not context.baseline
+    if level == _V11:
+        return not context.baseline and context.version != "1.0"
+    return False
+
+
+_HINTS: dict[type, dict[str, Any]] = {}
+
+
+def _build(cls: type, data: Any, where: str, context: _Context) -> Any:
+    if not isinstance(data, dict):
+        raise _error(context, where or "the document", "an object", data)
+    hints = _HINTS.get(cls)
+    if hints is None:
+        hints = _HINTS[cls] = typing.get_type_hints(cls, include_extras=True)
+    values: dict[str, Any] = {}
+    known = set()
+    for item in dataclasses.fields(cls):
+        if item.name == "extra":
+            continue
+        known.add(item.name)
+        path = f"{where}.{item.name}" if where else item.name
+        if item.name not in data:
+            if _required(item.metadata.get("need", _ALWAYS), context):
+                raise DocumentError(f"{context.file}: {path} is missing; {_FIX}")
+            values[item.name] = None
+            continue
+        values[item.name] = _parse(hints[item.name], data[item.name], path, context)
+    extra = {k: _freeze(v) for k, v in data.items() if k not in known}
+    return cls(**values, extra=types.MappingProxyType(extra))
