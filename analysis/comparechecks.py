@@ -1,0 +1,254 @@
+"""The checks that compare attacks: a weaker attack (one step, black box, random search,
+targeted, the margin loss) that breaks samples a stronger one left robust, an unbounded attack
+that does not reach 100 %, and success that does not grow with epsilon.
+
+Each comparison is paired (see ``analysis.findings``): noise on 1000 samples raises nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from analysis.findings import ALPHA, Evidence, Judged, Status, _family, _grade, _worst, check
+from attacks import AttackRecord, Family, list_attacks
+from core.stats import binomial_tail, mcnemar_exact
+
+
+def _excess_breaks(
+    later: AttackRecord,
+    earlier_robust_count: int,
+    k: int,
+    tolerated: float,
+    minimum: int,
+    min_effect: float,
+) -> tuple[Status, dict[str, Any]]:
+    """Did ``later`` break more of the samples left to it than a tolerated rate allows?
+
+    It fails when the excess is significant (exact binomial test at ``ALPHA``) and material:
+    at least ``minimum`` samples and a share ``min_effect`` of all evaluated samples, i.e. the
+    robust accuracy of the earlier attacks was overstated by that much. It warns when at least
+    ``minimum`` samples were broken and only one of the two holds: a significant excess too
+    small to matter, or a material one that the sample cannot yet tell from the tolerated rate.
+    """
+    broken = int((later.success[k] & later.attacked[k]).sum())
+    attempted = int(later.attacked[k].sum())
+    total = int(later.success.shape[1])
+    p_value = binomial_tail(broken, attempted, tolerated) if attempted else 1.0
+    effect = broken / total if total else 0.0
+    status = (
+        _grade(broken >= minimum, p_value < ALPHA, effect >= min_effect)
+        if attempted
+        else Status.NOT_APPLICABLE
+    )
+    return status, {
+        "broken": broken,
+        "attempted": attempted,
+        "rate": broken / attempted if attempted else None,
+        "tolerated_rate": tolerated,
+        "share_of_samples": effect,
+        "material_share": min_effect,
+        "p_value": p_value,
+        "robust_before": earlier_robust_count,
+    }
+
+
+def _pairwise(
+    evidence: Evidence,
+    later_kinds: Sequence[str],
+    earlier_kinds: Sequence[str],
+    tolerated: float,
+    minimum: int,
+    min_effect: float,
+) -> tuple[Status, dict[str, Any]]:
+    """For each norm and epsilon: did an attack of ``later_kinds`` break samples that every
+    attack of ``earlier_kinds`` (run before it) left robust, beyond ``tolerated``?"""
+    suite = evidence.suite
+    if suite is None:
+        return Status.NOT_APPLICABLE, {}
+    statuses: list[Status] = []
+    rows: dict[str, Any] = {}
+    for outcome in suite.norms:
+        records = list(outcome.attacks)
+        for k, epsilon in enumerate(outcome.epsilons):
+            for i, later in enumerate(records):
+                if later.kind not in later_kinds:
+                    continue
+                before = [r for r in records[:i] if r.kind in earlier_kinds]
+                if not before:
+                    continue
+                robust = suite.clean_correct.clone()
+                for record in before:
+                    robust &= ~record.success[k]
+                status, row = _excess_breaks(
+                    later, int(robust.sum()), k, tolerated, minimum, min_effect
+                )
+                row["after"] = [r.label for r in before]
+                rows[f"{later.label}/{outcome.norm.value}/{epsilon:.6g}"] = row
+                statuses.append(status)
+    return _worst(statuses), rows
+
+
+GRADIENT = None
+"""In ``PAIRWISE_CHECKS``: every gradient attack, whatever its family."""
+
+PAIRWISE_CHECKS: tuple[tuple[str, Family, Family | None, float, int, float], ...] = (
+    # code, later attacks' family, earlier attacks' family, tolerated rate, minimum samples,
+    # material share of all samples (see _excess_breaks)
+    ("one-step-beats-iterative", Family.ONE_STEP, Family.ITERATIVE, 0.01, 3, 0.01),
+    ("black-box-beats-white-box", Family.BLACK_BOX, GRADIENT, 0.05, 5, 0.02),
+    ("random-search-beats-gradient", Family.RANDOM, GRADIENT, 0.01, 3, 0.01),
+    ("targeted-beats-untargeted", Family.TARGETED, Family.ITERATIVE, 0.10, 5, 0.05),
+)
+"""The checks that compare attacks pairwise: did an attack of the later family break samples
+that every attack of the earlier one, run before it, left robust, beyond the tolerated rate?"""
+
+
+def _kinds(family: Family | None) -> list[str]:
+    # Listed when the check runs, so that attacks registered later count too.
+    return list_attacks(gradient=True) if family is GRADIENT else list_attacks(family)
+
+
+def _pairwise_check(
+    code: str,
+    later: Family,
+    earlier: Family | None,
+    tolerated: float,
+    minimum: int,
+    min_effect: float,
+) -> None:
+    def judge(evidence: Evidence) -> Judged:
+        found = _pairwise(evidence, _kinds(later), _kinds(earlier), tolerated, minimum, min_effect)
+        return Judged(*found)
+
+    check(code)(judge)
+
+
+for _row in PAIRWISE_CHECKS:
+    _pairwise_check(*_row)
+
+
+@check("margin-loss-beats-cross-entropy")
+def margin_loss_beats_cross_entropy(evidence: Evidence) -> Judged:
+    """PGD on a margin loss against PGD-CE, its peer, sample by sample (exact McNemar test).
+
+    A saturated softmax starves the cross-entropy gradient, not the margin's: AutoAttack's
+    reason for its DLR loss. Both run on every clean-correct sample, so the samples only
+    PGD-CE breaks count against the margin loss; it fails when the margin loss breaks
+    significantly and materially (at least 5 samples and 2 % of all) more.
+    """
+    suite = evidence.suite
+    rows: dict[str, Any] = {}
+    statuses: list[Status] = []
+    specs = {spec.label: spec for spec in suite.config.attacks} if suite else {}
+    for outcome in suite.norms if suite else ():
+        by_label = {record.label: record for record in outcome.attacks}
+        for record in outcome.attacks:
+            spec = specs.get(record.label)
+            if spec is None or spec.peer_of is None or _family(record) is not Family.ITERATIVE:
+                continue
+            peer = by_label.get(spec.peer_of)
+            if (
+                spec.params.get("loss") not in ("cw", "dlr")
+                or peer is None
+                or peer.kind != record.kind
+                or specs[spec.peer_of].params.get("loss", "ce") != "ce"
+            ):
+                continue
+            correct = suite.clean_correct  # type: ignore[union-attr]
+            total = int(correct.numel())
+            for k, epsilon in enumerate(outcome.epsilons):
+                margin, ce = record.success[k] & correct, peer.success[k] & correct
+                only_margin, only_ce = int((margin & ~ce).sum()), int((ce & ~margin).sum())
+                excess = only_margin - only_ce
+                p_value = mcnemar_exact(only_margin, only_ce)
+                material = excess >= max(5, 0.02 * total)
+                statuses.append(_grade(only_margin >= 5, p_value < ALPHA, material))
+                rows[f"{record.label}/{outcome.norm.value}/{epsilon:.6g}"] = {
+                    "only_margin_loss": only_margin,
+                    "only_cross_entropy": only_ce,
+                    "share_of_samples": excess / total if total else 0.0,
+                    "material_share": 0.02,
+                    "p_value": p_value,
+                    "peer": peer.label,
+                }
+    status = _worst(statuses)
+    return Judged(status, rows)
+
+
+@check("unbounded-attack-below-100")
+def unbounded_attack(evidence: Evidence) -> Judged:
+    suite = evidence.suite
+    rows: dict[str, Any] = {}
+    statuses: list[Status] = []
+    for outcome in suite.norms if suite else ():
+        sweep = outcome.sweep
+        if sweep is None or outcome.unbounded_epsilon not in sweep.epsilons:
+            continue
+        k = sweep.epsilons.index(outcome.unbounded_epsilon)
+        total = int(suite.num_samples)  # type: ignore[union-attr]
+        survived = int((~sweep.success[k]).sum())
+        rows[outcome.norm.value] = {
+            "epsilon": outcome.unbounded_epsilon,
+            "survived": survived,
+            "samples": total,
+            "success_rate": 1 - survived / total if total else None,
+        }
+        statuses.append(
+            Status.FAIL
+            if survived > max(1, 0.01 * total)
+            else Status.WARN
+            if survived
+            else Status.PASS
+        )
+    status = _worst(statuses)
+    return Judged(status, rows)
+
+
+@check("success-not-increasing-with-epsilon")
+def not_monotonic(evidence: Evidence) -> Judged:
+    suite = evidence.suite
+    rows: dict[str, Any] = {}
+    statuses: list[Status] = []
+    for outcome in suite.norms if suite else ():
+        sweep = outcome.independent_sweep
+        if sweep is None:
+            continue
+        # The independent runs cover a subsample only; judge them on its columns.
+        success = sweep.success[:, sweep.sample_index]
+        drops = []
+        for k in range(len(sweep.epsilons) - 1):
+            lost = int((success[k] & ~success[k + 1]).sum())
+            gained = int((~success[k] & success[k + 1]).sum())
+            p_value = mcnemar_exact(lost, gained)
+            drops.append(
+                {
+                    "from": sweep.epsilons[k],
+                    "to": sweep.epsilons[k + 1],
+                    "lost": lost,
+                    "gained": gained,
+                    "p_value": p_value,
+                }
+            )
+            if lost >= 3 and p_value < ALPHA:
+                statuses.append(Status.FAIL)
+            elif lost > gained and lost >= 2:
+                statuses.append(Status.WARN)
+        rate = success.double().mean(1)
+        bounded = [k for k, e in enumerate(sweep.epsilons) if e != outcome.unbounded_epsilon]
+        plateau = False
+        if len(bounded) >= 2:
+            last, previous = bounded[-1], bounded[-2]
+            plateau = bool(rate[last] < 0.9 and rate[last] <= rate[previous] + 1e-12)
+            if plateau:
+                statuses.append(Status.WARN)
+        rows[outcome.norm.value] = {
+            "epsilons": list(sweep.epsilons),
+            "success_rate": rate.tolist(),
+            "samples": int(success.shape[1]),
+            "steps": drops,
+            "plateau_below_90": plateau,
+        }
+        statuses.append(Status.PASS)
+    status = _worst(statuses)
+    return Judged(status, rows)

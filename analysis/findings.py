@@ -1,0 +1,155 @@
+"""What the red-flag checks share: the evidence they read, what a check judges and the finding
+it becomes, the registry of checks, and the grading of a paired excess.
+
+Comparisons between attacks are paired: in the suite every attack runs only on the samples
+that the attacks before it left robust, so "attack B broke samples that A missed" is a count
+of discordant samples, tested with an exact one-sided binomial test (at ``ALPHA``) against a
+small tolerated rate.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from analysis.conventions import ConventionTrial
+from analysis.probes import ModelProbes
+from attacks import AttackRecord, Family, NormOutcome, SuiteResult, registry
+from core.checks import CHECKS as DECLARED
+
+ALPHA = 0.01  # significance level of every paired test
+
+
+class Status(StrEnum):
+    PASS = "pass"
+    WARN = "warn"
+    FAIL = "fail"
+    NOT_APPLICABLE = "n/a"
+
+
+_ORDER = {Status.NOT_APPLICABLE: 0, Status.PASS: 1, Status.WARN: 2, Status.FAIL: 3}
+
+
+@dataclass(frozen=True)
+class Finding:
+    """The outcome of one check.
+
+    Attributes:
+        code: stable identifier, e.g. ``black-box-beats-white-box``.
+        title: short human name.
+        status: pass, warn, fail or n/a.
+        evidence: the numbers behind the status (JSON-able).
+        explanation: one sentence on what was seen.
+        remedy: what to do about it.
+        masking: True for checks whose failure suggests gradient masking, False for checks
+            whose failure makes the evaluation itself unreliable.
+    """
+
+    code: str
+    title: str
+    status: Status
+    evidence: dict[str, Any] = field(default_factory=dict)
+    explanation: str = ""
+    remedy: str = ""
+    masking: bool = True
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "code": self.code,
+            "title": self.title,
+            "status": self.status.value,
+            "evidence": self.evidence,
+            "explanation": self.explanation,
+            "remedy": self.remedy,
+            "kind": "masking" if self.masking else "reliability",
+        }
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """Everything the checks read.
+
+    Attributes:
+        suite: the attack suite's outcome (None when no attacks ran).
+        probes: direct measurements of the model.
+        eot_samples: forward passes per gradient the suite used (1 = no EOT).
+        num_classes: the model's number of classes (None: unknown).
+        recorded_clean_accuracy: the clean accuracy the checkpoint records from its training
+            (on the dataset's test split), or None.
+        conventions: the model's clean correctness under other input conventions
+            (``analysis.conventions``).
+    """
+
+    suite: SuiteResult | None
+    probes: ModelProbes
+    eot_samples: int = 1
+    num_classes: int | None = None
+    recorded_clean_accuracy: float | None = None
+    conventions: tuple[ConventionTrial, ...] = ()
+
+
+@dataclass(frozen=True)
+class Judged:
+    """What a check found: its status, the numbers behind it, and, where the check words the
+    case itself, its sentence and remedy (None: the ones declared in ``core.checks``)."""
+
+    status: Status
+    evidence: dict[str, Any]
+    explanation: str | None = None
+    remedy: str | None = None
+
+
+Check = Callable[[Evidence], Finding]
+CHECKS: dict[str, Check] = {}
+
+
+def check(code: str) -> Callable[[Callable[[Evidence], Judged]], Check]:
+    """Register a check under ``code``, which ``core.checks`` declares: the finding takes its
+    title, kind, default sentences and remedy from there."""
+    spec = DECLARED[code]
+
+    def register(judge: Callable[[Evidence], Judged]) -> Check:
+        def run(evidence: Evidence) -> Finding:
+            judged = judge(evidence)
+            flagged = judged.status in (Status.WARN, Status.FAIL)
+            explanation = judged.explanation
+            if explanation is None:
+                explanation = spec.flagged if flagged else spec.passed
+            remedy = spec.remedy if judged.remedy is None else judged.remedy
+            return Finding(
+                code, spec.title, judged.status, judged.evidence, explanation, remedy, spec.masking
+            )
+
+        functools.update_wrapper(run, judge)  # its name and docstring
+        CHECKS[code] = run
+        return run
+
+    return register
+
+
+def _worst(statuses: list[Status]) -> Status:
+    return max(statuses, key=_ORDER.__getitem__, default=Status.NOT_APPLICABLE)
+
+
+def _family(record: AttackRecord) -> Family:
+    return registry.get(record.kind).family
+
+
+def _find(outcome: NormOutcome, kind: str, label: str | None = None) -> AttackRecord | None:
+    for record in outcome.attacks:
+        if record.kind == kind and (label is None or record.label == label):
+            return record
+    return None
+
+
+def _grade(enough: bool, significant: bool, material: bool) -> Status:
+    """Fail on an excess that is significant and material, warn on one that is only one of
+    the two, pass otherwise; ``enough``: at least the check's minimum number of samples."""
+    if enough and significant and material:
+        return Status.FAIL
+    if enough and (significant or material):
+        return Status.WARN
+    return Status.PASS
