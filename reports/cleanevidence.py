@@ -1,0 +1,103 @@
+"""The evidence of the clean-accuracy check (``analysis.cleanchecks``) in sentences and
+tables: against the recorded accuracy and under other input conventions."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from reports.evidenceblocks import Block, Table, _float, _listed, _number, _p, _plural, _renders
+
+_CONVENTIONS_SHOWN = 3
+"""Input conventions that scored higher than the audit's own shown in a table (the best)."""
+
+
+@_renders(
+    "low-clean-accuracy",
+    reads=(
+        "clean_accuracy",
+        "correct",
+        "samples",
+        "num_classes",
+        "chance",
+        "chance_p_value",
+        "recorded_clean_accuracy",
+        "recorded_p_value",
+        "recorded_shortfall",
+        "conventions",
+        "convention_alpha",
+        "conventions_not_run",
+    ),
+)
+def _clean_accuracy(evidence: Mapping[str, Any]) -> list[Block]:
+    """clean_accuracy, correct, samples; num_classes, chance, chance_p_value when the number
+    of classes is known; recorded_clean_accuracy (None when the file records none) with
+    recorded_p_value and recorded_shortfall; conventions (each with flag, approximate,
+    accuracy, only_this, only_current, p_value) and convention_alpha when any was tried;
+    conventions_not_run (name: the model's error)."""
+    blocks: list[Block] = [
+        f"Clean accuracy {_number(evidence['clean_accuracy'])} ({evidence['correct']} of "
+        f"{_plural(evidence['samples'], 'sample')})."
+    ]
+    if "chance" in evidence:
+        blocks.append(
+            f"Chance for {evidence['num_classes']} classes is {_number(evidence['chance'])}; "
+            f"guessing scores this well with p = {_p(evidence['chance_p_value'])} (exact "
+            "binomial test)."
+        )
+    recorded = evidence.get("recorded_clean_accuracy")
+    if recorded is not None:
+        shortfall = _float(evidence["recorded_shortfall"]) or 0.0
+        gap = f"{_number(shortfall)} more than here" if shortfall > 0 else "no more than here"
+        blocks.append(
+            f"The checkpoint records {_number(recorded)} from its training, {gap}; a model of "
+            f"that accuracy scores this little or less with p = "
+            f"{_p(evidence['recorded_p_value'])} (exact binomial test)."
+        )
+    tried = evidence.get("conventions") or {}
+    if tried:
+        own = _float(evidence["clean_accuracy"]) or 0.0
+        ranked = sorted(tried, key=lambda name: -float(tried[name]["accuracy"]))
+        better = [name for name in ranked if float(tried[name]["accuracy"]) > own]
+        best = ranked[0]
+        blocks.append(
+            f"The same images presented in {_plural(len(tried), 'other input convention')} "
+            f"(each against the audit's own by an exact McNemar test at α = "
+            f"{_p(evidence['convention_alpha'])}, 0.01 shared among them): "
+            + (
+                f"{len(better)} scored higher."
+                if better
+                else f"none scored higher; the best, {best}, scored "
+                f"{_number(tried[best]['accuracy'])}."
+            )
+        )
+        if better:
+            shown = better[:_CONVENTIONS_SHOWN]
+            blocks.append(
+                Table(
+                    "presented as",
+                    ("accuracy", "gained", "lost", "p", "flag"),
+                    tuple(
+                        (
+                            name,
+                            (
+                                _number(tried[name]["accuracy"]),
+                                str(tried[name]["only_this"]),
+                                str(tried[name]["only_current"]),
+                                _p(tried[name]["p_value"]),
+                                tried[name]["flag"] or "none",
+                            ),
+                        )
+                        for name in shown
+                    ),
+                )
+            )
+            if len(better) > len(shown):
+                blocks.append(
+                    f"{_plural(len(better) - len(shown), 'more convention')} scored higher, "
+                    f"at most {_number(tried[better[len(shown)]]['accuracy'])}."
+                )
+    refused = evidence.get("conventions_not_run") or {}
+    if refused:
+        blocks.append(f"Not tried, the model raised on its inputs: {_listed(list(refused))}.")
+    return blocks

@@ -1,0 +1,246 @@
+"""What the renderers of a red flag's evidence share: the blocks they produce (sentences and
+small :class:`Table` objects), the formatting of numbers, shares, p-values and lists, the
+entries keyed ``label/norm/epsilon``, the splitting and capping of tables, and the registry of
+renderers by check code.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from reports import layout
+
+MAX_ROWS = 8
+"""Rows a table of runs shows; the rest are summarised in one sentence."""
+
+
+_CHUNK_CHARACTERS = 56
+"""Width, in characters, of one table with epsilons as columns; wider series are split into
+several such tables, which sit side by side where the page is wide enough."""
+
+
+_NORMS = {"linf": "L∞", "l2": "L2", "l1": "L1"}
+_RUN_KEY = re.compile(r"^(?P<label>.+)/(?P<norm>[a-z0-9]+)/(?P<epsilon>[-+0-9.eE]+)$")
+
+
+@dataclass(frozen=True)
+class Table:
+    """A small table of a finding's evidence.
+
+    Attributes:
+        corner: the header of the row-label column ("" for none).
+        columns: the other columns' headers; empty for a headerless two-column table of
+            names and values.
+        rows: (row label, cells), one cell per column (one cell when ``columns`` is empty).
+        caption: a title above the table ("" for none).
+        by_column: each column is one record (epsilons as columns), which :meth:`text`
+            reads column by column.
+    """
+
+    corner: str
+    columns: tuple[str, ...]
+    rows: tuple[tuple[str, tuple[str, ...]], ...]
+    caption: str = ""
+    by_column: bool = False
+
+    @property
+    def wraps(self) -> bool:
+        """Whether its cells are text to wrap (a table of names and values, an error message)
+        rather than numbers kept on one line."""
+        return not self.columns or any(len(c) > 20 for _, cells in self.rows for c in cells)
+
+    def text(self) -> str:
+        """The table on one line: ``record: name value, name value; record: ...``."""
+        if not self.columns:
+            body = "; ".join(f"{label}: {cells[0]}" for label, cells in self.rows)
+        elif self.by_column:
+            corner = f"{self.corner} " if self.corner else ""
+            body = "; ".join(
+                f"{corner}{column}: "
+                + ", ".join(f"{label} {cells[i]}" for label, cells in self.rows)
+                for i, column in enumerate(self.columns)
+            )
+        else:
+            body = "; ".join(
+                f"{label}: "
+                + ", ".join(f"{c} {v}" for c, v in zip(self.columns, cells, strict=True))
+                for label, cells in self.rows
+            )
+        return f"{self.caption}: {body}" if self.caption else body
+
+
+Block = str | Table
+"""A sentence, or a small table."""
+
+
+@dataclass(frozen=True)
+class Rendered:
+    """A finding's evidence, ready to show.
+
+    Attributes:
+        blocks: sentences and tables, in reading order.
+        generic: True when (part of) the evidence was shown by :func:`generic` rather than by
+            the check's own renderer: an unknown check, an unexpected shape or extra keys.
+    """
+
+    blocks: tuple[Block, ...]
+    generic: bool
+
+    def text(self) -> str:
+        """All of it as plain text, for CSV and Markdown tables."""
+        parts = [b if isinstance(b, str) else b.text() + "." for b in self.blocks]
+        return " ".join(parts)
+
+
+# --- formatting ------------------------------------------------------------------------------
+
+
+def _float(value: Any) -> float | None:
+    """A JSON number (or the document's "NaN" and "Infinity" strings) as a float."""
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, int | float):
+        return float(value)
+    if value in ("NaN", "Infinity", "-Infinity"):
+        return float(value.replace("Infinity", "inf"))
+    return None
+
+
+def _number(value: Any, digits: int = 3) -> str:
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, int):
+        return str(value)
+    number = _float(value)
+    if number is None:
+        return "n/a" if value is None else str(value)
+    if not math.isfinite(number):
+        return "non-finite"
+    return f"{number:.{digits}g}"
+
+
+def _percent(value: Any) -> str:
+    number = _float(value)
+    if number is None:
+        return _number(value)
+    if not math.isfinite(number):
+        return "non-finite"
+    return f"{100 * number:.1f} %"
+
+
+def _p(value: Any) -> str:
+    """A p-value: two significant digits (``1.1e-15``, ``0.5``, ``1``)."""
+    return _number(value, 2)
+
+
+def _epsilon(value: Any) -> str:
+    number = _float(value)
+    return _number(value) if number is None else f"{number:g}"
+
+
+def _norm(name: str) -> str:
+    return _NORMS.get(name, name)
+
+
+def _listed(names: Sequence[str], limit: int = 5) -> str:
+    """``a``, ``a and b``, ``a, b and c``; beyond ``limit``, ``a, b, ... and 7 more``."""
+    names = [str(n) for n in names]
+    if len(names) > limit:
+        return ", ".join(names[:limit]) + f" and {len(names) - limit} more"
+    if len(names) <= 1:
+        return "".join(names)
+    return ", ".join(names[:-1]) + " and " + names[-1]
+
+
+def _plural(count: int, word: str, plural: str | None = None) -> str:
+    return f"{count} {word if count == 1 else (plural or word + 's')}"
+
+
+@dataclass(frozen=True)
+class _Run:
+    """One entry of evidence keyed ``label/norm/epsilon``."""
+
+    label: str
+    norm: str
+    epsilon: float
+    record: Mapping[str, Any]
+
+    def name(self, with_label: bool) -> str:
+        where = f"{_norm(self.norm)} ε={self.epsilon:g}"
+        return f"{self.label} {where}" if with_label else where
+
+
+def _runs(evidence: Mapping[str, Any]) -> list[_Run]:
+    """The evidence's entries keyed ``label/norm/epsilon``; ValueError for any other key."""
+    runs = []
+    for key, record in evidence.items():
+        match = _RUN_KEY.match(key)
+        if match is None or not isinstance(record, Mapping):
+            raise ValueError(f"not a run key: {key!r}")
+        runs.append(_Run(match["label"], match["norm"], float(match["epsilon"]), record))
+    return runs
+
+
+def _chunks(table: Table, budget: int = _CHUNK_CHARACTERS) -> list[Table]:
+    """``table`` (records as columns) split into tables at most ``budget`` characters wide,
+    of near-equal column counts, each repeating the row labels."""
+    padding = layout.CELL_PADDING
+    label = max([len(table.corner), *(len(label) for label, _ in table.rows)]) + padding
+    widths = [
+        max([len(column), *(len(cells[i]) for _, cells in table.rows)]) + padding
+        for i, column in enumerate(table.columns)
+    ]
+    split = layout.parts(widths, ["series"] * len(widths), budget - label)
+    return [
+        Table(
+            table.corner,
+            tuple(table.columns[i] for i in part),
+            tuple((label, tuple(cells[i] for i in part)) for label, cells in table.rows),
+            table.caption if n == 0 or not table.caption else f"{table.caption}, continued",
+            table.by_column,
+        )
+        for n, part in enumerate(split)
+    ]
+
+
+Row = tuple[str, tuple[str, ...]]
+
+
+def _capped(
+    rows: Sequence[Row],
+    concern: Sequence[float],
+    rest: Callable[[list[int]], str],
+) -> tuple[list[Row], list[str]]:
+    """At most :data:`MAX_ROWS` rows, the most concerning ones (largest ``concern``) kept in
+    their order; the others are summarised by ``rest`` (given their indices) in a sentence."""
+    if len(rows) <= MAX_ROWS:
+        return list(rows), []
+    order = sorted(range(len(rows)), key=lambda i: (-concern[i], i))
+    kept = sorted(order[:MAX_ROWS])
+    left = sorted(order[MAX_ROWS:])
+    return [rows[i] for i in kept], [rest(left)]
+
+
+# --- the renderers, by check code -----------------------------------------------------------
+
+Renderer = Callable[[Mapping[str, Any]], list[Block]]
+RENDERERS: dict[str, Renderer] = {}
+"""One renderer per check code of ``analysis.redflags.CHECKS``."""
+_READS: dict[str, frozenset[str]] = {}
+"""The top-level keys each renderer reads, for checks whose evidence has fixed keys; any
+other key (a later version's) is shown by :func:`generic` after the check's own text."""
+
+
+def _renders(*codes: str, reads: Sequence[str] = ()) -> Callable[[Renderer], Renderer]:
+    def register(function: Renderer) -> Renderer:
+        for code in codes:
+            RENDERERS[code] = function
+            if reads:
+                _READS[code] = frozenset(reads)
+        return function
+
+    return register

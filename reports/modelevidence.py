@@ -1,0 +1,87 @@
+"""The evidence of the model-behaviour checks (``analysis.modelchecks``) in sentences and
+tables: random outputs, outputs that depend on the batch, train mode, probability outputs."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from reports.evidenceblocks import Block, _listed, _number, _p, _percent, _plural, _renders
+
+
+@_renders(
+    "stochastic-model",
+    reads=(
+        "max_repeat_difference",
+        "repeat_samples",
+        "num_repeats",
+        "prediction_flips",
+        "prediction_flip_fraction",
+        "eot_samples",
+    ),
+)
+def _stochastic(evidence: Mapping[str, Any]) -> list[Block]:
+    """max_repeat_difference, repeat_samples, num_repeats, prediction_flips,
+    prediction_flip_fraction, eot_samples."""
+    eot = evidence["eot_samples"]
+    return [
+        f"{evidence['num_repeats']} forward passes of "
+        f"{_plural(evidence['repeat_samples'], 'sample')}: largest logit change "
+        f"{_number(evidence['max_repeat_difference'])}, "
+        f"{_plural(evidence['prediction_flips'], 'prediction')} flipped "
+        f"({_percent(evidence['prediction_flip_fraction'])}). Gradients averaged over "
+        + (f"{eot} passes (EOT)." if eot != 1 else "1 pass (no EOT).")
+    ]
+
+
+@_renders(
+    "batch-dependent-outputs",
+    reads=(
+        "composition",
+        "batch_size",
+        "samples",
+        "max_relative_difference",
+        "tolerance",
+        "differing",
+        "prediction_flips",
+        "grouped",
+        "compared",
+        "chance",
+        "p_value",
+    ),
+)
+def _batch(evidence: Mapping[str, Any]) -> list[Block]:
+    """composition, batch_size, samples, max_relative_difference, tolerance, differing,
+    prediction_flips; for a stochastic model also grouped, compared, chance, p_value."""
+    apart = "alone" if evidence["composition"] == "single" else "in pairs"
+    blocks: list[Block] = [
+        f"{_plural(evidence['samples'], 'sample')} evaluated in a batch of "
+        f"{evidence['batch_size']} and {apart}: {evidence['differing']} changed by more than "
+        f"{_number(evidence['tolerance'])} of the row's largest logit (largest change "
+        f"{_number(evidence['max_relative_difference'])}), "
+        f"{_plural(evidence['prediction_flips'], 'prediction')} flipped."
+    ]
+    if "grouped" in evidence:
+        blocks.append(
+            f"Repeated passes: {evidence['grouped']} of {evidence['compared']} samples' passes "
+            f"pair up by composition (chance: {_percent(evidence['chance'])}; exact binomial "
+            f"test, p = {_p(evidence['p_value'])})."
+        )
+    return blocks
+
+
+@_renders("model-in-train-mode", reads=("modules",))
+def _train_mode(evidence: Mapping[str, Any]) -> list[Block]:
+    """modules."""
+    modules = list(evidence["modules"])
+    if not modules:
+        return ["No module is in training mode after eval()."]
+    return [f"In training mode after eval(): {_listed(modules)}."]
+
+
+@_renders("probability-outputs", reads=("probability_outputs",))
+def _probabilities(evidence: Mapping[str, Any]) -> list[Block]:
+    """probability_outputs."""
+    if evidence["probability_outputs"]:
+        return ["The outputs are probabilities: rows in [0, 1] that sum to 1."]
+    return ["The outputs are logits, not rows of probabilities."]
