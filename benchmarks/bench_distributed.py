@@ -40,12 +40,12 @@ from typing import Any
 
 import torch
 
-from analysis.audit import _config, _parser
 from analysis.document import differences, without_timings
 from analysis.pipeline import evaluation_set, run_audit
 from analysis.resume import UnitCache
 from checkpoints import load_checkpoint
 from checkpoints.train import ZOO_DIR
+from commands.audit import _config, _parser
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -17,12 +17,13 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from analysis import audit_model, gate
+from analysis import audit_model
 from analysis.document import differences
 from checkpoints import load_checkpoint
 from checkpoints.datasets import load_dataset
 from checkpoints.format import weights_sha256
 from checkpoints.train import ZOO_DIR
+from commands import gate
 from core.document import AuditResult, read_document
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from analysis.audit import main
 from analysis.gate import baseline_from
 from analysis.pipeline import select_samples
 from analysis.summary import summary_lines
 from attacks import ChunkedModel
 from checkpoints.train import ZOO_DIR
+from commands.audit import main
 from core.document import AuditResult
 
 MANIFEST = json.loads((ZOO_DIR / "manifest.json").read_text())["checkpoints"]

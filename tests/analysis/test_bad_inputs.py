@@ -24,9 +24,9 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from analysis import audit, gate
 from checkpoints import inspect
 from checkpoints.train import ZOO_DIR
+from commands import audit, gate
 from core.boundary import (
     EXIT_INPUT,
     EXIT_INTERNAL,

@@ -8,9 +8,9 @@ import pytest
 import torch
 
 import analysis.batching as batching
-from analysis.audit import main
 from analysis.batching import attack_batch, flatness_batch, measure_fitting, parse_batch_size
 from checkpoints.train import ZOO_DIR
+from commands.audit import main
 from flatness import FlatnessConfig, measure
 from torchutil import BatchChoice, make_generator
 

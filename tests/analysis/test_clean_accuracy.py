@@ -20,7 +20,6 @@ import torch
 import torch.nn.functional as F
 from scipy.stats import binom
 
-from analysis import audit
 from analysis.conventions import (
     Convention,
     ConventionTrial,
@@ -32,6 +31,7 @@ from analysis.redflags import Evidence, Status, low_clean_accuracy, verdict
 from checkpoints.architectures import Normalized, build_network
 from checkpoints.datasets import load_dataset
 from checkpoints.layers import LayerSpec
+from commands import audit
 
 # ------------------------------------------------------------------ the rules, by hand
 

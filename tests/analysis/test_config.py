@@ -129,7 +129,7 @@ BAD_SUITE_FILES = [
 def test_a_bad_suite_file_is_one_line_and_exit_2_before_anything_is_loaded(
     tmp_path, capsys, monkeypatch, text, message
 ):
-    import analysis.audit as audit
+    import commands.audit as audit
 
     def refuse(*args, **kwargs):
         raise AssertionError("a checkpoint was loaded before the suite was checked")
@@ -149,7 +149,7 @@ def test_a_bad_suite_file_is_one_line_and_exit_2_before_anything_is_loaded(
 
 
 def test_bad_suite_flags_are_refused_before_anything_is_loaded(tmp_path, capsys, monkeypatch):
-    import analysis.audit as audit
+    import commands.audit as audit
 
     monkeypatch.setattr(audit, "load_checkpoint", lambda *a, **k: pytest.fail("loaded"))
     checkpoint = str(ZOO_DIR / "digits-mlp-none.pt")
@@ -233,7 +233,7 @@ def test_backend_flag_on_the_standard_suite():
 def test_a_valid_suite_file_runs_through_the_command_line(tmp_path, capsys):
     import json
 
-    from analysis.audit import main
+    from commands.audit import main
 
     path = tmp_path / "small.toml"
     path.write_text(
@@ -392,7 +392,7 @@ def test_a_refused_bare_list_is_echoed_as_typed(text, tmp_path, capsys, monkeypa
     with pytest.raises(ValueError) as caught:
         build_suite("quick", "digits", epsilons=parse_epsilons(text))
     assert f"--epsilons {text} names no norm" in str(caught.value)
-    import analysis.audit as audit
+    import commands.audit as audit
 
     monkeypatch.setattr(audit, "load_checkpoint", lambda *a, **k: pytest.fail("loaded"))
     checkpoint = str(ZOO_DIR / "digits-mlp-none.pt")

@@ -10,9 +10,9 @@ import math
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from analysis import audit, gate
 from analysis.config import build_suite
 from attacks import registry
+from commands import audit, gate
 
 SETTINGS = settings(
     max_examples=150,

@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from analysis.audit import main as audit_main
 from analysis.gate import baseline_from, compare
-from analysis.gate import main as gate_main
 from checkpoints import load_checkpoint, save_checkpoint
 from checkpoints.train import ZOO_DIR
+from commands.audit import main as audit_main
+from commands.gate import main as gate_main
 from core.document import AuditResult, read_document, write_json
 
 AUDIT = ["--preset", "quick", "--no-flatness", "--num-samples", "120", "--quiet"]

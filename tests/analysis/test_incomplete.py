@@ -25,6 +25,7 @@ from analysis.redflags import INCOMPLETE, Finding, Status, verdict
 from checkpoints import load_checkpoint
 from checkpoints.datasets import load_dataset
 from checkpoints.train import ZOO_DIR
+from commands.gate import main as gate_main
 from core.document import read_result
 from reports.compare import write_comparison
 from reports.html import write_report
@@ -115,7 +116,7 @@ def test_every_attack_failing_is_incomplete_and_fails_the_gate(scripted, tmp_pat
     assert healthy.returncode == 0, healthy.stderr
     baseline = tmp_path / "baseline.json"
     healthy_document = tmp_path / "healthy" / "plain" / "audit.json"
-    gate.main([str(healthy_document), str(baseline), "--update-baseline"])
+    gate_main([str(healthy_document), str(baseline), "--update-baseline"])
 
     done = _audit(
         raising,
@@ -226,7 +227,7 @@ def test_a_baseline_with_a_failed_attack_fails_the_gate(scripted, tmp_path):
     assert done.returncode == 0, done.stderr
     document = tmp_path / "broken" / "raising" / "audit.json"
     baseline = tmp_path / "baseline.json"
-    gate.main([str(document), str(baseline), "--update-baseline"])
+    gate_main([str(document), str(baseline), "--update-baseline"])
     kept = json.loads(baseline.read_text())
     assert kept["robustness"]["norms"][0]["attacks"][0]["statuses"][0] == "failed"
     outcome = gate.compare(read_result(document), gate.read_baseline(baseline))

@@ -19,12 +19,12 @@ import pytest
 import torch
 
 from analysis import gate
-from analysis.audit import main
 from analysis.config import build_suite
 from checkpoints import load_checkpoint
 from checkpoints.datasets import load_dataset
 from checkpoints.format import save_checkpoint
 from checkpoints.train import ZOO_DIR
+from commands.audit import main
 from core.document import DocumentError, read_document, write_json
 from core.schema import SCHEMA_PATH
 

@@ -23,10 +23,10 @@ from sklearn.datasets import load_digits
 from torch import Tensor, nn
 
 from analysis.activations import activation_statistics, activations_note
-from analysis.audit import main
 from checkpoints import Description, load_checkpoint
 from checkpoints.train import ZOO_DIR
 from checkpoints.usermodel import parse_model_reference
+from commands.audit import main
 
 BLOCKS = """
 from torch import nn

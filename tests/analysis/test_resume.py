@@ -25,12 +25,12 @@ import pytest
 import torch
 from audit_helpers import quick_config, without_timings
 
-from analysis.audit import main as audit_main
 from analysis.config import build_suite
 from analysis.pipeline import evaluation_set, run_audit
 from analysis.resume import LOCK, PARTIAL, FolderBusy, FolderLock, UnitCache
 from checkpoints import load_checkpoint
 from checkpoints.train import ZOO_DIR
+from commands.audit import main as audit_main
 from core.boundary import EXIT_INPUT, EXIT_TERMINATED, TEMPORARY_NAME
 
 ZOO = ZOO_DIR / "digits-mlp-qsd.pt"
@@ -617,7 +617,7 @@ def test_a_killed_holder_leaves_no_stuck_lock(tmp_path):
 def test_the_key_follows_the_source_code(tmp_path):
     """A working copy keeps its version number from one change to the next: the key holds a
     SHA-256 of the packages' source, so units made by other code are not resumed."""
-    from analysis.audit import _SOURCE_PACKAGES, _source_sha256
+    from commands.audit import _SOURCE_PACKAGES, _source_sha256
 
     source_sha256 = _source_sha256.__wrapped__  # not the cached value
     for package in _SOURCE_PACKAGES:

@@ -14,10 +14,10 @@ import torch
 from torch import Tensor, nn
 from vgg_reference import LAYOUTS, NORMOUT_POSITIONS, reference_vgg, write_vgg_checkpoint
 
-from analysis.audit import main
 from analysis.pipeline import select_samples
 from checkpoints.datasets import load_dataset
 from checkpoints.spec import NORMOUT_CIFAR10_MEAN, NORMOUT_CIFAR10_STD
+from commands.audit import main
 
 NUM_SAMPLES = 4
 SEED = 0

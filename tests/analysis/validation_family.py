@@ -1127,7 +1127,7 @@ def observe(
 ) -> Observation:
     """Build ``name``, audit it through the command line's ``main`` and, if asked, measure the
     independent references and the AutoAttack bound on the audit's own samples."""
-    from analysis.audit import main
+    from commands.audit import main
 
     path, flags = build(name, cache, data_dir)
     argv = [str(path), *flags, "--preset", preset, "--num-samples", str(num_samples)]

@@ -411,7 +411,7 @@ def test_reader_runs_without_torch_or_numpy(documents: dict[str, Path]) -> None:
 def test_a_model_without_dropout_layers_and_its_nonfinite_fields(tmp_path: Path) -> None:
     """A zoo model without a dropout-family layer (its layer has no positions) reads, and the
     1.2 fields on non-finite outputs are typed, not left in ``extra``."""
-    from analysis.audit import main
+    from commands.audit import main
 
     checkpoint = CHECKPOINT.parent / "digits-mlp-none.pt"
     argv = [str(checkpoint), "--preset", "quick", "--num-samples", "30", "--no-flatness"]

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from report_fixtures import Page, close, document, numbers, result
 
-from analysis import audit
 from analysis.redflags import CHECKS
+from commands import audit
 from core.checks import CHECKS as CHECK_SPECS
 from core.document import AuditResult
 from reports import evidence, html, tables
