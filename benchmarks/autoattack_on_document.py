@@ -32,7 +32,11 @@ from analysis.pipeline import evaluation_set
 from attacks import Norm
 from benchmarks.bench_autoattack import ALPHA, PairedOutcome, run_autoattack
 from checkpoints import load_checkpoint
-from checkpoints.cli import add_description_arguments, description_from_arguments, say_flag_notes
+from commands.description import (
+    add_description_arguments,
+    description_from_arguments,
+    say_flag_notes,
+)
 from core.document import read_result
 from torchutil import full_precision
 

@@ -79,7 +79,11 @@ from analysis.probes import probe_model
 from attacks import Bounds, Norm, SuiteResult, preset, run_suite
 from attacks.presets import STANDARD_EPSILONS, for_stochastic_model
 from checkpoints import load_checkpoint
-from checkpoints.cli import add_description_arguments, description_from_arguments, say_flag_notes
+from commands.description import (
+    add_description_arguments,
+    description_from_arguments,
+    say_flag_notes,
+)
 from core.stats import mcnemar_exact, paired_drop_interval
 from torchutil import make_generator
 

@@ -39,7 +39,7 @@ from attacks import Bounds, Norm, preset, run_suite
 from attacks.presets import STANDARD_EPSILONS, AttackSpec
 from attacks.suite import run_attack_spec
 from checkpoints import load_checkpoint
-from checkpoints.cli import add_description_arguments, description_from_arguments
+from commands.description import add_description_arguments, description_from_arguments
 from core.stats import mcnemar_exact, paired_drop_interval
 from torchutil import make_generator
 

@@ -51,7 +51,7 @@ from benchmarks.bench_autoattack import (
     run_autoattack,
 )
 from checkpoints import load_checkpoint
-from checkpoints.cli import description_from_arguments, say_flag_notes
+from commands.description import description_from_arguments, say_flag_notes
 from core.document import AuditResult
 from torchutil import make_generator
 

@@ -1,37 +1,26 @@
-"""Say what a checkpoint file is, without running anything from it.
+"""What a checkpoint file is, said without running anything from it.
 
-Usage:
-    python -m checkpoints.inspect FILE [--arch ... --dataset ...]
-    python -m checkpoints.inspect --list
+The container format, what was inferred (layout, batch norm, number of classes, matching
+architectures), what is still missing to load it, and its sha256. Nothing from the file ever
+runs: files of weights are read with ``weights_only=True``; a TorchScript archive (code) is
+described from its zip listing and metadata records alone, and a file of pickled Python objects
+from the name of the first object it would build. The code ``--model FILE.py:NAME`` names is
+never imported either: the file is parsed to check that it defines NAME.
 
-Prints the container format, what was inferred (layout, batch norm, number of classes,
-matching architectures), what is still missing to load it, and its sha256. Nothing from the
-file ever runs, whatever the flags: files of weights are read with ``weights_only=True``; a
-TorchScript archive (code) is described from its zip listing and metadata records alone, and a
-file of pickled Python objects from the name of the first object it would build.
-``--trust-checkpoint`` only accepts a file of ours without its recorded weights hash. The code
-``--model FILE.py:NAME`` names is never imported either: the file is parsed to check that it
-defines NAME, and inspect says that the audit would build the model from it.
-
-Exit status 0 when the file would load as described, 4 when it was described but something is
-missing to load it (a flag, or --trust-checkpoint for a file that carries code, or the user's
-model code, which inspect never runs), 2 for an unreadable file or a bad flag, 3 for an
-internal error. Status 1 is the gate's alone.
+The command, ``python -m checkpoints.inspect`` (``robaudit-inspect``), is
+:mod:`commands.inspect`.
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import sys
 import zipfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 
 from torch import Tensor
 
-from checkpoints.architectures import architecture_names, get_architecture
-from checkpoints.cli import add_description_arguments, description_from_arguments
 from checkpoints.format import (
     FORMAT_NAME,
     CheckpointError,
@@ -46,19 +35,11 @@ from checkpoints.format import (
     infer_architectures,
     read_raw,
 )
-from checkpoints.layers import layer_kinds
 from checkpoints.spec import Description, read_sidecar, sidecar_path
 from checkpoints.usermodel import check_source
-from core.boundary import (
-    EXIT_INPUT,
-    EXIT_WOULD_NOT_LOAD,
-    OneLineParser,
-    one_line,
-    open_input,
-    run_command,
-)
+from core.boundary import EXIT_WOULD_NOT_LOAD, open_input
 
-__all__ = ["describe_archive", "describe_weights", "main"]
+__all__ = ["describe_archive", "describe_weights", "inspect_file"]
 
 _ARCHIVE_NAMES = {
     "torchscript": "TorchScript archive (code: runs on load and on every forward pass)",
@@ -188,71 +169,42 @@ def describe_weights(weights: Mapping[str, Tensor]) -> list[tuple[str, str]]:
     return lines
 
 
-def main(argv: Sequence[str] | None = None, *, prog: str = "python -m checkpoints.inspect") -> int:
-    parser = OneLineParser(
-        prog=prog,
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("file", nargs="?", type=Path, help="checkpoint file")
-    parser.add_argument("--list", action="store_true", help="list architectures and layer kinds")
-    parser.add_argument("--verbose", action="store_true", help="tracebacks for errors")
-    add_description_arguments(parser)
-    args = parser.parse_args(argv)
-    return run_command(lambda: _run(args), verbose=args.verbose)
-
-
-def _run(args: argparse.Namespace) -> int:
-    if args.list:
-        for name in architecture_names():
-            print(f"{name:10s} {get_architecture(name).description}")
-        print(f"layer kinds: {', '.join(layer_kinds())}")
-        return 0
-    if args.file is None:
-        print("error: give a checkpoint FILE (or --list)", file=sys.stderr)
-        return EXIT_INPUT
+def inspect_file(
+    path: Path, description: Description, trust: bool
+) -> tuple[list[tuple[str, str]], int]:
+    """The rows that say what the file at ``path`` is, and the command's exit status: 0 when
+    it would load as described, ``EXIT_WOULD_NOT_LOAD`` when something is missing to load it
+    (a flag, ``trust`` for a file that carries code, or the user's model code, never run
+    here). Raises ``CheckpointError``, ``ValueError`` or ``OSError`` for an unreadable file."""
+    open_input(path, "checkpoint", CheckpointError).close()
+    rows: list[tuple[str, str]] = [("file", str(path)), ("sha256", file_sha256(path))]
+    sidecar = sidecar_path(path)
+    rows.append(("sidecar", str(sidecar) if sidecar else "none"))
+    kind = code_archive_kind(path)
+    if kind is not None:
+        rows += describe_archive(path, kind)
+        rows.append(("loads", "not here: inspect never runs code from a file"))
+        rows.append(("needs", _archive_needs(kind, path, description)))
+        refused = graph_description_error(path, description) if kind == "torchscript" else None
+        if refused is not None:
+            rows.append(("refused", refused))
+        return rows, EXIT_WOULD_NOT_LOAD
     try:
-        description = description_from_arguments(args)
-        path: Path = args.file
-        open_input(path, "checkpoint", CheckpointError).close()
-        rows: list[tuple[str, str]] = [("file", str(path)), ("sha256", file_sha256(path))]
-        sidecar = sidecar_path(path)
-        rows.append(("sidecar", str(sidecar) if sidecar else "none"))
-        kind = code_archive_kind(path)
-        if kind is not None:
-            rows += describe_archive(path, kind)
-            rows.append(("loads", "not here: inspect never runs code from a file"))
-            rows.append(("needs", _archive_needs(kind, path, description)))
-            refused = graph_description_error(path, description) if kind == "torchscript" else None
-            if refused is not None:
-                rows.append(("refused", refused))
-            status = EXIT_WOULD_NOT_LOAD
-        else:
-            try:
-                raw = read_raw(path, trust=False)
-            except PickledObjectsError as err:
-                rows += [
-                    ("format", "pickled Python objects (code: runs when unpickled)"),
-                    ("would build", err.detail.removeprefix("it would build ")),
-                    ("loads", "not here: inspect never runs code from a file"),
-                    (
-                        "needs",
-                        "--trust-checkpoint to load (only if you trust its source); or save "
-                        "model.state_dict() and pass --model yourfile.py:YourClass",
-                    ),
-                ]
-                status = EXIT_WOULD_NOT_LOAD
-            else:
-                rows += _describe_data(raw, path)
-                status = _try_loading(path, description, args.trust_checkpoint, rows)
-    except (CheckpointError, ValueError, OSError) as err:
-        print(f"error: {one_line(err)}", file=sys.stderr)
-        return EXIT_INPUT
-    width = max(len(k) for k, _ in rows)
-    rows = [(k, v.replace("\n", " ")) for k, v in rows]
-    for key, value in rows:
-        print(f"{key:<{width}}  {value}")
-    return status
+        raw = read_raw(path, trust=False)
+    except PickledObjectsError as err:
+        rows += [
+            ("format", "pickled Python objects (code: runs when unpickled)"),
+            ("would build", err.detail.removeprefix("it would build ")),
+            ("loads", "not here: inspect never runs code from a file"),
+            (
+                "needs",
+                "--trust-checkpoint to load (only if you trust its source); or save "
+                "model.state_dict() and pass --model yourfile.py:YourClass",
+            ),
+        ]
+        return rows, EXIT_WOULD_NOT_LOAD
+    rows += _describe_data(raw, path)
+    return rows, _try_loading(path, description, trust, rows)
 
 
 def _describe_data(raw: object, path: Path) -> list[tuple[str, str]]:
@@ -310,10 +262,7 @@ def _try_loading(
     return 0
 
 
-def script() -> int:
-    """The ``robaudit-inspect`` console script: :func:`main` under its own name."""
-    return main(prog="robaudit-inspect")
-
-
 if __name__ == "__main__":
+    from commands.inspect import main
+
     sys.exit(main())

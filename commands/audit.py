@@ -56,8 +56,12 @@ from analysis.pipeline import (
 from analysis.resume import LOCK, PARTIAL, FolderBusy, FolderLock, UnitCache
 from analysis.summary import incomplete_lines, summary_lines
 from checkpoints import CheckpointError, LoadedCheckpoint, load_checkpoint
-from checkpoints.cli import add_description_arguments, description_from_arguments, say_flag_notes
 from checkpoints.datasets import DatasetError
+from commands.description import (
+    add_description_arguments,
+    description_from_arguments,
+    say_flag_notes,
+)
 from commands.gate import add_gate_arguments, check_max_drop
 from core.boundary import (
     EXIT_GATE_FAILED,

@@ -47,6 +47,8 @@ ALLOWED: dict[str, set[str]] = {
 ENTRY_MODULES = {
     "analysis.audit": "commands.audit",
     "analysis.gate": "commands.gate",
+    "checkpoints.inspect": "commands.inspect",
+    "checkpoints.train": "commands.train",
 }
 """The modules users run as ``python -m MODULE`` (README, console scripts aside), each with the
 command it hands over to. Only under ``if __name__ == "__main__":`` may such a module import

@@ -55,10 +55,10 @@ COMMANDS = {
 SCRIPTS = {
     "robaudit": "commands.audit",
     "robaudit-gate": "commands.gate",
-    "robaudit-inspect": "checkpoints.inspect",
+    "robaudit-inspect": "commands.inspect",
     "robaudit-report": "reports.html",
     "robaudit-compare": "reports.compare",
-    "robaudit-train": "checkpoints.train",
+    "robaudit-train": "commands.train",
 }
 ZOO_CHECKPOINT = ROOT / "checkpoints" / "zoo" / "digits-mlp-dropout.pt"
 QUICK = ["--preset", "quick", "--no-flatness", "--num-samples", "20", "--no-report"]

@@ -24,9 +24,8 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from checkpoints import inspect
 from checkpoints.train import ZOO_DIR
-from commands import audit, gate
+from commands import audit, gate, inspect
 from core.boundary import (
     EXIT_INPUT,
     EXIT_INTERNAL,

@@ -6,9 +6,9 @@ import torch
 
 from checkpoints import load_checkpoint
 from checkpoints.architectures import build_network
-from checkpoints.inspect import main as inspect_main
 from checkpoints.train import ZOO_DIR
-from checkpoints.train import main as train_main
+from commands.inspect import main as inspect_main
+from commands.train import main as train_main
 
 
 def test_inspect_our_file(capsys):

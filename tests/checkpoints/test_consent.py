@@ -21,10 +21,10 @@ from torch import Tensor, nn
 from checkpoints import CheckpointError, Description, load_checkpoint
 from checkpoints.architectures import build_network
 from checkpoints.format import build_model, code_archive_kind, read_raw
-from checkpoints.inspect import main as inspect_main
 from checkpoints.spec import CheckpointSpec
 from checkpoints.train import ZOO_DIR
 from commands.audit import main as audit_main
+from commands.inspect import main as inspect_main
 
 
 class _WritesFiles(nn.Module):

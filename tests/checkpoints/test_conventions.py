@@ -8,9 +8,9 @@ import torch
 
 from checkpoints import CheckpointError, CheckpointSpec, Description, load_checkpoint
 from checkpoints.architectures import build_network
-from checkpoints.cli import add_description_arguments
 from checkpoints.format import build_model, save_checkpoint
 from checkpoints.spec import NAMED_NORMALIZATIONS, normalization_name, parse_normalization
+from commands.description import add_description_arguments
 
 # The published constants, copied from their sources rather than from our code: torchvision's
 # ImageNet example and the CIFAR-10 training set's per-channel statistics most CIFAR-10 code

@@ -15,7 +15,6 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from checkpoints import CheckpointError, Description, load_checkpoint, save_checkpoint
-from checkpoints.cli import say_flag_notes
 from checkpoints.format import build_model, read_raw
 from checkpoints.layers import (
     QSD,
@@ -37,6 +36,7 @@ from checkpoints.usermodel import (
     parse_model_kwargs,
     parse_model_reference,
 )
+from commands.description import say_flag_notes
 
 # The user's code: a sibling module, and a CNN (conv, conv, max-pool, dropout, fc) whose
 # forward goes through super().forward, as in the report that asked for --model.
@@ -663,7 +663,7 @@ def test_a_whole_model_saved_from_a_script_names_the_model_route_when_trusted(tm
 
 
 def test_inspect_shows_what_the_flags_do_without_running_anything(scripted, tmp_path, capsys):
-    from checkpoints.inspect import main as inspect_main
+    from commands.inspect import main as inspect_main
 
     path, _ = scripted
     assert inspect_main([str(path), "--layers", "dropout"]) == 4
