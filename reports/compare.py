@@ -4,11 +4,12 @@ Usage::
 
     python -m reports.compare out/*/audit.json -o comparison.html [--tables csv,md]
 
-``python -m analysis.audit a.pt b.pt ...`` writes ``OUT/comparison.html`` the same way. The page
-holds the thesis-style tables (clean accuracy, robust accuracy after each attack per norm, the
-reliable worst case, Fisher-Rao norm, Hessian trace, activation statistics) with one row per
-checkpoint, the robustness curves overlaid, a red-flag matrix (check × checkpoint), the
-flatness of each checkpoint against its PGD-CE and reliable robust accuracy, and the verdicts.
+(``robaudit-compare``; the command is :mod:`commands.compare`), and ``python -m analysis.audit
+a.pt b.pt ...`` writes ``OUT/comparison.html`` the same way. The page holds the thesis-style
+tables (clean accuracy, robust accuracy after each attack per norm, the reliable worst case,
+Fisher-Rao norm, Hessian trace, activation statistics) with one row per checkpoint, the
+robustness curves overlaid, a red-flag matrix (check × checkpoint), the flatness of each
+checkpoint against its PGD-CE and reliable robust accuracy, and the verdicts.
 
 A checkpoint whose PGD-CE robust accuracy is *far above* its reliable one is marked ⇑: the
 gap (the samples PGD-CE left robust that a later attack broke, out of all evaluated samples)
@@ -26,7 +27,6 @@ text from a document, and byte-identical output for the same documents.
 
 from __future__ import annotations
 
-import argparse
 import math
 import sys
 from collections.abc import Callable, Iterable, Sequence
@@ -40,18 +40,10 @@ from markupsafe import Markup
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, NullFormatter
 
-from core.boundary import (
-    InputError,
-    OneLineParser,
-    atomic_write_text,
-    check_writable,
-    run_command,
-    writing,
-)
+from core.boundary import atomic_write_text
 from core.document import (
     AttackRecord,
     AuditResult,
-    DocumentError,
     NormResult,
     Proportion,
     Sweep,
@@ -68,7 +60,7 @@ from reports.layout import (
     split_value,
     unbreakable,
 )
-from reports.tables import NOT_AVAILABLE, alone_accuracy, parse_formats
+from reports.tables import NOT_AVAILABLE, alone_accuracy
 
 __all__ = [
     "FAR_ABOVE",
@@ -85,7 +77,6 @@ __all__ = [
     "far_above",
     "flatness_table",
     "gap",
-    "main",
     "markdown",
     "pgd_ce",
     "redflag_table",
@@ -837,59 +828,7 @@ def write_comparison(
     return comparability_warnings(items)
 
 
-def _parser(prog: str = "python -m reports.compare") -> argparse.ArgumentParser:
-    parser = OneLineParser(
-        prog=prog,
-        description="Compare audits side by side in one self-contained HTML page (works "
-        "offline): verdicts, robust accuracy per attack and epsilon, red flags, flatness and "
-        "activation statistics, one row per audit. Exit status: 0 written, 2 bad input (one "
-        "line on stderr; nothing written), 3 an internal error, 130 interrupted.",
-    )
-    parser.add_argument("documents", nargs="+", type=Path, help="audit.json files")
-    parser.add_argument(
-        "-o",
-        "--output",
-        type=Path,
-        default=Path("comparison.html"),
-        help="the page to write (default: comparison.html in the current folder)",
-    )
-    parser.add_argument(
-        "--tables",
-        help="also write every table beside the page: csv, md or csv,md "
-        "(comparison.<table>.csv, ...)",
-    )
-    parser.add_argument("--quiet", action="store_true", help="print nothing but errors")
-    parser.add_argument("--verbose", action="store_true", help="tracebacks for errors")
-    return parser
-
-
-def _run(args: argparse.Namespace) -> int:
-    try:
-        formats = parse_formats(args.tables) if args.tables is not None else ()
-    except ValueError as err:
-        raise InputError(str(err)) from None
-    check_writable(args.output, "-o")
-    with writing(args.output, "-o"):
-        warnings = write_comparison(args.documents, args.output, formats)
-    if not args.quiet:
-        for warning in warnings:
-            print(f"warning: {warning}", file=sys.stderr)
-        count = len(args.documents)
-        print(f"comparison of {count} audit{'s' if count != 1 else ''} written to {args.output}")
-    return 0
-
-
-def main(argv: Sequence[str] | None = None, *, prog: str = "python -m reports.compare") -> int:
-    args = _parser(prog).parse_args(argv)
-    return run_command(
-        lambda: _run(args), verbose=args.verbose, input_errors=(InputError, DocumentError)
-    )
-
-
-def script() -> int:
-    """The ``robaudit-compare`` console script: :func:`main` under its own name."""
-    return main(prog="robaudit-compare")
-
-
 if __name__ == "__main__":
+    from commands.compare import main
+
     sys.exit(main())

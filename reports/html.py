@@ -1,4 +1,4 @@
-"""The single-audit report: ``python -m reports.html out/<name>/audit.json [-o FILE]``.
+"""The single-audit report, rendered from the result document alone.
 
 One self-contained ``report.html`` (inline CSS and SVG, no script, no external request; prints
 on A4) rendered from the result document alone, never from the model: the verdict with its key
@@ -8,15 +8,12 @@ the evidence points to, flatness, activation statistics, adversarial examples an
 Everything taken from the document is escaped (jinja2 autoescape). Two renders of one document
 are byte-identical: nothing of the render itself (time, host) enters the page.
 
-Exit status: 0 written, 2 bad input (one line: a missing file, an unknown schema version, a bad
-flag), 3 an internal error.
+The command, ``python -m reports.html`` (``robaudit-report``), is :mod:`commands.report`.
 """
 
 from __future__ import annotations
 
-import argparse
 import sys
-from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache
 from importlib import metadata
@@ -27,17 +24,9 @@ import jinja2
 import pandas as pd
 from markupsafe import Markup
 
-from core.boundary import (
-    EXIT_OK,
-    InputError,
-    OneLineParser,
-    atomic_write_text,
-    check_writable,
-    run_command,
-    writing,
-)
+from core.boundary import atomic_write_text
 from core.checks import CHECKS, CheckSpec
-from core.document import AuditResult, DocumentError, preset_caveat, read_result
+from core.document import AuditResult, preset_caveat
 from reports import evidence, layout, plots, tables
 from reports.diagnosis import diagnose
 
@@ -47,7 +36,6 @@ __all__ = [
     "TableView",
     "environment",
     "finding_views",
-    "main",
     "render",
     "stylesheet",
     "table_view",
@@ -470,56 +458,7 @@ def write_report(result: AuditResult, path: str | Path) -> Path:
     return path
 
 
-# --- the command line ------------------------------------------------------------------------
-
-
-def _parser(prog: str = "python -m reports.html") -> argparse.ArgumentParser:
-    parser = OneLineParser(
-        prog=prog,
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("document", type=Path, metavar="AUDIT_JSON")
-    parser.add_argument(
-        "-o", "--output", type=Path, help="the page to write (default: report.html beside it)"
-    )
-    parser.add_argument(
-        "--tables", help="also write every table beside the page: csv, md or csv,md"
-    )
-    parser.add_argument("--verbose", action="store_true", help="tracebacks for errors")
-    return parser
-
-
-def _run(args: argparse.Namespace) -> int:
-    try:
-        formats = tables.parse_formats(args.tables) if args.tables is not None else ()
-    except ValueError as err:
-        raise InputError(str(err)) from None
-    output = args.output if args.output is not None else args.document.parent / "report.html"
-    flag = "-o" if args.output is not None else "the page beside AUDIT_JSON (-o)"
-    check_writable(output, flag)
-    result = read_result(args.document)
-    with writing(output, flag):
-        write_report(result, output)
-    print(f"report written to {output}")
-    if formats:
-        with writing(output.parent, f"--tables (beside {flag})"):
-            written = tables.write_tables(result, output.parent, formats)
-        print(f"tables written to {output.parent} ({len(written)} files)")
-    return EXIT_OK
-
-
-def main(argv: Sequence[str] | None = None, *, prog: str = "python -m reports.html") -> int:
-    args = _parser(prog).parse_args(list(sys.argv[1:] if argv is None else argv))
-    return run_command(
-        lambda: _run(args), verbose=args.verbose, input_errors=(InputError, DocumentError)
-    )
-
-
-def script() -> int:
-    """The ``robaudit-report`` console script: :func:`main` under its own name."""
-    return main(prog="robaudit-report")
-
-
 if __name__ == "__main__":
+    from commands.report import main
+
     sys.exit(main())

@@ -49,6 +49,8 @@ ENTRY_MODULES = {
     "analysis.gate": "commands.gate",
     "checkpoints.inspect": "commands.inspect",
     "checkpoints.train": "commands.train",
+    "reports.html": "commands.report",
+    "reports.compare": "commands.compare",
 }
 """The modules users run as ``python -m MODULE`` (README, console scripts aside), each with the
 command it hands over to. Only under ``if __name__ == "__main__":`` may such a module import
@@ -64,6 +66,9 @@ EXCEPTIONS = {
 THIRD_PARTY_FORBIDDEN = {
     "core": None,  # None: nothing outside the standard library
     "reports": {"torch", "torchvision"},
+    # The commands that render documents run where torch is not installed.
+    "commands.report": {"torch", "torchvision"},
+    "commands.compare": {"torch", "torchvision"},
 }
 """What a package (or one module) must not import besides the project."""
 

@@ -56,8 +56,8 @@ SCRIPTS = {
     "robaudit": "commands.audit",
     "robaudit-gate": "commands.gate",
     "robaudit-inspect": "commands.inspect",
-    "robaudit-report": "reports.html",
-    "robaudit-compare": "reports.compare",
+    "robaudit-report": "commands.report",
+    "robaudit-compare": "commands.compare",
     "robaudit-train": "commands.train",
 }
 ZOO_CHECKPOINT = ROOT / "checkpoints" / "zoo" / "digits-mlp-dropout.pt"

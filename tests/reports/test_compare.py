@@ -20,6 +20,7 @@ import pandas as pd
 import pytest
 from browser import Browser, colour_count, require_browser
 
+from commands.compare import main as compare_main
 from core.stats import wilson_interval
 from reports import compare
 
@@ -219,7 +220,7 @@ def test_pgd_ce_far_above_the_reliable_accuracy_is_marked(audited, documents):
 def test_renders_are_byte_identical_and_tables_are_data(documents, tmp_path):
     for name in ("a", "b"):
         assert (
-            compare.main(
+            compare_main(
                 [
                     *map(str, documents),
                     "-o",
@@ -248,7 +249,7 @@ def test_renders_are_byte_identical_and_tables_are_data(documents, tmp_path):
 
 
 def test_like_audits_carry_no_warning(documents, tmp_path, capsys):
-    assert compare.main([*map(str, documents), "-o", str(tmp_path / "c.html")]) == 0
+    assert compare_main([*map(str, documents), "-o", str(tmp_path / "c.html")]) == 0
     assert "warning" not in capsys.readouterr().err
     assert "not run alike" not in (tmp_path / "c.html").read_text()
 
@@ -278,7 +279,7 @@ def test_audits_not_run_alike_are_compared_under_a_visible_warning(
 ):
     other = _variant(tmp_path, documents[1], "other", change)
     output = tmp_path / "c.html"
-    assert compare.main([str(documents[0]), str(other), "-o", str(output)]) == 0
+    assert compare_main([str(documents[0]), str(other), "-o", str(output)]) == 0
     err = capsys.readouterr().err
     assert "warning: " in err and words in err
     parser = _parse(output)
@@ -293,7 +294,7 @@ def test_markup_in_a_document_is_escaped(documents, tmp_path):
 
     evil = _variant(tmp_path, documents[1], "evil", rename)
     output = tmp_path / "c.html"
-    assert compare.main([str(documents[0]), str(evil), "-o", str(output), "--quiet"]) == 0
+    assert compare_main([str(documents[0]), str(evil), "-o", str(output), "--quiet"]) == 0
     page = output.read_text()
     assert "<script" not in page and "<img" not in page and "<b>" not in page
     assert "&lt;script&gt;alert(1)&lt;b&gt;x" in page  # the label: the file's stem
@@ -304,7 +305,7 @@ def test_markup_in_a_document_is_escaped(documents, tmp_path):
 
 def _fails_with_one_line(argv: list[str], capsys, words: str) -> None:
     try:
-        status = compare.main(argv)
+        status = compare_main(argv)
     except SystemExit as exit:  # the argument parser's errors
         status = exit.code
     assert status == 2
@@ -329,7 +330,7 @@ def test_the_comparison_imports_and_runs_without_torch(documents, tmp_path):
     argv = [*map(str, documents), "-o", str(tmp_path / "c.html"), "--quiet"]
     script = (
         "import sys; sys.modules['torch'] = None\n"  # import torch now raises ImportError
-        "from reports import compare\n"
+        "from commands import compare\n"
         f"status = compare.main({argv!r})\n"
         "assert not [m for m in sys.modules if m.split('.')[0] == 'torch' and sys.modules[m]]\n"
         "sys.exit(status)\n"

@@ -332,7 +332,7 @@ def test_reports_import_no_torch(tmp_path: Path, honest: AuditResult) -> None:
         "import pkgutil, importlib, sys, reports\n"
         "for module in pkgutil.iter_modules(reports.__path__):\n"
         "    importlib.import_module('reports.' + module.name)\n"
-        "from reports.html import main\n"
+        "from commands.report import main\n"
         f"status = main([{str(path)!r}, '-o', {str(tmp_path / 'page.html')!r}, '--tables', 'md'])\n"
         "assert 'torch' not in sys.modules or sys.modules['torch'] is None\n"
         "sys.exit(status)\n"
