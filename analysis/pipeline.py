@@ -1,7 +1,7 @@
 """The audit pipeline: :func:`run_audit` takes a loaded checkpoint and an evaluation set and
 returns the typed result (attacks, probes, flatness, activation statistics, red flags,
 verdict), building the document's sections from what the stages return. The command line
-(``analysis.audit``) and ``audit_model`` (``analysis.api``) drive it.
+(``commands.audit``) and ``audit_model`` (``analysis.api``) drive it.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The command lines' error boundary: one line on stderr and a documented exit status.
 
-Every command of the toolkit (``analysis.audit``, ``analysis.gate``, ``checkpoints.inspect``)
-runs its body through :func:`run_command`:
+Every command of the toolkit (``commands.audit``, ``commands.gate``, ``commands.inspect``,
+``commands.report``, ``commands.compare``) runs its body through :func:`run_command`:
 
 - 0 success; 1 only "the gate failed" (returned by the body itself, never for an error);
 - 2 bad input: a wrong file, flag or value, found before any work wherever it can be; one
