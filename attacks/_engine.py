@@ -49,6 +49,7 @@ distribution.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import time
 from collections.abc import Callable, Sequence
@@ -60,7 +61,9 @@ from torch import Tensor, nn
 
 from attacks._model import Evaluator
 from attacks.losses import fooled, is_finite_rows, judged_margin, predict
-from attacks.result import STEP_NOT_BROKEN, STEP_UNKNOWN, AttackResult, GradientStats
+from attacks.result import STEP_NOT_BROKEN, STEP_UNKNOWN, TABLES, AttackResult, GradientStats
+from attacks.tables import arguments, empty, scatter
+from attacks.tables import inherit as inherit_rows
 from attacks.threat import Bounds, Epsilons, Norm, check_epsilons, check_inputs, geometry
 from torchutil import (
     RngState,
@@ -153,6 +156,10 @@ class BatchOutcome:
         success_step: ``[n]`` int64, the iteration at which the attack first saw the sample
             misclassified, -1 where it never did (see ``AttackResult.success_step``); None
             when the attack cannot say.
+
+    An attribute named as a table of ``AttackResult`` goes into that table at the batch's
+    samples (cast to its dtype), except ``adversarial`` and ``success_step``, which the
+    engine judges first; None leaves the table's fill.
     """
 
     adversarial: Tensor
@@ -292,20 +299,9 @@ def run_attack(
     y = y.to(x.device).long()
     x = x.detach()
 
-    success = torch.zeros(num_eps, num_samples, dtype=torch.bool, device=x.device)
-    last_success = torch.zeros_like(success)
-    attacked = torch.zeros_like(success)
-    adversarial = x.unsqueeze(0).repeat(num_eps, *([1] * x.dim()))
-    margins = torch.empty(num_eps, num_samples, dtype=x.dtype, device=x.device)
-    trace = torch.full(
-        (num_eps, trace_length, num_samples), float("nan"), dtype=x.dtype, device=x.device
-    )
-    queries = torch.zeros(num_eps, num_samples, dtype=torch.long, device=x.device)
-    grad_norms = torch.full((num_eps, num_samples), float("nan"), dtype=x.dtype, device=x.device)
-    targets = torch.full((num_eps, num_samples), -1, dtype=torch.long, device=x.device)
-    target_success = torch.zeros_like(success)
-    steps = torch.full_like(targets, STEP_NOT_BROKEN)
-    nonfinite = torch.zeros_like(success)
+    tables = empty(TABLES, num_eps, x, length=trace_length)
+    success, margins = tables["success"], tables["margin"]
+    reported = _reported_tables()
     geom = geometry(config.norm)
 
     with (
@@ -322,19 +318,17 @@ def run_attack(
         margins[:] = judged_margin(clean_logits, y).to(x.dtype)
         clean_nonfinite = ~is_finite_rows(clean_logits)
         clean_wrong = predict(clean_logits) != y
-        nonfinite[:, clean_nonfinite] = True
-        success[:, clean_wrong] = True
-        last_success[:, clean_wrong] = True
-        steps[:, clean_wrong] = 0
+        tables["nonfinite"][:, clean_nonfinite] = True
+        tables["success"][:, clean_wrong] = True
+        tables["last_success"][:, clean_wrong] = True
+        tables["success_step"][:, clean_wrong] = 0
 
         for k, eps in enumerate(config.epsilons):
             todo = ~success[k]
             if k > 0 and nested:
                 inherit = success[k - 1] & ~clean_wrong
                 todo &= ~inherit
-                tables = (success, last_success, adversarial, margins, targets, target_success)
-                for table in (*tables, steps, nonfinite):
-                    table[k, inherit] = table[k - 1, inherit]
+                inherit_rows(tables, k, inherit, TABLES)
             indices = todo.nonzero().squeeze(1)
             for begin in range(0, indices.numel(), step):
                 idx = indices[begin : begin + step]
@@ -354,54 +348,54 @@ def run_attack(
                 logits = evaluator.drawn_logits(example)
                 prediction = predict(logits)
                 broken = fooled(logits, y[idx])
-                attacked[k, idx] = True
-                adversarial[k, idx] = example
-                nonfinite[k, idx] = ~is_finite_rows(logits)
-                margins[k, idx] = judged_margin(logits, y[idx]).to(x.dtype)
-                success[k, idx] = broken
-                last_success[k, idx] = outcome.last_success.to(torch.bool)
-                trace[k, :, idx] = outcome.loss_trace.to(trace.dtype)
-                queries[k, idx] = outcome.queries.long()
-                steps[k, idx] = _judged_steps(outcome.success_step, broken)
-                if outcome.first_grad_norm is not None:
-                    grad_norms[k, idx] = outcome.first_grad_norm.to(grad_norms.dtype)
-                if outcome.targets is not None:
-                    targets[k, idx] = outcome.targets
-                    target_success[k, idx] = prediction == outcome.targets
+                judged = {
+                    **{name: getattr(outcome, name) for name in reported},
+                    "attacked": torch.ones_like(broken, dtype=torch.bool),
+                    "adversarial": example,
+                    "nonfinite": ~is_finite_rows(logits),
+                    "margin": judged_margin(logits, y[idx]),
+                    "success": broken,
+                    "success_step": _judged_steps(outcome.success_step, broken),
+                    "target_success": None
+                    if outcome.targets is None
+                    else prediction == outcome.targets,
+                }
+                scatter(tables, judged, idx, TABLES, row=k)
 
     stats = None
     if gradients:
         stats = GradientStats.from_norms(
-            grad_norms,
+            tables["first_grad_norm"],
             vanishing_threshold=VANISHING_THRESHOLD,
             nonfinite_logits=evaluator.nonfinite_logits,
             nonfinite_gradients=evaluator.nonfinite_gradients,
         )
+    own = arguments(tables, TABLES)
+    if not targeted:
+        own.update({f.name: None for f in TABLES if f.optional})
     return AttackResult(
         attack=name,
         norm=config.norm,
         epsilons=config.epsilons,
-        success=success,
-        adversarial=adversarial,
-        margin=margins,
-        last_success=last_success,
-        attacked=attacked,
-        loss_trace=trace,
         objective=objective,
-        queries=queries,
         num_forward=evaluator.num_forward,
         num_backward=evaluator.num_backward,
         wall_time=time.perf_counter() - start,
         seed=config.generator.initial_seed(),
-        nonfinite=nonfinite,
         nonfinite_evaluations=evaluator.nonfinite_logits,
         backend=backend,
         params=params,
         gradient_stats=stats,
-        targets=targets if targeted else None,
-        target_success=target_success if targeted else None,
-        success_step=steps,
+        **own,
     )
+
+
+def _reported_tables() -> tuple[str, ...]:
+    """The attributes of ``BatchOutcome`` that are tables of the result, placed into it as
+    the attack reports them (the engine judges and replaces ``adversarial`` and
+    ``success_step``)."""
+    names = {f.name for f in TABLES}
+    return tuple(f.name for f in dataclasses.fields(BatchOutcome) if f.name in names)
 
 
 def _retrying(compute: Callable[[], T], config: Setup, device: torch.device) -> T:

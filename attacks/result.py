@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from attacks.tables import CLEAN_INPUT, Field, declared, per_sample, tables_within
 from attacks.threat import Norm
 
 
@@ -64,7 +65,7 @@ class GradientStats:
         nonfinite_gradients: sample gradients that held NaN or Inf, over the whole run.
     """
 
-    first_grad_norm: Tensor
+    first_grad_norm: Tensor = field(metadata=per_sample(fill=float("nan"), kind="float"))
     vanishing_threshold: float
     zero_fraction: float
     vanishing_fraction: float
@@ -107,6 +108,12 @@ class GradientStats:
 @dataclass(frozen=True)
 class AttackResult:
     """What one attack call returns.
+
+    Each per-sample table is declared once, in its attribute's metadata
+    (``attacks.tables.per_sample``: its fill where a sample was not attacked, dtype and shape);
+    ``TABLES`` lists them all, and wherever results are assembled (the engine, the suite's
+    records, its merged and concatenated results) every declared table is allocated, placed,
+    selected and joined through ``attacks.tables``.
 
     Attributes:
         attack: the attack's name, e.g. ``"pgd-ce"``.
@@ -155,26 +162,42 @@ class AttackResult:
     attack: str
     norm: Norm
     epsilons: tuple[float, ...]
-    success: Tensor
-    adversarial: Tensor
-    margin: Tensor
-    last_success: Tensor
-    attacked: Tensor
-    loss_trace: Tensor
+    success: Tensor = field(metadata=per_sample(fill=False, kind="bool", inherited=True))
+    adversarial: Tensor = field(
+        metadata=per_sample(fill=CLEAN_INPUT, kind="float", shape=("K", "N", "..."), inherited=True)
+    )
+    margin: Tensor = field(
+        metadata=per_sample(fill=float("nan"), kind="float", inherited=True, unattacked="merged")
+    )
+    last_success: Tensor = field(metadata=per_sample(fill=False, kind="bool", inherited=True))
+    attacked: Tensor = field(metadata=per_sample(fill=False, kind="bool"))
+    loss_trace: Tensor = field(
+        metadata=per_sample(fill=float("nan"), kind="float", shape=("K", "T", "N"))
+    )
     objective: str
-    queries: Tensor
+    queries: Tensor = field(metadata=per_sample(fill=0, kind="int64"))
     num_forward: int
     num_backward: int
     wall_time: float
     seed: int
-    nonfinite: Tensor
+    nonfinite: Tensor = field(
+        metadata=per_sample(fill=False, kind="bool", inherited=True, unattacked="record")
+    )
     nonfinite_evaluations: int = 0
     backend: str = "native"
     params: dict[str, Any] = field(default_factory=dict)
-    gradient_stats: GradientStats | None = None
-    targets: Tensor | None = None
-    target_success: Tensor | None = None
-    success_step: Tensor | None = None
+    gradient_stats: GradientStats | None = field(
+        default=None, metadata=tables_within(GradientStats)
+    )
+    targets: Tensor | None = field(
+        default=None, metadata=per_sample(fill=-1, kind="int64", optional=True, inherited=True)
+    )
+    target_success: Tensor | None = field(
+        default=None, metadata=per_sample(fill=False, kind="bool", optional=True, inherited=True)
+    )
+    success_step: Tensor | None = field(
+        default=None, metadata=per_sample(fill=STEP_NOT_BROKEN, kind="int64", inherited=True)
+    )
 
     @property
     def robust_accuracy(self) -> list[float]:
@@ -219,3 +242,8 @@ class AttackResult:
         if include_examples:
             data["adversarial"] = self.adversarial
         return plain(data)
+
+
+TABLES: tuple[Field, ...] = declared(AttackResult)
+"""Every per-sample table of ``AttackResult`` (``gradient_stats.first_grad_norm`` among
+them), each with its fill, dtype, shape and rules (see ``attacks.tables``)."""
