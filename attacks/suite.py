@@ -27,7 +27,7 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from types import MappingProxyType
 from typing import Any
 
@@ -40,7 +40,8 @@ from attacks._model import NO_INPUT_GRADIENT, Evaluator, NoInputGradient
 from attacks.losses import NO_PREDICTION, predict
 from attacks.losses import margin as logit_margin
 from attacks.presets import AttackSpec, SuiteConfig
-from attacks.result import STEP_NOT_BROKEN, AttackResult, GradientStats, plain
+from attacks.result import TABLES, AttackResult, GradientStats, plain
+from attacks.tables import arguments, at, cat, empty, masked, scatter, tables_of, take
 from attacks.threat import Norm, check_inputs, geometry
 from attacks.worstcase import robust_after
 from torchutil import (
@@ -104,7 +105,9 @@ class AttackRecord:
     """Per-sample outcomes of one attack at one norm over ``K`` epsilons, on all ``N`` samples.
 
     Every table holds, at the ``k``-th epsilon, what the run at that epsilon produced, with
-    columns in the order of the suite's samples.
+    columns in the order of the suite's samples. The tables are those of ``AttackResult`` of
+    the same names, with their declared fills (see ``attacks.tables``): a table added here
+    under the name of a declared one is filled wherever records are made.
 
     Attributes:
         label: the attack's label in the suite (``"pgd-ce"``, ``"square"``, ...).
@@ -218,6 +221,10 @@ class AttackRecord:
         if per_sample_traces:
             data["loss_trace"] = self.loss_trace
         return plain(data)
+
+
+_RECORD_TABLES = tuple(f for f in TABLES if f.name in {a.name for a in fields(AttackRecord)})
+"""The per-sample tables of ``AttackResult`` that a record holds over all the suite's samples."""
 
 
 @dataclass(frozen=True)
@@ -389,24 +396,6 @@ def run_attack_spec(
     return attack.function(model, x, y, epsilons, **kwargs)
 
 
-def _spread(values: Tensor, index: Tensor, num_samples: int, fill: Any) -> Tensor:
-    """Place ``[K, ..., n]``-shaped values for samples ``index`` into a ``[K, ..., N]`` table."""
-    shape = (*values.shape[:-1], num_samples)
-    out = torch.full(shape, fill, dtype=values.dtype, device=values.device)
-    out[..., index] = values
-    return out
-
-
-def _spread_examples(examples: Tensor, index: Tensor, x: Tensor) -> Tensor:
-    """Place ``[K, n, ...]`` examples of samples ``index`` into ``[K, N, ...]``, the clean
-    input elsewhere."""
-    if index.numel() == x.shape[0] and examples.shape[1] == x.shape[0]:
-        return examples
-    out = x.unsqueeze(0).repeat(examples.shape[0], *([1] * x.dim()))
-    out[:, index] = examples.to(out.dtype)
-    return out
-
-
 def _record(
     spec: AttackSpec,
     norm: Norm,
@@ -416,11 +405,12 @@ def _record(
     robust_after_values: Sequence[float],
     source: str = "run",
 ) -> AttackRecord:
+    """The record of ``result``, a run on samples ``index`` of ``x``: its tables over all the
+    suite's samples, the fill where the run did not attack a sample or did not cover it."""
     num_samples = x.shape[0]
-    margin = torch.where(result.attacked, result.margin, float("nan"))
-    steps = result.success_step
-    if steps is None:
-        steps = torch.full_like(result.queries, STEP_NOT_BROKEN)
+    tables = empty(_RECORD_TABLES, len(result.epsilons), x, length=result.loss_trace.shape[1])
+    own = masked(tables_of(result, _RECORD_TABLES), _RECORD_TABLES, "record", result.attacked)
+    scatter(tables, own, index, _RECORD_TABLES)
     return AttackRecord(
         label=spec.label,
         kind=spec.kind,
@@ -430,20 +420,12 @@ def _record(
         sample_index=(
             torch.arange(num_samples, device=x.device) if index.numel() == num_samples else index
         ),
-        attacked=_spread(result.attacked, index, num_samples, False),
-        success=_spread(result.success, index, num_samples, False),
-        last_success=_spread(result.last_success, index, num_samples, False),
-        margin=_spread(margin, index, num_samples, float("nan")),
-        queries=_spread(result.queries, index, num_samples, 0),
-        loss_trace=_spread(result.loss_trace, index, num_samples, float("nan")),
         robust_accuracy_after=tuple(float(v) for v in robust_after_values),
         result=result,
-        adversarial=_spread_examples(result.adversarial, index, x),
-        success_step=_spread(steps, index, num_samples, STEP_NOT_BROKEN),
         statuses=(OK,) * len(result.epsilons),
         messages=(None,) * len(result.epsilons),
-        nonfinite=_spread(result.nonfinite & result.attacked, index, num_samples, False),
         nonfinite_evaluations=result.nonfinite_evaluations,
+        **tables,
     )
 
 
@@ -640,55 +622,24 @@ def _run_pieces(
     return _concatenate(results, generator.initial_seed(), column[index]), OK, ""
 
 
-def _concatenate(results: list[AttackResult], seed: int, take: Tensor) -> AttackResult:
+def _concatenate(results: list[AttackResult], seed: int, take_index: Tensor) -> AttackResult:
     """One result over the samples of ``results`` side by side (calls of one stage), its
-    columns ``take`` of them (the stage's samples in its order)."""
+    columns ``take_index`` of them (the stage's samples in its order)."""
     first = results[0]
-
-    def joined(values: list[Tensor], dim: int) -> Tensor:
-        return torch.cat(values, dim=dim).index_select(dim, take.to(values[0].device))
-
-    def cat(name: str, dim: int = 1) -> Tensor | None:
-        values = [getattr(r, name) for r in results]
-        if any(v is None for v in values):
-            return None
-        return joined(values, dim)
-
-    length = max(r.loss_trace.shape[1] for r in results)
-    traces = [
-        torch.nn.functional.pad(
-            r.loss_trace, (0, 0, 0, length - r.loss_trace.shape[1]), value=float("nan")
-        )
-        for r in results
-    ]
+    tables = take(cat([tables_of(r, TABLES) for r in results], TABLES), take_index, TABLES)
+    norms = tables["first_grad_norm"]
     stats = None
-    if first.gradient_stats is not None:
+    if first.gradient_stats is not None and norms is not None:
         parts = [r.gradient_stats for r in results if r.gradient_stats is not None]
         stats = GradientStats.from_norms(
-            joined([p.first_grad_norm for p in parts], dim=1),
+            norms,
             vanishing_threshold=first.gradient_stats.vanishing_threshold,
             nonfinite_logits=sum(p.nonfinite_logits for p in parts),
             nonfinite_gradients=sum(p.nonfinite_gradients for p in parts),
         )
-    tables: dict[str, Any] = {
-        name: cat(name)
-        for name in (
-            "success",
-            "adversarial",
-            "margin",
-            "last_success",
-            "attacked",
-            "queries",
-            "nonfinite",
-            "targets",
-            "target_success",
-            "success_step",
-        )
-    }
     return replace(
         first,
-        **tables,
-        loss_trace=joined(traces, dim=2),
+        **arguments(tables, TABLES),
         num_forward=sum(r.num_forward for r in results),
         num_backward=sum(r.num_backward for r in results),
         wall_time=sum(r.wall_time for r in results),
@@ -967,44 +918,17 @@ def _merge_per_epsilon(
     Returns:
         The record and the ``[K, N]`` robust masks after this attack (``robust_after``).
     """
-    device = x.device
     num_samples, num_eps = x.shape[0], len(epsilons)
     results = [p.result for p in pieces if p.result is not None]
     length = max((r.loss_trace.shape[1] for r in results), default=1)
-    attacked = torch.zeros(num_eps, num_samples, dtype=torch.bool, device=device)
-    success = torch.zeros_like(attacked)
-    last_success = torch.zeros_like(attacked)
-    target_success = torch.zeros_like(attacked)
-    margin = torch.full((num_eps, num_samples), float("nan"), dtype=x.dtype, device=device)
-    grad_norms = torch.full_like(margin, float("nan"))
-    queries = torch.zeros(num_eps, num_samples, dtype=torch.long, device=device)
-    steps = torch.full_like(queries, STEP_NOT_BROKEN)
-    targets = torch.full_like(queries, -1)
-    nonfinite = torch.zeros_like(attacked)
-    trace = torch.full((num_eps, length, num_samples), float("nan"), dtype=x.dtype, device=device)
-    adversarial = x.unsqueeze(0).repeat(num_eps, *([1] * x.dim()))
+    tables = empty(TABLES, num_eps, x, length=length)
     for k, piece in enumerate(pieces):
-        result, j, index = piece.result, piece.row, piece.index
-        if result is None:
+        if piece.result is None:
             continue
-        attacked[k, index] = result.attacked[j]
-        nonfinite[k, index] = result.nonfinite[j]
-        success[k, index] = result.success[j]
-        last_success[k, index] = result.last_success[j]
-        margin[k, index] = torch.where(result.attacked[j], result.margin[j], float("nan")).to(
-            x.dtype
-        )
-        queries[k, index] = result.queries[j]
-        trace[k, : result.loss_trace.shape[1], index] = result.loss_trace[j].to(x.dtype)
-        adversarial[k, index] = result.adversarial[j].to(x.dtype)
-        if result.success_step is not None:
-            steps[k, index] = result.success_step[j]
-        if result.targets is not None and result.target_success is not None:
-            targets[k, index] = result.targets[j]
-            target_success[k, index] = result.target_success[j]
-        if result.gradient_stats is not None:
-            grad_norms[k, index] = result.gradient_stats.first_grad_norm[j].to(x.dtype)
-    (after,) = robust_after(robust, [success])
+        row = at(tables_of(piece.result, TABLES), piece.row, TABLES)
+        row = masked(row, TABLES, "merged", piece.result.attacked[piece.row])
+        scatter(tables, row, piece.index, TABLES, row=k)
+    (after,) = robust_after(robust, [tables["success"]])
     merged = None
     # A run shared by several epsilons (the sweep's) counts once.
     distinct = list({id(r): r for r in results}.values())
@@ -1013,7 +937,7 @@ def _merge_per_epsilon(
         stats = None
         if first.gradient_stats is not None:
             stats = GradientStats.from_norms(
-                grad_norms,
+                tables["first_grad_norm"],
                 vanishing_threshold=first.gradient_stats.vanishing_threshold,
                 nonfinite_logits=sum(
                     r.gradient_stats.nonfinite_logits for r in distinct if r.gradient_stats
@@ -1022,32 +946,33 @@ def _merge_per_epsilon(
                     r.gradient_stats.nonfinite_gradients for r in distinct if r.gradient_stats
                 ),
             )
+        own = arguments(tables, TABLES)
+        # An optional table (targets) is there when the attack gives it.
+        present = tables_of(first, TABLES)
+        own.update({f.name: None for f in TABLES if f.optional and present[f.name] is None})
         merged = AttackResult(
             attack=first.attack,
             norm=norm,
             epsilons=epsilons,
-            success=success,
-            adversarial=adversarial,
-            margin=margin.clone(),
-            last_success=last_success,
-            attacked=attacked,
-            loss_trace=trace,
             objective=first.objective,
-            queries=queries,
             num_forward=sum(r.num_forward for r in distinct),
             num_backward=sum(r.num_backward for r in distinct),
             wall_time=sum(r.wall_time for r in distinct),
             seed=first.seed,
-            nonfinite=nonfinite.clone(),
             nonfinite_evaluations=sum(r.nonfinite_evaluations for r in distinct),
             backend=first.backend,
             params=first.params,
             gradient_stats=stats,
-            targets=targets if first.targets is not None else None,
-            target_success=target_success if first.targets is not None else None,
-            success_step=steps,
+            **own,
         )
     sources = {piece.source for piece in pieces}
+    # Where a sample was not attacked, the record shows the fill (e.g. no margin).
+    shown: dict[str, Any] = masked(
+        {f.name: tables[f.name] for f in _RECORD_TABLES},
+        _RECORD_TABLES,
+        "record",
+        tables["attacked"],
+    )
     record = AttackRecord(
         label=spec.label,
         kind=spec.kind,
@@ -1055,20 +980,12 @@ def _merge_per_epsilon(
         epsilons=epsilons,
         source="sweep" if sources == {"sweep"} else "run",
         sample_index=torch.arange(num_samples, device=x.device),
-        attacked=attacked,
-        success=success,
-        last_success=last_success,
-        margin=margin,
-        queries=queries,
-        loss_trace=trace,
         robust_accuracy_after=tuple(after.double().mean(dim=1).tolist()),
         result=merged,
-        adversarial=adversarial,
-        success_step=steps,
         statuses=tuple(piece.status for piece in pieces),
         messages=tuple(piece.message for piece in pieces),
-        nonfinite=nonfinite & attacked,
         nonfinite_evaluations=sum(r.nonfinite_evaluations for r in distinct),
+        **shown,
     )
     return record, after
 

@@ -8,9 +8,9 @@ import math
 import pytest
 import torch
 
-from attacks import pgd_targeted
+from attacks import AttackSpec, Norm, pgd_targeted
 from attacks.result import TABLES, AttackResult, GradientStats
-from attacks.suite import _concatenate
+from attacks.suite import AttackRecord, _concatenate, _record
 from attacks.tables import (
     CLEAN_INPUT,
     Field,
@@ -82,6 +82,11 @@ def test_every_tensor_of_a_result_is_a_declared_table() -> None:
     for field in TABLES:
         assert field.shape[0] == "K" and "N" in field.shape, field
     assert {f.name for f in TABLES if f.optional} == {"targets", "target_success"}
+
+
+def test_every_per_sample_tensor_of_a_record_is_a_declared_table() -> None:
+    names = {f.name for f in TABLES}
+    assert _tensor_attributes(AttackRecord) - {"sample_index"} <= names
 
 
 def test_empty_holds_the_fills_in_the_declared_dtypes_and_shapes() -> None:
@@ -214,3 +219,35 @@ def test_cat_of_two_runs_is_the_run_on_their_samples_together(model, data, split
     picked = take(joined, order, TABLES)
     for name, value in tables_of(concatenated).items():
         assert _same(value, picked[name]), name
+
+
+def test_a_record_holds_its_run_at_the_runs_samples_and_the_fills_elsewhere(model, data) -> None:
+    x, y = data
+    index = torch.tensor([1, 5, 6, 20, 33])
+    result = pgd_targeted(
+        model,
+        x[index],
+        y[index],
+        [0.05, 0.2],
+        norm="linf",
+        bounds=(0.0, 1.0),
+        num_steps=3,
+        generator=4,
+        sample_ids=index,
+    )
+    spec = AttackSpec("pgd-t", "pgd-t", {"num_steps": 3})
+    record = _record(spec, Norm.LINF, result, index, x, result.robust_accuracy)
+    fields = [f for f in TABLES if hasattr(record, f.name)]
+    held = tables_of(record, fields)
+    shown = take(held, index, fields)
+    attacked = result.attacked
+    for name, value in tables_of(result, fields).items():
+        assert value is not None
+        field = next(f for f in fields if f.name == name)
+        if field.unattacked != "kept":
+            value = torch.where(attacked, value, field.fill)  # type: ignore[arg-type]
+        assert _same(shown[name], value), name
+    rest = torch.tensor([i for i in range(x.shape[0]) if i not in index.tolist()])
+    fills = take(empty(fields, 2, x, length=result.loss_trace.shape[1]), rest, fields)
+    for name, value in take(held, rest, fields).items():
+        assert _same(value, fills[name]), name
