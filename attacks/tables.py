@@ -235,11 +235,12 @@ def take(tables: Mapping[str, Tensor | None], index: Tensor, fields: Iterable[Fi
 
 def at(tables: Mapping[str, Tensor | None], k: int, fields: Iterable[Field]) -> Tables:
     """Row ``k`` (the ``k``-th epsilon) of every table, without the ``K`` dimension."""
-    return {
-        f.name: None if tables[f.name] is None else tables[f.name][k]  # type: ignore[index]
-        for f in fields
-        if f.name in tables
-    }
+    out: Tables = {}
+    for field in fields:
+        if field.name in tables:
+            value = tables[field.name]
+            out[field.name] = None if value is None else value[k]
+    return out
 
 
 def cat(parts: Sequence[Mapping[str, Tensor | None]], fields: Iterable[Field]) -> Tables:
@@ -267,19 +268,28 @@ def masked(
     level: Literal["record", "merged"],
     attacked: Tensor,
 ) -> Tables:
-    """``tables`` with the fill where ``attacked`` (bool, the shape of a ``[K, N]`` table or of
-    its row) is False, in the tables whose ``unattacked`` asks for it at ``level``: every such
-    table for a record, those marked ``"merged"`` for a merged result."""
+    """``tables`` with the fill where ``attacked`` (bool ``[K, N]``, or ``[N]`` for tables of
+    one row) is False, in the tables whose ``unattacked`` asks for it at ``level``: every such
+    table for a record, those marked ``"merged"`` for a merged result. The other tables are
+    the same tensors; the examples (filled with the clean input) cannot be masked so."""
     levels = {"merged"} if level == "merged" else {"record", "merged"}
     out: Tables = dict(tables)
     for field in fields:
         value = tables.get(field.name)
         if value is None or field.unattacked not in levels:
             continue
+        if field.fill is CLEAN_INPUT:
+            raise ValueError(f"table {field.name!r} is filled with the clean input, not masked")
+        # ``attacked`` spread over the table's other dimensions (a trace's steps).
+        shape = [1] * value.dim()
+        shape[field.sample_dim - (2 - attacked.dim())] = attacked.shape[-1]
+        if attacked.dim() == 2:
+            shape[0] = attacked.shape[0]
+        where = attacked.reshape(shape)
         if value.dtype == torch.bool:
-            out[field.name] = value & attacked if not field.fill else value | ~attacked
+            out[field.name] = value & where if not field.fill else value | ~where
         else:
-            out[field.name] = torch.where(attacked, value, field.fill)  # type: ignore[arg-type]
+            out[field.name] = torch.where(where, value, field.fill)
     return out
 
 

@@ -270,3 +270,16 @@ def test_every_declared_table_is_written_out(model, data) -> None:
     # A record never writes its examples (the audit picks a few of them for its document).
     held = {f.name for f in TABLES if hasattr(record, f.name)} - {"adversarial"}
     assert held <= set(shown)
+
+
+def test_masked_spreads_the_attacked_samples_over_a_traces_steps() -> None:
+    fields = (Field("trace", fill=float("nan"), shape=("K", "T", "N"), unattacked="record"),)
+    trace = torch.rand(K, 3, 4, dtype=torch.float64)
+    attacked = torch.tensor([[True, False, True, False], [False, False, True, True]])
+    expected = torch.where(attacked.unsqueeze(1), trace, math.nan)
+    assert _same(masked({"trace": trace}, fields, "record", attacked)["trace"], expected)
+    one_row = masked({"trace": trace[1]}, fields, "record", attacked[1])["trace"]
+    assert _same(one_row, expected[1])
+    examples = (Field("example", fill=CLEAN_INPUT, shape=("K", "N", "..."), unattacked="record"),)
+    with pytest.raises(ValueError, match="clean input"):
+        masked({"example": torch.zeros(K, 4, 3)}, examples, "record", attacked)
