@@ -25,13 +25,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from attacks._engine import Batch, BatchOutcome, epsilon_stream, run_attack, setup
-from attacks._model import CountingModule, library_gradients
-from attacks.losses import fooled, judged_margin
+from attacks._engine import Batch, BatchOutcome, epsilon_stream
+from attacks._setup import library_batch, library_seed, prepare, pyautoattack_norm
 from attacks.result import AttackResult
-from attacks.square import check_unit_box
 from attacks.threat import Bounds, Epsilons, Norm, RandomSource, normal, uniform
-from torchutil import draw_seed, forked_global_rng, torch_default_device
 
 APGD_LOSSES = ("ce", "dlr")
 
@@ -80,23 +77,6 @@ def _perturb(runner: Any, x: Tensor, y: Tensor, start: StartFn) -> Tensor:
             acc[rows[broken]] = False
             adversarial[rows[broken]] = adv_run[broken].clone()
     return adversarial
-
-
-def pyautoattack_norm(norm: Norm) -> str:
-    """The norm's name in pyautoattack."""
-    return "Linf" if norm is Norm.LINF else "L2"
-
-
-def batch_outcome(batch: Batch, adversarial: Tensor, logits: Tensor) -> BatchOutcome:
-    """The outcome of a library attack that returns only examples, with ``logits`` at them:
-    the final margin loss as a one-point trace, no queries counted per sample."""
-    return BatchOutcome(
-        adversarial=adversarial,
-        logits=logits,
-        last_success=fooled(logits, batch.y),
-        loss_trace=(-judged_margin(logits, batch.y)).unsqueeze(0),
-        queries=torch.zeros_like(batch.y),
-    )
 
 
 def apgd(
@@ -154,22 +134,20 @@ def apgd(
 
     if loss not in APGD_LOSSES:
         raise ValueError(f"APGD loss must be one of {', '.join(APGD_LOSSES)}, got {loss!r}")
-    config = setup(
+    call = prepare(
         model,
         x,
         y,
         epsilons,
-        norm=norm,
-        bounds=bounds,
-        generator=generator,
+        (norm, bounds),
+        (generator, sample_ids),
         eot_samples=eot_samples,
-        sample_ids=sample_ids,
+        unit_box="APGD",
     )
-    check_unit_box("APGD", config.bounds)
+    config = call.config
 
     def attack(batch: Batch) -> BatchOutcome:
-        wrapper = CountingModule(config.evaluator)
-        seed = draw_seed(config.generator, bound=2**31)
+        wrapper, seed = library_seed(config)
         common = {
             "n_iter": num_steps,
             "norm": pyautoattack_norm(config.norm),
@@ -193,30 +171,19 @@ def apgd(
             sources = [streams[i] for i in rows.tolist()]
             return apgd_start(x_run, eps, config.norm, sources)
 
-        with (
-            forked_global_rng(x.device),
-            library_gradients(config.evaluator.model, batch.x0),
-            # pyautoattack creates tensors on the default device and then moves them
-            # (``torch.randn(x.shape).to(self.device)``): it runs with torch's own default.
-            torch_default_device(),
-        ):
+        def perturb() -> Tensor:
             torch.manual_seed(seed)
-            adversarial = _perturb(runner, batch.x0, batch.y, start).detach().to(x.dtype)
-        return batch_outcome(batch, adversarial, config.evaluator.logits(adversarial))
+            return _perturb(runner, batch.x0, batch.y, start)
+
+        return library_batch(config, batch, perturb)
 
     name = "apgd-t" if targeted else f"apgd-{loss}"
-    return run_attack(
+    return call.run(
         name,
-        model,
-        x,
-        y,
-        config,
         attack,
+        engine=(nested, batch_size, stochastic),
         trace_length=1,
         objective="cw",
-        nested=nested,
-        batch_size=batch_size,
-        stochastic=stochastic,
         params={
             "loss": "dlr" if targeted else loss,
             "targeted": targeted,
@@ -257,22 +224,13 @@ def autoattack(
     """
     from pyautoattack import AutoAttack
 
-    config = setup(
-        model,
-        x,
-        y,
-        epsilons,
-        norm=norm,
-        bounds=bounds,
-        generator=generator,
-        eot_samples=1,
-        sample_ids=sample_ids,
+    call = prepare(
+        model, x, y, epsilons, (norm, bounds), (generator, sample_ids), unit_box="AutoAttack"
     )
-    check_unit_box("AutoAttack", config.bounds)
+    config = call.config
 
     def attack(batch: Batch) -> BatchOutcome:
-        wrapper = CountingModule(config.evaluator)
-        seed = draw_seed(config.generator, bound=2**31)
+        wrapper, seed = library_seed(config)
         runner = AutoAttack(
             wrapper,
             norm=pyautoattack_norm(config.norm),  # type: ignore[arg-type]
@@ -282,27 +240,19 @@ def autoattack(
             device=x.device,
         )
         runner.logger.setLevel(logging.WARNING)
-        with (
-            forked_global_rng(x.device),
-            library_gradients(config.evaluator.model, batch.x0),
-            torch_default_device(),  # as in apgd: pyautoattack relies on torch's default
-        ):
-            found, _ = runner.run_standard_evaluation(batch.x0, batch.y, batch_size=batch.y.numel())
-        adversarial = found.detach().to(x.dtype)
-        return batch_outcome(batch, adversarial, config.evaluator.logits(adversarial))
 
-    return run_attack(
+        def evaluate() -> Tensor:
+            found, _ = runner.run_standard_evaluation(batch.x0, batch.y, batch_size=batch.y.numel())
+            return found
+
+        return library_batch(config, batch, evaluate)
+
+    return call.run(
         "autoattack",
-        model,
-        x,
-        y,
-        config,
         attack,
+        engine=(nested, batch_size, stochastic),
         trace_length=1,
         objective="cw",
-        nested=nested,
-        batch_size=batch_size,
-        stochastic=stochastic,
         params={"version": version, "nested": nested},
         backend="pyautoattack",
         gradients=False,

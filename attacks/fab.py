@@ -33,13 +33,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from attacks._engine import Batch, BatchOutcome, run_attack, setup
-from attacks._model import CountingModule, library_gradients
-from attacks.apgd import batch_outcome, pyautoattack_norm
+from attacks._engine import Batch, BatchOutcome
+from attacks._setup import library_batch, library_seed, prepare, pyautoattack_norm
 from attacks.result import AttackResult
-from attacks.square import check_unit_box
 from attacks.threat import Bounds, Norm
-from torchutil import draw_seed, forked_global_rng, torch_default_device
 
 
 @functools.cache
@@ -128,23 +125,12 @@ def fab(
         ``STEP_UNKNOWN`` (-2) for every broken sample, as pyautoattack returns only the
         examples.
     """
-    config = setup(
-        model,
-        x,
-        y,
-        epsilons,
-        norm=norm,
-        bounds=bounds,
-        generator=generator,
-        eot_samples=1,
-        sample_ids=sample_ids,
-    )
-    check_unit_box("FAB", config.bounds)
+    call = prepare(model, x, y, epsilons, (norm, bounds), (generator, sample_ids), unit_box="FAB")
+    config = call.config
     runner_class = fab_runner()
 
     def attack(batch: Batch) -> BatchOutcome:
-        wrapper = CountingModule(config.evaluator)
-        seed = draw_seed(config.generator, bound=2**31)
+        wrapper, seed = library_seed(config)
         classes = min(num_target_classes, batch.clean_logits.shape[1] - 1)
         runner: Any = runner_class(
             wrapper,
@@ -157,27 +143,14 @@ def fab(
             device=x.device,
             n_target_classes=classes,
         )
-        with (
-            forked_global_rng(x.device),
-            library_gradients(config.evaluator.model, batch.x0),
-            # pyautoattack creates tensors on the default device and then moves them.
-            torch_default_device(),
-        ):
-            adversarial = runner.perturb(batch.x0, batch.y).detach().to(x.dtype)
-        return batch_outcome(batch, adversarial, config.evaluator.logits(adversarial))
+        return library_batch(config, batch, lambda: runner.perturb(batch.x0, batch.y))
 
-    return run_attack(
+    return call.run(
         "fab-t" if targeted else "fab",
-        model,
-        x,
-        y,
-        config,
         attack,
+        engine=(nested, batch_size, stochastic),
         trace_length=1,
         objective="cw",
-        nested=nested,
-        batch_size=batch_size,
-        stochastic=stochastic,
         params={
             "targeted": targeted,
             "num_steps": num_steps,

@@ -13,7 +13,8 @@ import torch
 from torch import Tensor, nn
 
 from attacks import backends
-from attacks._engine import Batch, BatchOutcome, run_attack, setup
+from attacks._engine import Batch, BatchOutcome
+from attacks._setup import prepare
 from attacks.losses import describe, fooled, objective, zero_nonfinite_
 from attacks.result import AttackResult
 from attacks.threat import Bounds, Epsilons, Norm, geometry
@@ -65,17 +66,10 @@ def fgsm(
         at the adversarial example.
     """
     backends.check_settings(backend, loss=loss, eot_samples=eot_samples)
-    config = setup(
-        model,
-        x,
-        y,
-        epsilons,
-        norm=norm,
-        bounds=bounds,
-        generator=generator,
-        eot_samples=eot_samples,
-        sample_ids=sample_ids,
+    call = prepare(
+        model, x, y, epsilons, (norm, bounds), (generator, sample_ids), eot_samples=eot_samples
     )
+    config = call.config
     geom = geometry(config.norm)
     # The gradient is shared by every epsilon: cache each sample's unit step and clean loss.
     directions = torch.zeros_like(x)
@@ -117,18 +111,12 @@ def fgsm(
         )
 
     native = backend == "native"
-    return run_attack(
+    return call.run(
         "fgsm",
-        model,
-        x,
-        y,
-        config,
         attack,
+        engine=(nested, batch_size, stochastic),
         trace_length=2 if native else 1,
         objective=describe(loss, targeted=False),
-        nested=nested,
-        batch_size=batch_size,
-        stochastic=stochastic,
         params={
             "loss": loss,
             "nested": nested,

@@ -20,7 +20,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from attacks._engine import Batch, BatchOutcome, epsilon_stream, run_attack, setup
+from attacks._engine import Batch, BatchOutcome, epsilon_stream
+from attacks._setup import prepare
 from attacks.losses import fooled, judged_margin
 from attacks.result import AttackResult
 from attacks.threat import Bounds, Epsilons, Norm, geometry
@@ -83,17 +84,8 @@ def random_noise(
     """
     if num_draws < 1:
         raise ValueError(f"num_draws must be at least 1, got {num_draws}")
-    config = setup(
-        model,
-        x,
-        y,
-        epsilons,
-        norm=norm,
-        bounds=bounds,
-        generator=generator,
-        eot_samples=1,
-        sample_ids=sample_ids,
-    )
+    call = prepare(model, x, y, epsilons, (norm, bounds), (generator, sample_ids))
+    config = call.config
     geom = geometry(config.norm)
 
     def attack(batch: Batch) -> BatchOutcome:
@@ -143,18 +135,12 @@ def random_noise(
             success_step=first,
         )
 
-    return run_attack(
+    return call.run(
         "noise",
-        model,
-        x,
-        y,
-        config,
         attack,
+        engine=(nested, batch_size, stochastic),
         trace_length=num_draws + 1,
         objective="cw",
-        nested=nested,
-        batch_size=batch_size,
-        stochastic=stochastic,
         params={"num_draws": num_draws, "nested": nested, "stochastic": stochastic},
         backend="native",
         gradients=False,

@@ -26,7 +26,8 @@ from typing import Protocol
 import torch
 from torch import Tensor, nn
 
-from attacks._engine import Batch, BatchOutcome, epsilon_stream, run_attack, setup
+from attacks._engine import Batch, BatchOutcome, epsilon_stream
+from attacks._setup import prepare, pyautoattack_norm
 from attacks.losses import fooled, is_finite_rows, judged_margin, margin
 from attacks.result import AttackResult
 from attacks.threat import Bounds, Epsilons, Norm
@@ -353,15 +354,6 @@ def square_search(
     return queries, x_best
 
 
-def check_unit_box(name: str, bounds: Bounds) -> None:
-    """pyautoattack clips to ``[0, 1]``; refuse other bounds instead of clipping wrongly."""
-    if (bounds.lower, bounds.upper) != (0.0, 1.0):
-        raise ValueError(
-            f"{name} runs through pyautoattack, which clips to [0, 1]; got bounds "
-            f"({bounds.lower}, {bounds.upper}); rescale the model's input to [0, 1]"
-        )
-
-
 def square(
     model: nn.Module,
     x: Tensor,
@@ -424,18 +416,10 @@ def square(
             "Square needs num_queries >= 1, num_restarts >= 1 and 0 < p_init <= 1, got "
             f"{num_queries}, {num_restarts}, {p_init}"
         )
-    config = setup(
-        model,
-        x,
-        y,
-        epsilons,
-        norm=norm,
-        bounds=bounds,
-        generator=generator,
-        eot_samples=1,
-        sample_ids=sample_ids,
+    call = prepare(
+        model, x, y, epsilons, (norm, bounds), (generator, sample_ids), unit_box="Square"
     )
-    check_unit_box("Square", config.bounds)
+    config = call.config
     evaluator = config.evaluator
 
     square_class = square_attack_class()
@@ -443,7 +427,7 @@ def square(
     def library_run(batch: Batch) -> Callable[[Tensor], tuple[Tensor, Tensor]]:
         square_attack = square_class(
             evaluator.logits,
-            norm="Linf" if config.norm is Norm.LINF else "L2",
+            norm=pyautoattack_norm(config.norm),
             n_queries=num_queries,
             eps=float(batch.eps[0]),
             p_init=p_init,
@@ -515,18 +499,12 @@ def square(
             success_step=torch.where(broken, last_run_queries - 1, -1),
         )
 
-    return run_attack(
+    return call.run(
         "square",
-        model,
-        x,
-        y,
-        config,
         attack,
+        engine=(nested, batch_size, stochastic),
         trace_length=2,
         objective="cw",
-        nested=nested,
-        batch_size=batch_size,
-        stochastic=stochastic,
         params={
             "num_queries": num_queries,
             "p_init": p_init,
