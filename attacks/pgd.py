@@ -22,15 +22,9 @@ import torch
 from torch import Tensor, nn
 
 from attacks import backends
-from attacks._engine import (
-    TARGET_STREAM,
-    Batch,
-    BatchOutcome,
-    epsilon_stream,
-    run_attack,
-    setup,
-)
+from attacks._engine import TARGET_STREAM, Batch, BatchOutcome, epsilon_stream
 from attacks._model import Evaluator
+from attacks._setup import prepare
 from attacks.losses import NO_PREDICTION, Objective, describe, objective, predict, zero_nonfinite_
 from attacks.result import AttackResult
 from attacks.threat import Bounds, Epsilons, Geometry, Norm, geometry, uniform
@@ -399,17 +393,10 @@ def _pgd(
             )
         if num_target_classes < 1:
             raise ValueError(f"num_target_classes must be at least 1, got {num_target_classes}")
-    config = setup(
-        model,
-        x,
-        y,
-        epsilons,
-        norm=norm,
-        bounds=bounds,
-        generator=generator,
-        eot_samples=eot_samples,
-        sample_ids=sample_ids,
+    call = prepare(
+        model, x, y, epsilons, (norm, bounds), (generator, sample_ids), eot_samples=eot_samples
     )
+    config = call.config
     backends.check_settings(
         backend,
         loss=loss,
@@ -510,18 +497,12 @@ def _pgd(
             success_step=state.first_step,
         )
 
-    return run_attack(
+    return call.run(
         name,
-        model,
-        x,
-        y,
-        config,
         attack,
+        engine=(nested, batch_size, stochastic),
         trace_length=num_steps + 1 if backend == "native" else 1,
         objective=describe(loss, targeted=targeted),
-        nested=nested,
-        batch_size=batch_size,
-        stochastic=stochastic,
         params=params,
         backend=backend,
         targeted=targeted,
@@ -593,31 +574,8 @@ def pgd(
         >>> result = pgd(model, x, y, [0.1, 0.3], norm="linf", num_steps=40)
         >>> result.robust_accuracy  # one value per epsilon
     """
-    return _pgd(
-        "pgd-" + loss,
-        model,
-        x,
-        y,
-        epsilons,
-        norm=norm,
-        num_steps=num_steps,
-        rel_step_size=rel_step_size,
-        abs_step_size=abs_step_size,
-        random_start=random_start,
-        num_restarts=num_restarts,
-        loss=loss,
-        keep=keep,
-        early_stop=early_stop,
-        nested=nested,
-        bounds=bounds,
-        batch_size=batch_size,
-        stochastic=stochastic,
-        eot_samples=eot_samples,
-        backend=backend,
-        generator=generator,
-        target_mode=None,
-        sample_ids=sample_ids,
-    )
+    # Every argument as given: PGD is PGD-T without a target.
+    return _pgd("pgd-" + loss, **locals(), target_mode=None)
 
 
 def pgd_targeted(
@@ -669,29 +627,4 @@ def pgd_targeted(
     Returns:
         ``AttackResult`` with ``targets`` and ``target_success`` set.
     """
-    return _pgd(
-        "pgd-t",
-        model,
-        x,
-        y,
-        epsilons,
-        norm=norm,
-        num_steps=num_steps,
-        rel_step_size=rel_step_size,
-        abs_step_size=abs_step_size,
-        random_start=random_start,
-        num_restarts=num_restarts,
-        loss=loss,
-        keep=keep,
-        early_stop=early_stop,
-        nested=nested,
-        bounds=bounds,
-        batch_size=batch_size,
-        stochastic=stochastic,
-        eot_samples=eot_samples,
-        backend=backend,
-        generator=generator,
-        target_mode=target_mode,
-        num_target_classes=num_target_classes,
-        sample_ids=sample_ids,
-    )
+    return _pgd("pgd-t", **locals())
