@@ -11,14 +11,15 @@ The attacks that call pyautoattack on a batch share the rest: ``library_seed`` w
 evaluator for the library and draws the batch's seed from the call's generator, and
 ``library_batch`` runs the library under a forked global RNG with the library's gradients and
 torch's own default device, then judges its examples (cast to the inputs' dtype) as a
-``BatchOutcome`` with the final margin loss as a one-point trace.
+``BatchOutcome`` with the final margin loss as a one-point trace, which ``Call.run_library``
+tells the engine.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Required, TypedDict, Unpack
 
 import torch
 from torch import Tensor, nn
@@ -29,6 +30,17 @@ from attacks.losses import fooled, judged_margin
 from attacks.result import AttackResult
 from attacks.threat import Bounds, Epsilons, Norm
 from torchutil import draw_seed, forked_global_rng, torch_default_device
+
+
+class RunSettings(TypedDict, total=False):
+    """What an attack tells ``run_attack`` about itself besides its name and batch function."""
+
+    trace_length: Required[int]
+    objective: Required[str]
+    params: Required[dict[str, Any]]
+    backend: Required[str]
+    targeted: bool
+    gradients: bool
 
 
 @dataclass(frozen=True)
@@ -53,12 +65,7 @@ class Call:
         attack: BatchAttack,
         *,
         engine: tuple[bool, int | None, bool],
-        trace_length: int,
-        objective: str,
-        params: dict[str, Any],
-        backend: str,
-        targeted: bool = False,
-        gradients: bool = True,
+        **settings: Unpack[RunSettings],
     ) -> AttackResult:
         """``attacks._engine.run_attack`` on this call's inputs and config.
 
@@ -66,7 +73,7 @@ class Call:
             name: the attack's name in the result.
             attack: attacks one batch at one epsilon.
             engine: ``(nested, batch_size, stochastic)``, as every attack takes them.
-            Other arguments: as for ``run_attack``.
+            settings: the rest of ``run_attack``'s settings.
         """
         nested, batch_size, stochastic = engine
         return run_attack(
@@ -76,15 +83,31 @@ class Call:
             self.y,
             self.config,
             attack,
-            trace_length=trace_length,
-            objective=objective,
             nested=nested,
             batch_size=batch_size,
             stochastic=stochastic,
+            **settings,
+        )
+
+    def run_library(
+        self,
+        name: str,
+        attack: BatchAttack,
+        *,
+        engine: tuple[bool, int | None, bool],
+        params: dict[str, Any],
+    ) -> AttackResult:
+        """``run`` for an attack whose batches are ``library_batch``'s: pyautoattack's
+        examples, traced by their final margin loss alone, no gradients of its own recorded."""
+        return self.run(
+            name,
+            attack,
+            engine=engine,
+            trace_length=1,
+            objective="cw",
             params=params,
-            backend=backend,
-            targeted=targeted,
-            gradients=gradients,
+            backend="pyautoattack",
+            gradients=False,
         )
 
 

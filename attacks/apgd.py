@@ -178,12 +178,10 @@ def apgd(
         return library_batch(config, batch, perturb)
 
     name = "apgd-t" if targeted else f"apgd-{loss}"
-    return call.run(
+    return call.run_library(
         name,
         attack,
         engine=(nested, batch_size, stochastic),
-        trace_length=1,
-        objective="cw",
         params={
             "loss": "dlr" if targeted else loss,
             "targeted": targeted,
@@ -193,8 +191,6 @@ def apgd(
             "nested": nested,
             "eot_samples": eot_samples,
         },
-        backend="pyautoattack",
-        gradients=False,
     )
 
 
@@ -247,13 +243,9 @@ def autoattack(
 
         return library_batch(config, batch, evaluate)
 
-    return call.run(
+    return call.run_library(
         "autoattack",
         attack,
         engine=(nested, batch_size, stochastic),
-        trace_length=1,
-        objective="cw",
         params={"version": version, "nested": nested},
-        backend="pyautoattack",
-        gradients=False,
     )

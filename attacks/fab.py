@@ -145,12 +145,10 @@ def fab(
         )
         return library_batch(config, batch, lambda: runner.perturb(batch.x0, batch.y))
 
-    return call.run(
+    return call.run_library(
         "fab-t" if targeted else "fab",
         attack,
         engine=(nested, batch_size, stochastic),
-        trace_length=1,
-        objective="cw",
         params={
             "targeted": targeted,
             "num_steps": num_steps,
@@ -158,6 +156,4 @@ def fab(
             "num_target_classes": num_target_classes,
             "nested": nested,
         },
-        backend="pyautoattack",
-        gradients=False,
     )
