@@ -97,7 +97,7 @@ def _safe_types() -> list[type]:
     from analysis import conventions, probes
     from attacks import result, threat
     from core import attackrecords, document, flatrecords
-    from flatness import core, fisher_rao, hessian, landscape, sharpness
+    from flatness import core, density, eigenvalues, fisher_rao, hessian, landscape, sharpness
     from torchutil import memory
 
     modules = (
@@ -111,6 +111,8 @@ def _safe_types() -> list[type]:
         core,
         fisher_rao,
         hessian,
+        eigenvalues,
+        density,
         landscape,
         sharpness,
         memory,

@@ -1,0 +1,179 @@
+"""Largest eigenvalues of the loss Hessian by Lanczos, with the residual bound of each."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from flatness.core import (
+    FunctionalModel,
+    Mode,
+    Provenance,
+    check_data,
+    check_mc_samples,
+    check_positive,
+    gaussian,
+    jsonable,
+    make_provenance,
+    model_mode,
+    parse_mode,
+)
+from flatness.draws import StoppedBy
+from flatness.lanczos import lanczos, ritz_pairs
+from flatness.products import _FIXED_DRAWS, _HESSIAN, _fixed_operator, vectors_like
+
+
+@dataclass(frozen=True)
+class EigenvalueResult:
+    """Largest Hessian eigenvalues by Lanczos (the three-term recurrence, see `lanczos`).
+
+    Attributes:
+        eigenvalues: The ``k`` largest eigenvalues, descending, as a tuple of length k (fewer
+            only when the Krylov space of the start vector is an invariant subspace of smaller
+            dimension). Copies of one eigenvalue (see `distinct_top`) are reported once.
+        residual_norms: ‖H v_i - λ_i v_i‖ per Ritz pair (length k): an eigenvalue of H lies
+            within this distance of ``eigenvalues[i]`` (up to rounding in the products, even
+            with orthogonality lost: Paige 1980), so it is the error bar of each value.
+        num_iterations: Lanczos steps, one Hessian-vector product each.
+        converged: Whether every residual fell to ``rel_tol · |λ_i|``.
+        stopped_by: ``"target"`` (converged, or an invariant subspace found: the values are
+            then exact) or ``"budget"`` (``max_iterations`` spent first).
+        rel_tol: The requested relative residual.
+        max_iterations: The budget of Lanczos steps.
+        dimension: Number of parameters d.
+        provenance: Data, mode, seed and definition.
+    """
+
+    eigenvalues: tuple[float, ...]
+    residual_norms: tuple[float, ...]
+    num_iterations: int
+    converged: bool
+    stopped_by: str
+    rel_tol: float
+    max_iterations: int
+    dimension: int
+    provenance: Provenance
+
+    def to_dict(self) -> dict[str, object]:
+        """JSON-ready dictionary."""
+        return jsonable(self)  # type: ignore[return-value]
+
+
+def hessian_eigenvalues(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    *,
+    generator: torch.Generator,
+    num_eigenvalues: int = 1,
+    rel_tol: float = 1e-5,
+    max_iterations: int = 100,
+    batch_size: int = 128,
+    mode: Mode | str = Mode.EVAL,
+    num_mc_samples: int = 1,
+) -> EigenvalueResult:
+    """Largest (algebraic) eigenvalues of the loss Hessian.
+
+    Lanczos from a Gaussian start, stopped once the top ``num_eigenvalues`` Ritz residuals are
+    below ``rel_tol`` times their Ritz values. Only the tridiagonal matrix is kept, not the
+    Lanczos basis: besides one Hessian-vector product the memory is two parameter-sized
+    vectors, whatever ``max_iterations``. Without reorthogonalisation a converged eigenvalue
+    reappears as further Ritz values ("ghosts"); converged Ritz values within their error
+    bars of each other are taken as one eigenvalue (`distinct_top`), so the k values are
+    distinct eigenvalues, but an eigenvalue's multiplicity is not resolved (a single start
+    vector cannot resolve it in exact arithmetic either).
+
+    Args:
+        model: Maps inputs ``[B, ...]`` to logits ``[B, K]``.
+        x: Inputs ``[N, ...]``.
+        y: Labels ``[N]``.
+        generator: Source of the start vector (and of dropout draws in train mode).
+        num_eigenvalues: How many of the largest eigenvalues, k.
+        rel_tol: Target relative residual of each Ritz pair.
+        max_iterations: Budget of Lanczos steps (capped at d).
+        batch_size: Samples per pass over the data.
+        mode: ``"eval"`` or ``"train"``; in train mode the Hessian is that of the loss averaged
+            over ``num_mc_samples`` dropout draws per batch, fixed for the whole run.
+        num_mc_samples: Dropout draws per batch in train mode.
+
+    Returns:
+        The eigenvalues with their residual bounds.
+    """
+    mode = parse_mode(mode)
+    check_data(x, y, batch_size)
+    check_mc_samples(mode, num_mc_samples)
+    check_positive("rel_tol", rel_tol)
+    fmodel = FunctionalModel(model)
+    if not 1 <= num_eigenvalues <= min(max_iterations, fmodel.dim):
+        raise ValueError(
+            f"need 1 <= num_eigenvalues <= min(max_iterations, dimension) = "
+            f"{min(max_iterations, fmodel.dim)}, got {num_eigenvalues}; fix: ask for fewer "
+            "eigenvalues or raise max_iterations"
+        )
+    with model_mode(model, mode):
+        operator = _fixed_operator(fmodel, x, y, batch_size, mode, num_mc_samples, generator)
+        eps = torch.finfo(fmodel.dtype).eps
+
+        def top_converged(ritz: Tensor, residuals: Tensor) -> bool:
+            top = distinct_top(ritz, residuals, num_eigenvalues, rel_tol, eps)
+            return len(top) == num_eigenvalues and bool(
+                (residuals[top] <= rel_tol * ritz[top].abs()).all()
+            )
+
+        start = gaussian((fmodel.dim,), generator, vectors_like(fmodel))
+        alphas, betas, done = lanczos(operator, start, max_iterations, top_converged)
+    ritz, residuals = ritz_pairs(alphas, betas)
+    top = distinct_top(ritz, residuals, num_eigenvalues, rel_tol, eps)
+    definition = f"largest eigenvalues of the {_HESSIAN}" + (
+        _FIXED_DRAWS if mode is Mode.TRAIN else ""
+    )
+    return EigenvalueResult(
+        eigenvalues=tuple(ritz[top].tolist()),
+        residual_norms=tuple(residuals[top].tolist()),
+        num_iterations=len(alphas),
+        converged=done,
+        stopped_by=(StoppedBy.TARGET if done else StoppedBy.BUDGET).value,
+        rel_tol=rel_tol,
+        max_iterations=max_iterations,
+        dimension=fmodel.dim,
+        provenance=make_provenance(x, y, batch_size, mode, num_mc_samples, generator, definition),
+    )
+
+
+def distinct_top(ritz: Tensor, residuals: Tensor, count: int, rel_tol: float, eps: float) -> Tensor:
+    """Indices of the ``count`` largest Ritz values that are not copies of one another.
+
+    Lanczos without reorthogonalisation finds a converged eigenvalue again and again. Ritz
+    values are taken in order of increasing residual; one is a copy of an earlier, converged
+    one (residual at most ``rel_tol`` times the value) when the two lie within the sum of
+    their error bars, each capped at ``rel_tol · |θ|``, plus ``100 · eps · max |θ|`` for
+    rounding in the products: both then stand for the same eigenvalue. A copy still forming
+    therefore disappears only once it is inside a converged value's error bar, and a Ritz
+    value far from every converged one is never dropped, so it holds back convergence
+    rather than a genuine eigenvalue being lost.
+
+    Args:
+        ritz: Ritz values ``[m]``, any order.
+        residuals: Their residual norms ``[m]``.
+        count: How many to return, k.
+        rel_tol: Relative residual under which a Ritz pair counts as converged.
+        eps: Machine epsilon of the products' dtype.
+
+    Returns:
+        Indices into ``ritz`` by descending value, at most ``count`` of them (``[≤ k]``).
+    """
+    values, errors = ritz.tolist(), residuals.tolist()
+    slack = 100 * eps * max(abs(v) for v in values)
+    bars = [min(e, rel_tol * abs(v)) for v, e in zip(values, errors, strict=True)]
+    kept: list[int] = []
+    for index in sorted(range(len(values)), key=errors.__getitem__):
+        if not any(
+            errors[k] <= rel_tol * abs(values[k])
+            and abs(values[index] - values[k]) <= bars[index] + bars[k] + slack
+            for k in kept
+        ):
+            kept.append(index)
+    kept.sort(key=values.__getitem__, reverse=True)
+    return torch.tensor(kept[:count], dtype=torch.long)
