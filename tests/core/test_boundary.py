@@ -25,7 +25,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from core import boundary
+from core import boundary, inputs, outputs
 from core.boundary import (
     DEFLATE_MAX_RATIO,
     INPUT_LIMITS,
@@ -49,14 +49,14 @@ ROOT = Path(__file__).resolve().parents[2]
 _STOPPED_WRITER = """
 import sys, time
 from pathlib import Path
-from core import boundary
+from core import outputs
 
 def stop(source, target):
     print("written", flush=True)
     time.sleep(300)
 
-boundary.os.replace = stop
-boundary.atomic_write_bytes(Path(sys.argv[1]), b"x" * 100_000)
+outputs.os.replace = stop
+outputs.atomic_write_bytes(Path(sys.argv[1]), b"x" * 100_000)
 """
 
 
@@ -100,7 +100,7 @@ def test_a_temporary_file_removed_before_its_lock_is_written_again(tmp_path, mon
             Path(name).unlink()  # as remove_stale_temporaries would, before the lock
         return handle, name
 
-    monkeypatch.setattr(boundary.tempfile, "mkstemp", mkstemp_then_removed)
+    monkeypatch.setattr(outputs.tempfile, "mkstemp", mkstemp_then_removed)
     atomic_write_bytes(tmp_path / "unit.pt", b"value")
     assert len(created) == 2
     assert (tmp_path / "unit.pt").read_bytes() == b"value"
@@ -234,7 +234,7 @@ def test_the_json_scan_counts_what_the_parser_would_nest(value):
     """Brackets inside strings (escaped quotes and backslashes too) are not nesting: the scan
     agrees with the depth of the parsed value."""
     text = json.dumps(value).encode()
-    assert boundary._bracket_depth(text, boundary._JSON_STRINGS) == _depth(value)
+    assert inputs._bracket_depth(text, inputs._JSON_STRINGS) == _depth(value)
 
 
 def test_deep_json_is_refused_before_the_parser_runs(tmp_path, monkeypatch):
@@ -244,7 +244,7 @@ def test_deep_json_is_refused_before_the_parser_runs(tmp_path, monkeypatch):
     def parse(*args, **kwargs):
         raise AssertionError("the parser saw a text nested too deeply")
 
-    monkeypatch.setattr(boundary.json, "loads", parse)
+    monkeypatch.setattr(inputs.json, "loads", parse)
     with pytest.raises(InputError, match="nests arrays and tables 100000 deep, too deeply"):
         load_json(path, "result")
 
@@ -291,7 +291,7 @@ def test_the_toml_scan_skips_strings_and_comments(tmp_path, text, depth, bracket
     """Brackets in every kind of TOML string and in comments are not nesting (the parsed
     value, the oracle, says how deep the text nests; the top table has no bracket)."""
     assert _depth(tomllib.loads(text)) == depth
-    assert boundary._bracket_depth(text.encode(), boundary._TOML_SKIPPED) == brackets
+    assert inputs._bracket_depth(text.encode(), inputs._TOML_SKIPPED) == brackets
     path = tmp_path / "x.toml"
     path.write_text(text)
     assert load_toml(path, INPUT_LIMITS["suite"]) == tomllib.loads(text)
@@ -320,7 +320,7 @@ def test_deep_toml_is_refused_before_the_parser_runs(tmp_path, monkeypatch, text
         def parse(*args, **kwargs):
             raise AssertionError("tomllib saw a text nested too deeply")
 
-        monkeypatch.setattr(boundary.tomllib, "loads", parse)
+        monkeypatch.setattr(inputs.tomllib, "loads", parse)
     with pytest.raises(InputError, match=rf"{words}.*too deeply for a suite file: at most 16"):
         load_toml(path, "suite")
 
@@ -424,7 +424,7 @@ def test_an_error_while_writing_names_the_path_the_flag_and_the_fix(tmp_path, mo
     def full(handle: int) -> None:
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-    monkeypatch.setattr(boundary.os, "fsync", full)
+    monkeypatch.setattr(outputs.os, "fsync", full)
     target = tmp_path / "gate.xml"
     with pytest.raises(InputError) as info, writing(target, "--junit"):
         boundary.atomic_write_text(target, "<testsuite/>")
