@@ -15,29 +15,32 @@ measure it records, and the checks turn that into a finding. So does a model tha
 only a probe takes it (an input that requires grad, an input off the data): whatever it raises
 there is recorded, with the line of its message that says what failed, as that probe not
 measured, and the audit goes on.
+
+This module runs the probes and holds what they saw; the rest are its parts:
+``analysis.gradientprobe`` (the input gradient on clean data), ``analysis.batchprobe`` (batch
+dependence) and ``analysis.finitedifferences`` (the gradient against finite differences).
 """
 
 from __future__ import annotations
 
-import copy
-import math
-import warnings
 from dataclasses import dataclass
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
+from analysis.batchprobe import _apart, _batch_probe, _batched, _BatchProbe, _shared_batched
+from analysis.finitedifferences import (
+    FD_ROUNDING_ULPS,
+    _double_copy,
+    _finite_differences,
+    _FiniteDifferences,
+)
+from analysis.gradientprobe import _gradient_census, _margins, _raised, _rounded
 from attacks import ChunkedModel
-from core.boundary import error_line
-from torchutil import any_batch, model_mode, shared_map
+from torchutil import model_mode
 
 __all__ = ["FD_ROUNDING_ULPS", "ModelProbes", "probe_model"]
-
-FD_ROUNDING_ULPS = 100.0
-"""Rounding allowance of a finite difference: this many units in the last place of the largest
-logit (of the evaluation precision), divided by the step."""
 
 
 @dataclass(frozen=True)
@@ -158,353 +161,6 @@ class ModelProbes:
         ):
             data[key] = list(data[key])
         return data
-
-
-def _input_gradient(function: Any, inputs: Tensor) -> tuple[Tensor | None, Tensor | None, str]:
-    """``(gradient of function(inputs).sum(), output, "")``, or ``(None, output, why)`` when the
-    output has no gradient with respect to the input."""
-    inputs = inputs.detach().clone().requires_grad_(True)
-    output = function(inputs)
-    if not output.requires_grad:
-        return (
-            None,
-            output.detach(),
-            (
-                "the output does not require grad: the autograd graph is cut (detach, a "
-                "comparison, an integer cast or a NumPy round trip)"
-            ),
-        )
-    try:
-        (gradient,) = torch.autograd.grad(output.sum(), inputs, allow_unused=True)
-    except torch.OutOfMemoryError:
-        raise
-    except Exception as error:  # noqa: BLE001 - any failure of the model's backward pass
-        return None, output.detach(), f"the backward pass raised: {_raised(error)}"
-    if gradient is None:
-        return (
-            None,
-            output.detach(),
-            (
-                "the output is not connected to the input in the autograd graph (it depends on "
-                "the parameters only; the input passes through a non-differentiable operation)"
-            ),
-        )
-    return gradient, output.detach(), ""
-
-
-def _raised(error: BaseException) -> str:
-    """``Type: what failed``, in one line."""
-    return error_line(f"{type(error).__name__}: {error}")
-
-
-def _cross_entropy(model: nn.Module, y: Tensor) -> Any:
-    return lambda inputs: F.cross_entropy(model(inputs), y, reduction="none")
-
-
-def _gradient_census(
-    model: nn.Module, x: Tensor, y: Tensor, batch_size: int
-) -> tuple[int, int, tuple[float, ...], str, str]:
-    """Zero and non-finite cross-entropy input gradients over all of ``x`` and each one's L2
-    norm, or the reason the input gradient does not exist or was not measured, and what the
-    model raised (then it was not measured). Under torch.distributed each batch is computed by
-    one process."""
-
-    def census(number: int) -> tuple[int, int, Tensor, str, str]:
-        start = number * batch_size
-        labels = y[start : start + batch_size]
-        try:
-            gradient, _, note = _input_gradient(
-                _cross_entropy(model, labels), x[start : start + batch_size]
-            )
-        except torch.OutOfMemoryError:
-            raise
-        except Exception as error:  # noqa: BLE001 - the model's own error is a finding
-            raised = _raised(error)
-            note = f"not measured: the model raised {raised} when its input requires grad"
-            return 0, 0, torch.empty(0, dtype=torch.float64), note, raised
-        if gradient is None:
-            return 0, 0, torch.empty(0, dtype=torch.float64), note, ""
-        flat = gradient.flatten(1)
-        zero = int((flat.abs().amax(1) == 0).sum())
-        nonfinite = int((~torch.isfinite(flat)).any(1).sum())
-        return zero, nonfinite, flat.double().norm(dim=1).cpu(), "", ""
-
-    batches = shared_map(-(-len(x) // batch_size), census)
-    # A batch where the model raised outranks one without a gradient: nothing is measured.
-    note, error = next(((batch[3], batch[4]) for batch in batches if batch[4]), ("", ""))
-    note = note or next((batch[3] for batch in batches if batch[3]), "")
-    if note:
-        return len(x), 0, (), note, error
-    zero = sum(batch[0] for batch in batches)
-    nonfinite = sum(batch[1] for batch in batches)
-    return zero, nonfinite, _rounded(torch.cat([batch[2] for batch in batches])), "", ""
-
-
-def _rounded(values: Tensor) -> tuple[float, ...]:
-    """Six significant digits: enough for a distribution, and a short document."""
-    return tuple(float(f"{v:.6g}") for v in values.tolist())
-
-
-def _margins(logits: Tensor, y: Tensor) -> Tensor:
-    """True-class logit minus the largest other, per row (NaN where a logit is not finite)."""
-    logits = logits.double()
-    true = logits.gather(1, y[:, None])[:, 0]
-    others = logits.scatter(1, y[:, None], -math.inf).amax(1)
-    margin = true - others
-    return torch.where(torch.isfinite(logits).all(1), margin, torch.full_like(margin, math.nan))
-
-
-def _batched(model: nn.Module, x: Tensor, batch_size: int) -> Tensor:
-    with torch.no_grad():
-        chunks = [x[s : s + batch_size] for s in range(0, len(x), batch_size)]
-        return torch.cat([any_batch(model, chunk) for chunk in chunks])
-
-
-def _shared_batched(model: nn.Module, x: Tensor, batch_size: int) -> Tensor:
-    """``_batched``, each batch computed by one process under torch.distributed."""
-
-    def logits(number: int) -> Tensor:
-        with torch.no_grad():
-            batch = x[number * batch_size : (number + 1) * batch_size]
-            return any_batch(model, batch).cpu()
-
-    return torch.cat(shared_map(-(-len(x) // batch_size), logits)).to(x.device)
-
-
-def _apart(model: nn.Module, x: Tensor) -> tuple[Tensor | None, str]:
-    """Each row of ``x`` evaluated apart from the others: alone, or with its successor where
-    the model refuses a batch of one (batch norm in train mode on flat features, a TorchScript
-    model that checks its batch); ``(None, "refused")`` when it refuses both. Whatever a model
-    raises on a batch size the probe chose is the model's quirk, not a crash of the audit."""
-    with torch.no_grad():
-        try:
-            return torch.cat([model(x[i : i + 1]) for i in range(len(x))]), "single"
-        except torch.OutOfMemoryError:
-            raise
-        except Exception:  # noqa: BLE001 - any refusal of a batch of one (torch.jit.Error too)
-            pass
-        if len(x) < 2:
-            return None, "refused"
-        try:
-            rows = [model(x[[i, (i + 1) % len(x)]])[:1] for i in range(len(x))]
-        except torch.OutOfMemoryError:
-            raise
-        except Exception:  # noqa: BLE001 - as above, for a batch of two
-            return None, "refused"
-        return torch.cat(rows), "pair"
-
-
-@dataclass(frozen=True)
-class _BatchProbe:
-    composition: str
-    compared: int
-    max_relative: float
-    differing: int
-    flips: int
-    grouped: int
-    grouped_compared: int
-
-
-def _batch_probe(
-    batched: tuple[Tensor, Tensor],
-    apart: tuple[Tensor] | tuple[Tensor, Tensor] | None,
-    composition: str,
-    tolerance: float,
-) -> _BatchProbe:
-    """Compare a batched pass with a pass apart (relative tolerance, flips) and, for a
-    stochastic model (``apart`` holds two passes), the pairing of two passes of each kind."""
-    first = batched[0]
-    alone = apart[0] if apart is not None else batched[1]
-    finite = torch.isfinite(first).all(1) & torch.isfinite(alone).all(1)
-    change = (first - alone).abs().amax(1)
-    scale = first.abs().amax(1).clamp_min(torch.finfo(first.dtype).tiny)
-    relative = (change / scale)[finite]
-    flips = (first.argmax(1) != alone.argmax(1)) & finite
-    grouped = compared = 0
-    if apart is not None and len(apart) == 2:
-        b1, b2, s1, s2 = (t.double() for t in (*batched, *apart))
-
-        def distance(u: Tensor, v: Tensor) -> Tensor:
-            return (u - v).norm(dim=1)
-
-        observed = distance(b1, b2) + distance(s1, s2)
-        crossed = torch.minimum(
-            distance(b1, s1) + distance(b2, s2), distance(b1, s2) + distance(b2, s1)
-        )
-        usable = torch.isfinite(torch.stack([b1, b2, s1, s2])).all(2).all(0)
-        grouped = int(((observed < crossed) & usable).sum())
-        compared = int(usable.sum())
-    return _BatchProbe(
-        composition=composition,
-        compared=int(finite.sum()),
-        max_relative=float(relative.max()) if relative.numel() else 0.0,
-        differing=int((relative > tolerance).sum()),
-        flips=int(flips.sum()),
-        grouped=grouped,
-        grouped_compared=compared,
-    )
-
-
-def _double_copy(model: nn.Module, probe: Tensor) -> tuple[nn.Module, str]:
-    """A float64 copy of ``model`` in the same mode, or the model itself and why not."""
-    try:
-        with warnings.catch_warnings():
-            # TorchScript modules warn about reading .grad of their parameters while casting.
-            warnings.filterwarnings("ignore", message="The .grad attribute of a Tensor")
-            double = copy.deepcopy(model).double()
-        with torch.no_grad():
-            output = double(probe.double())
-    except torch.OutOfMemoryError:
-        raise
-    except Exception as error:  # noqa: BLE001 - any refusal of float64 (torch.jit.Error too)
-        return model, f"float32: the model does not run in float64 ({type(error).__name__})"
-    if not isinstance(output, Tensor) or output.dtype != torch.float64:
-        return model, "float32: the model's float64 copy does not return float64 logits"
-    return double, "float64"
-
-
-def _pair_margin(logits: Tensor, y: Tensor, other: Tensor) -> Tensor:
-    """``logits[other] - logits[y]`` per row: a fixed class pair, so no argmax can switch
-    inside a step."""
-    return logits.gather(1, other[:, None]).squeeze(1) - logits.gather(1, y[:, None]).squeeze(1)
-
-
-@dataclass(frozen=True)
-class _FiniteDifferences:
-    informative: int
-    nonfinite: int
-    step_disagreement: tuple[float, ...]
-    disagreeing: int
-    median_ratio: float | None
-
-
-def _fd_pairs(
-    model: nn.Module,
-    x: Tensor,
-    y: Tensor,
-    generator: torch.Generator,
-    steps: tuple[float, ...],
-    tolerance: float,
-    bounds: tuple[float, float],
-) -> dict[str, Tensor] | str:
-    """Directional derivatives of a fixed class margin against finite differences, per pair.
-
-    At a centre ``c`` (the sample pulled inside the box and jittered), with the best other
-    class ``j`` fixed at ``c`` and M = logit_j - logit_y, each sample gets one unit random
-    direction ``d``; the gradient's ``a = ∇M(c)·d`` is compared at every step h with the
-    central ``(M(c+hd) - M(c-hd)) / 2h``, forward ``(M(c+hd) - M(c)) / h`` and backward
-    ``(M(c) - M(c-hd)) / h`` differences. An estimate agrees when
-    ``|n - a| <= tolerance·max(|n|, |a|) + r/h``, r being the rounding allowance
-    (``FD_ROUNDING_ULPS`` units in the last place of the largest logit). A ReLU or max-pool
-    kink on one side of ``c`` within h spoils the central and that one-sided difference but
-    not the other one, and kinks on both sides become rare as h shrinks; a wrong backward
-    pass disagrees with all three at every h.
-
-    The jitter (uniform, 1 % of the box) breaks the exact ties of the data (identical pixels
-    give identical pre-activations and tied max-pool windows, i.e. kinks at ``c`` itself).
-
-    Returns:
-        Boolean masks [N] ``counted`` (informative and finite), ``finite``, ``disagreeing``
-        (at every step), ``step`` [S, N] (disagreeing per step) and ``ratio`` [N] (central
-        difference over directional derivative at the smallest step), or a string saying why
-        nothing could be measured.
-    """
-    dtype = x.dtype
-    low, high = bounds
-    width = high - low
-    jitter = 0.01 * width
-    inset = jitter + max(steps) * width
-    noise = torch.rand(x.shape, generator=generator, dtype=torch.float64, device=generator.device)
-    centre = x.clamp(low + inset, high - inset) + jitter * (2 * noise - 1).to(x.device, dtype)
-    direction = torch.randn(
-        x.shape, generator=generator, dtype=torch.float64, device=generator.device
-    ).to(x.device, dtype)
-    direction /= direction.flatten(1).norm(dim=1).view(-1, *[1] * (x.dim() - 1))
-
-    seen: dict[str, Tensor] = {}
-
-    def margin(inputs: Tensor) -> Tensor:
-        logits = model(inputs)
-        other = logits.detach().scatter(1, y[:, None], float("-inf")).argmax(1)
-        seen.update(logits=logits.detach(), other=other)
-        return _pair_margin(logits, y, other)
-
-    gradient, value, note = _input_gradient(margin, centre)
-    if gradient is None or value is None:
-        return note
-    other = seen["other"]
-    analytic = (gradient * direction).flatten(1).sum(1)
-    ulp = torch.finfo(dtype).eps * (seen["logits"].abs().amax(1) + 1)
-    finite = torch.isfinite(value) & torch.isfinite(analytic) & torch.isfinite(ulp)
-    informative = analytic != 0
-    disagreeing = torch.ones_like(finite)
-    per_step: list[Tensor] = []
-    ratio = analytic
-    with torch.no_grad():
-        for h in (s * width for s in steps):
-            plus = _pair_margin(model(centre + h * direction), y, other)
-            minus = _pair_margin(model(centre - h * direction), y, other)
-            allowance = FD_ROUNDING_ULPS * ulp / h
-            estimates = ((plus - minus) / (2 * h), (plus - value) / h, (value - minus) / h)
-            agree = torch.zeros_like(finite)
-            for estimate in estimates:
-                bound = tolerance * torch.maximum(estimate.abs(), analytic.abs()) + allowance
-                agree |= (estimate - analytic).abs() <= bound
-                informative |= estimate.abs() > allowance
-            finite &= torch.isfinite(plus) & torch.isfinite(minus)
-            disagreeing &= ~agree
-            per_step.append(~agree)
-            ratio = estimates[0] / torch.where(analytic != 0, analytic, torch.ones_like(analytic))
-    counted = informative & finite
-    return {
-        "counted": counted,
-        "finite": finite,
-        "disagreeing": disagreeing & counted,
-        "step": torch.stack(per_step) & counted,
-        "ratio": torch.where(analytic != 0, ratio, torch.full_like(ratio, float("nan"))),
-    }
-
-
-def _finite_differences(
-    model: nn.Module,
-    x: Tensor,
-    y: Tensor,
-    generator: torch.Generator,
-    steps: tuple[float, ...],
-    tolerance: float,
-    bounds: tuple[float, float],
-    batch_size: int,
-) -> _FiniteDifferences | str:
-    """:func:`_fd_pairs` in batches of ``batch_size``, summarised."""
-    low, high = bounds
-    if not high - low > 2 * (0.01 + max(steps)) * (high - low):
-        return f"the input box [{low}, {high}] is degenerate"
-    parts: list[dict[str, Tensor]] = []
-    for start in range(0, len(x), batch_size):
-        part = _fd_pairs(
-            model,
-            x[start : start + batch_size],
-            y[start : start + batch_size],
-            generator,
-            steps,
-            tolerance,
-            bounds,
-        )
-        if isinstance(part, str):
-            return part
-        parts.append(part)
-    merged = {key: torch.cat([p[key] for p in parts], dim=-1) for key in parts[0]}
-    total = int(merged["counted"].sum())
-    disagreeing = merged["disagreeing"]
-    ratios = merged["ratio"][disagreeing]
-    ratios = ratios[~ratios.isnan()]
-    return _FiniteDifferences(
-        informative=total,
-        nonfinite=int((~merged["finite"]).sum()),
-        step_disagreement=tuple(int(row.sum()) / total if total else 0.0 for row in merged["step"]),
-        disagreeing=int(disagreeing.sum()),
-        median_ratio=float(ratios.double().median()) if ratios.numel() else None,
-    )
 
 
 def probe_model(
