@@ -1,0 +1,75 @@
+"""Epsilons as ``--epsilons`` gives them: per norm (``linf=8/255;l2=0.5``) or bare, each a
+decimal number or a fraction of two, positive, finite and ascending."""
+
+from __future__ import annotations
+
+import math
+
+from attacks import Norm
+
+PER_NORM_SYNTAX = "linf=8/255;l2=0.5"
+"""How ``--epsilons`` gives each norm its own epsilons."""
+
+
+class BareEpsilons(tuple[float, ...]):
+    """Epsilons given without a norm (``--epsilons 8/255``): the values, equal to their plain
+    tuple, and ``text``, what was typed, for a message about them to echo (``8/255``, not
+    ``0.0313725``)."""
+
+    text: str
+
+    def __new__(cls, values: tuple[float, ...], text: str) -> BareEpsilons:
+        bare = super().__new__(cls, values)
+        bare.text = text
+        return bare
+
+
+def parse_epsilons(text: str) -> dict[Norm, tuple[float, ...]] | tuple[float, ...]:
+    """``linf=8/255;l2=0.5`` (per norm), or ``0.1,0.2`` without a norm (only for a run of one
+    norm: ``build_suite`` refuses it for more; the tuple is a ``BareEpsilons`` that keeps the
+    text). Each epsilon is a decimal number (``0.5``, ``1e-3``) or a fraction of two
+    (``8/255``); nothing is evaluated."""
+    if "=" not in text:
+        return BareEpsilons(_numbers(text, "--epsilons"), text.strip())
+    out: dict[Norm, tuple[float, ...]] = {}
+    for part in text.split(";"):
+        if not part.strip():
+            continue
+        name, _, values = part.partition("=")
+        out[Norm.parse(name.strip())] = _numbers(values, f"--epsilons {name.strip()}")
+    return out
+
+
+def _number(text: str) -> float:
+    """``0.5``, ``1e-3`` or ``8/255`` as a float (ValueError otherwise)."""
+    numerator, slash, denominator = text.strip().partition("/")
+    if not slash:
+        return float(numerator)
+    if "/" in denominator:
+        raise ValueError(text)
+    top, bottom = float(numerator), float(denominator)
+    if not bottom > 0 or not math.isfinite(bottom):
+        raise ValueError(text)
+    return top / bottom
+
+
+def _numbers(text: str, origin: str) -> tuple[float, ...]:
+    try:
+        values = tuple(_number(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise ValueError(
+            f"{origin} must be comma-separated numbers or fractions (0.5, 1e-3, 8/255), got "
+            f"{text!r}"
+        ) from None
+    return _ascending(values, origin)
+
+
+def _ascending(values: tuple[float, ...], origin: str) -> tuple[float, ...]:
+    if not values:
+        raise ValueError(f"{origin} is empty; give at least one epsilon")
+    if any(not v > 0 or not math.isfinite(v) for v in values) or list(values) != sorted(values):
+        raise ValueError(
+            f"{origin}: epsilons must be positive, finite and ascending, got {list(values)} "
+            "(epsilon 0 is the clean accuracy, which the audit reports anyway)"
+        )
+    return values
