@@ -27,7 +27,7 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, fields, replace
+from dataclasses import replace
 from types import MappingProxyType
 from typing import Any
 
@@ -40,10 +40,22 @@ from attacks._model import NO_INPUT_GRADIENT, Evaluator, NoInputGradient
 from attacks.losses import NO_PREDICTION, predict
 from attacks.losses import margin as logit_margin
 from attacks.presets import AttackSpec, SuiteConfig
-from attacks.result import TABLES, AttackResult, GradientStats, plain
-from attacks.tables import arguments, at, cat, empty, masked, scatter, tables_of, take
+from attacks.records import (
+    FAILED,
+    NOT_APPLICABLE,
+    OK,
+    STATUSES,
+    AttackRecord,
+    NormOutcome,
+    Piece,
+    StageFailure,
+    SuiteResult,
+    merge_per_epsilon,
+)
+from attacks.records import record_of as _record
+from attacks.result import TABLES, AttackResult, GradientStats
+from attacks.tables import arguments, cat, tables_of, take
 from attacks.threat import Norm, check_inputs, geometry
-from attacks.worstcase import robust_after
 from torchutil import (
     any_batch,
     child_generator,
@@ -54,6 +66,23 @@ from torchutil import (
     model_mode,
     to_device,
 )
+
+__all__ = [
+    "ATTACKS",
+    "FAILED",
+    "NOT_APPLICABLE",
+    "OK",
+    "STATUSES",
+    "AttackRecord",
+    "Memo",
+    "NormOutcome",
+    "Progress",
+    "StageFailure",
+    "SuiteResult",
+    "expected_cost_order",
+    "run_attack_spec",
+    "run_suite",
+]
 
 ATTACKS: Mapping[str, Callable[..., AttackResult]] = MappingProxyType(
     {kind: registry.get(kind).function for kind in registry.list_attacks()}
@@ -68,288 +97,6 @@ Progress = Callable[[int, int, str], None]
 Memo = Callable[[str, Callable[[], Any]], tuple[Any, bool]]
 """``memo(unit, compute) -> (value, loaded)``: a stored value of the unit, else ``compute()``
 (stored for a later run); see ``analysis.resume``."""
-
-
-OK = "ok"
-FAILED = "failed"
-NOT_APPLICABLE = "not-applicable"
-STATUSES = (OK, FAILED, NOT_APPLICABLE)
-"""What became of one attack at one epsilon: it ran, it raised, or it cannot run (a gradient
-attack on a model without an input gradient)."""
-
-
-@dataclass(frozen=True)
-class StageFailure:
-    """A stage of a suite that did not complete.
-
-    Attributes:
-        stage: ``"attack"`` (the main list), ``"sweep"`` or ``"independent-sweep"``.
-        label: the attack's label.
-        epsilon: the epsilon of a main-list attack, None for a sweep (all its epsilons).
-        status: ``"failed"`` or ``"not-applicable"``.
-        message: the error's type and text, or the reason it does not apply.
-    """
-
-    stage: str
-    label: str
-    epsilon: float | None
-    status: str
-    message: str
-
-    def to_dict(self) -> dict[str, Any]:
-        return plain(dict(self.__dict__))
-
-
-@dataclass(frozen=True)
-class AttackRecord:
-    """Per-sample outcomes of one attack at one norm over ``K`` epsilons, on all ``N`` samples.
-
-    Every table holds, at the ``k``-th epsilon, what the run at that epsilon produced, with
-    columns in the order of the suite's samples. The tables are those of ``AttackResult`` of
-    the same names, with their declared fills (see ``attacks.tables``): a table added here
-    under the name of a declared one is filled wherever records are made.
-
-    Attributes:
-        label: the attack's label in the suite (``"pgd-ce"``, ``"square"``, ...).
-        kind: the attack function's name in ``ATTACKS``.
-        norm: the norm.
-        epsilons: the ``K`` epsilons.
-        source: ``"run"``, or ``"sweep"`` when the outcomes were taken from the nested sweep.
-        sample_index: ``[n]`` positions of the samples the record covers (all ``N`` for the
-            main list and the nested sweep, the subsample for the independent sweep).
-        attacked: ``[K, N]`` bool, the attack ran on the sample at that epsilon.
-        success: ``[K, N]`` bool, this attack broke the sample (clean errors included).
-        last_success: ``[K, N]`` bool, the final iterate broke it (see ``AttackResult``).
-        margin: ``[K, N]`` true-label margin at the returned example, NaN where not attacked.
-        queries: ``[K, N]`` sample evaluations spent.
-        loss_trace: ``[K, T + 1, N]`` per-sample objective per iteration, NaN where absent.
-        robust_accuracy_after: ``[K]`` worst-case robust accuracy after this attack (main
-            list), or this attack's own robust accuracy (sweeps).
-        result: the record as one ``AttackResult`` over the same ``K`` epsilons and ``N``
-            samples (the independent sweep: over its subsample), assembled from the runs
-            behind it; None when no run completed.
-        adversarial: ``[K, N, ...]`` the example the run at each epsilon returned, projected,
-            clipped and judged; the clean input where the sample was not attacked.
-        success_step: ``[K, N]`` int64 iteration of the first success (see
-            ``AttackResult.success_step``); -1 where this attack did not break the sample.
-        statuses: ``[K]`` ``"ok"``, ``"failed"`` or ``"not-applicable"`` per epsilon.
-        messages: ``[K]`` the error or reason where not ``"ok"``, else None.
-        nonfinite: ``[K, N]`` bool, the sample was attacked and the logits at the example
-            its run returned held NaN or Inf (never counted in ``success``).
-        nonfinite_evaluations: sample evaluations with NaN or Inf logits over the runs behind
-            the record.
-    """
-
-    label: str
-    kind: str
-    norm: Norm
-    epsilons: tuple[float, ...]
-    source: str
-    sample_index: Tensor
-    attacked: Tensor
-    success: Tensor
-    last_success: Tensor
-    margin: Tensor
-    queries: Tensor
-    loss_trace: Tensor
-    robust_accuracy_after: tuple[float, ...]
-    result: AttackResult | None
-    adversarial: Tensor
-    success_step: Tensor
-    statuses: tuple[str, ...]
-    messages: tuple[str | None, ...]
-    nonfinite: Tensor
-    nonfinite_evaluations: int
-
-    @property
-    def status(self) -> str:
-        """``"failed"`` if the attack failed at any epsilon, else ``"not-applicable"`` if it
-        could not run at one, else ``"ok"``."""
-        for status in (FAILED, NOT_APPLICABLE):
-            if status in self.statuses:
-                return status
-        return OK
-
-    @property
-    def message(self) -> str | None:
-        """The first error or reason, or None when every epsilon ran."""
-        return next((m for m in self.messages if m is not None), None)
-
-    @property
-    def mean_loss_trace(self) -> Tensor:
-        """``[K, T + 1]`` mean objective over the samples evaluated at each iteration."""
-        return self.loss_trace.nanmean(dim=2)
-
-    def to_dict(self, *, per_sample_traces: bool = False) -> dict[str, Any]:
-        result = self.result
-        stats: GradientStats | None = None if result is None else result.gradient_stats
-        data: dict[str, Any] = {
-            "label": self.label,
-            "kind": self.kind,
-            "norm": self.norm,
-            "epsilons": self.epsilons,
-            "source": self.source,
-            "status": self.status,
-            "message": self.message,
-            "statuses": self.statuses,
-            "messages": self.messages,
-            "backend": None if result is None else result.backend,
-            "params": None if result is None else result.params,
-            "seed": None if result is None else result.seed,
-            "objective": None if result is None else result.objective,
-            "sample_index": self.sample_index,
-            "num_broken": (self.success & self.attacked).sum(dim=1),
-            "robust_accuracy_after": self.robust_accuracy_after,
-            "attacked": self.attacked,
-            "success": self.success,
-            "last_success": self.last_success,
-            "success_step": self.success_step,
-            "margin": self.margin,
-            "queries": self.queries,
-            "mean_loss_trace": self.mean_loss_trace,
-            "num_forward": 0 if result is None else result.num_forward,
-            "num_backward": 0 if result is None else result.num_backward,
-            "wall_time": 0.0 if result is None else result.wall_time,
-            "gradient_stats": None if stats is None else stats.to_dict(),
-            "nonfinite": self.nonfinite,
-            "num_nonfinite": self.nonfinite.sum(dim=1),
-            "nonfinite_evaluations": self.nonfinite_evaluations,
-        }
-        if result is not None and result.targets is not None:
-            data["targets"] = result.targets
-            data["target_success"] = result.target_success
-        if per_sample_traces:
-            data["loss_trace"] = self.loss_trace
-        return plain(data)
-
-
-_RECORD_TABLES = tuple(f for f in TABLES if f.name in {a.name for a in fields(AttackRecord)})
-"""The per-sample tables of ``AttackResult`` that a record holds over all the suite's samples."""
-
-
-@dataclass(frozen=True)
-class NormOutcome:
-    """Everything a suite found under one norm.
-
-    Attributes:
-        norm: the norm.
-        epsilons: the suite's ``K`` epsilons.
-        robust: ``[K, N]`` bool, robust to every attack of the main list (worst case).
-        attacks: the main list's records, in the order run.
-        sweep_epsilons: the sweep's ascending epsilons (the last may be the unbounded one).
-        unbounded_epsilon: the epsilon whose ball covers the whole box.
-        sweep: the nested sweep on every sample, or None (none configured, or it failed).
-        independent_sweep: independent per-epsilon runs on a subsample, or None.
-        failures: every stage that failed or could not run, in the order met.
-    """
-
-    norm: Norm
-    epsilons: tuple[float, ...]
-    robust: Tensor
-    attacks: tuple[AttackRecord, ...]
-    sweep_epsilons: tuple[float, ...]
-    unbounded_epsilon: float
-    sweep: AttackRecord | None
-    independent_sweep: AttackRecord | None
-    failures: tuple[StageFailure, ...] = ()
-
-    @property
-    def robust_accuracy(self) -> list[float]:
-        """Worst-case robust accuracy over the main list, one value per epsilon."""
-        return (self.robust.double().mean(dim=1)).tolist()
-
-    def record(self, label: str) -> AttackRecord:
-        """The main-list record called ``label``."""
-        for item in self.attacks:
-            if item.label == label:
-                return item
-        known = ", ".join(item.label for item in self.attacks)
-        raise KeyError(f"no attack labelled {label!r}; the suite ran {known}")
-
-
-@dataclass(frozen=True)
-class SuiteResult:
-    """The outcome of ``run_suite``.
-
-    Attributes:
-        config: the suite.
-        seed: the initial seed of the suite's generator.
-        num_samples: ``N``.
-        labels: ``[N]`` true labels.
-        clean_correct: ``[N]`` bool, finite logits whose argmax is the label.
-        clean_nonfinite: ``[N]`` bool, the clean logits held NaN or Inf (not clean-correct).
-        norms: per norm, a ``NormOutcome``.
-        num_forward: sample-forward passes in total.
-        num_backward: sample-backward passes in total.
-        wall_time: seconds.
-    """
-
-    config: SuiteConfig
-    seed: int
-    num_samples: int
-    labels: Tensor
-    clean_correct: Tensor
-    clean_nonfinite: Tensor
-    norms: tuple[NormOutcome, ...]
-    num_forward: int
-    num_backward: int
-    wall_time: float
-
-    @property
-    def clean_accuracy(self) -> float:
-        return float(self.clean_correct.double().mean())
-
-    def outcome(self, norm: Norm | str) -> NormOutcome:
-        parsed = Norm.parse(norm)
-        for item in self.norms:
-            if item.norm is parsed:
-                return item
-        raise KeyError(f"the suite ran no attacks under {parsed.value}")
-
-    def to_dict(self, *, per_sample_traces: bool = False) -> dict[str, Any]:
-        """Plain JSON-able data (lists, numbers, strings, booleans, None for NaN).
-
-        Args:
-            per_sample_traces: include per-sample loss traces of every record; the
-                independent sweep always carries them.
-        """
-        norms = []
-        for item in self.norms:
-            norms.append(
-                {
-                    "norm": item.norm,
-                    "epsilons": item.epsilons,
-                    "robust_accuracy": item.robust_accuracy,
-                    "robust": item.robust,
-                    "attacks": [
-                        r.to_dict(per_sample_traces=per_sample_traces) for r in item.attacks
-                    ],
-                    "sweep_epsilons": item.sweep_epsilons,
-                    "unbounded_epsilon": item.unbounded_epsilon,
-                    "sweep": None
-                    if item.sweep is None
-                    else item.sweep.to_dict(per_sample_traces=per_sample_traces),
-                    "independent_sweep": None
-                    if item.independent_sweep is None
-                    else item.independent_sweep.to_dict(per_sample_traces=True),
-                    "failures": [failure.to_dict() for failure in item.failures],
-                }
-            )
-        return plain(
-            {
-                "config": self.config.to_dict(),
-                "seed": self.seed,
-                "num_samples": self.num_samples,
-                "labels": self.labels,
-                "clean_accuracy": self.clean_accuracy,
-                "clean_correct": self.clean_correct,
-                "clean_nonfinite": self.clean_nonfinite,
-                "norms": norms,
-                "num_forward": self.num_forward,
-                "num_backward": self.num_backward,
-                "wall_time": self.wall_time,
-            }
-        )
 
 
 def run_attack_spec(
@@ -394,39 +141,6 @@ def run_attack_spec(
     if attack.eot and kwargs.get("backend", "native") == "native":
         kwargs.setdefault("eot_samples", config.eot_samples)
     return attack.function(model, x, y, epsilons, **kwargs)
-
-
-def _record(
-    spec: AttackSpec,
-    norm: Norm,
-    result: AttackResult,
-    index: Tensor,
-    x: Tensor,
-    robust_after_values: Sequence[float],
-    source: str = "run",
-) -> AttackRecord:
-    """The record of ``result``, a run on samples ``index`` of ``x``: its tables over all the
-    suite's samples, the fill where the run did not attack a sample or did not cover it."""
-    num_samples = x.shape[0]
-    tables = empty(_RECORD_TABLES, len(result.epsilons), x, length=result.loss_trace.shape[1])
-    own = masked(tables_of(result, _RECORD_TABLES), _RECORD_TABLES, "record", result.attacked)
-    scatter(tables, own, index, _RECORD_TABLES)
-    return AttackRecord(
-        label=spec.label,
-        kind=spec.kind,
-        norm=norm,
-        epsilons=result.epsilons,
-        source=source,
-        sample_index=(
-            torch.arange(num_samples, device=x.device) if index.numel() == num_samples else index
-        ),
-        robust_accuracy_after=tuple(float(v) for v in robust_after_values),
-        result=result,
-        statuses=(OK,) * len(result.epsilons),
-        messages=(None,) * len(result.epsilons),
-        nonfinite_evaluations=result.nonfinite_evaluations,
-        **tables,
-    )
 
 
 def _child(generator: torch.Generator) -> torch.Generator:
@@ -649,27 +363,6 @@ def _concatenate(results: list[AttackResult], seed: int, take_index: Tensor) -> 
     )
 
 
-@dataclass
-class _Piece:
-    """What one attack gave at one epsilon of the main list.
-
-    Attributes:
-        result: the run (or the sweep's), None when nothing ran or it did not complete.
-        row: the row of ``result`` that holds this epsilon.
-        index: ``[n]`` the suite's positions of the result's columns.
-        source: ``"run"`` or ``"sweep"``.
-        status: ``"ok"``, ``"failed"`` or ``"not-applicable"``.
-        message: the error or reason, None when ``"ok"``.
-    """
-
-    result: AttackResult | None
-    row: int
-    index: Tensor
-    source: str
-    status: str = OK
-    message: str | None = None
-
-
 def run_suite(
     model: nn.Module,
     x: Tensor,
@@ -781,14 +474,14 @@ def run_suite(
                     resumed = False
                     if shared and sweep_record is not None:
                         row = sweep_epsilons.index(eps)
-                        pieces.append(_Piece(sweep_record.result, row, everyone, "sweep"))
+                        pieces.append(Piece(sweep_record.result, row, everyone, "sweep"))
                     else:
                         peer = spec.peer_of is not None
                         k = epsilons.index(eps)
                         todo = robust[k] if config.skip_broken and not peer else clean_correct
                         index = todo.nonzero().squeeze(1)
                         if index.numel() == 0:
-                            pieces.append(_Piece(None, 0, index, "run"))
+                            pieces.append(Piece(None, 0, index, "run"))
                         else:
                             result = count(
                                 attempt.run(
@@ -810,11 +503,11 @@ def run_suite(
                                 failures.append(
                                     StageFailure("attack", spec.label, eps, *attempt.last)
                                 )
-                                pieces.append(_Piece(None, 0, index, "run", status, message))
+                                pieces.append(Piece(None, 0, index, "run", status, message))
                             else:
-                                pieces.append(_Piece(result, 0, index, "run"))
+                                pieces.append(Piece(result, 0, index, "run"))
                     report(f"{norm.value} eps={eps:.4g} {spec.label}", resumed)
-                record, robust = _merge_per_epsilon(spec, norm, epsilons, pieces, x, robust)
+                record, robust = merge_per_epsilon(spec, norm, epsilons, pieces, x, robust)
                 records.append(record)
             if sweep_record is not None and config.sweep is not None:
                 if config.sweep.independent_samples > 0:
@@ -898,96 +591,6 @@ def _clean_correct(
     totals["forward"] += x.shape[0]
     predictions = predictions.to(x.device)
     return predictions == y, predictions == NO_PREDICTION
-
-
-def _merge_per_epsilon(
-    spec: AttackSpec,
-    norm: Norm,
-    epsilons: tuple[float, ...],
-    pieces: list[_Piece],
-    x: Tensor,
-    robust: Tensor,
-) -> tuple[AttackRecord, Tensor]:
-    """Fold one attack's per-epsilon runs into one record over all samples, and the robust
-    masks after it.
-
-    Row ``k`` of every table is taken from the run at the ``k``-th epsilon (the sweep's row at
-    that epsilon when shared), at the suite's positions of that run's samples; a run that
-    failed leaves its samples not attacked.
-
-    Returns:
-        The record and the ``[K, N]`` robust masks after this attack (``robust_after``).
-    """
-    num_samples, num_eps = x.shape[0], len(epsilons)
-    results = [p.result for p in pieces if p.result is not None]
-    length = max((r.loss_trace.shape[1] for r in results), default=1)
-    tables = empty(TABLES, num_eps, x, length=length)
-    for k, piece in enumerate(pieces):
-        if piece.result is None:
-            continue
-        row = at(tables_of(piece.result, TABLES), piece.row, TABLES)
-        row = masked(row, TABLES, "merged", piece.result.attacked[piece.row])
-        scatter(tables, row, piece.index, TABLES, row=k)
-    (after,) = robust_after(robust, [tables["success"]])
-    merged = None
-    # A run shared by several epsilons (the sweep's) counts once.
-    distinct = list({id(r): r for r in results}.values())
-    if results:
-        first = results[0]
-        stats = None
-        if first.gradient_stats is not None:
-            stats = GradientStats.from_norms(
-                tables["first_grad_norm"],
-                vanishing_threshold=first.gradient_stats.vanishing_threshold,
-                nonfinite_logits=sum(
-                    r.gradient_stats.nonfinite_logits for r in distinct if r.gradient_stats
-                ),
-                nonfinite_gradients=sum(
-                    r.gradient_stats.nonfinite_gradients for r in distinct if r.gradient_stats
-                ),
-            )
-        own = arguments(tables, TABLES)
-        # An optional table (targets) is there when the attack gives it.
-        present = tables_of(first, TABLES)
-        own.update({f.name: None for f in TABLES if f.optional and present[f.name] is None})
-        merged = AttackResult(
-            attack=first.attack,
-            norm=norm,
-            epsilons=epsilons,
-            objective=first.objective,
-            num_forward=sum(r.num_forward for r in distinct),
-            num_backward=sum(r.num_backward for r in distinct),
-            wall_time=sum(r.wall_time for r in distinct),
-            seed=first.seed,
-            nonfinite_evaluations=sum(r.nonfinite_evaluations for r in distinct),
-            backend=first.backend,
-            params=first.params,
-            gradient_stats=stats,
-            **own,
-        )
-    sources = {piece.source for piece in pieces}
-    # Where a sample was not attacked, the record shows the fill (e.g. no margin).
-    shown: dict[str, Any] = masked(
-        {f.name: tables[f.name] for f in _RECORD_TABLES},
-        _RECORD_TABLES,
-        "record",
-        tables["attacked"],
-    )
-    record = AttackRecord(
-        label=spec.label,
-        kind=spec.kind,
-        norm=norm,
-        epsilons=epsilons,
-        source="sweep" if sources == {"sweep"} else "run",
-        sample_index=torch.arange(num_samples, device=x.device),
-        robust_accuracy_after=tuple(after.double().mean(dim=1).tolist()),
-        result=merged,
-        statuses=tuple(piece.status for piece in pieces),
-        messages=tuple(piece.message for piece in pieces),
-        nonfinite_evaluations=sum(r.nonfinite_evaluations for r in distinct),
-        **shown,
-    )
-    return record, after
 
 
 class _Reporter:
