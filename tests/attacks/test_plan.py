@@ -1,0 +1,125 @@
+"""A suite's plan: its stages, in order, computed from the configuration alone."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from attacks import AttackSpec, Norm, SweepConfig, preset, registry, run_suite
+from attacks.plan import plan_suite
+
+DIGIT = (1, 8, 8)
+"""The shape of one sample of the digits."""
+
+
+def _small(config):
+    """``config`` with small budgets, for runs on the tiny model."""
+    sweep = config.sweep
+    assert sweep is not None
+    attacks = tuple(
+        spec
+        if spec.kind != "square"
+        else AttackSpec(spec.kind, spec.label, {**spec.params, "num_queries": 20})
+        for spec in config.attacks
+    )
+    return config.with_options(
+        attacks=attacks, sweep=SweepConfig(sweep.attack, num_points=2, independent_samples=8)
+    )
+
+
+def test_the_standard_plan_lists_the_stages_in_the_documented_order() -> None:
+    config = preset("standard", "digits")
+    plan = plan_suite(config, DIGIT)
+    main = ["pgd-ce", "pgd-t", "pgd-cw", "fgsm", "noise", "fab-t", "square", "apgd-t"]
+    expected: list[tuple[str, str | None, str | None]] = []
+    for norm in (Norm.LINF, Norm.L2):
+        expected.append(("sweep", norm.value, "pgd-ce"))
+        if norm is Norm.LINF:
+            # Once, after the first norm's sweep: the clean pass.
+            expected.append(("clean", None, None))
+        expected += [("attack", norm.value, label) for label in main]
+        expected.append(("independent-sweep", norm.value, "pgd-ce"))
+    got = [
+        (
+            stage.role,
+            None if stage.norm is None else stage.norm.value,
+            None if stage.attack is None else stage.attack.label,
+        )
+        for stage in plan.stages
+    ]
+    assert got == expected
+    assert [item.norm for item in plan.norms] == [Norm.LINF, Norm.L2]
+    for item in plan.norms:
+        assert item.epsilons == tuple(config.epsilons[item.norm])
+        assert item.sweep_epsilons[-1] == item.unbounded_epsilon
+
+
+@pytest.mark.parametrize("name", ["quick", "standard", "thesis", "thorough"])
+@pytest.mark.parametrize("skip_broken", [True, False])
+def test_units_are_unique_and_the_total_counts_every_stage_but_the_clean_pass(
+    name, skip_broken
+) -> None:
+    config = preset(name, "mnist").with_options(
+        epsilons={Norm.LINF: (0.1, 0.3), Norm.L2: (1.0, 2.0)}, skip_broken=skip_broken
+    )
+    plan = plan_suite(config, (1, 28, 28))
+    assert len(set(plan.units)) == len(plan.units)
+    assert plan.total == len(plan.units) == len(plan.stages) - 1
+    assert [stage.role for stage in plan.stages].count("clean") == 1
+    per_norm = 2 * len(config.attacks) + 2
+    assert plan.total == 2 * per_norm
+    assert plan_suite(config, (1, 28, 28)) == plan
+    for stage in plan.stages:
+        if stage.attack is not None:
+            independent = registry.batch_independent(stage.attack.kind, stage.attack.params)
+            assert stage.split == ("samples" if independent else "batches")
+        if stage.role == "attack":
+            assert stage.attack is not None
+            peer = stage.attack.peer_of is not None
+            assert stage.samples == ("robust" if skip_broken and not peer else "clean-correct")
+
+
+def test_the_swept_attack_takes_the_sweeps_row_at_its_epsilons() -> None:
+    config = preset("standard", "digits")
+    plan = plan_suite(config, DIGIT)
+    sweeps = {item.norm: item.sweep_epsilons for item in plan.norms}
+    shared = [stage for stage in plan.stages if stage.sweep_row is not None]
+    assert [(stage.norm, stage.attack.label) for stage in shared if stage.attack] == [
+        (Norm.LINF, "pgd-ce"),
+        (Norm.L2, "pgd-ce"),
+    ]
+    for stage in shared:
+        assert stage.norm is not None and stage.sweep_row is not None
+        assert sweeps[stage.norm][stage.sweep_row] == stage.epsilons[0]
+    independent = [stage for stage in plan.stages if stage.role == "independent-sweep"]
+    assert all(not stage.nested and stage.subsample == 100 for stage in independent)
+
+
+def test_a_plan_without_a_sweep_or_a_norm() -> None:
+    config = preset("quick", "digits").with_options(sweep=None)
+    plan = plan_suite(config, DIGIT)
+    assert plan.stages[0].role == "clean"
+    assert all(stage.role in ("clean", "attack") for stage in plan.stages)
+    assert plan.total == 2 * len(config.attacks)
+    empty = plan_suite(config.with_options(epsilons={}), DIGIT)
+    assert [stage.role for stage in empty.stages] == ["clean"] and empty.total == 0
+
+
+def test_a_run_reports_and_keeps_the_plans_stages(model, data) -> None:
+    x, y = data
+    config = _small(preset("quick", "digits"))
+    plan = plan_suite(config, x.shape[1:])
+    reported: list[tuple[int, int, str]] = []
+    units: list[str] = []
+
+    def memo(unit, compute):
+        units.append(unit)
+        return compute(), False
+
+    run_suite(model, x, y, config, generator=0, progress=lambda *a: reported.append(a), memo=memo)
+    labels = [stage.label for stage in plan.stages if stage.reported]
+    assert reported == [(i + 1, plan.total, label) for i, label in enumerate(labels)]
+    # A stage with no sample left to attack, or one the sweep answers, runs nothing.
+    assert units == [unit for unit in plan.units if unit in units]
+    assert {stage.unit for stage in plan.stages if "sweep" in stage.role} <= set(units)
+    assert torch.equal(x, data[0])
