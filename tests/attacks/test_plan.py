@@ -23,7 +23,7 @@ def _small(config):
         for spec in config.attacks
     )
     return config.with_options(
-        attacks=attacks, sweep=SweepConfig(sweep.attack, num_points=2, independent_samples=8)
+        attacks=attacks, sweep=SweepConfig(sweep.attack, num_points=4, independent_samples=8)
     )
 
 
@@ -123,3 +123,50 @@ def test_a_run_reports_and_keeps_the_plans_stages(model, data) -> None:
     assert units == [unit for unit in plan.units if unit in units]
     assert {stage.unit for stage in plan.stages if "sweep" in stage.role} <= set(units)
     assert torch.equal(x, data[0])
+
+
+class _NoGradient(torch.nn.Module):
+    """The tiny model, raising whenever its input asks for a gradient."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.requires_grad:
+            raise RuntimeError("no gradient here")
+        return self.model(x)
+
+
+def test_without_the_sweep_its_shared_stages_run_and_the_independent_one_is_skipped(
+    model, data
+) -> None:
+    x, y = data
+    config = _small(preset("quick", "digits"))
+    plan = plan_suite(config, x.shape[1:])
+    reported: list[str] = []
+    units: list[str] = []
+
+    def memo(unit, compute):
+        units.append(unit)
+        return compute(), False
+
+    result = run_suite(
+        _NoGradient(model).eval(),
+        x,
+        y,
+        config,
+        generator=0,
+        progress=lambda done, total, label: reported.append(label),
+        memo=memo,
+    )
+    for item in plan.norms:
+        norm = item.norm.value
+        shared = [s for s in plan.stages if s.norm is item.norm and s.sweep_row is not None]
+        assert shared and all(stage.unit in units for stage in shared)
+        assert f"{norm} independent sweep (skipped: the sweep did not complete)" in reported
+        assert f"{norm}-independent-sweep-pgd-ce" not in units
+        outcome = result.outcome(item.norm)
+        assert outcome.sweep is None and outcome.independent_sweep is None
+        assert [f.stage for f in outcome.failures][0] == "sweep"
+        assert outcome.record("pgd-ce").status == "failed"
