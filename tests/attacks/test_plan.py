@@ -170,3 +170,37 @@ def test_without_the_sweep_its_shared_stages_run_and_the_independent_one_is_skip
         assert outcome.sweep is None and outcome.independent_sweep is None
         assert [f.stage for f in outcome.failures][0] == "sweep"
         assert outcome.record("pgd-ce").status == "failed"
+
+
+def test_a_resumed_suite_reports_each_stage_as_it_was_found(model, data) -> None:
+    x, y = data
+    config = _small(preset("quick", "digits"))
+    sweep = config.sweep
+    assert sweep is not None
+    config = config.with_options(sweep=SweepConfig(sweep.attack, independent_samples=0))
+    stored: dict[str, object] = {}
+
+    def memo(unit, compute):
+        if unit in stored:
+            return stored[unit], True
+        stored[unit] = compute()
+        return stored[unit], False
+
+    def run():
+        labels: list[str] = []
+        result = run_suite(
+            model, x, y, config, generator=0, progress=lambda *a: labels.append(a[2]), memo=memo
+        )
+        return labels, result
+
+    (first, alone), (second, resumed) = run(), run()
+    assert not any(label.endswith("(resumed)") for label in first)
+    # The independent sweep of no samples ran nothing, so it never resumes.
+    assert [label for label in second if "independent" in label] == [
+        "linf independent sweep",
+        "l2 independent sweep",
+    ]
+    assert [label.removesuffix(" (resumed)") for label in second] == first
+    assert resumed.to_dict().keys() == alone.to_dict().keys()
+    for a, b in zip(alone.norms, resumed.norms, strict=True):
+        assert torch.equal(a.robust, b.robust)
