@@ -5,8 +5,12 @@ A record is a frozen dataclass whose field names are the document's keys and who
 how each value is read: bit strings (:data:`Bits`) become tuples of bools, open-ended objects
 (:data:`Json`) read-only mappings whose lists are tuples, numbers may be the strings of
 ``NONFINITE_TOKENS``. ``_need`` says how much a field is required (always, in full documents,
-in full documents of schema 1.1, or never); keys the reader does not know are kept in the
-record's ``extra``.
+in full documents of schema 1.1, or never) and when the writer leaves it out; keys the reader
+does not know are kept in the record's ``extra``.
+
+:func:`encode` is the reader backwards, driven by the same declarations: it turns a record into
+the JSON object the document holds, its keys in the order of the record's fields (the order
+the audit writes them in), and reading that object gives the record back.
 """
 
 from __future__ import annotations
@@ -19,7 +23,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 
-from core.docjson import _FIX, NONFINITE_TOKENS, DocumentError, _shown
+from core.docjson import (
+    _FIX,
+    NONFINITE_TOKENS,
+    SCHEMA_VERSION,
+    DocumentError,
+    _shown,
+    encode_nonfinite,
+)
 
 _BITS_PATTERN = re.compile(r"[01]*")
 
@@ -44,8 +55,15 @@ Json = Mapping[str, Any]
 _ALWAYS, _FULL, _V11, _OPTIONAL = "always", "full", "1.1", "optional"
 
 
-def _need(level: str) -> Any:
-    return field(metadata={"need": level})
+_KEEP = object()
+
+
+def _need(level: str, *, omit: Any = _KEEP, omit_nested: bool = False) -> Any:
+    """A field required at ``level``; the writer leaves it out of the document when it holds
+    ``omit`` (None for a field written only when it has a value), or, with ``omit_nested``,
+    when it is None in a record that is itself this field's value (the flatness with the
+    dropout-family layers active has none of its own)."""
+    return field(metadata={"need": level, "omit": omit, "omit_nested": omit_nested})
 
 
 def _extra() -> Any:
@@ -179,3 +197,71 @@ def _build(cls: type, data: Any, where: str, context: _Context) -> Any:
         values[item.name] = _parse(hints[item.name], data[item.name], path, context)
     extra = {k: _freeze(v) for k, v in data.items() if k not in known}
     return cls(**values, extra=types.MappingProxyType(extra))
+
+
+def _thaw(value: Any) -> Any:
+    """A frozen open-ended value as JSON: mappings become dicts, tuples lists, non-finite
+    floats the strings of ``NONFINITE_TOKENS``."""
+    if isinstance(value, Mapping):
+        return {k: _thaw(v) for k, v in value.items()}
+    if isinstance(value, tuple | list):
+        return [_thaw(v) for v in value]
+    return encode_nonfinite(value)
+
+
+def _unparse(kind: Any, value: Any, context: _Context, name: str) -> Any:
+    """The JSON of a value of the declared type ``kind``: :func:`_parse` backwards."""
+    if value is None:
+        return None
+    origin = typing.get_origin(kind)
+    if origin is Annotated:
+        if kind.__metadata__[0] is _BitsMarker:
+            return "".join("1" if bit else "0" for bit in value)
+        return _thaw(value)
+    if origin in (typing.Union, types.UnionType):
+        options = [a for a in typing.get_args(kind) if a is not type(None)]
+        return _unparse(options[0], value, context, name)
+    if origin is tuple:
+        args = typing.get_args(kind)
+        if len(args) == 2 and args[1] is Ellipsis:
+            return [_unparse(args[0], v, context, name) for v in value]
+        return [_unparse(a, v, context, name) for a, v in zip(args, value, strict=True)]
+    if dataclasses.is_dataclass(kind):
+        return encode(value, version=context.version, baseline=context.baseline, _within=name)
+    return _thaw(value)
+
+
+def _omitted(item: dataclasses.Field[Any], value: Any, context: _Context, within: str) -> bool:
+    level = item.metadata.get("need", _ALWAYS)
+    # What a baseline, or a document of schema 1.0, does not carry.
+    absent = context.baseline or (level == _V11 and not _required(level, context))
+    if value is None and level != _ALWAYS and absent:
+        return True
+    if item.metadata.get("omit_nested") and value is None and within == item.name:
+        return True
+    omit = item.metadata.get("omit", _KEEP)
+    return omit is not _KEEP and value is omit
+
+
+def encode(
+    record: Any, *, version: str = SCHEMA_VERSION, baseline: bool = False, _within: str = ""
+) -> dict[str, Any]:
+    """The JSON object of a record, as a document of ``version`` (a baseline with
+    ``baseline``) holds it: the inverse of the reader, driven by the same field declarations.
+    Bit strings, non-finite numbers as the strings of ``NONFINITE_TOKENS``, lists for tuples;
+    a field the document leaves out when it has no value is left out (see :func:`_need`),
+    every other one written, null for None; the keys of ``extra`` follow the declared ones."""
+    context = _Context("", version, baseline)
+    cls = type(record)
+    hints = _HINTS.get(cls)
+    if hints is None:
+        hints = _HINTS[cls] = typing.get_type_hints(cls, include_extras=True)
+    out: dict[str, Any] = {}
+    for item in dataclasses.fields(cls):
+        if item.name == "extra":
+            continue
+        value = getattr(record, item.name)
+        if not _omitted(item, value, context, _within):
+            out[item.name] = _unparse(hints[item.name], value, context, item.name)
+    out.update(_thaw(record.extra))
+    return out

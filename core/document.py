@@ -30,6 +30,9 @@ them and writes strict JSON only (``allow_nan=False``); :func:`read_document` (a
 three strings back into floats wherever they stand, so no text field of the document may hold
 exactly one of them.
 
+:meth:`AuditResult.to_dict` (:func:`encode` for any record) is the reader backwards: the
+document as JSON, which :func:`write_json` writes and which reads back into an equal result.
+
 Every problem (unknown version, missing or retyped field) raises :class:`DocumentError` with
 one line naming the file, the field path and the fix.
 
@@ -78,6 +81,7 @@ from core.docfields import (
     _error,
     _extra,
     _need,
+    encode,
 )
 from core.docjson import (
     NONFINITE_TOKENS,
@@ -139,6 +143,7 @@ __all__ = [
     "preset_caveat",
     "check_version",
     "decode_nonfinite",
+    "encode",
     "encode_nonfinite",
     "proportion",
     "read_document",
@@ -212,8 +217,8 @@ class Provenance:
     finished: float | None = _need(_FULL)
     host: str | None = _need(_FULL)
     device: str | None = _need(_FULL)
-    batch_sizes: BatchSizes | None = _need(_OPTIONAL)
     world_size: int | None = _need(_OPTIONAL)
+    batch_sizes: BatchSizes | None = _need(_OPTIONAL)
     extra: Json = _extra()
 
 
@@ -236,20 +241,20 @@ class CheckpointInfo:
     before)."""
 
     arch: str
-    arch_kwargs: Json | None = _need(_OPTIONAL)
     num_classes: int
     input_shape: tuple[int, int, int]
     layer: LayerSpec
+    arch_kwargs: Json | None = _need(_OPTIONAL)
     dataset: str | None
     mean: tuple[float, ...] | None
     std: tuple[float, ...] | None
     bounds: tuple[float, float]
-    source_format: str
-    loading_notes: tuple[str, ...]
     training: Json | None = _need(_OPTIONAL)
     clean_accuracy: float | None = _need(_OPTIONAL)
+    source_format: str
     normalization_source: str | None = _need(_OPTIONAL)
     bounds_source: str | None = _need(_OPTIONAL)
+    loading_notes: tuple[str, ...]
     extra: Json = _extra()
 
 
@@ -286,23 +291,20 @@ class Probes:
     """Direct measurements of the model (see ``analysis.probes.ModelProbes`` for each field);
     fields a document does not carry (schema 1.0) are None."""
 
-    stochastic: bool
-    train_mode_modules: tuple[str, ...]
-    probability_outputs: bool
-    input_gradient_exists: bool
-    batch_differing: int
-    fd_applicable: bool
-    fd_disagreement_fraction: float
     num_samples: int | None = _need(_OPTIONAL)
+    input_gradient_exists: bool
     input_gradient_note: str | None = _need(_OPTIONAL)
     clean_zero_gradient_fraction: float | None = _need(_OPTIONAL)
     clean_margins: NumberArray = _need(_OPTIONAL)
     clean_gradient_norms: NumberArray = _need(_OPTIONAL)
+    stochastic: bool
     max_repeat_difference: float | None = _need(_OPTIONAL)
     repeat_samples: int | None = _need(_OPTIONAL)
     num_repeats: int | None = _need(_OPTIONAL)
     prediction_flips: int | None = _need(_OPTIONAL)
     prediction_flip_fraction: float | None = _need(_OPTIONAL)
+    train_mode_modules: tuple[str, ...]
+    probability_outputs: bool
     nonfinite_logits: int | None = _need(_OPTIONAL)
     nonfinite_gradients: int | None = _need(_OPTIONAL)
     batch_size: int | None = _need(_OPTIONAL)
@@ -310,9 +312,11 @@ class Probes:
     batch_compared: int | None = _need(_OPTIONAL)
     batch_tolerance: float | None = _need(_OPTIONAL)
     batch_max_relative_difference: float | None = _need(_OPTIONAL)
+    batch_differing: int
     batch_prediction_flips: int | None = _need(_OPTIONAL)
     batch_grouped: int | None = _need(_OPTIONAL)
     batch_grouped_compared: int | None = _need(_OPTIONAL)
+    fd_applicable: bool
     fd_note: str | None = _need(_OPTIONAL)
     fd_precision: str | None = _need(_OPTIONAL)
     fd_steps: tuple[float, ...] | None = _need(_OPTIONAL)
@@ -322,6 +326,7 @@ class Probes:
     fd_nonfinite: int | None = _need(_OPTIONAL)
     fd_step_disagreement: tuple[float, ...] | None = _need(_OPTIONAL)
     fd_disagreeing: int | None = _need(_OPTIONAL)
+    fd_disagreement_fraction: float
     fd_median_ratio: float | None = _need(_OPTIONAL)
     input_gradient_error: str | None = _need(_OPTIONAL)
     extra: Json = _extra()
@@ -352,7 +357,7 @@ class AuditResult:
     """
 
     schema_version: str
-    baseline: bool = _need(_OPTIONAL)
+    baseline: bool = _need(_OPTIONAL, omit=False)
     provenance: Provenance
     checkpoint: CheckpointInfo | None = _need(_FULL)
     evaluation: Evaluation
@@ -387,6 +392,11 @@ class AuditResult:
             result = dataclasses.replace(result, baseline=False)
         _check_lengths(result, context)
         return typing.cast(AuditResult, result)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The document (the baseline) as JSON: what :meth:`from_dict` reads back into an
+        equal result, and what :func:`write_json` writes."""
+        return encode(self, version=self.schema_version, baseline=self.baseline)
 
     def norm(self, name: str) -> NormResult:
         """The section of norm ``name`` (``"linf"`` or ``"l2"``); KeyError names those present."""

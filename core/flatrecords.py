@@ -111,11 +111,11 @@ class SharpnessEstimate:
     base_loss: float | None = _need(_OPTIONAL)
     max_loss: float | None = _need(_OPTIONAL)
     num_steps: int | None = _need(_OPTIONAL)
-    num_draws: int | None = _need(_OPTIONAL)
+    num_draws: int | None = _need(_OPTIONAL, omit=None)
     """Draws of a mini-batch (or the whole data) (schema 1.8)."""
-    minibatch_size: int | None = _need(_OPTIONAL)
+    minibatch_size: int | None = _need(_OPTIONAL, omit=None)
     """Samples per draw; None when every draw was the whole data (and before schema 1.8)."""
-    stopped_by: str | None = _need(_OPTIONAL)
+    stopped_by: str | None = _need(_OPTIONAL, omit=None)
     """``target``, ``budget`` or ``all-samples`` (schema 1.8)."""
     provenance: MeasureProvenance | None = _need(_OPTIONAL)
     extra: Json = _extra()
@@ -188,12 +188,12 @@ class FlatnessResult:
     fisher_rao_empirical: FisherRaoEstimate | None = _need(_OPTIONAL)
     fisher_rao_model: FisherRaoEstimate | None = _need(_OPTIONAL)
     hessian_trace: TraceEstimate | None = _need(_OPTIONAL)
-    epsilon_sharpness: SharpnessEstimate | None = _need(_OPTIONAL)
     hessian_eigenvalues: Eigenvalues | None = _need(_OPTIONAL)
     spectral_density: SpectralDensity | None = _need(_OPTIONAL)
     landscape_1d: Landscape | None = _need(_OPTIONAL)
     landscape_2d: Landscape | None = _need(_OPTIONAL)
-    active_layers: FlatnessResult | None = _need(_OPTIONAL)
+    epsilon_sharpness: SharpnessEstimate | None = _need(_OPTIONAL)
+    active_layers: FlatnessResult | None = _need(_OPTIONAL, omit_nested=True)
     """The same measures with the dropout-family layers active (schema 1.3; None for a model
     without such layers)."""
     extra: Json = _extra()
