@@ -192,7 +192,7 @@ def audit_model(
         evaluation = EvaluationSet(inputs.x[indices], inputs.y[indices], indices, inputs.dataset)
         check_model_outputs(loaded, evaluation)
         check_dataset(inputs.dataset, loaded.spec.num_classes, shape, box)
-        document = run_audit(
+        result = run_audit(
             loaded,
             evaluation,
             config,
@@ -202,10 +202,9 @@ def audit_model(
         )
     finally:
         audited.train(was_training)
-    result = AuditResult.from_dict(document, Path(loaded.path))
     if out is not None:
         folder = Path(out) / str(loaded.path)
-        write_json(folder / "audit.json", document)
+        write_json(folder / "audit.json", result.to_dict())
         if report:
             write_report(result, folder / "report.html")
     return result

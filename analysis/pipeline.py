@@ -45,6 +45,9 @@ from core.boundary import (
 )
 from core.document import (
     SCHEMA_VERSION,
+    AuditResult,
+    DocumentError,
+    decode_nonfinite,
     encode_nonfinite,
     proportion,
 )
@@ -294,9 +297,10 @@ def run_audit(
     progress: bool = False,
     command_line: Sequence[str] = (),
     cache: UnitCache | None = None,
-) -> dict[str, Any]:
-    """Run every stage of the audit and return the result document (a plain dict, with NaN
-    and infinite numbers already encoded as ``analysis.document`` writes them).
+) -> AuditResult:
+    """Run every stage of the audit and return its typed result; ``result.to_dict()`` is the
+    document ``write_json`` writes, and what ``read_result`` reads back from it equals
+    ``result``.
 
     With ``cache`` each finished unit of work is kept there and taken from there when it
     already holds it (``analysis.resume``): an interrupted audit resumes.
@@ -345,7 +349,7 @@ def _run_audit(
     progress: bool,
     command_line: Sequence[str],
     cache: UnitCache | None,
-) -> dict[str, Any]:
+) -> AuditResult:
     started = time.time()
     model = loaded.model
     x, y = evaluation.x.to(device), evaluation.y.to(device)
@@ -519,7 +523,12 @@ def _run_audit(
         "findings": [f.to_dict() for f in findings],
         "verdict": verdict(findings),
     }
-    return encode_nonfinite(document)  # type: ignore[no-any-return]
+    # As the reader sees it once written: lists for tuples, non-finite numbers as floats.
+    try:
+        return AuditResult.from_dict(decode_nonfinite(encode_nonfinite(document)), loaded.path)
+    except DocumentError as err:
+        # Not bad input: the pipeline and the declarations disagree, an internal error.
+        raise RuntimeError(f"the audit's own result does not read back: {err}") from err
 
 
 def _last_line(error: BaseException) -> str:

@@ -195,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
             folder = work / "partial"
 
             def run(cache: UnitCache | None) -> dict[str, Any]:
-                return run_audit(loaded, evaluation, config, device=cpu, cache=cache)
+                return run_audit(loaded, evaluation, config, device=cpu, cache=cache).to_dict()
 
             start = time.perf_counter()
             plain = run(None)

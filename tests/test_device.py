@@ -101,7 +101,7 @@ def test_audit_on_the_device(device: torch.device) -> None:
     loaded = load_checkpoint(ZOO_DIR / "digits-mlp-normout-spatiotemporal.pt")
     config = dataclasses.replace(quick_config(num_samples=60, flatness=True), model_batch_size=60)
     evaluation = evaluation_set(loaded, None, config.num_samples, config.seed)
-    document = run_audit(loaded, evaluation, config, device=device)
+    document = run_audit(loaded, evaluation, config, device=device).to_dict()
     assert document["provenance"]["device"].startswith(device.type)
     assert not [f for norm in document["robustness"]["norms"] for f in norm["failures"]]
     assert document["flatness"]["active_layers"] is not None
@@ -112,7 +112,7 @@ def test_audit_on_the_device(device: torch.device) -> None:
         evaluation,
         config,
         device=CPU,
-    )
+    ).to_dict()
     assert document["clean_correct"] == cpu["clean_correct"]
     for ours, theirs in zip(
         document["robustness"]["norms"], cpu["robustness"]["norms"], strict=True

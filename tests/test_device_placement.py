@@ -96,7 +96,7 @@ def test_audit_with_flatness(name: str) -> None:
     config = quick_config(num_samples=40, flatness=True)
     evaluation = evaluation_set(loaded, None, config.num_samples, config.seed)
     with meta_default():
-        document = run_audit(loaded, evaluation, config, device=CPU)
+        document = run_audit(loaded, evaluation, config, device=CPU).to_dict()
     # A failing attack is recorded in the document, not raised: look for one.
     norms = document["robustness"]["norms"]
     failed = [

@@ -7,10 +7,11 @@ from pathlib import Path
 import torch
 
 from analysis.config import AuditConfig, build_suite, flatness_config
-from analysis.document import without_timings as without_timings
+from analysis.document import without_timings as _without_timings
 from analysis.pipeline import evaluation_set, run_audit
 from checkpoints import load_checkpoint
 from checkpoints.train import ZOO_DIR
+from core.document import AuditResult
 
 
 def quick_config(num_samples: int = 120, flatness: bool = False, seed: int = 0) -> AuditConfig:
@@ -26,7 +27,8 @@ def quick_config(num_samples: int = 120, flatness: bool = False, seed: int = 0) 
 
 
 def audit_document(name, config: AuditConfig, model=None) -> dict:
-    """Audit the zoo model ``name`` (or the checkpoint at a path), optionally wrapped."""
+    """Audit the zoo model ``name`` (or the checkpoint at a path), optionally wrapped: the
+    document as JSON."""
     path = name if isinstance(name, Path) else ZOO_DIR / f"{name}.pt"
     loaded = load_checkpoint(path)
     if model is not None:
@@ -34,4 +36,12 @@ def audit_document(name, config: AuditConfig, model=None) -> dict:
 
         loaded = replace(loaded, model=model(loaded.model).eval())
     evaluation = evaluation_set(loaded, None, config.num_samples, config.seed)
-    return run_audit(loaded, evaluation, config, device=torch.device("cpu"))
+    return run_audit(loaded, evaluation, config, device=torch.device("cpu")).to_dict()
+
+
+def without_timings(document: dict | AuditResult) -> dict:
+    """The document (of a result, its JSON) less what differs between two runs of one
+    command (``analysis.document.without_timings``)."""
+    if isinstance(document, AuditResult):
+        document = document.to_dict()
+    return _without_timings(document)

@@ -73,6 +73,11 @@ def test_audit_model_gives_the_command_s_result(tmp_path, digits):
     written = read_document(tmp_path / "api" / "Normalized" / "audit.json")
     assert (tmp_path / "api" / "Normalized" / "report.html").is_file()
     assert AuditResult.from_dict(written, Path("api")) == result
+    # What was written is the result, encoded.
+    assert (
+        json.dumps(result.to_dict(), indent=1) + "\n"
+        == (tmp_path / "api" / "Normalized" / "audit.json").read_text()
+    )
 
     # The same samples (the seeded choice of 80 of the 450), outcomes and verdict.
     assert written["evaluation"]["indices"] == command["evaluation"]["indices"]

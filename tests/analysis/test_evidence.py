@@ -26,7 +26,7 @@ def audited() -> tuple[dict, torch.nn.Module, torch.Tensor]:
     )
     loaded = load_checkpoint(ZOO_DIR / "digits-mlp-dropout.pt")
     evaluation = evaluation_set(loaded, None, config.num_samples, config.seed)
-    document = run_audit(loaded, evaluation, config, device=torch.device("cpu"))
+    document = run_audit(loaded, evaluation, config, device=torch.device("cpu")).to_dict()
     return document, loaded.model.eval(), evaluation.x
 
 

@@ -32,6 +32,7 @@ from checkpoints import load_checkpoint
 from checkpoints.train import ZOO_DIR
 from commands.audit import main as audit_main
 from core.boundary import EXIT_INPUT, EXIT_TERMINATED, TEMPORARY_NAME
+from core.document import AuditResult
 
 ZOO = ZOO_DIR / "digits-mlp-qsd.pt"
 ROOT = Path(__file__).resolve().parents[2]
@@ -236,8 +237,8 @@ def _pgd_config(folder: Path, num_steps: int):
     return replace(quick_config(num_samples=40), suite=suite)
 
 
-def _robust(document: dict) -> list:
-    return [norm["reliable_robust_accuracy"] for norm in document["robustness"]["norms"]]
+def _robust(result: AuditResult) -> list:
+    return [norm.reliable_robust_accuracy for norm in result.robustness.norms]
 
 
 @pytest.mark.parametrize("source", ["another-model", "one-step-suite"])
