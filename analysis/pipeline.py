@@ -1,7 +1,9 @@
 """The audit pipeline: :func:`run_audit` takes a loaded checkpoint and an evaluation set and
 returns the typed result (attacks, probes, flatness, activation statistics, red flags,
-verdict), building the document's sections from what the stages return. The command line
-(``commands.audit``) and ``audit_model`` (``analysis.api``) drive it.
+verdict), building its records from what the stages return: the robustness section from the
+suite's tensors, the sections the other stages describe as JSON read by the same
+declarations as a document. The command line (``commands.audit``) and ``audit_model``
+(``analysis.api``) drive it and write ``result.to_dict()``.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from analysis.config import (
     active_flatness_config,
 )
 from analysis.conventions import try_conventions
-from analysis.document import bits, encode_exact, encode_image
+from analysis.document import encode_exact, encode_image
 from analysis.probes import probe_model
 from analysis.redflags import Evidence, run_checks, verdict
 from analysis.resume import UnitCache
@@ -45,11 +47,25 @@ from core.boundary import (
 )
 from core.document import (
     SCHEMA_VERSION,
+    ActivationStats,
+    AttackRecord,
     AuditResult,
+    CheckpointInfo,
     DocumentError,
-    decode_nonfinite,
-    encode_nonfinite,
-    proportion,
+    Evaluation,
+    Example,
+    Failure,
+    Finding,
+    FlatnessResult,
+    GradientStats,
+    NormResult,
+    Probes,
+    Proportion,
+    Provenance,
+    Robustness,
+    Sweep,
+    as_read,
+    decode,
 )
 from torchutil import BatchChoice, distributed, full_precision, is_out_of_memory, make_generator
 
@@ -157,7 +173,7 @@ def _examples(
     limit: int,
     model: torch.nn.Module,
     padding: torch.Tensor,
-) -> list[dict[str, Any]]:
+) -> tuple[Example, ...]:
     """Up to ``limit`` adversarial examples per attack and epsilon, each the example the run
     at that epsilon returned for that sample (projected, clipped and judged by the engine),
     with the model's prediction on it (one more forward pass, for display).
@@ -180,24 +196,33 @@ def _examples(
                 dtype, exact = encode_exact(adversarial)
                 _, original = encode_exact(x[sample].to(adversarial.dtype))
                 out.append(
-                    {
-                        "attack": record.label,
-                        "epsilon": epsilon,
-                        "sample": sample,
-                        "label": int(suite.labels[sample]),
-                        "fooled": bool(fooled[sample]),
-                        "predicted": prediction,
-                        "margin": float(record.margin[k, sample]),
-                        "success_step": int(record.success_step[k, sample]),
-                        "shape": list(adversarial.shape),
-                        "original": encode_image(x[sample]),
-                        "adversarial": encode_image(adversarial),
-                        "dtype": dtype,
-                        "original_exact": original,
-                        "adversarial_exact": exact,
-                    }
+                    Example(
+                        attack=record.label,
+                        epsilon=as_read(epsilon),
+                        sample=sample,
+                        label=int(suite.labels[sample]),
+                        fooled=bool(fooled[sample]),
+                        predicted=prediction,
+                        margin=as_read(float(record.margin[k, sample])),
+                        success_step=int(record.success_step[k, sample]),
+                        shape=tuple(adversarial.shape),
+                        original=encode_image(x[sample]),
+                        adversarial=encode_image(adversarial),
+                        dtype=dtype,  # type: ignore[arg-type]
+                        original_exact=original,
+                        adversarial_exact=exact,
+                    )
                 )
-    return out
+    return tuple(out)
+
+
+def _bit_rows(mask: torch.Tensor) -> tuple[tuple[bool, ...], ...]:
+    """``[K, N]`` bool -> K tuples of N bools (the document's K bit strings)."""
+    return tuple(tuple(bool(v) for v in row) for row in mask.tolist())
+
+
+def _counts(values: torch.Tensor) -> tuple[int, ...]:
+    return tuple(int(v) for v in values)
 
 
 def _norm_section(
@@ -207,85 +232,85 @@ def _norm_section(
     limit: int,
     model: torch.nn.Module,
     padding: torch.Tensor,
-) -> dict[str, Any]:
+) -> NormResult:
     n = suite.num_samples
     attacks = []
     for record in outcome.attacks:
         stats = None if record.result is None else record.result.gradient_stats
         attacks.append(
-            {
-                "label": record.label,
-                "kind": record.kind,
-                "source": record.source,
-                "status": record.status,
-                "message": record.message,
-                "statuses": list(record.statuses),
-                "messages": list(record.messages),
-                "params": {} if record.result is None else record.result.params,
-                "backend": None if record.result is None else record.result.backend,
-                "robust_accuracy_after": [
-                    proportion(round(v * n), n) for v in record.robust_accuracy_after
-                ],
-                "broken": [int(v) for v in (record.success & record.attacked).sum(1)],
-                "attempted": [int(v) for v in record.attacked.sum(1)],
-                "success": bits(record.success),
-                "attacked": bits(record.attacked),
-                "last_success": bits(record.last_success),
-                "success_step": plain(record.success_step),
-                "mean_loss_trace": plain(record.mean_loss_trace, keep_nonfinite=True),
-                "nonfinite": [int(v) for v in record.nonfinite.sum(1)],
-                "nonfinite_samples": bits(record.nonfinite),
-                "nonfinite_evaluations": record.nonfinite_evaluations,
-                "queries": int(record.queries.sum()),
-                "num_forward": 0 if record.result is None else record.result.num_forward,
-                "num_backward": 0 if record.result is None else record.result.num_backward,
-                "wall_time": 0.0 if record.result is None else record.result.wall_time,
-                "gradient_stats": None
+            AttackRecord(
+                label=record.label,
+                kind=record.kind,
+                source=record.source,
+                status=record.status,  # type: ignore[arg-type]
+                message=record.message,
+                statuses=tuple(record.statuses),  # type: ignore[arg-type]
+                messages=tuple(record.messages),
+                params=as_read({} if record.result is None else record.result.params),
+                backend=None if record.result is None else record.result.backend,
+                robust_accuracy_after=tuple(
+                    Proportion.of(round(v * n), n) for v in record.robust_accuracy_after
+                ),
+                broken=_counts((record.success & record.attacked).sum(1)),
+                attempted=_counts(record.attacked.sum(1)),
+                success=_bit_rows(record.success),
+                attacked=_bit_rows(record.attacked),
+                last_success=_bit_rows(record.last_success),
+                success_step=as_read(plain(record.success_step)),
+                mean_loss_trace=as_read(plain(record.mean_loss_trace, keep_nonfinite=True)),
+                nonfinite=_counts(record.nonfinite.sum(1)),
+                nonfinite_samples=_bit_rows(record.nonfinite),
+                nonfinite_evaluations=record.nonfinite_evaluations,
+                queries=int(record.queries.sum()),
+                num_forward=0 if record.result is None else record.result.num_forward,
+                num_backward=0 if record.result is None else record.result.num_backward,
+                wall_time=0.0 if record.result is None else as_read(record.result.wall_time),
+                gradient_stats=None
                 if stats is None
-                else {
-                    "zero_fraction": stats.zero_fraction,
-                    "vanishing_fraction": stats.vanishing_fraction,
-                    "vanishing_threshold": stats.vanishing_threshold,
-                    "nonfinite_logits": stats.nonfinite_logits,
-                    "nonfinite_gradients": stats.nonfinite_gradients,
-                },
-            }
+                else GradientStats(
+                    zero_fraction=as_read(stats.zero_fraction),
+                    vanishing_fraction=as_read(stats.vanishing_fraction),
+                    vanishing_threshold=as_read(stats.vanishing_threshold),
+                    nonfinite_logits=stats.nonfinite_logits,
+                    nonfinite_gradients=stats.nonfinite_gradients,
+                ),
+            )
         )
     robust_counts = outcome.robust.sum(1).tolist()
     hit = torch.zeros_like(outcome.robust)
     for record in outcome.attacks:
         hit |= record.nonfinite.to(hit.device)
-    return {
-        "norm": outcome.norm.value,
-        "epsilons": list(outcome.epsilons),
-        "reliable_robust_accuracy": [proportion(int(c), n) for c in robust_counts],
-        "robust": bits(outcome.robust),
-        "robust_nonfinite": [int(v) for v in (outcome.robust & hit).sum(1)],
-        "attacks": attacks,
-        "unbounded_epsilon": outcome.unbounded_epsilon,
-        "sweep": _sweep(outcome.sweep),
-        "independent_sweep": _sweep(outcome.independent_sweep),
-        "failures": [failure.to_dict() for failure in outcome.failures],
-        "examples": _examples(outcome, suite, x, limit, model, padding),
-    }
+    return NormResult(
+        norm=outcome.norm.value,  # type: ignore[arg-type]
+        epsilons=as_read(list(outcome.epsilons)),
+        reliable_robust_accuracy=tuple(Proportion.of(int(c), n) for c in robust_counts),
+        robust=_bit_rows(outcome.robust),
+        robust_nonfinite=_counts((outcome.robust & hit).sum(1)),
+        attacks=tuple(attacks),
+        unbounded_epsilon=as_read(outcome.unbounded_epsilon),
+        sweep=_sweep(outcome.sweep),
+        independent_sweep=_sweep(outcome.independent_sweep),
+        failures=tuple(decode(Failure, failure.to_dict()) for failure in outcome.failures),
+        examples=_examples(outcome, suite, x, limit, model, padding),
+    )
 
 
-def _sweep(record: Any) -> dict[str, Any] | None:
+def _sweep(record: Any) -> Sweep | None:
     """A sweep on its own samples (all, or the independent runs' subsample)."""
     if record is None:
         return None
     columns = record.sample_index
     success = record.success[:, columns]
-    return {
-        "attack": record.label,
-        "epsilons": list(record.epsilons),
-        "success_rate": [proportion(int(b), len(columns)) for b in success.sum(1).tolist()],
-        "success": bits(success),
-        "samples": columns.tolist(),
-        "mean_loss_trace": plain(
-            record.loss_trace[:, :, columns].nanmean(dim=2), keep_nonfinite=True
+    return Sweep(
+        attack=record.label,
+        epsilons=as_read(list(record.epsilons)),
+        success_rate=tuple(Proportion.of(int(b), len(columns)) for b in success.sum(1).tolist()),
+        success=_bit_rows(success),
+        samples=tuple(columns.tolist()),
+        mean_loss_trace=as_read(
+            plain(record.loss_trace[:, :, columns].nanmean(dim=2), keep_nonfinite=True)
         ),
-    }
+    )
 
 
 def run_audit(
@@ -470,62 +495,78 @@ def _run_audit(
     correct = int(suite.clean_correct.sum())
     # The first batch the clean pass gave the model: a size it accepts.
     padding = x[: min(len(x), config.batch_size, chunked.chunk_size)].cpu()
-    norms = [
+    norms = tuple(
         _norm_section(outcome, suite, x.cpu(), config.examples_per_attack, model, padding)
         for outcome in suite.norms
-    ]
-    document = {
-        "schema_version": SCHEMA_VERSION,
-        "provenance": {
-            "checkpoint": str(loaded.path),
-            "checkpoint_sha256": loaded.sha256,
-            "weights_sha256": loaded.weights_sha256,
-            "model_source": None if loaded.model_source is None else dict(loaded.model_source),
-            "versions": package_versions(),
-            "seed": config.seed,
-            "config": {**config.to_dict(), "suite": suite_config.to_dict()},
-            "command_line": list(command_line),
-            "started": started,
-            "finished": time.time(),
-            "host": platform.node(),
-            "device": str(device),
-            "world_size": distributed.world_size(),
-            "batch_sizes": batch_provenance(
-                config.model_batch_size,
-                replace(attack_choice, size=chunked.chunk_size, halvings=chunked.halvings),
-                flatness_choice,
-            ),
-        },
-        "checkpoint": {**loaded.spec.to_dict(), "loading_notes": list(loaded.notes)},
-        "evaluation": {
-            "dataset": evaluation.dataset.name,
-            "source": evaluation.dataset.source,
-            "num_samples": len(y),
-            "indices": evaluation.indices.tolist(),
-            "labels": evaluation.y.tolist(),
-            "classes": list(evaluation.dataset.classes),
-        },
-        "clean_accuracy": proportion(correct, len(y)),
-        "clean_correct": bits(suite.clean_correct),
-        "clean_nonfinite": bits(suite.clean_nonfinite),
-        "robustness": {
-            "eot_samples": suite_config.eot_samples,
-            "norms": norms,
-            "num_forward": suite.num_forward,
-            "num_backward": suite.num_backward,
-            "wall_time": suite.wall_time,
-        },
-        "flatness": flatness,
-        "flatness_note": flatness_note,
-        "activations": [a.to_dict() for a in activations],
-        "activations_note": activations_note(model),
-        "probes": probes.to_dict(),
-        "findings": [f.to_dict() for f in findings],
-        "verdict": verdict(findings),
+    )
+    source = str(loaded.path)
+    provenance = {
+        "checkpoint": source,
+        "checkpoint_sha256": loaded.sha256,
+        "weights_sha256": loaded.weights_sha256,
+        "model_source": None if loaded.model_source is None else dict(loaded.model_source),
+        "versions": package_versions(),
+        "seed": config.seed,
+        "config": {**config.to_dict(), "suite": suite_config.to_dict()},
+        "command_line": list(command_line),
+        "started": started,
+        "finished": time.time(),
+        "host": platform.node(),
+        "device": str(device),
+        "world_size": distributed.world_size(),
+        "batch_sizes": batch_provenance(
+            config.model_batch_size,
+            replace(attack_choice, size=chunked.chunk_size, halvings=chunked.halvings),
+            flatness_choice,
+        ),
     }
-    # As the reader sees it once written: lists for tuples, non-finite numbers as floats.
+    # The other stages describe themselves as JSON; each is read as its section.
     try:
-        return AuditResult.from_dict(decode_nonfinite(encode_nonfinite(document)), loaded.path)
+        result = AuditResult(
+            schema_version=SCHEMA_VERSION,
+            baseline=False,
+            provenance=decode(Provenance, provenance, source, "provenance"),
+            checkpoint=decode(
+                CheckpointInfo,
+                {**loaded.spec.to_dict(), "loading_notes": list(loaded.notes)},
+                source,
+                "checkpoint",
+            ),
+            evaluation=Evaluation(
+                dataset=evaluation.dataset.name,
+                source=evaluation.dataset.source,
+                num_samples=len(y),
+                indices=tuple(evaluation.indices.tolist()),
+                labels=tuple(evaluation.y.tolist()),
+                classes=tuple(evaluation.dataset.classes),
+            ),
+            clean_accuracy=Proportion.of(correct, len(y)),
+            clean_correct=_bit_rows(suite.clean_correct[None])[0],
+            clean_nonfinite=_bit_rows(suite.clean_nonfinite[None])[0],
+            robustness=Robustness(
+                eot_samples=suite_config.eot_samples,
+                norms=norms,
+                num_forward=suite.num_forward,
+                num_backward=suite.num_backward,
+                wall_time=as_read(suite.wall_time),
+            ),
+            flatness=None
+            if flatness is None
+            else decode(FlatnessResult, flatness, source, "flatness"),
+            flatness_note=flatness_note,
+            activations=tuple(
+                decode(ActivationStats, a.to_dict(), source, f"activations[{i}]")
+                for i, a in enumerate(activations)
+            ),
+            activations_note=activations_note(model),
+            probes=decode(Probes, probes.to_dict(), source, "probes"),
+            findings=tuple(
+                decode(Finding, f.to_dict(), source, f"findings[{i}]")
+                for i, f in enumerate(findings)
+            ),
+            verdict=verdict(findings),
+        )
+        return result.checked(source)
     except DocumentError as err:
         # Not bad input: the pipeline and the declarations disagree, an internal error.
         raise RuntimeError(f"the audit's own result does not read back: {err}") from err

@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 from core.docfields import _FULL, _OPTIONAL, _V11, BitRows, Json, _extra, _need
 from core.docjson import DocumentError
+from core.stats import wilson_interval
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -31,6 +32,16 @@ class Proportion:
     total: int
     wilson_95: tuple[float, float]
     extra: Json = _extra()
+
+    @classmethod
+    def of(cls, count: int, total: int) -> Proportion:
+        """``count`` of ``total``, with its interval."""
+        return cls(
+            value=count / total if total else None,
+            count=count,
+            total=total,
+            wilson_95=wilson_interval(count, total),
+        )
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -21,7 +21,7 @@ import types
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 from core.docjson import (
     _FIX,
@@ -29,8 +29,11 @@ from core.docjson import (
     SCHEMA_VERSION,
     DocumentError,
     _shown,
+    decode_nonfinite,
     encode_nonfinite,
 )
+
+T = TypeVar("T")
 
 _BITS_PATTERN = re.compile(r"[01]*")
 
@@ -197,6 +200,24 @@ def _build(cls: type, data: Any, where: str, context: _Context) -> Any:
         values[item.name] = _parse(hints[item.name], data[item.name], path, context)
     extra = {k: _freeze(v) for k, v in data.items() if k not in known}
     return cls(**values, extra=types.MappingProxyType(extra))
+
+
+def as_read(value: Any) -> Any:
+    """A JSON-able value (numbers, strings, lists, tuples, dicts) as the reader holds it:
+    read-only mappings, tuples for lists, non-finite numbers as the floats of
+    ``NONFINITE_TOKENS``; for a record built in memory to equal the one read back."""
+    return _freeze(decode_nonfinite(encode_nonfinite(value)))
+
+
+def decode(cls: type[T], data: Any, source: str = "<record>", where: str = "") -> T:
+    """The record ``cls`` of ``data`` (JSON-able, as a writer would write it at ``where`` in
+    a full document of this version), checked as :func:`core.document.read_result` checks it.
+
+    Raises:
+        DocumentError: a field missing or of the wrong type, named with ``source``.
+    """
+    context = _Context(str(source), SCHEMA_VERSION, baseline=False)
+    return _build(cls, decode_nonfinite(encode_nonfinite(data)), where, context)  # type: ignore[no-any-return]
 
 
 def _thaw(value: Any) -> Any:

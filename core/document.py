@@ -81,6 +81,8 @@ from core.docfields import (
     _error,
     _extra,
     _need,
+    as_read,
+    decode,
     encode,
 )
 from core.docjson import (
@@ -142,6 +144,8 @@ __all__ = [
     "autoattack_components",
     "preset_caveat",
     "check_version",
+    "as_read",
+    "decode",
     "decode_nonfinite",
     "encode",
     "encode_nonfinite",
@@ -390,8 +394,18 @@ class AuditResult:
         result = _build(cls, data, "", context)
         if result.baseline is None:
             result = dataclasses.replace(result, baseline=False)
-        _check_lengths(result, context)
-        return typing.cast(AuditResult, result)
+        return typing.cast(AuditResult, result).checked(source)
+
+    def checked(self, source: str | Path = "<document>") -> AuditResult:
+        """This result, once the lengths that must agree do (one index per evaluated sample,
+        one bit per sample, one row per epsilon): what :meth:`from_dict` checks beyond each
+        field, for a result built in memory.
+
+        Raises:
+            DocumentError: a length that does not agree, named with ``source``.
+        """
+        _check_lengths(self, _Context(str(source), self.schema_version, self.baseline))
+        return self
 
     def to_dict(self) -> dict[str, Any]:
         """The document (the baseline) as JSON: what :meth:`from_dict` reads back into an

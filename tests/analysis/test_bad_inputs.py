@@ -696,10 +696,10 @@ def test_an_internal_error_is_status_3_and_one_line(monkeypatch, tmp_path, capsy
 def test_a_result_that_does_not_read_back_is_an_internal_error(monkeypatch, tmp_path, capsys):
     """The audit's own document refused by the reader is a bug here, not bad input."""
 
-    def refuse(data, source):
+    def refuse(result, source):
         raise DocumentError(f"{source}: clean_correct should be 20 bits, got 19")
 
-    monkeypatch.setattr(pipeline.AuditResult, "from_dict", refuse)
+    monkeypatch.setattr(pipeline.AuditResult, "checked", refuse)
     assert audit.main(_audit()(tmp_path)) == EXIT_INTERNAL
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("internal error: RuntimeError")

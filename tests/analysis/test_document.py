@@ -13,7 +13,10 @@ import torch
 from audit_helpers import audit_document, quick_config, without_timings
 
 from analysis.document import bits, decode_image, differences, encode_exact, unbits
-from core.document import SCHEMA_VERSION, DocumentError, read_document, write_json
+from analysis.pipeline import evaluation_set, run_audit
+from checkpoints import load_checkpoint
+from checkpoints.train import ZOO_DIR
+from core.document import SCHEMA_VERSION, DocumentError, read_document, read_result, write_json
 from core.schema import SCHEMA_PATH
 
 SCHEMA = json.loads(SCHEMA_PATH.read_text())
@@ -79,6 +82,21 @@ def test_same_seed_same_document():
     assert without_timings(first) == without_timings(second)
     other = audit_document("digits-mlp-qsd", quick_config(num_samples=60, seed=1))
     assert other["evaluation"]["indices"] != first["evaluation"]["indices"]
+
+
+def test_the_result_is_what_its_document_reads_back_as(tmp_path):
+    """The pipeline builds the typed result in memory; written and read back, it is equal
+    (non-finite numbers, the flatness with the layers active and the examples included)."""
+    loaded = load_checkpoint(ZOO_DIR / "digits-mlp-normout-temporal.pt")
+    config = quick_config(num_samples=40, flatness=True)
+    evaluation = evaluation_set(loaded, None, config.num_samples, config.seed)
+    result = run_audit(loaded, evaluation, config, device=torch.device("cpu"))
+    assert result.flatness is not None and result.flatness.active_layers is not None
+    assert result.norm("linf").examples
+    path = tmp_path / "audit.json"
+    write_json(path, result.to_dict())
+    assert read_result(path) == result
+    assert path.read_text() == json.dumps(result.to_dict(), indent=1, allow_nan=False) + "\n"
 
 
 def test_bits_round_trip():
