@@ -492,7 +492,16 @@ def _identity(plan: _Planned, device: torch.device) -> dict[str, Any]:
     }
 
 
-_SOURCE_PACKAGES = ("analysis", "attacks", "checkpoints", "flatness", "torchutil")
+# The command (its settings) and core (the records units hold) count as well as the domain.
+_SOURCE_PACKAGES = (
+    "analysis",
+    "attacks",
+    "checkpoints",
+    "commands",
+    "core",
+    "flatness",
+    "torchutil",
+)
 _SOURCE_ROOT = Path(__file__).resolve().parents[1]
 
 

@@ -618,8 +618,12 @@ def test_a_killed_holder_leaves_no_stuck_lock(tmp_path):
 def test_the_key_follows_the_source_code(tmp_path):
     """A working copy keeps its version number from one change to the next: the key holds a
     SHA-256 of the packages' source, so units made by other code are not resumed."""
-    from commands.audit import _SOURCE_PACKAGES, _source_sha256
+    from commands.audit import _SOURCE_PACKAGES, _SOURCE_ROOT, _source_sha256
 
+    # Every package but the reports (rendered from the document, never a unit) counts, so a
+    # new package cannot be forgotten.
+    packages = {path.parent.name for path in _SOURCE_ROOT.glob("*/__init__.py")}
+    assert set(_SOURCE_PACKAGES) == packages - {"reports", "tests", "benchmarks"}
     source_sha256 = _source_sha256.__wrapped__  # not the cached value
     for package in _SOURCE_PACKAGES:
         (tmp_path / package / "sub").mkdir(parents=True)
