@@ -26,6 +26,7 @@ from analysis.config import (
     flatness_config,
     parse_epsilons,
 )
+from analysis.pipeline import EvaluationSet, check_model_outputs, run_audit, select_samples
 from attacks import Norm, SuiteConfig
 from checkpoints import CheckpointSpec, LoadedCheckpoint
 from checkpoints.architectures import Normalized
@@ -141,9 +142,6 @@ def audit_model(
         >>> result = audit_model(model, x, y, epsilons={"linf": 8 / 255}, flatness=False)
         >>> result.verdict, result.robustness.norms[0].reliable_robust_accuracy[0].value
     """
-    # Imported here: analysis.audit is also the command's __main__ module.
-    from analysis.pipeline import EvaluationSet, check_model_outputs, run_audit, select_samples
-
     if isinstance(model, type) and issubclass(model, nn.Module):
         raise ValueError(
             f"model is the class {model.__name__}, not a model: pass an instance with its "
