@@ -80,10 +80,12 @@ __all__ = [
 # Where a draw (its mini-batch) is the observation, its probes share the mini-batch's own
 # variance, so a probe adds less than a draw would; they are worth sharing a pass only while
 # the pass costs little more for them. On the CIFAR-10 ResNet-18 (11.2M parameters, draws of 64
-# samples, one CPU thread) 6 probes per pass cost 5.1x one probe's pass, and the mini-batch's
-# variance was a third of a probe's, so 6 probes per draw needed 1.9x the time of 1 or 2 for
-# the same standard error (benchmarks/README.md). So a draw holds at most this many numbers of
-# probes: one probe for networks of 8M parameters and more, 8 for small ones.
+# samples, one CPU thread; `python -m benchmarks.bench_trace_draws`) a pass cost about the same
+# per probe whatever their number (7.3 s with 1, 46.9 s with 6) and the mini-batch's variance
+# was 0.44 of a probe's, so 6 probes per draw needed 2.7x the time of 1 for the same standard
+# error (2 probes 1.3x); on the MNIST LeNet-5 (62k parameters) 6 probes cost 3.2x one and 2 or
+# 6 per draw needed 0.75x the time of 1. So a draw holds at most this many numbers of probes:
+# one probe for networks of 8M parameters and more, up to 8 for small ones.
 _DRAW_PROBE_NUMBERS = 2**24
 
 
