@@ -1,5 +1,6 @@
 """The result document ``audit.json`` from tensors: bit strings, images and exact values, and
-comparing two documents. Writing and reading the JSON live in ``core.document``.
+comparing two documents. Writing and reading the JSON live in ``core.docjson`` (re-exported by
+``core.document``).
 
 The document holds everything a report or a gate needs, so neither has to touch torch:
 provenance, the checkpoint's description, clean accuracy, per norm the reliable (worst case
@@ -11,9 +12,8 @@ the findings and the verdict.
 Per-sample outcomes are strings of ``0``/``1``, one character per evaluated sample in the order
 of ``evaluation.indices``. Images are base64 of uint8 pixels (value × 255, rounded), C×H×W,
 for display; each stored example also carries its exact values (base64 of the raw
-little-endian floats in the dtype name
-herever they
-stand, so no text field of the document may hold exactly one of them.
+little-endian floats in the dtype named beside them), so that the model can be evaluated on
+exactly that example again.
 """
 
 from __future__ import annotations

@@ -7,9 +7,12 @@ run again loads the finished units instead of computing them; every random draw 
 made in the same order (a unit's generator is drawn from its parent whether the unit is
 computed or loaded), so the document equals that of an uninterrupted run apart from timings.
 
-The folder is keyed: ``key.json`` holds a SHA-256 over the checkpoint's hash, the evaluation
-set (dataset, source, indices, labels), the whole configuration, the device type and the
-versions of the project and torch. A run whose key differs discards the folder and starts
+The folder is keyed: ``key.json`` holds a SHA-256 over the identity the command gives
+(``commands.audit._identity``): the checkpoint's and its weights' hashes, where the model came
+from and its description, the evaluation set (dataset, source, indices, labels, a hash of the
+images), the whole configuration, the device type, the versions of the project and torch,
+and a hash of the project's own source (a working copy keeps its version number from one
+change to the next). A run whose key differs discards the folder and starts
 afresh, so changed inputs never mix with old results; ``--fresh`` discards it in any case.
 The folder is removed once the document is written.
 

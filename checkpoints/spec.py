@@ -1,8 +1,9 @@
 """What a checkpoint is: architecture, layers, data, normalisation (:class:`CheckpointSpec`).
 
 A :class:`Description` is the partial form that a sidecar TOML/JSON file or command-line flags
-give for a file that does not describe itself; :func:`resolve_spec` fills the gaps from
-dataset defaults and from the weights.
+give for a file that does not describe itself; loading fills the gaps from dataset defaults
+and from the weights (``checkpoints.foreign`` for a file of weights, ``checkpoints.codemodels``
+for the user's own class; ``checkpoints.format.load_checkpoint`` is the entry point).
 """
 
 from __future__ import annotations

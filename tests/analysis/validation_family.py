@@ -2,7 +2,8 @@
 
 Every model is defined, trained and saved by this module alone, independently of
 ``analysis/masked.py`` and of the zoo recipes in ``checkpoints/train.py``, and reaches the audit
-the way a user's model does: as a checkpoint file on disk, loaded by ``analysis.audit.main``.
+the way a user's model does: as a checkpoint file on disk, loaded by ``commands.audit.main``
+(``python -m analysis.audit``).
 
 - Honest models, trained with plain cross-entropy: an MLP, CNNs with max pooling, with batch
   norm, a small residual network and a GELU CNN (sklearn's 8x8 digits), and a max-pooling CNN
