@@ -8,6 +8,13 @@ progress to stderr.
 
 With ``--baseline FILE`` the result is gated against a baseline (see ``analysis.gate``).
 
+The order, and where each step lives: ``_check_arguments`` (flags, before any work);
+``_prepare`` per checkpoint (``checkpoints.load_checkpoint``, then
+``analysis.pipeline.evaluation_set`` through ``checkpoints.datasets``, then ``_config``, the
+``analysis.config.AuditConfig`` from the preset, suite file and flags); ``_audit_all``
+(``analysis.pipeline.run_audit``, which returns the typed ``core.document.AuditResult``;
+``core.document.write_json``; ``_write_report`` through ``reports.html``; ``analysis.gate``).
+
 Exit status: 0 success, 1 the gate failed, 2 bad input (one line on stderr, found before any
 work wherever it can be), 3 an internal error, 130 interrupted (Ctrl-C), 143 stopped by
 SIGTERM; ``--verbose`` adds the traceback. An attack that failed leaves the status 0 but is
