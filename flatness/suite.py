@@ -1,4 +1,17 @@
-"""One entry point that runs a configured set of flatness estimators."""
+"""One entry point, `measure`, that runs a configured set of flatness estimators.
+
+A `FlatnessConfig` names the measures (`Measure`: the Fisher-Rao norms, the Hessian trace, its
+top eigenvalues and spectral density, the loss-landscape slices, ε-sharpness), the mode (the
+model's own, or with its dropout-family layers active), the batch size and each estimator's
+options: its target precision and budget (the audit's come from
+``analysis.config.flatness_config``). Each estimator lives in its own module and returns its
+value with its standard error, what it spent and what stopped it: `fisher_rao_norm`
+(``flatness.fisher_rao``), `hutchinson_trace` (``flatness.hessian``), `hessian_eigenvalues`
+(``flatness.eigenvalues``), `spectral_density` (``flatness.density``), `loss_landscape`
+(``flatness.landscape``) and `epsilon_sharpness` (``flatness.sharpness``); the mini-batch draws
+are in ``flatness.draws``, the Hessian's products in ``flatness.products`` and
+``flatness.lanczos``. `FlatnessResult` holds one result per measure.
+"""
 
 from __future__ import annotations
 
