@@ -7,6 +7,7 @@ epsilon); ``run_suite`` runs a whole ``SuiteConfig`` (see ``preset``) and return
 ``SuiteResult`` whose ``to_dict()`` is plain JSON-able data.
 """
 
+import attacks.kinds  # noqa: F401  (registers every attack kind before the registry is read)
 from attacks._model import ChunkedModel
 from attacks.apgd import apgd, autoattack
 from attacks.backends import BACKENDS
