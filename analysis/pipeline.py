@@ -1,9 +1,24 @@
 """The audit pipeline: :func:`run_audit` takes a loaded checkpoint and an evaluation set and
 returns the typed result (attacks, probes, flatness, activation statistics, red flags,
 verdict), building its records from what the stages return: the robustness section from the
-suite's tensors, the sections the other stages describe as JSON read by the same
-declarations as a document. The command line (``commands.audit``) and ``audit_model``
-(``analysis.api``) drive it and write ``result.to_dict()``.
+suite's tensors (``analysis.robustness``), the sections the other stages describe as JSON read
+by the same declarations as a document. The command line (``commands.audit``) and
+``audit_model`` (``analysis.api``) drive it and write ``result.to_dict()``.
+
+The stages, in the order ``run_audit`` runs them:
+
+1. ``analysis.batching.attack_batch``: the batch the model is evaluated in (``ChunkedModel``).
+2. ``analysis.probes.probe_model``: the probes (a stochastic model's suite then averages
+   gradients, ``attacks.presets.for_stochastic_model``).
+3. ``attacks.suite.run_suite``: the attack suite.
+4. ``analysis.batching.measure_fitting`` (``flatness.suite.measure`` at a batch that fits, with
+   ``analysis.batching.flatness_batch`` choosing it): flatness, again with the dropout-family
+   layers active where the model has any.
+5. ``analysis.activations.activation_statistics``: the activation statistics.
+6. ``analysis.conventions.try_conventions``: the clean accuracy in other input conventions.
+7. ``analysis.redflags.run_checks``: the checks on the evidence, and their ``verdict``.
+8. ``analysis.robustness.norm_section``: the robustness section's records, per norm.
+9. ``core.document.AuditResult``: the typed result, checked to read back as a document.
 """
 
 from __future__ import annotations
@@ -31,14 +46,12 @@ from analysis.config import (
     active_flatness_config,
 )
 from analysis.conventions import try_conventions
-from analysis.document import encode_exact, encode_image
 from analysis.probes import probe_model
 from analysis.redflags import Evidence, run_checks, verdict
 from analysis.resume import UnitCache
-from attacks import Bounds, ChunkedModel, NormOutcome, SuiteResult, run_suite
-from attacks.losses import NO_PREDICTION, predict
+from analysis.robustness import bit_rows, norm_section
+from attacks import Bounds, ChunkedModel, run_suite
 from attacks.presets import for_stochastic_model
-from attacks.result import plain
 from attacks.suite import Memo
 from checkpoints import CheckpointError, LoadedCheckpoint
 from checkpoints.datasets import Dataset, DatasetError, load_dataset
@@ -48,22 +61,16 @@ from core.boundary import (
 from core.document import (
     SCHEMA_VERSION,
     ActivationStats,
-    AttackRecord,
     AuditResult,
     CheckpointInfo,
     DocumentError,
     Evaluation,
-    Example,
-    Failure,
     Finding,
     FlatnessResult,
-    GradientStats,
-    NormResult,
     Probes,
     Proportion,
     Provenance,
     Robustness,
-    Sweep,
     as_read,
     decode,
 )
@@ -133,184 +140,6 @@ def package_versions() -> dict[str, str | None]:
         except metadata.PackageNotFoundError:
             out[package] = None
     return out
-
-
-def _predictions(
-    model: torch.nn.Module, images: torch.Tensor, padding: torch.Tensor
-) -> list[int | None]:
-    """The model's prediction for each image (None for logits holding NaN or Inf, or where
-    the model refuses every batch tried).
-
-    The batch is the audit's choice, not the model's: a model that refuses this batch size
-    (a TorchScript model checking its batch) is asked again with the images padded by
-    ``padding`` (clean images, a batch of the size the clean pass used), then one at a time.
-    """
-    device = next((p.device for p in model.parameters()), torch.device("cpu"))
-    images = images.to(device)
-    count = len(images)
-    extra = padding[: max(len(padding) - count, 0)].to(device=device, dtype=images.dtype)
-    attempts = (
-        lambda: model(images),
-        lambda: model(torch.cat([images, extra]))[:count],
-        lambda: torch.cat([model(images[i : i + 1]) for i in range(count)]),
-    )
-    for attempt in attempts:
-        try:
-            with torch.no_grad():
-                labels = predict(attempt()).tolist()
-        except torch.OutOfMemoryError:
-            raise
-        except Exception:  # noqa: BLE001 - a refused batch size is the model's quirk
-            continue
-        return [None if label == NO_PREDICTION else int(label) for label in labels]
-    return [None] * count
-
-
-def _examples(
-    outcome: NormOutcome,
-    suite: SuiteResult,
-    x: torch.Tensor,
-    limit: int,
-    model: torch.nn.Module,
-    padding: torch.Tensor,
-) -> tuple[Example, ...]:
-    """Up to ``limit`` adversarial examples per attack and epsilon, each the example the run
-    at that epsilon returned for that sample (projected, clipped and judged by the engine),
-    with the model's prediction on it (one more forward pass, for display).
-
-    The samples the attack broke come first, then samples it attacked without breaking them,
-    so that ``fooled`` can be checked both ways.
-    """
-    out = []
-    for record in outcome.attacks:
-        for k, epsilon in enumerate(outcome.epsilons):
-            attacked = record.attacked[k].cpu() & suite.clean_correct.cpu()
-            fooled = record.success[k].cpu()
-            chosen = torch.cat([(attacked & fooled).nonzero(), (attacked & ~fooled).nonzero()])
-            samples = chosen.flatten()[:limit].tolist()
-            predicted = (
-                _predictions(model, record.adversarial[k, samples], padding) if samples else []
-            )
-            for sample, prediction in zip(samples, predicted, strict=True):
-                adversarial = record.adversarial[k, sample].cpu()
-                dtype, exact = encode_exact(adversarial)
-                _, original = encode_exact(x[sample].to(adversarial.dtype))
-                out.append(
-                    Example(
-                        attack=record.label,
-                        epsilon=as_read(epsilon),
-                        sample=sample,
-                        label=int(suite.labels[sample]),
-                        fooled=bool(fooled[sample]),
-                        predicted=prediction,
-                        margin=as_read(float(record.margin[k, sample])),
-                        success_step=int(record.success_step[k, sample]),
-                        shape=tuple(adversarial.shape),
-                        original=encode_image(x[sample]),
-                        adversarial=encode_image(adversarial),
-                        dtype=dtype,  # type: ignore[arg-type]
-                        original_exact=original,
-                        adversarial_exact=exact,
-                    )
-                )
-    return tuple(out)
-
-
-def _bit_rows(mask: torch.Tensor) -> tuple[tuple[bool, ...], ...]:
-    """``[K, N]`` bool -> K tuples of N bools (the document's K bit strings)."""
-    return tuple(tuple(bool(v) for v in row) for row in mask.tolist())
-
-
-def _counts(values: torch.Tensor) -> tuple[int, ...]:
-    return tuple(int(v) for v in values)
-
-
-def _norm_section(
-    outcome: NormOutcome,
-    suite: SuiteResult,
-    x: torch.Tensor,
-    limit: int,
-    model: torch.nn.Module,
-    padding: torch.Tensor,
-) -> NormResult:
-    n = suite.num_samples
-    attacks = []
-    for record in outcome.attacks:
-        stats = None if record.result is None else record.result.gradient_stats
-        attacks.append(
-            AttackRecord(
-                label=record.label,
-                kind=record.kind,
-                source=record.source,
-                status=record.status,  # type: ignore[arg-type]
-                message=record.message,
-                statuses=tuple(record.statuses),  # type: ignore[arg-type]
-                messages=tuple(record.messages),
-                params=as_read({} if record.result is None else record.result.params),
-                backend=None if record.result is None else record.result.backend,
-                robust_accuracy_after=tuple(
-                    Proportion.of(round(v * n), n) for v in record.robust_accuracy_after
-                ),
-                broken=_counts((record.success & record.attacked).sum(1)),
-                attempted=_counts(record.attacked.sum(1)),
-                success=_bit_rows(record.success),
-                attacked=_bit_rows(record.attacked),
-                last_success=_bit_rows(record.last_success),
-                success_step=as_read(plain(record.success_step)),
-                mean_loss_trace=as_read(plain(record.mean_loss_trace, keep_nonfinite=True)),
-                nonfinite=_counts(record.nonfinite.sum(1)),
-                nonfinite_samples=_bit_rows(record.nonfinite),
-                nonfinite_evaluations=record.nonfinite_evaluations,
-                queries=int(record.queries.sum()),
-                num_forward=0 if record.result is None else record.result.num_forward,
-                num_backward=0 if record.result is None else record.result.num_backward,
-                wall_time=0.0 if record.result is None else as_read(record.result.wall_time),
-                gradient_stats=None
-                if stats is None
-                else GradientStats(
-                    zero_fraction=as_read(stats.zero_fraction),
-                    vanishing_fraction=as_read(stats.vanishing_fraction),
-                    vanishing_threshold=as_read(stats.vanishing_threshold),
-                    nonfinite_logits=stats.nonfinite_logits,
-                    nonfinite_gradients=stats.nonfinite_gradients,
-                ),
-            )
-        )
-    robust_counts = outcome.robust.sum(1).tolist()
-    hit = torch.zeros_like(outcome.robust)
-    for record in outcome.attacks:
-        hit |= record.nonfinite.to(hit.device)
-    return NormResult(
-        norm=outcome.norm.value,  # type: ignore[arg-type]
-        epsilons=as_read(list(outcome.epsilons)),
-        reliable_robust_accuracy=tuple(Proportion.of(int(c), n) for c in robust_counts),
-        robust=_bit_rows(outcome.robust),
-        robust_nonfinite=_counts((outcome.robust & hit).sum(1)),
-        attacks=tuple(attacks),
-        unbounded_epsilon=as_read(outcome.unbounded_epsilon),
-        sweep=_sweep(outcome.sweep),
-        independent_sweep=_sweep(outcome.independent_sweep),
-        failures=tuple(decode(Failure, failure.to_dict()) for failure in outcome.failures),
-        examples=_examples(outcome, suite, x, limit, model, padding),
-    )
-
-
-def _sweep(record: Any) -> Sweep | None:
-    """A sweep on its own samples (all, or the independent runs' subsample)."""
-    if record is None:
-        return None
-    columns = record.sample_index
-    success = record.success[:, columns]
-    return Sweep(
-        attack=record.label,
-        epsilons=as_read(list(record.epsilons)),
-        success_rate=tuple(Proportion.of(int(b), len(columns)) for b in success.sum(1).tolist()),
-        success=_bit_rows(success),
-        samples=tuple(columns.tolist()),
-        mean_loss_trace=as_read(
-            plain(record.loss_trace[:, :, columns].nanmean(dim=2), keep_nonfinite=True)
-        ),
-    )
 
 
 def run_audit(
@@ -496,7 +325,7 @@ def _run_audit(
     # The first batch the clean pass gave the model: a size it accepts.
     padding = x[: min(len(x), config.batch_size, chunked.chunk_size)].cpu()
     norms = tuple(
-        _norm_section(outcome, suite, x.cpu(), config.examples_per_attack, model, padding)
+        norm_section(outcome, suite, x.cpu(), config.examples_per_attack, model, padding)
         for outcome in suite.norms
     )
     source = str(loaded.path)
@@ -541,8 +370,8 @@ def _run_audit(
                 classes=tuple(evaluation.dataset.classes),
             ),
             clean_accuracy=Proportion.of(correct, len(y)),
-            clean_correct=_bit_rows(suite.clean_correct[None])[0],
-            clean_nonfinite=_bit_rows(suite.clean_nonfinite[None])[0],
+            clean_correct=bit_rows(suite.clean_correct[None])[0],
+            clean_nonfinite=bit_rows(suite.clean_nonfinite[None])[0],
             robustness=Robustness(
                 eot_samples=suite_config.eot_samples,
                 norms=norms,
