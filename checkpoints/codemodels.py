@@ -23,7 +23,7 @@ from checkpoints.matching import _check_match, _remap
 from checkpoints.spec import (
     CheckpointSpec,
     Description,
-    normalization_for,
+    described_spec,
     read_sidecar,
     shape_and_classes,
     sidecar_path,
@@ -131,17 +131,13 @@ def _wrap_graph(
             "--dataset NAME or --input-shape C,H,W"
         )
     classes = _probe_classes(model, shape, classes, path, f"the model of {_KINDS[fmt]}")
-    mean, std = normalization_for(fmt, description.dataset, description.normalization)
-    spec = CheckpointSpec(
+    spec = described_spec(
+        description,
         arch=fmt,
         num_classes=classes,
         input_shape=shape,
-        layer=found_layer_spec(model),
-        dataset=description.dataset,
-        mean=mean,
-        std=std,
-        bounds=description.bounds or (0.0, 1.0),
         source_format=fmt,
+        layer=found_layer_spec(model),
     )
     return spec, _graph_notes(given, path, fmt, spec)
 
@@ -159,17 +155,14 @@ def _user_spec(given: _Given, path: Path, source_format: str) -> CheckpointSpec:
             f"{path}: --model {reference} builds your class, but nothing says what input it "
             "takes; give --dataset (digits, mnist, fashion-mnist, cifar10) or --input-shape C,H,W"
         )
-    mean, std = normalization_for(reference.text, description.dataset, description.normalization)
-    return CheckpointSpec(
+    return described_spec(
+        description,
         arch=_model_name(reference),
         num_classes=classes or 2,  # until the model's own output says (`_load_user`)
         input_shape=shape,
-        arch_kwargs=dict(description.model_kwargs or {}),
-        dataset=description.dataset,
-        mean=mean,
-        std=std,
-        bounds=description.bounds or (0.0, 1.0),
         source_format=source_format,
+        normalized_as=reference.text,
+        arch_kwargs=description.model_kwargs,
     )
 
 

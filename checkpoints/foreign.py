@@ -15,9 +15,8 @@ from typing import Any
 from torch import Tensor
 
 from checkpoints.checkfile import _KINDS, CheckpointError, _show, _tensor_mapping
-from checkpoints.layers import LayerSpec
 from checkpoints.matching import infer_architectures
-from checkpoints.spec import CheckpointSpec, Description, normalization_for, shape_and_classes
+from checkpoints.spec import CheckpointSpec, Description, described_spec, shape_and_classes
 
 
 def _foreign_state_dict(obj: Any, path: Path) -> tuple[dict[str, Tensor], str]:
@@ -92,16 +91,12 @@ def _resolve_foreign(
             f"{path}: cannot tell the input shape and number of classes; give --dataset "
             f"(digits, mnist, fashion-mnist, cifar10) or --input-shape C,H,W and --num-classes N"
         )
-    mean, std = normalization_for(description.arch, description.dataset, description.normalization)
-    return CheckpointSpec(
+    return described_spec(
+        description,
         arch=description.arch,
         num_classes=classes,
         input_shape=shape,
-        layer=description.layer or LayerSpec(),
-        arch_kwargs=dict(description.arch_kwargs or {}),
-        dataset=description.dataset,
-        mean=mean,
-        std=std,
-        bounds=description.bounds or (0.0, 1.0),
         source_format=source_format,
+        layer=description.layer,
+        arch_kwargs=description.arch_kwargs,
     )

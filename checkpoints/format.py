@@ -72,7 +72,7 @@ from checkpoints.consent import (
     read_raw,
 )
 from checkpoints.foreign import _foreign_state_dict, _resolve_foreign
-from checkpoints.given import _check_combination, _given, _with_sources
+from checkpoints.given import _check_combination, _Given, _given, _with_sources
 from checkpoints.layers import LayerSpec
 from checkpoints.matching import _build, _check_match, _remap, infer_architectures
 from checkpoints.ours import (
@@ -244,36 +244,32 @@ def _load(
                 f"{path}: loading the trusted TorchScript archive failed ({_first_line(err)}); "
                 "expected a file written by torch.jit.save: re-save it"
             ) from None
-        spec, flag_notes = _wrap_graph(graph, given, path, "torchscript")
-        notes += ["ran the TorchScript archive's code (--trust-checkpoint)", *flag_notes]
-        return _finish(
+        return _finish_graph(
             graph,
-            _with_sources(spec, given, path),
+            "torchscript",
+            "ran the TorchScript archive's code (--trust-checkpoint)",
+            given,
             path,
             sha,
-            None,
             notes,
             device,
-            flag_notes=flag_notes,
         )
 
     raw = read_raw(path, run_code)
     if isinstance(raw, nn.Module):
         _refuse_on_graph(given, path, "a pickled whole module")
-        spec, flag_notes = _wrap_graph(raw, given, path, "pickled-module")
-        notes += ["unpickled a whole module (--trust-checkpoint)", *flag_notes]
-        return _finish(
+        return _finish_graph(
             raw,
-            _with_sources(spec, given, path),
+            "pickled-module",
+            "unpickled a whole module (--trust-checkpoint)",
+            given,
             path,
             sha,
-            None,
             notes,
             device,
-            flag_notes=flag_notes,
         )
 
-    flag_notes = []
+    flag_notes: list[str] = []
     classes_known = True
     if (
         isinstance(raw, Mapping)
@@ -375,6 +371,32 @@ def _finish(
     model = Normalized(network, spec.mean, spec.std).to(device).eval()
     return LoadedCheckpoint(
         model, spec, path, sha, weights_sha, tuple(notes), model_source, tuple(flag_notes)
+    )
+
+
+def _finish_graph(
+    graph: nn.Module,
+    source_format: str,
+    note: str,
+    given: _Given,
+    path: Path,
+    sha: str,
+    notes: list[str],
+    device: str | torch.device,
+) -> LoadedCheckpoint:
+    """A whole module loaded as it is (TorchScript or pickled), its spec from its outputs and
+    the flags (``_wrap_graph``), ``note`` saying what ran to load it."""
+    spec, flag_notes = _wrap_graph(graph, given, path, source_format)
+    notes += [note, *flag_notes]
+    return _finish(
+        graph,
+        _with_sources(spec, given, path),
+        path,
+        sha,
+        None,
+        notes,
+        device,
+        flag_notes=flag_notes,
     )
 
 

@@ -370,6 +370,40 @@ def normalization_for(
     return None, None
 
 
+def described_spec(
+    description: Description,
+    *,
+    arch: str,
+    num_classes: int,
+    input_shape: tuple[int, int, int],
+    source_format: str,
+    normalized_as: str | None = None,
+    layer: LayerSpec | None = None,
+    arch_kwargs: Mapping[str, Any] | None = None,
+) -> CheckpointSpec:
+    """The spec of a file that does not describe itself, from what ``description`` says: its
+    dataset, its normalisation (``normalization_for`` the architecture ``normalized_as``,
+    default ``arch``) and its bounds (default [0, 1]); no layer and no extra architecture
+    arguments unless given."""
+    mean, std = normalization_for(
+        arch if normalized_as is None else normalized_as,
+        description.dataset,
+        description.normalization,
+    )
+    return CheckpointSpec(
+        arch=arch,
+        num_classes=num_classes,
+        input_shape=input_shape,
+        layer=LayerSpec() if layer is None else layer,
+        arch_kwargs=dict(arch_kwargs or {}),
+        dataset=description.dataset,
+        mean=mean,
+        std=std,
+        bounds=description.bounds or (0.0, 1.0),
+        source_format=source_format,
+    )
+
+
 def shape_and_classes(
     dataset: str | None, input_shape: Sequence[int] | None, num_classes: int | None
 ) -> tuple[tuple[int, int, int] | None, int | None]:
