@@ -37,7 +37,6 @@ from analysis.comparechecks import (
     not_monotonic,
     unbounded_attack,
 )
-from analysis.comparechecks import _excess_breaks as _excess_breaks
 from analysis.findings import ALPHA, CHECKS, Check, Evidence, Finding, Judged, Status, check
 from analysis.gradientchecks import (
     FD_MATERIAL_RATE,
@@ -53,7 +52,6 @@ from analysis.modelchecks import (
     stochastic_model,
     train_mode,
 )
-from analysis.runchecks import _broken_late as _broken_late
 from analysis.runchecks import attack_failed, not_converged, silent_success
 
 __all__ = [

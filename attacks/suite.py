@@ -49,10 +49,7 @@ from attacks.records import (
     StageFailure,
     SuiteResult,
 )
-from attacks.records import record_of as _record  # noqa: F401 - importable from here
 from attacks.result import AttackResult
-from attacks.shards import concatenate as _concatenate  # noqa: F401 - importable from here
-from attacks.shards import dealt as _dealt  # noqa: F401 - importable from here
 from attacks.shards import expected_cost_order, run_attack_spec
 from attacks.threat import check_inputs
 

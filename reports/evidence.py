@@ -34,7 +34,6 @@ from reports import (  # noqa: F401
     modelevidence,
     runevidence,
 )
-from reports.evidenceblocks import _CHUNK_CHARACTERS as _CHUNK_CHARACTERS
 from reports.evidenceblocks import _READS, MAX_ROWS, RENDERERS, Block, Rendered, Table
 from reports.genericevidence import generic
 

@@ -9,13 +9,13 @@ import pytest
 import torch
 from scipy.stats import binom
 
+from analysis.comparechecks import _excess_breaks
 from analysis.redflags import (
     Status,
-    _broken_late,
-    _excess_breaks,
     margin_loss_beats_cross_entropy,
     silent_success,
 )
+from analysis.runchecks import _broken_late
 from attacks import AttackSpec, Norm
 
 

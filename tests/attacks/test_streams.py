@@ -15,7 +15,8 @@ from attack_fixtures import tiny_data, tiny_model
 from attacks import AttackSpec, Norm, SuiteConfig, registry
 from attacks._engine import setup
 from attacks.result import AttackResult
-from attacks.suite import _dealt, expected_cost_order, run_attack_spec
+from attacks.shards import dealt
+from attacks.suite import expected_cost_order, run_attack_spec
 from attacks.threat import geometry
 from torchutil import draw_seed, make_generator
 
@@ -228,8 +229,8 @@ def test_samples_are_dealt_by_expected_cost_back_and_forth() -> None:
     processes 0, 1, 1, 0, 0, 1, 1 (and 0, 1, 2, 2, 1, 0, 0 for three), each part sorted."""
     order = torch.tensor([5, 3, 0, 1, 4, 2, 6, 7, 8, 9])
     index = torch.tensor([0, 1, 2, 3, 5, 7, 9])
-    assert [p.tolist() for p in _dealt(index, order, 2)] == [[1, 2, 5], [0, 3, 7, 9]]
-    assert [p.tolist() for p in _dealt(index, order, 3)] == [[5, 7, 9], [2, 3], [0, 1]]
+    assert [p.tolist() for p in dealt(index, order, 2)] == [[1, 2, 5], [0, 3, 7, 9]]
+    assert [p.tolist() for p in dealt(index, order, 3)] == [[5, 7, 9], [2, 3], [0, 1]]
 
 
 @pytest.mark.parametrize("world", [2, 3])
@@ -240,7 +241,7 @@ def test_dealt_parts_share_every_cost_level(world: int) -> None:
     generator = make_generator(3)
     order = torch.randperm(1000, generator=generator)
     index = torch.randperm(1000, generator=generator)[:500].sort().values
-    parts = _dealt(index, order, world)
+    parts = dealt(index, order, world)
     assert torch.equal(torch.cat(parts).sort().values, index)
     assert all(torch.equal(p, p.sort().values) for p in parts)
     assert max(p.numel() for p in parts) - min(p.numel() for p in parts) <= 1

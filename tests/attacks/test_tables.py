@@ -9,8 +9,10 @@ import pytest
 import torch
 
 from attacks import AttackSpec, Norm, pgd_targeted
+from attacks.records import record_of
 from attacks.result import TABLES, AttackResult, GradientStats
-from attacks.suite import AttackRecord, _concatenate, _record
+from attacks.shards import concatenate
+from attacks.suite import AttackRecord
 from attacks.tables import (
     CLEAN_INPUT,
     Field,
@@ -215,7 +217,7 @@ def test_cat_of_two_runs_is_the_run_on_their_samples_together(model, data, split
         torch.testing.assert_close(got, value, rtol=1e-5, atol=1e-7, equal_nan=True, msg=name)
     # The suite joins the calls of one stage so, and picks the stage's samples from them.
     order = torch.tensor([9, 0, 4, 2, 1, 3, 5, 6, 7, 8])
-    concatenated = _concatenate([first, second], 11, order)
+    concatenated = concatenate([first, second], 11, order)
     picked = take(joined, order, TABLES)
     for name, value in tables_of(concatenated).items():
         assert _same(value, picked[name]), name
@@ -236,7 +238,7 @@ def test_a_record_holds_its_run_at_the_runs_samples_and_the_fills_elsewhere(mode
         sample_ids=index,
     )
     spec = AttackSpec("pgd-t", "pgd-t", {"num_steps": 3})
-    record = _record(spec, Norm.LINF, result, index, x, result.robust_accuracy)
+    record = record_of(spec, Norm.LINF, result, index, x, result.robust_accuracy)
     fields = [f for f in TABLES if hasattr(record, f.name)]
     held = tables_of(record, fields)
     shown = take(held, index, fields)
@@ -265,7 +267,7 @@ def test_every_declared_table_is_written_out(model, data) -> None:
         owner = written if field.within is None else written[field.within]
         assert field.name in owner, field.name
     spec = AttackSpec("pgd-t", "pgd-t", {"num_steps": 2})
-    record = _record(spec, Norm.LINF, result, torch.arange(6), x[:6], result.robust_accuracy)
+    record = record_of(spec, Norm.LINF, result, torch.arange(6), x[:6], result.robust_accuracy)
     shown = record.to_dict(per_sample_traces=True)
     # A record never writes its examples (the audit picks a few of them for its document).
     held = {f.name for f in TABLES if hasattr(record, f.name)} - {"adversarial"}

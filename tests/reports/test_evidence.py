@@ -14,7 +14,7 @@ import pytest
 from report_fixtures import BROKEN, broken, document, zoo_audits
 
 from analysis.redflags import CHECKS
-from reports import evidence
+from reports import evidence, evidenceblocks
 from reports.evidence import MAX_ROWS, RENDERERS, Table, generic, render
 
 KEY_VALUE = re.compile(r"\w=\S")
@@ -73,7 +73,7 @@ def test_every_finding_of_real_audits_reads_in_words(findings) -> None:
         for table in _tables(shown):
             assert len(table.rows) <= MAX_ROWS, (source, finding["code"])
             if table.by_column:
-                assert _width(table) <= evidence._CHUNK_CHARACTERS, (source, table)
+                assert _width(table) <= evidenceblocks._CHUNK_CHARACTERS, (source, table)
         if finding["evidence"]:
             seen.add(finding["code"])
     assert seen == set(CHECKS)
