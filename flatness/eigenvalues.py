@@ -176,4 +176,4 @@ def distinct_top(ritz: Tensor, residuals: Tensor, count: int, rel_tol: float, ep
         ):
             kept.append(index)
     kept.sort(key=values.__getitem__, reverse=True)
-    return torch.tensor(kept[:count], dtype=torch.long)
+    return torch.tensor(kept[:count], dtype=torch.long, device=ritz.device)
