@@ -75,9 +75,9 @@ def _gradient_census(
         except Exception as error:  # noqa: BLE001 - the model's own error is a finding
             raised = _raised(error)
             note = f"not measured: the model raised {raised} when its input requires grad"
-            return 0, 0, torch.empty(0, dtype=torch.float64), note, raised
+            return 0, 0, torch.empty(0, dtype=torch.float64, device="cpu"), note, raised
         if gradient is None:
-            return 0, 0, torch.empty(0, dtype=torch.float64), note, ""
+            return 0, 0, torch.empty(0, dtype=torch.float64, device="cpu"), note, ""
         flat = gradient.flatten(1)
         zero = int((flat.abs().amax(1) == 0).sum())
         nonfinite = int((~torch.isfinite(flat)).any(1).sum())
