@@ -1,17 +1,55 @@
 """Every red-flag check declared once, as data: its code, title, what it measures, when it
-fails, the sentence it says when it passes or flags, its remedy, and whether its failure
-suggests gradient masking or makes the evaluation unreliable.
+fails, the sentence it says when it passes or flags, its remedy, whether its failure suggests
+gradient masking or makes the evaluation unreliable, and the keys of the evidence it records.
 
 ``analysis.redflags`` computes each check (torch) from these declarations, and the report's
-glossary of checks reads them here, without torch. A test keeps the two in step: every
-registered check is declared, and every declared check is registered.
+glossary of checks and its renderers of evidence read them here, without torch. Tests keep the
+three in step: every registered check is declared and every declared check registered, the
+evidence of every check in real audits has only its declared keys, and each renderer reads
+only those.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
-__all__ = ["CHECKS", "CheckSpec"]
+__all__ = ["CHECKS", "CheckSpec", "EvidenceSpec"]
+
+_RUN = re.compile(r"^.+/[a-z0-9]+/[-+0-9.eE]+$")
+_NORMS = frozenset({"linf", "l2", "l1"})
+
+
+@dataclass(frozen=True)
+class EvidenceSpec:
+    """What a check records as its evidence (a finding's ``evidence`` in the document).
+
+    Attributes:
+        fields: each key the check may write, with what it holds; a check writes the keys its
+            case needs (e.g. only ``reason`` when nothing was measured).
+        keyed_by: None when the evidence is one mapping of ``fields``; ``"run"`` when it maps
+            each run, ``label/norm/epsilon`` (the epsilon as ``%.6g``), to one; ``"norm"`` when
+            it maps each norm (``linf``, ``l2``) to one.
+    """
+
+    fields: Mapping[str, str]
+    keyed_by: Literal["run", "norm"] | None = None
+
+    def undeclared(self, evidence: Mapping[str, Any]) -> list[str]:
+        """The keys of ``evidence`` this declaration does not allow, as ``key`` or
+        ``entry/key``; empty when it fits."""
+        if self.keyed_by is None:
+            return [key for key in evidence if key not in self.fields]
+        wrong = []
+        for name, entry in evidence.items():
+            fits = _RUN.match(name) if self.keyed_by == "run" else name in _NORMS
+            if not fits or not isinstance(entry, Mapping):
+                wrong.append(name)
+                continue
+            wrong += [f"{name}/{key}" for key in entry if key not in self.fields]
+        return wrong
 
 
 @dataclass(frozen=True)
@@ -27,6 +65,7 @@ class CheckSpec:
         passed: what it says when it passes (or does not apply), unless worded by the check.
         masking: True when its failure suggests gradient masking, False when it makes the
             evaluation itself unreliable (a reliability check).
+        evidence: the keys of the evidence it records.
     """
 
     title: str
@@ -36,6 +75,7 @@ class CheckSpec:
     flagged: str = ""
     passed: str = ""
     masking: bool = True
+    evidence: EvidenceSpec = field(default_factory=lambda: EvidenceSpec({}))
 
 
 _PAIRED = (
@@ -43,6 +83,22 @@ _PAIRED = (
     "rate; every attack runs only on what the attacks before it left robust, so these are "
     "discordant samples."
 )
+
+_PAIRED_EVIDENCE = EvidenceSpec(
+    {
+        "broken": "samples this attack broke of those left to it",
+        "attempted": "samples left to it",
+        "rate": "broken / attempted, or None when none was left",
+        "tolerated_rate": "the rate tolerated",
+        "share_of_samples": "broken / all evaluated samples",
+        "material_share": "the share that counts as material",
+        "p_value": "exact one-sided binomial test of broken against tolerated_rate",
+        "robust_before": "samples every earlier attack of the comparison left robust",
+        "after": "the labels of those earlier attacks",
+    },
+    keyed_by="run",
+)
+"""The evidence of the pairwise checks: per run ``label/norm/epsilon`` of the later attack."""
 
 CHECKS: dict[str, CheckSpec] = {
     "low-clean-accuracy": CheckSpec(
@@ -62,6 +118,33 @@ CHECKS: dict[str, CheckSpec] = {
         "training code had them, and check the channel order and the dataset; until then every "
         "robust accuracy here is that of a model fed the wrong inputs",
         masking=False,
+        evidence=EvidenceSpec(
+            {
+                "clean_accuracy": "share of the evaluated samples classified correctly",
+                "correct": "samples classified correctly",
+                "samples": "samples evaluated",
+                "num_classes": "the model's number of classes (only when known)",
+                "chance": "1 / num_classes",
+                "chance_p_value": "exact binomial test of correct against chance",
+                "recorded_clean_accuracy": (
+                    "the clean accuracy the checkpoint records from its training, or None"
+                ),
+                "recorded_p_value": (
+                    "exact binomial test of correct against the recorded accuracy (only with one)"
+                ),
+                "recorded_shortfall": "the recorded accuracy less clean_accuracy (only with one)",
+                "conventions": (
+                    "each other input convention tried: flag, approximate, "
+                    "accuracy, only_this and only_current (samples only it or "
+                    "only the current convention classifies correctly), p_value "
+                    "(exact McNemar test)"
+                ),
+                "convention_alpha": (
+                    "the significance level over the conventions, Bonferroni-corrected"
+                ),
+                "conventions_not_run": "convention name -> the model's error on it",
+            }
+        ),
     ),
     "one-step-beats-iterative": CheckSpec(
         "One-step attack beats iterative",
@@ -71,6 +154,7 @@ CHECKS: dict[str, CheckSpec] = {
         "the number of steps, and look for gradient masking (Athalye et al. 2018, 3.1)",
         flagged="FGSM broke samples that the iterative attacks left robust",
         passed="FGSM found nothing that the iterative attacks missed",
+        evidence=_PAIRED_EVIDENCE,
     ),
     "black-box-beats-white-box": CheckSpec(
         "Black-box beats white-box",
@@ -80,6 +164,7 @@ CHECKS: dict[str, CheckSpec] = {
         "robust accuracy) and suspect gradient masking; try BPDA/EOT or a margin loss",
         flagged="Square broke samples that every gradient attack left robust",
         passed="Square found little that the gradient attacks missed",
+        evidence=_PAIRED_EVIDENCE,
     ),
     "random-search-beats-gradient": CheckSpec(
         "Random search beats gradients",
@@ -91,6 +176,7 @@ CHECKS: dict[str, CheckSpec] = {
         flagged="random noise in the epsilon ball broke samples that the gradient attacks left "
         "robust",
         passed="random noise found nothing that the gradient attacks missed",
+        evidence=_PAIRED_EVIDENCE,
     ),
     "targeted-beats-untargeted": CheckSpec(
         "Targeted beats untargeted",
@@ -100,6 +186,7 @@ CHECKS: dict[str, CheckSpec] = {
         "the wrong way); use a margin loss or multi-target attacks and report the worst case",
         flagged="the targeted attack broke many samples the untargeted one left robust",
         passed="the targeted attack found little beyond the untargeted one",
+        evidence=_PAIRED_EVIDENCE,
     ),
     "margin-loss-beats-cross-entropy": CheckSpec(
         "Margin loss beats cross-entropy",
@@ -113,6 +200,19 @@ CHECKS: dict[str, CheckSpec] = {
         "logits): report margin-loss (CW/DLR) attacks and the worst case over all attacks",
         flagged="PGD on the margin loss broke more samples than PGD-CE with the same budget",
         passed="PGD on the margin loss found no more than PGD-CE",
+        evidence=EvidenceSpec(
+            {
+                "only_margin_loss": "clean-correct samples only the margin-loss attack broke",
+                "only_cross_entropy": "clean-correct samples only its cross-entropy peer broke",
+                "share_of_samples": (
+                    "(only_margin_loss - only_cross_entropy) / all evaluated samples"
+                ),
+                "material_share": "the share that counts as material",
+                "p_value": "exact McNemar test of the discordant samples",
+                "peer": "the label of the cross-entropy attack it is compared with",
+            },
+            keyed_by="run",
+        ),
     ),
     "unbounded-attack-below-100": CheckSpec(
         "Unbounded attack below 100 %",
@@ -122,6 +222,15 @@ CHECKS: dict[str, CheckSpec] = {
         "(masked gradients, too few steps) and bounded results are not trustworthy",
         flagged="an attack allowed to change the whole image did not reach 100 % success",
         passed="the unbounded attack reached (nearly) 100 % success",
+        evidence=EvidenceSpec(
+            {
+                "epsilon": "the unbounded radius of the sweep",
+                "survived": "samples it left robust",
+                "samples": "samples evaluated",
+                "success_rate": "1 - survived / samples, or None without samples",
+            },
+            keyed_by="norm",
+        ),
     ),
     "success-not-increasing-with-epsilon": CheckSpec(
         "Success not increasing with epsilon",
@@ -133,6 +242,21 @@ CHECKS: dict[str, CheckSpec] = {
         "early plateau means the optimisation is failing",
         flagged="attack success fell, or stalled well below 100 %, as epsilon grew",
         passed="attack success grows with epsilon",
+        evidence=EvidenceSpec(
+            {
+                "epsilons": "the independent sweep's radii",
+                "success_rate": "its success rate at each radius",
+                "samples": "the size of its subsample",
+                "steps": (
+                    "between consecutive radii: from, to, lost and gained (samples "
+                    "broken at one and not at the other), p_value (exact McNemar test)"
+                ),
+                "plateau_below_90": (
+                    "the success rate stops growing below 90 % at the largest bounded radius"
+                ),
+            },
+            keyed_by="norm",
+        ),
     ),
     "vanishing-gradients": CheckSpec(
         "Zero or vanishing gradients",
@@ -144,6 +268,29 @@ CHECKS: dict[str, CheckSpec] = {
         "when the model raises on an input that requires grad.",
         remedy="Vanishing gradients starve gradient attacks (saturated softmax, quantisation): "
         "use a margin loss on logits, BPDA, or gradient-free attacks",
+        evidence=EvidenceSpec(
+            {
+                "input_gradient_exists": (
+                    "whether the loss has a gradient with respect to the input"
+                ),
+                "reason": "why there is none (only without one)",
+                "error": "the model's error when its input required grad (only when it raised)",
+                "zero_fraction": "the larger of clean_zero_fraction and attack_zero_fraction",
+                "clean_zero_fraction": (
+                    "share of the clean samples whose input gradient is exactly zero"
+                ),
+                "attack_zero_fraction": (
+                    "share of the gradient attacks' first gradients that are exactly zero"
+                ),
+                "vanishing_fraction": "share of the attacks' first gradients below threshold",
+                "clean_vanishing_fraction": (
+                    "share of the clean samples' gradients below threshold, or None"
+                ),
+                "threshold": "the norm below which a gradient counts as vanishing",
+                "measured": "first gradients of the attacks measured",
+                "clean_measured": "clean samples' gradients measured",
+            }
+        ),
     ),
     "non-finite-values": CheckSpec(
         "NaN or Inf in logits or gradients",
@@ -155,6 +302,24 @@ CHECKS: dict[str, CheckSpec] = {
         "(log of zero, division by zero) and fix it before evaluating",
         passed="all logits and gradients are finite",
         masking=False,
+        evidence=EvidenceSpec(
+            {
+                "clean_logits": "clean samples with NaN or Inf logits in the probes",
+                "clean_gradients": "clean samples with NaN or Inf input gradients in the probes",
+                "clean_samples": "samples the suite's clean pass found with non-finite logits",
+                "attack_samples": (
+                    "samples whose returned example had non-finite logits in any run"
+                ),
+                "attack_logits": (
+                    "sample evaluations with non-finite logits over every attack's passes"
+                ),
+                "attack_gradients": "non-finite input gradients over the gradient attacks' steps",
+                "attacks": (
+                    "label/norm[ (stage)] -> epsilons, samples (per epsilon) and "
+                    "evaluations, for each run that met them"
+                ),
+            }
+        ),
     ),
     "gradient-disagrees-with-finite-differences": CheckSpec(
         "Gradients disagree with finite differences",
@@ -167,6 +332,23 @@ CHECKS: dict[str, CheckSpec] = {
         "pairs).",
         remedy="The backward pass does not describe the function (shattered gradients, a "
         "non-differentiable or custom-gradient layer): use BPDA or gradient-free attacks",
+        evidence=EvidenceSpec(
+            {
+                "reason": "why it was not measured (then the only key)",
+                "disagreeing": "sample-direction pairs that disagree at every step",
+                "pairs": "pairs whose difference changed measurably",
+                "disagreement_fraction": "disagreeing / pairs",
+                "tolerated_rate": "the rate an honest network may show",
+                "material_rate": "the rate that counts as material",
+                "p_value": "exact one-sided binomial test of disagreeing against tolerated_rate",
+                "steps": "the finite-difference step sizes",
+                "step_disagreement": "the share of pairs disagreeing at each step",
+                "tolerance": "the relative difference that counts as disagreeing",
+                "precision": "the floating-point precision of the differences",
+                "nonfinite_pairs": "pairs with NaN or Inf in a difference",
+                "median_ratio": "median finite difference over directional derivative, or None",
+            }
+        ),
     ),
     "stochastic-model": CheckSpec(
         "Stochastic model",
@@ -177,6 +359,16 @@ CHECKS: dict[str, CheckSpec] = {
         remedy="Randomised models mask gradients: keep EOT on and read robust accuracy as an "
         "expectation over the randomness",
         masking=False,
+        evidence=EvidenceSpec(
+            {
+                "max_repeat_difference": "the largest logit change between repeated passes",
+                "repeat_samples": "samples in each repeated pass",
+                "num_repeats": "passes repeated",
+                "prediction_flips": "samples whose prediction changed between passes",
+                "prediction_flip_fraction": "prediction_flips / repeat_samples",
+                "eot_samples": "passes the attacks averaged each gradient over (1: none)",
+            }
+        ),
     ),
     "batch-dependent-outputs": CheckSpec(
         "Outputs depend on the batch",
@@ -191,6 +383,23 @@ CHECKS: dict[str, CheckSpec] = {
         "sample at a time",
         passed="each sample's logits are the same alone and in its batch",
         masking=False,
+        evidence=EvidenceSpec(
+            {
+                "composition": "how the samples were evaluated apart: single, pair, or refused",
+                "batch_size": "the batch they were evaluated in",
+                "samples": "samples compared",
+                "max_relative_difference": (
+                    "the largest logit change relative to the row's largest logit"
+                ),
+                "tolerance": "the relative change that counts",
+                "differing": "samples changed by more than tolerance",
+                "prediction_flips": "samples whose prediction changed",
+                "grouped": "stochastic model: samples whose passes pair up by composition",
+                "compared": "stochastic model: samples compared so",
+                "chance": "stochastic model: the share expected of exchangeable passes (1/3)",
+                "p_value": "stochastic model: exact binomial test of grouped against chance",
+            }
+        ),
     ),
     "model-in-train-mode": CheckSpec(
         "Model left in train mode",
@@ -200,6 +409,11 @@ CHECKS: dict[str, CheckSpec] = {
         "call eval() on every submodule (or evaluate stochastically on purpose, with EOT)",
         passed="every module is in eval mode",
         masking=False,
+        evidence=EvidenceSpec(
+            {
+                "modules": "names of the submodules in training mode after eval()",
+            }
+        ),
     ),
     "probability-outputs": CheckSpec(
         "Probabilities instead of logits",
@@ -210,6 +424,11 @@ CHECKS: dict[str, CheckSpec] = {
         flagged="the model outputs probabilities (rows in [0, 1] summing to 1)",
         passed="the model outputs logits",
         masking=False,
+        evidence=EvidenceSpec(
+            {
+                "probability_outputs": "whether the outputs are rows in [0, 1] summing to 1",
+            }
+        ),
     ),
     "attack-not-converged": CheckSpec(
         "Attack not converged",
@@ -222,6 +441,18 @@ CHECKS: dict[str, CheckSpec] = {
         "steps, and the attack was still breaking samples there",
         passed="the iterative attacks' loss had levelled off",
         masking=False,
+        evidence=EvidenceSpec(
+            {
+                "robust_samples": "attacked samples still robust at the end",
+                "total_rise": "the rise of their mean loss over all steps",
+                "last_10pct_rise": "its rise over the last 10 % of steps",
+                "broken_in_last_10pct": (
+                    "samples broken in those steps, or None when the attack does not say"
+                ),
+                "attacked": "samples attacked",
+            },
+            keyed_by="run",
+        ),
     ),
     "silent-success": CheckSpec(
         "Silent success",
@@ -236,6 +467,17 @@ CHECKS: dict[str, CheckSpec] = {
         "accuracy; to observe silent successes, set early_stop = false on the swept attack "
         "in a suite file (its sweeps then run every step)",
         masking=False,
+        evidence=EvidenceSpec(
+            {
+                "samples": (
+                    "label/norm/main|independent -> silent (samples an intermediate "
+                    "iterate fooled and the last did not) and attacked, per run that "
+                    "went on after a first success"
+                ),
+                "total": "silent samples over those runs",
+                "early_stopped": "the runs that stopped each sample at its first success",
+            }
+        ),
     ),
     "attack-failed": CheckSpec(
         "No attack failed",
@@ -249,6 +491,14 @@ CHECKS: dict[str, CheckSpec] = {
         "some inputs) and rerun; a failed attack is evidence of nothing",
         passed="every attack of the suite ran at every norm and epsilon",
         masking=False,
+        evidence=EvidenceSpec(
+            {
+                "failed": (
+                    "the runs that raised: norm, stage, attack, epsilon (None for a sweep), message"
+                ),
+                "not_applicable": "the runs that could not apply, likewise",
+            }
+        ),
     ),
 }
 """Every check, by code, in the order ``analysis.redflags`` runs them."""

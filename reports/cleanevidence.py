@@ -12,29 +12,10 @@ _CONVENTIONS_SHOWN = 3
 """Input conventions that scored higher than the audit's own shown in a table (the best)."""
 
 
-@_renders(
-    "low-clean-accuracy",
-    reads=(
-        "clean_accuracy",
-        "correct",
-        "samples",
-        "num_classes",
-        "chance",
-        "chance_p_value",
-        "recorded_clean_accuracy",
-        "recorded_p_value",
-        "recorded_shortfall",
-        "conventions",
-        "convention_alpha",
-        "conventions_not_run",
-    ),
-)
+@_renders("low-clean-accuracy")
 def _clean_accuracy(evidence: Mapping[str, Any]) -> list[Block]:
-    """clean_accuracy, correct, samples; num_classes, chance, chance_p_value when the number
-    of classes is known; recorded_clean_accuracy (None when the file records none) with
-    recorded_p_value and recorded_shortfall; conventions (each with flag, approximate,
-    accuracy, only_this, only_current, p_value) and convention_alpha when any was tried;
-    conventions_not_run (name: the model's error)."""
+    """The clean accuracy against chance, the recorded accuracy and the other input
+    conventions."""
     blocks: list[Block] = [
         f"Clean accuracy {_number(evidence['clean_accuracy'])} ({evidence['correct']} of "
         f"{_plural(evidence['samples'], 'sample')})."

@@ -64,8 +64,8 @@ def _broke(record: Mapping[str, Any]) -> str:
 
 @_renders(*_PAIRED_DOER)
 def _paired(evidence: Mapping[str, Any]) -> list[Block]:
-    """The pairwise checks: ``label/norm/eps`` → broken, attempted, rate, tolerated_rate,
-    share_of_samples, material_share, p_value, robust_before, after."""
+    """The pairwise checks: per run, what the later attack broke of what the earlier ones
+    left."""
     runs = _runs(evidence)
     first = runs[0].record
     labels = _listed(sorted({r.label for r in runs}))
@@ -106,8 +106,7 @@ def _paired(evidence: Mapping[str, Any]) -> list[Block]:
 
 @_renders("margin-loss-beats-cross-entropy")
 def _margin(evidence: Mapping[str, Any]) -> list[Block]:
-    """``label/norm/eps`` → only_margin_loss, only_cross_entropy, share_of_samples,
-    material_share, p_value, peer."""
+    """Per run, the samples only the margin loss and only its cross-entropy peer broke."""
     runs = _runs(evidence)
     pairs = sorted({f"{r.label} against {r.record['peer']}" for r in runs})
     sentence = (
@@ -131,7 +130,7 @@ def _margin(evidence: Mapping[str, Any]) -> list[Block]:
 
 @_renders("unbounded-attack-below-100")
 def _unbounded(evidence: Mapping[str, Any]) -> list[Block]:
-    """``norm`` → epsilon, survived, samples, success_rate."""
+    """Per norm, the samples that survived the unbounded radius."""
     sentences = []
     for norm, row in evidence.items():
         sentences.append(
@@ -144,8 +143,7 @@ def _unbounded(evidence: Mapping[str, Any]) -> list[Block]:
 
 @_renders("success-not-increasing-with-epsilon")
 def _monotonic(evidence: Mapping[str, Any]) -> list[Block]:
-    """``norm`` → epsilons, success_rate, samples, steps (from, to, lost, gained, p_value),
-    plateau_below_90."""
+    """Per norm, the independent sweep's success rate by radius and where it dropped."""
     samples = sorted({row["samples"] for row in evidence.values()})
     blocks: list[Block] = [
         f"Attack success in the independent runs (a fresh attack per ε on "

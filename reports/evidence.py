@@ -1,7 +1,7 @@
 """A red flag's evidence as a reader takes it in: sentences and small tables.
 
-Every check of ``analysis.redflags`` stores the numbers behind its status as a JSON object
-(its keys per check are written down there). :data:`RENDERERS` turns each check's object into
+Every check of ``analysis.redflags`` stores the numbers behind its status as a JSON object,
+whose keys ``core.checks`` declares per check. :data:`RENDERERS` turns each check's object into
 a few sentences and, where there are many numbers, small tables: per-epsilon series with the
 epsilons as columns (split into several narrow tables when there are many), per-attack rows
 capped at :data:`MAX_ROWS` with the rest summarised in a sentence. A check this version does
@@ -26,6 +26,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from core.checks import CHECKS
+
 # The renderers register on import.
 from reports import (  # noqa: F401
     cleanevidence,
@@ -34,7 +36,7 @@ from reports import (  # noqa: F401
     modelevidence,
     runevidence,
 )
-from reports.evidenceblocks import _READS, MAX_ROWS, RENDERERS, Block, Rendered, Table
+from reports.evidenceblocks import MAX_ROWS, RENDERERS, Block, Rendered, Table
 from reports.genericevidence import generic
 
 __all__ = [
@@ -60,7 +62,10 @@ def render(code: str, evidence: Any) -> Rendered:
             blocks = renderer(evidence)
         except (KeyError, TypeError, ValueError, AttributeError, IndexError, ZeroDivisionError):
             return Rendered(tuple(generic(evidence)), True)
-        reads = _READS.get(code)
-        extra = {k: v for k, v in evidence.items() if reads is not None and k not in reads}
+        # Keys a later version added, which this one does not declare, are shown as they are.
+        spec = CHECKS.get(code)
+        extra: dict[str, Any] = {}
+        if spec is not None and spec.evidence.keyed_by is None:
+            extra = {key: evidence[key] for key in spec.evidence.undeclared(evidence)}
         return Rendered(tuple(blocks + generic(extra)), bool(extra))
     return Rendered(tuple(generic(evidence)), True)

@@ -230,17 +230,15 @@ def _capped(
 Renderer = Callable[[Mapping[str, Any]], list[Block]]
 RENDERERS: dict[str, Renderer] = {}
 """One renderer per check code of ``analysis.redflags.CHECKS``."""
-_READS: dict[str, frozenset[str]] = {}
-"""The top-level keys each renderer reads, for checks whose evidence has fixed keys; any
-other key (a later version's) is shown by :func:`generic` after the check's own text."""
 
 
-def _renders(*codes: str, reads: Sequence[str] = ()) -> Callable[[Renderer], Renderer]:
+def _renders(*codes: str) -> Callable[[Renderer], Renderer]:
+    """Register the renderer of the checks ``codes``; it reads the keys of the evidence that
+    ``core.checks`` declares for them."""
+
     def register(function: Renderer) -> Renderer:
         for code in codes:
             RENDERERS[code] = function
-            if reads:
-                _READS[code] = frozenset(reads)
         return function
 
     return register

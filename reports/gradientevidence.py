@@ -21,27 +21,10 @@ from reports.evidenceblocks import (
 )
 
 
-@_renders(
-    "vanishing-gradients",
-    reads=(
-        "input_gradient_exists",
-        "reason",
-        "zero_fraction",
-        "clean_zero_fraction",
-        "clean_vanishing_fraction",
-        "clean_measured",
-        "attack_zero_fraction",
-        "vanishing_fraction",
-        "threshold",
-        "measured",
-        "error",
-    ),
-)
+@_renders("vanishing-gradients")
 def _vanishing(evidence: Mapping[str, Any]) -> list[Block]:
-    """input_gradient_exists, and either reason or zero_fraction, clean_zero_fraction,
-    attack_zero_fraction, vanishing_fraction, threshold, measured; since schema 1.7 also
-    clean_vanishing_fraction and clean_measured. The clean gradients and the attacks' first
-    gradients are two populations, each described on its own. With error (the model raised
+    """The clean gradients and the attacks' first gradients, two populations, each described
+    on its own (the clean shares are written since schema 1.7). With ``error`` (the model raised
     when its input required grad), nothing was measured."""
     if evidence.get("error"):
         return [
@@ -87,10 +70,9 @@ _NONFINITE_COUNTS = (
 )
 
 
-@_renders("non-finite-values", reads=(*_NONFINITE_COUNTS, "attacks"))
+@_renders("non-finite-values")
 def _nonfinite(evidence: Mapping[str, Any]) -> list[Block]:
-    """clean_logits, clean_gradients, clean_samples, attack_samples, attack_logits,
-    attack_gradients, attacks (``label/norm[ (stage)]`` → epsilons, samples, evaluations)."""
+    """The non-finite logits and gradients, clean and per run."""
     counts = [evidence[key] for key in _NONFINITE_COUNTS]
     attacks: Mapping[str, Mapping[str, Any]] = evidence["attacks"]
     if not any(counts) and not attacks:
@@ -123,28 +105,9 @@ def _nonfinite(evidence: Mapping[str, Any]) -> list[Block]:
     return blocks
 
 
-@_renders(
-    "gradient-disagrees-with-finite-differences",
-    reads=(
-        "reason",
-        "disagreeing",
-        "pairs",
-        "disagreement_fraction",
-        "tolerated_rate",
-        "material_rate",
-        "p_value",
-        "steps",
-        "step_disagreement",
-        "tolerance",
-        "precision",
-        "nonfinite_pairs",
-        "median_ratio",
-    ),
-)
+@_renders("gradient-disagrees-with-finite-differences")
 def _finite_differences(evidence: Mapping[str, Any]) -> list[Block]:
-    """reason (not measured), or disagreeing, pairs, disagreement_fraction, tolerated_rate,
-    material_rate, p_value, steps, step_disagreement, tolerance, precision, nonfinite_pairs,
-    median_ratio."""
+    """The pairs that disagree with finite differences, or why none was measured."""
     if set(evidence) == {"reason"}:
         return [f"Not measured: {evidence['reason']}."]
     blocks: list[Block] = [

@@ -9,20 +9,9 @@ from typing import Any
 from reports.evidenceblocks import Block, _listed, _number, _p, _percent, _plural, _renders
 
 
-@_renders(
-    "stochastic-model",
-    reads=(
-        "max_repeat_difference",
-        "repeat_samples",
-        "num_repeats",
-        "prediction_flips",
-        "prediction_flip_fraction",
-        "eot_samples",
-    ),
-)
+@_renders("stochastic-model")
 def _stochastic(evidence: Mapping[str, Any]) -> list[Block]:
-    """max_repeat_difference, repeat_samples, num_repeats, prediction_flips,
-    prediction_flip_fraction, eot_samples."""
+    """How much repeated passes differ, and whether a prediction flips."""
     eot = evidence["eot_samples"]
     return [
         f"{evidence['num_repeats']} forward passes of "
@@ -34,25 +23,9 @@ def _stochastic(evidence: Mapping[str, Any]) -> list[Block]:
     ]
 
 
-@_renders(
-    "batch-dependent-outputs",
-    reads=(
-        "composition",
-        "batch_size",
-        "samples",
-        "max_relative_difference",
-        "tolerance",
-        "differing",
-        "prediction_flips",
-        "grouped",
-        "compared",
-        "chance",
-        "p_value",
-    ),
-)
+@_renders("batch-dependent-outputs")
 def _batch(evidence: Mapping[str, Any]) -> list[Block]:
-    """composition, batch_size, samples, max_relative_difference, tolerance, differing,
-    prediction_flips; for a stochastic model also grouped, compared, chance, p_value."""
+    """How much a sample's logits change apart from its batch."""
     apart = "alone" if evidence["composition"] == "single" else "in pairs"
     blocks: list[Block] = [
         f"{_plural(evidence['samples'], 'sample')} evaluated in a batch of "
@@ -70,18 +43,18 @@ def _batch(evidence: Mapping[str, Any]) -> list[Block]:
     return blocks
 
 
-@_renders("model-in-train-mode", reads=("modules",))
+@_renders("model-in-train-mode")
 def _train_mode(evidence: Mapping[str, Any]) -> list[Block]:
-    """modules."""
+    """The modules left in training mode."""
     modules = list(evidence["modules"])
     if not modules:
         return ["No module is in training mode after eval()."]
     return [f"In training mode after eval(): {_listed(modules)}."]
 
 
-@_renders("probability-outputs", reads=("probability_outputs",))
+@_renders("probability-outputs")
 def _probabilities(evidence: Mapping[str, Any]) -> list[Block]:
-    """probability_outputs."""
+    """Whether the outputs are probabilities."""
     if evidence["probability_outputs"]:
         return ["The outputs are probabilities: rows in [0, 1] that sum to 1."]
     return ["The outputs are logits, not rows of probabilities."]

@@ -27,8 +27,7 @@ def _late(value: Any) -> str:
 
 @_renders("attack-not-converged")
 def _not_converged(evidence: Mapping[str, Any]) -> list[Block]:
-    """``label/norm/eps`` → robust_samples, total_rise, last_10pct_rise, broken_in_last_10pct,
-    attacked."""
+    """Per run, how the loss of the still-robust samples moved over the last steps."""
     runs = _runs(evidence)
     rows = [
         (
@@ -66,10 +65,10 @@ def _not_converged(evidence: Mapping[str, Any]) -> list[Block]:
     ]
 
 
-@_renders("silent-success", reads=("samples", "total", "early_stopped"))
+@_renders("silent-success")
 def _silent(evidence: Mapping[str, Any]) -> list[Block]:
-    """samples (``label/norm/main|independent`` → silent, attacked), total, and (schema 1.7)
-    early_stopped: the runs that stopped each sample at its first success."""
+    """Per run, the samples only an intermediate iterate fooled; ``early_stopped`` is written
+    since schema 1.7."""
     samples: Mapping[str, Mapping[str, Any]] = evidence["samples"]
 
     def name_of(key: str) -> str:
@@ -125,9 +124,9 @@ def _stage_run(row: Mapping[str, Any]) -> str:
     return where if row["stage"] == "attack" else f"{where} ({row['stage']})"
 
 
-@_renders("attack-failed", reads=("failed", "not_applicable"))
+@_renders("attack-failed")
 def _attack_failed(evidence: Mapping[str, Any]) -> list[Block]:
-    """failed, not_applicable: lists of runs (norm, stage, attack, epsilon, message)."""
+    """The runs that failed and those that could not apply, grouped by their error."""
     failed, inapplicable = list(evidence["failed"]), list(evidence["not_applicable"])
     if not failed and not inapplicable:
         return ["Every attack of the suite ran at every norm and epsilon."]

@@ -7,13 +7,14 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import pytest
 from report_fixtures import BROKEN, broken, document, zoo_audits
 
 from analysis.redflags import CHECKS
+from core.checks import CHECKS as DECLARED
 from reports import evidence, evidenceblocks
 from reports.evidence import MAX_ROWS, RENDERERS, Table, generic, render
 
@@ -97,6 +98,72 @@ def test_the_real_audits_cover_every_shape_of_evidence(findings) -> None:
     assert any(e["not_applicable"] for e in _of(findings, "attack-failed"))
     silent = _of(findings, "silent-success")
     assert any(sum(r["silent"] > 0 for r in e["samples"].values()) for e in silent)
+
+
+# Keys of cases the audits above do not reach: a model that raises when its input requires
+# grad, and input conventions the model refuses (tests/analysis/test_clean_accuracy.py).
+NOT_REACHED = {("vanishing-gradients", "error"), ("low-clean-accuracy", "conventions_not_run")}
+
+
+def test_every_finding_of_real_audits_has_only_its_declared_evidence(findings) -> None:
+    written: set[tuple[str, str]] = set()
+    for source, finding in findings:
+        spec = DECLARED[finding["code"]].evidence
+        evidence_ = finding["evidence"]
+        assert spec.undeclared(evidence_) == [], (source, finding["code"])
+        entries = [evidence_] if spec.keyed_by is None else list(evidence_.values())
+        written |= {(finding["code"], key) for entry in entries for key in entry}
+    declared = {(code, key) for code, spec in DECLARED.items() for key in spec.evidence.fields}
+    assert declared - written == NOT_REACHED
+
+
+class _Reading(Mapping):
+    """A mapping that notes each key read from it (iterating over keys reads none)."""
+
+    def __init__(self, data: Mapping[str, Any], read: set[str], wrap: bool) -> None:
+        self.data, self.read, self.wrap = data, read, wrap
+
+    def __getitem__(self, key: str) -> Any:
+        value = self.data[key]
+        if self.wrap:  # an entry of evidence keyed by run or norm
+            return _Reading(value, self.read, False)
+        self.read.add(key)
+        return value
+
+    def __iter__(self):
+        return iter(self.data)
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+
+def test_every_renderer_reads_only_declared_keys(findings) -> None:
+    for source, finding in findings:
+        spec = DECLARED[finding["code"]].evidence
+        if not finding["evidence"]:
+            continue
+        read: set[str] = set()
+        shown = render(
+            finding["code"], _Reading(finding["evidence"], read, spec.keyed_by is not None)
+        )
+        assert not shown.generic, (source, finding["code"])
+        assert read <= set(spec.fields), (source, finding["code"], read - set(spec.fields))
+
+
+def test_an_evidence_declaration_tells_undeclared_keys_and_entries() -> None:
+    flat, by_run = (
+        DECLARED["model-in-train-mode"].evidence,
+        DECLARED["black-box-beats-white-box"].evidence,
+    )
+    assert flat.undeclared({"modules": [], "extra": 1}) == ["extra"]
+    assert by_run.undeclared({"square/linf/0.03137": {"broken": 1, "odd": 2}}) == [
+        "square/linf/0.03137/odd"
+    ]
+    assert by_run.undeclared({"linf": {"broken": 1}}) == ["linf"]
+    assert (
+        DECLARED["unbounded-attack-below-100"].evidence.undeclared({"linf": {"epsilon": 1}}) == []
+    )
+    assert all(spec.evidence.fields for spec in DECLARED.values())
 
 
 def _runs(evidence_: dict[str, Any]) -> list[tuple[str, str, float, dict[str, Any]]]:
