@@ -8,10 +8,10 @@ discordant samples, tested with an exact one-sided binomial test against a small
 rate. Noise on 1000 samples therefore raises nothing.
 
 Adding a check: declare it in ``core/checks.py`` (its title, what it measures, when it fails,
-its sentences and remedy, read also by the torch-free report), write a function
-``(Evidence) -> Judged`` decorated with ``@check(code)`` in the module of the evidence it
-reads, document it in the table of the README, and give it a renderer of its evidence
-(``reports/evidence.py``).
+its sentences and remedy, the keys of its evidence, read also by the torch-free report),
+write a function ``(Evidence) -> Judged`` decorated with ``@check(code)`` in the module of
+the evidence it reads, document it in the table of the README, and give it a renderer of its
+evidence (``reports/evidence.py``).
 
 The shared plumbing (``Evidence``, ``Judged``, ``Finding``, the registry) is in
 ``analysis.findings``; the checks are grouped by what they read: ``analysis.cleanchecks``
