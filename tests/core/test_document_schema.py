@@ -1,0 +1,30 @@
+"""The JSON schema of ``audit.json``: committed as the records declare it, and as strict as
+the reader."""
+
+from __future__ import annotations
+
+
+def test_the_committed_schema_is_the_one_the_records_declare() -> None:
+    from core.schema import SCHEMA_PATH, text
+
+    assert SCHEMA_PATH.read_text() == text(), (
+        "core/audit.schema.json is stale: python -m core.schema > core/audit.schema.json"
+    )
+
+
+def test_the_schema_requires_what_the_reader_requires_of_a_full_document() -> None:
+    import jsonschema
+
+    from core.schema import json_schema
+
+    schema = json_schema()
+    jsonschema.Draft202012Validator.check_schema(schema)
+    proportion = {"value": 0.5, "count": 1, "total": 2, "wilson_95": [0.1, 0.9]}
+    validator = jsonschema.Draft202012Validator(
+        {"$defs": schema["$defs"], "$ref": "#/$defs/proportion"}
+    )
+    assert validator.is_valid(proportion)
+    assert validator.is_valid(dict(proportion, value="NaN"))  # a non-finite number's string
+    assert not validator.is_valid(dict(proportion, value="nan"))
+    assert not validator.is_valid({k: v for k, v in proportion.items() if k != "count"})
+    assert validator.is_valid(dict(proportion, unknown_key=1))  # kept by the reader in extra
