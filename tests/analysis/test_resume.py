@@ -1,41 +1,33 @@
 """An interrupted audit resumes from its finished units and gives the uninterrupted document.
 
 The oracle is the uninterrupted run of the same command: a resumed document must equal it in
-everything but timings.
+everything but timings. Units that are not this audit's (another identity, model, suite or
+key; a damaged or foreign file) are recomputed, never trusted and never run as code.
 """
 
 from __future__ import annotations
 
-import errno
-import fcntl
 import hashlib
 import io
 import json
 import os
 import pickle
 import shutil
-import signal
-import subprocess
-import sys
-import time
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import torch
 from audit_helpers import quick_config, without_timings
+from resume_helpers import ZOO
 
 from analysis.config import build_suite
 from analysis.pipeline import evaluation_set, run_audit
-from analysis.resume import LOCK, PARTIAL, FolderBusy, FolderLock, UnitCache
+from analysis.resume import PARTIAL, UnitCache
 from checkpoints import load_checkpoint
 from checkpoints.train import ZOO_DIR
-from commands.audit import main as audit_main
-from core.boundary import EXIT_INPUT, EXIT_TERMINATED, TEMPORARY_NAME
 from core.document import AuditResult
 
-ZOO = ZOO_DIR / "digits-mlp-qsd.pt"
-ROOT = Path(__file__).resolve().parents[2]
 CPU = torch.device("cpu")
 
 
@@ -289,332 +281,6 @@ def test_planted_units_of_another_model_or_suite_are_recomputed(tmp_path, source
     )
 
 
-def _command(out: Path, *extra: str) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "analysis.audit",
-        str(ZOO),
-        "--preset",
-        "quick",
-        "--num-samples",
-        "60",
-        "--norms",
-        "linf",
-        "--no-flatness",
-        "--no-report",
-        "--out",
-        str(out),
-        *extra,
-    ]
-
-
-def _run(command: list[str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(command, capture_output=True, text=True, cwd=ROOT, timeout=300)
-
-
-@pytest.fixture(scope="module")
-def uninterrupted(tmp_path_factory):
-    out = tmp_path_factory.mktemp("resume") / "out"
-    done = _run(_command(out))
-    assert done.returncode == 0, done.stderr
-    target = out / ZOO.stem / "audit.json"
-    assert sorted(p.name for p in target.parent.iterdir()) == ["audit.json"]
-    document = json.loads(target.read_text())
-    target.unlink()
-    return out, document
-
-
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGKILL])
-def test_killed_audit_resumes_to_the_uninterrupted_document(uninterrupted, signum):
-    out, reference = uninterrupted
-    partial = out / ZOO.stem / PARTIAL
-    target = out / ZOO.stem / "audit.json"
-    process = subprocess.Popen(
-        _command(out), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
-    )
-    deadline = time.time() + 240
-    while not list(partial.glob("*.pt")) and process.poll() is None:
-        assert time.time() < deadline, "no unit was finished"
-        time.sleep(0.05)
-    assert process.poll() is None, "the audit finished before it could be stopped"
-    process.send_signal(signum)
-    _, err = process.communicate(timeout=120)
-    expected = EXIT_TERMINATED if signum == signal.SIGTERM else -signal.SIGKILL
-    assert process.returncode == expected, err
-    if signum == signal.SIGTERM:
-        assert "stopped by SIGTERM" in err and "the same command resumes" in err, err
-    assert not target.exists()
-    kept = sorted(p.stem for p in partial.glob("*.pt"))
-    assert kept
-    # SIGTERM releases the folder's lock and removes its file; SIGKILL leaves the file, but
-    # the lock went with the process, so the next run is not refused.
-    assert (out / ZOO.stem / LOCK).exists() == (signum == signal.SIGKILL)
-
-    resumed = _run(_command(out))
-    assert resumed.returncode == 0, resumed.stderr
-    assert f"resuming: {len(kept)} finished units" in resumed.stderr
-    assert "(resumed)" in resumed.stderr or "resumed" in resumed.stderr
-    assert sorted(p.name for p in target.parent.iterdir()) == ["audit.json"]
-    document = json.loads(target.read_text())
-    target.unlink()
-    assert without_timings(document) == without_timings(reference)
-
-
-def _interrupted_run(command: list[str], partial: Path) -> None:
-    """Start ``command`` and kill it once it has finished a unit."""
-    process = subprocess.Popen(
-        command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    deadline = time.time() + 240
-    while not list(partial.glob("*.pt")) and process.poll() is None:
-        assert time.time() < deadline, "no unit was finished"
-        time.sleep(0.05)
-    assert process.poll() is None, "the audit finished before it could be stopped"
-    process.kill()
-    process.wait()
-
-
-def test_changed_configuration_or_checkpoint_does_not_reuse_units(uninterrupted, tmp_path):
-    out, _ = uninterrupted
-    partial = out / ZOO.stem / PARTIAL
-    _interrupted_run(_command(out), partial)
-    changed = _run(_command(out, "--seed", "1"))
-    assert changed.returncode == 0, changed.stderr
-    assert "discarding its finished units" in changed.stderr
-    assert "resuming" not in changed.stderr and not partial.exists()
-
-    # Another checkpoint under the same name (so the same output folder): another hash.
-    other = tmp_path / ZOO.name
-    shutil.copy(ZOO_DIR / "digits-mlp-dropout.pt", other)
-    _interrupted_run(_command(out), partial)
-    moved = _run([*_command(out)[:3], str(other), *_command(out)[4:]])
-    assert moved.returncode == 0, moved.stderr
-    assert "discarding its finished units" in moved.stderr
-    assert "resuming" not in moved.stderr and not partial.exists()
-
-
-def _recomputed(stderr: str) -> list[str]:
-    # A line may follow the progress bar's redraw ("\r") on the same terminal line.
-    lines = stderr.replace("\r", "\n").splitlines()
-    return [line for line in lines if line.startswith("recomputing ")]
-
-
-def test_planted_or_damaged_units_never_stop_the_audit(uninterrupted, tmp_path):
-    """Units of another model, a damaged unit and a wrong value planted among an interrupted
-    audit's units: each is recomputed with one line, and the document is the uninterrupted
-    one (no status 3)."""
-    out, reference = uninterrupted
-    folder = out / ZOO.stem
-    partial = folder / PARTIAL
-    other = tmp_path / "other"
-    other_command = _command(other)
-    other_command[3] = str(ZOO_DIR / "digits-mlp-dropout.pt")
-    _interrupted_run(other_command, other / "digits-mlp-dropout" / PARTIAL)
-    _interrupted_run(_command(out), partial)
-    kept = sorted(partial.glob("*.pt"))
-    kept[0].write_bytes(kept[0].read_bytes()[:-7])
-    planted = {kept[0].name}
-    for path in (other / "digits-mlp-dropout" / PARTIAL).glob("*.pt"):
-        if not (partial / path.name).exists():
-            shutil.copy(path, partial / path.name)
-            planted.add(path.name)
-    buffer = io.BytesIO()
-    torch.save({"unit": "probes", "value": torch.zeros(3)}, buffer)
-    (partial / "probes.pt").write_bytes(buffer.getvalue())
-    planted.add("probes.pt")
-
-    done = _run(_command(out))
-    assert done.returncode == 0, done.stderr
-    recomputed = _recomputed(done.stderr)
-    assert len(recomputed) == len(planted), done.stderr
-    assert all("--fresh" in line for line in recomputed)
-    assert "recomputing probes: its stored copy is not a unit file" in done.stderr
-    target = folder / "audit.json"
-    assert sorted(p.name for p in folder.iterdir()) == ["audit.json"]
-    document = json.loads(target.read_text())
-    target.unlink()
-    assert without_timings(document) == without_timings(reference)
-
-
-def _hold(path: Path) -> int:
-    """Lock ``path`` as a running audit does, from this process, with this process's pid."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle = os.open(path, os.O_RDWR | os.O_CREAT)
-    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    os.ftruncate(handle, 0)
-    os.write(handle, json.dumps({"pid": os.getpid()}).encode())
-    return handle
-
-
-def _files(folder: Path) -> dict[Path, bytes]:
-    return {p: p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
-
-
-def test_a_second_audit_into_a_locked_folder_is_refused_and_deletes_nothing(uninterrupted):
-    """While an audit holds the folder (simulated by this process holding its lock), another
-    one into the same place, with --fresh or another configuration too, is refused in one
-    line naming the holder's pid and touches nothing; once the lock is free, the same command
-    resumes, removes the stale temporary files and writes the uninterrupted document."""
-    out, reference = uninterrupted
-    folder = out / ZOO.stem
-    partial = folder / PARTIAL
-    _interrupted_run(_command(out), partial)
-    kept = sorted(p.stem for p in partial.glob("*.pt"))
-    # The kill may itself land inside an atomic write and leave that write's temporary file.
-    killed = [p for p in folder.rglob("*.tmp") if TEMPORARY_NAME.fullmatch(p.name)]
-    # Temporary files of the atomic writer, as a kill before the rename leaves them, and two
-    # files that merely look alike.
-    stale = [folder / ".audit.json.k2_9xq0a.tmp", partial / ".probes.pt.0abc_d9z.tmp"]
-    alike = [folder / "notes.tmp", folder / ".audit.json.TOOLONG12.tmp"]
-    for path in stale + alike:
-        path.write_text(json.dumps(reference))
-    try:
-        _refused_then_resumed(out, reference, kept, len(stale) + len(killed), alike)
-    finally:
-        for path in alike:
-            path.unlink(missing_ok=True)
-
-
-def _refused_then_resumed(
-    out: Path, reference: dict, kept: list[str], stale: int, alike: list[Path]
-) -> None:
-    folder = out / ZOO.stem
-    handle = _hold(folder / LOCK)
-    try:
-        before = _files(folder)
-        for extra in ([], ["--fresh"], ["--seed", "1"]):
-            refused = _run(_command(out, *extra))
-            assert refused.returncode == EXIT_INPUT, refused.stderr
-            lines = refused.stderr.splitlines()
-            assert len(lines) == 1, refused.stderr
-            assert lines[0] == (
-                f"error: {folder} is in use by another audit (pid {os.getpid()}); wait until "
-                "it ends (if it was interrupted, the same command resumes its finished units), "
-                "or give another --out (--fresh does not take the folder from a running audit)"
-            )
-            assert _files(folder) == before, extra
-    finally:
-        os.close(handle)
-
-    resumed = _run(_command(out))
-    assert resumed.returncode == 0, resumed.stderr
-    assert f"removed {stale} temporary files a killed run left in {folder}" in resumed.stderr
-    assert f"resuming: {len(kept)} finished units" in resumed.stderr
-    assert sorted(p.name for p in folder.iterdir()) == sorted(
-        ["audit.json", *(p.name for p in alike)]
-    )
-    document = json.loads((folder / "audit.json").read_text())
-    (folder / "audit.json").unlink()
-    assert without_timings(document) == without_timings(reference)
-
-
-def test_two_audits_at_once_give_whole_documents_or_a_clean_refusal(uninterrupted):
-    """The same command twice at once: whichever order the two take, each ends with the whole
-    document (status 0) or one line refusing it (status 2), at least one writes, and nothing
-    is left beside the document."""
-    out, reference = uninterrupted
-    folder = out / ZOO.stem
-    processes = [
-        subprocess.Popen(
-            _command(out), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-        )
-        for _ in range(2)
-    ]
-    outputs = [process.communicate(timeout=300) for process in processes]
-    codes = sorted(process.returncode for process in processes)
-    assert codes in ([0, 0], [0, EXIT_INPUT]), outputs
-    for process, (_, err) in zip(processes, outputs, strict=True):
-        if process.returncode == EXIT_INPUT:
-            assert len(err.splitlines()) == 1, err
-            assert err.startswith(f"error: {folder} is in use by another audit (pid "), err
-    assert sorted(p.name for p in folder.iterdir()) == ["audit.json"]
-    document = json.loads((folder / "audit.json").read_text())
-    (folder / "audit.json").unlink()
-    assert without_timings(document) == without_timings(reference)
-
-
-def test_a_refusal_of_one_checkpoint_leaves_nothing_of_the_others(tmp_path, capsys):
-    """Every folder is locked before any work: when the second checkpoint's folder is busy,
-    the first one's lock and the folders it created are gone again."""
-    out = tmp_path / "out"
-    other = ZOO_DIR / "digits-mlp-dropout.pt"
-    handle = _hold(out / other.stem / LOCK)
-    try:
-        status = audit_main([str(ZOO), str(other), "--preset", "quick", "--out", str(out)])
-    finally:
-        os.close(handle)
-    err = capsys.readouterr().err
-    assert status == EXIT_INPUT and len(err.splitlines()) == 1, err
-    assert f"error: {out / other.stem} is in use by another audit (pid {os.getpid()})" in err
-    assert sorted(p.name for p in out.iterdir()) == [other.stem]
-
-
-def test_folder_lock_refuses_a_second_holder_and_cleans_up(tmp_path):
-    folder = tmp_path / "new" / "out" / "model"
-    with FolderLock.acquire(folder) as lock:
-        assert json.loads(lock.path.read_text())["pid"] == os.getpid()
-        with pytest.raises(FolderBusy) as refused:
-            FolderLock.acquire(folder)
-        assert f"(pid {os.getpid()}, started " in str(refused.value)
-        assert "--fresh" in str(refused.value)
-        (folder / "audit.json").write_text("{}")
-    assert sorted(p.name for p in folder.iterdir()) == ["audit.json"]
-    lock.release()  # again: nothing
-    # Folders the lock created are removed when they stay empty, up to the first that existed.
-    FolderLock.acquire(tmp_path / "a" / "b").release()
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["new"]
-
-
-def test_folder_lock_takes_the_new_file_when_the_holder_removed_the_old(tmp_path, monkeypatch):
-    """A run that opened the lock file just before its holder released (and removed) it locks
-    a file no one else will see: it must notice and lock the new file instead."""
-    folder = tmp_path / "model"
-    holder = FolderLock.acquire(folder)
-    real_flock = fcntl.flock
-    calls: list[int] = []
-
-    def flock_after_release(handle: int, operation: int) -> None:
-        calls.append(handle)
-        if len(calls) == 1:
-            holder.release()  # between the waiting run's open and its lock
-        real_flock(handle, operation)
-
-    monkeypatch.setattr("analysis.resume.fcntl.flock", flock_after_release)
-    taken = FolderLock.acquire(folder)
-    monkeypatch.setattr("analysis.resume.fcntl.flock", real_flock)
-    assert len(calls) == 2 and taken.path.exists()
-    with pytest.raises(FolderBusy):
-        FolderLock.acquire(folder)
-    taken.release()
-
-
-def test_a_killed_holder_leaves_no_stuck_lock(tmp_path):
-    folder = tmp_path / "model"
-    code = (
-        "import sys, time\n"
-        "from pathlib import Path\n"
-        "from analysis.resume import FolderLock\n"
-        "FolderLock.acquire(Path(sys.argv[1]))\n"
-        "print('locked', flush=True)\n"
-        "time.sleep(300)\n"
-    )
-    process = subprocess.Popen(
-        [sys.executable, "-c", code, str(folder)], cwd=ROOT, stdout=subprocess.PIPE, text=True
-    )
-    try:
-        assert process.stdout is not None and process.stdout.readline() == "locked\n"
-        with pytest.raises(FolderBusy, match=f"pid {process.pid},"):
-            FolderLock.acquire(folder)
-    finally:
-        process.kill()
-        process.wait(timeout=60)
-    assert (folder / LOCK).exists()
-    with FolderLock.acquire(folder) as lock:
-        assert json.loads(lock.path.read_text())["pid"] == os.getpid()
-    assert not (folder / LOCK).exists()
-
-
 def test_the_key_follows_the_source_code(tmp_path):
     """A working copy keeps its version number from one change to the next: the key holds a
     SHA-256 of the packages' source, so units made by other code are not resumed."""
@@ -638,69 +304,3 @@ def test_the_key_follows_the_source_code(tmp_path):
     assert changed != first
     (tmp_path / "flatness" / "sub" / "core.py").rename(tmp_path / "flatness" / "sub" / "other.py")
     assert source_sha256(tmp_path) not in (first, changed)
-
-
-def _full_disk_for(monkeypatch, name: str) -> None:
-    """``os.fsync`` raises "No space left on device" (as a full disk does, without a path) for
-    the files whose path contains ``name``; every other file is written."""
-    real = os.fsync
-
-    def fsync(handle: int) -> None:
-        if name in os.readlink(f"/proc/self/fd/{handle}"):
-            raise OSError(errno.ENOSPC, "No space left on device")
-        real(handle)
-
-    monkeypatch.setattr(os, "fsync", fsync)
-
-
-@pytest.mark.parametrize(
-    ("name", "kept"),
-    [
-        ("key.json", "no unit was finished yet"),
-        (
-            "probes.pt",
-            "its 1 finished unit stays in {partial}, and the same command resumes from them",
-        ),
-    ],
-)
-def test_a_full_disk_for_the_units_is_one_line_naming_the_path_and_flag(
-    tmp_path, capsys, monkeypatch, name, kept
-):
-    """The finished units go to the same disk as the document: a full disk stops the audit
-    with the line of any output error (the file, --out, the fix), keeps what was finished and
-    leaves no temporary file and no lock."""
-    out = tmp_path / "out"
-    command = [str(ZOO), *_command(out, "--quiet")[4:]]
-    _full_disk_for(monkeypatch, f"/.{name}.")
-    status = audit_main(command)
-    err = capsys.readouterr().err
-    partial = out / ZOO.stem / PARTIAL
-    assert status == EXIT_INPUT, err
-    assert err.splitlines() == [
-        f"error: --out {partial / name} cannot be written: No space left on device; free space "
-        f"on that disk, or choose a folder on another disk; the audit stopped here: "
-        + kept.format(partial=partial)
-    ]
-    # No temporary file and no lock file: only the units finished before the disk filled.
-    left = sorted(p.relative_to(partial).as_posix() for p in partial.rglob("*"))
-    assert left == ([] if name == "key.json" else ["batch-attacks.pt", "key.json"])
-    assert sorted(p.name for p in (out / ZOO.stem).iterdir()) == [PARTIAL]
-
-
-def test_a_full_disk_for_the_lock_is_one_line_naming_the_path_and_flag(
-    tmp_path, capsys, monkeypatch
-):
-    out = tmp_path / "out"
-
-    def full(handle: int, data: bytes, offset: int) -> int:
-        raise OSError(errno.ENOSPC, "No space left on device")
-
-    monkeypatch.setattr(os, "pwrite", full)
-    status = audit_main([str(ZOO), *_command(out, "--quiet")[4:]])
-    err = capsys.readouterr().err
-    assert status == EXIT_INPUT, err
-    assert err == (
-        f"error: --out {out / ZOO.stem / LOCK} cannot be written: No space left on device; free "
-        "space on that disk, or choose a folder on another disk\n"
-    )
-    assert not out.exists()
