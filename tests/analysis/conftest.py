@@ -1,21 +1,33 @@
-"""Shared fixtures: a small, fast audit of a zoo model, and the digits networks that the probe
-tests train."""
+"""Shared fixtures: a small, fast audit of a zoo model, the quick audit whose document the bad
+input tests edit, and the digits networks that the probe tests train."""
 
 from __future__ import annotations
+
+import json
 
 import pytest
 import torch
 from audit_helpers import audit_document, quick_config
+from bad_input_builders import FAST, ZOO
 from probe_helpers import ARCHITECTURES, _build, _train
 from torch import Tensor, nn
 
 from checkpoints.datasets import load_dataset
+from commands import audit
 
 
 @pytest.fixture(scope="session")
 def quick_document() -> dict:
     """A quick audit (with flatness) of a digits zoo model."""
     return audit_document("digits-mlp-dropout", quick_config(flatness=True))
+
+
+@pytest.fixture(scope="module")
+def result_document(tmp_path_factory) -> dict:
+    """A real quick audit of the zoo model on the first samples, the source of the baselines."""
+    out = tmp_path_factory.mktemp("result")
+    assert audit.main([str(ZOO), *FAST, "--out", str(out)]) == 0
+    return json.loads((out / ZOO.stem / "audit.json").read_text())
 
 
 @pytest.fixture(scope="session")
