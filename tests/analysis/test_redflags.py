@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 from audit_helpers import audit_document, quick_config
-from validation_family import paired_bound, reference_attacks
+from family_reference import paired_bound, reference_attacks
 
 from analysis.config import AuditConfig, build_suite
 from analysis.masked import DropoutAtTest, QuantizedInput, SaturatedLogits, WrongGradient

@@ -8,14 +8,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from validation_family import (
-    EXPECTED,
-    RECIPES,
-    build,
-    compare_flags,
-    observe,
-    paired_bound,
-)
+from family_audit import observe
+from family_expected import EXPECTED, compare_flags
+from family_reference import paired_bound
+from family_training import RECIPES, build
 
 from analysis.redflags import CHECKS
 from checkpoints import load_checkpoint

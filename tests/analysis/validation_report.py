@@ -21,10 +21,12 @@ _HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(_HERE.parents[1]), str(_HERE)]
 
 import torch  # noqa: E402
-import validation_family as family  # noqa: E402
+from family_audit import Observation, default_cache, observe  # noqa: E402
+from family_expected import EXPECTED, Expected, observed_flags  # noqa: E402
+from family_training import RECIPES  # noqa: E402
 
 
-def _expected_text(expected: family.Expected) -> str:
+def _expected_text(expected: Expected) -> str:
     parts = []
     if expected.must_fail:
         parts.append("fail: " + ", ".join(sorted(expected.must_fail)))
@@ -33,9 +35,9 @@ def _expected_text(expected: family.Expected) -> str:
     return "; ".join(parts) or "none"
 
 
-def _bound_text(observation: family.Observation) -> str:
+def _bound_text(observation: Observation) -> str:
     parts = []
-    version = family.EXPECTED[observation.name].autoattack
+    version = EXPECTED[observation.name].autoattack
     for norm, bound in observation.bounds.items():
         low, high = bound.interval
         parts.append(
@@ -47,7 +49,7 @@ def _bound_text(observation: family.Observation) -> str:
     return "; ".join(parts) or "-"
 
 
-def _reference_text(observation: family.Observation) -> str:
+def _reference_text(observation: Observation) -> str:
     parts = []
     for norm, reference in observation.references.items():
         parts.append(
@@ -64,16 +66,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--preset", default="standard")
     parser.add_argument("--num-samples", type=int, default=1000)
     parser.add_argument("--models", help="comma-separated members (default: all)")
-    parser.add_argument("--cache", type=Path, default=family.default_cache())
+    parser.add_argument("--cache", type=Path, default=default_cache())
     parser.add_argument("--out", type=Path, default=Path("out/validation-family"))
     parser.add_argument("--json", type=Path, help="also write the figures here")
     parser.add_argument("--no-references", action="store_true", help="skip AutoAttack")
     args = parser.parse_args(argv)
     torch.set_num_threads(min(2, torch.get_num_threads()))
-    names = list(family.RECIPES) if args.models is None else args.models.split(",")
-    unknown = [n for n in names if n not in family.RECIPES]
+    names = list(RECIPES) if args.models is None else args.models.split(",")
+    unknown = [n for n in names if n not in RECIPES]
     if unknown:
-        parser.error(f"unknown members {unknown}; expected some of {list(family.RECIPES)}")
+        parser.error(f"unknown members {unknown}; expected some of {list(RECIPES)}")
     print(
         "| model | kind | must raise | expected verdict | observed flags | observed verdict "
         "| as expected | audit vs AutoAttack (reliable vs AA, discordant, 95 % interval) "
@@ -83,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     failures = 0
     results = []
     for name in names:
-        observation = family.observe(
+        observation = observe(
             name,
             args.cache,
             args.out,
@@ -91,11 +93,11 @@ def main(argv: list[str] | None = None) -> int:
             args.num_samples,
             references=not args.no_references,
         )
-        expected = family.EXPECTED[name]
+        expected = EXPECTED[name]
         problems = observation.problems()
         failures += bool(problems)
         document = observation.document
-        observed = family.observed_flags(document) if document else observation.status
+        observed = observed_flags(document) if document else observation.status
         verdict = document["verdict"] if document else "crashed"
         print(
             f"| {name} | {expected.kind} | {_expected_text(expected)} | "
