@@ -23,7 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from flatness import FlatnessConfig, FlatnessResult, hessian_pass, measure
+from core.flatrecords import FlatnessResult
+from flatness import FlatnessConfig, hessian_pass, measure
 from torchutil import (
     PROBE_SIZES,
     BatchChoice,

@@ -254,7 +254,7 @@ def _run_audit(
     suite = run_suite(
         chunked, x, y, suite_config, make_generator(config.seed), progress=progress, memo=memo
     )
-    flatness: dict[str, Any] | None = None
+    flatness: FlatnessResult | None = None
     flatness_note: str | None = None
     flatness_choice: BatchChoice | None = None
     if config.flatness is not None and probes.nonfinite_logits:
@@ -274,20 +274,18 @@ def _run_audit(
         )
         flatness_memo = _announcing(memo) if progress else memo
         try:
-            eval_result, flatness_choice = measure_fitting(
+            flatness, flatness_choice = measure_fitting(
                 model, x_flat, y_flat, config.flatness, config.seed, flatness_choice, flatness_memo
             )
-            flatness = eval_result.to_dict()
             # With the dropout-family layers active the loss surface is another one (for
             # NormOut orders of magnitude sharper), and papers rarely say which they report:
             # give both.
             active = active_flatness_config(config.flatness)
-            flatness["active_layers"] = None
             if dropout_family_layers(model) and active.measures:
                 active_result, flatness_choice = measure_fitting(
                     model, x_flat, y_flat, active, config.seed, flatness_choice, flatness_memo
                 )
-                flatness["active_layers"] = active_result.to_dict()
+                flatness = replace(flatness, active_layers=active_result)
         except Exception as error:  # noqa: BLE001 - the model's own exception, recorded
             if is_out_of_memory(error):
                 raise
@@ -379,9 +377,7 @@ def _run_audit(
                 num_backward=suite.num_backward,
                 wall_time=as_read(suite.wall_time),
             ),
-            flatness=None
-            if flatness is None
-            else decode(FlatnessResult, flatness, source, "flatness"),
+            flatness=flatness,
             flatness_note=flatness_note,
             activations=tuple(
                 decode(ActivationStats, a.to_dict(), source, f"activations[{i}]")

@@ -100,7 +100,6 @@ def _safe_types() -> list[type]:
     from analysis import conventions, probes
     from attacks import result, threat
     from core import attackrecords, document, flatrecords
-    from flatness import core, density, eigenvalues, fisher_rao, hessian, landscape, sharpness
     from torchutil import memory
 
     modules = (
@@ -111,13 +110,6 @@ def _safe_types() -> list[type]:
         threat,
         probes,
         conventions,
-        core,
-        fisher_rao,
-        hessian,
-        eigenvalues,
-        density,
-        landscape,
-        sharpness,
         memory,
     )
     return _types(modules)

@@ -37,7 +37,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from flatness import TraceResult, fisher_rao_norm, hutchinson_trace
+from core.flatrecords import TraceEstimate
+from flatness import fisher_rao_norm, hutchinson_trace
 
 ROOT = Path(__file__).resolve().parents[1]
 ZOO_LENET = ROOT / "checkpoints" / "zoo" / "mnist-lenet5-dropout.pt"
@@ -139,7 +140,7 @@ def bench_trace(num_samples: int, num_probes: int, repeats: int) -> None:
         (x[i : i + batch_size], y[i : i + batch_size]) for i in range(0, num_samples, batch_size)
     ]
 
-    def ours() -> TraceResult:
+    def ours() -> TraceEstimate:
         return hutchinson_trace(
             model,
             x,
@@ -160,8 +161,9 @@ def bench_trace(num_samples: int, num_probes: int, repeats: int) -> None:
 
     result, probes = ours(), np.array(pyhessian_trace())
     print(
-        f"    trace: ours {result.value:.4g} ± {result.stderr:.2g}, PyHessian {probes.mean():.4g} "
-        f"± {probes.std(ddof=1) / np.sqrt(num_probes):.2g} (standard errors; independent probes)"
+        f"    trace: ours {result.value:.4g} ± {_error(result.stderr)}, PyHessian "
+        f"{probes.mean():.4g} ± {probes.std(ddof=1) / np.sqrt(num_probes):.2g} (standard errors; "
+        "independent probes)"
     )
     medians = interleaved_medians({"ours": ours, "pyhessian": pyhessian_trace}, repeats)
     model.eval()  # PyHessian leaves the model in eval mode; it already was
@@ -247,6 +249,11 @@ def resnet_and_data(num_samples: int) -> tuple[nn.Module, Tensor, Tensor, str]:
     return model, x, y, f"pyautoattack's ResNet-18; CIFAR-10 test set, first {num_samples} images"
 
 
+def _error(value: float | None) -> str:
+    """A standard error, ``nan`` where it is undefined (None in the record)."""
+    return "nan" if value is None else f"{value:.2g}"
+
+
 def _summary(result: object) -> str:
     """One estimate in a line: its value with the standard error, and what it spent."""
     get = functools.partial(getattr, result)
@@ -257,7 +264,7 @@ def _summary(result: object) -> str:
         parts.append(f"top [{values}] (residuals [{bars}]), {get('num_iterations')} iterations")
     elif hasattr(result, "density"):
         parts.append(
-            f"trace {get('trace'):.5g} ± {get('trace_stderr'):.2g}, "
+            f"trace {get('trace'):.5g} ± {_error(get('trace_stderr'))}, "
             f"{get('num_runs')} runs of {get('num_steps')} steps"
         )
         if getattr(result, "rel_stderr", None) is not None:
@@ -268,15 +275,15 @@ def _summary(result: object) -> str:
         centre, error = losses[middle], stderrs[middle]
         if isinstance(centre, tuple):
             centre, error = centre[middle], error[middle]
-        parts.append(f"loss at θ {centre:.5g} ± {error:.2g}, {len(get('coordinates'))} points")
+        parts.append(f"loss at θ {centre:.5g} ± {_error(error)}, {len(get('coordinates'))} points")
     else:
-        parts.append(f"{get('value'):.5g} ± {get('stderr'):.2g}")
+        parts.append(f"{get('value'):.5g} ± {_error(get('stderr'))}")
     for name in ("num_probes", "num_draws", "num_samples_used", "num_matvecs"):
         if hasattr(result, name) and getattr(result, name) is not None:
             parts.append(f"{name.replace('num_', '')} {getattr(result, name)}")
-    if hasattr(result, "stopped_by"):
+    if getattr(result, "stopped_by", None) is not None:
         parts.append(f"stopped by {get('stopped_by')}")
-    elif hasattr(result, "converged"):
+    elif getattr(result, "converged", None) is not None:
         parts.append(f"converged {get('converged')}")
     samples = get("provenance").num_samples
     own = getattr(result, "sample_size", None)

@@ -1,5 +1,6 @@
 """The records of the flatness section of the result document: each estimate with what it was
-computed from (:class:`MeasureProvenance`, which the estimators of ``flatness`` produce).
+computed from (:class:`MeasureProvenance`). The estimators of ``flatness`` build and return
+these records themselves, and ``flatness.measure`` a :class:`FlatnessResult`.
 
 The estimates pickle (the resume cache keeps them), through :class:`_Picklable`.
 """
@@ -53,7 +54,7 @@ class MeasureProvenance(_Picklable):
 
 
 @dataclass(frozen=True, kw_only=True)
-class FisherRaoEstimate:
+class FisherRaoEstimate(_Picklable):
     """The Fisher-Rao norm squared (``value``) with its standard error; ``norm`` its root."""
 
     value: float
@@ -76,7 +77,7 @@ class FisherRaoEstimate:
 
 
 @dataclass(frozen=True, kw_only=True)
-class TraceEstimate:
+class TraceEstimate(_Picklable):
     """The Hessian trace with its standard error."""
 
     value: float
@@ -102,7 +103,7 @@ class TraceEstimate:
 
 
 @dataclass(frozen=True, kw_only=True)
-class SharpnessEstimate:
+class SharpnessEstimate(_Picklable):
     """ε-sharpness with its standard error."""
 
     value: float
@@ -122,7 +123,7 @@ class SharpnessEstimate:
 
 
 @dataclass(frozen=True, kw_only=True)
-class Eigenvalues:
+class Eigenvalues(_Picklable):
     """The largest Hessian eigenvalues, with their residual bounds."""
 
     eigenvalues: tuple[float, ...]
@@ -139,7 +140,7 @@ class Eigenvalues:
 
 
 @dataclass(frozen=True, kw_only=True)
-class SpectralDensity:
+class SpectralDensity(_Picklable):
     """The Hessian's eigenvalue density on ``grid`` [G]; ``nodes``/``weights`` [R][S]."""
 
     grid: tuple[float, ...]
@@ -164,7 +165,7 @@ class SpectralDensity:
 
 
 @dataclass(frozen=True, kw_only=True)
-class Landscape:
+class Landscape(_Picklable):
     """A loss-landscape slice: ``coordinates`` [P] along each direction; ``losses``,
     ``loss_stderrs`` and ``accuracies`` [P] (1-D) or [P][P] (2-D), None where undefined."""
 

@@ -13,42 +13,38 @@ active and batch norm frozen, Monte-Carlo averaged), draws randomness only from 
 found them. Under torch.distributed (``torchrun``, every rank holding the whole data set) the
 batches of each pass, and the draws, are split between the ranks, and every rank returns
 exactly the result of a single process.
+
+Each estimator returns its record of the result document, declared in ``core.flatrecords``
+(`fisher_rao_norm` a ``FisherRaoEstimate``, `hutchinson_trace` a ``TraceEstimate``,
+`hessian_eigenvalues` ``Eigenvalues``, `spectral_density` a ``SpectralDensity``,
+`loss_landscape` a ``Landscape``, `epsilon_sharpness` a ``SharpnessEstimate``), and `measure` a
+``FlatnessResult``; ``core.docfields.encode`` gives the JSON the document holds. A quantity that
+is undefined (the standard error of a single observation) is None.
 """
 
-from flatness.core import Mode, Provenance
+from flatness.core import Mode
 from flatness.draws import StoppedBy
-from flatness.fisher_rao import Fisher, FisherRaoResult, fisher_rao_norm
+from flatness.fisher_rao import Fisher, fisher_rao_norm
 from flatness.hessian import (
-    DensityResult,
-    EigenvalueResult,
     TraceMethod,
-    TraceResult,
     hessian_eigenvalues,
     hessian_pass,
     hutchinson_trace,
     spectral_density,
 )
-from flatness.landscape import LandscapeResult, filter_normalized_direction, loss_landscape
-from flatness.sharpness import SharpnessResult, epsilon_sharpness
+from flatness.landscape import filter_normalized_direction, loss_landscape
+from flatness.sharpness import epsilon_sharpness
 from flatness.stats import MeanAccumulator
-from flatness.suite import FlatnessConfig, FlatnessResult, Measure, measure
+from flatness.suite import FlatnessConfig, Measure, measure
 
 __all__ = [
-    "DensityResult",
-    "EigenvalueResult",
     "Fisher",
-    "FisherRaoResult",
     "FlatnessConfig",
-    "FlatnessResult",
-    "LandscapeResult",
     "MeanAccumulator",
     "Measure",
     "Mode",
-    "Provenance",
-    "SharpnessResult",
     "StoppedBy",
     "TraceMethod",
-    "TraceResult",
     "epsilon_sharpness",
     "filter_normalized_direction",
     "fisher_rao_norm",

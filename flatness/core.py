@@ -21,7 +21,7 @@ from torch import Tensor, nn
 from torch.func import functional_call, grad
 
 import torchutil
-from core.document import MeasureProvenance as Provenance
+from core.flatrecords import MeasureProvenance
 
 # Shared with attacks through torchutil; the estimators import them from here.
 from torchutil import draw_seeds as draw_seeds
@@ -185,30 +185,17 @@ def check_positive(name: str, value: int | float) -> None:
         raise ValueError(f"{name} must be positive and finite, got {value}")
 
 
-def jsonable(value: object) -> object:
-    """Plain JSON types from results: dataclasses and mappings become dicts, sequences lists.
+def defined(value: float) -> float | None:
+    """A number of an estimate where the document allows None: None when it is undefined (NaN,
+    or infinite: the standard error of a single observation, the interval around it), else
+    the value as a float.
 
-    Non-finite floats (an undefined standard error from a single sample) become ``None``, so
-    the output passes ``json.dumps(..., allow_nan=False)`` while numbers stay numbers.
+    The estimators build their records (``core.flatrecords``) with it for every field that
+    may be None, so the document holds ``null`` there, never a NaN; a field that must hold a
+    number (an estimate's ``value``, an eigenvalue) keeps a NaN, and the document writes it
+    as ``"NaN"`` (``core.docjson.NONFINITE_TOKENS``).
     """
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        # A record of the document (``core.document``) keeps the keys its reader did not know
-        # in ``extra``: they stand at the record's own level.
-        plain = {
-            f.name: jsonable(getattr(value, f.name))
-            for f in dataclasses.fields(value)
-            if f.name != "extra"
-        }
-        return plain | {str(k): jsonable(v) for k, v in getattr(value, "extra", {}).items()}
-    if isinstance(value, dict):
-        return {str(k): jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [jsonable(v) for v in value]
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, StrEnum):
-        return value.value
-    return value
+    return float(value) if math.isfinite(value) else None
 
 
 def check_mc_samples(mode: Mode, num_mc_samples: int) -> None:
@@ -229,9 +216,9 @@ def make_provenance(
     num_mc_samples: int,
     generator: torch.Generator,
     definition: str,
-) -> Provenance:
-    """The `Provenance` of an estimate over ``(x, y)``."""
-    return Provenance(
+) -> MeasureProvenance:
+    """The provenance of an estimate over ``(x, y)``."""
+    return MeasureProvenance(
         num_samples=x.shape[0],
         batch_size=batch_size,
         data_fingerprint=fingerprint(x, y),

@@ -3,19 +3,18 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
+from core.flatrecords import SpectralDensity
 from flatness.core import (
     FunctionalModel,
     Mode,
-    Provenance,
     check_data,
     check_mc_samples,
     check_positive,
-    jsonable,
+    defined,
     make_provenance,
     model_mode,
     own_sample,
@@ -26,56 +25,6 @@ from flatness.draws import StoppedBy
 from flatness.lanczos import gauss_quadrature, lanczos
 from flatness.products import _FIXED_DRAWS, _HESSIAN, _fixed_operator, vectors_like
 from flatness.stats import MeanAccumulator
-
-
-@dataclass(frozen=True)
-class DensityResult:
-    """Spectral density of the Hessian by stochastic Lanczos quadrature (Ghorbani et al. 2019).
-
-    Attributes:
-        grid: Eigenvalue axis, G ascending points.
-        density: Estimated density on ``grid`` (G values, integrating to 1): the quadrature
-            below, each node smoothed by a Gaussian of width ``bandwidth``.
-        nodes: Per run (R of them), the Ritz values of its Lanczos matrix. Lanczos runs without
-            reorthogonalisation, so a well-separated eigenvalue can appear as several nearby
-            nodes whose weights together are the weight it would have had alone.
-        weights: Per run, the quadrature weight of each node (each run's weights sum to 1).
-        bandwidth: Standard deviation of the Gaussian smoothing.
-        trace: d × the mean of the density, i.e. the Hutchinson estimate of tr(H) implied by the
-            same Rademacher start vectors (of the Hessian over ``sample_size`` samples).
-        trace_stderr: Its standard error over the R runs.
-        rel_stderr: The density's standard error over the runs, integrated over the grid: the
-            expected L1 distance of the estimate from the mean over start vectors, relative
-            to the density's mass of 1 (None below two runs).
-        stopped_by: ``"target"`` (``rel_stderr <= rel_tol``) or ``"budget"`` (``max_runs``).
-        rel_tol: The requested ``rel_stderr``.
-        num_runs: Start vectors R.
-        num_steps: Lanczos steps per run (fewer when an invariant subspace is found).
-        sample_size: Samples of the Hessian: the density's own random sample of the N of the
-            provenance (all N when it is as large).
-        dimension: Number of parameters d.
-        provenance: Data, mode, seed and definition.
-    """
-
-    grid: tuple[float, ...]
-    density: tuple[float, ...]
-    nodes: tuple[tuple[float, ...], ...]
-    weights: tuple[tuple[float, ...], ...]
-    bandwidth: float
-    trace: float
-    trace_stderr: float
-    rel_stderr: float | None
-    stopped_by: str
-    rel_tol: float
-    num_runs: int
-    num_steps: int
-    sample_size: int
-    dimension: int
-    provenance: Provenance
-
-    def to_dict(self) -> dict[str, object]:
-        """JSON-ready dictionary."""
-        return jsonable(self)  # type: ignore[return-value]
 
 
 def spectral_density(
@@ -94,7 +43,7 @@ def spectral_density(
     batch_size: int = 128,
     mode: Mode | str = Mode.EVAL,
     num_mc_samples: int = 1,
-) -> DensityResult:
+) -> SpectralDensity:
     """Eigenvalue density of the loss Hessian by stochastic Lanczos quadrature.
 
     Each run starts Lanczos from a normalised Rademacher vector v; the eigenvalues θ_j of its
@@ -131,7 +80,15 @@ def spectral_density(
         num_mc_samples: Dropout draws per batch in train mode.
 
     Returns:
-        The density on a grid, with the underlying quadrature nodes and weights.
+        The density on a grid of ``num_grid_points`` ascending points (integrating to 1: the
+        quadrature, each node smoothed by a Gaussian of width ``bandwidth``), with each run's
+        Ritz values (``nodes``; without reorthogonalisation a well-separated eigenvalue can
+        appear as several nearby nodes whose weights together are the weight it would have had
+        alone) and quadrature weights (summing to 1 per run); ``trace``, d times the density's
+        mean (the Hutchinson estimate of tr(H) from the same start vectors), with its standard
+        error over the runs; ``rel_stderr`` (None below two runs) and what stopped it
+        (``stopped_by``: ``"target"`` or ``"budget"``); ``sample_size``, the samples of the
+        Hessian.
     """
     mode = parse_mode(mode)
     check_data(x, y, batch_size)
@@ -179,17 +136,17 @@ def spectral_density(
     if sample_x.shape[0] < x.shape[0]:
         definition += ", over a random sample of the data"
     stopped = rel_stderr is not None and len(nodes) >= min_runs and rel_stderr <= rel_tol
-    return DensityResult(
+    return SpectralDensity(
         grid=tuple(grid.tolist()),
         density=tuple(density.tolist()),
         nodes=tuple(tuple(n.tolist()) for n in nodes),
         weights=tuple(tuple(w.tolist()) for w in weights),
-        bandwidth=bandwidth,
-        trace=traces.mean,
-        trace_stderr=traces.stderr,
-        rel_stderr=rel_stderr,
+        bandwidth=defined(bandwidth),
+        trace=defined(traces.mean),
+        trace_stderr=defined(traces.stderr),
+        rel_stderr=None if rel_stderr is None else defined(rel_stderr),
         stopped_by=(StoppedBy.TARGET if stopped else StoppedBy.BUDGET).value,
-        rel_tol=rel_tol,
+        rel_tol=defined(rel_tol),
         num_runs=len(nodes),
         num_steps=max(len(n) for n in nodes),
         sample_size=sample_x.shape[0],

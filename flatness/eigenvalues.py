@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 from torch import Tensor, nn
 
+from core.flatrecords import Eigenvalues
 from flatness.core import (
     FunctionalModel,
     Mode,
-    Provenance,
     check_data,
     check_mc_samples,
     check_positive,
+    defined,
     gaussian,
-    jsonable,
     make_provenance,
     model_mode,
     parse_mode,
@@ -23,42 +21,6 @@ from flatness.core import (
 from flatness.draws import StoppedBy
 from flatness.lanczos import lanczos, ritz_pairs
 from flatness.products import _FIXED_DRAWS, _HESSIAN, _fixed_operator, vectors_like
-
-
-@dataclass(frozen=True)
-class EigenvalueResult:
-    """Largest Hessian eigenvalues by Lanczos (the three-term recurrence, see `lanczos`).
-
-    Attributes:
-        eigenvalues: The ``k`` largest eigenvalues, descending, as a tuple of length k (fewer
-            only when the Krylov space of the start vector is an invariant subspace of smaller
-            dimension). Copies of one eigenvalue (see `distinct_top`) are reported once.
-        residual_norms: ‖H v_i - λ_i v_i‖ per Ritz pair (length k): an eigenvalue of H lies
-            within this distance of ``eigenvalues[i]`` (up to rounding in the products, even
-            with orthogonality lost: Paige 1980), so it is the error bar of each value.
-        num_iterations: Lanczos steps, one Hessian-vector product each.
-        converged: Whether every residual fell to ``rel_tol · |λ_i|``.
-        stopped_by: ``"target"`` (converged, or an invariant subspace found: the values are
-            then exact) or ``"budget"`` (``max_iterations`` spent first).
-        rel_tol: The requested relative residual.
-        max_iterations: The budget of Lanczos steps.
-        dimension: Number of parameters d.
-        provenance: Data, mode, seed and definition.
-    """
-
-    eigenvalues: tuple[float, ...]
-    residual_norms: tuple[float, ...]
-    num_iterations: int
-    converged: bool
-    stopped_by: str
-    rel_tol: float
-    max_iterations: int
-    dimension: int
-    provenance: Provenance
-
-    def to_dict(self) -> dict[str, object]:
-        """JSON-ready dictionary."""
-        return jsonable(self)  # type: ignore[return-value]
 
 
 def hessian_eigenvalues(
@@ -73,7 +35,7 @@ def hessian_eigenvalues(
     batch_size: int = 128,
     mode: Mode | str = Mode.EVAL,
     num_mc_samples: int = 1,
-) -> EigenvalueResult:
+) -> Eigenvalues:
     """Largest (algebraic) eigenvalues of the loss Hessian.
 
     Lanczos from a Gaussian start, stopped once the top ``num_eigenvalues`` Ritz residuals are
@@ -99,7 +61,13 @@ def hessian_eigenvalues(
         num_mc_samples: Dropout draws per batch in train mode.
 
     Returns:
-        The eigenvalues with their residual bounds.
+        The ``num_eigenvalues`` largest eigenvalues, descending (fewer only when the Krylov
+        space of the start vector is an invariant subspace of smaller dimension), with the
+        residual norm ‖H v_i - λ_i v_i‖ of
+        each (an eigenvalue of H lies within this distance, up to rounding in the products,
+        even with orthogonality lost: Paige 1980), the Lanczos steps taken, and what stopped
+        it (``stopped_by``: ``"target"``, every residual at most ``rel_tol · |λ_i|`` or an
+        invariant subspace found, or ``"budget"``, ``max_iterations`` spent first).
     """
     mode = parse_mode(mode)
     check_data(x, y, batch_size)
@@ -129,13 +97,13 @@ def hessian_eigenvalues(
     definition = f"largest eigenvalues of the {_HESSIAN}" + (
         _FIXED_DRAWS if mode is Mode.TRAIN else ""
     )
-    return EigenvalueResult(
+    return Eigenvalues(
         eigenvalues=tuple(ritz[top].tolist()),
         residual_norms=tuple(residuals[top].tolist()),
         num_iterations=len(alphas),
         converged=done,
         stopped_by=(StoppedBy.TARGET if done else StoppedBy.BUDGET).value,
-        rel_tol=rel_tol,
+        rel_tol=defined(rel_tol),
         max_iterations=max_iterations,
         dimension=fmodel.dim,
         provenance=make_provenance(x, y, batch_size, mode, num_mc_samples, generator, definition),

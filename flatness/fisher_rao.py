@@ -12,24 +12,23 @@ closed form ``(L+1)·⟨∂ℓ/∂f, f⟩`` only holds for bias-free ReLU networ
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from enum import StrEnum
 
 import torch
 from torch import Tensor, nn
 from torch.func import jvp
 
+from core.flatrecords import FisherRaoEstimate
 from flatness.core import (
     FunctionalModel,
     Mode,
-    Provenance,
     TermLayout,
     batches,
     check_data,
     check_mc_samples,
     check_positive,
+    defined,
     dropout_seeds,
-    jsonable,
     make_provenance,
     model_mode,
     parse_mode,
@@ -58,47 +57,6 @@ _DEFINITIONS = {
     Fisher.MODEL: "E_x Σ_c softmax(f_θ(x))_c (θᵀ ∇_θ CE(f_θ(x), c))², exact over all classes, "
     "θ = all trainable parameters",
 }
-
-
-@dataclass(frozen=True)
-class FisherRaoResult:
-    """Squared Fisher-Rao norm ‖θ‖²_fr with its sampling error.
-
-    Attributes:
-        value: Estimate of ‖θ‖²_fr: the mean of the per-sample values over the samples used.
-        stderr: Standard error of ``value``: over the draws' means with mini-batches (every
-            source of randomness, see `flatness.draws`), over the N per-sample values on the
-            whole data set.
-        ci_low, ci_high: Student-t confidence interval for ``value``.
-        confidence: Level of that interval.
-        norm: ‖θ‖_fr = sqrt(value), the scale some papers report.
-        fisher: ``"empirical"`` or ``"model"`` (see `Fisher`).
-        num_draws: Mini-batches drawn (1: one pass over the whole data set).
-        minibatch_size: Samples per draw, or None when the whole data set was used once.
-        stopped_by: ``"target"`` (``stderr <= rel_tol · |value|`` reached), ``"budget"``
-            (``max_draws`` spent first) or ``"all-samples"`` (one pass over the whole data).
-        rel_tol: The requested relative standard error.
-        max_draws: The budget of draws.
-        provenance: Data, mode, seed and definition.
-    """
-
-    value: float
-    stderr: float
-    ci_low: float
-    ci_high: float
-    confidence: float
-    norm: float
-    fisher: str
-    num_draws: int
-    minibatch_size: int | None
-    stopped_by: str
-    rel_tol: float
-    max_draws: int
-    provenance: Provenance
-
-    def to_dict(self) -> dict[str, object]:
-        """JSON-ready dictionary (numbers stay numbers; undefined errors are ``None``)."""
-        return jsonable(self)  # type: ignore[return-value]
 
 
 def parameter_directional_derivative(fmodel: FunctionalModel, x: Tensor) -> tuple[Tensor, Tensor]:
@@ -150,7 +108,7 @@ def fisher_rao_norm(
     mode: Mode | str = Mode.EVAL,
     num_mc_samples: int = 1,
     confidence: float = 0.95,
-) -> FisherRaoResult:
+) -> FisherRaoEstimate:
     """Squared Fisher-Rao norm ‖θ‖²_fr = E[(θᵀ ∇_θ ℓ(f_θ(x), y))²] over a data set.
 
     Doubly stochastic (`flatness.draws`): each draw takes a fresh mini-batch of
@@ -178,7 +136,13 @@ def fisher_rao_norm(
         confidence: Level of the reported t-interval.
 
     Returns:
-        The estimate with its standard error, the draws used and what stopped it.
+        The estimate (``value``, the mean of the per-sample values over the samples used) with
+        its standard error (``stderr``: over the draws' means with mini-batches, counting every
+        source of randomness, see `flatness.draws`; over the N per-sample values on the whole
+        data set; None when undefined), the Student-t interval at ``confidence``
+        (``ci_low``, ``ci_high``), ``norm`` = sqrt(value), the draws used (``num_draws``;
+        ``minibatch_size`` None for one pass over the whole data) and what stopped it
+        (``stopped_by``: ``"target"``, ``"budget"`` or ``"all-samples"``).
 
     Example:
         >>> model = torch.nn.Linear(4, 3)
@@ -212,18 +176,18 @@ def fisher_rao_norm(
                 fmodel, x, y, plan, fisher, mode, num_mc_samples, rel_tol, min_draws, max_draws
             )
     ci_low, ci_high = accumulator.interval(confidence)
-    return FisherRaoResult(
-        value=accumulator.mean,
-        stderr=accumulator.stderr,
-        ci_low=ci_low,
-        ci_high=ci_high,
-        confidence=confidence,
-        norm=math.sqrt(max(accumulator.mean, 0.0)),
+    return FisherRaoEstimate(
+        value=float(accumulator.mean),
+        stderr=defined(accumulator.stderr),
+        ci_low=defined(ci_low),
+        ci_high=defined(ci_high),
+        confidence=defined(confidence),
+        norm=defined(math.sqrt(max(accumulator.mean, 0.0))),
         fisher=fisher.value,
         num_draws=num_draws,
         minibatch_size=None if plan.full else plan.size,
         stopped_by=stopped_by.value,
-        rel_tol=rel_tol,
+        rel_tol=defined(rel_tol),
         max_draws=max_draws,
         provenance=make_provenance(
             x, y, batch_size, mode, num_mc_samples, generator, _DEFINITIONS[fisher]

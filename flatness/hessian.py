@@ -16,31 +16,30 @@ density).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from enum import StrEnum
 
 import torch
 from torch import Tensor, nn
 
+from core.flatrecords import TraceEstimate
 from flatness.core import (
     FunctionalModel,
     Mode,
-    Provenance,
     TermLayout,
     check_data,
     check_mc_samples,
     check_positive,
+    defined,
     dropout_seeds,
-    jsonable,
     make_provenance,
     model_mode,
     parse_mode,
     rademacher,
     seeded_global_rng,
 )
-from flatness.density import DensityResult, density_stderr, smoothed_density, spectral_density
+from flatness.density import density_stderr, smoothed_density, spectral_density
 from flatness.draws import MIN_OBSERVATIONS, Draw, DrawPlan, StoppedBy, reached, run_draws
-from flatness.eigenvalues import EigenvalueResult, distinct_top, hessian_eigenvalues
+from flatness.eigenvalues import distinct_top, hessian_eigenvalues
 from flatness.lanczos import exact_dot, gauss_quadrature, lanczos, ritz_pairs
 from flatness.products import (
     _HESSIAN,
@@ -56,11 +55,8 @@ from flatness.stats import MeanAccumulator
 from torchutil import make_generator
 
 __all__ = [
-    "DensityResult",
-    "EigenvalueResult",
     "HessianOperator",
     "TraceMethod",
-    "TraceResult",
     "batch_hvp",
     "batch_quadratic_forms",
     "density_stderr",
@@ -96,57 +92,6 @@ class TraceMethod(StrEnum):
     HUTCH_PLUS_PLUS = "hutch++"
 
 
-@dataclass(frozen=True)
-class TraceResult:
-    """Hessian trace estimate.
-
-    Attributes:
-        value: Estimate of tr(H).
-        stderr: Standard error of ``value`` over the observations (for Hutch++, of the
-            residual part; the deflated part is computed exactly). With mini-batches an
-            observation is one draw (its mini-batch, dropout draws and probes), so the standard
-            error counts every source of randomness (see `flatness.draws`); on the whole data
-            set in eval mode, each probe is one.
-        ci_low, ci_high: Student-t confidence interval for ``value``.
-        confidence: Level of that interval.
-        num_probes: Hutchinson probes averaged.
-        num_draws: Draws made: mini-batches (or passes over the whole data set), each shared
-            by up to ``probes_per_pass`` probes.
-        minibatch_size: Samples per draw, or None when every draw was the whole data set.
-        num_matvecs: Hessian-vector products spent (each on its draw's samples), including
-            Hutch++'s deflation (on the whole data set).
-        converged: Whether ``stderr <= rel_tol · |value|`` was reached within the budget.
-        stopped_by: ``"target"`` (that relative standard error reached) or ``"budget"``
-            (``max_probes`` spent first).
-        rel_tol: The requested relative standard error.
-        max_probes: The budget of probes.
-        method: ``"hutchinson"`` or ``"hutch++"``.
-        dimension: Number of parameters d.
-        provenance: Data, mode, seed and definition.
-    """
-
-    value: float
-    stderr: float
-    ci_low: float
-    ci_high: float
-    confidence: float
-    num_probes: int
-    num_draws: int
-    minibatch_size: int | None
-    num_matvecs: int
-    converged: bool
-    stopped_by: str
-    rel_tol: float
-    max_probes: int
-    method: str
-    dimension: int
-    provenance: Provenance
-
-    def to_dict(self) -> dict[str, object]:
-        """JSON-ready dictionary (numbers stay numbers; undefined errors are ``None``)."""
-        return jsonable(self)  # type: ignore[return-value]
-
-
 def hutchinson_trace(
     model: nn.Module,
     x: Tensor,
@@ -164,7 +109,7 @@ def hutchinson_trace(
     mode: Mode | str = Mode.EVAL,
     num_mc_samples: int = 1,
     confidence: float = 0.95,
-) -> TraceResult:
+) -> TraceEstimate:
     """Trace of the loss Hessian by Hutchinson's estimator with Rademacher probes, doubly
     stochastic: every draw takes a fresh mini-batch (`flatness.draws`).
 
@@ -202,7 +147,14 @@ def hutchinson_trace(
         confidence: Level of the reported t-interval.
 
     Returns:
-        The estimate, its standard error, the probes and draws used and what stopped it.
+        The estimate of tr(H) (``value``) with its standard error (``stderr``, over the
+        observations: a draw with mini-batches, counting every source of randomness (see
+        `flatness.draws`), each probe on the whole data set in eval mode; for Hutch++ of the
+        residual part, the deflated part being exact; None when undefined) and Student-t
+        interval, the probes and draws used (``num_matvecs`` includes Hutch++'s deflation, on
+        the whole data set; ``minibatch_size`` None when every draw was the whole data set),
+        and what stopped it (``stopped_by``: ``"target"``, the relative standard error reached
+        (``converged``), or ``"budget"``, ``max_probes`` spent first).
     """
     mode = parse_mode(mode)
     method = _parse_method(method)
@@ -315,19 +267,19 @@ def hutchinson_trace(
     definition = f"trace of the {_HESSIAN}"
     if mode is Mode.TRAIN:
         definition = f"trace of the expected {_HESSIAN} over dropout draws (fresh per draw)"
-    return TraceResult(
-        value=exact_part + accumulator.mean,
-        stderr=accumulator.stderr,
-        ci_low=exact_part + ci_low,
-        ci_high=exact_part + ci_high,
-        confidence=confidence,
+    return TraceEstimate(
+        value=float(exact_part + accumulator.mean),
+        stderr=defined(accumulator.stderr),
+        ci_low=defined(exact_part + ci_low),
+        ci_high=defined(exact_part + ci_high),
+        confidence=defined(confidence),
         num_probes=used,
         num_draws=num_draws,
         minibatch_size=None if plan.full else plan.size,
         num_matvecs=deflation + used,
         converged=converged,
         stopped_by=(StoppedBy.TARGET if converged else StoppedBy.BUDGET).value,
-        rel_tol=rel_tol,
+        rel_tol=defined(rel_tol),
         max_probes=max_probes,
         method=method.value,
         dimension=fmodel.dim,

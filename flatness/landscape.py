@@ -3,22 +3,21 @@
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
+from core.flatrecords import Landscape
 from flatness.core import (
     FunctionalModel,
     Mode,
-    Provenance,
     batches,
     check_data,
     check_mc_samples,
     check_positive,
+    defined,
     dropout_seeds,
     gaussian,
-    jsonable,
     loss_pass,
     make_provenance,
     model_mode,
@@ -27,38 +26,7 @@ from flatness.core import (
 )
 from flatness.stats import MeanAccumulator
 
-Grid = tuple[float, ...] | tuple[tuple[float, ...], ...]
-
-
-@dataclass(frozen=True)
-class LandscapeResult:
-    """Loss on a grid of points θ + a·d₁ (+ b·d₂), for plotting.
-
-    Attributes:
-        coordinates: The G step sizes used along each direction, ascending, 0 included
-            when G is odd.
-        losses: Mean loss over the samples, ``[G]`` for one direction or ``[G][G]`` for two
-            (row i is a = coordinates[i], column j is b = coordinates[j]).
-        loss_stderrs: Standard error of each loss over the samples, same shape.
-        accuracies: Accuracy at each point, same shape.
-        num_directions: 1 or 2.
-        sample_size: Samples evaluated at every point: the slice's own random sample of the N
-            samples of the provenance (all N when it is as large).
-        provenance: Data, mode, seed (which also fixes the directions and the sample) and
-            definition.
-    """
-
-    coordinates: tuple[float, ...]
-    losses: Grid
-    loss_stderrs: Grid
-    accuracies: Grid
-    num_directions: int
-    sample_size: int
-    provenance: Provenance
-
-    def to_dict(self) -> dict[str, object]:
-        """JSON-ready dictionary."""
-        return jsonable(self)  # type: ignore[return-value]
+Grid = tuple[float | None, ...] | tuple[tuple[float | None, ...], ...]
 
 
 def filter_normalized_direction(
@@ -101,7 +69,7 @@ def loss_landscape(
     batch_size: int = 256,
     mode: Mode | str = Mode.EVAL,
     num_mc_samples: int = 1,
-) -> LandscapeResult:
+) -> Landscape:
     """Loss along one or two random filter-normalised directions through θ.
 
     Args:
@@ -121,7 +89,12 @@ def loss_landscape(
         num_mc_samples: Dropout draws per batch in train mode.
 
     Returns:
-        Loss, its standard error and accuracy on the grid.
+        The G step sizes used along each direction (``coordinates``, ascending, 0 included
+        when G is odd); the mean loss over the samples (``losses``), its standard error
+        (``loss_stderrs``) and the accuracy (``accuracies``) at each point, ``[G]`` for one
+        direction or ``[G][G]`` for two (row i is a = coordinates[i], column j is
+        b = coordinates[j]), None where undefined (a standard error of one sample); and
+        ``sample_size``, the samples evaluated at every point.
     """
     mode = parse_mode(mode)
     check_data(x, y, batch_size)
@@ -162,7 +135,7 @@ def loss_landscape(
         "direction(s) d_k (Li et al. 2018; biases and other 1-D parameters held fixed), over "
         f"{'all the samples' if sample_x.shape[0] == x.shape[0] else 'a random sample of them'}"
     )
-    return LandscapeResult(
+    return Landscape(
         coordinates=tuple(coordinates),
         losses=_shape(losses, num_directions, num_points),
         loss_stderrs=_shape(stderrs, num_directions, num_points),
@@ -174,6 +147,8 @@ def loss_landscape(
 
 
 def _shape(values: list[float], num_directions: int, num_points: int) -> Grid:
+    """The values of the points as a curve or a surface, None where undefined."""
+    points = [defined(value) for value in values]
     if num_directions == 1:
-        return tuple(values)
-    return tuple(tuple(values[i : i + num_points]) for i in range(0, len(values), num_points))
+        return tuple(points)
+    return tuple(tuple(points[i : i + num_points]) for i in range(0, len(points), num_points))

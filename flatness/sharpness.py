@@ -2,21 +2,19 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 from torch import Tensor, nn
 
+from core.flatrecords import SharpnessEstimate
 from flatness.core import (
     FunctionalModel,
     Mode,
-    Provenance,
     batches,
     check_data,
     check_mc_samples,
     check_positive,
+    defined,
     dropout_seeds,
-    jsonable,
     loss_and_gradient,
     loss_pass,
     make_provenance,
@@ -24,37 +22,6 @@ from flatness.core import (
     parse_mode,
 )
 from flatness.stats import MeanAccumulator
-
-
-@dataclass(frozen=True)
-class SharpnessResult:
-    """ε-sharpness 100 · (max_{z ∈ C_ε} L(θ + z) - L(θ)) / (1 + L(θ)).
-
-    The box is C_ε = {z : |z_i| <= ε (|θ_i| + 1)}. The maximum is searched, not certified, so
-    the value is a lower bound on the true sharpness.
-
-    Attributes:
-        value: The sharpness in percent, as Keskar et al. report it.
-        stderr: Its standard error over the N samples at the maximiser found (the paired
-            per-sample loss increases; the denominator is treated as fixed).
-        epsilon: Relative box size ε.
-        base_loss: L(θ), the mean loss at the unperturbed parameters.
-        max_loss: The largest mean loss found in the box.
-        num_steps: Ascent steps taken.
-        provenance: Data, mode, seed and definition.
-    """
-
-    value: float
-    stderr: float
-    epsilon: float
-    base_loss: float
-    max_loss: float
-    num_steps: int
-    provenance: Provenance
-
-    def to_dict(self) -> dict[str, object]:
-        """JSON-ready dictionary."""
-        return jsonable(self)  # type: ignore[return-value]
 
 
 def epsilon_sharpness(
@@ -69,8 +36,11 @@ def epsilon_sharpness(
     batch_size: int = 256,
     mode: Mode | str = Mode.EVAL,
     num_mc_samples: int = 1,
-) -> SharpnessResult:
-    """Largest relative loss increase within a box of relative size ε around θ.
+) -> SharpnessEstimate:
+    """Largest relative loss increase within a box of relative size ε around θ: the
+    ε-sharpness 100 · (max_{z ∈ C_ε} L(θ + z) - L(θ)) / (1 + L(θ)) in the box
+    C_ε = {z : |z_i| <= ε (|θ_i| + 1)}. The maximum is searched, not certified, so the value
+    is a lower bound on the true sharpness.
 
     Each step moves every coordinate by ``rel_step_size`` times its half-width in the direction
     of the sign of the full-data gradient (the steepest ascent for a box), then clips back into
@@ -90,7 +60,10 @@ def epsilon_sharpness(
         num_mc_samples: Dropout draws per batch in train mode.
 
     Returns:
-        The sharpness with the losses it was computed from.
+        The sharpness in percent, as Keskar et al. report it (``value``), with its standard
+        error over the N samples at the maximiser found (the paired per-sample loss
+        increases, the denominator treated as fixed; None when undefined), L(θ)
+        (``base_loss``) and the largest mean loss found in the box (``max_loss``).
     """
     mode = parse_mode(mode)
     check_data(x, y, batch_size)
@@ -134,12 +107,15 @@ def epsilon_sharpness(
         "100 · (max over |z_i| <= ε(|θ_i| + 1) of L(θ + z) - L(θ)) / (1 + L(θ)), L the mean "
         f"cross-entropy over the data, maximum searched by {num_steps} sign-gradient steps"
     )
-    return SharpnessResult(
-        value=scale * increase.mean,
-        stderr=scale * increase.stderr,
-        epsilon=epsilon,
-        base_loss=base_loss,
-        max_loss=best.losses.mean().item(),
+    return SharpnessEstimate(
+        value=float(scale * increase.mean),
+        stderr=defined(scale * increase.stderr),
+        epsilon=defined(epsilon),
+        base_loss=defined(base_loss),
+        max_loss=defined(best.losses.mean().item()),
         num_steps=num_steps,
+        num_draws=None,
+        minibatch_size=None,
+        stopped_by=None,
         provenance=make_provenance(x, y, batch_size, mode, num_mc_samples, generator, definition),
     )

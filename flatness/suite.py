@@ -10,7 +10,8 @@ value with its standard error, what it spent and what stopped it: `fisher_rao_no
 (``flatness.eigenvalues``), `spectral_density` (``flatness.density``), `loss_landscape`
 (``flatness.landscape``) and `epsilon_sharpness` (``flatness.sharpness``); the mini-batch draws
 are in ``flatness.draws``, the Hessian's products in ``flatness.products`` and
-``flatness.lanczos``. `FlatnessResult` holds one result per measure.
+``flatness.lanczos``. Each returns its record of the result document (``core.flatrecords``),
+and `measure` a ``core.flatrecords.FlatnessResult`` holding one per measure.
 """
 
 from __future__ import annotations
@@ -28,26 +29,20 @@ import torch
 from torch import Tensor, nn
 
 import torchutil
+from core.docfields import as_read
+from core.flatrecords import FlatnessResult
 from flatness.core import (
     Mode,
     check_mc_samples,
     check_positive,
     draw_seeds,
     fingerprint,
-    jsonable,
     parse_mode,
 )
-from flatness.fisher_rao import Fisher, FisherRaoResult, fisher_rao_norm
-from flatness.hessian import (
-    DensityResult,
-    EigenvalueResult,
-    TraceResult,
-    hessian_eigenvalues,
-    hutchinson_trace,
-    spectral_density,
-)
-from flatness.landscape import LandscapeResult, loss_landscape
-from flatness.sharpness import SharpnessResult, epsilon_sharpness
+from flatness.fisher_rao import Fisher, fisher_rao_norm
+from flatness.hessian import hessian_eigenvalues, hutchinson_trace, spectral_density
+from flatness.landscape import loss_landscape
+from flatness.sharpness import epsilon_sharpness
 from torchutil import make_generator
 
 
@@ -103,34 +98,6 @@ class FlatnessConfig:
     options: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
-class FlatnessResult:
-    """The results of `measure`; a field is ``None`` when its measure was not requested.
-
-    Attributes:
-        seed: Initial seed of the generator passed to `measure`. Each estimate carries, in its
-            provenance, the seed of its own generator, so any one of them can be rerun alone.
-        config: The configuration, as plain data.
-        fisher_rao_empirical, fisher_rao_model, hessian_trace, hessian_eigenvalues,
-        spectral_density, landscape_1d, landscape_2d, epsilon_sharpness: The estimates.
-    """
-
-    seed: int
-    config: dict[str, Any]
-    fisher_rao_empirical: FisherRaoResult | None = None
-    fisher_rao_model: FisherRaoResult | None = None
-    hessian_trace: TraceResult | None = None
-    hessian_eigenvalues: EigenvalueResult | None = None
-    spectral_density: DensityResult | None = None
-    landscape_1d: LandscapeResult | None = None
-    landscape_2d: LandscapeResult | None = None
-    epsilon_sharpness: SharpnessResult | None = None
-
-    def to_dict(self) -> dict[str, object]:
-        """JSON-ready dictionary: ``json.dumps(result.to_dict(), allow_nan=False)`` works."""
-        return jsonable(self)  # type: ignore[return-value]
-
-
 def measure(
     model: nn.Module,
     x: Tensor,
@@ -161,7 +128,8 @@ def measure(
             an interrupted run resumes (``analysis.resume``); the seeds are drawn either way.
 
     Returns:
-        One result per requested measure.
+        One record per requested measure (None for the others); ``active_layers`` is None
+        (the audit sets it to the result in train mode, ``dataclasses.replace``).
 
     Example:
         >>> model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Tanh(),
@@ -169,8 +137,8 @@ def measure(
         >>> x, y = torch.randn(32, 4), torch.randint(0, 3, (32,))
         >>> config = FlatnessConfig(measures=("fisher_rao_model", "hessian_trace"))
         >>> result = measure(model, x, y, config, torch.Generator().manual_seed(0))
-        >>> sorted(k for k, v in result.to_dict().items() if isinstance(v, dict))
-        ['config', 'fisher_rao_model', 'hessian_trace']
+        >>> [name.value for name in Measure if getattr(result, name) is not None]
+        ['fisher_rao_model', 'hessian_trace']
     """
     measures = [_parse_measure(m) for m in config.measures]
     mode = parse_mode(config.mode)
@@ -189,11 +157,11 @@ def measure(
         "batch_size": config.batch_size,
         "mode": mode.value,
         "num_mc_samples": config.num_mc_samples,
-        "options": jsonable(config.options),
+        "options": config.options,
     }
     _check_same_on_every_rank(model, x, y, plain_config, generator)
     seeds = draw_seeds(generator, len(measures))
-    results = {}
+    results: dict[str, Any] = {}
     for name, seed in zip(measures, seeds, strict=True):
         estimator, pinned = _ESTIMATORS[name]
         options = {"batch_size": config.batch_size} | config.options.get(name.value, {})
@@ -212,7 +180,16 @@ def measure(
             results[name.value] = compute()
         else:
             results[name.value], _ = memo(f"{mode.value}-{name.value}", compute)
-    return FlatnessResult(seed=generator.initial_seed(), config=plain_config, **results)
+    return FlatnessResult(
+        seed=generator.initial_seed(),
+        config=as_read(plain_config),
+        **(_unmeasured() | results),
+    )
+
+
+def _unmeasured() -> dict[str, None]:
+    """Every measure of `FlatnessResult` not run, and its ``active_layers`` unset."""
+    return dict.fromkeys([*(m.value for m in Measure), "active_layers"])
 
 
 def _check_same_on_every_rank(

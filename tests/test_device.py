@@ -22,6 +22,7 @@ from analysis.pipeline import evaluation_set, run_audit
 from attacks import registry
 from checkpoints import load_checkpoint
 from checkpoints.train import ZOO_DIR
+from core.docfields import encode
 from flatness import measure
 
 pytestmark = pytest.mark.device
@@ -41,7 +42,7 @@ def _flatness(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict:
     }
     config = dataclasses.replace(config, options=small)
     result = measure(model, x, y, config, torch.Generator().manual_seed(0))
-    return json.loads(json.dumps(result.to_dict(), allow_nan=False))
+    return json.loads(json.dumps(encode(result), allow_nan=False))
 
 
 def test_flatness_on_the_device(device: torch.device) -> None:

@@ -25,6 +25,7 @@ from analysis.probes import probe_model
 from attacks import registry
 from checkpoints import load_checkpoint
 from checkpoints.train import ZOO_DIR
+from core.docfields import encode
 from flatness.suite import FlatnessConfig, Measure, measure
 
 CPU = torch.device("cpu")
@@ -192,7 +193,7 @@ def test_every_flatness_measure(mode: str, drawn: bool) -> None:
     )
     generator = torch.Generator().manual_seed(0)
     with meta_default():
-        result = measure(model, x, y, config, generator).to_dict()
+        result = encode(measure(model, x, y, config, generator))
     assert set(result) >= {m.value for m in Measure}
 
 

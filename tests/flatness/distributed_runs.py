@@ -18,6 +18,7 @@ from torch import nn
 
 import torchutil
 from analysis.config import active_flatness_config, flatness_config
+from core.docfields import encode
 from flatness import FlatnessConfig, measure
 from flatness.core import TermLayout, sharded_sweep
 
@@ -128,7 +129,7 @@ CASES = {
 
 
 def run_case(name: str) -> dict[str, object]:
-    """The case's ``measure(...).to_dict()``, through JSON (as the audit stores it)."""
+    """The case's ``encode(measure(...))``, through JSON (as the audit stores it)."""
     case = CASES[name]
     torch.manual_seed(0)
     model = case.architecture().eval()
@@ -136,7 +137,7 @@ def run_case(name: str) -> dict[str, object]:
     x = torch.rand(case.num_samples, 6, generator=data)
     y = torch.randint(0, 3, (case.num_samples,), generator=data)
     result = measure(model, x, y, case.config, torch.Generator().manual_seed(7))
-    return json.loads(json.dumps(result.to_dict(), allow_nan=False))
+    return json.loads(json.dumps(encode(result), allow_nan=False))
 
 
 def sweep_record() -> dict[str, list[list[float]]]:

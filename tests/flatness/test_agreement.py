@@ -13,7 +13,8 @@ import pytest
 import torch
 
 from analysis.config import active_flatness_config, flatness_config
-from flatness import FlatnessConfig, FlatnessResult, measure
+from core.flatrecords import FlatnessResult
+from flatness import FlatnessConfig, measure
 
 ZOO = Path(__file__).resolve().parents[2] / "checkpoints" / "zoo"
 MODELS = ("digits-mlp-dropout", "digits-mlp-normout-spatiotemporal", "digits-mlp-qsd")

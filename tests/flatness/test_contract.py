@@ -11,6 +11,7 @@ import torch
 from flatness_fixtures import build, generator, make_data
 from torch import Tensor, nn
 
+from core.docfields import encode
 from flatness import (
     epsilon_sharpness,
     fisher_rao_norm,
@@ -85,7 +86,7 @@ def test_estimator_contract(name: str, mode: str) -> None:
     assert (provenance.mode, provenance.num_mc_samples) == (mode, num_mc_samples)
     assert (provenance.num_samples, provenance.batch_size, provenance.seed) == (50, 16, 7)
     assert provenance.definition
-    json.dumps(result.to_dict(), allow_nan=False)
+    json.dumps(encode(result), allow_nan=False)
 
 
 @pytest.mark.parametrize("name", sorted(ESTIMATORS))
@@ -94,7 +95,7 @@ def test_result_depends_on_the_data_not_on_the_batch_size(name: str) -> None:
     x, y = make_data()
     whole = ESTIMATORS[name](model, x, y, generator=generator(3), mode="eval", batch_size=50)
     split = ESTIMATORS[name](model, x, y, generator=generator(3), mode="eval", batch_size=7)
-    first, second = whole.to_dict(), split.to_dict()
+    first, second = encode(whole), encode(split)
     for result in (first, second):
         result.pop("provenance")
     assert _close(first, second)

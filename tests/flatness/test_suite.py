@@ -8,6 +8,7 @@ import pytest
 import torch
 from flatness_fixtures import ARCHITECTURES, build, generator, make_data
 
+from core.docfields import encode
 from flatness import FlatnessConfig, Measure, fisher_rao_norm, hutchinson_trace, measure
 
 SMALL_OPTIONS = {
@@ -25,8 +26,8 @@ def test_measure_runs_everything_and_the_summary_is_json() -> None:
     x, y = make_data()
     config = FlatnessConfig(batch_size=25, options=SMALL_OPTIONS)
     result = measure(model, x, y, config, generator(11))
-    document = json.loads(json.dumps(result.to_dict(), allow_nan=False))
-    assert set(document) == {"seed", "config"} | {m.value for m in Measure}
+    document = json.loads(json.dumps(encode(result), allow_nan=False))
+    assert set(document) == {"seed", "config", "active_layers"} | {m.value for m in Measure}
     assert document["seed"] == 11
     assert document["config"]["measures"] == [m.value for m in Measure]
     assert isinstance(document["hessian_trace"]["value"], float)

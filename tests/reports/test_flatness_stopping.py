@@ -4,6 +4,7 @@ back against the estimates; and documents from before schema 1.8, which record l
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,7 @@ from report_fixtures import document
 
 from analysis.config import active_flatness_config, flatness_config
 from analysis.summary import summary_lines
+from core.docfields import encode
 from core.document import AuditResult
 from flatness import measure
 from reports import tables
@@ -32,11 +34,11 @@ def drawn() -> dict[str, Any]:
     data = load_dataset("digits")
     x, y = data.x[:200], data.y[:200]
     config = flatness_config("quick", 128)
-    flat = measure(model, x, y, config, torch.Generator().manual_seed(0)).to_dict()
+    flat = measure(model, x, y, config, torch.Generator().manual_seed(0))
     active = measure(model, x, y, active_flatness_config(config), torch.Generator().manual_seed(0))
-    flat["active_layers"] = active.to_dict()
+    flat = replace(flat, active_layers=active)
     data_ = document("honest")
-    data_["flatness"] = json.loads(json.dumps(flat, allow_nan=False))
+    data_["flatness"] = json.loads(json.dumps(encode(flat), allow_nan=False))
     return data_
 
 
