@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from core.flatrecords import FlatnessResult
-from flatness import FlatnessConfig, hessian_pass, measure
+from flatness import FlatnessConfig, Unit, hessian_pass, measure
 from torchutil import (
     PROBE_SIZES,
     BatchChoice,
@@ -38,6 +38,8 @@ from torchutil import (
 __all__ = [
     "FLATNESS_BATCH_LIMIT",
     "FLATNESS_PROBE_SIZES",
+    "FlatnessUnit",
+    "FlatnessUnitMemo",
     "attack_batch",
     "flatness_batch",
     "measure_fitting",
@@ -108,6 +110,34 @@ def _measured(
         return BatchChoice(limit, "unmeasured")
 
 
+@dataclass(frozen=True)
+class FlatnessUnit:
+    """One flatness estimator in one mode (``flatness.Unit``) at the batch size it ran at:
+    a unit of the audit, which the resume cache keeps under ``name``.
+
+    Attributes:
+        unit: The estimator and its mode.
+        batch_size: Samples per pass.
+    """
+
+    unit: Unit
+    batch_size: int
+
+    @property
+    def name(self) -> str:
+        """``flatness-<mode>-<measure>-batch=<size>``: the unit's name in the resume cache."""
+        return f"flatness-{self.unit.name}-batch={self.batch_size}"
+
+    @property
+    def label(self) -> str:
+        """The estimator as a person reads it (``flatness.Unit.label``)."""
+        return self.unit.label
+
+
+FlatnessUnitMemo = Callable[[FlatnessUnit, Callable[[], Any]], tuple[Any, bool]]
+"""``memo(unit, compute) -> (result, loaded)`` for the flatness units of `measure_fitting`."""
+
+
 def measure_fitting(
     model: nn.Module,
     x: Tensor,
@@ -115,16 +145,17 @@ def measure_fitting(
     config: FlatnessConfig,
     seed: int,
     choice: BatchChoice,
-    memo: Callable[[str, Callable[[], Any]], tuple[Any, bool]] | None = None,
+    memo: FlatnessUnitMemo | None = None,
 ) -> tuple[FlatnessResult, BatchChoice]:
     """``flatness.measure`` at the batch size of ``choice``, halved and redone from the start
     after an out-of-memory error; returns the result and the batch size it ran at. ``memo``
-    keeps each estimator's result under its name and batch size (see ``flatness.measure``)."""
+    keeps each estimator's result as a `FlatnessUnit`, its unit and batch size (see
+    ``flatness.measure``)."""
     while True:
         size = choice.size
         keyed = None
         if memo is not None:
-            keyed = functools.partial(_keyed, memo, f"batch={size}")
+            keyed = functools.partial(_at_batch, memo, size)
         try:
             result = measure(
                 model,
@@ -142,13 +173,10 @@ def measure_fitting(
         empty_cache(x.device)
 
 
-def _keyed(
-    memo: Callable[[str, Callable[[], Any]], tuple[Any, bool]],
-    suffix: str,
-    name: str,
-    compute: Callable[[], Any],
+def _at_batch(
+    memo: FlatnessUnitMemo, batch_size: int, unit: Unit, compute: Callable[[], Any]
 ) -> tuple[Any, bool]:
-    return memo(f"flatness-{name}-{suffix}", compute)
+    return memo(FlatnessUnit(unit, batch_size), compute)
 
 
 def _samples(x: Tensor, y: Tensor, n: int) -> tuple[Tensor, Tensor]:

@@ -35,6 +35,8 @@ import torch
 
 from analysis.activations import activation_statistics, activations_note, dropout_family_layers
 from analysis.batching import (
+    FlatnessUnit,
+    FlatnessUnitMemo,
     attack_batch,
     flatness_batch,
     measure_fitting,
@@ -174,21 +176,23 @@ def run_audit(
         )
 
 
-def _announcing(memo: Memo | None) -> Memo:
-    """``memo`` (or none) saying on stderr which flatness estimator runs and how long it took:
-    they take most of an audit's time, which would otherwise pass in silence."""
+def _flatness_memo(memo: Memo | None, progress: bool) -> FlatnessUnitMemo | None:
+    """The flatness units kept in ``memo`` under their names; with ``progress``, saying on
+    stderr which flatness estimator runs and how long it took: they take most of an audit's
+    time, which would otherwise pass in silence."""
 
-    def run(name: str, compute: Callable[[], Any]) -> tuple[Any, bool]:
-        # flatness-<mode>-<measure>-batch=<size>: the measure and its mode.
-        parts = name.rsplit("-batch=", 1)[0].split("-", 2)
-        label = name
-        if len(parts) == 3:
-            label = f"flatness {parts[2]}{' (layers active)' if parts[1] == 'train' else ''}"
-        print(f"{label} ...", file=sys.stderr, flush=True)
+    def kept(unit: FlatnessUnit, compute: Callable[[], Any]) -> tuple[Any, bool]:
+        return memo(unit.name, compute) if memo is not None else (compute(), False)
+
+    if not progress:
+        return None if memo is None else kept
+
+    def run(unit: FlatnessUnit, compute: Callable[[], Any]) -> tuple[Any, bool]:
+        print(f"{unit.label} ...", file=sys.stderr, flush=True)
         started = time.perf_counter()
-        value, loaded = memo(name, compute) if memo is not None else (compute(), False)
+        value, loaded = kept(unit, compute)
         took = "resumed" if loaded else f"done in {time.perf_counter() - started:.1f} s"
-        print(f"{label}: {took}", file=sys.stderr, flush=True)
+        print(f"{unit.label}: {took}", file=sys.stderr, flush=True)
         return value, loaded
 
     return run
@@ -272,7 +276,7 @@ def _run_audit(
                 flatness_batch(model, x_flat, y_flat, config.model_batch_size, count)
             ),
         )
-        flatness_memo = _announcing(memo) if progress else memo
+        flatness_memo = _flatness_memo(memo, progress)
         try:
             flatness, flatness_choice = measure_fitting(
                 model, x_flat, y_flat, config.flatness, config.seed, flatness_choice, flatness_memo

@@ -38,7 +38,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from core.flatrecords import TraceEstimate
-from flatness import fisher_rao_norm, hutchinson_trace
+from flatness import Unit, fisher_rao_norm, hutchinson_trace
 
 ROOT = Path(__file__).resolve().parents[1]
 ZOO_LENET = ROOT / "checkpoints" / "zoo" / "mnist-lenet5-dropout.pt"
@@ -314,7 +314,8 @@ def bench_estimators(model_name: str, num_samples: int, preset_name: str, batch_
         configs.append(active_flatness_config(config))
     figures: dict[str, dict[str, object]] = {}
 
-    def timed(name: str, compute: Callable[[], object]) -> tuple[object, bool]:
+    def timed(unit: Unit, compute: Callable[[], object]) -> tuple[object, bool]:
+        name = unit.name
         start, cpu = time.perf_counter(), time.process_time()
         result = compute()
         wall, used = time.perf_counter() - start, time.process_time() - cpu

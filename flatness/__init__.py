@@ -35,7 +35,7 @@ from flatness.hessian import (
 from flatness.landscape import filter_normalized_direction, loss_landscape
 from flatness.sharpness import epsilon_sharpness
 from flatness.stats import MeanAccumulator
-from flatness.suite import FlatnessConfig, Measure, measure
+from flatness.suite import FlatnessConfig, Measure, Unit, UnitMemo, measure
 
 __all__ = [
     "Fisher",
@@ -45,6 +45,8 @@ __all__ = [
     "Mode",
     "StoppedBy",
     "TraceMethod",
+    "Unit",
+    "UnitMemo",
     "epsilon_sharpness",
     "filter_normalized_direction",
     "fisher_rao_norm",

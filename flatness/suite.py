@@ -98,6 +98,35 @@ class FlatnessConfig:
     options: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class Unit:
+    """One estimator of `measure` in one mode: what its ``memo`` keeps, under ``name``.
+
+    Attributes:
+        mode: The mode the estimator runs in.
+        measure: The estimator.
+    """
+
+    mode: Mode
+    measure: Measure
+
+    @property
+    def name(self) -> str:
+        """``<mode>-<measure>``, e.g. ``eval-hessian_trace``: the name it is kept under."""
+        return f"{self.mode.value}-{self.measure.value}"
+
+    @property
+    def label(self) -> str:
+        """The estimator as a person reads it, e.g. ``flatness hessian_trace (layers active)``."""
+        active = " (layers active)" if self.mode is Mode.TRAIN else ""
+        return f"flatness {self.measure.value}{active}"
+
+
+UnitMemo = Callable[[Unit, Callable[[], Any]], tuple[Any, bool]]
+"""``memo(unit, compute) -> (result, loaded)``: keeps each finished estimator and returns it
+instead of running it again (see `measure`)."""
+
+
 def measure(
     model: nn.Module,
     x: Tensor,
@@ -105,7 +134,7 @@ def measure(
     config: FlatnessConfig,
     generator: torch.Generator,
     *,
-    memo: Callable[[str, Callable[[], Any]], tuple[Any, bool]] | None = None,
+    memo: UnitMemo | None = None,
 ) -> FlatnessResult:
     """Runs the configured flatness estimators on one model and data set.
 
@@ -123,9 +152,10 @@ def measure(
         y: Labels ``[N]``.
         config: Which estimators, mode and options.
         generator: Source of every random choice.
-        memo: ``memo(name, compute) -> (result, loaded)`` keeps each finished estimator
-            (named ``<mode>-<measure>``) and returns it instead of running it again, so that
-            an interrupted run resumes (``analysis.resume``); the seeds are drawn either way.
+        memo: ``memo(unit, compute) -> (result, loaded)`` keeps each finished estimator
+            (its `Unit`, named ``<mode>-<measure>``) and returns it instead of running it
+            again, so that an interrupted run resumes (``analysis.resume``); the seeds are
+            drawn either way.
 
     Returns:
         One record per requested measure (None for the others); ``active_layers`` is None
@@ -179,7 +209,7 @@ def measure(
         if memo is None:
             results[name.value] = compute()
         else:
-            results[name.value], _ = memo(f"{mode.value}-{name.value}", compute)
+            results[name.value], _ = memo(Unit(mode, name), compute)
     return FlatnessResult(
         seed=generator.initial_seed(),
         config=as_read(plain_config),

@@ -1,6 +1,7 @@
 """The estimators return the document's records (``core.flatrecords``): encoded, the flatness
 section is the one the audit has always written; a number that is undefined (a standard error
-of one observation) is None, and a NaN an estimate has is written as the document writes NaN."""
+of one observation) is None, and a NaN an estimate has is written as the document writes NaN.
+The estimators are resumed as declared units, under the names the resume cache keeps."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import pytest
 import torch
 from flatness_fixtures import build, generator, make_data, mlp_with_biases, mlp_with_dropout
 
+from analysis.batching import FlatnessUnit
 from analysis.resume import SAFE_TYPES
 from core.docfields import decode, encode
 from core.flatrecords import (
@@ -27,6 +29,8 @@ from core.flatrecords import (
 from flatness import (
     FlatnessConfig,
     Measure,
+    Mode,
+    Unit,
     fisher_rao_norm,
     hessian_eigenvalues,
     loss_landscape,
@@ -119,3 +123,24 @@ def test_the_records_load_from_the_resume_cache() -> None:
     with torch.serialization.safe_globals(list(SAFE_TYPES)):
         loaded = torch.load(io.BytesIO(buffer.getvalue()), weights_only=True)
     assert isinstance(loaded, TraceEstimate) and loaded == trace
+
+
+def test_units_are_named_as_the_resume_cache_keeps_them() -> None:
+    unit = Unit(Mode.TRAIN, Measure.HESSIAN_TRACE)
+    assert unit.name == "train-hessian_trace"
+    assert unit.label == "flatness hessian_trace (layers active)"
+    assert Unit(Mode.EVAL, Measure.LANDSCAPE_1D).label == "flatness landscape_1d"
+    at_batch = FlatnessUnit(unit, 64)
+    assert at_batch.name == "flatness-train-hessian_trace-batch=64"
+    assert at_batch.label == unit.label
+    model = build(mlp_with_biases)
+    x, y = make_data()
+    kept: list[Unit] = []
+
+    def memo(unit: Unit, compute: Any) -> tuple[Any, bool]:
+        kept.append(unit)
+        return compute(), False
+
+    config = FlatnessConfig(measures=("fisher_rao_model", "landscape_1d"), options={})
+    measure(model, x, y, config, generator(2), memo=memo)
+    assert [u.name for u in kept] == ["eval-fisher_rao_model", "eval-landscape_1d"]
