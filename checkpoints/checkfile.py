@@ -4,6 +4,8 @@ the file within its limit, its hashes, and quoting what was found in it in one l
 Every bad file ends in one :class:`CheckpointError` whose one-line message names the file,
 what was expected, what arrived and the fix; the helpers here render the pieces of those
 messages (a value found in the file, the first or last line of an error from torch).
+
+Beyond :class:`CheckpointError`, this module serves the checkpoint readers beside it.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ class CheckpointError(ValueError):
         super().__init__(" ".join(str(message).split()))
 
 
-_KINDS = {
+FILE_KINDS = {
     "state_dict": "a plain state_dict",
     "lightning": "a PyTorch Lightning checkpoint",
     "torchscript": "a TorchScript archive",
@@ -37,7 +39,7 @@ _KINDS = {
 """What a file of each container format is, in words, for messages."""
 
 
-def _open(path: str | Path) -> IO[bytes]:
+def open_checkpoint(path: str | Path) -> IO[bytes]:
     """The checkpoint, open for reading once known to be a regular file within the limit of
     a checkpoint (``core.boundary.INPUT_LIMITS``)."""
     return open_input(path, "checkpoint", CheckpointError)
@@ -46,7 +48,7 @@ def _open(path: str | Path) -> IO[bytes]:
 def file_sha256(path: str | Path) -> str:
     """sha256 of a file's bytes."""
     digest = hashlib.sha256()
-    with _open(path) as handle:
+    with open_checkpoint(path) as handle:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
@@ -62,7 +64,7 @@ def weights_sha256(state_dict: Mapping[str, Tensor]) -> str:
     return digest.hexdigest()
 
 
-def _show(value: Any) -> str:
+def show_value(value: Any) -> str:
     """A short one-line rendering of a value found in a file, with its type."""
     if isinstance(value, Tensor):
         return f"a tensor of shape {tuple(value.shape)} and dtype {value.dtype}"
@@ -85,7 +87,7 @@ _TORCH_BOILERPLATE = (
 )
 
 
-def _first_line(err: BaseException) -> str:
+def first_error_line(err: BaseException) -> str:
     """The first non-empty line of an exception's message (torch's advice cut off, at most
     160 characters), or its type when it has none."""
     lines = [line.strip() for line in str(err).splitlines() if line.strip()]
@@ -99,13 +101,13 @@ def _first_line(err: BaseException) -> str:
     return f"{type(err).__name__}: {text}"
 
 
-def _last_line(error: BaseException) -> str:
+def last_error_line(error: BaseException) -> str:
     """The last non-empty line of an error (TorchScript prints its own traceback first)."""
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]
     return f"{type(error).__name__}: {lines[-1]}" if lines else type(error).__name__
 
 
-def _tensor_mapping(obj: Any) -> dict[str, Tensor] | None:
+def tensor_mapping(obj: Any) -> dict[str, Tensor] | None:
     if (
         isinstance(obj, Mapping)
         and obj
@@ -115,7 +117,7 @@ def _tensor_mapping(obj: Any) -> dict[str, Tensor] | None:
     return None
 
 
-def _check_tensors(weights: Mapping[str, Tensor], path: Path, where: str) -> None:
+def check_tensors(weights: Mapping[str, Tensor], path: Path, where: str) -> None:
     """Every weight a dense real tensor (sparse, quantised or complex ones cannot be loaded)."""
     for name, tensor in weights.items():
         if (

@@ -9,7 +9,14 @@ from typing import Any
 
 import numpy as np
 
-from checkpoints.datacheck import _CLASSES, Dataset, DatasetError, _brief, _Expect, _validated
+from checkpoints.datacheck import (
+    CLASS_NAMES,
+    Dataset,
+    DatasetError,
+    Expect,
+    brief_error,
+    checked_pair,
+)
 from core.boundary import open_input
 
 
@@ -39,13 +46,13 @@ def _cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
         raise
     except pickle.UnpicklingError as err:
         raise DatasetError(
-            f"{path} is not a CIFAR-10 batch file: {_brief(err)}; give the files of the "
+            f"{path} is not a CIFAR-10 batch file: {brief_error(err)}; give the files of the "
             "standard cifar-10-batches-py folder"
         ) from None
     except Exception as err:  # a malformed pickle stream fails in many ways
         raise DatasetError(
-            f"{path} is not a CIFAR-10 batch file (unreadable pickle: {_brief(err)}); give the "
-            "files of the standard cifar-10-batches-py folder"
+            f"{path} is not a CIFAR-10 batch file (unreadable pickle: {brief_error(err)}); "
+            "give the files of the standard cifar-10-batches-py folder"
         ) from None
     if not isinstance(batch, dict):
         raise DatasetError(
@@ -71,12 +78,12 @@ def _cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
         label_array = np.asarray(labels)
     except (ValueError, TypeError) as err:
         raise DatasetError(
-            f"{path}: CIFAR-10 'labels' is not a list of integers ({_brief(err)})"
+            f"{path}: CIFAR-10 'labels' is not a list of integers ({brief_error(err)})"
         ) from None
     return data.reshape(-1, 3, 32, 32), label_array
 
 
-def _cifar_folder(folder: Path, split: str, expect: _Expect) -> Dataset:
+def cifar_folder(folder: Path, split: str, expect: Expect) -> Dataset:
     if (folder / "cifar-10-batches-py").is_dir():
         folder = folder / "cifar-10-batches-py"
     names = [f"data_batch_{i}" for i in range(1, 6)] if split == "train" else ["test_batch"]
@@ -90,10 +97,10 @@ def _cifar_folder(folder: Path, split: str, expect: _Expect) -> Dataset:
                 f"{folder / name} labels: {images.shape[0]} images but labels of shape "
                 f"{labels.shape}; the batch file is damaged"
             )
-    x, y = _validated(
+    x, y = checked_pair(
         np.concatenate([p[0] for p in parts]),
         np.concatenate([p[1] for p in parts]),
         str(folder),
         expect,
     )
-    return Dataset(x, y, "cifar10", split, str(folder), tuple(_CLASSES["cifar10"]))
+    return Dataset(x, y, "cifar10", split, str(folder), tuple(CLASS_NAMES["cifar10"]))

@@ -16,10 +16,16 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from checkpoints.checkfile import _KINDS, CheckpointError, _first_line, _last_line, _show
-from checkpoints.given import _check_combination, _Given, _given, _show_normalization
+from checkpoints.checkfile import (
+    FILE_KINDS,
+    CheckpointError,
+    first_error_line,
+    last_error_line,
+    show_value,
+)
+from checkpoints.given import Given, check_combination, merge_given, show_normalization
 from checkpoints.layers import family_layers, found_layer_spec
-from checkpoints.matching import _check_match, _remap
+from checkpoints.matching import check_match, remap_keys
 from checkpoints.spec import (
     CheckpointSpec,
     Description,
@@ -31,7 +37,7 @@ from checkpoints.spec import (
 from checkpoints.usermodel import ModelReference, UserModelError, build_user_model
 
 
-def _refuse_on_graph(given: _Given, path: Path, what: str) -> None:
+def refuse_on_graph(given: Given, path: Path, what: str) -> None:
     """A file that carries its own graph takes no flag that would build or change a network."""
     fixed = given.given("arch", "layer", "arch_kwargs", "model", "model_kwargs")
     if not fixed:
@@ -54,13 +60,13 @@ def graph_description_error(path: Path, description: Description | None) -> str 
     its own graph, or None: checked without loading it (``checkpoints.inspect``)."""
     sidecar = sidecar_path(path)
     try:
-        given = _given(
+        given = merge_given(
             description or Description(),
             Description() if sidecar is None else read_sidecar(sidecar),
             sidecar,
         )
-        _check_combination(given, path)
-        _refuse_on_graph(given, path, "a TorchScript archive")
+        check_combination(given, path)
+        refuse_on_graph(given, path, "a TorchScript archive")
     except (CheckpointError, ValueError) as err:
         return " ".join(str(err).split())
     return None
@@ -80,11 +86,11 @@ def _probe_classes(
         # failure, and the description (shape) is the likely cause.
         raise CheckpointError(
             f"{path}: {what} fails on a batch of two zero inputs of "
-            f"shape {'x'.join(map(str, shape))} ({_last_line(err)}); check "
+            f"shape {'x'.join(map(str, shape))} ({last_error_line(err)}); check "
             "--dataset / --input-shape"
         ) from None
     if not isinstance(probe, Tensor) or probe.dim() != 2 or probe.shape[0] != 2:
-        got = _show(probe) if not isinstance(probe, Tensor) else f"shape {tuple(probe.shape)}"
+        got = show_value(probe) if not isinstance(probe, Tensor) else f"shape {tuple(probe.shape)}"
         raise CheckpointError(
             f"{path}: {what} must return logits [N, K] for input [N, C, H, W], got "
             f"{got} for two inputs; wrap it so that it returns the logits alone"
@@ -101,13 +107,13 @@ def _probe_classes(
     return classes
 
 
-def _graph_notes(given: _Given, path: Path, what: str, spec: CheckpointSpec) -> list[str]:
+def _graph_notes(given: Given, path: Path, what: str, spec: CheckpointSpec) -> list[str]:
     """What --normalization and --bounds do to a file that carries its own graph."""
     notes = []
     if isinstance(given.merged.normalization, tuple):
         notes.append(
             f"{given.origin('normalization')} is applied to {path} ({what}): pixels are "
-            f"normalised with {_show_normalization(spec.mean, spec.std)} before its graph runs; "
+            f"normalised with {show_normalization(spec.mean, spec.std)} before its graph runs; "
             "drop it if the graph normalises by itself"
         )
     if given.merged.bounds is not None:
@@ -118,8 +124,8 @@ def _graph_notes(given: _Given, path: Path, what: str, spec: CheckpointSpec) -> 
     return notes
 
 
-def _wrap_graph(
-    model: nn.Module, given: _Given, path: Path, fmt: str
+def wrap_graph(
+    model: nn.Module, given: Given, path: Path, fmt: str
 ) -> tuple[CheckpointSpec, list[str]]:
     description = given.merged
     shape, classes = shape_and_classes(
@@ -127,10 +133,10 @@ def _wrap_graph(
     )
     if shape is None:
         raise CheckpointError(
-            f"{path} is {_KINDS[fmt]}: it carries its own graph but not its data; give "
+            f"{path} is {FILE_KINDS[fmt]}: it carries its own graph but not its data; give "
             "--dataset NAME or --input-shape C,H,W"
         )
-    classes = _probe_classes(model, shape, classes, path, f"the model of {_KINDS[fmt]}")
+    classes = _probe_classes(model, shape, classes, path, f"the model of {FILE_KINDS[fmt]}")
     spec = described_spec(
         description,
         arch=fmt,
@@ -142,7 +148,7 @@ def _wrap_graph(
     return spec, _graph_notes(given, path, fmt, spec)
 
 
-def _user_spec(given: _Given, path: Path, source_format: str) -> CheckpointSpec:
+def user_spec(given: Given, path: Path, source_format: str) -> CheckpointSpec:
     """The description of a foreign file's weights for a model of the user's own, before it is
     built: the input shape is needed, the number of classes may come from the model."""
     description = given.merged
@@ -158,7 +164,7 @@ def _user_spec(given: _Given, path: Path, source_format: str) -> CheckpointSpec:
     return described_spec(
         description,
         arch=_model_name(reference),
-        num_classes=classes or 2,  # until the model's own output says (`_load_user`)
+        num_classes=classes or 2,  # until the model's own output says (`load_user_model`)
         input_shape=shape,
         source_format=source_format,
         normalized_as=reference.text,
@@ -174,8 +180,8 @@ def _model_name(reference: ModelReference) -> str:
     return reference.text
 
 
-def _load_user(
-    given: _Given,
+def load_user_model(
+    given: Given,
     spec: CheckpointSpec,
     classes_known: bool,
     weights: dict[str, Tensor],
@@ -189,21 +195,21 @@ def _load_user(
     """
     reference = given.merged.model
     if reference is None:
-        raise TypeError("_load_user needs a description with a model")
+        raise TypeError("load_user_model needs a description with a model")
     try:
         network, source = build_user_model(
             reference, given.merged.model_kwargs, given.origin("model")
         )
     except UserModelError as err:
         raise CheckpointError(str(err)) from None
-    weights, notes = _remap(weights, network, reference.text)
-    _check_match(network, weights, path, None, reference)
+    weights, notes = remap_keys(weights, network, reference.text)
+    check_match(network, weights, path, None, reference)
     try:
         network.load_state_dict(weights, strict=True)
     except (RuntimeError, ValueError, TypeError) as err:
         raise CheckpointError(
             f"{path}: the weights cannot be loaded into the model built by --model {reference} "
-            f"({_first_line(err)}); re-save them from the trained model (model.state_dict())"
+            f"({first_error_line(err)}); re-save them from the trained model (model.state_dict())"
         ) from None
     classes = _probe_classes(
         network,

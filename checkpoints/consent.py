@@ -20,7 +20,7 @@ from typing import IO, Any
 
 import torch
 
-from checkpoints.checkfile import CheckpointError, _first_line, _open
+from checkpoints.checkfile import CheckpointError, first_error_line, open_checkpoint
 from core.boundary import check_archive
 
 # ------------------------------------------------------------------------ files that are code
@@ -41,7 +41,7 @@ def _archive_records(path: Path) -> list[str] | None:
         CheckpointError: an entry declares more than the file can hold (see
             ``core.boundary.check_archive``).
     """
-    with _open(path) as handle:
+    with open_checkpoint(path) as handle:
         # Unreadable for zipfile (None): torch.load (weights only) judges it and refuses it.
         members = check_archive(handle, path, "checkpoint", CheckpointError)
     if members is None:
@@ -76,7 +76,7 @@ _OWN_CLASS = (
 )
 
 
-def _torchscript_refused(path: Path) -> str:
+def torchscript_refused(path: Path) -> str:
     return (
         f"{path} is a TorchScript archive, which is code: it runs when the file is loaded and on "
         "every forward pass of the audit, and it can read and write files. Pass "
@@ -84,7 +84,7 @@ def _torchscript_refused(path: Path) -> str:
     )
 
 
-def _program_unsupported(path: Path, kind: str) -> str:
+def program_unsupported(path: Path, kind: str) -> str:
     return (
         f"{path} is {_PROGRAMS[kind]}, a program rather than weights, and this toolkit does not "
         f"load programs of that kind (not even with --trust-checkpoint); {_OWN_CLASS}"
@@ -101,7 +101,7 @@ class PickledObjectsError(CheckpointError):
 
 def _not_readable(path: Path, err: BaseException) -> CheckpointError:
     return CheckpointError(
-        f"{path} is not a readable PyTorch checkpoint ({_first_line(err)}); expected a file "
+        f"{path} is not a readable PyTorch checkpoint ({first_error_line(err)}); expected a file "
         "written by torch.save (a state_dict, a Lightning .ckpt or a file of ours): re-save it, "
         "or check that the file is complete"
     )
@@ -187,7 +187,7 @@ def _pickle_contents(path: Path) -> tuple[str | None, int]:
             return False
         return True
 
-    with _open(path) as handle:
+    with open_checkpoint(path) as handle:
         try:
             archive = zipfile.ZipFile(handle)
         except Exception:  # noqa: BLE001 - not a readable zip: the file itself holds the pickles
@@ -223,7 +223,7 @@ def _pickled_objects(path: Path, name: str) -> PickledObjectsError:
 def _torch_load(path: Path, *, weights_only: bool) -> Any:
     """torch.load of the checked file on the CPU, without torch's warnings about the pickle
     protocol (the failure, if any, is reported in one line instead)."""
-    with _open(path) as handle, warnings.catch_warnings():
+    with open_checkpoint(path) as handle, warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         return torch.load(handle, map_location="cpu", weights_only=weights_only)
 
@@ -261,7 +261,7 @@ def read_raw(path: Path, trust: bool = False) -> Any:
         # torch.load on damaged bytes raises whatever its parsers meet (RuntimeError, EOFError,
         # IndexError, UnicodeDecodeError, ...); each means the same thing to the user.
         if code_archive_kind(path) == "torchscript":  # told by its zip listing, not the error
-            raise CheckpointError(_torchscript_refused(path)) from None
+            raise CheckpointError(torchscript_refused(path)) from None
         raise _not_readable(path, err) from None
 
 
@@ -297,6 +297,6 @@ def _read_unrestricted(path: Path, global_name: str | None) -> Any:
             else "expected a file written by torch.save; "
         )
         raise CheckpointError(
-            f"{path}: unpickling the trusted file failed ({_first_line(err)}); {hint}"
+            f"{path}: unpickling the trusted file failed ({first_error_line(err)}); {hint}"
             f"{_resave_advice(global_name)}"
         ) from None

@@ -6,6 +6,9 @@ no empty axis; no NaN or Inf; float images inside the bounds (default [0, 1]). u
 must use the 0..255 scale (``UINT8_MIN_PEAK``, ``UINT8_LARGE_SET``, ``UINT8_LARGE_PEAK``).
 Labels: an integer dtype, 1-D, one per image, in [0, num_classes) when that is known. Both
 become float32 NCHW in [0, 1] and int64.
+
+Beyond :class:`Dataset`, :class:`DatasetError` and :func:`check_dataset`, this module serves
+the dataset readers beside it.
 """
 
 from __future__ import annotations
@@ -23,10 +26,10 @@ UINT8_LARGE_SET = 1000
 UINT8_LARGE_PEAK = 200
 
 
-_MAX_MESSAGE_PART = 160
+MAX_MESSAGE_PART = 160
 
 
-_CLASSES = {
+CLASS_NAMES = {
     "digits": [str(i) for i in range(10)],
     "mnist": [str(i) for i in range(10)],
     "fashion-mnist": [
@@ -66,14 +69,14 @@ class DatasetError(ValueError):
         super().__init__(" ".join(str(message).split()))
 
 
-def _brief(err: BaseException) -> str:
+def brief_error(err: BaseException) -> str:
     """The first line of a foreign error message, shortened (some span pages)."""
     lines = [line.strip() for line in str(err).splitlines() if line.strip()]
     text = lines[0] if lines else type(err).__name__
-    if len(text) > _MAX_MESSAGE_PART // 2 and ". " in text:
+    if len(text) > MAX_MESSAGE_PART // 2 and ". " in text:
         text = text[: text.index(". ") + 1]
-    if len(text) > _MAX_MESSAGE_PART:
-        text = text[: _MAX_MESSAGE_PART - 3] + "..."
+    if len(text) > MAX_MESSAGE_PART:
+        text = text[: MAX_MESSAGE_PART - 3] + "..."
     return f"{type(err).__name__}: {text}"
 
 
@@ -108,11 +111,11 @@ UNNAMED = "tensors"
 
 def dataset_names() -> list[str]:
     """Names of the built-in datasets."""
-    return sorted(_CLASSES)
+    return sorted(CLASS_NAMES)
 
 
 @dataclass(frozen=True)
-class _Expect:
+class Expect:
     """What the caller knows about the data before reading it."""
 
     num_classes: int | None = None
@@ -134,7 +137,7 @@ def _layouts(shape: tuple[int, ...]) -> list[tuple[str, tuple[int, ...]]]:
     return [nchw, nhwc]
 
 
-def _images(array: np.ndarray, where: str, expect: _Expect) -> Tensor:
+def checked_images(array: np.ndarray, where: str, expect: Expect) -> Tensor:
     """Validate images as stored and convert them to float32 NCHW in [0, 1].
 
     Args:
@@ -224,7 +227,7 @@ def _images(array: np.ndarray, where: str, expect: _Expect) -> Tensor:
     return images
 
 
-def _labels(array: np.ndarray, count: int, where: str, expect: _Expect) -> Tensor:
+def checked_labels(array: np.ndarray, count: int, where: str, expect: Expect) -> Tensor:
     """Validate labels as stored and convert them to int64 [N].
 
     Args:
@@ -273,11 +276,11 @@ def _labels(array: np.ndarray, count: int, where: str, expect: _Expect) -> Tenso
     return torch.from_numpy(array.astype(np.int64))
 
 
-def _validated(
-    images: np.ndarray, labels: np.ndarray, origin: str, expect: _Expect
+def checked_pair(
+    images: np.ndarray, labels: np.ndarray, origin: str, expect: Expect
 ) -> tuple[Tensor, Tensor]:
-    x = _images(images, f"{origin} (images)", expect)
-    return x, _labels(labels, int(x.shape[0]), f"{origin} (labels)", expect)
+    x = checked_images(images, f"{origin} (images)", expect)
+    return x, checked_labels(labels, int(x.shape[0]), f"{origin} (labels)", expect)
 
 
 def check_dataset(
@@ -300,14 +303,14 @@ def check_dataset(
     Raises:
         DatasetError: one line naming ``dataset.source``.
     """
-    expect = _make_expect(num_classes, input_shape, bounds)
+    expect = make_expect(num_classes, input_shape, bounds)
     if expect.input_shape is not None and tuple(dataset.x.shape[1:]) != expect.input_shape:
         raise DatasetError(
             f"{dataset.source} (images): the model expects images of shape {expect.input_shape} "
             f"(C, H, W), got {tuple(dataset.x.shape[1:])}; pass the dataset the model was "
             "trained on"
         )
-    _labels(dataset.y.numpy(), len(dataset), f"{dataset.source} (labels)", expect)
+    checked_labels(dataset.y.numpy(), len(dataset), f"{dataset.source} (labels)", expect)
     low, high = expect.bounds
     if len(dataset) and (float(dataset.x.min()) < low or float(dataset.x.max()) > high):
         raise DatasetError(
@@ -318,11 +321,11 @@ def check_dataset(
     return dataset
 
 
-def _make_expect(
+def make_expect(
     num_classes: int | None,
     input_shape: Sequence[int] | None,
     bounds: tuple[float, float] | None,
-) -> _Expect:
+) -> Expect:
     if num_classes is not None and (
         isinstance(num_classes, bool)
         or not isinstance(num_classes, (int, np.integer))
@@ -343,4 +346,4 @@ def _make_expect(
         raise DatasetError(f"bounds must be two numbers (LOW, HIGH), got {bounds!r}") from None
     if not chosen[0] < chosen[1]:
         raise DatasetError(f"bounds must satisfy LOW < HIGH, got {bounds}")
-    return _Expect(None if num_classes is None else int(num_classes), shape, chosen)
+    return Expect(None if num_classes is None else int(num_classes), shape, chosen)

@@ -47,24 +47,24 @@ from pathlib import Path
 
 import numpy as np
 
-from checkpoints.cifar import _cifar_folder
+from checkpoints.cifar import cifar_folder
 from checkpoints.datacheck import (
-    _CLASSES,
+    CLASS_NAMES,
     UINT8_LARGE_PEAK,
     UINT8_LARGE_SET,
     UINT8_MIN_PEAK,
     UNNAMED,
     Dataset,
     DatasetError,
-    _brief,
-    _Expect,
-    _make_expect,
-    _validated,
+    Expect,
+    brief_error,
     check_dataset,
+    checked_pair,
     dataset_names,
+    make_expect,
 )
-from checkpoints.idx import _idx_folder, read_idx
-from checkpoints.tensorfiles import _tensor_file
+from checkpoints.idx import idx_folder, read_idx
+from checkpoints.tensorfiles import tensor_file
 from core.boundary import open_input
 
 __all__ = [
@@ -90,12 +90,12 @@ _DEFAULT_DIRS = {"fashion-mnist": [Path("/usr/share/datasets/fashion-mnist")]}
 # ------------------------------------------------------------------------------------- digits
 
 
-def _digits(split: str, expect: _Expect) -> Dataset:
+def _digits(split: str, expect: Expect) -> Dataset:
     from sklearn.datasets import load_digits
 
     bunch = load_digits()
     part = slice(None, _DIGITS_TRAIN) if split == "train" else slice(_DIGITS_TRAIN, None)
-    images, labels = _validated(
+    images, labels = checked_pair(
         bunch.images[part].astype(np.float32) / 16.0,
         bunch.target[part],
         "sklearn.datasets.load_digits",
@@ -107,25 +107,25 @@ def _digits(split: str, expect: _Expect) -> Dataset:
         "digits",
         split,
         "sklearn.datasets.load_digits",
-        tuple(_CLASSES["digits"]),
+        tuple(CLASS_NAMES["digits"]),
     )
 
 
-def _read(path: Path, name: str, split: str, expect: _Expect) -> Dataset:
+def _read(path: Path, name: str, split: str, expect: Expect) -> Dataset:
     if path.is_file():
-        return _tensor_file(path, name, "file" if name not in _CLASSES else split, expect)
+        return tensor_file(path, name, "file" if name not in CLASS_NAMES else split, expect)
     if not path.is_dir():
         open_input(path, "dataset", DatasetError).close()  # says what it is instead (a FIFO, ...)
         raise DatasetError(f"{path} is neither a file nor a folder; give a dataset file or folder")
     if name in ("mnist", "fashion-mnist"):
-        return _idx_folder(path, name, split, expect)
+        return idx_folder(path, name, split, expect)
     if name == "cifar10":
         for candidate in (path, path / "cifar-10-batches-py"):
             if (candidate / "test_batch").is_file() or (candidate / "data_batch_1").is_file():
-                return _cifar_folder(path, split, expect)
+                return cifar_folder(path, split, expect)
         npz = sorted(p for p in path.glob("*.npz") if p.is_file())
         if len(npz) == 1:
-            return _tensor_file(npz[0], name, split, expect)
+            return tensor_file(npz[0], name, split, expect)
         raise DatasetError(
             f"{path} holds neither cifar-10-batches-py nor exactly one .npz with x and y "
             f"(found {len(npz)} .npz files)"
@@ -168,19 +168,19 @@ def load_dataset(
         raise DatasetError(f"dataset name and split must be strings, got {name!r}, {split!r}")
     if split not in ("train", "test"):
         raise DatasetError(f"split must be 'train' or 'test', got {split!r}")
-    if num_classes is None and name in _CLASSES:
-        num_classes = len(_CLASSES[name])
-    expect = _make_expect(num_classes, input_shape, bounds)
+    if num_classes is None and name in CLASS_NAMES:
+        num_classes = len(CLASS_NAMES[name])
+    expect = make_expect(num_classes, input_shape, bounds)
     try:
         return _locate(name, split, path, expect)
     except OSError as err:
         raise DatasetError(
             f"{getattr(err, 'filename', None) or path or name}: cannot read the dataset "
-            f"({_brief(err)}); check the path and its permissions"
+            f"({brief_error(err)}); check the path and its permissions"
         ) from None
 
 
-def _locate(name: str, split: str, path: str | Path | None, expect: _Expect) -> Dataset:
+def _locate(name: str, split: str, path: str | Path | None, expect: Expect) -> Dataset:
     if path is not None:
         if not isinstance(path, (str, os.PathLike)):
             raise DatasetError(f"--data must be a path, got {type(path).__name__} {path!r}")
@@ -194,7 +194,7 @@ def _locate(name: str, split: str, path: str | Path | None, expect: _Expect) -> 
         return _read(location, name, split, expect)
     if name == "digits":
         return _digits(split, expect)
-    if name not in _CLASSES:
+    if name not in CLASS_NAMES:
         raise DatasetError(
             f"unknown dataset {name!r}; known: {', '.join(dataset_names())}, "
             "or give a file with --data"

@@ -14,14 +14,14 @@ from typing import Any
 
 from torch import Tensor
 
-from checkpoints.checkfile import _KINDS, CheckpointError, _show, _tensor_mapping
+from checkpoints.checkfile import FILE_KINDS, CheckpointError, show_value, tensor_mapping
 from checkpoints.matching import infer_architectures
 from checkpoints.spec import CheckpointSpec, Description, described_spec, shape_and_classes
 
 
-def _foreign_state_dict(obj: Any, path: Path) -> tuple[dict[str, Tensor], str]:
+def foreign_state_dict(obj: Any, path: Path) -> tuple[dict[str, Tensor], str]:
     """Find the weights in a foreign file; returns them and the container format."""
-    weights = _tensor_mapping(obj)
+    weights = tensor_mapping(obj)
     if weights is not None:
         return weights, "state_dict"
     if isinstance(obj, Mapping):
@@ -30,7 +30,7 @@ def _foreign_state_dict(obj: Any, path: Path) -> tuple[dict[str, Tensor], str]:
             ("model_state_dict", "state_dict"),
             ("model", "state_dict"),
         ):
-            weights = _tensor_mapping(obj.get(key))
+            weights = tensor_mapping(obj.get(key))
             if weights is not None:
                 return weights, fmt
     kind = type(obj).__name__
@@ -38,7 +38,7 @@ def _foreign_state_dict(obj: Any, path: Path) -> tuple[dict[str, Tensor], str]:
     if isinstance(obj, Mapping) and not obj:
         keys = " that is empty"
     elif isinstance(obj, Mapping) and "state_dict" in obj:
-        keys += f" whose 'state_dict' is {_show(obj['state_dict'])}, not names to tensors"
+        keys += f" whose 'state_dict' is {show_value(obj['state_dict'])}, not names to tensors"
     raise CheckpointError(
         f"{path}: expected a state_dict (names to tensors), a Lightning checkpoint with "
         f"'state_dict', or a file of ours; got a {kind}{keys}. Save the weights with "
@@ -46,7 +46,7 @@ def _foreign_state_dict(obj: Any, path: Path) -> tuple[dict[str, Tensor], str]:
     )
 
 
-def _resolve_foreign(
+def resolve_foreign(
     description: Description, path: Path, source_format: str, weights: Mapping[str, Tensor]
 ) -> CheckpointSpec:
     from checkpoints.architectures import architecture_names
@@ -64,7 +64,7 @@ def _resolve_foreign(
         ]
         hint = f" It looks like {' or '.join(dict.fromkeys(guesses[:3]))}." if guesses else ""
         raise CheckpointError(
-            f"{path} is {_KINDS.get(source_format, source_format)}: it holds weights but does "
+            f"{path} is {FILE_KINDS.get(source_format, source_format)}: it holds weights but does "
             f"not name the architecture they belong to; describe it with --arch NAME (one of "
             f"{', '.join(architecture_names())}){dataset}, or, for a class of your own, --model "
             f"yourfile.py:YourClass{dataset}, or a sidecar file "

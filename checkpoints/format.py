@@ -51,39 +51,39 @@ from torch import nn
 from checkpoints.architectures import Normalized, build_network
 from checkpoints.checkfile import (
     CheckpointError,
-    _check_tensors,
-    _first_line,
-    _open,
+    check_tensors,
     file_sha256,
+    first_error_line,
+    open_checkpoint,
     weights_sha256,
 )
 from checkpoints.codemodels import (
-    _load_user,
-    _refuse_on_graph,
-    _user_spec,
-    _wrap_graph,
     graph_description_error,
+    load_user_model,
+    refuse_on_graph,
+    user_spec,
+    wrap_graph,
 )
 from checkpoints.consent import (
     PickledObjectsError,
-    _program_unsupported,
-    _torchscript_refused,
     code_archive_kind,
+    program_unsupported,
     read_raw,
+    torchscript_refused,
 )
-from checkpoints.foreign import _foreign_state_dict, _resolve_foreign
-from checkpoints.given import _check_combination, _Given, _given, _with_sources
+from checkpoints.foreign import foreign_state_dict, resolve_foreign
+from checkpoints.given import Given, check_combination, merge_given, with_sources
 from checkpoints.layers import LayerSpec
-from checkpoints.matching import _build, _check_match, _remap, infer_architectures
+from checkpoints.matching import build_spec_network, check_match, infer_architectures, remap_keys
 from checkpoints.ours import (
-    _RESAVE,
     FORMAT_NAME,
     FORMAT_VERSION,
-    _apply_overrides,
-    _document_error,
-    _our_weights,
-    _spec_from_document,
+    RESAVE_ADVICE,
+    apply_overrides,
+    document_error,
+    our_weights,
     save_checkpoint,
+    spec_from_document,
 )
 from checkpoints.spec import (
     CheckpointSpec,
@@ -175,7 +175,7 @@ def load_checkpoint(
             the file, what was expected, what arrived and how to fix it. No other exception
             escapes.
     """
-    return _load(Path(path), description, trust, trust, device)
+    return load_with_options(Path(path), description, trust, trust, device)
 
 
 class CodeNotRunError(CheckpointError):
@@ -187,7 +187,7 @@ class CodeNotRunError(CheckpointError):
         self.reference = reference
 
 
-def _load(
+def load_with_options(
     path: Path,
     description: Description | None,
     trust: bool,
@@ -198,7 +198,7 @@ def _load(
     """:func:`load_checkpoint`; ``run_code`` False refuses code from the file even when
     ``trust`` is set (``trust`` then only accepts a file of ours without its weights hash);
     ``inspect_only`` never runs the user's model code either (:class:`CodeNotRunError`)."""
-    _open(path).close()  # a regular file within the limit, before anything else is read
+    open_checkpoint(path).close()  # a regular file within the limit, before anything else is read
     flags = description or Description()
     sidecar = sidecar_path(path)
     side, notes = Description(), []
@@ -208,9 +208,9 @@ def _load(
         except ValueError as err:
             raise CheckpointError(str(err)) from None
         notes.append(f"description from {sidecar}")
-    given = _given(flags, side, sidecar)
+    given = merge_given(flags, side, sidecar)
     described = given.merged
-    _check_combination(given, path)
+    check_combination(given, path)
     if described.model is not None and flags.model is None and not trust and not inspect_only:
         reference = described.model
         named = f"{reference.target}:{reference.name}" if reference.kind == "file" else reference
@@ -223,26 +223,26 @@ def _load(
         sha = file_sha256(path)
     except OSError as err:
         raise CheckpointError(
-            f"checkpoint {path} cannot be read ({_first_line(err)}); check its permissions"
+            f"checkpoint {path} cannot be read ({first_error_line(err)}); check its permissions"
         ) from None
 
     kind = code_archive_kind(path)
     if kind is not None:
         if kind != "torchscript":
-            raise CheckpointError(_program_unsupported(path, kind))
-        _refuse_on_graph(given, path, "a TorchScript archive")
+            raise CheckpointError(program_unsupported(path, kind))
+        refuse_on_graph(given, path, "a TorchScript archive")
         if not run_code:
-            raise CheckpointError(_torchscript_refused(path))
+            raise CheckpointError(torchscript_refused(path))
         try:
-            with _open(path) as handle:
+            with open_checkpoint(path) as handle:
                 graph = torch.jit.load(handle, map_location="cpu")
         except CheckpointError:
             raise
         except Exception as err:
             # Trusted TorchScript runs its own code while loading; any failure is the file's.
             raise CheckpointError(
-                f"{path}: loading the trusted TorchScript archive failed ({_first_line(err)}); "
-                "expected a file written by torch.jit.save: re-save it"
+                f"{path}: loading the trusted TorchScript archive failed "
+                f"({first_error_line(err)}); expected a file written by torch.jit.save: re-save it"
             ) from None
         return _finish_graph(
             graph,
@@ -257,7 +257,7 @@ def _load(
 
     raw = read_raw(path, run_code)
     if isinstance(raw, nn.Module):
-        _refuse_on_graph(given, path, "a pickled whole module")
+        refuse_on_graph(given, path, "a pickled whole module")
         return _finish_graph(
             raw,
             "pickled-module",
@@ -276,20 +276,20 @@ def _load(
         and isinstance(raw.get("format"), str)
         and raw["format"] == FORMAT_NAME
     ):
-        spec, flag_notes = _apply_overrides(_spec_from_document(raw, path), given, path)
-        weights = _our_weights(raw, path)
+        spec, flag_notes = apply_overrides(spec_from_document(raw, path), given, path)
+        weights = our_weights(raw, path)
         recorded = raw.get("weights_sha256")
         if recorded is None:
             if not trust:
                 raise CheckpointError(
                     f"{path}: a {FORMAT_NAME} file must record its 'weights_sha256' "
                     "(save_checkpoint always writes it), got none, so damage or edits to the "
-                    f"weights cannot be detected; {_RESAVE}, or pass --trust-checkpoint to load "
-                    "it unchecked"
+                    f"weights cannot be detected; {RESAVE_ADVICE}, or pass --trust-checkpoint "
+                    "to load it unchecked"
                 )
             notes.append("no recorded weights sha256: loaded unchecked (--trust-checkpoint)")
         elif not isinstance(recorded, str):
-            raise _document_error(path, "weights_sha256", "a hex string", recorded)
+            raise document_error(path, "weights_sha256", "a hex string", recorded)
         elif recorded != weights_sha256(weights):
             raise CheckpointError(
                 f"{path}: the weights do not match their recorded sha256 (file damaged or edited); "
@@ -302,15 +302,15 @@ def _load(
                 f"({spec.layer} layers), and the file's weights load into it strictly"
             )
     else:
-        weights, fmt = _foreign_state_dict(raw, path)
-        _check_tensors(weights, path, "weight ")
+        weights, fmt = foreign_state_dict(raw, path)
+        check_tensors(weights, path, "weight ")
         if described.model is not None:
-            spec = _user_spec(given, path, fmt)
+            spec = user_spec(given, path, fmt)
             classes_known = (
                 shape_and_classes(described.dataset, None, described.num_classes)[1] is not None
             )
         else:
-            spec = _resolve_foreign(described, path, fmt, weights)
+            spec = resolve_foreign(described, path, fmt, weights)
     notes += flag_notes
 
     if described.model is not None:
@@ -320,10 +320,12 @@ def _load(
                 "weights into it; inspect never runs code",
                 described.model,
             )
-        network, spec, source, user_notes = _load_user(given, spec, classes_known, weights, path)
+        network, spec, source, user_notes = load_user_model(
+            given, spec, classes_known, weights, path
+        )
         return _finish(
             network,
-            _with_sources(spec, given, path),
+            with_sources(spec, given, path),
             path,
             sha,
             weights_sha256(network.state_dict()),
@@ -337,21 +339,21 @@ def _load(
     # not fit the weights costs no memory however large it claims the network is. Dropout-family
     # layers hold no weights (and some draw numbers while built), so the skeleton has none.
     with torch.device("meta"):
-        skeleton = _build(replace(spec, layer=LayerSpec()), path)
-    weights, remap_notes = _remap(weights, skeleton, spec.arch)
-    _check_match(skeleton, weights, path, spec)
-    network = _build(spec, path)
+        skeleton = build_spec_network(replace(spec, layer=LayerSpec()), path)
+    weights, remap_notes = remap_keys(weights, skeleton, spec.arch)
+    check_match(skeleton, weights, path, spec)
+    network = build_spec_network(spec, path)
     notes += remap_notes
     if any("torchvision-style" in n for n in remap_notes):
         spec = replace(spec, source_format="torchvision-vgg")
-    spec = _with_sources(spec, given, path)
+    spec = with_sources(spec, given, path)
     try:
         network.load_state_dict(weights, strict=True)
         model_sha = weights_sha256(network.state_dict())
         return _finish(network, spec, path, sha, model_sha, notes, device, flag_notes=flag_notes)
     except (RuntimeError, ValueError, TypeError) as err:
         raise CheckpointError(
-            f"{path}: the weights cannot be loaded into {spec.arch!r} ({_first_line(err)}); "
+            f"{path}: the weights cannot be loaded into {spec.arch!r} ({first_error_line(err)}); "
             "re-save them from the trained model (model.state_dict())"
         ) from None
 
@@ -378,19 +380,19 @@ def _finish_graph(
     graph: nn.Module,
     source_format: str,
     note: str,
-    given: _Given,
+    given: Given,
     path: Path,
     sha: str,
     notes: list[str],
     device: str | torch.device,
 ) -> LoadedCheckpoint:
     """A whole module loaded as it is (TorchScript or pickled), its spec from its outputs and
-    the flags (``_wrap_graph``), ``note`` saying what ran to load it."""
-    spec, flag_notes = _wrap_graph(graph, given, path, source_format)
+    the flags (``wrap_graph``), ``note`` saying what ran to load it."""
+    spec, flag_notes = wrap_graph(graph, given, path, source_format)
     notes += [note, *flag_notes]
     return _finish(
         graph,
-        _with_sources(spec, given, path),
+        with_sources(spec, given, path),
         path,
         sha,
         None,

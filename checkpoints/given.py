@@ -1,5 +1,7 @@
 """A description of a checkpoint as given: flags over a sidecar file, key by key, and where
 each value came from, for messages (``--normalization`` or ``normalization in FILE.toml``).
+
+It serves the checkpoint readers beside it.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ _OWN_FIELDS = ("model", "model_kwargs")
 
 
 @dataclass(frozen=True)
-class _Given:
+class Given:
     """A description and where each of its values came from (flags over the sidecar)."""
 
     merged: Description
@@ -48,17 +50,17 @@ class _Given:
         return [n for n in names if getattr(self.merged, n) is not None]
 
 
-def _given(flags: Description, sidecar: Description, sidecar_file: Path | None) -> _Given:
+def merge_given(flags: Description, sidecar: Description, sidecar_file: Path | None) -> Given:
     """Flags over the sidecar, key by key; a flag that names the network (``--model``, or
     ``--arch``) replaces the sidecar's other way of naming it."""
     if flags.model is not None:
         sidecar = replace(sidecar, **dict.fromkeys(_REGISTERED_FIELDS))
     if flags.arch is not None:
         sidecar = replace(sidecar, **dict.fromkeys(_OWN_FIELDS))
-    return _Given(flags.merged_over(sidecar), flags, sidecar, sidecar_file)
+    return Given(flags.merged_over(sidecar), flags, sidecar, sidecar_file)
 
 
-def _check_combination(given: _Given, path: Path) -> None:
+def check_combination(given: Given, path: Path) -> None:
     """Fields that cannot go together, refused whatever the file."""
     merged = given.merged
     if merged.model is None:
@@ -87,13 +89,13 @@ def _check_combination(given: _Given, path: Path) -> None:
         )
 
 
-def _show_normalization(mean: tuple[float, ...] | None, std: tuple[float, ...] | None) -> str:
+def show_normalization(mean: tuple[float, ...] | None, std: tuple[float, ...] | None) -> str:
     if mean is None or std is None:
         return "none"
     return f"{','.join(f'{v:g}' for v in mean)}:{','.join(f'{v:g}' for v in std)}"
 
 
-def _with_sources(spec: CheckpointSpec, given: _Given, path: Path) -> CheckpointSpec:
+def with_sources(spec: CheckpointSpec, given: Given, path: Path) -> CheckpointSpec:
     """``spec`` with where its normalisation and bounds came from, in words, and its
     normalisation checked against its input channels."""
     if spec.mean is not None and len(spec.mean) not in (1, spec.input_shape[0]):

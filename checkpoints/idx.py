@@ -12,7 +12,15 @@ from typing import IO
 
 import numpy as np
 
-from checkpoints.datacheck import _CLASSES, Dataset, DatasetError, _brief, _Expect, _images, _labels
+from checkpoints.datacheck import (
+    CLASS_NAMES,
+    Dataset,
+    DatasetError,
+    Expect,
+    brief_error,
+    checked_images,
+    checked_labels,
+)
 from core.boundary import DEFLATE_MAX_RATIO, INPUT_LIMITS, open_input, size_text
 
 _IDX_CHUNK = 1 << 20  # a gzipped IDX file is inflated this many bytes at a time
@@ -42,12 +50,12 @@ def read_idx(path: Path) -> np.ndarray:
             raise
         except (OSError, EOFError) as err:
             raise DatasetError(
-                f"{path}: cannot read the IDX file ({_brief(err)}); give an intact "
+                f"{path}: cannot read the IDX file ({brief_error(err)}); give an intact "
                 "(optionally gzipped) IDX file"
             ) from None
         except Exception as err:  # zlib and gzip raise several types on corrupt streams
             raise DatasetError(
-                f"{path}: the gzip stream is corrupt ({_brief(err)}); download the file again"
+                f"{path}: the gzip stream is corrupt ({brief_error(err)}); download the file again"
             ) from None
 
 
@@ -128,7 +136,7 @@ def _idx_stream(
     return body.reshape(dims)
 
 
-def _idx_folder(folder: Path, name: str, split: str, expect: _Expect) -> Dataset:
+def idx_folder(folder: Path, name: str, split: str, expect: Expect) -> Dataset:
     stem = "train" if split == "train" else "t10k"
     files = []
     for kind in ("images-idx3-ubyte", "labels-idx1-ubyte"):
@@ -143,6 +151,6 @@ def _idx_folder(folder: Path, name: str, split: str, expect: _Expect) -> Dataset
             f"{files[0]}: an IDX image file holds [N, H, W], got shape {images.shape}; "
             "check that images and labels files are not swapped"
         )
-    x = _images(images, f"{files[0]} (images)", expect)
-    y = _labels(labels, int(x.shape[0]), f"{files[1]} (labels)", expect)
-    return Dataset(x, y, name, split, str(folder), tuple(_CLASSES[name]))
+    x = checked_images(images, f"{files[0]} (images)", expect)
+    y = checked_labels(labels, int(x.shape[0]), f"{files[1]} (labels)", expect)
+    return Dataset(x, y, name, split, str(folder), tuple(CLASS_NAMES[name]))

@@ -21,18 +21,18 @@ from pathlib import Path
 
 from torch import Tensor
 
+from checkpoints.checkfile import first_error_line
+from checkpoints.foreign import foreign_state_dict
 from checkpoints.format import (
     FORMAT_NAME,
     CheckpointError,
     CodeNotRunError,
     PickledObjectsError,
-    _first_line,
-    _foreign_state_dict,
-    _load,
     code_archive_kind,
     file_sha256,
     graph_description_error,
     infer_architectures,
+    load_with_options,
     read_raw,
 )
 from checkpoints.spec import Description, read_sidecar, sidecar_path
@@ -83,7 +83,7 @@ def describe_archive(path: Path, kind: str) -> list[tuple[str, str]]:
             }
     except (zipfile.BadZipFile, OSError, EOFError, NotImplementedError, RuntimeError) as err:
         raise CheckpointError(
-            f"{path} looks like a zip archive but cannot be read ({_first_line(err)}); "
+            f"{path} looks like a zip archive but cannot be read ({first_error_line(err)}); "
             "expected a complete file written by torch.save or torch.jit.save"
         ) from None
     code = sorted(n for n in sizes if n.startswith("code/") and n.endswith(".py"))
@@ -215,7 +215,7 @@ def _describe_data(raw: object, path: Path) -> list[tuple[str, str]]:
         and raw["format"] == FORMAT_NAME
     ):
         return [("format", f"{FORMAT_NAME} version {raw.get('format_version')!r}")]
-    weights, fmt = _foreign_state_dict(raw, path)
+    weights, fmt = foreign_state_dict(raw, path)
     return [("format", fmt), *describe_weights(weights)]
 
 
@@ -224,7 +224,7 @@ def _try_loading(
 ) -> int:
     """Load a weights-only file as described (never running code); add rows; exit status."""
     try:
-        loaded = _load(path, description, trust, False, "cpu", inspect_only=True)
+        loaded = load_with_options(path, description, trust, False, "cpu", inspect_only=True)
     except CodeNotRunError as err:
         # The user's model code is read (parsed, never imported) to say what it names.
         rows.append(("model code", check_source(err.reference)))

@@ -17,7 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from checkpoints.architectures import build_network, vgg_classifier_slots
-from checkpoints.checkfile import CheckpointError, _first_line
+from checkpoints.checkfile import CheckpointError, first_error_line
 from checkpoints.spec import CheckpointSpec
 from checkpoints.usermodel import ModelReference
 
@@ -55,7 +55,7 @@ def _torchvision_vgg(weights: dict[str, Tensor], batch_norm: bool) -> dict[str, 
     return out
 
 
-def _remap(
+def remap_keys(
     weights: dict[str, Tensor], network: nn.Module, arch: str
 ) -> tuple[dict[str, Tensor], list[str]]:
     expected = set(network.state_dict())
@@ -137,7 +137,7 @@ def _user_cause(
     )
 
 
-def _check_match(
+def check_match(
     network: nn.Module,
     weights: dict[str, Tensor],
     path: Path,
@@ -213,13 +213,13 @@ def infer_architectures(weights: Mapping[str, Tensor]) -> list[tuple[str, str, i
             except (ValueError, RuntimeError):
                 continue
             own = network.state_dict()
-            remapped, _ = _remap(dict(weights), network, arch)
+            remapped, _ = remap_keys(dict(weights), network, arch)
             if set(remapped) == set(own) and all(remapped[k].shape == own[k].shape for k in own):
                 found.append((arch, dataset, classes))
     return found
 
 
-def _build(spec: CheckpointSpec, path: Path) -> nn.Module:
+def build_spec_network(spec: CheckpointSpec, path: Path) -> nn.Module:
     """The bare network for ``spec``; any failure to build it is the description's fault."""
     sizes = (*spec.input_shape, spec.num_classes)
     if max(sizes) >= 2**63:
@@ -236,6 +236,7 @@ def _build(spec: CheckpointSpec, path: Path) -> nn.Module:
         raise CheckpointError(
             f"{path}: cannot build architecture {spec.arch!r} for input shape "
             f"{'x'.join(map(str, spec.input_shape))}, {spec.num_classes} classes, layers "
-            f"{spec.layer} and arguments {dict(spec.arch_kwargs)} ({_first_line(err)}); fix the "
-            "description (--arch, --layers, --dataset, --input-shape, --num-classes, sidecar)"
+            f"{spec.layer} and arguments {dict(spec.arch_kwargs)} "
+            f"({first_error_line(err)}); fix the description (--arch, --layers, --dataset, "
+            "--input-shape, --num-classes, sidecar)"
         ) from None

@@ -23,12 +23,12 @@ from torch import Tensor, nn
 from checkpoints.architectures import get_architecture
 from checkpoints.checkfile import (
     CheckpointError,
-    _check_tensors,
-    _show,
-    _tensor_mapping,
+    check_tensors,
+    show_value,
+    tensor_mapping,
     weights_sha256,
 )
-from checkpoints.given import _Given, _show_normalization
+from checkpoints.given import Given, show_normalization
 from checkpoints.layers import LayerSpec, layer_defaults
 from checkpoints.spec import CheckpointSpec, parse_bounds, parse_normalization
 from core.boundary import atomic_write_bytes
@@ -79,20 +79,20 @@ def _is_whole(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-_RESAVE = "re-save it with save_checkpoint (python -m checkpoints.train writes this format)"
+RESAVE_ADVICE = "re-save it with save_checkpoint (python -m checkpoints.train writes this format)"
 
 
-def _document_error(path: Path, name: str, expected: str, value: Any) -> CheckpointError:
+def document_error(path: Path, name: str, expected: str, value: Any) -> CheckpointError:
     return CheckpointError(
         f"{path}: field {name!r} of the {FORMAT_NAME} file must be {expected}, got "
-        f"{'nothing (missing)' if value is _MISSING else _show(value)}; {_RESAVE}"
+        f"{'nothing (missing)' if value is _MISSING else show_value(value)}; {RESAVE_ADVICE}"
     )
 
 
 _MISSING = object()
 
 
-def _spec_from_document(doc: Mapping[str, Any], path: Path) -> CheckpointSpec:
+def spec_from_document(doc: Mapping[str, Any], path: Path) -> CheckpointSpec:
     """Validate every field of our format and build its spec; CheckpointError names the field."""
     from checkpoints.architectures import architecture_names
     from checkpoints.layers import layer_kinds
@@ -105,68 +105,68 @@ def _spec_from_document(doc: Mapping[str, Any], path: Path) -> CheckpointSpec:
         )
     arch = doc.get("arch", _MISSING)
     if not isinstance(arch, str) or arch not in architecture_names():
-        raise _document_error(path, "arch", f"one of {', '.join(architecture_names())}", arch)
+        raise document_error(path, "arch", f"one of {', '.join(architecture_names())}", arch)
     classes = doc.get("num_classes", _MISSING)
     if not _is_whole(classes) or classes < 2:
-        raise _document_error(path, "num_classes", "a whole number of at least 2", classes)
+        raise document_error(path, "num_classes", "a whole number of at least 2", classes)
     shape = doc.get("input_shape", _MISSING)
     if (
         not isinstance(shape, list | tuple)
         or len(shape) != 3
         or not all(_is_whole(v) and v > 0 for v in shape)
     ):
-        raise _document_error(path, "input_shape", "three positive whole numbers [C, H, W]", shape)
+        raise document_error(path, "input_shape", "three positive whole numbers [C, H, W]", shape)
     layer = doc.get("layer")
     if layer is not None and not isinstance(layer, Mapping):
-        raise _document_error(path, "layer", "a table (kind, params, positions)", layer)
+        raise document_error(path, "layer", "a table (kind, params, positions)", layer)
     layer = layer or {}
     kind = layer.get("kind", "none")
     if not isinstance(kind, str) or kind not in layer_kinds():
-        raise _document_error(path, "layer.kind", f"one of {', '.join(layer_kinds())}", kind)
+        raise document_error(path, "layer.kind", f"one of {', '.join(layer_kinds())}", kind)
     params = layer.get("params")
     if params is not None and not (
         isinstance(params, Mapping) and all(isinstance(k, str) for k in params)
     ):
-        raise _document_error(path, "layer.params", "a table of named values", params)
+        raise document_error(path, "layer.params", "a table of named values", params)
     positions = layer.get("positions")
     if positions is not None and not (
         isinstance(positions, list | tuple) and all(_is_whole(p) and p >= 0 for p in positions)
     ):
-        raise _document_error(
+        raise document_error(
             path, "layer.positions", "a list of non-negative module indices", positions
         )
     arch_kwargs = doc.get("arch_kwargs")
     if arch_kwargs is not None and not (
         isinstance(arch_kwargs, Mapping) and all(isinstance(k, str) for k in arch_kwargs)
     ):
-        raise _document_error(path, "arch_kwargs", "a table of named values", arch_kwargs)
+        raise document_error(path, "arch_kwargs", "a table of named values", arch_kwargs)
     dataset = doc.get("dataset")
     if dataset is not None and not isinstance(dataset, str):
-        raise _document_error(path, "dataset", "a dataset name or None", dataset)
+        raise document_error(path, "dataset", "a dataset name or None", dataset)
     training = doc.get("training")
     if training is not None and not isinstance(training, Mapping):
-        raise _document_error(path, "training", "a table", training)
+        raise document_error(path, "training", "a table", training)
     accuracy = doc.get("clean_accuracy")
     if accuracy is not None and not (
         isinstance(accuracy, int | float) and not isinstance(accuracy, bool) and 0 <= accuracy <= 1
     ):
-        raise _document_error(path, "clean_accuracy", "a fraction in [0, 1] or None", accuracy)
+        raise document_error(path, "clean_accuracy", "a fraction in [0, 1] or None", accuracy)
     bounds = doc.get("bounds", (0.0, 1.0))
     if not isinstance(bounds, list | tuple):
-        raise _document_error(path, "bounds", "a list [LOW, HIGH]", bounds)
+        raise document_error(path, "bounds", "a list [LOW, HIGH]", bounds)
     norm = doc.get("normalization")
     if norm is not None and not isinstance(norm, Mapping):
-        raise _document_error(path, "normalization", "a table with mean and std, or None", norm)
+        raise document_error(path, "normalization", "a table with mean and std, or None", norm)
     try:
         normalization = parse_normalization(norm, f"{path}: field 'normalization'")
         parsed_bounds = parse_bounds(bounds, f"{path}: field 'bounds'")
         layer_spec = LayerSpec.from_dict(layer)
     except (ValueError, TypeError) as err:
         text = str(err) if str(err).startswith(str(path)) else f"{path}: field 'layer': {err}"
-        raise CheckpointError(f"{text}; {_RESAVE}") from None
+        raise CheckpointError(f"{text}; {RESAVE_ADVICE}") from None
     mean, std = normalization if isinstance(normalization, tuple) else (None, None)
     if mean is not None and len(mean) not in (1, shape[0]):
-        raise _document_error(
+        raise document_error(
             path, "normalization", f"one value per input channel ({shape[0]}) or a single one", norm
         )
     return CheckpointSpec(
@@ -185,12 +185,12 @@ def _spec_from_document(doc: Mapping[str, Any], path: Path) -> CheckpointSpec:
     )
 
 
-def _our_weights(doc: Mapping[str, Any], path: Path) -> dict[str, Tensor]:
+def our_weights(doc: Mapping[str, Any], path: Path) -> dict[str, Tensor]:
     state = doc.get("state_dict", _MISSING)
-    weights = _tensor_mapping(state)
+    weights = tensor_mapping(state)
     if weights is None:
-        raise _document_error(path, "state_dict", "a non-empty table of names to tensors", state)
-    _check_tensors(weights, path, "state_dict entry ")
+        raise document_error(path, "state_dict", "a non-empty table of names to tensors", state)
+    check_tensors(weights, path, "state_dict entry ")
     return weights
 
 
@@ -224,8 +224,8 @@ def _refused(path: Path, origin: str, shown: str, recorded: str, why: str) -> Ch
     )
 
 
-def _apply_overrides(
-    spec: CheckpointSpec, given: _Given, path: Path
+def apply_overrides(
+    spec: CheckpointSpec, given: Given, path: Path
 ) -> tuple[CheckpointSpec, list[str]]:
     """A description given for a file of ours: each field restates the file (accepted), is
     applied with a note (``--dataset``), or is refused with the recorded value named.
@@ -298,12 +298,12 @@ def _apply_overrides(
                 and _same_values(norm[1], spec.std, shape[0])
             )
         if not same:
-            shown = norm if isinstance(norm, str) else _show_normalization(norm[0], norm[1])
+            shown = norm if isinstance(norm, str) else show_normalization(norm[0], norm[1])
             raise _refused(
                 path,
                 given.origin("normalization"),
                 shown,
-                f"normalization {_show_normalization(spec.mean, spec.std)}",
+                f"normalization {show_normalization(spec.mean, spec.std)}",
                 "the model was trained with the recorded normalization, which is inside it",
             )
     if flags.bounds is not None and tuple(flags.bounds) != tuple(spec.bounds):

@@ -17,14 +17,14 @@ import torch
 from torch import Tensor
 
 from checkpoints.datacheck import (
-    _CLASSES,
-    _MAX_MESSAGE_PART,
+    CLASS_NAMES,
+    MAX_MESSAGE_PART,
     Dataset,
     DatasetError,
-    _brief,
-    _Expect,
-    _images,
-    _labels,
+    Expect,
+    brief_error,
+    checked_images,
+    checked_labels,
 )
 from core.boundary import check_archive, open_input
 
@@ -45,8 +45,8 @@ def _npz_arrays(path: Path) -> tuple[np.ndarray, np.ndarray]:
             archive = zipfile.ZipFile(handle)
         except Exception as err:  # zipfile raises several types on a damaged central directory
             raise DatasetError(
-                f"{path} is not an .npz archive (not a readable zip file: {_brief(err)}); save "
-                "it with numpy.savez(path, x=images, y=labels)"
+                f"{path} is not an .npz archive (not a readable zip file: {brief_error(err)}); "
+                "save it with numpy.savez(path, x=images, y=labels)"
             ) from None
         return _npz_members(path, archive)
 
@@ -92,7 +92,7 @@ def _npz_member(path: Path, archive: zipfile.ZipFile, key: str) -> np.ndarray:
         raise
     except Exception as err:  # numpy and zipfile raise many types on damaged members
         raise DatasetError(
-            f"{path}: array '{key}' is not a readable .npy member ({_brief(err)}); save the "
+            f"{path}: array '{key}' is not a readable .npy member ({brief_error(err)}); save the "
             "file again with numpy.savez"
         ) from None
     return np.asarray(array)
@@ -122,7 +122,7 @@ def _tensor_array(obj: Any, path: Path, key: str) -> np.ndarray:
     except (TypeError, RuntimeError) as err:
         raise DatasetError(
             f"{path}: tensor '{key}' has dtype {obj.dtype}, which has no numpy counterpart "
-            f"({_brief(err)}); save uint8/float images and integer labels"
+            f"({brief_error(err)}); save uint8/float images and integer labels"
         ) from None
 
 
@@ -140,7 +140,7 @@ def _pt_arrays(path: Path) -> tuple[np.ndarray, np.ndarray]:
         what = (
             f"it names {found.group(1)}"
             if found
-            else (detail.group(1)[:_MAX_MESSAGE_PART] if detail else _brief(err))
+            else (detail.group(1)[:MAX_MESSAGE_PART] if detail else brief_error(err))
         )
         raise DatasetError(
             f"{path}: refused by torch.load(weights_only=True), which loads tensors only "
@@ -148,7 +148,7 @@ def _pt_arrays(path: Path) -> tuple[np.ndarray, np.ndarray]:
         ) from None
     except Exception as err:  # torch.load raises many types on truncated or foreign files
         raise DatasetError(
-            f"{path} is not a readable .pt file ({_brief(err)}); save it with "
+            f"{path} is not a readable .pt file ({brief_error(err)}); save it with "
             "torch.save({'x': images, 'y': labels}, path)"
         ) from None
     if not isinstance(obj, dict):
@@ -166,7 +166,7 @@ def _pt_arrays(path: Path) -> tuple[np.ndarray, np.ndarray]:
     return _tensor_array(obj["x"], path, "x"), _tensor_array(obj["y"], path, "y")
 
 
-def _tensor_file(path: Path, name: str, split: str, expect: _Expect) -> Dataset:
+def tensor_file(path: Path, name: str, split: str, expect: Expect) -> Dataset:
     if path.suffix not in (".npz", ".pt", ".pth"):
         raise DatasetError(
             f"{path}: expected a folder, an .npz or a .pt file, got suffix "
@@ -177,6 +177,6 @@ def _tensor_file(path: Path, name: str, split: str, expect: _Expect) -> Dataset:
             raise DatasetError(f"{path} is empty (0 bytes); give the dataset file itself")
     images, labels = _npz_arrays(path) if path.suffix == ".npz" else _pt_arrays(path)
     kind = "array" if path.suffix == ".npz" else "tensor"
-    x = _images(images, f"{path} {kind} 'x' (images)", expect)
-    y = _labels(labels, int(x.shape[0]), f"{path} {kind} 'y' (labels)", expect)
-    return Dataset(x, y, name, split, str(path), tuple(_CLASSES.get(name, ())))
+    x = checked_images(images, f"{path} {kind} 'x' (images)", expect)
+    y = checked_labels(labels, int(x.shape[0]), f"{path} {kind} 'y' (labels)", expect)
+    return Dataset(x, y, name, split, str(path), tuple(CLASS_NAMES.get(name, ())))
