@@ -7,7 +7,7 @@ import pandas as pd
 
 from core.document import AttackRecord, AuditResult, NormResult, Proportion
 from core.stats import wilson_interval
-from reports.cells import NOT_AVAILABLE, _frame, interval, norm_label, reliable
+from reports.cells import NOT_AVAILABLE, data_frame, interval, norm_label, reliable
 
 
 def _columns(result: AuditResult) -> list[tuple[NormResult, int, str]]:
@@ -91,7 +91,7 @@ def robust_accuracy_table(result: AuditResult) -> pd.DataFrame:
                 cells.append(interval(record.robust_accuracy_after[k]))
         rows[label] = cells
     rows["reliable (worst case)"] = [reliable(section, k) for section, k, _ in columns]
-    return _frame(rows, [c for _, _, c in columns], "attack")
+    return data_frame(rows, [c for _, _, c in columns], "attack")
 
 
 def who_broke_what_table(result: AuditResult) -> pd.DataFrame:
@@ -117,7 +117,7 @@ def who_broke_what_table(result: AuditResult) -> pd.DataFrame:
             )
         totals.append(str(sum(counts.values())))
     rows["total broken"] = totals
-    return _frame(rows, [c for _, _, c in columns], "attack")
+    return data_frame(rows, [c for _, _, c in columns], "attack")
 
 
 def gradient_table(result: AuditResult) -> pd.DataFrame:
@@ -136,6 +136,6 @@ def gradient_table(result: AuditResult) -> pd.DataFrame:
                 f"{stats.vanishing_fraction:.1%}",
                 str(stats.nonfinite_gradients),
             ]
-    return _frame(
+    return data_frame(
         rows, ["loss", "zero gradients", "vanishing gradients", "non-finite gradients"], "attack"
     )

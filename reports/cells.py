@@ -50,7 +50,7 @@ def reliable(section: NormResult, k: int) -> str:
     return figure
 
 
-def _estimate(value: float | None, stderr: float | None) -> str:
+def estimate_cell(value: float | None, stderr: float | None) -> str:
     if value is None:
         return NOT_AVAILABLE
     if stderr is None:
@@ -64,7 +64,9 @@ def norm_label(norm: str, epsilon: float | None = None) -> str:
     return name if epsilon is None else f"{name} ε={epsilon:g}"
 
 
-def _frame(rows: Mapping[str, Sequence[str]], columns: Sequence[str], index: str) -> pd.DataFrame:
+def data_frame(
+    rows: Mapping[str, Sequence[str]], columns: Sequence[str], index: str
+) -> pd.DataFrame:
     frame = pd.DataFrame(
         [list(cells) for cells in rows.values()],
         index=pd.Index(list(rows), name=index, dtype=object),

@@ -6,50 +6,59 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from reports.evidenceblocks import Block, Table, _float, _listed, _number, _p, _plural, _renders
+from reports.evidenceblocks import (
+    Block,
+    Table,
+    counted,
+    format_number,
+    format_p,
+    joined,
+    json_float,
+    renders,
+)
 
 _CONVENTIONS_SHOWN = 3
 """Input conventions that scored higher than the audit's own shown in a table (the best)."""
 
 
-@_renders("low-clean-accuracy")
+@renders("low-clean-accuracy")
 def _clean_accuracy(evidence: Mapping[str, Any]) -> list[Block]:
     """The clean accuracy against chance, the recorded accuracy and the other input
     conventions."""
     blocks: list[Block] = [
-        f"Clean accuracy {_number(evidence['clean_accuracy'])} ({evidence['correct']} of "
-        f"{_plural(evidence['samples'], 'sample')})."
+        f"Clean accuracy {format_number(evidence['clean_accuracy'])} ({evidence['correct']} of "
+        f"{counted(evidence['samples'], 'sample')})."
     ]
     if "chance" in evidence:
         blocks.append(
-            f"Chance for {evidence['num_classes']} classes is {_number(evidence['chance'])}; "
-            f"guessing scores this well with p = {_p(evidence['chance_p_value'])} (exact "
+            f"Chance for {evidence['num_classes']} classes is {format_number(evidence['chance'])}; "
+            f"guessing scores this well with p = {format_p(evidence['chance_p_value'])} (exact "
             "binomial test)."
         )
     recorded = evidence.get("recorded_clean_accuracy")
     if recorded is not None:
-        shortfall = _float(evidence["recorded_shortfall"]) or 0.0
-        gap = f"{_number(shortfall)} more than here" if shortfall > 0 else "no more than here"
+        shortfall = json_float(evidence["recorded_shortfall"]) or 0.0
+        gap = f"{format_number(shortfall)} more than here" if shortfall > 0 else "no more than here"
         blocks.append(
-            f"The checkpoint records {_number(recorded)} from its training, {gap}; a model of "
-            f"that accuracy scores this little or less with p = "
-            f"{_p(evidence['recorded_p_value'])} (exact binomial test)."
+            f"The checkpoint records {format_number(recorded)} from its training, {gap}; "
+            f"a model of that accuracy scores this little or less with p = "
+            f"{format_p(evidence['recorded_p_value'])} (exact binomial test)."
         )
     tried = evidence.get("conventions") or {}
     if tried:
-        own = _float(evidence["clean_accuracy"]) or 0.0
+        own = json_float(evidence["clean_accuracy"]) or 0.0
         ranked = sorted(tried, key=lambda name: -float(tried[name]["accuracy"]))
         better = [name for name in ranked if float(tried[name]["accuracy"]) > own]
         best = ranked[0]
         blocks.append(
-            f"The same images presented in {_plural(len(tried), 'other input convention')} "
+            f"The same images presented in {counted(len(tried), 'other input convention')} "
             f"(each against the audit's own by an exact McNemar test at α = "
-            f"{_p(evidence['convention_alpha'])}, 0.01 shared among them): "
+            f"{format_p(evidence['convention_alpha'])}, 0.01 shared among them): "
             + (
                 f"{len(better)} scored higher."
                 if better
                 else f"none scored higher; the best, {best}, scored "
-                f"{_number(tried[best]['accuracy'])}."
+                f"{format_number(tried[best]['accuracy'])}."
             )
         )
         if better:
@@ -62,10 +71,10 @@ def _clean_accuracy(evidence: Mapping[str, Any]) -> list[Block]:
                         (
                             name,
                             (
-                                _number(tried[name]["accuracy"]),
+                                format_number(tried[name]["accuracy"]),
                                 str(tried[name]["only_this"]),
                                 str(tried[name]["only_current"]),
-                                _p(tried[name]["p_value"]),
+                                format_p(tried[name]["p_value"]),
                                 tried[name]["flag"] or "none",
                             ),
                         )
@@ -75,10 +84,10 @@ def _clean_accuracy(evidence: Mapping[str, Any]) -> list[Block]:
             )
             if len(better) > len(shown):
                 blocks.append(
-                    f"{_plural(len(better) - len(shown), 'more convention')} scored higher, "
-                    f"at most {_number(tried[better[len(shown)]]['accuracy'])}."
+                    f"{counted(len(better) - len(shown), 'more convention')} scored higher, "
+                    f"at most {format_number(tried[better[len(shown)]]['accuracy'])}."
                 )
     refused = evidence.get("conventions_not_run") or {}
     if refused:
-        blocks.append(f"Not tried, the model raised on its inputs: {_listed(list(refused))}.")
+        blocks.append(f"Not tried, the model raised on its inputs: {joined(list(refused))}.")
     return blocks

@@ -55,11 +55,11 @@ from reports.compareplots import curves_svg, scatter_svg
 from reports.comparetables import (
     STATUS_SHOWN,
     Table,
-    _parts,
     activation_table,
     csv,
     flatness_table,
     markdown,
+    page_parts,
     redflag_table,
     robust_table,
     summary_table,
@@ -146,7 +146,7 @@ def render(items: Sequence[Entry], built: Sequence[Table] | None = None) -> str:
             items=[(item, _level(item.result.verdict)) for item in items],
             shapes=VERDICT_SHAPES,
             warnings=comparability_warnings(items),
-            tables={t.name: (t, _parts(t)) for t in built},
+            tables={t.name: (t, page_parts(t)) for t in built},
             figures=figures,
         )
     )

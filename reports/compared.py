@@ -52,12 +52,12 @@ def entries(paths: Sequence[str | Path]) -> list[Entry]:
     ]
 
 
-def _norms(items: Sequence[Entry]) -> list[str]:
+def present_norms(items: Sequence[Entry]) -> list[str]:
     present = {n.norm for e in items for n in e.result.robustness.norms}
     return [norm for norm in NORM_NAMES if norm in present]
 
 
-def _section(entry: Entry, norm: str) -> NormResult | None:
+def norm_section(entry: Entry, norm: str) -> NormResult | None:
     return next((n for n in entry.result.robustness.norms if n.norm == norm), None)
 
 
@@ -91,7 +91,7 @@ def far_above(result: AuditResult, section: NormResult, k: int = 0) -> bool:
     return overstated is not None and overstated[1] > FAR_ABOVE
 
 
-def _suite_name(result: AuditResult) -> str:
+def suite_name(result: AuditResult) -> str:
     suite = (result.provenance.config or {}).get("suite") or {}
     return str(suite.get("name", "unknown"))
 
@@ -127,16 +127,16 @@ def comparability_warnings(items: Sequence[Entry]) -> list[str]:
             + _listed(samples, lambda k: f"{k[0]}, {len(k[1])} samples from index {k[1][:1]}")
             + "): their accuracies are not paired, and differences include sampling noise."
         )
-    suites = _grouped((e.label, _suite_name(e.result)) for e in items)
+    suites = _grouped((e.label, suite_name(e.result)) for e in items)
     if len(suites) > 1:
         warnings.append(
             "The audits ran different presets or suites ("
             + _listed(suites, str)
             + "): weaker suites report higher robust accuracy."
         )
-    for norm in _norms(items):
+    for norm in present_norms(items):
         name = NORM_NAMES[norm]
-        present = [(e.label, s) for e in items if (s := _section(e, norm)) is not None]
+        present = [(e.label, s) for e in items if (s := norm_section(e, norm)) is not None]
         epsilons = _grouped((label, s.epsilons) for label, s in present)
         if len(epsilons) > 1:
             warnings.append(
@@ -151,8 +151,8 @@ def comparability_warnings(items: Sequence[Entry]) -> list[str]:
                 + _listed(attacks, lambda k: " → ".join(k))
                 + "): reliable robust accuracies are worst cases over different attacks."
             )
-    for norm in _norms(items):
-        lacking = [e.label for e in items if _section(e, norm) is None]
+    for norm in present_norms(items):
+        lacking = [e.label for e in items if norm_section(e, norm) is None]
         if lacking:
             warnings.append(
                 f"{', '.join(lacking)}: audited without {NORM_NAMES[norm]}, which the others have."

@@ -9,17 +9,17 @@ from typing import Any
 
 from reports.evidenceblocks import (
     Block,
+    EvidenceRun,
     Table,
-    _chunks,
-    _epsilon,
-    _listed,
-    _norm,
-    _p,
-    _percent,
-    _plural,
-    _renders,
-    _Run,
-    _runs,
+    counted,
+    evidence_runs,
+    format_epsilon,
+    format_p,
+    format_percent,
+    joined,
+    norm_name,
+    renders,
+    split_table,
 )
 
 _PAIRED_DOER = {
@@ -34,13 +34,13 @@ Metric = tuple[str, Callable[[Mapping[str, Any]], str]]
 
 
 def _series(
-    runs: list[_Run], metrics: Sequence[Metric], wide: Sequence[Metric] | None = None
+    runs: list[EvidenceRun], metrics: Sequence[Metric], wide: Sequence[Metric] | None = None
 ) -> list[Block]:
     """Runs as tables: one row per run (``metrics`` as columns) when each attack and norm has
     at most two epsilons; else one table per attack and norm with the epsilons as columns and
     ``wide`` (default ``metrics``) as rows."""
     with_label = len({r.label for r in runs}) > 1
-    groups: dict[tuple[str, str], list[_Run]] = {}
+    groups: dict[tuple[str, str], list[EvidenceRun]] = {}
     for run in runs:
         groups.setdefault((run.label, run.norm), []).append(run)
     if max(len(group) for group in groups.values()) <= 2:
@@ -49,12 +49,12 @@ def _series(
     blocks: list[Block] = []
     for (label, norm), group in groups.items():
         table = Table(
-            f"{label} {_norm(norm)} ε" if with_label else f"{_norm(norm)} ε",
+            f"{label} {norm_name(norm)} ε" if with_label else f"{norm_name(norm)} ε",
             tuple(f"{r.epsilon:g}" for r in group),
             tuple((name, tuple(cell(r.record) for r in group)) for name, cell in (wide or metrics)),
             by_column=True,
         )
-        blocks += _chunks(table)
+        blocks += split_table(table)
     return blocks
 
 
@@ -62,20 +62,20 @@ def _broke(record: Mapping[str, Any]) -> str:
     return f"{record['broken']} of {record['attempted']}"
 
 
-@_renders(*_PAIRED_DOER)
+@renders(*_PAIRED_DOER)
 def _paired(evidence: Mapping[str, Any]) -> list[Block]:
     """The pairwise checks: per run, what the later attack broke of what the earlier ones
     left."""
-    runs = _runs(evidence)
+    runs = evidence_runs(evidence)
     first = runs[0].record
-    labels = _listed(sorted({r.label for r in runs}))
+    labels = joined(sorted({r.label for r in runs}))
     afters = {tuple(r.record["after"]) for r in runs}
-    after = _listed(list(runs[0].record["after"])) if len(afters) == 1 else "the attacks before it"
+    after = joined(list(runs[0].record["after"])) if len(afters) == 1 else "the attacks before it"
     tolerated = {r.record["tolerated_rate"] for r in runs}
     material = {r.record["material_share"] for r in runs}
     limits = (
-        f"Tolerated: {_percent(first['tolerated_rate'])} of those samples; material: "
-        f"{_percent(first['material_share'])} of all samples; "
+        f"Tolerated: {format_percent(first['tolerated_rate'])} of those samples; material: "
+        f"{format_percent(first['material_share'])} of all samples; "
         if len(tolerated) == len(material) == 1
         else ""
     )
@@ -85,9 +85,9 @@ def _paired(evidence: Mapping[str, Any]) -> list[Block]:
     )
     metrics: list[Metric] = [
         ("broke", _broke),
-        ("rate", lambda r: _percent(r["rate"])),
-        ("of all", lambda r: _percent(r["share_of_samples"])),
-        ("p", lambda r: _p(r["p_value"])),
+        ("rate", lambda r: format_percent(r["rate"])),
+        ("of all", lambda r: format_percent(r["share_of_samples"])),
+        ("p", lambda r: format_p(r["p_value"])),
     ]
     if all(r.record["broken"] == 0 for r in runs) and len(runs) > 2:
         attempted = sorted(int(r.record["attempted"]) for r in runs)
@@ -99,49 +99,49 @@ def _paired(evidence: Mapping[str, Any]) -> list[Block]:
     # With epsilons as columns, only what it broke of what was left to it, and p.
     wide: list[Metric] = [
         ("broke", lambda r: f"{r['broken']}/{r['attempted']}"),
-        ("p", lambda r: _p(r["p_value"])),
+        ("p", lambda r: format_p(r["p_value"])),
     ]
     return [sentence, *_series(runs, metrics, wide)]
 
 
-@_renders("margin-loss-beats-cross-entropy")
+@renders("margin-loss-beats-cross-entropy")
 def _margin(evidence: Mapping[str, Any]) -> list[Block]:
     """Per run, the samples only the margin loss and only its cross-entropy peer broke."""
-    runs = _runs(evidence)
+    runs = evidence_runs(evidence)
     pairs = sorted({f"{r.label} against {r.record['peer']}" for r in runs})
     sentence = (
         f"Samples only the margin loss broke, and only the cross-entropy (CE), with the same "
-        f"budget on every clean-correct sample ({_listed(pairs)}); the excess as a share of "
-        f"all samples (material from {_percent(runs[0].record['material_share'])}); p: exact "
+        f"budget on every clean-correct sample ({joined(pairs)}); the excess as a share of "
+        f"all samples (material from {format_percent(runs[0].record['material_share'])}); p: exact "
         "McNemar test."
     )
     metrics: list[Metric] = [
         ("only margin", lambda r: str(r["only_margin_loss"])),
         ("only CE", lambda r: str(r["only_cross_entropy"])),
-        ("excess", lambda r: _percent(r["share_of_samples"])),
-        ("p", lambda r: _p(r["p_value"])),
+        ("excess", lambda r: format_percent(r["share_of_samples"])),
+        ("p", lambda r: format_p(r["p_value"])),
     ]
     wide: list[Metric] = [
         ("margin/CE", lambda r: f"{r['only_margin_loss']}/{r['only_cross_entropy']}"),
-        ("p", lambda r: _p(r["p_value"])),
+        ("p", lambda r: format_p(r["p_value"])),
     ]
     return [sentence, *_series(runs, metrics, wide)]
 
 
-@_renders("unbounded-attack-below-100")
+@renders("unbounded-attack-below-100")
 def _unbounded(evidence: Mapping[str, Any]) -> list[Block]:
     """Per norm, the samples that survived the unbounded radius."""
     sentences = []
     for norm, row in evidence.items():
         sentences.append(
-            f"{_norm(norm)} at ε = {_epsilon(row['epsilon'])}: "
-            f"{row['survived']} of {_plural(row['samples'], 'sample')} survived "
-            f"({_percent(row['success_rate'])} success)."
+            f"{norm_name(norm)} at ε = {format_epsilon(row['epsilon'])}: "
+            f"{row['survived']} of {counted(row['samples'], 'sample')} survived "
+            f"({format_percent(row['success_rate'])} success)."
         )
     return [" ".join(sentences)]
 
 
-@_renders("success-not-increasing-with-epsilon")
+@renders("success-not-increasing-with-epsilon")
 def _monotonic(evidence: Mapping[str, Any]) -> list[Block]:
     """Per norm, the independent sweep's success rate by radius and where it dropped."""
     samples = sorted({row["samples"] for row in evidence.values()})
@@ -157,20 +157,20 @@ def _monotonic(evidence: Mapping[str, Any]) -> list[Block]:
         cells: dict[str, list[str]] = {"success": [], "lost/gained": [], "p": []}
         for epsilon, rate in zip(epsilons, row["success_rate"], strict=True):
             step = steps.get(float(epsilon))
-            cells["success"].append(_percent(rate))
+            cells["success"].append(format_percent(rate))
             cells["lost/gained"].append("–" if step is None else f"{step['lost']}/{step['gained']}")
-            cells["p"].append("–" if step is None else _p(step["p_value"]))
+            cells["p"].append("–" if step is None else format_p(step["p_value"]))
         table = Table(
-            f"{_norm(norm)} ε",
-            tuple(_epsilon(e) for e in epsilons),
+            f"{norm_name(norm)} ε",
+            tuple(format_epsilon(e) for e in epsilons),
             tuple((name, tuple(values)) for name, values in cells.items()),
             by_column=True,
         )
-        blocks += _chunks(table)
+        blocks += split_table(table)
         if row["plateau_below_90"]:
-            plateaus.append(_norm(norm))
+            plateaus.append(norm_name(norm))
     if plateaus:
         blocks.append(
-            f"Under {_listed(plateaus)} success stalls below 90 % at the largest bounded ε."
+            f"Under {joined(plateaus)} success stalls below 90 % at the largest bounded ε."
         )
     return blocks

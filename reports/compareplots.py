@@ -12,7 +12,15 @@ from matplotlib.ticker import FuncFormatter, NullFormatter
 
 from core.document import NormResult, Sweep
 from reports import plots
-from reports.compared import FAR_MARK, NORM_NAMES, Entry, _norms, _section, far_above, pgd_ce
+from reports.compared import (
+    FAR_MARK,
+    NORM_NAMES,
+    Entry,
+    far_above,
+    norm_section,
+    pgd_ce,
+    present_norms,
+)
 
 _MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "<", ">", "h", "p")
 _LINES = ("-", "--", ":", "-.")
@@ -32,7 +40,7 @@ def _style(number: int) -> dict[str, Any]:
 
 
 def _sweep(entry: Entry, norm: str) -> Sweep | None:
-    section = _section(entry, norm)
+    section = norm_section(entry, norm)
     return section.sweep if section else None
 
 
@@ -43,7 +51,7 @@ def _sweep_attack(items: Sequence[Entry], norm: str) -> str:
 def curves_svg(items: Sequence[Entry]) -> str | None:
     """Robust accuracy against epsilon (the nested sweep), one panel per norm, one line per
     checkpoint with its 95 % band, as an inline ``<svg>``; None without sweeps."""
-    norms = [n for n in _norms(items) if any(_sweep(e, n) for e in items)]
+    norms = [n for n in present_norms(items) if any(_sweep(e, n) for e in items)]
     if not norms:
         return None
     import matplotlib
@@ -52,7 +60,7 @@ def curves_svg(items: Sequence[Entry]) -> str | None:
         figure, axes = _figure(1, len(norms), 5.0 * len(norms) + 2.6, 3.6)
         for axis, norm in zip(axes[0], norms, strict=True):
             for entry in items:
-                section, sweep = _section(entry, norm), _sweep(entry, norm)
+                section, sweep = norm_section(entry, norm), _sweep(entry, norm)
                 if section is None or sweep is None:
                     continue
                 points = [
@@ -108,7 +116,7 @@ def scatter_svg(items: Sequence[Entry]) -> str | None:
     """Flatness (Fisher-Rao norm, Hessian trace) against PGD-CE and reliable robust accuracy,
     one row of panels per norm, as an inline ``<svg>``; None when no audit measured flatness."""
     measured = [e for e in items if e.result.flatness is not None]
-    norms = _norms(measured)
+    norms = present_norms(measured)
     if not measured or not norms:
         return None
     import matplotlib
@@ -124,7 +132,7 @@ def scatter_svg(items: Sequence[Entry]) -> str | None:
                 axis = axes[row][column]
                 xs = []
                 for entry in measured:
-                    section = _section(entry, norm)
+                    section = norm_section(entry, norm)
                     estimate = pick(entry.result.flatness)
                     if section is None or estimate is None or not math.isfinite(estimate.value):
                         continue

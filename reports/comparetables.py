@@ -16,12 +16,12 @@ from reports.compared import (
     FAR_MARK,
     NORM_NAMES,
     Entry,
-    _norms,
-    _section,
-    _suite_name,
     far_above,
     gap,
+    norm_section,
     pgd_ce,
+    present_norms,
+    suite_name,
 )
 from reports.layout import (
     CELL_PADDING,
@@ -83,9 +83,9 @@ def summary_table(items: Sequence[Entry]) -> Table:
         result = entry.result
         row: dict[str, Any] = {"#": entry.number, "checkpoint": entry.label}
         _proportion(row, "clean accuracy", result.clean_accuracy)
-        for norm in _norms(items):
+        for norm in present_norms(items):
             name = NORM_NAMES[norm]
-            section = _section(entry, norm)
+            section = norm_section(entry, norm)
             row[f"{name} ε"] = section.epsilons[0] if section else math.nan
             _proportion(row, f"{name} PGD-CE", pgd_ce(result, section) if section else None)
             _proportion(row, f"{name} reliable", _reliable(section, 0) if section else None)
@@ -98,7 +98,7 @@ def summary_table(items: Sequence[Entry]) -> Table:
         row["verdict"] = result.verdict
         row["dataset"] = result.evaluation.dataset or NOT_AVAILABLE
         row["samples"] = result.evaluation.num_samples
-        row["suite"] = _suite_name(result)
+        row["suite"] = suite_name(result)
         rows.append(row)
     return Table(
         "verdicts",
@@ -127,13 +127,13 @@ def robust_table(items: Sequence[Entry], norm: str) -> Table:
     attack (in the union of the documents' attack orders) and the reliable one."""
     labels: list[str] = []
     for entry in items:
-        section = _section(entry, norm)
+        section = norm_section(entry, norm)
         for record in section.attacks if section else ():
             if record.label not in labels:
                 labels.append(record.label)
     rows = []
     for entry in items:
-        section = _section(entry, norm)
+        section = norm_section(entry, norm)
         if section is None:
             continue
         for k, epsilon in enumerate(section.epsilons):
@@ -256,7 +256,7 @@ def tables(items: Sequence[Entry]) -> list[Table]:
     """Every table of the comparison, in page order."""
     return [
         summary_table(items),
-        *(robust_table(items, norm) for norm in _norms(items)),
+        *(robust_table(items, norm) for norm in present_norms(items)),
         redflag_table(items),
         flatness_table(items),
         activation_table(items),
@@ -314,7 +314,7 @@ def _group(table: Table, column: str) -> str:
     return ""
 
 
-def _parts(table: Table) -> list[_Part]:
+def page_parts(table: Table) -> list[_Part]:
     """``table`` as one HTML table, or as several when it is too wide for an A4 page: the key
     columns in each, the others split by :func:`reports.layout.parts` (the verdicts' summary
     first, then one norm after another)."""

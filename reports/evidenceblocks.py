@@ -2,6 +2,8 @@
 small :class:`Table` objects), the formatting of numbers, shares, p-values and lists, the
 entries keyed ``label/norm/epsilon``, the splitting and capping of tables, and the registry of
 renderers by check code.
+
+It serves the evidence renderers beside it (``reports/*evidence.py``) and :mod:`reports.evidence`.
 """
 
 from __future__ import annotations
@@ -23,8 +25,8 @@ _CHUNK_CHARACTERS = 56
 several such tables, which sit side by side where the page is wide enough."""
 
 
-_NORMS = {"linf": "L∞", "l2": "L2", "l1": "L1"}
-_RUN_KEY = re.compile(r"^(?P<label>.+)/(?P<norm>[a-z0-9]+)/(?P<epsilon>[-+0-9.eE]+)$")
+NORM_NAMES = {"linf": "L∞", "l2": "L2", "l1": "L1"}
+RUN_KEY = re.compile(r"^(?P<label>.+)/(?P<norm>[a-z0-9]+)/(?P<epsilon>[-+0-9.eE]+)$")
 
 
 @dataclass(frozen=True)
@@ -99,7 +101,7 @@ class Rendered:
 # --- formatting ------------------------------------------------------------------------------
 
 
-def _float(value: Any) -> float | None:
+def json_float(value: Any) -> float | None:
     """A JSON number (or the document's "NaN" and "Infinity" strings) as a float."""
     if isinstance(value, bool) or value is None:
         return None
@@ -110,12 +112,12 @@ def _float(value: Any) -> float | None:
     return None
 
 
-def _number(value: Any, digits: int = 3) -> str:
+def format_number(value: Any, digits: int = 3) -> str:
     if isinstance(value, bool):
         return "yes" if value else "no"
     if isinstance(value, int):
         return str(value)
-    number = _float(value)
+    number = json_float(value)
     if number is None:
         return "n/a" if value is None else str(value)
     if not math.isfinite(number):
@@ -123,30 +125,30 @@ def _number(value: Any, digits: int = 3) -> str:
     return f"{number:.{digits}g}"
 
 
-def _percent(value: Any) -> str:
-    number = _float(value)
+def format_percent(value: Any) -> str:
+    number = json_float(value)
     if number is None:
-        return _number(value)
+        return format_number(value)
     if not math.isfinite(number):
         return "non-finite"
     return f"{100 * number:.1f} %"
 
 
-def _p(value: Any) -> str:
+def format_p(value: Any) -> str:
     """A p-value: two significant digits (``1.1e-15``, ``0.5``, ``1``)."""
-    return _number(value, 2)
+    return format_number(value, 2)
 
 
-def _epsilon(value: Any) -> str:
-    number = _float(value)
-    return _number(value) if number is None else f"{number:g}"
+def format_epsilon(value: Any) -> str:
+    number = json_float(value)
+    return format_number(value) if number is None else f"{number:g}"
 
 
-def _norm(name: str) -> str:
-    return _NORMS.get(name, name)
+def norm_name(name: str) -> str:
+    return NORM_NAMES.get(name, name)
 
 
-def _listed(names: Sequence[str], limit: int = 5) -> str:
+def joined(names: Sequence[str], limit: int = 5) -> str:
     """``a``, ``a and b``, ``a, b and c``; beyond ``limit``, ``a, b, ... and 7 more``."""
     names = [str(n) for n in names]
     if len(names) > limit:
@@ -156,12 +158,12 @@ def _listed(names: Sequence[str], limit: int = 5) -> str:
     return ", ".join(names[:-1]) + " and " + names[-1]
 
 
-def _plural(count: int, word: str, plural: str | None = None) -> str:
+def counted(count: int, word: str, plural: str | None = None) -> str:
     return f"{count} {word if count == 1 else (plural or word + 's')}"
 
 
 @dataclass(frozen=True)
-class _Run:
+class EvidenceRun:
     """One entry of evidence keyed ``label/norm/epsilon``."""
 
     label: str
@@ -170,22 +172,22 @@ class _Run:
     record: Mapping[str, Any]
 
     def name(self, with_label: bool) -> str:
-        where = f"{_norm(self.norm)} ε={self.epsilon:g}"
+        where = f"{norm_name(self.norm)} ε={self.epsilon:g}"
         return f"{self.label} {where}" if with_label else where
 
 
-def _runs(evidence: Mapping[str, Any]) -> list[_Run]:
+def evidence_runs(evidence: Mapping[str, Any]) -> list[EvidenceRun]:
     """The evidence's entries keyed ``label/norm/epsilon``; ValueError for any other key."""
     runs = []
     for key, record in evidence.items():
-        match = _RUN_KEY.match(key)
+        match = RUN_KEY.match(key)
         if match is None or not isinstance(record, Mapping):
             raise ValueError(f"not a run key: {key!r}")
-        runs.append(_Run(match["label"], match["norm"], float(match["epsilon"]), record))
+        runs.append(EvidenceRun(match["label"], match["norm"], float(match["epsilon"]), record))
     return runs
 
 
-def _chunks(table: Table, budget: int = _CHUNK_CHARACTERS) -> list[Table]:
+def split_table(table: Table, budget: int = _CHUNK_CHARACTERS) -> list[Table]:
     """``table`` (records as columns) split into tables at most ``budget`` characters wide,
     of near-equal column counts, each repeating the row labels."""
     padding = layout.CELL_PADDING
@@ -210,7 +212,7 @@ def _chunks(table: Table, budget: int = _CHUNK_CHARACTERS) -> list[Table]:
 Row = tuple[str, tuple[str, ...]]
 
 
-def _capped(
+def capped(
     rows: Sequence[Row],
     concern: Sequence[float],
     rest: Callable[[list[int]], str],
@@ -232,7 +234,7 @@ RENDERERS: dict[str, Renderer] = {}
 """One renderer per check code of ``analysis.redflags.CHECKS``."""
 
 
-def _renders(*codes: str) -> Callable[[Renderer], Renderer]:
+def renders(*codes: str) -> Callable[[Renderer], Renderer]:
     """Register the renderer of the checks ``codes``; it reads the keys of the evidence that
     ``core.checks`` declares for them."""
 

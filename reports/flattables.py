@@ -10,7 +10,7 @@ from typing import Any
 import pandas as pd
 
 from core.document import AuditResult, FlatnessResult
-from reports.cells import NON_FINITE, NOT_AVAILABLE, _estimate, _frame, number
+from reports.cells import NON_FINITE, NOT_AVAILABLE, data_frame, estimate_cell, number
 
 
 def flatness_sections(result: AuditResult) -> list[tuple[str, FlatnessResult]]:
@@ -31,12 +31,14 @@ def flatness_table(result: AuditResult) -> pd.DataFrame:
     ε-sharpness, each ± its standard error, with one column per mode the document has."""
     sections = flatness_sections(result)
     if not sections:
-        return _frame({}, [], "measure")
+        return data_frame({}, [], "measure")
     measures: dict[str, Callable[[FlatnessResult], str]] = {
-        "Fisher-Rao norm² (empirical Fisher)": lambda f: _estimate(*_pair(f.fisher_rao_empirical)),
-        "Fisher-Rao norm² (model Fisher)": lambda f: _estimate(*_pair(f.fisher_rao_model)),
-        "Hessian trace": lambda f: _estimate(*_pair(f.hessian_trace)),
-        "ε-sharpness": lambda f: _estimate(*_pair(f.epsilon_sharpness)),
+        "Fisher-Rao norm² (empirical Fisher)": lambda f: estimate_cell(
+            *_pair(f.fisher_rao_empirical)
+        ),
+        "Fisher-Rao norm² (model Fisher)": lambda f: estimate_cell(*_pair(f.fisher_rao_model)),
+        "Hessian trace": lambda f: estimate_cell(*_pair(f.hessian_trace)),
+        "ε-sharpness": lambda f: estimate_cell(*_pair(f.epsilon_sharpness)),
     }
     count = max(
         (len(f.hessian_eigenvalues.eigenvalues) for _, f in sections if f.hessian_eigenvalues),
@@ -45,7 +47,7 @@ def flatness_table(result: AuditResult) -> pd.DataFrame:
     for i in range(count):
         measures[f"Hessian eigenvalue λ{i + 1}"] = _eigenvalue(i)
     rows = {name: [cell(f) for _, f in sections] for name, cell in measures.items()}
-    return _frame(rows, [label for label, _ in sections], "measure")
+    return data_frame(rows, [label for label, _ in sections], "measure")
 
 
 _STOPPED = {
@@ -133,13 +135,13 @@ def flatness_stopping_table(result: AuditResult) -> pd.DataFrame:
     precision, its budget, or a single pass) and the samples, draws, probes or steps it used."""
     sections = flatness_sections(result)
     if not sections:
-        return _frame({}, [], "measure")
+        return data_frame({}, [], "measure")
     rows = {
         label: [stopping(name, getattr(f, name)) for _, f in sections]
         for name, label in _MEASURES.items()
         if any(getattr(f, name) is not None for _, f in sections)
     }
-    return _frame(rows, [label for label, _ in sections], "measure")
+    return data_frame(rows, [label for label, _ in sections], "measure")
 
 
 def _eigenvalue(i: int) -> Callable[[FlatnessResult], str]:
@@ -172,4 +174,4 @@ def activation_table(result: AuditResult) -> pd.DataFrame:
         for stats in result.activations or ()
     }
     columns = ["kind", "mean", "max", "std", "variance", "sparsity", "elements"]
-    return _frame(rows, columns, "layer")
+    return data_frame(rows, columns, "layer")

@@ -13,17 +13,17 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from reports.evidenceblocks import (
-    _NORMS,
-    _RUN_KEY,
+    NORM_NAMES,
+    RUN_KEY,
     Block,
     Table,
-    _capped,
-    _float,
-    _norm,
-    _number,
-    _p,
-    _percent,
-    _plural,
+    capped,
+    counted,
+    format_number,
+    format_p,
+    format_percent,
+    json_float,
+    norm_name,
 )
 
 _LIST_SHOWN = 6
@@ -43,11 +43,11 @@ _WORDS = {
 def _humanise(key: str) -> str:
     """``last_10pct_rise`` → ``last 10 % rise``; ``p_value`` → ``p``; a run key
     ``pgd-t/linf/0.1`` → ``pgd-t L∞ ε=0.1``."""
-    match = _RUN_KEY.match(key)
+    match = RUN_KEY.match(key)
     if match is not None:
-        return f"{match['label']} {_norm(match['norm'])} ε={float(match['epsilon']):g}"
-    if key in _NORMS:
-        return _NORMS[key]
+        return f"{match['label']} {norm_name(match['norm'])} ε={float(match['epsilon']):g}"
+    if key in NORM_NAMES:
+        return NORM_NAMES[key]
     text = re.sub(r"(\d+)pct", r"\1 %", key.replace("_", " ").strip())
     for word, replacement in _WORDS.items():
         text = re.sub(rf"\b{re.escape(word)}\b", replacement, text)
@@ -68,10 +68,10 @@ def _value(key: str, value: Any) -> str:
         return _sequence(key, value)
     if isinstance(value, int | float) and not isinstance(value, bool):
         if _SHARE.search(key) and 0 <= value <= 1:
-            return _percent(value)
+            return format_percent(value)
         if key.endswith("p_value"):
-            return _p(value)
-    return _number(value, 4)
+            return format_p(value)
+    return format_number(value, 4)
 
 
 def _sequence(key: str, values: Sequence[Any]) -> str:
@@ -79,7 +79,7 @@ def _sequence(key: str, values: Sequence[Any]) -> str:
         return "none"
     if len(values) <= _LIST_SHOWN:
         return ", ".join(_value(key, v) for v in values)
-    numbers = [_float(v) for v in values]
+    numbers = [json_float(v) for v in values]
     if all(n is not None for n in numbers):
         finite = [n for n in numbers if n is not None and math.isfinite(n)]
         if finite:
@@ -95,8 +95,8 @@ def _records(items: Sequence[tuple[str, Mapping[str, Any]]], caption: str) -> li
     for _, record in items:
         keys += [k for k in record if k not in keys]
     rows = [(label, tuple(_value(k, r.get(k)) for k in keys)) for label, r in items]
-    kept, summary = _capped(
-        rows, [0.0] * len(rows), lambda left: f"{_plural(len(left), 'more row')} not shown."
+    kept, summary = capped(
+        rows, [0.0] * len(rows), lambda left: f"{counted(len(left), 'more row')} not shown."
     )
     return [Table("", tuple(_humanise(k) for k in keys), tuple(kept), caption), *summary]
 

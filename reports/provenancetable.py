@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 import pandas as pd
 
 from core.document import AuditResult, BatchSize, CheckpointInfo
-from reports.cells import NON_FINITE, NOT_AVAILABLE, _frame, number
+from reports.cells import NON_FINITE, NOT_AVAILABLE, data_frame, number
 
 
 def _time(seconds: float | None) -> str:
@@ -82,7 +82,7 @@ def provenance_table(result: AuditResult) -> pd.DataFrame:
         rows["batch size: attacks"] = _batch_size(sizes.attacks)
         if sizes.flatness is not None:
             rows["batch size: flatness"] = _batch_size(sizes.flatness)
-    return _frame({k: [v] for k, v in rows.items()}, ["value"], "field")
+    return data_frame({k: [v] for k, v in rows.items()}, ["value"], "field")
 
 
 def _normalization(info: CheckpointInfo) -> str:

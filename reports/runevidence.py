@@ -9,15 +9,15 @@ from typing import Any
 from reports.evidenceblocks import (
     Block,
     Table,
-    _capped,
-    _epsilon,
-    _float,
-    _listed,
-    _norm,
-    _number,
-    _plural,
-    _renders,
-    _runs,
+    capped,
+    counted,
+    evidence_runs,
+    format_epsilon,
+    format_number,
+    joined,
+    json_float,
+    norm_name,
+    renders,
 )
 
 
@@ -25,17 +25,17 @@ def _late(value: Any) -> str:
     return "unknown" if value is None else str(value)
 
 
-@_renders("attack-not-converged")
+@renders("attack-not-converged")
 def _not_converged(evidence: Mapping[str, Any]) -> list[Block]:
     """Per run, how the loss of the still-robust samples moved over the last steps."""
-    runs = _runs(evidence)
+    runs = evidence_runs(evidence)
     rows = [
         (
             run.name(True),
             (
                 f"{run.record['robust_samples']} of {run.record['attacked']}",
-                _number(run.record["total_rise"]),
-                _number(run.record["last_10pct_rise"]),
+                format_number(run.record["total_rise"]),
+                format_number(run.record["last_10pct_rise"]),
                 _late(run.record["broken_in_last_10pct"]),
             ),
         )
@@ -43,20 +43,20 @@ def _not_converged(evidence: Mapping[str, Any]) -> list[Block]:
     ]
     concern = [
         (run.record["broken_in_last_10pct"] or 0) * 1e6
-        + (_float(run.record["last_10pct_rise"]) or 0)
+        + (json_float(run.record["last_10pct_rise"]) or 0)
         for run in runs
     ]
 
     def rest(left: list[int]) -> str:
-        rises = [_float(runs[i].record["last_10pct_rise"]) or 0.0 for i in left]
+        rises = [json_float(runs[i].record["last_10pct_rise"]) or 0.0 for i in left]
         late = [runs[i].record["broken_in_last_10pct"] or 0 for i in left]
         broken = f"at most {max(late)}" if max(late) else "no"
         return (
-            f"{_plural(len(left), 'other run')} not shown: loss rise in the last 10 % at most "
-            f"{_number(max(rises))}, {broken} samples broken there."
+            f"{counted(len(left), 'other run')} not shown: loss rise in the last 10 % at most "
+            f"{format_number(max(rises))}, {broken} samples broken there."
         )
 
-    kept, summary = _capped(rows, concern, rest)
+    kept, summary = capped(rows, concern, rest)
     return [
         "The mean loss of the samples each attack left robust: its rise over all steps and "
         "over the last 10 % of them, and the samples the attack broke in those last steps.",
@@ -65,7 +65,7 @@ def _not_converged(evidence: Mapping[str, Any]) -> list[Block]:
     ]
 
 
-@_renders("silent-success")
+@renders("silent-success")
 def _silent(evidence: Mapping[str, Any]) -> list[Block]:
     """Per run, the samples only an intermediate iterate fooled; ``early_stopped`` is written
     since schema 1.7."""
@@ -74,14 +74,14 @@ def _silent(evidence: Mapping[str, Any]) -> list[Block]:
     def name_of(key: str) -> str:
         label, norm, where = key.split("/")
         stage = " (independent sweep)" if where == "independent" else ""
-        return f"{label} {_norm(norm)}{stage}"
+        return f"{label} {norm_name(norm)}{stage}"
 
     named = [(name_of(key), record) for key, record in samples.items()]
     # Schema 1.7 on: runs that stop a sample at its first success cannot show one.
     early = [name_of(key) for key in evidence.get("early_stopped", ())]
     unseen = (
-        f" Not observable in {_plural(len(early), 'run')} that stopped each sample at its "
-        f"first success: {_listed(early)}."
+        f" Not observable in {counted(len(early), 'run')} that stopped each sample at its "
+        f"first success: {joined(early)}."
         if early
         else ""
     )
@@ -91,22 +91,22 @@ def _silent(evidence: Mapping[str, Any]) -> list[Block]:
     if not hit:
         return [
             f"No intermediate iterate fooled a sample that the last iterate did not, in "
-            f"{_plural(len(named), 'iterative run')}.{unseen}"
+            f"{counted(len(named), 'iterative run')}.{unseen}"
         ]
     head = (
-        f"{_plural(evidence['total'], 'sample')} in all were fooled by an intermediate iterate "
+        f"{counted(evidence['total'], 'sample')} in all were fooled by an intermediate iterate "
         f"and not by the last one"
     )
     if len(hit) <= 4:
         listed = "; ".join(f"{name}: {r['silent']} of {r['attacked']} attacked" for name, r in hit)
         others = len(named) - len(hit)
-        tail = f"; none in the {_plural(others, 'other run')}" if others else ""
+        tail = f"; none in the {counted(others, 'other run')}" if others else ""
         return [f"{head}: {listed}{tail}.{unseen}"]
     rows = [(name, (f"{r['silent']} of {r['attacked']}",)) for name, r in hit]
-    kept, summary = _capped(
+    kept, summary = capped(
         rows,
         [float(r["silent"]) for _, r in hit],
-        lambda left: f"{_plural(len(left), 'other run')} with fewer not shown.",
+        lambda left: f"{counted(len(left), 'other run')} with fewer not shown.",
     )
     return [
         f"{head}:",
@@ -118,13 +118,13 @@ def _silent(evidence: Mapping[str, Any]) -> list[Block]:
 
 def _stage_run(row: Mapping[str, Any]) -> str:
     """``pgd-ce L∞ ε=0.1``, with the stage when it is not the attack itself (``(sweep)``)."""
-    where = f"{row['attack']} {_norm(row['norm'])}"
+    where = f"{row['attack']} {norm_name(row['norm'])}"
     if row["epsilon"] is not None:
-        where += f" ε={_epsilon(row['epsilon'])}"
+        where += f" ε={format_epsilon(row['epsilon'])}"
     return where if row["stage"] == "attack" else f"{where} ({row['stage']})"
 
 
-@_renders("attack-failed")
+@renders("attack-failed")
 def _attack_failed(evidence: Mapping[str, Any]) -> list[Block]:
     """The runs that failed and those that could not apply, grouped by their error."""
     failed, inapplicable = list(evidence["failed"]), list(evidence["not_applicable"])
@@ -134,21 +134,21 @@ def _attack_failed(evidence: Mapping[str, Any]) -> list[Block]:
     for what, rows in (("failed", failed), ("could not run", inapplicable)):
         for row in rows:
             groups.setdefault((what, str(row["message"])), []).append(_stage_run(row))
-    rows_shown = [(what, (_listed(runs), message)) for (what, message), runs in groups.items()]
-    kept, summary = _capped(
+    rows_shown = [(what, (joined(runs), message)) for (what, message), runs in groups.items()]
+    kept, summary = capped(
         rows_shown,
         [1.0 if what == "failed" else 0.0 for what, _ in groups],
-        lambda left: f"{_plural(len(left), 'other error')} not shown.",
+        lambda left: f"{counted(len(left), 'other error')} not shown.",
     )
     said = []
     if failed:
         said.append(
-            f"{_plural(len(failed), 'run')} failed and broke nothing: the samples they would "
+            f"{counted(len(failed), 'run')} failed and broke nothing: the samples they would "
             "have attacked count as robust."
         )
     if inapplicable:
         said.append(
-            f"{_plural(len(inapplicable), 'run')} could not run: the worst case is over the "
+            f"{counted(len(inapplicable), 'run')} could not run: the worst case is over the "
             "attacks that ran."
         )
     sentence = " ".join(said)

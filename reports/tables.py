@@ -35,7 +35,7 @@ from reports.attacktables import (
     robust_accuracy_table,
     who_broke_what_table,
 )
-from reports.cells import NOT_AVAILABLE, _frame, interval, norm_label, number, reliable
+from reports.cells import NOT_AVAILABLE, data_frame, interval, norm_label, number, reliable
 from reports.flattables import (
     activation_table,
     flatness_sections,
@@ -78,7 +78,7 @@ def probe_table(result: AuditResult) -> pd.DataFrame:
     differences, repeated passes, batch composition, mode and outputs."""
     probes = result.probes
     if probes is None:
-        return _frame({}, ["value"], "probe")
+        return data_frame({}, ["value"], "probe")
 
     def share(part: int | None, whole: int | None) -> str:
         if part is None or not whole:
@@ -106,7 +106,7 @@ def probe_table(result: AuditResult) -> pd.DataFrame:
         "non-finite clean logits": number(probes.nonfinite_logits),
         "non-finite clean gradients": number(probes.nonfinite_gradients),
     }
-    return _frame({k: [v] for k, v in rows.items()}, ["value"], "probe")
+    return data_frame({k: [v] for k, v in rows.items()}, ["value"], "probe")
 
 
 # --- findings --------------------------------------------------------------------------------
@@ -125,7 +125,7 @@ def red_flag_table(result: AuditResult) -> pd.DataFrame:
         ]
         for finding in result.findings
     }
-    return _frame(rows, ["status", "kind", "evidence", "explanation", "remedy"], "check")
+    return data_frame(rows, ["status", "kind", "evidence", "explanation", "remedy"], "check")
 
 
 # --- writing ---------------------------------------------------------------------------------
