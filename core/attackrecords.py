@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from core.docfields import _FULL, _OPTIONAL, _V11, BitRows, Json, _extra, _need
+from core.docfields import FULL, OPTIONAL, V11, BitRows, Json, extra_field, need
 from core.docjson import DocumentError
 from core.stats import wilson_interval
 
@@ -31,7 +31,7 @@ class Proportion:
     count: int
     total: int
     wilson_95: tuple[float, float]
-    extra: Json = _extra()
+    extra: Json = extra_field()
 
     @classmethod
     def of(cls, count: int, total: int) -> Proportion:
@@ -53,7 +53,7 @@ class GradientStats:
     vanishing_threshold: float
     nonfinite_logits: int
     nonfinite_gradients: int
-    extra: Json = _extra()
+    extra: Json = extra_field()
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -71,30 +71,30 @@ class AttackRecord:
 
     label: str
     kind: str
-    source: str | None = _need(_FULL)
-    status: Literal["ok", "failed", "not-applicable"] | None = _need(_FULL)
-    message: str | None = _need(_FULL)
-    statuses: tuple[Literal["ok", "failed", "not-applicable"], ...] | None = _need(_V11)
-    messages: tuple[str | None, ...] | None = _need(_V11)
-    params: Json | None = _need(_FULL)
-    backend: str | None = _need(_FULL)
+    source: str | None = need(FULL)
+    status: Literal["ok", "failed", "not-applicable"] | None = need(FULL)
+    message: str | None = need(FULL)
+    statuses: tuple[Literal["ok", "failed", "not-applicable"], ...] | None = need(V11)
+    messages: tuple[str | None, ...] | None = need(V11)
+    params: Json | None = need(FULL)
+    backend: str | None = need(FULL)
     robust_accuracy_after: tuple[Proportion, ...]
-    broken: tuple[int, ...] | None = _need(_FULL)
-    attempted: tuple[int, ...] | None = _need(_FULL)
+    broken: tuple[int, ...] | None = need(FULL)
+    attempted: tuple[int, ...] | None = need(FULL)
     success: BitRows
     attacked: BitRows
-    last_success: BitRows | None = _need(_FULL)
-    success_step: tuple[tuple[int, ...], ...] | None = _need(_V11)
-    mean_loss_trace: tuple[tuple[float | None, ...], ...] | None = _need(_FULL)
-    nonfinite: tuple[int, ...] | None = _need(_OPTIONAL)
-    nonfinite_samples: BitRows | None = _need(_OPTIONAL)
-    nonfinite_evaluations: int | None = _need(_OPTIONAL)
-    queries: int | None = _need(_FULL)
-    num_forward: int | None = _need(_FULL)
-    num_backward: int | None = _need(_FULL)
-    wall_time: float | None = _need(_FULL)
-    gradient_stats: GradientStats | None = _need(_FULL)
-    extra: Json = _extra()
+    last_success: BitRows | None = need(FULL)
+    success_step: tuple[tuple[int, ...], ...] | None = need(V11)
+    mean_loss_trace: tuple[tuple[float | None, ...], ...] | None = need(FULL)
+    nonfinite: tuple[int, ...] | None = need(OPTIONAL)
+    nonfinite_samples: BitRows | None = need(OPTIONAL)
+    nonfinite_evaluations: int | None = need(OPTIONAL)
+    queries: int | None = need(FULL)
+    num_forward: int | None = need(FULL)
+    num_backward: int | None = need(FULL)
+    wall_time: float | None = need(FULL)
+    gradient_stats: GradientStats | None = need(FULL)
+    extra: Json = extra_field()
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -113,9 +113,9 @@ class Sweep:
     epsilons: tuple[float, ...]
     success_rate: tuple[Proportion, ...]
     success: BitRows
-    samples: tuple[int, ...] | None = _need(_OPTIONAL)
+    samples: tuple[int, ...] | None = need(OPTIONAL)
     mean_loss_trace: tuple[tuple[float | None, ...], ...]
-    extra: Json = _extra()
+    extra: Json = extra_field()
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -127,7 +127,7 @@ class Failure:
     epsilon: float | None
     status: Literal["failed", "not-applicable"]
     message: str
-    extra: Json = _extra()
+    extra: Json = extra_field()
 
 
 def _decode_floats(text: str, dtype: str, shape: tuple[int, ...]) -> tuple[float, ...]:
@@ -162,16 +162,16 @@ class Example:
     sample: int
     label: int
     fooled: bool
-    predicted: int | None = _need(_OPTIONAL)
+    predicted: int | None = need(OPTIONAL)
     margin: float | None
-    success_step: int | None = _need(_V11)
+    success_step: int | None = need(V11)
     shape: tuple[int, ...]
     original: str
     adversarial: str
-    dtype: Literal["float16", "float32", "float64"] | None = _need(_V11)
-    original_exact: str | None = _need(_V11)
-    adversarial_exact: str | None = _need(_V11)
-    extra: Json = _extra()
+    dtype: Literal["float16", "float32", "float64"] | None = need(V11)
+    original_exact: str | None = need(V11)
+    adversarial_exact: str | None = need(V11)
+    extra: Json = extra_field()
 
     def original_pixels(self) -> tuple[int, ...]:
         """The original's display pixels (0..255), flat, C×H×W order."""
@@ -241,14 +241,14 @@ class NormResult:
     epsilons: tuple[float, ...]
     reliable_robust_accuracy: tuple[Proportion, ...]
     robust: BitRows
-    robust_nonfinite: tuple[int, ...] | None = _need(_OPTIONAL)
+    robust_nonfinite: tuple[int, ...] | None = need(OPTIONAL)
     attacks: tuple[AttackRecord, ...]
-    unbounded_epsilon: float | None = _need(_FULL)
-    sweep: Sweep | None = _need(_FULL)
-    independent_sweep: Sweep | None = _need(_FULL)
-    failures: tuple[Failure, ...] | None = _need(_V11)
-    examples: tuple[Example, ...] | None = _need(_FULL)
-    extra: Json = _extra()
+    unbounded_epsilon: float | None = need(FULL)
+    sweep: Sweep | None = need(FULL)
+    independent_sweep: Sweep | None = need(FULL)
+    failures: tuple[Failure, ...] | None = need(V11)
+    examples: tuple[Example, ...] | None = need(FULL)
+    extra: Json = extra_field()
 
     def attack(self, label: str) -> AttackRecord:
         """The attack with this label; KeyError names the labels present."""
@@ -338,9 +338,9 @@ class NormResult:
 class Robustness:
     """The attack suite's outcome, per norm, with its cost."""
 
-    eot_samples: int | None = _need(_FULL)
+    eot_samples: int | None = need(FULL)
     norms: tuple[NormResult, ...]
-    num_forward: int | None = _need(_FULL)
-    num_backward: int | None = _need(_FULL)
-    wall_time: float | None = _need(_FULL)
-    extra: Json = _extra()
+    num_forward: int | None = need(FULL)
+    num_backward: int | None = need(FULL)
+    wall_time: float | None = need(FULL)
+    extra: Json = extra_field()

@@ -49,7 +49,7 @@ from core.inputs import (
     read_input,
     size_text,
 )
-from core.interrupts import Terminated, _remember_interrupts, check_interrupted
+from core.interrupts import Terminated, check_interrupted, remember_interrupts
 from core.outputs import (
     TEMPORARY_NAME,
     atomic_write_bytes,
@@ -137,7 +137,7 @@ def run_command(
     """
     expected: tuple[type[BaseException], ...] = (*input_errors, OSError)
     try:
-        with _remember_interrupts():
+        with remember_interrupts():
             status = body()
             # A KeyboardInterrupt raised inside a finaliser or a library's broad handler is
             # swallowed; the signal still counts.

@@ -4,13 +4,16 @@ document against those declarations and builds the frozen records.
 A record is a frozen dataclass whose field names are the document's keys and whose types say
 how each value is read: bit strings (:data:`Bits`) become tuples of bools, open-ended objects
 (:data:`Json`) read-only mappings whose lists are tuples, numbers may be the strings of
-``NONFINITE_TOKENS``. ``_need`` says how much a field is required (always, in full documents,
+``NONFINITE_TOKENS``. ``need`` says how much a field is required (always, in full documents,
 in full documents of schema 1.1, or never) and when the writer leaves it out; keys the reader
 does not know are kept in the record's ``extra``.
 
 :func:`encode` is the reader backwards, driven by the same declarations: it turns a record into
 the JSON object the document holds, its keys in the order of the record's fields (the order
 the audit writes them in), and reading that object gives the record back.
+
+It serves the modules that declare the records (:mod:`core.document`, :mod:`core.attackrecords`,
+:mod:`core.flatrecords`).
 """
 
 from __future__ import annotations
@@ -24,13 +27,13 @@ from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal, TypeVar
 
 from core.docjson import (
-    _FIX,
+    FIX_ADVICE,
     NONFINITE_TOKENS,
     SCHEMA_VERSION,
     DocumentError,
-    _shown,
     decode_nonfinite,
     encode_nonfinite,
+    short_repr,
 )
 
 T = TypeVar("T")
@@ -55,13 +58,13 @@ Json = Mapping[str, Any]
 
 # How much a field is required: always; in full documents (not baselines); in full
 # documents of schema 1.1; or never (an absent key reads as None).
-_ALWAYS, _FULL, _V11, _OPTIONAL = "always", "full", "1.1", "optional"
+_ALWAYS, FULL, V11, OPTIONAL = "always", "full", "1.1", "optional"
 
 
 _KEEP = object()
 
 
-def _need(level: str, *, omit: Any = _KEEP, omit_nested: bool = False) -> Any:
+def need(level: str, *, omit: Any = _KEEP, omit_nested: bool = False) -> Any:
     """A field required at ``level``; the writer leaves it out of the document when it holds
     ``omit`` (None for a field written only when it has a value), or, with ``omit_nested``,
     when it is None in a record that is itself this field's value (the flatness with the
@@ -69,20 +72,20 @@ def _need(level: str, *, omit: Any = _KEEP, omit_nested: bool = False) -> Any:
     return field(metadata={"need": level, "omit": omit, "omit_nested": omit_nested})
 
 
-def _extra() -> Any:
+def extra_field() -> Any:
     return field(default_factory=lambda: types.MappingProxyType({}), repr=False, compare=False)
 
 
 @dataclass(frozen=True)
-class _Context:
+class ReadContext:
     file: str
     version: str
     baseline: bool
 
 
-def _error(context: _Context, where: str, expected: str, value: Any) -> DocumentError:
+def field_error(context: ReadContext, where: str, expected: str, value: Any) -> DocumentError:
     return DocumentError(
-        f"{context.file}: {where} should be {expected}, got {_shown(value)}; {_FIX}"
+        f"{context.file}: {where} should be {expected}, got {short_repr(value)}; {FIX_ADVICE}"
     )
 
 
@@ -94,15 +97,15 @@ def _freeze(value: Any) -> Any:
     return value
 
 
-def _number(value: Any, where: str, context: _Context) -> float:
+def _number(value: Any, where: str, context: ReadContext) -> float:
     if isinstance(value, str) and value in NONFINITE_TOKENS:
         return NONFINITE_TOKENS[value]
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise _error(context, where, 'a number (or "NaN", "Infinity", "-Infinity")', value)
+        raise field_error(context, where, 'a number (or "NaN", "Infinity", "-Infinity")', value)
     return float(value)
 
 
-def _array(value: Any, where: str, context: _Context) -> Any:
+def _array(value: Any, where: str, context: ReadContext) -> Any:
     if value is None:
         return None
     if isinstance(value, list):
@@ -110,13 +113,13 @@ def _array(value: Any, where: str, context: _Context) -> Any:
     return _number(value, where, context)
 
 
-def _parse(kind: Any, value: Any, where: str, context: _Context) -> Any:
+def _parse(kind: Any, value: Any, where: str, context: ReadContext) -> Any:
     origin = typing.get_origin(kind)
     if origin is Annotated:
         marker = kind.__metadata__[0]
         if marker is _BitsMarker:
             if not isinstance(value, str) or not _BITS_PATTERN.fullmatch(value):
-                raise _error(context, where, "a bit string of 0 and 1", value)
+                raise field_error(context, where, "a bit string of 0 and 1", value)
             return tuple(c == "1" for c in value)
         return _array(value, where, context)
     if origin in (typing.Union, types.UnionType):
@@ -127,51 +130,51 @@ def _parse(kind: Any, value: Any, where: str, context: _Context) -> Any:
     if origin is Literal:
         allowed = typing.get_args(kind)
         if value not in allowed:
-            raise _error(context, where, f"one of {', '.join(map(repr, allowed))}", value)
+            raise field_error(context, where, f"one of {', '.join(map(repr, allowed))}", value)
         return value
     if origin is tuple:
         args = typing.get_args(kind)
         if not isinstance(value, list):
-            raise _error(context, where, "a list", value)
+            raise field_error(context, where, "a list", value)
         if len(args) == 2 and args[1] is Ellipsis:
             return tuple(_parse(args[0], v, f"{where}[{i}]", context) for i, v in enumerate(value))
         if len(value) != len(args):
-            raise _error(context, where, f"a list of {len(args)} items", value)
+            raise field_error(context, where, f"a list of {len(args)} items", value)
         return tuple(
             _parse(a, v, f"{where}[{i}]", context)
             for i, (a, v) in enumerate(zip(args, value, strict=True))
         )
     if origin is Mapping:
         if not isinstance(value, dict):
-            raise _error(context, where, "an object", value)
+            raise field_error(context, where, "an object", value)
         return _freeze(value)
     if dataclasses.is_dataclass(kind):
-        return _build(kind, value, where, context)  # type: ignore[arg-type]
+        return build_record(kind, value, where, context)  # type: ignore[arg-type]
     if kind is float:
         return _number(value, where, context)
     if kind is bool:
         if not isinstance(value, bool):
-            raise _error(context, where, "true or false", value)
+            raise field_error(context, where, "true or false", value)
         return value
     if kind is int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise _error(context, where, "an integer", value)
+            raise field_error(context, where, "an integer", value)
         return value
     if kind is str:
         if not isinstance(value, str):
-            raise _error(context, where, "a string", value)
+            raise field_error(context, where, "a string", value)
         return value
     if kind is Any:
         return _freeze(value)
     raise TypeError(f"no reader for the field type {kind!r} at {where}")
 
 
-def _required(level: str, context: _Context) -> bool:
+def _required(level: str, context: ReadContext) -> bool:
     if level == _ALWAYS:
         return True
-    if level == _FULL:
+    if level == FULL:
         return not context.baseline
-    if level == _V11:
+    if level == V11:
         return not context.baseline and context.version != "1.0"
     return False
 
@@ -179,9 +182,9 @@ def _required(level: str, context: _Context) -> bool:
 _HINTS: dict[type, dict[str, Any]] = {}
 
 
-def _build(cls: type, data: Any, where: str, context: _Context) -> Any:
+def build_record(cls: type, data: Any, where: str, context: ReadContext) -> Any:
     if not isinstance(data, dict):
-        raise _error(context, where or "the document", "an object", data)
+        raise field_error(context, where or "the document", "an object", data)
     hints = _HINTS.get(cls)
     if hints is None:
         hints = _HINTS[cls] = typing.get_type_hints(cls, include_extras=True)
@@ -194,7 +197,7 @@ def _build(cls: type, data: Any, where: str, context: _Context) -> Any:
         path = f"{where}.{item.name}" if where else item.name
         if item.name not in data:
             if _required(item.metadata.get("need", _ALWAYS), context):
-                raise DocumentError(f"{context.file}: {path} is missing; {_FIX}")
+                raise DocumentError(f"{context.file}: {path} is missing; {FIX_ADVICE}")
             values[item.name] = None
             continue
         values[item.name] = _parse(hints[item.name], data[item.name], path, context)
@@ -216,8 +219,8 @@ def decode(cls: type[T], data: Any, source: str = "<record>", where: str = "") -
     Raises:
         DocumentError: a field missing or of the wrong type, named with ``source``.
     """
-    context = _Context(str(source), SCHEMA_VERSION, baseline=False)
-    return _build(cls, decode_nonfinite(encode_nonfinite(data)), where, context)  # type: ignore[no-any-return]
+    context = ReadContext(str(source), SCHEMA_VERSION, baseline=False)
+    return build_record(cls, decode_nonfinite(encode_nonfinite(data)), where, context)  # type: ignore[no-any-return]
 
 
 def _thaw(value: Any) -> Any:
@@ -230,7 +233,7 @@ def _thaw(value: Any) -> Any:
     return encode_nonfinite(value)
 
 
-def _unparse(kind: Any, value: Any, context: _Context, name: str) -> Any:
+def _unparse(kind: Any, value: Any, context: ReadContext, name: str) -> Any:
     """The JSON of a value of the declared type ``kind``: :func:`_parse` backwards."""
     if value is None:
         return None
@@ -252,10 +255,10 @@ def _unparse(kind: Any, value: Any, context: _Context, name: str) -> Any:
     return _thaw(value)
 
 
-def _omitted(item: dataclasses.Field[Any], value: Any, context: _Context, within: str) -> bool:
+def _omitted(item: dataclasses.Field[Any], value: Any, context: ReadContext, within: str) -> bool:
     level = item.metadata.get("need", _ALWAYS)
     # What a baseline, or a document of schema 1.0, does not carry.
-    absent = context.baseline or (level == _V11 and not _required(level, context))
+    absent = context.baseline or (level == V11 and not _required(level, context))
     if value is None and level != _ALWAYS and absent:
         return True
     if item.metadata.get("omit_nested") and value is None and within == item.name:
@@ -270,9 +273,9 @@ def encode(
     """The JSON object of a record, as a document of ``version`` (a baseline with
     ``baseline``) holds it: the inverse of the reader, driven by the same field declarations.
     Bit strings, non-finite numbers as the strings of ``NONFINITE_TOKENS``, lists for tuples;
-    a field the document leaves out when it has no value is left out (see :func:`_need`),
+    a field the document leaves out when it has no value is left out (see :func:`need`),
     every other one written, null for None; the keys of ``extra`` follow the declared ones."""
-    context = _Context("", version, baseline)
+    context = ReadContext("", version, baseline)
     cls = type(record)
     hints = _HINTS.get(cls)
     if hints is None:

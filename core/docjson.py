@@ -45,14 +45,14 @@ READABLE_VERSIONS = ("1.0", "1.1", "1.2", "1.3", "1.4", "1.5", "1.6", "1.7", "1.
 NONFINITE_TOKENS = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
 """How the document writes each non-finite number, and the float each string reads back as."""
 
-_FIX = "re-create it with python -m analysis.audit (or --update-baseline for a baseline)"
+FIX_ADVICE = "re-create it with python -m analysis.audit (or --update-baseline for a baseline)"
 
 
 class DocumentError(ValueError):
     """A result document that cannot be read: missing, malformed or of an unknown version."""
 
 
-def _shown(value: Any) -> str:
+def short_repr(value: Any) -> str:
     text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
 
@@ -63,12 +63,12 @@ def check_version(data: Any, source: str | Path) -> str:
     if not isinstance(data, dict):
         raise DocumentError(
             f"{source} is not an audit document: expected a JSON object, got "
-            f"{type(data).__name__}; {_FIX}"
+            f"{type(data).__name__}; {FIX_ADVICE}"
         )
     version = data.get("schema_version")
     if version not in READABLE_VERSIONS:
         raise DocumentError(
-            f"{source} has schema_version {_shown(version)}; this toolkit reads "
+            f"{source} has schema_version {short_repr(version)}; this toolkit reads "
             f"{', '.join(READABLE_VERSIONS)}; re-run the audit with this toolkit version, "
             "or read it with the version that wrote it"
         )

@@ -71,19 +71,19 @@ from core.attackrecords import (
     autoattack_components,
 )
 from core.docfields import (
-    _FULL,
-    _OPTIONAL,
+    FULL,
+    OPTIONAL,
     Bits,
     Json,
     NumberArray,
-    _build,
-    _Context,
-    _error,
-    _extra,
-    _need,
+    ReadContext,
     as_read,
+    build_record,
     decode,
     encode,
+    extra_field,
+    field_error,
+    need,
 )
 from core.docjson import (
     NONFINITE_TOKENS,
@@ -175,7 +175,7 @@ class BatchSize:
     fixed_bytes: float | None
     available_bytes: int | None
     halvings: int
-    extra: Json = _extra()
+    extra: Json = extra_field()
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -186,7 +186,7 @@ class BatchSizes:
     requested: int | None
     attacks: BatchSize
     flatness: BatchSize | None
-    extra: Json = _extra()
+    extra: Json = extra_field()
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -200,7 +200,7 @@ class ModelSource:
     name: str
     kwargs: Json
     sha256: str | None
-    extra: Json = _extra()
+    extra: Json = extra_field()
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -210,20 +210,20 @@ class Provenance:
 
     checkpoint: str
     checkpoint_sha256: str
-    weights_sha256: str | None = _need(_OPTIONAL)
-    model_source: ModelSource | None = _need(_OPTIONAL)
+    weights_sha256: str | None = need(OPTIONAL)
+    model_source: ModelSource | None = need(OPTIONAL)
     """None for any model but one of the user's own class (``--model``)."""
     versions: Mapping[str, str | None]
     seed: int
-    config: Json | None = _need(_FULL)
-    command_line: tuple[str, ...] | None = _need(_FULL)
-    started: float | None = _need(_FULL)
-    finished: float | None = _need(_FULL)
-    host: str | None = _need(_FULL)
-    device: str | None = _need(_FULL)
-    world_size: int | None = _need(_OPTIONAL)
-    batch_sizes: BatchSizes | None = _need(_OPTIONAL)
-    extra: Json = _extra()
+    config: Json | None = need(FULL)
+    command_line: tuple[str, ...] | None = need(FULL)
+    started: float | None = need(FULL)
+    finished: float | None = need(FULL)
+    host: str | None = need(FULL)
+    device: str | None = need(FULL)
+    world_size: int | None = need(OPTIONAL)
+    batch_sizes: BatchSizes | None = need(OPTIONAL)
+    extra: Json = extra_field()
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -233,7 +233,7 @@ class LayerSpec:
     kind: str
     params: Json
     positions: tuple[int, ...] | None
-    extra: Json = _extra()
+    extra: Json = extra_field()
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -248,18 +248,18 @@ class CheckpointInfo:
     num_classes: int
     input_shape: tuple[int, int, int]
     layer: LayerSpec
-    arch_kwargs: Json | None = _need(_OPTIONAL)
+    arch_kwargs: Json | None = need(OPTIONAL)
     dataset: str | None
     mean: tuple[float, ...] | None
     std: tuple[float, ...] | None
     bounds: tuple[float, float]
-    training: Json | None = _need(_OPTIONAL)
-    clean_accuracy: float | None = _need(_OPTIONAL)
+    training: Json | None = need(OPTIONAL)
+    clean_accuracy: float | None = need(OPTIONAL)
     source_format: str
-    normalization_source: str | None = _need(_OPTIONAL)
-    bounds_source: str | None = _need(_OPTIONAL)
+    normalization_source: str | None = need(OPTIONAL)
+    bounds_source: str | None = need(OPTIONAL)
     loading_notes: tuple[str, ...]
-    extra: Json = _extra()
+    extra: Json = extra_field()
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -267,12 +267,12 @@ class Evaluation:
     """The evaluated samples: ``indices`` [N] into the dataset's test split, ``labels`` [N]."""
 
     dataset: str | None
-    source: str | None = _need(_FULL)
+    source: str | None = need(FULL)
     num_samples: int
     indices: tuple[int, ...]
-    labels: tuple[int, ...] | None = _need(_FULL)
-    classes: tuple[str, ...] | None = _need(_OPTIONAL)
-    extra: Json = _extra()
+    labels: tuple[int, ...] | None = need(FULL)
+    classes: tuple[str, ...] | None = need(OPTIONAL)
+    extra: Json = extra_field()
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -281,13 +281,13 @@ class ActivationStats:
 
     name: str
     kind: Literal["normout", "qsd", "dropout"]
-    description: str | None = _need(_OPTIONAL)
+    description: str | None = need(OPTIONAL)
     mean: float
     std: float
     max: float
     zero_fraction: float
     num_elements: int
-    extra: Json = _extra()
+    extra: Json = extra_field()
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -295,45 +295,45 @@ class Probes:
     """Direct measurements of the model (see ``analysis.probes.ModelProbes`` for each field);
     fields a document does not carry (schema 1.0) are None."""
 
-    num_samples: int | None = _need(_OPTIONAL)
+    num_samples: int | None = need(OPTIONAL)
     input_gradient_exists: bool
-    input_gradient_note: str | None = _need(_OPTIONAL)
-    clean_zero_gradient_fraction: float | None = _need(_OPTIONAL)
-    clean_margins: NumberArray = _need(_OPTIONAL)
-    clean_gradient_norms: NumberArray = _need(_OPTIONAL)
+    input_gradient_note: str | None = need(OPTIONAL)
+    clean_zero_gradient_fraction: float | None = need(OPTIONAL)
+    clean_margins: NumberArray = need(OPTIONAL)
+    clean_gradient_norms: NumberArray = need(OPTIONAL)
     stochastic: bool
-    max_repeat_difference: float | None = _need(_OPTIONAL)
-    repeat_samples: int | None = _need(_OPTIONAL)
-    num_repeats: int | None = _need(_OPTIONAL)
-    prediction_flips: int | None = _need(_OPTIONAL)
-    prediction_flip_fraction: float | None = _need(_OPTIONAL)
+    max_repeat_difference: float | None = need(OPTIONAL)
+    repeat_samples: int | None = need(OPTIONAL)
+    num_repeats: int | None = need(OPTIONAL)
+    prediction_flips: int | None = need(OPTIONAL)
+    prediction_flip_fraction: float | None = need(OPTIONAL)
     train_mode_modules: tuple[str, ...]
     probability_outputs: bool
-    nonfinite_logits: int | None = _need(_OPTIONAL)
-    nonfinite_gradients: int | None = _need(_OPTIONAL)
-    batch_size: int | None = _need(_OPTIONAL)
-    batch_composition: str | None = _need(_OPTIONAL)
-    batch_compared: int | None = _need(_OPTIONAL)
-    batch_tolerance: float | None = _need(_OPTIONAL)
-    batch_max_relative_difference: float | None = _need(_OPTIONAL)
+    nonfinite_logits: int | None = need(OPTIONAL)
+    nonfinite_gradients: int | None = need(OPTIONAL)
+    batch_size: int | None = need(OPTIONAL)
+    batch_composition: str | None = need(OPTIONAL)
+    batch_compared: int | None = need(OPTIONAL)
+    batch_tolerance: float | None = need(OPTIONAL)
+    batch_max_relative_difference: float | None = need(OPTIONAL)
     batch_differing: int
-    batch_prediction_flips: int | None = _need(_OPTIONAL)
-    batch_grouped: int | None = _need(_OPTIONAL)
-    batch_grouped_compared: int | None = _need(_OPTIONAL)
+    batch_prediction_flips: int | None = need(OPTIONAL)
+    batch_grouped: int | None = need(OPTIONAL)
+    batch_grouped_compared: int | None = need(OPTIONAL)
     fd_applicable: bool
-    fd_note: str | None = _need(_OPTIONAL)
-    fd_precision: str | None = _need(_OPTIONAL)
-    fd_steps: tuple[float, ...] | None = _need(_OPTIONAL)
-    fd_tolerance: float | None = _need(_OPTIONAL)
-    fd_samples: int | None = _need(_OPTIONAL)
-    fd_informative: int | None = _need(_OPTIONAL)
-    fd_nonfinite: int | None = _need(_OPTIONAL)
-    fd_step_disagreement: tuple[float, ...] | None = _need(_OPTIONAL)
-    fd_disagreeing: int | None = _need(_OPTIONAL)
+    fd_note: str | None = need(OPTIONAL)
+    fd_precision: str | None = need(OPTIONAL)
+    fd_steps: tuple[float, ...] | None = need(OPTIONAL)
+    fd_tolerance: float | None = need(OPTIONAL)
+    fd_samples: int | None = need(OPTIONAL)
+    fd_informative: int | None = need(OPTIONAL)
+    fd_nonfinite: int | None = need(OPTIONAL)
+    fd_step_disagreement: tuple[float, ...] | None = need(OPTIONAL)
+    fd_disagreeing: int | None = need(OPTIONAL)
     fd_disagreement_fraction: float
-    fd_median_ratio: float | None = _need(_OPTIONAL)
-    input_gradient_error: str | None = _need(_OPTIONAL)
-    extra: Json = _extra()
+    fd_median_ratio: float | None = need(OPTIONAL)
+    input_gradient_error: str | None = need(OPTIONAL)
+    extra: Json = extra_field()
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -341,13 +341,13 @@ class Finding:
     """One red-flag check's outcome. A baseline keeps only code, status and explanation."""
 
     code: str
-    title: str | None = _need(_FULL)
+    title: str | None = need(FULL)
     status: Literal["pass", "warn", "fail", "n/a"]
-    evidence: Json | None = _need(_FULL)
+    evidence: Json | None = need(FULL)
     explanation: str
-    remedy: str | None = _need(_FULL)
-    kind: Literal["masking", "reliability"] | None = _need(_FULL)
-    extra: Json = _extra()
+    remedy: str | None = need(FULL)
+    kind: Literal["masking", "reliability"] | None = need(FULL)
+    extra: Json = extra_field()
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -361,22 +361,22 @@ class AuditResult:
     """
 
     schema_version: str
-    baseline: bool = _need(_OPTIONAL, omit=False)
+    baseline: bool = need(OPTIONAL, omit=False)
     provenance: Provenance
-    checkpoint: CheckpointInfo | None = _need(_FULL)
+    checkpoint: CheckpointInfo | None = need(FULL)
     evaluation: Evaluation
     clean_accuracy: Proportion
     clean_correct: Bits
-    clean_nonfinite: Bits | None = _need(_OPTIONAL)
+    clean_nonfinite: Bits | None = need(OPTIONAL)
     robustness: Robustness
-    flatness: FlatnessResult | None = _need(_FULL)
-    flatness_note: str | None = _need(_OPTIONAL)
-    activations: tuple[ActivationStats, ...] | None = _need(_FULL)
-    activations_note: str | None = _need(_OPTIONAL)
-    probes: Probes | None = _need(_FULL)
+    flatness: FlatnessResult | None = need(FULL)
+    flatness_note: str | None = need(OPTIONAL)
+    activations: tuple[ActivationStats, ...] | None = need(FULL)
+    activations_note: str | None = need(OPTIONAL)
+    probes: Probes | None = need(FULL)
     findings: tuple[Finding, ...]
     verdict: str
-    extra: Json = _extra()
+    extra: Json = extra_field()
 
     @classmethod
     def from_dict(cls, data: Any, source: str | Path = "<document>") -> AuditResult:
@@ -390,8 +390,8 @@ class AuditResult:
             DocumentError: unknown schema version, or a field missing or of the wrong type.
         """
         version = check_version(data, source)
-        context = _Context(str(source), version, data.get("baseline") is True)
-        result = _build(cls, data, "", context)
+        context = ReadContext(str(source), version, data.get("baseline") is True)
+        result = build_record(cls, data, "", context)
         if result.baseline is None:
             result = dataclasses.replace(result, baseline=False)
         return typing.cast(AuditResult, result).checked(source)
@@ -404,7 +404,7 @@ class AuditResult:
         Raises:
             DocumentError: a length that does not agree, named with ``source``.
         """
-        _check_lengths(self, _Context(str(source), self.schema_version, self.baseline))
+        _check_lengths(self, ReadContext(str(source), self.schema_version, self.baseline))
         return self
 
     def to_dict(self) -> dict[str, Any]:
@@ -434,27 +434,31 @@ def preset_caveat(result: AuditResult) -> str | None:
     return QUICK_CAVEAT if suite.get("name") == "quick" else None
 
 
-def _check_lengths(result: AuditResult, context: _Context) -> None:
+def _check_lengths(result: AuditResult, context: ReadContext) -> None:
     """One index (a position in the test split) per evaluated sample, and per-sample rows of
     one bit per sample and one row per epsilon."""
     n = result.evaluation.num_samples
     indices = result.evaluation.indices
     if len(indices) != n:
-        raise _error(context, "evaluation.indices", f"{n} indices (num_samples)", len(indices))
+        raise field_error(context, "evaluation.indices", f"{n} indices (num_samples)", len(indices))
     if any(i < 0 for i in indices):
-        raise _error(context, "evaluation.indices", "non-negative sample indices", min(indices))
+        raise field_error(
+            context, "evaluation.indices", "non-negative sample indices", min(indices)
+        )
 
     def rows(where: str, value: tuple[tuple[bool, ...], ...] | None, count: int) -> None:
         if value is None:
             return
         if len(value) != count:
-            raise _error(context, where, f"{count} rows (one per epsilon)", f"{len(value)} rows")
+            raise field_error(
+                context, where, f"{count} rows (one per epsilon)", f"{len(value)} rows"
+            )
         for i, row in enumerate(value):
             if len(row) != n:
-                raise _error(context, f"{where}[{i}]", f"{n} bits (one per sample)", len(row))
+                raise field_error(context, f"{where}[{i}]", f"{n} bits (one per sample)", len(row))
 
     if len(result.clean_correct) != n:
-        raise _error(context, "clean_correct", f"{n} bits", len(result.clean_correct))
+        raise field_error(context, "clean_correct", f"{n} bits", len(result.clean_correct))
     for i, section in enumerate(result.robustness.norms):
         where = f"robustness.norms[{i}]"
         k = len(section.epsilons)

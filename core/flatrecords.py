@@ -11,7 +11,7 @@ import types
 from dataclasses import dataclass
 from typing import Any
 
-from core.docfields import _OPTIONAL, Json, NumberArray, _extra, _need
+from core.docfields import OPTIONAL, Json, NumberArray, extra_field, need
 
 
 class _Picklable:
@@ -50,7 +50,7 @@ class MeasureProvenance(_Picklable):
     num_mc_samples: int
     seed: int
     definition: str
-    extra: Json = _extra()
+    extra: Json = extra_field()
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -59,21 +59,21 @@ class FisherRaoEstimate(_Picklable):
 
     value: float
     stderr: float | None
-    ci_low: float | None = _need(_OPTIONAL)
-    ci_high: float | None = _need(_OPTIONAL)
-    confidence: float | None = _need(_OPTIONAL)
-    norm: float | None = _need(_OPTIONAL)
-    fisher: str | None = _need(_OPTIONAL)
-    num_draws: int | None = _need(_OPTIONAL)
+    ci_low: float | None = need(OPTIONAL)
+    ci_high: float | None = need(OPTIONAL)
+    confidence: float | None = need(OPTIONAL)
+    norm: float | None = need(OPTIONAL)
+    fisher: str | None = need(OPTIONAL)
+    num_draws: int | None = need(OPTIONAL)
     """Mini-batches drawn (schema 1.8; before, one pass over every sample)."""
-    minibatch_size: int | None = _need(_OPTIONAL)
+    minibatch_size: int | None = need(OPTIONAL)
     """Samples per draw; None for one pass over every sample (and before schema 1.8)."""
-    stopped_by: str | None = _need(_OPTIONAL)
+    stopped_by: str | None = need(OPTIONAL)
     """``target``, ``budget`` or ``all-samples`` (schema 1.8)."""
-    rel_tol: float | None = _need(_OPTIONAL)
-    max_draws: int | None = _need(_OPTIONAL)
-    provenance: MeasureProvenance | None = _need(_OPTIONAL)
-    extra: Json = _extra()
+    rel_tol: float | None = need(OPTIONAL)
+    max_draws: int | None = need(OPTIONAL)
+    provenance: MeasureProvenance | None = need(OPTIONAL)
+    extra: Json = extra_field()
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -82,24 +82,24 @@ class TraceEstimate(_Picklable):
 
     value: float
     stderr: float | None
-    ci_low: float | None = _need(_OPTIONAL)
-    ci_high: float | None = _need(_OPTIONAL)
-    confidence: float | None = _need(_OPTIONAL)
-    num_probes: int | None = _need(_OPTIONAL)
-    num_draws: int | None = _need(_OPTIONAL)
+    ci_low: float | None = need(OPTIONAL)
+    ci_high: float | None = need(OPTIONAL)
+    confidence: float | None = need(OPTIONAL)
+    num_probes: int | None = need(OPTIONAL)
+    num_draws: int | None = need(OPTIONAL)
     """Draws of a mini-batch (or the whole data) shared by their probes (schema 1.8)."""
-    minibatch_size: int | None = _need(_OPTIONAL)
+    minibatch_size: int | None = need(OPTIONAL)
     """Samples per draw; None when every draw was the whole data (and before schema 1.8)."""
-    num_matvecs: int | None = _need(_OPTIONAL)
-    converged: bool | None = _need(_OPTIONAL)
-    stopped_by: str | None = _need(_OPTIONAL)
+    num_matvecs: int | None = need(OPTIONAL)
+    converged: bool | None = need(OPTIONAL)
+    stopped_by: str | None = need(OPTIONAL)
     """``target`` or ``budget`` (schema 1.8; before, ``converged`` says which)."""
-    rel_tol: float | None = _need(_OPTIONAL)
-    max_probes: int | None = _need(_OPTIONAL)
-    method: str | None = _need(_OPTIONAL)
-    dimension: int | None = _need(_OPTIONAL)
-    provenance: MeasureProvenance | None = _need(_OPTIONAL)
-    extra: Json = _extra()
+    rel_tol: float | None = need(OPTIONAL)
+    max_probes: int | None = need(OPTIONAL)
+    method: str | None = need(OPTIONAL)
+    dimension: int | None = need(OPTIONAL)
+    provenance: MeasureProvenance | None = need(OPTIONAL)
+    extra: Json = extra_field()
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -108,18 +108,18 @@ class SharpnessEstimate(_Picklable):
 
     value: float
     stderr: float | None
-    epsilon: float | None = _need(_OPTIONAL)
-    base_loss: float | None = _need(_OPTIONAL)
-    max_loss: float | None = _need(_OPTIONAL)
-    num_steps: int | None = _need(_OPTIONAL)
-    num_draws: int | None = _need(_OPTIONAL, omit=None)
+    epsilon: float | None = need(OPTIONAL)
+    base_loss: float | None = need(OPTIONAL)
+    max_loss: float | None = need(OPTIONAL)
+    num_steps: int | None = need(OPTIONAL)
+    num_draws: int | None = need(OPTIONAL, omit=None)
     """Draws of a mini-batch (or the whole data) (schema 1.8)."""
-    minibatch_size: int | None = _need(_OPTIONAL, omit=None)
+    minibatch_size: int | None = need(OPTIONAL, omit=None)
     """Samples per draw; None when every draw was the whole data (and before schema 1.8)."""
-    stopped_by: str | None = _need(_OPTIONAL, omit=None)
+    stopped_by: str | None = need(OPTIONAL, omit=None)
     """``target``, ``budget`` or ``all-samples`` (schema 1.8)."""
-    provenance: MeasureProvenance | None = _need(_OPTIONAL)
-    extra: Json = _extra()
+    provenance: MeasureProvenance | None = need(OPTIONAL)
+    extra: Json = extra_field()
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -127,16 +127,16 @@ class Eigenvalues(_Picklable):
     """The largest Hessian eigenvalues, with their residual bounds."""
 
     eigenvalues: tuple[float, ...]
-    residual_norms: tuple[float, ...] | None = _need(_OPTIONAL)
-    num_iterations: int | None = _need(_OPTIONAL)
-    converged: bool | None = _need(_OPTIONAL)
-    stopped_by: str | None = _need(_OPTIONAL)
+    residual_norms: tuple[float, ...] | None = need(OPTIONAL)
+    num_iterations: int | None = need(OPTIONAL)
+    converged: bool | None = need(OPTIONAL)
+    stopped_by: str | None = need(OPTIONAL)
     """``target`` or ``budget`` (schema 1.8; before, ``converged`` says which)."""
-    rel_tol: float | None = _need(_OPTIONAL)
-    max_iterations: int | None = _need(_OPTIONAL)
-    dimension: int | None = _need(_OPTIONAL)
-    provenance: MeasureProvenance | None = _need(_OPTIONAL)
-    extra: Json = _extra()
+    rel_tol: float | None = need(OPTIONAL)
+    max_iterations: int | None = need(OPTIONAL)
+    dimension: int | None = need(OPTIONAL)
+    provenance: MeasureProvenance | None = need(OPTIONAL)
+    extra: Json = extra_field()
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -145,23 +145,23 @@ class SpectralDensity(_Picklable):
 
     grid: tuple[float, ...]
     density: tuple[float, ...]
-    nodes: tuple[tuple[float, ...], ...] | None = _need(_OPTIONAL)
-    weights: tuple[tuple[float, ...], ...] | None = _need(_OPTIONAL)
-    bandwidth: float | None = _need(_OPTIONAL)
-    trace: float | None = _need(_OPTIONAL)
-    trace_stderr: float | None = _need(_OPTIONAL)
-    rel_stderr: float | None = _need(_OPTIONAL)
+    nodes: tuple[tuple[float, ...], ...] | None = need(OPTIONAL)
+    weights: tuple[tuple[float, ...], ...] | None = need(OPTIONAL)
+    bandwidth: float | None = need(OPTIONAL)
+    trace: float | None = need(OPTIONAL)
+    trace_stderr: float | None = need(OPTIONAL)
+    rel_stderr: float | None = need(OPTIONAL)
     """The density's standard error over the runs, integrated over the grid (schema 1.8)."""
-    stopped_by: str | None = _need(_OPTIONAL)
+    stopped_by: str | None = need(OPTIONAL)
     """``target`` or ``budget`` (schema 1.8; before, a fixed number of runs)."""
-    rel_tol: float | None = _need(_OPTIONAL)
-    num_runs: int | None = _need(_OPTIONAL)
-    num_steps: int | None = _need(_OPTIONAL)
-    sample_size: int | None = _need(_OPTIONAL)
+    rel_tol: float | None = need(OPTIONAL)
+    num_runs: int | None = need(OPTIONAL)
+    num_steps: int | None = need(OPTIONAL)
+    sample_size: int | None = need(OPTIONAL)
     """Samples of the Hessian, its own sample (schema 1.8; before, all of them)."""
-    dimension: int | None = _need(_OPTIONAL)
-    provenance: MeasureProvenance | None = _need(_OPTIONAL)
-    extra: Json = _extra()
+    dimension: int | None = need(OPTIONAL)
+    provenance: MeasureProvenance | None = need(OPTIONAL)
+    extra: Json = extra_field()
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -171,13 +171,13 @@ class Landscape(_Picklable):
 
     coordinates: tuple[float, ...]
     losses: NumberArray
-    loss_stderrs: NumberArray = _need(_OPTIONAL)
-    accuracies: NumberArray = _need(_OPTIONAL)
-    num_directions: int | None = _need(_OPTIONAL)
-    sample_size: int | None = _need(_OPTIONAL)
+    loss_stderrs: NumberArray = need(OPTIONAL)
+    accuracies: NumberArray = need(OPTIONAL)
+    num_directions: int | None = need(OPTIONAL)
+    sample_size: int | None = need(OPTIONAL)
     """Samples at every point, its own sample (schema 1.8; before, all of them)."""
-    provenance: MeasureProvenance | None = _need(_OPTIONAL)
-    extra: Json = _extra()
+    provenance: MeasureProvenance | None = need(OPTIONAL)
+    extra: Json = extra_field()
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -186,15 +186,15 @@ class FlatnessResult:
 
     seed: int
     config: Json
-    fisher_rao_empirical: FisherRaoEstimate | None = _need(_OPTIONAL)
-    fisher_rao_model: FisherRaoEstimate | None = _need(_OPTIONAL)
-    hessian_trace: TraceEstimate | None = _need(_OPTIONAL)
-    hessian_eigenvalues: Eigenvalues | None = _need(_OPTIONAL)
-    spectral_density: SpectralDensity | None = _need(_OPTIONAL)
-    landscape_1d: Landscape | None = _need(_OPTIONAL)
-    landscape_2d: Landscape | None = _need(_OPTIONAL)
-    epsilon_sharpness: SharpnessEstimate | None = _need(_OPTIONAL)
-    active_layers: FlatnessResult | None = _need(_OPTIONAL, omit_nested=True)
+    fisher_rao_empirical: FisherRaoEstimate | None = need(OPTIONAL)
+    fisher_rao_model: FisherRaoEstimate | None = need(OPTIONAL)
+    hessian_trace: TraceEstimate | None = need(OPTIONAL)
+    hessian_eigenvalues: Eigenvalues | None = need(OPTIONAL)
+    spectral_density: SpectralDensity | None = need(OPTIONAL)
+    landscape_1d: Landscape | None = need(OPTIONAL)
+    landscape_2d: Landscape | None = need(OPTIONAL)
+    epsilon_sharpness: SharpnessEstimate | None = need(OPTIONAL)
+    active_layers: FlatnessResult | None = need(OPTIONAL, omit_nested=True)
     """The same measures with the dropout-family layers active (schema 1.3; None for a model
     without such layers)."""
-    extra: Json = _extra()
+    extra: Json = extra_field()

@@ -131,7 +131,7 @@ refuse it.
 # that claims more than this per compressed byte cannot be what it says.
 DEFLATE_MAX_RATIO = 1032
 
-_FILE_TYPES = (
+FILE_TYPES = (
     (stat.S_ISDIR, "a folder"),
     (stat.S_ISFIFO, "a FIFO (named pipe), which would be read until its writer stops"),
     (stat.S_ISCHR, "a character device, which may never end"),
@@ -157,7 +157,7 @@ def _check_mode(
 ) -> None:
     if stat.S_ISREG(mode):
         return
-    kind = next((text for test, text in _FILE_TYPES if test(mode)), "not a file")
+    kind = next((text for test, text in FILE_TYPES if test(mode)), "not a file")
     if stat.S_ISDIR(mode):
         raise error(f"{limit.what} {path} is a folder; give {limit.expected}")
     raise error(

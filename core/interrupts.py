@@ -33,7 +33,7 @@ def check_interrupted() -> None:
 
 
 @contextlib.contextmanager
-def _remember_interrupts() -> Iterator[None]:
+def remember_interrupts() -> Iterator[None]:
     _interrupted.clear()
     _terminated.clear()
     # Outside the main thread no handler can be installed; a process started with a signal

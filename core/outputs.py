@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from core.errors import InputError, one_line
-from core.inputs import _FILE_TYPES
+from core.inputs import FILE_TYPES
 from core.interrupts import check_interrupted
 
 __all__ = [
@@ -50,7 +50,7 @@ def check_writable(path: Path, flag: str, *, folder: bool = False) -> None:
     if not folder and (path.exists() or path.is_symlink()):
         mode = os.stat(path).st_mode if path.exists() else 0
         if not stat.S_ISREG(mode):
-            kind = next((text.split(",")[0] for test, text in _FILE_TYPES if test(mode)), "")
+            kind = next((text.split(",")[0] for test, text in FILE_TYPES if test(mode)), "")
             raise InputError(
                 f"{flag} {path} exists and is {kind or 'a broken link'}, not a regular file; "
                 "give a file path to write"

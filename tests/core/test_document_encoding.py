@@ -54,7 +54,7 @@ def _declared_records() -> set[type]:
 def test_every_record_encodes_to_what_it_was_read_from(
     documents: dict[str, Path], baseline: Path
 ) -> None:
-    from core.docfields import _build, _Context
+    from core.docfields import ReadContext, build_record
     from core.document import encode
 
     found: list[Any] = []
@@ -91,10 +91,10 @@ def test_every_record_encodes_to_what_it_was_read_from(
         text = json.dumps(read_result(path).to_dict(), indent=1, allow_nan=False) + "\n"
         assert text == path.read_text()
     # Each record on its own: decode(encode(record)) == record (the whole result above).
-    context = _Context("<record>", "1.8", baseline=False)
+    context = ReadContext("<record>", "1.8", baseline=False)
     for record in found:
         if not isinstance(record, AuditResult):
-            assert _build(type(record), encode(record), "", context) == record
+            assert build_record(type(record), encode(record), "", context) == record
     assert {type(r) for r in found} == _declared_records()
 
 
@@ -116,11 +116,11 @@ def test_a_schema_1_0_document_encodes_without_the_later_fields(
 
 
 def test_encoding_keeps_unknown_keys_and_non_finite_numbers() -> None:
-    from core.docfields import _build, _Context
+    from core.docfields import ReadContext, build_record
     from core.document import Proportion, encode
 
     raw = {"value": "NaN", "count": 0, "total": 0, "wilson_95": [0.0, "Infinity"], "new": [1]}
-    record = _build(Proportion, raw, "", _Context("<p>", "1.8", baseline=False))
+    record = build_record(Proportion, raw, "", ReadContext("<p>", "1.8", baseline=False))
     assert math.isnan(record.value) and record.extra == {"new": (1,)}
     assert encode(record) == raw
     assert json.dumps(encode(record), allow_nan=False)
