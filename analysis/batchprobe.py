@@ -1,4 +1,7 @@
-"""Batch dependence: each sample's logits in the audit's batch against the sample apart."""
+"""Batch dependence: each sample's logits in the audit's batch against the sample apart.
+
+One of the probes that :mod:`analysis.probes` runs.
+"""
 
 from __future__ import annotations
 
@@ -10,14 +13,14 @@ from torch import Tensor, nn
 from torchutil import any_batch, shared_map
 
 
-def _batched(model: nn.Module, x: Tensor, batch_size: int) -> Tensor:
+def batched_logits(model: nn.Module, x: Tensor, batch_size: int) -> Tensor:
     with torch.no_grad():
         chunks = [x[s : s + batch_size] for s in range(0, len(x), batch_size)]
         return torch.cat([any_batch(model, chunk) for chunk in chunks])
 
 
-def _shared_batched(model: nn.Module, x: Tensor, batch_size: int) -> Tensor:
-    """``_batched``, each batch computed by one process under torch.distributed."""
+def shared_batched_logits(model: nn.Module, x: Tensor, batch_size: int) -> Tensor:
+    """``batched_logits``, each batch computed by one process under torch.distributed."""
 
     def logits(number: int) -> Tensor:
         with torch.no_grad():
@@ -27,7 +30,7 @@ def _shared_batched(model: nn.Module, x: Tensor, batch_size: int) -> Tensor:
     return torch.cat(shared_map(-(-len(x) // batch_size), logits)).to(x.device)
 
 
-def _apart(model: nn.Module, x: Tensor) -> tuple[Tensor | None, str]:
+def evaluate_apart(model: nn.Module, x: Tensor) -> tuple[Tensor | None, str]:
     """Each row of ``x`` evaluated apart from the others: alone, or with its successor where
     the model refuses a batch of one (batch norm in train mode on flat features, a TorchScript
     model that checks its batch); ``(None, "refused")`` when it refuses both. Whatever a model
@@ -51,7 +54,7 @@ def _apart(model: nn.Module, x: Tensor) -> tuple[Tensor | None, str]:
 
 
 @dataclass(frozen=True)
-class _BatchProbe:
+class BatchProbe:
     composition: str
     compared: int
     max_relative: float
@@ -61,12 +64,12 @@ class _BatchProbe:
     grouped_compared: int
 
 
-def _batch_probe(
+def batch_probe(
     batched: tuple[Tensor, Tensor],
     apart: tuple[Tensor] | tuple[Tensor, Tensor] | None,
     composition: str,
     tolerance: float,
-) -> _BatchProbe:
+) -> BatchProbe:
     """Compare a batched pass with a pass apart (relative tolerance, flips) and, for a
     stochastic model (``apart`` holds two passes), the pairing of two passes of each kind."""
     first = batched[0]
@@ -90,7 +93,7 @@ def _batch_probe(
         usable = torch.isfinite(torch.stack([b1, b2, s1, s2])).all(2).all(0)
         grouped = int(((observed < crossed) & usable).sum())
         compared = int(usable.sum())
-    return _BatchProbe(
+    return BatchProbe(
         composition=composition,
         compared=int(finite.sum()),
         max_relative=float(relative.max()) if relative.numel() else 0.0,

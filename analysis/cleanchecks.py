@@ -7,7 +7,7 @@ from typing import Any
 
 from torch import Tensor
 
-from analysis.findings import ALPHA, Evidence, Judged, Status, _grade, _worst, check
+from analysis.findings import ALPHA, Evidence, Judged, Status, check, grade, worst_status
 from core.stats import binomial_tail, mcnemar_exact
 
 MATERIAL_ACCURACY_GAP = 0.05
@@ -55,7 +55,7 @@ def _clean_accuracy_parts(
         shortfall = recorded - accuracy
         expected_hits = recorded * n
         rows.update(recorded_p_value=p_recorded, recorded_shortfall=shortfall)
-        status = _grade(
+        status = grade(
             expected_hits - hits >= MATERIAL_SAMPLES,
             p_recorded < ALPHA,
             shortfall >= MATERIAL_ACCURACY_GAP,
@@ -149,7 +149,7 @@ def low_clean_accuracy(evidence: Evidence) -> Judged:
         )
     correct = suite.clean_correct
     statuses, seen, rows = _clean_accuracy_parts(evidence, correct)
-    status = _worst([Status.PASS, *statuses])
+    status = worst_status([Status.PASS, *statuses])
     if status is Status.PASS:
         accuracy, hits, n = rows["clean_accuracy"], rows["correct"], rows["samples"]
         parts = []

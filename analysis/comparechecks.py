@@ -10,7 +10,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from analysis.findings import ALPHA, Evidence, Judged, Status, _family, _grade, _worst, check
+from analysis.findings import (
+    ALPHA,
+    Evidence,
+    Judged,
+    Status,
+    attack_family,
+    check,
+    grade,
+    worst_status,
+)
 from attacks import AttackRecord, Family, list_attacks
 from core.stats import binomial_tail, mcnemar_exact
 
@@ -37,7 +46,7 @@ def _excess_breaks(
     p_value = binomial_tail(broken, attempted, tolerated) if attempted else 1.0
     effect = broken / total if total else 0.0
     status = (
-        _grade(broken >= minimum, p_value < ALPHA, effect >= min_effect)
+        grade(broken >= minimum, p_value < ALPHA, effect >= min_effect)
         if attempted
         else Status.NOT_APPLICABLE
     )
@@ -86,7 +95,7 @@ def _pairwise(
                 row["after"] = [r.label for r in before]
                 rows[f"{later.label}/{outcome.norm.value}/{epsilon:.6g}"] = row
                 statuses.append(status)
-    return _worst(statuses), rows
+    return worst_status(statuses), rows
 
 
 GRADIENT = None
@@ -145,7 +154,11 @@ def margin_loss_beats_cross_entropy(evidence: Evidence) -> Judged:
         by_label = {record.label: record for record in outcome.attacks}
         for record in outcome.attacks:
             spec = specs.get(record.label)
-            if spec is None or spec.peer_of is None or _family(record) is not Family.ITERATIVE:
+            if (
+                spec is None
+                or spec.peer_of is None
+                or attack_family(record) is not Family.ITERATIVE
+            ):
                 continue
             peer = by_label.get(spec.peer_of)
             if (
@@ -163,7 +176,7 @@ def margin_loss_beats_cross_entropy(evidence: Evidence) -> Judged:
                 excess = only_margin - only_ce
                 p_value = mcnemar_exact(only_margin, only_ce)
                 material = excess >= max(5, 0.02 * total)
-                statuses.append(_grade(only_margin >= 5, p_value < ALPHA, material))
+                statuses.append(grade(only_margin >= 5, p_value < ALPHA, material))
                 rows[f"{record.label}/{outcome.norm.value}/{epsilon:.6g}"] = {
                     "only_margin_loss": only_margin,
                     "only_cross_entropy": only_ce,
@@ -172,7 +185,7 @@ def margin_loss_beats_cross_entropy(evidence: Evidence) -> Judged:
                     "p_value": p_value,
                     "peer": peer.label,
                 }
-    status = _worst(statuses)
+    status = worst_status(statuses)
     return Judged(status, rows)
 
 
@@ -201,7 +214,7 @@ def unbounded_attack(evidence: Evidence) -> Judged:
             if survived
             else Status.PASS
         )
-    status = _worst(statuses)
+    status = worst_status(statuses)
     return Judged(status, rows)
 
 
@@ -250,5 +263,5 @@ def not_monotonic(evidence: Evidence) -> Judged:
             "plateau_below_90": plateau,
         }
         statuses.append(Status.PASS)
-    status = _worst(statuses)
+    status = worst_status(statuses)
     return Judged(status, rows)

@@ -40,7 +40,7 @@ def parse_epsilons(text: str) -> dict[Norm, tuple[float, ...]] | tuple[float, ..
     return out
 
 
-def _number(text: str) -> float:
+def parse_epsilon(text: str) -> float:
     """``0.5``, ``1e-3`` or ``8/255`` as a float (ValueError otherwise)."""
     numerator, slash, denominator = text.strip().partition("/")
     if not slash:
@@ -55,16 +55,16 @@ def _number(text: str) -> float:
 
 def _numbers(text: str, origin: str) -> tuple[float, ...]:
     try:
-        values = tuple(_number(v) for v in text.split(",") if v.strip())
+        values = tuple(parse_epsilon(v) for v in text.split(",") if v.strip())
     except ValueError:
         raise ValueError(
             f"{origin} must be comma-separated numbers or fractions (0.5, 1e-3, 8/255), got "
             f"{text!r}"
         ) from None
-    return _ascending(values, origin)
+    return ascending_epsilons(values, origin)
 
 
-def _ascending(values: tuple[float, ...], origin: str) -> tuple[float, ...]:
+def ascending_epsilons(values: tuple[float, ...], origin: str) -> tuple[float, ...]:
     if not values:
         raise ValueError(f"{origin} is empty; give at least one epsilon")
     if any(not v > 0 or not math.isfinite(v) for v in values) or list(values) != sorted(values):

@@ -130,11 +130,11 @@ def check(code: str) -> Callable[[Callable[[Evidence], Judged]], Check]:
     return register
 
 
-def _worst(statuses: list[Status]) -> Status:
+def worst_status(statuses: list[Status]) -> Status:
     return max(statuses, key=_ORDER.__getitem__, default=Status.NOT_APPLICABLE)
 
 
-def _family(record: AttackRecord) -> Family:
+def attack_family(record: AttackRecord) -> Family:
     return registry.get(record.kind).family
 
 
@@ -145,7 +145,7 @@ def _find(outcome: NormOutcome, kind: str, label: str | None = None) -> AttackRe
     return None
 
 
-def _grade(enough: bool, significant: bool, material: bool) -> Status:
+def grade(enough: bool, significant: bool, material: bool) -> Status:
     """Fail on an excess that is significant and material, warn on one that is only one of
     the two, pass otherwise; ``enough``: at least the check's minimum number of samples."""
     if enough and significant and material:

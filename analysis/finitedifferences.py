@@ -1,5 +1,8 @@
 """The input gradient against finite differences of a fixed class margin along random
-directions, at several step sizes, in float64 where the model allows it."""
+directions, at several step sizes, in float64 where the model allows it.
+
+One of the probes that :mod:`analysis.probes` runs.
+"""
 
 from __future__ import annotations
 
@@ -10,14 +13,14 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from analysis.gradientprobe import _input_gradient
+from analysis.gradientprobe import input_gradient
 
 FD_ROUNDING_ULPS = 100.0
 """Rounding allowance of a finite difference: this many units in the last place of the largest
 logit (of the evaluation precision), divided by the step."""
 
 
-def _double_copy(model: nn.Module, probe: Tensor) -> tuple[nn.Module, str]:
+def double_copy(model: nn.Module, probe: Tensor) -> tuple[nn.Module, str]:
     """A float64 copy of ``model`` in the same mode, or the model itself and why not."""
     try:
         with warnings.catch_warnings():
@@ -42,7 +45,7 @@ def _pair_margin(logits: Tensor, y: Tensor, other: Tensor) -> Tensor:
 
 
 @dataclass(frozen=True)
-class _FiniteDifferences:
+class FiniteDifferences:
     informative: int
     nonfinite: int
     step_disagreement: tuple[float, ...]
@@ -101,7 +104,7 @@ def _fd_pairs(
         seen.update(logits=logits.detach(), other=other)
         return _pair_margin(logits, y, other)
 
-    gradient, value, note = _input_gradient(margin, centre)
+    gradient, value, note = input_gradient(margin, centre)
     if gradient is None or value is None:
         return note
     other = seen["other"]
@@ -137,7 +140,7 @@ def _fd_pairs(
     }
 
 
-def _finite_differences(
+def finite_differences(
     model: nn.Module,
     x: Tensor,
     y: Tensor,
@@ -146,7 +149,7 @@ def _finite_differences(
     tolerance: float,
     bounds: tuple[float, float],
     batch_size: int,
-) -> _FiniteDifferences | str:
+) -> FiniteDifferences | str:
     """:func:`_fd_pairs` in batches of ``batch_size``, summarised."""
     low, high = bounds
     if not high - low > 2 * (0.01 + max(steps)) * (high - low):
@@ -170,7 +173,7 @@ def _finite_differences(
     disagreeing = merged["disagreeing"]
     ratios = merged["ratio"][disagreeing]
     ratios = ratios[~ratios.isnan()]
-    return _FiniteDifferences(
+    return FiniteDifferences(
         informative=total,
         nonfinite=int((~merged["finite"]).sum()),
         step_disagreement=tuple(int(row.sum()) / total if total else 0.0 for row in merged["step"]),

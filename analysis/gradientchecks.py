@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from analysis.findings import ALPHA, Evidence, Judged, Status, _grade, check
+from analysis.findings import ALPHA, Evidence, Judged, Status, check, grade
 from attacks import AttackRecord, SuiteResult
 from core.stats import binomial_tail
 
@@ -214,7 +214,7 @@ def finite_differences(evidence: Evidence) -> Judged:
     disagreeing, pairs = probes.fd_disagreeing, probes.fd_informative
     fraction = disagreeing / pairs
     p_value = binomial_tail(disagreeing, pairs, FD_TOLERATED_RATE)
-    status = _grade(disagreeing >= FD_MINIMUM, p_value < ALPHA, fraction >= FD_MATERIAL_RATE)
+    status = grade(disagreeing >= FD_MINIMUM, p_value < ALPHA, fraction >= FD_MATERIAL_RATE)
     steps = ", ".join(f"{h:g}" for h in probes.fd_steps)
     per_step = ", ".join(
         f"{h:g}: {v:.1%}" for h, v in zip(probes.fd_steps, probes.fd_step_disagreement, strict=True)

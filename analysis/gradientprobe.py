@@ -1,5 +1,9 @@
 """The model's input gradient on clean data: whether it exists, how often the cross-entropy
-gradient is zero or not finite, and each sample's gradient norm and clean margin."""
+gradient is zero or not finite, and each sample's gradient norm and clean margin.
+
+One of the probes that :mod:`analysis.probes` runs; its gradient helpers serve the finite
+differences too.
+"""
 
 from __future__ import annotations
 
@@ -14,7 +18,7 @@ from core.boundary import error_line
 from torchutil import shared_map
 
 
-def _input_gradient(function: Any, inputs: Tensor) -> tuple[Tensor | None, Tensor | None, str]:
+def input_gradient(function: Any, inputs: Tensor) -> tuple[Tensor | None, Tensor | None, str]:
     """``(gradient of function(inputs).sum(), output, "")``, or ``(None, output, why)`` when the
     output has no gradient with respect to the input."""
     inputs = inputs.detach().clone().requires_grad_(True)
@@ -33,7 +37,7 @@ def _input_gradient(function: Any, inputs: Tensor) -> tuple[Tensor | None, Tenso
     except torch.OutOfMemoryError:
         raise
     except Exception as error:  # noqa: BLE001 - any failure of the model's backward pass
-        return None, output.detach(), f"the backward pass raised: {_raised(error)}"
+        return None, output.detach(), f"the backward pass raised: {raised_message(error)}"
     if gradient is None:
         return (
             None,
@@ -46,7 +50,7 @@ def _input_gradient(function: Any, inputs: Tensor) -> tuple[Tensor | None, Tenso
     return gradient, output.detach(), ""
 
 
-def _raised(error: BaseException) -> str:
+def raised_message(error: BaseException) -> str:
     """``Type: what failed``, in one line."""
     return error_line(f"{type(error).__name__}: {error}")
 
@@ -55,7 +59,7 @@ def _cross_entropy(model: nn.Module, y: Tensor) -> Any:
     return lambda inputs: F.cross_entropy(model(inputs), y, reduction="none")
 
 
-def _gradient_census(
+def gradient_census(
     model: nn.Module, x: Tensor, y: Tensor, batch_size: int
 ) -> tuple[int, int, tuple[float, ...], str, str]:
     """Zero and non-finite cross-entropy input gradients over all of ``x`` and each one's L2
@@ -67,13 +71,13 @@ def _gradient_census(
         start = number * batch_size
         labels = y[start : start + batch_size]
         try:
-            gradient, _, note = _input_gradient(
+            gradient, _, note = input_gradient(
                 _cross_entropy(model, labels), x[start : start + batch_size]
             )
         except torch.OutOfMemoryError:
             raise
         except Exception as error:  # noqa: BLE001 - the model's own error is a finding
-            raised = _raised(error)
+            raised = raised_message(error)
             note = f"not measured: the model raised {raised} when its input requires grad"
             return 0, 0, torch.empty(0, dtype=torch.float64, device="cpu"), note, raised
         if gradient is None:
@@ -91,15 +95,15 @@ def _gradient_census(
         return len(x), 0, (), note, error
     zero = sum(batch[0] for batch in batches)
     nonfinite = sum(batch[1] for batch in batches)
-    return zero, nonfinite, _rounded(torch.cat([batch[2] for batch in batches])), "", ""
+    return zero, nonfinite, six_digits(torch.cat([batch[2] for batch in batches])), "", ""
 
 
-def _rounded(values: Tensor) -> tuple[float, ...]:
+def six_digits(values: Tensor) -> tuple[float, ...]:
     """Six significant digits: enough for a distribution, and a short document."""
     return tuple(float(f"{v:.6g}") for v in values.tolist())
 
 
-def _margins(logits: Tensor, y: Tensor) -> Tensor:
+def logit_margins(logits: Tensor, y: Tensor) -> Tensor:
     """True-class logit minus the largest other, per row (NaN where a logit is not finite)."""
     logits = logits.double()
     true = logits.gather(1, y[:, None])[:, 0]

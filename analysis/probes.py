@@ -29,14 +29,20 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from analysis.batchprobe import _apart, _batch_probe, _batched, _BatchProbe, _shared_batched
+from analysis.batchprobe import (
+    BatchProbe,
+    batch_probe,
+    batched_logits,
+    evaluate_apart,
+    shared_batched_logits,
+)
 from analysis.finitedifferences import (
     FD_ROUNDING_ULPS,
-    _double_copy,
-    _finite_differences,
-    _FiniteDifferences,
+    FiniteDifferences,
+    double_copy,
+    finite_differences,
 )
-from analysis.gradientprobe import _gradient_census, _margins, _raised, _rounded
+from analysis.gradientprobe import gradient_census, logit_margins, raised_message, six_digits
 from attacks import ChunkedModel
 from torchutil import model_mode
 
@@ -215,7 +221,7 @@ def probe_model(
     if fd_steps is not None and (not fd_steps or any(not 0 < s < 0.1 for s in fd_steps)):
         raise ValueError(f"fd_steps must be fractions of the box width in (0, 0.1), got {fd_steps}")
     with model_mode(model, train=False):
-        zero, nonfinite_gradients, gradient_norms, gradient_note, gradient_error = _gradient_census(
+        zero, nonfinite_gradients, gradient_norms, gradient_note, gradient_error = gradient_census(
             model, x, y, batch_size
         )
         all_samples = len(x)
@@ -225,8 +231,10 @@ def probe_model(
 
         # Repeats compare the whole first batch: the passes are needed for the batch probe
         # anyway, and a randomness that flips few decisions needs many samples to show.
-        first_batch = _batched(model, x[:batch_size], batch_size)
-        repeats = [_batched(model, x[:batch_size], batch_size) for _ in range(num_repeats - 1)]
+        first_batch = batched_logits(model, x[:batch_size], batch_size)
+        repeats = [
+            batched_logits(model, x[:batch_size], batch_size) for _ in range(num_repeats - 1)
+        ]
         count = min(num_samples, first_batch.shape[0])
         first = first_batch[:count]
         differences = [(r - first_batch).abs() for r in repeats]
@@ -245,16 +253,16 @@ def probe_model(
             ((rows >= 0) & (rows <= 1)).all()
             and torch.allclose(rows.sum(1), torch.ones_like(rows[:, 0]), atol=1e-4)
         )
-        clean_logits = _shared_batched(model, x, batch_size)
+        clean_logits = shared_batched_logits(model, x, batch_size)
         nonfinite_logits = int((~torch.isfinite(clean_logits)).any(1).sum())
-        margins = _rounded(_margins(clean_logits, y))
+        margins = six_digits(logit_margins(clean_logits, y))
 
-        apart, composition = _apart(model, x[:count])
+        apart, composition = evaluate_apart(model, x[:count])
         if apart is None:
-            batch = _BatchProbe(composition, 0, 0.0, 0, 0, 0, 0)
+            batch = BatchProbe(composition, 0, 0.0, 0, 0, 0, 0)
         else:
-            second = _apart(model, x[:count])[0] if stochastic else None
-            batch = _batch_probe(
+            second = evaluate_apart(model, x[:count])[0] if stochastic else None
+            batch = batch_probe(
                 (first, repeats[0][:count]),
                 (apart,) if second is None else (apart, second),
                 composition,
@@ -265,7 +273,7 @@ def probe_model(
         steps: tuple[float, ...] = ()
         precision = ""
         if gradient_error:
-            fd_result: _FiniteDifferences | str = (
+            fd_result: FiniteDifferences | str = (
                 f"the input gradient is not measurable: the model raised {gradient_error} when "
                 "its input requires grad"
             )
@@ -274,12 +282,12 @@ def probe_model(
         elif stochastic:
             fd_result = "the model is stochastic: finite differences of a random function"
         else:
-            evaluated, precision = _double_copy(model, fd_x[:2])
+            evaluated, precision = double_copy(model, fd_x[:2])
             double = precision == "float64"
             steps = fd_steps or ((1e-3, 1e-4, 1e-5) if double else (1e-2, 3e-3, 1e-3))
             steps = tuple(sorted(steps, reverse=True))
             try:
-                fd_result = _finite_differences(
+                fd_result = finite_differences(
                     evaluated,
                     fd_x.double() if double else fd_x,
                     fd_y,
@@ -293,11 +301,11 @@ def probe_model(
                 raise
             except Exception as error:  # noqa: BLE001 - the model's own error is a finding
                 fd_result = (
-                    f"the model raised {_raised(error)} on the inputs near the data that the "
-                    "finite differences take"
+                    f"the model raised {raised_message(error)} on the inputs near the data "
+                    "that the finite differences take"
                 )
-    measured = isinstance(fd_result, _FiniteDifferences)
-    fd = fd_result if isinstance(fd_result, _FiniteDifferences) else None
+    measured = isinstance(fd_result, FiniteDifferences)
+    fd = fd_result if isinstance(fd_result, FiniteDifferences) else None
     return ModelProbes(
         num_samples=count,
         input_gradient_exists=not gradient_note,

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from analysis.findings import Evidence, Judged, Status, _family, _worst, check
+from analysis.findings import Evidence, Judged, Status, attack_family, check, worst_status
 from attacks import AttackRecord, Family
 from core.boundary import error_line
 
@@ -34,7 +34,7 @@ def not_converged(evidence: Evidence) -> Judged:
     statuses: list[Status] = []
     for outcome in suite.norms if suite else ():
         for record in outcome.attacks:
-            if not _family(record).gradient or record.loss_trace.shape[1] < 11:
+            if not attack_family(record).gradient or record.loss_trace.shape[1] < 11:
                 continue
             for k, epsilon in enumerate(record.epsilons):
                 alive = record.attacked[k] & ~record.success[k]
@@ -60,7 +60,7 @@ def not_converged(evidence: Evidence) -> Judged:
                     "attacked": attacked,
                 }
                 statuses.append(Status.WARN if rising and still_breaking else Status.PASS)
-    status = _worst(statuses)
+    status = worst_status(statuses)
     return Judged(status, rows)
 
 
@@ -87,7 +87,7 @@ def silent_success(evidence: Evidence) -> Judged:
     total = 0
     for outcome in suite.norms if suite else ():
         for record in (*outcome.attacks, outcome.independent_sweep):
-            if record is None or _family(record) not in (Family.ITERATIVE, Family.TARGETED):
+            if record is None or attack_family(record) not in (Family.ITERATIVE, Family.TARGETED):
                 continue
             where = "independent" if record is outcome.independent_sweep else "main"
             key = f"{record.label}/{outcome.norm.value}/{where}"
@@ -101,7 +101,7 @@ def silent_success(evidence: Evidence) -> Judged:
             # Material when a last-iterate evaluation would overstate robust accuracy by at
             # least 5 samples and 2 % of those attacked, the bar of the other checks.
             statuses.append(Status.WARN if count >= max(5, 0.02 * attacked) else Status.PASS)
-    status = _worst(statuses)
+    status = worst_status(statuses)
     if not rows:
         explanation = (
             "not observable: every iterative run stopped each sample at its first success, so "

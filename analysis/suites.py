@@ -36,7 +36,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from analysis.epsilons import PER_NORM_SYNTAX, BareEpsilons, _ascending, _number
+from analysis.epsilons import PER_NORM_SYNTAX, BareEpsilons, ascending_epsilons, parse_epsilon
 from attacks import (
     BACKENDS,
     AttackSpec,
@@ -77,7 +77,7 @@ def _file_epsilons(values: Any, where: str) -> tuple[float, ...]:
     for value in items:
         try:
             if isinstance(value, str) and "/" in value:
-                parsed.append(_number(value))
+                parsed.append(parse_epsilon(value))
                 continue
         except ValueError:
             pass
@@ -86,7 +86,7 @@ def _file_epsilons(values: Any, where: str) -> tuple[float, ...]:
                 f'{where}: expected a list of numbers or fractions (0.5, "8/255"), got {values!r}'
             )
         parsed.append(float(value))
-    return _ascending(tuple(parsed), where)
+    return ascending_epsilons(tuple(parsed), where)
 
 
 def _suite_from_file(path: Path, dataset: str | None) -> tuple[SuiteConfig, bool]:

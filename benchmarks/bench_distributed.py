@@ -45,7 +45,7 @@ from analysis.pipeline import evaluation_set, run_audit
 from analysis.resume import UnitCache
 from checkpoints import load_checkpoint
 from checkpoints.train import ZOO_DIR
-from commands.audit import _config, _parser
+from commands.audit import audit_config, audit_parser
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -187,9 +187,9 @@ def main(argv: list[str] | None = None) -> int:
             _ceiling(Path(args.checkpoint), args.processes, args.repeats)
         if not args.skip_resume:
             torch.set_num_threads(1)
-            options = _parser().parse_args([str(args.checkpoint), *audit[3:5]])
+            options = audit_parser().parse_args([str(args.checkpoint), *audit[3:5]])
             loaded = load_checkpoint(Path(args.checkpoint))
-            config = _config(options, loaded.spec.dataset)
+            config = audit_config(options, loaded.spec.dataset)
             evaluation = evaluation_set(loaded, None, args.num_samples, config.seed)
             cpu = torch.device("cpu")
             folder = work / "partial"

@@ -10,7 +10,7 @@ With ``--baseline FILE`` the result is gated against a baseline (see ``analysis.
 
 The order, and where each step lives: ``_check_arguments`` (flags, before any work);
 ``_prepare`` per checkpoint (``checkpoints.load_checkpoint``, then
-``analysis.pipeline.evaluation_set`` through ``checkpoints.datasets``, then ``_config``, the
+``analysis.pipeline.evaluation_set`` through ``checkpoints.datasets``, then ``audit_config``, the
 ``analysis.config.AuditConfig`` from the preset, suite file and flags); ``_audit_all``
 (``analysis.pipeline.run_audit``, which returns the typed ``core.document.AuditResult``;
 ``core.document.write_json``; ``_write_report`` through ``reports.html``; ``analysis.gate``).
@@ -95,7 +95,7 @@ from torchutil import distributed
 __all__ = ["main", "script"]
 
 
-def _parser(prog: str = "python -m analysis.audit") -> argparse.ArgumentParser:
+def audit_parser(prog: str = "python -m analysis.audit") -> argparse.ArgumentParser:
     parser = OneLineParser(
         prog=prog,
         description=__doc__,
@@ -194,7 +194,7 @@ def _suite_flags(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def _config(args: argparse.Namespace, dataset: str | None) -> AuditConfig:
+def audit_config(args: argparse.Namespace, dataset: str | None) -> AuditConfig:
     suite = build_suite(args.preset, dataset, **_suite_flags(args))
     # The attacks' own batch (their random draws are per batch): the suite file's, else the
     # default. --batch-size only chunks the model's evaluations within it.
@@ -292,7 +292,7 @@ def _prepare(
         loaded = load_checkpoint(path, description, args.trust_checkpoint, device)
         evaluation = evaluation_set(loaded, args.data, args.num_samples, args.seed)
         check_model_outputs(loaded, evaluation)
-        config = _config(args, loaded.spec.dataset)
+        config = audit_config(args, loaded.spec.dataset)
         planned.append(_Planned(path, loaded, evaluation, config, _target(args.out, path)))
     baseline = None
     if args.baseline is not None and not args.update_baseline:
@@ -545,7 +545,7 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "python -m analysis.a
     if int(os.environ.get("RANK", "0")) > 0:
         # Under torchrun the other processes work silently: rank 0 says everything once.
         sys.stdout = sys.stderr = open(os.devnull, "w")  # noqa: SIM115 - for the process's life
-    args = _parser(prog).parse_args(argv)
+    args = audit_parser(prog).parse_args(argv)
     status = run_command(
         # The provenance names the command as it was run: `robaudit ...` or
         # `python -m analysis.audit ...`.

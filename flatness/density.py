@@ -23,7 +23,7 @@ from flatness.core import (
 )
 from flatness.draws import StoppedBy
 from flatness.lanczos import gauss_quadrature, lanczos
-from flatness.products import _FIXED_DRAWS, _HESSIAN, _fixed_operator, vectors_like
+from flatness.products import FIXED_DRAWS, HESSIAN, fixed_operator, vectors_like
 from flatness.stats import MeanAccumulator
 
 
@@ -115,7 +115,7 @@ def spectral_density(
     traces = MeanAccumulator()
     rel_stderr: float | None = None
     with model_mode(model, mode):
-        operator = _fixed_operator(
+        operator = fixed_operator(
             fmodel, sample_x, sample_y, batch_size, mode, num_mc_samples, generator
         )
         while len(nodes) < max_runs:
@@ -130,8 +130,8 @@ def spectral_density(
                 if len(nodes) >= min_runs and rel_stderr <= rel_tol:
                     break
     grid, density, bandwidth = smoothed_density(nodes, weights, num_grid_points, rel_bandwidth)
-    definition = f"eigenvalue density of the {_HESSIAN}" + (
-        _FIXED_DRAWS if mode is Mode.TRAIN else ""
+    definition = f"eigenvalue density of the {HESSIAN}" + (
+        FIXED_DRAWS if mode is Mode.TRAIN else ""
     )
     if sample_x.shape[0] < x.shape[0]:
         definition += ", over a random sample of the data"

@@ -20,7 +20,7 @@ from flatness.core import (
 )
 from flatness.draws import StoppedBy
 from flatness.lanczos import lanczos, ritz_pairs
-from flatness.products import _FIXED_DRAWS, _HESSIAN, _fixed_operator, vectors_like
+from flatness.products import FIXED_DRAWS, HESSIAN, fixed_operator, vectors_like
 
 
 def hessian_eigenvalues(
@@ -81,7 +81,7 @@ def hessian_eigenvalues(
             "eigenvalues or raise max_iterations"
         )
     with model_mode(model, mode):
-        operator = _fixed_operator(fmodel, x, y, batch_size, mode, num_mc_samples, generator)
+        operator = fixed_operator(fmodel, x, y, batch_size, mode, num_mc_samples, generator)
         eps = torch.finfo(fmodel.dtype).eps
 
         def top_converged(ritz: Tensor, residuals: Tensor) -> bool:
@@ -94,8 +94,8 @@ def hessian_eigenvalues(
         alphas, betas, done = lanczos(operator, start, max_iterations, top_converged)
     ritz, residuals = ritz_pairs(alphas, betas)
     top = distinct_top(ritz, residuals, num_eigenvalues, rel_tol, eps)
-    definition = f"largest eigenvalues of the {_HESSIAN}" + (
-        _FIXED_DRAWS if mode is Mode.TRAIN else ""
+    definition = f"largest eigenvalues of the {HESSIAN}" + (
+        FIXED_DRAWS if mode is Mode.TRAIN else ""
     )
     return Eigenvalues(
         eigenvalues=tuple(ritz[top].tolist()),

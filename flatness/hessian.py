@@ -42,12 +42,12 @@ from flatness.draws import MIN_OBSERVATIONS, Draw, DrawPlan, StoppedBy, reached,
 from flatness.eigenvalues import distinct_top, hessian_eigenvalues
 from flatness.lanczos import exact_dot, gauss_quadrature, lanczos, ritz_pairs
 from flatness.products import (
-    _HESSIAN,
+    HESSIAN,
     HessianOperator,
-    _default_probes_per_pass,
-    _fixed_operator,
     batch_hvp,
     batch_quadratic_forms,
+    default_probes_per_pass,
+    fixed_operator,
     hessian_pass,
     vectors_like,
 )
@@ -183,7 +183,7 @@ def hutchinson_trace(
     # mini-batch and dropout draws, and the draw is the observation.
     per_probe = plan.full and mode is Mode.EVAL
     if probes_per_pass is None:
-        probes_per_pass = _default_probes_per_pass(fmodel.dim)
+        probes_per_pass = default_probes_per_pass(fmodel.dim)
         if not per_probe:
             probes_per_pass = max(
                 1,
@@ -207,7 +207,7 @@ def hutchinson_trace(
     with model_mode(model, mode):
         basis, exact_part, deflation = None, 0.0, 0
         if method is TraceMethod.HUTCH_PLUS_PLUS:
-            operator = _fixed_operator(fmodel, x, y, batch_size, mode, num_mc_samples, generator)
+            operator = fixed_operator(fmodel, x, y, batch_size, mode, num_mc_samples, generator)
             basis, exact_part = _deflate(operator, min(deflation_rank, fmodel.dim), generator)
             deflation = operator.num_matvecs
 
@@ -264,9 +264,9 @@ def hutchinson_trace(
             fmodel.device,
         )
     ci_low, ci_high = accumulator.interval(confidence)
-    definition = f"trace of the {_HESSIAN}"
+    definition = f"trace of the {HESSIAN}"
     if mode is Mode.TRAIN:
-        definition = f"trace of the expected {_HESSIAN} over dropout draws (fresh per draw)"
+        definition = f"trace of the expected {HESSIAN} over dropout draws (fresh per draw)"
     return TraceEstimate(
         value=float(exact_part + accumulator.mean),
         stderr=defined(accumulator.stderr),

@@ -30,11 +30,11 @@ from flatness.core import (
 )
 from torchutil import make_generator
 
-_HESSIAN = "Hessian of the mean cross-entropy over the data w.r.t. all trainable parameters"
+HESSIAN = "Hessian of the mean cross-entropy over the data w.r.t. all trainable parameters"
 # Probes sharing a pass hold this many numbers at most when their count is left to us (256 MB
 # in float32): beyond it the shared forward pass saves little and memory grows with every probe.
 _AUTO_PROBE_NUMBERS = 2**26
-_FIXED_DRAWS = "; in train mode, of the loss averaged over fixed dropout draws per batch"
+FIXED_DRAWS = "; in train mode, of the loss averaged over fixed dropout draws per batch"
 
 
 class HessianOperator:
@@ -178,7 +178,7 @@ def vectors_like(fmodel: FunctionalModel) -> Tensor:
     return torch.empty((), dtype=fmodel.dtype, device=fmodel.device)
 
 
-def _fixed_operator(
+def fixed_operator(
     fmodel: FunctionalModel,
     x: Tensor,
     y: Tensor,
@@ -208,7 +208,7 @@ def hessian_pass(model: nn.Module, x: Tensor, y: Tensor) -> None:
     itself: it measures the rank's own memory."""
     fmodel = FunctionalModel(model)
     with model_mode(model, Mode.EVAL):
-        probes = _default_probes_per_pass(fmodel.dim)
+        probes = default_probes_per_pass(fmodel.dim)
         generator = make_generator(0)
         operator = HessianOperator(
             fmodel,
@@ -225,6 +225,6 @@ def hessian_pass(model: nn.Module, x: Tensor, y: Tensor) -> None:
         operator.quadratic_forms(rademacher((probes, fmodel.dim), generator, vectors_like(fmodel)))
 
 
-def _default_probes_per_pass(dim: int) -> int:
+def default_probes_per_pass(dim: int) -> int:
     """Up to 8 probes per pass, fewer when they would exceed ``_AUTO_PROBE_NUMBERS``."""
     return max(1, min(8, _AUTO_PROBE_NUMBERS // dim))
