@@ -9,6 +9,9 @@ everything and which nothing imports. Every ``import`` statement counts, also in
 and under ``TYPE_CHECKING``: a lazy import is still a dependency. Two kinds of exception are
 written down below, each one import edge wide: the ``python -m`` modules users type, which
 hand over to their command, and ``audit_model``'s report.
+
+No module imports another's private names (``_name``): a name one module lends its siblings is
+public in the module that defines it, so that ``_name`` always means "used only here".
 """
 
 from __future__ import annotations
@@ -72,9 +75,20 @@ THIRD_PARTY_FORBIDDEN = {
 }
 """What a package (or one module) must not import besides the project."""
 
+PRIVATE_IMPORTS_ALLOWED = {
+    # The names torch.load(weights_only=True) admits, which the pickle check must match;
+    # torch offers no public way to read them.
+    ("checkpoints.consent", "torch._weights_only_unpickler", "_get_allowed_globals"),
+}
+"""(module, imported module, name): the private names a module may import, each from outside the
+project and with its reason; a private name of the project is never lent."""
 
-def _modules() -> Iterator[tuple[str, Path]]:
-    for package in PROJECT:
+NON_TEST = (*PROJECT, "benchmarks")
+"""Every package of code that is not a test: the layers and the benchmarks."""
+
+
+def _modules(packages: tuple[str, ...] = PROJECT) -> Iterator[tuple[str, Path]]:
+    for package in packages:
         for path in sorted((ROOT / package).rglob("*.py")):
             parts = path.relative_to(ROOT).with_suffix("").parts
             name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
@@ -119,6 +133,17 @@ def _imports(path: Path) -> Iterator[tuple[int, str]]:
     """(line, top-level name) of every import in the file, wherever it stands."""
     for line, module, _ in _full_imports(path):
         yield line, module.partition(".")[0]
+
+
+def _private_names(path: Path) -> Iterator[tuple[int, str, str]]:
+    """(line, module, name) of every ``from module import _name`` in the file, wherever it
+    stands (dunder names such as ``__version__`` are not private)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom):
+            for alias in node.names:
+                if alias.name.startswith("_") and not alias.name.startswith("__"):
+                    yield node.lineno, node.module or "", alias.name
 
 
 MODULES = list(_modules())
@@ -172,6 +197,36 @@ def test_the_torch_free_layers_import_no_torch(package: str) -> None:
             if (forbidden is None and outside) or (forbidden is not None and name in forbidden):
                 found.append(f"{path.relative_to(ROOT)}:{line} imports {name}")
     assert not found, "; ".join(found)
+
+
+def test_no_module_imports_another_modules_private_names() -> None:
+    found = [
+        f"{path.relative_to(ROOT)}:{line} imports {name} from {source}"
+        for module, path in _modules(NON_TEST)
+        for line, source, name in _private_names(path)
+        if (module, source, name) not in PRIVATE_IMPORTS_ALLOWED
+    ]
+    assert not found, "; ".join(found)
+
+
+def test_private_imports_are_allowed_only_from_outside_and_where_made() -> None:
+    modules = dict(_modules(NON_TEST))
+    for module, source, name in PRIVATE_IMPORTS_ALLOWED:
+        assert source.partition(".")[0] not in NON_TEST, f"{source} is the project's own"
+        assert (source, name) in {(s, n) for _, s, n in _private_names(modules[module])}, (
+            f"{module} no longer imports {name} from {source}"
+        )
+
+
+def test_the_contract_catches_a_private_import(tmp_path: Path) -> None:
+    source = tmp_path / "borrow.py"
+    source.write_text(
+        "from __future__ import annotations\n"
+        "def f():\n"
+        "    from reports.evidenceblocks import MAX_ROWS, _helper\n"
+        "    from core import __version__\n"
+    )
+    assert list(_private_names(source)) == [(3, "reports.evidenceblocks", "_helper")]
 
 
 def test_the_contract_catches_an_upward_import(tmp_path: Path) -> None:
