@@ -1,5 +1,6 @@
 """What the red-flag checks share: the evidence they read, what a check judges and the finding
-it becomes, the registry of checks, and the grading of a paired excess.
+it becomes (the document's record, ``core.document.Finding``), the registry of checks, and the
+grading of a paired excess.
 
 Comparisons between attacks are paired: in the suite every attack runs only on the samples
 that the attacks before it left robust, so "attack B broke samples that A missed" is a count
@@ -11,61 +12,32 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
+from typing import Any, Literal, cast
 
 from analysis.conventions import ConventionTrial
 from analysis.probes import ModelProbes
 from attacks import AttackRecord, Family, NormOutcome, SuiteResult, registry
 from core.checks import CHECKS as DECLARED
+from core.document import Finding, as_read
 
 ALPHA = 0.01  # significance level of every paired test
 
 
 class Status(StrEnum):
+    """A check's judgement; its values are the statuses a finding of the document holds."""
+
     PASS = "pass"
     WARN = "warn"
     FAIL = "fail"
     NOT_APPLICABLE = "n/a"
 
 
+_StatusText = Literal["pass", "warn", "fail", "n/a"]
+"""``core.document.Finding.status``: the values of ``Status``."""
+
 _ORDER = {Status.NOT_APPLICABLE: 0, Status.PASS: 1, Status.WARN: 2, Status.FAIL: 3}
-
-
-@dataclass(frozen=True)
-class Finding:
-    """The outcome of one check.
-
-    Attributes:
-        code: stable identifier, e.g. ``black-box-beats-white-box``.
-        title: short human name.
-        status: pass, warn, fail or n/a.
-        evidence: the numbers behind the status (JSON-able).
-        explanation: one sentence on what was seen.
-        remedy: what to do about it.
-        masking: True for checks whose failure suggests gradient masking, False for checks
-            whose failure makes the evaluation itself unreliable.
-    """
-
-    code: str
-    title: str
-    status: Status
-    evidence: dict[str, Any] = field(default_factory=dict)
-    explanation: str = ""
-    remedy: str = ""
-    masking: bool = True
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "code": self.code,
-            "title": self.title,
-            "status": self.status.value,
-            "evidence": self.evidence,
-            "explanation": self.explanation,
-            "remedy": self.remedy,
-            "kind": "masking" if self.masking else "reliability",
-        }
 
 
 @dataclass(frozen=True)
@@ -107,8 +79,9 @@ CHECKS: dict[str, Check] = {}
 
 
 def check(code: str) -> Callable[[Callable[[Evidence], Judged]], Check]:
-    """Register a check under ``code``, which ``core.checks`` declares: the finding takes its
-    title, kind, default sentences and remedy from there."""
+    """Register a check under ``code``, which ``core.checks`` declares: the finding (the
+    document's record, its evidence as read back) takes its title, kind, default sentences and
+    remedy from there."""
     spec = DECLARED[code]
 
     def register(judge: Callable[[Evidence], Judged]) -> Check:
@@ -120,7 +93,13 @@ def check(code: str) -> Callable[[Callable[[Evidence], Judged]], Check]:
                 explanation = spec.flagged if flagged else spec.passed
             remedy = spec.remedy if judged.remedy is None else judged.remedy
             return Finding(
-                code, spec.title, judged.status, judged.evidence, explanation, remedy, spec.masking
+                code=code,
+                title=spec.title,
+                status=cast(_StatusText, Status(judged.status).value),
+                evidence=as_read(judged.evidence),
+                explanation=explanation,
+                remedy=remedy,
+                kind="masking" if spec.masking else "reliability",
             )
 
         functools.update_wrapper(run, judge)  # its name and docstring

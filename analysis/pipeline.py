@@ -67,7 +67,6 @@ from core.document import (
     CheckpointInfo,
     DocumentError,
     Evaluation,
-    Finding,
     FlatnessResult,
     Probes,
     Proportion,
@@ -389,10 +388,7 @@ def _run_audit(
             ),
             activations_note=activations_note(model),
             probes=decode(Probes, probes.to_dict(), source, "probes"),
-            findings=tuple(
-                decode(Finding, f.to_dict(), source, f"findings[{i}]")
-                for i, f in enumerate(findings)
-            ),
+            findings=tuple(findings),
             verdict=verdict(findings),
         )
         return result.checked(source)

@@ -13,12 +13,13 @@ write a function ``(Evidence) -> Judged`` decorated with ``@check(code)`` in the
 the evidence it reads, document it in the table of the README, and give it a renderer of its
 evidence (``reports/evidence.py``).
 
-The shared plumbing (``Evidence``, ``Judged``, ``Finding``, the registry) is in
-``analysis.findings``; the checks are grouped by what they read: ``analysis.cleanchecks``
-(the clean accuracy), ``analysis.comparechecks`` (attacks against one another),
-``analysis.gradientchecks`` (gradients and non-finite values), ``analysis.modelchecks`` (the
-model's behaviour under probes) and ``analysis.runchecks`` (the attack runs themselves). This
-module imports them in that order, which is the order the checks run and are reported in.
+The shared plumbing (``Evidence``, ``Judged``, the registry) is in ``analysis.findings``; a
+check returns the document's record, ``core.document.Finding``. The checks are grouped by what
+they read: ``analysis.cleanchecks`` (the clean accuracy), ``analysis.comparechecks`` (attacks
+against one another), ``analysis.gradientchecks`` (gradients and non-finite values),
+``analysis.modelchecks`` (the model's behaviour under probes) and ``analysis.runchecks`` (the
+attack runs themselves). This module imports them in that order, which is the order the checks
+run and are reported in.
 """
 
 from __future__ import annotations
@@ -104,17 +105,17 @@ def verdict(findings: list[Finding]) -> str:
     """``evaluation incomplete: ...`` (an attack failed), ``evaluation unreliable``,
     ``suspected gradient masking (N red flags)`` or ``no sign of gradient masking``."""
     failed = next(
-        (f for f in findings if f.code == "attack-failed" and f.status is Status.FAIL), None
+        (f for f in findings if f.code == "attack-failed" and f.status == Status.FAIL), None
     )
     if failed is not None:
-        runs = len(failed.evidence.get("failed", ())) or 1
+        runs = len((failed.evidence or {}).get("failed", ())) or 1
         return (
             f"{INCOMPLETE}: {runs} attack run{'s' if runs > 1 else ''} failed, robust accuracy "
             "is an upper bound"
         )
-    if any(f.status is Status.FAIL and not f.masking for f in findings):
+    if any(f.status == Status.FAIL and f.kind != "masking" for f in findings):
         return "evaluation unreliable"
-    flags = sum(1 for f in findings if f.status is Status.FAIL and f.masking)
+    flags = sum(1 for f in findings if f.status == Status.FAIL and f.kind == "masking")
     if flags:
         return f"suspected gradient masking ({flags} red flag{'s' if flags > 1 else ''})"
     return "no sign of gradient masking"

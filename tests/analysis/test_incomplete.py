@@ -265,13 +265,22 @@ def test_each_failed_run_is_one_line_naming_its_error(scripted, tmp_path):
 
 
 def test_the_verdict_of_a_failed_attack_outranks_every_other():
-    failed = Finding(
-        "attack-failed", "No attack failed", Status.FAIL, {"failed": [{}, {}]}, masking=False
-    )
-    masking = Finding("black-box-beats-white-box", "x", Status.FAIL)
-    unreliable = Finding("model-in-train-mode", "x", Status.FAIL, masking=False)
+    def finding(code: str, status: Status, kind: str, evidence: dict | None = None) -> Finding:
+        return Finding(
+            code=code,
+            title="x",
+            status=status.value,
+            evidence=evidence or {},
+            explanation="",
+            remedy="",
+            kind=kind,
+        )
+
+    failed = finding("attack-failed", Status.FAIL, "reliability", {"failed": [{}, {}]})
+    masking = finding("black-box-beats-white-box", Status.FAIL, "masking")
+    unreliable = finding("model-in-train-mode", Status.FAIL, "reliability")
     assert verdict([masking, unreliable, failed]) == (
         f"{INCOMPLETE}: 2 attack runs failed, robust accuracy is an upper bound"
     )
-    warned = Finding("attack-failed", "No attack failed", Status.WARN, masking=False)
+    warned = finding("attack-failed", Status.WARN, "reliability")
     assert verdict([warned]) == "no sign of gradient masking"

@@ -120,7 +120,7 @@ def test_honest_networks_pass_with_room_at_1000_samples(honest, digits, name):
     finding = finite_differences(_evidence(probes))
     assert probes.fd_precision == "float64" and probes.fd_samples == 1000
     assert probes.fd_informative >= 990
-    assert finding.status is Status.PASS, finding.explanation
+    assert finding.status == Status.PASS, finding.explanation
     # Room to spare: the disagreeing share stays below the tolerated rate, a fifth of the
     # material rate at which the check fails.
     assert probes.fd_disagreement_fraction < FD_TOLERATED_RATE, finding.explanation
@@ -145,11 +145,11 @@ def test_honest_mnist_networks_pass_with_room_at_1000_samples(mnist, name):
         assert float((networks[name](x).argmax(1) == y).double().mean()) > 0.8
     probes = _probe(networks[name], x, y, fd_samples=1000)
     finding = finite_differences(_evidence(probes))
-    assert finding.status is Status.PASS, finding.explanation
+    assert finding.status == Status.PASS, finding.explanation
     assert probes.fd_informative >= 990
     assert probes.fd_disagreement_fraction < FD_TOLERATED_RATE, finding.explanation
     wrong = _probe(AfterFirstLayer(networks[name], _SignFlip), x, y)
-    assert finite_differences(_evidence(wrong)).status is Status.FAIL
+    assert finite_differences(_evidence(wrong)).status == Status.FAIL
 
 
 def test_honest_network_passes_in_float32(honest, digits):
@@ -157,7 +157,7 @@ def test_honest_network_passes_in_float32(honest, digits):
     probes = _probe(Float32Only(honest["max-pool"]), x, y, fd_samples=1000)
     assert probes.fd_precision == "float32" and "float64" in probes.fd_note
     assert probes.fd_disagreement_fraction < FD_TOLERATED_RATE
-    assert finite_differences(_evidence(probes)).status is Status.PASS
+    assert finite_differences(_evidence(probes)).status == Status.PASS
 
 
 def test_torchscript_models_run_in_float64(honest, digits):
@@ -190,7 +190,7 @@ def test_a_layer_with_a_wrong_backward_pass_fails(honest, digits, name, function
     _, _, x, y = digits
     probes = _probe(AfterFirstLayer(honest[name], function), x, y)
     finding = finite_differences(_evidence(probes))
-    assert finding.status is Status.FAIL, finding.explanation
+    assert finding.status == Status.FAIL, finding.explanation
     assert probes.fd_disagreement_fraction > 0.5
     if ratio is not None:
         assert probes.fd_median_ratio == pytest.approx(ratio, rel=1e-3)
@@ -200,7 +200,7 @@ def test_straight_through_quantisation_fails(honest, digits):
     _, _, x, y = digits
     probes = _probe(OnInput(honest["max-pool"], _StraightThrough), x, y)
     finding = finite_differences(_evidence(probes))
-    assert finding.status is Status.FAIL, finding.explanation
+    assert finding.status == Status.FAIL, finding.explanation
     assert probes.fd_median_ratio == pytest.approx(0.0, abs=1e-6)  # the function is flat
 
 
@@ -208,7 +208,7 @@ def test_wrong_backward_pass_fails_in_float32(honest, digits):
     _, _, x, y = digits
     probes = _probe(Float32Only(AfterFirstLayer(honest["max-pool"], _SignFlip)), x, y)
     assert probes.fd_precision == "float32"
-    assert finite_differences(_evidence(probes)).status is Status.FAIL
+    assert finite_differences(_evidence(probes)).status == Status.FAIL
 
 
 def test_the_check_grades_by_an_exact_binomial_test():
@@ -232,7 +232,7 @@ def test_the_check_grades_by_an_exact_binomial_test():
         significant, material = p_value < 0.01, disagreeing / pairs >= FD_MATERIAL_RATE
         assert (significant and material) == (expected is Status.FAIL)
         assert (significant != material) == (expected is Status.WARN)
-        assert finding.status is expected
+        assert finding.status == expected
 
 
 def _tiny_data(count: int = 16) -> tuple[Tensor, Tensor]:

@@ -122,7 +122,7 @@ def test_silent_success_is_not_observable_in_early_stopped_runs(target_mode):
     # its last_success says, it cannot show a silent success, and passing would claim it did.
     finding = silent_success(_silent_evidence(6, 300, early_stop=True, target_mode=target_mode))
     assert finding.status == Status.NOT_APPLICABLE
-    assert finding.evidence == {"samples": {}, "total": 0, "early_stopped": ["pgd-ce/linf/main"]}
+    assert finding.evidence == {"samples": {}, "total": 0, "early_stopped": ("pgd-ce/linf/main",)}
     assert "not observable" in finding.explanation
 
 
@@ -131,7 +131,7 @@ def test_silent_success_is_observable_in_runs_that_stop_at_their_target():
     # the way, and correct again at the end, is a silent success.
     finding = silent_success(_silent_evidence(6, 300, early_stop=True, target_mode="random"))
     assert finding.status == Status.WARN
-    assert finding.evidence["early_stopped"] == []
+    assert finding.evidence["early_stopped"] == ()
 
 
 def _peer_evidence(only_margin: int, only_ce: int, both: int, total: int) -> SimpleNamespace:
