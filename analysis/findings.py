@@ -19,7 +19,7 @@ from typing import Any, Literal, cast
 from analysis.conventions import ConventionTrial
 from analysis.probes import ModelProbes
 from attacks import AttackRecord, Family, NormOutcome, SuiteResult, registry
-from core.checks import CHECKS as DECLARED
+from core.checks import CHECKS
 from core.document import Finding, as_read
 
 ALPHA = 0.01  # significance level of every paired test
@@ -75,14 +75,16 @@ class Judged:
 
 
 Check = Callable[[Evidence], Finding]
-CHECKS: dict[str, Check] = {}
+CHECK_FUNCTIONS: dict[str, Check] = {}
+"""Every registered check function, by code, in the order registered (``core.checks.CHECKS``
+holds their declarations)."""
 
 
 def check(code: str) -> Callable[[Callable[[Evidence], Judged]], Check]:
     """Register a check under ``code``, which ``core.checks`` declares: the finding (the
     document's record, its evidence as read back) takes its title, kind, default sentences and
     remedy from there."""
-    spec = DECLARED[code]
+    spec = CHECKS[code]
 
     def register(judge: Callable[[Evidence], Judged]) -> Check:
         def run(evidence: Evidence) -> Finding:
@@ -103,7 +105,7 @@ def check(code: str) -> Callable[[Callable[[Evidence], Judged]], Check]:
             )
 
         functools.update_wrapper(run, judge)  # its name and docstring
-        CHECKS[code] = run
+        CHECK_FUNCTIONS[code] = run
         return run
 
     return register

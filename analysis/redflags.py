@@ -38,7 +38,16 @@ from analysis.comparechecks import (
     not_monotonic,
     unbounded_attack,
 )
-from analysis.findings import ALPHA, CHECKS, Check, Evidence, Finding, Judged, Status, check
+from analysis.findings import (
+    ALPHA,
+    CHECK_FUNCTIONS,
+    Check,
+    Evidence,
+    Finding,
+    Judged,
+    Status,
+    check,
+)
 from analysis.gradientchecks import (
     FD_MATERIAL_RATE,
     FD_MINIMUM,
@@ -57,7 +66,7 @@ from analysis.runchecks import attack_failed, not_converged, silent_success
 
 __all__ = [
     "ALPHA",
-    "CHECKS",
+    "CHECK_FUNCTIONS",
     "FD_MATERIAL_RATE",
     "FD_MINIMUM",
     "FD_TOLERATED_RATE",
@@ -94,7 +103,7 @@ __all__ = [
 
 def run_checks(evidence: Evidence) -> list[Finding]:
     """Every registered check, in registration order."""
-    return [function(evidence) for function in CHECKS.values()]
+    return [function(evidence) for function in CHECK_FUNCTIONS.values()]
 
 
 INCOMPLETE = "evaluation incomplete"

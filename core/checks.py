@@ -4,9 +4,9 @@ gradient masking or makes the evaluation unreliable, and the keys of the evidenc
 
 ``analysis.redflags`` computes each check (torch) from these declarations, and the report's
 glossary of checks and its renderers of evidence read them here, without torch. Tests keep the
-three in step: every registered check is declared and every declared check registered, the
-evidence of every check in real audits has only its declared keys, and each renderer reads
-only those.
+three in step: every registered check (``analysis.findings.CHECK_FUNCTIONS``) is declared and
+every declared check registered, the evidence of every check in real audits has only its
+declared keys, and each renderer reads only those.
 """
 
 from __future__ import annotations

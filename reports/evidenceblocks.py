@@ -231,7 +231,7 @@ def capped(
 
 Renderer = Callable[[Mapping[str, Any]], list[Block]]
 RENDERERS: dict[str, Renderer] = {}
-"""One renderer per check code of ``analysis.redflags.CHECKS``."""
+"""One renderer per check code of ``analysis.redflags.CHECK_FUNCTIONS``."""
 
 
 def renders(*codes: str) -> Callable[[Renderer], Renderer]:

@@ -17,7 +17,7 @@ from family_reference import paired_bound, reference_attacks
 from analysis.config import AuditConfig, build_suite
 from analysis.masked import DropoutAtTest, QuantizedInput, SaturatedLogits, WrongGradient
 from analysis.pipeline import evaluation_set
-from analysis.redflags import CHECKS
+from analysis.redflags import CHECK_FUNCTIONS
 from analysis.summary import summary_lines
 from checkpoints import load_checkpoint, save_checkpoint
 from checkpoints.train import MASKED_ZOO, ZOO_DIR, train
@@ -211,7 +211,7 @@ def test_normout_trained_with_plain_cross_entropy_is_flagged_standard(
 
 def test_every_check_returns_a_documented_finding(quick_document):
     codes = [f["code"] for f in quick_document["findings"]]
-    assert codes == list(CHECKS)
+    assert codes == list(CHECK_FUNCTIONS)
     for finding in quick_document["findings"]:
         assert finding["title"] and finding["status"] in ("pass", "warn", "fail", "n/a")
         if finding["status"] in ("warn", "fail"):

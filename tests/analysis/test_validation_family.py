@@ -13,7 +13,7 @@ from family_expected import EXPECTED, compare_flags
 from family_reference import paired_bound
 from family_training import RECIPES, build
 
-from analysis.redflags import CHECKS
+from analysis.redflags import CHECK_FUNCTIONS
 from checkpoints import load_checkpoint
 from checkpoints.datasets import load_dataset
 from checkpoints.spec import Description
@@ -32,7 +32,7 @@ def test_the_table_names_every_member_and_real_checks():
     assert set(EXPECTED) == set(RECIPES)
     for name, expected in EXPECTED.items():
         assert expected.reason, name
-        assert expected.must_fail | expected.must_flag <= set(CHECKS), name
+        assert expected.must_fail | expected.must_flag <= set(CHECK_FUNCTIONS), name
         assert expected.verdicts, name
         assert expected.autoattack in (None, "standard", "rand"), name
         if expected.kind in ("honest", "robust"):

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from report_fixtures import BROKEN, broken, document, zoo_audits
 
-from analysis.redflags import CHECKS
+from analysis.redflags import CHECK_FUNCTIONS
 from core.checks import CHECKS as DECLARED
 from reports import evidence, evidenceblocks
 from reports.evidence import MAX_ROWS, RENDERERS, Table, generic, render
@@ -60,7 +60,7 @@ def _width(table: Table) -> int:
 
 
 def test_every_check_has_a_renderer() -> None:
-    assert set(RENDERERS) == set(CHECKS)
+    assert set(RENDERERS) == set(CHECK_FUNCTIONS)
 
 
 def test_every_finding_of_real_audits_reads_in_words(findings) -> None:
@@ -77,7 +77,7 @@ def test_every_finding_of_real_audits_reads_in_words(findings) -> None:
                 assert _width(table) <= evidenceblocks._CHUNK_CHARACTERS, (source, table)
         if finding["evidence"]:
             seen.add(finding["code"])
-    assert seen == set(CHECKS)
+    assert seen == set(CHECK_FUNCTIONS)
 
 
 def test_the_real_audits_cover_every_shape_of_evidence(findings) -> None:
