@@ -76,6 +76,19 @@ def extra_field() -> Any:
     return field(default_factory=lambda: types.MappingProxyType({}), repr=False, compare=False)
 
 
+class Picklable:
+    """A record that pickles (the resume cache keeps the results that carry it): its
+    ``extra`` is read-only, which a pickle cannot hold, so it is stored as a plain dict."""
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(vars(self))
+        state["extra"] = dict(state["extra"])
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        vars(self).update(state, extra=types.MappingProxyType(dict(state["extra"])))
+
+
 @dataclass(frozen=True)
 class ReadContext:
     file: str

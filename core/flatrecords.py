@@ -2,33 +2,18 @@
 computed from (:class:`MeasureProvenance`). The estimators of ``flatness`` build and return
 these records themselves, and ``flatness.measure`` a :class:`FlatnessResult`.
 
-The estimates pickle (the resume cache keeps them), through :class:`_Picklable`.
+The estimates pickle (the resume cache keeps them), through ``core.docfields.Picklable``.
 """
 
 from __future__ import annotations
 
-import types
 from dataclasses import dataclass
-from typing import Any
 
-from core.docfields import OPTIONAL, Json, NumberArray, extra_field, need
-
-
-class _Picklable:
-    """A record that pickles (the resume cache keeps the estimates that carry it): its
-    ``extra`` is read-only, which a pickle cannot hold, so it is stored as a plain dict."""
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = dict(vars(self))
-        state["extra"] = dict(state["extra"])
-        return state
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        vars(self).update(state, extra=types.MappingProxyType(dict(state["extra"])))
+from core.docfields import OPTIONAL, Json, NumberArray, Picklable, extra_field, need
 
 
 @dataclass(frozen=True, kw_only=True)
-class MeasureProvenance(_Picklable):
+class MeasureProvenance(Picklable):
     """What a flatness estimate was computed from, so that a number in a report can be traced;
     the estimators of ``flatness`` produce it as their ``provenance``.
 
@@ -54,7 +39,7 @@ class MeasureProvenance(_Picklable):
 
 
 @dataclass(frozen=True, kw_only=True)
-class FisherRaoEstimate(_Picklable):
+class FisherRaoEstimate(Picklable):
     """The Fisher-Rao norm squared (``value``) with its standard error; ``norm`` its root."""
 
     value: float
@@ -77,7 +62,7 @@ class FisherRaoEstimate(_Picklable):
 
 
 @dataclass(frozen=True, kw_only=True)
-class TraceEstimate(_Picklable):
+class TraceEstimate(Picklable):
     """The Hessian trace with its standard error."""
 
     value: float
@@ -103,7 +88,7 @@ class TraceEstimate(_Picklable):
 
 
 @dataclass(frozen=True, kw_only=True)
-class SharpnessEstimate(_Picklable):
+class SharpnessEstimate(Picklable):
     """ε-sharpness with its standard error."""
 
     value: float
@@ -123,7 +108,7 @@ class SharpnessEstimate(_Picklable):
 
 
 @dataclass(frozen=True, kw_only=True)
-class Eigenvalues(_Picklable):
+class Eigenvalues(Picklable):
     """The largest Hessian eigenvalues, with their residual bounds."""
 
     eigenvalues: tuple[float, ...]
@@ -140,7 +125,7 @@ class Eigenvalues(_Picklable):
 
 
 @dataclass(frozen=True, kw_only=True)
-class SpectralDensity(_Picklable):
+class SpectralDensity(Picklable):
     """The Hessian's eigenvalue density on ``grid`` [G]; ``nodes``/``weights`` [R][S]."""
 
     grid: tuple[float, ...]
@@ -165,7 +150,7 @@ class SpectralDensity(_Picklable):
 
 
 @dataclass(frozen=True, kw_only=True)
-class Landscape(_Picklable):
+class Landscape(Picklable):
     """A loss-landscape slice: ``coordinates`` [P] along each direction; ``losses``,
     ``loss_stderrs`` and ``accuracies`` [P] (1-D) or [P][P] (2-D), None where undefined."""
 
