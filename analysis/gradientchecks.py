@@ -64,7 +64,7 @@ def vanishing_gradients(evidence: Evidence) -> Judged:
         )
     suite = evidence.suite
     records = _gradient_records(suite) if suite else []
-    norms = [r.result.gradient_stats.first_grad_norm.flatten() for r in records]  # type: ignore[union-attr]
+    norms = [r.result.first_grad_norm.flatten() for r in records]  # type: ignore[union-attr]
     values = torch.cat(norms) if norms else torch.empty(0, device="cpu")
     values = values[~torch.isnan(values)]
     clean_zero = evidence.probes.clean_zero_gradient_fraction

@@ -17,7 +17,6 @@ from core.document import (
     AttackRecord,
     Example,
     Failure,
-    GradientStats,
     NormResult,
     Proportion,
     Sweep,
@@ -129,7 +128,6 @@ def norm_section(
     n = suite.num_samples
     attacks = []
     for record in outcome.attacks:
-        stats = None if record.result is None else record.result.gradient_stats
         attacks.append(
             AttackRecord(
                 label=record.label,
@@ -158,15 +156,7 @@ def norm_section(
                 num_forward=0 if record.result is None else record.result.num_forward,
                 num_backward=0 if record.result is None else record.result.num_backward,
                 wall_time=0.0 if record.result is None else as_read(record.result.wall_time),
-                gradient_stats=None
-                if stats is None
-                else GradientStats(
-                    zero_fraction=as_read(stats.zero_fraction),
-                    vanishing_fraction=as_read(stats.vanishing_fraction),
-                    vanishing_threshold=as_read(stats.vanishing_threshold),
-                    nonfinite_logits=stats.nonfinite_logits,
-                    nonfinite_gradients=stats.nonfinite_gradients,
-                ),
+                gradient_stats=None if record.result is None else record.result.gradient_stats,
             )
         )
     robust_counts = outcome.robust.sum(1).tolist()

@@ -24,7 +24,7 @@ from attacks.presets import (
     preset,
 )
 from attacks.registry import Family, list_attacks
-from attacks.result import AttackResult, GradientStats
+from attacks.result import AttackResult, gradient_stats
 from attacks.square import square
 from attacks.suite import (
     ATTACKS,
@@ -51,7 +51,6 @@ __all__ = [
     "ChunkedModel",
     "Epsilons",
     "Family",
-    "GradientStats",
     "Norm",
     "NormOutcome",
     "StageFailure",
@@ -64,6 +63,7 @@ __all__ = [
     "fab",
     "fgsm",
     "geometry",
+    "gradient_stats",
     "list_attacks",
     "margin",
     "pgd",

@@ -61,7 +61,7 @@ from torch import Tensor, nn
 
 from attacks._model import Evaluator
 from attacks.losses import fooled, is_finite_rows, judged_margin, predict
-from attacks.result import STEP_NOT_BROKEN, STEP_UNKNOWN, TABLES, AttackResult, GradientStats
+from attacks.result import STEP_NOT_BROKEN, STEP_UNKNOWN, TABLES, AttackResult, gradient_stats
 from attacks.tables import arguments, empty, scatter
 from attacks.tables import inherit as inherit_rows
 from attacks.threat import Bounds, Epsilons, Norm, check_epsilons, check_inputs, geometry
@@ -364,15 +364,18 @@ def run_attack(
 
     stats = None
     if gradients:
-        stats = GradientStats.from_norms(
+        stats = gradient_stats(
             tables["first_grad_norm"],
             vanishing_threshold=VANISHING_THRESHOLD,
             nonfinite_logits=evaluator.nonfinite_logits,
             nonfinite_gradients=evaluator.nonfinite_gradients,
         )
     own = arguments(tables, TABLES)
+    # The optional tables: a targeted attack's targets, a gradient attack's first gradients.
     if not targeted:
-        own.update({f.name: None for f in TABLES if f.optional})
+        own.update(targets=None, target_success=None)
+    if not gradients:
+        own.update(first_grad_norm=None)
     return AttackResult(
         attack=name,
         norm=config.norm,

@@ -18,10 +18,11 @@ import torch
 from torch import Tensor
 
 from attacks.presets import AttackSpec, SuiteConfig
-from attacks.result import TABLES, AttackResult, GradientStats, plain
+from attacks.result import TABLES, AttackResult, gradient_stats, plain
 from attacks.tables import arguments, at, empty, masked, scatter, tables_of
 from attacks.threat import Norm
 from attacks.worstcase import robust_after
+from core.document import encode
 
 __all__ = [
     "FAILED",
@@ -150,7 +151,7 @@ class AttackRecord:
 
     def to_dict(self, *, per_sample_traces: bool = False) -> dict[str, Any]:
         result = self.result
-        stats: GradientStats | None = None if result is None else result.gradient_stats
+        stats = None if result is None else result.gradient_stats
         data: dict[str, Any] = {
             "label": self.label,
             "kind": self.kind,
@@ -178,7 +179,8 @@ class AttackRecord:
             "num_forward": 0 if result is None else result.num_forward,
             "num_backward": 0 if result is None else result.num_backward,
             "wall_time": 0.0 if result is None else result.wall_time,
-            "gradient_stats": None if stats is None else stats.to_dict(),
+            "gradient_stats": None if stats is None else encode(stats),
+            "first_grad_norm": None if result is None else result.first_grad_norm,
             "nonfinite": self.nonfinite,
             "num_nonfinite": self.nonfinite.sum(dim=1),
             "nonfinite_evaluations": self.nonfinite_evaluations,
@@ -410,7 +412,7 @@ def merge_per_epsilon(
         first = results[0]
         stats = None
         if first.gradient_stats is not None:
-            stats = GradientStats.from_norms(
+            stats = gradient_stats(
                 tables["first_grad_norm"],
                 vanishing_threshold=first.gradient_stats.vanishing_threshold,
                 nonfinite_logits=sum(

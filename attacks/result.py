@@ -17,8 +17,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from attacks.tables import CLEAN_INPUT, Field, declared, per_sample, tables_within
+from attacks.tables import CLEAN_INPUT, Field, declared, per_sample
 from attacks.threat import Norm
+from core.document import GradientStats, encode
 
 
 def plain(value: Any, *, keep_nonfinite: bool = False) -> Any:
@@ -50,59 +51,37 @@ STEP_UNKNOWN = -2
 reference libraries' PGD, APGD and AutoAttack return only their final example)."""
 
 
-@dataclass(frozen=True)
-class GradientStats:
-    """Input-gradient health, read by the gradient-masking checks.
+def gradient_stats(
+    first_grad_norm: Tensor,
+    *,
+    vanishing_threshold: float,
+    nonfinite_logits: int,
+    nonfinite_gradients: int,
+) -> GradientStats:
+    """The input-gradient health of a run (the document's record), read by the
+    gradient-masking checks.
 
-    Attributes:
+    Args:
         first_grad_norm: ``[K, N]`` L2 norm of each sample's first input gradient at each
-            epsilon (at the start point), NaN where the sample was not attacked.
+            epsilon, NaN where it was not measured (``AttackResult.first_grad_norm``).
         vanishing_threshold: a gradient whose L2 norm is below this counts as vanishing.
-        zero_fraction: fraction of measured first gradients that are exactly zero.
-        vanishing_fraction: fraction of measured first gradients below the threshold
-            (zero ones included).
         nonfinite_logits: sample evaluations whose logits held NaN or Inf, over the whole run.
         nonfinite_gradients: sample gradients that held NaN or Inf, over the whole run.
+
+    Returns:
+        The record, with the fractions of the measured first gradients that are exactly zero
+        (``zero_fraction``) and below the threshold (``vanishing_fraction``, zero ones
+        included).
     """
-
-    first_grad_norm: Tensor = field(metadata=per_sample(fill=float("nan"), kind="float"))
-    vanishing_threshold: float
-    zero_fraction: float
-    vanishing_fraction: float
-    nonfinite_logits: int
-    nonfinite_gradients: int
-
-    @classmethod
-    def from_norms(
-        cls,
-        first_grad_norm: Tensor,
-        *,
-        vanishing_threshold: float,
-        nonfinite_logits: int,
-        nonfinite_gradients: int,
-    ) -> GradientStats:
-        measured = first_grad_norm[~torch.isnan(first_grad_norm)]
-        count = max(measured.numel(), 1)
-        return cls(
-            first_grad_norm=first_grad_norm,
-            vanishing_threshold=vanishing_threshold,
-            zero_fraction=float((measured == 0).sum()) / count,
-            vanishing_fraction=float((measured < vanishing_threshold).sum()) / count,
-            nonfinite_logits=nonfinite_logits,
-            nonfinite_gradients=nonfinite_gradients,
-        )
-
-    def to_dict(self) -> dict[str, Any]:
-        return plain(
-            {
-                "first_grad_norm": self.first_grad_norm,
-                "vanishing_threshold": self.vanishing_threshold,
-                "zero_fraction": self.zero_fraction,
-                "vanishing_fraction": self.vanishing_fraction,
-                "nonfinite_logits": self.nonfinite_logits,
-                "nonfinite_gradients": self.nonfinite_gradients,
-            }
-        )
+    measured = first_grad_norm[~torch.isnan(first_grad_norm)]
+    count = max(measured.numel(), 1)
+    return GradientStats(
+        zero_fraction=float((measured == 0).sum()) / count,
+        vanishing_fraction=float((measured < vanishing_threshold).sum()) / count,
+        vanishing_threshold=vanishing_threshold,
+        nonfinite_logits=nonfinite_logits,
+        nonfinite_gradients=nonfinite_gradients,
+    )
 
 
 @dataclass(frozen=True)
@@ -147,7 +126,10 @@ class AttackResult:
             call (clean pass, the attack's own queries, the engine's judging passes).
         backend: ``"native"``, ``"cleverhans"``, ``"torchattacks"`` or ``"pyautoattack"``.
         params: the attack's settings (numbers, strings, booleans).
-        gradient_stats: for gradient attacks, else None.
+        gradient_stats: for gradient attacks, else None (``gradient_stats``).
+        first_grad_norm: ``[K, N]`` L2 norm of each sample's first input gradient at each
+            epsilon (at the start point), NaN where the sample was not attacked; for gradient
+            attacks, else None.
         targets: ``[K, N]`` int64 target class of the returned example (targeted attacks;
             -1 where no target was attacked), else None.
         target_success: ``[K, N]`` bool, prediction equals the target (targeted), else None.
@@ -186,8 +168,9 @@ class AttackResult:
     nonfinite_evaluations: int = 0
     backend: str = "native"
     params: dict[str, Any] = field(default_factory=dict)
-    gradient_stats: GradientStats | None = field(
-        default=None, metadata=tables_within(GradientStats)
+    gradient_stats: GradientStats | None = None
+    first_grad_norm: Tensor | None = field(
+        default=None, metadata=per_sample(fill=float("nan"), kind="float", optional=True)
     )
     targets: Tensor | None = field(
         default=None, metadata=per_sample(fill=-1, kind="int64", optional=True, inherited=True)
@@ -230,9 +213,8 @@ class AttackResult:
             "num_forward": self.num_forward,
             "num_backward": self.num_backward,
             "wall_time": self.wall_time,
-            "gradient_stats": None
-            if self.gradient_stats is None
-            else self.gradient_stats.to_dict(),
+            "gradient_stats": None if self.gradient_stats is None else encode(self.gradient_stats),
+            "first_grad_norm": self.first_grad_norm,
             "targets": self.targets,
             "target_success": self.target_success,
             "success_step": self.success_step,
@@ -245,5 +227,5 @@ class AttackResult:
 
 
 TABLES: tuple[Field, ...] = declared(AttackResult)
-"""Every per-sample table of ``AttackResult`` (``gradient_stats.first_grad_norm`` among
-them), each with its fill, dtype, shape and rules (see ``attacks.tables``)."""
+"""Every per-sample table of ``AttackResult``, each with its fill, dtype, shape and rules (see
+``attacks.tables``)."""

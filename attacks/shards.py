@@ -24,7 +24,7 @@ from attacks.losses import margin as logit_margin
 from attacks.plan import Stage
 from attacks.presets import AttackSpec, SuiteConfig
 from attacks.records import FAILED, NOT_APPLICABLE, OK
-from attacks.result import TABLES, AttackResult, GradientStats
+from attacks.result import TABLES, AttackResult, gradient_stats
 from attacks.tables import arguments, cat, tables_of, take
 from attacks.threat import Norm
 from torchutil import (
@@ -250,7 +250,7 @@ def concatenate(results: list[AttackResult], seed: int, take_index: Tensor) -> A
     stats = None
     if first.gradient_stats is not None and norms is not None:
         parts = [r.gradient_stats for r in results if r.gradient_stats is not None]
-        stats = GradientStats.from_norms(
+        stats = gradient_stats(
             norms,
             vanishing_threshold=first.gradient_stats.vanishing_threshold,
             nonfinite_logits=sum(p.nonfinite_logits for p in parts),

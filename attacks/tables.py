@@ -12,7 +12,7 @@ results are assembled, without another line elsewhere.
 
 Tables travel as ``Tables``, a dict from a table's name to its tensor, or None where the
 result has none (``targets`` of an untargeted attack). ``tables_of`` reads them from a result,
-``arguments`` gives those that are the result's own attributes (for its constructor or
+``arguments`` gives those of some tables (for a result's constructor or
 ``dataclasses.replace``).
 """
 
@@ -40,7 +40,6 @@ __all__ = [
     "per_sample",
     "scatter",
     "tables_of",
-    "tables_within",
     "take",
 ]
 
@@ -59,7 +58,6 @@ Unattacked = Literal["kept", "record", "merged"]
 from per-epsilon runs (``"merged"``)."""
 
 _KEY = "robaudit.per_sample"
-_NESTED = "robaudit.per_sample_within"
 _DTYPES = {"bool": torch.bool, "int64": torch.int64}
 
 
@@ -76,12 +74,11 @@ class Field:
             length (padded with the fill where results of different lengths meet), ``...``
             the input's own dimensions.
         optional: None where the attack does not produce it (targets of an untargeted
-            attack); a merged result has it when its first run has it.
+            attack, first gradients of a gradient-free one); a merged result has it when its
+            first run has it.
         inherited: a sample that keeps its example from a smaller epsilon (nested balls)
             keeps this value too.
         unattacked: see ``Unattacked``.
-        within: the attribute of the result that holds the table's owner (``gradient_stats``),
-            or None for the result's own attribute (set by ``declared``).
     """
 
     name: str = ""
@@ -91,7 +88,6 @@ class Field:
     optional: bool = False
     inherited: bool = False
     unattacked: Unattacked = "kept"
-    within: str | None = None
 
     @property
     def sample_dim(self) -> int:
@@ -130,23 +126,13 @@ def per_sample(
     return {_KEY: spec}
 
 
-def tables_within(owner: type) -> dict[str, type]:
-    """The metadata of a dataclass attribute that holds an ``owner`` (a dataclass) whose own
-    attributes declare per-sample tables (``gradient_stats``): its tables are the result's."""
-    return {_NESTED: owner}
-
-
 def declared(cls: type) -> tuple[Field, ...]:
-    """The per-sample tables of dataclass ``cls``, in the order of its attributes, those of
-    an attribute declared with ``tables_within`` in its place."""
+    """The per-sample tables of dataclass ``cls``, in the order of its attributes."""
     out: list[Field] = []
     for item in dataclasses.fields(cls):
         spec = item.metadata.get(_KEY)
         if isinstance(spec, Field):
             out.append(dataclasses.replace(spec, name=item.name))
-        owner = item.metadata.get(_NESTED)
-        if owner is not None:
-            out.extend(dataclasses.replace(f, within=item.name) for f in declared(owner))
     return tuple(out)
 
 
@@ -154,15 +140,14 @@ def tables_of(result: Any, fields: Iterable[Field] | None = None) -> Tables:
     """The tables of ``result`` (all those its class declares, or ``fields``)."""
     out: Tables = {}
     for field in declared(type(result)) if fields is None else fields:
-        owner = result if field.within is None else getattr(result, field.within)
-        out[field.name] = None if owner is None else getattr(owner, field.name)
+        out[field.name] = getattr(result, field.name)
     return out
 
 
 def arguments(tables: Mapping[str, Tensor | None], fields: Iterable[Field]) -> dict[str, Any]:
-    """The entries of ``tables`` that are attributes of the result itself (not ``within``
-    another), for its constructor or ``dataclasses.replace``."""
-    return {f.name: tables[f.name] for f in fields if f.within is None and f.name in tables}
+    """The entries of ``tables`` of the tables ``fields``, for a result's constructor or
+    ``dataclasses.replace``."""
+    return {f.name: tables[f.name] for f in fields if f.name in tables}
 
 
 def empty(

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from core.docfields import FULL, OPTIONAL, V11, BitRows, Json, extra_field, need
+from core.docfields import FULL, OPTIONAL, V11, BitRows, Json, Picklable, extra_field, need
 from core.docjson import DocumentError
 from core.stats import wilson_interval
 
@@ -45,7 +45,7 @@ class Proportion:
 
 
 @dataclass(frozen=True, kw_only=True)
-class GradientStats:
+class GradientStats(Picklable):
     """Input-gradient health of one attack's run."""
 
     zero_fraction: float

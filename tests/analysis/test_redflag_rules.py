@@ -188,8 +188,8 @@ def test_vanishing_gradients_describes_each_population_on_its_own():
         clean_gradient_norms=tuple(clean),
     )
     first = torch.tensor([[0.0] * 5 + [1e-12, 1e-11] + [1e-2] * 3 + [math.nan] * 2])
-    stats = SimpleNamespace(first_grad_norm=first, vanishing_threshold=1e-10)
-    record = SimpleNamespace(result=SimpleNamespace(gradient_stats=stats))
+    stats = SimpleNamespace(vanishing_threshold=1e-10)
+    record = SimpleNamespace(result=SimpleNamespace(gradient_stats=stats, first_grad_norm=first))
     suite = SimpleNamespace(norms=[SimpleNamespace(attacks=[record], sweep=None)])
     finding = vanishing_gradients(Evidence(suite, probes))  # type: ignore[arg-type]
     assert finding.explanation == (

@@ -10,7 +10,7 @@ import torch
 
 from attacks import AttackSpec, Norm, pgd_targeted
 from attacks.records import record_of
-from attacks.result import TABLES, AttackResult, GradientStats
+from attacks.result import TABLES, AttackResult
 from attacks.shards import concatenate
 from attacks.suite import AttackRecord
 from attacks.tables import (
@@ -18,7 +18,6 @@ from attacks.tables import (
     Field,
     at,
     cat,
-    declared,
     empty,
     inherit,
     masked,
@@ -78,12 +77,14 @@ def test_every_tensor_of_a_result_is_a_declared_table() -> None:
     # A tensor attribute of a result is one value per sample (and epsilon): one left out of
     # the declaration would be dropped or misplaced wherever results are assembled.
     names = {f.name for f in TABLES}
-    assert _tensor_attributes(AttackResult) | _tensor_attributes(GradientStats) == names
-    assert {f.name for f in declared(GradientStats)} == {"first_grad_norm"}
-    assert [f.within for f in TABLES if f.name == "first_grad_norm"] == ["gradient_stats"]
+    assert _tensor_attributes(AttackResult) == names
     for field in TABLES:
         assert field.shape[0] == "K" and "N" in field.shape, field
-    assert {f.name for f in TABLES if f.optional} == {"targets", "target_success"}
+    assert {f.name for f in TABLES if f.optional} == {
+        "first_grad_norm",
+        "targets",
+        "target_success",
+    }
 
 
 def test_every_per_sample_tensor_of_a_record_is_a_declared_table() -> None:
@@ -264,8 +265,7 @@ def test_every_declared_table_is_written_out(model, data) -> None:
     )
     written = result.to_dict(include_examples=True)
     for field in TABLES:
-        owner = written if field.within is None else written[field.within]
-        assert field.name in owner, field.name
+        assert field.name in written, field.name
     spec = AttackSpec("pgd-t", "pgd-t", {"num_steps": 2})
     record = record_of(spec, Norm.LINF, result, torch.arange(6), x[:6], result.robust_accuracy)
     shown = record.to_dict(per_sample_traces=True)
