@@ -20,12 +20,12 @@ from analysis.findings import (
     grade,
     worst_status,
 )
-from attacks import AttackRecord, Family, list_attacks
+from attacks import AttackOutcome, Family, list_attacks
 from core.stats import binomial_tail, mcnemar_exact
 
 
 def _excess_breaks(
-    later: AttackRecord,
+    later: AttackOutcome,
     earlier_robust_count: int,
     k: int,
     tolerated: float,

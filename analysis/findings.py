@@ -18,7 +18,7 @@ from typing import Any, Literal, cast
 
 from analysis.conventions import ConventionTrial
 from analysis.probes import ModelProbes
-from attacks import AttackRecord, Family, NormOutcome, SuiteResult, registry
+from attacks import AttackOutcome, Family, NormOutcome, SuiteResult, registry
 from core.checks import CHECKS
 from core.document import Finding, as_read
 
@@ -115,11 +115,11 @@ def worst_status(statuses: list[Status]) -> Status:
     return max(statuses, key=_ORDER.__getitem__, default=Status.NOT_APPLICABLE)
 
 
-def attack_family(record: AttackRecord) -> Family:
+def attack_family(record: AttackOutcome) -> Family:
     return registry.get(record.kind).family
 
 
-def _find(outcome: NormOutcome, kind: str, label: str | None = None) -> AttackRecord | None:
+def _find(outcome: NormOutcome, kind: str, label: str | None = None) -> AttackOutcome | None:
     for record in outcome.attacks:
         if record.kind == kind and (label is None or record.label == label):
             return record

@@ -9,11 +9,11 @@ from typing import Any
 import torch
 
 from analysis.findings import ALPHA, Evidence, Judged, Status, check, grade
-from attacks import AttackRecord, SuiteResult
+from attacks import AttackOutcome, SuiteResult
 from core.stats import binomial_tail
 
 
-def _gradient_records(suite: SuiteResult) -> list[AttackRecord]:
+def _gradient_records(suite: SuiteResult) -> list[AttackOutcome]:
     return [
         r
         for outcome in suite.norms
@@ -134,7 +134,7 @@ def nonfinite(evidence: Evidence) -> Judged:
             attack_grads += stats.nonfinite_gradients  # type: ignore[union-attr]
         hit = torch.zeros(suite.num_samples, dtype=torch.bool, device="cpu")
         for outcome in suite.norms:
-            stages: list[tuple[AttackRecord | None, str]] = [(r, "") for r in outcome.attacks]
+            stages: list[tuple[AttackOutcome | None, str]] = [(r, "") for r in outcome.attacks]
             stages += [(outcome.sweep, " (sweep)"), (outcome.independent_sweep, " (independent)")]
             for record, stage in stages:
                 if record is None:

@@ -7,11 +7,11 @@ from __future__ import annotations
 from typing import Any
 
 from analysis.findings import Evidence, Judged, Status, attack_family, check, worst_status
-from attacks import AttackRecord, Family
+from attacks import AttackOutcome, Family
 from core.boundary import error_line
 
 
-def _broken_late(record: AttackRecord, k: int, tail: int) -> int | None:
+def _broken_late(record: AttackOutcome, k: int, tail: int) -> int | None:
     """Samples this attack broke in its last ``tail`` steps at epsilon ``k``, or None when the
     attack does not say at which step it broke some of them.
 
@@ -64,7 +64,7 @@ def not_converged(evidence: Evidence) -> Judged:
     return Judged(status, rows)
 
 
-def _shows_last_iterate(record: AttackRecord) -> bool:
+def _shows_last_iterate(record: AttackOutcome) -> bool:
     """Whether a run can show a silent success: it went on after a sample's first success.
     That holds without early stopping, and for a targeted run that stops only at its target
     (a sample misclassified on the way may return). A run that stops a sample at its first

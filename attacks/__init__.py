@@ -29,7 +29,7 @@ from attacks.square import square
 from attacks.suite import (
     ATTACKS,
     STATUSES,
-    AttackRecord,
+    AttackOutcome,
     NormOutcome,
     StageFailure,
     SuiteResult,
@@ -44,7 +44,7 @@ __all__ = [
     "STANDARD_EPSILONS",
     "STATUSES",
     "TARGET_MODES",
-    "AttackRecord",
+    "AttackOutcome",
     "AttackResult",
     "AttackSpec",
     "Bounds",

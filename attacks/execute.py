@@ -24,7 +24,7 @@ from attacks.losses import NO_PREDICTION, predict
 from attacks.plan import NormPlan, Plan, Stage
 from attacks.presets import SuiteConfig
 from attacks.records import (
-    AttackRecord,
+    AttackOutcome,
     NormOutcome,
     Piece,
     StageFailure,
@@ -67,9 +67,9 @@ class _Found:
 
     plan: NormPlan
     robust: Tensor | None = None
-    sweep: AttackRecord | None = None
-    independent: AttackRecord | None = None
-    records: list[AttackRecord] = field(default_factory=list)
+    sweep: AttackOutcome | None = None
+    independent: AttackOutcome | None = None
+    records: list[AttackOutcome] = field(default_factory=list)
     pieces: list[Piece] = field(default_factory=list)
     failures: list[StageFailure] = field(default_factory=list)
 

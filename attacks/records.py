@@ -1,11 +1,12 @@
 """What a suite found: per-sample records of each attack, per norm and in all.
 
 ``run_suite`` (``attacks.suite``) returns a ``SuiteResult``: per norm a ``NormOutcome`` with
-the records of the main list (``AttackRecord``, one per attack over every epsilon and every
-sample), the sweep's and the independent sweep's, and every stage that did not complete
-(``StageFailure``). A record's per-sample tables are those of ``AttackResult`` of the same
-names, with their declared fills (``attacks.tables``); ``record_of`` makes the record of one
-run, ``merge_per_epsilon`` the record of one attack from its runs at each epsilon.
+the records of the main list (``AttackOutcome``, one per attack over every epsilon and every
+sample, in memory: tensors, examples and the run behind it), the sweep's and the independent
+sweep's, and every stage that did not complete (``StageFailure``). A record's per-sample
+tables are those of ``AttackResult`` of the same names, with their declared fills
+(``attacks.tables``); ``record_of`` makes the record of one run, ``merge_per_epsilon`` the
+record of one attack from its runs at each epsilon.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ __all__ = [
     "OK",
     "RECORD_TABLES",
     "STATUSES",
-    "AttackRecord",
+    "AttackOutcome",
     "NormOutcome",
     "Piece",
     "StageFailure",
@@ -70,8 +71,10 @@ class StageFailure:
 
 
 @dataclass(frozen=True)
-class AttackRecord:
+class AttackOutcome:
     """Per-sample outcomes of one attack at one norm over ``K`` epsilons, on all ``N`` samples.
+    Its record in the document is ``core.attackrecords.AttackRecord``, made by
+    ``analysis.robustness``.
 
     Every table holds, at the ``k``-th epsilon, what the run at that epsilon produced, with
     columns in the order of the suite's samples. The tables are those of ``AttackResult`` of
@@ -193,7 +196,7 @@ class AttackRecord:
         return plain(data)
 
 
-RECORD_TABLES = tuple(f for f in TABLES if f.name in {a.name for a in fields(AttackRecord)})
+RECORD_TABLES = tuple(f for f in TABLES if f.name in {a.name for a in fields(AttackOutcome)})
 """The per-sample tables of ``AttackResult`` that a record holds over all the suite's samples."""
 
 
@@ -216,11 +219,11 @@ class NormOutcome:
     norm: Norm
     epsilons: tuple[float, ...]
     robust: Tensor
-    attacks: tuple[AttackRecord, ...]
+    attacks: tuple[AttackOutcome, ...]
     sweep_epsilons: tuple[float, ...]
     unbounded_epsilon: float
-    sweep: AttackRecord | None
-    independent_sweep: AttackRecord | None
+    sweep: AttackOutcome | None
+    independent_sweep: AttackOutcome | None
     failures: tuple[StageFailure, ...] = ()
 
     @property
@@ -228,7 +231,7 @@ class NormOutcome:
         """Worst-case robust accuracy over the main list, one value per epsilon."""
         return (self.robust.double().mean(dim=1)).tolist()
 
-    def record(self, label: str) -> AttackRecord:
+    def record(self, label: str) -> AttackOutcome:
         """The main-list record called ``label``."""
         for item in self.attacks:
             if item.label == label:
@@ -330,14 +333,14 @@ def record_of(
     x: Tensor,
     robust_after_values: Sequence[float],
     source: str = "run",
-) -> AttackRecord:
+) -> AttackOutcome:
     """The record of ``result``, a run on samples ``index`` of ``x``: its tables over all the
     suite's samples, the fill where the run did not attack a sample or did not cover it."""
     num_samples = x.shape[0]
     tables = empty(RECORD_TABLES, len(result.epsilons), x, length=result.loss_trace.shape[1])
     own = masked(tables_of(result, RECORD_TABLES), RECORD_TABLES, "record", result.attacked)
     scatter(tables, own, index, RECORD_TABLES)
-    return AttackRecord(
+    return AttackOutcome(
         label=spec.label,
         kind=spec.kind,
         norm=norm,
@@ -383,7 +386,7 @@ def merge_per_epsilon(
     pieces: list[Piece],
     x: Tensor,
     robust: Tensor,
-) -> tuple[AttackRecord, Tensor]:
+) -> tuple[AttackOutcome, Tensor]:
     """Fold one attack's per-epsilon runs into one record over all samples, and the robust
     masks after it.
 
@@ -449,7 +452,7 @@ def merge_per_epsilon(
         "record",
         tables["attacked"],
     )
-    record = AttackRecord(
+    record = AttackOutcome(
         label=spec.label,
         kind=spec.kind,
         norm=norm,

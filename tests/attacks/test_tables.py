@@ -12,7 +12,7 @@ from attacks import AttackSpec, Norm, pgd_targeted
 from attacks.records import record_of
 from attacks.result import TABLES, AttackResult
 from attacks.shards import concatenate
-from attacks.suite import AttackRecord
+from attacks.suite import AttackOutcome
 from attacks.tables import (
     CLEAN_INPUT,
     Field,
@@ -89,7 +89,7 @@ def test_every_tensor_of_a_result_is_a_declared_table() -> None:
 
 def test_every_per_sample_tensor_of_a_record_is_a_declared_table() -> None:
     names = {f.name for f in TABLES}
-    assert _tensor_attributes(AttackRecord) - {"sample_index"} <= names
+    assert _tensor_attributes(AttackOutcome) - {"sample_index"} <= names
 
 
 def test_empty_holds_the_fills_in_the_declared_dtypes_and_shapes() -> None:
