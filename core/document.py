@@ -129,7 +129,7 @@ __all__ = [
     "FlatnessResult",
     "GradientStats",
     "Landscape",
-    "LayerSpec",
+    "LayerInfo",
     "MeasureProvenance",
     "ModelSource",
     "NormResult",
@@ -227,7 +227,7 @@ class Provenance:
 
 
 @dataclass(frozen=True, kw_only=True)
-class LayerSpec:
+class LayerInfo:
     """The checkpoint's dropout-family layer: kind, parameters and positions."""
 
     kind: str
@@ -247,7 +247,7 @@ class CheckpointInfo:
     arch: str
     num_classes: int
     input_shape: tuple[int, int, int]
-    layer: LayerSpec
+    layer: LayerInfo
     arch_kwargs: Json | None = need(OPTIONAL)
     dataset: str | None
     mean: tuple[float, ...] | None
