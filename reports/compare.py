@@ -54,7 +54,7 @@ from reports.compared import (
 from reports.compareplots import curves_svg, scatter_svg
 from reports.comparetables import (
     STATUS_SHOWN,
-    Table,
+    ComparisonTable,
     activation_table,
     csv,
     flatness_table,
@@ -73,7 +73,7 @@ __all__ = [
     "NORM_NAMES",
     "STATUS_SHOWN",
     "Entry",
-    "Table",
+    "ComparisonTable",
     "activation_table",
     "comparability_warnings",
     "csv",
@@ -127,7 +127,7 @@ def _version() -> str:
         return "unknown"
 
 
-def render(items: Sequence[Entry], built: Sequence[Table] | None = None) -> str:
+def render(items: Sequence[Entry], built: Sequence[ComparisonTable] | None = None) -> str:
     """The comparison page of ``items`` (deterministic: the same documents, the same bytes)."""
     built = tables(items) if built is None else built
     # The SVGs come from matplotlib, which escapes every text it writes: markup, not text.
@@ -167,7 +167,7 @@ def write_comparison(
     output = Path(output)
     items = entries(paths)
     built = tables(items)
-    writers: dict[str, Callable[[Table], str]] = {"csv": csv, "md": markdown}
+    writers: dict[str, Callable[[ComparisonTable], str]] = {"csv": csv, "md": markdown}
     written = {output: render(items, built)}
     for table in built:
         for form in formats:

@@ -38,7 +38,7 @@ STATUS_SHOWN = {"fail": "✖ fail", "warn": "▲ warn", "pass": "✔ pass", "n/a
 
 
 @dataclass(frozen=True)
-class Table:
+class ComparisonTable:
     """A table of numbers, written as CSV and Markdown and rendered into the page.
 
     A column ``X`` with companions ``X low`` and ``X high`` is a proportion with its 95 %
@@ -75,7 +75,7 @@ def _red_flags(result: AuditResult) -> int:
     return sum(f.status == "fail" and f.kind == "masking" for f in result.findings)
 
 
-def summary_table(items: Sequence[Entry]) -> Table:
+def summary_table(items: Sequence[Entry]) -> ComparisonTable:
     """Per checkpoint: clean accuracy, per norm PGD-CE, reliable and the gap at the norm's
     first epsilon, whether PGD-CE is far above, the red flags and the verdict."""
     rows = []
@@ -100,7 +100,7 @@ def summary_table(items: Sequence[Entry]) -> Table:
         row["samples"] = result.evaluation.num_samples
         row["suite"] = suite_name(result)
         rows.append(row)
-    return Table(
+    return ComparisonTable(
         "verdicts",
         "Verdicts",
         "Robust accuracy at each norm's first epsilon, with 95 % Wilson intervals. PGD-CE: "
@@ -122,7 +122,7 @@ def _reliable(section: NormResult, k: int) -> Proportion | None:
     return section.reliable_robust_accuracy[k]
 
 
-def robust_table(items: Sequence[Entry], norm: str) -> Table:
+def robust_table(items: Sequence[Entry], norm: str) -> ComparisonTable:
     """Per checkpoint and epsilon of ``norm``: clean accuracy, robust accuracy after each
     attack (in the union of the documents' attack orders) and the reliable one."""
     labels: list[str] = []
@@ -149,7 +149,7 @@ def robust_table(items: Sequence[Entry], norm: str) -> Table:
             _proportion(row, "reliable", _reliable(section, k))
             rows.append(row)
     name = NORM_NAMES[norm]
-    return Table(
+    return ComparisonTable(
         f"robust-accuracy-{norm}",
         f"Robust accuracy under {name}",
         f"Robust accuracy under {name} after each attack, in the order the attacks ran (each "
@@ -160,7 +160,7 @@ def robust_table(items: Sequence[Entry], norm: str) -> Table:
     )
 
 
-def flatness_table(items: Sequence[Entry]) -> Table:
+def flatness_table(items: Sequence[Entry]) -> ComparisonTable:
     """Per checkpoint: Fisher-Rao norm (empirical and model Fisher), Hessian trace,
     ε-sharpness and top Hessian eigenvalue, each with its standard error."""
     rows = []
@@ -187,7 +187,7 @@ def flatness_table(items: Sequence[Entry]) -> Table:
         row["samples"] = provenance.num_samples if provenance else math.nan
         row["mode"] = provenance.mode if provenance else "–"
         rows.append(row)
-    return Table(
+    return ComparisonTable(
         "flatness",
         "Flatness",
         "Fisher-Rao norm squared (empirical and model Fisher), Hutchinson trace of the "
@@ -199,7 +199,7 @@ def flatness_table(items: Sequence[Entry]) -> Table:
     )
 
 
-def activation_table(items: Sequence[Entry]) -> Table:
+def activation_table(items: Sequence[Entry]) -> ComparisonTable:
     """Per checkpoint and dropout-family layer: statistics of the layer's input on clean
     data (the thesis' tables 3.2/3.3)."""
     rows = []
@@ -219,7 +219,7 @@ def activation_table(items: Sequence[Entry]) -> Table:
                 }
             )
     columns = ["#", "checkpoint", "layer", "kind", "mean", "max", "std", "variance", "sparsity"]
-    return Table(
+    return ComparisonTable(
         "activations",
         "Activation statistics",
         "Statistics of what flows into each dropout-family layer on the clean evaluation set "
@@ -229,7 +229,7 @@ def activation_table(items: Sequence[Entry]) -> Table:
     )
 
 
-def redflag_table(items: Sequence[Entry]) -> Table:
+def redflag_table(items: Sequence[Entry]) -> ComparisonTable:
     """Check × checkpoint: each check's status (pass, warn, fail, n/a; – not run)."""
     codes: dict[str, str] = {}
     for entry in items:
@@ -242,7 +242,7 @@ def redflag_table(items: Sequence[Entry]) -> Table:
             status = {f.code: f.status for f in entry.result.findings}.get(code)
             row[f"#{entry.number} {entry.label}"] = status or "not run"
         rows.append(row)
-    return Table(
+    return ComparisonTable(
         "red-flags",
         "Red flags",
         "Each check's status per checkpoint: ✖ fail, ▲ warn, ✔ pass, – n/a, or not run.",
@@ -252,7 +252,7 @@ def redflag_table(items: Sequence[Entry]) -> Table:
     )
 
 
-def tables(items: Sequence[Entry]) -> list[Table]:
+def tables(items: Sequence[Entry]) -> list[ComparisonTable]:
     """Every table of the comparison, in page order."""
     return [
         summary_table(items),
@@ -294,8 +294,8 @@ class _Cell:
 
 @dataclass(frozen=True)
 class _Part:
-    """One HTML table of a :class:`Table`: all of it, or the columns of it that fit A4 beside
-    the key columns."""
+    """One HTML table of a :class:`ComparisonTable`: all of it, or the columns of it that fit
+    A4 beside the key columns."""
 
     id: str
     caption: str
@@ -303,7 +303,7 @@ class _Part:
     rows: list[list[_Cell]]
 
 
-def _group(table: Table, column: str) -> str:
+def _group(table: ComparisonTable, column: str) -> str:
     """The group a column belongs to: the columns of one norm, of one flatness mode."""
     if table.name == "verdicts":
         return next(
@@ -314,7 +314,7 @@ def _group(table: Table, column: str) -> str:
     return ""
 
 
-def page_parts(table: Table) -> list[_Part]:
+def page_parts(table: ComparisonTable) -> list[_Part]:
     """``table`` as one HTML table, or as several when it is too wide for an A4 page: the key
     columns in each, the others split by :func:`reports.layout.parts` (the verdicts' summary
     first, then one norm after another)."""
@@ -357,7 +357,7 @@ def _companion(column: str, columns: Sequence[str]) -> bool:
     return any(column == f"{base} {part}" for base in columns for part in parts)
 
 
-def _cells(table: Table) -> tuple[list[str], list[list[_Cell]]]:
+def _cells(table: ComparisonTable) -> tuple[list[str], list[list[_Cell]]]:
     """Headers and rows of shown cells, each interval or standard error merged into its value:
     ``0.281 [0.240, 0.325]``, ``110.5 ± 6.4``."""
     frame = table.frame
@@ -386,7 +386,7 @@ def _cells(table: Table) -> tuple[list[str], list[list[_Cell]]]:
     return columns, rows
 
 
-def markdown(table: Table) -> str:
+def markdown(table: ComparisonTable) -> str:
     """The table as GitHub Markdown, cells as the page shows them."""
     headers, rows = _cells(table)
 
@@ -397,6 +397,6 @@ def markdown(table: Table) -> str:
     return "\n".join(body) + "\n"
 
 
-def csv(table: Table) -> str:
+def csv(table: ComparisonTable) -> str:
     """The table as CSV: every number in full, an interval's ends in their own columns."""
     return str(table.frame.to_csv(index=False, lineterminator="\n"))
