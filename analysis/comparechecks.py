@@ -21,6 +21,7 @@ from analysis.findings import (
     worst_status,
 )
 from attacks import AttackOutcome, Family, list_attacks
+from core.checks import run_key
 from core.stats import binomial_tail, mcnemar_exact
 
 
@@ -93,7 +94,7 @@ def _pairwise(
                     later, int(robust.sum()), k, tolerated, minimum, min_effect
                 )
                 row["after"] = [r.label for r in before]
-                rows[f"{later.label}/{outcome.norm.value}/{epsilon:.6g}"] = row
+                rows[run_key(later.label, outcome.norm.value, epsilon)] = row
                 statuses.append(status)
     return worst_status(statuses), rows
 
@@ -177,7 +178,7 @@ def margin_loss_beats_cross_entropy(evidence: Evidence) -> Judged:
                 p_value = mcnemar_exact(only_margin, only_ce)
                 material = excess >= max(5, 0.02 * total)
                 statuses.append(grade(only_margin >= 5, p_value < ALPHA, material))
-                rows[f"{record.label}/{outcome.norm.value}/{epsilon:.6g}"] = {
+                rows[run_key(record.label, outcome.norm.value, epsilon)] = {
                     "only_margin_loss": only_margin,
                     "only_cross_entropy": only_ce,
                     "share_of_samples": excess / total if total else 0.0,

@@ -11,7 +11,7 @@ Adding a check: declare it in ``core/checks.py`` (its title, what it measures, w
 its sentences and remedy, the keys of its evidence, read also by the torch-free report),
 write a function ``(Evidence) -> Judged`` decorated with ``@check(code)`` in the module of
 the evidence it reads, document it in the table of the README, and give it a renderer of its
-evidence (``reports/evidence.py``).
+evidence (in ``reports/*evidence.py``, registered with ``reports.evidenceblocks.renders``).
 
 The shared plumbing (``Evidence``, ``Judged``, the registry) is in ``analysis.findings``; a
 check returns the document's record, ``core.document.Finding``. The checks are grouped by what
@@ -63,6 +63,7 @@ from analysis.modelchecks import (
     train_mode,
 )
 from analysis.runchecks import attack_failed, not_converged, silent_success
+from core.checks import INCOMPLETE, NO_SIGN, SUSPECTED, UNRELIABLE
 
 __all__ = [
     "ALPHA",
@@ -106,10 +107,6 @@ def run_checks(evidence: Evidence) -> list[Finding]:
     return [function(evidence) for function in CHECK_FUNCTIONS.values()]
 
 
-INCOMPLETE = "evaluation incomplete"
-"""The verdict's opening words when an attack failed: its robust accuracies are upper bounds."""
-
-
 def verdict(findings: list[Finding]) -> str:
     """``evaluation incomplete: ...`` (an attack failed), ``evaluation unreliable``,
     ``suspected gradient masking (N red flags)`` or ``no sign of gradient masking``."""
@@ -123,8 +120,8 @@ def verdict(findings: list[Finding]) -> str:
             "is an upper bound"
         )
     if any(f.status == Status.FAIL and f.kind != "masking" for f in findings):
-        return "evaluation unreliable"
+        return UNRELIABLE
     flags = sum(1 for f in findings if f.status == Status.FAIL and f.kind == "masking")
     if flags:
-        return f"suspected gradient masking ({flags} red flag{'s' if flags > 1 else ''})"
-    return "no sign of gradient masking"
+        return f"{SUSPECTED} ({flags} red flag{'s' if flags > 1 else ''})"
+    return NO_SIGN

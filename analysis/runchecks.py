@@ -9,6 +9,7 @@ from typing import Any
 from analysis.findings import Evidence, Judged, Status, attack_family, check, worst_status
 from attacks import AttackOutcome, Family
 from core.boundary import error_line
+from core.checks import run_key
 
 
 def _broken_late(record: AttackOutcome, k: int, tail: int) -> int | None:
@@ -52,7 +53,7 @@ def not_converged(evidence: Evidence) -> Judged:
                 # where the step of each success is known, the attack must also still have
                 # been breaking a material number of samples in its last 10 % of steps.
                 still_breaking = late is None or late >= max(5, 0.02 * attacked)
-                rows[f"{record.label}/{outcome.norm.value}/{epsilon:.6g}"] = {
+                rows[run_key(record.label, outcome.norm.value, epsilon)] = {
                     "robust_samples": int(alive.sum()),
                     "total_rise": total_rise,
                     "last_10pct_rise": tail_rise,

@@ -16,10 +16,48 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-__all__ = ["CHECKS", "CheckSpec", "EvidenceSpec"]
+__all__ = [
+    "CHECKS",
+    "INCOMPLETE",
+    "NO_SIGN",
+    "RUN_KEY",
+    "SUSPECTED",
+    "UNRELIABLE",
+    "CheckSpec",
+    "EvidenceSpec",
+    "run_key",
+    "verdict_level",
+]
 
-_RUN = re.compile(r"^.+/[a-z0-9]+/[-+0-9.eE]+$")
-_NORMS = frozenset({"linf", "l2", "l1"})
+# The verdict's opening words (``analysis.redflags.verdict`` words the rest), from the most
+# serious: an attack failed, so its robust accuracies are upper bounds; a reliability check
+# failed; a masking check failed; nothing failed.
+INCOMPLETE = "evaluation incomplete"
+UNRELIABLE = "evaluation unreliable"
+SUSPECTED = "suspected gradient masking"
+NO_SIGN = "no sign of gradient masking"
+
+
+def verdict_level(verdict: str) -> Literal["ok", "masking", "unreliable"]:
+    """How a report colours ``verdict``: ``ok`` (no sign of masking), ``masking`` (suspected),
+    or ``unreliable`` (an unreliable or incomplete evaluation, or a verdict this version does
+    not know)."""
+    if verdict.startswith(NO_SIGN):
+        return "ok"
+    return "masking" if verdict.startswith(SUSPECTED) else "unreliable"
+
+
+RUN_KEY = re.compile(r"^(?P<label>.+)/(?P<norm>[a-z0-9]+)/(?P<epsilon>[-+0-9.eE]+)$")
+"""The key of one run in evidence keyed by run (see :func:`run_key`)."""
+
+
+def run_key(label: str, norm: str, epsilon: float) -> str:
+    """``label/norm/epsilon``, the epsilon as ``%.6g``: the key of one attack's run at one norm
+    and epsilon in a check's evidence (``EvidenceSpec.keyed_by == "run"``)."""
+    return f"{label}/{norm}/{epsilon:.6g}"
+
+
+_NORMS = frozenset({"linf", "l2"})
 
 
 @dataclass(frozen=True)
@@ -44,7 +82,7 @@ class EvidenceSpec:
             return [key for key in evidence if key not in self.fields]
         wrong = []
         for name, entry in evidence.items():
-            fits = _RUN.match(name) if self.keyed_by == "run" else name in _NORMS
+            fits = RUN_KEY.match(name) if self.keyed_by == "run" else name in _NORMS
             if not fits or not isinstance(entry, Mapping):
                 wrong.append(name)
                 continue

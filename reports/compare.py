@@ -40,6 +40,7 @@ from pathlib import Path
 from markupsafe import Markup
 
 from core.boundary import atomic_write_text
+from core.checks import verdict_level
 from reports.compared import (
     FAR_ABOVE,
     FAR_MARK,
@@ -114,12 +115,6 @@ ul.verdicts { list-style: none; padding-left: 0; }
 """
 
 
-def _level(verdict: str) -> str:
-    if verdict.startswith("no sign"):
-        return "ok"
-    return "masking" if verdict.startswith("suspected") else "unreliable"
-
-
 def _version() -> str:
     try:
         return metadata.version("robaudit")
@@ -143,7 +138,7 @@ def render(items: Sequence[Entry], built: Sequence[ComparisonTable] | None = Non
         .render(
             version=_version(),
             stylesheet=Markup(stylesheet() + _CSS),  # CSS is not escaped inside <style>
-            items=[(item, _level(item.result.verdict)) for item in items],
+            items=[(item, verdict_level(item.result.verdict)) for item in items],
             shapes=VERDICT_SHAPES,
             warnings=comparability_warnings(items),
             tables={t.name: (t, page_parts(t)) for t in built},

@@ -9,11 +9,11 @@ It serves the evidence renderers beside it (``reports/*evidence.py``) and :mod:`
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from core.checks import RUN_KEY
 from reports import layout
 
 MAX_ROWS = 8
@@ -26,7 +26,6 @@ several such tables, which sit side by side where the page is wide enough."""
 
 
 NORM_NAMES = {"linf": "L∞", "l2": "L2", "l1": "L1"}
-RUN_KEY = re.compile(r"^(?P<label>.+)/(?P<norm>[a-z0-9]+)/(?P<epsilon>[-+0-9.eE]+)$")
 
 
 @dataclass(frozen=True)

@@ -12,9 +12,9 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from core.checks import RUN_KEY
 from reports.evidenceblocks import (
     NORM_NAMES,
-    RUN_KEY,
     Block,
     Table,
     capped,

@@ -25,7 +25,7 @@ import pandas as pd
 from markupsafe import Markup
 
 from core.boundary import atomic_write_text
-from core.checks import CHECKS, CheckSpec
+from core.checks import CHECKS, CheckSpec, verdict_level
 from core.document import AuditResult, preset_caveat
 from reports import evidence, layout, plots, tables
 from reports.diagnosis import diagnose
@@ -44,7 +44,6 @@ __all__ = [
 
 _HERE = Path(__file__).resolve().parent
 _FLAGGED = ("warn", "fail")
-_TOTALS = {"who_broke_what": "total broken"}
 _CAPTIONS = {
     "robust_accuracy": "Robust accuracy after each attack, at the suite's ε (95 % interval)",
     "who_broke_what": "Samples each attack broke that every earlier attack missed",
@@ -164,14 +163,6 @@ def _version() -> str:
 # --- the verdict -----------------------------------------------------------------------------
 
 
-def _level(verdict: str) -> str:
-    if verdict.startswith("no sign"):
-        return "ok"
-    if verdict.startswith("suspected"):
-        return "masking"
-    return "unreliable"
-
-
 def _banner(result: AuditResult) -> dict[str, Any]:
     norms = []
     for section in result.robustness.norms:
@@ -207,7 +198,7 @@ def _banner(result: AuditResult) -> dict[str, Any]:
                 }
             )
     return {
-        "level": _level(result.verdict),
+        "level": verdict_level(result.verdict),
         "verdict": result.verdict,
         "clean": tables.interval(result.clean_accuracy),
         "norms": norms,
