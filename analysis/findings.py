@@ -18,7 +18,7 @@ from typing import Any, Literal, cast
 
 from analysis.conventions import ConventionTrial
 from analysis.probes import ModelProbes
-from attacks import AttackOutcome, Family, NormOutcome, SuiteResult, registry
+from attacks import AttackOutcome, Family, SuiteResult, registry
 from core.checks import CHECKS
 from core.document import Finding, as_read
 
@@ -117,13 +117,6 @@ def worst_status(statuses: list[Status]) -> Status:
 
 def attack_family(record: AttackOutcome) -> Family:
     return registry.get(record.kind).family
-
-
-def _find(outcome: NormOutcome, kind: str, label: str | None = None) -> AttackOutcome | None:
-    for record in outcome.attacks:
-        if record.kind == kind and (label is None or record.label == label):
-            return record
-    return None
 
 
 def grade(enough: bool, significant: bool, material: bool) -> Status:

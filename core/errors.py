@@ -30,7 +30,7 @@ def error_line(message: BaseException | str) -> str:
     traceback), with one exception: an error raised inside TorchScript's interpreter begins
     with a line saying only that, then its own traceback, and ends with the original error
     (``builtins.RuntimeError: ...``), which is taken instead. A ``Type: `` prefix before the
-    preamble (as ``attacks.suite`` records errors) is dropped with it. Blanks collapse as in
+    preamble (as ``attacks.shards`` records errors) is dropped with it. Blanks collapse as in
     :func:`one_line`.
     """
     text = str(message) if not isinstance(message, KeyError) else one_line(message)

@@ -112,7 +112,9 @@ class Unit:
 
     @property
     def name(self) -> str:
-        """``<mode>-<measure>``, e.g. ``eval-hessian_trace``: the name it is kept under."""
+        """``<mode>-<measure>``, e.g. ``eval-hessian_trace``: the name ``measure``'s memo keeps
+        it under (the audit's resume cache adds the batch size, ``analysis.batching``'s
+        ``FlatnessUnit``)."""
         return f"{self.mode.value}-{self.measure.value}"
 
     @property
