@@ -2,6 +2,7 @@
 
     python -m benchmarks.bench_distributed [CHECKPOINT] [--num-samples 1000] [--processes 2]
         [--repeats 3] [--attacks LABELS] [--skip-distributed] [--skip-resume] [--skip-ceiling]
+        [--skip-audit-ceiling]
 
 1. The audit's default command (``standard`` preset, flatness on) in one process and under
    ``torchrun --standalone --nproc_per_node=P``, each process on one thread
@@ -15,7 +16,11 @@
    on 500 images, one thread) alone and as P copies at once, interleaved, ``--repeats`` times:
    P × (time alone) ÷ (time of the copies) is the most P processes can gain on this machine
    (cores shared with other guests or hyper-threads give less than P).
-3. Resuming, in one process with the checkpoint loaded once: the audit without a cache, with
+3. The audit's own ceiling: the one-process audit of 1. alone and as P copies at once,
+   interleaved, ``--repeats`` times. Its mix of work (small batches, many short operations)
+   slows down more than the model's big-batch passes of 2. when every core is busy, so this
+   is the most P processes can gain on this audit, had they nothing to share or wait for.
+4. Resuming, in one process with the checkpoint loaded once: the audit without a cache, with
    a cache but never interrupted (the cost of writing units), and interrupted right after
    every unit it finishes and resumed at once until it completes (the cost of writing,
    loading every finished unit again, and redoing what is not kept: the clean pass, the
@@ -35,6 +40,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -86,27 +92,58 @@ for _ in range(int(sys.argv[2])):
 """
 
 
-def _ceiling(checkpoint: Path, processes: int, repeats: int, passes: int = 150) -> None:
-    """Prints P × (the model's work alone) ÷ (P copies of it at once), median over repeats."""
-    command = [sys.executable, "-c", _WORK, str(checkpoint), str(passes)]
+def _together(
+    command: Callable[[int], list[str]], processes: int, repeats: int
+) -> tuple[list[float], list[float]]:
+    """Wall times of ``command(0)`` alone and of ``command(0), ..., command(P - 1)`` at once
+    (each process on one thread), interleaved, ``repeats`` times each."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
 
     def timed(copies: int) -> float:
         start = time.perf_counter()
-        running = [subprocess.Popen(command, cwd=ROOT, env=env) for _ in range(copies)]
+        running = [
+            subprocess.Popen(command(i), cwd=ROOT, env=env, stdout=subprocess.DEVNULL)
+            for i in range(copies)
+        ]
         if any(process.wait() != 0 for process in running):
-            raise SystemExit("the ceiling's work failed")
+            raise SystemExit(f"{' '.join(command(0))} failed")
         return time.perf_counter() - start
 
     alone, together = [], []
     for repeat in range(repeats):
         for copies in [1, processes] if repeat % 2 == 0 else [processes, 1]:
             (alone if copies == 1 else together).append(timed(copies))
+    return alone, together
+
+
+def _ceiling(checkpoint: Path, processes: int, repeats: int, passes: int = 150) -> None:
+    """Prints P × (the model's work alone) ÷ (P copies of it at once), median over repeats."""
+    command = [sys.executable, "-c", _WORK, str(checkpoint), str(passes)]
+    alone, together = _together(lambda _: command, processes, repeats)
     ceiling = [processes * a / b for a, b in zip(alone, together, strict=True)]
     print(
         f"\nceiling: {processes} copies of {statistics.median(alone):.1f} s of model work took "
         f"{statistics.median(together):.1f} s: at most {statistics.median(ceiling):.2f}x "
         f"({min(ceiling):.2f}-{max(ceiling):.2f}) with {processes} processes on this machine"
+    )
+
+
+def _audit_ceiling(audit: list[str], work: Path, processes: int, repeats: int) -> None:
+    """Prints P × (the one-process audit alone) ÷ (P copies of it at once): what P processes
+    could gain on this audit's own mix of work, which slows down more than the model's
+    big-batch passes when every core is busy, had the audit nothing to share or wait for."""
+
+    def command(copy: int) -> list[str]:
+        out = work / f"copy-{copy}"
+        shutil.rmtree(out, ignore_errors=True)
+        return [sys.executable, *audit, "--out", str(out)]
+
+    alone, together = _together(command, processes, repeats)
+    ceiling = [processes * a / b for a, b in zip(alone, together, strict=True)]
+    print(
+        f"\nthe audit's own ceiling: {processes} copies of the one-process audit "
+        f"({statistics.median(alone):.1f} s alone) took {statistics.median(together):.1f} s at "
+        f"once: at most {statistics.median(ceiling):.2f}x ({min(ceiling):.2f}-{max(ceiling):.2f})"
     )
 
 
@@ -127,6 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip-distributed", action="store_true")
     parser.add_argument("--skip-resume", action="store_true")
     parser.add_argument("--skip-ceiling", action="store_true")
+    parser.add_argument("--skip-audit-ceiling", action="store_true")
     parser.add_argument(
         "--attacks", help="passed to the audit (e.g. only the attacks that split per sample)"
     )
@@ -185,6 +223,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"  differs: {line}")
         if not args.skip_ceiling:
             _ceiling(Path(args.checkpoint), args.processes, args.repeats)
+        if not args.skip_audit_ceiling:
+            _audit_ceiling(audit, work, args.processes, args.repeats)
         if not args.skip_resume:
             torch.set_num_threads(1)
             options = audit_parser().parse_args([str(args.checkpoint), *audit[3:5]])
