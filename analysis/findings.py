@@ -17,10 +17,9 @@ from enum import StrEnum
 from typing import Any, Literal, cast
 
 from analysis.conventions import ConventionTrial
-from analysis.probes import ModelProbes
 from attacks import AttackOutcome, Family, SuiteResult, registry
 from core.checks import CHECKS
-from core.document import Finding, as_read
+from core.document import Finding, Probes, as_read
 
 ALPHA = 0.01  # significance level of every paired test
 
@@ -46,7 +45,7 @@ class Evidence:
 
     Attributes:
         suite: the attack suite's outcome (None when no attacks ran).
-        probes: direct measurements of the model.
+        probes: direct measurements of the model (``analysis.probes.probe_model``).
         eot_samples: forward passes per gradient the suite used (1 = no EOT).
         num_classes: the model's number of classes (None: unknown).
         recorded_clean_accuracy: the clean accuracy the checkpoint records from its training
@@ -56,7 +55,7 @@ class Evidence:
     """
 
     suite: SuiteResult | None
-    probes: ModelProbes
+    probes: Probes
     eot_samples: int = 1
     num_classes: int | None = None
     recorded_clean_accuracy: float | None = None

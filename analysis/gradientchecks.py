@@ -68,6 +68,7 @@ def vanishing_gradients(evidence: Evidence) -> Judged:
     values = torch.cat(norms) if norms else torch.empty(0, device="cpu")
     values = values[~torch.isnan(values)]
     clean_zero = evidence.probes.clean_zero_gradient_fraction
+    assert clean_zero is not None  # probe_model measures every field (a 1.0 document lacks some)
     threshold = records[0].result.gradient_stats.vanishing_threshold if records else 1e-10  # type: ignore[union-attr]
     attack_zero = float((values == 0).double().mean()) if values.numel() else 0.0
     vanishing = float((values < threshold).double().mean()) if values.numel() else 0.0
@@ -161,6 +162,7 @@ def nonfinite(evidence: Evidence) -> Judged:
     rows["attacks"] = per_attack
     if bad:
         parts = []
+        assert probes.nonfinite_logits is not None  # probe_model measures every field
         clean = max(probes.nonfinite_logits, clean_samples)
         if clean:
             total = f" of {suite.num_samples}" if suite is not None else ""
@@ -212,6 +214,9 @@ def finite_differences(evidence: Evidence) -> Judged:
             remedy="",
         )
     disagreeing, pairs = probes.fd_disagreeing, probes.fd_informative
+    # probe_model measures every field (a 1.0 document lacks some).
+    assert disagreeing is not None and pairs is not None
+    assert probes.fd_steps is not None and probes.fd_step_disagreement is not None
     fraction = disagreeing / pairs
     p_value = binomial_tail(disagreeing, pairs, FD_TOLERATED_RATE)
     status = grade(disagreeing >= FD_MINIMUM, p_value < ALPHA, fraction >= FD_MATERIAL_RATE)

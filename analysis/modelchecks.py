@@ -85,6 +85,7 @@ def batch_dependent_outputs(evidence: Evidence) -> Judged:
         )
     if probes.stochastic:
         compared, grouped = probes.batch_grouped_compared, probes.batch_grouped
+        assert compared is not None and grouped is not None  # probe_model measures them
         p_value = binomial_tail(grouped, compared, 1 / 3) if compared else 1.0
         rows.update(grouped=grouped, compared=compared, chance=1 / 3, p_value=p_value)
         dependent = p_value < ALPHA

@@ -68,7 +68,6 @@ from core.document import (
     DocumentError,
     Evaluation,
     FlatnessResult,
-    Probes,
     Proportion,
     Provenance,
     Robustness,
@@ -387,7 +386,7 @@ def _run_audit(
                 for i, a in enumerate(activations)
             ),
             activations_note=activations_note(model),
-            probes=decode(Probes, probes.to_dict(), source, "probes"),
+            probes=probes,
             findings=tuple(findings),
             verdict=verdict(findings),
         )

@@ -16,15 +16,13 @@ only a probe takes it (an input that requires grad, an input off the data): what
 there is recorded, with the line of its message that says what failed, as that probe not
 measured, and the audit goes on.
 
-This module runs the probes and holds what they saw; the rest are its parts:
+This module runs the probes and returns what they saw as the document's record,
+``core.document.Probes``; the rest are its parts:
 ``analysis.gradientprobe`` (the input gradient on clean data), ``analysis.batchprobe`` (batch
 dependence) and ``analysis.finitedifferences`` (the gradient against finite differences).
 """
 
 from __future__ import annotations
-
-from dataclasses import dataclass
-from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -44,129 +42,10 @@ from analysis.finitedifferences import (
 )
 from analysis.gradientprobe import gradient_census, logit_margins, raised_message, six_digits
 from attacks import ChunkedModel
+from core.document import Probes
 from torchutil import model_mode
 
-__all__ = ["FD_ROUNDING_ULPS", "ModelProbes", "probe_model"]
-
-
-@dataclass(frozen=True)
-class ModelProbes:
-    """What the probes saw.
-
-    Attributes:
-        num_samples: samples probed for stochasticity, outputs and batch dependence (the first
-            of the evaluation set).
-        input_gradient_exists: the model's output depends differentiably on its input (False
-            when the autograd graph is cut: ``detach``, a comparison, an integer cast, a NumPy
-            round trip, or a backward pass that raises).
-        input_gradient_note: why the input gradient does not exist, or was not measured (""
-            when it exists).
-        clean_zero_gradient_fraction: fraction of *all* evaluation samples whose cross-entropy
-            input gradient at the clean point is exactly zero (a saturated softmax); 1.0 when
-            the input gradient does not exist or was not measured.
-        clean_margins: per evaluation sample, the clean logit margin: the true class' logit
-            minus the largest other (negative when misclassified; NaN for non-finite logits).
-        clean_gradient_norms: per evaluation sample, the L2 norm of the cross-entropy input
-            gradient at the clean point (exactly 0 where the softmax saturates); empty when the
-            input gradient does not exist.
-        stochastic: repeated forward passes gave different logits.
-        max_repeat_difference: largest absolute logit difference between repeats.
-        repeat_samples: samples compared across repeated passes (the first batch).
-        num_repeats: forward passes of each of them.
-        prediction_flips: samples whose prediction changed between repeats.
-        prediction_flip_fraction: ``prediction_flips / repeat_samples``.
-        train_mode_modules: names of submodules still in training mode after ``eval()``.
-        probability_outputs: every output row lies in [0, 1] and sums to 1.
-        nonfinite_logits: samples with NaN or Inf logits.
-        nonfinite_gradients: samples with NaN or Inf input gradients.
-        batch_size: the batch size the audit evaluates and attacks with.
-        batch_composition: how each sample was evaluated apart from its batch: ``single``
-            (alone), ``pair`` (with one other sample, for a model that refuses a batch of one),
-            ``refused`` (it raised on both) or ``""`` when not compared.
-        batch_compared: samples with finite logits in both compositions.
-        batch_tolerance: relative tolerance of the comparison: a sample differs when its
-            largest logit change exceeds this share of its largest absolute logit.
-        batch_max_relative_difference: largest relative logit change over the samples.
-        batch_differing: samples whose logits changed beyond the tolerance.
-        batch_prediction_flips: samples whose prediction changed with the composition.
-        batch_grouped: for a stochastic model, samples whose two batched passes and two
-            passes apart pair up by composition: the sum of the within-pair distances
-            (batched with batched, apart with apart) is smaller than for either other pairing
-            of the four. Under batch independence the four passes are exchangeable and this
-            happens with probability 1/3; 0 for a deterministic model.
-        batch_grouped_compared: samples in that comparison (finite in every pass).
-        fd_applicable: the finite-difference check could run; ``fd_note`` says why not.
-        fd_note: why the finite differences were not measured, or how they were evaluated.
-        fd_precision: ``float64`` (a double copy of the model) or ``float32``.
-        fd_steps: step sizes h in input space, largest first.
-        fd_tolerance: relative error above which an estimate disagrees with the gradient.
-        fd_samples: sample-direction pairs measured (one random direction per sample).
-        fd_informative: pairs where the margin or its gradient changed measurably.
-        fd_nonfinite: pairs left out because a margin or a gradient was NaN or Inf.
-        fd_step_disagreement: per step, the fraction of informative pairs where none of the
-            central, forward and backward differences agrees with the gradient.
-        fd_disagreeing: informative pairs that disagree at every step.
-        fd_disagreement_fraction: ``fd_disagreeing / fd_informative``.
-        fd_median_ratio: over the pairs that disagree at every step (and have a non-zero
-            directional derivative), the median of finite difference over directional
-            derivative at the smallest step: -1 for a sign-flipped gradient, 0 for a gradient
-            where the function is flat; None when there is none.
-        input_gradient_error: what the model raised when its input gradient was measured (its
-            type and the line of its message that says what failed); the input gradient is then
-            not measured (``input_gradient_exists`` False, the note says so). "" when it did
-            not raise.
-    """
-
-    num_samples: int
-    input_gradient_exists: bool
-    input_gradient_note: str
-    clean_zero_gradient_fraction: float
-    clean_margins: tuple[float, ...]
-    clean_gradient_norms: tuple[float, ...]
-    stochastic: bool
-    max_repeat_difference: float
-    repeat_samples: int
-    num_repeats: int
-    prediction_flips: int
-    prediction_flip_fraction: float
-    train_mode_modules: tuple[str, ...]
-    probability_outputs: bool
-    nonfinite_logits: int
-    nonfinite_gradients: int
-    batch_size: int
-    batch_composition: str
-    batch_compared: int
-    batch_tolerance: float
-    batch_max_relative_difference: float
-    batch_differing: int
-    batch_prediction_flips: int
-    batch_grouped: int
-    batch_grouped_compared: int
-    fd_applicable: bool
-    fd_note: str
-    fd_precision: str
-    fd_steps: tuple[float, ...]
-    fd_tolerance: float
-    fd_samples: int
-    fd_informative: int
-    fd_nonfinite: int
-    fd_step_disagreement: tuple[float, ...]
-    fd_disagreeing: int
-    fd_disagreement_fraction: float
-    fd_median_ratio: float | None
-    input_gradient_error: str = ""
-
-    def to_dict(self) -> dict[str, Any]:
-        data = dict(self.__dict__)
-        for key in (
-            "train_mode_modules",
-            "clean_margins",
-            "clean_gradient_norms",
-            "fd_steps",
-            "fd_step_disagreement",
-        ):
-            data[key] = list(data[key])
-        return data
+__all__ = ["FD_ROUNDING_ULPS", "probe_model"]
 
 
 def probe_model(
@@ -183,7 +62,7 @@ def probe_model(
     batch_tolerance: float = 1e-3,
     bounds: tuple[float, float] = (0.0, 1.0),
     batch_size: int = 500,
-) -> ModelProbes:
+) -> Probes:
     """Probe ``model`` (evaluated in eval mode; its mode is restored).
 
     Args:
@@ -212,7 +91,7 @@ def probe_model(
             evaluated as one batch, as the attacks see them.
 
     Returns:
-        The measurements.
+        The measurements, the document's record.
     """
     if num_repeats < 2:
         raise ValueError(f"num_repeats must be at least 2, got {num_repeats}")
@@ -306,7 +185,7 @@ def probe_model(
                 )
     measured = isinstance(fd_result, FiniteDifferences)
     fd = fd_result if isinstance(fd_result, FiniteDifferences) else None
-    return ModelProbes(
+    return Probes(
         num_samples=count,
         input_gradient_exists=not gradient_note,
         input_gradient_note=gradient_note,
@@ -326,7 +205,7 @@ def probe_model(
         batch_size=batch_size,
         batch_composition=batch.composition,
         batch_compared=batch.compared,
-        batch_tolerance=batch_tolerance,
+        batch_tolerance=float(batch_tolerance),
         batch_max_relative_difference=batch.max_relative,
         batch_differing=batch.differing,
         batch_prediction_flips=batch.flips,
@@ -335,8 +214,8 @@ def probe_model(
         fd_applicable=measured,
         fd_note=precision if measured else str(fd_result),
         fd_precision=precision.split(":")[0],
-        fd_steps=tuple(steps),
-        fd_tolerance=fd_tolerance,
+        fd_steps=tuple(float(step) for step in steps),
+        fd_tolerance=float(fd_tolerance),
         fd_samples=len(fd_x) if measured else 0,
         fd_informative=fd.informative if fd else 0,
         fd_nonfinite=fd.nonfinite if fd else 0,

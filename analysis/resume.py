@@ -97,7 +97,7 @@ def _types(modules: Iterable[ModuleType]) -> list[type]:
 
 
 def _safe_types() -> list[type]:
-    from analysis import conventions, probes
+    from analysis import conventions
     from attacks import result, threat
     from core import attackrecords, document, flatrecords
     from torchutil import memory
@@ -108,7 +108,6 @@ def _safe_types() -> list[type]:
         flatrecords,
         result,
         threat,
-        probes,
         conventions,
         memory,
     )

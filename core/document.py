@@ -76,6 +76,7 @@ from core.docfields import (
     Bits,
     Json,
     NumberArray,
+    Picklable,
     ReadContext,
     as_read,
     build_record,
@@ -291,9 +292,73 @@ class ActivationStats:
 
 
 @dataclass(frozen=True, kw_only=True)
-class Probes:
-    """Direct measurements of the model (see ``analysis.probes.ModelProbes`` for each field);
-    fields a document does not carry (schema 1.0) are None."""
+class Probes(Picklable):
+    """Direct measurements of the model, as ``analysis.probes.probe_model`` takes them; fields
+    a document does not carry (schema 1.0) are None.
+
+    Attributes:
+        num_samples: samples probed for stochasticity, outputs and batch dependence (the first
+            of the evaluation set).
+        input_gradient_exists: the model's output depends differentiably on its input (False
+            when the autograd graph is cut: ``detach``, a comparison, an integer cast, a NumPy
+            round trip, or a backward pass that raises).
+        input_gradient_note: why the input gradient does not exist, or was not measured (""
+            when it exists).
+        clean_zero_gradient_fraction: fraction of *all* evaluation samples whose cross-entropy
+            input gradient at the clean point is exactly zero (a saturated softmax); 1.0 when
+            the input gradient does not exist or was not measured.
+        clean_margins: per evaluation sample, the clean logit margin: the true class' logit
+            minus the largest other (negative when misclassified; NaN for non-finite logits).
+        clean_gradient_norms: per evaluation sample, the L2 norm of the cross-entropy input
+            gradient at the clean point (exactly 0 where the softmax saturates); empty when the
+            input gradient does not exist.
+        stochastic: repeated forward passes gave different logits.
+        max_repeat_difference: largest absolute logit difference between repeats.
+        repeat_samples: samples compared across repeated passes (the first batch).
+        num_repeats: forward passes of each of them.
+        prediction_flips: samples whose prediction changed between repeats.
+        prediction_flip_fraction: ``prediction_flips / repeat_samples``.
+        train_mode_modules: names of submodules still in training mode after ``eval()``.
+        probability_outputs: every output row lies in [0, 1] and sums to 1.
+        nonfinite_logits: samples with NaN or Inf logits.
+        nonfinite_gradients: samples with NaN or Inf input gradients.
+        batch_size: the batch size the audit evaluates and attacks with.
+        batch_composition: how each sample was evaluated apart from its batch: ``single``
+            (alone), ``pair`` (with one other sample, for a model that refuses a batch of one),
+            ``refused`` (it raised on both) or ``""`` when not compared.
+        batch_compared: samples with finite logits in both compositions.
+        batch_tolerance: relative tolerance of the comparison: a sample differs when its
+            largest logit change exceeds this share of its largest absolute logit.
+        batch_max_relative_difference: largest relative logit change over the samples.
+        batch_differing: samples whose logits changed beyond the tolerance.
+        batch_prediction_flips: samples whose prediction changed with the composition.
+        batch_grouped: for a stochastic model, samples whose two batched passes and two
+            passes apart pair up by composition: the sum of the within-pair distances
+            (batched with batched, apart with apart) is smaller than for either other pairing
+            of the four. Under batch independence the four passes are exchangeable and this
+            happens with probability 1/3; 0 for a deterministic model.
+        batch_grouped_compared: samples in that comparison (finite in every pass).
+        fd_applicable: the finite-difference check could run; ``fd_note`` says why not.
+        fd_note: why the finite differences were not measured, or how they were evaluated.
+        fd_precision: ``float64`` (a double copy of the model) or ``float32``.
+        fd_steps: step sizes h in input space, largest first.
+        fd_tolerance: relative error above which an estimate disagrees with the gradient.
+        fd_samples: sample-direction pairs measured (one random direction per sample).
+        fd_informative: pairs where the margin or its gradient changed measurably.
+        fd_nonfinite: pairs left out because a margin or a gradient was NaN or Inf.
+        fd_step_disagreement: per step, the fraction of informative pairs where none of the
+            central, forward and backward differences agrees with the gradient.
+        fd_disagreeing: informative pairs that disagree at every step.
+        fd_disagreement_fraction: ``fd_disagreeing / fd_informative``.
+        fd_median_ratio: over the pairs that disagree at every step (and have a non-zero
+            directional derivative), the median of finite difference over directional
+            derivative at the smallest step: -1 for a sign-flipped gradient, 0 for a gradient
+            where the function is flat; None when there is none.
+        input_gradient_error: what the model raised when its input gradient was measured (its
+            type and the line of its message that says what failed); the input gradient is then
+            not measured (``input_gradient_exists`` False, the note says so). "" when it did
+            not raise.
+    """
 
     num_samples: int | None = need(OPTIONAL)
     input_gradient_exists: bool

@@ -10,8 +10,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from analysis.probes import ModelProbes, probe_model
+from analysis.probes import probe_model
 from analysis.redflags import Evidence
+from core.document import Probes
 
 
 class Residual(nn.Module):
@@ -112,9 +113,9 @@ def _build(name: str, side: int, seed: int = 0) -> nn.Module:
         return ARCHITECTURES[name](side)
 
 
-def _probe(model: nn.Module, x: Tensor, y: Tensor, **options) -> ModelProbes:
+def _probe(model: nn.Module, x: Tensor, y: Tensor, **options) -> Probes:
     return probe_model(model, x, y, torch.Generator().manual_seed(0), **options)
 
 
-def _evidence(probes: ModelProbes) -> Evidence:
+def _evidence(probes: Probes) -> Evidence:
     return Evidence(None, probes)

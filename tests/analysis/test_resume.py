@@ -15,6 +15,7 @@ import pickle
 import shutil
 from dataclasses import replace
 from pathlib import Path
+from types import MappingProxyType
 
 import pytest
 import torch
@@ -26,7 +27,7 @@ from analysis.pipeline import evaluation_set, run_audit
 from analysis.resume import PARTIAL, UnitCache
 from checkpoints import load_checkpoint
 from checkpoints.train import ZOO_DIR
-from core.document import AuditResult
+from core.document import AuditResult, Probes, encode
 
 CPU = torch.device("cpu")
 
@@ -84,6 +85,16 @@ def test_every_unit_kind_is_kept_and_resumes_to_the_same_document(audited, tmp_p
         assert resumed.resumed == units[:stop], stop
         assert without_timings(document) == without_timings(reference), stop
         shutil.rmtree(folder)
+
+
+def test_the_probes_unit_loads_back_as_the_record_it_stored(audited, tmp_path):
+    """The probes are kept as the document's record, keys it does not know included."""
+    probes = replace(audited[3].probes, extra=MappingProxyType({"later_field": [1, 2]}))
+    UnitCache(tmp_path / PARTIAL, {"run": 1}).store("probes", probes)
+    loaded = UnitCache(tmp_path / PARTIAL, {"run": 1}, report=lambda line: None).load("probes")
+    assert type(loaded) is Probes and loaded == probes
+    assert loaded.extra == {"later_field": [1, 2]} and isinstance(loaded.extra, MappingProxyType)
+    assert encode(loaded) == encode(probes)
 
 
 def test_another_identity_or_fresh_discards_the_units(tmp_path):
