@@ -16,12 +16,10 @@ from attacks.result import plain
 from core.document import (
     AttackRecord,
     Example,
-    Failure,
     NormResult,
     Proportion,
     Sweep,
     as_read,
-    decode,
 )
 
 __all__ = ["bit_rows", "norm_section"]
@@ -173,7 +171,7 @@ def norm_section(
         unbounded_epsilon=as_read(outcome.unbounded_epsilon),
         sweep=_sweep(outcome.sweep),
         independent_sweep=_sweep(outcome.independent_sweep),
-        failures=tuple(decode(Failure, failure.to_dict()) for failure in outcome.failures),
+        failures=outcome.failures,
         examples=_examples(outcome, suite, x, limit, model, padding),
     )
 

@@ -31,7 +31,6 @@ from attacks.suite import (
     STATUSES,
     AttackOutcome,
     NormOutcome,
-    StageFailure,
     SuiteResult,
     run_suite,
 )
@@ -53,7 +52,6 @@ __all__ = [
     "Family",
     "Norm",
     "NormOutcome",
-    "StageFailure",
     "SuiteConfig",
     "SuiteResult",
     "SweepConfig",

@@ -3,9 +3,9 @@
 For each stage in the plan's order it selects the stage's samples from what the earlier
 stages found, draws the stage's generator, runs it (``attacks.shards.run_stage``) through the
 resume memo when there is one, and folds the outcome into the norm's records: a stage that
-raised is recorded as a ``StageFailure`` with its status and message and leaves its samples
-not attacked, never robust by default of an attack. Every stage but the clean pass is then
-reported to the progress callback or bar.
+raised is recorded as a ``core.attackrecords.Failure`` (the document's record) with its status
+and message and leaves its samples not attacked, never robust by default of an attack. Every
+stage but the clean pass is then reported to the progress callback or bar.
 """
 
 from __future__ import annotations
@@ -24,16 +24,18 @@ from attacks.losses import NO_PREDICTION, predict
 from attacks.plan import NormPlan, Plan, Stage
 from attacks.presets import SuiteConfig
 from attacks.records import (
+    FAILED,
+    NOT_APPLICABLE,
     AttackOutcome,
     NormOutcome,
     Piece,
-    StageFailure,
     SuiteResult,
     merge_per_epsilon,
     record_of,
 )
 from attacks.result import AttackResult
 from attacks.shards import Outcome, expected_cost_order, run_stage
+from core.attackrecords import Failure
 from torchutil import any_batch, child_generator, distributed, model_mode
 
 __all__ = ["Memo", "Progress", "execute"]
@@ -56,9 +58,18 @@ class _Ran:
     message: str
     resumed: bool
 
-    def failure(self, stage: Stage, epsilon: float | None) -> StageFailure:
-        assert stage.attack is not None
-        return StageFailure(stage.role, stage.attack.label, epsilon, self.status, self.message)
+    def failure(self, stage: Stage, epsilon: float | None) -> Failure:
+        """The document's record of this stage's failure: its role and status are among the
+        values ``Failure`` declares (the clean pass and ``"ok"`` are not)."""
+        assert stage.attack is not None and stage.role != "clean"
+        assert self.status == FAILED or self.status == NOT_APPLICABLE, self.status
+        return Failure(
+            stage=stage.role,
+            label=stage.attack.label,
+            epsilon=None if epsilon is None else float(epsilon),
+            status=FAILED if self.status == FAILED else NOT_APPLICABLE,
+            message=self.message,
+        )
 
 
 @dataclass
@@ -71,7 +82,7 @@ class _Found:
     independent: AttackOutcome | None = None
     records: list[AttackOutcome] = field(default_factory=list)
     pieces: list[Piece] = field(default_factory=list)
-    failures: list[StageFailure] = field(default_factory=list)
+    failures: list[Failure] = field(default_factory=list)
 
 
 class _Executor:

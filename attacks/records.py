@@ -3,17 +3,17 @@
 ``run_suite`` (``attacks.suite``) returns a ``SuiteResult``: per norm a ``NormOutcome`` with
 the records of the main list (``AttackOutcome``, one per attack over every epsilon and every
 sample, in memory: tensors, examples and the run behind it), the sweep's and the independent
-sweep's, and every stage that did not complete (``StageFailure``). A record's per-sample
-tables are those of ``AttackResult`` of the same names, with their declared fills
-(``attacks.tables``); ``record_of`` makes the record of one run, ``merge_per_epsilon`` the
-record of one attack from its runs at each epsilon.
+sweep's, and every stage that did not complete (``core.attackrecords.Failure``, the
+document's record). A record's per-sample tables are those of ``AttackResult`` of the same
+names, with their declared fills (``attacks.tables``); ``record_of`` makes the record of one
+run, ``merge_per_epsilon`` the record of one attack from its runs at each epsilon.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
-from typing import Any
+from typing import Any, Final
 
 import torch
 from torch import Tensor
@@ -23,6 +23,7 @@ from attacks.result import TABLES, AttackResult, gradient_stats, plain
 from attacks.tables import arguments, at, empty, masked, scatter, tables_of
 from attacks.threat import Norm
 from attacks.worstcase import robust_after
+from core.attackrecords import Failure
 from core.document import encode
 
 __all__ = [
@@ -34,40 +35,17 @@ __all__ = [
     "AttackOutcome",
     "NormOutcome",
     "Piece",
-    "StageFailure",
     "SuiteResult",
     "merge_per_epsilon",
     "record_of",
 ]
 
-OK = "ok"
-FAILED = "failed"
-NOT_APPLICABLE = "not-applicable"
+OK: Final = "ok"
+FAILED: Final = "failed"
+NOT_APPLICABLE: Final = "not-applicable"
 STATUSES = (OK, FAILED, NOT_APPLICABLE)
 """What became of one attack at one epsilon: it ran, it raised, or it cannot run (a gradient
 attack on a model without an input gradient)."""
-
-
-@dataclass(frozen=True)
-class StageFailure:
-    """A stage of a suite that did not complete.
-
-    Attributes:
-        stage: ``"attack"`` (the main list), ``"sweep"`` or ``"independent-sweep"``.
-        label: the attack's label.
-        epsilon: the epsilon of a main-list attack, None for a sweep (all its epsilons).
-        status: ``"failed"`` or ``"not-applicable"``.
-        message: the error's type and text, or the reason it does not apply.
-    """
-
-    stage: str
-    label: str
-    epsilon: float | None
-    status: str
-    message: str
-
-    def to_dict(self) -> dict[str, Any]:
-        return plain(dict(self.__dict__))
 
 
 @dataclass(frozen=True)
@@ -224,7 +202,7 @@ class NormOutcome:
     unbounded_epsilon: float
     sweep: AttackOutcome | None
     independent_sweep: AttackOutcome | None
-    failures: tuple[StageFailure, ...] = ()
+    failures: tuple[Failure, ...] = ()
 
     @property
     def robust_accuracy(self) -> list[float]:
@@ -305,7 +283,7 @@ class SuiteResult:
                     "independent_sweep": None
                     if item.independent_sweep is None
                     else item.independent_sweep.to_dict(per_sample_traces=True),
-                    "failures": [failure.to_dict() for failure in item.failures],
+                    "failures": [encode(failure) for failure in item.failures],
                 }
             )
         return plain(

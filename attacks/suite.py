@@ -46,7 +46,6 @@ from attacks.records import (
     STATUSES,
     AttackOutcome,
     NormOutcome,
-    StageFailure,
     SuiteResult,
 )
 from attacks.result import AttackResult
@@ -63,7 +62,6 @@ __all__ = [
     "Memo",
     "NormOutcome",
     "Progress",
-    "StageFailure",
     "SuiteResult",
     "expected_cost_order",
     "run_attack_spec",

@@ -119,8 +119,18 @@ class Sweep:
 
 
 @dataclass(frozen=True, kw_only=True)
-class Failure:
-    """An attack or sweep run that failed or did not apply."""
+class Failure(Picklable):
+    """An attack or sweep run that failed or did not apply.
+
+    ``attacks.execute`` records it in the ``SuiteResult``, which pickles, so it pickles too.
+
+    Attributes:
+        stage: ``"attack"`` (the main list), ``"sweep"`` or ``"independent-sweep"``.
+        label: the attack's label.
+        epsilon: the epsilon of a main-list attack, None for a sweep (all its epsilons).
+        status: ``"failed"`` or ``"not-applicable"``.
+        message: the error's type and text, or the reason it does not apply.
+    """
 
     stage: Literal["attack", "sweep", "independent-sweep"]
     label: str
