@@ -1,48 +1,25 @@
-"""Statistics of what flows into each dropout-family layer, on clean data in eval mode."""
+"""Statistics of what flows into each dropout-family layer, on clean data in eval mode: one
+``core.document.ActivationStats`` record per layer, as the result document holds it."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from typing import Literal
 
 import torch
 from torch import Tensor, nn
 
 from checkpoints.layers import family_layers
+from core.document import ActivationStats
 from torchutil import any_batch, model_mode, shared_map
 
+Kind = Literal["normout", "qsd", "dropout"]
+"""The kinds of dropout-family layer a record names."""
+
 __all__ = [
-    "LayerActivations",
     "activation_statistics",
     "activations_note",
     "dropout_family_layers",
 ]
-
-
-@dataclass(frozen=True)
-class LayerActivations:
-    """Summary of one layer's input over the evaluation set.
-
-    Attributes:
-        name: the module's qualified name in the model.
-        kind: ``normout``, ``qsd`` or ``dropout``.
-        description: the module's ``extra_repr``.
-        mean, std, max: over every element of every sample.
-        zero_fraction: fraction of elements exactly zero (sparsity).
-        num_elements: elements summarised.
-    """
-
-    name: str
-    kind: str
-    description: str
-    mean: float
-    std: float
-    max: float
-    zero_fraction: float
-    num_elements: int
-
-    def to_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
 
 
 class _Accumulator:
@@ -78,6 +55,17 @@ def dropout_family_layers(model: nn.Module) -> list[tuple[str, str]]:
     return family_layers(model)
 
 
+_KINDS: tuple[Kind, ...] = ("normout", "qsd", "dropout")
+
+
+def _kind(kind: str) -> Kind:
+    """``kind`` as the record's kind; an unknown one is an error, not a record."""
+    for known in _KINDS:
+        if kind == known:
+            return known
+    raise ValueError(f"unknown dropout-family layer kind {kind!r}; known: {', '.join(_KINDS)}")
+
+
 def _scripted(module: nn.Module) -> bool:
     return isinstance(module, torch.jit.RecursiveScriptModule)
 
@@ -110,7 +98,7 @@ def _merged(parts: list[dict[str, _Accumulator]]) -> dict[str, _Accumulator]:
 
 def activation_statistics(
     model: nn.Module, x: Tensor, batch_size: int = 500
-) -> list[LayerActivations]:
+) -> list[ActivationStats]:
     """Mean, max, std and fraction of zeros of each dropout-family layer's input.
 
     Args:
@@ -120,7 +108,9 @@ def activation_statistics(
         batch_size: evaluation batch size.
 
     Returns:
-        One entry per layer, in module order; empty when the model has none. Layers inside a
+        One record per layer, in module order (its name, kind, the module's ``extra_repr``,
+        mean, std and max over every element of every sample, the fraction of elements exactly
+        zero, the elements summarised); empty when the model has none. Layers inside a
         TorchScript archive cannot be observed and are left out (`activations_note` says
         so). The model's mode is restored.
     """
@@ -164,9 +154,9 @@ def activation_statistics(
         mean = acc.total / max(acc.count, 1)
         variance = max(acc.total_sq / max(acc.count, 1) - mean * mean, 0.0)
         out.append(
-            LayerActivations(
+            ActivationStats(
                 name=name,
-                kind=kind,
+                kind=_kind(kind),
                 description=module.extra_repr(),
                 mean=mean,
                 std=variance**0.5,

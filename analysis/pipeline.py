@@ -62,7 +62,6 @@ from core.boundary import (
 )
 from core.document import (
     SCHEMA_VERSION,
-    ActivationStats,
     AuditResult,
     CheckpointInfo,
     DocumentError,
@@ -381,10 +380,7 @@ def _run_audit(
             ),
             flatness=flatness,
             flatness_note=flatness_note,
-            activations=tuple(
-                decode(ActivationStats, a.to_dict(), source, f"activations[{i}]")
-                for i, a in enumerate(activations)
-            ),
+            activations=tuple(activations),
             activations_note=activations_note(model),
             probes=probes,
             findings=tuple(findings),
