@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import pytest
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -13,6 +14,16 @@ from torch import Tensor, nn
 from analysis.probes import probe_model
 from analysis.redflags import Evidence
 from core.document import Probes
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Autouse in each probe test module that imports it: small networks run fastest, and
+    steadiest on a shared machine, on one thread."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 class Residual(nn.Module):

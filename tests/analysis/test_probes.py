@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from probe_helpers import _evidence, _probe, _train
+from probe_helpers import _evidence, _probe, _train, one_thread  # noqa: F401 - autouse
 from torch import Tensor, nn
 
 from analysis.probes import probe_model
@@ -25,16 +25,6 @@ from analysis.redflags import (
     verdict,
 )
 from checkpoints.layers import NormOut
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Small networks run fastest, and steadiest on a shared machine, on one thread."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 # ------------------------------------------------------------------------------- graph cuts
 

@@ -10,7 +10,14 @@ from __future__ import annotations
 
 import pytest
 import torch
-from probe_helpers import ARCHITECTURES, _build, _evidence, _probe, _train
+from probe_helpers import (  # noqa: F401 - one_thread is an autouse fixture
+    ARCHITECTURES,
+    _build,
+    _evidence,
+    _probe,
+    _train,
+    one_thread,
+)
 from torch import Tensor, nn
 
 from analysis.redflags import (
@@ -20,16 +27,6 @@ from analysis.redflags import (
     finite_differences,
 )
 from checkpoints.datasets import load_dataset
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Small networks run fastest, and steadiest on a shared machine, on one thread."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 # --------------------------------------------------------------- wrong backward passes, here
 
@@ -127,7 +124,7 @@ def test_honest_networks_pass_with_room_at_1000_samples(honest, digits, name):
 
 
 @pytest.fixture(scope="module")
-def mnist(one_thread, data_dir) -> tuple[dict[str, nn.Module], Tensor, Tensor]:
+def mnist(one_thread, data_dir) -> tuple[dict[str, nn.Module], Tensor, Tensor]:  # noqa: F811
     """Each architecture trained for three epochs on 4000 MNIST images, and 1000 test images."""
     train, test = load_dataset("mnist", "train"), load_dataset("mnist", "test")
     x, y = train.x[:4000], train.y[:4000]
