@@ -58,6 +58,7 @@ from types import ModuleType
 from typing import Any, TypeVar
 
 import torch
+from tqdm import tqdm
 
 from core.boundary import (
     InputError,
@@ -128,6 +129,12 @@ def cache_key(identity: dict[str, Any]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+def _say(line: str) -> None:
+    """``line`` on stderr, on a line of its own: a unit is loaded or refused while the attacks'
+    progress bar is drawn there, which ``tqdm.write`` clears and redraws around it."""
+    tqdm.write(line, file=sys.stderr)
+
+
 class UnitCache:
     """The finished units of one audit, under ``folder``.
 
@@ -164,7 +171,7 @@ class UnitCache:
         self.key = cache_key(identity)
         self.writer = writer
         self.resumed: list[str] = []
-        self._report = report or (lambda line: print(line, file=sys.stderr))
+        self._report = report or _say
         self._ready = False
         self._valid = False
         if not folder.exists():
