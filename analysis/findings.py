@@ -18,10 +18,9 @@ from typing import Any, Literal, cast
 
 from analysis.conventions import ConventionTrial
 from attacks import AttackOutcome, Family, SuiteResult, registry
+from core.checks import ALPHA as ALPHA  # the significance level, for the checks
 from core.checks import CHECKS
 from core.document import Finding, Probes, as_read
-
-ALPHA = 0.01  # significance level of every paired test
 
 
 class Status(StrEnum):

@@ -1,6 +1,10 @@
 """Every red-flag check declared once, as data: its code, title, what it measures, when it
-fails, the sentence it says when it passes or flags, its remedy, whether its failure suggests
-gradient masking or makes the evaluation unreliable, and the keys of the evidence it records.
+fails, the numbers it compares against (its thresholds), the sentence it says when it passes or
+flags, its remedy, whether its failure suggests gradient masking or makes the evaluation
+unreliable, and the keys of the evidence it records.
+
+The words that state a threshold are formatted from its number (see :func:`word`), so the
+glossary says what the check compares against; ``analysis`` reads the numbers here.
 
 ``analysis.redflags`` computes each check (torch) from these declarations, and the report's
 glossary of checks and its renderers of evidence read them here, without torch. Tests keep the
@@ -11,22 +15,29 @@ declared keys, and each renderer reads only those.
 
 from __future__ import annotations
 
+import math
 import re
+import string
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from fractions import Fraction
+from types import MappingProxyType
 from typing import Any, Literal
 
 __all__ = [
+    "ALPHA",
     "CHECKS",
     "INCOMPLETE",
     "NO_SIGN",
     "RUN_KEY",
     "SUSPECTED",
     "UNRELIABLE",
+    "VANISHING_THRESHOLD",
     "CheckSpec",
     "EvidenceSpec",
     "run_key",
     "verdict_level",
+    "word",
 ]
 
 # The verdict's opening words (``analysis.redflags.verdict`` words the rest), from the most
@@ -58,6 +69,43 @@ def run_key(label: str, norm: str, epsilon: float) -> str:
 
 
 _NORMS = frozenset({"linf", "l2"})
+
+ALPHA = 0.01
+"""The significance level of every test of the checks (exact binomial and McNemar tests)."""
+
+VANISHING_THRESHOLD = 1e-10
+"""The L2 norm below which an input gradient counts as vanishing: the attacks record their
+first gradients' share below it, and ``vanishing-gradients`` judges the clean ones by it."""
+
+_SUPERSCRIPT = str.maketrans("-0123456789", "⁻⁰¹²³⁴⁵⁶⁷⁸⁹")
+
+
+def word(value: float, style: str = "") -> str:
+    """``value`` as the words of a check state it, by ``style``: ``""`` as ``%g`` (``0.01``,
+    ``5``), ``"%"`` a percentage (``0.01`` -> ``1 %``), ``"points"`` the number of percentage
+    points (``0.05`` -> ``5``), ``"fraction"`` a simple fraction (``1/3``), ``"power"`` a power
+    of ten (``0.001`` -> ``10⁻³``)."""
+    if style == "%":
+        return f"{value * 100:g} %"
+    if style == "points":
+        return f"{value * 100:g}"
+    if style == "fraction":
+        return str(Fraction(value).limit_denominator(100))
+    if style == "power":
+        return "10" + str(round(math.log10(value))).translate(_SUPERSCRIPT)
+    if style:
+        raise ValueError(f"unknown style {style!r}")
+    return f"{value:g}"
+
+
+class _Words(string.Formatter):
+    """Writes ``{name}`` or ``{name:style}`` as ``word(thresholds[name], style)``."""
+
+    def format_field(self, value: Any, format_spec: str) -> str:
+        return word(value, format_spec)
+
+
+_WORDS = _Words()
 
 
 @dataclass(frozen=True)
@@ -104,6 +152,8 @@ class CheckSpec:
         masking: True when its failure suggests gradient masking, False when it makes the
             evaluation itself unreliable (a reliability check).
         evidence: the keys of the evidence it records.
+        thresholds: the numbers it compares against, by name (read by its function in
+            ``analysis``); ``threshold`` states those it words, formatted from them.
     """
 
     title: str
@@ -114,13 +164,54 @@ class CheckSpec:
     passed: str = ""
     masking: bool = True
     evidence: EvidenceSpec = field(default_factory=lambda: EvidenceSpec({}))
+    thresholds: Mapping[str, float] = field(default_factory=lambda: MappingProxyType({}))
+
+
+def _declare(
+    title: str,
+    statistic: str,
+    threshold: str,
+    *,
+    thresholds: Mapping[str, float],
+    flagged: str = "",
+    **rest: Any,
+) -> CheckSpec:
+    """The check whose ``statistic``, ``threshold`` and ``flagged`` are templates: ``{name}``
+    or ``{name:style}`` stands for ``thresholds[name]`` in :func:`word`'s words."""
+    numbers = MappingProxyType(dict(thresholds))
+    return CheckSpec(
+        title,
+        _WORDS.vformat(statistic, (), numbers),
+        _WORDS.vformat(threshold, (), numbers),
+        flagged=_WORDS.vformat(flagged, (), numbers),
+        thresholds=numbers,
+        **rest,
+    )
 
 
 _PAIRED = (
-    "An exact one-sided binomial test (α = 0.01) of the samples it broke against a tolerated "
+    "An exact one-sided binomial test (α = {alpha}) of the samples it broke against a tolerated "
     "rate; every attack runs only on what the attacks before it left robust, so these are "
     "discordant samples."
 )
+
+_PAIRED_THRESHOLD = (
+    "Fails above {tolerated_rate:%} of the samples left to it (at least {minimum}, and "
+    "{material_share:%} of all samples)."
+)
+
+
+def _paired(tolerated_rate: float, minimum: int, material_share: float) -> dict[str, float]:
+    """The thresholds of a pairwise check: a later attack fails it when it broke significantly
+    (at ``ALPHA``) more than ``tolerated_rate`` of the samples left to it, and materially: at
+    least ``minimum`` samples and ``material_share`` of all evaluated samples."""
+    return {
+        "tolerated_rate": tolerated_rate,
+        "minimum": minimum,
+        "material_share": material_share,
+        "alpha": ALPHA,
+    }
+
 
 _PAIRED_EVIDENCE = EvidenceSpec(
     {
@@ -139,16 +230,17 @@ _PAIRED_EVIDENCE = EvidenceSpec(
 """The evidence of the pairwise checks: per run ``label/norm/epsilon`` of the later attack."""
 
 CHECKS: dict[str, CheckSpec] = {
-    "low-clean-accuracy": CheckSpec(
+    "low-clean-accuracy": _declare(
         "Clean accuracy near chance or below expectation",
         "The clean accuracy against chance (1 / classes; exact binomial test), against the "
         "accuracy the checkpoint records from its training (exact binomial test), and against "
         "the same images presented in other input conventions: no normalisation, the named "
         "ones, a grid of means 0, 0.25, 0.5 and stds 0.125, 0.25, 0.5, pixels in 0..255, BGR "
         "channel order (exact McNemar test, Bonferroni-corrected over the conventions).",
-        "Fails when it is not significantly above chance (α = 0.01), or significantly and "
-        "materially below the recorded accuracy (5 points and at least 5 samples) or another "
-        "convention's (1 % of the samples and at least 5); warns when only significantly. A "
+        "Fails when it is not significantly above chance (α = {alpha}), or significantly and "
+        "materially below the recorded accuracy ({accuracy_gap:points} points and at least "
+        "{material_samples} samples) or another convention's ({convention_gain:%} of the "
+        "samples and at least {material_samples}); warns when only significantly. A "
         "reliability check: a model fed its inputs in the wrong convention makes every robust "
         "accuracy meaningless.",
         remedy="Audit the model in the input convention it was trained with: give --normalization "
@@ -156,6 +248,23 @@ CHECKS: dict[str, CheckSpec] = {
         "training code had them, and check the channel order and the dataset; until then every "
         "robust accuracy here is that of a model fed the wrong inputs",
         masking=False,
+        thresholds={
+            "alpha": ALPHA,
+            # A clean accuracy this far (and at least material_samples) below the recorded
+            # one, or below another input convention's, is material: more than a change of
+            # device, batch or test subset moves an honest evaluation, and enough to change
+            # what every robust accuracy means.
+            "accuracy_gap": 0.05,
+            "material_samples": 5,
+            # Another input convention that scores significantly better (Bonferroni over those
+            # tried) by this share of the samples (and material_samples) fails: the audit
+            # describes a model fed the wrong inputs. Smaller than accuracy_gap because a gain
+            # is evidence about the input pipeline, not a size of harm: an MNIST CNN trained on
+            # inputs normalised by (0.1307, 0.3081), audited without them, scored 0.943 against
+            # 0.977 (38 gained, 4 lost, p = 3e-8), while no zoo checkpoint has a significant
+            # gain under any convention tried.
+            "convention_gain": 0.01,
+        },
         evidence=EvidenceSpec(
             {
                 "clean_accuracy": "share of the evaluated samples classified correctly",
@@ -184,60 +293,65 @@ CHECKS: dict[str, CheckSpec] = {
             }
         ),
     ),
-    "one-step-beats-iterative": CheckSpec(
+    "one-step-beats-iterative": _declare(
         "One-step attack beats iterative",
         "Samples FGSM broke that the iterative attacks (PGD) left robust. " + _PAIRED,
-        "Fails above 1 % of the samples left to it (at least 3, and 1 % of all samples).",
+        _PAIRED_THRESHOLD,
         remedy="An iterative attack should dominate its single step: check the step size and "
         "the number of steps, and look for gradient masking (Athalye et al. 2018, 3.1)",
         flagged="FGSM broke samples that the iterative attacks left robust",
         passed="FGSM found nothing that the iterative attacks missed",
+        thresholds=_paired(0.01, 3, 0.01),
         evidence=_PAIRED_EVIDENCE,
     ),
-    "black-box-beats-white-box": CheckSpec(
+    "black-box-beats-white-box": _declare(
         "Black-box beats white-box",
         "Samples Square broke that every gradient attack left robust. " + _PAIRED,
-        "Fails above 5 % of the samples left to it (at least 5, and 2 % of all samples).",
+        _PAIRED_THRESHOLD,
         remedy="Gradients are uninformative: report the worst case over all attacks (reliable "
         "robust accuracy) and suspect gradient masking; try BPDA/EOT or a margin loss",
         flagged="Square broke samples that every gradient attack left robust",
         passed="Square found little that the gradient attacks missed",
+        thresholds=_paired(0.05, 5, 0.02),
         evidence=_PAIRED_EVIDENCE,
     ),
-    "random-search-beats-gradient": CheckSpec(
+    "random-search-beats-gradient": _declare(
         "Random search beats gradients",
         "Samples random noise in the ε-ball broke that the gradient attacks left robust. "
         + _PAIRED,
-        "Fails above 1 % of the samples left to it (at least 3, and 1 % of all samples).",
+        _PAIRED_THRESHOLD,
         remedy="Random sampling should never beat a gradient attack: gradients are masked or "
         "broken",
         flagged="random noise in the epsilon ball broke samples that the gradient attacks left "
         "robust",
         passed="random noise found nothing that the gradient attacks missed",
+        thresholds=_paired(0.01, 3, 0.01),
         evidence=_PAIRED_EVIDENCE,
     ),
-    "targeted-beats-untargeted": CheckSpec(
+    "targeted-beats-untargeted": _declare(
         "Targeted beats untargeted",
         "Samples PGD-T broke that PGD-CE left robust (the NormOut thesis' pattern). " + _PAIRED,
-        "Fails above 10 % of the samples left to it (at least 5, and 5 % of all samples).",
+        _PAIRED_THRESHOLD,
         remedy="The untargeted cross-entropy attack is failing (its gradient vanishes or points "
         "the wrong way); use a margin loss or multi-target attacks and report the worst case",
         flagged="the targeted attack broke many samples the untargeted one left robust",
         passed="the targeted attack found little beyond the untargeted one",
+        thresholds=_paired(0.10, 5, 0.05),
         evidence=_PAIRED_EVIDENCE,
     ),
-    "margin-loss-beats-cross-entropy": CheckSpec(
+    "margin-loss-beats-cross-entropy": _declare(
         "Margin loss beats cross-entropy",
         "PGD on the margin (CW) loss runs on every sample beside PGD-CE with the same budget; "
         "the samples only one of them broke are compared by an exact McNemar test. A saturated "
         "softmax starves the cross-entropy gradient, not the margin's (AutoAttack's reason for "
         "its DLR loss).",
-        "Fails when the margin loss breaks significantly (α = 0.01) and materially (at least 5 "
-        "samples and 2 % of all) more.",
+        "Fails when the margin loss breaks significantly (α = {alpha}) and materially (at least "
+        "{minimum} samples and {material_share:%} of all) more.",
         remedy="The cross-entropy gradient is starved (a saturated softmax, as with inflated "
         "logits): report margin-loss (CW/DLR) attacks and the worst case over all attacks",
         flagged="PGD on the margin loss broke more samples than PGD-CE with the same budget",
         passed="PGD on the margin loss found no more than PGD-CE",
+        thresholds={"alpha": ALPHA, "minimum": 5, "material_share": 0.02},
         evidence=EvidenceSpec(
             {
                 "only_margin_loss": "clean-correct samples only the margin-loss attack broke",
@@ -252,14 +366,17 @@ CHECKS: dict[str, CheckSpec] = {
             keyed_by="run",
         ),
     ),
-    "unbounded-attack-below-100": CheckSpec(
+    "unbounded-attack-below-100": _declare(
         "Unbounded attack below 100 %",
         "Samples that survive the sweep's attack at an ε covering the whole input box.",
-        "Fails when more than 1 % survive; any survivor warns.",
+        "Fails when more than {fail_share:%} survive; any survivor warns.",
         remedy="With an unbounded budget every sample must fall; if not, the attack is failing "
         "(masked gradients, too few steps) and bounded results are not trustworthy",
         flagged="an attack allowed to change the whole image did not reach 100 % success",
         passed="the unbounded attack reached (nearly) 100 % success",
+        # It fails when more samples survive than the larger of fail_share of all and
+        # fail_minimum.
+        thresholds={"fail_share": 0.01, "fail_minimum": 1},
         evidence=EvidenceSpec(
             {
                 "epsilon": "the unbounded radius of the sweep",
@@ -270,16 +387,19 @@ CHECKS: dict[str, CheckSpec] = {
             keyed_by="norm",
         ),
     ),
-    "success-not-increasing-with-epsilon": CheckSpec(
+    "success-not-increasing-with-epsilon": _declare(
         "Success not increasing with epsilon",
         "In the independent per-ε runs (on a subsample), samples broken at one ε and not at the "
         "next, against the reverse (exact McNemar test).",
-        "Fails on a significant drop (at least 3 samples, α = 0.01); a plateau below 90 % "
-        "success warns.",
+        "Fails on a significant drop (at least {minimum} samples, α = {alpha}); a plateau below "
+        "{plateau:%} success warns.",
         remedy="A larger budget can only help a working attack: non-monotonic success or an "
         "early plateau means the optimisation is failing",
         flagged="attack success fell, or stalled well below 100 %, as epsilon grew",
         passed="attack success grows with epsilon",
+        # A drop of at least warn_minimum samples, more lost than gained, warns even when it
+        # is not significant.
+        thresholds={"minimum": 3, "alpha": ALPHA, "plateau": 0.9, "warn_minimum": 2},
         evidence=EvidenceSpec(
             {
                 "epsilons": "the independent sweep's radii",
@@ -296,16 +416,26 @@ CHECKS: dict[str, CheckSpec] = {
             keyed_by="norm",
         ),
     ),
-    "vanishing-gradients": CheckSpec(
+    "vanishing-gradients": _declare(
         "Zero or vanishing gradients",
         "The share of first input gradients (clean and in the attacks) that are exactly zero, "
         "and whether the input gradient exists at all (a cut autograd graph: detach, a "
         "comparison, an integer cast, a NumPy round trip).",
-        "Fails above 5 % exact zeros or without an input gradient; warns above 1 %, or when "
-        "more than 25 % are below the vanishing threshold. Not measured (n/a, naming the error) "
+        "Fails above {fail_zero:%} exact zeros or without an input gradient; warns above "
+        "{warn_zero:%}, or when more than {warn_vanishing:%} are below the vanishing threshold. "
+        "Not measured (n/a, naming the error) "
         "when the model raises on an input that requires grad.",
         remedy="Vanishing gradients starve gradient attacks (saturated softmax, quantisation): "
         "use a margin loss on logits, BPDA, or gradient-free attacks",
+        # Exact zeros (a saturated softmax underflowing, a quantised input) starve every
+        # gradient attack. Tiny but non-zero gradients (below vanishing_norm) still carry a
+        # direction for sign and normalised steps, so they only warn when they are the rule.
+        thresholds={
+            "fail_zero": 0.05,
+            "warn_zero": 0.01,
+            "warn_vanishing": 0.25,
+            "vanishing_norm": VANISHING_THRESHOLD,
+        },
         evidence=EvidenceSpec(
             {
                 "input_gradient_exists": (
@@ -359,17 +489,30 @@ CHECKS: dict[str, CheckSpec] = {
             }
         ),
     ),
-    "gradient-disagrees-with-finite-differences": CheckSpec(
+    "gradient-disagrees-with-finite-differences": _declare(
         "Gradients disagree with finite differences",
         "On 256 samples, one random direction each: the directional derivative of a fixed "
         "class margin against central, forward and backward differences at three step sizes "
         "(float64 where the model runs in it). Not applicable to stochastic models, without an "
         "input gradient, or when the model raises on the inputs the differences take.",
-        "Fails when more than 10 % disagreement at every step occurs on significantly more "
-        "than 1 % of pairs (exact binomial test, α = 0.01) and on at least 5 % (at least 5 "
-        "pairs).",
+        "Fails when more than {tolerance:%} disagreement at every step occurs on significantly "
+        "more than {tolerated_rate:%} of pairs (exact binomial test, α = {alpha}) and on at "
+        "least {material_rate:%} (at least {minimum} pairs).",
         remedy="The backward pass does not describe the function (shattered gradients, a "
         "non-differentiable or custom-gradient layer): use BPDA or gradient-free attacks",
+        thresholds={
+            # The relative difference between a finite difference and the directional
+            # derivative above which they disagree (the probe's default).
+            "tolerance": 0.1,
+            # Pairs an honest network may have disagreeing at every step: kinks on both sides
+            # of the centre within the smallest step (0 of 1000 pairs measured on each of
+            # max-pool, batch-norm, residual and GELU/softplus networks trained on MNIST and
+            # digits, i.e. below 0.3 % at 95 %).
+            "tolerated_rate": 0.01,
+            "alpha": ALPHA,
+            "material_rate": 0.05,
+            "minimum": 5,
+        },
         evidence=EvidenceSpec(
             {
                 "reason": "why it was not measured (then the only key)",
@@ -408,19 +551,29 @@ CHECKS: dict[str, CheckSpec] = {
             }
         ),
     ),
-    "batch-dependent-outputs": CheckSpec(
+    "batch-dependent-outputs": _declare(
         "Outputs depend on the batch",
         "64 samples evaluated in the audit's batch and alone (or in a pair): the largest "
         "change relative to the row's largest logit; for a stochastic model, how often passes "
         "pair up by batch composition.",
-        "Fails above 10⁻³ relative change (deterministic), or pairing significantly above the "
-        "1/3 of exchangeable passes (stochastic). A reliability check.",
+        "Fails above {tolerance:power} relative change (deterministic), or pairing significantly "
+        "above the {chance:fraction} of exchangeable passes (stochastic). A reliability check.",
         remedy="Outputs that depend on the other samples (batch norm in train mode, a max over "
         "the batch) are attacked through another function than they are evaluated with: "
         "evaluate in eval mode with per-sample normalisation, or attack and evaluate one "
         "sample at a time",
         passed="each sample's logits are the same alone and in its batch",
         masking=False,
+        thresholds={
+            # The logit change, relative to the row's largest absolute logit, above which a
+            # sample's output depends on its batch (the probe's default): batched and single
+            # matrix products differ by rounding only, far below it.
+            "tolerance": 1e-3,
+            # Of two batched passes and two passes alone, the pairings by composition among
+            # the three ways to pair four exchangeable passes.
+            "chance": 1 / 3,
+            "alpha": ALPHA,
+        },
         evidence=EvidenceSpec(
             {
                 "composition": "how the samples were evaluated apart: single, pair, or refused",
@@ -468,17 +621,30 @@ CHECKS: dict[str, CheckSpec] = {
             }
         ),
     ),
-    "attack-not-converged": CheckSpec(
+    "attack-not-converged": _declare(
         "Attack not converged",
-        "The mean loss of the still-robust samples over the last 10 % of PGD steps, and the "
-        "samples broken in those steps (from each sample's success step).",
-        "Warns when the loss still rises and the attack broke at least 5 samples (and 2 % of "
-        "those attacked) in those steps.",
+        "The mean loss of the still-robust samples over the last {tail_share:%} of PGD steps, "
+        "and the samples broken in those steps (from each sample's success step).",
+        "Warns when the loss still rises and the attack broke at least {minimum} samples (and "
+        "{material_share:%} of those attacked) in those steps.",
         remedy="Run more steps (or APGD, which adapts its step size) until the loss stops rising",
-        flagged="the loss of the still-robust samples was still rising over the last 10 % of "
-        "steps, and the attack was still breaking samples there",
+        flagged="the loss of the still-robust samples was still rising over the last "
+        "{tail_share:%} of steps, and the attack was still breaking samples there",
         passed="the iterative attacks' loss had levelled off",
         masking=False,
+        thresholds={
+            # The last tail_share of the steps (at least one) of a run of at least min_steps.
+            "tail_share": 0.1,
+            "min_steps": 10,
+            # The loss still rises when its rise over that tail exceeds rise_share of its
+            # rise over all steps and min_rise.
+            "rise_share": 0.01,
+            "min_rise": 1e-3,
+            # Breaking material numbers of samples there: at least minimum and
+            # material_share of those attacked.
+            "minimum": 5,
+            "material_share": 0.02,
+        },
         evidence=EvidenceSpec(
             {
                 "robust_samples": "attacked samples still robust at the end",
@@ -492,19 +658,23 @@ CHECKS: dict[str, CheckSpec] = {
             keyed_by="run",
         ),
     ),
-    "silent-success": CheckSpec(
+    "silent-success": _declare(
         "Silent success",
         "Samples an intermediate iterate fooled but the last one did not (counted as broken "
         "here; a last-iterate evaluation would miss them), in the runs that went on after a "
         "sample's first success: without early stopping, or targeted and stopping only at the "
         "target. A run that stops a sample at its first success (the default, and the "
         "independent sweep's) cannot show one.",
-        "Warns at 5 samples and 2 % of those attacked; not applicable when every iterative run "
+        "Warns at {minimum} samples and {material_share:%} of those attacked; not applicable when "
+        "every iterative run "
         "stopped early (set early_stop = false on the swept attack to observe it).",
         remedy="Keep the best iterate, not the last (as this audit does) when reporting robust "
         "accuracy; to observe silent successes, set early_stop = false on the swept attack "
         "in a suite file (its sweeps then run every step)",
         masking=False,
+        # Material when a last-iterate evaluation would overstate robust accuracy by at least
+        # minimum samples and material_share of those attacked, the bar of the other checks.
+        thresholds={"minimum": 5, "material_share": 0.02},
         evidence=EvidenceSpec(
             {
                 "samples": (
