@@ -8,21 +8,18 @@ from typing import Any
 from torch import Tensor
 
 from analysis.findings import ALPHA, Evidence, Judged, Status, check, grade, worst_status
+from core.checks import CHECKS
 from core.stats import binomial_tail, mcnemar_exact
 
-MATERIAL_ACCURACY_GAP = 0.05
+_THRESHOLDS = CHECKS["low-clean-accuracy"].thresholds
+MATERIAL_ACCURACY_GAP = _THRESHOLDS["accuracy_gap"]
 """A clean accuracy this far (and at least ``MATERIAL_SAMPLES``) below the recorded one, or
-below another input convention's, is material: more than a change of device, batch or test
-subset moves an honest evaluation, and enough to change what every robust accuracy means."""
-MATERIAL_SAMPLES = 5
+below another input convention's, is material (``core.checks`` says why)."""
+MATERIAL_SAMPLES = int(_THRESHOLDS["material_samples"])
 
-MATERIAL_CONVENTION_GAIN = 0.01
+MATERIAL_CONVENTION_GAIN = _THRESHOLDS["convention_gain"]
 """Another input convention that scores significantly better (Bonferroni over those tried)
-by this share of the samples (and ``MATERIAL_SAMPLES``) fails: the audit describes a model fed
-the wrong inputs. Smaller than ``MATERIAL_ACCURACY_GAP`` because a gain is evidence about the
-input pipeline, not a size of harm: an MNIST CNN trained on inputs normalised by (0.1307,
-0.3081), audited without them, scored 0.943 against 0.977 (38 gained, 4 lost, p = 3e-8),
-while no zoo checkpoint has a significant gain under any convention tried."""
+by this share of the samples (and ``MATERIAL_SAMPLES``) fails (``core.checks`` says why)."""
 
 
 def _clean_accuracy_parts(

@@ -21,7 +21,7 @@ from analysis.findings import (
     worst_status,
 )
 from attacks import AttackOutcome, Family, list_attacks
-from core.checks import run_key
+from core.checks import CHECKS, run_key
 from core.stats import binomial_tail, mcnemar_exact
 
 
@@ -102,13 +102,28 @@ def _pairwise(
 GRADIENT = None
 """In ``PAIRWISE_CHECKS``: every gradient attack, whatever its family."""
 
+
+def _pairwise_row(
+    code: str, later: Family, earlier: Family | None
+) -> tuple[str, Family, Family | None, float, int, float]:
+    thresholds = CHECKS[code].thresholds
+    return (
+        code,
+        later,
+        earlier,
+        thresholds["tolerated_rate"],
+        int(thresholds["minimum"]),
+        thresholds["material_share"],
+    )
+
+
 PAIRWISE_CHECKS: tuple[tuple[str, Family, Family | None, float, int, float], ...] = (
     # code, later attacks' family, earlier attacks' family, tolerated rate, minimum samples,
-    # material share of all samples (see _excess_breaks)
-    ("one-step-beats-iterative", Family.ONE_STEP, Family.ITERATIVE, 0.01, 3, 0.01),
-    ("black-box-beats-white-box", Family.BLACK_BOX, GRADIENT, 0.05, 5, 0.02),
-    ("random-search-beats-gradient", Family.RANDOM, GRADIENT, 0.01, 3, 0.01),
-    ("targeted-beats-untargeted", Family.TARGETED, Family.ITERATIVE, 0.10, 5, 0.05),
+    # material share of all samples (see _excess_breaks), the numbers declared in core.checks
+    _pairwise_row("one-step-beats-iterative", Family.ONE_STEP, Family.ITERATIVE),
+    _pairwise_row("black-box-beats-white-box", Family.BLACK_BOX, GRADIENT),
+    _pairwise_row("random-search-beats-gradient", Family.RANDOM, GRADIENT),
+    _pairwise_row("targeted-beats-untargeted", Family.TARGETED, Family.ITERATIVE),
 )
 """The checks that compare attacks pairwise: did an attack of the later family break samples
 that every attack of the earlier one, run before it, left robust, beyond the tolerated rate?"""
@@ -138,6 +153,11 @@ for _row in PAIRWISE_CHECKS:
     _pairwise_check(*_row)
 
 
+_MARGIN = CHECKS["margin-loss-beats-cross-entropy"].thresholds
+_MARGIN_MINIMUM = int(_MARGIN["minimum"])
+_MARGIN_SHARE = _MARGIN["material_share"]
+
+
 @check("margin-loss-beats-cross-entropy")
 def margin_loss_beats_cross_entropy(evidence: Evidence) -> Judged:
     """PGD on a margin loss against PGD-CE, its peer, sample by sample (exact McNemar test).
@@ -145,7 +165,8 @@ def margin_loss_beats_cross_entropy(evidence: Evidence) -> Judged:
     A saturated softmax starves the cross-entropy gradient, not the margin's: AutoAttack's
     reason for its DLR loss. Both run on every clean-correct sample, so the samples only
     PGD-CE breaks count against the margin loss; it fails when the margin loss breaks
-    significantly and materially (at least 5 samples and 2 % of all) more.
+    significantly and materially (at least ``_MARGIN_MINIMUM`` samples and ``_MARGIN_SHARE``
+    of all) more.
     """
     suite = evidence.suite
     rows: dict[str, Any] = {}
@@ -176,18 +197,21 @@ def margin_loss_beats_cross_entropy(evidence: Evidence) -> Judged:
                 only_margin, only_ce = int((margin & ~ce).sum()), int((ce & ~margin).sum())
                 excess = only_margin - only_ce
                 p_value = mcnemar_exact(only_margin, only_ce)
-                material = excess >= max(5, 0.02 * total)
-                statuses.append(grade(only_margin >= 5, p_value < ALPHA, material))
+                material = excess >= max(_MARGIN_MINIMUM, _MARGIN_SHARE * total)
+                statuses.append(grade(only_margin >= _MARGIN_MINIMUM, p_value < ALPHA, material))
                 rows[run_key(record.label, outcome.norm.value, epsilon)] = {
                     "only_margin_loss": only_margin,
                     "only_cross_entropy": only_ce,
                     "share_of_samples": excess / total if total else 0.0,
-                    "material_share": 0.02,
+                    "material_share": _MARGIN_SHARE,
                     "p_value": p_value,
                     "peer": peer.label,
                 }
     status = worst_status(statuses)
     return Judged(status, rows)
+
+
+_UNBOUNDED = CHECKS["unbounded-attack-below-100"].thresholds
 
 
 @check("unbounded-attack-below-100")
@@ -210,13 +234,18 @@ def unbounded_attack(evidence: Evidence) -> Judged:
         }
         statuses.append(
             Status.FAIL
-            if survived > max(1, 0.01 * total)
+            if survived > max(_UNBOUNDED["fail_minimum"], _UNBOUNDED["fail_share"] * total)
             else Status.WARN
             if survived
             else Status.PASS
         )
     status = worst_status(statuses)
     return Judged(status, rows)
+
+
+_MONOTONIC = CHECKS["success-not-increasing-with-epsilon"].thresholds
+_TIE = 1e-12
+"""Rounding slack when comparing two success rates (not a threshold)."""
 
 
 @check("success-not-increasing-with-epsilon")
@@ -244,16 +273,18 @@ def not_monotonic(evidence: Evidence) -> Judged:
                     "p_value": p_value,
                 }
             )
-            if lost >= 3 and p_value < ALPHA:
+            if lost >= _MONOTONIC["minimum"] and p_value < ALPHA:
                 statuses.append(Status.FAIL)
-            elif lost > gained and lost >= 2:
+            elif lost > gained and lost >= _MONOTONIC["warn_minimum"]:
                 statuses.append(Status.WARN)
         rate = success.double().mean(1)
         bounded = [k for k, e in enumerate(sweep.epsilons) if e != outcome.unbounded_epsilon]
         plateau = False
         if len(bounded) >= 2:
             last, previous = bounded[-1], bounded[-2]
-            plateau = bool(rate[last] < 0.9 and rate[last] <= rate[previous] + 1e-12)
+            plateau = bool(
+                rate[last] < _MONOTONIC["plateau"] and rate[last] <= rate[previous] + _TIE
+            )
             if plateau:
                 statuses.append(Status.WARN)
         rows[outcome.norm.value] = {

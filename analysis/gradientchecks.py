@@ -10,6 +10,7 @@ import torch
 
 from analysis.findings import ALPHA, Evidence, Judged, Status, check, grade
 from attacks import AttackOutcome, SuiteResult
+from core.checks import CHECKS, VANISHING_THRESHOLD
 from core.stats import binomial_tail
 
 
@@ -34,6 +35,9 @@ def _gradient_shares(*populations: tuple[float, float | None, int, str], thresho
             shares += f", {below:.1%} below {threshold:g}"
         parts.append(f"{name}: {shares}")
     return "; ".join(parts) if parts else "no input gradient was measured"
+
+
+_VANISHING = CHECKS["vanishing-gradients"].thresholds
 
 
 @check("vanishing-gradients")
@@ -69,7 +73,11 @@ def vanishing_gradients(evidence: Evidence) -> Judged:
     values = values[~torch.isnan(values)]
     clean_zero = evidence.probes.clean_zero_gradient_fraction
     assert clean_zero is not None  # probe_model measures every field (a 1.0 document lacks some)
-    threshold = records[0].result.gradient_stats.vanishing_threshold if records else 1e-10  # type: ignore[union-attr]
+    threshold = (
+        records[0].result.gradient_stats.vanishing_threshold  # type: ignore[union-attr]
+        if records
+        else VANISHING_THRESHOLD
+    )
     attack_zero = float((values == 0).double().mean()) if values.numel() else 0.0
     vanishing = float((values < threshold).double().mean()) if values.numel() else 0.0
     # The clean samples' gradients are one population, the attacks' first gradients another:
@@ -85,9 +93,9 @@ def vanishing_gradients(evidence: Evidence) -> Judged:
     # Exact zeros (a saturated softmax underflowing, a quantised input) starve every gradient
     # attack. Tiny but non-zero gradients still carry a direction for sign and normalised
     # steps, so they only warn when they are the rule.
-    if zero > 0.05:
+    if zero > _VANISHING["fail_zero"]:
         status = Status.FAIL
-    elif zero > 0.01 or vanishing > 0.25:
+    elif zero > _VANISHING["warn_zero"] or vanishing > _VANISHING["warn_vanishing"]:
         status = Status.WARN
     else:
         status = Status.PASS
@@ -190,12 +198,11 @@ def nonfinite(evidence: Evidence) -> Judged:
     )
 
 
-FD_TOLERATED_RATE = 0.01
-"""Pairs an honest network may have disagreeing at every step: kinks on both sides of the
-centre within the smallest step (0 of 1000 pairs measured on each of max-pool, batch-norm,
-residual and GELU/softplus networks trained on MNIST and digits, i.e. below 0.3 % at 95 %)."""
-FD_MATERIAL_RATE = 0.05
-FD_MINIMUM = 5
+_FD = CHECKS["gradient-disagrees-with-finite-differences"].thresholds
+FD_TOLERATED_RATE = _FD["tolerated_rate"]
+"""Pairs an honest network may have disagreeing at every step (``core.checks`` says why)."""
+FD_MATERIAL_RATE = _FD["material_rate"]
+FD_MINIMUM = int(_FD["minimum"])
 
 
 @check("gradient-disagrees-with-finite-differences")

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from analysis.findings import ALPHA, Evidence, Judged, Status, check
+from core.checks import CHECKS, word
 from core.stats import binomial_tail
 
 
@@ -56,6 +57,9 @@ def stochastic_model(evidence: Evidence) -> Judged:
     )
 
 
+_BATCH_CHANCE = CHECKS["batch-dependent-outputs"].thresholds["chance"]
+
+
 @check("batch-dependent-outputs")
 def batch_dependent_outputs(evidence: Evidence) -> Judged:
     """A sample's logits change with the other samples in its batch (batch norm in train mode,
@@ -86,12 +90,13 @@ def batch_dependent_outputs(evidence: Evidence) -> Judged:
     if probes.stochastic:
         compared, grouped = probes.batch_grouped_compared, probes.batch_grouped
         assert compared is not None and grouped is not None  # probe_model measures them
-        p_value = binomial_tail(grouped, compared, 1 / 3) if compared else 1.0
-        rows.update(grouped=grouped, compared=compared, chance=1 / 3, p_value=p_value)
+        p_value = binomial_tail(grouped, compared, _BATCH_CHANCE) if compared else 1.0
+        rows.update(grouped=grouped, compared=compared, chance=_BATCH_CHANCE, p_value=p_value)
         dependent = p_value < ALPHA
         seen = (
             f"{grouped} of {compared} samples' passes pair up by batch composition (two "
-            f"batched, two alone; chance: 1/3 of samples; p = {p_value:.2g})"
+            f"batched, two alone; chance: {word(_BATCH_CHANCE, 'fraction')} of samples; "
+            f"p = {p_value:.2g})"
         )
     else:
         dependent = probes.batch_differing > 0

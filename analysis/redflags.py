@@ -7,8 +7,9 @@ attacks before it left robust, so "attack B broke samples that A missed" is a co
 discordant samples, tested with an exact one-sided binomial test against a small tolerated
 rate. Noise on 1000 samples therefore raises nothing.
 
-Adding a check: declare it in ``core/checks.py`` (its title, what it measures, when it fails,
-its sentences and remedy, the keys of its evidence, read also by the torch-free report),
+Adding a check: declare it in ``core/checks.py`` (its title, what it measures, the numbers it
+compares against and when it fails in words formatted from them, its sentences and remedy, the
+keys of its evidence, read also by the torch-free report),
 write a function ``(Evidence) -> Judged`` decorated with ``@check(code)`` in the module of
 the evidence it reads, document it in the table of the README, and give it a renderer of its
 evidence (in ``reports/*evidence.py``, registered with ``reports.evidenceblocks.renders``).

@@ -9,7 +9,7 @@ from typing import Any
 from analysis.findings import Evidence, Judged, Status, attack_family, check, worst_status
 from attacks import AttackOutcome, Family
 from core.boundary import error_line
-from core.checks import run_key
+from core.checks import CHECKS, run_key
 
 
 def _broken_late(record: AttackOutcome, k: int, tail: int) -> int | None:
@@ -28,6 +28,13 @@ def _broken_late(record: AttackOutcome, k: int, tail: int) -> int | None:
     return int((steps > num_steps - tail).sum())
 
 
+_CONVERGED = CHECKS["attack-not-converged"].thresholds
+_TAIL_DIVISOR = round(1 / _CONVERGED["tail_share"])
+"""The tail is ``steps // _TAIL_DIVISOR`` steps (at least one): the last ``tail_share``."""
+_NO_RISE = 1e-12
+"""Stands in for a total rise of zero when the tail's rise is compared with it."""
+
+
 @check("attack-not-converged")
 def not_converged(evidence: Evidence) -> Judged:
     suite = evidence.suite
@@ -35,7 +42,11 @@ def not_converged(evidence: Evidence) -> Judged:
     statuses: list[Status] = []
     for outcome in suite.norms if suite else ():
         for record in outcome.attacks:
-            if not attack_family(record).gradient or record.loss_trace.shape[1] < 11:
+            # loss_trace holds the loss before the first step and after each.
+            if (
+                not attack_family(record).gradient
+                or record.loss_trace.shape[1] < _CONVERGED["min_steps"] + 1
+            ):
                 continue
             for k, epsilon in enumerate(record.epsilons):
                 alive = record.attacked[k] & ~record.success[k]
@@ -43,16 +54,21 @@ def not_converged(evidence: Evidence) -> Judged:
                     continue
                 trace = record.loss_trace[k][:, alive].double().nanmean(1)
                 steps = trace.shape[0] - 1
-                tail = max(1, steps // 10)
+                tail = max(1, steps // _TAIL_DIVISOR)
                 total_rise = float(trace[-1] - trace[0])
                 tail_rise = float(trace[-1] - trace[-1 - tail])
-                rising = tail_rise > 0.01 * max(abs(total_rise), 1e-12) and tail_rise > 1e-3
+                rising = (
+                    tail_rise > _CONVERGED["rise_share"] * max(abs(total_rise), _NO_RISE)
+                    and tail_rise > _CONVERGED["min_rise"]
+                )
                 late = _broken_late(record, k, tail)
                 attacked = int(record.attacked[k].sum())
                 # A loss that creeps up on samples no step can break is not worth more steps:
                 # where the step of each success is known, the attack must also still have
                 # been breaking a material number of samples in its last 10 % of steps.
-                still_breaking = late is None or late >= max(5, 0.02 * attacked)
+                still_breaking = late is None or late >= max(
+                    _CONVERGED["minimum"], _CONVERGED["material_share"] * attacked
+                )
                 rows[run_key(record.label, outcome.norm.value, epsilon)] = {
                     "robust_samples": int(alive.sum()),
                     "total_rise": total_rise,
@@ -79,6 +95,9 @@ def _shows_last_iterate(record: AttackOutcome) -> bool:
     return params.get("early_stop") is True and params.get("target_mode") not in (None, "top")
 
 
+_SILENT = CHECKS["silent-success"].thresholds
+
+
 @check("silent-success")
 def silent_success(evidence: Evidence) -> Judged:
     suite = evidence.suite
@@ -100,8 +119,9 @@ def silent_success(evidence: Evidence) -> Judged:
             total += count
             rows[key] = {"silent": count, "attacked": attacked}
             # Material when a last-iterate evaluation would overstate robust accuracy by at
-            # least 5 samples and 2 % of those attacked, the bar of the other checks.
-            statuses.append(Status.WARN if count >= max(5, 0.02 * attacked) else Status.PASS)
+            # least minimum samples and material_share of those attacked (core.checks).
+            material = max(_SILENT["minimum"], _SILENT["material_share"] * attacked)
+            statuses.append(Status.WARN if count >= material else Status.PASS)
     status = worst_status(statuses)
     if not rows:
         explanation = (
