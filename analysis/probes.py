@@ -42,10 +42,15 @@ from analysis.finitedifferences import (
 )
 from analysis.gradientprobe import gradient_census, logit_margins, raised_message, six_digits
 from attacks import ChunkedModel
+from core.checks import CHECKS
 from core.document import Probes
 from torchutil import model_mode
 
 __all__ = ["FD_ROUNDING_ULPS", "probe_model"]
+
+
+_FD_TOLERANCE = CHECKS["gradient-disagrees-with-finite-differences"].thresholds["tolerance"]
+_BATCH_TOLERANCE = CHECKS["batch-dependent-outputs"].thresholds["tolerance"]
 
 
 def probe_model(
@@ -58,8 +63,8 @@ def probe_model(
     num_repeats: int = 4,
     fd_samples: int = 256,
     fd_steps: tuple[float, ...] | None = None,
-    fd_tolerance: float = 0.1,
-    batch_tolerance: float = 1e-3,
+    fd_tolerance: float = _FD_TOLERANCE,
+    batch_tolerance: float = _BATCH_TOLERANCE,
     bounds: tuple[float, float] = (0.0, 1.0),
     batch_size: int = 500,
 ) -> Probes:
@@ -82,10 +87,12 @@ def probe_model(
         fd_steps: finite-difference steps as fractions of the box width, largest first;
             default (1e-3, 1e-4, 1e-5) in float64 and (1e-2, 3e-3, 1e-3) when the model only
             runs in float32 (where rounding limits small steps).
-        fd_tolerance: relative error above which an estimate disagrees with the gradient.
+        fd_tolerance: relative error above which an estimate disagrees with the gradient
+            (default: the threshold ``core.checks`` declares).
         batch_tolerance: relative logit change (of the row's largest absolute logit) above
             which a sample's output depends on its batch; batched and single matrix products
-            differ by rounding only, far below it.
+            differ by rounding only, far below it (default: the threshold ``core.checks``
+            declares).
         bounds: the input box.
         batch_size: the batch size the audit uses; the first ``batch_size`` samples are
             evaluated as one batch, as the attacks see them.

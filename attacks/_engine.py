@@ -65,6 +65,7 @@ from attacks.result import STEP_NOT_BROKEN, STEP_UNKNOWN, TABLES, AttackResult, 
 from attacks.tables import arguments, empty, scatter
 from attacks.tables import inherit as inherit_rows
 from attacks.threat import Bounds, Epsilons, Norm, check_epsilons, check_inputs, geometry
+from core.checks import VANISHING_THRESHOLD
 from torchutil import (
     RngState,
     draw_seed,
@@ -75,10 +76,6 @@ from torchutil import (
     model_mode,
     seeded_global_rng,
 )
-
-VANISHING_THRESHOLD = 1e-10
-"""A first input gradient with an L2 norm below this counts as vanishing."""
-
 
 TARGET_STREAM = 0
 """The stream of a sample's random target, drawn once and the same at every epsilon."""

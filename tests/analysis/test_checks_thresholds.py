@@ -13,6 +13,7 @@ from analysis.comparechecks import PAIRWISE_CHECKS
 from analysis.config import EOT_SAMPLES
 from analysis.findings import ALPHA
 from analysis.gradientchecks import FD_MATERIAL_RATE, FD_MINIMUM, FD_TOLERATED_RATE
+from attacks import _engine
 from core import checks
 from core.checks import CHECKS
 
@@ -42,6 +43,15 @@ def test_named_thresholds_are_the_declared_ones() -> None:
         fd["minimum"],
     ) == (FD_TOLERATED_RATE, FD_MATERIAL_RATE, FD_MINIMUM)
     assert ALPHA is checks.ALPHA
+    assert CHECKS["vanishing-gradients"].thresholds["vanishing_norm"] == _engine.VANISHING_THRESHOLD
+
+
+def test_the_probes_measure_at_the_declared_tolerances() -> None:
+    defaults = inspect.signature(probes.probe_model).parameters
+    fd = CHECKS["gradient-disagrees-with-finite-differences"]
+    batch = CHECKS["batch-dependent-outputs"]
+    assert defaults["fd_tolerance"].default == fd.thresholds["tolerance"]
+    assert defaults["batch_tolerance"].default == batch.thresholds["tolerance"]
 
 
 def test_the_settings_the_words_state_are_the_audits() -> None:
