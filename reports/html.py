@@ -356,7 +356,7 @@ def _checks(result: AuditResult) -> list[tuple[str, CheckSpec]]:
 def render(result: AuditResult) -> str:
     """The report of ``result`` as one HTML page (a str); the same result gives the same
     bytes."""
-    frames = {name: build(result) for name, build in tables.TABLES.items()}
+    frames = {name: build(result) for name, build in tables.REPORT_TABLES.items()}
     views = {
         name: table_view(
             name,

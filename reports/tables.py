@@ -2,7 +2,7 @@
 
 Cells are the text the report shows (``0.281 [0.240, 0.325]``, ``110.5 ± 6.352``, ``n/a``),
 so a table pasted from the CSV or Markdown reads exactly as in ``report.html``; the row labels
-are the index (its name heads the first column). :data:`TABLES` names every table;
+are the index (its name heads the first column). :data:`REPORT_TABLES` names every table;
 :func:`write_tables` writes each as CSV and Markdown.
 
 Example::
@@ -47,7 +47,7 @@ from reports.provenancetable import provenance_table
 
 __all__ = [
     "FORMATS",
-    "TABLES",
+    "REPORT_TABLES",
     "activation_table",
     "alone_accuracy",
     "flatness_sections",
@@ -130,7 +130,7 @@ def red_flag_table(result: AuditResult) -> pd.DataFrame:
 
 # --- writing ---------------------------------------------------------------------------------
 
-TABLES: dict[str, Callable[[AuditResult], pd.DataFrame]] = {
+REPORT_TABLES: dict[str, Callable[[AuditResult], pd.DataFrame]] = {
     "robust_accuracy": robust_accuracy_table,
     "who_broke_what": who_broke_what_table,
     "gradients": gradient_table,
@@ -178,7 +178,7 @@ def parse_formats(text: str) -> tuple[str, ...]:
 def write_tables(
     result: AuditResult, directory: str | Path, formats: Iterable[str] = FORMATS
 ) -> list[Path]:
-    """Write every table of :data:`TABLES` as ``DIRECTORY/<name>.csv`` and ``.md``; a table
+    """Write every table of :data:`REPORT_TABLES` as ``DIRECTORY/<name>.csv`` and ``.md``; a table
     the document has no rows for (flatness after ``--no-flatness``) is left out.
 
     Returns:
@@ -188,7 +188,7 @@ def write_tables(
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     written = []
-    for name, build in TABLES.items():
+    for name, build in REPORT_TABLES.items():
         frame = build(result)
         if frame.empty:
             continue

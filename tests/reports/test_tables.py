@@ -125,9 +125,9 @@ def test_without_flatness_the_table_is_empty_and_not_written(tmp_path) -> None:
 def test_written_tables_read_back(honest: AuditResult, tmp_path) -> None:
     written = tables.write_tables(honest, tmp_path)
     assert {p.name for p in written} == {
-        f"{name}.{kind}" for name in tables.TABLES for kind in ("csv", "md")
+        f"{name}.{kind}" for name in tables.REPORT_TABLES for kind in ("csv", "md")
     }
-    for name, build in tables.TABLES.items():
+    for name, build in tables.REPORT_TABLES.items():
         frame = build(honest)
         text = (tmp_path / f"{name}.csv").read_text(encoding="utf-8")
         back = pd.read_csv(io.StringIO(text), index_col=0, dtype=str, keep_default_na=False)
