@@ -61,7 +61,13 @@ from torch import Tensor, nn
 
 from attacks._model import Evaluator
 from attacks.losses import fooled, is_finite_rows, judged_margin, predict
-from attacks.result import STEP_NOT_BROKEN, STEP_UNKNOWN, TABLES, AttackResult, gradient_stats
+from attacks.result import (
+    PER_SAMPLE_TABLES,
+    STEP_NOT_BROKEN,
+    STEP_UNKNOWN,
+    AttackResult,
+    gradient_stats,
+)
 from attacks.tables import arguments, empty, scatter
 from attacks.tables import inherit as inherit_rows
 from attacks.threat import Bounds, Epsilons, Norm, check_epsilons, check_inputs, geometry
@@ -296,7 +302,7 @@ def run_attack(
     y = y.to(x.device).long()
     x = x.detach()
 
-    tables = empty(TABLES, num_eps, x, length=trace_length)
+    tables = empty(PER_SAMPLE_TABLES, num_eps, x, length=trace_length)
     success, margins = tables["success"], tables["margin"]
     reported = _reported_tables()
     geom = geometry(config.norm)
@@ -325,7 +331,7 @@ def run_attack(
             if k > 0 and nested:
                 inherit = success[k - 1] & ~clean_wrong
                 todo &= ~inherit
-                inherit_rows(tables, k, inherit, TABLES)
+                inherit_rows(tables, k, inherit, PER_SAMPLE_TABLES)
             indices = todo.nonzero().squeeze(1)
             for begin in range(0, indices.numel(), step):
                 idx = indices[begin : begin + step]
@@ -357,7 +363,7 @@ def run_attack(
                     if outcome.targets is None
                     else prediction == outcome.targets,
                 }
-                scatter(tables, judged, idx, TABLES, row=k)
+                scatter(tables, judged, idx, PER_SAMPLE_TABLES, row=k)
 
     stats = None
     if gradients:
@@ -367,7 +373,7 @@ def run_attack(
             nonfinite_logits=evaluator.nonfinite_logits,
             nonfinite_gradients=evaluator.nonfinite_gradients,
         )
-    own = arguments(tables, TABLES)
+    own = arguments(tables, PER_SAMPLE_TABLES)
     # The optional tables: a targeted attack's targets, a gradient attack's first gradients.
     if not targeted:
         own.update(targets=None, target_success=None)
@@ -394,7 +400,7 @@ def _reported_tables() -> tuple[str, ...]:
     """The attributes of ``BatchOutcome`` that are tables of the result, placed into it as
     the attack reports them (the engine judges and replaces ``adversarial`` and
     ``success_step``)."""
-    names = {f.name for f in TABLES}
+    names = {f.name for f in PER_SAMPLE_TABLES}
     return tuple(f.name for f in dataclasses.fields(BatchOutcome) if f.name in names)
 
 

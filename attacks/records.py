@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 
 from attacks.presets import AttackSpec, SuiteConfig
-from attacks.result import TABLES, AttackResult, gradient_stats, plain
+from attacks.result import PER_SAMPLE_TABLES, AttackResult, gradient_stats, plain
 from attacks.tables import arguments, at, empty, masked, scatter, tables_of
 from attacks.threat import Norm
 from attacks.worstcase import robust_after
@@ -174,7 +174,9 @@ class AttackOutcome:
         return plain(data)
 
 
-RECORD_TABLES = tuple(f for f in TABLES if f.name in {a.name for a in fields(AttackOutcome)})
+RECORD_TABLES = tuple(
+    f for f in PER_SAMPLE_TABLES if f.name in {a.name for a in fields(AttackOutcome)}
+)
 """The per-sample tables of ``AttackResult`` that a record holds over all the suite's samples."""
 
 
@@ -378,13 +380,13 @@ def merge_per_epsilon(
     num_samples, num_eps = x.shape[0], len(epsilons)
     results = [p.result for p in pieces if p.result is not None]
     length = max((r.loss_trace.shape[1] for r in results), default=1)
-    tables = empty(TABLES, num_eps, x, length=length)
+    tables = empty(PER_SAMPLE_TABLES, num_eps, x, length=length)
     for k, piece in enumerate(pieces):
         if piece.result is None:
             continue
-        row = at(tables_of(piece.result, TABLES), piece.row, TABLES)
-        row = masked(row, TABLES, "merged", piece.result.attacked[piece.row])
-        scatter(tables, row, piece.index, TABLES, row=k)
+        row = at(tables_of(piece.result, PER_SAMPLE_TABLES), piece.row, PER_SAMPLE_TABLES)
+        row = masked(row, PER_SAMPLE_TABLES, "merged", piece.result.attacked[piece.row])
+        scatter(tables, row, piece.index, PER_SAMPLE_TABLES, row=k)
     (after,) = robust_after(robust, [tables["success"]])
     merged = None
     # A run shared by several epsilons (the sweep's) counts once.
@@ -403,10 +405,12 @@ def merge_per_epsilon(
                     r.gradient_stats.nonfinite_gradients for r in distinct if r.gradient_stats
                 ),
             )
-        own = arguments(tables, TABLES)
+        own = arguments(tables, PER_SAMPLE_TABLES)
         # An optional table (targets) is there when the attack gives it.
-        present = tables_of(first, TABLES)
-        own.update({f.name: None for f in TABLES if f.optional and present[f.name] is None})
+        present = tables_of(first, PER_SAMPLE_TABLES)
+        own.update(
+            {f.name: None for f in PER_SAMPLE_TABLES if f.optional and present[f.name] is None}
+        )
         merged = AttackResult(
             attack=first.attack,
             norm=norm,

@@ -90,9 +90,9 @@ class AttackResult:
 
     Each per-sample table is declared once, in its attribute's metadata
     (``attacks.tables.per_sample``: its fill where a sample was not attacked, dtype and shape);
-    ``TABLES`` lists them all, and wherever results are assembled (the engine, the suite's
-    records, its merged and concatenated results) every declared table is allocated, placed,
-    selected and joined through ``attacks.tables``.
+    ``PER_SAMPLE_TABLES`` lists them all, and wherever results are assembled (the engine, the
+    suite's records, its merged and concatenated results) every declared table is allocated,
+    placed, selected and joined through ``attacks.tables``.
 
     Attributes:
         attack: the attack's name, e.g. ``"pgd-ce"``.
@@ -226,6 +226,6 @@ class AttackResult:
         return plain(data)
 
 
-TABLES: tuple[Field, ...] = declared(AttackResult)
+PER_SAMPLE_TABLES: tuple[Field, ...] = declared(AttackResult)
 """Every per-sample table of ``AttackResult``, each with its fill, dtype, shape and rules (see
 ``attacks.tables``)."""

@@ -24,7 +24,7 @@ from attacks.losses import margin as logit_margin
 from attacks.plan import Stage
 from attacks.presets import AttackSpec, SuiteConfig
 from attacks.records import FAILED, NOT_APPLICABLE, OK
-from attacks.result import TABLES, AttackResult, gradient_stats
+from attacks.result import PER_SAMPLE_TABLES, AttackResult, gradient_stats
 from attacks.tables import arguments, cat, tables_of, take
 from attacks.threat import Norm
 from torchutil import (
@@ -245,7 +245,11 @@ def concatenate(results: list[AttackResult], seed: int, take_index: Tensor) -> A
     """One result over the samples of ``results`` side by side (calls of one stage), its
     columns ``take_index`` of them (the stage's samples in its order)."""
     first = results[0]
-    tables = take(cat([tables_of(r, TABLES) for r in results], TABLES), take_index, TABLES)
+    tables = take(
+        cat([tables_of(r, PER_SAMPLE_TABLES) for r in results], PER_SAMPLE_TABLES),
+        take_index,
+        PER_SAMPLE_TABLES,
+    )
     norms = tables["first_grad_norm"]
     stats = None
     if first.gradient_stats is not None and norms is not None:
@@ -258,7 +262,7 @@ def concatenate(results: list[AttackResult], seed: int, take_index: Tensor) -> A
         )
     return replace(
         first,
-        **arguments(tables, TABLES),
+        **arguments(tables, PER_SAMPLE_TABLES),
         num_forward=sum(r.num_forward for r in results),
         num_backward=sum(r.num_backward for r in results),
         wall_time=sum(r.wall_time for r in results),

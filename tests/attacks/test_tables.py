@@ -10,7 +10,7 @@ import torch
 
 from attacks import AttackSpec, Norm, pgd_targeted
 from attacks.records import record_of
-from attacks.result import TABLES, AttackResult
+from attacks.result import PER_SAMPLE_TABLES, AttackResult
 from attacks.shards import concatenate
 from attacks.suite import AttackOutcome
 from attacks.tables import (
@@ -76,11 +76,11 @@ def _tensor_attributes(cls: type) -> set[str]:
 def test_every_tensor_of_a_result_is_a_declared_table() -> None:
     # A tensor attribute of a result is one value per sample (and epsilon): one left out of
     # the declaration would be dropped or misplaced wherever results are assembled.
-    names = {f.name for f in TABLES}
+    names = {f.name for f in PER_SAMPLE_TABLES}
     assert _tensor_attributes(AttackResult) == names
-    for field in TABLES:
+    for field in PER_SAMPLE_TABLES:
         assert field.shape[0] == "K" and "N" in field.shape, field
-    assert {f.name for f in TABLES if f.optional} == {
+    assert {f.name for f in PER_SAMPLE_TABLES if f.optional} == {
         "first_grad_norm",
         "targets",
         "target_success",
@@ -88,7 +88,7 @@ def test_every_tensor_of_a_result_is_a_declared_table() -> None:
 
 
 def test_every_per_sample_tensor_of_a_record_is_a_declared_table() -> None:
-    names = {f.name for f in TABLES}
+    names = {f.name for f in PER_SAMPLE_TABLES}
     assert _tensor_attributes(AttackOutcome) - {"sample_index"} <= names
 
 
@@ -207,9 +207,9 @@ def test_cat_of_two_runs_is_the_run_on_their_samples_together(model, data, split
         )
 
     whole, first, second = run(slice(None)), run(slice(0, split)), run(slice(split, None))
-    joined = cat([tables_of(first), tables_of(second)], TABLES)
+    joined = cat([tables_of(first), tables_of(second)], PER_SAMPLE_TABLES)
     expected = tables_of(whole)
-    assert set(joined) == {f.name for f in TABLES}
+    assert set(joined) == {f.name for f in PER_SAMPLE_TABLES}
     for name, value in expected.items():
         assert value is not None, name
         got = joined[name]
@@ -219,7 +219,7 @@ def test_cat_of_two_runs_is_the_run_on_their_samples_together(model, data, split
     # The suite joins the calls of one stage so, and picks the stage's samples from them.
     order = torch.tensor([9, 0, 4, 2, 1, 3, 5, 6, 7, 8])
     concatenated = concatenate([first, second], 11, order)
-    picked = take(joined, order, TABLES)
+    picked = take(joined, order, PER_SAMPLE_TABLES)
     for name, value in tables_of(concatenated).items():
         assert _same(value, picked[name]), name
 
@@ -240,7 +240,7 @@ def test_a_record_holds_its_run_at_the_runs_samples_and_the_fills_elsewhere(mode
     )
     spec = AttackSpec("pgd-t", "pgd-t", {"num_steps": 3})
     record = record_of(spec, Norm.LINF, result, index, x, result.robust_accuracy)
-    fields = [f for f in TABLES if hasattr(record, f.name)]
+    fields = [f for f in PER_SAMPLE_TABLES if hasattr(record, f.name)]
     held = tables_of(record, fields)
     shown = take(held, index, fields)
     attacked = result.attacked
@@ -264,13 +264,13 @@ def test_every_declared_table_is_written_out(model, data) -> None:
         model, x[:6], y[:6], [0.1], norm="linf", bounds=(0.0, 1.0), num_steps=2, generator=0
     )
     written = result.to_dict(include_examples=True)
-    for field in TABLES:
+    for field in PER_SAMPLE_TABLES:
         assert field.name in written, field.name
     spec = AttackSpec("pgd-t", "pgd-t", {"num_steps": 2})
     record = record_of(spec, Norm.LINF, result, torch.arange(6), x[:6], result.robust_accuracy)
     shown = record.to_dict(per_sample_traces=True)
     # A record never writes its examples (the audit picks a few of them for its document).
-    held = {f.name for f in TABLES if hasattr(record, f.name)} - {"adversarial"}
+    held = {f.name for f in PER_SAMPLE_TABLES if hasattr(record, f.name)} - {"adversarial"}
     assert held <= set(shown)
 
 
