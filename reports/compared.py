@@ -57,7 +57,7 @@ def present_norms(items: Sequence[Entry]) -> list[str]:
     return [norm for norm in NORM_NAMES if norm in present]
 
 
-def norm_section(entry: Entry, norm: str) -> NormResult | None:
+def find_norm_section(entry: Entry, norm: str) -> NormResult | None:
     return next((n for n in entry.result.robustness.norms if n.norm == norm), None)
 
 
@@ -136,7 +136,7 @@ def comparability_warnings(items: Sequence[Entry]) -> list[str]:
         )
     for norm in present_norms(items):
         name = NORM_NAMES[norm]
-        present = [(e.label, s) for e in items if (s := norm_section(e, norm)) is not None]
+        present = [(e.label, s) for e in items if (s := find_norm_section(e, norm)) is not None]
         epsilons = _grouped((label, s.epsilons) for label, s in present)
         if len(epsilons) > 1:
             warnings.append(
@@ -152,7 +152,7 @@ def comparability_warnings(items: Sequence[Entry]) -> list[str]:
                 + "): reliable robust accuracies are worst cases over different attacks."
             )
     for norm in present_norms(items):
-        lacking = [e.label for e in items if norm_section(e, norm) is None]
+        lacking = [e.label for e in items if find_norm_section(e, norm) is None]
         if lacking:
             warnings.append(
                 f"{', '.join(lacking)}: audited without {NORM_NAMES[norm]}, which the others have."

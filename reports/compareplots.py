@@ -17,7 +17,7 @@ from reports.compared import (
     NORM_NAMES,
     Entry,
     far_above,
-    norm_section,
+    find_norm_section,
     pgd_ce,
     present_norms,
 )
@@ -40,7 +40,7 @@ def _style(number: int) -> dict[str, Any]:
 
 
 def _sweep(entry: Entry, norm: str) -> Sweep | None:
-    section = norm_section(entry, norm)
+    section = find_norm_section(entry, norm)
     return section.sweep if section else None
 
 
@@ -60,7 +60,7 @@ def curves_svg(items: Sequence[Entry]) -> str | None:
         figure, axes = _figure(1, len(norms), 5.0 * len(norms) + 2.6, 3.6)
         for axis, norm in zip(axes[0], norms, strict=True):
             for entry in items:
-                section, sweep = norm_section(entry, norm), _sweep(entry, norm)
+                section, sweep = find_norm_section(entry, norm), _sweep(entry, norm)
                 if section is None or sweep is None:
                     continue
                 points = [
@@ -132,7 +132,7 @@ def scatter_svg(items: Sequence[Entry]) -> str | None:
                 axis = axes[row][column]
                 xs = []
                 for entry in measured:
-                    section = norm_section(entry, norm)
+                    section = find_norm_section(entry, norm)
                     estimate = pick(entry.result.flatness)
                     if section is None or estimate is None or not math.isfinite(estimate.value):
                         continue

@@ -17,8 +17,8 @@ from reports.compared import (
     NORM_NAMES,
     Entry,
     far_above,
+    find_norm_section,
     gap,
-    norm_section,
     pgd_ce,
     present_norms,
     suite_name,
@@ -85,7 +85,7 @@ def summary_table(items: Sequence[Entry]) -> ComparisonTable:
         _proportion(row, "clean accuracy", result.clean_accuracy)
         for norm in present_norms(items):
             name = NORM_NAMES[norm]
-            section = norm_section(entry, norm)
+            section = find_norm_section(entry, norm)
             row[f"{name} ε"] = section.epsilons[0] if section else math.nan
             _proportion(row, f"{name} PGD-CE", pgd_ce(result, section) if section else None)
             _proportion(row, f"{name} reliable", _reliable(section, 0) if section else None)
@@ -127,13 +127,13 @@ def robust_table(items: Sequence[Entry], norm: str) -> ComparisonTable:
     attack (in the union of the documents' attack orders) and the reliable one."""
     labels: list[str] = []
     for entry in items:
-        section = norm_section(entry, norm)
+        section = find_norm_section(entry, norm)
         for record in section.attacks if section else ():
             if record.label not in labels:
                 labels.append(record.label)
     rows = []
     for entry in items:
-        section = norm_section(entry, norm)
+        section = find_norm_section(entry, norm)
         if section is None:
             continue
         for k, epsilon in enumerate(section.epsilons):
