@@ -206,7 +206,7 @@ FD_MINIMUM = int(_FD["minimum"])
 
 
 @check("gradient-disagrees-with-finite-differences")
-def finite_differences(evidence: Evidence) -> Judged:
+def gradient_disagrees_with_finite_differences(evidence: Evidence) -> Judged:
     """The share of sample-direction pairs whose directional derivative disagrees with the
     central, forward and backward finite differences at every step size, against
     ``FD_TOLERATED_RATE`` by an exact one-sided binomial test; graded like the pairwise

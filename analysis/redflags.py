@@ -53,7 +53,7 @@ from analysis.gradientchecks import (
     FD_MATERIAL_RATE,
     FD_MINIMUM,
     FD_TOLERATED_RATE,
-    finite_differences,
+    gradient_disagrees_with_finite_differences,
     nonfinite,
     vanishing_gradients,
 )
@@ -86,7 +86,7 @@ __all__ = [
     "attack_failed",
     "batch_dependent_outputs",
     "check",
-    "finite_differences",
+    "gradient_disagrees_with_finite_differences",
     "low_clean_accuracy",
     "margin_loss_beats_cross_entropy",
     "nonfinite",

@@ -19,7 +19,7 @@ from analysis.probes import probe_model
 from analysis.redflags import (
     Status,
     batch_dependent_outputs,
-    finite_differences,
+    gradient_disagrees_with_finite_differences,
     stochastic_model,
     vanishing_gradients,
     verdict,
@@ -62,7 +62,7 @@ def test_a_cut_graph_is_a_finding_not_an_exception(honest, digits, kind):
     vanishing = vanishing_gradients(_evidence(probes))
     assert vanishing.status == Status.FAIL
     assert vanishing.explanation.startswith("the input gradient does not exist")
-    fd = finite_differences(_evidence(probes))
+    fd = gradient_disagrees_with_finite_differences(_evidence(probes))
     assert fd.status == Status.NOT_APPLICABLE and "does not exist" in fd.explanation
     assert batch_dependent_outputs(_evidence(probes)).status == Status.PASS
 
@@ -214,7 +214,10 @@ def test_stochastic_batch_independent_model_passes(honest, digits):
     probes = _probe(TestTimeDropout(honest["max-pool"]), x, y, num_samples=200, fd_samples=16)
     assert probes.stochastic and probes.batch_grouped_compared >= 190
     assert batch_dependent_outputs(_evidence(probes)).status == Status.PASS
-    assert finite_differences(_evidence(probes)).status == Status.NOT_APPLICABLE
+    assert (
+        gradient_disagrees_with_finite_differences(_evidence(probes)).status
+        == Status.NOT_APPLICABLE
+    )
 
 
 class _RandomShift(nn.Module):

@@ -24,7 +24,7 @@ from analysis.redflags import (
     FD_MATERIAL_RATE,
     FD_TOLERATED_RATE,
     Status,
-    finite_differences,
+    gradient_disagrees_with_finite_differences,
 )
 from checkpoints.datasets import load_dataset
 
@@ -114,7 +114,7 @@ class Float32Only(nn.Module):
 def test_honest_networks_pass_with_room_at_1000_samples(honest, digits, name):
     _, _, x, y = digits
     probes = _probe(honest[name], x, y, fd_samples=1000)
-    finding = finite_differences(_evidence(probes))
+    finding = gradient_disagrees_with_finite_differences(_evidence(probes))
     assert probes.fd_precision == "float64" and probes.fd_samples == 1000
     assert probes.fd_informative >= 990
     assert finding.status == Status.PASS, finding.explanation
@@ -141,12 +141,12 @@ def test_honest_mnist_networks_pass_with_room_at_1000_samples(mnist, name):
     with torch.no_grad():
         assert float((networks[name](x).argmax(1) == y).double().mean()) > 0.8
     probes = _probe(networks[name], x, y, fd_samples=1000)
-    finding = finite_differences(_evidence(probes))
+    finding = gradient_disagrees_with_finite_differences(_evidence(probes))
     assert finding.status == Status.PASS, finding.explanation
     assert probes.fd_informative >= 990
     assert probes.fd_disagreement_fraction < FD_TOLERATED_RATE, finding.explanation
     wrong = _probe(AfterFirstLayer(networks[name], _SignFlip), x, y)
-    assert finite_differences(_evidence(wrong)).status == Status.FAIL
+    assert gradient_disagrees_with_finite_differences(_evidence(wrong)).status == Status.FAIL
 
 
 def test_honest_network_passes_in_float32(honest, digits):
@@ -154,7 +154,7 @@ def test_honest_network_passes_in_float32(honest, digits):
     probes = _probe(Float32Only(honest["max-pool"]), x, y, fd_samples=1000)
     assert probes.fd_precision == "float32" and "float64" in probes.fd_note
     assert probes.fd_disagreement_fraction < FD_TOLERATED_RATE
-    assert finite_differences(_evidence(probes)).status == Status.PASS
+    assert gradient_disagrees_with_finite_differences(_evidence(probes)).status == Status.PASS
 
 
 def test_torchscript_models_run_in_float64(honest, digits):
@@ -186,7 +186,7 @@ def test_disagreement_of_a_kinked_network_shrinks_with_the_step(honest, digits):
 def test_a_layer_with_a_wrong_backward_pass_fails(honest, digits, name, function, ratio):
     _, _, x, y = digits
     probes = _probe(AfterFirstLayer(honest[name], function), x, y)
-    finding = finite_differences(_evidence(probes))
+    finding = gradient_disagrees_with_finite_differences(_evidence(probes))
     assert finding.status == Status.FAIL, finding.explanation
     assert probes.fd_disagreement_fraction > 0.5
     if ratio is not None:
@@ -196,7 +196,7 @@ def test_a_layer_with_a_wrong_backward_pass_fails(honest, digits, name, function
 def test_straight_through_quantisation_fails(honest, digits):
     _, _, x, y = digits
     probes = _probe(OnInput(honest["max-pool"], _StraightThrough), x, y)
-    finding = finite_differences(_evidence(probes))
+    finding = gradient_disagrees_with_finite_differences(_evidence(probes))
     assert finding.status == Status.FAIL, finding.explanation
     assert probes.fd_median_ratio == pytest.approx(0.0, abs=1e-6)  # the function is flat
 
@@ -205,7 +205,7 @@ def test_wrong_backward_pass_fails_in_float32(honest, digits):
     _, _, x, y = digits
     probes = _probe(Float32Only(AfterFirstLayer(honest["max-pool"], _SignFlip)), x, y)
     assert probes.fd_precision == "float32"
-    assert finite_differences(_evidence(probes)).status == Status.FAIL
+    assert gradient_disagrees_with_finite_differences(_evidence(probes)).status == Status.FAIL
 
 
 def test_the_check_grades_by_an_exact_binomial_test():
@@ -223,7 +223,7 @@ def test_the_check_grades_by_an_exact_binomial_test():
         (13, 256, Status.FAIL),
     ]:
         probes = replace(base, fd_disagreeing=disagreeing, fd_informative=pairs)
-        finding = finite_differences(_evidence(probes))
+        finding = gradient_disagrees_with_finite_differences(_evidence(probes))
         p_value = binomtest(disagreeing, pairs, FD_TOLERATED_RATE, alternative="greater").pvalue
         assert finding.evidence["p_value"] == pytest.approx(p_value, rel=1e-9)
         significant, material = p_value < 0.01, disagreeing / pairs >= FD_MATERIAL_RATE
