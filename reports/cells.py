@@ -12,7 +12,8 @@ from core.document import NormResult, Proportion
 
 NOT_AVAILABLE = "n/a"
 NON_FINITE = "non-finite"
-_NORM_NAMES = {"linf": "L∞", "l2": "L2"}
+NORM_NAMES = {"linf": "L∞", "l2": "L2"}
+"""The name the report gives each of the document's norms, in the order it lists them."""
 
 
 def number(value: float | int | None, digits: int = 4) -> str:
@@ -60,7 +61,7 @@ def estimate_cell(value: float | None, stderr: float | None) -> str:
 
 def norm_label(norm: str, epsilon: float | None = None) -> str:
     """``L∞ ε=0.1``, or ``L∞`` without an epsilon."""
-    name = _NORM_NAMES.get(norm, norm)
+    name = NORM_NAMES.get(norm, norm)
     return name if epsilon is None else f"{name} ε={epsilon:g}"
 
 

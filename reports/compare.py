@@ -41,10 +41,10 @@ from markupsafe import Markup
 
 from core.boundary import atomic_write_text
 from core.checks import verdict_level
+from reports.cells import NORM_NAMES
 from reports.compared import (
     FAR_ABOVE,
     FAR_MARK,
-    NORM_NAMES,
     Entry,
     comparability_warnings,
     entries,

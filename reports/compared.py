@@ -15,13 +15,13 @@ from typing import Any
 
 from core.document import AttackRecord, AuditResult, NormResult, Proportion, read_result
 from core.stats import wilson_interval
+from reports.cells import NORM_NAMES
 from reports.tables import alone_accuracy
 
 FAR_ABOVE = 0.10
 """PGD-CE is far above the reliable robust accuracy when the lower end of the gap's 95 %
 interval exceeds this share of the evaluated samples."""
 
-NORM_NAMES = {"linf": "L∞", "l2": "L2"}
 FAR_MARK = "⇑"
 
 

@@ -12,9 +12,9 @@ from matplotlib.ticker import FuncFormatter, NullFormatter
 
 from core.document import NormResult, Sweep
 from reports import plots
+from reports.cells import NORM_NAMES
 from reports.compared import (
     FAR_MARK,
-    NORM_NAMES,
     Entry,
     far_above,
     find_norm_section,

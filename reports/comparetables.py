@@ -11,10 +11,10 @@ from typing import Any
 import pandas as pd
 
 from core.document import AuditResult, NormResult, Proportion
+from reports.cells import NORM_NAMES
 from reports.compared import (
     FAR_ABOVE,
     FAR_MARK,
-    NORM_NAMES,
     Entry,
     far_above,
     find_norm_section,

@@ -15,6 +15,7 @@ from typing import Any
 
 from core.checks import RUN_KEY
 from reports import layout
+from reports.cells import NORM_NAMES
 
 MAX_ROWS = 8
 """Rows a table of runs shows; the rest are summarised in one sentence."""
@@ -23,9 +24,6 @@ MAX_ROWS = 8
 _CHUNK_CHARACTERS = 56
 """Width, in characters, of one table with epsilons as columns; wider series are split into
 several such tables, which sit side by side where the page is wide enough."""
-
-
-NORM_NAMES = {"linf": "L∞", "l2": "L2", "l1": "L1"}
 
 
 @dataclass(frozen=True)

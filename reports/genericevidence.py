@@ -13,8 +13,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from core.checks import RUN_KEY
+from reports.cells import NORM_NAMES
 from reports.evidenceblocks import (
-    NORM_NAMES,
     Block,
     Table,
     capped,
