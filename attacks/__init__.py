@@ -8,9 +8,9 @@ epsilon); ``run_suite`` runs a whole ``SuiteConfig`` (see ``preset``) and return
 """
 
 import attacks.kinds  # noqa: F401  (registers every attack kind before the registry is read)
-from attacks._model import ChunkedModel
 from attacks.apgd import apgd, autoattack
 from attacks.backends import BACKENDS
+from attacks.evaluator import ChunkedModel
 from attacks.fab import fab
 from attacks.fgsm import fgsm
 from attacks.losses import margin

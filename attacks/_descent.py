@@ -16,7 +16,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from attacks._model import Evaluator
+from attacks.evaluator import Evaluator
 from attacks.losses import NO_PREDICTION, Objective, predict, zero_nonfinite_
 from attacks.threat import Bounds, Geometry
 

@@ -59,7 +59,7 @@ from typing import Any, TypeVar
 import torch
 from torch import Tensor, nn
 
-from attacks._model import Evaluator
+from attacks.evaluator import Evaluator
 from attacks.losses import fooled, is_finite_rows, judged_margin, predict
 from attacks.result import (
     PER_SAMPLE_TABLES,

@@ -25,7 +25,7 @@ import torch
 from torch import Tensor, nn
 
 from attacks._engine import Batch, BatchAttack, BatchOutcome, Setup, run_attack, setup
-from attacks._model import CountingModule, library_gradients
+from attacks.evaluator import CountingModule, library_gradients
 from attacks.losses import fooled, judged_margin
 from attacks.result import AttackResult
 from attacks.threat import Bounds, Epsilons, Norm

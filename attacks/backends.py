@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 
 from attacks._engine import Batch, BatchOutcome, Setup
-from attacks._model import CountingModule, library_gradients
+from attacks.evaluator import CountingModule, library_gradients
 from attacks.losses import fooled, objective
 from attacks.threat import Norm
 from torchutil import apply_mode

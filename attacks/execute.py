@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from attacks._model import Evaluator
+from attacks.evaluator import Evaluator
 from attacks.losses import NO_PREDICTION, predict
 from attacks.plan import NormPlan, Plan, Stage
 from attacks.presets import SuiteConfig

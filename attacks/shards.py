@@ -19,7 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from attacks import registry
-from attacks._model import NO_INPUT_GRADIENT, NoInputGradient
+from attacks.evaluator import NO_INPUT_GRADIENT, NoInputGradient
 from attacks.losses import margin as logit_margin
 from attacks.plan import Stage
 from attacks.presets import AttackSpec, SuiteConfig

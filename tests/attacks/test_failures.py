@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from attacks import AttackSpec, SweepConfig, apgd, fab, pgd, preset, robust_after, run_suite
-from attacks._model import NO_INPUT_GRADIENT, NoInputGradient
+from attacks.evaluator import NO_INPUT_GRADIENT, NoInputGradient
 
 
 class _Cut(nn.Module):

@@ -1,4 +1,5 @@
-"""How attacks talk to a model: counted forward/backward passes, EOT, library wrappers.
+"""The attacks' one way to evaluate a model: counted forward/backward passes, EOT, library
+wrappers.
 
 A model is any ``nn.Module`` mapping inputs in the bounds to logits ``[N, C]``. Attacks never
 touch it directly; they go through an ``Evaluator`` that counts every sample that passes
