@@ -3,7 +3,7 @@
 An attack's public function checks its own settings, then ``prepare``: the inputs, the threat
 model, the bounds (with ``unit_box``, refused unless they are ``[0, 1]``, for the attacks
 that run through pyautoattack), the sample ids, the generator and its one stage seed, and the
-evaluator with its EOT passes (``attacks._engine.setup``). It writes its batch function
+evaluator with its EOT passes (``attacks.engine.setup``). It writes its batch function
 against ``Call.config`` and hands it to ``Call.run``, which runs it in the engine with the
 settings every attack shares (``nested``, ``batch_size``, ``stochastic``).
 
@@ -24,7 +24,7 @@ from typing import Any, Required, TypedDict, Unpack
 import torch
 from torch import Tensor, nn
 
-from attacks._engine import Batch, BatchAttack, BatchOutcome, Setup, run_attack, setup
+from attacks.engine import Batch, BatchAttack, BatchOutcome, Setup, run_attack, setup
 from attacks.evaluator import CountingModule, library_gradients
 from attacks.losses import fooled, judged_margin
 from attacks.result import AttackResult
@@ -67,7 +67,7 @@ class Call:
         engine: tuple[bool, int | None, bool],
         **settings: Unpack[RunSettings],
     ) -> AttackResult:
-        """``attacks._engine.run_attack`` on this call's inputs and config.
+        """``attacks.engine.run_attack`` on this call's inputs and config.
 
         Args:
             name: the attack's name in the result.
@@ -122,7 +122,7 @@ def prepare(
     eot_samples: int = 1,
     unit_box: str | None = None,
 ) -> Call:
-    """Check an attack call's common arguments (``attacks._engine.setup``).
+    """Check an attack call's common arguments (``attacks.engine.setup``).
 
     Args:
         model, x, y, epsilons: as the attack takes them.

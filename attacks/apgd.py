@@ -7,7 +7,7 @@ APGD runs pyautoattack's ``attack_single_run`` (the whole iteration: step-size s
 momentum, checkpoints) in the loop of its ``perturb`` (restarts on the samples not yet fooled;
 for APGD-T, each target class in turn, the ``t``-th most likely wrong class at the clean
 input), written out in ``_perturb`` so that the one random thing, the start point of each
-run, is the sample's own: it comes from the sample's stream (``attacks._engine``), drawn as
+run, is the sample's own: it comes from the sample's stream (``attacks.engine``), drawn as
 pyautoattack draws it (L∞: ``x + eps * t / max|t|`` with ``t`` uniform in ``[-1, 1]``; L2:
 ``x + eps * t / ||t||`` with ``t`` standard normal), one start per run the sample takes part
 in, in order. Every other step of APGD is per sample, so a sample's result does not depend on
@@ -25,8 +25,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from attacks._engine import Batch, BatchOutcome, epsilon_stream
 from attacks._setup import library_batch, library_seed, prepare, pyautoattack_norm
+from attacks.engine import Batch, BatchOutcome, epsilon_stream
 from attacks.result import AttackResult
 from attacks.threat import Bounds, Epsilons, Norm, RandomSource, normal, uniform
 

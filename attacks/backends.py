@@ -17,7 +17,7 @@ import math
 import torch
 from torch import Tensor
 
-from attacks._engine import Batch, BatchOutcome, Setup
+from attacks.engine import Batch, BatchOutcome, Setup
 from attacks.evaluator import CountingModule, library_gradients
 from attacks.losses import fooled, objective
 from attacks.threat import Norm

@@ -13,8 +13,8 @@ import torch
 from torch import Tensor, nn
 
 from attacks import backends
-from attacks._engine import Batch, BatchOutcome
 from attacks._setup import prepare
+from attacks.engine import Batch, BatchOutcome
 from attacks.losses import describe, fooled, objective, zero_nonfinite_
 from attacks.result import AttackResult
 from attacks.threat import Bounds, Epsilons, Norm, geometry

@@ -5,7 +5,7 @@ gradients are misleading the attack. Under L∞ the draws alternate between corn
 (every coordinate at plus or minus epsilon) and uniform interior points; under L2 they are
 uniform on the sphere of radius epsilon. Every draw is clipped to the box.
 
-Each sample draws from its own stream (see ``attacks._engine``): at the ``k``-th epsilon,
+Each sample draws from its own stream (see ``attacks.engine``): at the ``k``-th epsilon,
 its ``epsilon_stream(k)`` gives its draws in blocks of ``noise_block(num_draws, d)`` draws of
 ``d`` values each (``d`` the number of its coordinates; uniforms under L∞, normals under L2),
 one block per call, drawn when the sample reaches the block's first draw. Its draws thus do
@@ -20,8 +20,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from attacks._engine import Batch, BatchOutcome, epsilon_stream
 from attacks._setup import prepare
+from attacks.engine import Batch, BatchOutcome, epsilon_stream
 from attacks.losses import fooled, judged_margin
 from attacks.result import AttackResult
 from attacks.threat import Bounds, Epsilons, Norm, geometry

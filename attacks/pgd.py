@@ -3,7 +3,7 @@
 This module holds the settings, the targets, the step sizes and the runs of a batch (targets
 in turn, each with its restarts); the projected-gradient run itself is ``attacks._descent``.
 
-The native loop draws per sample (see ``attacks._engine``): a random target from the sample's
+The native loop draws per sample (see ``attacks.engine``): a random target from the sample's
 ``TARGET_STREAM`` (one uniform), and at the ``k``-th epsilon, from its ``epsilon_stream(k)``,
 one random start per run it takes part in, in the order of the runs (targets in turn, each
 with its restarts in turn). Which runs a sample takes part in depends on its own outcomes
@@ -19,8 +19,8 @@ from torch import Tensor, nn
 
 from attacks import backends
 from attacks._descent import TARGETED_STOP, UNTARGETED_STOP, Descent, Keep, State, descend
-from attacks._engine import TARGET_STREAM, Batch, BatchOutcome, epsilon_stream
 from attacks._setup import prepare
+from attacks.engine import TARGET_STREAM, Batch, BatchOutcome, epsilon_stream
 from attacks.losses import describe, objective
 from attacks.result import AttackResult
 from attacks.threat import Bounds, Epsilons, Norm, geometry, uniform

@@ -4,7 +4,7 @@
 whose loss is recorded. ``to_dict`` turns a result into plain JSON-able data in which numbers
 stay numbers (NaN and Inf become ``None``).
 
-A row of logits holding NaN or Inf has no prediction: see ``attacks._engine`` for how such
+A row of logits holding NaN or Inf has no prediction: see ``attacks.engine`` for how such
 samples are judged and ``nonfinite`` for where they are marked.
 """
 

@@ -7,7 +7,7 @@ epsilon attacks the samples still correctly classified.
 ``SquareAttack.attack_single_run`` (margin loss, its schedule of square sizes, its L∞ and L2
 updates and start points), operation for operation, except that every sample draws its own
 windows, signs and stencil orientations, where pyautoattack draws one window per iteration for
-the whole batch. The draws come from the sample's stream (``attacks._engine``), so a sample's
+the whole batch. The draws come from the sample's stream (``attacks.engine``), so a sample's
 result does not depend on its batch, and an evaluation set split across processes gives each
 sample what one process gives it. Given pyautoattack's shared draws instead
 (``PyautoattackDraws``), ``square_search`` returns pyautoattack's examples and query counts bit
@@ -26,8 +26,8 @@ from typing import Protocol
 import torch
 from torch import Tensor, nn
 
-from attacks._engine import Batch, BatchOutcome, epsilon_stream
 from attacks._setup import prepare, pyautoattack_norm
+from attacks.engine import Batch, BatchOutcome, epsilon_stream
 from attacks.losses import fooled, is_finite_rows, judged_margin, margin
 from attacks.result import AttackResult
 from attacks.threat import Bounds, Epsilons, Norm

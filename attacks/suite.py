@@ -15,7 +15,7 @@ attacked; a gradient attack on a model whose output has no input gradient (a cut
 recorded as ``"not-applicable"`` with the reason ``"the input gradient does not exist"``,
 while black-box attacks still run.
 
-Logits holding NaN or Inf have no prediction (see ``attacks._engine``): a sample whose clean
+Logits holding NaN or Inf have no prediction (see ``attacks.engine``): a sample whose clean
 logits are not finite is not clean-correct (``clean_nonfinite``), so it is not robust and no
 attack runs on it; an attack's example whose logits are not finite never counts as broken, so
 the sample stays robust unless another attack breaks it with finite logits; each record marks
@@ -35,7 +35,7 @@ import torch
 from torch import Tensor, nn
 
 from attacks import registry
-from attacks._engine import as_generator
+from attacks.engine import as_generator
 from attacks.execute import Memo, Progress, execute
 from attacks.plan import plan_suite
 from attacks.presets import SuiteConfig

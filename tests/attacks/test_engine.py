@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from attacks import apgd, geometry, pgd, random_noise, robust_after, square
-from attacks._engine import Batch, BatchOutcome, run_attack, setup
+from attacks.engine import Batch, BatchOutcome, run_attack, setup
 from attacks.result import STEP_NOT_BROKEN, STEP_UNKNOWN
 
 

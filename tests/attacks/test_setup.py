@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from attacks import apgd, autoattack, fab, square
-from attacks._engine import Batch, BatchOutcome, run_attack, setup
 from attacks._setup import library_batch, library_seed, prepare
+from attacks.engine import Batch, BatchOutcome, run_attack, setup
 from attacks.threat import Norm
 
 

@@ -13,7 +13,7 @@ import torch
 from attack_fixtures import tiny_data, tiny_model
 
 from attacks import AttackSpec, Norm, SuiteConfig, registry
-from attacks._engine import setup
+from attacks.engine import setup
 from attacks.result import AttackResult
 from attacks.shards import dealt
 from attacks.suite import expected_cost_order, run_attack_spec
