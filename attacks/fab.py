@@ -33,7 +33,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from attacks._setup import library_batch, library_seed, prepare, pyautoattack_norm
+from attacks.call import library_batch, library_seed, prepare, pyautoattack_norm
 from attacks.engine import Batch, BatchOutcome
 from attacks.result import AttackResult
 from attacks.threat import Bounds, Norm

@@ -13,7 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from attacks import backends
-from attacks._setup import prepare
+from attacks.call import prepare
 from attacks.engine import Batch, BatchOutcome
 from attacks.losses import describe, fooled, objective, zero_nonfinite_
 from attacks.result import AttackResult

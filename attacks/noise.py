@@ -20,7 +20,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from attacks._setup import prepare
+from attacks.call import prepare
 from attacks.engine import Batch, BatchOutcome, epsilon_stream
 from attacks.losses import fooled, judged_margin
 from attacks.result import AttackResult

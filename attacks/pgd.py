@@ -19,7 +19,7 @@ from torch import Tensor, nn
 
 from attacks import backends
 from attacks._descent import TARGETED_STOP, UNTARGETED_STOP, Descent, Keep, State, descend
-from attacks._setup import prepare
+from attacks.call import prepare
 from attacks.engine import TARGET_STREAM, Batch, BatchOutcome, epsilon_stream
 from attacks.losses import describe, objective
 from attacks.result import AttackResult

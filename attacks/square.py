@@ -26,7 +26,7 @@ from typing import Protocol
 import torch
 from torch import Tensor, nn
 
-from attacks._setup import prepare, pyautoattack_norm
+from attacks.call import prepare, pyautoattack_norm
 from attacks.engine import Batch, BatchOutcome, epsilon_stream
 from attacks.losses import fooled, is_finite_rows, judged_margin, margin
 from attacks.result import AttackResult

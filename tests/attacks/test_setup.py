@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from attacks import apgd, autoattack, fab, square
-from attacks._setup import library_batch, library_seed, prepare
+from attacks.call import library_batch, library_seed, prepare
 from attacks.engine import Batch, BatchOutcome, run_attack, setup
 from attacks.threat import Norm
 
