@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from analysis.document import encode_exact, encode_image
+from analysis.exampleencoding import encode_exact, encode_image
 from attacks import NormOutcome, SuiteResult
 from attacks.losses import NO_PREDICTION, predict
 from attacks.result import plain

@@ -10,7 +10,7 @@
    that a slower spell of a shared machine falls on both alike: median wall times, their
    ratio (the speed-up) with the range of the per-pair ratios, the CPU time (user + sys, all
    processes), and whether every document agrees with the first one-process document
-   (``analysis.document.differences``: per-sample outcomes exactly, figures within 1e-5
+   (``analysis.documentdiff.differences``: per-sample outcomes exactly, figures within 1e-5
    relative or 1e-6 absolute).
 2. The machine's own ceiling: a fixed amount of the model's work (forward and backward passes
    on 500 images, one thread) alone and as P copies at once, interleaved, ``--repeats`` times:
@@ -46,7 +46,7 @@ from typing import Any
 
 import torch
 
-from analysis.document import differences, without_timings
+from analysis.documentdiff import differences, without_timings
 from analysis.pipeline import evaluation_set, run_audit
 from analysis.resume import UnitCache
 from checkpoints import load_checkpoint

@@ -32,7 +32,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from analysis.document import differences, without_timings
+from analysis.documentdiff import differences, without_timings
 
 ZOO = Path(__file__).resolve().parents[1] / "checkpoints" / "zoo"
 REL_TOL, ABS_TOL = 1e-4, 1e-5

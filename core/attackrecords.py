@@ -140,7 +140,9 @@ class Failure(Picklable):
     extra: Json = extra_field()
 
 
-def _decode_floats(text: str, dtype: str, shape: tuple[int, ...]) -> tuple[float, ...]:
+def decode_floats(text: str, dtype: str, shape: tuple[int, ...]) -> tuple[float, ...]:
+    """Exact values as the document stores them (base64 of little-endian ``dtype`` floats),
+    flat; ``DocumentError`` where they do not fit ``dtype`` and ``shape``."""
     codes = {"float16": "e", "float32": "f", "float64": "d"}
     if dtype not in codes:
         raise DocumentError(f"exact values have dtype {dtype!r}; expected float16/32/64")
@@ -195,13 +197,13 @@ class Example:
         """The original's exact values, flat, C×H×W order (None in schema 1.0)."""
         if self.original_exact is None or self.dtype is None:
             return None
-        return _decode_floats(self.original_exact, self.dtype, self.shape)
+        return decode_floats(self.original_exact, self.dtype, self.shape)
 
     def adversarial_values(self) -> tuple[float, ...] | None:
         """The adversarial example's exact values, flat, C×H×W order (None in schema 1.0)."""
         if self.adversarial_exact is None or self.dtype is None:
             return None
-        return _decode_floats(self.adversarial_exact, self.dtype, self.shape)
+        return decode_floats(self.adversarial_exact, self.dtype, self.shape)
 
 
 AUTOATTACK_STANDARD = ("APGD-CE", "APGD-T", "FAB-T", "Square")

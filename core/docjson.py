@@ -40,7 +40,7 @@ SCHEMA_VERSION = "1.8"
 # of the landscapes and the spectral density (``sample_size``); the density's runs now stop at
 # a target (``rel_stderr``). Older fields keep their meaning.
 READABLE_VERSIONS = ("1.0", "1.1", "1.2", "1.3", "1.4", "1.5", "1.6", "1.7", "1.8")
-"""Schema versions this toolkit reads (the writer in ``analysis.document`` and this reader)."""
+"""Schema versions this toolkit reads (the writer, :func:`write_json`, and this reader)."""
 
 NONFINITE_TOKENS = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
 """How the document writes each non-finite number, and the float each string reads back as."""

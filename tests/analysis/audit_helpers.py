@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 
 from analysis.config import AuditConfig, build_suite, flatness_config
-from analysis.document import without_timings as _without_timings
+from analysis.documentdiff import without_timings as _without_timings
 from analysis.pipeline import evaluation_set, run_audit
 from checkpoints import load_checkpoint
 from checkpoints.train import ZOO_DIR
@@ -41,7 +41,7 @@ def audit_document(name, config: AuditConfig, model=None) -> dict:
 
 def without_timings(document: dict | AuditResult) -> dict:
     """The document (of a result, its JSON) less what differs between two runs of one
-    command (``analysis.document.without_timings``)."""
+    command (``analysis.documentdiff.without_timings``)."""
     if isinstance(document, AuditResult):
         document = document.to_dict()
     return _without_timings(document)

@@ -18,7 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from analysis import audit_model
-from analysis.document import differences
+from analysis.documentdiff import differences
 from checkpoints import load_checkpoint
 from checkpoints.datasets import load_dataset
 from checkpoints.format import weights_sha256

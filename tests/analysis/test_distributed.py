@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 from audit_helpers import without_timings
 
-from analysis.document import differences
+from analysis.documentdiff import differences
 from analysis.resume import LOCK, PARTIAL
 from checkpoints.train import ZOO_DIR
 

@@ -11,8 +11,10 @@ import jsonschema
 import pytest
 import torch
 from audit_helpers import audit_document, quick_config, without_timings
+from document_decoders import bits, decode_image, unbits
 
-from analysis.document import bits, decode_image, differences, encode_exact, unbits
+from analysis.documentdiff import differences
+from analysis.exampleencoding import encode_exact
 from analysis.pipeline import evaluation_set, run_audit
 from checkpoints import load_checkpoint
 from checkpoints.train import ZOO_DIR

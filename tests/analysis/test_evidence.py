@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 import torch
+from document_decoders import decode_exact
 
 from analysis.config import AuditConfig, build_suite, parse_epsilons
-from analysis.document import decode_exact
 from analysis.pipeline import evaluation_set, run_audit
 from attacks import geometry, robust_after
 from checkpoints import load_checkpoint

@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from document_decoders import decode_exact, decode_image
 from document_helpers import CHECKPOINT, NUM_SAMPLES, ROOT, _load, _same
 
-from analysis.document import decode_exact, decode_image
 from core.document import AuditResult, DocumentError, read_result
 
 
