@@ -19,6 +19,15 @@ def _columns(result: AuditResult) -> list[tuple[NormResult, int, str]]:
     ]
 
 
+def _by_epsilon(
+    rows: dict[str, list[str]], columns: list[tuple[NormResult, int, str]]
+) -> pd.DataFrame:
+    """The frame of a table with a column per norm and epsilon (:func:`_columns`), each
+    column's group its norm."""
+    groups = [norm_label(section.norm) for section, _, _ in columns]
+    return data_frame(rows, [c for _, _, c in columns], "attack", groups)
+
+
 def _attack_labels(result: AuditResult) -> list[str]:
     """Every attack label, in the order the attacks ran (the union over norms)."""
     labels: list[str] = []
@@ -91,7 +100,7 @@ def robust_accuracy_table(result: AuditResult) -> pd.DataFrame:
                 cells.append(interval(record.robust_accuracy_after[k]))
         rows[label] = cells
     rows["reliable (worst case)"] = [reliable(section, k) for section, k, _ in columns]
-    return data_frame(rows, [c for _, _, c in columns], "attack")
+    return _by_epsilon(rows, columns)
 
 
 def who_broke_what_table(result: AuditResult) -> pd.DataFrame:
@@ -117,7 +126,7 @@ def who_broke_what_table(result: AuditResult) -> pd.DataFrame:
             )
         totals.append(str(sum(counts.values())))
     rows["total broken"] = totals
-    return data_frame(rows, [c for _, _, c in columns], "attack")
+    return _by_epsilon(rows, columns)
 
 
 def gradient_table(result: AuditResult) -> pd.DataFrame:

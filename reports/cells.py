@@ -65,13 +65,26 @@ def norm_label(norm: str, epsilon: float | None = None) -> str:
     return name if epsilon is None else f"{name} ε={epsilon:g}"
 
 
+COLUMN_GROUPS = "column_groups"
+"""The key of a frame's ``attrs`` that holds each column's group, where its columns have
+groups: the norm's name (``L∞``) for a column of one norm and epsilon. A page that splits a
+wide table keeps a group's columns together and names each part by its group."""
+
+
 def data_frame(
-    rows: Mapping[str, Sequence[str]], columns: Sequence[str], index: str
+    rows: Mapping[str, Sequence[str]],
+    columns: Sequence[str],
+    index: str,
+    groups: Sequence[str] | None = None,
 ) -> pd.DataFrame:
+    """The table's frame: ``rows`` by label, ``columns`` their headers, ``index`` the header of
+    the labels; ``groups``, one per column, go to ``attrs[COLUMN_GROUPS]``."""
     frame = pd.DataFrame(
         [list(cells) for cells in rows.values()],
         index=pd.Index(list(rows), name=index, dtype=object),
         columns=list(columns),
         dtype=object,
     )
+    if groups is not None:
+        frame.attrs[COLUMN_GROUPS] = tuple(groups)
     return frame

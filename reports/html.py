@@ -28,6 +28,7 @@ from core.boundary import atomic_write_text
 from core.checks import CHECKS, CheckSpec, verdict_level
 from core.document import AuditResult, preset_caveat
 from reports import evidence, layout, plots, tables
+from reports.cells import COLUMN_GROUPS
 from reports.diagnosis import diagnose
 
 __all__ = [
@@ -66,13 +67,16 @@ class Row:
 
 @dataclass(frozen=True)
 class TableView:
-    """A DataFrame of :mod:`reports.tables` as the templates' ``table`` macro reads it."""
+    """A DataFrame of :mod:`reports.tables` as the templates' ``table`` macro reads it;
+    ``groups`` holds each column's group, as the frame gives it (``reports.cells.COLUMN_GROUPS``:
+    a norm's name), "" for a column of none."""
 
     name: str
     caption: str
     index: str
     columns: tuple[str, ...]
     rows: tuple[Row, ...]
+    groups: tuple[str, ...]
 
     def parts(self) -> list[TableView]:
         """The table as it fits an A4 page: itself, or (with many norms and epsilons) several
@@ -86,12 +90,13 @@ class TableView:
         labels = max(
             [layout.unbreakable(self.index), *(layout.unbreakable(r.label) for r in self.rows)]
         )
-        groups = [column.split(" ε=")[0] if " ε=" in column else "" for column in self.columns]
-        split = layout.parts(widths, groups, layout.PAGE_CHARACTERS - labels - layout.CELL_PADDING)
+        split = layout.parts(
+            widths, self.groups, layout.PAGE_CHARACTERS - labels - layout.CELL_PADDING
+        )
         if len(split) == 1:
             return [self]
         out = []
-        names = layout.captions(self.caption, split, groups)
+        names = layout.captions(self.caption, split, self.groups)
         for n, (part, caption) in enumerate(zip(split, names, strict=True)):
             out.append(
                 TableView(
@@ -100,6 +105,7 @@ class TableView:
                     self.index,
                     tuple(self.columns[i] for i in part),
                     tuple(Row(r.label, tuple(r.cells[i] for i in part), r.css) for r in self.rows),
+                    tuple(self.groups[i] for i in part),
                 )
             )
         return out
@@ -111,9 +117,9 @@ def table_view(name: str, frame: pd.DataFrame, caption: str, total: str | None =
         Row(str(label), tuple(str(c) for c in cells), "total" if label == total else "")
         for label, cells in zip(frame.index, frame.itertuples(index=False), strict=True)
     )
-    return TableView(
-        name, caption, str(frame.index.name or ""), tuple(map(str, frame.columns)), rows
-    )
+    columns = tuple(map(str, frame.columns))
+    groups = tuple(frame.attrs.get(COLUMN_GROUPS, [""] * len(columns)))
+    return TableView(name, caption, str(frame.index.name or ""), columns, rows, groups)
 
 
 @dataclass(frozen=True)
