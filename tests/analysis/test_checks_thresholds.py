@@ -13,7 +13,7 @@ from analysis.comparechecks import PAIRWISE_CHECKS
 from analysis.config import EOT_SAMPLES
 from analysis.findings import ALPHA
 from analysis.gradientchecks import FD_MATERIAL_RATE, FD_MINIMUM, FD_TOLERATED_RATE
-from attacks import _engine
+from attacks import engine
 from core import checks
 from core.checks import CHECKS
 
@@ -43,7 +43,7 @@ def test_named_thresholds_are_the_declared_ones() -> None:
         fd["minimum"],
     ) == (FD_TOLERATED_RATE, FD_MATERIAL_RATE, FD_MINIMUM)
     assert ALPHA is checks.ALPHA
-    assert CHECKS["vanishing-gradients"].thresholds["vanishing_norm"] == _engine.VANISHING_THRESHOLD
+    assert CHECKS["vanishing-gradients"].thresholds["vanishing_norm"] == engine.VANISHING_THRESHOLD
 
 
 def test_the_probes_measure_at_the_declared_tolerances() -> None:
