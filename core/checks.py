@@ -145,7 +145,7 @@ class CheckSpec:
     Attributes:
         title: its short human name.
         statistic: what it compares, for the glossary.
-        threshold: when it fails or warns, for the glossary.
+        fails_when: when it fails or warns, for the glossary.
         remedy: what to do when it flags (a check may say more in a given case).
         flagged: what it says when it warns or fails, unless the check words the case itself.
         passed: what it says when it passes (or does not apply), unless worded by the check.
@@ -153,12 +153,12 @@ class CheckSpec:
             evaluation itself unreliable (a reliability check).
         evidence: the keys of the evidence it records.
         thresholds: the numbers it compares against, by name (read by its function in
-            ``analysis``); ``threshold`` states those it words, formatted from them.
+            ``analysis``); ``fails_when`` states those it words, formatted from them.
     """
 
     title: str
     statistic: str
-    threshold: str
+    fails_when: str
     remedy: str = ""
     flagged: str = ""
     passed: str = ""
@@ -170,19 +170,19 @@ class CheckSpec:
 def _declare(
     title: str,
     statistic: str,
-    threshold: str,
+    fails_when: str,
     *,
     thresholds: Mapping[str, float],
     flagged: str = "",
     **rest: Any,
 ) -> CheckSpec:
-    """The check whose ``statistic``, ``threshold`` and ``flagged`` are templates: ``{name}``
+    """The check whose ``statistic``, ``fails_when`` and ``flagged`` are templates: ``{name}``
     or ``{name:style}`` stands for ``thresholds[name]`` in :func:`word`'s words."""
     numbers = MappingProxyType(dict(thresholds))
     return CheckSpec(
         title,
         _WORDS.vformat(statistic, (), numbers),
-        _WORDS.vformat(threshold, (), numbers),
+        _WORDS.vformat(fails_when, (), numbers),
         flagged=_WORDS.vformat(flagged, (), numbers),
         thresholds=numbers,
         **rest,

@@ -64,4 +64,4 @@ def test_the_settings_the_words_state_are_the_audits() -> None:
     assert CHECKS["batch-dependent-outputs"].statistic.startswith(
         f"{defaults['num_samples'].default} samples"
     )
-    assert f"averaged over {EOT_SAMPLES} passes (EOT)" in CHECKS["stochastic-model"].threshold
+    assert f"averaged over {EOT_SAMPLES} passes (EOT)" in CHECKS["stochastic-model"].fails_when

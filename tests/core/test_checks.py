@@ -28,15 +28,15 @@ def test_every_number_of_a_condition_is_a_declared_threshold(code: str) -> None:
     spec = CHECKS[code]
     allowed = set().union(*(_renderings(v) for v in spec.thresholds.values()))
     allowed |= STATED_SETTINGS.get(code, set())
-    stated = _NUMBER.findall(spec.threshold)
-    assert not [n for n in stated if n not in allowed], (spec.threshold, dict(spec.thresholds))
+    stated = _NUMBER.findall(spec.fails_when)
+    assert not [n for n in stated if n not in allowed], (spec.fails_when, dict(spec.thresholds))
 
 
 def test_a_condition_that_states_a_significance_level_declares_it() -> None:
     for code, spec in CHECKS.items():
-        if "α =" in spec.threshold:
+        if "α =" in spec.fails_when:
             assert spec.thresholds.get("alpha") == ALPHA, code
-            assert f"α = {word(ALPHA)}" in spec.threshold, code
+            assert f"α = {word(ALPHA)}" in spec.fails_when, code
 
 
 @pytest.mark.parametrize(
@@ -57,7 +57,7 @@ def test_a_condition_that_states_a_significance_level_declares_it() -> None:
 def test_the_words_are_formatted_from_the_threshold(code: str, name: str, words: str) -> None:
     spec = CHECKS[code]
     assert name in spec.thresholds
-    assert words in spec.statistic + " " + spec.threshold
+    assert words in spec.statistic + " " + spec.fails_when
 
 
 def test_word_styles() -> None:
