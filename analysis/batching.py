@@ -23,12 +23,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from core.document import BatchSize, encode
 from core.flatrecords import FlatnessResult
 from flatness import FlatnessConfig, Unit, hessian_pass, measure
 from torchutil import (
     PROBE_SIZES,
-    BatchChoice,
     choose_batch_size,
+    chosen_batch_size,
     empty_cache,
     is_out_of_memory,
     make_generator,
@@ -71,24 +72,24 @@ def parse_batch_size(text: str) -> int | None:
 
 def attack_batch(
     model: nn.Module, x: Tensor, y: Tensor, requested: int | None, limit: int
-) -> BatchChoice:
+) -> BatchSize:
     """Samples per model evaluation in the attacks: ``requested`` (capped at ``limit``, the
     attacks' own batch), or for None the largest that fits, measured on one cross-entropy
     input gradient in eval mode."""
     if requested is not None:
-        return BatchChoice(min(requested, limit), "fixed")
+        return chosen_batch_size(min(requested, limit), "fixed")
     return _measured(functools.partial(_input_gradient, model, x, y), x.device, limit, PROBE_SIZES)
 
 
 def flatness_batch(
     model: nn.Module, x: Tensor, y: Tensor, requested: int | None, num_samples: int
-) -> BatchChoice:
+) -> BatchSize:
     """Samples per flatness pass: ``requested`` or the largest that fits (measured on one pass
     of Hessian-vector products, the estimators' largest step), at most
     ``FLATNESS_BATCH_LIMIT`` and ``num_samples``."""
     limit = min(FLATNESS_BATCH_LIMIT, num_samples)
     if requested is not None:
-        return BatchChoice(min(requested, limit), "fixed")
+        return chosen_batch_size(min(requested, limit), "fixed")
     return _measured(
         functools.partial(_hessian_pass, model, x, y), x.device, limit, FLATNESS_PROBE_SIZES
     )
@@ -99,7 +100,7 @@ def _measured(
     device: torch.device,
     limit: int,
     probe_sizes: tuple[int, int],
-) -> BatchChoice:
+) -> BatchSize:
     try:
         return choose_batch_size(step, device, limit=limit, probe_sizes=probe_sizes)
     except Exception as err:
@@ -107,7 +108,7 @@ def _measured(
             raise
         # A model that fails here fails in the stage itself, which reports it in its own
         # terms (an attack failure, a flatness note); the measurement only sizes batches.
-        return BatchChoice(limit, "unmeasured")
+        return chosen_batch_size(limit, "unmeasured")
 
 
 @dataclass(frozen=True)
@@ -144,9 +145,9 @@ def measure_fitting(
     y: Tensor,
     config: FlatnessConfig,
     seed: int,
-    choice: BatchChoice,
+    choice: BatchSize,
     memo: FlatnessUnitMemo | None = None,
-) -> tuple[FlatnessResult, BatchChoice]:
+) -> tuple[FlatnessResult, BatchSize]:
     """``flatness.measure`` at the batch size of ``choice``, halved and redone from the start
     after an out-of-memory error; returns the result and the batch size it ran at. ``memo``
     keeps each estimator's result as a `FlatnessUnit`, its unit and batch size (see
@@ -198,11 +199,11 @@ def _hessian_pass(model: nn.Module, x: Tensor, y: Tensor, n: int) -> None:
 
 
 def provenance(
-    requested: int | None, attacks: BatchChoice, flatness: BatchChoice | None
+    requested: int | None, attacks: BatchSize, flatness: BatchSize | None
 ) -> dict[str, Any]:
     """The ``provenance.batch_sizes`` section of the audit document."""
     return {
         "requested": requested,
-        "attacks": attacks.to_dict(),
-        "flatness": None if flatness is None else flatness.to_dict(),
+        "attacks": encode(attacks),
+        "flatness": None if flatness is None else encode(flatness),
     }

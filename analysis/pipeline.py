@@ -63,6 +63,7 @@ from core.boundary import (
 from core.document import (
     SCHEMA_VERSION,
     AuditResult,
+    BatchSize,
     CheckpointInfo,
     DocumentError,
     Evaluation,
@@ -73,7 +74,7 @@ from core.document import (
     as_read,
     decode,
 )
-from torchutil import BatchChoice, distributed, full_precision, is_out_of_memory, make_generator
+from torchutil import distributed, full_precision, is_out_of_memory, make_generator
 
 __all__ = ["EvaluationSet", "check_model_outputs", "evaluation_set", "run_audit", "select_samples"]
 
@@ -257,7 +258,7 @@ def _run_audit(
     )
     flatness: FlatnessResult | None = None
     flatness_note: str | None = None
-    flatness_choice: BatchChoice | None = None
+    flatness_choice: BatchSize | None = None
     if config.flatness is not None and probes.nonfinite_logits:
         # The estimators differentiate the loss; with NaN in it they return noise or fail.
         flatness_note = (

@@ -101,7 +101,6 @@ def _safe_types() -> list[type]:
     from analysis import conventions
     from attacks import result, threat
     from core import attackrecords, document, flatrecords
-    from torchutil import memory
 
     modules = (
         document,
@@ -110,7 +109,6 @@ def _safe_types() -> list[type]:
         result,
         threat,
         conventions,
-        memory,
     )
     return _types(modules)
 

@@ -158,15 +158,18 @@ __all__ = [
 
 
 @dataclass(frozen=True, kw_only=True)
-class BatchSize:
-    """One batch size the audit chose, and how (``torchutil.BatchChoice``).
+class BatchSize(Picklable):
+    """One batch size the audit chose, and how (``torchutil.choose_batch_size``).
 
     Attributes:
         size: samples per model evaluation (attacks) or per pass (flatness).
         how: ``fixed`` (asked for), ``estimated`` (from the measured peak and the free
-            memory), ``limit`` (everything fits) or ``unmeasured``.
-        per_sample_bytes, fixed_bytes: the fitted peak of one step, per sample and fixed.
-        available_bytes: free memory when it was chosen.
+            memory), ``limit`` (the largest batch ever used: the estimate allows it, or it is
+            too small to need a measurement) or ``unmeasured`` (no memory measurement: the
+            largest batch ever used, halved on out-of-memory where the device reports it).
+        per_sample_bytes, fixed_bytes: the fitted peak of one step, per sample and fixed
+            (None unless estimated).
+        available_bytes: free memory when it was chosen (None if unknown).
         halvings: times it was halved after an out-of-memory error.
     """
 
@@ -177,6 +180,17 @@ class BatchSize:
     available_bytes: int | None
     halvings: int
     extra: Json = extra_field()
+
+    def halved(self) -> BatchSize:
+        """This batch size after an out-of-memory error at ``size``: half of it (at least 1),
+        one more halving.
+
+        Raises:
+            ValueError: at one sample, which cannot be halved.
+        """
+        if self.size <= 1:
+            raise ValueError("a batch of one sample cannot be halved")
+        return dataclasses.replace(self, size=self.size // 2, halvings=self.halvings + 1)
 
 
 @dataclass(frozen=True, kw_only=True)

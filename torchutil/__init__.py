@@ -2,7 +2,8 @@
 device, torch's default device around library calls, full float32 precision, batch sizes
 that fit the machine's memory, and the torch.distributed calls of a run over several ranks.
 
-It imports nothing but torch, so both packages may use it without importing each other.
+It imports nothing but torch and ``core`` (a batch size is the result document's record), so
+both packages may use it without importing each other.
 """
 
 from torchutil.devices import to_device, torch_default_device
@@ -19,10 +20,10 @@ from torchutil.distributed import (
 )
 from torchutil.memory import (
     PROBE_SIZES,
-    BatchChoice,
     any_batch,
     available_memory,
     choose_batch_size,
+    chosen_batch_size,
     empty_cache,
     is_out_of_memory,
     measure_peak,
@@ -46,7 +47,6 @@ from torchutil.seeds import (
 __all__ = [
     "PROBE_SIZES",
     "SEED_BOUND",
-    "BatchChoice",
     "any_batch",
     "RngState",
     "all_gather_objects",
@@ -56,6 +56,7 @@ __all__ = [
     "broadcast_object",
     "broadcast_tensor",
     "choose_batch_size",
+    "chosen_batch_size",
     "empty_cache",
     "is_distributed",
     "is_out_of_memory",

@@ -6,7 +6,8 @@ caller halves the batch and retries. On a CPU the kernel's out-of-memory killer 
 process before Python sees an error, so the batch must fit the first time: the peak resident
 memory of the step is measured at two small batch sizes (Linux's high-water mark, reset
 through ``/proc/self/clear_refs``), the per-sample cost fitted, and the largest batch whose
-predicted peak fits in a fraction of the free memory taken.
+predicted peak fits in a fraction of the free memory taken. Each choice is returned as the
+result document records it, a ``core.document.BatchSize``.
 """
 
 from __future__ import annotations
@@ -17,20 +18,21 @@ import ctypes.util
 import functools
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import Literal, TypeVar
 
 import torch
 from torch import Tensor
 
+from core.document import BatchSize
+
 __all__ = [
     "MEMORY_FRACTION",
     "PROBE_SIZES",
-    "BatchChoice",
     "any_batch",
     "available_memory",
     "choose_batch_size",
+    "chosen_batch_size",
     "empty_cache",
     "is_out_of_memory",
     "measure_peak",
@@ -51,51 +53,24 @@ _MEMINFO = Path("/proc/meminfo")
 _CGROUP = Path("/sys/fs/cgroup")
 
 
-@dataclass(frozen=True)
-class BatchChoice:
-    """A batch size and how it was chosen.
-
-    Attributes:
-        size: samples per batch.
-        how: ``"fixed"`` (asked for), ``"estimated"`` (from the measured peak and the free
-            memory), ``"limit"`` (the estimate allows more than is ever batched) or
-            ``"unmeasured"`` (no memory measurement on this machine: the limit, to be halved
-            on out-of-memory where the device reports it).
-        per_sample_bytes: fitted peak memory per sample of one step (None unless estimated).
-        fixed_bytes: fitted peak memory of one step that does not grow with the batch.
-        available_bytes: free memory when the choice was made (None if unknown).
-        halvings: times the size was halved after an out-of-memory error.
-    """
-
-    size: int
-    how: str
-    per_sample_bytes: float | None = None
-    fixed_bytes: float | None = None
-    available_bytes: int | None = None
-    halvings: int = 0
-
-    def halved(self) -> BatchChoice:
-        """The choice after an out-of-memory error at ``size``: half of it (at least 1)."""
-        if self.size <= 1:
-            raise ValueError("a batch of one sample cannot be halved")
-        return BatchChoice(
-            self.size // 2,
-            self.how,
-            self.per_sample_bytes,
-            self.fixed_bytes,
-            self.available_bytes,
-            self.halvings + 1,
-        )
-
-    def to_dict(self) -> dict[str, object]:
-        return {
-            "size": self.size,
-            "how": self.how,
-            "per_sample_bytes": self.per_sample_bytes,
-            "fixed_bytes": self.fixed_bytes,
-            "available_bytes": self.available_bytes,
-            "halvings": self.halvings,
-        }
+def chosen_batch_size(
+    size: int,
+    how: Literal["fixed", "estimated", "limit", "unmeasured"],
+    *,
+    per_sample_bytes: float | None = None,
+    fixed_bytes: float | None = None,
+    available_bytes: int | None = None,
+) -> BatchSize:
+    """A batch size as just chosen (not halved yet), ``how`` as ``core.document.BatchSize``
+    says; what no measurement gave is None."""
+    return BatchSize(
+        size=size,
+        how=how,
+        per_sample_bytes=per_sample_bytes,
+        fixed_bytes=fixed_bytes,
+        available_bytes=available_bytes,
+        halvings=0,
+    )
 
 
 def is_out_of_memory(error: BaseException) -> bool:
@@ -178,14 +153,15 @@ def choose_batch_size(
     limit: int,
     fraction: float = MEMORY_FRACTION,
     probe_sizes: tuple[int, int] = PROBE_SIZES,
-) -> BatchChoice:
+) -> BatchSize:
     """The largest batch size up to ``limit`` whose step fits in ``fraction`` of the free
     memory, from the peaks of ``step(n)`` measured at the two ``probe_sizes``.
 
     The peak is fitted as ``fixed + per_sample · n`` through the two measurements, with a
     slope of at least a quarter of the larger measurement's mean per sample, so that memory
     the step reuses from earlier ones cannot make the slope vanish. Where memory cannot be
-    measured the limit is returned as ``"unmeasured"``.
+    measured the limit is returned as ``"unmeasured"`` (``how`` as ``core.document.BatchSize``
+    says).
 
     Args:
         step: one step of the work at a batch of ``n`` samples (e.g. one input gradient).
@@ -200,20 +176,26 @@ def choose_batch_size(
     if not 0 < small < large:
         raise ValueError(f"probe_sizes must be two ascending positive sizes, got {probe_sizes}")
     available = available_memory(device)
-    if available is None or limit <= small:
-        how = "unmeasured" if available is None else "limit"
-        return BatchChoice(limit, how, None, None, available)
+    if available is None:
+        return chosen_batch_size(limit, "unmeasured")
+    if limit <= small:
+        return chosen_batch_size(limit, "limit", available_bytes=available)
     step(small)  # first call: lazy initialisation (kernels, workspaces) is not a sample's cost
     peaks = [measure_peak(functools.partial(step, n), device) for n in (small, large)]
     if peaks[0] is None or peaks[1] is None:
-        return BatchChoice(limit, "unmeasured", None, None, available)
+        return chosen_batch_size(limit, "unmeasured", available_bytes=available)
     per_sample = max((peaks[1] - peaks[0]) / (large - small), peaks[1] / large / 4, 1.0)
     fixed = max(peaks[1] - per_sample * large, 0.0)
     budget = fraction * available - fixed
     size = int(math.floor(budget / per_sample)) if budget > 0 else 1
-    if size >= limit:
-        return BatchChoice(limit, "limit", per_sample, fixed, available)
-    return BatchChoice(max(size, 1), "estimated", per_sample, fixed, available)
+    how: Literal["limit", "estimated"] = "limit" if size >= limit else "estimated"
+    return chosen_batch_size(
+        min(max(size, 1), limit),
+        how,
+        per_sample_bytes=per_sample,
+        fixed_bytes=fixed,
+        available_bytes=available,
+    )
 
 
 def _reset_high_water_mark() -> bool:

@@ -13,7 +13,7 @@ from checkpoints.train import ZOO_DIR
 from commands.audit import main
 from core.docfields import encode
 from flatness import FlatnessConfig, measure
-from torchutil import BatchChoice, make_generator
+from torchutil import chosen_batch_size, make_generator
 
 
 def _audit(tmp_path, batch_size: str) -> dict:
@@ -73,7 +73,7 @@ def test_flatness_out_of_memory_halves_and_starts_again(monkeypatch):
         return measure(model, x, y, config, generator)
 
     monkeypatch.setattr(batching, "measure", small_memory)
-    result, choice = measure_fitting(model, x, y, config, 3, BatchChoice(24, "estimated"))
+    result, choice = measure_fitting(model, x, y, config, 3, chosen_batch_size(24, "estimated"))
     assert (choice.size, choice.halvings) == (6, 2)
     reference = measure(
         model, x, y, FlatnessConfig(config.measures, batch_size=6), make_generator(3)
@@ -85,9 +85,9 @@ def test_choices_respect_the_flag_and_the_limits():
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 3))
     x, y = torch.rand(30, 1, 4, 4), torch.randint(0, 3, (30,))
-    assert attack_batch(model, x, y, 7, 500) == BatchChoice(7, "fixed")
-    assert attack_batch(model, x, y, 900, 500) == BatchChoice(500, "fixed")
-    assert flatness_batch(model, x, y, 900, 30) == BatchChoice(30, "fixed")
+    assert attack_batch(model, x, y, 7, 500) == chosen_batch_size(7, "fixed")
+    assert attack_batch(model, x, y, 900, 500) == chosen_batch_size(500, "fixed")
+    assert flatness_batch(model, x, y, 900, 30) == chosen_batch_size(30, "fixed")
     measured = flatness_batch(model, x, y, None, 1000)
     assert measured.size == batching.FLATNESS_BATCH_LIMIT and measured.how in (
         "limit",

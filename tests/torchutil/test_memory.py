@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import torchutil.memory as memory
-from torchutil import BatchChoice, choose_batch_size, is_out_of_memory, measure_peak
+from torchutil import choose_batch_size, chosen_batch_size, is_out_of_memory, measure_peak
 
 CPU = torch.device("cpu")
 MIB = 2**20
@@ -64,11 +64,13 @@ def test_a_step_larger_than_the_budget_gets_one_sample(monkeypatch):
 
 
 def test_halving_and_bad_arguments():
-    choice = BatchChoice(100, "estimated", 1.0, 0.0, 10)
+    choice = chosen_batch_size(
+        100, "estimated", per_sample_bytes=1.0, fixed_bytes=0.0, available_bytes=10
+    )
     assert (choice.halved().size, choice.halved().halvings) == (50, 1)
-    assert choice.halved().halved().to_dict()["halvings"] == 2
+    assert choice.halved().halved().halvings == 2
     with pytest.raises(ValueError, match="cannot be halved"):
-        BatchChoice(1, "fixed").halved()
+        chosen_batch_size(1, "fixed").halved()
     with pytest.raises(ValueError, match="limit"):
         choose_batch_size(lambda n: None, CPU, limit=0)
     with pytest.raises(ValueError, match="probe_sizes"):
