@@ -228,7 +228,7 @@ def _run_audit(
             attack_batch(model, x, y, config.model_batch_size, config.batch_size)
         ),
     )
-    chunked = ChunkedModel(model, attack_choice.size)
+    chunked = ChunkedModel(model, attack_choice)
     # Every random draw is made on the CPU and moved to the model's device, so the same seed
     # gives the same directions, starts and probes on a CPU and on a GPU (a CUDA generator
     # would draw another stream).
@@ -345,7 +345,7 @@ def _run_audit(
         "world_size": distributed.world_size(),
         "batch_sizes": batch_provenance(
             config.model_batch_size,
-            replace(attack_choice, size=chunked.chunk_size, halvings=chunked.halvings),
+            chunked.batch,
             flatness_choice,
         ),
     }

@@ -22,6 +22,8 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from attacks.losses import is_finite_rows, zero_nonfinite_
+from core.document import BatchSize
+from torchutil import chosen_batch_size
 
 NO_INPUT_GRADIENT = "the input gradient does not exist"
 """The reason recorded for a gradient attack on a model whose output has no input gradient."""
@@ -84,25 +86,36 @@ class ChunkedModel(nn.Module):
 
     Attributes:
         model: the wrapped model.
-        chunk_size: samples per evaluation; the audit halves it after an out-of-memory error.
-        halvings: times it was halved.
+        batch: the chunk size as the result document records it (``core.document.BatchSize``):
+            the one chosen (a number given is ``fixed``), halved after each out-of-memory
+            error.
     """
 
-    def __init__(self, model: nn.Module, chunk_size: int) -> None:
+    def __init__(self, model: nn.Module, batch: BatchSize | int) -> None:
         super().__init__()
-        if chunk_size < 1:
-            raise ValueError(f"chunk_size must be a positive integer, got {chunk_size}")
+        if not isinstance(batch, BatchSize):
+            batch = chosen_batch_size(int(batch), "fixed")
+        if batch.size < 1:
+            raise ValueError(f"chunk_size must be a positive integer, got {batch.size}")
         self.model = model
-        self.chunk_size = int(chunk_size)
-        self.halvings = 0
+        self.batch = batch
         self.training = model.training
+
+    @property
+    def chunk_size(self) -> int:
+        """Samples per evaluation."""
+        return self.batch.size
+
+    @property
+    def halvings(self) -> int:
+        """Times the chunk size was halved after an out-of-memory error."""
+        return self.batch.halvings
 
     def halve(self) -> None:
         """After an out-of-memory error: half the chunk size (ValueError at one sample)."""
         if self.chunk_size <= 1:
             raise ValueError("out of memory with chunks of one sample; nothing left to halve")
-        self.chunk_size //= 2
-        self.halvings += 1
+        self.batch = self.batch.halved()
 
     def forward(self, x: Tensor) -> Tensor:
         if x.shape[0] <= self.chunk_size:
