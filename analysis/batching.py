@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from core.document import BatchSize, encode
+from core.document import BatchSize
 from core.flatrecords import FlatnessResult
 from flatness import FlatnessConfig, Unit, hessian_pass, measure
 from torchutil import (
@@ -45,7 +45,6 @@ __all__ = [
     "flatness_batch",
     "measure_fitting",
     "parse_batch_size",
-    "provenance",
 ]
 
 FLATNESS_BATCH_LIMIT = 256
@@ -196,14 +195,3 @@ def _input_gradient(model: nn.Module, x: Tensor, y: Tensor, n: int) -> None:
 
 def _hessian_pass(model: nn.Module, x: Tensor, y: Tensor, n: int) -> None:
     hessian_pass(model, *_samples(x, y, n))
-
-
-def provenance(
-    requested: int | None, attacks: BatchSize, flatness: BatchSize | None
-) -> dict[str, Any]:
-    """The ``provenance.batch_sizes`` section of the audit document."""
-    return {
-        "requested": requested,
-        "attacks": encode(attacks),
-        "flatness": None if flatness is None else encode(flatness),
-    }

@@ -1,9 +1,11 @@
 """The audit pipeline: :func:`run_audit` takes a loaded checkpoint and an evaluation set and
 returns the typed result (attacks, probes, flatness, activation statistics, red flags,
-verdict), building its records from what the stages return: the robustness section from the
-suite's tensors (``analysis.robustness``), the sections the other stages describe as JSON read
-by the same declarations as a document. The command line (``commands.audit``) and
-``audit_model`` (``analysis.api``) drive it and write ``result.to_dict()``.
+verdict), each section the record a stage returns or one built here from it: the robustness
+section from the suite's tensors (``analysis.robustness``), the checkpoint's from its spec
+(``LoadedCheckpoint.info``), the provenance from the batch sizes the stages ran at
+(``ChunkedModel.batch``, ``analysis.batching.measure_fitting``) and the configuration as run.
+The command line (``commands.audit``) and ``audit_model`` (``analysis.api``) drive it and write
+``result.to_dict()``.
 
 The stages, in the order ``run_audit`` runs them:
 
@@ -18,7 +20,7 @@ The stages, in the order ``run_audit`` runs them:
 6. ``analysis.conventions.try_conventions``: the clean accuracy in other input conventions.
 7. ``analysis.redflags.run_checks``: the checks on the evidence, and their ``verdict``.
 8. ``analysis.robustness.norm_section``: the robustness section's records, per norm.
-9. ``core.document.AuditResult``: the typed result, checked to read back as a document.
+9. ``core.document.AuditResult``: the typed result, its lengths checked as a document's.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from __future__ import annotations
 import platform
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from importlib import metadata
 from typing import Any, TypeVar
@@ -41,7 +43,6 @@ from analysis.batching import (
     flatness_batch,
     measure_fitting,
 )
-from analysis.batching import provenance as batch_provenance
 from analysis.config import (
     EOT_SAMPLES,
     AuditConfig,
@@ -52,7 +53,7 @@ from analysis.probes import probe_model
 from analysis.redflags import Evidence, run_checks, verdict
 from analysis.resume import UnitCache
 from analysis.robustness import bit_rows, norm_section
-from attacks import Bounds, ChunkedModel, run_suite
+from attacks import Bounds, ChunkedModel, SuiteConfig, run_suite
 from attacks.presets import for_stochastic_model
 from attacks.suite import Memo
 from checkpoints import CheckpointError, LoadedCheckpoint
@@ -64,15 +65,15 @@ from core.document import (
     SCHEMA_VERSION,
     AuditResult,
     BatchSize,
-    CheckpointInfo,
+    BatchSizes,
     DocumentError,
     Evaluation,
     FlatnessResult,
+    ModelSource,
     Proportion,
     Provenance,
     Robustness,
     as_read,
-    decode,
 )
 from torchutil import distributed, full_precision, is_out_of_memory, make_generator
 
@@ -329,38 +330,30 @@ def _run_audit(
         for outcome in suite.norms
     )
     source = str(loaded.path)
-    provenance = {
-        "checkpoint": source,
-        "checkpoint_sha256": loaded.sha256,
-        "weights_sha256": loaded.weights_sha256,
-        "model_source": None if loaded.model_source is None else dict(loaded.model_source),
-        "versions": package_versions(),
-        "seed": config.seed,
-        "config": {**config.to_dict(), "suite": suite_config.to_dict()},
-        "command_line": list(command_line),
-        "started": started,
-        "finished": time.time(),
-        "host": platform.node(),
-        "device": str(device),
-        "world_size": distributed.world_size(),
-        "batch_sizes": batch_provenance(
-            config.model_batch_size,
-            chunked.batch,
-            flatness_choice,
+    provenance = Provenance(
+        checkpoint=source,
+        checkpoint_sha256=loaded.sha256,
+        weights_sha256=loaded.weights_sha256,
+        model_source=_model_source(loaded.model_source),
+        versions=as_read(package_versions()),
+        seed=config.seed,
+        config=_config_as_run(config, suite_config),
+        command_line=tuple(command_line),
+        started=started,
+        finished=time.time(),
+        host=platform.node(),
+        device=str(device),
+        world_size=distributed.world_size(),
+        batch_sizes=BatchSizes(
+            requested=config.model_batch_size, attacks=chunked.batch, flatness=flatness_choice
         ),
-    }
-    # The other stages describe themselves as JSON; each is read as its section.
+    )
     try:
         result = AuditResult(
             schema_version=SCHEMA_VERSION,
             baseline=False,
-            provenance=decode(Provenance, provenance, source, "provenance"),
-            checkpoint=decode(
-                CheckpointInfo,
-                {**loaded.spec.to_dict(), "loading_notes": list(loaded.notes)},
-                source,
-                "checkpoint",
-            ),
+            provenance=provenance,
+            checkpoint=loaded.info(),
             evaluation=Evaluation(
                 dataset=evaluation.dataset.name,
                 source=evaluation.dataset.source,
@@ -391,6 +384,30 @@ def _run_audit(
     except DocumentError as err:
         # Not bad input: the pipeline and the declarations disagree, an internal error.
         raise RuntimeError(f"the audit's own result does not read back: {err}") from err
+
+
+def _model_source(source: Mapping[str, Any] | None) -> ModelSource | None:
+    """The record of where a model of the user's own class came from, of the mapping
+    ``checkpoints.usermodel.build_user_model`` gives (``LoadedCheckpoint.model_source``);
+    None for any other model."""
+    if source is None:
+        return None
+    return ModelSource(
+        reference=source["reference"],
+        kind=source["kind"],
+        path=source["path"],
+        module=source["module"],
+        name=source["name"],
+        kwargs=as_read(dict(source["kwargs"])),
+        sha256=source["sha256"],
+    )
+
+
+def _config_as_run(config: AuditConfig, suite: SuiteConfig) -> Mapping[str, Any]:
+    """``provenance.config``: the audit's configuration (``AuditConfig.to_dict``) with the
+    suite as it ran (the model's bounds and the audit's batch, EOT for a stochastic model)
+    in place of the one asked for."""
+    return as_read(replace(config, suite=suite).to_dict())
 
 
 def _last_line(error: BaseException) -> str:

@@ -93,6 +93,7 @@ from checkpoints.spec import (
     sidecar_path,
 )
 from checkpoints.usermodel import ModelReference
+from core.document import CheckpointInfo, LayerInfo, as_read
 
 __all__ = [
     "FORMAT_NAME",
@@ -142,6 +143,33 @@ class LoadedCheckpoint:
     notes: tuple[str, ...] = ()
     model_source: Mapping[str, Any] | None = None
     flag_notes: tuple[str, ...] = ()
+
+    def info(self) -> CheckpointInfo:
+        """The result document's ``checkpoint`` section: the spec, and as its loading notes
+        ``notes``, what was inferred or remapped while loading (the lines of ``flag_notes``
+        among them)."""
+        spec = self.spec
+        return CheckpointInfo(
+            arch=spec.arch,
+            num_classes=spec.num_classes,
+            input_shape=spec.input_shape,
+            layer=LayerInfo(
+                kind=spec.layer.kind,
+                params=as_read(dict(spec.layer.params)),
+                positions=None if spec.layer.positions is None else tuple(spec.layer.positions),
+            ),
+            arch_kwargs=as_read(dict(spec.arch_kwargs)),
+            dataset=spec.dataset,
+            mean=None if spec.mean is None else tuple(float(v) for v in spec.mean),
+            std=None if spec.std is None else tuple(float(v) for v in spec.std),
+            bounds=(float(spec.bounds[0]), float(spec.bounds[1])),
+            training=as_read(dict(spec.training)),
+            clean_accuracy=None if spec.clean_accuracy is None else float(spec.clean_accuracy),
+            source_format=spec.source_format,
+            normalization_source=spec.normalization_source,
+            bounds_source=spec.bounds_source,
+            loading_notes=tuple(self.notes),
+        )
 
 
 def load_checkpoint(
