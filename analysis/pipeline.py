@@ -410,13 +410,6 @@ def _config_as_run(config: AuditConfig, suite: SuiteConfig) -> Mapping[str, Any]
     return as_read(replace(config, suite=suite).to_dict())
 
 
-def _last_line(error: BaseException) -> str:
-    """The last non-empty line of an error's message: TorchScript puts its own traceback first
-    and the model's message last."""
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    return lines[-1] if lines else type(error).__name__
-
-
 def check_model_outputs(loaded: LoadedCheckpoint, evaluation: EvaluationSet) -> None:
     """One forward pass on two evaluation samples, before any work: the model must map a batch
     of images to a floating-point [N, num_classes] tensor of logits.
@@ -433,7 +426,7 @@ def check_model_outputs(loaded: LoadedCheckpoint, evaluation: EvaluationSet) -> 
     except Exception as err:  # noqa: BLE001 - any failure of the user's forward is the finding
         raise CheckpointError(
             f"{loaded.path}: the model raised {type(err).__name__} on a batch of "
-            f"{tuple(x.shape)} images: {_last_line(err)}; check --arch, --dataset and the input "
+            f"{tuple(x.shape)} images: {error_line(err)}; check --arch, --dataset and the input "
             "shape the model expects (a model that takes one image at a time needs --batch-size 1)"
         ) from None
     expected = (len(x), spec.num_classes)
