@@ -69,7 +69,6 @@ from core.document import (
     DocumentError,
     Evaluation,
     FlatnessResult,
-    ModelSource,
     Proportion,
     Provenance,
     Robustness,
@@ -334,7 +333,7 @@ def _run_audit(
         checkpoint=source,
         checkpoint_sha256=loaded.sha256,
         weights_sha256=loaded.weights_sha256,
-        model_source=_model_source(loaded.model_source),
+        model_source=loaded.model_source,
         versions=as_read(package_versions()),
         seed=config.seed,
         config=_config_as_run(config, suite_config),
@@ -384,23 +383,6 @@ def _run_audit(
     except DocumentError as err:
         # Not bad input: the pipeline and the declarations disagree, an internal error.
         raise RuntimeError(f"the audit's own result does not read back: {err}") from err
-
-
-def _model_source(source: Mapping[str, Any] | None) -> ModelSource | None:
-    """The record of where a model of the user's own class came from, of the mapping
-    ``checkpoints.usermodel.build_user_model`` gives (``LoadedCheckpoint.model_source``);
-    None for any other model."""
-    if source is None:
-        return None
-    return ModelSource(
-        reference=source["reference"],
-        kind=source["kind"],
-        path=source["path"],
-        module=source["module"],
-        name=source["name"],
-        kwargs=as_read(dict(source["kwargs"])),
-        sha256=source["sha256"],
-    )
 
 
 def _config_as_run(config: AuditConfig, suite: SuiteConfig) -> Mapping[str, Any]:

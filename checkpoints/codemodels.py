@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -35,6 +34,7 @@ from checkpoints.spec import (
     sidecar_path,
 )
 from checkpoints.usermodel import ModelReference, UserModelError, build_user_model
+from core.document import ModelSource
 
 
 def refuse_on_graph(given: Given, path: Path, what: str) -> None:
@@ -186,7 +186,7 @@ def load_user_model(
     classes_known: bool,
     weights: dict[str, Tensor],
     path: Path,
-) -> tuple[nn.Module, CheckpointSpec, dict[str, Any], list[str]]:
+) -> tuple[nn.Module, CheckpointSpec, ModelSource, list[str]]:
     """Build the user's model, load ``weights`` into it strictly and check its output.
 
     Returns:
@@ -221,13 +221,13 @@ def load_user_model(
     layer = found_layer_spec(network)
     found = [f"{name} ({kind})" for name, kind in family_layers(network)]
     notes.append(
-        f"built by {source['reference']} from the user's own code; dropout-family layers found "
+        f"built by {source.reference} from the user's own code; dropout-family layers found "
         f"by type: {', '.join(found) or 'none'}"
     )
     spec = replace(
         spec,
         arch=_model_name(reference),
-        arch_kwargs=dict(source["kwargs"]),
+        arch_kwargs=dict(given.merged.model_kwargs or {}),
         layer=layer,
         num_classes=classes,
     )

@@ -43,7 +43,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import nn
@@ -93,7 +92,7 @@ from checkpoints.spec import (
     sidecar_path,
 )
 from checkpoints.usermodel import ModelReference
-from core.document import CheckpointInfo, LayerInfo, as_read
+from core.document import CheckpointInfo, LayerInfo, ModelSource, as_read
 
 __all__ = [
     "FORMAT_NAME",
@@ -127,9 +126,9 @@ class LoadedCheckpoint:
         weights_sha256: sha256 of the weights (names, dtypes, shapes, values), or None for a
             TorchScript archive.
         notes: what was inferred or remapped while loading, for display.
-        model_source: where a model of the user's own came from (``--model``): reference,
-            kind, path, module, name, kwargs and the sha256 of its file
-            (``checkpoints.usermodel.build_user_model``); None for any other model.
+        model_source: where a model of the user's own class came from (``--model``), the
+            document's record (``checkpoints.usermodel.build_user_model``); None for any
+            other model.
         flag_notes: what description flags did to a file that describes itself or carries
             its own graph, one line each, for the command to print on stderr (also in
             ``notes``).
@@ -141,7 +140,7 @@ class LoadedCheckpoint:
     sha256: str
     weights_sha256: str | None
     notes: tuple[str, ...] = ()
-    model_source: Mapping[str, Any] | None = None
+    model_source: ModelSource | None = None
     flag_notes: tuple[str, ...] = ()
 
     def info(self) -> CheckpointInfo:
@@ -395,7 +394,7 @@ def _finish(
     notes: list[str],
     device: str | torch.device,
     *,
-    model_source: Mapping[str, Any] | None = None,
+    model_source: ModelSource | None = None,
     flag_notes: list[str] | tuple[str, ...] = (),
 ) -> LoadedCheckpoint:
     model = Normalized(network, spec.mean, spec.std).to(device).eval()

@@ -34,6 +34,8 @@ from typing import Any, Literal
 
 from torch import nn
 
+from core.document import ModelSource, as_read
+
 __all__ = [
     "ModelReference",
     "UserModelError",
@@ -462,14 +464,14 @@ def _import_module(reference: ModelReference, origin: str) -> tuple[types.Module
 
 def build_user_model(
     reference: ModelReference, kwargs: Mapping[str, Any] | None = None, origin: str = "--model"
-) -> tuple[nn.Module, dict[str, Any]]:
+) -> tuple[nn.Module, ModelSource]:
     """Import the code, call NAME with ``kwargs`` and return the network and its source.
 
     Returns:
-        ``(network, source)``: the module as built (fresh weights), and the record of where
-        it came from: ``reference``, ``kind``, ``path`` (the file, or the module's file),
-        ``module`` (the module's name), ``name``, ``kwargs`` and ``sha256`` (of that file;
-        None for a module without one).
+        ``(network, source)``: the module as built (fresh weights), and the document's record
+        of where it came from (``core.document.ModelSource``): the reference, its kind, the
+        file (or the module's file), the module's name, NAME, ``kwargs`` and the file's sha256
+        (None for a module without one).
 
     Raises:
         UserModelError: missing file or module, a syntax error, an exception while importing,
@@ -520,13 +522,13 @@ def build_user_model(
             f"{origin}: {call} returned {type(network).__name__}, expected a torch.nn.Module "
             "(the network); name the model's class or a function that returns it"
         )
-    source = {
-        "reference": reference.text,
-        "kind": reference.kind,
-        "path": None if file is None else str(file),
-        "module": module.__name__ if reference.kind == "module" else None,
-        "name": reference.name,
-        "kwargs": kwargs,
-        "sha256": None if file is None or not file.is_file() else _sha256(file),
-    }
+    source = ModelSource(
+        reference=reference.text,
+        kind=reference.kind,
+        path=None if file is None else str(file),
+        module=module.__name__ if reference.kind == "module" else None,
+        name=reference.name,
+        kwargs=as_read(kwargs),
+        sha256=None if file is None or not file.is_file() else _sha256(file),
+    )
     return network, source

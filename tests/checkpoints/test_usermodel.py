@@ -18,6 +18,7 @@ from checkpoints.usermodel import (
     parse_model_kwargs,
     parse_model_reference,
 )
+from core.document import ModelSource
 
 # ------------------------------------------------------------------------------- parsing
 
@@ -98,15 +99,15 @@ def test_a_class_is_built_with_its_sibling_import_and_recorded(user):
     code, _, _ = user
     network, source = build_user_model(parse_model_reference(f"{code}:MyNet"), {"width": 6})
     assert type(network).__name__ == "MyNet" and network.fc.in_features == 6 * 16
-    assert source == {
-        "reference": f"{code}:MyNet",
-        "kind": "file",
-        "path": str(code.resolve()),
-        "module": None,
-        "name": "MyNet",
-        "kwargs": {"width": 6},
-        "sha256": hashlib.sha256(code.read_bytes()).hexdigest(),
-    }
+    assert source == ModelSource(
+        reference=f"{code}:MyNet",
+        kind="file",
+        path=str(code.resolve()),
+        module=None,
+        name="MyNet",
+        kwargs={"width": 6},
+        sha256=hashlib.sha256(code.read_bytes()).hexdigest(),
+    )
 
 
 def test_a_module_reference_imports_from_the_path(user, monkeypatch):
@@ -114,8 +115,8 @@ def test_a_module_reference_imports_from_the_path(user, monkeypatch):
     monkeypatch.syspath_prepend(str(code.parent))
     network, source = build_user_model(parse_model_reference(f"{code.stem}:make"), {"width": 3})
     assert type(network).__name__ == "MyNet" and network.fc.in_features == 3 * 16
-    assert source["kind"] == "module" and source["module"] == code.stem
-    assert source["sha256"] == hashlib.sha256(code.read_bytes()).hexdigest()
+    assert source.kind == "module" and source.module == code.stem
+    assert source.sha256 == hashlib.sha256(code.read_bytes()).hexdigest()
 
 
 @pytest.mark.parametrize(

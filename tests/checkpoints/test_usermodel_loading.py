@@ -42,7 +42,7 @@ def test_a_state_dict_loads_into_the_users_class(user):
     assert spec.arch == f"{code.name}:MyNet" and spec.source_format == "state_dict"
     assert (spec.input_shape, spec.num_classes, spec.mean) == ((1, 8, 8), 10, None)
     assert spec.layer == LayerSpec("dropout", {"p": 0.25})
-    assert loaded.model_source is not None and loaded.model_source["name"] == "MyNet"
+    assert loaded.model_source is not None and loaded.model_source.name == "MyNet"
     assert not loaded.model.training and loaded.flag_notes == ()
     x = torch.rand(5, 1, 8, 8, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
@@ -118,10 +118,10 @@ def test_a_sidecar_may_name_the_model_but_its_code_needs_consent(user, tmp_path)
     with pytest.raises(CheckpointError, match="net.toml names model code .*--trust-checkpoint"):
         load_checkpoint(folder / "net.pt")
     trusted = load_checkpoint(folder / "net.pt", trust=True)
-    assert trusted.model_source is not None and trusted.model_source["kwargs"] == {"width": 3}
-    assert Path(trusted.model_source["path"]) == code.resolve()
+    assert trusted.model_source is not None and trusted.model_source.kwargs == {"width": 3}
+    assert Path(trusted.model_source.path) == code.resolve()
     named = load_checkpoint(folder / "net.pt", _model(code, "make"))  # kwargs still the sidecar's
-    assert named.model_source is not None and named.model_source["kwargs"] == {"width": 3}
+    assert named.model_source is not None and named.model_source.kwargs == {"width": 3}
     # --arch on the command line replaces the sidecar's model and its arguments.
     with pytest.raises(CheckpointError, match="weights do not match architecture 'mlp'"):
         load_checkpoint(folder / "net.pt", Description(arch="mlp"))
