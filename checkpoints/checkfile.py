@@ -19,6 +19,7 @@ import torch
 from torch import Tensor
 
 from core.boundary import open_input
+from core.errors import error_line
 
 
 class CheckpointError(ValueError):
@@ -87,24 +88,18 @@ _TORCH_BOILERPLATE = (
 )
 
 
-def first_error_line(err: BaseException) -> str:
-    """The first non-empty line of an exception's message (torch's advice cut off, at most
-    160 characters), or its type when it has none."""
-    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
-    if not lines:
+def error_summary(err: BaseException) -> str:
+    """``Type: line``: the line of an exception's message that says what failed
+    (``core.errors.error_line``: its first, or TorchScript's original error), torch's advice
+    cut off, at most 160 characters; its type alone when it has no message."""
+    if not str(err).strip():
         return type(err).__name__
-    text = lines[0]
+    text = error_line(err)
     for marker in _TORCH_BOILERPLATE:
         text = text.split(marker, 1)[0]
     if len(text) > 160:
         text = text[:157] + "..."
     return f"{type(err).__name__}: {text}"
-
-
-def last_error_line(error: BaseException) -> str:
-    """The last non-empty line of an error (TorchScript prints its own traceback first)."""
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    return f"{type(error).__name__}: {lines[-1]}" if lines else type(error).__name__
 
 
 def tensor_mapping(obj: Any) -> dict[str, Tensor] | None:

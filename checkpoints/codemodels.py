@@ -18,8 +18,7 @@ from torch import Tensor, nn
 from checkpoints.checkfile import (
     FILE_KINDS,
     CheckpointError,
-    first_error_line,
-    last_error_line,
+    error_summary,
     show_value,
 )
 from checkpoints.given import Given, check_combination, merge_given, show_normalization
@@ -86,7 +85,7 @@ def _probe_classes(
         # failure, and the description (shape) is the likely cause.
         raise CheckpointError(
             f"{path}: {what} fails on a batch of two zero inputs of "
-            f"shape {'x'.join(map(str, shape))} ({last_error_line(err)}); check "
+            f"shape {'x'.join(map(str, shape))} ({error_summary(err)}); check "
             "--dataset / --input-shape"
         ) from None
     if not isinstance(probe, Tensor) or probe.dim() != 2 or probe.shape[0] != 2:
@@ -209,7 +208,7 @@ def load_user_model(
     except (RuntimeError, ValueError, TypeError) as err:
         raise CheckpointError(
             f"{path}: the weights cannot be loaded into the model built by --model {reference} "
-            f"({first_error_line(err)}); re-save them from the trained model (model.state_dict())"
+            f"({error_summary(err)}); re-save them from the trained model (model.state_dict())"
         ) from None
     classes = _probe_classes(
         network,

@@ -20,7 +20,7 @@ from typing import IO, Any
 
 import torch
 
-from checkpoints.checkfile import CheckpointError, first_error_line, open_checkpoint
+from checkpoints.checkfile import CheckpointError, error_summary, open_checkpoint
 from core.boundary import check_archive
 
 # ------------------------------------------------------------------------ files that are code
@@ -101,7 +101,7 @@ class PickledObjectsError(CheckpointError):
 
 def _not_readable(path: Path, err: BaseException) -> CheckpointError:
     return CheckpointError(
-        f"{path} is not a readable PyTorch checkpoint ({first_error_line(err)}); expected a file "
+        f"{path} is not a readable PyTorch checkpoint ({error_summary(err)}); expected a file "
         "written by torch.save (a state_dict, a Lightning .ckpt or a file of ours): re-save it, "
         "or check that the file is complete"
     )
@@ -297,6 +297,6 @@ def _read_unrestricted(path: Path, global_name: str | None) -> Any:
             else "expected a file written by torch.save; "
         )
         raise CheckpointError(
-            f"{path}: unpickling the trusted file failed ({first_error_line(err)}); {hint}"
+            f"{path}: unpickling the trusted file failed ({error_summary(err)}); {hint}"
             f"{_resave_advice(global_name)}"
         ) from None

@@ -51,8 +51,8 @@ from checkpoints.architectures import Normalized, build_network
 from checkpoints.checkfile import (
     CheckpointError,
     check_tensors,
+    error_summary,
     file_sha256,
-    first_error_line,
     open_checkpoint,
     weights_sha256,
 )
@@ -250,7 +250,7 @@ def load_with_options(
         sha = file_sha256(path)
     except OSError as err:
         raise CheckpointError(
-            f"checkpoint {path} cannot be read ({first_error_line(err)}); check its permissions"
+            f"checkpoint {path} cannot be read ({error_summary(err)}); check its permissions"
         ) from None
 
     kind = code_archive_kind(path)
@@ -269,7 +269,7 @@ def load_with_options(
             # Trusted TorchScript runs its own code while loading; any failure is the file's.
             raise CheckpointError(
                 f"{path}: loading the trusted TorchScript archive failed "
-                f"({first_error_line(err)}); expected a file written by torch.jit.save: re-save it"
+                f"({error_summary(err)}); expected a file written by torch.jit.save: re-save it"
             ) from None
         return _finish_graph(
             graph,
@@ -380,7 +380,7 @@ def load_with_options(
         return _finish(network, spec, path, sha, model_sha, notes, device, flag_notes=flag_notes)
     except (RuntimeError, ValueError, TypeError) as err:
         raise CheckpointError(
-            f"{path}: the weights cannot be loaded into {spec.arch!r} ({first_error_line(err)}); "
+            f"{path}: the weights cannot be loaded into {spec.arch!r} ({error_summary(err)}); "
             "re-save them from the trained model (model.state_dict())"
         ) from None
 

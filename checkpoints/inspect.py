@@ -21,7 +21,7 @@ from pathlib import Path
 
 from torch import Tensor
 
-from checkpoints.checkfile import first_error_line
+from checkpoints.checkfile import error_summary
 from checkpoints.foreign import foreign_state_dict
 from checkpoints.format import (
     FORMAT_NAME,
@@ -83,7 +83,7 @@ def describe_archive(path: Path, kind: str) -> list[tuple[str, str]]:
             }
     except (zipfile.BadZipFile, OSError, EOFError, NotImplementedError, RuntimeError) as err:
         raise CheckpointError(
-            f"{path} looks like a zip archive but cannot be read ({first_error_line(err)}); "
+            f"{path} looks like a zip archive but cannot be read ({error_summary(err)}); "
             "expected a complete file written by torch.save or torch.jit.save"
         ) from None
     code = sorted(n for n in sizes if n.startswith("code/") and n.endswith(".py"))

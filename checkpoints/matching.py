@@ -17,7 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from checkpoints.architectures import build_network, vgg_classifier_slots
-from checkpoints.checkfile import CheckpointError, first_error_line
+from checkpoints.checkfile import CheckpointError, error_summary
 from checkpoints.spec import CheckpointSpec
 from checkpoints.usermodel import ModelReference
 
@@ -237,6 +237,6 @@ def build_spec_network(spec: CheckpointSpec, path: Path) -> nn.Module:
             f"{path}: cannot build architecture {spec.arch!r} for input shape "
             f"{'x'.join(map(str, spec.input_shape))}, {spec.num_classes} classes, layers "
             f"{spec.layer} and arguments {dict(spec.arch_kwargs)} "
-            f"({first_error_line(err)}); fix the description (--arch, --layers, --dataset, "
+            f"({error_summary(err)}); fix the description (--arch, --layers, --dataset, "
             "--input-shape, --num-classes, sidecar)"
         ) from None
