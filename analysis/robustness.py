@@ -131,9 +131,9 @@ def norm_section(
                 label=record.label,
                 kind=record.kind,
                 source=record.source,
-                status=record.status,  # type: ignore[arg-type]
+                status=record.status,
                 message=record.message,
-                statuses=tuple(record.statuses),  # type: ignore[arg-type]
+                statuses=tuple(record.statuses),
                 messages=tuple(record.messages),
                 params=as_read({} if record.result is None else record.result.params),
                 backend=None if record.result is None else record.result.backend,

@@ -10,6 +10,7 @@ from analysis.findings import Evidence, Judged, Status, attack_family, check, wo
 from attacks import AttackOutcome, Family
 from core.boundary import error_line
 from core.checks import CHECKS, run_key
+from core.document import FAILED
 
 
 def _broken_late(record: AttackOutcome, k: int, tail: int) -> int | None:
@@ -177,7 +178,7 @@ def attack_failed(evidence: Evidence) -> Judged:
                 # One line: the run's record in the document keeps the whole message.
                 "message": error_line(failure.message),
             }
-            (failed if failure.status == "failed" else not_applicable).append(row)
+            (failed if failure.status == FAILED else not_applicable).append(row)
     evidence_rows = {"failed": failed, "not_applicable": not_applicable}
 
     def where(row: dict[str, Any]) -> str:

@@ -10,6 +10,8 @@ from core.boundary import (
     error_line,
 )
 from core.document import (
+    FAILED,
+    NOT_APPLICABLE,
     AttackRecord,
     AuditResult,
     FisherRaoEstimate,
@@ -91,9 +93,9 @@ def _stops(flatness: FlatnessResult | None) -> list[str]:
 def _after(attack: AttackRecord, k: int) -> str:
     """``label value``, the robust accuracy after an attack, or what became of it."""
     status = attack.statuses[k] if attack.statuses is not None else attack.status
-    if status == "failed":
+    if status == FAILED:
         return f"{attack.label} failed"
-    if status == "not-applicable":
+    if status == NOT_APPLICABLE:
         return f"{attack.label} n/a"
     return f"{attack.label} {attack.robust_accuracy_after[k].value:.3f}"
 
@@ -105,7 +107,7 @@ def incomplete_lines(result: AuditResult) -> list[str]:
     lines = []
     for norm in result.robustness.norms:
         for failure in norm.failures or ():
-            if failure.status != "failed":
+            if failure.status != FAILED:
                 continue
             at = "" if failure.epsilon is None else f" eps {failure.epsilon:.4g}"
             stage = "" if failure.stage == "attack" else f" {failure.stage}"

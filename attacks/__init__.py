@@ -28,7 +28,6 @@ from attacks.result import AttackResult, gradient_stats
 from attacks.square import square
 from attacks.suite import (
     ATTACKS,
-    STATUSES,
     AttackOutcome,
     NormOutcome,
     SuiteResult,
@@ -41,7 +40,6 @@ __all__ = [
     "ATTACKS",
     "BACKENDS",
     "STANDARD_EPSILONS",
-    "STATUSES",
     "TARGET_MODES",
     "AttackOutcome",
     "AttackResult",

@@ -24,8 +24,6 @@ from attacks.losses import NO_PREDICTION, predict
 from attacks.plan import NormPlan, Plan, Stage
 from attacks.presets import SuiteConfig
 from attacks.records import (
-    FAILED,
-    NOT_APPLICABLE,
     AttackOutcome,
     NormOutcome,
     Piece,
@@ -35,7 +33,7 @@ from attacks.records import (
 )
 from attacks.result import AttackResult
 from attacks.shards import Outcome, expected_cost_order, run_stage
-from core.attackrecords import Failure
+from core.attackrecords import FAILED, NOT_APPLICABLE, AttackStatus, Failure
 from torchutil import any_batch, child_generator, distributed, model_mode
 
 __all__ = ["Memo", "Progress", "execute"]
@@ -54,7 +52,7 @@ class _Ran:
     """What running (or loading) one stage gave."""
 
     result: AttackResult | None
-    status: str
+    status: AttackStatus
     message: str
     resumed: bool
 

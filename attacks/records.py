@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
-from typing import Any, Final
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -23,15 +23,11 @@ from attacks.result import PER_SAMPLE_TABLES, AttackResult, gradient_stats, plai
 from attacks.tables import arguments, at, empty, masked, scatter, tables_of
 from attacks.threat import Norm
 from attacks.worstcase import robust_after
-from core.attackrecords import Failure
+from core.attackrecords import FAILED, NOT_APPLICABLE, OK, AttackStatus, Failure
 from core.document import encode
 
 __all__ = [
-    "FAILED",
-    "NOT_APPLICABLE",
-    "OK",
     "RECORD_TABLES",
-    "STATUSES",
     "AttackOutcome",
     "NormOutcome",
     "Piece",
@@ -39,13 +35,6 @@ __all__ = [
     "merge_per_epsilon",
     "record_of",
 ]
-
-OK: Final = "ok"
-FAILED: Final = "failed"
-NOT_APPLICABLE: Final = "not-applicable"
-STATUSES = (OK, FAILED, NOT_APPLICABLE)
-"""What became of one attack at one epsilon: it ran, it raised, or it cannot run (a gradient
-attack on a model without an input gradient)."""
 
 
 @dataclass(frozen=True)
@@ -106,13 +95,13 @@ class AttackOutcome:
     result: AttackResult | None
     adversarial: Tensor
     success_step: Tensor
-    statuses: tuple[str, ...]
+    statuses: tuple[AttackStatus, ...]
     messages: tuple[str | None, ...]
     nonfinite: Tensor
     nonfinite_evaluations: int
 
     @property
-    def status(self) -> str:
+    def status(self) -> AttackStatus:
         """``"failed"`` if the attack failed at any epsilon, else ``"not-applicable"`` if it
         could not run at one, else ``"ok"``."""
         for status in (FAILED, NOT_APPLICABLE):
@@ -331,7 +320,7 @@ def record_of(
         ),
         robust_accuracy_after=tuple(float(v) for v in robust_after_values),
         result=result,
-        statuses=(OK,) * len(result.epsilons),
+        statuses=tuple(OK for _ in result.epsilons),
         messages=(None,) * len(result.epsilons),
         nonfinite_evaluations=result.nonfinite_evaluations,
         **tables,
@@ -355,7 +344,7 @@ class Piece:
     row: int
     index: Tensor
     source: str
-    status: str = OK
+    status: AttackStatus = OK
     message: str | None = None
 
 

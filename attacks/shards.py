@@ -23,10 +23,10 @@ from attacks.evaluator import NO_INPUT_GRADIENT, NoInputGradient
 from attacks.losses import margin as logit_margin
 from attacks.plan import Stage
 from attacks.presets import AttackSpec, SuiteConfig
-from attacks.records import FAILED, NOT_APPLICABLE, OK
 from attacks.result import PER_SAMPLE_TABLES, AttackResult, gradient_stats
 from attacks.tables import arguments, cat, tables_of, take
 from attacks.threat import Norm
+from core.attackrecords import FAILED, NOT_APPLICABLE, OK, AttackStatus
 from torchutil import (
     distributed,
     draw_seeds,
@@ -46,7 +46,7 @@ __all__ = [
     "run_stage",
 ]
 
-Outcome = tuple[AttackResult | None, str, str]
+Outcome = tuple[AttackResult | None, AttackStatus, str]
 """What a stage gave: its result (None when it raised), status and message (empty when
 ``"ok"``); kept as it is by the resume memo."""
 

@@ -39,25 +39,13 @@ from attacks.engine import as_generator
 from attacks.execute import Memo, Progress, execute
 from attacks.plan import plan_suite
 from attacks.presets import SuiteConfig
-from attacks.records import (
-    FAILED,
-    NOT_APPLICABLE,
-    OK,
-    STATUSES,
-    AttackOutcome,
-    NormOutcome,
-    SuiteResult,
-)
+from attacks.records import AttackOutcome, NormOutcome, SuiteResult
 from attacks.result import AttackResult
 from attacks.shards import expected_cost_order, run_attack_spec
 from attacks.threat import check_inputs
 
 __all__ = [
     "ATTACKS",
-    "FAILED",
-    "NOT_APPLICABLE",
-    "OK",
-    "STATUSES",
     "AttackOutcome",
     "Memo",
     "NormOutcome",

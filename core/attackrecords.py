@@ -10,11 +10,22 @@ import math
 import struct
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 from core.docfields import FULL, OPTIONAL, V11, BitRows, Json, Picklable, extra_field, need
 from core.docjson import DocumentError
 from core.stats import wilson_interval
+
+FailureStatus = Literal["failed", "not-applicable"]
+"""What became of an attack run that did not complete: it raised (``FAILED``), or it cannot
+run (``NOT_APPLICABLE``: a gradient attack on a model without an input gradient)."""
+
+AttackStatus = Literal["ok", FailureStatus]
+"""What became of one attack at one epsilon: it ran (``OK``), or a ``FailureStatus``."""
+
+OK: Final = "ok"
+FAILED: Final = "failed"
+NOT_APPLICABLE: Final = "not-applicable"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -72,9 +83,9 @@ class AttackRecord:
     label: str
     kind: str
     source: str | None = need(FULL)
-    status: Literal["ok", "failed", "not-applicable"] | None = need(FULL)
+    status: AttackStatus | None = need(FULL)
     message: str | None = need(FULL)
-    statuses: tuple[Literal["ok", "failed", "not-applicable"], ...] | None = need(V11)
+    statuses: tuple[AttackStatus, ...] | None = need(V11)
     messages: tuple[str | None, ...] | None = need(V11)
     params: Json | None = need(FULL)
     backend: str | None = need(FULL)
@@ -135,7 +146,7 @@ class Failure(Picklable):
     stage: Literal["attack", "sweep", "independent-sweep"]
     label: str
     epsilon: float | None
-    status: Literal["failed", "not-applicable"]
+    status: FailureStatus
     message: str
     extra: Json = extra_field()
 
@@ -228,7 +239,7 @@ def autoattack_components(kind: str, params: Mapping[str, Any]) -> tuple[str, ..
     return ()
 
 
-def _status(record: AttackRecord, k: int) -> str | None:
+def _status(record: AttackRecord, k: int) -> AttackStatus | None:
     """``ok``, ``failed`` or ``not-applicable`` at the ``k``-th epsilon; None when unknown."""
     if record.statuses is not None:
         return record.statuses[k]
@@ -236,7 +247,7 @@ def _status(record: AttackRecord, k: int) -> str | None:
 
 
 def _ran(record: AttackRecord, k: int) -> bool:
-    return _status(record, k) in ("ok", None)
+    return _status(record, k) in (OK, None)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -286,13 +297,13 @@ class NormResult:
         failed = []
         for record in self.attacks:
             if record.statuses is not None:
-                if record.statuses[k] == "failed":
+                if record.statuses[k] == FAILED:
                     failed.append(record.label)
-            elif record.status == "failed":
+            elif record.status == FAILED:
                 failed.append(record.label)
         labels = {record.label for record in self.attacks}
         for failure in self.failures or ():
-            if failure.stage == "sweep" and failure.status == "failed" and failure.label in labels:
+            if failure.stage == "sweep" and failure.status == FAILED and failure.label in labels:
                 failed.append(f"{failure.label} sweep")
         return tuple(failed)
 
@@ -313,16 +324,16 @@ class NormResult:
             return ()
         found: dict[str, str] = {}
         for record in self.attacks:
-            status = "ok" if _ran(record, k) else _status(record, k)
+            status = OK if _ran(record, k) else _status(record, k)
             for name in autoattack_components(record.kind, record.params or {}):
-                if found.get(name) != "ok":
+                if found.get(name) != OK:
                     found[name] = status or "not run"
-        reasons = {"failed": "failed", "not-applicable": "not applicable"}
+        reasons = {FAILED: "failed", NOT_APPLICABLE: "not applicable"}
         missing = []
         for name in AUTOATTACK_STANDARD:
             if name not in found:
                 missing.append(f"{name} (not in the suite)")
-            elif found[name] != "ok":
+            elif found[name] != OK:
                 missing.append(f"{name} ({reasons.get(found[name], 'not run')})")
         return tuple(missing)
 
@@ -343,7 +354,7 @@ class NormResult:
         known = [r for r in self.attacks if r.statuses is not None or r.status is not None]
         if not known:
             return True
-        return any((r.statuses[k] if r.statuses is not None else r.status) == "ok" for r in known)
+        return any((r.statuses[k] if r.statuses is not None else r.status) == OK for r in known)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -60,9 +60,14 @@ from typing import Any, Literal
 
 from core.attackrecords import (
     AUTOATTACK_STANDARD,
+    FAILED,
+    NOT_APPLICABLE,
+    OK,
     AttackRecord,
+    AttackStatus,
     Example,
     Failure,
+    FailureStatus,
     GradientStats,
     NormResult,
     Proportion,
@@ -111,11 +116,15 @@ from core.flatrecords import (
 
 __all__ = [
     "AUTOATTACK_STANDARD",
+    "FAILED",
     "NONFINITE_TOKENS",
+    "NOT_APPLICABLE",
+    "OK",
     "READABLE_VERSIONS",
     "SCHEMA_VERSION",
     "ActivationStats",
     "AttackRecord",
+    "AttackStatus",
     "AuditResult",
     "BatchSize",
     "BatchSizes",
@@ -125,6 +134,7 @@ __all__ = [
     "Evaluation",
     "Example",
     "Failure",
+    "FailureStatus",
     "Finding",
     "FisherRaoEstimate",
     "FlatnessResult",

@@ -28,3 +28,12 @@ def test_the_schema_requires_what_the_reader_requires_of_a_full_document() -> No
     assert not validator.is_valid(dict(proportion, value="nan"))
     assert not validator.is_valid({k: v for k, v in proportion.items() if k != "count"})
     assert validator.is_valid(dict(proportion, unknown_key=1))  # kept by the reader in extra
+
+
+def test_the_status_constants_are_the_declared_vocabularies() -> None:
+    from typing import get_args
+
+    from core.document import FAILED, NOT_APPLICABLE, OK, AttackStatus, FailureStatus
+
+    assert get_args(AttackStatus) == (OK, FAILED, NOT_APPLICABLE)
+    assert get_args(FailureStatus) == (FAILED, NOT_APPLICABLE)
