@@ -92,7 +92,7 @@ def _stops(flatness: FlatnessResult | None) -> list[str]:
 
 def _after(attack: AttackRecord, k: int) -> str:
     """``label value``, the robust accuracy after an attack, or what became of it."""
-    status = attack.statuses[k] if attack.statuses is not None else attack.status
+    status = attack.status_at(k)
     if status == FAILED:
         return f"{attack.label} failed"
     if status == NOT_APPLICABLE:

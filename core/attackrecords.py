@@ -107,6 +107,14 @@ class AttackRecord:
     gradient_stats: GradientStats | None = need(FULL)
     extra: Json = extra_field()
 
+    def status_at(self, k: int) -> AttackStatus:
+        """What became of this attack at the ``k``-th epsilon: ``statuses[k]``, else
+        ``status`` (a document of schema 1.0 says only whether the attack failed somewhere:
+        that holds at every epsilon), else ``OK`` (a baseline does not say)."""
+        if self.statuses is not None and k < len(self.statuses):
+            return self.statuses[k]
+        return self.status or OK
+
 
 @dataclass(frozen=True, kw_only=True)
 class Sweep:
@@ -239,17 +247,6 @@ def autoattack_components(kind: str, params: Mapping[str, Any]) -> tuple[str, ..
     return ()
 
 
-def _status(record: AttackRecord, k: int) -> AttackStatus | None:
-    """``ok``, ``failed`` or ``not-applicable`` at the ``k``-th epsilon; None when unknown."""
-    if record.statuses is not None:
-        return record.statuses[k]
-    return record.status
-
-
-def _ran(record: AttackRecord, k: int) -> bool:
-    return _status(record, k) in (OK, None)
-
-
 @dataclass(frozen=True, kw_only=True)
 class NormResult:
     """Everything measured under one norm at its K epsilons over the N samples.
@@ -294,13 +291,7 @@ class NormResult:
         independent sweep never does: it runs on a subsample, for the sweep checks only, and
         no robust accuracy is taken from it. (A document of schema 1.0 says only whether an
         attack failed somewhere: it counts at every epsilon. A baseline does not say: none.)"""
-        failed = []
-        for record in self.attacks:
-            if record.statuses is not None:
-                if record.statuses[k] == FAILED:
-                    failed.append(record.label)
-            elif record.status == FAILED:
-                failed.append(record.label)
+        failed = [record.label for record in self.attacks if record.status_at(k) == FAILED]
         labels = {record.label for record in self.attacks}
         for failure in self.failures or ():
             if failure.stage == "sweep" and failure.status == FAILED and failure.label in labels:
@@ -311,7 +302,7 @@ class NormResult:
         """Labels of the attacks that ran at the ``k``-th epsilon, in the order they ran: the
         reliable robust accuracy there is the per-sample worst case over them. (Where a
         document does not say whether an attack ran, a baseline, it counts.)"""
-        return tuple(record.label for record in self.attacks if _ran(record, k))
+        return tuple(record.label for record in self.attacks if record.status_at(k) == OK)
 
     def autoattack_not_run(self, k: int) -> tuple[str, ...]:
         """Each attack of AutoAttack's standard version (``AUTOATTACK_STANDARD``) that has no
@@ -322,12 +313,12 @@ class NormResult:
         Empty for a document that does not record the attacks' parameters (a baseline)."""
         if any(record.params is None for record in self.attacks):
             return ()
-        found: dict[str, str] = {}
+        found: dict[str, AttackStatus] = {}
         for record in self.attacks:
-            status = OK if _ran(record, k) else _status(record, k)
+            status = record.status_at(k)
             for name in autoattack_components(record.kind, record.params or {}):
                 if found.get(name) != OK:
-                    found[name] = status or "not run"
+                    found[name] = status
         reasons = {FAILED: "failed", NOT_APPLICABLE: "not applicable"}
         missing = []
         for name in AUTOATTACK_STANDARD:
@@ -354,7 +345,7 @@ class NormResult:
         known = [r for r in self.attacks if r.statuses is not None or r.status is not None]
         if not known:
             return True
-        return any((r.statuses[k] if r.statuses is not None else r.status) == OK for r in known)
+        return any(r.status_at(k) == OK for r in known)
 
 
 @dataclass(frozen=True, kw_only=True)

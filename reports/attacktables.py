@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from core.document import AttackRecord, AuditResult, NormResult, Proportion
+from core.document import OK, AttackRecord, AuditResult, NormResult, Proportion
 from core.stats import wilson_interval
 from reports.cells import NOT_AVAILABLE, data_frame, interval, norm_label, reliable
 
@@ -40,12 +40,6 @@ def _find(section: NormResult, label: str) -> AttackRecord | None:
     return next((a for a in section.attacks if a.label == label), None)
 
 
-def _status(record: AttackRecord, k: int) -> str:
-    if record.statuses is not None and k < len(record.statuses):
-        return record.statuses[k]
-    return record.status or "ok"
-
-
 def new_breaks(result: AuditResult, section: NormResult, k: int) -> dict[str, int]:
     """Per attack, the clean-correct samples it broke at epsilon ``k`` that every attack before
     it missed. They sum to the clean-correct count minus the reliable robust count."""
@@ -68,7 +62,7 @@ def alone_accuracy(result: AuditResult, record: AttackRecord, k: int) -> Proport
         a or s or not c
         for a, s, c in zip(record.attacked[k], record.success[k], correct, strict=True)
     )
-    if not covered or _status(record, k) != "ok":
+    if not covered or record.status_at(k) != OK:
         return None
     robust = sum(c and not s for c, s in zip(correct, record.success[k], strict=True))
     return _proportion(robust, len(correct))
@@ -94,8 +88,8 @@ def robust_accuracy_table(result: AuditResult) -> pd.DataFrame:
             record = _find(section, label)
             if record is None:
                 cells.append("not run")
-            elif _status(record, k) != "ok":
-                cells.append(_status(record, k))
+            elif record.status_at(k) != OK:
+                cells.append(record.status_at(k))
             else:
                 cells.append(interval(record.robust_accuracy_after[k]))
         rows[label] = cells

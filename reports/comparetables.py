@@ -10,7 +10,7 @@ from typing import Any
 
 import pandas as pd
 
-from core.document import AuditResult, NormResult, Proportion
+from core.document import OK, AuditResult, NormResult, Proportion
 from reports.cells import NORM_NAMES
 from reports.compared import (
     FAR_ABOVE,
@@ -140,9 +140,7 @@ def robust_table(items: Sequence[Entry], norm: str) -> ComparisonTable:
             row: dict[str, Any] = {"#": entry.number, "checkpoint": entry.label, "ε": epsilon}
             _proportion(row, "clean", entry.result.clean_accuracy)
             after = {
-                r.label: r.robust_accuracy_after[k]
-                for r in section.attacks
-                if (r.statuses or ("ok",) * (k + 1))[k] == "ok"
+                r.label: r.robust_accuracy_after[k] for r in section.attacks if r.status_at(k) == OK
             }
             for label in labels:
                 _proportion(row, label, after.get(label))

@@ -256,3 +256,15 @@ def test_the_chain_and_autoattacks_attacks_not_run(
     assert AuditResult.from_dict(raw).robustness.norms[0].autoattack_not_run(0) == ()
     # A baseline does not record parameters: nothing can be said.
     assert read_result(baseline).robustness.norms[0].autoattack_not_run(0) == ()
+
+
+@pytest.mark.data
+def test_an_attacks_status_at_an_epsilon(documents: dict[str, Path]) -> None:
+    """Per epsilon where the document says (schema 1.1), else the attack's one status (1.0:
+    it failed somewhere, which holds at every epsilon), else ``ok`` (a baseline)."""
+    record = read_result(documents["no_flatness"]).robustness.norms[0].attacks[0]
+    per_epsilon = dataclasses.replace(record, status="failed", statuses=("ok", "failed"))
+    assert [per_epsilon.status_at(k) for k in (0, 1)] == ["ok", "failed"]
+    one = dataclasses.replace(record, status="not-applicable", statuses=None)
+    assert [one.status_at(k) for k in (0, 1)] == ["not-applicable"] * 2
+    assert dataclasses.replace(record, status=None, statuses=None).status_at(0) == "ok"
