@@ -13,27 +13,15 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 from dataclasses import dataclass
-from enum import StrEnum
-from typing import Any, Literal, cast
+from typing import Any
 
 from analysis.conventions import ConventionTrial
 from attacks import AttackOutcome, Family, SuiteResult, registry
 from core.checks import ALPHA as ALPHA  # the significance level, for the checks
 from core.checks import CHECKS
-from core.document import Finding, Probes, as_read
+from core.document import FLAGGED, Finding, Probes, as_read
+from core.document import FindingStatus as Status
 
-
-class Status(StrEnum):
-    """A check's judgement; its values are the statuses a finding of the document holds."""
-
-    PASS = "pass"
-    WARN = "warn"
-    FAIL = "fail"
-    NOT_APPLICABLE = "n/a"
-
-
-_StatusText = Literal["pass", "warn", "fail", "n/a"]
-"""``core.document.Finding.status``: the values of ``Status``."""
 
 _ORDER = {Status.NOT_APPLICABLE: 0, Status.PASS: 1, Status.WARN: 2, Status.FAIL: 3}
 
@@ -87,7 +75,7 @@ def check(code: str) -> Callable[[Callable[[Evidence], Judged]], Check]:
     def register(judge: Callable[[Evidence], Judged]) -> Check:
         def run(evidence: Evidence) -> Finding:
             judged = judge(evidence)
-            flagged = judged.status in (Status.WARN, Status.FAIL)
+            flagged = judged.status in FLAGGED
             explanation = judged.explanation
             if explanation is None:
                 explanation = spec.flagged if flagged else spec.passed
@@ -95,7 +83,7 @@ def check(code: str) -> Callable[[Callable[[Evidence], Judged]], Check]:
             return Finding(
                 code=code,
                 title=spec.title,
-                status=cast(_StatusText, Status(judged.status).value),
+                status=Status(judged.status).value,
                 evidence=as_read(judged.evidence),
                 explanation=explanation,
                 remedy=remedy,

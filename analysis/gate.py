@@ -29,7 +29,7 @@ from checkpoints.datasets import UNNAMED
 from core.boundary import (
     atomic_write_bytes,
 )
-from core.document import AuditResult, DocumentError, NormResult, read_document
+from core.document import AuditResult, DocumentError, FindingStatus, NormResult, read_document
 from core.stats import paired_drop_interval
 
 __all__ = [
@@ -292,7 +292,8 @@ def compare(
                 )
     before = {f.code: f.status for f in baseline.findings}
     for finding in document.findings:
-        new_flag = finding.status == "fail" and before.get(finding.code) != "fail"
+        fail = FindingStatus.FAIL
+        new_flag = finding.status == fail and before.get(finding.code) != fail
         cases.append(
             Case(
                 f"red flag {finding.code}",

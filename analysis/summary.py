@@ -11,6 +11,7 @@ from core.boundary import (
 )
 from core.document import (
     FAILED,
+    FLAGGED,
     NOT_APPLICABLE,
     AttackRecord,
     AuditResult,
@@ -176,7 +177,7 @@ def summary_lines(path: Path, result: AuditResult) -> list[str]:
         stops = _stops(measured)
         if stops:
             lines.append("    stopped by: " + "; ".join(stops))
-    flags = [f for f in result.findings if f.status in ("warn", "fail")]
+    flags = [f for f in result.findings if f.status in FLAGGED]
     lines.append(f"  verdict: {result.verdict}")
     caveat = preset_caveat(result)
     if caveat is not None:

@@ -3,10 +3,11 @@ document against those declarations and builds the frozen records.
 
 A record is a frozen dataclass whose field names are the document's keys and whose types say
 how each value is read: bit strings (:data:`Bits`) become tuples of bools, open-ended objects
-(:data:`Json`) read-only mappings whose lists are tuples, numbers may be the strings of
-``NONFINITE_TOKENS``. ``need`` says how much a field is required (always, in full documents,
-in full documents of schema 1.1, or never) and when the writer leaves it out; keys the reader
-does not know are kept in the record's ``extra``.
+(:data:`Json`) read-only mappings whose lists are tuples, a string of a vocabulary
+(``Annotated[str, SomeStrEnum]``) one of that enumeration's values, kept as the plain string;
+numbers may be the strings of ``NONFINITE_TOKENS``. ``need`` says how much a field is required
+(always, in full documents, in full documents of schema 1.1, or never) and when the writer
+leaves it out; keys the reader does not know are kept in the record's ``extra``.
 
 :func:`encode` is the reader backwards, driven by the same declarations: it turns a record into
 the JSON object the document holds, its keys in the order of the record's fields (the order
@@ -24,6 +25,7 @@ import types
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Annotated, Any, Literal, TypeVar
 
 from core.docjson import (
@@ -134,6 +136,11 @@ def _parse(kind: Any, value: Any, where: str, context: ReadContext) -> Any:
             if not isinstance(value, str) or not _BITS_PATTERN.fullmatch(value):
                 raise field_error(context, where, "a bit string of 0 and 1", value)
             return tuple(c == "1" for c in value)
+        if isinstance(marker, type) and issubclass(marker, Enum):
+            allowed = tuple(member.value for member in marker)
+            if value not in allowed:
+                raise field_error(context, where, f"one of {', '.join(map(repr, allowed))}", value)
+            return value
         return _array(value, where, context)
     if origin in (typing.Union, types.UnionType):
         options = [a for a in typing.get_args(kind) if a is not type(None)]

@@ -55,8 +55,9 @@ import dataclasses
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from core.attackrecords import (
     AUTOATTACK_STANDARD,
@@ -117,6 +118,7 @@ from core.flatrecords import (
 __all__ = [
     "AUTOATTACK_STANDARD",
     "FAILED",
+    "FLAGGED",
     "NONFINITE_TOKENS",
     "NOT_APPLICABLE",
     "OK",
@@ -136,6 +138,7 @@ __all__ = [
     "Failure",
     "FailureStatus",
     "Finding",
+    "FindingStatus",
     "FisherRaoEstimate",
     "FlatnessResult",
     "GradientStats",
@@ -425,13 +428,27 @@ class Probes(Picklable):
     extra: Json = extra_field()
 
 
+class FindingStatus(StrEnum):
+    """A red-flag check's judgement. A finding holds its value, a plain string
+    (``Finding.status``), as the document does."""
+
+    PASS = "pass"
+    WARN = "warn"
+    FAIL = "fail"
+    NOT_APPLICABLE = "n/a"
+
+
+FLAGGED = (FindingStatus.WARN, FindingStatus.FAIL)
+"""The statuses of a finding that raise a red flag."""
+
+
 @dataclass(frozen=True, kw_only=True)
 class Finding:
     """One red-flag check's outcome. A baseline keeps only code, status and explanation."""
 
     code: str
     title: str | None = need(FULL)
-    status: Literal["pass", "warn", "fail", "n/a"]
+    status: Annotated[str, FindingStatus]
     evidence: Json | None = need(FULL)
     explanation: str
     remedy: str | None = need(FULL)

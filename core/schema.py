@@ -25,6 +25,7 @@ import textwrap
 import types
 import typing
 from collections.abc import Mapping
+from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -94,7 +95,10 @@ class _Builder:
         """The schema of one field type, as ``core.document``'s reader reads it."""
         origin = typing.get_origin(kind)
         if origin is Annotated:
-            bits = kind.__metadata__[0] is typing.get_args(document.Bits)[1]
+            marker = kind.__metadata__[0]
+            if isinstance(marker, type) and issubclass(marker, Enum):
+                return {"enum": [member.value for member in marker]}
+            bits = marker is typing.get_args(document.Bits)[1]
             return {"$ref": "#/$defs/bits" if bits else "#/$defs/numbers"}
         if origin in (typing.Union, types.UnionType):
             options = [a for a in typing.get_args(kind) if a is not type(None)]

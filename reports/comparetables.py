@@ -10,7 +10,7 @@ from typing import Any
 
 import pandas as pd
 
-from core.document import OK, AuditResult, NormResult, Proportion
+from core.document import OK, AuditResult, FindingStatus, NormResult, Proportion
 from reports.cells import NORM_NAMES
 from reports.compared import (
     FAR_ABOVE,
@@ -33,7 +33,12 @@ from reports.layout import (
 )
 from reports.tables import NOT_AVAILABLE
 
-STATUS_SHOWN = {"fail": "✖ fail", "warn": "▲ warn", "pass": "✔ pass", "n/a": "– n/a"}
+STATUS_SHOWN = {
+    FindingStatus.FAIL: "✖ fail",
+    FindingStatus.WARN: "▲ warn",
+    FindingStatus.PASS: "✔ pass",
+    FindingStatus.NOT_APPLICABLE: "– n/a",
+}
 """A check's status as the page shows it: a shape and the word (as the single report)."""
 
 
@@ -72,7 +77,7 @@ def _proportion(row: dict[str, Any], column: str, value: Proportion | None) -> N
 
 
 def _red_flags(result: AuditResult) -> int:
-    return sum(f.status == "fail" and f.kind == "masking" for f in result.findings)
+    return sum(f.status == FindingStatus.FAIL and f.kind == "masking" for f in result.findings)
 
 
 def summary_table(items: Sequence[Entry]) -> ComparisonTable:

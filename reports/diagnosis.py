@@ -16,12 +16,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from core.checks import CHECKS as CHECK_SPECS
-from core.document import AttackRecord, AuditResult, Finding
+from core.document import FLAGGED, AttackRecord, AuditResult, Finding
 from reports import tables
 
 __all__ = ["UNDERFLOW_MARGIN", "Mechanism", "diagnose"]
 
-_FLAGGED = ("warn", "fail")
 
 UNDERFLOW_MARGIN = -math.log(2.0**-149)
 """About 103.3: a logit margin beyond which every other class' float32 softmax is exactly 0,
@@ -89,7 +88,7 @@ def diagnose(result: AuditResult) -> list[Mechanism]:
     """The mechanisms the document's evidence points to, most specific first; empty when no
     check failed or warned."""
     findings = {f.code: f for f in result.findings}
-    flagged = {code for code, f in findings.items() if f.status in _FLAGGED}
+    flagged = {code for code, f in findings.items() if f.status in FLAGGED}
     if not flagged:
         return []
     probes = result.probes

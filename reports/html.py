@@ -26,7 +26,7 @@ from markupsafe import Markup
 
 from core.boundary import atomic_write_text
 from core.checks import CHECKS, CheckSpec, verdict_level
-from core.document import AuditResult, preset_caveat
+from core.document import FLAGGED, AuditResult, preset_caveat
 from reports import evidence, layout, plots, tables
 from reports.cells import COLUMN_GROUPS
 from reports.diagnosis import diagnose
@@ -44,7 +44,6 @@ __all__ = [
 ]
 
 _HERE = Path(__file__).resolve().parent
-_FLAGGED = ("warn", "fail")
 _CAPTIONS = {
     "robust_accuracy": "Robust accuracy after each attack, at the suite's ε (95 % interval)",
     "who_broke_what": "Samples each attack broke that every earlier attack missed",
@@ -208,7 +207,7 @@ def _banner(result: AuditResult) -> dict[str, Any]:
         "verdict": result.verdict,
         "clean": tables.interval(result.clean_accuracy),
         "norms": norms,
-        "flags": [(f.code, f.status) for f in result.findings if f.status in _FLAGGED],
+        "flags": [(f.code, f.status) for f in result.findings if f.status in FLAGGED],
         "caveat": preset_caveat(result),
     }
 
@@ -323,7 +322,7 @@ class FindingView:
 
     @property
     def flagged(self) -> bool:
-        return self.status in _FLAGGED
+        return self.status in FLAGGED
 
 
 def finding_views(result: AuditResult) -> list[FindingView]:
