@@ -4,7 +4,7 @@ A model is any ``torch.nn.Module`` mapping inputs in the bounds (normally ``[0, 
 normalisation inside the model) to logits. Every attack takes ``(model, x, y, epsilons)``, one
 epsilon or an ascending list of them, and returns a frozen ``AttackResult`` (one row per
 epsilon); ``run_suite`` runs a whole ``SuiteConfig`` (see ``preset``) and returns a
-``SuiteResult`` whose ``to_dict()`` is plain JSON-able data.
+``SuiteResult``, which ``analysis.robustness`` writes into the document's records.
 """
 
 import attacks.kinds  # noqa: F401  (registers every attack kind before the registry is read)

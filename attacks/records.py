@@ -19,12 +19,11 @@ import torch
 from torch import Tensor
 
 from attacks.presets import AttackSpec, SuiteConfig
-from attacks.result import PER_SAMPLE_TABLES, AttackResult, gradient_stats, plain
+from attacks.result import PER_SAMPLE_TABLES, AttackResult, gradient_stats
 from attacks.tables import arguments, at, empty, masked, scatter, tables_of
 from attacks.threat import Norm
 from attacks.worstcase import robust_after
 from core.attackrecords import FAILED, NOT_APPLICABLE, OK, AttackStatus, Failure
-from core.document import encode
 
 __all__ = [
     "RECORD_TABLES",
@@ -119,49 +118,6 @@ class AttackOutcome:
         """``[K, T + 1]`` mean objective over the samples evaluated at each iteration."""
         return self.loss_trace.nanmean(dim=2)
 
-    def to_dict(self, *, per_sample_traces: bool = False) -> dict[str, Any]:
-        result = self.result
-        stats = None if result is None else result.gradient_stats
-        data: dict[str, Any] = {
-            "label": self.label,
-            "kind": self.kind,
-            "norm": self.norm,
-            "epsilons": self.epsilons,
-            "source": self.source,
-            "status": self.status,
-            "message": self.message,
-            "statuses": self.statuses,
-            "messages": self.messages,
-            "backend": None if result is None else result.backend,
-            "params": None if result is None else result.params,
-            "seed": None if result is None else result.seed,
-            "objective": None if result is None else result.objective,
-            "sample_index": self.sample_index,
-            "num_broken": (self.success & self.attacked).sum(dim=1),
-            "robust_accuracy_after": self.robust_accuracy_after,
-            "attacked": self.attacked,
-            "success": self.success,
-            "last_success": self.last_success,
-            "success_step": self.success_step,
-            "margin": self.margin,
-            "queries": self.queries,
-            "mean_loss_trace": self.mean_loss_trace,
-            "num_forward": 0 if result is None else result.num_forward,
-            "num_backward": 0 if result is None else result.num_backward,
-            "wall_time": 0.0 if result is None else result.wall_time,
-            "gradient_stats": None if stats is None else encode(stats),
-            "first_grad_norm": None if result is None else result.first_grad_norm,
-            "nonfinite": self.nonfinite,
-            "num_nonfinite": self.nonfinite.sum(dim=1),
-            "nonfinite_evaluations": self.nonfinite_evaluations,
-        }
-        if result is not None and result.targets is not None:
-            data["targets"] = result.targets
-            data["target_success"] = result.target_success
-        if per_sample_traces:
-            data["loss_trace"] = self.loss_trace
-        return plain(data)
-
 
 RECORD_TABLES = tuple(
     f for f in PER_SAMPLE_TABLES if f.name in {a.name for a in fields(AttackOutcome)}
@@ -247,51 +203,6 @@ class SuiteResult:
             if item.norm is parsed:
                 return item
         raise KeyError(f"the suite ran no attacks under {parsed.value}")
-
-    def to_dict(self, *, per_sample_traces: bool = False) -> dict[str, Any]:
-        """Plain JSON-able data (lists, numbers, strings, booleans, None for NaN).
-
-        Args:
-            per_sample_traces: include per-sample loss traces of every record; the
-                independent sweep always carries them.
-        """
-        norms = []
-        for item in self.norms:
-            norms.append(
-                {
-                    "norm": item.norm,
-                    "epsilons": item.epsilons,
-                    "robust_accuracy": item.robust_accuracy,
-                    "robust": item.robust,
-                    "attacks": [
-                        r.to_dict(per_sample_traces=per_sample_traces) for r in item.attacks
-                    ],
-                    "sweep_epsilons": item.sweep_epsilons,
-                    "unbounded_epsilon": item.unbounded_epsilon,
-                    "sweep": None
-                    if item.sweep is None
-                    else item.sweep.to_dict(per_sample_traces=per_sample_traces),
-                    "independent_sweep": None
-                    if item.independent_sweep is None
-                    else item.independent_sweep.to_dict(per_sample_traces=True),
-                    "failures": [encode(failure) for failure in item.failures],
-                }
-            )
-        return plain(
-            {
-                "config": self.config.to_dict(),
-                "seed": self.seed,
-                "num_samples": self.num_samples,
-                "labels": self.labels,
-                "clean_accuracy": self.clean_accuracy,
-                "clean_correct": self.clean_correct,
-                "clean_nonfinite": self.clean_nonfinite,
-                "norms": norms,
-                "num_forward": self.num_forward,
-                "num_backward": self.num_backward,
-                "wall_time": self.wall_time,
-            }
-        )
 
 
 def record_of(

@@ -1,8 +1,8 @@
 """Results of one attack call: frozen dataclasses with shapes in their docstrings.
 
 ``K`` is the number of epsilons, ``N`` the number of samples, ``T`` the number of iterations
-whose loss is recorded. ``to_dict`` turns a result into plain JSON-able data in which numbers
-stay numbers (NaN and Inf become ``None``).
+whose loss is recorded. A suite's results are written into the document as its records
+(``core.attackrecords``, made by ``analysis.robustness``).
 
 A row of logits holding NaN or Inf has no prediction: see ``attacks.engine`` for how such
 samples are judged and ``nonfinite`` for where they are marked.
@@ -19,7 +19,7 @@ from torch import Tensor
 
 from attacks.tables import CLEAN_INPUT, Field, declared, per_sample
 from attacks.threat import Norm
-from core.document import GradientStats, encode
+from core.document import GradientStats
 
 
 def plain(value: Any, *, keep_nonfinite: bool = False) -> Any:
@@ -191,39 +191,6 @@ class AttackResult:
     def mean_loss_trace(self) -> Tensor:
         """``[K, T + 1]`` mean objective over the samples evaluated at each iteration."""
         return self.loss_trace.nanmean(dim=2)
-
-    def to_dict(self, *, include_examples: bool = False) -> dict[str, Any]:
-        """Plain JSON-able data; the adversarial examples only when asked for."""
-        data: dict[str, Any] = {
-            "attack": self.attack,
-            "norm": self.norm,
-            "epsilons": self.epsilons,
-            "backend": self.backend,
-            "params": self.params,
-            "seed": self.seed,
-            "objective": self.objective,
-            "robust_accuracy": self.robust_accuracy,
-            "success": self.success,
-            "last_success": self.last_success,
-            "attacked": self.attacked,
-            "margin": self.margin,
-            "loss_trace": self.loss_trace,
-            "mean_loss_trace": self.mean_loss_trace,
-            "queries": self.queries,
-            "num_forward": self.num_forward,
-            "num_backward": self.num_backward,
-            "wall_time": self.wall_time,
-            "gradient_stats": None if self.gradient_stats is None else encode(self.gradient_stats),
-            "first_grad_norm": self.first_grad_norm,
-            "targets": self.targets,
-            "target_success": self.target_success,
-            "success_step": self.success_step,
-            "nonfinite": self.nonfinite,
-            "nonfinite_evaluations": self.nonfinite_evaluations,
-        }
-        if include_examples:
-            data["adversarial"] = self.adversarial
-        return plain(data)
 
 
 PER_SAMPLE_TABLES: tuple[Field, ...] = declared(AttackResult)

@@ -91,7 +91,7 @@ def run_suite(
             either way, so the result is that of an uninterrupted run.
 
     Returns:
-        ``SuiteResult``; ``result.to_dict()`` is plain JSON-able data.
+        ``SuiteResult``.
 
     Example:
         >>> result = run_suite(model, x, y, preset("quick", "digits"), generator=0)

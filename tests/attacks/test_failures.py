@@ -65,10 +65,9 @@ def test_gradient_attacks_on_a_cut_graph_are_not_applicable(how, model, data) ->
         assert all(f.status == "not-applicable" for f in outcome.failures)
         successes = [record.success for record in outcome.attacks]
         assert torch.equal(outcome.robust, robust_after(clean_correct, successes)[-1])
-    document = result.to_dict()
-    linf = document["norms"][0]
-    assert linf["attacks"][0]["status"] == "not-applicable"
-    assert linf["failures"][0]["message"] == NO_INPUT_GRADIENT
+    linf = result.norms[0]
+    assert linf.attacks[0].status == "not-applicable"
+    assert linf.failures[0].message == NO_INPUT_GRADIENT
 
 
 def test_the_evaluator_says_the_gradient_does_not_exist(model, data) -> None:

@@ -256,24 +256,6 @@ def test_a_record_holds_its_run_at_the_runs_samples_and_the_fills_elsewhere(mode
         assert _same(value, fills[name]), name
 
 
-def test_every_declared_table_is_written_out(model, data) -> None:
-    # What a result's and a record's JSON hold is their own choice, made by name; a declared
-    # table left out of it would be computed and never written.
-    x, y = data
-    result = pgd_targeted(
-        model, x[:6], y[:6], [0.1], norm="linf", bounds=(0.0, 1.0), num_steps=2, generator=0
-    )
-    written = result.to_dict(include_examples=True)
-    for field in PER_SAMPLE_TABLES:
-        assert field.name in written, field.name
-    spec = AttackSpec("pgd-t", "pgd-t", {"num_steps": 2})
-    record = record_of(spec, Norm.LINF, result, torch.arange(6), x[:6], result.robust_accuracy)
-    shown = record.to_dict(per_sample_traces=True)
-    # A record never writes its examples (the audit picks a few of them for its document).
-    held = {f.name for f in PER_SAMPLE_TABLES if hasattr(record, f.name)} - {"adversarial"}
-    assert held <= set(shown)
-
-
 def test_masked_spreads_the_attacked_samples_over_a_traces_steps() -> None:
     fields = (Field("trace", fill=float("nan"), shape=("K", "T", "N"), unattacked="record"),)
     trace = torch.rand(K, 3, 4, dtype=torch.float64)
