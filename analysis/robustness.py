@@ -137,9 +137,7 @@ def norm_section(
                 messages=tuple(record.messages),
                 params=as_read({} if record.result is None else record.result.params),
                 backend=None if record.result is None else record.result.backend,
-                robust_accuracy_after=tuple(
-                    Proportion.of(round(v * n), n) for v in record.robust_accuracy_after
-                ),
+                robust_accuracy_after=record.robust_accuracy_after,
                 broken=_counts((record.success & record.attacked).sum(1)),
                 attempted=_counts(record.attacked.sum(1)),
                 success=bit_rows(record.success),

@@ -136,9 +136,7 @@ class _Executor:
             if ran.result is None:
                 found.failures.append(ran.failure(stage, None))
             else:
-                found.sweep = record_of(
-                    spec, norm, ran.result, self.everyone, self.x, ran.result.robust_accuracy
-                )
+                found.sweep = record_of(spec, norm, ran.result, self.everyone, self.x)
             return stage.label, ran.resumed
         if stage.role == "independent-sweep":
             if found.sweep is None:
@@ -155,9 +153,7 @@ class _Executor:
             if ran.result is None:
                 found.failures.append(ran.failure(stage, None))
             else:
-                found.independent = record_of(
-                    spec, norm, ran.result, subset, self.x, ran.result.robust_accuracy
-                )
+                found.independent = record_of(spec, norm, ran.result, subset, self.x)
             return stage.label, ran.resumed
         return stage.label, self._attack(stage, found)
 

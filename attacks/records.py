@@ -11,7 +11,6 @@ run, ``merge_per_epsilon`` the record of one attack from its runs at each epsilo
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -23,7 +22,7 @@ from attacks.result import PER_SAMPLE_TABLES, AttackResult, gradient_stats
 from attacks.tables import arguments, at, empty, masked, scatter, tables_of
 from attacks.threat import Norm
 from attacks.worstcase import robust_after
-from core.attackrecords import FAILED, NOT_APPLICABLE, OK, AttackStatus, Failure
+from core.attackrecords import FAILED, NOT_APPLICABLE, OK, AttackStatus, Failure, Proportion
 
 __all__ = [
     "RECORD_TABLES",
@@ -62,7 +61,8 @@ class AttackOutcome:
         queries: ``[K, N]`` sample evaluations spent.
         loss_trace: ``[K, T + 1, N]`` per-sample objective per iteration, NaN where absent.
         robust_accuracy_after: ``[K]`` worst-case robust accuracy after this attack (main
-            list), or this attack's own robust accuracy (sweeps).
+            list, of the ``N`` samples), or this attack's own robust accuracy (sweeps, of the
+            samples they ran on), as counts with their interval (the document's record).
         result: the record as one ``AttackResult`` over the same ``K`` epsilons and ``N``
             samples (the independent sweep: over its subsample), assembled from the runs
             behind it; None when no run completed.
@@ -90,7 +90,7 @@ class AttackOutcome:
     margin: Tensor
     queries: Tensor
     loss_trace: Tensor
-    robust_accuracy_after: tuple[float, ...]
+    robust_accuracy_after: tuple[Proportion, ...]
     result: AttackResult | None
     adversarial: Tensor
     success_step: Tensor
@@ -205,13 +205,18 @@ class SuiteResult:
         raise KeyError(f"the suite ran no attacks under {parsed.value}")
 
 
+def _proportions(robust: Tensor) -> tuple[Proportion, ...]:
+    """Per row of ``robust`` (``[K, n]`` bool), the share of its ``n`` samples robust."""
+    total = robust.shape[1]
+    return tuple(Proportion.of(int(count), total) for count in robust.sum(dim=1).tolist())
+
+
 def record_of(
     spec: AttackSpec,
     norm: Norm,
     result: AttackResult,
     index: Tensor,
     x: Tensor,
-    robust_after_values: Sequence[float],
     source: str = "run",
 ) -> AttackOutcome:
     """The record of ``result``, a run on samples ``index`` of ``x``: its tables over all the
@@ -229,7 +234,7 @@ def record_of(
         sample_index=(
             torch.arange(num_samples, device=x.device) if index.numel() == num_samples else index
         ),
-        robust_accuracy_after=tuple(float(v) for v in robust_after_values),
+        robust_accuracy_after=_proportions(~result.success),
         result=result,
         statuses=tuple(OK for _ in result.epsilons),
         messages=(None,) * len(result.epsilons),
@@ -341,7 +346,7 @@ def merge_per_epsilon(
         epsilons=epsilons,
         source="sweep" if sources == {"sweep"} else "run",
         sample_index=torch.arange(num_samples, device=x.device),
-        robust_accuracy_after=tuple(after.double().mean(dim=1).tolist()),
+        robust_accuracy_after=_proportions(after),
         result=merged,
         statuses=tuple(piece.status for piece in pieces),
         messages=tuple(piece.message for piece in pieces),

@@ -296,11 +296,12 @@ def native_accuracies(result: SuiteResult) -> dict[str, float]:
         if sweep is None or independent is None:
             raise ValueError("the benchmark needs a suite with a sweep and independent runs")
         for k, value in enumerate(outcome.sweep_epsilons):
-            accuracies[f"{norm} sweep eps={value:.4g}"] = sweep.robust_accuracy_after[k]
+            accuracies[f"{norm} sweep eps={value:.4g}"] = sweep.robust_accuracy_after[k].value
         for record in outcome.attacks:
-            accuracies[f"{norm} {record.label}"] = record.robust_accuracy_after[0]
+            accuracies[f"{norm} {record.label}"] = record.robust_accuracy_after[0].value
         for k, value in enumerate(outcome.sweep_epsilons):
-            accuracies[f"{norm} independent eps={value:.4g}"] = independent.robust_accuracy_after[k]
+            alone = independent.robust_accuracy_after[k].value
+            accuracies[f"{norm} independent eps={value:.4g}"] = alone
     return accuracies
 
 

@@ -261,7 +261,7 @@ class Comparison:
         self.interval.append(paired.interval)
         self.autoattack_wall.append(run.wall_time)
         self.audit_after.append(
-            {record.label: record.robust_accuracy_after[0] for record in outcome.attacks}
+            {record.label: record.robust_accuracy_after[0].value for record in outcome.attacks}
         )
         self.audit_attack_wall.append(
             {

@@ -28,8 +28,10 @@ FAILED: Final = "failed"
 NOT_APPLICABLE: Final = "not-applicable"
 
 
+# Picklable: the suite's records (attacks.records) carry proportions, and a suite's result
+# pickles.
 @dataclass(frozen=True, kw_only=True)
-class Proportion:
+class Proportion(Picklable):
     """A proportion with its 95 % Wilson interval.
 
     Attributes:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import pickle
 from dataclasses import replace
 
 import pytest
@@ -49,8 +50,8 @@ def test_suite_is_a_worst_case_over_attacks(model, data) -> None:
         previous = result.clean_accuracy
         for record in outcome.attacks:
             broken |= record.success
-            assert all(a <= previous + 1e-12 for a in record.robust_accuracy_after)
-            previous = record.robust_accuracy_after[0]
+            assert all(a.value <= previous + 1e-12 for a in record.robust_accuracy_after)
+            previous = record.robust_accuracy_after[0].value
             if record.label == "pgd-cw":
                 # A peer attack runs on every clean-correct sample.
                 assert torch.equal(record.attacked[0], result.clean_correct)
@@ -59,7 +60,7 @@ def test_suite_is_a_worst_case_over_attacks(model, data) -> None:
                 assert not (record.attacked & broken & ~record.success).any()
         assert torch.equal(outcome.robust, result.clean_correct & ~broken)
         assert outcome.robust_accuracy[0] == pytest.approx(
-            outcome.attacks[-1].robust_accuracy_after[0]
+            outcome.attacks[-1].robust_accuracy_after[0].value
         )
         # The main PGD-CE run is the sweep's run at the suite epsilon: no work repeated.
         pgd_ce = outcome.record("pgd-ce")
@@ -85,6 +86,8 @@ def test_suite_is_reproducible(model, data) -> None:
     assert linf.norm is Norm.LINF and isinstance(linf.robust_accuracy[0], float)
     assert linf.attacks[0].success.dtype == torch.bool
     assert first.config.name == "quick" and first.seed == 3
+    again = pickle.loads(pickle.dumps(first))
+    assert again.norms[0].attacks[0].robust_accuracy_after == linf.attacks[0].robust_accuracy_after
 
 
 def test_skip_broken_off_attacks_every_clean_correct_sample(model, data) -> None:

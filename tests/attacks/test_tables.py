@@ -239,7 +239,7 @@ def test_a_record_holds_its_run_at_the_runs_samples_and_the_fills_elsewhere(mode
         sample_ids=index,
     )
     spec = AttackSpec("pgd-t", "pgd-t", {"num_steps": 3})
-    record = record_of(spec, Norm.LINF, result, index, x, result.robust_accuracy)
+    record = record_of(spec, Norm.LINF, result, index, x)
     fields = [f for f in PER_SAMPLE_TABLES if hasattr(record, f.name)]
     held = tables_of(record, fields)
     shown = take(held, index, fields)
