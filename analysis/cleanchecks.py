@@ -7,8 +7,9 @@ from typing import Any
 
 from torch import Tensor
 
-from analysis.findings import ALPHA, Evidence, Judged, Status, check, grade, worst_status
-from core.checks import CHECKS
+from analysis.findings import Evidence, Judged, check, grade, worst_status
+from core.checks import ALPHA, CHECKS
+from core.document import FindingStatus
 from core.stats import binomial_tail, mcnemar_exact
 
 _THRESHOLDS = CHECKS["low-clean-accuracy"].thresholds
@@ -24,13 +25,13 @@ by this share of the samples (and ``MATERIAL_SAMPLES``) fails (``core.checks`` s
 
 def _clean_accuracy_parts(
     evidence: Evidence, correct: Tensor
-) -> tuple[list[Status], list[str], dict[str, Any]]:
+) -> tuple[list[FindingStatus], list[str], dict[str, Any]]:
     """The three comparisons of ``low-clean-accuracy``: chance, the recorded accuracy and the
     other input conventions; their statuses, the sentences of those that did not pass, and
     the numbers."""
     n, hits = int(correct.numel()), int(correct.sum())
     accuracy = hits / n
-    statuses: list[Status] = []
+    statuses: list[FindingStatus] = []
     seen: list[str] = []
     rows: dict[str, Any] = {"clean_accuracy": accuracy, "correct": hits, "samples": n}
     classes = evidence.num_classes
@@ -39,7 +40,7 @@ def _clean_accuracy_parts(
         p_chance = binomial_tail(hits, n, chance)
         rows.update(num_classes=classes, chance=chance, chance_p_value=p_chance)
         if p_chance >= ALPHA:
-            statuses.append(Status.FAIL)
+            statuses.append(FindingStatus.FAIL)
             seen.append(
                 f"clean accuracy {accuracy:.3f} ({hits}/{n}) is not significantly above chance "
                 f"({chance:.3f} for {classes} classes; p = {p_chance:.2g})"
@@ -58,7 +59,7 @@ def _clean_accuracy_parts(
             shortfall >= MATERIAL_ACCURACY_GAP,
         )
         statuses.append(status)
-        if status is not Status.PASS:
+        if status is not FindingStatus.PASS:
             seen.append(
                 f"clean accuracy {accuracy:.3f} ({hits}/{n}) is {shortfall:.3f} below the "
                 f"{recorded:.3f} the checkpoint records (p = {p_recorded:.2g})"
@@ -72,7 +73,7 @@ def _clean_accuracy_parts(
         alpha = ALPHA / measured
         tried: dict[str, Any] = {}
         # The largest gain; on a tie, a named convention before a grid point, then the first.
-        better: list[tuple[tuple[int, bool, int], str, Status]] = []
+        better: list[tuple[tuple[int, bool, int], str, FindingStatus]] = []
         for index, trial in enumerate(evidence.conventions):
             if trial.correct is None:
                 continue
@@ -91,7 +92,11 @@ def _clean_accuracy_parts(
                 "p_value": p_value,
             }
             if p_value < alpha and gain >= MATERIAL_SAMPLES:
-                status = Status.FAIL if gain / n >= MATERIAL_CONVENTION_GAIN else Status.WARN
+                status = (
+                    FindingStatus.FAIL
+                    if gain / n >= MATERIAL_CONVENTION_GAIN
+                    else FindingStatus.WARN
+                )
                 rank = (gain, not convention.approximate, -index)
                 better.append((rank, convention.name, status))
         rows.update(conventions=tried, convention_alpha=alpha)
@@ -139,15 +144,15 @@ def low_clean_accuracy(evidence: Evidence) -> Judged:
     suite = evidence.suite
     if suite is None or suite.num_samples == 0:
         return Judged(
-            Status.NOT_APPLICABLE,
+            FindingStatus.NOT_APPLICABLE,
             {},
             "not measured: no clean evaluation ran",
             remedy="",
         )
     correct = suite.clean_correct
     statuses, seen, rows = _clean_accuracy_parts(evidence, correct)
-    status = worst_status([Status.PASS, *statuses])
-    if status is Status.PASS:
+    status = worst_status([FindingStatus.PASS, *statuses])
+    if status is FindingStatus.PASS:
         accuracy, hits, n = rows["clean_accuracy"], rows["correct"], rows["samples"]
         parts = []
         if "chance" in rows:

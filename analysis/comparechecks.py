@@ -10,18 +10,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from analysis.findings import (
-    ALPHA,
-    Evidence,
-    Judged,
-    Status,
-    attack_family,
-    check,
-    grade,
-    worst_status,
-)
+from analysis.findings import Evidence, Judged, attack_family, check, grade, worst_status
 from attacks import AttackOutcome, Family, list_attacks
-from core.checks import CHECKS, run_key
+from core.checks import ALPHA, CHECKS, run_key
+from core.document import FindingStatus
 from core.stats import binomial_tail, mcnemar_exact
 
 
@@ -32,7 +24,7 @@ def _excess_breaks(
     tolerated: float,
     minimum: int,
     min_effect: float,
-) -> tuple[Status, dict[str, Any]]:
+) -> tuple[FindingStatus, dict[str, Any]]:
     """Did ``later`` break more of the samples left to it than a tolerated rate allows?
 
     It fails when the excess is significant (exact binomial test at ``ALPHA``) and material:
@@ -49,7 +41,7 @@ def _excess_breaks(
     status = (
         grade(broken >= minimum, p_value < ALPHA, effect >= min_effect)
         if attempted
-        else Status.NOT_APPLICABLE
+        else FindingStatus.NOT_APPLICABLE
     )
     return status, {
         "broken": broken,
@@ -70,13 +62,13 @@ def _pairwise(
     tolerated: float,
     minimum: int,
     min_effect: float,
-) -> tuple[Status, dict[str, Any]]:
+) -> tuple[FindingStatus, dict[str, Any]]:
     """For each norm and epsilon: did an attack of ``later_kinds`` break samples that every
     attack of ``earlier_kinds`` (run before it) left robust, beyond ``tolerated``?"""
     suite = evidence.suite
     if suite is None:
-        return Status.NOT_APPLICABLE, {}
-    statuses: list[Status] = []
+        return FindingStatus.NOT_APPLICABLE, {}
+    statuses: list[FindingStatus] = []
     rows: dict[str, Any] = {}
     for outcome in suite.norms:
         records = list(outcome.attacks)
@@ -170,7 +162,7 @@ def margin_loss_beats_cross_entropy(evidence: Evidence) -> Judged:
     """
     suite = evidence.suite
     rows: dict[str, Any] = {}
-    statuses: list[Status] = []
+    statuses: list[FindingStatus] = []
     specs = {spec.label: spec for spec in suite.config.attacks} if suite else {}
     for outcome in suite.norms if suite else ():
         by_label = {record.label: record for record in outcome.attacks}
@@ -218,7 +210,7 @@ _UNBOUNDED = CHECKS["unbounded-attack-below-100"].thresholds
 def unbounded_attack(evidence: Evidence) -> Judged:
     suite = evidence.suite
     rows: dict[str, Any] = {}
-    statuses: list[Status] = []
+    statuses: list[FindingStatus] = []
     for outcome in suite.norms if suite else ():
         sweep = outcome.sweep
         if sweep is None or outcome.unbounded_epsilon not in sweep.epsilons:
@@ -233,11 +225,11 @@ def unbounded_attack(evidence: Evidence) -> Judged:
             "success_rate": 1 - survived / total if total else None,
         }
         statuses.append(
-            Status.FAIL
+            FindingStatus.FAIL
             if survived > max(_UNBOUNDED["fail_minimum"], _UNBOUNDED["fail_share"] * total)
-            else Status.WARN
+            else FindingStatus.WARN
             if survived
-            else Status.PASS
+            else FindingStatus.PASS
         )
     status = worst_status(statuses)
     return Judged(status, rows)
@@ -252,7 +244,7 @@ _TIE = 1e-12
 def not_monotonic(evidence: Evidence) -> Judged:
     suite = evidence.suite
     rows: dict[str, Any] = {}
-    statuses: list[Status] = []
+    statuses: list[FindingStatus] = []
     for outcome in suite.norms if suite else ():
         sweep = outcome.independent_sweep
         if sweep is None:
@@ -274,9 +266,9 @@ def not_monotonic(evidence: Evidence) -> Judged:
                 }
             )
             if lost >= _MONOTONIC["minimum"] and p_value < ALPHA:
-                statuses.append(Status.FAIL)
+                statuses.append(FindingStatus.FAIL)
             elif lost > gained and lost >= _MONOTONIC["warn_minimum"]:
-                statuses.append(Status.WARN)
+                statuses.append(FindingStatus.WARN)
         rate = success.double().mean(1)
         bounded = [k for k, e in enumerate(sweep.epsilons) if e != outcome.unbounded_epsilon]
         plateau = False
@@ -286,7 +278,7 @@ def not_monotonic(evidence: Evidence) -> Judged:
                 rate[last] < _MONOTONIC["plateau"] and rate[last] <= rate[previous] + _TIE
             )
             if plateau:
-                statuses.append(Status.WARN)
+                statuses.append(FindingStatus.WARN)
         rows[outcome.norm.value] = {
             "epsilons": list(sweep.epsilons),
             "success_rate": rate.tolist(),
@@ -294,6 +286,6 @@ def not_monotonic(evidence: Evidence) -> Judged:
             "steps": drops,
             "plateau_below_90": plateau,
         }
-        statuses.append(Status.PASS)
+        statuses.append(FindingStatus.PASS)
     status = worst_status(statuses)
     return Judged(status, rows)

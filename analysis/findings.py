@@ -4,8 +4,8 @@ grading of a paired excess.
 
 Comparisons between attacks are paired: in the suite every attack runs only on the samples
 that the attacks before it left robust, so "attack B broke samples that A missed" is a count
-of discordant samples, tested with an exact one-sided binomial test (at ``ALPHA``) against a
-small tolerated rate.
+of discordant samples, tested with an exact one-sided binomial test (at ``core.checks.ALPHA``)
+against a small tolerated rate.
 """
 
 from __future__ import annotations
@@ -17,13 +17,15 @@ from typing import Any
 
 from analysis.conventions import ConventionTrial
 from attacks import AttackOutcome, Family, SuiteResult, registry
-from core.checks import ALPHA as ALPHA  # the significance level, for the checks
 from core.checks import CHECKS
-from core.document import FLAGGED, Finding, Probes, as_read
-from core.document import FindingStatus as Status
+from core.document import FLAGGED, Finding, FindingStatus, Probes, as_read
 
-
-_ORDER = {Status.NOT_APPLICABLE: 0, Status.PASS: 1, Status.WARN: 2, Status.FAIL: 3}
+_ORDER = {
+    FindingStatus.NOT_APPLICABLE: 0,
+    FindingStatus.PASS: 1,
+    FindingStatus.WARN: 2,
+    FindingStatus.FAIL: 3,
+}
 
 
 @dataclass(frozen=True)
@@ -54,7 +56,7 @@ class Judged:
     """What a check found: its status, the numbers behind it, and, where the check words the
     case itself, its sentence and remedy (None: the ones declared in ``core.checks``)."""
 
-    status: Status
+    status: FindingStatus
     evidence: dict[str, Any]
     explanation: str | None = None
     remedy: str | None = None
@@ -83,7 +85,7 @@ def check(code: str) -> Callable[[Callable[[Evidence], Judged]], Check]:
             return Finding(
                 code=code,
                 title=spec.title,
-                status=Status(judged.status).value,
+                status=FindingStatus(judged.status).value,
                 evidence=as_read(judged.evidence),
                 explanation=explanation,
                 remedy=remedy,
@@ -97,19 +99,19 @@ def check(code: str) -> Callable[[Callable[[Evidence], Judged]], Check]:
     return register
 
 
-def worst_status(statuses: list[Status]) -> Status:
-    return max(statuses, key=_ORDER.__getitem__, default=Status.NOT_APPLICABLE)
+def worst_status(statuses: list[FindingStatus]) -> FindingStatus:
+    return max(statuses, key=_ORDER.__getitem__, default=FindingStatus.NOT_APPLICABLE)
 
 
 def attack_family(record: AttackOutcome) -> Family:
     return registry.get(record.kind).family
 
 
-def grade(enough: bool, significant: bool, material: bool) -> Status:
+def grade(enough: bool, significant: bool, material: bool) -> FindingStatus:
     """Fail on an excess that is significant and material, warn on one that is only one of
     the two, pass otherwise; ``enough``: at least the check's minimum number of samples."""
     if enough and significant and material:
-        return Status.FAIL
+        return FindingStatus.FAIL
     if enough and (significant or material):
-        return Status.WARN
-    return Status.PASS
+        return FindingStatus.WARN
+    return FindingStatus.PASS

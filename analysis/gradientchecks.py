@@ -8,9 +8,10 @@ from typing import Any
 
 import torch
 
-from analysis.findings import ALPHA, Evidence, Judged, Status, check, grade
+from analysis.findings import Evidence, Judged, check, grade
 from attacks import AttackOutcome, SuiteResult
-from core.checks import CHECKS, VANISHING_THRESHOLD
+from core.checks import ALPHA, CHECKS, VANISHING_THRESHOLD
+from core.document import FindingStatus
 from core.stats import binomial_tail
 
 
@@ -46,7 +47,7 @@ def vanishing_gradients(evidence: Evidence) -> Judged:
         # The model raised when its input required grad: nothing was measured, and every
         # gradient attack will raise too (attack-failed names them).
         return Judged(
-            Status.NOT_APPLICABLE,
+            FindingStatus.NOT_APPLICABLE,
             {
                 "input_gradient_exists": False,
                 "reason": evidence.probes.input_gradient_note,
@@ -59,7 +60,7 @@ def vanishing_gradients(evidence: Evidence) -> Judged:
         )
     if not evidence.probes.input_gradient_exists:
         return Judged(
-            Status.FAIL,
+            FindingStatus.FAIL,
             {"input_gradient_exists": False, "reason": evidence.probes.input_gradient_note},
             f"the input gradient does not exist: {evidence.probes.input_gradient_note}",
             remedy="The model's output does not depend differentiably on its input, so every "
@@ -94,11 +95,11 @@ def vanishing_gradients(evidence: Evidence) -> Judged:
     # attack. Tiny but non-zero gradients still carry a direction for sign and normalised
     # steps, so they only warn when they are the rule.
     if zero > _VANISHING["fail_zero"]:
-        status = Status.FAIL
+        status = FindingStatus.FAIL
     elif zero > _VANISHING["warn_zero"] or vanishing > _VANISHING["warn_vanishing"]:
-        status = Status.WARN
+        status = FindingStatus.WARN
     else:
-        status = Status.PASS
+        status = FindingStatus.PASS
     return Judged(
         status,
         {
@@ -192,7 +193,7 @@ def nonfinite(evidence: Evidence) -> Judged:
     else:
         explanation = None
     return Judged(
-        Status.FAIL if bad else Status.PASS,
+        FindingStatus.FAIL if bad else FindingStatus.PASS,
         rows,
         explanation,
     )
@@ -215,7 +216,7 @@ def gradient_disagrees_with_finite_differences(evidence: Evidence) -> Judged:
     if not probes.fd_applicable or probes.fd_informative == 0:
         reason = probes.fd_note if not probes.fd_applicable else "no pair changed measurably"
         return Judged(
-            Status.NOT_APPLICABLE,
+            FindingStatus.NOT_APPLICABLE,
             {"reason": reason},
             f"not measured: {reason}",
             remedy="",
@@ -254,7 +255,7 @@ def gradient_disagrees_with_finite_differences(evidence: Evidence) -> Judged:
         + (
             f"; the finite difference is {ratio:.3g} times the gradient's directional "
             "derivative (median)"
-            if ratio is not None and status in (Status.WARN, Status.FAIL)
+            if ratio is not None and status in (FindingStatus.WARN, FindingStatus.FAIL)
             else ""
         ),
     )

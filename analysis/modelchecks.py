@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from analysis.findings import ALPHA, Evidence, Judged, Status, check
-from core.checks import CHECKS, word
+from analysis.findings import Evidence, Judged, check
+from core.checks import ALPHA, CHECKS, word
+from core.document import FindingStatus
 from core.stats import binomial_tail
 
 
@@ -28,7 +29,7 @@ def stochastic_model(evidence: Evidence) -> Judged:
     }
     if not probes.stochastic:
         return Judged(
-            Status.PASS,
+            FindingStatus.PASS,
             rows,
             f"{probes.num_repeats} forward passes of {probes.repeat_samples} samples give "
             "identical logits",
@@ -41,7 +42,7 @@ def stochastic_model(evidence: Evidence) -> Judged:
     eot = f"gradients were averaged over {evidence.eot_samples} passes (EOT)"
     if probes.prediction_flips:
         return Judged(
-            Status.FAIL,
+            FindingStatus.FAIL,
             rows,
             f"{seen} and change the prediction of {probes.prediction_flips} "
             f"({probes.prediction_flip_fraction:.1%}): the classifier is random, so every "
@@ -51,7 +52,7 @@ def stochastic_model(evidence: Evidence) -> Judged:
             "an expectation over many passes, with EOT attacks (AutoAttack's version='rand')",
         )
     return Judged(
-        Status.WARN,
+        FindingStatus.WARN,
         rows,
         f"{seen} without changing a prediction; {eot}",
     )
@@ -80,7 +81,7 @@ def batch_dependent_outputs(evidence: Evidence) -> Judged:
     }
     if probes.batch_compared == 0:
         return Judged(
-            Status.NOT_APPLICABLE,
+            FindingStatus.NOT_APPLICABLE,
             rows,
             "not measured: the model raised on every sample alone and in pairs"
             if probes.batch_composition == "refused"
@@ -108,7 +109,7 @@ def batch_dependent_outputs(evidence: Evidence) -> Judged:
             f"{probes.batch_prediction_flips} prediction(s) flipped)"
         )
     return Judged(
-        Status.FAIL if dependent else Status.PASS,
+        FindingStatus.FAIL if dependent else FindingStatus.PASS,
         rows,
         seen if dependent else None,
     )
@@ -118,7 +119,7 @@ def batch_dependent_outputs(evidence: Evidence) -> Judged:
 def train_mode(evidence: Evidence) -> Judged:
     modules = evidence.probes.train_mode_modules
     return Judged(
-        Status.FAIL if modules else Status.PASS,
+        FindingStatus.FAIL if modules else FindingStatus.PASS,
         {"modules": list(modules)},
         f"{len(modules)} module(s) stay in training mode after eval(): {', '.join(modules[:5])}"
         if modules
@@ -130,6 +131,6 @@ def train_mode(evidence: Evidence) -> Judged:
 def probability_outputs(evidence: Evidence) -> Judged:
     probability = evidence.probes.probability_outputs
     return Judged(
-        Status.FAIL if probability else Status.PASS,
+        FindingStatus.FAIL if probability else FindingStatus.PASS,
         {"probability_outputs": probability},
     )

@@ -39,16 +39,7 @@ from analysis.comparechecks import (
     not_monotonic,
     unbounded_attack,
 )
-from analysis.findings import (
-    ALPHA,
-    CHECK_FUNCTIONS,
-    Check,
-    Evidence,
-    Finding,
-    Judged,
-    Status,
-    check,
-)
+from analysis.findings import CHECK_FUNCTIONS, Check, Evidence, Finding, Judged, check
 from analysis.gradientchecks import (
     FD_MATERIAL_RATE,
     FD_MINIMUM,
@@ -64,7 +55,8 @@ from analysis.modelchecks import (
     train_mode,
 )
 from analysis.runchecks import attack_failed, not_converged, silent_success
-from core.checks import INCOMPLETE, NO_SIGN, SUSPECTED, UNRELIABLE
+from core.checks import ALPHA, INCOMPLETE, NO_SIGN, SUSPECTED, UNRELIABLE
+from core.document import FindingStatus
 
 __all__ = [
     "ALPHA",
@@ -82,7 +74,7 @@ __all__ = [
     "Evidence",
     "Finding",
     "Judged",
-    "Status",
+    "FindingStatus",
     "attack_failed",
     "batch_dependent_outputs",
     "check",
@@ -112,7 +104,7 @@ def verdict(findings: list[Finding]) -> str:
     """``evaluation incomplete: ...`` (an attack failed), ``evaluation unreliable``,
     ``suspected gradient masking (N red flags)`` or ``no sign of gradient masking``."""
     failed = next(
-        (f for f in findings if f.code == "attack-failed" and f.status == Status.FAIL), None
+        (f for f in findings if f.code == "attack-failed" and f.status == FindingStatus.FAIL), None
     )
     if failed is not None:
         runs = len((failed.evidence or {}).get("failed", ())) or 1
@@ -120,9 +112,9 @@ def verdict(findings: list[Finding]) -> str:
             f"{INCOMPLETE}: {runs} attack run{'s' if runs > 1 else ''} failed, robust accuracy "
             "is an upper bound"
         )
-    if any(f.status == Status.FAIL and f.kind != "masking" for f in findings):
+    if any(f.status == FindingStatus.FAIL and f.kind != "masking" for f in findings):
         return UNRELIABLE
-    flags = sum(1 for f in findings if f.status == Status.FAIL and f.kind == "masking")
+    flags = sum(1 for f in findings if f.status == FindingStatus.FAIL and f.kind == "masking")
     if flags:
         return f"{SUSPECTED} ({flags} red flag{'s' if flags > 1 else ''})"
     return NO_SIGN

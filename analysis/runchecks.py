@@ -6,11 +6,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from analysis.findings import Evidence, Judged, Status, attack_family, check, worst_status
+from analysis.findings import Evidence, Judged, attack_family, check, worst_status
 from attacks import AttackOutcome, Family
 from core.boundary import error_line
 from core.checks import CHECKS, run_key
-from core.document import FAILED
+from core.document import FAILED, FindingStatus
 
 
 def _broken_late(record: AttackOutcome, k: int, tail: int) -> int | None:
@@ -40,7 +40,7 @@ _NO_RISE = 1e-12
 def not_converged(evidence: Evidence) -> Judged:
     suite = evidence.suite
     rows: dict[str, Any] = {}
-    statuses: list[Status] = []
+    statuses: list[FindingStatus] = []
     for outcome in suite.norms if suite else ():
         for record in outcome.attacks:
             # loss_trace holds the loss before the first step and after each.
@@ -77,7 +77,9 @@ def not_converged(evidence: Evidence) -> Judged:
                     "broken_in_last_10pct": late,
                     "attacked": attacked,
                 }
-                statuses.append(Status.WARN if rising and still_breaking else Status.PASS)
+                statuses.append(
+                    FindingStatus.WARN if rising and still_breaking else FindingStatus.PASS
+                )
     status = worst_status(statuses)
     return Judged(status, rows)
 
@@ -104,7 +106,7 @@ def silent_success(evidence: Evidence) -> Judged:
     suite = evidence.suite
     rows: dict[str, Any] = {}
     early: list[str] = []
-    statuses: list[Status] = []
+    statuses: list[FindingStatus] = []
     total = 0
     for outcome in suite.norms if suite else ():
         for record in (*outcome.attacks, outcome.independent_sweep):
@@ -122,14 +124,14 @@ def silent_success(evidence: Evidence) -> Judged:
             # Material when a last-iterate evaluation would overstate robust accuracy by at
             # least minimum samples and material_share of those attacked (core.checks).
             material = max(_SILENT["minimum"], _SILENT["material_share"] * attacked)
-            statuses.append(Status.WARN if count >= material else Status.PASS)
+            statuses.append(FindingStatus.WARN if count >= material else FindingStatus.PASS)
     status = worst_status(statuses)
     if not rows:
         explanation = (
             "not observable: every iterative run stopped each sample at its first success, so "
             "its last iterate fooled the model by construction"
         )
-    elif status == Status.WARN:
+    elif status == FindingStatus.WARN:
         explanation = (
             f"{total} sample(s) were fooled by an intermediate iterate but not by the last one; "
             "they are counted as broken here, but a last-iterate evaluation would miss them"
@@ -161,7 +163,7 @@ def attack_failed(evidence: Evidence) -> Judged:
     suite = evidence.suite
     if suite is None:
         return Judged(
-            Status.FAIL,
+            FindingStatus.FAIL,
             {"failed": [], "not_applicable": []},
             "no attack ran at all",
             remedy="Run the attack suite; without it there is no robust accuracy to report",
@@ -190,7 +192,7 @@ def attack_failed(evidence: Evidence) -> Judged:
         first = failed[0]
         more = f" and {len(failed) - 1} more" if len(failed) > 1 else ""
         return Judged(
-            Status.FAIL,
+            FindingStatus.FAIL,
             evidence_rows,
             f"{len(failed)} attack run(s) failed, so the samples they would have attacked "
             f"count as robust and the robust accuracy is an upper bound: {where(first)} raised "
@@ -199,7 +201,7 @@ def attack_failed(evidence: Evidence) -> Judged:
     if not_applicable:
         names = sorted({where(row) for row in not_applicable})
         return Judged(
-            Status.PASS,
+            FindingStatus.PASS,
             evidence_rows,
             f"no attack failed; {len(not_applicable)} attack run(s) could not apply "
             f"({not_applicable[0]['message']}): {', '.join(names[:4])}"
@@ -208,7 +210,7 @@ def attack_failed(evidence: Evidence) -> Judged:
             remedy="",
         )
     return Judged(
-        Status.PASS,
+        FindingStatus.PASS,
         evidence_rows,
         None,
         remedy="",

@@ -11,10 +11,8 @@ from analysis import probes
 from analysis.cleanchecks import MATERIAL_ACCURACY_GAP, MATERIAL_CONVENTION_GAIN, MATERIAL_SAMPLES
 from analysis.comparechecks import PAIRWISE_CHECKS
 from analysis.config import EOT_SAMPLES
-from analysis.findings import ALPHA
 from analysis.gradientchecks import FD_MATERIAL_RATE, FD_MINIMUM, FD_TOLERATED_RATE
 from attacks import engine
-from core import checks
 from core.checks import CHECKS
 
 
@@ -42,7 +40,6 @@ def test_named_thresholds_are_the_declared_ones() -> None:
         fd["material_rate"],
         fd["minimum"],
     ) == (FD_TOLERATED_RATE, FD_MATERIAL_RATE, FD_MINIMUM)
-    assert ALPHA is checks.ALPHA
     assert CHECKS["vanishing-gradients"].thresholds["vanishing_norm"] == engine.VANISHING_THRESHOLD
 
 

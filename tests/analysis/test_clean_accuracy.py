@@ -27,7 +27,7 @@ from analysis.conventions import (
     present,
     try_conventions,
 )
-from analysis.redflags import Evidence, Status, low_clean_accuracy, verdict
+from analysis.redflags import Evidence, FindingStatus, low_clean_accuracy, verdict
 from checkpoints.architectures import Normalized, build_network
 from checkpoints.datasets import load_dataset
 from checkpoints.layers import LayerSpec
@@ -49,17 +49,17 @@ def _hits(count: int, total: int) -> list[bool]:
 @pytest.mark.parametrize(
     ("correct", "expected"),
     [
-        (15, Status.FAIL),  # P[X >= 15] = 0.073 under guessing: not above chance
-        (18, Status.FAIL),  # p = 0.0100: still not below alpha = 0.01
-        (19, Status.PASS),  # p = 0.0047
-        (90, Status.PASS),
+        (15, FindingStatus.FAIL),  # P[X >= 15] = 0.073 under guessing: not above chance
+        (18, FindingStatus.FAIL),  # p = 0.0100: still not below alpha = 0.01
+        (19, FindingStatus.PASS),  # p = 0.0047
+        (90, FindingStatus.PASS),
     ],
 )
 def test_near_chance_is_an_exact_binomial_test(correct, expected) -> None:
     finding = low_clean_accuracy(_evidence(_hits(correct, 100), num_classes=10))
     assert finding.status == expected and finding.kind != "masking"
     assert math.isclose(finding.evidence["chance_p_value"], binom.sf(correct - 1, 100, 0.1))
-    if expected is Status.FAIL:
+    if expected is FindingStatus.FAIL:
         assert "not significantly above chance" in finding.explanation
         assert "--normalization" in finding.explanation and "--bounds" in finding.explanation
         assert verdict([finding]) == "evaluation unreliable"
@@ -68,10 +68,10 @@ def test_near_chance_is_an_exact_binomial_test(correct, expected) -> None:
 @pytest.mark.parametrize(
     ("correct", "recorded", "expected"),
     [
-        (170, 0.95, Status.FAIL),  # 10 points below, p ~ 1e-7
-        (186, 0.95, Status.PASS),  # 2 points below, p = 0.13: sampling
-        (981, 0.99, Status.WARN),  # of 1000: 0.9 points below, p = 0.0069: real but small
-        (185, 0.95, Status.PASS),  # 2.5 points below, p = 0.078
+        (170, 0.95, FindingStatus.FAIL),  # 10 points below, p ~ 1e-7
+        (186, 0.95, FindingStatus.PASS),  # 2 points below, p = 0.13: sampling
+        (981, 0.99, FindingStatus.WARN),  # of 1000: 0.9 points below, p = 0.0069: real but small
+        (185, 0.95, FindingStatus.PASS),  # 2.5 points below, p = 0.078
     ],
 )
 def test_below_the_recorded_accuracy(correct, recorded, expected) -> None:
@@ -81,7 +81,7 @@ def test_below_the_recorded_accuracy(correct, recorded, expected) -> None:
     )
     assert finding.status == expected
     assert math.isclose(finding.evidence["recorded_p_value"], binom.cdf(correct, total, recorded))
-    if expected is not Status.PASS:
+    if expected is not FindingStatus.PASS:
         assert "below the" in finding.explanation and f"{recorded:.3f}" in finding.explanation
 
 
@@ -104,7 +104,7 @@ def test_a_better_convention_names_its_flag() -> None:
             ),
         )
     )
-    assert finding.status == Status.FAIL
+    assert finding.status == FindingStatus.FAIL
     assert "give --normalization imagenet" in finding.explanation
     row = finding.evidence["conventions"]["normalisation imagenet"]
     assert (row["only_this"], row["only_current"], row["accuracy"]) == (20, 0, 0.8)
@@ -120,13 +120,13 @@ def test_a_significant_gain_fails_a_tiny_one_warns_and_noise_passes() -> None:
     finding = low_clean_accuracy(
         _evidence(current, num_classes=10, conventions=(_trial("x", "--x", small),))
     )
-    assert finding.status == Status.FAIL
+    assert finding.status == FindingStatus.FAIL
     # 60 of 10000 (0.6 %): significant, below the 1 % that makes it material.
     tiny = _hits(9060, 10000)
     finding = low_clean_accuracy(
         _evidence(_hits(9000, 10000), num_classes=10, conventions=(_trial("x", "--x", tiny),))
     )
-    assert finding.status == Status.WARN
+    assert finding.status == FindingStatus.WARN
     # 7 gained and 4 lost of 1000: p = 0.27, nothing.
     noisy = _hits(900, 1000)
     noisy[900:907] = [True] * 7
@@ -134,13 +134,13 @@ def test_a_significant_gain_fails_a_tiny_one_warns_and_noise_passes() -> None:
     finding = low_clean_accuracy(
         _evidence(current, num_classes=10, conventions=(_trial("x", "--x", noisy),))
     )
-    assert finding.status == Status.PASS
+    assert finding.status == FindingStatus.PASS
     assert "no other of 1 input conventions does better" in finding.explanation
 
 
 def test_no_clean_evaluation_is_not_applicable() -> None:
     finding = low_clean_accuracy(Evidence(None, SimpleNamespace()))  # type: ignore[arg-type]
-    assert finding.status == Status.NOT_APPLICABLE
+    assert finding.status == FindingStatus.NOT_APPLICABLE
 
 
 # ------------------------------------------------------------- the conventions, emulated
@@ -186,7 +186,7 @@ def test_a_convention_the_model_refuses_is_not_evidence() -> None:
     finding = low_clean_accuracy(
         Evidence(suite, SimpleNamespace(), num_classes=2, conventions=trials)  # type: ignore[arg-type]
     )
-    assert finding.status == Status.PASS
+    assert finding.status == FindingStatus.PASS
     assert set(finding.evidence["conventions_not_run"]) == {t.convention.name for t in refused}
     assert "could not be tried (the model raised on them)" in finding.explanation
 

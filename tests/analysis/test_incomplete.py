@@ -21,7 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from analysis import gate
-from analysis.redflags import INCOMPLETE, Finding, Status, verdict
+from analysis.redflags import INCOMPLETE, Finding, FindingStatus, verdict
 from checkpoints import load_checkpoint
 from checkpoints.datasets import load_dataset
 from checkpoints.train import ZOO_DIR
@@ -265,7 +265,9 @@ def test_each_failed_run_is_one_line_naming_its_error(scripted, tmp_path):
 
 
 def test_the_verdict_of_a_failed_attack_outranks_every_other():
-    def finding(code: str, status: Status, kind: str, evidence: dict | None = None) -> Finding:
+    def finding(
+        code: str, status: FindingStatus, kind: str, evidence: dict | None = None
+    ) -> Finding:
         return Finding(
             code=code,
             title="x",
@@ -276,11 +278,11 @@ def test_the_verdict_of_a_failed_attack_outranks_every_other():
             kind=kind,
         )
 
-    failed = finding("attack-failed", Status.FAIL, "reliability", {"failed": [{}, {}]})
-    masking = finding("black-box-beats-white-box", Status.FAIL, "masking")
-    unreliable = finding("model-in-train-mode", Status.FAIL, "reliability")
+    failed = finding("attack-failed", FindingStatus.FAIL, "reliability", {"failed": [{}, {}]})
+    masking = finding("black-box-beats-white-box", FindingStatus.FAIL, "masking")
+    unreliable = finding("model-in-train-mode", FindingStatus.FAIL, "reliability")
     assert verdict([masking, unreliable, failed]) == (
         f"{INCOMPLETE}: 2 attack runs failed, robust accuracy is an upper bound"
     )
-    warned = finding("attack-failed", Status.WARN, "reliability")
+    warned = finding("attack-failed", FindingStatus.WARN, "reliability")
     assert verdict([warned]) == "no sign of gradient masking"

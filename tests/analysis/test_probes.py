@@ -17,7 +17,7 @@ from torch import Tensor, nn
 
 from analysis.probes import probe_model
 from analysis.redflags import (
-    Status,
+    FindingStatus,
     batch_dependent_outputs,
     gradient_disagrees_with_finite_differences,
     stochastic_model,
@@ -60,11 +60,11 @@ def test_a_cut_graph_is_a_finding_not_an_exception(honest, digits, kind):
     assert not probes.input_gradient_exists and probes.input_gradient_note
     assert probes.clean_zero_gradient_fraction == 1.0
     vanishing = vanishing_gradients(_evidence(probes))
-    assert vanishing.status == Status.FAIL
+    assert vanishing.status == FindingStatus.FAIL
     assert vanishing.explanation.startswith("the input gradient does not exist")
     fd = gradient_disagrees_with_finite_differences(_evidence(probes))
-    assert fd.status == Status.NOT_APPLICABLE and "does not exist" in fd.explanation
-    assert batch_dependent_outputs(_evidence(probes)).status == Status.PASS
+    assert fd.status == FindingStatus.NOT_APPLICABLE and "does not exist" in fd.explanation
+    assert batch_dependent_outputs(_evidence(probes)).status == FindingStatus.PASS
 
 
 def test_an_existing_gradient_is_not_reported_missing(honest, digits):
@@ -72,7 +72,7 @@ def test_an_existing_gradient_is_not_reported_missing(honest, digits):
     probes = _probe(honest["max-pool"], x[:200], y[:200])
     assert probes.input_gradient_exists and probes.input_gradient_note == ""
     finding = vanishing_gradients(_evidence(probes))
-    assert finding.status == Status.PASS and finding.evidence["input_gradient_exists"]
+    assert finding.status == FindingStatus.PASS and finding.evidence["input_gradient_exists"]
 
 
 class NaNForSome(nn.Module):
@@ -183,7 +183,7 @@ def test_batch_dependent_models_fail(honest, digits):
     for name, model in models.items():
         probes = _probe(model, x, y, batch_size=256, fd_samples=64)
         finding = batch_dependent_outputs(_evidence(probes))
-        assert finding.status == Status.FAIL and finding.kind != "masking", (name, finding)
+        assert finding.status == FindingStatus.FAIL and finding.kind != "masking", (name, finding)
         expected = "pair" if name.startswith("flat") else "single"
         assert probes.batch_composition == expected, name
         assert probes.stochastic == name.startswith("normout"), name
@@ -194,7 +194,7 @@ def test_honest_models_are_not_batch_dependent(honest, digits):
     for name, network in honest.items():
         probes = _probe(network, x, y, batch_size=256, fd_samples=16)
         finding = batch_dependent_outputs(_evidence(probes))
-        assert finding.status == Status.PASS, (name, finding.explanation)
+        assert finding.status == FindingStatus.PASS, (name, finding.explanation)
         assert probes.batch_compared == 64 and probes.batch_max_relative_difference < 1e-5
 
 
@@ -213,10 +213,10 @@ def test_stochastic_batch_independent_model_passes(honest, digits):
     _, _, x, y = digits
     probes = _probe(TestTimeDropout(honest["max-pool"]), x, y, num_samples=200, fd_samples=16)
     assert probes.stochastic and probes.batch_grouped_compared >= 190
-    assert batch_dependent_outputs(_evidence(probes)).status == Status.PASS
+    assert batch_dependent_outputs(_evidence(probes)).status == FindingStatus.PASS
     assert (
         gradient_disagrees_with_finite_differences(_evidence(probes)).status
-        == Status.NOT_APPLICABLE
+        == FindingStatus.NOT_APPLICABLE
     )
 
 
@@ -250,7 +250,7 @@ def test_stochastic_model_fails_when_decisions_are_random(honest, digits):
     probes = _probe(_HardWiredDropout(honest["max-pool"]), x, y, batch_size=256, fd_samples=16)
     finding = stochastic_model(_evidence(probes))
     assert probes.repeat_samples == 256 and probes.prediction_flips > 0
-    assert finding.status == Status.FAIL and finding.kind != "masking", finding
+    assert finding.status == FindingStatus.FAIL and finding.kind != "masking", finding
     assert verdict([finding]) == "evaluation unreliable"
 
 
@@ -259,7 +259,9 @@ def test_stochastic_model_warns_when_only_logits_move(honest, digits):
     probes = _probe(_RandomShift(honest["max-pool"]), x, y, batch_size=256, fd_samples=16)
     finding = stochastic_model(_evidence(probes))
     assert probes.stochastic and probes.prediction_flips == 0
-    assert finding.status == Status.WARN and verdict([finding]) == "no sign of gradient masking"
+    assert (
+        finding.status == FindingStatus.WARN and verdict([finding]) == "no sign of gradient masking"
+    )
 
 
 def test_deterministic_models_are_not_stochastic(honest, digits):
@@ -267,7 +269,7 @@ def test_deterministic_models_are_not_stochastic(honest, digits):
     for name, network in honest.items():
         probes = _probe(network, x, y, batch_size=256, fd_samples=16)
         finding = stochastic_model(_evidence(probes))
-        assert finding.status == Status.PASS and probes.max_repeat_difference == 0, name
+        assert finding.status == FindingStatus.PASS and probes.max_repeat_difference == 0, name
 
 
 def test_probing_restores_the_mode_and_leaves_inputs(honest, digits):

@@ -23,7 +23,7 @@ from torch import Tensor, nn
 from analysis.redflags import (
     FD_MATERIAL_RATE,
     FD_TOLERATED_RATE,
-    Status,
+    FindingStatus,
     gradient_disagrees_with_finite_differences,
 )
 from checkpoints.datasets import load_dataset
@@ -117,7 +117,7 @@ def test_honest_networks_pass_with_room_at_1000_samples(honest, digits, name):
     finding = gradient_disagrees_with_finite_differences(_evidence(probes))
     assert probes.fd_precision == "float64" and probes.fd_samples == 1000
     assert probes.fd_informative >= 990
-    assert finding.status == Status.PASS, finding.explanation
+    assert finding.status == FindingStatus.PASS, finding.explanation
     # Room to spare: the disagreeing share stays below the tolerated rate, a fifth of the
     # material rate at which the check fails.
     assert probes.fd_disagreement_fraction < FD_TOLERATED_RATE, finding.explanation
@@ -142,11 +142,11 @@ def test_honest_mnist_networks_pass_with_room_at_1000_samples(mnist, name):
         assert float((networks[name](x).argmax(1) == y).double().mean()) > 0.8
     probes = _probe(networks[name], x, y, fd_samples=1000)
     finding = gradient_disagrees_with_finite_differences(_evidence(probes))
-    assert finding.status == Status.PASS, finding.explanation
+    assert finding.status == FindingStatus.PASS, finding.explanation
     assert probes.fd_informative >= 990
     assert probes.fd_disagreement_fraction < FD_TOLERATED_RATE, finding.explanation
     wrong = _probe(AfterFirstLayer(networks[name], _SignFlip), x, y)
-    assert gradient_disagrees_with_finite_differences(_evidence(wrong)).status == Status.FAIL
+    assert gradient_disagrees_with_finite_differences(_evidence(wrong)).status == FindingStatus.FAIL
 
 
 def test_honest_network_passes_in_float32(honest, digits):
@@ -154,7 +154,9 @@ def test_honest_network_passes_in_float32(honest, digits):
     probes = _probe(Float32Only(honest["max-pool"]), x, y, fd_samples=1000)
     assert probes.fd_precision == "float32" and "float64" in probes.fd_note
     assert probes.fd_disagreement_fraction < FD_TOLERATED_RATE
-    assert gradient_disagrees_with_finite_differences(_evidence(probes)).status == Status.PASS
+    assert (
+        gradient_disagrees_with_finite_differences(_evidence(probes)).status == FindingStatus.PASS
+    )
 
 
 def test_torchscript_models_run_in_float64(honest, digits):
@@ -187,7 +189,7 @@ def test_a_layer_with_a_wrong_backward_pass_fails(honest, digits, name, function
     _, _, x, y = digits
     probes = _probe(AfterFirstLayer(honest[name], function), x, y)
     finding = gradient_disagrees_with_finite_differences(_evidence(probes))
-    assert finding.status == Status.FAIL, finding.explanation
+    assert finding.status == FindingStatus.FAIL, finding.explanation
     assert probes.fd_disagreement_fraction > 0.5
     if ratio is not None:
         assert probes.fd_median_ratio == pytest.approx(ratio, rel=1e-3)
@@ -197,7 +199,7 @@ def test_straight_through_quantisation_fails(honest, digits):
     _, _, x, y = digits
     probes = _probe(OnInput(honest["max-pool"], _StraightThrough), x, y)
     finding = gradient_disagrees_with_finite_differences(_evidence(probes))
-    assert finding.status == Status.FAIL, finding.explanation
+    assert finding.status == FindingStatus.FAIL, finding.explanation
     assert probes.fd_median_ratio == pytest.approx(0.0, abs=1e-6)  # the function is flat
 
 
@@ -205,7 +207,9 @@ def test_wrong_backward_pass_fails_in_float32(honest, digits):
     _, _, x, y = digits
     probes = _probe(Float32Only(AfterFirstLayer(honest["max-pool"], _SignFlip)), x, y)
     assert probes.fd_precision == "float32"
-    assert gradient_disagrees_with_finite_differences(_evidence(probes)).status == Status.FAIL
+    assert (
+        gradient_disagrees_with_finite_differences(_evidence(probes)).status == FindingStatus.FAIL
+    )
 
 
 def test_the_check_grades_by_an_exact_binomial_test():
@@ -218,17 +222,17 @@ def test_the_check_grades_by_an_exact_binomial_test():
     base = _probe(nn.Sequential(nn.Flatten(), nn.Linear(64, 10)), *_tiny_data())
     assert base.fd_informative == 16
     for disagreeing, pairs, expected in [
-        (5, 256, Status.PASS),
-        (8, 256, Status.WARN),
-        (13, 256, Status.FAIL),
+        (5, 256, FindingStatus.PASS),
+        (8, 256, FindingStatus.WARN),
+        (13, 256, FindingStatus.FAIL),
     ]:
         probes = replace(base, fd_disagreeing=disagreeing, fd_informative=pairs)
         finding = gradient_disagrees_with_finite_differences(_evidence(probes))
         p_value = binomtest(disagreeing, pairs, FD_TOLERATED_RATE, alternative="greater").pvalue
         assert finding.evidence["p_value"] == pytest.approx(p_value, rel=1e-9)
         significant, material = p_value < 0.01, disagreeing / pairs >= FD_MATERIAL_RATE
-        assert (significant and material) == (expected is Status.FAIL)
-        assert (significant != material) == (expected is Status.WARN)
+        assert (significant and material) == (expected is FindingStatus.FAIL)
+        assert (significant != material) == (expected is FindingStatus.WARN)
         assert finding.status == expected
 
 

@@ -11,7 +11,7 @@ from scipy.stats import binom
 
 from analysis.comparechecks import _excess_breaks
 from analysis.redflags import (
-    Status,
+    FindingStatus,
     margin_loss_beats_cross_entropy,
     silent_success,
 )
@@ -30,12 +30,18 @@ def _record(broken: int, attempted: int, total: int) -> SimpleNamespace:
 @pytest.mark.parametrize(
     ("broken", "attempted", "total", "tolerated", "expected"),
     [
-        (6, 135, 450, 0.10, Status.PASS),  # below the tolerated rate
-        (10, 100, 1000, 0.01, Status.WARN),  # significant, but 1 % of samples is not material
-        (12, 200, 300, 0.05, Status.WARN),  # material (4 %), but not significant
-        (30, 200, 300, 0.05, Status.FAIL),  # significant and material
-        (4, 4, 10, 0.01, Status.PASS),  # fewer than the minimum
-        (0, 0, 10, 0.01, Status.NOT_APPLICABLE),
+        (6, 135, 450, 0.10, FindingStatus.PASS),  # below the tolerated rate
+        (
+            10,
+            100,
+            1000,
+            0.01,
+            FindingStatus.WARN,
+        ),  # significant, but 1 % of samples is not material
+        (12, 200, 300, 0.05, FindingStatus.WARN),  # material (4 %), but not significant
+        (30, 200, 300, 0.05, FindingStatus.FAIL),  # significant and material
+        (4, 4, 10, 0.01, FindingStatus.PASS),  # fewer than the minimum
+        (0, 0, 10, 0.01, FindingStatus.NOT_APPLICABLE),
     ],
 )
 def test_excess_breaks_fails_when_significant_and_material(
@@ -104,7 +110,12 @@ def _silent_evidence(
 
 @pytest.mark.parametrize(
     ("silent", "attacked", "expected"),
-    [(0, 300, Status.PASS), (4, 100, Status.PASS), (5, 300, Status.PASS), (6, 300, Status.WARN)],
+    [
+        (0, 300, FindingStatus.PASS),
+        (4, 100, FindingStatus.PASS),
+        (5, 300, FindingStatus.PASS),
+        (6, 300, FindingStatus.WARN),
+    ],
 )
 def test_silent_success_warns_when_material(silent, attacked, expected):
     finding = silent_success(_silent_evidence(silent, attacked))
@@ -121,7 +132,7 @@ def test_silent_success_is_not_observable_in_early_stopped_runs(target_mode):
     # A run that stops a sample at its first success keeps that iterate as its last: whatever
     # its last_success says, it cannot show a silent success, and passing would claim it did.
     finding = silent_success(_silent_evidence(6, 300, early_stop=True, target_mode=target_mode))
-    assert finding.status == Status.NOT_APPLICABLE
+    assert finding.status == FindingStatus.NOT_APPLICABLE
     assert finding.evidence == {"samples": {}, "total": 0, "early_stopped": ("pgd-ce/linf/main",)}
     assert "not observable" in finding.explanation
 
@@ -130,7 +141,7 @@ def test_silent_success_is_observable_in_runs_that_stop_at_their_target():
     # Early stopping of a targeted run waits for the target class: a sample misclassified on
     # the way, and correct again at the end, is a silent success.
     finding = silent_success(_silent_evidence(6, 300, early_stop=True, target_mode="random"))
-    assert finding.status == Status.WARN
+    assert finding.status == FindingStatus.WARN
     assert finding.evidence["early_stopped"] == ()
 
 
@@ -158,11 +169,11 @@ def _peer_evidence(only_margin: int, only_ce: int, both: int, total: int) -> Sim
 @pytest.mark.parametrize(
     ("only_margin", "only_ce", "total", "expected"),
     [
-        (7, 10, 300, Status.PASS),  # peers that differ by chance
-        (44, 6, 1000, Status.FAIL),  # significant, 3.8 % of samples
-        (12, 2, 1000, Status.WARN),  # significant (p = 0.006), 1 % of samples
-        (9, 3, 200, Status.WARN),  # material (3 %), not significant (p = 0.07)
-        (4, 0, 100, Status.PASS),  # fewer than 5
+        (7, 10, 300, FindingStatus.PASS),  # peers that differ by chance
+        (44, 6, 1000, FindingStatus.FAIL),  # significant, 3.8 % of samples
+        (12, 2, 1000, FindingStatus.WARN),  # significant (p = 0.006), 1 % of samples
+        (9, 3, 200, FindingStatus.WARN),  # material (3 %), not significant (p = 0.07)
+        (4, 0, 100, FindingStatus.PASS),  # fewer than 5
     ],
 )
 def test_margin_loss_against_cross_entropy_is_a_paired_test(only_margin, only_ce, total, expected):
@@ -196,7 +207,7 @@ def test_vanishing_gradients_describes_each_population_on_its_own():
         "clean samples: 90.0% of 10 input gradients exactly zero, 90.0% below 1e-10; "
         "attacks' first steps: 50.0% of 10 input gradients exactly zero, 70.0% below 1e-10"
     )
-    assert finding.status == Status.FAIL  # 90 % exact zeros, above 5 %
+    assert finding.status == FindingStatus.FAIL  # 90 % exact zeros, above 5 %
     evidence = finding.evidence
     assert (evidence["clean_zero_fraction"], evidence["clean_vanishing_fraction"]) == (0.9, 0.9)
     assert (evidence["attack_zero_fraction"], evidence["vanishing_fraction"]) == (0.5, 0.7)
