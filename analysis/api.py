@@ -22,8 +22,8 @@ from analysis.config import (
     DEFAULT_BATCH_SIZE,
     PRESETS,
     AuditConfig,
+    build_audit_config,
     build_suite,
-    flatness_config,
     parse_epsilons,
 )
 from analysis.pipeline import EvaluationSet, check_model_outputs, run_audit, select_samples
@@ -301,8 +301,8 @@ def _config(
     batch_size: int | None,
     seed: int,
 ) -> AuditConfig:
-    """The audit's configuration from ``audit_model``'s keywords, as the command builds it
-    from its flags."""
+    """The audit's configuration from ``audit_model``'s keywords: the suite from them, then
+    ``analysis.config.build_audit_config``, as the command does from its flags."""
     wanted = [norms] if isinstance(norms, str) else None if norms is None else list(norms)
     if isinstance(suite, SuiteConfig):
         if attacks is not None:
@@ -333,13 +333,12 @@ def _config(
             epsilons=per_norm,
             attacks=None if attacks is None else list(attacks),
         )
-    size = built.batch_size or DEFAULT_BATCH_SIZE
-    return AuditConfig(
-        suite=built,
-        flatness=flatness_config(preset_name, size) if flatness else None,
+    return build_audit_config(
+        built,
+        preset_name,
+        flatness=flatness,
         num_samples=num_samples,
         flatness_samples=flatness_samples,
-        batch_size=size,
         model_batch_size=batch_size,
         seed=seed,
     )

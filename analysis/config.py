@@ -25,6 +25,7 @@ __all__ = [
     "PER_NORM_SYNTAX",
     "AuditConfig",
     "BareEpsilons",
+    "build_audit_config",
     "build_suite",
     "check_suite",
     "cost_warning",
@@ -81,6 +82,36 @@ class AuditConfig:
             "seed": self.seed,
             "examples_per_attack": self.examples_per_attack,
         }
+
+
+def build_audit_config(
+    suite: SuiteConfig,
+    preset_name: str,
+    *,
+    flatness: bool,
+    num_samples: int | None,
+    flatness_samples: int,
+    model_batch_size: int | None,
+    seed: int,
+) -> AuditConfig:
+    """The audit's configuration from the user's choices, the suite already built from them:
+    ``python -m analysis.audit``'s flags and ``audit_model``'s keywords both come here.
+
+    The attacks' batch is the suite's (a preset's, a suite file's or the caller's), else
+    ``DEFAULT_BATCH_SIZE``; the flatness estimators are matched to ``preset_name``, or None
+    without ``flatness``. ``model_batch_size`` is ``--batch-size`` / ``audit_model(batch_size=)``:
+    only the chunk the model evaluates at once.
+    """
+    batch_size = DEFAULT_BATCH_SIZE if suite.batch_size is None else suite.batch_size
+    return AuditConfig(
+        suite=suite,
+        flatness=flatness_config(preset_name, batch_size) if flatness else None,
+        num_samples=num_samples,
+        flatness_samples=flatness_samples,
+        batch_size=batch_size,
+        model_batch_size=model_batch_size,
+        seed=seed,
+    )
 
 
 ACTIVE_MEASURES = ("fisher_rao_empirical", "fisher_rao_model", "hessian_trace")

@@ -11,7 +11,8 @@ With ``--baseline FILE`` the result is gated against a baseline (see ``analysis.
 The order, and where each step lives: ``_check_arguments`` (flags, before any work);
 ``_prepare`` per checkpoint (``checkpoints.load_checkpoint``, then
 ``analysis.pipeline.evaluation_set`` through ``checkpoints.datasets``, then ``audit_config``, the
-``analysis.config.AuditConfig`` from the preset, suite file and flags); ``_audit_all``
+``analysis.config.AuditConfig`` from the preset, suite file and flags, through
+``analysis.config.build_audit_config`` as ``audit_model`` builds it); ``_audit_all``
 (``analysis.pipeline.run_audit``, which returns the typed ``core.document.AuditResult``;
 ``core.document.write_json``; ``_write_report`` through ``reports.html``; ``analysis.gate``).
 
@@ -44,13 +45,12 @@ from analysis.batching import (
     parse_batch_size,
 )
 from analysis.config import (
-    DEFAULT_BATCH_SIZE,
     PRESETS,
     AuditConfig,
+    build_audit_config,
     build_suite,
     check_suite,
     cost_warning,
-    flatness_config,
     parse_epsilons,
 )
 from analysis.pipeline import (
@@ -195,16 +195,14 @@ def _suite_flags(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def audit_config(args: argparse.Namespace, dataset: str | None) -> AuditConfig:
-    suite = build_suite(args.preset, dataset, **_suite_flags(args))
-    # The attacks' own batch (their random draws are per batch): the suite file's, else the
-    # default. --batch-size only chunks the model's evaluations within it.
-    batch_size = DEFAULT_BATCH_SIZE if suite.batch_size is None else suite.batch_size
-    return AuditConfig(
-        suite=suite,
-        flatness=None if args.no_flatness else flatness_config(args.preset, batch_size),
+    # The attacks' own batch (their random draws are per batch) is the suite's: --batch-size
+    # only chunks the model's evaluations within it.
+    return build_audit_config(
+        build_suite(args.preset, dataset, **_suite_flags(args)),
+        args.preset,
+        flatness=not args.no_flatness,
         num_samples=args.num_samples,
         flatness_samples=args.flatness_samples,
-        batch_size=batch_size,
         model_batch_size=parse_batch_size(args.batch_size),
         seed=args.seed,
     )
