@@ -8,7 +8,6 @@ Python rather than in a file, returning the typed result the report and the gate
 from __future__ import annotations
 
 import copy
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +25,7 @@ from analysis.config import (
     build_suite,
     parse_epsilons,
 )
+from analysis.epsilons import ascending_epsilons
 from analysis.pipeline import EvaluationSet, check_model_outputs, run_audit, select_samples
 from attacks import Norm, SuiteConfig
 from checkpoints import CheckpointSpec, LoadedCheckpoint
@@ -377,16 +377,14 @@ def _epsilons(
 
 
 def _ascending(values: float | Sequence[float], origin: str) -> tuple[float, ...]:
+    """A number or a list as floats, checked by the audit's rule for a user's epsilons
+    (``analysis.epsilons.ascending_epsilons``, as ``--epsilons`` and a suite file)."""
     listed = [values] if isinstance(values, (int, float)) else list(values)
     try:
         numbers = tuple(float(v) for v in listed)
     except (TypeError, ValueError):
         raise ValueError(f"{origin} must be numbers, got {values!r}") from None
-    if not numbers or any(not (v > 0 and math.isfinite(v)) for v in numbers):
-        raise ValueError(f"{origin} must be positive finite numbers, got {values!r}")
-    if list(numbers) != sorted(numbers):
-        raise ValueError(f"{origin} must be ascending, got {list(numbers)}")
-    return numbers
+    return ascending_epsilons(numbers, origin)
 
 
 def _normalization(

@@ -1,5 +1,17 @@
 """Epsilons as ``--epsilons`` gives them: per norm (``linf=8/255;l2=0.5``) or bare, each a
-decimal number or a fraction of two, positive, finite and ascending."""
+decimal number or a fraction of two, positive, finite and ascending.
+
+``ascending_epsilons`` is the audit's one check of the epsilons a user gives, whichever way:
+``--epsilons``, a suite file's ``[epsilons]`` (``analysis.suites``) and ``audit_model``'s
+``epsilons=`` (``analysis.api``). It is stricter than the attacks' own contract,
+``attacks.check_epsilons`` (finite, non-negative, strictly ascending), in one way: epsilon 0
+is refused, since the audit reports the clean accuracy anyway and an epsilon-0 column would
+only repeat it. The attacks allow 0 because, called directly, an attack at radius 0 is a
+well-defined evaluation of the clean inputs. A repeated epsilon passes here and is refused when
+the suite is built (``attacks.SuiteConfig`` applies the attacks' contract, whose message names
+the list without the repeat): each epsilon is one column of the results, so a repeat would
+be the same column twice.
+"""
 
 from __future__ import annotations
 
@@ -65,6 +77,14 @@ def _numbers(text: str, origin: str) -> tuple[float, ...]:
 
 
 def ascending_epsilons(values: tuple[float, ...], origin: str) -> tuple[float, ...]:
+    """``values`` if they are a user's valid epsilons: at least one, each positive and finite,
+    in ascending order (a repeat passes here; see the module docstring). ``origin`` names where
+    they were given (``--epsilons``, ``epsilons.linf``, ``epsilons``) at the start of the
+    message.
+
+    Raises:
+        ValueError: one line, the same for every way of giving them.
+    """
     if not values:
         raise ValueError(f"{origin} is empty; give at least one epsilon")
     if any(not v > 0 or not math.isfinite(v) for v in values) or list(values) != sorted(values):

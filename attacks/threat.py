@@ -79,6 +79,13 @@ def check_epsilons(epsilons: Epsilons | Tensor) -> tuple[float, ...]:
     """Validate epsilons: one number, or a non-empty, finite, non-negative and strictly
     ascending list of them.
 
+    This is the attacks' contract, for any caller: epsilon 0 is allowed (the ball is the
+    clean input itself, a well-defined evaluation), and a repeat is refused (each epsilon is
+    one column of the result).
+    An audit's user-given epsilons pass a stricter check first,
+    ``analysis.epsilons.ascending_epsilons``, which also refuses 0: the audit reports the clean
+    accuracy anyway.
+
     Returns:
         The epsilons as a tuple of floats (one value for a single number).
 
