@@ -4,6 +4,25 @@ This module holds the audit's configuration and the flatness estimators' budgets
 are its parts: ``analysis.suites`` (the suite from a preset or a suite file, adjusted by
 flags; the suite file's format is described there), ``analysis.epsilons`` (``--epsilons``)
 and ``analysis.cost`` (what a suite may cost).
+
+Batch sizes: three different numbers go by that name.
+
+- The attacks' batch: the samples an attack works on together; its random draws are per
+  batch, so it is part of the result. ``AuditConfig.batch_size`` (from the suite,
+  ``DEFAULT_BATCH_SIZE`` unless a suite file or a ``SuiteConfig`` says otherwise), which the
+  audit writes into ``SuiteConfig.batch_size`` of the suite it runs; the probes use it too
+  (``Probes.batch_size`` in the document).
+- The evaluation chunk: the samples the model evaluates at once within the attacks' batch
+  (and in the probes and the activation statistics). It bounds memory and changes no result.
+  ``--batch-size`` and ``audit_model(batch_size=)`` ask for it as
+  ``AuditConfig.model_batch_size`` (None: the largest that fits, measured); what the audit
+  chose is ``BatchSizes.attacks`` in the document (``BatchSizes.requested`` is what was asked).
+- The flatness pass: the samples each flatness estimator's pass takes, chosen like the chunk
+  (``analysis.batching.flatness_batch``, at most ``FLATNESS_BATCH_LIMIT``) and recorded as
+  ``BatchSizes.flatness``. ``FlatnessConfig.batch_size`` is that pass for a caller of
+  ``flatness.measure``; in an audit ``analysis.batching.measure_fitting`` replaces it with
+  the chosen size, so the value ``flatness_config`` puts there is only recorded (as
+  ``provenance.config.flatness.batch_size``).
 """
 
 from __future__ import annotations
@@ -47,10 +66,12 @@ class AuditConfig:
         flatness: the flatness estimators, or None to skip them.
         num_samples: evaluation samples (None: the whole test split).
         flatness_samples: samples the flatness estimators use (the first of the evaluation set).
-        batch_size: the batch every attack works on (its random draws are per batch) and the
-            probes and activation statistics use; it replaces the suite's own.
-        model_batch_size: samples the model evaluates at once (None: the largest that fits,
-            measured; see ``analysis.batching``); it bounds memory and changes no result.
+        batch_size: the attacks' batch (see the module docstring): the batch every attack
+            works on (its random draws are per batch) and the probes use; it replaces the
+            suite's own.
+        model_batch_size: the evaluation chunk (see the module docstring), ``--batch-size``:
+            samples the model evaluates at once (None: the largest that fits, measured; see
+            ``analysis.batching``); it bounds memory and changes no result.
         seed: the seed of every random choice.
         examples_per_attack: adversarial examples kept per attack and epsilon.
     """
@@ -152,6 +173,10 @@ def flatness_config(preset_name: str, batch_size: int) -> FlatnessConfig:
     landscapes are pictures: they use samples of their own (64 to 128 samples; every point
     or step is a pass over them). The same budgets apply with the dropout-family layers
     active (``active_flatness_config``).
+
+    ``batch_size`` is the attacks' batch; ``FlatnessConfig.batch_size`` is set to it, at most
+    ``FLATNESS_BATCH_LIMIT``. An audit runs the estimators at the flatness pass it chose
+    instead (``analysis.batching.measure_fitting``), so there the value is only recorded.
     """
     quick = preset_name == "quick"
     drawn = {"minibatch_size": MINIBATCH_SIZE, "rel_tol": 0.05 if quick else 0.02}

@@ -195,7 +195,10 @@ class SuiteConfig:
         attacks: run in this order.
         sweep: the epsilon sweep, or None.
         bounds: the input box.
-        batch_size: samples per batch; None for all at once.
+        batch_size: samples per batch, the attacks' batch: each attack works on this many
+            samples together and its random draws are per batch, so it is part of the result
+            (a model may still evaluate them in smaller chunks, ``attacks.ChunkedModel``);
+            None for all at once.
         skip_broken: attack only samples every earlier attack left robust (worst case over
             attacks); False runs every attack on every clean-correct sample.
         stochastic: evaluate the model in train mode (batch norm excepted).

@@ -209,7 +209,11 @@ class BatchSize(Picklable):
 @dataclass(frozen=True, kw_only=True)
 class BatchSizes:
     """``--batch-size`` (None: auto) and what it gave the attacks and flatness (None when
-    flatness did not run)."""
+    flatness did not run).
+
+    Memory chunks, none of them part of the result: ``attacks`` is the samples the model
+    evaluated at once within the attacks' batch (``provenance.config.batch_size``), and in the
+    probes and activation statistics; ``flatness`` is the samples per flatness pass."""
 
     requested: int | None
     attacks: BatchSize
@@ -349,7 +353,8 @@ class Probes(Picklable):
         probability_outputs: every output row lies in [0, 1] and sums to 1.
         nonfinite_logits: samples with NaN or Inf logits.
         nonfinite_gradients: samples with NaN or Inf input gradients.
-        batch_size: the batch size the audit evaluates and attacks with.
+        batch_size: the attacks' batch (``provenance.config.batch_size``), whose first batch
+            the probes evaluate; not the memory chunk (``BatchSizes.attacks``).
         batch_composition: how each sample was evaluated apart from its batch: ``single``
             (alone), ``pair`` (with one other sample, for a model that refuses a batch of one),
             ``refused`` (it raised on both) or ``""`` when not compared.

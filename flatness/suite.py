@@ -79,7 +79,8 @@ class FlatnessConfig:
 
     Attributes:
         measures: Names (or `Measure` members) of the estimators to run, in this order.
-        batch_size: Samples per pass, for every estimator unless its options override it.
+        batch_size: Samples per pass, for every estimator unless its options override it
+            (an audit replaces it with the pass that fits the memory).
         mode: ``"eval"`` (default) or ``"train"``, for every estimator.
         num_mc_samples: Dropout draws averaged in train mode (1 in eval mode).
         options: Per measure name, extra keyword arguments of its estimator, e.g.
