@@ -17,7 +17,6 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -28,19 +27,20 @@ from core.flatrecords import FlatnessResult
 from flatness import FlatnessConfig, Unit, hessian_pass, measure
 from torchutil import (
     PROBE_SIZES,
+    Memo,
     choose_batch_size,
     chosen_batch_size,
     empty_cache,
     is_out_of_memory,
     make_generator,
     model_mode,
+    rekeyed,
 )
 
 __all__ = [
     "FLATNESS_BATCH_LIMIT",
     "FLATNESS_PROBE_SIZES",
     "FlatnessUnit",
-    "FlatnessUnitMemo",
     "attack_batch",
     "flatness_batch",
     "measure_fitting",
@@ -113,7 +113,7 @@ def _measured(
 @dataclass(frozen=True)
 class FlatnessUnit:
     """One flatness estimator in one mode (``flatness.Unit``) at the batch size it ran at:
-    a unit of the audit, which the resume cache keeps under ``name``.
+    a unit of the audit, which the resume cache keeps under ``name`` (``analysis.resume``).
 
     Attributes:
         unit: The estimator and its mode.
@@ -134,10 +134,6 @@ class FlatnessUnit:
         return self.unit.label
 
 
-FlatnessUnitMemo = Callable[[FlatnessUnit, Callable[[], Any]], tuple[Any, bool]]
-"""``memo(unit, compute) -> (result, loaded)`` for the flatness units of `measure_fitting`."""
-
-
 def measure_fitting(
     model: nn.Module,
     x: Tensor,
@@ -145,17 +141,17 @@ def measure_fitting(
     config: FlatnessConfig,
     seed: int,
     choice: BatchSize,
-    memo: FlatnessUnitMemo | None = None,
+    memo: Memo[FlatnessUnit] | None = None,
 ) -> tuple[FlatnessResult, BatchSize]:
     """``flatness.measure`` at the batch size of ``choice``, halved and redone from the start
     after an out-of-memory error; returns the result and the batch size it ran at. ``memo``
-    keeps each estimator's result as a `FlatnessUnit`, its unit and batch size (see
-    ``flatness.measure``)."""
+    keeps each estimator's result as a `FlatnessUnit`, its unit and the batch size it ran at
+    (see ``flatness.measure``)."""
     while True:
         size = choice.size
         keyed = None
         if memo is not None:
-            keyed = functools.partial(_at_batch, memo, size)
+            keyed = rekeyed(memo, functools.partial(FlatnessUnit, batch_size=size))
         try:
             result = measure(
                 model,
@@ -171,12 +167,6 @@ def measure_fitting(
                 raise
             choice = choice.halved()
         empty_cache(x.device)
-
-
-def _at_batch(
-    memo: FlatnessUnitMemo, batch_size: int, unit: Unit, compute: Callable[[], Any]
-) -> tuple[Any, bool]:
-    return memo(FlatnessUnit(unit, batch_size), compute)
 
 
 def _samples(x: Tensor, y: Tensor, n: int) -> tuple[Tensor, Tensor]:

@@ -38,7 +38,6 @@ import torch
 from analysis.activations import activation_statistics, activations_note, dropout_family_layers
 from analysis.batching import (
     FlatnessUnit,
-    FlatnessUnitMemo,
     attack_batch,
     flatness_batch,
     measure_fitting,
@@ -55,7 +54,6 @@ from analysis.resume import UnitCache
 from analysis.robustness import bit_rows, norm_section
 from attacks import Bounds, ChunkedModel, SuiteConfig, run_suite
 from attacks.presets import for_stochastic_model
-from attacks.suite import Memo
 from checkpoints import CheckpointError, LoadedCheckpoint
 from checkpoints.datasets import Dataset, DatasetError, load_dataset
 from core.boundary import (
@@ -74,7 +72,14 @@ from core.document import (
     Robustness,
     as_read,
 )
-from torchutil import distributed, full_precision, is_out_of_memory, make_generator
+from torchutil import (
+    Memo,
+    computed,
+    distributed,
+    full_precision,
+    is_out_of_memory,
+    make_generator,
+)
 
 __all__ = ["EvaluationSet", "check_model_outputs", "evaluation_set", "run_audit", "select_samples"]
 
@@ -174,21 +179,17 @@ def run_audit(
         )
 
 
-def _flatness_memo(memo: Memo | None, progress: bool) -> FlatnessUnitMemo | None:
+def _flatness_memo(memo: Memo[str], progress: bool) -> Memo[FlatnessUnit]:
     """The flatness units kept in ``memo`` under their names; with ``progress``, saying on
     stderr which flatness estimator runs and how long it took: they take most of an audit's
     time, which would otherwise pass in silence."""
 
-    def kept(unit: FlatnessUnit, compute: Callable[[], Any]) -> tuple[Any, bool]:
-        return memo(unit.name, compute) if memo is not None else (compute(), False)
-
-    if not progress:
-        return None if memo is None else kept
-
-    def run(unit: FlatnessUnit, compute: Callable[[], Any]) -> tuple[Any, bool]:
+    def run(unit: FlatnessUnit, compute: Callable[[], T], /) -> tuple[T, bool]:
+        if not progress:
+            return memo(unit.name, compute)
         print(f"{unit.label} ...", file=sys.stderr, flush=True)
         started = time.perf_counter()
-        value, loaded = kept(unit, compute)
+        value, loaded = memo(unit.name, compute)
         took = "resumed" if loaded else f"done in {time.perf_counter() - started:.1f} s"
         print(f"{unit.label}: {took}", file=sys.stderr, flush=True)
         return value, loaded
@@ -210,15 +211,16 @@ def _run_audit(
     model = loaded.model
     x, y = evaluation.x.to(device), evaluation.y.to(device)
 
+    # Every unit of the audit (see analysis.resume) goes through one memo: the cache's, or
+    # without one a memo that keeps nothing.
+    memo: Memo[str] = computed if cache is None else cache.memo(device)
+
     def unit(name: str, compute: Callable[[], T]) -> T:
-        if cache is None:
-            return compute()
-        value, loaded_unit = cache.unit(name, compute, device)
+        value, loaded_unit = memo(name, compute)
         if loaded_unit and progress:
             print(f"{name}: resumed", file=sys.stderr)
         return value
 
-    memo = None if cache is None else cache.memo(device)
     # The model is evaluated in chunks that fit the memory; the stages keep their own batches
     # (and random draws), so the chunk size changes no result (see analysis.batching).
     # Every process evaluates with rank 0's choice, so that all round alike.

@@ -67,7 +67,7 @@ from core.boundary import (
     output_error,
     remove_stale_temporaries,
 )
-from torchutil import distributed, to_device
+from torchutil import Memo, distributed, to_device
 
 __all__ = ["LOCK", "PARTIAL", "SAFE_TYPES", "FolderBusy", "FolderLock", "UnitCache", "cache_key"]
 
@@ -307,11 +307,14 @@ class UnitCache:
         self.store(name, value)
         return value, False
 
-    def memo(
-        self, device: torch.device | None = None
-    ) -> Callable[[str, Callable[[], T]], tuple[T, bool]]:
-        """``unit`` with ``device`` bound, the form ``attacks.run_suite`` takes."""
-        return lambda name, compute: self.unit(name, compute, device)
+    def memo(self, device: torch.device | None = None) -> Memo[str]:
+        """``unit`` with ``device`` bound: the audit's memo (``torchutil.Memo``), which the
+        attack suite, flatness and the pipeline's other units go through."""
+
+        def kept(name: str, compute: Callable[[], T], /) -> tuple[T, bool]:
+            return self.unit(name, compute, device)
+
+        return kept
 
     def remove(self) -> None:
         """Delete the folder: the document it served is complete."""

@@ -14,7 +14,6 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -34,17 +33,12 @@ from attacks.records import (
 from attacks.result import AttackResult
 from attacks.shards import Outcome, expected_cost_order, run_stage
 from core.attackrecords import FAILED, NOT_APPLICABLE, AttackStatus, Failure
-from torchutil import any_batch, child_generator, distributed, model_mode
+from torchutil import Memo, any_batch, child_generator, distributed, model_mode
 
-__all__ = ["Memo", "Progress", "execute"]
+__all__ = ["Progress", "execute"]
 
 Progress = Callable[[int, int, str], None]
 """``progress(done, total, label)``, called after each stage of a suite."""
-
-
-Memo = Callable[[str, Callable[[], Any]], tuple[Any, bool]]
-"""``memo(unit, compute) -> (value, loaded)``: a stored value of the unit, else ``compute()``
-(stored for a later run); see ``analysis.resume``."""
 
 
 @dataclass(frozen=True)
@@ -93,7 +87,7 @@ class _Executor:
         y: Tensor,
         config: SuiteConfig,
         generator: torch.Generator,
-        memo: Memo | None,
+        memo: Memo[str] | None,
         order: Tensor | None,
     ) -> None:
         self.model, self.x, self.y, self.config = model, x, y, config
@@ -217,7 +211,7 @@ def execute(
     generator: torch.Generator,
     *,
     progress: Progress | bool = False,
-    memo: Memo | None = None,
+    memo: Memo[str] | None = None,
 ) -> SuiteResult:
     """Run ``plan``, the plan of ``config`` for ``x`` (``attacks.plan.plan_suite``), and
     return the suite's result (see ``attacks.suite.run_suite``, which checks the inputs)."""

@@ -36,18 +36,18 @@ from torch import Tensor, nn
 
 from attacks import registry
 from attacks.engine import as_generator
-from attacks.execute import Memo, Progress, execute
+from attacks.execute import Progress, execute
 from attacks.plan import plan_suite
 from attacks.presets import SuiteConfig
 from attacks.records import AttackOutcome, NormOutcome, SuiteResult
 from attacks.result import AttackResult
 from attacks.shards import expected_cost_order, run_attack_spec
 from attacks.threat import check_inputs
+from torchutil import Memo
 
 __all__ = [
     "ATTACKS",
     "AttackOutcome",
-    "Memo",
     "NormOutcome",
     "Progress",
     "SuiteResult",
@@ -70,7 +70,7 @@ def run_suite(
     generator: torch.Generator | int | None = None,
     *,
     progress: Progress | bool = False,
-    memo: Memo | None = None,
+    memo: Memo[str] | None = None,
 ) -> SuiteResult:
     """Run every attack of ``config`` under each of its norms, AutoAttack style.
 

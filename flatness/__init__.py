@@ -35,7 +35,7 @@ from flatness.hessian import (
 from flatness.landscape import filter_normalized_direction, loss_landscape
 from flatness.sharpness import epsilon_sharpness
 from flatness.stats import MeanAccumulator
-from flatness.suite import FlatnessConfig, Measure, Unit, UnitMemo, measure
+from flatness.suite import FlatnessConfig, Measure, Unit, measure
 
 __all__ = [
     "Fisher",
@@ -46,7 +46,6 @@ __all__ = [
     "StoppedBy",
     "TraceMethod",
     "Unit",
-    "UnitMemo",
     "epsilon_sharpness",
     "filter_normalized_direction",
     "fisher_rao_norm",

@@ -43,7 +43,7 @@ from flatness.fisher_rao import Fisher, fisher_rao_norm
 from flatness.hessian import hessian_eigenvalues, hutchinson_trace, spectral_density
 from flatness.landscape import loss_landscape
 from flatness.sharpness import epsilon_sharpness
-from torchutil import make_generator
+from torchutil import Memo, make_generator
 
 
 class Measure(StrEnum):
@@ -101,7 +101,8 @@ class FlatnessConfig:
 
 @dataclass(frozen=True)
 class Unit:
-    """One estimator of `measure` in one mode: what its ``memo`` keeps, under ``name``.
+    """One estimator of `measure` in one mode: the key of its ``memo`` (a ``torchutil.Memo``),
+    and a unit of the audit's resume cache (``analysis.resume``).
 
     Attributes:
         mode: The mode the estimator runs in.
@@ -125,11 +126,6 @@ class Unit:
         return f"flatness {self.measure.value}{active}"
 
 
-UnitMemo = Callable[[Unit, Callable[[], Any]], tuple[Any, bool]]
-"""``memo(unit, compute) -> (result, loaded)``: keeps each finished estimator and returns it
-instead of running it again (see `measure`)."""
-
-
 def measure(
     model: nn.Module,
     x: Tensor,
@@ -137,7 +133,7 @@ def measure(
     config: FlatnessConfig,
     generator: torch.Generator,
     *,
-    memo: UnitMemo | None = None,
+    memo: Memo[Unit] | None = None,
 ) -> FlatnessResult:
     """Runs the configured flatness estimators on one model and data set.
 
@@ -155,10 +151,9 @@ def measure(
         y: Labels ``[N]``.
         config: Which estimators, mode and options.
         generator: Source of every random choice.
-        memo: ``memo(unit, compute) -> (result, loaded)`` keeps each finished estimator
-            (its `Unit`, named ``<mode>-<measure>``) and returns it instead of running it
-            again, so that an interrupted run resumes (``analysis.resume``); the seeds are
-            drawn either way.
+        memo: keeps each finished estimator under its `Unit` (``torchutil.Memo``) and
+            returns it instead of running it again, so that an interrupted run resumes
+            (``analysis.resume``); the seeds are drawn either way.
 
     Returns:
         One record per requested measure (None for the others); ``active_layers`` is None

@@ -1,6 +1,7 @@
 """Torch-only plumbing that attacks and flatness share: model modes, seeds and generators on a
 device, torch's default device around library calls, full float32 precision, batch sizes
-that fit the machine's memory, and the torch.distributed calls of a run over several ranks.
+that fit the machine's memory, the torch.distributed calls of a run over several ranks, and
+the resume memo (`Memo`) that keeps their finished units.
 
 It imports nothing but torch and ``core`` (a batch size is the result document's record), so
 both packages may use it without importing each other.
@@ -18,6 +19,7 @@ from torchutil.distributed import (
     shared_map,
     world_size,
 )
+from torchutil.memo import Memo, computed, rekeyed
 from torchutil.memory import (
     PROBE_SIZES,
     any_batch,
@@ -45,6 +47,7 @@ from torchutil.seeds import (
 )
 
 __all__ = [
+    "Memo",
     "PROBE_SIZES",
     "SEED_BOUND",
     "any_batch",
@@ -63,6 +66,7 @@ __all__ = [
     "measure_peak",
     "apply_mode",
     "child_generator",
+    "computed",
     "draw_seed",
     "draw_seeds",
     "forked_global_rng",
@@ -72,6 +76,7 @@ __all__ = [
     "mix_seeds",
     "model_mode",
     "rank",
+    "rekeyed",
     "seeded_global_rng",
     "shared_map",
     "splitmix64",
