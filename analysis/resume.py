@@ -7,12 +7,12 @@ run again loads the finished units instead of computing them; every random draw 
 made in the same order (a unit's generator is drawn from its parent whether the unit is
 computed or loaded), so the document equals that of an uninterrupted run apart from timings.
 
-The folder is keyed: ``key.json`` holds a SHA-256 over the identity the command gives
-(``commands.audit._identity``): the checkpoint's and its weights' hashes, where the model came
+The folder is keyed: ``key.json`` holds a SHA-256 (`cache_key`) over the identity
+`audit_identity` gives: the checkpoint's and its weights' hashes, where the model came
 from and its description, the evaluation set (dataset, source, indices, labels, a hash of the
 images), the whole configuration, the device type, the versions of the project and torch,
-and a hash of the project's own source (a working copy keeps its version number from one
-change to the next). A run whose key differs discards the folder and starts
+and a hash of the project's own source (`source_sha256`: a working copy keeps its version
+number from one change to the next). A run whose key differs discards the folder and starts
 afresh, so changed inputs never mix with old results; ``--fresh`` discards it in any case.
 The folder is removed once the document is written.
 
@@ -43,6 +43,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import fcntl
+import functools
 import hashlib
 import io
 import json
@@ -55,7 +56,7 @@ import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from types import ModuleType
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import torch
 from tqdm import tqdm
@@ -67,9 +68,27 @@ from core.boundary import (
     output_error,
     remove_stale_temporaries,
 )
+from core.document import SCHEMA_VERSION
 from torchutil import Memo, distributed, to_device
 
-__all__ = ["LOCK", "PARTIAL", "SAFE_TYPES", "FolderBusy", "FolderLock", "UnitCache", "cache_key"]
+if TYPE_CHECKING:
+    from analysis.config import AuditConfig
+    from analysis.pipeline import EvaluationSet
+    from checkpoints import LoadedCheckpoint
+
+__all__ = [
+    "LOCK",
+    "PARTIAL",
+    "SAFE_TYPES",
+    "SOURCE_PACKAGES",
+    "SOURCE_ROOT",
+    "FolderBusy",
+    "FolderLock",
+    "UnitCache",
+    "audit_identity",
+    "cache_key",
+    "source_sha256",
+]
 
 PARTIAL = ".partial"
 """The folder beside ``audit.json`` that holds the finished units."""
@@ -125,6 +144,68 @@ def cache_key(identity: dict[str, Any]) -> str:
     """SHA-256 (hex) of ``identity`` as canonical JSON."""
     text = json.dumps(identity, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(text.encode()).hexdigest()
+
+
+def audit_identity(
+    loaded: LoadedCheckpoint,
+    evaluation: EvaluationSet,
+    config: AuditConfig,
+    device: torch.device,
+) -> dict[str, Any]:
+    """What an audit's finished units were computed from (see the module's docstring), the
+    identity `UnitCache` hashes into its key: a unit is reused only when all of it is the
+    same."""
+    # Imported here: the pipeline imports this module for its cache.
+    from analysis.pipeline import package_versions
+
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "checkpoint_sha256": loaded.sha256,
+        "weights_sha256": loaded.weights_sha256,
+        "model_source": loaded.model_source,
+        "checkpoint": loaded.spec.to_dict(),
+        "dataset": evaluation.dataset.name,
+        "source": evaluation.dataset.source,
+        "indices": evaluation.indices.tolist(),
+        "labels": evaluation.y.tolist(),
+        "data_sha256": hashlib.sha256(
+            evaluation.x.detach().cpu().contiguous().numpy().tobytes()
+        ).hexdigest(),
+        "config": config.to_dict(),
+        "device": device.type,
+        "versions": package_versions(),
+        "source_sha256": source_sha256(),
+    }
+
+
+SOURCE_PACKAGES = (
+    "analysis",
+    "attacks",
+    "checkpoints",
+    "commands",
+    "core",
+    "flatness",
+    "torchutil",
+)
+"""The packages whose source `source_sha256` hashes: the command (its settings) and core (the
+records units hold) count as well as the domain; the reports, rendered from the document,
+never make a unit."""
+
+SOURCE_ROOT = Path(__file__).resolve().parents[1]
+"""The folder that holds the packages."""
+
+
+@functools.cache
+def source_sha256(root: Path = SOURCE_ROOT) -> str:
+    """SHA-256 over the Python source of the packages (under ``root``) that compute an audit's
+    units: the version number of a working copy stays the same from one change to the next,
+    and a unit made by other code may not even have the shape this code expects."""
+    digest = hashlib.sha256()
+    for package in SOURCE_PACKAGES:
+        for path in sorted((root / package).rglob("*.py")):
+            digest.update(f"{path.relative_to(root).as_posix()}\0".encode())
+            digest.update(hashlib.sha256(path.read_bytes()).digest())
+    return digest.hexdigest()
 
 
 def _say(line: str) -> None:

@@ -28,8 +28,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import errno
-import functools
-import hashlib
 import math
 import os
 import sys
@@ -57,10 +55,9 @@ from analysis.pipeline import (
     EvaluationSet,
     check_model_outputs,
     evaluation_set,
-    package_versions,
     run_audit,
 )
-from analysis.resume import LOCK, PARTIAL, FolderBusy, FolderLock, UnitCache
+from analysis.resume import LOCK, PARTIAL, FolderBusy, FolderLock, UnitCache, audit_identity
 from analysis.summary import incomplete_lines, summary_lines
 from checkpoints import CheckpointError, LoadedCheckpoint, load_checkpoint
 from checkpoints.datasets import DatasetError
@@ -82,7 +79,6 @@ from core.boundary import (
     writing,
 )
 from core.document import (
-    SCHEMA_VERSION,
     AuditResult,
     DocumentError,
     write_json,
@@ -386,7 +382,7 @@ def _audit_all(
                 )
         cache = UnitCache(
             plan.target.parent / PARTIAL,
-            _identity(plan, device),
+            audit_identity(plan.loaded, plan.evaluation, plan.config, device),
             fresh=args.fresh,
             writer=first,
             report=report,
@@ -471,56 +467,6 @@ def _in_processes(args: argparse.Namespace, command_line: list[str]) -> int:
     # exception") even after this barrier, so `main` leaves with os._exit instead.
     torch.distributed.barrier()
     return status
-
-
-def _identity(plan: _Planned, device: torch.device) -> dict[str, Any]:
-    """What an audit's finished units were computed from (``analysis.resume``): a unit is
-    reused only when all of it is the same."""
-    evaluation = plan.evaluation
-    return {
-        "schema_version": SCHEMA_VERSION,
-        "checkpoint_sha256": plan.loaded.sha256,
-        "weights_sha256": plan.loaded.weights_sha256,
-        "model_source": plan.loaded.model_source,
-        "checkpoint": plan.loaded.spec.to_dict(),
-        "dataset": evaluation.dataset.name,
-        "source": evaluation.dataset.source,
-        "indices": evaluation.indices.tolist(),
-        "labels": evaluation.y.tolist(),
-        "data_sha256": hashlib.sha256(
-            evaluation.x.detach().cpu().contiguous().numpy().tobytes()
-        ).hexdigest(),
-        "config": plan.config.to_dict(),
-        "device": device.type,
-        "versions": package_versions(),
-        "source_sha256": _source_sha256(),
-    }
-
-
-# The command (its settings) and core (the records units hold) count as well as the domain.
-_SOURCE_PACKAGES = (
-    "analysis",
-    "attacks",
-    "checkpoints",
-    "commands",
-    "core",
-    "flatness",
-    "torchutil",
-)
-_SOURCE_ROOT = Path(__file__).resolve().parents[1]
-
-
-@functools.cache
-def _source_sha256(root: Path = _SOURCE_ROOT) -> str:
-    """SHA-256 over the Python source of the packages (under ``root``) that compute an audit's
-    units: the version number of a working copy stays the same from one change to the next,
-    and a unit made by other code may not even have the shape this code expects."""
-    digest = hashlib.sha256()
-    for package in _SOURCE_PACKAGES:
-        for path in sorted((root / package).rglob("*.py")):
-            digest.update(f"{path.relative_to(root).as_posix()}\0".encode())
-            digest.update(hashlib.sha256(path.read_bytes()).digest())
-    return digest.hexdigest()
 
 
 def _write_report(result: AuditResult, target: Path, args: argparse.Namespace) -> list[str]:

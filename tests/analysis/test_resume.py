@@ -295,19 +295,22 @@ def test_planted_units_of_another_model_or_suite_are_recomputed(tmp_path, source
 def test_the_key_follows_the_source_code(tmp_path):
     """A working copy keeps its version number from one change to the next: the key holds a
     SHA-256 of the packages' source, so units made by other code are not resumed."""
-    from commands.audit import _SOURCE_PACKAGES, _SOURCE_ROOT, _source_sha256
+    from analysis.resume import SOURCE_PACKAGES, SOURCE_ROOT
+    from analysis.resume import source_sha256 as cached_source_sha256
 
     # Every package but the reports (rendered from the document, never a unit) counts, so a
     # new package cannot be forgotten.
-    packages = {path.parent.name for path in _SOURCE_ROOT.glob("*/__init__.py")}
-    assert set(_SOURCE_PACKAGES) == packages - {"reports", "tests", "benchmarks"}
-    source_sha256 = _source_sha256.__wrapped__  # not the cached value
-    for package in _SOURCE_PACKAGES:
+    packages = {path.parent.name for path in SOURCE_ROOT.glob("*/__init__.py")}
+    assert set(SOURCE_PACKAGES) == packages - {"reports", "tests", "benchmarks"}
+    source_sha256 = cached_source_sha256.__wrapped__  # not the cached value
+    for package in SOURCE_PACKAGES:
         (tmp_path / package / "sub").mkdir(parents=True)
         (tmp_path / package / "__init__.py").write_text("")
         (tmp_path / package / "sub" / "core.py").write_text("x = 1\n")
     (tmp_path / "attacks" / "notes.txt").write_text("not source")
     first = source_sha256(tmp_path)
+    # The same hash as ever for the same files, so that folders already written still resume.
+    assert first == "9f104b02b97f0fcf96b81da7147a3e7a243af3cf3a1825fbad2f6e47df43d91c"
     (tmp_path / "attacks" / "notes.txt").write_text("changed, still not source")
     assert source_sha256(tmp_path) == first
     (tmp_path / "flatness" / "sub" / "core.py").write_text("x = 2\n")
