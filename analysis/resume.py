@@ -1,8 +1,23 @@
 """Finished units of an audit kept on disk, so that an interrupted audit resumes.
 
-Each unit (the probes, the batch-size choices, one attack at one norm and epsilon, a norm's
-sweep and independent sweep, one flatness estimator in one mode) is written, once finished,
-to ``OUT/<name>/.partial/<unit>.pt`` through a temporary file and a rename. The same command
+A unit is one piece of an audit's work whose value is kept whole under its name and computed
+only when it is not kept already. In the order the audit runs them:
+
+- ``batch-attacks``: the chunk size the attacks evaluate the model in (``analysis.batching``);
+- ``probes``: the probes (``analysis.probes``);
+- each stage of the attack suite but the clean pass, in its plan's order, named by
+  ``attacks.plan`` (``Stage.unit``): ``<norm>-<attack>-eps=<epsilon>`` (one attack at one
+  norm and epsilon), ``<norm>-sweep-<attack>`` and ``<norm>-independent-sweep-<attack>`` (a
+  norm's sweep and independent sweep);
+- ``batch-flatness``: the batch size of the flatness estimators;
+- ``flatness-<mode>-<measure>-batch=<size>``: one flatness estimator in one mode at the batch
+  size it ran at (``analysis.batching.FlatnessUnit``, over ``flatness.Unit``);
+- ``conventions``: the trials of other input conventions (``analysis.conventions``).
+
+Every unit goes through one memo, `UnitCache.memo` (a ``torchutil.Memo``: ``memo(key,
+compute) -> (value, loaded)``), which the attack suite keys by a stage's name and
+``flatness.measure`` by its ``flatness.Unit``. Each unit is written, once finished, to
+``OUT/<name>/.partial/<unit>.pt`` through a temporary file and a rename. The same command
 run again loads the finished units instead of computing them; every random draw is still
 made in the same order (a unit's generator is drawn from its parent whether the unit is
 computed or loaded), so the document equals that of an uninterrupted run apart from timings.
