@@ -31,6 +31,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -43,6 +44,7 @@ from flatness import Unit, fisher_rao_norm, hutchinson_trace
 ROOT = Path(__file__).resolve().parents[1]
 ZOO_LENET = ROOT / "checkpoints" / "zoo" / "mnist-lenet5-dropout.pt"
 GIB = 1024**3
+T = TypeVar("T")
 
 
 def lenet_and_data(num_samples: int) -> tuple[nn.Module, Tensor, Tensor, str]:
@@ -314,7 +316,7 @@ def bench_estimators(model_name: str, num_samples: int, preset_name: str, batch_
         configs.append(active_flatness_config(config))
     figures: dict[str, dict[str, object]] = {}
 
-    def timed(unit: Unit, compute: Callable[[], object]) -> tuple[object, bool]:
+    def timed(unit: Unit, compute: Callable[[], T]) -> tuple[T, bool]:
         name = unit.name
         start, cpu = time.perf_counter(), time.process_time()
         result = compute()
