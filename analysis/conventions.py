@@ -23,6 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from attacks.losses import predict
+from checkpoints.checkfile import error_summary
 from checkpoints.spec import NAMED_NORMALIZATIONS
 from torchutil import shared_map
 
@@ -190,8 +191,7 @@ def try_conventions(
             with torch.no_grad():
                 return (predict(model(batch)) == y[start : start + batch_size]).cpu()
         except Exception as err:  # noqa: BLE001 - a model may refuse such inputs
-            lines = [line.strip() for line in str(err).splitlines() if line.strip()]
-            return f"{type(err).__name__}: {lines[-1] if lines else ''}".rstrip(": ")
+            return error_summary(err)
 
     # Under torch.distributed each batch of each convention is evaluated by one process.
     outcomes = shared_map(len(conventions) * batches, outcome)

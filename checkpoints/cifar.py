@@ -9,12 +9,12 @@ from typing import Any
 
 import numpy as np
 
+from checkpoints.checkfile import error_summary
 from checkpoints.datacheck import (
     CLASS_NAMES,
     Dataset,
     DatasetError,
     Expect,
-    brief_error,
     checked_pair,
 )
 from core.boundary import open_input
@@ -46,12 +46,12 @@ def _cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
         raise
     except pickle.UnpicklingError as err:
         raise DatasetError(
-            f"{path} is not a CIFAR-10 batch file: {brief_error(err)}; give the files of the "
+            f"{path} is not a CIFAR-10 batch file: {error_summary(err)}; give the files of the "
             "standard cifar-10-batches-py folder"
         ) from None
     except Exception as err:  # a malformed pickle stream fails in many ways
         raise DatasetError(
-            f"{path} is not a CIFAR-10 batch file (unreadable pickle: {brief_error(err)}); "
+            f"{path} is not a CIFAR-10 batch file (unreadable pickle: {error_summary(err)}); "
             "give the files of the standard cifar-10-batches-py folder"
         ) from None
     if not isinstance(batch, dict):
@@ -78,7 +78,7 @@ def _cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
         label_array = np.asarray(labels)
     except (ValueError, TypeError) as err:
         raise DatasetError(
-            f"{path}: CIFAR-10 'labels' is not a list of integers ({brief_error(err)})"
+            f"{path}: CIFAR-10 'labels' is not a list of integers ({error_summary(err)})"
         ) from None
     return data.reshape(-1, 3, 32, 32), label_array
 

@@ -69,17 +69,6 @@ class DatasetError(ValueError):
         super().__init__(" ".join(str(message).split()))
 
 
-def brief_error(err: BaseException) -> str:
-    """The first line of a foreign error message, shortened (some span pages)."""
-    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
-    text = lines[0] if lines else type(err).__name__
-    if len(text) > MAX_MESSAGE_PART // 2 and ". " in text:
-        text = text[: text.index(". ") + 1]
-    if len(text) > MAX_MESSAGE_PART:
-        text = text[: MAX_MESSAGE_PART - 3] + "..."
-    return f"{type(err).__name__}: {text}"
-
-
 @dataclass(frozen=True)
 class Dataset:
     """Images and labels.

@@ -47,6 +47,7 @@ from pathlib import Path
 
 import numpy as np
 
+from checkpoints.checkfile import error_summary
 from checkpoints.cifar import cifar_folder
 from checkpoints.datacheck import (
     CLASS_NAMES,
@@ -57,7 +58,6 @@ from checkpoints.datacheck import (
     Dataset,
     DatasetError,
     Expect,
-    brief_error,
     check_dataset,
     checked_pair,
     dataset_names,
@@ -176,7 +176,7 @@ def load_dataset(
     except OSError as err:
         raise DatasetError(
             f"{getattr(err, 'filename', None) or path or name}: cannot read the dataset "
-            f"({brief_error(err)}); check the path and its permissions"
+            f"({error_summary(err)}); check the path and its permissions"
         ) from None
 
 

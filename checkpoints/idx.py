@@ -12,12 +12,12 @@ from typing import IO
 
 import numpy as np
 
+from checkpoints.checkfile import error_summary
 from checkpoints.datacheck import (
     CLASS_NAMES,
     Dataset,
     DatasetError,
     Expect,
-    brief_error,
     checked_images,
     checked_labels,
 )
@@ -50,12 +50,13 @@ def read_idx(path: Path) -> np.ndarray:
             raise
         except (OSError, EOFError) as err:
             raise DatasetError(
-                f"{path}: cannot read the IDX file ({brief_error(err)}); give an intact "
+                f"{path}: cannot read the IDX file ({error_summary(err)}); give an intact "
                 "(optionally gzipped) IDX file"
             ) from None
         except Exception as err:  # zlib and gzip raise several types on corrupt streams
             raise DatasetError(
-                f"{path}: the gzip stream is corrupt ({brief_error(err)}); download the file again"
+                f"{path}: the gzip stream is corrupt ({error_summary(err)}); "
+                "download the file again"
             ) from None
 
 

@@ -16,13 +16,13 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from checkpoints.checkfile import error_summary
 from checkpoints.datacheck import (
     CLASS_NAMES,
     MAX_MESSAGE_PART,
     Dataset,
     DatasetError,
     Expect,
-    brief_error,
     checked_images,
     checked_labels,
 )
@@ -45,7 +45,7 @@ def _npz_arrays(path: Path) -> tuple[np.ndarray, np.ndarray]:
             archive = zipfile.ZipFile(handle)
         except Exception as err:  # zipfile raises several types on a damaged central directory
             raise DatasetError(
-                f"{path} is not an .npz archive (not a readable zip file: {brief_error(err)}); "
+                f"{path} is not an .npz archive (not a readable zip file: {error_summary(err)}); "
                 "save it with numpy.savez(path, x=images, y=labels)"
             ) from None
         return _npz_members(path, archive)
@@ -92,7 +92,7 @@ def _npz_member(path: Path, archive: zipfile.ZipFile, key: str) -> np.ndarray:
         raise
     except Exception as err:  # numpy and zipfile raise many types on damaged members
         raise DatasetError(
-            f"{path}: array '{key}' is not a readable .npy member ({brief_error(err)}); save the "
+            f"{path}: array '{key}' is not a readable .npy member ({error_summary(err)}); save the "
             "file again with numpy.savez"
         ) from None
     return np.asarray(array)
@@ -122,7 +122,7 @@ def _tensor_array(obj: Any, path: Path, key: str) -> np.ndarray:
     except (TypeError, RuntimeError) as err:
         raise DatasetError(
             f"{path}: tensor '{key}' has dtype {obj.dtype}, which has no numpy counterpart "
-            f"({brief_error(err)}); save uint8/float images and integer labels"
+            f"({error_summary(err)}); save uint8/float images and integer labels"
         ) from None
 
 
@@ -140,7 +140,7 @@ def _pt_arrays(path: Path) -> tuple[np.ndarray, np.ndarray]:
         what = (
             f"it names {found.group(1)}"
             if found
-            else (detail.group(1)[:MAX_MESSAGE_PART] if detail else brief_error(err))
+            else (detail.group(1)[:MAX_MESSAGE_PART] if detail else error_summary(err))
         )
         raise DatasetError(
             f"{path}: refused by torch.load(weights_only=True), which loads tensors only "
@@ -148,7 +148,7 @@ def _pt_arrays(path: Path) -> tuple[np.ndarray, np.ndarray]:
         ) from None
     except Exception as err:  # torch.load raises many types on truncated or foreign files
         raise DatasetError(
-            f"{path} is not a readable .pt file ({brief_error(err)}); save it with "
+            f"{path} is not a readable .pt file ({error_summary(err)}); save it with "
             "torch.save({'x': images, 'y': labels}, path)"
         ) from None
     if not isinstance(obj, dict):

@@ -34,6 +34,7 @@ from typing import Any, Literal
 
 from torch import nn
 
+from checkpoints.checkfile import error_summary
 from core.document import ModelSource, as_read
 
 __all__ = [
@@ -375,14 +376,6 @@ def _where(err: BaseException, path: Path | None) -> str:
     return f" (at {frame.filename} line {frame.lineno})"
 
 
-def _message(err: BaseException) -> str:
-    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
-    text = lines[-1] if lines else ""
-    if len(text) > 200:
-        text = text[:197] + "..."
-    return f"{type(err).__name__}: {text}" if text else type(err).__name__
-
-
 def _module_name(path: Path) -> str:
     """The module name for a file: its stem, as when imported from its folder, unless that
     name is taken by another module (then a private one, so nothing imported is replaced)."""
@@ -426,8 +419,8 @@ def _import_file(reference: ModelReference, origin: str) -> tuple[types.ModuleTy
     except (Exception, SystemExit) as err:  # noqa: BLE001 - the user's code may raise anything
         del sys.modules[name]
         raise UserModelError(
-            f"{origin}: importing {path} raised {_message(err)}{_where(err, resolved)}; fix the "
-            "file (code that trains or exits belongs under if __name__ == '__main__':)"
+            f"{origin}: importing {path} raised {error_summary(err)}{_where(err, resolved)}; "
+            "fix the file (code that trains or exits belongs under if __name__ == '__main__':)"
         ) from None
     _IMPORTED_SHA256[resolved] = digest
     return module, resolved
@@ -450,12 +443,14 @@ def _import_module(reference: ModelReference, origin: str) -> tuple[types.Module
                 "PYTHONPATH, or give the file as FILE.py:NAME"
             ) from None
         raise UserModelError(
-            f"{origin}: importing {reference.target} raised {_message(err)}{_where(err, None)}; "
+            f"{origin}: importing {reference.target} raised "
+            f"{error_summary(err)}{_where(err, None)}; "
             "install what it needs or fix the import"
         ) from None
     except (Exception, SystemExit) as err:  # noqa: BLE001 - the user's code may raise anything
         raise UserModelError(
-            f"{origin}: importing {reference.target} raised {_message(err)}{_where(err, None)}; "
+            f"{origin}: importing {reference.target} raised "
+            f"{error_summary(err)}{_where(err, None)}; "
             "fix the module"
         ) from None
     file = getattr(module, "__file__", None)
@@ -514,7 +509,7 @@ def build_user_model(
         network = target(**kwargs)
     except (Exception, SystemExit) as err:  # noqa: BLE001 - the user's code may raise anything
         raise UserModelError(
-            f"{origin}: {call} raised {_message(err)}{_where(err, file)}; fix the code or the "
+            f"{origin}: {call} raised {error_summary(err)}{_where(err, file)}; fix the code or the "
             "keyword arguments (--model-kwargs, or model_kwargs in the sidecar)"
         ) from None
     if not isinstance(network, nn.Module):
