@@ -35,6 +35,7 @@ from analysis.cost import COST_WARNING_FACTOR, cost_warning, passes_per_sample
 from analysis.epsilons import PER_NORM_SYNTAX, BareEpsilons, parse_epsilons
 from analysis.suites import DEFAULT_BATCH_SIZE, PRESETS, build_suite, check_suite
 from attacks import SuiteConfig
+from core.flatrecords import MEASURES
 from flatness import FlatnessConfig
 
 __all__ = [
@@ -181,16 +182,7 @@ def flatness_config(preset_name: str, batch_size: int) -> FlatnessConfig:
     quick = preset_name == "quick"
     drawn = {"minibatch_size": MINIBATCH_SIZE, "rel_tol": 0.05 if quick else 0.02}
     return FlatnessConfig(
-        measures=(
-            "fisher_rao_empirical",
-            "fisher_rao_model",
-            "hessian_trace",
-            "hessian_eigenvalues",
-            "spectral_density",
-            "landscape_1d",
-            "landscape_2d",
-            "epsilon_sharpness",
-        ),
+        measures=MEASURES,
         batch_size=min(batch_size, FLATNESS_BATCH_LIMIT),
         options={
             "fisher_rao_empirical": {**drawn, "max_draws": 8 if quick else 16},

@@ -165,6 +165,20 @@ class Landscape(Picklable):
     extra: Json = extra_field()
 
 
+MEASURES = (
+    "fisher_rao_empirical",
+    "fisher_rao_model",
+    "hessian_trace",
+    "hessian_eigenvalues",
+    "spectral_density",
+    "landscape_1d",
+    "landscape_2d",
+    "epsilon_sharpness",
+)
+"""The flatness measures, in the order the audit runs and reports them: the fields of
+:class:`FlatnessResult`, the values of ``flatness.Measure`` and the names in a flatness config."""
+
+
 @dataclass(frozen=True, kw_only=True)
 class FlatnessResult:
     """The flatness measures the audit ran (None for those it did not)."""

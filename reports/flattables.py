@@ -10,6 +10,7 @@ from typing import Any
 import pandas as pd
 
 from core.document import AuditResult, FlatnessResult
+from core.flatrecords import MEASURES
 from reports.cells import NON_FINITE, NOT_AVAILABLE, data_frame, estimate_cell, number
 
 
@@ -56,7 +57,7 @@ _STOPPED = {
     "all-samples": "one pass over all samples",
 }
 
-_MEASURES = {
+_MEASURES = {  # keyed by core.flatrecords.MEASURES
     "fisher_rao_empirical": "Fisher-Rao norm² (empirical Fisher)",
     "fisher_rao_model": "Fisher-Rao norm² (model Fisher)",
     "hessian_trace": "Hessian trace",
@@ -137,8 +138,8 @@ def flatness_stopping_table(result: AuditResult) -> pd.DataFrame:
     if not sections:
         return data_frame({}, [], "measure")
     rows = {
-        label: [stopping(name, getattr(f, name)) for _, f in sections]
-        for name, label in _MEASURES.items()
+        _MEASURES[name]: [stopping(name, getattr(f, name)) for _, f in sections]
+        for name in MEASURES
         if any(getattr(f, name) is not None for _, f in sections)
     }
     return data_frame(rows, [label for label, _ in sections], "measure")

@@ -37,3 +37,13 @@ def test_the_status_constants_are_the_declared_vocabularies() -> None:
 
     assert get_args(AttackStatus) == (OK, FAILED, NOT_APPLICABLE)
     assert get_args(FailureStatus) == (FAILED, NOT_APPLICABLE)
+
+
+def test_the_flatness_measures_are_the_fields_of_the_flatness_section() -> None:
+    from dataclasses import fields
+
+    from core.flatrecords import MEASURES, FlatnessResult
+
+    named = [f.name for f in fields(FlatnessResult)]
+    assert tuple(name for name in named if name in MEASURES) == MEASURES
+    assert set(named) - set(MEASURES) == {"seed", "config", "active_layers", "extra"}

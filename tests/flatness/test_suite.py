@@ -9,6 +9,7 @@ import torch
 from flatness_fixtures import ARCHITECTURES, build, generator, make_data
 
 from core.docfields import encode
+from core.flatrecords import MEASURES
 from flatness import FlatnessConfig, Measure, fisher_rao_norm, hutchinson_trace, measure
 
 SMALL_OPTIONS = {
@@ -19,6 +20,10 @@ SMALL_OPTIONS = {
     "landscape_2d": {"num_points": 3},
     "epsilon_sharpness": {"num_steps": 2},
 }
+
+
+def test_the_estimators_are_the_declared_measures() -> None:
+    assert tuple(Measure) == MEASURES
 
 
 def test_measure_runs_everything_and_the_summary_is_json() -> None:
