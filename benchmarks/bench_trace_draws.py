@@ -28,7 +28,7 @@ import time
 import torch
 
 from benchmarks.bench_flatness import lenet_and_data, resnet_and_data
-from flatness.core import FunctionalModel, Mode, model_mode
+from flatness.core import FunctionalModel, Mode, in_mode
 from flatness.hessian import batch_quadratic_forms
 
 PROBES = (1, 2, 6)
@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"load average {os.getloadavg()[0]:.2f} at the start")
     costs: dict[int, float] = {}
     forms: list[list[float]] = []
-    with model_mode(model, Mode.EVAL):
+    with in_mode(model, Mode.EVAL):
         index = draw()
         batch_quadratic_forms(fmodel, x[index], y[index], probes(1))  # warm-up, not timed
         for count in PROBES:

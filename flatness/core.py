@@ -49,7 +49,7 @@ def parse_mode(mode: Mode | str) -> Mode:
         raise ValueError(f"mode must be one of {known}, got {mode!r}") from None
 
 
-def model_mode(model: nn.Module, mode: Mode) -> AbstractContextManager[None]:
+def in_mode(model: nn.Module, mode: Mode) -> AbstractContextManager[None]:
     """Puts ``model`` into ``mode`` (batch norm frozen in train mode) and restores every
     submodule's own flag afterwards (`torchutil.model_mode`)."""
     return torchutil.model_mode(model, train=mode is Mode.TRAIN)

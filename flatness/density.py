@@ -15,8 +15,8 @@ from flatness.core import (
     check_mc_samples,
     check_positive,
     defined,
+    in_mode,
     make_provenance,
-    model_mode,
     own_sample,
     parse_mode,
     rademacher,
@@ -114,7 +114,7 @@ def spectral_density(
     weights: list[Tensor] = []
     traces = MeanAccumulator()
     rel_stderr: float | None = None
-    with model_mode(model, mode):
+    with in_mode(model, mode):
         operator = fixed_operator(
             fmodel, sample_x, sample_y, batch_size, mode, num_mc_samples, generator
         )

@@ -14,8 +14,8 @@ from flatness.core import (
     check_positive,
     defined,
     gaussian,
+    in_mode,
     make_provenance,
-    model_mode,
     parse_mode,
 )
 from flatness.draws import StoppedBy
@@ -80,7 +80,7 @@ def hessian_eigenvalues(
             f"{min(max_iterations, fmodel.dim)}, got {num_eigenvalues}; fix: ask for fewer "
             "eigenvalues or raise max_iterations"
         )
-    with model_mode(model, mode):
+    with in_mode(model, mode):
         operator = fixed_operator(fmodel, x, y, batch_size, mode, num_mc_samples, generator)
         eps = torch.finfo(fmodel.dtype).eps
 

@@ -29,8 +29,8 @@ from flatness.core import (
     check_positive,
     defined,
     dropout_seeds,
+    in_mode,
     make_provenance,
-    model_mode,
     parse_mode,
     seeded_global_rng,
     sharded_sweep,
@@ -165,7 +165,7 @@ def fisher_rao_norm(
         )
     fmodel = FunctionalModel(model)
     plan = DrawPlan(x.shape[0], minibatch_size, batch_size, generator)
-    with model_mode(model, mode), torch.no_grad():
+    with in_mode(model, mode), torch.no_grad():
         if plan.full:
             accumulator = _whole_data(
                 fmodel, x, y, batch_size, fisher, mode, num_mc_samples, generator

@@ -31,8 +31,8 @@ from flatness.core import (
     check_positive,
     defined,
     dropout_seeds,
+    in_mode,
     make_provenance,
-    model_mode,
     parse_mode,
     rademacher,
     seeded_global_rng,
@@ -204,7 +204,7 @@ def hutchinson_trace(
         """Probes of a draw: ``probes_per_pass``, fewer in a last draw that ends the budget."""
         return min(probes_per_pass, max_probes - draw.number * probes_per_pass)
 
-    with model_mode(model, mode):
+    with in_mode(model, mode):
         basis, exact_part, deflation = None, 0.0, 0
         if method is TraceMethod.HUTCH_PLUS_PLUS:
             operator = fixed_operator(fmodel, x, y, batch_size, mode, num_mc_samples, generator)

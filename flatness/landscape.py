@@ -18,9 +18,9 @@ from flatness.core import (
     defined,
     dropout_seeds,
     gaussian,
+    in_mode,
     loss_pass,
     make_provenance,
-    model_mode,
     own_sample,
     parse_mode,
 )
@@ -118,7 +118,7 @@ def loss_landscape(
     seeds = [dropout_seeds(generator, mode, num_mc_samples) for _ in data]
     grids = [coordinates] if num_directions == 1 else [coordinates, coordinates]
     losses, stderrs, accuracies = [], [], []
-    with model_mode(model, mode):
+    with in_mode(model, mode):
         for point in itertools.product(*grids):
             params = {
                 name: value + sum(step * d[name] for step, d in zip(point, directions, strict=True))

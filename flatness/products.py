@@ -23,7 +23,7 @@ from flatness.core import (
     Mode,
     batches,
     dropout_seeds,
-    model_mode,
+    in_mode,
     rademacher,
     seeded_global_rng,
     sharded_sweep,
@@ -40,7 +40,7 @@ FIXED_DRAWS = "; in train mode, of the loss averaged over fixed dropout draws pe
 class HessianOperator:
     """The linear map v ↦ H v of the Hessian of the mean loss over ``(x, y)``.
 
-    Must be used while the model is in the intended mode (see `flatness.core.model_mode`).
+    Must be used while the model is in the intended mode (see `flatness.core.in_mode`).
 
     Args:
         fmodel: The model as a function of its trainable parameters.
@@ -207,7 +207,7 @@ def hessian_pass(model: nn.Module, x: Tensor, y: Tensor) -> None:
     ``torchutil.choose_batch_size``). Under torch.distributed every rank runs the pass
     itself: it measures the rank's own memory."""
     fmodel = FunctionalModel(model)
-    with model_mode(model, Mode.EVAL):
+    with in_mode(model, Mode.EVAL):
         probes = default_probes_per_pass(fmodel.dim)
         generator = make_generator(0)
         operator = HessianOperator(

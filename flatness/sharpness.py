@@ -15,10 +15,10 @@ from flatness.core import (
     check_positive,
     defined,
     dropout_seeds,
+    in_mode,
     loss_and_gradient,
     loss_pass,
     make_provenance,
-    model_mode,
     parse_mode,
 )
 from flatness.stats import MeanAccumulator
@@ -80,7 +80,7 @@ def epsilon_sharpness(
     seeds = [dropout_seeds(generator, mode, num_mc_samples) for _ in data]
     half_widths = {n: epsilon * (p.abs() + 1) for n, p in theta.items()}
     offset = {n: torch.zeros_like(p) for n, p in theta.items()}
-    with model_mode(model, mode):
+    with in_mode(model, mode):
         base, gradient = loss_and_gradient(fmodel, data, theta, seeds)
         best = base
         for step in range(1, num_steps + 1):
