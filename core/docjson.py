@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 from core.boundary import atomic_write_bytes, load_json
-from core.stats import wilson_interval
 
 SCHEMA_VERSION = "1.8"
 """The schema version this toolkit writes."""
@@ -73,17 +72,6 @@ def check_version(data: Any, source: str | Path) -> str:
             "or read it with the version that wrote it"
         )
     return version  # type: ignore[no-any-return]
-
-
-def proportion(count: int, total: int) -> dict[str, Any]:
-    """A proportion with its 95 % Wilson interval."""
-    low, high = wilson_interval(count, total)
-    return {
-        "value": count / total if total else None,
-        "count": count,
-        "total": total,
-        "wilson_95": [low, high],
-    }
 
 
 def _token(value: float) -> str:

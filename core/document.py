@@ -100,7 +100,6 @@ from core.docjson import (
     check_version,
     decode_nonfinite,
     encode_nonfinite,
-    proportion,
     read_document,
     write_json,
 )
@@ -163,7 +162,6 @@ __all__ = [
     "decode_nonfinite",
     "encode",
     "encode_nonfinite",
-    "proportion",
     "read_document",
     "write_json",
     "read_result",

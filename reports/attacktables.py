@@ -6,7 +6,6 @@ from __future__ import annotations
 import pandas as pd
 
 from core.document import OK, AttackRecord, AuditResult, NormResult, Proportion
-from core.stats import wilson_interval
 from reports.cells import NOT_AVAILABLE, data_frame, interval, norm_label, reliable
 
 
@@ -65,14 +64,7 @@ def alone_accuracy(result: AuditResult, record: AttackRecord, k: int) -> Proport
     if not covered or record.status_at(k) != OK:
         return None
     robust = sum(c and not s for c, s in zip(correct, record.success[k], strict=True))
-    return _proportion(robust, len(correct))
-
-
-def _proportion(count: int, total: int) -> Proportion:
-    low, high = wilson_interval(count, total)
-    return Proportion(
-        value=count / total if total else None, count=count, total=total, wilson_95=(low, high)
-    )
+    return Proportion.of(robust, len(correct))
 
 
 def robust_accuracy_table(result: AuditResult) -> pd.DataFrame:
