@@ -4,6 +4,7 @@ warning for a suite far beyond the standard preset."""
 from __future__ import annotations
 
 from attacks import AttackSpec, SuiteConfig, preset, registry
+from core.document import AUTOATTACK_VERSIONS
 
 COST_WARNING_FACTOR = 20.0
 """A suite that may take more than this many times the standard preset's forward passes per
@@ -12,8 +13,8 @@ sample runs with a warning that says how many (`cost_warning`)."""
 # pyautoattack's ensembles, in forward (and backward) passes of one sample: standard is APGD-CE
 # (100 steps), APGD-T and FAB-T (9 targets of 100 steps) and Square (5,000 queries); plus
 # adds five restarts of APGD-CE, APGD-DLR and FAB; rand is APGD-CE and APGD-DLR with 20 EOT
-# draws per step.
-_AUTOATTACK_PASSES = {"standard": 6_900.0, "plus": 8_300.0, "rand": 4_000.0}
+# draws per step (in AUTOATTACK_VERSIONS' order).
+_AUTOATTACK_PASSES = dict(zip(AUTOATTACK_VERSIONS, (6_900.0, 8_300.0, 4_000.0), strict=True))
 
 
 def _attack_passes(spec: AttackSpec, num_classes: int, eot_samples: int) -> float:

@@ -20,8 +20,7 @@ from attacks.noise import random_noise
 from attacks.pgd import TARGET_MODES, pgd, pgd_targeted, step_fraction
 from attacks.registry import Family, Param, register
 from attacks.square import SQUARE_BACKENDS, square
-
-AUTOATTACK_VERSIONS = ("standard", "plus", "rand")
+from core.document import AUTOATTACK_VERSIONS
 
 
 def _native(params: Mapping[str, Any]) -> bool:

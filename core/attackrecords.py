@@ -230,6 +230,11 @@ class Example:
 AUTOATTACK_STANDARD = ("APGD-CE", "APGD-T", "FAB-T", "Square")
 """The attacks of AutoAttack's standard version, in its order (Croce and Hein, 2020)."""
 
+AUTOATTACK_VERSIONS = ("standard", "plus", "rand")
+"""pyautoattack's versions, as an ``autoattack`` attack's ``version`` names them: ``standard``
+runs :data:`AUTOATTACK_STANDARD`, ``plus`` those with more restarts and attacks besides,
+``rand`` (for randomised defences) only APGD-CE and APGD-DLR, with EOT."""
+
 
 def autoattack_components(kind: str, params: Mapping[str, Any]) -> tuple[str, ...]:
     """Which attacks of AutoAttack's standard version an attack of ``kind`` with ``params``
@@ -237,7 +242,7 @@ def autoattack_components(kind: str, params: Mapping[str, Any]) -> tuple[str, ..
     AutoAttack's standard or plus version, ``()`` for an attack that is none of them."""
     if kind == "autoattack":
         version = params.get("version", "standard")
-        return AUTOATTACK_STANDARD if version in ("standard", "plus") else ("APGD-CE",)
+        return AUTOATTACK_STANDARD if version in AUTOATTACK_VERSIONS[:2] else ("APGD-CE",)
     if kind == "apgd":
         if params.get("targeted", False):
             return ("APGD-T",)

@@ -61,6 +61,7 @@ from typing import Annotated, Any, Literal
 
 from core.attackrecords import (
     AUTOATTACK_STANDARD,
+    AUTOATTACK_VERSIONS,
     FAILED,
     NOT_APPLICABLE,
     OK,
@@ -116,6 +117,7 @@ from core.flatrecords import (
 
 __all__ = [
     "AUTOATTACK_STANDARD",
+    "AUTOATTACK_VERSIONS",
     "FAILED",
     "FLAGGED",
     "NONFINITE_TOKENS",
