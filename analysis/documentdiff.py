@@ -13,13 +13,10 @@ from typing import Any
 
 import numpy as np
 
-from core.attackrecords import decode_floats
+from core.attackrecords import EXACT_DTYPES, decode_floats
 from core.document import DocumentError
 
 __all__ = ["differences", "without_timings"]
-
-_EXACT_DTYPES = frozenset({"float16", "float32", "float64"})
-"""The dtypes of an example's exact values (``core.document.Example``)."""
 
 
 def differences(
@@ -41,7 +38,7 @@ def differences(
             for k in a
             for d in (
                 _exact_differences(a, b, k, rel_tol, abs_tol, f"{path}/{k}")
-                if k.endswith("_exact") and "shape" in a and a.get("dtype") in _EXACT_DTYPES
+                if k.endswith("_exact") and "shape" in a and a.get("dtype") in EXACT_DTYPES
                 else differences(a[k], b[k], rel_tol, f"{path}/{k}", abs_tol)
             )
         ]

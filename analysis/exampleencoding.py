@@ -15,6 +15,8 @@ import base64
 import torch
 from torch import Tensor
 
+from core.attackrecords import EXACT_DTYPES
+
 __all__ = ["encode_exact", "encode_image"]
 
 
@@ -24,7 +26,7 @@ def encode_image(image: Tensor) -> str:
     return base64.b64encode(pixels.numpy().tobytes()).decode("ascii")
 
 
-_EXACT_DTYPES = {torch.float32: "float32", torch.float64: "float64", torch.float16: "float16"}
+_EXACT_DTYPES = {getattr(torch, name): name for name in EXACT_DTYPES}
 
 
 def encode_exact(values: Tensor) -> tuple[str, str]:

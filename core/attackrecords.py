@@ -10,7 +10,7 @@ import math
 import struct
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, get_args
 
 from core.docfields import FULL, OPTIONAL, V11, BitRows, Json, Picklable, extra_field, need
 from core.docjson import DocumentError
@@ -161,20 +161,29 @@ class Failure(Picklable):
     extra: Json = extra_field()
 
 
+ExactDtype = Literal["float16", "float32", "float64"]
+"""The dtypes an example's exact values are stored in (:attr:`Example.dtype`)."""
+
+EXACT_DTYPES: tuple[str, ...] = get_args(ExactDtype)
+"""Their names: what ``analysis.exampleencoding`` encodes and :func:`decode_floats` reads."""
+
+_STRUCT_CODES = dict(zip(EXACT_DTYPES, "efd", strict=True))
+"""Each exact dtype's ``struct`` format character."""
+
+
 def decode_floats(text: str, dtype: str, shape: tuple[int, ...]) -> tuple[float, ...]:
     """Exact values as the document stores them (base64 of little-endian ``dtype`` floats),
     flat; ``DocumentError`` where they do not fit ``dtype`` and ``shape``."""
-    codes = {"float16": "e", "float32": "f", "float64": "d"}
-    if dtype not in codes:
+    if dtype not in _STRUCT_CODES:
         raise DocumentError(f"exact values have dtype {dtype!r}; expected float16/32/64")
     data = base64.b64decode(text)
     count = math.prod(shape)
-    if len(data) != count * struct.calcsize(codes[dtype]):
+    if len(data) != count * struct.calcsize(_STRUCT_CODES[dtype]):
         raise DocumentError(
             f"exact values hold {len(data)} bytes, expected {count} {dtype} values of shape "
             f"{list(shape)}"
         )
-    return struct.unpack(f"<{count}{codes[dtype]}", data)
+    return struct.unpack(f"<{count}{_STRUCT_CODES[dtype]}", data)
 
 
 def _decode_pixels(text: str, shape: tuple[int, ...]) -> tuple[int, ...]:
@@ -201,7 +210,7 @@ class Example:
     shape: tuple[int, ...]
     original: str
     adversarial: str
-    dtype: Literal["float16", "float32", "float64"] | None = need(V11)
+    dtype: ExactDtype | None = need(V11)
     original_exact: str | None = need(V11)
     adversarial_exact: str | None = need(V11)
     extra: Json = extra_field()
