@@ -67,6 +67,7 @@ from commands.description import (
     say_flag_notes,
 )
 from commands.gate import add_gate_arguments, check_max_drop
+from commands.tableflag import add_tables_argument
 from core.boundary import (
     EXIT_GATE_FAILED,
     EXIT_OK,
@@ -150,9 +151,7 @@ def audit_parser(prog: str = "python -m analysis.audit") -> argparse.ArgumentPar
     parser.add_argument(
         "--no-report", action="store_true", help="do not write report.html beside audit.json"
     )
-    parser.add_argument(
-        "--tables", help="also write every table of the report beside it: csv, md or csv,md"
-    )
+    add_tables_argument(parser)
     parser.add_argument(
         "--quiet",
         action="store_true",

@@ -19,6 +19,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from commands.tableflag import add_tables_argument
 from core.boundary import (
     EXIT_OK,
     InputError,
@@ -44,9 +45,7 @@ def _parser(prog: str = "python -m reports.html") -> argparse.ArgumentParser:
     parser.add_argument(
         "-o", "--output", type=Path, help="the page to write (default: report.html beside it)"
     )
-    parser.add_argument(
-        "--tables", help="also write every table beside the page: csv, md or csv,md"
-    )
+    add_tables_argument(parser)
     parser.add_argument("--verbose", action="store_true", help="tracebacks for errors")
     return parser
 
