@@ -18,7 +18,7 @@ from typing import Any
 from analysis.conventions import ConventionTrial
 from attacks import AttackOutcome, Family, SuiteResult, registry
 from core.checks import CHECKS
-from core.document import FLAGGED, Finding, FindingStatus, Probes, as_read
+from core.document import WARN_OR_FAIL, Finding, FindingStatus, Probes, as_read
 
 _ORDER = {
     FindingStatus.NOT_APPLICABLE: 0,
@@ -77,7 +77,7 @@ def check(code: str) -> Callable[[Callable[[Evidence], Judged]], Check]:
     def register(judge: Callable[[Evidence], Judged]) -> Check:
         def run(evidence: Evidence) -> Finding:
             judged = judge(evidence)
-            flagged = judged.status in FLAGGED
+            flagged = judged.status in WARN_OR_FAIL
             explanation = judged.explanation
             if explanation is None:
                 explanation = spec.flagged if flagged else spec.passed

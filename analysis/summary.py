@@ -11,8 +11,8 @@ from core.boundary import (
 )
 from core.document import (
     FAILED,
-    FLAGGED,
     NOT_APPLICABLE,
+    WARN_OR_FAIL,
     AttackRecord,
     AuditResult,
     FisherRaoEstimate,
@@ -177,11 +177,11 @@ def summary_lines(path: Path, result: AuditResult) -> list[str]:
         stops = _stops(measured)
         if stops:
             lines.append("    stopped by: " + "; ".join(stops))
-    flags = [f for f in result.findings if f.status in FLAGGED]
+    flagged = [f for f in result.findings if f.status in WARN_OR_FAIL]
     lines.append(f"  verdict: {result.verdict}")
     caveat = preset_caveat(result)
     if caveat is not None:
         lines.append(f"  caution: {caveat}")
-    for finding in flags:
+    for finding in flagged:
         lines.append(f"    [{finding.status}] {finding.code}: {finding.explanation}")
     return lines

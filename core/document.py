@@ -119,12 +119,12 @@ __all__ = [
     "AUTOATTACK_STANDARD",
     "AUTOATTACK_VERSIONS",
     "FAILED",
-    "FLAGGED",
     "NONFINITE_TOKENS",
     "NOT_APPLICABLE",
     "OK",
     "READABLE_VERSIONS",
     "SCHEMA_VERSION",
+    "WARN_OR_FAIL",
     "ActivationStats",
     "AttackRecord",
     "AttackStatus",
@@ -443,8 +443,10 @@ class FindingStatus(StrEnum):
     NOT_APPLICABLE = "n/a"
 
 
-FLAGGED = (FindingStatus.WARN, FindingStatus.FAIL)
-"""The statuses of a finding that raise a red flag."""
+WARN_OR_FAIL = (FindingStatus.WARN, FindingStatus.FAIL)
+"""The statuses of a check that warned or failed: the ones a finding explains with its check's
+flagged sentence, and a report and the summary list. Only the failed masking checks count as
+the verdict's red flags (``core.checks.red_flags``)."""
 
 
 @dataclass(frozen=True, kw_only=True)

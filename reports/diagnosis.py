@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from core.checks import CHECKS as CHECK_SPECS
-from core.document import FLAGGED, AttackRecord, AuditResult, Finding
+from core.document import WARN_OR_FAIL, AttackRecord, AuditResult, Finding
 from reports import tables
 
 __all__ = ["UNDERFLOW_MARGIN", "Mechanism", "diagnose"]
@@ -88,7 +88,7 @@ def diagnose(result: AuditResult) -> list[Mechanism]:
     """The mechanisms the document's evidence points to, most specific first; empty when no
     check failed or warned."""
     findings = {f.code: f for f in result.findings}
-    flagged = {code for code, f in findings.items() if f.status in FLAGGED}
+    flagged = {code for code, f in findings.items() if f.status in WARN_OR_FAIL}
     if not flagged:
         return []
     probes = result.probes

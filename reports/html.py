@@ -26,7 +26,7 @@ from markupsafe import Markup
 
 from core.boundary import atomic_write_text
 from core.checks import CHECKS, CheckSpec, verdict_level
-from core.document import FLAGGED, AuditResult, preset_caveat
+from core.document import WARN_OR_FAIL, AuditResult, preset_caveat
 from reports import evidence, layout, plots, tables
 from reports.cells import COLUMN_GROUPS
 from reports.diagnosis import diagnose
@@ -207,7 +207,7 @@ def _banner(result: AuditResult) -> dict[str, Any]:
         "verdict": result.verdict,
         "clean": tables.interval(result.clean_accuracy),
         "norms": norms,
-        "flags": [(f.code, f.status) for f in result.findings if f.status in FLAGGED],
+        "flags": [(f.code, f.status) for f in result.findings if f.status in WARN_OR_FAIL],
         "caveat": preset_caveat(result),
     }
 
@@ -322,7 +322,7 @@ class FindingView:
 
     @property
     def flagged(self) -> bool:
-        return self.status in FLAGGED
+        return self.status in WARN_OR_FAIL
 
 
 def finding_views(result: AuditResult) -> list[FindingView]:
