@@ -55,7 +55,7 @@ from analysis.modelchecks import (
     train_mode,
 )
 from analysis.runchecks import attack_failed, not_converged, silent_success
-from core.checks import ALPHA, INCOMPLETE, NO_SIGN, SUSPECTED, UNRELIABLE
+from core.checks import ALPHA, INCOMPLETE, NO_SIGN, SUSPECTED, UNRELIABLE, red_flags
 from core.document import FindingStatus
 
 __all__ = [
@@ -114,7 +114,7 @@ def verdict(findings: list[Finding]) -> str:
         )
     if any(f.status == FindingStatus.FAIL and f.kind != "masking" for f in findings):
         return UNRELIABLE
-    flags = sum(1 for f in findings if f.status == FindingStatus.FAIL and f.kind == "masking")
+    flags = len(red_flags(findings))
     if flags:
         return f"{SUSPECTED} ({flags} red flag{'s' if flags > 1 else ''})"
     return NO_SIGN

@@ -18,11 +18,13 @@ from __future__ import annotations
 import math
 import re
 import string
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from fractions import Fraction
 from types import MappingProxyType
 from typing import Any, Literal
+
+from core.document import Finding, FindingStatus
 
 __all__ = [
     "ALPHA",
@@ -35,6 +37,7 @@ __all__ = [
     "VANISHING_THRESHOLD",
     "CheckSpec",
     "EvidenceSpec",
+    "red_flags",
     "run_key",
     "verdict_level",
     "word",
@@ -56,6 +59,14 @@ def verdict_level(verdict: str) -> Literal["ok", "masking", "unreliable"]:
     if verdict.startswith(NO_SIGN):
         return "ok"
     return "masking" if verdict.startswith(SUSPECTED) else "unreliable"
+
+
+def red_flags(findings: Iterable[Finding]) -> tuple[Finding, ...]:
+    """The findings the verdict counts as red flags (``suspected gradient masking (N red
+    flags)``): the masking checks that failed. A warning is none, nor is a failed reliability
+    check (that makes the evaluation unreliable instead); a report and the summary list every
+    check that warned or failed (``core.document.WARN_OR_FAIL``)."""
+    return tuple(f for f in findings if f.status == FindingStatus.FAIL and f.kind == "masking")
 
 
 RUN_KEY = re.compile(r"^(?P<label>.+)/(?P<norm>[a-z0-9]+)/(?P<epsilon>[-+0-9.eE]+)$")

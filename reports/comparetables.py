@@ -10,7 +10,8 @@ from typing import Any
 
 import pandas as pd
 
-from core.document import OK, AuditResult, FindingStatus, NormResult, Proportion
+from core.checks import red_flags
+from core.document import OK, FindingStatus, NormResult, Proportion
 from reports.cells import NORM_NAMES
 from reports.compared import (
     FAR_ABOVE,
@@ -76,10 +77,6 @@ def _proportion(row: dict[str, Any], column: str, value: Proportion | None) -> N
     row[f"{column} high"] = math.nan if undefined else value.wilson_95[1]  # type: ignore[union-attr]
 
 
-def _red_flags(result: AuditResult) -> int:
-    return sum(f.status == FindingStatus.FAIL and f.kind == "masking" for f in result.findings)
-
-
 def summary_table(items: Sequence[Entry]) -> ComparisonTable:
     """Per checkpoint: clean accuracy, per norm PGD-CE, reliable and the gap at the norm's
     first epsilon, whether PGD-CE is far above, the red flags and the verdict."""
@@ -99,7 +96,7 @@ def summary_table(items: Sequence[Entry]) -> ComparisonTable:
                 overstated or (math.nan,) * 3
             )
             row[f"{name} gap far above"] = section is not None and far_above(result, section)
-        row["red flags"] = _red_flags(result)
+        row["red flags"] = len(red_flags(result.findings))
         row["verdict"] = result.verdict
         row["dataset"] = result.evaluation.dataset or NOT_AVAILABLE
         row["samples"] = result.evaluation.num_samples

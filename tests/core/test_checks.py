@@ -76,3 +76,29 @@ def test_word_styles() -> None:
 def test_thresholds_are_read_only() -> None:
     with pytest.raises(TypeError):
         CHECKS["silent-success"].thresholds["minimum"] = 1  # type: ignore[index]
+
+
+def test_the_verdicts_red_flags_are_the_failed_masking_checks() -> None:
+    from core.checks import red_flags
+    from core.document import WARN_OR_FAIL, Finding
+
+    def finding(code: str, status: str, kind: str | None) -> Finding:
+        return Finding(
+            code=code,
+            title=None,
+            status=status,
+            evidence=None,
+            explanation="",
+            remedy=None,
+            kind=kind,  # type: ignore[arg-type]
+        )
+
+    findings = [
+        finding("a", "fail", "masking"),
+        finding("b", "warn", "masking"),
+        finding("c", "fail", "reliability"),
+        finding("d", "pass", "masking"),
+        finding("e", "fail", None),  # a baseline's finding: its kind is not kept
+    ]
+    assert [f.code for f in red_flags(findings)] == ["a"]
+    assert [f.code for f in findings if f.status in WARN_OR_FAIL] == ["a", "b", "c", "e"]
