@@ -1,12 +1,13 @@
 """The CI gate's comparison: an audit result against a baseline, and what fails.
 
 A check fails when clean accuracy, the reliable robust accuracy (worst case over attacks) or
-the robust accuracy after any attack drops beyond tolerance, or when a red flag appears that
-the baseline did not have. The default tolerance is statistical: on the same samples (same
-indices) the drop is tested with the paired (McNemar) 95 % interval, so a drop fails only if
-its interval lies wholly above zero; on different samples an unpaired two-proportion interval
-is used. A fixed tolerated drop (``max_drop``, a fraction) replaces it when given. A baseline
-made from another checkpoint (sha256) or on other samples is refused unless allowed.
+the robust accuracy after any attack drops beyond tolerance, or when a red-flag check fails
+that did not fail in the baseline (a masking or a reliability check; a warning does not count).
+The default tolerance is statistical: on the same samples (same indices) the drop is tested
+with the paired (McNemar) 95 % interval, so a drop fails only if its interval lies wholly above
+zero; on different samples an unpaired two-proportion interval is used. A fixed tolerated
+drop (``max_drop``, a fraction) replaces it when given. A baseline made from another
+checkpoint (sha256) or on other samples is refused unless allowed.
 
 The command, ``python -m analysis.gate`` (``robaudit-gate``), is :mod:`commands.gate`; an
 audit run with ``--baseline`` gates its own result the same way.
@@ -29,7 +30,14 @@ from checkpoints.datasets import UNNAMED
 from core.boundary import (
     atomic_write_bytes,
 )
-from core.document import AuditResult, DocumentError, FindingStatus, NormResult, read_document
+from core.document import (
+    AuditResult,
+    DocumentError,
+    Finding,
+    FindingStatus,
+    NormResult,
+    read_document,
+)
 from core.stats import paired_drop_interval
 
 __all__ = [
@@ -291,19 +299,23 @@ def compare(
                     _drop_case(f"{attack} {label}", masks[k], now[attack][j], paired, max_drop)
                 )
     before = {f.code: f.status for f in baseline.findings}
-    for finding in document.findings:
-        fail = FindingStatus.FAIL
-        new_flag = finding.status == fail and before.get(finding.code) != fail
-        cases.append(
-            Case(
-                f"red flag {finding.code}",
-                not new_flag,
-                f"new red flag: {finding.explanation}"
-                if new_flag
-                else f"{finding.status} (baseline: {before.get(finding.code, 'absent')})",
-            )
-        )
+    cases += [_failing_check_case(f, before.get(f.code)) for f in document.findings]
     return GateOutcome(tuple(cases))
+
+
+def _failing_check_case(finding: Finding, then: str | None) -> Case:
+    """The case of one red-flag check (``then``: its status in the baseline, None where the
+    baseline does not have it): it fails when the check fails now and did not in the baseline,
+    whatever its kind. So a failed reliability check fails the gate too, not only the failed
+    masking checks that the verdict counts as red flags; a warning never does."""
+    newly_failing = finding.status == FindingStatus.FAIL and then != FindingStatus.FAIL
+    return Case(
+        f"red flag {finding.code}",
+        not newly_failing,
+        f"new red flag: {finding.explanation}"
+        if newly_failing
+        else f"{finding.status} (baseline: {'absent' if then is None else then})",
+    )
 
 
 def result_line(outcome: GateOutcome) -> str:

@@ -4,11 +4,12 @@
 ``python -m analysis.gate RESULT.json BASELINE.json --update-baseline``
 
 A check fails when clean accuracy, the reliable robust accuracy (worst case over attacks) or
-the robust accuracy after any attack drops beyond tolerance, or when a red flag appears that
-the baseline did not have. The default tolerance is statistical: on the same samples (same
-indices) the drop is tested with the paired (McNemar) 95 % interval, so a drop fails only if
-its interval lies wholly above zero; on different samples an unpaired two-proportion interval
-is used. ``--max-drop D`` replaces this by a fixed tolerated drop (a fraction, e.g. 0.02).
+the robust accuracy after any attack drops beyond tolerance, or when a red-flag check fails
+that did not fail in the baseline (a masking or a reliability check; a warning does not count).
+The default tolerance is statistical: on the same samples (same indices) the drop is tested
+with the paired (McNemar) 95 % interval, so a drop fails only if its interval lies wholly above
+zero; on different samples an unpaired two-proportion interval is used. ``--max-drop D``
+replaces this by a fixed tolerated drop (a fraction, e.g. 0.02).
 
 Exit status: 0 passed, 1 a check failed, 2 bad input (one line), 3 an internal error, 130
 interrupted. A baseline made from another checkpoint (sha256) or on other samples is refused
