@@ -15,7 +15,6 @@ audit run with ``--baseline`` gates its own result the same way.
 
 from __future__ import annotations
 
-import math
 import sys
 import xml.etree.ElementTree as ET
 from collections.abc import Sequence
@@ -38,7 +37,7 @@ from core.document import (
     NormResult,
     read_document,
 )
-from core.stats import paired_drop_interval
+from core.stats import paired_drop_interval, unpaired_drop_interval
 
 __all__ = [
     "Case",
@@ -50,8 +49,6 @@ __all__ = [
     "report_lines",
     "write_junit",
 ]
-
-Z95 = 1.959963984540054
 
 
 @dataclass(frozen=True)
@@ -224,10 +221,7 @@ def _drop_case(
             low, high = paired_drop_interval(only_before, only_after, n0)
             kind = "paired"
         else:
-            half = Z95 * math.sqrt(
-                p0 * (1 - p0) / max(n0, 1) + p1 * (1 - p1) / max(n1, 1)
-            ) + 1 / max(min(n0, n1), 1)
-            low, high = drop - half, drop + half
+            low, high = unpaired_drop_interval(sum(before), n0, sum(after), n1)
             kind = "unpaired"
         passed = low <= 0
         where = "includes 0 (no significant drop)" if passed else "lies above 0: a real drop"

@@ -4,12 +4,20 @@ from __future__ import annotations
 
 import math
 
-__all__ = ["binomial_tail", "mcnemar_exact", "paired_drop_interval", "wilson_interval"]
+__all__ = [
+    "Z95",
+    "binomial_tail",
+    "mcnemar_exact",
+    "paired_drop_interval",
+    "unpaired_drop_interval",
+    "wilson_interval",
+]
+
+Z95 = 1.959963984540054
+"""The standard normal quantile of a two-sided 95 % interval."""
 
 
-def wilson_interval(
-    successes: int, total: int, z: float = 1.959963984540054
-) -> tuple[float, float]:
+def wilson_interval(successes: int, total: int, z: float = Z95) -> tuple[float, float]:
     """Wilson score interval for a binomial proportion (95 % by default).
 
     Returns (0, 1) when ``total`` is 0.
@@ -61,7 +69,7 @@ def mcnemar_exact(only_first: int, only_second: int) -> float:
 
 
 def paired_drop_interval(
-    only_before: int, only_after: int, total: int, z: float = 1.959963984540054
+    only_before: int, only_after: int, total: int, z: float = Z95
 ) -> tuple[float, float]:
     """Approximate 95 % interval of the paired difference in proportions (before - after).
 
@@ -75,3 +83,19 @@ def paired_drop_interval(
     var = ((only_before + only_after) - (only_before - only_after) ** 2 / total) / (total * total)
     half = z * math.sqrt(max(var, 0.0)) + 1.0 / total
     return (diff - half, diff + half)
+
+
+def unpaired_drop_interval(
+    good_before: int, total_before: int, good_after: int, total_after: int, z: float = Z95
+) -> tuple[float, float]:
+    """Approximate 95 % interval of the difference of two proportions measured on different
+    samples (before - after): the two-proportion Wald form, widened by one sample's worth of
+    the smaller set, as :func:`paired_drop_interval` is. A proportion of no samples counts as 0.
+    """
+    p0 = good_before / total_before if total_before else 0.0
+    p1 = good_after / total_after if total_after else 0.0
+    drop = p0 - p1
+    half = z * math.sqrt(
+        p0 * (1 - p0) / max(total_before, 1) + p1 * (1 - p1) / max(total_after, 1)
+    ) + 1 / max(min(total_before, total_after), 1)
+    return (drop - half, drop + half)

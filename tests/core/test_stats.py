@@ -7,7 +7,14 @@ import math
 import pytest
 import scipy.stats
 
-from core.stats import binomial_tail, mcnemar_exact, paired_drop_interval, wilson_interval
+from core.stats import (
+    Z95,
+    binomial_tail,
+    mcnemar_exact,
+    paired_drop_interval,
+    unpaired_drop_interval,
+    wilson_interval,
+)
 
 
 @pytest.mark.parametrize(("k", "n"), [(0, 10), (3, 10), (10, 10), (480, 1000), (1, 1000)])
@@ -43,3 +50,19 @@ def test_paired_drop_interval_covers_zero_for_balanced_noise():
     assert low < 0 < high
     low, _ = paired_drop_interval(60, 2, 1000)
     assert low > 0
+
+
+def test_z95_is_the_normal_quantile():
+    assert scipy.stats.norm.ppf(0.975) == pytest.approx(Z95, abs=1e-12)
+
+
+def test_unpaired_drop_interval_is_the_widened_two_proportion_interval():
+    z = scipy.stats.norm.ppf(0.975)
+    p0, p1 = 900 / 1000, 400 / 500
+    half = z * math.sqrt(p0 * (1 - p0) / 1000 + p1 * (1 - p1) / 500) + 1 / 500
+    low, high = unpaired_drop_interval(900, 1000, 400, 500)
+    assert (low, high) == pytest.approx((p0 - p1 - half, p0 - p1 + half), abs=1e-12)
+    low, high = unpaired_drop_interval(450, 500, 905, 1000)
+    assert low < 0 < high
+    # No samples on one side: that proportion counts as 0, the interval stays finite.
+    assert all(math.isfinite(v) for v in unpaired_drop_interval(0, 0, 3, 10))
