@@ -25,11 +25,11 @@ from typing import Any
 import torch
 
 from attacks.worstcase import robust_after
-from checkpoints.datasets import UNNAMED
 from core.boundary import (
     atomic_write_bytes,
 )
 from core.document import (
+    UNNAMED,
     AuditResult,
     DocumentError,
     Finding,

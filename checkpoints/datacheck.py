@@ -93,11 +93,6 @@ class Dataset:
         return int(self.y.shape[0])
 
 
-UNNAMED = "tensors"
-"""The name of images and labels handed over as tensors (``analysis.audit_model`` without
-``dataset=``): no named dataset, so nothing to compare by name."""
-
-
 def dataset_names() -> list[str]:
     """Names of the built-in datasets."""
     return sorted(CLASS_NAMES)

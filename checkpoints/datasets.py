@@ -54,7 +54,6 @@ from checkpoints.datacheck import (
     UINT8_LARGE_PEAK,
     UINT8_LARGE_SET,
     UINT8_MIN_PEAK,
-    UNNAMED,
     Dataset,
     DatasetError,
     Expect,
@@ -66,6 +65,7 @@ from checkpoints.datacheck import (
 from checkpoints.idx import idx_folder, read_idx
 from checkpoints.tensorfiles import tensor_file
 from core.boundary import open_input
+from core.document import UNNAMED
 
 __all__ = [
     "DATA_ENV",

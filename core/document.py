@@ -124,6 +124,7 @@ __all__ = [
     "OK",
     "READABLE_VERSIONS",
     "SCHEMA_VERSION",
+    "UNNAMED",
     "WARN_OR_FAIL",
     "ActivationStats",
     "AttackRecord",
@@ -294,9 +295,16 @@ class CheckpointInfo:
     extra: Json = extra_field()
 
 
+UNNAMED = "tensors"
+"""``evaluation.dataset`` of images and labels handed over as tensors (``analysis.audit_model``
+without ``dataset=``): no named dataset, so nothing to compare by name."""
+
+
 @dataclass(frozen=True, kw_only=True)
 class Evaluation:
-    """The evaluated samples: ``indices`` [N] into the dataset's test split, ``labels`` [N]."""
+    """The evaluated samples: ``indices`` [N] into the dataset's test split, ``labels`` [N];
+    ``dataset`` is the dataset's name, ``"tensors"`` for images and labels of no named dataset
+    (``UNNAMED``)."""
 
     dataset: str | None
     source: str | None = need(FULL)
