@@ -20,7 +20,6 @@ import xml.etree.ElementTree as ET
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 
@@ -42,7 +41,6 @@ from core.stats import paired_drop_interval, unpaired_drop_interval
 __all__ = [
     "Case",
     "GateOutcome",
-    "baseline_from",
     "check_same_evaluation",
     "compare",
     "read_baseline",
@@ -67,54 +65,6 @@ class GateOutcome:
     @property
     def passed(self) -> bool:
         return all(case.passed for case in self.cases)
-
-
-def baseline_from(document: dict[str, Any]) -> dict[str, Any]:
-    """A baseline: the audit document without what the gate does not read (images, grids)."""
-    norms = []
-    for norm in document["robustness"]["norms"]:
-        norms.append(
-            {
-                "norm": norm["norm"],
-                "epsilons": norm["epsilons"],
-                "reliable_robust_accuracy": norm["reliable_robust_accuracy"],
-                "robust": norm["robust"],
-                "attacks": [
-                    {
-                        key: attack[key]
-                        for key in (
-                            "label",
-                            "kind",
-                            "status",
-                            "statuses",
-                            "robust_accuracy_after",
-                            "success",
-                            "attacked",
-                        )
-                        if key in attack
-                    }
-                    for attack in norm["attacks"]
-                ],
-            }
-        )
-    return {
-        "schema_version": document["schema_version"],
-        "baseline": True,
-        "provenance": {
-            key: document["provenance"].get(key)
-            for key in ("checkpoint", "checkpoint_sha256", "weights_sha256", "seed", "versions")
-        },
-        "evaluation": {
-            key: document["evaluation"][key] for key in ("dataset", "num_samples", "indices")
-        },
-        "clean_accuracy": document["clean_accuracy"],
-        "clean_correct": document["clean_correct"],
-        "robustness": {"norms": norms},
-        "findings": [
-            {key: f[key] for key in ("code", "status", "explanation")} for f in document["findings"]
-        ],
-        "verdict": document["verdict"],
-    }
 
 
 def read_baseline(path: Path) -> AuditResult:

@@ -424,7 +424,7 @@ def _audit_all(
             print(f"{plan.path}: {line}", file=sys.stderr)
         if args.update_baseline:
             with writing(args.baseline, "--baseline (with --update-baseline)"):
-                write_json(args.baseline, gate.baseline_from(document))
+                write_json(args.baseline, result.to_baseline())
             if not args.quiet:
                 print(f"  baseline written to {args.baseline}")
         elif baseline is not None:

@@ -24,7 +24,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from analysis.gate import (
-    baseline_from,
     check_same_evaluation,
     compare,
     read_baseline,
@@ -40,7 +39,7 @@ from core.boundary import (
     run_command,
     writing,
 )
-from core.document import AuditResult, DocumentError, read_document, write_json
+from core.document import DocumentError, read_result, write_json
 
 __all__ = ["add_gate_arguments", "check_max_drop", "main", "script"]
 
@@ -97,12 +96,11 @@ def _run(args: argparse.Namespace) -> int:
     check_max_drop(args.max_drop)
     if args.junit is not None:
         check_writable(args.junit, "--junit")
-    document = read_document(args.result)
-    result = AuditResult.from_dict(document, args.result)
+    result = read_result(args.result)
     if args.update_baseline:
         check_writable(args.baseline, "BASELINE")
         with writing(args.baseline, "BASELINE (with --update-baseline)"):
-            write_json(args.baseline, baseline_from(document))
+            write_json(args.baseline, result.to_baseline())
         print(f"baseline written to {args.baseline}")
         return EXIT_OK
     baseline = read_baseline(args.baseline)

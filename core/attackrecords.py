@@ -85,9 +85,9 @@ class AttackRecord:
     label: str
     kind: str
     source: str | None = need(FULL)
-    status: AttackStatus | None = need(FULL)
+    status: AttackStatus | None = need(FULL, baseline=True)
     message: str | None = need(FULL)
-    statuses: tuple[AttackStatus, ...] | None = need(V11)
+    statuses: tuple[AttackStatus, ...] | None = need(V11, baseline=True)
     messages: tuple[str | None, ...] | None = need(V11)
     params: Json | None = need(FULL)
     backend: str | None = need(FULL)

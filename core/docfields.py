@@ -6,12 +6,14 @@ how each value is read: bit strings (:data:`Bits`) become tuples of bools, open-
 (:data:`Json`) read-only mappings whose lists are tuples, a string of a vocabulary
 (``Annotated[str, SomeStrEnum]``) one of that enumeration's values, kept as the plain string;
 numbers may be the strings of ``NONFINITE_TOKENS``. ``need`` says how much a field is required
-(always, in full documents, in full documents of schema 1.1, or never) and when the writer
-leaves it out; keys the reader does not know are kept in the record's ``extra``.
+(always, in full documents, in full documents of schema 1.1, or never), when the writer leaves
+it out and whether a baseline keeps it; keys the reader does not know are kept in the record's
+``extra``.
 
 :func:`encode` is the reader backwards, driven by the same declarations: it turns a record into
 the JSON object the document holds, its keys in the order of the record's fields (the order
-the audit writes them in), and reading that object gives the record back.
+the audit writes them in), and reading that object gives the record back. :func:`encode_baseline`
+writes the baseline made from a record: only the fields a baseline keeps.
 
 It serves the modules that declare the records (:mod:`core.document`, :mod:`core.attackrecords`,
 :mod:`core.flatrecords`).
@@ -66,12 +68,22 @@ _ALWAYS, FULL, V11, OPTIONAL = "always", "full", "1.1", "optional"
 _KEEP = object()
 
 
-def need(level: str, *, omit: Any = _KEEP, omit_nested: bool = False) -> Any:
+def need(
+    level: str, *, omit: Any = _KEEP, omit_nested: bool = False, baseline: bool = False
+) -> Any:
     """A field required at ``level``; the writer leaves it out of the document when it holds
     ``omit`` (None for a field written only when it has a value), or, with ``omit_nested``,
     when it is None in a record that is itself this field's value (the flatness with the
-    dropout-family layers active has none of its own)."""
-    return field(metadata={"need": level, "omit": omit, "omit_nested": omit_nested})
+    dropout-family layers active has none of its own). A baseline keeps the fields required
+    always and, of the others, those declared with ``baseline`` (what the gate reads of them)."""
+    return field(
+        metadata={"need": level, "omit": omit, "omit_nested": omit_nested, "baseline": baseline}
+    )
+
+
+def in_baseline(item: dataclasses.Field[Any]) -> bool:
+    """Whether a baseline keeps the field ``item`` (see :func:`need`)."""
+    return item.metadata.get("need", _ALWAYS) == _ALWAYS or bool(item.metadata.get("baseline"))
 
 
 def extra_field() -> Any:
@@ -253,8 +265,9 @@ def _thaw(value: Any) -> Any:
     return encode_nonfinite(value)
 
 
-def _unparse(kind: Any, value: Any, context: ReadContext, name: str) -> Any:
-    """The JSON of a value of the declared type ``kind``: :func:`_parse` backwards."""
+def _unparse(kind: Any, value: Any, context: ReadContext, name: str, cut: bool) -> Any:
+    """The JSON of a value of the declared type ``kind``: :func:`_parse` backwards (``cut``:
+    as a baseline made from it holds it)."""
     if value is None:
         return None
     origin = typing.get_origin(kind)
@@ -264,14 +277,14 @@ def _unparse(kind: Any, value: Any, context: ReadContext, name: str) -> Any:
         return _thaw(value)
     if origin in (typing.Union, types.UnionType):
         options = [a for a in typing.get_args(kind) if a is not type(None)]
-        return _unparse(options[0], value, context, name)
+        return _unparse(options[0], value, context, name, cut)
     if origin is tuple:
         args = typing.get_args(kind)
         if len(args) == 2 and args[1] is Ellipsis:
-            return [_unparse(args[0], v, context, name) for v in value]
-        return [_unparse(a, v, context, name) for a, v in zip(args, value, strict=True)]
+            return [_unparse(args[0], v, context, name, cut) for v in value]
+        return [_unparse(a, v, context, name, cut) for a, v in zip(args, value, strict=True)]
     if dataclasses.is_dataclass(kind):
-        return encode(value, version=context.version, baseline=context.baseline, _within=name)
+        return _encode(value, context, name, cut)
     return _thaw(value)
 
 
@@ -287,25 +300,35 @@ def _omitted(item: dataclasses.Field[Any], value: Any, context: ReadContext, wit
     return omit is not _KEEP and value is omit
 
 
-def encode(
-    record: Any, *, version: str = SCHEMA_VERSION, baseline: bool = False, _within: str = ""
-) -> dict[str, Any]:
+def _encode(record: Any, context: ReadContext, within: str, cut: bool) -> dict[str, Any]:
+    cls = type(record)
+    hints = _HINTS.get(cls)
+    if hints is None:
+        hints = _HINTS[cls] = typing.get_type_hints(cls, include_extras=True)
+    declared = [item for item in dataclasses.fields(cls) if item.name != "extra"]
+    kept = [item for item in declared if not cut or in_baseline(item)]
+    out: dict[str, Any] = {}
+    for item in kept:
+        value = getattr(record, item.name)
+        if not _omitted(item, value, context, within):
+            out[item.name] = _unparse(hints[item.name], value, context, item.name, cut)
+    if len(kept) == len(declared):
+        out.update(_thaw(record.extra))
+    return out
+
+
+def encode(record: Any, *, version: str = SCHEMA_VERSION, baseline: bool = False) -> dict[str, Any]:
     """The JSON object of a record, as a document of ``version`` (a baseline with
     ``baseline``) holds it: the inverse of the reader, driven by the same field declarations.
     Bit strings, non-finite numbers as the strings of ``NONFINITE_TOKENS``, lists for tuples;
     a field the document leaves out when it has no value is left out (see :func:`need`),
     every other one written, null for None; the keys of ``extra`` follow the declared ones."""
-    context = ReadContext("", version, baseline)
-    cls = type(record)
-    hints = _HINTS.get(cls)
-    if hints is None:
-        hints = _HINTS[cls] = typing.get_type_hints(cls, include_extras=True)
-    out: dict[str, Any] = {}
-    for item in dataclasses.fields(cls):
-        if item.name == "extra":
-            continue
-        value = getattr(record, item.name)
-        if not _omitted(item, value, context, _within):
-            out[item.name] = _unparse(hints[item.name], value, context, item.name)
-    out.update(_thaw(record.extra))
-    return out
+    return _encode(record, ReadContext("", version, baseline), "", cut=False)
+
+
+def encode_baseline(record: Any, *, version: str = SCHEMA_VERSION) -> dict[str, Any]:
+    """The JSON object of the baseline made from a record of a document of ``version``: the
+    fields a baseline keeps (see :func:`need`), each written as that document writes it, in
+    the same order; a record a baseline keeps whole (every field of it, as a proportion) keeps
+    the keys of its ``extra`` too, of a record it cuts down only the kept fields remain."""
+    return _encode(record, ReadContext("", version, baseline=False), "", cut=True)

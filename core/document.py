@@ -17,8 +17,9 @@ Conventions:
   undefined or non-finite).
 - Open-ended objects (configurations, attack parameters, a finding's evidence, versions) are
   read-only mappings whose lists are tuples.
-- Baselines (``"baseline": true``, written by ``python -m analysis.gate ... --update-baseline``)
-  carry only what the gate reads; the sections and fields they leave out are ``None``.
+- Baselines (``"baseline": true``, :meth:`AuditResult.to_baseline`, written by
+  ``--update-baseline``) carry only what the gate reads; the sections and fields they leave
+  out are ``None``.
 - Schema 1.0 documents lack what 1.1 added (``success_step``, attack ``statuses``, failures,
   exact examples, the newer probes); those fields are ``None`` there.
 
@@ -89,6 +90,7 @@ from core.docfields import (
     build_record,
     decode,
     encode,
+    encode_baseline,
     extra_field,
     field_error,
     need,
@@ -238,12 +240,12 @@ class ModelSource:
 
 @dataclass(frozen=True, kw_only=True)
 class Provenance:
-    """Where a result comes from. A baseline keeps only the checkpoint, its hash, the seed and
-    the versions; the rest is None there."""
+    """Where a result comes from. A baseline keeps only the checkpoint, its hashes, the seed
+    and the versions; the rest is None there."""
 
     checkpoint: str
     checkpoint_sha256: str
-    weights_sha256: str | None = need(OPTIONAL)
+    weights_sha256: str | None = need(OPTIONAL, baseline=True)
     model_source: ModelSource | None = need(OPTIONAL)
     """None for any model but one of the user's own class (``--model``)."""
     versions: Mapping[str, str | None]
@@ -482,7 +484,7 @@ class AuditResult:
     """
 
     schema_version: str
-    baseline: bool = need(OPTIONAL, omit=False)
+    baseline: bool = need(OPTIONAL, omit=False, baseline=True)
     provenance: Provenance
     checkpoint: CheckpointInfo | None = need(FULL)
     evaluation: Evaluation
@@ -532,6 +534,20 @@ class AuditResult:
         """The document (the baseline) as JSON: what :meth:`from_dict` reads back into an
         equal result, and what :func:`write_json` writes."""
         return encode(self, version=self.schema_version, baseline=self.baseline)
+
+    def to_baseline(self) -> dict[str, Any]:
+        """The baseline made from this result, as JSON (what ``--update-baseline`` writes with
+        :func:`write_json`): the fields a baseline keeps, which are what the gate reads (see
+        :func:`core.docfields.need`), each as this result's document writes it. Read back, it
+        is the result the gate compares with."""
+        document = encode_baseline(
+            dataclasses.replace(self, baseline=True), version=self.schema_version
+        )
+        # A baseline has always written the seed before the versions, the document after them:
+        # kept, so that a baseline remade from the same audit is the same file.
+        provenance = document["provenance"]
+        provenance["versions"] = provenance.pop("versions")
+        return document
 
     def norm(self, name: str) -> NormResult:
         """The section of norm ``name`` (``"linf"`` or ``"l2"``); KeyError names those present."""

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 
-from analysis.gate import baseline_from
 from analysis.pipeline import select_samples
 from analysis.summary import summary_lines
 from attacks import ChunkedModel
@@ -243,6 +242,7 @@ def test_summary_lines_of_a_result(quick_document):
     # Without flatness there is no flatness line.
     lines = summary_lines(Path("model.pt"), dataclasses.replace(result, flatness=None))
     assert lines[2 + len(rows)] == f"  verdict: {result.verdict}"
-    baseline = AuditResult.from_dict(baseline_from(json.loads(json.dumps(quick_document))))
+    made = AuditResult.from_dict(json.loads(json.dumps(quick_document))).to_baseline()
+    baseline = AuditResult.from_dict(made)
     with pytest.raises(ValueError, match="baseline"):
         summary_lines(Path("baseline.json"), baseline)

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from analysis.gate import baseline_from, compare
+from analysis.gate import compare
 from checkpoints import load_checkpoint, save_checkpoint
 from checkpoints.train import ZOO_DIR
 from commands.audit import main as audit_main
@@ -170,7 +170,7 @@ def test_fixed_tolerance_and_unpaired_comparison(baseline):
     for i in flipped:
         clean[i] = "0"
     worse["clean_correct"] = "".join(clean)
-    base = AuditResult.from_dict(baseline_from(document), "baseline.json")
+    base = AuditResult.from_dict(AuditResult.from_dict(document).to_baseline(), "baseline.json")
     assert base.baseline
     assert compare(AuditResult.from_dict(worse), base, max_drop=0.05).passed
     assert not compare(AuditResult.from_dict(worse), base, max_drop=0.0).passed

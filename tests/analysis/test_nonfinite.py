@@ -25,7 +25,7 @@ from checkpoints.datasets import load_dataset
 from checkpoints.format import save_checkpoint
 from checkpoints.train import ZOO_DIR
 from commands.audit import main
-from core.document import DocumentError, read_document, write_json
+from core.document import DocumentError, read_document, read_result, write_json
 from core.schema import SCHEMA_PATH
 
 SCHEMA = json.loads(SCHEMA_PATH.read_text())
@@ -136,7 +136,7 @@ def test_a_non_finite_model_is_audited_and_reported(tmp_path, capsys, how) -> No
     # The readers decode the document (and a baseline made from it) without loss.
     assert read_document(out / how / "audit.json")["verdict"] == "evaluation unreliable"
     baseline = tmp_path / "baseline.json"
-    write_json(baseline, gate.baseline_from(read_document(out / how / "audit.json")))
+    write_json(baseline, read_result(out / how / "audit.json").to_baseline())
     read = gate.read_baseline(baseline)
     assert read.baseline
     assert read.clean_correct == tuple(c == "1" for c in document["clean_correct"])

@@ -124,3 +124,63 @@ def test_encoding_keeps_unknown_keys_and_non_finite_numbers() -> None:
     assert math.isnan(record.value) and record.extra == {"new": (1,)}
     assert encode(record) == raw
     assert json.dumps(encode(record), allow_nan=False)
+
+
+@pytest.mark.data
+def test_a_baseline_is_the_document_cut_to_what_the_gate_reads(
+    documents: dict[str, Path], baseline: Path
+) -> None:
+    raw = _load(documents["flatness"])
+    made = AuditResult.from_dict(raw).to_baseline()
+    assert json.dumps(made, indent=1) + "\n" == baseline.read_text()  # what the gate wrote
+    assert list(made) == [
+        "schema_version",
+        "baseline",
+        "provenance",
+        "evaluation",
+        "clean_accuracy",
+        "clean_correct",
+        "robustness",
+        "findings",
+        "verdict",
+    ]
+    assert made["baseline"] is True and made["verdict"] == raw["verdict"]
+    # The order baselines have always been written in: the seed before the versions.
+    assert list(made["provenance"]) == [
+        "checkpoint",
+        "checkpoint_sha256",
+        "weights_sha256",
+        "seed",
+        "versions",
+    ]
+    assert list(made["evaluation"]) == ["dataset", "num_samples", "indices"]
+    assert made["clean_accuracy"] == raw["clean_accuracy"]
+    for cut, norm in zip(made["robustness"]["norms"], raw["robustness"]["norms"], strict=True):
+        assert list(cut) == ["norm", "epsilons", "reliable_robust_accuracy", "robust", "attacks"]
+        for attack in cut["attacks"]:
+            assert list(attack) == [
+                "label",
+                "kind",
+                "status",
+                "statuses",
+                "robust_accuracy_after",
+                "success",
+                "attacked",
+            ]
+        assert cut["attacks"][0]["success"] == norm["attacks"][0]["success"]
+    assert [list(f) for f in made["findings"]] == [["code", "status", "explanation"]] * len(
+        raw["findings"]
+    )
+    # Unknown keys: a record the baseline keeps whole (a proportion) keeps them, a record it
+    # cuts down loses them with the fields it leaves out.
+    raw["clean_accuracy"]["new"] = 1
+    raw["provenance"]["new"] = 2
+    raw["findings"][0]["new"] = 3
+    raw["new"] = 4
+    made = AuditResult.from_dict(raw).to_baseline()
+    assert made["clean_accuracy"]["new"] == 1
+    assert "new" not in made and "new" not in made["provenance"]
+    assert "new" not in made["findings"][0]
+    # A checkpoint without a hash of its weights (a graph archive) says so.
+    raw["provenance"]["weights_sha256"] = None
+    assert AuditResult.from_dict(raw).to_baseline()["provenance"]["weights_sha256"] is None
