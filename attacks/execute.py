@@ -20,9 +20,7 @@ from torch import Tensor, nn
 
 from attacks.evaluator import Evaluator
 from attacks.losses import NO_PREDICTION, predict
-from attacks.plan import NormPlan, Plan, Stage
-from attacks.presets import SuiteConfig
-from attacks.records import (
+from attacks.outcomes import (
     AttackOutcome,
     NormOutcome,
     Piece,
@@ -30,6 +28,8 @@ from attacks.records import (
     merge_per_epsilon,
     record_of,
 )
+from attacks.plan import NormPlan, Plan, Stage
+from attacks.presets import SuiteConfig
 from attacks.result import AttackResult
 from attacks.shards import Outcome, expected_cost_order, run_stage
 from core.attackrecords import FAILED, NOT_APPLICABLE, AttackStatus, Failure

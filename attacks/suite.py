@@ -23,7 +23,7 @@ such samples in ``nonfinite``.
 
 ``run_suite`` is a plan and its executor: ``attacks.plan`` lists the stages up front from the
 configuration, ``attacks.execute`` runs them in order (``attacks.shards`` runs one stage on
-its samples, across batches and processes) and assembles the types of ``attacks.records``.
+its samples, across batches and processes) and assembles the types of ``attacks.outcomes``.
 """
 
 from __future__ import annotations
@@ -37,9 +37,9 @@ from torch import Tensor, nn
 from attacks import registry
 from attacks.engine import as_generator
 from attacks.execute import Progress, execute
+from attacks.outcomes import AttackOutcome, NormOutcome, SuiteResult
 from attacks.plan import plan_suite
 from attacks.presets import SuiteConfig
-from attacks.records import AttackOutcome, NormOutcome, SuiteResult
 from attacks.result import AttackResult
 from attacks.shards import expected_cost_order, run_attack_spec
 from attacks.threat import check_inputs

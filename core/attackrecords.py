@@ -28,7 +28,7 @@ FAILED: Final = "failed"
 NOT_APPLICABLE: Final = "not-applicable"
 
 
-# Picklable: the suite's records (attacks.records) carry proportions, and a suite's result
+# Picklable: the suite's outcomes (attacks.outcomes) carry proportions, and a suite's result
 # pickles.
 @dataclass(frozen=True, kw_only=True)
 class Proportion(Picklable):

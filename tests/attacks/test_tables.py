@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from attacks import AttackSpec, Norm, pgd_targeted
-from attacks.records import record_of
+from attacks.outcomes import record_of
 from attacks.result import PER_SAMPLE_TABLES, AttackResult
 from attacks.shards import concatenate
 from attacks.suite import AttackOutcome
