@@ -5,12 +5,10 @@ records, the sweeps and the adversarial examples with the model's prediction on 
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 
 from analysis.exampleencoding import encode_exact, encode_image
-from attacks import NormOutcome, SuiteResult
+from attacks import AttackOutcome, NormOutcome, SuiteResult
 from attacks.losses import NO_PREDICTION, predict
 from attacks.result import plain
 from core.document import (
@@ -72,29 +70,29 @@ def _examples(
     so that ``fooled`` can be checked both ways.
     """
     out = []
-    for record in outcome.attacks:
+    for attack in outcome.attacks:
         for k, epsilon in enumerate(outcome.epsilons):
-            attacked = record.attacked[k].cpu() & suite.clean_correct.cpu()
-            fooled = record.success[k].cpu()
+            attacked = attack.attacked[k].cpu() & suite.clean_correct.cpu()
+            fooled = attack.success[k].cpu()
             chosen = torch.cat([(attacked & fooled).nonzero(), (attacked & ~fooled).nonzero()])
             samples = chosen.flatten()[:limit].tolist()
             predicted = (
-                _predictions(model, record.adversarial[k, samples], padding) if samples else []
+                _predictions(model, attack.adversarial[k, samples], padding) if samples else []
             )
             for sample, prediction in zip(samples, predicted, strict=True):
-                adversarial = record.adversarial[k, sample].cpu()
+                adversarial = attack.adversarial[k, sample].cpu()
                 dtype, exact = encode_exact(adversarial)
                 _, original = encode_exact(x[sample].to(adversarial.dtype))
                 out.append(
                     Example(
-                        attack=record.label,
+                        attack=attack.label,
                         epsilon=as_read(epsilon),
                         sample=sample,
                         label=int(suite.labels[sample]),
                         fooled=bool(fooled[sample]),
                         predicted=prediction,
-                        margin=as_read(float(record.margin[k, sample])),
-                        success_step=int(record.success_step[k, sample]),
+                        margin=as_read(float(attack.margin[k, sample])),
+                        success_step=int(attack.success_step[k, sample]),
                         shape=tuple(adversarial.shape),
                         original=encode_image(x[sample]),
                         adversarial=encode_image(adversarial),
@@ -125,40 +123,40 @@ def norm_section(
 ) -> NormResult:
     n = suite.num_samples
     attacks = []
-    for record in outcome.attacks:
+    for attack in outcome.attacks:
         attacks.append(
             AttackRecord(
-                label=record.label,
-                kind=record.kind,
-                source=record.source,
-                status=record.status,
-                message=record.message,
-                statuses=tuple(record.statuses),
-                messages=tuple(record.messages),
-                params=as_read({} if record.result is None else record.result.params),
-                backend=None if record.result is None else record.result.backend,
-                robust_accuracy_after=record.robust_accuracy_after,
-                broken=_counts((record.success & record.attacked).sum(1)),
-                attempted=_counts(record.attacked.sum(1)),
-                success=bit_rows(record.success),
-                attacked=bit_rows(record.attacked),
-                last_success=bit_rows(record.last_success),
-                success_step=as_read(plain(record.success_step)),
-                mean_loss_trace=as_read(plain(record.mean_loss_trace, keep_nonfinite=True)),
-                nonfinite=_counts(record.nonfinite.sum(1)),
-                nonfinite_samples=bit_rows(record.nonfinite),
-                nonfinite_evaluations=record.nonfinite_evaluations,
-                queries=int(record.queries.sum()),
-                num_forward=0 if record.result is None else record.result.num_forward,
-                num_backward=0 if record.result is None else record.result.num_backward,
-                wall_time=0.0 if record.result is None else as_read(record.result.wall_time),
-                gradient_stats=None if record.result is None else record.result.gradient_stats,
+                label=attack.label,
+                kind=attack.kind,
+                source=attack.source,
+                status=attack.status,
+                message=attack.message,
+                statuses=tuple(attack.statuses),
+                messages=tuple(attack.messages),
+                params=as_read({} if attack.result is None else attack.result.params),
+                backend=None if attack.result is None else attack.result.backend,
+                robust_accuracy_after=attack.robust_accuracy_after,
+                broken=_counts((attack.success & attack.attacked).sum(1)),
+                attempted=_counts(attack.attacked.sum(1)),
+                success=bit_rows(attack.success),
+                attacked=bit_rows(attack.attacked),
+                last_success=bit_rows(attack.last_success),
+                success_step=as_read(plain(attack.success_step)),
+                mean_loss_trace=as_read(plain(attack.mean_loss_trace, keep_nonfinite=True)),
+                nonfinite=_counts(attack.nonfinite.sum(1)),
+                nonfinite_samples=bit_rows(attack.nonfinite),
+                nonfinite_evaluations=attack.nonfinite_evaluations,
+                queries=int(attack.queries.sum()),
+                num_forward=0 if attack.result is None else attack.result.num_forward,
+                num_backward=0 if attack.result is None else attack.result.num_backward,
+                wall_time=0.0 if attack.result is None else as_read(attack.result.wall_time),
+                gradient_stats=None if attack.result is None else attack.result.gradient_stats,
             )
         )
     robust_counts = outcome.robust.sum(1).tolist()
     hit = torch.zeros_like(outcome.robust)
-    for record in outcome.attacks:
-        hit |= record.nonfinite.to(hit.device)
+    for attack in outcome.attacks:
+        hit |= attack.nonfinite.to(hit.device)
     return NormResult(
         norm=outcome.norm.value,  # type: ignore[arg-type]
         epsilons=as_read(list(outcome.epsilons)),
@@ -174,19 +172,19 @@ def norm_section(
     )
 
 
-def _sweep(record: Any) -> Sweep | None:
+def _sweep(outcome: AttackOutcome | None) -> Sweep | None:
     """A sweep on its own samples (all, or the independent runs' subsample)."""
-    if record is None:
+    if outcome is None:
         return None
-    columns = record.sample_index
-    success = record.success[:, columns]
+    columns = outcome.sample_index
+    success = outcome.success[:, columns]
     return Sweep(
-        attack=record.label,
-        epsilons=as_read(list(record.epsilons)),
+        attack=outcome.label,
+        epsilons=as_read(list(outcome.epsilons)),
         success_rate=tuple(Proportion.of(int(b), len(columns)) for b in success.sum(1).tolist()),
         success=bit_rows(success),
         samples=tuple(columns.tolist()),
         mean_loss_trace=as_read(
-            plain(record.loss_trace[:, :, columns].nanmean(dim=2), keep_nonfinite=True)
+            plain(outcome.loss_trace[:, :, columns].nanmean(dim=2), keep_nonfinite=True)
         ),
     )

@@ -2,7 +2,7 @@
 
 For each stage in the plan's order it selects the stage's samples from what the earlier
 stages found, draws the stage's generator, runs it (``attacks.shards.run_stage``) through the
-resume memo when there is one, and folds the outcome into the norm's records: a stage that
+resume memo when there is one, and folds the outcome into the norm's outcomes: a stage that
 raised is recorded as a ``core.attackrecords.Failure`` (the document's record) with its status
 and message and leaves its samples not attacked, never robust by default of an attack. Every
 stage but the clean pass is then reported to the progress callback or bar.
@@ -26,7 +26,7 @@ from attacks.outcomes import (
     Piece,
     SuiteResult,
     merge_per_epsilon,
-    record_of,
+    outcome_of,
 )
 from attacks.plan import NormPlan, Plan, Stage
 from attacks.presets import SuiteConfig
@@ -72,7 +72,7 @@ class _Found:
     robust: Tensor | None = None
     sweep: AttackOutcome | None = None
     independent: AttackOutcome | None = None
-    records: list[AttackOutcome] = field(default_factory=list)
+    outcomes: list[AttackOutcome] = field(default_factory=list)
     pieces: list[Piece] = field(default_factory=list)
     failures: list[Failure] = field(default_factory=list)
 
@@ -130,7 +130,7 @@ class _Executor:
             if ran.result is None:
                 found.failures.append(ran.failure(stage, None))
             else:
-                found.sweep = record_of(spec, norm, ran.result, self.everyone, self.x)
+                found.sweep = outcome_of(spec, norm, ran.result, self.everyone, self.x)
             return stage.label, ran.resumed
         if stage.role == "independent-sweep":
             if found.sweep is None:
@@ -147,12 +147,12 @@ class _Executor:
             if ran.result is None:
                 found.failures.append(ran.failure(stage, None))
             else:
-                found.independent = record_of(spec, norm, ran.result, subset, self.x)
+                found.independent = outcome_of(spec, norm, ran.result, subset, self.x)
             return stage.label, ran.resumed
         return stage.label, self._attack(stage, found)
 
     def _attack(self, stage: Stage, found: _Found) -> bool:
-        """One main-list stage: its piece of the attack's record, the record once the
+        """One main-list stage: its piece of the attack's outcome, the outcome once the
         attack's last epsilon has run; whether it was resumed."""
         assert stage.attack is not None and stage.norm is not None
         assert self.clean_correct is not None
@@ -176,10 +176,10 @@ class _Executor:
                 else:
                     found.pieces.append(Piece(ran.result, 0, index, "run"))
         if stage.row == len(epsilons) - 1:
-            record, found.robust = merge_per_epsilon(
+            outcome, found.robust = merge_per_epsilon(
                 stage.attack, stage.norm, epsilons, found.pieces, self.x, found.robust
             )
-            found.records.append(record)
+            found.outcomes.append(outcome)
             found.pieces = []
         return resumed
 
@@ -242,7 +242,7 @@ def execute(
                     if item.robust is None
                     else item.robust
                 ),
-                attacks=tuple(item.records),
+                attacks=tuple(item.outcomes),
                 sweep_epsilons=item.plan.sweep_epsilons,
                 unbounded_epsilon=item.plan.unbounded_epsilon,
                 sweep=item.sweep,

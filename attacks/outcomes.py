@@ -1,12 +1,14 @@
-"""What a suite found: per-sample records of each attack, per norm and in all.
+"""What a suite found: per-sample outcomes of each attack, per norm and in all.
 
 ``run_suite`` (``attacks.suite``) returns a ``SuiteResult``: per norm a ``NormOutcome`` with
-the records of the main list (``AttackOutcome``, one per attack over every epsilon and every
+the outcomes of the main list (``AttackOutcome``, one per attack over every epsilon and every
 sample, in memory: tensors, examples and the run behind it), the sweep's and the independent
 sweep's, and every stage that did not complete (``core.attackrecords.Failure``, the
-document's record). A record's per-sample tables are those of ``AttackResult`` of the same
-names, with their declared fills (``attacks.tables``); ``record_of`` makes the record of one
-run, ``merge_per_epsilon`` the record of one attack from its runs at each epsilon.
+document's record). An outcome's per-sample tables are those of ``AttackResult`` of the same
+names, with their declared fills (``attacks.tables``); ``outcome_of`` makes the outcome of one
+run, ``merge_per_epsilon`` the outcome of one attack from its runs at each epsilon.
+``analysis.robustness`` turns each outcome into the document's record
+(``core.attackrecords.AttackRecord``).
 """
 
 from __future__ import annotations
@@ -25,13 +27,13 @@ from attacks.worstcase import robust_after
 from core.attackrecords import FAILED, NOT_APPLICABLE, OK, AttackStatus, Failure, Proportion
 
 __all__ = [
-    "RECORD_TABLES",
+    "OUTCOME_TABLES",
     "AttackOutcome",
     "NormOutcome",
     "Piece",
     "SuiteResult",
     "merge_per_epsilon",
-    "record_of",
+    "outcome_of",
 ]
 
 
@@ -44,7 +46,7 @@ class AttackOutcome:
     Every table holds, at the ``k``-th epsilon, what the run at that epsilon produced, with
     columns in the order of the suite's samples. The tables are those of ``AttackResult`` of
     the same names, with their declared fills (see ``attacks.tables``): a table added here
-    under the name of a declared one is filled wherever records are made.
+    under the name of a declared one is filled wherever outcomes are made.
 
     Attributes:
         label: the attack's label in the suite (``"pgd-ce"``, ``"square"``, ...).
@@ -52,7 +54,7 @@ class AttackOutcome:
         norm: the norm.
         epsilons: the ``K`` epsilons.
         source: ``"run"``, or ``"sweep"`` when the outcomes were taken from the nested sweep.
-        sample_index: ``[n]`` positions of the samples the record covers (all ``N`` for the
+        sample_index: ``[n]`` positions of the samples the outcome covers (all ``N`` for the
             main list and the nested sweep, the subsample for the independent sweep).
         attacked: ``[K, N]`` bool, the attack ran on the sample at that epsilon.
         success: ``[K, N]`` bool, this attack broke the sample (clean errors included).
@@ -63,7 +65,7 @@ class AttackOutcome:
         robust_accuracy_after: ``[K]`` worst-case robust accuracy after this attack (main
             list, of the ``N`` samples), or this attack's own robust accuracy (sweeps, of the
             samples they ran on), as counts with their interval (the document's record).
-        result: the record as one ``AttackResult`` over the same ``K`` epsilons and ``N``
+        result: the outcome as one ``AttackResult`` over the same ``K`` epsilons and ``N``
             samples (the independent sweep: over its subsample), assembled from the runs
             behind it; None when no run completed.
         adversarial: ``[K, N, ...]`` the example the run at each epsilon returned, projected,
@@ -75,7 +77,7 @@ class AttackOutcome:
         nonfinite: ``[K, N]`` bool, the sample was attacked and the logits at the example
             its run returned held NaN or Inf (never counted in ``success``).
         nonfinite_evaluations: sample evaluations with NaN or Inf logits over the runs behind
-            the record.
+            the outcome.
     """
 
     label: str
@@ -119,10 +121,10 @@ class AttackOutcome:
         return self.loss_trace.nanmean(dim=2)
 
 
-RECORD_TABLES = tuple(
+OUTCOME_TABLES = tuple(
     f for f in PER_SAMPLE_TABLES if f.name in {a.name for a in fields(AttackOutcome)}
 )
-"""The per-sample tables of ``AttackResult`` that a record holds over all the suite's samples."""
+"""The per-sample tables of ``AttackResult`` that an outcome holds over all the suite's samples."""
 
 
 @dataclass(frozen=True)
@@ -133,7 +135,7 @@ class NormOutcome:
         norm: the norm.
         epsilons: the suite's ``K`` epsilons.
         robust: ``[K, N]`` bool, robust to every attack of the main list (worst case).
-        attacks: the main list's records, in the order run.
+        attacks: the main list's outcomes, in the order run.
         sweep_epsilons: the sweep's ascending epsilons (the last may be the unbounded one).
         unbounded_epsilon: the epsilon whose ball covers the whole box.
         sweep: the nested sweep on every sample, or None (none configured, or it failed).
@@ -156,8 +158,8 @@ class NormOutcome:
         """Worst-case robust accuracy over the main list, one value per epsilon."""
         return (self.robust.double().mean(dim=1)).tolist()
 
-    def record(self, label: str) -> AttackOutcome:
-        """The main-list record called ``label``."""
+    def outcome(self, label: str) -> AttackOutcome:
+        """The main-list outcome of the attack called ``label``."""
         for item in self.attacks:
             if item.label == label:
                 return item
@@ -211,7 +213,7 @@ def _proportions(robust: Tensor) -> tuple[Proportion, ...]:
     return tuple(Proportion.of(int(count), total) for count in robust.sum(dim=1).tolist())
 
 
-def record_of(
+def outcome_of(
     spec: AttackSpec,
     norm: Norm,
     result: AttackResult,
@@ -219,12 +221,12 @@ def record_of(
     x: Tensor,
     source: str = "run",
 ) -> AttackOutcome:
-    """The record of ``result``, a run on samples ``index`` of ``x``: its tables over all the
+    """The outcome of ``result``, a run on samples ``index`` of ``x``: its tables over all the
     suite's samples, the fill where the run did not attack a sample or did not cover it."""
     num_samples = x.shape[0]
-    tables = empty(RECORD_TABLES, len(result.epsilons), x, length=result.loss_trace.shape[1])
-    own = masked(tables_of(result, RECORD_TABLES), RECORD_TABLES, "record", result.attacked)
-    scatter(tables, own, index, RECORD_TABLES)
+    tables = empty(OUTCOME_TABLES, len(result.epsilons), x, length=result.loss_trace.shape[1])
+    own = masked(tables_of(result, OUTCOME_TABLES), OUTCOME_TABLES, "outcome", result.attacked)
+    scatter(tables, own, index, OUTCOME_TABLES)
     return AttackOutcome(
         label=spec.label,
         kind=spec.kind,
@@ -272,7 +274,7 @@ def merge_per_epsilon(
     x: Tensor,
     robust: Tensor,
 ) -> tuple[AttackOutcome, Tensor]:
-    """Fold one attack's per-epsilon runs into one record over all samples, and the robust
+    """Fold one attack's per-epsilon runs into one outcome over all samples, and the robust
     masks after it.
 
     Row ``k`` of every table is taken from the run at the ``k``-th epsilon (the sweep's row at
@@ -280,7 +282,7 @@ def merge_per_epsilon(
     failed leaves its samples not attacked.
 
     Returns:
-        The record and the ``[K, N]`` robust masks after this attack (``robust_after``).
+        The outcome and the ``[K, N]`` robust masks after this attack (``robust_after``).
     """
     num_samples, num_eps = x.shape[0], len(epsilons)
     results = [p.result for p in pieces if p.result is not None]
@@ -332,14 +334,14 @@ def merge_per_epsilon(
             **own,
         )
     sources = {piece.source for piece in pieces}
-    # Where a sample was not attacked, the record shows the fill (e.g. no margin).
+    # Where a sample was not attacked, the outcome shows the fill (e.g. no margin).
     shown: dict[str, Any] = masked(
-        {f.name: tables[f.name] for f in RECORD_TABLES},
-        RECORD_TABLES,
-        "record",
+        {f.name: tables[f.name] for f in OUTCOME_TABLES},
+        OUTCOME_TABLES,
+        "outcome",
         tables["attacked"],
     )
-    record = AttackOutcome(
+    outcome = AttackOutcome(
         label=spec.label,
         kind=spec.kind,
         norm=norm,
@@ -353,4 +355,4 @@ def merge_per_epsilon(
         nonfinite_evaluations=sum(r.nonfinite_evaluations for r in distinct),
         **shown,
     )
-    return record, after
+    return outcome, after

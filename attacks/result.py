@@ -91,7 +91,7 @@ class AttackResult:
     Each per-sample table is declared once, in its attribute's metadata
     (``attacks.tables.per_sample``: its fill where a sample was not attacked, dtype and shape);
     ``PER_SAMPLE_TABLES`` lists them all, and wherever results are assembled (the engine, the
-    suite's records, its merged and concatenated results) every declared table is allocated,
+    suite's outcomes, its merged and concatenated results) every declared table is allocated,
     placed, selected and joined through ``attacks.tables``.
 
     Attributes:
@@ -163,7 +163,7 @@ class AttackResult:
     wall_time: float
     seed: int
     nonfinite: Tensor = field(
-        metadata=per_sample(fill=False, kind="bool", inherited=True, unattacked="record")
+        metadata=per_sample(fill=False, kind="bool", inherited=True, unattacked="outcome")
     )
     nonfinite_evaluations: int = 0
     backend: str = "native"

@@ -52,9 +52,9 @@ CLEAN_INPUT = None
 Kind = Literal["bool", "int64", "float"]
 """A table's dtype: bool, int64, or the inputs' floating dtype."""
 
-Unattacked = Literal["kept", "record", "merged"]
+Unattacked = Literal["kept", "outcome", "merged"]
 """What a table holds where the sample was not attacked at that epsilon: what the run gave
-(``"kept"``), the fill in a suite's record (``"record"``), or the fill also in a result merged
+(``"kept"``), the fill in a suite's outcome (``"outcome"``), or the fill also in a result merged
 from per-epsilon runs (``"merged"``)."""
 
 _KEY = "robaudit.per_sample"
@@ -250,14 +250,14 @@ def cat(parts: Sequence[Mapping[str, Tensor | None]], fields: Iterable[Field]) -
 def masked(
     tables: Mapping[str, Tensor | None],
     fields: Iterable[Field],
-    level: Literal["record", "merged"],
+    level: Literal["outcome", "merged"],
     attacked: Tensor,
 ) -> Tables:
     """``tables`` with the fill where ``attacked`` (bool ``[K, N]``, or ``[N]`` for tables of
     one row) is False, in the tables whose ``unattacked`` asks for it at ``level``: every such
-    table for a record, those marked ``"merged"`` for a merged result. The other tables are
+    table for an outcome, those marked ``"merged"`` for a merged result. The other tables are
     the same tensors; the examples (filled with the clean input) cannot be masked so."""
-    levels = {"merged"} if level == "merged" else {"record", "merged"}
+    levels = {"merged"} if level == "merged" else {"outcome", "merged"}
     out: Tables = dict(tables)
     for field in fields:
         value = tables.get(field.name)

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from attacks import AttackSpec, Norm, pgd_targeted
-from attacks.outcomes import record_of
+from attacks.outcomes import outcome_of
 from attacks.result import PER_SAMPLE_TABLES, AttackResult
 from attacks.shards import concatenate
 from attacks.suite import AttackOutcome
@@ -28,7 +28,7 @@ from attacks.tables import (
 
 K, N = 2, 5
 FIELDS = (
-    Field("flag", fill=False, kind="bool", inherited=True, unattacked="record"),
+    Field("flag", fill=False, kind="bool", inherited=True, unattacked="outcome"),
     Field("count", fill=0, kind="int64"),
     Field("value", fill=float("nan"), kind="float", inherited=True, unattacked="merged"),
     Field("trace", fill=float("nan"), kind="float", shape=("K", "T", "N")),
@@ -87,7 +87,7 @@ def test_every_tensor_of_a_result_is_a_declared_table() -> None:
     }
 
 
-def test_every_per_sample_tensor_of_a_record_is_a_declared_table() -> None:
+def test_every_per_sample_tensor_of_an_outcome_is_a_declared_table() -> None:
     names = {f.name for f in PER_SAMPLE_TABLES}
     assert _tensor_attributes(AttackOutcome) - {"sample_index"} <= names
 
@@ -161,13 +161,13 @@ def test_masked_puts_the_fill_where_not_attacked_at_the_level_asked() -> None:
     part = _part(4, length=1, seed=4)
     attacked = torch.tensor([[True, False, True, False], [False, False, True, True]])
     merged = masked(part, FIELDS, "merged", attacked)
-    record = masked(part, FIELDS, "record", attacked)
+    outcome = masked(part, FIELDS, "outcome", attacked)
     assert _same(merged["flag"], part["flag"])
     expected = torch.where(attacked, part["value"], math.nan)  # type: ignore[arg-type]
-    assert _same(merged["value"], expected) and _same(record["value"], expected)
-    assert _same(record["flag"], part["flag"] & attacked)  # type: ignore[operator]
+    assert _same(merged["value"], expected) and _same(outcome["value"], expected)
+    assert _same(outcome["flag"], part["flag"] & attacked)  # type: ignore[operator]
     for name in ("count", "trace", "example"):
-        assert record[name] is part[name]
+        assert outcome[name] is part[name]
 
 
 def test_inherit_copies_the_inherited_tables_of_the_previous_row() -> None:
@@ -224,7 +224,7 @@ def test_cat_of_two_runs_is_the_run_on_their_samples_together(model, data, split
         assert _same(value, picked[name]), name
 
 
-def test_a_record_holds_its_run_at_the_runs_samples_and_the_fills_elsewhere(model, data) -> None:
+def test_an_outcome_holds_its_run_at_the_runs_samples_and_the_fills_elsewhere(model, data) -> None:
     x, y = data
     index = torch.tensor([1, 5, 6, 20, 33])
     result = pgd_targeted(
@@ -239,9 +239,9 @@ def test_a_record_holds_its_run_at_the_runs_samples_and_the_fills_elsewhere(mode
         sample_ids=index,
     )
     spec = AttackSpec("pgd-t", "pgd-t", {"num_steps": 3})
-    record = record_of(spec, Norm.LINF, result, index, x)
-    fields = [f for f in PER_SAMPLE_TABLES if hasattr(record, f.name)]
-    held = tables_of(record, fields)
+    outcome = outcome_of(spec, Norm.LINF, result, index, x)
+    fields = [f for f in PER_SAMPLE_TABLES if hasattr(outcome, f.name)]
+    held = tables_of(outcome, fields)
     shown = take(held, index, fields)
     attacked = result.attacked
     for name, value in tables_of(result, fields).items():
@@ -257,13 +257,13 @@ def test_a_record_holds_its_run_at_the_runs_samples_and_the_fills_elsewhere(mode
 
 
 def test_masked_spreads_the_attacked_samples_over_a_traces_steps() -> None:
-    fields = (Field("trace", fill=float("nan"), shape=("K", "T", "N"), unattacked="record"),)
+    fields = (Field("trace", fill=float("nan"), shape=("K", "T", "N"), unattacked="outcome"),)
     trace = torch.rand(K, 3, 4, dtype=torch.float64)
     attacked = torch.tensor([[True, False, True, False], [False, False, True, True]])
     expected = torch.where(attacked.unsqueeze(1), trace, math.nan)
-    assert _same(masked({"trace": trace}, fields, "record", attacked)["trace"], expected)
-    one_row = masked({"trace": trace[1]}, fields, "record", attacked[1])["trace"]
+    assert _same(masked({"trace": trace}, fields, "outcome", attacked)["trace"], expected)
+    one_row = masked({"trace": trace[1]}, fields, "outcome", attacked[1])["trace"]
     assert _same(one_row, expected[1])
-    examples = (Field("example", fill=CLEAN_INPUT, shape=("K", "N", "..."), unattacked="record"),)
+    examples = (Field("example", fill=CLEAN_INPUT, shape=("K", "N", "..."), unattacked="outcome"),)
     with pytest.raises(ValueError, match="clean input"):
-        masked({"example": torch.zeros(K, 4, 3)}, examples, "record", attacked)
+        masked({"example": torch.zeros(K, 4, 3)}, examples, "outcome", attacked)
