@@ -20,8 +20,8 @@ import torch
 from torch import Tensor
 
 from attacks.presets import AttackSpec, SuiteConfig
-from attacks.result import PER_SAMPLE_TABLES, AttackResult, gradient_stats
-from attacks.tables import arguments, at, empty, masked, scatter, tables_of
+from attacks.result import PER_SAMPLE_TABLES, AttackResult, combine
+from attacks.tables import Tables, at, empty, masked, scatter, tables_of
 from attacks.threat import Norm
 from attacks.worstcase import robust_after
 from core.attackrecords import FAILED, NOT_APPLICABLE, OK, AttackStatus, Failure, Proportion
@@ -299,40 +299,13 @@ def merge_per_epsilon(
     # A run shared by several epsilons (the sweep's) counts once.
     distinct = list({id(r): r for r in results}.values())
     if results:
-        first = results[0]
-        stats = None
-        if first.gradient_stats is not None:
-            stats = gradient_stats(
-                tables["first_grad_norm"],
-                vanishing_threshold=first.gradient_stats.vanishing_threshold,
-                nonfinite_logits=sum(
-                    r.gradient_stats.nonfinite_logits for r in distinct if r.gradient_stats
-                ),
-                nonfinite_gradients=sum(
-                    r.gradient_stats.nonfinite_gradients for r in distinct if r.gradient_stats
-                ),
-            )
-        own = arguments(tables, PER_SAMPLE_TABLES)
         # An optional table (targets) is there when the attack gives it.
-        present = tables_of(first, PER_SAMPLE_TABLES)
-        own.update(
-            {f.name: None for f in PER_SAMPLE_TABLES if f.optional and present[f.name] is None}
-        )
-        merged = AttackResult(
-            attack=first.attack,
-            norm=norm,
-            epsilons=epsilons,
-            objective=first.objective,
-            num_forward=sum(r.num_forward for r in distinct),
-            num_backward=sum(r.num_backward for r in distinct),
-            wall_time=sum(r.wall_time for r in distinct),
-            seed=first.seed,
-            nonfinite_evaluations=sum(r.nonfinite_evaluations for r in distinct),
-            backend=first.backend,
-            params=first.params,
-            gradient_stats=stats,
-            **own,
-        )
+        present = tables_of(results[0], PER_SAMPLE_TABLES)
+        own: Tables = {
+            f.name: None if f.optional and present[f.name] is None else tables[f.name]
+            for f in PER_SAMPLE_TABLES
+        }
+        merged = combine(distinct, own, norm=norm, epsilons=epsilons)
     sources = {piece.source for piece in pieces}
     # Where a sample was not attacked, the outcome shows the fill (e.g. no margin).
     shown: dict[str, Any] = masked(

@@ -11,13 +11,14 @@ samples are judged and ``nonfinite`` for where they are marked.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from attacks.tables import CLEAN_INPUT, Field, declared, per_sample
+from attacks.tables import CLEAN_INPUT, Field, arguments, declared, per_sample
 from attacks.threat import Norm
 from core.document import GradientStats
 
@@ -196,3 +197,46 @@ class AttackResult:
 PER_SAMPLE_TABLES: tuple[Field, ...] = declared(AttackResult)
 """Every per-sample table of ``AttackResult``, each with its fill, dtype, shape and rules (see
 ``attacks.tables``)."""
+
+
+def combine(
+    results: Sequence[AttackResult], tables: Mapping[str, Tensor | None], **changes: Any
+) -> AttackResult:
+    """One result of the runs ``results``, whose per-sample tables, already joined, are
+    ``tables``: calls of one stage on parts of its samples (``attacks.shards``), or one
+    attack's runs at each epsilon (``attacks.outcomes``).
+
+    Args:
+        results: the runs, each once, the first giving the settings (attack, objective,
+            backend, parameters, seed, ...).
+        tables: the joined tables; None for an optional table the result does not have.
+        changes: attributes of the joined result that differ from the first run's (its
+            epsilons, its seed).
+
+    Returns:
+        The first run with ``tables`` and ``changes``, its counts and time the sums over the
+        runs, and its gradient statistics (where the first run has them and ``tables`` holds
+        first gradients) those of the joined first gradients, with the runs' non-finite
+        counts summed.
+    """
+    first = results[0]
+    norms = tables.get("first_grad_norm")
+    stats = None
+    if first.gradient_stats is not None and norms is not None:
+        parts = [r.gradient_stats for r in results if r.gradient_stats is not None]
+        stats = gradient_stats(
+            norms,
+            vanishing_threshold=first.gradient_stats.vanishing_threshold,
+            nonfinite_logits=sum(p.nonfinite_logits for p in parts),
+            nonfinite_gradients=sum(p.nonfinite_gradients for p in parts),
+        )
+    return replace(
+        first,
+        **arguments(tables, PER_SAMPLE_TABLES),
+        num_forward=sum(r.num_forward for r in results),
+        num_backward=sum(r.num_backward for r in results),
+        wall_time=sum(r.wall_time for r in results),
+        nonfinite_evaluations=sum(r.nonfinite_evaluations for r in results),
+        gradient_stats=stats,
+        **changes,
+    )

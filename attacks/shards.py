@@ -12,7 +12,6 @@ whole outcome.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import replace
 from typing import Any
 
 import torch
@@ -23,8 +22,8 @@ from attacks.evaluator import NO_INPUT_GRADIENT, NoInputGradient
 from attacks.losses import margin as logit_margin
 from attacks.plan import Stage
 from attacks.presets import AttackSpec, SuiteConfig
-from attacks.result import PER_SAMPLE_TABLES, AttackResult, gradient_stats
-from attacks.tables import arguments, cat, tables_of, take
+from attacks.result import PER_SAMPLE_TABLES, AttackResult, combine
+from attacks.tables import cat, tables_of, take
 from attacks.threat import Norm
 from core.attackrecords import FAILED, NOT_APPLICABLE, OK, AttackStatus
 from torchutil import (
@@ -244,29 +243,9 @@ def run_stage(
 def concatenate(results: list[AttackResult], seed: int, take_index: Tensor) -> AttackResult:
     """One result over the samples of ``results`` side by side (calls of one stage), its
     columns ``take_index`` of them (the stage's samples in its order)."""
-    first = results[0]
     tables = take(
         cat([tables_of(r, PER_SAMPLE_TABLES) for r in results], PER_SAMPLE_TABLES),
         take_index,
         PER_SAMPLE_TABLES,
     )
-    norms = tables["first_grad_norm"]
-    stats = None
-    if first.gradient_stats is not None and norms is not None:
-        parts = [r.gradient_stats for r in results if r.gradient_stats is not None]
-        stats = gradient_stats(
-            norms,
-            vanishing_threshold=first.gradient_stats.vanishing_threshold,
-            nonfinite_logits=sum(p.nonfinite_logits for p in parts),
-            nonfinite_gradients=sum(p.nonfinite_gradients for p in parts),
-        )
-    return replace(
-        first,
-        **arguments(tables, PER_SAMPLE_TABLES),
-        num_forward=sum(r.num_forward for r in results),
-        num_backward=sum(r.num_backward for r in results),
-        wall_time=sum(r.wall_time for r in results),
-        seed=seed,
-        nonfinite_evaluations=sum(r.nonfinite_evaluations for r in results),
-        gradient_stats=stats,
-    )
+    return combine(results, tables, seed=seed)
