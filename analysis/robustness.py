@@ -5,12 +5,18 @@ records, the sweeps and the adversarial examples with the model's prediction on 
 
 from __future__ import annotations
 
+import types
+import typing
+from collections.abc import Callable
+from typing import Any
+
 import torch
 
 from analysis.exampleencoding import encode_exact, encode_image
 from attacks import AttackOutcome, NormOutcome, SuiteResult
 from attacks.losses import NO_PREDICTION, predict
-from attacks.result import plain
+from attacks.result import PER_SAMPLE_TABLES, plain
+from core.docfields import BitRows
 from core.document import (
     AttackRecord,
     Example,
@@ -113,6 +119,50 @@ def _counts(values: torch.Tensor) -> tuple[int, ...]:
     return tuple(int(v) for v in values)
 
 
+def _values(table: torch.Tensor) -> Any:
+    """``[K, N]`` -> K tuples of N numbers, NaN and Inf kept (the document encodes them)."""
+    return as_read(plain(table, keep_nonfinite=True))
+
+
+_TABLE_FORMS: dict[Any, Callable[[torch.Tensor], Any]] = {
+    BitRows: bit_rows,
+    tuple[tuple[int, ...], ...]: _values,
+    tuple[tuple[float | None, ...], ...]: _values,
+    tuple[int, ...]: lambda table: _counts(table.sum(1)),
+    int: lambda table: int(table.sum()),
+}
+"""How a ``[K, N]`` table of an outcome is written into a field of the document's record, by
+the field's type: per epsilon and sample (bits, or numbers), per epsilon (the sum over the
+samples), or one number (the sum over all)."""
+
+
+def _table_form(name: str, hint: Any) -> Callable[[torch.Tensor], Any]:
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        (hint,) = [arg for arg in typing.get_args(hint) if arg is not type(None)]
+    if hint not in _TABLE_FORMS:
+        raise TypeError(f"AttackRecord.{name} is named as a per-sample table but has type {hint}")
+    return _TABLE_FORMS[hint]
+
+
+_HINTS = typing.get_type_hints(AttackRecord, include_extras=True)
+_FROM_TABLES = {
+    f.name: _table_form(f.name, _HINTS[f.name]) for f in PER_SAMPLE_TABLES if f.name in _HINTS
+}
+"""The fields of the document's ``AttackRecord`` named as a per-sample table of
+``AttackResult`` (declared in ``attacks.result``), each with how the outcome's table becomes
+its value: a table declared there and a field of its name here need no line in between."""
+
+
+def _tables(attack: AttackOutcome) -> dict[str, Any]:
+    """The fields of the record of ``attack`` that are its tables (see ``_FROM_TABLES``); None
+    for an optional table the attack does not give."""
+    out: dict[str, Any] = {}
+    for name, form in _FROM_TABLES.items():
+        table = attack.tables[name]
+        out[name] = None if table is None else form(table)
+    return out
+
+
 def norm_section(
     outcome: NormOutcome,
     suite: SuiteResult,
@@ -138,19 +188,14 @@ def norm_section(
                 robust_accuracy_after=attack.robust_accuracy_after,
                 broken=_counts((attack.success & attack.attacked).sum(1)),
                 attempted=_counts(attack.attacked.sum(1)),
-                success=bit_rows(attack.success),
-                attacked=bit_rows(attack.attacked),
-                last_success=bit_rows(attack.last_success),
-                success_step=as_read(plain(attack.success_step)),
                 mean_loss_trace=as_read(plain(attack.mean_loss_trace, keep_nonfinite=True)),
-                nonfinite=_counts(attack.nonfinite.sum(1)),
                 nonfinite_samples=bit_rows(attack.nonfinite),
                 nonfinite_evaluations=attack.nonfinite_evaluations,
-                queries=int(attack.queries.sum()),
                 num_forward=0 if attack.result is None else attack.result.num_forward,
                 num_backward=0 if attack.result is None else attack.result.num_backward,
                 wall_time=0.0 if attack.result is None else as_read(attack.result.wall_time),
                 gradient_stats=None if attack.result is None else attack.result.gradient_stats,
+                **_tables(attack),
             )
         )
     robust_counts = outcome.robust.sum(1).tolist()

@@ -13,8 +13,9 @@ run, ``merge_per_epsilon`` the outcome of one attack from its runs at each epsil
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
-from typing import Any
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import overload
 
 import torch
 from torch import Tensor
@@ -27,7 +28,6 @@ from attacks.worstcase import robust_after
 from core.attackrecords import FAILED, NOT_APPLICABLE, OK, AttackStatus, Failure, Proportion
 
 __all__ = [
-    "OUTCOME_TABLES",
     "AttackOutcome",
     "NormOutcome",
     "Piece",
@@ -37,16 +37,40 @@ __all__ = [
 ]
 
 
+class _Table:
+    """An outcome's table under the attribute's own name: ``outcome.success`` is
+    ``outcome.tables["success"]``."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    @overload
+    def __get__(self, instance: None, owner: type) -> _Table: ...
+
+    @overload
+    def __get__(self, instance: AttackOutcome, owner: type) -> Tensor: ...
+
+    def __get__(self, instance: AttackOutcome | None, owner: type) -> _Table | Tensor:
+        if instance is None:
+            return self
+        value = instance.tables[self.name]
+        if value is None:
+            raise AttributeError(f"the outcome of {instance.label!r} has no {self.name} table")
+        return value
+
+
 @dataclass(frozen=True)
 class AttackOutcome:
     """Per-sample outcomes of one attack at one norm over ``K`` epsilons, on all ``N`` samples.
     Its record in the document is ``core.attackrecords.AttackRecord``, made by
     ``analysis.robustness``.
 
-    Every table holds, at the ``k``-th epsilon, what the run at that epsilon produced, with
-    columns in the order of the suite's samples. The tables are those of ``AttackResult`` of
-    the same names, with their declared fills (see ``attacks.tables``): a table added here
-    under the name of a declared one is filled wherever outcomes are made.
+    ``tables`` holds every per-sample table of ``AttackResult`` (``PER_SAMPLE_TABLES``), each
+    at the ``k``-th epsilon what the run at that epsilon produced, with columns in the order
+    of the suite's samples, and its declared fill (see ``attacks.tables``) where the run did
+    not attack a sample or did not cover it: a table declared on ``AttackResult`` is held here
+    without another line. The tables the checks read are attributes as well (``success``,
+    ``margin``, ...).
 
     Attributes:
         label: the attack's label in the suite (``"pgd-ce"``, ``"square"``, ...).
@@ -56,26 +80,16 @@ class AttackOutcome:
         source: ``"run"``, or ``"sweep"`` when the outcomes were taken from the nested sweep.
         sample_index: ``[n]`` positions of the samples the outcome covers (all ``N`` for the
             main list and the nested sweep, the subsample for the independent sweep).
-        attacked: ``[K, N]`` bool, the attack ran on the sample at that epsilon.
-        success: ``[K, N]`` bool, this attack broke the sample (clean errors included).
-        last_success: ``[K, N]`` bool, the final iterate broke it (see ``AttackResult``).
-        margin: ``[K, N]`` true-label margin at the returned example, NaN where not attacked.
-        queries: ``[K, N]`` sample evaluations spent.
-        loss_trace: ``[K, T + 1, N]`` per-sample objective per iteration, NaN where absent.
+        tables: every declared table over the ``N`` samples; None for an optional one the
+            attack does not give (``targets`` of an untargeted attack).
         robust_accuracy_after: ``[K]`` worst-case robust accuracy after this attack (main
             list, of the ``N`` samples), or this attack's own robust accuracy (sweeps, of the
             samples they ran on), as counts with their interval (the document's record).
         result: the outcome as one ``AttackResult`` over the same ``K`` epsilons and ``N``
             samples (the independent sweep: over its subsample), assembled from the runs
             behind it; None when no run completed.
-        adversarial: ``[K, N, ...]`` the example the run at each epsilon returned, projected,
-            clipped and judged; the clean input where the sample was not attacked.
-        success_step: ``[K, N]`` int64 iteration of the first success (see
-            ``AttackResult.success_step``); -1 where this attack did not break the sample.
         statuses: ``[K]`` ``"ok"``, ``"failed"`` or ``"not-applicable"`` per epsilon.
         messages: ``[K]`` the error or reason where not ``"ok"``, else None.
-        nonfinite: ``[K, N]`` bool, the sample was attacked and the logits at the example
-            its run returned held NaN or Inf (never counted in ``success``).
         nonfinite_evaluations: sample evaluations with NaN or Inf logits over the runs behind
             the outcome.
     """
@@ -86,20 +100,34 @@ class AttackOutcome:
     epsilons: tuple[float, ...]
     source: str
     sample_index: Tensor
-    attacked: Tensor
-    success: Tensor
-    last_success: Tensor
-    margin: Tensor
-    queries: Tensor
-    loss_trace: Tensor
+    tables: Tables
     robust_accuracy_after: tuple[Proportion, ...]
     result: AttackResult | None
-    adversarial: Tensor
-    success_step: Tensor
     statuses: tuple[AttackStatus, ...]
     messages: tuple[str | None, ...]
-    nonfinite: Tensor
     nonfinite_evaluations: int
+
+    attacked = _Table()
+    """``[K, N]`` bool, the attack ran on the sample at that epsilon."""
+    success = _Table()
+    """``[K, N]`` bool, this attack broke the sample (clean errors included)."""
+    last_success = _Table()
+    """``[K, N]`` bool, the final iterate broke it (see ``AttackResult``)."""
+    margin = _Table()
+    """``[K, N]`` true-label margin at the returned example, NaN where not attacked."""
+    queries = _Table()
+    """``[K, N]`` sample evaluations spent."""
+    loss_trace = _Table()
+    """``[K, T + 1, N]`` per-sample objective per iteration, NaN where absent."""
+    adversarial = _Table()
+    """``[K, N, ...]`` the example the run at each epsilon returned, projected, clipped and
+    judged; the clean input where the sample was not attacked."""
+    success_step = _Table()
+    """``[K, N]`` int64 iteration of the first success (see ``AttackResult.success_step``); -1
+    where this attack did not break the sample."""
+    nonfinite = _Table()
+    """``[K, N]`` bool, the sample was attacked and the logits at the example its run returned
+    held NaN or Inf (never counted in ``success``)."""
 
     @property
     def status(self) -> AttackStatus:
@@ -121,10 +149,14 @@ class AttackOutcome:
         return self.loss_trace.nanmean(dim=2)
 
 
-OUTCOME_TABLES = tuple(
-    f for f in PER_SAMPLE_TABLES if f.name in {a.name for a in fields(AttackOutcome)}
-)
-"""The per-sample tables of ``AttackResult`` that an outcome holds over all the suite's samples."""
+def _given(tables: Mapping[str, Tensor | None], result: AttackResult | None) -> Tables:
+    """``tables`` without the optional tables that ``result`` does not give (``targets`` of an
+    untargeted attack; all of them when there is no result)."""
+    present = {} if result is None else tables_of(result, PER_SAMPLE_TABLES)
+    return {
+        f.name: None if f.optional and present.get(f.name) is None else tables[f.name]
+        for f in PER_SAMPLE_TABLES
+    }
 
 
 @dataclass(frozen=True)
@@ -224,9 +256,9 @@ def outcome_of(
     """The outcome of ``result``, a run on samples ``index`` of ``x``: its tables over all the
     suite's samples, the fill where the run did not attack a sample or did not cover it."""
     num_samples = x.shape[0]
-    tables = empty(OUTCOME_TABLES, len(result.epsilons), x, length=result.loss_trace.shape[1])
-    own = masked(tables_of(result, OUTCOME_TABLES), OUTCOME_TABLES, "outcome", result.attacked)
-    scatter(tables, own, index, OUTCOME_TABLES)
+    tables = empty(PER_SAMPLE_TABLES, len(result.epsilons), x, length=result.loss_trace.shape[1])
+    own = masked(tables_of(result), PER_SAMPLE_TABLES, "outcome", result.attacked)
+    scatter(tables, own, index, PER_SAMPLE_TABLES)
     return AttackOutcome(
         label=spec.label,
         kind=spec.kind,
@@ -241,7 +273,7 @@ def outcome_of(
         statuses=tuple(OK for _ in result.epsilons),
         messages=(None,) * len(result.epsilons),
         nonfinite_evaluations=result.nonfinite_evaluations,
-        **tables,
+        tables=_given(tables, result),
     )
 
 
@@ -298,22 +330,13 @@ def merge_per_epsilon(
     merged = None
     # A run shared by several epsilons (the sweep's) counts once.
     distinct = list({id(r): r for r in results}.values())
+    # An optional table (targets) is there when the attack gives it.
+    own = _given(tables, results[0] if results else None)
     if results:
-        # An optional table (targets) is there when the attack gives it.
-        present = tables_of(results[0], PER_SAMPLE_TABLES)
-        own: Tables = {
-            f.name: None if f.optional and present[f.name] is None else tables[f.name]
-            for f in PER_SAMPLE_TABLES
-        }
         merged = combine(distinct, own, norm=norm, epsilons=epsilons)
     sources = {piece.source for piece in pieces}
     # Where a sample was not attacked, the outcome shows the fill (e.g. no margin).
-    shown: dict[str, Any] = masked(
-        {f.name: tables[f.name] for f in OUTCOME_TABLES},
-        OUTCOME_TABLES,
-        "outcome",
-        tables["attacked"],
-    )
+    shown = masked(own, PER_SAMPLE_TABLES, "outcome", tables["attacked"])
     outcome = AttackOutcome(
         label=spec.label,
         kind=spec.kind,
@@ -326,6 +349,6 @@ def merge_per_epsilon(
         statuses=tuple(piece.status for piece in pieces),
         messages=tuple(piece.message for piece in pieces),
         nonfinite_evaluations=sum(r.nonfinite_evaluations for r in distinct),
-        **shown,
+        tables=shown,
     )
     return outcome, after

@@ -73,6 +73,10 @@ class GradientStats(Picklable):
 class AttackRecord:
     """One attack's outcome under one norm, for each of the norm's K epsilons over N samples.
 
+    A field named as a per-sample table of the attack's result (``success``, ``queries``, ...)
+    is written from that table by ``analysis.robustness`` in the form its type asks for: bit
+    rows, ``[K][N]`` numbers, ``[K]`` sums over the samples or one total.
+
     Attributes:
         robust_accuracy_after: [K] reliable robust accuracy after this attack (and the ones
             before it).

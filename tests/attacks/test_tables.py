@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from attacks import AttackSpec, Norm, pgd_targeted
+from attacks import AttackSpec, Norm, pgd, pgd_targeted
 from attacks.outcomes import outcome_of
 from attacks.result import PER_SAMPLE_TABLES, AttackResult
 from attacks.shards import concatenate
@@ -90,6 +90,23 @@ def test_every_tensor_of_a_result_is_a_declared_table() -> None:
 def test_every_per_sample_tensor_of_an_outcome_is_a_declared_table() -> None:
     names = {f.name for f in PER_SAMPLE_TABLES}
     assert _tensor_attributes(AttackOutcome) - {"sample_index"} <= names
+
+
+def test_an_outcome_holds_every_declared_table_and_none_the_attack_does_not_give(
+    model, data
+) -> None:
+    # A table declared on AttackResult is held by the outcome without a line of its own; the
+    # optional tables an untargeted attack does not give are None, as in its result.
+    x, y = data
+    index = torch.arange(x.shape[0])
+    spec = AttackSpec("pgd", "pgd-ce", {"num_steps": 2})
+    result = pgd(model, x, y, [0.1], norm="linf", bounds=(0.0, 1.0), num_steps=2, generator=1)
+    outcome = outcome_of(spec, Norm.LINF, result, index, x)
+    assert list(outcome.tables) == [f.name for f in PER_SAMPLE_TABLES]
+    for name, value in tables_of(result).items():
+        assert (outcome.tables[name] is None) == (value is None), name
+    assert outcome.tables["targets"] is None and outcome.tables["first_grad_norm"] is not None
+    assert outcome.success is outcome.tables["success"]
 
 
 def test_empty_holds_the_fills_in_the_declared_dtypes_and_shapes() -> None:

@@ -1,0 +1,34 @@
+"""The robustness section's records: each attack's outcome as the document's ``AttackRecord``."""
+
+from __future__ import annotations
+
+import torch
+from attack_fixtures import tiny_data, tiny_model
+
+from analysis.robustness import bit_rows, norm_section
+from attacks import preset, run_suite
+from attacks.result import plain
+from core.document import as_read
+
+
+def test_the_fields_named_as_tables_are_the_outcomes_tables_in_the_fields_form() -> None:
+    # A field of AttackRecord named as a per-sample table is that table, in the form its type
+    # asks for: bits per epsilon and sample, numbers per epsilon and sample, counts per
+    # epsilon, or one total.
+    model = tiny_model()
+    x, y = tiny_data(model)
+    x, y = x[:12], y[:12]
+    config = preset("quick", "digits").with_options(sweep=None)
+    suite = run_suite(model, x, y, config, generator=2)
+    for outcome in suite.norms:
+        section = norm_section(outcome, suite, x, 1, model, x)
+        assert len(section.attacks) == len(outcome.attacks)
+        for attack, record in zip(outcome.attacks, section.attacks, strict=True):
+            assert record.success == bit_rows(attack.success)
+            assert record.attacked == bit_rows(attack.attacked)
+            assert record.last_success == bit_rows(attack.last_success)
+            assert record.success_step == as_read(plain(attack.success_step))
+            assert record.nonfinite == tuple(int(v) for v in attack.nonfinite.sum(1))
+            assert record.queries == int(attack.queries.sum())
+            assert isinstance(record.queries, int) and record.queries > 0
+            assert torch.is_tensor(attack.tables["margin"])
