@@ -71,17 +71,17 @@ def _pairwise(
     statuses: list[FindingStatus] = []
     rows: dict[str, Any] = {}
     for outcome in suite.norms:
-        records = list(outcome.attacks)
+        attacks = list(outcome.attacks)
         for k, epsilon in enumerate(outcome.epsilons):
-            for i, later in enumerate(records):
+            for i, later in enumerate(attacks):
                 if later.kind not in later_kinds:
                     continue
-                before = [r for r in records[:i] if r.kind in earlier_kinds]
+                before = [r for r in attacks[:i] if r.kind in earlier_kinds]
                 if not before:
                     continue
                 robust = suite.clean_correct.clone()
-                for record in before:
-                    robust &= ~record.success[k]
+                for attack in before:
+                    robust &= ~attack.success[k]
                 status, row = _excess_breaks(
                     later, int(robust.sum()), k, tolerated, minimum, min_effect
                 )
@@ -165,33 +165,33 @@ def margin_loss_beats_cross_entropy(evidence: Evidence) -> Judged:
     statuses: list[FindingStatus] = []
     specs = {spec.label: spec for spec in suite.config.attacks} if suite else {}
     for outcome in suite.norms if suite else ():
-        by_label = {record.label: record for record in outcome.attacks}
-        for record in outcome.attacks:
-            spec = specs.get(record.label)
+        by_label = {attack.label: attack for attack in outcome.attacks}
+        for attack in outcome.attacks:
+            spec = specs.get(attack.label)
             if (
                 spec is None
                 or spec.peer_of is None
-                or attack_family(record) is not Family.ITERATIVE
+                or attack_family(attack) is not Family.ITERATIVE
             ):
                 continue
             peer = by_label.get(spec.peer_of)
             if (
                 spec.params.get("loss") not in ("cw", "dlr")
                 or peer is None
-                or peer.kind != record.kind
+                or peer.kind != attack.kind
                 or specs[spec.peer_of].params.get("loss", "ce") != "ce"
             ):
                 continue
             correct = suite.clean_correct  # type: ignore[union-attr]
             total = int(correct.numel())
             for k, epsilon in enumerate(outcome.epsilons):
-                margin, ce = record.success[k] & correct, peer.success[k] & correct
+                margin, ce = attack.success[k] & correct, peer.success[k] & correct
                 only_margin, only_ce = int((margin & ~ce).sum()), int((ce & ~margin).sum())
                 excess = only_margin - only_ce
                 p_value = mcnemar_exact(only_margin, only_ce)
                 material = excess >= max(_MARGIN_MINIMUM, _MARGIN_SHARE * total)
                 statuses.append(grade(only_margin >= _MARGIN_MINIMUM, p_value < ALPHA, material))
-                rows[run_key(record.label, outcome.norm.value, epsilon)] = {
+                rows[run_key(attack.label, outcome.norm.value, epsilon)] = {
                     "only_margin_loss": only_margin,
                     "only_cross_entropy": only_ce,
                     "share_of_samples": excess / total if total else 0.0,

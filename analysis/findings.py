@@ -103,8 +103,8 @@ def worst_status(statuses: list[FindingStatus]) -> FindingStatus:
     return max(statuses, key=_ORDER.__getitem__, default=FindingStatus.NOT_APPLICABLE)
 
 
-def attack_family(record: AttackOutcome) -> Family:
-    return registry.get(record.kind).family
+def attack_family(attack: AttackOutcome) -> Family:
+    return registry.get(attack.kind).family
 
 
 def grade(enough: bool, significant: bool, material: bool) -> FindingStatus:

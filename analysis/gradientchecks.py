@@ -15,7 +15,7 @@ from core.document import FindingStatus
 from core.stats import binomial_tail
 
 
-def _gradient_records(suite: SuiteResult) -> list[AttackOutcome]:
+def _gradient_attacks(suite: SuiteResult) -> list[AttackOutcome]:
     return [
         r
         for outcome in suite.norms
@@ -68,15 +68,15 @@ def vanishing_gradients(evidence: Evidence) -> Judged:
             "the cut operation) or gradient-free attacks, and report those",
         )
     suite = evidence.suite
-    records = _gradient_records(suite) if suite else []
-    norms = [r.result.first_grad_norm.flatten() for r in records]  # type: ignore[union-attr]
+    attacks = _gradient_attacks(suite) if suite else []
+    norms = [r.result.first_grad_norm.flatten() for r in attacks]  # type: ignore[union-attr]
     values = torch.cat(norms) if norms else torch.empty(0, device="cpu")
     values = values[~torch.isnan(values)]
     clean_zero = evidence.probes.clean_zero_gradient_fraction
     assert clean_zero is not None  # probe_model measures every field (a 1.0 document lacks some)
     threshold = (
-        records[0].result.gradient_stats.vanishing_threshold  # type: ignore[union-attr]
-        if records
+        attacks[0].result.gradient_stats.vanishing_threshold  # type: ignore[union-attr]
+        if attacks
         else VANISHING_THRESHOLD
     )
     attack_zero = float((values == 0).double().mean()) if values.numel() else 0.0
@@ -139,24 +139,24 @@ def nonfinite(evidence: Evidence) -> Judged:
     suite = evidence.suite
     if suite is not None:
         clean_samples = int(suite.clean_nonfinite.sum())
-        for gradient_record in _gradient_records(suite):
-            stats = gradient_record.result.gradient_stats  # type: ignore[union-attr]
+        for gradient_attack in _gradient_attacks(suite):
+            stats = gradient_attack.result.gradient_stats  # type: ignore[union-attr]
             attack_grads += stats.nonfinite_gradients  # type: ignore[union-attr]
         hit = torch.zeros(suite.num_samples, dtype=torch.bool, device="cpu")
         for outcome in suite.norms:
             stages: list[tuple[AttackOutcome | None, str]] = [(r, "") for r in outcome.attacks]
             stages += [(outcome.sweep, " (sweep)"), (outcome.independent_sweep, " (independent)")]
-            for record, stage in stages:
-                if record is None:
+            for attack, stage in stages:
+                if attack is None:
                     continue
-                attack_logits += record.nonfinite_evaluations
-                columns = record.nonfinite.cpu()
+                attack_logits += attack.nonfinite_evaluations
+                columns = attack.nonfinite.cpu()
                 hit |= columns.any(0)
-                if record.nonfinite_evaluations or bool(columns.any()):
-                    per_attack[f"{record.label}/{outcome.norm.value}{stage}"] = {
-                        "epsilons": list(record.epsilons),
+                if attack.nonfinite_evaluations or bool(columns.any()):
+                    per_attack[f"{attack.label}/{outcome.norm.value}{stage}"] = {
+                        "epsilons": list(attack.epsilons),
                         "samples": [int(v) for v in columns.sum(1)],
-                        "evaluations": record.nonfinite_evaluations,
+                        "evaluations": attack.nonfinite_evaluations,
                     }
         attack_samples = int(hit.sum())
     rows: dict[str, Any] = {

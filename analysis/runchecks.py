@@ -13,7 +13,7 @@ from core.checks import CHECKS, run_key
 from core.document import FAILED, FindingStatus
 
 
-def _broken_late(record: AttackOutcome, k: int, tail: int) -> int | None:
+def _broken_late(attack: AttackOutcome, k: int, tail: int) -> int | None:
     """Samples this attack broke in its last ``tail`` steps at epsilon ``k``, or None when the
     attack does not say at which step it broke some of them.
 
@@ -21,11 +21,11 @@ def _broken_late(record: AttackOutcome, k: int, tail: int) -> int | None:
     sample) at which the engine first saw it misclassified: a sample counts when that
     iteration is among the last ``tail`` of the ``T`` steps.
     """
-    broken = record.attacked[k] & record.success[k]
-    steps = record.success_step[k][broken]
+    broken = attack.attacked[k] & attack.success[k]
+    steps = attack.success_step[k][broken]
     if bool((steps < 0).any()):
         return None
-    num_steps = record.loss_trace.shape[1] - 1
+    num_steps = attack.loss_trace.shape[1] - 1
     return int((steps > num_steps - tail).sum())
 
 
@@ -42,18 +42,18 @@ def not_converged(evidence: Evidence) -> Judged:
     rows: dict[str, Any] = {}
     statuses: list[FindingStatus] = []
     for outcome in suite.norms if suite else ():
-        for record in outcome.attacks:
+        for attack in outcome.attacks:
             # loss_trace holds the loss before the first step and after each.
             if (
-                not attack_family(record).gradient
-                or record.loss_trace.shape[1] < _CONVERGED["min_steps"] + 1
+                not attack_family(attack).gradient
+                or attack.loss_trace.shape[1] < _CONVERGED["min_steps"] + 1
             ):
                 continue
-            for k, epsilon in enumerate(record.epsilons):
-                alive = record.attacked[k] & ~record.success[k]
+            for k, epsilon in enumerate(attack.epsilons):
+                alive = attack.attacked[k] & ~attack.success[k]
                 if int(alive.sum()) == 0:
                     continue
-                trace = record.loss_trace[k][:, alive].double().nanmean(1)
+                trace = attack.loss_trace[k][:, alive].double().nanmean(1)
                 steps = trace.shape[0] - 1
                 tail = max(1, steps // _TAIL_DIVISOR)
                 total_rise = float(trace[-1] - trace[0])
@@ -62,15 +62,15 @@ def not_converged(evidence: Evidence) -> Judged:
                     tail_rise > _CONVERGED["rise_share"] * max(abs(total_rise), _NO_RISE)
                     and tail_rise > _CONVERGED["min_rise"]
                 )
-                late = _broken_late(record, k, tail)
-                attacked = int(record.attacked[k].sum())
+                late = _broken_late(attack, k, tail)
+                attacked = int(attack.attacked[k].sum())
                 # A loss that creeps up on samples no step can break is not worth more steps:
                 # where the step of each success is known, the attack must also still have
                 # been breaking a material number of samples in its last 10 % of steps.
                 still_breaking = late is None or late >= max(
                     _CONVERGED["minimum"], _CONVERGED["material_share"] * attacked
                 )
-                rows[run_key(record.label, outcome.norm.value, epsilon)] = {
+                rows[run_key(attack.label, outcome.norm.value, epsilon)] = {
                     "robust_samples": int(alive.sum()),
                     "total_rise": total_rise,
                     "last_10pct_rise": tail_rise,
@@ -84,15 +84,15 @@ def not_converged(evidence: Evidence) -> Judged:
     return Judged(status, rows)
 
 
-def _shows_last_iterate(record: AttackOutcome) -> bool:
+def _shows_last_iterate(attack: AttackOutcome) -> bool:
     """Whether a run can show a silent success: it went on after a sample's first success.
     That holds without early stopping, and for a targeted run that stops only at its target
     (a sample misclassified on the way may return). A run that stops a sample at its first
     success (untargeted with early stopping, the default and the independent sweep's, or
     targeted toward the top classes) leaves it at the iterate that fooled the model."""
-    if record.result is None:
+    if attack.result is None:
         return False
-    params = record.result.params
+    params = attack.result.params
     if params.get("early_stop") is False:
         return True
     return params.get("early_stop") is True and params.get("target_mode") not in (None, "top")
@@ -109,16 +109,16 @@ def silent_success(evidence: Evidence) -> Judged:
     statuses: list[FindingStatus] = []
     total = 0
     for outcome in suite.norms if suite else ():
-        for record in (*outcome.attacks, outcome.independent_sweep):
-            if record is None or attack_family(record) not in (Family.ITERATIVE, Family.TARGETED):
+        for attack in (*outcome.attacks, outcome.independent_sweep):
+            if attack is None or attack_family(attack) not in (Family.ITERATIVE, Family.TARGETED):
                 continue
-            where = "independent" if record is outcome.independent_sweep else "main"
-            key = f"{record.label}/{outcome.norm.value}/{where}"
-            if not _shows_last_iterate(record):
+            where = "independent" if attack is outcome.independent_sweep else "main"
+            key = f"{attack.label}/{outcome.norm.value}/{where}"
+            if not _shows_last_iterate(attack):
                 early.append(key)
                 continue
-            silent = record.success & record.attacked & ~record.last_success
-            count, attacked = int(silent.sum()), int(record.attacked.sum())
+            silent = attack.success & attack.attacked & ~attack.last_success
+            count, attacked = int(silent.sum()), int(attack.attacked.sum())
             total += count
             rows[key] = {"silent": count, "attacked": attacked}
             # Material when a last-iterate evaluation would overstate robust accuracy by at
