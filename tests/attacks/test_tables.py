@@ -88,8 +88,12 @@ def test_every_tensor_of_a_result_is_a_declared_table() -> None:
 
 
 def test_every_per_sample_tensor_of_an_outcome_is_a_declared_table() -> None:
+    # The outcome's only tensor field is where its samples are; its tables are the declared
+    # ones, and each table it names as an attribute reads one of them.
     names = {f.name for f in PER_SAMPLE_TABLES}
-    assert _tensor_attributes(AttackOutcome) - {"sample_index"} <= names
+    assert _tensor_attributes(AttackOutcome) == {"sample_index"}
+    attributes = {n for n, v in vars(AttackOutcome).items() if type(v).__name__ == "_Table"}
+    assert attributes and attributes <= names, attributes - names
 
 
 def test_an_outcome_holds_every_declared_table_and_none_the_attack_does_not_give(
