@@ -2,7 +2,7 @@
 
     python -m benchmarks.bench_distributed [CHECKPOINT] [--num-samples 1000] [--processes 2]
         [--repeats 3] [--attacks LABELS] [--skip-distributed] [--skip-resume] [--skip-ceiling]
-        [--skip-audit-ceiling]
+        [--skip-audit-ceiling] [--skip-divisible]
 
 1. The audit's default command (``standard`` preset, flatness on) in one process and under
    ``torchrun --standalone --nproc_per_node=P``, each process on one thread
@@ -26,6 +26,13 @@
    loading every finished unit again, and redoing what is not kept: the clean pass, the
    activation statistics). Ratios against the run without a cache; each resumed document is
    checked against the uninterrupted one.
+5. What splitting a stage's samples gains: every attack of AutoAttack's chain (APGD, FAB,
+   Square) that ran on samples in the one-process audit of 1., run again in this process (one
+   thread) on all of those samples and on each half of them (even and odd positions),
+   interleaved, ``--repeats`` times: medians, the part both halves pay again (``a`` in
+   T(n) = a + b·n: T(half 1) + T(half 2) − T(all), the per-iteration work that does not shrink
+   with the samples, e.g. Square's 5000 iterations while a robust sample is left), and the
+   most two processes can gain on it, T(all) ÷ the slower half.
 """
 
 from __future__ import annotations
@@ -147,6 +154,62 @@ def _audit_ceiling(audit: list[str], work: Path, processes: int, repeats: int) -
     )
 
 
+def _divisible(checkpoint: Path, audit: list[str], document: dict[str, Any], repeats: int) -> None:
+    """Prints, per attack of AutoAttack's chain that ran on samples, its time on all of them and
+    on each half, and what two processes can gain on it (section 5 of the module's doc)."""
+    from attacks.shards import run_attack_spec
+    from attacks.threat import Norm
+    from torchutil import make_generator
+
+    torch.set_num_threads(1)
+    options = audit_parser().parse_args([str(checkpoint), *audit[3:5]])
+    loaded = load_checkpoint(checkpoint)
+    config = audit_config(options, loaded.spec.dataset)
+    evaluation = evaluation_set(loaded, None, len(document["evaluation"]["indices"]), config.seed)
+    specs = {spec.label: spec for spec in config.suite.attacks}
+    model = loaded.model.eval()
+    print("\n| norm, attack | samples | all | halves | repeated a | best 2-process gain |")
+    print("|---|---|---|---|---|---|")
+    totals = [0.0, 0.0]
+    for section in document["robustness"]["norms"]:
+        norm = Norm(section["norm"])
+        for k, epsilon in enumerate(section["epsilons"]):
+            for record in section["attacks"]:
+                if record["kind"] not in ("apgd", "fab", "square") or record["label"] not in specs:
+                    continue
+                rows = [i for i, bit in enumerate(record["attacked"][k]) if bit == "1"]
+                if len(rows) < 2:
+                    continue
+                index = torch.tensor(rows)
+                parts = {"all": index, "half 1": index[0::2], "half 2": index[1::2]}
+                times: dict[str, list[float]] = {name: [] for name in parts}
+                for _ in range(repeats):
+                    for name, part in parts.items():
+                        start = time.perf_counter()
+                        run_attack_spec(
+                            specs[record["label"]],
+                            model,
+                            evaluation.x[part],
+                            evaluation.y[part],
+                            [epsilon],
+                            norm=norm,
+                            config=config.suite,
+                            generator=make_generator(0),
+                        )
+                        times[name].append(time.perf_counter() - start)
+                every, one, two = (statistics.median(times[name]) for name in parts)
+                totals[0] += every
+                totals[1] += max(one, two)
+                print(
+                    f"| {norm.value} ε={epsilon:g}, {record['label']} | {len(rows)} | "
+                    f"{every:.1f} s | {one:.1f} / {two:.1f} s | {one + two - every:.1f} s | "
+                    f"{every / max(one, two):.2f}× |",
+                    flush=True,
+                )
+    if totals[1]:
+        print(f"| all of them | | {totals[0]:.1f} s | | | {totals[0] / totals[1]:.2f}× |")
+
+
 class _StopAfterOne(UnitCache):
     """Stops the audit (KeyboardInterrupt) right after it writes one new unit."""
 
@@ -165,6 +228,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip-resume", action="store_true")
     parser.add_argument("--skip-ceiling", action="store_true")
     parser.add_argument("--skip-audit-ceiling", action="store_true")
+    parser.add_argument("--skip-divisible", action="store_true")
     parser.add_argument(
         "--attacks", help="passed to the audit (e.g. only the attacks that split per sample)"
     )
@@ -174,6 +238,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.attacks:
         audit += ["--attacks", args.attacks]
     work = Path(tempfile.mkdtemp(prefix="bench-distributed-"))
+    reference: dict[str, Any] | None = None
     try:
         if not args.skip_distributed:
             torchrun = str(Path(sys.executable).parent / "torchrun")
@@ -187,7 +252,6 @@ def main(argv: list[str] | None = None) -> int:
                 ],
             }
             runs: dict[int, list[tuple[float, float]]] = {1: [], args.processes: []}
-            reference: dict[str, Any] | None = None
             found: list[str] = []
             for repeat in range(args.repeats):
                 order = [1, args.processes] if repeat % 2 == 0 else [args.processes, 1]
@@ -221,6 +285,12 @@ def main(argv: list[str] | None = None) -> int:
             )
             for line in found[:20]:
                 print(f"  differs: {line}")
+        if not args.skip_divisible:
+            if reference is None:
+                _, _, reference = _cli(
+                    [sys.executable, *audit, "--out", str(work / "1")], work / "1"
+                )
+            _divisible(Path(args.checkpoint), audit, reference, args.repeats)
         if not args.skip_ceiling:
             _ceiling(Path(args.checkpoint), args.processes, args.repeats)
         if not args.skip_audit_ceiling:
