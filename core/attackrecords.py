@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final, Literal, get_args
 
-from core.docfields import FULL, OPTIONAL, V11, BitRows, Json, Picklable, extra_field, need
+from core.docfields import FULL, OPTIONAL, BitRows, Json, Picklable, extra_field, need
 from core.docjson import DocumentError
 from core.stats import wilson_interval
 
@@ -91,8 +91,8 @@ class AttackRecord:
     source: str | None = need(FULL)
     status: AttackStatus | None = need(FULL, baseline=True)
     message: str | None = need(FULL)
-    statuses: tuple[AttackStatus, ...] | None = need(V11, baseline=True)
-    messages: tuple[str | None, ...] | None = need(V11)
+    statuses: tuple[AttackStatus, ...] | None = need(FULL, since="1.1", baseline=True)
+    messages: tuple[str | None, ...] | None = need(FULL, since="1.1")
     params: Json | None = need(FULL)
     backend: str | None = need(FULL)
     robust_accuracy_after: tuple[Proportion, ...]
@@ -101,7 +101,7 @@ class AttackRecord:
     success: BitRows
     attacked: BitRows
     last_success: BitRows | None = need(FULL)
-    success_step: tuple[tuple[int, ...], ...] | None = need(V11)
+    success_step: tuple[tuple[int, ...], ...] | None = need(FULL, since="1.1")
     mean_loss_trace: tuple[tuple[float | None, ...], ...] | None = need(FULL)
     nonfinite: tuple[int, ...] | None = need(OPTIONAL)
     nonfinite_samples: BitRows | None = need(OPTIONAL)
@@ -210,13 +210,13 @@ class Example:
     fooled: bool
     predicted: int | None = need(OPTIONAL)
     margin: float | None
-    success_step: int | None = need(V11)
+    success_step: int | None = need(FULL, since="1.1")
     shape: tuple[int, ...]
     original: str
     adversarial: str
-    dtype: ExactDtype | None = need(V11)
-    original_exact: str | None = need(V11)
-    adversarial_exact: str | None = need(V11)
+    dtype: ExactDtype | None = need(FULL, since="1.1")
+    original_exact: str | None = need(FULL, since="1.1")
+    adversarial_exact: str | None = need(FULL, since="1.1")
     extra: Json = extra_field()
 
     def original_pixels(self) -> tuple[int, ...]:
@@ -286,7 +286,7 @@ class NormResult:
     unbounded_epsilon: float | None = need(FULL)
     sweep: Sweep | None = need(FULL)
     independent_sweep: Sweep | None = need(FULL)
-    failures: tuple[Failure, ...] | None = need(V11)
+    failures: tuple[Failure, ...] | None = need(FULL, since="1.1")
     examples: tuple[Example, ...] | None = need(FULL)
     extra: Json = extra_field()
 

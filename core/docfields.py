@@ -6,9 +6,9 @@ how each value is read: bit strings (:data:`Bits`) become tuples of bools, open-
 (:data:`Json`) read-only mappings whose lists are tuples, a string of a vocabulary
 (``Annotated[str, SomeStrEnum]``) one of that enumeration's values, kept as the plain string;
 numbers may be the strings of ``NONFINITE_TOKENS``. ``need`` says how much a field is required
-(always, in full documents, in full documents of schema 1.1, or never), when the writer leaves
-it out and whether a baseline keeps it; keys the reader does not know are kept in the record's
-``extra``.
+(always, in full documents, or never), the schema version that added it (``since``: a full
+document older than that lacks it), when the writer leaves it out and whether a baseline keeps
+it; keys the reader does not know are kept in the record's ``extra``.
 
 :func:`encode` is the reader backwards, driven by the same declarations: it turns a record into
 the JSON object the document holds, its keys in the order of the record's fields (the order
@@ -33,6 +33,7 @@ from typing import Annotated, Any, Literal, TypeVar
 from core.docjson import (
     FIX_ADVICE,
     NONFINITE_TOKENS,
+    READABLE_VERSIONS,
     SCHEMA_VERSION,
     DocumentError,
     decode_nonfinite,
@@ -60,30 +61,74 @@ NumberArray = Annotated[Any, _ArrayMarker]
 Json = Mapping[str, Any]
 """An open-ended, read-only JSON object (lists become tuples)."""
 
-# How much a field is required: always; in full documents (not baselines); in full
-# documents of schema 1.1; or never (an absent key reads as None).
-_ALWAYS, FULL, V11, OPTIONAL = "always", "full", "1.1", "optional"
+# How much a field is required: always; in full documents (not baselines) of the schema
+# version that added it or later; or never (an absent key reads as None).
+ALWAYS, FULL, OPTIONAL = "always", "full", "optional"
 
+FIRST_VERSION = READABLE_VERSIONS[0]
+"""The first schema version: what a field declares when it has been in the document from the
+start (``need``'s ``since``)."""
 
 _KEEP = object()
 
 
 def need(
-    level: str, *, omit: Any = _KEEP, omit_nested: bool = False, baseline: bool = False
+    level: str = ALWAYS,
+    *,
+    since: str = FIRST_VERSION,
+    omit: Any = _KEEP,
+    omit_nested: bool = False,
+    baseline: bool = False,
 ) -> Any:
-    """A field required at ``level``; the writer leaves it out of the document when it holds
-    ``omit`` (None for a field written only when it has a value), or, with ``omit_nested``,
-    when it is None in a record that is itself this field's value (the flatness with the
-    dropout-family layers active has none of its own). A baseline keeps the fields required
-    always and, of the others, those declared with ``baseline`` (what the gate reads of them)."""
+    """A field required at ``level`` and added to the document in schema version ``since``
+    (one of ``READABLE_VERSIONS``): a full document older than that does not hold it, so a
+    ``FULL`` field is required only from ``since`` on. The writer leaves the field out of the
+    document when it holds ``omit`` (None for a field written only when it has a value), or,
+    with ``omit_nested``, when it is None in a record that is itself this field's value (the
+    flatness with the dropout-family layers active has none of its own). A baseline keeps the
+    fields required always and, of the others, those declared with ``baseline`` (what the gate
+    reads of them)."""
+    if since not in READABLE_VERSIONS:
+        raise ValueError(f"since={since!r} is not a schema version: {READABLE_VERSIONS}")
     return field(
-        metadata={"need": level, "omit": omit, "omit_nested": omit_nested, "baseline": baseline}
+        metadata={
+            "need": level,
+            "since": since,
+            "omit": omit,
+            "omit_nested": omit_nested,
+            "baseline": baseline,
+        }
     )
 
 
 def in_baseline(item: dataclasses.Field[Any]) -> bool:
     """Whether a baseline keeps the field ``item`` (see :func:`need`)."""
-    return item.metadata.get("need", _ALWAYS) == _ALWAYS or bool(item.metadata.get("baseline"))
+    return item.metadata.get("need", ALWAYS) == ALWAYS or bool(item.metadata.get("baseline"))
+
+
+def added_in(item: dataclasses.Field[Any]) -> str:
+    """The schema version that added the field ``item`` to its record."""
+    return str(item.metadata.get("since", FIRST_VERSION))
+
+
+def _older(version: str, added: str) -> bool:
+    """Whether a document of ``version`` is older than the schema version ``added``."""
+    return (
+        added != FIRST_VERSION
+        and version in READABLE_VERSIONS
+        and READABLE_VERSIONS.index(version) < READABLE_VERSIONS.index(added)
+    )
+
+
+def required(item: dataclasses.Field[Any], version: str, *, baseline: bool = False) -> bool:
+    """Whether a document of ``version`` (a baseline with ``baseline``) must hold the field
+    ``item`` wherever it holds the field's record."""
+    level = item.metadata.get("need", ALWAYS)
+    if level == ALWAYS:
+        return True
+    if level == FULL:
+        return not baseline and not _older(version, added_in(item))
+    return False
 
 
 def extra_field() -> Any:
@@ -201,16 +246,6 @@ def _parse(kind: Any, value: Any, where: str, context: ReadContext) -> Any:
     raise TypeError(f"no reader for the field type {kind!r} at {where}")
 
 
-def _required(level: str, context: ReadContext) -> bool:
-    if level == _ALWAYS:
-        return True
-    if level == FULL:
-        return not context.baseline
-    if level == V11:
-        return not context.baseline and context.version != "1.0"
-    return False
-
-
 _HINTS: dict[type, dict[str, Any]] = {}
 
 
@@ -228,7 +263,7 @@ def build_record(cls: type, data: Any, where: str, context: ReadContext) -> Any:
         known.add(item.name)
         path = f"{where}.{item.name}" if where else item.name
         if item.name not in data:
-            if _required(item.metadata.get("need", _ALWAYS), context):
+            if required(item, context.version, baseline=context.baseline):
                 raise DocumentError(f"{context.file}: {path} is missing; {FIX_ADVICE}")
             values[item.name] = None
             continue
@@ -289,10 +324,10 @@ def _unparse(kind: Any, value: Any, context: ReadContext, name: str, cut: bool) 
 
 
 def _omitted(item: dataclasses.Field[Any], value: Any, context: ReadContext, within: str) -> bool:
-    level = item.metadata.get("need", _ALWAYS)
-    # What a baseline, or a document of schema 1.0, does not carry.
-    absent = context.baseline or (level == V11 and not _required(level, context))
-    if value is None and level != _ALWAYS and absent:
+    level = item.metadata.get("need", ALWAYS)
+    # What a baseline, or a full document older than the field, does not carry.
+    absent = context.baseline or (level == FULL and _older(context.version, added_in(item)))
+    if value is None and level != ALWAYS and absent:
         return True
     if item.metadata.get("omit_nested") and value is None and within == item.name:
         return True

@@ -30,14 +30,13 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from core import document
+from core.docfields import required
 from core.document import NONFINITE_TOKENS, SCHEMA_VERSION, AuditResult
 
 __all__ = ["SCHEMA_PATH", "json_schema"]
 
 SCHEMA_PATH = Path(__file__).resolve().parent / "audit.schema.json"
 """The committed schema: :func:`json_schema`'s output."""
-
-_REQUIRED = {"always", "full", "1.1"}  # what a full document of this version must hold
 
 
 def _name(cls: type) -> str:
@@ -142,7 +141,7 @@ class _Builder:
         hints = typing.get_type_hints(cls, include_extras=True)
         summary, notes = _described(cls)
         properties: dict[str, Any] = {}
-        required = []
+        needed = []
         for item in dataclasses.fields(cls):
             if item.name == "extra":
                 continue
@@ -150,10 +149,10 @@ class _Builder:
             if item.name in notes:
                 schema = {"description": notes[item.name], **schema}
             properties[item.name] = schema
-            if item.metadata.get("need", "always") in _REQUIRED:
-                required.append(item.name)
+            if required(item, SCHEMA_VERSION):
+                needed.append(item.name)
         out: dict[str, Any] = {"description": summary} if summary else {}
-        return out | {"type": "object", "required": required, "properties": properties}
+        return out | {"type": "object", "required": needed, "properties": properties}
 
 
 def json_schema() -> dict[str, Any]:

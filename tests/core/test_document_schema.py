@@ -3,6 +3,8 @@ the reader."""
 
 from __future__ import annotations
 
+from typing import Any
+
 
 def test_the_committed_schema_is_the_one_the_records_declare() -> None:
     from core.schema import SCHEMA_PATH, text
@@ -47,3 +49,80 @@ def test_the_flatness_measures_are_the_fields_of_the_flatness_section() -> None:
     named = [f.name for f in fields(FlatnessResult)]
     assert tuple(name for name in named if name in MEASURES) == MEASURES
     assert set(named) - set(MEASURES) == {"seed", "config", "active_layers", "extra"}
+
+
+def _holders() -> dict[type, list[Any]]:
+    """Each record of the document, with the fields that hold it (the document itself: none)."""
+    import dataclasses
+    import typing
+
+    from core.document import AuditResult
+
+    holders: dict[type, list[Any]] = {AuditResult: []}
+
+    def records(kind: Any) -> list[type]:
+        if dataclasses.is_dataclass(kind) and isinstance(kind, type):
+            return [kind]
+        return [cls for arg in typing.get_args(kind) for cls in records(arg)]
+
+    todo = [AuditResult]
+    while todo:
+        cls = todo.pop()
+        hints = typing.get_type_hints(cls)
+        for item in dataclasses.fields(cls):
+            for record in records(hints[item.name]):
+                if record not in holders:
+                    holders[record] = []
+                    todo.append(record)
+                holders[record].append(item)
+    return holders
+
+
+def test_every_field_declares_a_readable_version_no_later_than_the_written_one() -> None:
+    import dataclasses
+
+    from core.docfields import added_in
+    from core.document import READABLE_VERSIONS, SCHEMA_VERSION
+
+    latest = READABLE_VERSIONS.index(SCHEMA_VERSION)
+    for cls in _holders():
+        for item in dataclasses.fields(cls):
+            version = added_in(item)
+            assert version in READABLE_VERSIONS, (cls.__name__, item.name, version)
+            assert READABLE_VERSIONS.index(version) <= latest, (cls.__name__, item.name)
+
+
+def test_what_a_document_of_schema_1_0_lacks_was_added_in_1_1() -> None:
+    import dataclasses
+
+    from core.docfields import FULL, added_in, required
+
+    lacking = {
+        (cls.__name__, item.name)
+        for cls in _holders()
+        for item in dataclasses.fields(cls)
+        if required(item, "1.1") and not required(item, "1.0")
+    }
+    assert lacking == {
+        ("NormResult", "failures"),
+        ("AttackRecord", "statuses"),
+        ("AttackRecord", "messages"),
+        ("AttackRecord", "success_step"),
+        ("Example", "success_step"),
+        ("Example", "dtype"),
+        ("Example", "original_exact"),
+        ("Example", "adversarial_exact"),
+    }
+    for cls in _holders():
+        for item in dataclasses.fields(cls):
+            if (cls.__name__, item.name) in lacking:
+                assert item.metadata["need"] == FULL and added_in(item) == "1.1"
+
+
+def test_need_refuses_a_version_the_reader_does_not_know() -> None:
+    import pytest
+
+    from core.docfields import OPTIONAL, need
+
+    with pytest.raises(ValueError, match="'1.9' is not a schema version"):
+        need(OPTIONAL, since="1.9")
