@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final, Literal, get_args
 
-from core.docfields import FULL, OPTIONAL, BitRows, Json, Picklable, extra_field, need
+from core.docfields import ALWAYS, FULL, OPTIONAL, BitRows, Json, Picklable, extra_field, need
 from core.docjson import DocumentError
 from core.stats import wilson_interval
 
@@ -103,9 +103,9 @@ class AttackRecord:
     last_success: BitRows | None = need(FULL)
     success_step: tuple[tuple[int, ...], ...] | None = need(FULL, since="1.1")
     mean_loss_trace: tuple[tuple[float | None, ...], ...] | None = need(FULL)
-    nonfinite: tuple[int, ...] | None = need(OPTIONAL)
-    nonfinite_samples: BitRows | None = need(OPTIONAL)
-    nonfinite_evaluations: int | None = need(OPTIONAL)
+    nonfinite: tuple[int, ...] | None = need(OPTIONAL, since="1.2")
+    nonfinite_samples: BitRows | None = need(OPTIONAL, since="1.2")
+    nonfinite_evaluations: int | None = need(OPTIONAL, since="1.2")
     queries: int | None = need(FULL)
     num_forward: int | None = need(FULL)
     num_backward: int | None = need(FULL)
@@ -157,11 +157,11 @@ class Failure(Picklable):
         message: the error's type and text, or the reason it does not apply.
     """
 
-    stage: Literal["attack", "sweep", "independent-sweep"]
-    label: str
-    epsilon: float | None
-    status: FailureStatus
-    message: str
+    stage: Literal["attack", "sweep", "independent-sweep"] = need(ALWAYS, since="1.1")
+    label: str = need(ALWAYS, since="1.1")
+    epsilon: float | None = need(ALWAYS, since="1.1")
+    status: FailureStatus = need(ALWAYS, since="1.1")
+    message: str = need(ALWAYS, since="1.1")
     extra: Json = extra_field()
 
 
@@ -208,7 +208,7 @@ class Example:
     sample: int
     label: int
     fooled: bool
-    predicted: int | None = need(OPTIONAL)
+    predicted: int | None = need(OPTIONAL, since="1.2")
     margin: float | None
     success_step: int | None = need(FULL, since="1.1")
     shape: tuple[int, ...]
@@ -281,7 +281,7 @@ class NormResult:
     epsilons: tuple[float, ...]
     reliable_robust_accuracy: tuple[Proportion, ...]
     robust: BitRows
-    robust_nonfinite: tuple[int, ...] | None = need(OPTIONAL)
+    robust_nonfinite: tuple[int, ...] | None = need(OPTIONAL, since="1.2")
     attacks: tuple[AttackRecord, ...]
     unbounded_epsilon: float | None = need(FULL)
     sweep: Sweep | None = need(FULL)

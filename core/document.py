@@ -79,6 +79,7 @@ from core.attackrecords import (
     autoattack_components,
 )
 from core.docfields import (
+    ALWAYS,
     FULL,
     OPTIONAL,
     Bits,
@@ -189,12 +190,12 @@ class BatchSize(Picklable):
         halvings: times it was halved after an out-of-memory error.
     """
 
-    size: int
-    how: Literal["fixed", "estimated", "limit", "unmeasured"]
-    per_sample_bytes: float | None
-    fixed_bytes: float | None
-    available_bytes: int | None
-    halvings: int
+    size: int = need(ALWAYS, since="1.4")
+    how: Literal["fixed", "estimated", "limit", "unmeasured"] = need(ALWAYS, since="1.4")
+    per_sample_bytes: float | None = need(ALWAYS, since="1.4")
+    fixed_bytes: float | None = need(ALWAYS, since="1.4")
+    available_bytes: int | None = need(ALWAYS, since="1.4")
+    halvings: int = need(ALWAYS, since="1.4")
     extra: Json = extra_field()
 
     def halved(self) -> BatchSize:
@@ -218,9 +219,9 @@ class BatchSizes:
     evaluated at once within the attacks' batch (``provenance.config.batch_size``), and in the
     probes and activation statistics; ``flatness`` is the samples per flatness pass."""
 
-    requested: int | None
-    attacks: BatchSize
-    flatness: BatchSize | None
+    requested: int | None = need(ALWAYS, since="1.4")
+    attacks: BatchSize = need(ALWAYS, since="1.4")
+    flatness: BatchSize | None = need(ALWAYS, since="1.4")
     extra: Json = extra_field()
 
 
@@ -228,13 +229,13 @@ class BatchSizes:
 class ModelSource:
     """Where a model of the user's own class came from (``--model``, schema 1.6)."""
 
-    reference: str
-    kind: Literal["file", "module"]
-    path: str | None
-    module: str | None
-    name: str
-    kwargs: Json
-    sha256: str | None
+    reference: str = need(ALWAYS, since="1.6")
+    kind: Literal["file", "module"] = need(ALWAYS, since="1.6")
+    path: str | None = need(ALWAYS, since="1.6")
+    module: str | None = need(ALWAYS, since="1.6")
+    name: str = need(ALWAYS, since="1.6")
+    kwargs: Json = need(ALWAYS, since="1.6")
+    sha256: str | None = need(ALWAYS, since="1.6")
     extra: Json = extra_field()
 
 
@@ -246,7 +247,7 @@ class Provenance:
     checkpoint: str
     checkpoint_sha256: str
     weights_sha256: str | None = need(OPTIONAL, baseline=True)
-    model_source: ModelSource | None = need(OPTIONAL)
+    model_source: ModelSource | None = need(OPTIONAL, since="1.6")
     """None for any model but one of the user's own class (``--model``)."""
     versions: Mapping[str, str | None]
     seed: int
@@ -256,8 +257,8 @@ class Provenance:
     finished: float | None = need(FULL)
     host: str | None = need(FULL)
     device: str | None = need(FULL)
-    world_size: int | None = need(OPTIONAL)
-    batch_sizes: BatchSizes | None = need(OPTIONAL)
+    world_size: int | None = need(OPTIONAL, since="1.5")
+    batch_sizes: BatchSizes | None = need(OPTIONAL, since="1.4")
     extra: Json = extra_field()
 
 
@@ -291,8 +292,8 @@ class CheckpointInfo:
     training: Json | None = need(OPTIONAL)
     clean_accuracy: float | None = need(OPTIONAL)
     source_format: str
-    normalization_source: str | None = need(OPTIONAL)
-    bounds_source: str | None = need(OPTIONAL)
+    normalization_source: str | None = need(OPTIONAL, since="1.7")
+    bounds_source: str | None = need(OPTIONAL, since="1.7")
     loading_notes: tuple[str, ...]
     extra: Json = extra_field()
 
@@ -406,13 +407,13 @@ class Probes(Picklable):
     input_gradient_exists: bool
     input_gradient_note: str | None = need(OPTIONAL)
     clean_zero_gradient_fraction: float | None = need(OPTIONAL)
-    clean_margins: NumberArray = need(OPTIONAL)
-    clean_gradient_norms: NumberArray = need(OPTIONAL)
+    clean_margins: NumberArray = need(OPTIONAL, since="1.3")
+    clean_gradient_norms: NumberArray = need(OPTIONAL, since="1.3")
     stochastic: bool
     max_repeat_difference: float | None = need(OPTIONAL)
-    repeat_samples: int | None = need(OPTIONAL)
-    num_repeats: int | None = need(OPTIONAL)
-    prediction_flips: int | None = need(OPTIONAL)
+    repeat_samples: int | None = need(OPTIONAL, since="1.1")
+    num_repeats: int | None = need(OPTIONAL, since="1.1")
+    prediction_flips: int | None = need(OPTIONAL, since="1.1")
     prediction_flip_fraction: float | None = need(OPTIONAL)
     train_mode_modules: tuple[str, ...]
     probability_outputs: bool
@@ -439,7 +440,7 @@ class Probes(Picklable):
     fd_disagreeing: int | None = need(OPTIONAL)
     fd_disagreement_fraction: float
     fd_median_ratio: float | None = need(OPTIONAL)
-    input_gradient_error: str | None = need(OPTIONAL)
+    input_gradient_error: str | None = need(OPTIONAL, since="1.8")
     extra: Json = extra_field()
 
 
@@ -490,12 +491,12 @@ class AuditResult:
     evaluation: Evaluation
     clean_accuracy: Proportion
     clean_correct: Bits
-    clean_nonfinite: Bits | None = need(OPTIONAL)
+    clean_nonfinite: Bits | None = need(OPTIONAL, since="1.2")
     robustness: Robustness
     flatness: FlatnessResult | None = need(FULL)
-    flatness_note: str | None = need(OPTIONAL)
+    flatness_note: str | None = need(OPTIONAL, since="1.2")
     activations: tuple[ActivationStats, ...] | None = need(FULL)
-    activations_note: str | None = need(OPTIONAL)
+    activations_note: str | None = need(OPTIONAL, since="1.6")
     probes: Probes | None = need(FULL)
     findings: tuple[Finding, ...]
     verdict: str

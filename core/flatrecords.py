@@ -49,14 +49,14 @@ class FisherRaoEstimate(Picklable):
     confidence: float | None = need(OPTIONAL)
     norm: float | None = need(OPTIONAL)
     fisher: str | None = need(OPTIONAL)
-    num_draws: int | None = need(OPTIONAL)
+    num_draws: int | None = need(OPTIONAL, since="1.8")
     """Mini-batches drawn (schema 1.8; before, one pass over every sample)."""
-    minibatch_size: int | None = need(OPTIONAL)
+    minibatch_size: int | None = need(OPTIONAL, since="1.8")
     """Samples per draw; None for one pass over every sample (and before schema 1.8)."""
-    stopped_by: str | None = need(OPTIONAL)
+    stopped_by: str | None = need(OPTIONAL, since="1.8")
     """``target``, ``budget`` or ``all-samples`` (schema 1.8)."""
-    rel_tol: float | None = need(OPTIONAL)
-    max_draws: int | None = need(OPTIONAL)
+    rel_tol: float | None = need(OPTIONAL, since="1.8")
+    max_draws: int | None = need(OPTIONAL, since="1.8")
     provenance: MeasureProvenance | None = need(OPTIONAL)
     extra: Json = extra_field()
 
@@ -71,16 +71,16 @@ class TraceEstimate(Picklable):
     ci_high: float | None = need(OPTIONAL)
     confidence: float | None = need(OPTIONAL)
     num_probes: int | None = need(OPTIONAL)
-    num_draws: int | None = need(OPTIONAL)
+    num_draws: int | None = need(OPTIONAL, since="1.8")
     """Draws of a mini-batch (or the whole data) shared by their probes (schema 1.8)."""
-    minibatch_size: int | None = need(OPTIONAL)
+    minibatch_size: int | None = need(OPTIONAL, since="1.8")
     """Samples per draw; None when every draw was the whole data (and before schema 1.8)."""
     num_matvecs: int | None = need(OPTIONAL)
     converged: bool | None = need(OPTIONAL)
-    stopped_by: str | None = need(OPTIONAL)
+    stopped_by: str | None = need(OPTIONAL, since="1.8")
     """``target`` or ``budget`` (schema 1.8; before, ``converged`` says which)."""
     rel_tol: float | None = need(OPTIONAL)
-    max_probes: int | None = need(OPTIONAL)
+    max_probes: int | None = need(OPTIONAL, since="1.8")
     method: str | None = need(OPTIONAL)
     dimension: int | None = need(OPTIONAL)
     provenance: MeasureProvenance | None = need(OPTIONAL)
@@ -97,11 +97,11 @@ class SharpnessEstimate(Picklable):
     base_loss: float | None = need(OPTIONAL)
     max_loss: float | None = need(OPTIONAL)
     num_steps: int | None = need(OPTIONAL)
-    num_draws: int | None = need(OPTIONAL, omit=None)
+    num_draws: int | None = need(OPTIONAL, since="1.8", omit=None)
     """Draws of a mini-batch (or the whole data) (schema 1.8)."""
-    minibatch_size: int | None = need(OPTIONAL, omit=None)
+    minibatch_size: int | None = need(OPTIONAL, since="1.8", omit=None)
     """Samples per draw; None when every draw was the whole data (and before schema 1.8)."""
-    stopped_by: str | None = need(OPTIONAL, omit=None)
+    stopped_by: str | None = need(OPTIONAL, since="1.8", omit=None)
     """``target``, ``budget`` or ``all-samples`` (schema 1.8)."""
     provenance: MeasureProvenance | None = need(OPTIONAL)
     extra: Json = extra_field()
@@ -115,10 +115,10 @@ class Eigenvalues(Picklable):
     residual_norms: tuple[float, ...] | None = need(OPTIONAL)
     num_iterations: int | None = need(OPTIONAL)
     converged: bool | None = need(OPTIONAL)
-    stopped_by: str | None = need(OPTIONAL)
+    stopped_by: str | None = need(OPTIONAL, since="1.8")
     """``target`` or ``budget`` (schema 1.8; before, ``converged`` says which)."""
     rel_tol: float | None = need(OPTIONAL)
-    max_iterations: int | None = need(OPTIONAL)
+    max_iterations: int | None = need(OPTIONAL, since="1.8")
     dimension: int | None = need(OPTIONAL)
     provenance: MeasureProvenance | None = need(OPTIONAL)
     extra: Json = extra_field()
@@ -135,14 +135,14 @@ class SpectralDensity(Picklable):
     bandwidth: float | None = need(OPTIONAL)
     trace: float | None = need(OPTIONAL)
     trace_stderr: float | None = need(OPTIONAL)
-    rel_stderr: float | None = need(OPTIONAL)
+    rel_stderr: float | None = need(OPTIONAL, since="1.8")
     """The density's standard error over the runs, integrated over the grid (schema 1.8)."""
-    stopped_by: str | None = need(OPTIONAL)
+    stopped_by: str | None = need(OPTIONAL, since="1.8")
     """``target`` or ``budget`` (schema 1.8; before, a fixed number of runs)."""
-    rel_tol: float | None = need(OPTIONAL)
+    rel_tol: float | None = need(OPTIONAL, since="1.8")
     num_runs: int | None = need(OPTIONAL)
     num_steps: int | None = need(OPTIONAL)
-    sample_size: int | None = need(OPTIONAL)
+    sample_size: int | None = need(OPTIONAL, since="1.8")
     """Samples of the Hessian, its own sample (schema 1.8; before, all of them)."""
     dimension: int | None = need(OPTIONAL)
     provenance: MeasureProvenance | None = need(OPTIONAL)
@@ -159,7 +159,7 @@ class Landscape(Picklable):
     loss_stderrs: NumberArray = need(OPTIONAL)
     accuracies: NumberArray = need(OPTIONAL)
     num_directions: int | None = need(OPTIONAL)
-    sample_size: int | None = need(OPTIONAL)
+    sample_size: int | None = need(OPTIONAL, since="1.8")
     """Samples at every point, its own sample (schema 1.8; before, all of them)."""
     provenance: MeasureProvenance | None = need(OPTIONAL)
     extra: Json = extra_field()
@@ -193,7 +193,7 @@ class FlatnessResult:
     landscape_1d: Landscape | None = need(OPTIONAL)
     landscape_2d: Landscape | None = need(OPTIONAL)
     epsilon_sharpness: SharpnessEstimate | None = need(OPTIONAL)
-    active_layers: FlatnessResult | None = need(OPTIONAL, omit_nested=True)
+    active_layers: FlatnessResult | None = need(OPTIONAL, since="1.3", omit_nested=True)
     """The same measures with the dropout-family layers active (schema 1.3; None for a model
     without such layers)."""
     extra: Json = extra_field()

@@ -1,11 +1,12 @@
 """The JSON Schema of the result document, generated from the records of ``core.document``.
 
 The records are the one declaration of the document: each field with its type, whether a full
-document of this version must hold it, and what it means (the record's docstring and the
-string under each field). :func:`json_schema` turns them into a JSON Schema (draft 2020-12)
-that accepts what :func:`core.document.read_result` reads, field for field; the committed
-``audit.schema.json`` beside this module is its output, and a test keeps it current. Write it
-again after changing a record::
+document of this version must hold it, the schema version that added it (its description ends
+"Added in schema 1.6." when that is later than the first) and what it means (the record's
+docstring and the string under each field). :func:`json_schema` turns them into a JSON Schema
+(draft 2020-12) that accepts what :func:`core.document.read_result` reads, field for field; the
+committed ``audit.schema.json`` beside this module is its output, and a test keeps it current.
+Write it again after changing a record::
 
     python -m core.schema > core/audit.schema.json
 
@@ -30,7 +31,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from core import document
-from core.docfields import required
+from core.docfields import FIRST_VERSION, added_in, required
 from core.document import NONFINITE_TOKENS, SCHEMA_VERSION, AuditResult
 
 __all__ = ["SCHEMA_PATH", "json_schema"]
@@ -65,6 +66,17 @@ def _described(cls: type) -> tuple[str | None, dict[str, str]]:
 
 def _flat(text: str) -> str:
     return " ".join(text.split())
+
+
+def _description(note: str | None, since: str) -> str | None:
+    """A field's description: the string under it, then the schema version that added it when
+    that is not the first ("Added in schema 1.6.")."""
+    if since == FIRST_VERSION:
+        return note
+    added = f"Added in schema {since}."
+    if not note:
+        return added
+    return f"{note} {added}" if note.endswith(".") else f"{note}. {added}"
 
 
 class _Builder:
@@ -146,8 +158,9 @@ class _Builder:
             if item.name == "extra":
                 continue
             schema = self.kind(hints[item.name])
-            if item.name in notes:
-                schema = {"description": notes[item.name], **schema}
+            description = _description(notes.get(item.name), added_in(item))
+            if description:
+                schema = {"description": description, **schema}
             properties[item.name] = schema
             if required(item, SCHEMA_VERSION):
                 needed.append(item.name)

@@ -119,6 +119,53 @@ def test_what_a_document_of_schema_1_0_lacks_was_added_in_1_1() -> None:
                 assert item.metadata["need"] == FULL and added_in(item) == "1.1"
 
 
+def test_a_field_read_wherever_its_record_is_is_no_later_than_the_record() -> None:
+    """A field required wherever its record stands (from every version on) cannot have been
+    added after a field that holds the record: a document of the holder's version would be
+    refused for lacking it."""
+    import dataclasses
+
+    from core.docfields import FIRST_VERSION, added_in, required
+    from core.document import READABLE_VERSIONS
+
+    for cls, holders in _holders().items():
+        oldest = min(
+            (READABLE_VERSIONS.index(added_in(h)) for h in holders),
+            default=READABLE_VERSIONS.index(FIRST_VERSION),
+        )
+        for item in dataclasses.fields(cls):
+            if item.name == "extra" or not required(item, FIRST_VERSION):
+                continue
+            assert READABLE_VERSIONS.index(added_in(item)) <= oldest, (cls.__name__, item.name)
+
+
+def test_the_schema_says_which_version_added_each_later_field() -> None:
+    import dataclasses
+
+    from core.docfields import FIRST_VERSION, added_in
+    from core.schema import _name, json_schema
+
+    schema = json_schema()
+    for cls in _holders():
+        properties = (
+            schema["properties"]
+            if _name(cls) == "audit_result"
+            else schema["$defs"][_name(cls)]["properties"]
+        )
+        for item in dataclasses.fields(cls):
+            if item.name in ("extra", "schema_version"):
+                continue
+            description = properties[item.name].get("description", "")
+            version = added_in(item)
+            added = f"Added in schema {version}."
+            assert description.endswith(added) == (version != FIRST_VERSION), (
+                cls.__name__,
+                item.name,
+            )
+    model_source = schema["$defs"]["provenance"]["properties"]["model_source"]
+    assert model_source["description"].endswith("(``--model``). Added in schema 1.6.")
+
+
 def test_need_refuses_a_version_the_reader_does_not_know() -> None:
     import pytest
 
