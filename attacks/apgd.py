@@ -26,7 +26,7 @@ import torch
 from torch import Tensor, nn
 
 from attacks.call import library_batch, library_seed, prepare, pyautoattack_norm
-from attacks.engine import Batch, BatchOutcome, epsilon_stream
+from attacks.engine import Batch, BatchResult, epsilon_stream
 from attacks.result import AttackResult
 from attacks.threat import Bounds, Epsilons, Norm, RandomSource, normal, uniform
 
@@ -146,7 +146,7 @@ def apgd(
     )
     config = call.config
 
-    def attack(batch: Batch) -> BatchOutcome:
+    def attack(batch: Batch) -> BatchResult:
         wrapper, seed = library_seed(config)
         common = {
             "n_iter": num_steps,
@@ -225,7 +225,7 @@ def autoattack(
     )
     config = call.config
 
-    def attack(batch: Batch) -> BatchOutcome:
+    def attack(batch: Batch) -> BatchResult:
         wrapper, seed = library_seed(config)
         runner = AutoAttack(
             wrapper,

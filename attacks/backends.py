@@ -17,7 +17,7 @@ import math
 import torch
 from torch import Tensor
 
-from attacks.engine import Batch, BatchOutcome, Setup
+from attacks.engine import Batch, BatchResult, Setup
 from attacks.evaluator import CountingModule, library_gradients
 from attacks.losses import fooled, objective
 from attacks.threat import Norm
@@ -183,7 +183,7 @@ def pgd_batch(
     num_steps: int,
     random_start: bool,
     num_restarts: int,
-) -> BatchOutcome:
+) -> BatchResult:
     """PGD on one batch through a library, restarts on the samples not yet fooled."""
     check_bounds(backend, config)
     x0, labels = batch.x0, batch.y
@@ -220,13 +220,13 @@ def pgd_batch(
     return _outcome(batch, adversarial, logits, queries, targets)
 
 
-def fgsm_batch(backend: str, config: Setup, batch: Batch) -> BatchOutcome:
+def fgsm_batch(backend: str, config: Setup, batch: Batch) -> BatchResult:
     """FGSM (L∞) or FGM (L2) on one batch through a library."""
     with library_gradients(config.evaluator.model, batch.x0):
         return _fgsm_batch(backend, config, batch)
 
 
-def _fgsm_batch(backend: str, config: Setup, batch: Batch) -> BatchOutcome:
+def _fgsm_batch(backend: str, config: Setup, batch: Batch) -> BatchResult:
     check_bounds(backend, config)
     eps = float(batch.eps[0])
     wrapper = CountingModule(config.evaluator)
@@ -269,9 +269,9 @@ def _fgsm_batch(backend: str, config: Setup, batch: Batch) -> BatchOutcome:
 
 def _outcome(
     batch: Batch, adversarial: Tensor, logits: Tensor, queries: Tensor, targets: Tensor | None
-) -> BatchOutcome:
+) -> BatchResult:
     objective_fn = objective("ce", targeted=targets is not None)
-    return BatchOutcome(
+    return BatchResult(
         adversarial=adversarial,
         logits=logits,
         last_success=fooled(logits, batch.y),

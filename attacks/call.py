@@ -11,7 +11,7 @@ The attacks that call pyautoattack on a batch share the rest: ``library_seed`` w
 evaluator for the library and draws the batch's seed from the call's generator, and
 ``library_batch`` runs the library under a forked global RNG with the library's gradients and
 torch's own default device, then judges its examples (cast to the inputs' dtype) as a
-``BatchOutcome`` with the final margin loss as a one-point trace, which ``Call.run_library``
+``BatchResult`` with the final margin loss as a one-point trace, which ``Call.run_library``
 tells the engine.
 """
 
@@ -24,7 +24,7 @@ from typing import Any, Required, TypedDict, Unpack
 import torch
 from torch import Tensor, nn
 
-from attacks.engine import Batch, BatchAttack, BatchOutcome, Setup, run_attack, setup
+from attacks.engine import Batch, BatchAttack, BatchResult, Setup, run_attack, setup
 from attacks.evaluator import CountingModule, library_gradients
 from attacks.losses import fooled, judged_margin
 from attacks.result import AttackResult
@@ -168,10 +168,10 @@ def pyautoattack_norm(norm: Norm) -> str:
     return "Linf" if norm is Norm.LINF else "L2"
 
 
-def batch_outcome(batch: Batch, adversarial: Tensor, logits: Tensor) -> BatchOutcome:
+def batch_outcome(batch: Batch, adversarial: Tensor, logits: Tensor) -> BatchResult:
     """The outcome of a library attack that returns only examples, with ``logits`` at them:
     the final margin loss as a one-point trace, no queries counted per sample."""
-    return BatchOutcome(
+    return BatchResult(
         adversarial=adversarial,
         logits=logits,
         last_success=fooled(logits, batch.y),
@@ -186,7 +186,7 @@ def library_seed(config: Setup) -> tuple[CountingModule, int]:
     return CountingModule(config.evaluator), draw_seed(config.generator, bound=2**31)
 
 
-def library_batch(config: Setup, batch: Batch, perturb: Callable[[], Tensor]) -> BatchOutcome:
+def library_batch(config: Setup, batch: Batch, perturb: Callable[[], Tensor]) -> BatchResult:
     """Run ``perturb`` (a library's attack on ``batch``, returning its examples) and judge them.
 
     It runs under a forked global RNG (the caller's state is untouched), with the library's

@@ -144,7 +144,7 @@ def as_generator(generator: torch.Generator | int | None) -> torch.Generator:
 
 
 @dataclass
-class BatchOutcome:
+class BatchResult:
     """What an attack returns for ``n`` samples at one epsilon (shapes without ``K``).
 
     Attributes:
@@ -196,7 +196,7 @@ class Batch:
     clean_logits: Tensor
 
 
-BatchAttack = Callable[[Batch], BatchOutcome]
+BatchAttack = Callable[[Batch], BatchResult]
 T = TypeVar("T")
 
 
@@ -397,11 +397,11 @@ def run_attack(
 
 
 def _reported_tables() -> tuple[str, ...]:
-    """The attributes of ``BatchOutcome`` that are tables of the result, placed into it as
+    """The attributes of ``BatchResult`` that are tables of the result, placed into it as
     the attack reports them (the engine judges and replaces ``adversarial`` and
     ``success_step``)."""
     names = {f.name for f in PER_SAMPLE_TABLES}
-    return tuple(f.name for f in dataclasses.fields(BatchOutcome) if f.name in names)
+    return tuple(f.name for f in dataclasses.fields(BatchResult) if f.name in names)
 
 
 def _retrying(compute: Callable[[], T], config: Setup, device: torch.device) -> T:

@@ -31,7 +31,7 @@ from attacks.outcomes import (
 from attacks.plan import NormPlan, Plan, Stage
 from attacks.presets import SuiteConfig
 from attacks.result import AttackResult
-from attacks.shards import Outcome, expected_cost_order, run_stage
+from attacks.shards import StageRun, expected_cost_order, run_stage
 from core.attackrecords import FAILED, NOT_APPLICABLE, AttackStatus, Failure
 from torchutil import Memo, any_batch, child_generator, distributed, model_mode
 
@@ -102,16 +102,16 @@ class _Executor:
         outcome; its model evaluations counted either way."""
         generator = child_generator(self.generator)
 
-        def compute() -> Outcome:
+        def compute() -> StageRun:
             return run_stage(
                 stage, self.model, self.x, self.y, index, self.config, generator, self.order
             )
 
         if self.memo is None or stage.unit is None:
-            outcome, resumed = compute(), False
+            done, resumed = compute(), False
         else:
-            outcome, resumed = self.memo(stage.unit, compute)
-        result, status, message = outcome
+            done, resumed = self.memo(stage.unit, compute)
+        result, status, message = done
         if result is not None:
             self.num_forward += result.num_forward
             self.num_backward += result.num_backward

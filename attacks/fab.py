@@ -34,7 +34,7 @@ import torch
 from torch import Tensor, nn
 
 from attacks.call import library_batch, library_seed, prepare, pyautoattack_norm
-from attacks.engine import Batch, BatchOutcome
+from attacks.engine import Batch, BatchResult
 from attacks.result import AttackResult
 from attacks.threat import Bounds, Norm
 
@@ -129,7 +129,7 @@ def fab(
     config = call.config
     runner_class = fab_runner()
 
-    def attack(batch: Batch) -> BatchOutcome:
+    def attack(batch: Batch) -> BatchResult:
         wrapper, seed = library_seed(config)
         classes = min(num_target_classes, batch.clean_logits.shape[1] - 1)
         runner: Any = runner_class(

@@ -14,7 +14,7 @@ from torch import Tensor, nn
 
 from attacks import backends
 from attacks.call import prepare
-from attacks.engine import Batch, BatchOutcome
+from attacks.engine import Batch, BatchResult
 from attacks.losses import describe, fooled, objective, zero_nonfinite_
 from attacks.result import AttackResult
 from attacks.threat import Bounds, Epsilons, Norm, geometry
@@ -77,7 +77,7 @@ def fgsm(
     grad_norm = torch.zeros_like(clean_loss)
     known = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
 
-    def attack(batch: Batch) -> BatchOutcome:
+    def attack(batch: Batch) -> BatchResult:
         if backend != "native":
             return backends.fgsm_batch(backend, config, batch)
         objective_fn = objective(loss, targeted=False, num_classes=batch.clean_logits.shape[1])
@@ -100,7 +100,7 @@ def fgsm(
         trace = torch.stack(
             [clean_loss[batch.index], objective_fn(logits, batch.y, None).to(x.dtype)]
         )
-        return BatchOutcome(
+        return BatchResult(
             adversarial=adversarial,
             logits=logits,
             last_success=fooled(logits, batch.y),

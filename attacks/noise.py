@@ -21,7 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from attacks.call import prepare
-from attacks.engine import Batch, BatchOutcome, epsilon_stream
+from attacks.engine import Batch, BatchResult, epsilon_stream
 from attacks.losses import fooled, judged_margin
 from attacks.result import AttackResult
 from attacks.threat import Bounds, Epsilons, Norm, geometry
@@ -88,7 +88,7 @@ def random_noise(
     config = call.config
     geom = geometry(config.norm)
 
-    def attack(batch: Batch) -> BatchOutcome:
+    def attack(batch: Batch) -> BatchResult:
         n = batch.y.numel()
         best = batch.x0.clone()
         best_logits = batch.clean_logits.clone()
@@ -126,7 +126,7 @@ def random_noise(
             active, rows = active[~broken], rows[~broken]
             if active.numel() == 0:
                 break
-        return BatchOutcome(
+        return BatchResult(
             adversarial=best,
             logits=best_logits,
             last_success=fooled(best_logits, batch.y),

@@ -190,7 +190,7 @@ class NormOutcome:
         """Worst-case robust accuracy over the main list, one value per epsilon."""
         return (self.robust.double().mean(dim=1)).tolist()
 
-    def outcome(self, label: str) -> AttackOutcome:
+    def attack(self, label: str) -> AttackOutcome:
         """The main-list outcome of the attack called ``label``."""
         for item in self.attacks:
             if item.label == label:
@@ -231,7 +231,8 @@ class SuiteResult:
     def clean_accuracy(self) -> float:
         return float(self.clean_correct.double().mean())
 
-    def outcome(self, norm: Norm | str) -> NormOutcome:
+    def norm(self, norm: Norm | str) -> NormOutcome:
+        """The outcomes under ``norm``."""
         parsed = Norm.parse(norm)
         for item in self.norms:
             if item.norm is parsed:

@@ -20,7 +20,7 @@ from torch import Tensor, nn
 from attacks import backends
 from attacks._descent import TARGETED_STOP, UNTARGETED_STOP, Descent, Keep, State, descend
 from attacks.call import prepare
-from attacks.engine import TARGET_STREAM, Batch, BatchOutcome, epsilon_stream
+from attacks.engine import TARGET_STREAM, Batch, BatchResult, epsilon_stream
 from attacks.losses import describe, objective
 from attacks.result import AttackResult
 from attacks.threat import Bounds, Epsilons, Norm, geometry, uniform
@@ -198,7 +198,7 @@ def _pgd(
             draws = uniform((batch.index.numel(),), batch.x0, sources)
         return _targets_for(target_mode, offset, batch.y, batch.clean_logits, draws)
 
-    def attack(batch: Batch) -> BatchOutcome:
+    def attack(batch: Batch) -> BatchResult:
         step = _step_sizes(batch.eps, num_steps, rel_step_size, abs_step_size)
         num_classes = batch.clean_logits.shape[1]
         offsets: list[int | None] = [None]
@@ -253,7 +253,7 @@ def _pgd(
                     streams=streams,
                 )
                 first = False
-        return BatchOutcome(
+        return BatchResult(
             adversarial=state.best_x,
             logits=state.best_logits,
             last_success=state.last_rank >= 1,

@@ -36,7 +36,7 @@ from torchutil import (
 )
 
 __all__ = [
-    "Outcome",
+    "StageRun",
     "concatenate",
     "dealt",
     "expected_cost_order",
@@ -45,7 +45,7 @@ __all__ = [
     "run_stage",
 ]
 
-Outcome = tuple[AttackResult | None, AttackStatus, str]
+StageRun = tuple[AttackResult | None, AttackStatus, str]
 """What a stage gave: its result (None when it raised), status and message (empty when
 ``"ok"``); kept as it is by the resume memo."""
 
@@ -101,7 +101,7 @@ def _call(
     y: Tensor,
     epsilons: Sequence[float],
     **kwargs: Any,
-) -> Outcome:
+) -> StageRun:
     try:
         result = run_attack_spec(spec, model, x, y, epsilons, **kwargs)
     except NoInputGradient:
@@ -193,7 +193,7 @@ def run_stage(
     config: SuiteConfig,
     generator: torch.Generator,
     order: Tensor | None = None,
-) -> Outcome:
+) -> StageRun:
     """The outcome of ``stage`` on samples ``index`` of ``x`` (see the module's docstring);
     ``order`` ranks the samples by expected cost (``expected_cost_order``), or is None."""
     spec = stage.attack
@@ -204,7 +204,7 @@ def run_stage(
     overrides: dict[str, Any] = {} if stage.nested else {"nested": False}
     calls = pieces(stage, index, config.batch_size, generator, order)
     rank, world = distributed.rank(), distributed.world_size()
-    mine: dict[int, Outcome] = {}
+    mine: dict[int, StageRun] = {}
     for number, (part, piece_generator) in enumerate(calls):
         if number % world != rank or part.numel() == 0:
             continue
@@ -221,13 +221,13 @@ def run_stage(
             **overrides,
         )
     if world > 1:
-        outcomes: dict[int, Outcome] = {}
+        every: dict[int, StageRun] = {}
         for gathered in distributed.all_gather_objects(to_device(mine, "cpu")):
-            outcomes.update(gathered)
-        mine = to_device(outcomes, x.device)
+            every.update(gathered)
+        mine = to_device(every, x.device)
     numbers = sorted(mine)
     ordered = [mine[n] for n in numbers]
-    failed = next((outcome for outcome in ordered if outcome[0] is None), None)
+    failed = next((run for run in ordered if run[0] is None), None)
     if failed is not None:
         return failed
     results = [result for result, _, _ in ordered if result is not None]

@@ -27,7 +27,7 @@ import torch
 from torch import Tensor, nn
 
 from attacks.call import prepare, pyautoattack_norm
-from attacks.engine import Batch, BatchOutcome, epsilon_stream
+from attacks.engine import Batch, BatchResult, epsilon_stream
 from attacks.losses import fooled, is_finite_rows, judged_margin, margin
 from attacks.result import AttackResult
 from attacks.threat import Bounds, Epsilons, Norm
@@ -467,7 +467,7 @@ def square(
 
         return run
 
-    def attack(batch: Batch) -> BatchOutcome:
+    def attack(batch: Batch) -> BatchResult:
         run = native_run(batch) if backend == "native" else library_run(batch)
         adversarial = batch.x0.clone()
         queries = torch.zeros_like(batch.y)
@@ -490,7 +490,7 @@ def square(
         trace = torch.stack(
             [-judged_margin(batch.clean_logits, batch.y), -judged_margin(logits, batch.y)]
         )
-        return BatchOutcome(
+        return BatchResult(
             adversarial=adversarial,
             logits=logits,
             last_success=broken,

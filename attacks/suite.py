@@ -18,8 +18,8 @@ while black-box attacks still run.
 Logits holding NaN or Inf have no prediction (see ``attacks.engine``): a sample whose clean
 logits are not finite is not clean-correct (``clean_nonfinite``), so it is not robust and no
 attack runs on it; an attack's example whose logits are not finite never counts as broken, so
-the sample stays robust unless another attack breaks it with finite logits; each record marks
-such samples in ``nonfinite``.
+the sample stays robust unless another attack breaks it with finite logits; each outcome marks
+such samples in its ``nonfinite`` table.
 
 ``run_suite`` is a plan and its executor: ``attacks.plan`` lists the stages up front from the
 configuration, ``attacks.execute`` runs them in order (``attacks.shards`` runs one stage on
@@ -95,7 +95,7 @@ def run_suite(
 
     Example:
         >>> result = run_suite(model, x, y, preset("quick", "digits"), generator=0)
-        >>> result.outcome("linf").robust_accuracy
+        >>> result.norm("linf").robust_accuracy
     """
     check_inputs(x, y, config.bounds)
     gen = as_generator(generator)

@@ -186,7 +186,7 @@ def run_autoattack(
 
 def audit_breakers(result: SuiteResult, norm: Norm) -> list[str]:
     """Per sample, the label of the first attack of the main list that broke it ("" if none)."""
-    outcome = result.outcome(norm)
+    outcome = result.norm(norm)
     names = [""] * result.num_samples
     for record in outcome.attacks:
         hit = (record.success[0] & record.attacked[0] & result.clean_correct).tolist()
@@ -249,7 +249,7 @@ class Comparison:
     outside_box: list[int] = field(default_factory=list)
 
     def add(self, result: SuiteResult, norm: Norm, run: AutoAttackRun) -> None:
-        outcome = result.outcome(norm)
+        outcome = result.norm(norm)
         audit = outcome.robust[0].cpu()
         theirs = run.robust.cpu()
         paired = PairedOutcome.of(audit, theirs)

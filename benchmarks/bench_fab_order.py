@@ -128,7 +128,7 @@ def bench_model(name: str, norms: tuple[Norm, ...], args: argparse.Namespace) ->
         first = suite.with_options(epsilons={norm: suite.epsilons[norm]}, attacks=before)
         start = time.perf_counter()
         result = run_suite(model, x, y, first, generator=args.seed)
-        robust = result.outcome(norm).robust[0]
+        robust = result.norm(norm).robust[0]
         print(
             f"\n{name} {norm.value} eps {suite.epsilons[norm][0]:g}: {x.shape[0]} samples; the "
             f"chain before Square ({', '.join(s.label for s in before)}) left "

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from attacks import apgd, geometry, pgd, random_noise, robust_after, square
-from attacks.engine import Batch, BatchOutcome, run_attack, setup
+from attacks.engine import Batch, BatchResult, run_attack, setup
 from attacks.result import STEP_NOT_BROKEN, STEP_UNKNOWN
 
 
@@ -21,7 +21,7 @@ class _Liar:
     def __init__(self, config, model: nn.Module) -> None:
         self.config, self.model = config, model
 
-    def __call__(self, batch: Batch) -> BatchOutcome:
+    def __call__(self, batch: Batch) -> BatchResult:
         generator = torch.Generator().manual_seed(batch.k)
         noise = torch.randn(batch.x0.shape, generator=generator)
         adversarial = batch.x0 + 3.0 * noise  # far outside every ball and the box
@@ -29,7 +29,7 @@ class _Liar:
         with torch.no_grad():
             truth = self.model(adversarial.clamp(0, 1)).argmax(dim=1)
         lying = torch.nn.functional.one_hot(truth, 10).float() * -50.0  # never the argmax
-        return BatchOutcome(
+        return BatchResult(
             adversarial=adversarial,
             logits=lying,
             last_success=torch.zeros_like(batch.y, dtype=torch.bool),

@@ -118,15 +118,15 @@ def test_an_attack_that_raises_is_recorded_and_the_suite_goes_on(model, data) ->
     with torch.no_grad():
         clean_correct = model(x).argmax(dim=1) == y
     for outcome in result.norms:
-        pgd_ce = outcome.outcome("pgd-ce")
+        pgd_ce = outcome.attack("pgd-ce")
         assert pgd_ce.status == "failed"
         assert pgd_ce.message == "RuntimeError: lookup table overflow in layer 3"
         assert pgd_ce.statuses == ("failed",) and not pgd_ce.attacked.any()
         # Its samples count as not attacked: FGSM, next, runs on every clean-correct one.
-        fgsm = outcome.outcome("fgsm")
+        fgsm = outcome.attack("fgsm")
         assert fgsm.status == "ok"
         assert torch.equal(fgsm.attacked[0], clean_correct)
-        assert all(outcome.outcome(label).status == "ok" for label in ("noise", "square"))
+        assert all(outcome.attack(label).status == "ok" for label in ("noise", "square"))
         assert [(f.stage, f.label, f.status) for f in outcome.failures] == [
             ("attack", "pgd-ce", "failed")
         ]

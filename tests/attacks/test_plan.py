@@ -166,10 +166,10 @@ def test_without_the_sweep_its_shared_stages_run_and_the_independent_one_is_skip
         assert shared and all(stage.unit in units for stage in shared)
         assert f"{norm} independent sweep (skipped: the sweep did not complete)" in reported
         assert f"{norm}-independent-sweep-pgd-ce" not in units
-        outcome = result.outcome(item.norm)
+        outcome = result.norm(item.norm)
         assert outcome.sweep is None and outcome.independent_sweep is None
         assert [f.stage for f in outcome.failures][0] == "sweep"
-        assert outcome.outcome("pgd-ce").status == "failed"
+        assert outcome.attack("pgd-ce").status == "failed"
 
 
 def test_a_resumed_suite_reports_each_stage_as_it_was_found(model, data) -> None:

@@ -314,7 +314,7 @@ def test_suite_settings_reach_only_the_attacks_that_take_them(model, data) -> No
         eot_samples=3,
     )
     result = run_suite(model, x, y, config, generator=0)
-    independent = result.outcome("linf").independent_sweep
+    independent = result.norm("linf").independent_sweep
     assert independent is not None and independent.kind == "noise"
     subset = independent.sample_index
     clean = result.clean_correct[subset]

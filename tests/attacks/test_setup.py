@@ -10,13 +10,13 @@ import torch
 
 from attacks import apgd, autoattack, fab, square
 from attacks.call import library_batch, library_seed, prepare
-from attacks.engine import Batch, BatchOutcome, run_attack, setup
+from attacks.engine import Batch, BatchResult, run_attack, setup
 from attacks.threat import Norm
 
 
-def _still(batch: Batch) -> BatchOutcome:
+def _still(batch: Batch) -> BatchResult:
     """A hand-written attack that returns the clean inputs."""
-    return BatchOutcome(
+    return BatchResult(
         adversarial=batch.x0.clone(),
         logits=batch.clean_logits,
         last_success=torch.zeros_like(batch.y, dtype=torch.bool),

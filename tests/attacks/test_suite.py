@@ -63,7 +63,7 @@ def test_suite_is_a_worst_case_over_attacks(model, data) -> None:
             outcome.attacks[-1].robust_accuracy_after[0].value
         )
         # The main PGD-CE run is the sweep's run at the suite epsilon: no work repeated.
-        pgd_ce = outcome.outcome("pgd-ce")
+        pgd_ce = outcome.attack("pgd-ce")
         assert pgd_ce.source == "sweep"
         assert outcome.sweep is not None
         k = outcome.sweep_epsilons.index(outcome.epsilons[0])
@@ -217,7 +217,7 @@ def test_a_peer_attack_is_recorded_with_its_peer(model, data) -> None:
     attacks = result.config.to_dict()["attacks"]
     assert [a.get("peer_of") for a in attacks] == [None, None, "pgd-ce", None, None, None]
     for outcome in result.norms:
-        assert int(outcome.outcome("fgsm").attacked[0].sum()) < int(result.clean_correct.sum())
+        assert int(outcome.attack("fgsm").attacked[0].sum()) < int(result.clean_correct.sum())
 
 
 def test_peer_of_must_name_an_earlier_attack() -> None:
