@@ -49,7 +49,7 @@ from analysis.config import (
 )
 from analysis.conventions import try_conventions
 from analysis.probes import probe_model
-from analysis.redflags import Evidence, run_checks, verdict
+from analysis.redflags import Evidence, run_checks
 from analysis.resume import UnitCache
 from analysis.robustness import bit_rows, norm_section
 from attacks import Bounds, ChunkedModel, SuiteConfig, run_suite
@@ -59,6 +59,7 @@ from checkpoints.datasets import Dataset, DatasetError, load_dataset
 from core.boundary import (
     error_line,
 )
+from core.checks import verdict
 from core.document import (
     SCHEMA_VERSION,
     AuditResult,

@@ -55,7 +55,7 @@ from analysis.modelchecks import (
     train_mode,
 )
 from analysis.runchecks import attack_failed, not_converged, silent_success
-from core.checks import ALPHA, INCOMPLETE, NO_SIGN, SUSPECTED, UNRELIABLE, red_flags
+from core.checks import ALPHA, INCOMPLETE, verdict
 from core.document import FindingStatus
 
 __all__ = [
@@ -98,23 +98,3 @@ __all__ = [
 def run_checks(evidence: Evidence) -> list[Finding]:
     """Every registered check, in registration order."""
     return [function(evidence) for function in CHECK_FUNCTIONS.values()]
-
-
-def verdict(findings: list[Finding]) -> str:
-    """``evaluation incomplete: ...`` (an attack failed), ``evaluation unreliable``,
-    ``suspected gradient masking (N red flags)`` or ``no sign of gradient masking``."""
-    failed = next(
-        (f for f in findings if f.code == "attack-failed" and f.status == FindingStatus.FAIL), None
-    )
-    if failed is not None:
-        runs = len((failed.evidence or {}).get("failed", ())) or 1
-        return (
-            f"{INCOMPLETE}: {runs} attack run{'s' if runs > 1 else ''} failed, robust accuracy "
-            "is an upper bound"
-        )
-    if any(f.status == FindingStatus.FAIL and f.kind != "masking" for f in findings):
-        return UNRELIABLE
-    flags = len(red_flags(findings))
-    if flags:
-        return f"{SUSPECTED} ({flags} red flag{'s' if flags > 1 else ''})"
-    return NO_SIGN

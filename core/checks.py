@@ -39,11 +39,12 @@ __all__ = [
     "EvidenceSpec",
     "red_flags",
     "run_key",
+    "verdict",
     "verdict_level",
     "word",
 ]
 
-# The verdict's opening words (``analysis.redflags.verdict`` words the rest), from the most
+# The verdict's opening words (:func:`verdict` words the rest), from the most
 # serious: an attack failed, so its robust accuracies are upper bounds; a reliability check
 # failed; a masking check failed; nothing failed.
 INCOMPLETE = "evaluation incomplete"
@@ -67,6 +68,29 @@ def red_flags(findings: Iterable[Finding]) -> tuple[Finding, ...]:
     check (that makes the evaluation unreliable instead); a report and the summary list every
     check that warned or failed (``core.document.WARN_OR_FAIL``)."""
     return tuple(f for f in findings if f.status == FindingStatus.FAIL and f.kind == "masking")
+
+
+def verdict(findings: Iterable[Finding]) -> str:
+    """The audit's verdict on its ``findings``, from the most serious: ``evaluation
+    incomplete: ...`` (an attack failed), ``evaluation unreliable`` (a reliability check
+    failed), ``suspected gradient masking (N red flags)`` (:func:`red_flags`) or ``no sign of
+    gradient masking``."""
+    findings = tuple(findings)
+    failed = next(
+        (f for f in findings if f.code == "attack-failed" and f.status == FindingStatus.FAIL), None
+    )
+    if failed is not None:
+        runs = len((failed.evidence or {}).get("failed", ())) or 1
+        return (
+            f"{INCOMPLETE}: {runs} attack run{'s' if runs > 1 else ''} failed, robust accuracy "
+            "is an upper bound"
+        )
+    if any(f.status == FindingStatus.FAIL and f.kind != "masking" for f in findings):
+        return UNRELIABLE
+    flags = len(red_flags(findings))
+    if flags:
+        return f"{SUSPECTED} ({flags} red flag{'s' if flags > 1 else ''})"
+    return NO_SIGN
 
 
 RUN_KEY = re.compile(r"^(?P<label>.+)/(?P<norm>[a-z0-9]+)/(?P<epsilon>[-+0-9.eE]+)$")
