@@ -15,12 +15,14 @@ only when it is not kept already. In the order the audit runs them:
 - ``conventions``: the trials of other input conventions (``analysis.conventions``).
 
 Every unit goes through one memo, `UnitCache.memo` (a ``torchutil.Memo``: ``memo(key,
-compute) -> (value, loaded)``), which the attack suite keys by a stage's name and
-``flatness.measure`` by its ``flatness.Unit``. Each unit is written, once finished, to
-``OUT/<name>/.partial/<unit>.pt`` through a temporary file and a rename. The same command
-run again loads the finished units instead of computing them; every random draw is still
-made in the same order (a unit's generator is drawn from its parent whether the unit is
-computed or loaded), so the document equals that of an uninterrupted run apart from timings.
+compute) -> (value, loaded)``), keyed by the unit's name above: the attack suite's memo
+by a stage's name, ``flatness.measure``'s by its ``flatness.Unit``, which
+``analysis.batching`` turns into a ``FlatnessUnit`` and the pipeline into its name. Each
+unit is written, once finished, to ``OUT/<name>/.partial/<unit>.pt`` through a temporary
+file and a rename. The same command run again loads the finished units instead of
+computing them; every random draw is still made in the same order (a unit's generator is
+drawn from its parent whether the unit is computed or loaded), so the document equals that
+of an uninterrupted run apart from timings.
 
 The folder is keyed: ``key.json`` holds a SHA-256 (`cache_key`) over the identity
 `audit_identity` gives: the checkpoint's and its weights' hashes, where the model came

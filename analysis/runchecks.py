@@ -157,8 +157,8 @@ def attack_failed(evidence: Evidence) -> Judged:
     evaluation is incomplete. One that does not apply (a gradient attack on a model without an
     input gradient) leaves the worst case to the attacks that ran: listed, not flagged here
     (``vanishing-gradients`` fails a model without an input gradient). Each run's error is the
-    one line of its message that says what failed (``core.boundary.error_line``); the run's
-    record in the suite keeps the whole message.
+    one line of its message that says what failed (``core.errors.error_line``); the run's
+    outcome in the suite keeps the whole message.
     """
     suite = evidence.suite
     if suite is None:

@@ -52,7 +52,9 @@ from attacks.registry import ParameterTypeError, check_keys
 from core.boundary import load_toml
 
 PRESETS = ("quick", "standard", "thesis", "thorough")
-DEFAULT_BATCH_SIZE = 500  # samples per batch unless --batch-size or a suite file says otherwise
+DEFAULT_BATCH_SIZE = 500
+"""The attacks' batch (``SuiteConfig.batch_size``) unless a suite file or the caller's
+``SuiteConfig`` sets one; ``--batch-size`` is the model's chunk instead (``analysis.config``)."""
 
 
 _FILE_KEYS = ("name", "preset", "epsilons", "attacks", "sweep", "options")

@@ -84,6 +84,12 @@ class AttackRecord:
         success, attacked, last_success: [K][N] per-sample bits.
         success_step: [K][N] iteration of the first success; -1 not broken, -2 unknown.
         mean_loss_trace: [K][T] mean loss per iteration (None where undefined).
+        nonfinite: [K] samples whose logits held NaN or Inf at some evaluation (the sum of
+            the result's ``nonfinite`` table over the samples).
+        nonfinite_samples: [K][N] bits of those samples (the ``nonfinite`` table itself,
+            under its own name because ``nonfinite`` holds the counts).
+        nonfinite_evaluations: sample evaluations with NaN or Inf logits in all.
+        queries: sample evaluations spent in all (the ``queries`` table's total).
     """
 
     label: str

@@ -34,12 +34,13 @@ def flatness_table(result: AuditResult) -> pd.DataFrame:
     if not sections:
         return data_frame({}, [], "measure")
     measures: dict[str, Callable[[FlatnessResult], str]] = {
-        "Fisher-Rao norm² (empirical Fisher)": lambda f: estimate_cell(
-            *_pair(f.fisher_rao_empirical)
-        ),
-        "Fisher-Rao norm² (model Fisher)": lambda f: estimate_cell(*_pair(f.fisher_rao_model)),
-        "Hessian trace": lambda f: estimate_cell(*_pair(f.hessian_trace)),
-        "ε-sharpness": lambda f: estimate_cell(*_pair(f.epsilon_sharpness)),
+        _MEASURES[name]: _estimate(name)
+        for name in (
+            "fisher_rao_empirical",
+            "fisher_rao_model",
+            "hessian_trace",
+            "epsilon_sharpness",
+        )
     }
     count = max(
         (len(f.hessian_eigenvalues.eigenvalues) for _, f in sections if f.hessian_eigenvalues),
@@ -49,6 +50,11 @@ def flatness_table(result: AuditResult) -> pd.DataFrame:
         measures[f"Hessian eigenvalue λ{i + 1}"] = _eigenvalue(i)
     rows = {name: [cell(f) for _, f in sections] for name, cell in measures.items()}
     return data_frame(rows, [label for label, _ in sections], "measure")
+
+
+def _estimate(name: str) -> Callable[[FlatnessResult], str]:
+    """The cell of the estimate ``name`` (a field of ``FlatnessResult``): value ± error."""
+    return lambda f: estimate_cell(*_pair(getattr(f, name)))
 
 
 _STOPPED = {
