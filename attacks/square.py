@@ -291,12 +291,22 @@ def square_search(
         queries = torch.ones(n, device=x.device)
         stencils: dict[int, Tensor] = {}
         width = draw_width(norm, c)
+        # The samples still searching, and their state gathered once: pyautoattack gathers and
+        # scatters it at every iteration, but its rows only change when a sample is fooled
+        # (about 4 % of an L2 run's time on MNIST's LeNet-5, where most samples search to the
+        # end). Every value is computed as pyautoattack does; only where it is kept differs.
+        idx = (margin_min > 0.0).nonzero().flatten()
+        x_curr, x_best_curr, y_curr = x[idx], x_best[idx], y[idx]
+        margin_min_curr, loss_min_curr, queries_curr = margin_min[idx], loss_min[idx], queries[idx]
+
+        def write_back(rows: Tensor, keep: Tensor | slice) -> None:
+            x_best[rows] = x_best_curr[keep]
+            margin_min[rows], loss_min[rows] = margin_min_curr[keep], loss_min_curr[keep]
+            queries[rows] = queries_curr[keep]
+
         for iteration in range(num_queries):
-            idx = (margin_min > 0.0).nonzero().flatten()
             if idx.numel() == 0:
                 break
-            x_curr, x_best_curr, y_curr = x[idx], x_best[idx], y[idx]
-            margin_min_curr, loss_min_curr = margin_min[idx], loss_min[idx]
             m = idx.numel()
             u = draws.step(iteration, idx, width)
             p = p_selection(p_init, iteration, num_queries, rescale_schedule)
@@ -318,7 +328,7 @@ def square_search(
                 old_window = delta_curr[window]
                 norms_window_1 = (old_window**2).sum(dim=(-2, -1), keepdim=True).sqrt()
                 mask_2 = _window_mask(vh2, vw2, s, h, w, x.dtype)
-                norms_image = _l2_norm(x_best_curr - x_curr)
+                norms_image = _l2_norm(delta_curr)
                 mask_image = torch.max(_window_mask(vh, vw, s, h, w, x.dtype), mask_2)
                 norms_windows = ((delta_curr * mask_image) ** 2).sum(dim=(-2, -1), keepdim=True)
                 norms_windows = norms_windows.sqrt()
@@ -343,14 +353,28 @@ def square_search(
                 x_new = torch.clamp(x_curr + _l2_normalize(delta_curr) * eps, 0.0, 1.0)
             new_margin = square_margin(logits_fn, x_new, y_curr)
             improved = (new_margin < loss_min_curr).float()
-            loss_min[idx] = improved * new_margin + (1.0 - improved) * loss_min_curr
+            loss_min_curr = improved * new_margin + (1.0 - improved) * loss_min_curr
             improved = torch.max(improved, (new_margin <= 0.0).float())
-            margin_min[idx] = improved * new_margin + (1.0 - improved) * margin_min_curr
+            margin_min_curr = improved * new_margin + (1.0 - improved) * margin_min_curr
             improved = improved.reshape([-1, 1, 1, 1])
-            x_best[idx] = improved * x_new + (1.0 - improved) * x_best_curr
-            queries[idx] += 1.0
-            if bool((margin_min <= 0.0).all()):
-                break
+            x_best_curr = improved * x_new + (1.0 - improved) * x_best_curr
+            queries_curr += 1.0
+            searching = margin_min_curr > 0.0
+            if not bool(searching.all()):
+                done = ~searching
+                write_back(idx[done], done)
+                idx = idx[searching]
+                x_curr, x_best_curr, y_curr = (
+                    x_curr[searching],
+                    x_best_curr[searching],
+                    y_curr[searching],
+                )
+                margin_min_curr, loss_min_curr = (
+                    margin_min_curr[searching],
+                    loss_min_curr[searching],
+                )
+                queries_curr = queries_curr[searching]
+        write_back(idx, slice(None))
     return queries, x_best
 
 
