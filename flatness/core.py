@@ -250,6 +250,8 @@ def loss_pass(
     data: Batches,
     params: dict[str, Tensor],
     seeds: list[list[int | None]],
+    *,
+    sharded: bool = True,
 ) -> LossPass:
     """Evaluates the per-sample loss over ``data`` at ``params``.
 
@@ -260,8 +262,10 @@ def loss_pass(
         seeds: Per batch, the dropout seeds to average over (`dropout_seeds`). Reusing the same
             seeds at every point compares losses under common random numbers, so differences
             between points are not drowned by dropout noise.
+        sharded: False computes every batch in this process (`sharded_sweep`), for a caller
+            that shares out whole passes instead.
     """
-    return _sweep(fmodel, data, params, seeds, None)
+    return _sweep(fmodel, data, params, seeds, None, sharded=sharded)
 
 
 def loss_and_gradient(
@@ -281,6 +285,8 @@ def _sweep(
     params: dict[str, Tensor],
     seeds: list[list[int | None]],
     gradient: dict[str, Tensor] | None,
+    *,
+    sharded: bool = True,
 ) -> LossPass:
     """One pass over the data; accumulates the mean loss's gradient into ``gradient``."""
     losses = [
@@ -322,7 +328,9 @@ def _sweep(
         )
         return [size, size, *steps]
 
-    sharded_sweep([len(draws) for draws in seeds], term, fold, layout, fmodel.device)
+    sharded_sweep(
+        [len(draws) for draws in seeds], term, fold, layout, fmodel.device, sharded=sharded
+    )
     return LossPass(torch.cat(losses), torch.cat(correct))
 
 

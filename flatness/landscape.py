@@ -25,6 +25,7 @@ from flatness.core import (
     parse_mode,
 )
 from flatness.stats import MeanAccumulator
+from torchutil import shared_map
 
 Grid = tuple[float | None, ...] | tuple[tuple[float | None, ...], ...]
 
@@ -117,19 +118,26 @@ def loss_landscape(
     data = list(batches(sample_x, sample_y, batch_size, fmodel))
     seeds = [dropout_seeds(generator, mode, num_mc_samples) for _ in data]
     grids = [coordinates] if num_directions == 1 else [coordinates, coordinates]
-    losses, stderrs, accuracies = [], [], []
+
+    def point(index: int) -> tuple[float, float, float]:
+        """The mean loss, its standard error and the accuracy at grid point ``index``."""
+        step = points[index]
+        params = {
+            name: value + sum(c * d[name] for c, d in zip(step, directions, strict=True))
+            for name, value in fmodel.params.items()
+        }
+        result = loss_pass(fmodel, data, params, seeds, sharded=False)
+        summary = MeanAccumulator()
+        summary.update(result.losses)
+        return summary.mean, summary.stderr, result.correct.mean().item()
+
+    # Under torch.distributed each point is computed whole by one process and the values are
+    # gathered: a point's sample is often one batch, which splitting by batch would leave to
+    # one process while the other waits.
+    points = list(itertools.product(*grids))
     with in_mode(model, mode):
-        for point in itertools.product(*grids):
-            params = {
-                name: value + sum(step * d[name] for step, d in zip(point, directions, strict=True))
-                for name, value in fmodel.params.items()
-            }
-            result = loss_pass(fmodel, data, params, seeds)
-            summary = MeanAccumulator()
-            summary.update(result.losses)
-            losses.append(summary.mean)
-            stderrs.append(summary.stderr)
-            accuracies.append(result.correct.mean().item())
+        values = shared_map(len(points), point)
+    losses, stderrs, accuracies = (list(column) for column in zip(*values, strict=True))
     definition = (
         f"mean cross-entropy at θ + Σ_k c_k d_k for {num_directions} random filter-normalised "
         "direction(s) d_k (Li et al. 2018; biases and other 1-D parameters held fixed), over "
